@@ -1,0 +1,1 @@
+"""gRPC servicers: translate protobuf <-> domain, nothing else; plus auth and errors."""

@@ -1,0 +1,138 @@
+"""One interceptor for every clearing RPC: authentication and roles, the call context for
+logs, metrics by method and status code, and the mapping of errors to statuses.
+
+Handlers are wrapped once per method (cached); health and reflection pass untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import grpc
+
+from clearing import logs, metrics
+from clearing.api.auth import KeyStore
+from clearing.api.errors import code_name, status_for
+from clearing.errors import ClearingError, PermissionDenied, Unauthenticated
+from clearing.ledger.model import Principal
+
+log = logging.getLogger("clearing.api")
+
+PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("clearing_principal")
+
+
+def principal() -> Principal:
+    """The authenticated caller of the current RPC."""
+    return PRINCIPAL.get()
+
+
+def _bearer(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthenticated("authorization must be 'Bearer <api key>'",
+                                      reason="API_KEY_INVALID")
+            return token.strip()
+    raise Unauthenticated("missing 'authorization: Bearer <api key>' metadata",
+                          reason="API_KEY_MISSING")
+
+
+class ClearingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps the handlers of the methods named in `method_roles` (full method name ->
+    roles allowed; an empty set means any authenticated key)."""
+
+    def __init__(self, keys: KeyStore, method_roles: dict[str, frozenset[str]]) -> None:
+        self._keys = keys
+        self._roles = method_roles
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation: Callable[..., Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        method = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(details)
+        if handler is None or method not in self._roles:
+            return handler
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    async def _enter(self, method: str, short: str, context, request) -> Principal:
+        who = await self._keys.principal(_bearer(context))
+        allowed = self._roles[method]
+        if allowed and not (who.roles & allowed):
+            raise PermissionDenied(f"{short} needs one of the roles {sorted(allowed)}",
+                                   metadata={"roles": ",".join(sorted(allowed))})
+        PRINCIPAL.set(who)
+        logs.CALL.set((short, getattr(request, "request_id", "") if request else "",
+                       who.platform_id))
+        return who
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        short = method.rsplit("/", 1)[-1]
+        calls = {c: metrics.RPC_CALLS.labels(short, c) for c in (
+            "OK", "INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION",
+            "UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "UNAVAILABLE",
+            "UNIMPLEMENTED", "INTERNAL", "CANCELLED")}
+        latency = metrics.RPC_LATENCY.labels(short)
+
+        async def fail(context, exc: BaseException) -> None:
+            if not isinstance(exc, ClearingError):
+                log.error("internal error in %s", short, exc_info=exc)
+            status = status_for(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+        def done(started: float, code: str) -> None:
+            calls[code].inc()
+            latency.observe(time.perf_counter() - started)
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                started, code = time.perf_counter(), "OK"
+                try:
+                    await self._enter(method, short, context, request)
+                    return await inner(request, context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every error goes through the map
+                    code = code_name(exc)
+                    await fail(context, exc)
+                finally:
+                    done(started, code)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+        if handler.stream_stream:
+            inner_stream = handler.stream_stream
+
+            async def stream(request_iterator, context):
+                started, code = time.perf_counter(), "OK"
+                try:
+                    await self._enter(method, short, context, None)
+                    async for response in inner_stream(request_iterator, context):
+                        yield response
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    code = code_name(exc)
+                    await fail(context, exc)
+                finally:
+                    done(started, code)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        raise TypeError(f"{method}: unsupported handler kind")

@@ -1,0 +1,82 @@
+"""Request validation helpers: each adds a FieldViolation with the field's path and a
+plain reason; the servicer raises them all at once (`Violations.raise_if_any`)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from google.protobuf.message import Message
+
+from clearing.errors import Violations
+from clearing.ledger.model import (PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, REQUEST_ID_LEN_MAX)
+from clearing.money import AMOUNT_MINOR_MAX, is_currency
+
+ID_MAX = 2**63 - 1
+
+
+def payload_hash(method: str, request: Message) -> bytes:
+    """What a request id is bound to: the method and the request's deterministic bytes."""
+    return hashlib.sha256(method.encode() + b"\0" +
+                          request.SerializeToString(deterministic=True)).digest()
+
+
+def request_id(v: Violations, value: str, field: str = "request_id") -> None:
+    if not value:
+        v.add(field, "required: a unique id per write, reused only to retry it")
+    elif len(value) > REQUEST_ID_LEN_MAX:
+        v.add(field, f"longer than {REQUEST_ID_LEN_MAX} characters")
+    elif not value.isprintable():
+        v.add(field, "must be printable characters")
+
+
+def text(v: Violations, value: str, field: str, *, length_max: int,
+         required: bool = False) -> None:
+    if required and not value:
+        v.add(field, "required")
+    elif len(value) > length_max:
+        v.add(field, f"longer than {length_max} characters")
+
+
+def amount(v: Violations, value: int, field: str = "amount_minor") -> None:
+    if value <= 0:
+        v.add(field, "must be a positive number of minor units")
+    elif value > AMOUNT_MINOR_MAX:
+        v.add(field, f"exceeds the maximum of {AMOUNT_MINOR_MAX} minor units")
+
+
+def amount_or_zero(v: Violations, value: int, field: str = "amount_minor") -> None:
+    if value < 0:
+        v.add(field, "must not be negative")
+    elif value > AMOUNT_MINOR_MAX:
+        v.add(field, f"exceeds the maximum of {AMOUNT_MINOR_MAX} minor units")
+
+
+def currency(v: Violations, value: str, field: str = "currency_code",
+             required: bool = True) -> None:
+    if not value:
+        if required:
+            v.add(field, "required: an ISO 4217 code such as CNY")
+    elif not is_currency(value):
+        v.add(field, f"{value!r} is not a known ISO 4217 currency code")
+
+
+def enum(v: Violations, value: int, known: type, field: str, *, required: bool = True) -> None:
+    if value == 0:
+        if required:
+            v.add(field, "required: the UNSPECIFIED value is not allowed")
+    elif value not in {m.value for m in known}:
+        v.add(field, f"unknown value {value}")
+
+
+def object_id(v: Violations, value: int, field: str, *, required: bool = True) -> None:
+    if value == 0:
+        if required:
+            v.add(field, "required")
+    elif value < 0:
+        v.add(field, "must be positive")
+
+
+def page_size(v: Violations, value: int) -> int:
+    if value < 0 or value > PAGE_SIZE_MAX:
+        v.add("page_size", f"must be between 0 and {PAGE_SIZE_MAX}")
+    return value or PAGE_SIZE_DEFAULT

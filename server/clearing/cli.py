@@ -1,0 +1,427 @@
+"""The `clearing` command: runs the server, administers it, and is a gRPC client too.
+
+    clearing serve [--dev] [--workers N]      run the server
+    clearing migrate                          apply schema migrations
+    clearing platform create NAME             create a platform; prints its API key once
+    clearing keys create PLATFORM --roles R   another key for a platform
+    clearing accounts create|list|get|freeze|unfreeze|close ...
+    clearing balance ACCOUNT_ID               balances of an account
+    clearing entries ACCOUNT_ID               its statement
+    clearing transfer --from A --to B --amount 12.34 [--currency CNY] [--pending]
+    clearing post PENDING_ID --amount X | clearing void PENDING_ID
+    clearing verify                           trial balance and hash chain
+
+Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
+--key-file (default: var/demo.key, written by `make run`). Amounts are in major units
+("12.34"), converted exactly to minor units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from clearing.config import Settings
+
+DEV_DATABASE = "clearing"
+DEMO_PLATFORM = "demo"
+
+
+# ---- server side ------------------------------------------------------------------------
+
+async def _admin_connect(settings: Settings):
+    import asyncpg
+
+    if not settings.database_url:
+        raise SystemExit("CLEARING_DATABASE_URL is not set")
+    return await asyncpg.connect(settings.database_url)
+
+
+def cmd_migrate(args, settings: Settings) -> int:
+    from clearing import db
+
+    async def go() -> list[str]:
+        conn = await _admin_connect(settings)
+        try:
+            return await db.migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(go())
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def cmd_platform_create(args, settings: Settings) -> int:
+    from clearing import db
+    from clearing.api.auth import create_platform
+
+    async def go() -> tuple[int, str]:
+        conn = await _admin_connect(settings)
+        try:
+            await db.migrate(conn)
+            return await create_platform(conn, args.name, frozenset(args.roles.split(",")))
+        finally:
+            await conn.close()
+
+    try:
+        platform_id, key = asyncio.run(go())
+    except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not trace back
+        import asyncpg
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            raise SystemExit(f"platform {args.name!r} already exists") from None
+        raise
+    print(f"platform {args.name} (id {platform_id}) created; its API key (shown once):")
+    print(key)
+    return 0
+
+
+def cmd_keys_create(args, settings: Settings) -> int:
+    from clearing.api.auth import create_key
+
+    async def go() -> str:
+        conn = await _admin_connect(settings)
+        try:
+            pid = await conn.fetchval("SELECT platform_id FROM platforms WHERE name = $1",
+                                      args.platform)
+            if pid is None:
+                raise SystemExit(f"no platform named {args.platform!r}")
+            return await create_key(conn, pid, frozenset(args.roles.split(",")))
+        finally:
+            await conn.close()
+
+    print(asyncio.run(go()))
+    return 0
+
+
+async def _dev_bootstrap(settings: Settings) -> None:
+    """Migrate and, on first start, create the demo platform and write its keys."""
+    import asyncpg
+
+    from clearing import db
+    from clearing.api.auth import create_key, create_platform
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await db.migrate(conn)
+        key_file = settings.data_dir / "demo.key"
+        approver_file = settings.data_dir / "demo-approver.key"
+        pid = await conn.fetchval("SELECT platform_id FROM platforms WHERE name = $1",
+                                  DEMO_PLATFORM)
+        if pid is None:
+            pid, key = await create_platform(conn, DEMO_PLATFORM,
+                                             frozenset({"gateway", "operator"}))
+            _write_secret(key_file, key)
+        elif not key_file.exists():
+            _write_secret(key_file, await create_key(conn, pid,
+                                                     frozenset({"gateway", "operator"})))
+        if not approver_file.exists():
+            _write_secret(approver_file, await create_key(conn, pid, frozenset({"approver"})))
+    finally:
+        await conn.close()
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+
+
+def _banner(settings: Settings) -> str:
+    key_file = settings.data_dir / "demo.key"
+    addr = settings.grpc_addr
+    exe = "clearing" if os.environ.get("VIRTUAL_ENV") else ".venv/bin/clearing"
+    return f"""
+clearing core listening on {addr}  (Ctrl-C stops it; data stays in {settings.data_dir}/)
+  demo platform keys: {key_file} (gateway, operator), {settings.data_dir}/demo-approver.key
+  try it:
+    {exe} accounts create --ref custodial --kind custodial --owner enterprise --currency CNY
+    {exe} accounts create --ref merchant-1 --kind merchant --owner enterprise --currency CNY
+    {exe} transfer --from-ref custodial --to-ref merchant-1 --amount 99.00
+    {exe} accounts list
+  or with grpcurl:
+    grpcurl -plaintext -H "authorization: Bearer $(cat {key_file})" -d '{{}}' {addr} clearing.v1.LedgerService/ListAccounts
+"""
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from clearing import server
+
+    if args.workers:
+        settings = settings.with_(workers=args.workers)
+    stack = None
+    try:
+        if args.dev:
+            settings, stack = _dev_services(settings)
+            asyncio.run(_dev_bootstrap(settings))
+            print(_banner(settings), file=sys.stderr, flush=True)
+        server.run_workers(settings)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if stack is not None:
+            for part in stack:
+                part.stop()
+    return 0
+
+
+def _dev_services(settings: Settings) -> tuple[Settings, list]:
+    """Start embedded PostgreSQL / Redis for what is not configured."""
+    import asyncpg
+
+    from clearing import devstack
+
+    started: list = []
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings.with_(data_dir=data_dir)
+    if not settings.database_url:
+        pg = devstack.start_postgres(data_dir / "postgres")
+        started.append(pg)
+
+        async def create_db() -> None:
+            conn = await asyncpg.connect(pg.dsn)
+            try:
+                if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                           DEV_DATABASE):
+                    await conn.execute(f"CREATE DATABASE {DEV_DATABASE}")
+            finally:
+                await conn.close()
+
+        asyncio.run(create_db())
+        settings = settings.with_(database_url=pg.dsn.replace("/postgres?", f"/{DEV_DATABASE}?"))
+    if not settings.redis_url:
+        rd = devstack.start_redis(data_dir / "redis")
+        started.append(rd)
+        settings = settings.with_(redis_url=rd.url)
+    return settings, started
+
+
+# ---- client side ------------------------------------------------------------------------
+
+def _key(args, settings: Settings) -> str:
+    if args.key:
+        return args.key
+    if os.environ.get("CLEARING_API_KEY"):
+        return os.environ["CLEARING_API_KEY"]
+    path = Path(args.key_file) if args.key_file else settings.data_dir / "demo.key"
+    if not path.exists():
+        raise SystemExit(f"no API key: pass --key, set CLEARING_API_KEY, or create {path}")
+    return path.read_text().strip()
+
+
+def _client_call(args, settings: Settings, method: str, request) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from clearing.v1 import ledger_pb2_grpc
+
+    addr = args.addr or settings.grpc_addr
+    with grpc.insecure_channel(addr) as channel:
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        try:
+            response = getattr(stub, method)(
+                request, metadata=[("authorization", f"Bearer {_key(args, settings)}")],
+                timeout=args.timeout)
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(json_format.MessageToJson(response, preserving_proto_field_name=True,
+                                    use_integers_for_enums=False))
+    return 0
+
+
+def _enum(enum_type, prefix: str, value: str) -> int:
+    return enum_type.Value(f"{prefix}_{value.upper()}")
+
+
+def _account_id(args, settings: Settings, ref: str | None, account_id: int | None) -> int:
+    if account_id:
+        return account_id
+    if not ref:
+        raise SystemExit("give an account id or --*-ref")
+    import grpc
+
+    from clearing.v1 import ledger_pb2 as pb, ledger_pb2_grpc
+
+    with grpc.insecure_channel(args.addr or settings.grpc_addr) as channel:
+        try:
+            response = ledger_pb2_grpc.LedgerServiceStub(channel).GetAccount(
+                pb.GetAccountRequest(external_ref=ref),
+                metadata=[("authorization", f"Bearer {_key(args, settings)}")],
+                timeout=args.timeout)
+        except grpc.RpcError as err:
+            raise SystemExit(f"account {ref!r}: {err.code().name}: {err.details()}") from None
+    return response.account.account_id
+
+
+def _minor(text: str, currency: str) -> int:
+    from clearing.money import is_currency, parse_major
+
+    if not is_currency(currency):
+        raise SystemExit(f"unknown currency {currency!r}")
+    try:
+        return parse_major(text, currency)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def cmd_client(args, settings: Settings) -> int:
+    from clearing.v1 import ledger_pb2 as pb
+
+    rid = args.request_id or str(uuid.uuid4())
+    c = args.command
+    if c == "accounts" and args.action == "create":
+        req = pb.CreateAccountRequest(
+            request_id=rid, external_ref=args.ref, currency_code=args.currency,
+            kind=_enum(pb.AccountKind, "ACCOUNT_KIND", args.kind),
+            owner_type=_enum(pb.OwnerType, "OWNER_TYPE", args.owner),
+            display_name=args.name or "")
+        if args.allow_negative:
+            req.allow_negative = True
+        return _client_call(args, settings, "CreateAccount", req)
+    if c == "accounts" and args.action == "list":
+        return _client_call(args, settings, "ListAccounts",
+                            pb.ListAccountsRequest(page_size=args.page_size,
+                                                   page_token=args.page_token or ""))
+    if c == "accounts" and args.action == "get":
+        return _client_call(args, settings, "GetAccount", pb.GetAccountRequest(
+            account_id=int(args.account) if args.account.isdigit() else 0,
+            external_ref="" if args.account.isdigit() else args.account))
+    if c == "accounts" and args.action in ("freeze", "unfreeze"):
+        amount = _minor(args.amount, args.currency) if args.amount else 0
+        cls = pb.FreezeAccountRequest if args.action == "freeze" else pb.UnfreezeAccountRequest
+        return _client_call(args, settings, f"{args.action.capitalize()}Account", cls(
+            request_id=rid, account_id=args.account_id, amount_minor=amount, reason=args.reason))
+    if c == "accounts" and args.action == "close":
+        return _client_call(args, settings, "CloseAccount",
+                            pb.CloseAccountRequest(request_id=rid, account_id=args.account_id))
+    if c == "balance":
+        return _client_call(args, settings, "GetBalance",
+                            pb.GetBalanceRequest(account_id=args.account_id))
+    if c == "entries":
+        return _client_call(args, settings, "ListEntries", pb.ListEntriesRequest(
+            account_id=args.account_id, page_size=args.page_size,
+            page_token=args.page_token or ""))
+    if c == "transfer":
+        return _client_call(args, settings, "Transfer", pb.TransferRequest(
+            request_id=rid,
+            debit_account_id=_account_id(args, settings, args.from_ref, args.from_id),
+            credit_account_id=_account_id(args, settings, args.to_ref, args.to_id),
+            amount_minor=_minor(args.amount, args.currency), currency_code=args.currency,
+            mode=pb.TRANSFER_MODE_PENDING if args.pending else pb.TRANSFER_MODE_IMMEDIATE,
+            memo=args.memo or ""))
+    if c == "post":
+        return _client_call(args, settings, "Transfer", pb.TransferRequest(
+            request_id=rid, mode=pb.TRANSFER_MODE_POST_PENDING,
+            pending_transfer_id=args.pending_id,
+            amount_minor=_minor(args.amount, args.currency)))
+    if c == "void":
+        return _client_call(args, settings, "Transfer", pb.TransferRequest(
+            request_id=rid, mode=pb.TRANSFER_MODE_VOID_PENDING,
+            pending_transfer_id=args.pending_id))
+    if c == "verify":
+        return _client_call(args, settings, "VerifyLedger", pb.VerifyLedgerRequest())
+    raise SystemExit(f"unknown command {c}")
+
+
+# ---- argument parsing --------------------------------------------------------------------
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--addr", help="server address (default: CLEARING_GRPC_ADDR)")
+    p.add_argument("--key", help="API key (default: CLEARING_API_KEY or --key-file)")
+    p.add_argument("--key-file", help="file holding the API key (default: var/demo.key)")
+    p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="clearing", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gRPC server")
+    p.add_argument("--dev", action="store_true",
+                   help="start embedded PostgreSQL/Redis when not configured; demo platform")
+    p.add_argument("--workers", type=int, help="processes sharing the port")
+    p.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply schema migrations").set_defaults(func=cmd_migrate)
+
+    plat = sub.add_parser("platform", help="platforms (tenants)").add_subparsers(
+        dest="action", required=True)
+    p = plat.add_parser("create", help="create a platform and print its first API key")
+    p.add_argument("name")
+    p.add_argument("--roles", default="gateway,operator", help="comma-separated roles")
+    p.set_defaults(func=cmd_platform_create)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    p = keys.add_parser("create", help="create another key for a platform")
+    p.add_argument("platform")
+    p.add_argument("--roles", required=True, help="comma-separated: gateway,operator,approver")
+    p.set_defaults(func=cmd_keys_create)
+
+    acc = sub.add_parser("accounts", help="accounts").add_subparsers(dest="action", required=True)
+    p = acc.add_parser("create", help="open an account")
+    p.add_argument("--ref", required=True, help="your reference, unique per platform")
+    p.add_argument("--kind", required=True, choices=[
+        "custodial", "platform", "merchant", "ordinary", "fee", "marketing", "functional"])
+    p.add_argument("--owner", required=True, choices=["enterprise", "individual"])
+    p.add_argument("--currency", default="CNY")
+    p.add_argument("--name")
+    p.add_argument("--allow-negative", action="store_true")
+    p = acc.add_parser("list", help="list accounts")
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-token")
+    p = acc.add_parser("get", help="one account, by id or reference")
+    p.add_argument("account")
+    for action in ("freeze", "unfreeze"):
+        p = acc.add_parser(action, help=f"{action} an account or an amount of it")
+        p.add_argument("account_id", type=int)
+        p.add_argument("--amount", help="major units; omit for the whole account")
+        p.add_argument("--currency", default="CNY")
+        p.add_argument("--reason", required=True)
+    p = acc.add_parser("close", help="close an empty account")
+    p.add_argument("account_id", type=int)
+    for sp in acc.choices.values():
+        _client_options(sp)
+        sp.set_defaults(func=cmd_client)
+
+    p = sub.add_parser("balance", help="balances of an account")
+    p.add_argument("account_id", type=int)
+    p = sub.add_parser("entries", help="statement of an account")
+    p.add_argument("account_id", type=int)
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-token")
+    p = sub.add_parser("transfer", help="move money between two accounts")
+    p.add_argument("--from", dest="from_id", type=int, help="debit account id")
+    p.add_argument("--from-ref", help="debit account reference")
+    p.add_argument("--to", dest="to_id", type=int, help="credit account id")
+    p.add_argument("--to-ref", help="credit account reference")
+    p.add_argument("--amount", required=True, help="major units, e.g. 12.34")
+    p.add_argument("--currency", default="CNY")
+    p.add_argument("--pending", action="store_true", help="hold instead of posting")
+    p.add_argument("--memo")
+    p = sub.add_parser("post", help="post (part of) a pending transfer")
+    p.add_argument("pending_id", type=int)
+    p.add_argument("--amount", required=True)
+    p.add_argument("--currency", default="CNY")
+    p = sub.add_parser("void", help="void what remains of a pending transfer")
+    p.add_argument("pending_id", type=int)
+    sub.add_parser("verify", help="trial balance and hash chain")
+    for name in ("balance", "entries", "transfer", "post", "void", "verify"):
+        _client_options(sub.choices[name])
+        sub.choices[name].set_defaults(func=cmd_client)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args, Settings.from_env())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""PostgreSQL: the connection pool and the schema migrations (ordered SQL files)."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger("clearing.db")
+
+# Any fixed number: the advisory lock that serialises concurrent migrators.
+_MIGRATION_LOCK_KEY = 7_341_001
+
+
+async def create_pool(dsn: str, *, min_size: int, max_size: int,
+                      command_timeout_s: float) -> asyncpg.Pool:
+    """The one way the server opens PostgreSQL connections."""
+    return await asyncpg.create_pool(
+        dsn=dsn, min_size=min_size, max_size=max_size,
+        command_timeout=command_timeout_s,
+        max_inactive_connection_lifetime=300.0,
+        statement_cache_size=1024,
+        server_settings={"application_name": "clearing", "synchronous_commit": "on"},
+    )
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped in the package, in order."""
+    found = []
+    for entry in resources.files("clearing.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            found.append((int(name.split("_", 1)[0]), name, entry.read_text("utf-8")))
+    found.sort()
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations not yet applied; safe when several processes start at once."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+            log.info("migration applied", extra={"migration": name})
+            applied_now.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    return applied_now
+
+
+async def ensure_database(admin_dsn: str, name: str) -> None:
+    """Create database `name` through `admin_dsn` if it does not exist."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop database `name`, disconnecting whoever is still on it."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -1,0 +1,151 @@
+"""Ledger domain types. Enum numbers equal the proto enum numbers (stored as smallint)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import IntEnum
+
+# Transfers per journal batch: transfer_id = batch_id * BATCH_SPAN + position.
+BATCH_SPAN = 65_536
+# Legs (transfers) one posting may carry.
+LEGS_PER_POSTING_MAX = 256
+# Text limits.
+REQUEST_ID_LEN_MAX = 128
+EXTERNAL_REF_LEN_MAX = 128
+DISPLAY_NAME_LEN_MAX = 128
+MEMO_LEN_MAX = 256
+REASON_LEN_MAX = 256
+PAGE_SIZE_DEFAULT = 100
+PAGE_SIZE_MAX = 1000
+
+
+class AccountKind(IntEnum):
+    CUSTODIAL = 1
+    PLATFORM = 2
+    MERCHANT = 3
+    ORDINARY = 4
+    FEE = 5
+    MARKETING = 6
+    FUNCTIONAL = 7
+
+
+class OwnerType(IntEnum):
+    ENTERPRISE = 1
+    INDIVIDUAL = 2
+
+
+class AccountStatus(IntEnum):
+    ACTIVE = 1
+    FROZEN = 2
+    CLOSED = 3
+
+
+class Mode(IntEnum):
+    """What a transfer does; equal to proto TransferMode."""
+
+    IMMEDIATE = 1
+    PENDING = 2
+    POST_PENDING = 3
+    VOID_PENDING = 4
+
+
+class PendingState(IntEnum):
+    NONE = 0
+    OPEN = 1
+    POSTED = 2
+    VOIDED = 3
+
+
+class Role:
+    GATEWAY = "gateway"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    ALL = frozenset({GATEWAY, OPERATOR, APPROVER})
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One transfer asked of the writer. For POST/VOID, accounts and currency may be 0/""
+    (taken from the pending transfer) or must match it."""
+
+    debit_account_id: int
+    credit_account_id: int
+    amount_minor: int
+    currency_code: str
+    mode: Mode
+    pending_id: int = 0
+    memo: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """An all-or-nothing group of legs under one request id."""
+
+    platform_id: int
+    request_id: str
+    method: str
+    payload_hash: bytes
+    legs: tuple[Leg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    """A committed journal row."""
+
+    transfer_id: int
+    platform_id: int
+    request_id: str
+    debit_account_id: int
+    credit_account_id: int
+    amount_minor: int
+    currency_code: str
+    mode: Mode
+    pending_id: int
+    pending_remaining: int
+    pending_state: PendingState
+    memo: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account_id: int
+    currency_code: str
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    frozen: int
+
+    @property
+    def posted(self) -> int:
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def available(self) -> int:
+        return self.credits_posted - self.debits_posted - self.debits_pending - self.frozen
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    account_id: int
+    platform_id: int
+    external_ref: str
+    kind: AccountKind
+    owner_type: OwnerType
+    currency_code: str
+    status: AccountStatus
+    allow_negative: bool
+    display_name: str
+    balance: Balance
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the platform and the roles of the API key."""
+
+    platform_id: int
+    key_id: int
+    roles: frozenset[str]

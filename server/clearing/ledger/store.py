@@ -1,0 +1,268 @@
+"""Ledger reads and account operations (everything but transfers, which go through the
+group-commit writer). All queries are scoped by platform: another platform's rows are
+indistinguishable from rows that do not exist."""
+
+from __future__ import annotations
+
+import base64
+from typing import Awaitable, Callable
+
+import asyncpg
+
+from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, FieldViolation,
+                             InvalidArgument, NotFound, error_from_record)
+from clearing.ledger.model import (Account, AccountKind, AccountStatus, Balance, Mode,
+                                   OwnerType, Principal, TransferRecord)
+from clearing.ledger import journal
+
+_ACCOUNT_COLUMNS = (
+    "account_id, platform_id, external_ref, kind, owner_type, currency_code, status,"
+    " allow_negative, display_name, debits_posted, credits_posted, debits_pending,"
+    " credits_pending, frozen, created_at")
+
+
+def account_from_row(r: asyncpg.Record) -> Account:
+    balance = Balance(r["account_id"], r["currency_code"], r["debits_posted"],
+                      r["credits_posted"], r["debits_pending"], r["credits_pending"],
+                      r["frozen"])
+    return Account(r["account_id"], r["platform_id"], r["external_ref"], AccountKind(r["kind"]),
+                   OwnerType(r["owner_type"]), r["currency_code"], AccountStatus(r["status"]),
+                   r["allow_negative"], r["display_name"], balance, r["created_at"])
+
+
+def _not_found(account_id: int | str) -> NotFound:
+    return NotFound(f"account {account_id} not found", reason="ACCOUNT_NOT_FOUND",
+                    metadata={"account": str(account_id)})
+
+
+# ---- page tokens ------------------------------------------------------------------------
+
+def encode_token(kind: str, scope: int, after: int) -> str:
+    """An opaque page token bound to what it pages (kind and scope)."""
+    return base64.urlsafe_b64encode(f"{kind}:{scope}:{after}".encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, kind: str, scope: int) -> int | None:
+    """The position a token points after, or None for an empty token."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        got_kind, got_scope, after = raw.split(":")
+        if got_kind == kind and int(got_scope) == scope:
+            return int(after)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise InvalidArgument([FieldViolation("page_token", "not a token from this listing")])
+
+
+# ---- idempotent account operations ---------------------------------------------------------
+
+_SQL_CLAIM = """
+INSERT INTO requests (platform_id, request_id, method, payload_hash, ok)
+VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING RETURNING 1
+"""
+_SQL_PRIOR = """
+SELECT method, payload_hash, ok, result_ids, error_code, error_reason, error_message
+FROM requests WHERE platform_id = $1 AND request_id = $2
+"""
+
+
+async def run_idempotent(pool: asyncpg.Pool, principal: Principal, request_id: str,
+                         method: str, payload_hash: bytes,
+                         op: Callable[[asyncpg.Connection], Awaitable[int]]) -> Account:
+    """Run an account operation once per request id; a replay returns the first result.
+
+    `op` returns the account id it acted on; the answer is that account as it is now.
+    """
+    pid = principal.platform_id
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            if await conn.fetchval(_SQL_CLAIM, pid, request_id, method, payload_hash):
+                try:
+                    async with conn.transaction():
+                        account_id = await op(conn)
+                    outcome: object = account_id
+                    await conn.execute(
+                        "UPDATE requests SET result_ids = $3 WHERE platform_id = $1"
+                        " AND request_id = $2", pid, request_id, [account_id])
+                except ClearingError as exc:
+                    outcome = exc
+                    await conn.execute(
+                        "UPDATE requests SET ok = false, error_code = $3, error_reason = $4,"
+                        " error_message = $5 WHERE platform_id = $1 AND request_id = $2",
+                        pid, request_id, exc.code, exc.reason, exc.message)
+            else:
+                outcome = await _prior_outcome(conn, pid, request_id, method, payload_hash)
+        if isinstance(outcome, ClearingError):
+            raise outcome
+        return await get_account(conn, pid, account_id=outcome)
+
+
+async def _prior_outcome(conn, pid: int, request_id: str, method: str,
+                         payload_hash: bytes) -> object:
+    row = await conn.fetchrow(_SQL_PRIOR, pid, request_id)
+    if row["method"] != method or row["payload_hash"] != payload_hash:
+        return AlreadyExists(
+            f"request_id {request_id!r} was already used with a different request",
+            reason="REQUEST_ID_REUSED", metadata={"request_id": request_id})
+    if not row["ok"]:
+        return error_from_record(row["error_code"], row["error_reason"], row["error_message"])
+    return row["result_ids"][0]
+
+
+async def insert_account(conn: asyncpg.Connection, platform_id: int, external_ref: str,
+                         kind: AccountKind, owner_type: OwnerType, currency_code: str,
+                         allow_negative: bool, display_name: str) -> int:
+    try:
+        return await conn.fetchval(
+            "INSERT INTO accounts (platform_id, external_ref, kind, owner_type, currency_code,"
+            " allow_negative, display_name) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " RETURNING account_id",
+            platform_id, external_ref, int(kind), int(owner_type), currency_code,
+            allow_negative, display_name)
+    except asyncpg.UniqueViolationError:
+        raise AlreadyExists(f"an account with external_ref {external_ref!r} exists",
+                            reason="EXTERNAL_REF_TAKEN",
+                            metadata={"external_ref": external_ref}) from None
+
+
+async def _lock_account(conn, platform_id: int, account_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE account_id = $1 AND platform_id = $2"
+        " FOR UPDATE", account_id, platform_id)
+    if row is None:
+        raise _not_found(account_id)
+    return row
+
+
+async def _event(conn, principal: Principal, account_id: int, action: str, amount: int,
+                 reason: str) -> None:
+    await conn.execute(
+        "INSERT INTO account_events (platform_id, account_id, action, amount, reason, key_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        principal.platform_id, account_id, action, amount, reason, principal.key_id)
+
+
+async def freeze(conn, principal: Principal, account_id: int, amount: int, reason: str) -> int:
+    """Freeze the account (amount 0) or `amount` of its available funds."""
+    acct = account_from_row(await _lock_account(conn, principal.platform_id, account_id))
+    if acct.status is AccountStatus.CLOSED:
+        raise FailedPrecondition(f"account {account_id} is closed", reason="ACCOUNT_CLOSED")
+    if amount == 0:
+        if acct.status is AccountStatus.FROZEN:
+            raise FailedPrecondition(f"account {account_id} is already frozen",
+                                     reason="ACCOUNT_FROZEN")
+        await conn.execute("UPDATE accounts SET status = $2 WHERE account_id = $1",
+                           account_id, int(AccountStatus.FROZEN))
+    else:
+        if acct.balance.available < amount:
+            raise FailedPrecondition(
+                f"account {account_id} has {acct.balance.available} available, "
+                f"cannot freeze {amount}", reason="INSUFFICIENT_FUNDS")
+        await conn.execute("UPDATE accounts SET frozen = frozen + $2 WHERE account_id = $1",
+                           account_id, amount)
+    await _event(conn, principal, account_id, "freeze", amount, reason)
+    return account_id
+
+
+async def unfreeze(conn, principal: Principal, account_id: int, amount: int,
+                   reason: str) -> int:
+    """Lift the account freeze (amount 0) or release `amount` of frozen funds."""
+    acct = account_from_row(await _lock_account(conn, principal.platform_id, account_id))
+    if amount == 0:
+        if acct.status is not AccountStatus.FROZEN:
+            raise FailedPrecondition(f"account {account_id} is not frozen",
+                                     reason="ACCOUNT_NOT_FROZEN")
+        await conn.execute("UPDATE accounts SET status = $2 WHERE account_id = $1",
+                           account_id, int(AccountStatus.ACTIVE))
+    else:
+        if amount > acct.balance.frozen:
+            raise InvalidArgument([FieldViolation(
+                "amount_minor", f"exceeds the {acct.balance.frozen} frozen")],
+                reason="AMOUNT_EXCEEDS_FROZEN")
+        await conn.execute("UPDATE accounts SET frozen = frozen - $2 WHERE account_id = $1",
+                           account_id, amount)
+    await _event(conn, principal, account_id, "unfreeze", amount, reason)
+    return account_id
+
+
+async def close(conn, principal: Principal, account_id: int) -> int:
+    """Close an account whose balances are all zero."""
+    acct = account_from_row(await _lock_account(conn, principal.platform_id, account_id))
+    b = acct.balance
+    if acct.status is AccountStatus.CLOSED:
+        raise FailedPrecondition(f"account {account_id} is already closed",
+                                 reason="ACCOUNT_CLOSED")
+    if b.posted or b.debits_pending or b.credits_pending or b.frozen:
+        raise FailedPrecondition(
+            f"account {account_id} still has balances (posted {b.posted}, pending "
+            f"{b.debits_pending}/{b.credits_pending}, frozen {b.frozen})",
+            reason="ACCOUNT_NOT_EMPTY")
+    await conn.execute("UPDATE accounts SET status = $2 WHERE account_id = $1",
+                       account_id, int(AccountStatus.CLOSED))
+    await _event(conn, principal, account_id, "close", 0, "")
+    return account_id
+
+
+# ---- reads --------------------------------------------------------------------------------
+
+async def get_account(conn, platform_id: int, *, account_id: int = 0,
+                      external_ref: str = "") -> Account:
+    if account_id:
+        row = await conn.fetchrow(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE account_id = $1"
+            " AND platform_id = $2", account_id, platform_id)
+    else:
+        row = await conn.fetchrow(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE external_ref = $1"
+            " AND platform_id = $2", external_ref, platform_id)
+    if row is None:
+        raise _not_found(account_id or external_ref)
+    return account_from_row(row)
+
+
+async def list_accounts(conn, platform_id: int, *, page_size: int, page_token: str,
+                        kind: int, status: int) -> tuple[list[Account], str]:
+    after = decode_token(page_token, "accounts", platform_id) or 0
+    rows = await conn.fetch(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE platform_id = $1 AND account_id > $2"
+        " AND ($3 = 0 OR kind = $3) AND ($4 = 0 OR status = $4)"
+        " ORDER BY account_id LIMIT $5", platform_id, after, kind, status, page_size + 1)
+    accounts = [account_from_row(r) for r in rows[:page_size]]
+    more = len(rows) > page_size
+    token = encode_token("accounts", platform_id, accounts[-1].account_id) if more else ""
+    return accounts, token
+
+
+_SQL_ENTRIES = f"""
+SELECT * FROM (
+  (SELECT {journal.TRANSFER_COLUMNS}, 1 AS side FROM transfers
+   WHERE debit_account_id = $1 AND transfer_id < $2 ORDER BY transfer_id DESC LIMIT $3)
+  UNION ALL
+  (SELECT {journal.TRANSFER_COLUMNS}, 2 AS side FROM transfers
+   WHERE credit_account_id = $1 AND transfer_id < $2 ORDER BY transfer_id DESC LIMIT $3)
+) e ORDER BY transfer_id DESC LIMIT $3
+"""
+
+
+async def list_entries(conn, platform_id: int, account_id: int, *, page_size: int,
+                       page_token: str) -> tuple[list[tuple[TransferRecord, int]], str]:
+    """(record, side) pairs, newest first; side 1 = debit, 2 = credit for this account."""
+    await get_account(conn, platform_id, account_id=account_id)
+    before = decode_token(page_token, "entries", account_id) or 2**63 - 1
+    rows = await conn.fetch(_SQL_ENTRIES, account_id, before, page_size + 1)
+    entries = [(journal.record_from_row(r), r["side"]) for r in rows[:page_size]]
+    more = len(rows) > page_size
+    token = encode_token("entries", account_id, entries[-1][0].transfer_id) if more else ""
+    return entries, token
+
+
+async def get_transfers(conn, platform_id: int, transfer_ids: list[int]) -> list[TransferRecord]:
+    rows = await conn.fetch(
+        f"SELECT {journal.TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = ANY($1::bigint[])"
+        " AND platform_id = $2 ORDER BY transfer_id", transfer_ids, platform_id)
+    return [journal.record_from_row(r) for r in rows]
+
+
+__all__ = ["Mode"]

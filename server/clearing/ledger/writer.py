@@ -1,0 +1,580 @@
+"""The group-commit ledger writer.
+
+Callers `submit()` postings; one task collects them into batches and commits each batch
+in ONE PostgreSQL transaction:
+
+1. idempotency: request ids already recorded are answered from their first result;
+2. the accounts touched are locked (`FOR UPDATE`, in id order: no deadlocks between
+   processes), and open pending transfers that are posted or voided;
+3. every posting is applied in memory, in arrival order: a posting that fails its own
+   checks (insufficient funds, frozen account, wrong currency) fails alone and leaves no
+   trace but its idempotency record; the others go on;
+4. the journal rows go in with COPY, each touched account gets one aggregated UPDATE,
+   the idempotency records one INSERT, and the batch is hash-chained to the previous one;
+5. COMMIT (synchronous), and only then are the callers answered.
+
+A batch is flushed when it holds `batch_size_max` postings, when the first posting has
+waited `flush_ms_max`, or when the queue stays empty for one turn of the event loop (so a
+lone request is not delayed). The queue holds at most `queue_max` postings; beyond that
+`submit()` raises ResourceExhausted at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from clearing import metrics
+from clearing.clock import Clock
+from clearing.config import WriterSettings
+from clearing.errors import (ClearingError, FailedPrecondition, InvalidArgument,
+                             InvariantViolation, NotFound, ResourceExhausted, Unavailable,
+                             FieldViolation, error_from_record, invariant)
+from clearing.ledger import journal
+from clearing.ledger.model import (BATCH_SPAN, AccountStatus, Mode, PendingState, Posting,
+                                   TransferRecord)
+from clearing.money import INT64_MAX
+
+log = logging.getLogger("clearing.ledger.writer")
+
+# How often one batch is tried again after a transient database failure.
+BATCH_ATTEMPTS_MAX = 4
+BATCH_RETRY_BACKOFF_S = 0.05
+
+
+class _RaceLost(Exception):
+    """Another process recorded one of this batch's request ids first: redo the batch."""
+
+
+@dataclass(slots=True)
+class _Item:
+    posting: Posting
+    future: asyncio.Future
+
+
+class _Acct:
+    """An account's state inside one batch (locked for the transaction)."""
+
+    __slots__ = ("account_id", "platform_id", "currency", "status", "allow_negative",
+                 "dp", "cp", "dpend", "cpend", "frozen", "dirty")
+
+    def __init__(self, row: asyncpg.Record) -> None:
+        (self.account_id, self.platform_id, self.currency, self.status,
+         self.allow_negative, self.dp, self.cp, self.dpend, self.cpend,
+         self.frozen) = row
+        self.dirty = False
+
+    def snapshot(self) -> tuple[int, int, int, int, bool]:
+        return self.dp, self.cp, self.dpend, self.cpend, self.dirty
+
+    def restore(self, snap: tuple[int, int, int, int, bool]) -> None:
+        self.dp, self.cp, self.dpend, self.cpend, self.dirty = snap
+
+    def spendable(self) -> int:
+        return self.cp - self.dp - self.dpend - self.frozen
+
+
+class _Pending:
+    """An open pending transfer's state inside one batch."""
+
+    __slots__ = ("transfer_id", "platform_id", "debit", "credit", "currency", "remaining",
+                 "state", "dirty")
+
+    def __init__(self, row: asyncpg.Record) -> None:
+        (self.transfer_id, self.platform_id, self.debit, self.credit, self.currency,
+         self.remaining, self.state) = row
+        self.dirty = False
+
+
+_SQL_PRIOR = """
+SELECT r.platform_id, r.request_id, r.payload_hash, r.ok, r.result_ids,
+       r.error_code, r.error_reason, r.error_message
+FROM requests r
+JOIN unnest($1::bigint[], $2::text[]) AS k(platform_id, request_id)
+  ON r.platform_id = k.platform_id AND r.request_id = k.request_id
+"""
+_SQL_PENDING_PEEK = """
+SELECT transfer_id, debit_account_id, credit_account_id FROM transfers
+WHERE transfer_id = ANY($1::bigint[]) AND mode = 2
+"""
+_SQL_LOCK_ACCOUNTS = """
+SELECT account_id, platform_id, currency_code, status, allow_negative,
+       debits_posted, credits_posted, debits_pending, credits_pending, frozen
+FROM accounts WHERE account_id = ANY($1::bigint[]) ORDER BY account_id FOR UPDATE
+"""
+_SQL_LOCK_PENDING = """
+SELECT transfer_id, platform_id, debit_account_id, credit_account_id, currency_code,
+       pending_remaining, pending_state
+FROM transfers WHERE transfer_id = ANY($1::bigint[]) AND mode = 2
+ORDER BY transfer_id FOR UPDATE
+"""
+_SQL_UPDATE_ACCOUNTS = """
+UPDATE accounts AS a
+SET debits_posted = u.dp, credits_posted = u.cp,
+    debits_pending = u.dpend, credits_pending = u.cpend
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+     AS u(account_id, dp, cp, dpend, cpend)
+WHERE a.account_id = u.account_id
+"""
+_SQL_UPDATE_PENDING = """
+UPDATE transfers AS t SET pending_remaining = u.remaining, pending_state = u.state
+FROM unnest($1::bigint[], $2::bigint[], $3::smallint[]) AS u(transfer_id, remaining, state)
+WHERE t.transfer_id = u.transfer_id
+"""
+_SQL_RECORD_REQUESTS = """
+INSERT INTO requests (platform_id, request_id, method, payload_hash, ok, result_ids,
+                      error_code, error_reason, error_message)
+SELECT u.p, u.r, u.m, u.h, u.ok, string_to_array(u.ids, ',')::bigint[], u.c, u.rs, u.msg
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bool[], $6::text[],
+            $7::text[], $8::text[], $9::text[]) AS u(p, r, m, h, ok, ids, c, rs, msg)
+ON CONFLICT DO NOTHING
+RETURNING 1
+"""
+_SQL_CHAIN = """
+WITH head AS (
+  UPDATE journal_head SET seq = seq + 1, hash = sha256(hash || $1::bytea)
+  RETURNING seq, hash
+)
+INSERT INTO journal_batches (seq, batch_id, transfer_count, rows_digest, hash)
+SELECT seq, $2, $3, $1, hash FROM head
+"""
+_SQL_REPLAY_TRANSFERS = f"""
+SELECT {journal.TRANSFER_COLUMNS} FROM transfers
+WHERE transfer_id = ANY($1::bigint[]) ORDER BY transfer_id
+"""
+
+
+class LedgerWriter:
+    """Commits postings in groups; see the module docstring."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: WriterSettings, clock: Clock) -> None:
+        invariant(settings.batch_size_max >= 1, "batch_size_max must be >= 1")
+        self._pool = pool
+        self._settings = settings
+        self._clock = clock
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=settings.queue_max)
+        self._task: asyncio.Task | None = None
+        self._accepting = False
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        invariant(self._task is None, "writer started twice")
+        self._accepting = True
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
+
+    async def drain_and_stop(self) -> None:
+        """Refuse new postings, commit everything queued, then stop."""
+        self._accepting = False
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # ---- submitting -------------------------------------------------------------------
+
+    async def submit(self, posting: Posting) -> list[TransferRecord]:
+        """Commit a posting; answers after its batch is committed. Raises ClearingError."""
+        if not self._accepting:
+            raise Unavailable("the ledger writer is shutting down; retry on another server",
+                              reason="SHUTTING_DOWN")
+        invariant(0 < len(posting.legs) <= BATCH_SPAN, "posting has no legs or too many")
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Item(posting, future))
+        except asyncio.QueueFull:
+            metrics.WRITER_REJECTED.inc()
+            raise ResourceExhausted(
+                f"ledger writer queue is full ({self._settings.queue_max} postings); "
+                "retry with the same request_id", reason="WRITER_QUEUE_FULL") from None
+        metrics.WRITER_QUEUE_DEPTH.set(self._queue.qsize())
+        return await asyncio.shield(future)
+
+    # ---- the flusher ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            try:
+                await self._flush(batch)
+            except Exception:  # a bug: answer everyone, keep the writer alive
+                log.exception("ledger writer flush crashed")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(InvariantViolation("ledger writer crashed"))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+                metrics.WRITER_QUEUE_DEPTH.set(self._queue.qsize())
+
+    async def _collect(self) -> list[_Item]:
+        first = await self._queue.get()
+        batch = [first]
+        legs = len(first.posting.legs)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.flush_ms_max / 1000.0
+        size_max = self._settings.batch_size_max
+        while len(batch) < size_max:
+            if self._queue.empty():
+                if loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0)  # one turn: let ready callers enqueue
+                if self._queue.empty():
+                    break
+                continue
+            nxt = self._queue._queue[0]  # peek: keep a posting that would overflow the span
+            if legs + len(nxt.posting.legs) > BATCH_SPAN:
+                break
+            batch.append(self._queue.get_nowait())
+            legs += len(nxt.posting.legs)
+        return batch
+
+    async def _flush(self, batch: list[_Item]) -> None:
+        started = self._clock.monotonic()
+        firsts: dict[tuple[int, str], _Item] = {}
+        followers: list[tuple[_Item, _Item]] = []
+        for item in batch:
+            key = (item.posting.platform_id, item.posting.request_id)
+            if key in firsts:
+                followers.append((item, firsts[key]))
+            else:
+                firsts[key] = item
+        unique = list(firsts.values())
+        outcomes = await self._commit_with_retries(unique)
+        for item in unique:
+            _resolve(item.future, outcomes[id(item)])
+        for item, first in followers:
+            if item.posting.payload_hash == first.posting.payload_hash \
+                    and item.posting.method == first.posting.method:
+                _resolve(item.future, outcomes[id(first)])
+            else:
+                _resolve(item.future, _reused(item.posting))
+        metrics.WRITER_BATCH_SIZE.observe(len(batch))
+        metrics.WRITER_FLUSH_SECONDS.observe(self._clock.monotonic() - started)
+
+    async def _commit_with_retries(self, items: list[_Item]) -> dict[int, object]:
+        error: Exception | None = None
+        for attempt in range(BATCH_ATTEMPTS_MAX):
+            try:
+                return await self._commit(items)
+            except (_RaceLost, asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
+                    asyncpg.UniqueViolationError) as exc:
+                error = exc
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.CannotConnectNowError, OSError, asyncio.TimeoutError) as exc:
+                error = exc
+            except asyncpg.CheckViolationError as exc:
+                log.critical("database refused a batch the writer accepted: %s", exc)
+                raise InvariantViolation(f"database check failed: {exc}") from exc
+            metrics.WRITER_BATCH_RETRIES.inc()
+            log.warning("ledger batch attempt %d failed: %r", attempt + 1, error)
+            await asyncio.sleep(BATCH_RETRY_BACKOFF_S * (attempt + 1))
+        unavailable = Unavailable(
+            "the ledger database is unavailable; nothing was committed for this request, "
+            "retry with the same request_id", reason="DATABASE_UNAVAILABLE")
+        return {id(item): unavailable for item in items}
+
+    async def _commit(self, items: list[_Item]) -> dict[int, object]:
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                outcomes, fresh = await self._replays(conn, items)
+                if fresh:
+                    outcomes.update(await _Batch(conn, self._clock).commit(fresh))
+                return outcomes
+
+    async def _replays(self, conn: asyncpg.Connection,
+                       items: list[_Item]) -> tuple[dict[int, object], list[_Item]]:
+        rows = await conn.fetch(_SQL_PRIOR, [i.posting.platform_id for i in items],
+                                [i.posting.request_id for i in items])
+        prior = {(r["platform_id"], r["request_id"]): r for r in rows}
+        outcomes: dict[int, object] = {}
+        fresh: list[_Item] = []
+        for item in items:
+            row = prior.get((item.posting.platform_id, item.posting.request_id))
+            if row is None:
+                fresh.append(item)
+            else:
+                outcomes[id(item)] = await _replay(conn, item.posting, row)
+        return outcomes, fresh
+
+
+async def _replay(conn: asyncpg.Connection, posting: Posting, row: asyncpg.Record) -> object:
+    if row["payload_hash"] != posting.payload_hash:
+        return _reused(posting)
+    if not row["ok"]:
+        return error_from_record(row["error_code"], row["error_reason"], row["error_message"])
+    records = await conn.fetch(_SQL_REPLAY_TRANSFERS, list(row["result_ids"]))
+    return [journal.record_from_row(r) for r in records]
+
+
+def _reused(posting: Posting) -> ClearingError:
+    from clearing.errors import AlreadyExists
+    return AlreadyExists(
+        f"request_id {posting.request_id!r} was already used with a different request",
+        reason="REQUEST_ID_REUSED", metadata={"request_id": posting.request_id})
+
+
+def _resolve(future: asyncio.Future, outcome: object) -> None:
+    if future.done():  # the caller went away (cancelled); the outcome stands in the ledger
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class _Batch:
+    """One transaction's worth of postings: lock, apply in memory, write, chain."""
+
+    def __init__(self, conn: asyncpg.Connection, clock: Clock) -> None:
+        self._conn = conn
+        self._now = clock.now()
+        self._accts: dict[int, _Acct] = {}
+        self._pendings: dict[int, _Pending] = {}
+        self._rows: list[tuple] = []
+        self._batch_id = 0
+
+    async def commit(self, items: list[_Item]) -> dict[int, object]:
+        await self._lock(items)
+        self._batch_id = await self._conn.fetchval("SELECT nextval('journal_batch_id_seq')")
+        outcomes: dict[int, object] = {}
+        for item in items:
+            outcomes[id(item)] = self._apply(item.posting)
+        await self._write(items, outcomes)
+        return outcomes
+
+    async def _lock(self, items: list[_Item]) -> None:
+        account_ids: set[int] = set()
+        pending_ids: set[int] = set()
+        for item in items:
+            for leg in item.posting.legs:
+                account_ids.add(leg.debit_account_id)
+                account_ids.add(leg.credit_account_id)
+                if leg.pending_id:
+                    pending_ids.add(leg.pending_id)
+        if pending_ids:  # learn the accounts of pending transfers (immutable columns)
+            for r in await self._conn.fetch(_SQL_PENDING_PEEK, list(pending_ids)):
+                account_ids.add(r["debit_account_id"])
+                account_ids.add(r["credit_account_id"])
+        account_ids.discard(0)
+        for row in await self._conn.fetch(_SQL_LOCK_ACCOUNTS, sorted(account_ids)):
+            self._accts[row[0]] = _Acct(row)
+        if pending_ids:
+            for row in await self._conn.fetch(_SQL_LOCK_PENDING, sorted(pending_ids)):
+                self._pendings[row[0]] = _Pending(row)
+
+    # ---- applying one posting in memory -------------------------------------------------
+
+    def _apply(self, posting: Posting) -> object:
+        """Apply all legs or none; returns the new records or the ClearingError."""
+        acct_snaps = {i: a.snapshot() for i, a in self._accts.items()}
+        pend_snaps = {i: (p.remaining, p.state, p.dirty) for i, p in self._pendings.items()}
+        rows_before = len(self._rows)
+        try:
+            return [self._apply_leg(posting, i, leg) for i, leg in enumerate(posting.legs)]
+        except ClearingError as exc:
+            for i, snap in acct_snaps.items():
+                self._accts[i].restore(snap)
+            for i, (remaining, state, dirty) in pend_snaps.items():
+                p = self._pendings[i]
+                p.remaining, p.state, p.dirty = remaining, state, dirty
+            del self._rows[rows_before:]
+            return exc
+
+    def _account(self, platform_id: int, account_id: int, field: str) -> _Acct:
+        acct = self._accts.get(account_id)
+        if acct is None or acct.platform_id != platform_id:
+            raise NotFound(f"account {account_id} not found", reason="ACCOUNT_NOT_FOUND",
+                           metadata={"field": field, "account_id": str(account_id)})
+        return acct
+
+    def _apply_leg(self, posting: Posting, index: int, leg) -> TransferRecord:
+        prefix = f"legs[{index}]." if len(posting.legs) > 1 else ""
+        pending_id, remaining, state = leg.pending_id, 0, PendingState.NONE
+        amount = leg.amount_minor
+        if leg.mode in (Mode.POST_PENDING, Mode.VOID_PENDING):
+            pending = self._pending_for(posting, leg, prefix)
+            debit = self._account(posting.platform_id, pending.debit, prefix + "debit_account_id")
+            credit = self._account(posting.platform_id, pending.credit,
+                                   prefix + "credit_account_id")
+            if leg.mode is Mode.POST_PENDING:
+                amount = self._post(pending, debit, credit, amount, prefix)
+            else:
+                amount = self._void(pending, debit, credit)
+        else:
+            debit = self._account(posting.platform_id, leg.debit_account_id,
+                                  prefix + "debit_account_id")
+            credit = self._account(posting.platform_id, leg.credit_account_id,
+                                   prefix + "credit_account_id")
+            _check_currency(debit, credit, leg.currency_code, prefix)
+            _check_active(debit, prefix + "debit_account_id")
+            _check_active(credit, prefix + "credit_account_id")
+            _check_funds(debit, amount)
+            _check_overflow(credit.cp + credit.cpend, amount)
+            if leg.mode is Mode.IMMEDIATE:
+                debit.dp += amount
+                credit.cp += amount
+            else:
+                debit.dpend += amount
+                credit.cpend += amount
+                remaining, state = amount, PendingState.OPEN
+        debit.dirty = credit.dirty = True
+        position = len(self._rows)
+        invariant(position < BATCH_SPAN, "journal batch overflow")
+        transfer_id = self._batch_id * BATCH_SPAN + position
+        record = TransferRecord(
+            transfer_id, posting.platform_id, posting.request_id, debit.account_id,
+            credit.account_id, amount, debit.currency, leg.mode, pending_id, remaining,
+            state, leg.memo, self._now)
+        self._rows.append(journal.copy_row(record, self._batch_id))
+        if leg.mode is Mode.PENDING:  # a later leg of this batch may post or void it
+            self._pendings[transfer_id] = _Pending(
+                (transfer_id, posting.platform_id, debit.account_id, credit.account_id,
+                 debit.currency, remaining, PendingState.OPEN))
+        return record
+
+    def _pending_for(self, posting: Posting, leg, prefix: str) -> _Pending:
+        pending = self._pendings.get(leg.pending_id)
+        if pending is None or pending.platform_id != posting.platform_id:
+            raise NotFound(f"pending transfer {leg.pending_id} not found",
+                           reason="PENDING_TRANSFER_NOT_FOUND",
+                           metadata={"field": prefix + "pending_transfer_id"})
+        wrong = Violations_for_pending(pending, leg, prefix)
+        if wrong:
+            raise InvalidArgument(wrong)
+        if pending.state != PendingState.OPEN:
+            name = PendingState(pending.state).name
+            raise FailedPrecondition(
+                f"pending transfer {pending.transfer_id} is already {name}",
+                reason=f"PENDING_ALREADY_{name}")
+        return pending
+
+    @staticmethod
+    def _post(pending: _Pending, debit: _Acct, credit: _Acct, amount: int, prefix: str) -> int:
+        if amount > pending.remaining:
+            raise InvalidArgument([FieldViolation(
+                prefix + "amount_minor",
+                f"exceeds the {pending.remaining} still pending on transfer "
+                f"{pending.transfer_id}")], reason="AMOUNT_EXCEEDS_PENDING")
+        _check_active(credit, prefix + "credit_account_id")
+        debit.dpend -= amount
+        credit.cpend -= amount
+        debit.dp += amount
+        credit.cp += amount
+        pending.remaining -= amount
+        if pending.remaining == 0:
+            pending.state = PendingState.POSTED
+        pending.dirty = True
+        return amount
+
+    @staticmethod
+    def _void(pending: _Pending, debit: _Acct, credit: _Acct) -> int:
+        amount = pending.remaining
+        debit.dpend -= amount
+        credit.cpend -= amount
+        pending.remaining = 0
+        pending.state = PendingState.VOIDED
+        pending.dirty = True
+        return amount
+
+    # ---- writing the batch --------------------------------------------------------------
+
+    async def _write(self, items: list[_Item], outcomes: dict[int, object]) -> None:
+        conn = self._conn
+        if self._rows:
+            await conn.copy_records_to_table(
+                "transfers", records=self._rows, columns=journal.COPY_COLUMNS)
+            dirty = [a for a in self._accts.values() if a.dirty]
+            for a in dirty:
+                invariant(a.dpend >= 0 and a.cpend >= 0, "negative pending balance")
+                invariant(a.allow_negative or a.spendable() >= 0, "overdraft slipped through")
+            await conn.execute(
+                _SQL_UPDATE_ACCOUNTS, [a.account_id for a in dirty], [a.dp for a in dirty],
+                [a.cp for a in dirty], [a.dpend for a in dirty], [a.cpend for a in dirty])
+            pend = [p for p in self._pendings.values() if p.dirty]
+            if pend:
+                await conn.execute(
+                    _SQL_UPDATE_PENDING, [p.transfer_id for p in pend],
+                    [p.remaining for p in pend], [int(p.state) for p in pend])
+            digest = journal.rows_digest(self._rows)
+            await conn.execute(_SQL_CHAIN, digest, self._batch_id, len(self._rows))
+        await self._record_requests(items, outcomes)
+
+    async def _record_requests(self, items: list[_Item], outcomes: dict[int, object]) -> None:
+        cols: tuple[list, ...] = ([], [], [], [], [], [], [], [], [])
+        for item in items:
+            p = item.posting
+            outcome = outcomes[id(item)]
+            ok = not isinstance(outcome, BaseException)
+            ids = ",".join(str(r.transfer_id) for r in outcome) if ok else ""
+            err = outcome if isinstance(outcome, ClearingError) else None
+            for col, value in zip(cols, (
+                    p.platform_id, p.request_id, p.method, p.payload_hash, ok, ids,
+                    err.code if err else "", err.reason if err else "",
+                    err.message if err else "")):
+                col.append(value)
+        inserted = await self._conn.fetch(_SQL_RECORD_REQUESTS, *cols)
+        if len(inserted) != len(items):
+            raise _RaceLost()
+
+
+def Violations_for_pending(pending: _Pending, leg, prefix: str) -> list[FieldViolation]:
+    """Accounts and currency given with POST/VOID must be the pending transfer's."""
+    wrong = []
+    if leg.debit_account_id not in (0, pending.debit):
+        wrong.append(FieldViolation(prefix + "debit_account_id",
+                                    "differs from the pending transfer's debit account"))
+    if leg.credit_account_id not in (0, pending.credit):
+        wrong.append(FieldViolation(prefix + "credit_account_id",
+                                    "differs from the pending transfer's credit account"))
+    if leg.currency_code not in ("", pending.currency):
+        wrong.append(FieldViolation(prefix + "currency_code",
+                                    "differs from the pending transfer's currency"))
+    return wrong
+
+
+def _check_currency(debit: _Acct, credit: _Acct, currency: str, prefix: str) -> None:
+    wrong = []
+    if debit.currency != currency:
+        wrong.append(FieldViolation(prefix + "currency_code",
+                                    f"debit account holds {debit.currency}, not {currency}"))
+    if credit.currency != currency:
+        wrong.append(FieldViolation(prefix + "currency_code",
+                                    f"credit account holds {credit.currency}, not {currency}"))
+    if wrong:
+        raise InvalidArgument(wrong, reason="CURRENCY_MISMATCH")
+
+
+def _check_active(acct: _Acct, field: str) -> None:
+    if acct.status != AccountStatus.ACTIVE:
+        name = AccountStatus(acct.status).name
+        raise FailedPrecondition(f"account {acct.account_id} is {name.lower()}",
+                                 reason=f"ACCOUNT_{name}",
+                                 metadata={"field": field, "account_id": str(acct.account_id)})
+
+
+def _check_funds(debit: _Acct, amount: int) -> None:
+    if not debit.allow_negative and debit.spendable() < amount:
+        raise FailedPrecondition(
+            f"account {debit.account_id} has {debit.spendable()} available, {amount} needed",
+            reason="INSUFFICIENT_FUNDS", metadata={"account_id": str(debit.account_id)})
+    _check_overflow(debit.dp + debit.dpend, amount)
+
+
+def _check_overflow(total: int, amount: int) -> None:
+    if total + amount > INT64_MAX:
+        raise FailedPrecondition("the transfer would overflow an account's 64-bit totals",
+                                 reason="BALANCE_OVERFLOW")

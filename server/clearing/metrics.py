@@ -1,0 +1,32 @@
+"""Prometheus metrics, served on their own HTTP port (CLEARING_METRICS_ADDR)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+RPC_CALLS = Counter("clearing_rpc_calls_total", "Finished RPCs", ["method", "code"])
+RPC_LATENCY = Histogram("clearing_rpc_latency_seconds", "RPC latency", ["method"],
+                        buckets=_LATENCY_BUCKETS_S)
+WRITER_BATCH_SIZE = Histogram(
+    "clearing_writer_batch_size", "Postings per group commit",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000))
+WRITER_FLUSH_SECONDS = Histogram("clearing_writer_flush_seconds",
+                                 "Time to commit one batch", buckets=_LATENCY_BUCKETS_S)
+WRITER_QUEUE_DEPTH = Gauge("clearing_writer_queue_depth", "Postings waiting for a flush")
+WRITER_REJECTED = Counter("clearing_writer_rejected_total",
+                          "Postings refused because the queue was full")
+WRITER_BATCH_RETRIES = Counter("clearing_writer_batch_retries_total",
+                               "Batches retried after a transient database failure")
+DB_POOL_SIZE = Gauge("clearing_db_pool_connections", "asyncpg pool connections", ["state"])
+
+
+def serve(addr: str, worker_index: int) -> int | None:
+    """Start the metrics HTTP server on addr's port + worker_index; returns the port."""
+    if not addr:
+        return None
+    host, _, port = addr.rpartition(":")
+    actual = int(port) + worker_index if int(port) else 0
+    server, _thread = start_http_server(actual, addr=host or "127.0.0.1")
+    return server.server_port

@@ -1,0 +1,160 @@
+"""The gRPC server process: wiring, start, and graceful shutdown.
+
+Shutdown (SIGTERM/SIGINT): health goes NOT_SERVING, the server stops accepting calls and
+gives in-flight calls `grace_s` to finish, the ledger writer commits what it has queued,
+then Redis and the database pool close. Nothing acknowledged is lost: a write is answered
+only after its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from clearing import db, logs, metrics
+from clearing.api import placeholders
+from clearing.api.auth import KeyStore
+from clearing.api.interceptor import ClearingInterceptor
+from clearing.api.ledger import METHOD_ROLES, LedgerServicer
+from clearing.clock import Clock
+from clearing.config import Settings
+from clearing.ledger.writer import LedgerWriter
+from clearing.v1 import ledger_pb2, ledger_pb2_grpc
+
+log = logging.getLogger("clearing.server")
+
+SERVICE_NAMES = tuple(placeholders.SERVICE_NAMES)
+REDIS_CONNECT_TIMEOUT_S = 2.0
+WORKER_JOIN_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Running:
+    """A started server and what it owns."""
+
+    server: grpc.aio.Server
+    port: int
+    pool: asyncpg.Pool
+    redis: aioredis.Redis | None
+    writer: LedgerWriter
+    health: health.aio.HealthServicer
+    settings: Settings
+
+    async def stop(self) -> None:
+        """Graceful shutdown; see the module docstring."""
+        log.info("shutting down", extra={"grace_s": self.settings.grace_s})
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_s)
+        await self.writer.drain_and_stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.pool.close()
+        log.info("stopped")
+
+
+async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
+    if not settings.redis_url:
+        return None
+    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                               socket_timeout=REDIS_CONNECT_TIMEOUT_S,
+                               health_check_interval=30)
+    try:
+        await client.ping()
+    except (aioredis.RedisError, OSError) as exc:  # Redis must never stop the ledger
+        log.warning("redis not reachable at start; continuing without it: %s", exc)
+    return client
+
+
+async def start(settings: Settings, *, migrate: bool = True) -> Running:
+    """Start a server on settings.grpc_addr (port 0 picks a free port)."""
+    if not settings.database_url:
+        raise SystemExit("CLEARING_DATABASE_URL is not set (use `clearing serve --dev` for an "
+                         "embedded database)")
+    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min,
+                                max_size=settings.db_pool_max,
+                                command_timeout_s=settings.db_command_timeout_s)
+    if migrate:
+        async with pool.acquire() as conn:
+            await db.migrate(conn)
+    redis_client = await _connect_redis(settings)
+    writer = LedgerWriter(pool, settings.writer, Clock())
+    writer.start()
+    roles = dict(METHOD_ROLES)
+    roles.update(placeholders.METHOD_ROLES)
+    server = grpc.aio.server(
+        interceptors=[ClearingInterceptor(KeyStore(pool), roles)],
+        options=[("grpc.so_reuseport", 1),
+                 ("grpc.max_receive_message_length", settings.max_message_bytes),
+                 ("grpc.max_send_message_length", settings.max_message_bytes),
+                 ("grpc.keepalive_time_ms", 60_000)],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
+    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(pool, writer), server)
+    placeholders.add_to_server(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(settings.grpc_addr)
+    if port == 0:
+        raise SystemExit(f"cannot listen on {settings.grpc_addr}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return Running(server, port, pool, redis_client, writer, health_servicer, settings)
+
+
+async def serve(settings: Settings, worker_index: int = 0) -> None:
+    """Run one server process until SIGTERM or SIGINT."""
+    running = await start(settings)
+    metrics_port = metrics.serve(settings.metrics_addr, worker_index)
+    log.info("serving", extra={"addr": settings.grpc_addr, "port": running.port,
+                               "worker": worker_index, "pid": os.getpid(),
+                               "metrics_port": metrics_port})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.stop()
+
+
+def run_process(settings: Settings, worker_index: int = 0) -> None:
+    """Entry point of one server process (uvloop)."""
+    import uvloop
+
+    logs.setup(settings.log_level)
+    uvloop.run(serve(settings, worker_index))
+
+
+def run_workers(settings: Settings) -> None:
+    """Run `settings.workers` processes sharing the port (SO_REUSEPORT); the parent forwards
+    SIGTERM/SIGINT and waits for them."""
+    if settings.workers == 1:
+        run_process(settings)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=run_process, args=(settings, i), name=f"clearing-worker-{i}")
+             for i in range(settings.workers)]
+    for p in procs:
+        p.start()
+
+    def forward(signum, _frame) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid:
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()

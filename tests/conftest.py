@@ -1,0 +1,143 @@
+"""Shared fixtures: real PostgreSQL and Redis (configured, else the local services on
+127.0.0.1, else embedded ones), one fresh database per test run, and a real gRPC server on
+a loopback port. Each test works in a platform of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from clearing import db, devstack, server
+from clearing.api.auth import create_platform
+from clearing.config import Settings, WriterSettings
+from tests.support import Client, Platform
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
+
+
+def _replace_db(dsn: str, name: str) -> str:
+    head, sep, tail = dsn.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}{sep}{tail}"
+
+
+@pytest.fixture(scope="session")
+def embedded_dir():
+    with tempfile.TemporaryDirectory(prefix="clearing-test-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(embedded_dir):
+    configured = os.environ.get("CLEARING_TEST_DATABASE_URL") or os.environ.get(
+        "CLEARING_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    if asyncio.run(devstack.postgres_answers(LOCAL_PG)):
+        yield LOCAL_PG
+        return
+    pg = devstack.start_postgres(embedded_dir / "postgres")
+    try:
+        yield pg.dsn
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded_dir):
+    configured = os.environ.get("CLEARING_TEST_REDIS_URL") or os.environ.get(
+        "CLEARING_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    if asyncio.run(devstack.redis_answers(LOCAL_REDIS)):
+        yield LOCAL_REDIS
+        return
+    rd = devstack.start_redis(embedded_dir / "redis")
+    try:
+        yield rd.url
+    finally:
+        rd.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_prefix(redis_url):
+    prefix = f"clearing-test:{RUN_ID}:"
+    yield prefix
+
+    async def clean() -> None:
+        client = aioredis.from_url(redis_url)
+        async for key in client.scan_iter(match=prefix + "*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+
+    asyncio.run(clean())
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_admin_dsn):
+    name = f"clearing_test_{RUN_ID}"
+    asyncio.run(db.ensure_database(pg_admin_dsn, name))
+    dsn = _replace_db(pg_admin_dsn, name)
+
+    async def migrate() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await db.migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
+    yield dsn
+    asyncio.run(db.drop_database(pg_admin_dsn, name))
+
+
+def test_settings(database_url: str, redis_url: str, redis_prefix: str, **changes) -> Settings:
+    base = Settings(grpc_addr="127.0.0.1:0", database_url=database_url, redis_url=redis_url,
+                    redis_prefix=redis_prefix, metrics_addr="", db_pool_max=20,
+                    writer=WriterSettings(batch_size_max=1000, flush_ms_max=2,
+                                          queue_max=20_000), grace_s=5)
+    return base.with_(**changes)
+
+
+@pytest.fixture(scope="session")
+async def running(database_url, redis_url, redis_prefix):
+    srv = await server.start(test_settings(database_url, redis_url, redis_prefix),
+                             migrate=False)
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture(scope="session")
+async def channel(running):
+    ch = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    yield ch
+    await ch.close()
+
+
+@pytest.fixture
+async def platform(database_url) -> Platform:
+    """A fresh platform (tenant) with a gateway+operator key."""
+    name = f"p_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        pid, key = await create_platform(conn, name, frozenset({"gateway", "operator"}))
+    finally:
+        await conn.close()
+    return Platform(pid, key, name)
+
+
+@pytest.fixture
+async def client(channel, platform) -> Client:
+    return Client(channel, platform.key)
