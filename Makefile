@@ -34,9 +34,14 @@ proto-check: $(STAMP)
 lint: $(STAMP)
 	cd proto && ../$(VENV)/bin/buf lint
 
-# Compares the contract against main's last commit (or BUF_AGAINST).
+# Compares the contract with the previous commit (or BUF_AGAINST, e.g. a release tag:
+# BUF_AGAINST='../.git#tag=v1.0.0,subdir=proto').
 breaking: $(STAMP)
-	cd proto && ../$(VENV)/bin/buf breaking --against "$${BUF_AGAINST:-../.git#branch=main,subdir=proto}"
+	@if [ -n "$${BUF_AGAINST:-}" ]; then against="$$BUF_AGAINST"; \
+	elif git rev-parse -q --verify HEAD~1 >/dev/null; then against="../.git#ref=HEAD~1,subdir=proto"; \
+	else echo "buf breaking: no previous commit to compare with"; exit 0; fi; \
+	echo "buf breaking --against $$against"; \
+	cd proto && ../$(VENV)/bin/buf breaking --against "$$against"
 
 run: $(STAMP)
 	$(PY) -m clearing.cli serve --dev

@@ -103,7 +103,7 @@ def database_url(pg_admin_dsn):
     asyncio.run(db.drop_database(pg_admin_dsn, name))
 
 
-def test_settings(database_url: str, redis_url: str, redis_prefix: str, **changes) -> Settings:
+def server_settings(database_url: str, redis_url: str, redis_prefix: str, **changes) -> Settings:
     base = Settings(grpc_addr="127.0.0.1:0", database_url=database_url, redis_url=redis_url,
                     redis_prefix=redis_prefix, metrics_addr="", db_pool_max=20,
                     writer=WriterSettings(batch_size_max=1000, flush_ms_max=2,
@@ -113,7 +113,7 @@ def test_settings(database_url: str, redis_url: str, redis_prefix: str, **change
 
 @pytest.fixture(scope="session")
 async def running(database_url, redis_url, redis_prefix):
-    srv = await server.start(test_settings(database_url, redis_url, redis_prefix),
+    srv = await server.start(server_settings(database_url, redis_url, redis_prefix),
                              migrate=False)
     yield srv
     await srv.stop()

@@ -1,0 +1,103 @@
+"""The public surface: what the server registers and reflection lists, health, metrics,
+and the structured logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from clearing import logs, metrics
+from clearing.v1 import ledger_pb2 as pb, payout_pb2, split_pb2, split_pb2_grpc
+from tests.support import Client, details
+
+pytestmark = pytest.mark.asyncio
+
+SERVICES = {
+    "clearing.v1.LedgerService", "clearing.v1.SplitService", "clearing.v1.PayoutService",
+    "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+}
+
+
+async def test_reflection_lists_exactly_the_services(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(timeout=10)
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    response = await call.read()
+    await call.done_writing()
+    names = {s.name for s in response.list_services_response.service}
+    assert names == SERVICES
+
+
+async def test_contract_method_names():
+    ledger = {m.name for m in pb.DESCRIPTOR.services_by_name["LedgerService"].methods}
+    assert ledger == {"CreateAccount", "GetAccount", "ListAccounts", "FreezeAccount",
+                      "UnfreezeAccount", "CloseAccount", "GetBalance", "ListEntries",
+                      "Transfer", "VerifyLedger"}
+    split = {m.name for m in split_pb2.DESCRIPTOR.services_by_name["SplitService"].methods}
+    assert split == {"PublishRuleSet", "ActivateRuleSet", "GetRuleSet", "ListRuleSets",
+                     "PreviewSplit", "Split", "SplitBatch", "SplitStream", "GetSplit",
+                     "ReleaseSplit", "CancelSplit", "RefundSplit"}
+    payout = {m.name for m in payout_pb2.DESCRIPTOR.services_by_name["PayoutService"].methods}
+    assert payout == {"BindBankAccount", "SetPayoutSchedule", "RequestPayout", "GetPayout",
+                      "ListPayouts", "ApprovePayout", "RejectPayout"}
+
+
+async def test_health_serves_every_service(channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    for name in ("", "clearing.v1.LedgerService", "clearing.v1.SplitService",
+                 "clearing.v1.PayoutService"):
+        r = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+        assert r.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+async def test_unbuilt_methods_answer_unimplemented_after_auth(channel, client: Client):
+    stub = split_pb2_grpc.SplitServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetSplit(split_pb2.GetSplitRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetSplit(split_pb2.GetSplitRequest(), metadata=client.metadata, timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert details(err.value)[0] == "UNIMPLEMENTED"
+    stream = stub.SplitStream(metadata=client.metadata, timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stream.read()
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_metrics_count_calls_by_method_and_code(client: Client):
+    port = metrics.serve("127.0.0.1:0", 0)
+    await client.open("metered")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await client.open("metered")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'clearing_rpc_calls_total{code="OK",method="CreateAccount"}' in text
+    assert 'clearing_rpc_calls_total{code="ALREADY_EXISTS",method="CreateAccount"}' in text
+    assert "clearing_rpc_latency_seconds_bucket" in text
+    assert "clearing_writer_queue_depth" in text
+    assert "clearing_db_pool_connections" in text
+
+
+async def test_logs_are_json_with_the_call_context(capsys):
+    logger = logging.getLogger("clearing.test")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logs.JsonFormatter())
+    logger.addHandler(handler)
+    try:
+        token = logs.CALL.set(("Transfer", "req-42", 7))
+        logger.warning("something happened", extra={"account_id": 5})
+        logs.CALL.reset(token)
+    finally:
+        logger.removeHandler(handler)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    record = json.loads(line)
+    assert record["msg"] == "something happened"
+    assert (record["method"], record["request_id"], record["platform_id"]) == ("Transfer",
+                                                                              "req-42", 7)
+    assert record["account_id"] == 5 and record["level"] == "WARNING"

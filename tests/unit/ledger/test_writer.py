@@ -1,0 +1,136 @@
+"""The group-commit writer on a real PostgreSQL: limits, isolation of failures, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+
+import asyncpg
+import pytest
+
+from clearing import db
+from clearing.clock import Clock
+from clearing.config import WriterSettings
+from clearing.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from clearing.ledger.model import AccountKind, Leg, Mode, OwnerType, Posting
+from clearing.ledger import store, verify
+from clearing.ledger.writer import LedgerWriter
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def pool(database_url):
+    p = await db.create_pool(database_url, min_size=2, max_size=6, command_timeout_s=30)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def accounts(pool):
+    """(platform_id, custodial id, merchant ids) in a fresh platform."""
+    async with pool.acquire() as conn:
+        pid = await conn.fetchval("INSERT INTO platforms (name) VALUES ($1) RETURNING platform_id",
+                                  f"w_{secrets.token_hex(5)}")
+        custodial = await store.insert_account(conn, pid, "c", AccountKind.CUSTODIAL,
+                                               OwnerType.ENTERPRISE, "CNY", True, "")
+        merchants = [await store.insert_account(conn, pid, f"m{i}", AccountKind.MERCHANT,
+                                                OwnerType.ENTERPRISE, "CNY", False, "")
+                     for i in range(3)]
+    return pid, custodial, merchants
+
+
+def _posting(pid: int, debit: int, credit: int, amount: int, request_id: str | None = None):
+    rid = request_id or secrets.token_hex(8)
+    return Posting(pid, rid, "Transfer", hashlib.sha256(f"{rid}{amount}".encode()).digest(),
+                   (Leg(debit, credit, amount, "CNY", Mode.IMMEDIATE),))
+
+
+async def test_full_queue_answers_resource_exhausted(pool, accounts):
+    pid, custodial, (m0, *_) = accounts
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=1, flush_ms_max=0, queue_max=5),
+                          Clock())
+    writer.start()
+    blocker = await pool.acquire()
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", m0)
+    try:
+        first = asyncio.create_task(writer.submit(_posting(pid, custodial, m0, 1)))
+        await asyncio.sleep(0.2)  # the flusher took it and now waits on the row lock
+        queued = [asyncio.create_task(writer.submit(_posting(pid, custodial, m0, 1)))
+                  for _ in range(5)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(ResourceExhausted) as err:
+            await writer.submit(_posting(pid, custodial, m0, 1))
+        assert err.value.reason == "WRITER_QUEUE_FULL"
+    finally:
+        await tx.rollback()
+        await pool.release(blocker)
+    done = await asyncio.gather(first, *queued)
+    assert len(done) == 6
+    await writer.drain_and_stop()
+    async with pool.acquire() as conn:
+        acct = await store.get_account(conn, pid, account_id=m0)
+    assert acct.balance.posted == 6
+
+
+async def test_a_failing_posting_fails_alone_in_its_batch(pool, accounts):
+    pid, custodial, (m0, m1, m2) = accounts
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=50,
+                                               queue_max=100), Clock())
+    writer.start()
+    results = await asyncio.gather(
+        writer.submit(_posting(pid, custodial, m0, 100)),
+        writer.submit(_posting(pid, m1, m2, 1)),          # m1 has nothing
+        writer.submit(_posting(pid, custodial, m2, 50)),
+        return_exceptions=True)
+    await writer.drain_and_stop()
+    assert isinstance(results[1], FailedPrecondition)
+    assert results[1].reason == "INSUFFICIENT_FUNDS"
+    ok = [r for r in results if isinstance(r, list)]
+    assert len(ok) == 2
+    # all three were in one batch: the two good ones share a journal batch
+    assert ok[0][0].transfer_id // 65536 == ok[1][0].transfer_id // 65536
+    report = await verify.verify(pool, pid)
+    assert report.ok
+
+
+async def test_a_later_posting_sees_the_earlier_one_in_the_same_batch(pool, accounts):
+    pid, custodial, (m0, m1, _) = accounts
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=50,
+                                               queue_max=100), Clock())
+    writer.start()
+    fund, spend, overspend = await asyncio.gather(
+        writer.submit(_posting(pid, custodial, m0, 10)),
+        writer.submit(_posting(pid, m0, m1, 10)),
+        writer.submit(_posting(pid, m0, m1, 1)),
+        return_exceptions=True)
+    await writer.drain_and_stop()
+    assert isinstance(fund, list) and isinstance(spend, list)
+    assert isinstance(overspend, FailedPrecondition)
+
+
+async def test_stopped_writer_refuses_with_unavailable(pool, accounts):
+    pid, custodial, (m0, *_) = accounts
+    writer = LedgerWriter(pool, WriterSettings(), Clock())
+    writer.start()
+    await writer.submit(_posting(pid, custodial, m0, 1))
+    await writer.drain_and_stop()
+    with pytest.raises(Unavailable):
+        await writer.submit(_posting(pid, custodial, m0, 1))
+
+
+async def test_drain_commits_everything_queued(pool, accounts):
+    pid, custodial, (m0, *_) = accounts
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=10, flush_ms_max=1,
+                                               queue_max=1000), Clock())
+    writer.start()
+    tasks = [asyncio.create_task(writer.submit(_posting(pid, custodial, m0, 1)))
+             for _ in range(300)]
+    await asyncio.sleep(0)
+    await writer.drain_and_stop()
+    assert all(t.done() and not t.exception() for t in tasks)
+    async with pool.acquire() as conn:
+        assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 300
