@@ -12,7 +12,6 @@ from clearing.api.auth import create_platform
 from clearing.v1 import ledger_pb2 as pb
 from tests.support import Client, details, rid
 
-pytestmark = pytest.mark.asyncio
 
 
 async def _platform(database_url: str, roles: set[str]) -> str:

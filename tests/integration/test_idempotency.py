@@ -10,7 +10,6 @@ import pytest
 from clearing.v1 import ledger_pb2 as pb
 from tests.support import Client, details, rid
 
-pytestmark = pytest.mark.asyncio
 
 
 async def test_transfer_replay_returns_first_result(client: Client):

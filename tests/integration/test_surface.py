@@ -16,7 +16,6 @@ from clearing import logs, metrics
 from clearing.v1 import ledger_pb2 as pb, payout_pb2, split_pb2, split_pb2_grpc
 from tests.support import Client, details
 
-pytestmark = pytest.mark.asyncio
 
 SERVICES = {
     "clearing.v1.LedgerService", "clearing.v1.SplitService", "clearing.v1.PayoutService",

@@ -16,7 +16,6 @@ from clearing.v1 import ledger_pb2 as pb
 from tests.conftest import _replace_db, server_settings
 from tests.support import Client
 
-pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture

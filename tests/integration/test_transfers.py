@@ -8,7 +8,6 @@ import pytest
 from clearing.v1 import ledger_pb2 as pb
 from tests.support import Client, details, rid
 
-pytestmark = pytest.mark.asyncio
 
 
 async def _funded(client: Client, amount: int) -> tuple[pb.Account, pb.Account]:

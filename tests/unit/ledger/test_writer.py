@@ -17,7 +17,6 @@ from clearing.ledger.model import AccountKind, Leg, Mode, OwnerType, Posting
 from clearing.ledger import store, verify
 from clearing.ledger.writer import LedgerWriter
 
-pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture

@@ -1,0 +1,30 @@
+"""clearing_client: a typed asyncio client for the clearing core.
+
+    async with ClearingClient("127.0.0.1:50051", api_key) as c:
+        custodial = await c.create_account("custodial", kind=ACCOUNT_KIND_CUSTODIAL)
+        t = await c.transfer(custodial.account_id, merchant_id, 1470, "CNY")
+
+Every write carries a request id (a new UUID unless given). Calls that fail with a
+retryable status (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED) are sent
+again with the SAME request, so the same request id: the server commits a write once and
+answers a replay with the first result, so retrying is always safe.
+"""
+
+from clearing_client.client import (RETRYABLE_CODES, ClearingClient, ClearingRpcError,
+                                    new_request_id)
+from clearing.v1.ledger_pb2 import (ACCOUNT_KIND_CUSTODIAL, ACCOUNT_KIND_FEE,
+                                    ACCOUNT_KIND_FUNCTIONAL, ACCOUNT_KIND_MARKETING,
+                                    ACCOUNT_KIND_MERCHANT, ACCOUNT_KIND_ORDINARY,
+                                    ACCOUNT_KIND_PLATFORM, OWNER_TYPE_ENTERPRISE,
+                                    OWNER_TYPE_INDIVIDUAL, TRANSFER_MODE_IMMEDIATE,
+                                    TRANSFER_MODE_PENDING, TRANSFER_MODE_POST_PENDING,
+                                    TRANSFER_MODE_VOID_PENDING)
+
+__all__ = [
+    "ClearingClient", "ClearingRpcError", "RETRYABLE_CODES", "new_request_id",
+    "ACCOUNT_KIND_CUSTODIAL", "ACCOUNT_KIND_PLATFORM", "ACCOUNT_KIND_MERCHANT",
+    "ACCOUNT_KIND_ORDINARY", "ACCOUNT_KIND_FEE", "ACCOUNT_KIND_MARKETING",
+    "ACCOUNT_KIND_FUNCTIONAL", "OWNER_TYPE_ENTERPRISE", "OWNER_TYPE_INDIVIDUAL",
+    "TRANSFER_MODE_IMMEDIATE", "TRANSFER_MODE_PENDING", "TRANSFER_MODE_POST_PENDING",
+    "TRANSFER_MODE_VOID_PENDING",
+]
