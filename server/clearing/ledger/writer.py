@@ -380,8 +380,7 @@ class _Batch:
 
     def _apply(self, posting: Posting) -> object:
         """Apply all legs or none; returns the new records or the ClearingError."""
-        acct_snaps = {i: a.snapshot() for i, a in self._accts.items()}
-        pend_snaps = {i: (p.remaining, p.state, p.dirty) for i, p in self._pendings.items()}
+        acct_snaps, pend_snaps = self._snapshots(posting)
         rows_before = len(self._rows)
         try:
             return [self._apply_leg(posting, i, leg) for i, leg in enumerate(posting.legs)]
@@ -392,7 +391,27 @@ class _Batch:
                 p = self._pendings[i]
                 p.remaining, p.state, p.dirty = remaining, state, dirty
             del self._rows[rows_before:]
+            first_new_id = self._batch_id * BATCH_SPAN + rows_before
+            for transfer_id in [t for t in self._pendings if t >= first_new_id]:
+                del self._pendings[transfer_id]  # held by this failed posting: never written
             return exc
+
+    def _snapshots(self, posting: Posting) -> tuple[dict, dict]:
+        """The state a failing posting must restore: only what its legs can touch."""
+        acct_snaps: dict[int, tuple] = {}
+        pend_snaps: dict[int, tuple] = {}
+        for leg in posting.legs:
+            ids = [leg.debit_account_id, leg.credit_account_id]
+            pending = self._pendings.get(leg.pending_id) if leg.pending_id else None
+            if pending is not None:
+                pend_snaps[pending.transfer_id] = (pending.remaining, pending.state,
+                                                   pending.dirty)
+                ids += [pending.debit, pending.credit]
+            for i in ids:
+                acct = self._accts.get(i)
+                if acct is not None and i not in acct_snaps:
+                    acct_snaps[i] = acct.snapshot()
+        return acct_snaps, pend_snaps
 
     def _account(self, platform_id: int, account_id: int, field: str) -> _Acct:
         acct = self._accts.get(account_id)
