@@ -133,3 +133,58 @@ async def test_drain_commits_everything_queued(pool, accounts):
     assert all(t.done() and not t.exception() for t in tasks)
     async with pool.acquire() as conn:
         assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 300
+
+
+async def test_multi_leg_posting_is_all_or_nothing(pool, accounts):
+    pid, custodial, (m0, m1, m2) = accounts
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=20,
+                                               queue_max=100), Clock())
+    writer.start()
+    legs_ok = (Leg(custodial, m0, 70, "CNY", Mode.IMMEDIATE),
+               Leg(custodial, m1, 30, "CNY", Mode.PENDING))
+    legs_bad = (Leg(custodial, m2, 5, "CNY", Mode.IMMEDIATE),
+                Leg(custodial, m2, 5, "CNY", Mode.PENDING),
+                Leg(m1, m2, 1, "CNY", Mode.IMMEDIATE))       # m1 has no posted funds
+    ok, bad = await asyncio.gather(
+        writer.submit(Posting(pid, "ok", "Split", b"1", legs_ok)),
+        writer.submit(Posting(pid, "bad", "Split", b"2", legs_bad)),
+        return_exceptions=True)
+    assert [r.amount_minor for r in ok] == [70, 30]
+    assert isinstance(bad, FailedPrecondition)
+    # a posting can hold and then post in one go; the batch after sees the new pending
+    hold = ok[1]
+    posted = await writer.submit(Posting(pid, "post", "Release", b"3", (
+        Leg(0, 0, 10, "", Mode.POST_PENDING, pending_id=hold.transfer_id),
+        Leg(0, 0, 20, "", Mode.POST_PENDING, pending_id=hold.transfer_id))))
+    assert [r.amount_minor for r in posted] == [10, 20]
+    await writer.drain_and_stop()
+    async with pool.acquire() as conn:
+        b2 = (await store.get_account(conn, pid, account_id=m2)).balance
+        b1 = (await store.get_account(conn, pid, account_id=m1)).balance
+    assert (b2.posted, b2.credits_pending) == (0, 0)
+    assert (b1.posted, b1.credits_pending) == (30, 0)
+    row = await pool.fetchrow("SELECT pending_remaining, pending_state FROM transfers"
+                              " WHERE transfer_id = $1", hold.transfer_id)
+    assert tuple(row) == (0, 2)
+    assert (await verify.verify(pool, pid)).ok
+
+
+async def test_pending_held_and_failed_in_one_posting_leaves_nothing(pool, accounts):
+    pid, custodial, (m0, m1, _) = accounts
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=20,
+                                               queue_max=100), Clock())
+    writer.start()
+    # leg 0 holds, leg 1 fails: the hold must vanish, and a later posting in the same batch
+    # cannot post against it
+    failed, later = await asyncio.gather(
+        writer.submit(Posting(pid, "f", "Split", b"f", (
+            Leg(custodial, m0, 50, "CNY", Mode.PENDING),
+            Leg(m1, m0, 1, "CNY", Mode.IMMEDIATE)))),
+        writer.submit(_posting(pid, custodial, m1, 9)),
+        return_exceptions=True)
+    await writer.drain_and_stop()
+    assert isinstance(failed, FailedPrecondition) and isinstance(later, list)
+    count = await pool.fetchval("SELECT count(*) FROM transfers WHERE platform_id = $1"
+                                " AND request_id = 'f'", pid)
+    assert count == 0
+    assert (await verify.verify(pool, pid)).ok
