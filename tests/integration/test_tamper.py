@@ -92,3 +92,16 @@ async def test_edited_balance_is_a_mismatch(private):
     assert report.chain_ok and not report.ok
     assert list(report.mismatched_account_ids) == [merchant.account_id]
     assert not all(t.balanced for t in report.totals)
+
+
+async def test_edited_pending_remainder_is_a_mismatch(private):
+    client, conn, merchant = private
+    other = await client.open("o")
+    hold = await client.transfer(merchant.account_id, other.account_id, 50,
+                                 mode=pb.TRANSFER_MODE_PENDING)
+    assert (await client.verify()).ok
+    await conn.execute("UPDATE transfers SET pending_remaining = 40 WHERE transfer_id = $1",
+                       hold.transfer_id)
+    report = await client.verify()
+    assert not report.ok and report.chain_ok
+    assert list(report.mismatched_account_ids) == [merchant.account_id]

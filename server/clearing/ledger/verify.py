@@ -79,6 +79,17 @@ WHERE acc.platform_id = $1
                         coalesce(s.cpend, 0))
 ORDER BY 1 LIMIT $2
 """
+# Pending transfers whose remaining amount disagrees with the posts and voids against them.
+_SQL_PENDING_MISMATCHES = """
+SELECT DISTINCT p.debit_account_id FROM transfers p
+LEFT JOIN (SELECT pending_id, sum(amount) AS settled FROM transfers
+           WHERE platform_id = $1 AND mode IN (3, 4) GROUP BY pending_id) x
+       ON x.pending_id = p.transfer_id
+WHERE p.platform_id = $1 AND p.mode = 2
+  AND (p.pending_remaining <> p.amount - coalesce(x.settled, 0)
+       OR (p.pending_remaining = 0) <> (p.pending_state IN (2, 3)))
+LIMIT $2
+"""
 _SQL_ROWS = f"SELECT {journal.TRANSFER_COLUMNS} FROM transfers ORDER BY transfer_id"
 
 
@@ -89,9 +100,11 @@ async def verify(pool: asyncpg.Pool, platform_id: int) -> Report:
             for r in await conn.fetch(_SQL_TOTALS, platform_id):
                 report.totals.append(CurrencyTotals(r[0], r[1], r[2], r[3], r[4]))
                 report.account_count += r[5]
-            report.mismatched_account_ids = [
-                r[0] for r in await conn.fetch(_SQL_MISMATCHES, platform_id,
-                                               MISMATCHES_LISTED_MAX)]
+            mismatched = {r[0] for r in await conn.fetch(
+                _SQL_MISMATCHES, platform_id, MISMATCHES_LISTED_MAX)}
+            mismatched |= {r[0] for r in await conn.fetch(
+                _SQL_PENDING_MISMATCHES, platform_id, MISMATCHES_LISTED_MAX)}
+            report.mismatched_account_ids = sorted(mismatched)[:MISMATCHES_LISTED_MAX]
             await _verify_chain(conn, report)
     return report
 
