@@ -201,7 +201,7 @@ class LedgerWriter:
                 f"ledger writer queue is full ({self._settings.queue_max} postings); "
                 "retry with the same request_id", reason="WRITER_QUEUE_FULL") from None
         metrics.WRITER_QUEUE_DEPTH.set(self._queue.qsize())
-        return await asyncio.shield(future)
+        return await future  # a cancelled caller cancels only its wait; the posting stands
 
     # ---- the flusher ------------------------------------------------------------------
 
