@@ -17,7 +17,8 @@ import grpc
 from clearing import logs, metrics
 from clearing.api.auth import KeyStore
 from clearing.api.errors import code_name, status_for
-from clearing.errors import ClearingError, PermissionDenied, Unauthenticated
+from clearing.errors import (ClearingError, FieldViolation, InvalidArgument,
+                             PermissionDenied, Unauthenticated)
 from clearing.ledger.model import Principal
 
 log = logging.getLogger("clearing.api")
@@ -40,6 +41,41 @@ def _bearer(context: grpc.aio.ServicerContext) -> str:
             return token.strip()
     raise Unauthenticated("missing 'authorization: Bearer <api key>' metadata",
                           reason="API_KEY_MISSING")
+
+
+class _Undecodable:
+    """Stands for a request whose bytes did not parse; the handler answers INVALID_ARGUMENT
+    (a deserializer that raises would make gRPC answer UNKNOWN)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError and friends
+            return _Undecodable(exc)
+
+    return parse
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument([FieldViolation("", f"request does not parse: {request.error}")],
+                              reason="MALFORMED_REQUEST")
+
+
+async def _decoded(request_iterator):
+    async for request in request_iterator:
+        _check_decoded(request)
+        yield request
 
 
 class ClearingInterceptor(grpc.aio.ServerInterceptor):
@@ -100,6 +136,7 @@ class ClearingInterceptor(grpc.aio.ServerInterceptor):
                 started, code = time.perf_counter(), "OK"
                 try:
                     await self._enter(method, short, context, request)
+                    _check_decoded(request)
                     return await inner(request, context)
                 except asyncio.CancelledError:
                     code = "CANCELLED"
@@ -111,7 +148,7 @@ class ClearingInterceptor(grpc.aio.ServerInterceptor):
                     done(started, code)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=handler.request_deserializer,
+                unary, request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
 
         if handler.stream_stream:
@@ -121,7 +158,7 @@ class ClearingInterceptor(grpc.aio.ServerInterceptor):
                 started, code = time.perf_counter(), "OK"
                 try:
                     await self._enter(method, short, context, None)
-                    async for response in inner_stream(request_iterator, context):
+                    async for response in inner_stream(_decoded(request_iterator), context):
                         yield response
                 except asyncio.CancelledError:
                     code = "CANCELLED"
@@ -133,6 +170,6 @@ class ClearingInterceptor(grpc.aio.ServerInterceptor):
                     done(started, code)
 
             return grpc.stream_stream_rpc_method_handler(
-                stream, request_deserializer=handler.request_deserializer,
+                stream, request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
         raise TypeError(f"{method}: unsupported handler kind")

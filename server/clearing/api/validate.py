@@ -35,6 +35,8 @@ def text(v: Violations, value: str, field: str, *, length_max: int,
         v.add(field, "required")
     elif len(value) > length_max:
         v.add(field, f"longer than {length_max} characters")
+    elif "\0" in value:  # PostgreSQL text cannot hold NUL
+        v.add(field, "must not contain NUL characters")
 
 
 def amount(v: Violations, value: int, field: str = "amount_minor") -> None:

@@ -49,8 +49,9 @@ def decode_token(token: str, kind: str, scope: int) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         got_kind, got_scope, after = raw.split(":")
-        if got_kind == kind and int(got_scope) == scope:
-            return int(after)
+        position = int(after)
+        if got_kind == kind and int(got_scope) == scope and 0 <= position < 2**63:
+            return position
     except (ValueError, UnicodeDecodeError):
         pass
     raise InvalidArgument([FieldViolation("page_token", "not a token from this listing")])

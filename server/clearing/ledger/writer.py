@@ -471,9 +471,10 @@ class _Batch:
             raise NotFound(f"pending transfer {leg.pending_id} not found",
                            reason="PENDING_TRANSFER_NOT_FOUND",
                            metadata={"field": prefix + "pending_transfer_id"})
-        wrong = Violations_for_pending(pending, leg, prefix)
+        wrong = _pending_violations(pending, leg, prefix)
         if wrong:
-            raise InvalidArgument(wrong)
+            currency_only = all(v.field.endswith("currency_code") for v in wrong)
+            raise InvalidArgument(wrong, reason="CURRENCY_MISMATCH" if currency_only else None)
         if pending.state != PendingState.OPEN:
             name = PendingState(pending.state).name
             raise FailedPrecondition(
@@ -550,7 +551,7 @@ class _Batch:
             raise _RaceLost()
 
 
-def Violations_for_pending(pending: _Pending, leg, prefix: str) -> list[FieldViolation]:
+def _pending_violations(pending: _Pending, leg, prefix: str) -> list[FieldViolation]:
     """Accounts and currency given with POST/VOID must be the pending transfer's."""
     wrong = []
     if leg.debit_account_id not in (0, pending.debit):
