@@ -94,6 +94,10 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
     server = grpc.aio.server(
         interceptors=[ClearingInterceptor(KeyStore(pool), roles)],
         options=[("grpc.so_reuseport", 1),
+                 # gRPC core cancels calls (status CANCELLED) beyond 1,000 not yet picked up
+                 # by the event loop; let maximum_concurrent_rpcs (RESOURCE_EXHAUSTED) rule.
+                 ("grpc.server.max_pending_requests", settings.max_concurrent_rpcs),
+                 ("grpc.server.max_pending_requests_hard_limit", settings.max_concurrent_rpcs),
                  ("grpc.max_receive_message_length", settings.max_message_bytes),
                  ("grpc.max_send_message_length", settings.max_message_bytes),
                  ("grpc.keepalive_time_ms", 60_000)],
