@@ -22,6 +22,14 @@ WRITER_BATCH_RETRIES = Counter("clearing_writer_batch_retries_total",
 DB_POOL_SIZE = Gauge("clearing_db_pool_connections", "asyncpg pool connections", ["state"])
 
 
+def watch(pool, writer) -> None:
+    """Read pool usage and queue depth when scraped (nothing to update on the hot path)."""
+    DB_POOL_SIZE.labels("open").set_function(pool.get_size)
+    DB_POOL_SIZE.labels("idle").set_function(pool.get_idle_size)
+    DB_POOL_SIZE.labels("max").set_function(pool.get_max_size)
+    WRITER_QUEUE_DEPTH.set_function(lambda: writer.queue_depth)
+
+
 def serve(addr: str, worker_index: int) -> int | None:
     """Start the metrics HTTP server on addr's port + worker_index; returns the port."""
     if not addr:

@@ -89,6 +89,7 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
     redis_client = await _connect_redis(settings)
     writer = LedgerWriter(pool, settings.writer, Clock())
     writer.start()
+    metrics.watch(pool, writer)
     roles = dict(METHOD_ROLES)
     roles.update(placeholders.METHOD_ROLES)
     server = grpc.aio.server(

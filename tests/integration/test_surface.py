@@ -80,7 +80,8 @@ async def test_metrics_count_calls_by_method_and_code(client: Client):
     assert 'clearing_rpc_calls_total{code="ALREADY_EXISTS",method="CreateAccount"}' in text
     assert "clearing_rpc_latency_seconds_bucket" in text
     assert "clearing_writer_queue_depth" in text
-    assert "clearing_db_pool_connections" in text
+    assert 'clearing_db_pool_connections{state="max"} 20.0' in text
+    assert 'clearing_db_pool_connections{state="idle"}' in text
 
 
 async def test_logs_are_json_with_the_call_context(capsys):

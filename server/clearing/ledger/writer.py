@@ -200,7 +200,6 @@ class LedgerWriter:
             raise ResourceExhausted(
                 f"ledger writer queue is full ({self._settings.queue_max} postings); "
                 "retry with the same request_id", reason="WRITER_QUEUE_FULL") from None
-        metrics.WRITER_QUEUE_DEPTH.set(self._queue.qsize())
         return await future  # a cancelled caller cancels only its wait; the posting stands
 
     # ---- the flusher ------------------------------------------------------------------
@@ -218,7 +217,6 @@ class LedgerWriter:
             finally:
                 for _ in batch:
                     self._queue.task_done()
-                metrics.WRITER_QUEUE_DEPTH.set(self._queue.qsize())
 
     async def _collect(self) -> list[_Item]:
         first = await self._queue.get()
