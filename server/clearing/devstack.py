@@ -153,9 +153,16 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     with warnings.catch_warnings():  # platformdirs nags when XDG_RUNTIME_DIR is unset
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         import pgserver
+        import pgserver._commands
 
+    # initdb and pg_ctl run in sessions of their own, like the postmaster (pg_ctl starts it
+    # with setsid): a terminal's Ctrl-C goes to the whole foreground process group and
+    # would otherwise kill initdb or `pg_ctl start -w` half-way. We stop the server ourselves.
+    pgserver._commands.subprocess = _OWN_SESSION_SUBPROCESS
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if not (data_dir / "PG_VERSION").exists():
+        _initdb_atomically(data_dir)
     _prune_dead_handles(data_dir)
     logger.info("starting embedded postgres in %s", data_dir)
     try:
@@ -168,6 +175,56 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     pg = EmbeddedPostgres(data_dir, server)
     logger.info("embedded postgres running (pid %s): %s", pg.pid, pg.dsn)
     return pg
+
+
+def _initdb_atomically(data_dir: Path) -> None:
+    """Create the cluster in a staging directory beside ``data_dir``, then rename it into
+    place, so that ``data_dir`` never holds a half-made cluster (initdb killed half-way
+    leaves one that no later start can use). A staging directory left by an interrupted
+    first start is thrown away. Uses pgserver's own initialisation (permissions, the
+    ``pgserver`` system user when run as root, initdb options)."""
+    from pgserver.postgres_server import PostgresServer
+
+    if data_dir.exists():
+        if any(data_dir.iterdir()):
+            raise DevStackError(f"{data_dir} is not empty but holds no PostgreSQL cluster; "
+                                f"move it away and start again")
+        data_dir.rmdir()
+    staging = data_dir.with_name(f".{data_dir.name}.initdb")
+    if staging.exists():
+        logger.warning("removing %s left by an interrupted first start", staging)
+        shutil.rmtree(staging)
+    staging.mkdir()
+    system_user = None
+    if os.name == "posix" and os.geteuid() == 0:
+        from pgserver.utils import ensure_user_exists
+
+        system_user = "pgserver"
+        ensure_user_exists(system_user)
+    logger.info("initialising a new PostgreSQL cluster for %s", data_dir)
+    bare = types.SimpleNamespace(pgdata=staging, system_user=system_user,
+                                 postgres_user=POSTGRES_USER)
+    try:
+        PostgresServer.ensure_pgdata_inited(bare)  # type: ignore[arg-type]
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise DevStackError(f"initdb failed for {data_dir}: {exc}") from exc
+    staging.rename(data_dir)
+
+
+class _OwnSessionSubprocess:
+    """Stands in for the ``subprocess`` module inside ``pgserver._commands``: the same
+    module, except that ``run`` starts the command in a new session (process group)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def run(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess:
+        kwargs.setdefault("start_new_session", True)
+        return subprocess.run(*args, **kwargs)
+
+
+_OWN_SESSION_SUBPROCESS = _OwnSessionSubprocess()
 
 
 def _unix_socket_dsn(socket_dir: Path | None, port: int | None) -> str:
@@ -207,7 +264,7 @@ def _pg_ctl_stop(data_dir: Path, system_user: str | None, timeout_s: float) -> N
            "-t", str(int(timeout_s)), "-m", "fast", "stop"]
     try:
         subprocess.run(cmd, check=True, capture_output=True, user=system_user,
-                       timeout=timeout_s + 5)
+                       timeout=timeout_s + 5, start_new_session=True)
     except (subprocess.SubprocessError, OSError) as exc:
         logger.warning("pg_ctl stop failed for %s: %s", data_dir, exc)
 
