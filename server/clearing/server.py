@@ -92,8 +92,8 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
     metrics.watch(pool, writer)
     roles = dict(METHOD_ROLES)
     roles.update(placeholders.METHOD_ROLES)
+    calls = ClearingInterceptor(KeyStore(pool), roles)
     server = grpc.aio.server(
-        interceptors=[ClearingInterceptor(KeyStore(pool), roles)],
         options=[("grpc.so_reuseport", 1),
                  # gRPC core cancels calls (status CANCELLED) beyond 1,000 not yet picked up
                  # by the event loop; let maximum_concurrent_rpcs (RESOURCE_EXHAUSTED) rule.
@@ -103,8 +103,9 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
                  ("grpc.max_send_message_length", settings.max_message_bytes),
                  ("grpc.keepalive_time_ms", 60_000)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
-    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(pool, writer), server)
-    placeholders.add_to_server(server)
+    calls.register(server, ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
+                   LedgerServicer(pool, writer))
+    placeholders.add_to_server(server, calls.register)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -41,6 +41,7 @@ def _placeholder(descriptor, base: type) -> type:
     return type(f"Placeholder{descriptor.name}", (base,), methods)
 
 
-def add_to_server(server: grpc.aio.Server) -> None:
+def add_to_server(server: grpc.aio.Server, register: Callable[..., None]) -> None:
+    """Register the placeholder services through `register(server, add_fn, servicer)`."""
     for descriptor, module, adder, base in _SERVICES:
-        getattr(module, adder)(_placeholder(descriptor, base)(), server)
+        register(server, getattr(module, adder), _placeholder(descriptor, base)())
