@@ -1,0 +1,1 @@
+"""Benchmarks of the clearing core (`make bench-ledger`); see bench/README.md."""
