@@ -69,3 +69,13 @@ def test_allocate_properties(amount, weights):
     total = sum(weights)
     for p, w in zip(parts, weights):  # each part within one unit of its exact share
         assert abs(p * total - amount * w) < total
+
+
+def test_timestamp_conversion_is_exact():
+    import datetime as dt
+    from clearing.api.convert import timestamp
+    for value in (dt.datetime(2026, 11, 11, 0, 0, 0, 1, tzinfo=dt.timezone.utc),
+                  dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc),
+                  dt.datetime(2038, 1, 19, 3, 14, 8, tzinfo=dt.timezone.utc)):
+        ts = timestamp(value)
+        assert ts.ToDatetime(tzinfo=dt.timezone.utc) == value

@@ -10,10 +10,14 @@ from clearing.ledger.model import Account, Balance, TransferRecord
 from clearing.v1 import ledger_pb2 as pb
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 def timestamp(value: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    """An aware datetime as a Timestamp, in integer arithmetic (FromDatetime is slow)."""
+    delta = value - _EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds,
+                     nanos=delta.microseconds * 1000)
 
 
 def balance(b: Balance) -> pb.Balance:

@@ -13,16 +13,15 @@ in ONE PostgreSQL transaction:
    the idempotency records one INSERT, and the batch is hash-chained to the previous one;
 5. COMMIT (synchronous), and only then are the callers answered.
 
-A batch is flushed when it holds `batch_size_max` postings, when the first posting has
-waited `flush_ms_max`, or when the queue stays empty for one turn of the event loop (so a
-lone request is not delayed). The queue holds at most `queue_max` postings; beyond that
+A batch is flushed `flush_ms_max` after its first posting arrived (what arrived meanwhile
+joins it), or at once when `batch_size_max` postings are already waiting. While one batch
+commits, the next one fills, so under load batches grow by themselves. The queue holds at most `queue_max` postings; beyond that
 `submit()` raises ResourceExhausted at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -90,12 +89,16 @@ class _Pending:
         self.dirty = False
 
 
+# One primary-key probe per request id. The LATERAL ... LIMIT 1 keeps it a nested loop of
+# index lookups under any (cached, generic) plan: a plain join with unnest() may get a plan
+# that reads the whole idempotency table on every batch.
 _SQL_PRIOR = """
-SELECT r.platform_id, r.request_id, r.payload_hash, r.ok, r.result_ids,
-       r.error_code, r.error_reason, r.error_message
-FROM requests r
-JOIN unnest($1::bigint[], $2::text[]) AS k(platform_id, request_id)
-  ON r.platform_id = k.platform_id AND r.request_id = k.request_id
+SELECT r.platform_id, r.request_id, r.payload_hash, r.ok, r.result_ids, r.error_code,
+       r.error_reason, r.error_message
+FROM unnest($1::bigint[], $2::text[]) AS k(platform_id, request_id)
+CROSS JOIN LATERAL (
+  SELECT * FROM requests q
+  WHERE q.platform_id = k.platform_id AND q.request_id = k.request_id LIMIT 1) AS r
 """
 _SQL_PENDING_PEEK = """
 SELECT transfer_id, debit_account_id, credit_account_id FROM transfers
@@ -112,35 +115,55 @@ SELECT transfer_id, platform_id, debit_account_id, credit_account_id, currency_c
 FROM transfers WHERE transfer_id = ANY($1::bigint[]) AND mode = 2
 ORDER BY transfer_id FOR UPDATE
 """
-_SQL_UPDATE_ACCOUNTS = """
-UPDATE accounts AS a
-SET debits_posted = u.dp, credits_posted = u.cp,
-    debits_pending = u.dpend, credits_pending = u.cpend
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-     AS u(account_id, dp, cp, dpend, cpend)
-WHERE a.account_id = u.account_id
-"""
-_SQL_UPDATE_PENDING = """
-UPDATE transfers AS t SET pending_remaining = u.remaining, pending_state = u.state
-FROM unnest($1::bigint[], $2::bigint[], $3::smallint[]) AS u(transfer_id, remaining, state)
-WHERE t.transfer_id = u.transfer_id
-"""
-_SQL_RECORD_REQUESTS = """
-INSERT INTO requests (platform_id, request_id, method, payload_hash, ok, result_ids,
-                      error_code, error_reason, error_message)
-SELECT u.p, u.r, u.m, u.h, u.ok, string_to_array(u.ids, ',')::bigint[], u.c, u.rs, u.msg
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bool[], $6::text[],
-            $7::text[], $8::text[], $9::text[]) AS u(p, r, m, h, ok, ids, c, rs, msg)
-ON CONFLICT DO NOTHING
-RETURNING 1
-"""
-_SQL_CHAIN = """
-WITH head AS (
-  UPDATE journal_head SET seq = seq + 1, hash = sha256(hash || $1::bytea)
+# Every write of a batch in ONE statement (one round trip): the journal rows, the
+# aggregated balances, the pending transfers acted on, the idempotency records, and the
+# hash-chain link. Data-modifying CTEs cannot see each other's rows, so a pending transfer
+# created in this batch is inserted with its final remainder instead of being updated.
+_SQL_WRITE = """
+WITH t AS (
+  INSERT INTO transfers (transfer_id, platform_id, batch_id, request_id, debit_account_id,
+                         credit_account_id, amount, currency_code, mode, pending_id,
+                         pending_remaining, pending_state, memo, created_at)
+  SELECT u.id, u.p, $1, u.r, u.d, u.c, u.a, u.cur, u.m, u.pid, u.rem, u.st, u.memo, $2
+  FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[],
+              $8::bigint[], $9::text[], $10::smallint[], $11::bigint[], $12::bigint[],
+              $13::smallint[], $14::text[])
+       AS u(id, p, r, d, c, a, cur, m, pid, rem, st, memo)
+  RETURNING 1
+), acc AS (
+  UPDATE accounts AS a
+  SET debits_posted = u.dp, credits_posted = u.cp,
+      debits_pending = u.dpend, credits_pending = u.cpend
+  FROM unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[])
+       AS u(account_id, dp, cp, dpend, cpend)
+  WHERE a.account_id = u.account_id
+  RETURNING 1
+), pend AS (
+  UPDATE transfers AS x SET pending_remaining = u.remaining, pending_state = u.state
+  FROM unnest($20::bigint[], $21::bigint[], $22::smallint[]) AS u(transfer_id, remaining, state)
+  WHERE x.transfer_id = u.transfer_id
+  RETURNING 1
+), req AS (
+  INSERT INTO requests (platform_id, request_id, method, payload_hash, ok, result_ids,
+                        error_code, error_reason, error_message)
+  SELECT u.p, u.r, u.m, u.h, u.ok, string_to_array(u.ids, ',')::bigint[], u.c, u.rs, u.msg
+  FROM unnest($23::bigint[], $24::text[], $25::text[], $26::bytea[], $27::bool[],
+              $28::text[], $29::text[], $30::text[], $31::text[])
+       AS u(p, r, m, h, ok, ids, c, rs, msg)
+  ON CONFLICT DO NOTHING
+  RETURNING 1
+), head AS (
+  UPDATE journal_head SET seq = seq + 1, hash = sha256(hash || $32::bytea)
+  WHERE $33::integer > 0
   RETURNING seq, hash
+), link AS (
+  INSERT INTO journal_batches (seq, batch_id, transfer_count, rows_digest, hash)
+  SELECT seq, $1, $33, $32, hash FROM head
+  RETURNING 1
 )
-INSERT INTO journal_batches (seq, batch_id, transfer_count, rows_digest, hash)
-SELECT seq, $2, $3, $1, hash FROM head
+SELECT (SELECT count(*) FROM req) AS recorded, (SELECT count(*) FROM t) AS journal,
+       (SELECT count(*) FROM acc) AS balances, (SELECT count(*) FROM pend) AS pendings,
+       (SELECT count(*) FROM link) AS links
 """
 _SQL_REPLAY_TRANSFERS = f"""
 SELECT {journal.TRANSFER_COLUMNS} FROM transfers
@@ -159,13 +182,16 @@ class LedgerWriter:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=settings.queue_max)
         self._task: asyncio.Task | None = None
         self._accepting = False
+        self._conn: asyncpg.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
         invariant(self._task is None, "writer started twice")
         self._accepting = True
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="ledger-writer")
 
     async def drain_and_stop(self) -> None:
         """Refuse new postings, commit everything queued, then stop."""
@@ -179,6 +205,7 @@ class LedgerWriter:
         except asyncio.CancelledError:
             pass
         self._task = None
+        await self._drop_connection()
 
     @property
     def queue_depth(self) -> int:
@@ -192,7 +219,7 @@ class LedgerWriter:
             raise Unavailable("the ledger writer is shutting down; retry on another server",
                               reason="SHUTTING_DOWN")
         invariant(0 < len(posting.legs) <= BATCH_SPAN, "posting has no legs or too many")
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         try:
             self._queue.put_nowait(_Item(posting, future))
         except asyncio.QueueFull:
@@ -220,19 +247,12 @@ class LedgerWriter:
 
     async def _collect(self) -> list[_Item]:
         first = await self._queue.get()
+        size_max = self._settings.batch_size_max
+        if self._settings.flush_ms_max and self._queue.qsize() < size_max - 1:
+            await asyncio.sleep(self._settings.flush_ms_max / 1000.0)  # let the batch fill
         batch = [first]
         legs = len(first.posting.legs)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.flush_ms_max / 1000.0
-        size_max = self._settings.batch_size_max
-        while len(batch) < size_max:
-            if self._queue.empty():
-                if loop.time() >= deadline:
-                    break
-                await asyncio.sleep(0)  # one turn: let ready callers enqueue
-                if self._queue.empty():
-                    break
-                continue
+        while len(batch) < size_max and not self._queue.empty():
             nxt = self._queue._queue[0]  # peek: keep a posting that would overflow the span
             if legs + len(nxt.posting.legs) > BATCH_SPAN:
                 break
@@ -274,6 +294,7 @@ class LedgerWriter:
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                     asyncpg.CannotConnectNowError, OSError, asyncio.TimeoutError) as exc:
                 error = exc
+                await self._drop_connection()
             except asyncpg.CheckViolationError as exc:
                 log.critical("database refused a batch the writer accepted: %s", exc)
                 raise InvariantViolation(f"database check failed: {exc}") from exc
@@ -286,12 +307,30 @@ class LedgerWriter:
         return {id(item): unavailable for item in items}
 
     async def _commit(self, items: list[_Item]) -> dict[int, object]:
-        async with self._pool.acquire() as conn:
-            async with conn.transaction():
-                outcomes, fresh = await self._replays(conn, items)
-                if fresh:
-                    outcomes.update(await _Batch(conn, self._clock).commit(fresh))
-                return outcomes
+        conn = await self._connection()
+        async with conn.transaction():
+            outcomes, fresh = await self._replays(conn, items)
+            if fresh:
+                outcomes.update(await _Batch(conn, self._clock).commit(fresh))
+            return outcomes
+
+    async def _connection(self) -> asyncpg.Connection:
+        """The writer's own connection, held across batches (no pool round trips). Its
+        statements keep PostgreSQL's cached (generic) plans, so every lookup is written as
+        `= ANY(array)` on a primary key, which plans as an index scan at any table size."""
+        if self._conn is not None and self._conn.is_closed():
+            await self._drop_connection()
+        if self._conn is None:
+            self._conn = await self._pool.acquire()
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await self._pool.release(conn)
+            except Exception:  # noqa: BLE001 - a broken connection is discarded anyway
+                log.warning("writer connection could not be released cleanly", exc_info=True)
 
     async def _replays(self, conn: asyncpg.Connection,
                        items: list[_Item]) -> tuple[dict[int, object], list[_Item]]:
@@ -511,42 +550,63 @@ class _Batch:
     # ---- writing the batch --------------------------------------------------------------
 
     async def _write(self, items: list[_Item], outcomes: dict[int, object]) -> None:
-        conn = self._conn
-        if self._rows:
-            await conn.copy_records_to_table(
-                "transfers", records=self._rows, columns=journal.COPY_COLUMNS)
-            dirty = [a for a in self._accts.values() if a.dirty]
-            for a in dirty:
-                invariant(a.dpend >= 0 and a.cpend >= 0, "negative pending balance")
-                invariant(a.allow_negative or a.spendable() >= 0, "overdraft slipped through")
-            await conn.execute(
-                _SQL_UPDATE_ACCOUNTS, [a.account_id for a in dirty], [a.dp for a in dirty],
-                [a.cp for a in dirty], [a.dpend for a in dirty], [a.cpend for a in dirty])
-            pend = [p for p in self._pendings.values() if p.dirty]
-            if pend:
-                await conn.execute(
-                    _SQL_UPDATE_PENDING, [p.transfer_id for p in pend],
-                    [p.remaining for p in pend], [int(p.state) for p in pend])
-            digest = journal.rows_digest(self._rows)
-            await conn.execute(_SQL_CHAIN, digest, self._batch_id, len(self._rows))
-        await self._record_requests(items, outcomes)
-
-    async def _record_requests(self, items: list[_Item], outcomes: dict[int, object]) -> None:
-        cols: tuple[list, ...] = ([], [], [], [], [], [], [], [], [])
-        for item in items:
-            p = item.posting
-            outcome = outcomes[id(item)]
-            ok = not isinstance(outcome, BaseException)
-            ids = ",".join(str(r.transfer_id) for r in outcome) if ok else ""
-            err = outcome if isinstance(outcome, ClearingError) else None
-            for col, value in zip(cols, (
-                    p.platform_id, p.request_id, p.method, p.payload_hash, ok, ids,
-                    err.code if err else "", err.reason if err else "",
-                    err.message if err else "")):
-                col.append(value)
-        inserted = await self._conn.fetch(_SQL_RECORD_REQUESTS, *cols)
-        if len(inserted) != len(items):
+        first_new_id = self._batch_id * BATCH_SPAN
+        journal_cols = _journal_columns(self._rows, self._pendings, first_new_id)
+        dirty = [a for a in self._accts.values() if a.dirty]
+        for a in dirty:
+            invariant(a.dpend >= 0 and a.cpend >= 0, "negative pending balance")
+            invariant(a.allow_negative or a.spendable() >= 0, "overdraft slipped through")
+        older = [p for p in self._pendings.values() if p.dirty and p.transfer_id < first_new_id]
+        digest = journal.rows_digest(self._rows) if self._rows else b""
+        row = await self._conn.fetchrow(
+            _SQL_WRITE, self._batch_id, self._now, *journal_cols,
+            [a.account_id for a in dirty], [a.dp for a in dirty], [a.cp for a in dirty],
+            [a.dpend for a in dirty], [a.cpend for a in dirty],
+            [p.transfer_id for p in older], [p.remaining for p in older],
+            [int(p.state) for p in older],
+            *_request_columns(items, outcomes), digest, len(self._rows))
+        if row["recorded"] != len(items):
             raise _RaceLost()
+        invariant(row["journal"] == len(self._rows) and row["balances"] == len(dirty)
+                  and row["pendings"] == len(older)
+                  and row["links"] == (1 if self._rows else 0),
+                  f"batch write counts differ: {dict(row)}")
+
+
+def _journal_columns(rows: list[tuple], pendings: dict[int, _Pending],
+                     first_new_id: int) -> list[list]:
+    """The journal rows as column arrays for unnest(); pending transfers created in this
+    batch carry their state at the end of the batch."""
+    cols: list[list] = [[] for _ in range(12)]
+    (ids, plats, rids, debits, credits, amounts, curs, modes, pids, rems, states,
+     memos) = cols
+    for r in rows:
+        ids.append(r[0]), plats.append(r[1]), rids.append(r[3]), debits.append(r[4])
+        credits.append(r[5]), amounts.append(r[6]), curs.append(r[7]), modes.append(r[8])
+        pids.append(r[9]), memos.append(r[12])
+        pending = pendings.get(r[0]) if r[8] == Mode.PENDING else None
+        if pending is not None and r[0] >= first_new_id:
+            rems.append(pending.remaining), states.append(int(pending.state))
+        else:
+            rems.append(r[10]), states.append(r[11])
+    return cols
+
+
+def _request_columns(items: list[_Item], outcomes: dict[int, object]) -> list[list]:
+    """The idempotency records (first results) as column arrays for unnest()."""
+    cols: list[list] = [[] for _ in range(9)]
+    for item in items:
+        p = item.posting
+        outcome = outcomes[id(item)]
+        ok = not isinstance(outcome, BaseException)
+        err = outcome if isinstance(outcome, ClearingError) else None
+        values = (p.platform_id, p.request_id, p.method, p.payload_hash, ok,
+                  ",".join(str(r.transfer_id) for r in outcome) if ok else "",
+                  err.code if err else "", err.reason if err else "",
+                  err.message if err else "")
+        for col, value in zip(cols, values):
+            col.append(value)
+    return cols
 
 
 def _pending_violations(pending: _Pending, leg, prefix: str) -> list[FieldViolation]:
