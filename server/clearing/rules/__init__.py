@@ -1,0 +1,1 @@
+"""Split rules: rule-set model, validation, compiler, evaluator, and the plan cache."""
