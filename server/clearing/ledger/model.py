@@ -79,14 +79,39 @@ class Leg:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A key a posting takes for good if it commits (e.g. `order:ORD1`: an order is split
+    once). A posting whose claim is taken fails with AlreadyExists(reason)."""
+
+    key: str
+    reason: str
+    message: str
+
+    # Claim keys share the idempotency table with request ids; this prefix is not printable,
+    # and request ids must be, so a client's request id can never take a claim's key.
+    PREFIX = "\x1f"
+
+    @classmethod
+    def of(cls, kind: str, value: str, reason: str, message: str) -> "Claim":
+        return cls(f"{cls.PREFIX}{kind}:{value}", reason, message)
+
+
+@dataclass(frozen=True, slots=True)
 class Posting:
-    """An all-or-nothing group of legs under one request id."""
+    """An all-or-nothing group of legs under one request id.
+
+    `claims` are taken with it; `attachment` is handed, with the committed records, to the
+    writer's sink named `sink`, which writes it in the same transaction.
+    """
 
     platform_id: int
     request_id: str
     method: str
     payload_hash: bytes
     legs: tuple[Leg, ...]
+    claims: tuple[Claim, ...] = ()
+    sink: str = ""
+    attachment: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Mapping, Protocol
 
 import asyncpg
 
@@ -34,8 +35,8 @@ from clearing.errors import (ClearingError, FailedPrecondition, InvalidArgument,
                              InvariantViolation, NotFound, ResourceExhausted, Unavailable,
                              FieldViolation, error_from_record, invariant)
 from clearing.ledger import journal
-from clearing.ledger.model import (BATCH_SPAN, AccountStatus, Mode, PendingState, Posting,
-                                   TransferRecord)
+from clearing.ledger.model import (BATCH_SPAN, AccountStatus, Claim, Mode, PendingState,
+                                   Posting, TransferRecord)
 from clearing.money import INT64_MAX
 
 log = logging.getLogger("clearing.ledger.writer")
@@ -43,6 +44,15 @@ log = logging.getLogger("clearing.ledger.writer")
 # How often one batch is tried again after a transient database failure.
 BATCH_ATTEMPTS_MAX = 4
 BATCH_RETRY_BACKOFF_S = 0.05
+
+
+class BatchSink(Protocol):
+    """Writes the attachments of a batch's committed postings, in the batch's transaction,
+    in one statement (no round trip per posting). It must not fail on business rules:
+    those are checked before a posting is submitted."""
+
+    async def write(self, conn: asyncpg.Connection,
+                    committed: list[tuple[Posting, list[TransferRecord]]]) -> None: ...
 
 
 class _RaceLost(Exception):
@@ -174,9 +184,11 @@ WHERE transfer_id = ANY($1::bigint[]) ORDER BY transfer_id
 class LedgerWriter:
     """Commits postings in groups; see the module docstring."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: WriterSettings, clock: Clock) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: WriterSettings, clock: Clock,
+                 sinks: Mapping[str, BatchSink] | None = None) -> None:
         invariant(settings.batch_size_max >= 1, "batch_size_max must be >= 1")
         self._pool = pool
+        self._sinks = dict(sinks or {})
         self._settings = settings
         self._clock = clock
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=settings.queue_max)
@@ -219,6 +231,10 @@ class LedgerWriter:
             raise Unavailable("the ledger writer is shutting down; retry on another server",
                               reason="SHUTTING_DOWN")
         invariant(0 < len(posting.legs) <= BATCH_SPAN, "posting has no legs or too many")
+        invariant(not posting.sink or posting.sink in self._sinks,
+                  f"no sink named {posting.sink!r}")
+        invariant(all(c.key.startswith(Claim.PREFIX) for c in posting.claims),
+                  "claim keys are made with Claim.of")
         future = self._loop.create_future()
         try:
             self._queue.put_nowait(_Item(posting, future))
@@ -311,7 +327,7 @@ class LedgerWriter:
         async with conn.transaction():
             outcomes, fresh = await self._replays(conn, items)
             if fresh:
-                outcomes.update(await _Batch(conn, self._clock).commit(fresh))
+                outcomes.update(await _Batch(conn, self._clock, self._sinks).commit(fresh))
             return outcomes
 
     async def _connection(self) -> asyncpg.Connection:
@@ -334,17 +350,22 @@ class LedgerWriter:
 
     async def _replays(self, conn: asyncpg.Connection,
                        items: list[_Item]) -> tuple[dict[int, object], list[_Item]]:
-        rows = await conn.fetch(_SQL_PRIOR, [i.posting.platform_id for i in items],
-                                [i.posting.request_id for i in items])
+        keys = [(i.posting.platform_id, i.posting.request_id) for i in items]
+        keys += [(i.posting.platform_id, c.key) for i in items for c in i.posting.claims]
+        rows = await conn.fetch(_SQL_PRIOR, [k[0] for k in keys], [k[1] for k in keys])
         prior = {(r["platform_id"], r["request_id"]): r for r in rows}
         outcomes: dict[int, object] = {}
         fresh: list[_Item] = []
         for item in items:
-            row = prior.get((item.posting.platform_id, item.posting.request_id))
-            if row is None:
-                fresh.append(item)
+            p = item.posting
+            row = prior.get((p.platform_id, p.request_id))
+            taken = next((c for c in p.claims if (p.platform_id, c.key) in prior), None)
+            if row is not None:
+                outcomes[id(item)] = await _replay(conn, p, row)
+            elif taken is not None:
+                outcomes[id(item)] = _claim_taken(taken)
             else:
-                outcomes[id(item)] = await _replay(conn, item.posting, row)
+                fresh.append(item)
         return outcomes, fresh
 
 
@@ -364,6 +385,11 @@ def _reused(posting: Posting) -> ClearingError:
         reason="REQUEST_ID_REUSED", metadata={"request_id": posting.request_id})
 
 
+def _claim_taken(claim: Claim) -> ClearingError:
+    from clearing.errors import AlreadyExists
+    return AlreadyExists(claim.message, reason=claim.reason, metadata={"key": claim.key})
+
+
 def _resolve(future: asyncio.Future, outcome: object) -> None:
     if future.done():  # the caller went away (cancelled); the outcome stands in the ledger
         return
@@ -376,8 +402,11 @@ def _resolve(future: asyncio.Future, outcome: object) -> None:
 class _Batch:
     """One transaction's worth of postings: lock, apply in memory, write, chain."""
 
-    def __init__(self, conn: asyncpg.Connection, clock: Clock) -> None:
+    def __init__(self, conn: asyncpg.Connection, clock: Clock,
+                 sinks: Mapping[str, BatchSink]) -> None:
         self._conn = conn
+        self._sinks = sinks
+        self._claimed: set[str] = set()
         self._now = clock.now()
         self._accts: dict[int, _Acct] = {}
         self._pendings: dict[int, _Pending] = {}
@@ -389,9 +418,29 @@ class _Batch:
         self._batch_id = await self._conn.fetchval("SELECT nextval('journal_batch_id_seq')")
         outcomes: dict[int, object] = {}
         for item in items:
-            outcomes[id(item)] = self._apply(item.posting)
+            outcomes[id(item)] = self._apply_claimed(item.posting)
         await self._write(items, outcomes)
+        await self._write_attachments(items, outcomes)
         return outcomes
+
+    def _apply_claimed(self, posting: Posting) -> object:
+        """Apply a posting unless a posting earlier in this batch took one of its claims."""
+        for claim in posting.claims:
+            if claim.key in self._claimed:
+                return _claim_taken(claim)
+        outcome = self._apply(posting)
+        if not isinstance(outcome, BaseException):
+            self._claimed.update(c.key for c in posting.claims)
+        return outcome
+
+    async def _write_attachments(self, items: list[_Item], outcomes: dict[int, object]) -> None:
+        by_sink: dict[str, list[tuple[Posting, list[TransferRecord]]]] = {}
+        for item in items:
+            outcome = outcomes[id(item)]
+            if item.posting.sink and not isinstance(outcome, BaseException):
+                by_sink.setdefault(item.posting.sink, []).append((item.posting, outcome))
+        for name, committed in by_sink.items():
+            await self._sinks[name].write(self._conn, committed)
 
     async def _lock(self, items: list[_Item]) -> None:
         account_ids: set[int] = set()
@@ -565,7 +614,9 @@ class _Batch:
             [p.transfer_id for p in older], [p.remaining for p in older],
             [int(p.state) for p in older],
             *_request_columns(items, outcomes), digest, len(self._rows))
-        if row["recorded"] != len(items):
+        claims = sum(len(i.posting.claims) for i in items
+                     if not isinstance(outcomes[id(i)], BaseException))
+        if row["recorded"] != len(items) + claims:
             raise _RaceLost()
         invariant(row["journal"] == len(self._rows) and row["balances"] == len(dirty)
                   and row["pendings"] == len(older)
@@ -606,6 +657,10 @@ def _request_columns(items: list[_Item], outcomes: dict[int, object]) -> list[li
                   err.message if err else "")
         for col, value in zip(cols, values):
             col.append(value)
+        for claim in p.claims if ok else ():  # a claim is taken only by a committed posting
+            for col, value in zip(cols, (p.platform_id, claim.key, "Claim", p.payload_hash,
+                                         True, values[5], "", "", "")):
+                col.append(value)
     return cols
 
 

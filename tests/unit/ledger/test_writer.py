@@ -188,3 +188,69 @@ async def test_pending_held_and_failed_in_one_posting_leaves_nothing(pool, accou
                                 " AND request_id = 'f'", pid)
     assert count == 0
     assert (await verify.verify(pool, pid)).ok
+
+
+async def test_claims_are_taken_once_across_and_within_batches(pool, accounts):
+    from clearing.errors import AlreadyExists
+    from clearing.ledger.model import Claim
+    pid, custodial, (m0, m1, _) = accounts
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=20,
+                                               queue_max=100), Clock())
+    writer.start()
+
+    def split(rid: str, order: str, debit: int = custodial) -> Posting:
+        return Posting(pid, rid, "Split", rid.encode(), (Leg(debit, m0, 5, "CNY", Mode.IMMEDIATE),),
+                       claims=(Claim.of("order", order, "ORDER_ALREADY_SPLIT", "split once"),))
+
+    # in one batch: a failing posting does not take the claim; the next one does; a third
+    # with the same order is refused
+    failed, first, second = await asyncio.gather(
+        writer.submit(split("a", "ORD1", debit=m1)),   # m1 has no funds
+        writer.submit(split("b", "ORD1")),
+        writer.submit(split("c", "ORD1")), return_exceptions=True)
+    assert isinstance(failed, FailedPrecondition)
+    assert isinstance(first, list)
+    assert isinstance(second, AlreadyExists) and second.reason == "ORDER_ALREADY_SPLIT"
+    # a later batch: refused too; a replay of "b" still answers its first result
+    with pytest.raises(AlreadyExists):
+        await writer.submit(split("d", "ORD1"))
+    assert [r.transfer_id for r in await writer.submit(split("b", "ORD1"))] == \
+        [r.transfer_id for r in first]
+    await writer.drain_and_stop()
+    async with pool.acquire() as conn:
+        assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 5
+
+
+async def test_sink_writes_attachments_in_the_same_transaction(pool, accounts):
+    pid, custodial, (m0, m1, _) = accounts
+    table = f"sink_{secrets.token_hex(4)}"
+    async with pool.acquire() as conn:
+        await conn.execute(f"CREATE TABLE {table} (note text, transfer_id bigint)")
+
+    class Sink:
+        calls = 0
+
+        async def write(self, conn, committed):
+            Sink.calls += 1
+            await conn.execute(
+                f"INSERT INTO {table} SELECT * FROM unnest($1::text[], $2::bigint[])",
+                [p.attachment for p, _ in committed], [r[0].transfer_id for _, r in committed])
+
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=20,
+                                               queue_max=100), Clock(), sinks={"notes": Sink()})
+    writer.start()
+
+    def posting(rid: str, debit: int, note: str) -> Posting:
+        return Posting(pid, rid, "T", rid.encode(), (Leg(debit, m0, 1, "CNY", Mode.IMMEDIATE),),
+                       sink="notes", attachment=note)
+
+    ok1, bad, ok2 = await asyncio.gather(
+        writer.submit(posting("x", custodial, "one")), writer.submit(posting("y", m1, "lost")),
+        writer.submit(posting("z", custodial, "two")), return_exceptions=True)
+    await writer.drain_and_stop()
+    assert isinstance(bad, FailedPrecondition)
+    rows = await pool.fetch(f"SELECT note, transfer_id FROM {table} ORDER BY note")
+    assert [(r["note"], r["transfer_id"]) for r in rows] == [
+        ("one", ok1[0].transfer_id), ("two", ok2[0].transfer_id)]
+    assert Sink.calls == 1  # one statement for the whole batch
+    await pool.execute(f"DROP TABLE {table}")
