@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clearing import db, logs, metrics
+from clearing import db, logs, metrics, redisconn
 from clearing.api import placeholders
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
@@ -67,9 +67,7 @@ class Running:
 async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
     if not settings.redis_url:
         return None
-    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-                               socket_timeout=REDIS_CONNECT_TIMEOUT_S,
-                               health_check_interval=30)
+    client = redisconn.connect(settings.redis_url, socket_timeout_s=REDIS_CONNECT_TIMEOUT_S)
     try:
         await client.ping()
     except (aioredis.RedisError, OSError) as exc:  # Redis must never stop the ledger
