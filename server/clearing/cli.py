@@ -10,6 +10,10 @@
     clearing transfer --from A --to B --amount 12.34 [--currency CNY] [--pending]
     clearing post PENDING_ID --amount X | clearing void PENDING_ID
     clearing verify                           trial balance and hash chain
+    clearing rules publish FILE.yaml          file a rule-set version (operator key)
+    clearing rules activate NAME VERSION      activate it (another key, approver role:
+                                              --key-file var/demo-approver.key)
+    clearing rules list|get ...               rule-set versions
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units
@@ -318,21 +322,38 @@ def _key(args, settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def _client_call(args, settings: Settings, method: str, request) -> int:
+def _print_error(err) -> None:
+    """The status, then every field violation of a BadRequest detail (one per line)."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+    status = rpc_status.from_call(err)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            for v in bad.field_violations:
+                print(f"  {v.field}: {v.description}", file=sys.stderr)
+
+
+def _client_call(args, settings: Settings, method: str, request, service: str = "ledger") -> int:
     import grpc
     from google.protobuf import json_format
 
-    from clearing.v1 import ledger_pb2_grpc
+    from clearing.v1 import ledger_pb2_grpc, split_pb2_grpc
 
     addr = args.addr or settings.grpc_addr
+    stubs = {"ledger": ledger_pb2_grpc.LedgerServiceStub,
+             "split": split_pb2_grpc.SplitServiceStub}
     with grpc.insecure_channel(addr) as channel:
-        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        stub = stubs[service](channel)
         try:
             response = getattr(stub, method)(
                 request, metadata=[("authorization", f"Bearer {_key(args, settings)}")],
                 timeout=args.timeout)
         except grpc.RpcError as err:
-            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            _print_error(err)
             return 1
     print(json_format.MessageToJson(response, preserving_proto_field_name=True,
                                     use_integers_for_enums=False))
@@ -433,6 +454,62 @@ def cmd_client(args, settings: Settings) -> int:
     raise SystemExit(f"unknown command {c}")
 
 
+def cmd_rules(args, settings: Settings) -> int:
+    """`clearing rules publish|activate|list|get`: SplitService's rule-set methods."""
+    from clearing.errors import InvalidArgument
+    from clearing.rules.proto import rule_set_proto_from_yaml
+    from clearing.v1 import split_pb2 as pb
+
+    rid = args.request_id or str(uuid.uuid4())
+    if args.action == "publish":
+        try:
+            rule_set = rule_set_proto_from_yaml(Path(args.file).read_bytes())
+        except InvalidArgument as exc:
+            raise SystemExit("\n".join(f"{args.file}: {v.field}: {v.description}"
+                                        for v in exc.violations)) from None
+        return _client_call(args, settings, "PublishRuleSet", pb.PublishRuleSetRequest(
+            request_id=rid, rule_set=rule_set, validate_only=args.validate_only), "split")
+    if args.action == "activate":
+        req = pb.ActivateRuleSetRequest(request_id=rid, rule_set_name=args.name,
+                                        rule_set_version=args.version,
+                                        content_sha256=args.sha256 or "",
+                                        comment=args.comment or "")
+        if args.expected_active is not None:
+            req.expected_active_version = args.expected_active
+        return _client_call(args, settings, "ActivateRuleSet", req, "split")
+    if args.action == "get":
+        return _client_call(args, settings, "GetRuleSet", pb.GetRuleSetRequest(
+            rule_set_name=args.name, rule_set_version=args.version), "split")
+    return _client_call(args, settings, "ListRuleSets", pb.ListRuleSetsRequest(
+        page_size=args.page_size, page_token=args.page_token or "",
+        rule_set_name=args.name or "", include_rules=args.include_rules), "split")
+
+
+def _rules_parser(sub) -> None:
+    rules = sub.add_parser("rules", help="split rule sets").add_subparsers(
+        dest="action", required=True)
+    p = rules.add_parser("publish", help="file a new version from a YAML file (operator)")
+    p.add_argument("file", help="the rule set in YAML (the RuleSet message's fields)")
+    p.add_argument("--validate-only", action="store_true", help="validate, store nothing")
+    p = rules.add_parser("activate", help="activate a version (approver; not its publisher)")
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p.add_argument("--sha256", help="the content_sha256 you reviewed")
+    p.add_argument("--expected-active", type=int, help="the version you expect active (0: none)")
+    p.add_argument("--comment", help="note for the audit trail")
+    p = rules.add_parser("get", help="one version (0 or omitted: the active one)")
+    p.add_argument("name")
+    p.add_argument("version", type=int, nargs="?", default=0)
+    p = rules.add_parser("list", help="versions by name, newest first")
+    p.add_argument("--name", help="only this rule set")
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-token")
+    p.add_argument("--include-rules", action="store_true")
+    for sp in rules.choices.values():
+        _client_options(sp)
+        sp.set_defaults(func=cmd_rules)
+
+
 # ---- argument parsing --------------------------------------------------------------------
 
 def _client_options(p: argparse.ArgumentParser) -> None:
@@ -518,6 +595,7 @@ def parser() -> argparse.ArgumentParser:
     for name in ("balance", "entries", "transfer", "post", "void", "verify"):
         _client_options(sub.choices[name])
         sub.choices[name].set_defaults(func=cmd_client)
+    _rules_parser(sub)
     return top
 
 

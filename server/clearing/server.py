@@ -27,10 +27,16 @@ from clearing.api import placeholders
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
+from clearing.api import split as split_api
 from clearing.clock import Clock
 from clearing.config import Settings
 from clearing.ledger.writer import LedgerWriter
-from clearing.v1 import ledger_pb2, ledger_pb2_grpc
+from clearing.rules import compile as plans
+from clearing.rules import runtime
+from clearing.rules.cache import PlanCache
+from clearing.rules.counters import Counters
+from clearing.rules.store import PgSource
+from clearing.v1 import ledger_pb2, ledger_pb2_grpc, split_pb2_grpc
 
 log = logging.getLogger("clearing.server")
 
@@ -51,6 +57,7 @@ class Running:
     writer: LedgerWriter
     health: health.aio.HealthServicer
     settings: Settings
+    plans: PlanCache | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
@@ -58,6 +65,8 @@ class Running:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_s)
         await self.writer.drain_and_stop()
+        if self.plans is not None:
+            await self.plans.stop()
         if self.redis is not None:
             await self.redis.aclose()
         await self.pool.close()
@@ -87,10 +96,16 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
         async with pool.acquire() as conn:
             await db.migrate(conn)
     redis_client = await _connect_redis(settings)
-    writer = LedgerWriter(pool, settings.writer, Clock())
+    clock = Clock()
+    writer = LedgerWriter(pool, settings.writer, clock,
+                          sinks={runtime.SINK_NAME: runtime.SplitSink()})
     writer.start()
     metrics.watch(pool, writer)
+    plan_cache = PlanCache(PgSource(pool), plans.from_bytes, redis_client,
+                           settings.redis_prefix)
+    plan_cache.start()
     roles = dict(METHOD_ROLES)
+    roles.update(split_api.METHOD_ROLES)
     roles.update(placeholders.METHOD_ROLES)
     calls = ClearingInterceptor(KeyStore(pool), roles)
     server = grpc.aio.server(
@@ -105,6 +120,9 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
     calls.register(server, ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
                    LedgerServicer(pool, writer))
+    calls.register(server, split_pb2_grpc.add_SplitServiceServicer_to_server,
+                   split_api.SplitServicer(pool, writer, plan_cache,
+                                           Counters(redis_client, settings.redis_prefix), clock))
     placeholders.add_to_server(server, calls.register)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -117,7 +135,8 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Running(server, port, pool, redis_client, writer, health_servicer, settings)
+    return Running(server, port, pool, redis_client, writer, health_servicer, settings,
+                   plan_cache)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

@@ -22,7 +22,11 @@ def status_for(exc: BaseException) -> grpc.Status:
         code_name, reason, message = exc.code, exc.reason, exc.message
         metadata = exc.metadata
     else:
-        code_name, reason, message, metadata = "INTERNAL", "INTERNAL", "internal error", {}
+        # A bug: no detail leaks, but a class may name its reason (SPLIT_INVARIANT_BROKEN).
+        reason = getattr(exc, "reason", "INTERNAL")
+        code_name, message, metadata = "INTERNAL", "internal error", {}
+        if not isinstance(reason, str):
+            reason = "INTERNAL"
     status = status_pb2.Status(code=code_pb2.Code.Value(code_name), message=message)
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))

@@ -1,5 +1,5 @@
-"""SplitService and PayoutService: in the contract now, answered UNIMPLEMENTED until their
-issues land. Their methods are authenticated like every other (any role for now)."""
+"""PayoutService: in the contract now, answered UNIMPLEMENTED until its issue lands. Its
+methods are authenticated like every other (any role for now)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from typing import Any, Callable
 import grpc
 
 from clearing.errors import Unimplemented
-from clearing.v1 import ledger_pb2, payout_pb2, payout_pb2_grpc, split_pb2, split_pb2_grpc
+from clearing.v1 import ledger_pb2, payout_pb2, payout_pb2_grpc, split_pb2
 
 _SERVICES = (
-    (split_pb2.DESCRIPTOR.services_by_name["SplitService"], split_pb2_grpc,
-     "add_SplitServiceServicer_to_server", split_pb2_grpc.SplitServiceServicer),
     (payout_pb2.DESCRIPTOR.services_by_name["PayoutService"], payout_pb2_grpc,
      "add_PayoutServiceServicer_to_server", payout_pb2_grpc.PayoutServiceServicer),
 )
-SERVICE_NAMES = [ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name] + [
+# Every clearing service the server registers (the built ones and the placeholders).
+SERVICE_NAMES = [ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
+                 split_pb2.DESCRIPTOR.services_by_name["SplitService"].full_name] + [
     d.full_name for d, *_ in _SERVICES]
 METHOD_ROLES: dict[str, frozenset[str]] = {
     f"/{d.full_name}/{m.name}": frozenset() for d, *_ in _SERVICES for m in d.methods}

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
 import asyncpg
 
+from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, NotFound,
+                             PermissionDenied, error_from_record)
+from clearing.ledger.model import Principal
 from clearing.rules.cache import Source
 
 
@@ -49,3 +56,200 @@ async def activate(conn: asyncpg.Connection, platform_id: int, name: str, versio
     await conn.execute(
         "UPDATE rule_set_heads SET active_version = $3 WHERE platform_id = $1 AND name = $2",
         platform_id, name, version)
+
+
+# ---- the rule-set life cycle (PublishRuleSet / ActivateRuleSet and reads) -------------------
+
+RULE_SET_COLUMNS = (
+    "r.rule_set_id, r.platform_id, r.name, r.version, r.content, r.content_sha256,"
+    " r.published_by, r.published_at, r.activated_by, r.activated_at, r.superseded_at,"
+    " r.level_count, (h.active_version IS NOT DISTINCT FROM r.version) AS is_active")
+_FROM = ("FROM rule_sets r JOIN rule_set_heads h"
+         " ON h.platform_id = r.platform_id AND h.name = r.name")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """A stored rule-set version and its life-cycle facts."""
+
+    rule_set_id: int
+    name: str
+    version: int
+    content: bytes
+    content_sha256: bytes
+    published_by: int
+    published_at: dt.datetime
+    activated_by: int | None
+    activated_at: dt.datetime | None
+    superseded_at: dt.datetime | None
+    level_count: int
+    is_active: bool
+
+
+def _version_row(r: asyncpg.Record) -> VersionRow:
+    return VersionRow(r["rule_set_id"], r["name"], r["version"], r["content"],
+                      r["content_sha256"], r["published_by"], r["published_at"],
+                      r["activated_by"], r["activated_at"], r["superseded_at"],
+                      r["level_count"], r["is_active"])
+
+
+async def next_version(conn: asyncpg.Connection, platform_id: int, name: str) -> int:
+    """The number the next version of `name` gets; locks the name's head row until the
+    transaction ends, so concurrent publishers of one name queue up."""
+    await conn.execute(
+        "INSERT INTO rule_set_heads (platform_id, name, latest_version) VALUES ($1, $2, 0)"
+        " ON CONFLICT (platform_id, name) DO NOTHING", platform_id, name)
+    latest = await conn.fetchval(
+        "SELECT latest_version FROM rule_set_heads WHERE platform_id = $1 AND name = $2"
+        " FOR UPDATE", platform_id, name)
+    return latest + 1
+
+
+async def set_level_count(conn: asyncpg.Connection, platform_id: int, name: str,
+                          version: int, level_count: int) -> int:
+    """Record a version's level count; returns its rule_set_id."""
+    return await conn.fetchval(
+        "UPDATE rule_sets SET level_count = $4 WHERE platform_id = $1 AND name = $2"
+        " AND version = $3 RETURNING rule_set_id", platform_id, name, version, level_count)
+
+
+async def get_version(conn: asyncpg.Connection, platform_id: int, name: str,
+                      version: int) -> VersionRow:
+    """One version (0: the active one); NotFound otherwise."""
+    if version == 0:
+        row = await conn.fetchrow(
+            f"SELECT {RULE_SET_COLUMNS} {_FROM} WHERE r.platform_id = $1 AND r.name = $2"
+            " AND r.version = h.active_version", platform_id, name)
+    else:
+        row = await conn.fetchrow(
+            f"SELECT {RULE_SET_COLUMNS} {_FROM} WHERE r.platform_id = $1 AND r.name = $2"
+            " AND r.version = $3", platform_id, name, version)
+    if row is None:
+        what = f"version {version}" if version else "an active version"
+        raise NotFound(f"rule set {name!r} has no {what}", reason="RULE_SET_NOT_FOUND",
+                       metadata={"rule_set_name": name, "rule_set_version": str(version)})
+    return _version_row(row)
+
+
+async def get_version_by_id(conn: asyncpg.Connection, platform_id: int,
+                            rule_set_id: int) -> VersionRow:
+    row = await conn.fetchrow(
+        f"SELECT {RULE_SET_COLUMNS} {_FROM} WHERE r.platform_id = $1 AND r.rule_set_id = $2",
+        platform_id, rule_set_id)
+    if row is None:
+        raise NotFound(f"rule set version {rule_set_id} not found", reason="RULE_SET_NOT_FOUND")
+    return _version_row(row)
+
+
+# Status filters (proto RuleSetStatus numbers) as SQL conditions.
+_STATUS_SQL = {
+    1: "r.activated_at IS NULL",
+    2: "h.active_version IS NOT DISTINCT FROM r.version",
+    3: "r.activated_at IS NOT NULL AND h.active_version IS DISTINCT FROM r.version",
+}
+
+
+async def list_versions(conn: asyncpg.Connection, platform_id: int, *, name: str,
+                        status: int, offset: int, limit: int) -> list[VersionRow]:
+    """Versions by name, then by decreasing version; `limit` rows from `offset`."""
+    where = ["r.platform_id = $1"]
+    args: list[object] = [platform_id]
+    if name:
+        args.append(name)
+        where.append(f"r.name = ${len(args)}")
+    if status:
+        where.append(_STATUS_SQL[status])
+    args += [offset, limit]
+    rows = await conn.fetch(
+        f"SELECT {RULE_SET_COLUMNS} {_FROM} WHERE {' AND '.join(where)}"
+        f" ORDER BY r.name, r.version DESC OFFSET ${len(args) - 1} LIMIT ${len(args)}", *args)
+    return [_version_row(r) for r in rows]
+
+
+async def activate_checked(conn: asyncpg.Connection, principal: Principal, name: str,
+                           version: int, content_sha256: bytes | None,
+                           expected_active: int | None, comment: str) -> tuple[int, int]:
+    """Activate a version after the maker-checker, content and active-version checks;
+    returns (rule_set_id, previous active version or 0). Run inside a transaction."""
+    pid = principal.platform_id
+    active = await conn.fetchval(
+        "SELECT coalesce(active_version, 0) FROM rule_set_heads WHERE platform_id = $1"
+        " AND name = $2 FOR UPDATE", pid, name)
+    row = await get_version(conn, pid, name, version) if active is not None else None
+    if row is None:
+        raise NotFound(f"rule set {name!r} does not exist", reason="RULE_SET_NOT_FOUND")
+    if row.published_by == principal.key_id:
+        raise PermissionDenied(
+            f"the key that published {name!r} version {version} may not activate it: "
+            "another approver must (maker-checker)", reason="MAKER_CHECKER",
+            metadata={"published_by": str(row.published_by)})
+    if content_sha256 is not None and content_sha256 != row.content_sha256:
+        raise FailedPrecondition(
+            f"{name!r} version {version} does not have the content_sha256 given",
+            reason="CONTENT_CHANGED", metadata={"content_sha256": row.content_sha256.hex()})
+    if expected_active is not None and expected_active != active:
+        raise FailedPrecondition(
+            f"the active version of {name!r} is {active}, not {expected_active}",
+            reason="ACTIVE_VERSION_CHANGED", metadata={"active_version": str(active)})
+    if active and active != version:
+        await conn.execute(
+            "UPDATE rule_sets SET superseded_at = now() WHERE platform_id = $1 AND name = $2"
+            " AND version = $3", pid, name, active)
+    await activate(conn, pid, name, version, principal.key_id)
+    await conn.execute(
+        "INSERT INTO rule_set_activations (platform_id, name, version, previous_version,"
+        " key_id, comment) VALUES ($1, $2, $3, $4, $5, $6)",
+        pid, name, version, active or None, principal.key_id, comment)
+    return row.rule_set_id, active
+
+
+# ---- idempotency of rule-set writes -----------------------------------------------------------
+
+_SQL_CLAIM = """
+INSERT INTO requests (platform_id, request_id, method, payload_hash, ok)
+VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING RETURNING 1
+"""
+
+
+async def run_once(pool: asyncpg.Pool, principal: Principal, request_id: str, method: str,
+                   payload_hash: bytes,
+                   op: Callable[[asyncpg.Connection], Awaitable[list[int]]]) -> list[int]:
+    """Run `op` once per request id, in one transaction with the idempotency record; a
+    replay returns the ids the first run returned (or raises its error again). The same id
+    with another payload: AlreadyExists(REQUEST_ID_REUSED)."""
+    pid = principal.platform_id
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            if not await conn.fetchval(_SQL_CLAIM, pid, request_id, method, payload_hash):
+                return await _prior(conn, pid, request_id, method, payload_hash)
+            try:
+                async with conn.transaction():
+                    ids = await op(conn)
+            except ClearingError as exc:
+                await conn.execute(
+                    "UPDATE requests SET ok = false, error_code = $3, error_reason = $4,"
+                    " error_message = $5 WHERE platform_id = $1 AND request_id = $2",
+                    pid, request_id, exc.code, exc.reason, exc.message)
+                failed: ClearingError | None = exc
+            else:
+                await conn.execute(
+                    "UPDATE requests SET result_ids = $3 WHERE platform_id = $1"
+                    " AND request_id = $2", pid, request_id, ids)
+                failed = None
+    if failed is not None:
+        raise failed
+    return ids
+
+
+async def _prior(conn: asyncpg.Connection, pid: int, request_id: str, method: str,
+                 payload_hash: bytes) -> list[int]:
+    row = await conn.fetchrow(
+        "SELECT method, payload_hash, ok, result_ids, error_code, error_reason, error_message"
+        " FROM requests WHERE platform_id = $1 AND request_id = $2", pid, request_id)
+    if row["method"] != method or row["payload_hash"] != payload_hash:
+        raise AlreadyExists(
+            f"request_id {request_id!r} was already used with a different request",
+            reason="REQUEST_ID_REUSED", metadata={"request_id": request_id})
+    if not row["ok"]:
+        raise error_from_record(row["error_code"], row["error_reason"], row["error_message"])
+    return list(row["result_ids"])

@@ -1,0 +1,434 @@
+"""SplitService: rule sets (publish, activate with maker-checker, read, list), PreviewSplit,
+Split and GetSplit. Validation, then the rules domain, then conversion; protobuf stays here
+and in `split_convert`.
+
+SplitBatch, SplitStream, ReleaseSplit, CancelSplit and RefundSplit are in the contract but
+not built yet: they answer UNIMPLEMENTED (after authentication).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import asyncpg
+
+from clearing.api import split_convert as convert
+from clearing.api import validate
+from clearing.api.convert import timestamp
+from clearing.api.interceptor import principal
+from clearing.clock import Clock
+from clearing.errors import (AlreadyExists, FailedPrecondition, NotFound, Unimplemented,
+                             Violations, invariant)
+from clearing.ledger import store as ledger_store
+from clearing.ledger.model import EXTERNAL_REF_LEN_MAX, Claim, Posting, Principal, Role
+from clearing.ledger.writer import LedgerWriter
+from clearing.money import is_currency
+from clearing.rules import compile as plans
+from clearing.rules import proto, runtime
+from clearing.rules import store as rule_store
+from clearing.rules.cache import PlanCache
+from clearing.rules.counters import Counters
+from clearing.rules.evaluate import SplitInvariantError, evaluate
+from clearing.rules.validate import NAME_RE
+from clearing.rules.model import (CHANNEL_LEN_MAX, NAME_LEN_MAX, ORDER_AMOUNT_MINOR_MAX,
+                                  PARTY_ROLES_MAX, TAG_LEN_MAX, VALUE_LEN_MAX, Order, RuleSet)
+from clearing.v1 import split_pb2 as pb
+from clearing.v1 import split_pb2_grpc
+
+log = logging.getLogger("clearing.api.split")
+
+_SERVICE = "/clearing.v1.SplitService/"
+_READ = frozenset({Role.GATEWAY, Role.OPERATOR, Role.APPROVER})
+_ACT = frozenset({Role.GATEWAY, Role.OPERATOR})
+
+# Roles allowed per method.
+METHOD_ROLES: dict[str, frozenset[str]] = {
+    _SERVICE + "PublishRuleSet": frozenset({Role.OPERATOR}),
+    _SERVICE + "ActivateRuleSet": frozenset({Role.APPROVER}),
+    _SERVICE + "GetRuleSet": _READ,
+    _SERVICE + "ListRuleSets": _READ,
+    _SERVICE + "PreviewSplit": _READ,
+    _SERVICE + "Split": frozenset({Role.GATEWAY}),
+    _SERVICE + "SplitBatch": frozenset({Role.GATEWAY}),
+    _SERVICE + "SplitStream": frozenset({Role.GATEWAY}),
+    _SERVICE + "GetSplit": _READ,
+    _SERVICE + "ReleaseSplit": _ACT,
+    _SERVICE + "CancelSplit": _ACT,
+    _SERVICE + "RefundSplit": _ACT,
+}
+
+# Limits of the contract (split.proto) on orders and requests.
+ORDER_ID_LEN_MAX = 128
+CHANNEL_TRANSACTION_ID_LEN_MAX = 64
+ORDER_TAGS_MAX = 32
+ORDER_ATTRIBUTES_MAX = 32
+ORDER_PARTIES_MAX = PARTY_ROLES_MAX
+ORDER_COUPONS_MAX = 16
+COUPON_ID_LEN_MAX = 64
+ORDER_MEMO_LEN_MAX = 256
+PAID_TIME_AHEAD_S_MAX = 300
+COUNTER_OVERRIDES_MAX = 16
+ACTIVATION_COMMENT_LEN_MAX = 256
+SHA256_HEX_LEN = 64
+DEFAULT_RULE_SET = "default"
+SPLIT_SINK = runtime.SINK_NAME
+
+
+class SplitServicer(split_pb2_grpc.SplitServiceServicer):
+    """Rule sets and splits of the caller's platform."""
+
+    def __init__(self, pool: asyncpg.Pool, writer: LedgerWriter, plans_cache: PlanCache,
+                 counters: Counters, clock: Clock) -> None:
+        self._pool = pool
+        self._writer = writer
+        self._plans = plans_cache
+        self._counters = counters
+        self._clock = clock
+
+    # ---- rule sets ----------------------------------------------------------------------
+
+    async def PublishRuleSet(self, request: pb.PublishRuleSetRequest, context) -> pb.PublishRuleSetResponse:
+        v = Violations()
+        if not request.validate_only:
+            validate.request_id(v, request.request_id)
+        if not request.HasField("rule_set"):
+            v.add("rule_set", "required")
+        v.raise_if_any()
+        who = principal()
+        content = convert.content_of(request.rule_set)
+        model = proto.rule_set_from_proto(content, prefix="rule_set.")
+        async with self._pool.acquire() as conn:
+            plan = await _compile(conn, who.platform_id, model)
+        sha = proto.content_sha256(content)
+        if request.validate_only:
+            out = pb.RuleSet()
+            out.CopyFrom(content)
+            out.status, out.content_sha256 = pb.RULE_SET_STATUS_PUBLISHED, sha
+            out.level_count = plan.level_count
+            return pb.PublishRuleSetResponse(rule_set=out)
+        blob = content.SerializeToString(deterministic=True)
+
+        async def op(conn: asyncpg.Connection) -> list[int]:
+            version = await rule_store.next_version(conn, who.platform_id, model.name)
+            versioned = await _compile(conn, who.platform_id,
+                                       dataclasses.replace(model, version=version))
+            stored = await rule_store.insert_version(
+                conn, who.platform_id, model.name, blob, bytes.fromhex(sha),
+                plans.to_bytes(versioned), who.key_id)
+            invariant(stored == version, f"stored version {stored}, compiled {version}")
+            return [await rule_store.set_level_count(conn, who.platform_id, model.name,
+                                                     stored, versioned.level_count)]
+
+        ids = await rule_store.run_once(self._pool, who, request.request_id, "PublishRuleSet",
+                                        validate.payload_hash("PublishRuleSet", request), op)
+        async with self._pool.acquire() as conn:
+            row = await rule_store.get_version_by_id(conn, who.platform_id, ids[0])
+        return pb.PublishRuleSetResponse(rule_set=convert.rule_set(row))
+
+    async def ActivateRuleSet(self, request: pb.ActivateRuleSetRequest, context) -> pb.ActivateRuleSetResponse:
+        _activate_violations(request).raise_if_any()
+        who = principal()
+        name, version = request.rule_set_name, request.rule_set_version
+        sha = bytes.fromhex(request.content_sha256) if request.content_sha256 else None
+        expected = (request.expected_active_version
+                    if request.HasField("expected_active_version") else None)
+
+        async def op(conn: asyncpg.Connection) -> list[int]:
+            return list(await rule_store.activate_checked(conn, who, name, version, sha,
+                                                          expected, request.comment))
+
+        ids = await rule_store.run_once(self._pool, who, request.request_id, "ActivateRuleSet",
+                                        validate.payload_hash("ActivateRuleSet", request), op)
+        await self._plans.activated(who.platform_id, name, version)
+        async with self._pool.acquire() as conn:
+            row = await rule_store.get_version_by_id(conn, who.platform_id, ids[0])
+        return pb.ActivateRuleSetResponse(rule_set=convert.rule_set(row),
+                                          previous_active_version=ids[1])
+
+    async def GetRuleSet(self, request: pb.GetRuleSetRequest, context) -> pb.GetRuleSetResponse:
+        v = Violations()
+        _rule_set_name(v, request.rule_set_name, "rule_set_name", required=True)
+        if request.rule_set_version < 0:
+            v.add("rule_set_version", "must be 0 (the active version) or a version number")
+        v.raise_if_any()
+        async with self._pool.acquire() as conn:
+            row = await rule_store.get_version(conn, principal().platform_id,
+                                               request.rule_set_name, request.rule_set_version)
+        return pb.GetRuleSetResponse(rule_set=convert.rule_set(row))
+
+    async def ListRuleSets(self, request: pb.ListRuleSetsRequest, context) -> pb.ListRuleSetsResponse:
+        v = Violations()
+        size = validate.page_size(v, request.page_size)
+        _rule_set_name(v, request.rule_set_name, "rule_set_name", required=False)
+        if request.status not in (0, 1, 2, 3):
+            v.add("status", f"unknown value {request.status}")
+        v.raise_if_any()
+        pid = principal().platform_id
+        offset = ledger_store.decode_token(request.page_token, "rule_sets", pid) or 0
+        async with self._pool.acquire() as conn:
+            rows = await rule_store.list_versions(conn, pid, name=request.rule_set_name,
+                                                  status=request.status, offset=offset,
+                                                  limit=size + 1)
+        token = (ledger_store.encode_token("rule_sets", pid, offset + size)
+                 if len(rows) > size else "")
+        return pb.ListRuleSetsResponse(
+            rule_sets=[convert.rule_set(r, include_rules=request.include_rules)
+                       for r in rows[:size]], next_page_token=token)
+
+    # ---- splits -------------------------------------------------------------------------
+
+    async def PreviewSplit(self, request: pb.PreviewSplitRequest, context) -> pb.PreviewSplitResponse:
+        v = Violations()
+        _order_violations(v, request.order, self._clock)
+        if request.rule_set_version < 0:
+            v.add("rule_set_version", "must be 0 (the active version) or a version number")
+        if len(request.counter_overrides) > COUNTER_OVERRIDES_MAX:
+            v.add("counter_overrides", f"more than {COUNTER_OVERRIDES_MAX}")
+        for name, value in request.counter_overrides.items():
+            if value < 0:
+                v.add(f"counter_overrides[{name}]", "must not be negative")
+        v.raise_if_any()
+        pid = principal().platform_id
+        order_msg, order = self._order(request.order)
+        plan = await self._plan(pid, order, request.rule_set_version)
+        custodial, accounts = await runtime.split_accounts(self._pool, pid, plan, order)
+        overrides = dict(request.counter_overrides)
+        specs = [s for s in runtime.counter_specs(pid, plan, order) if s.name not in overrides]
+        readings = await self._counters.peek(specs)
+        ev = evaluate(plan, order, runtime.counter_values(readings, overrides),
+                      accounts=accounts)
+        body = convert.split_body(ev, order_msg, readings, overrides)
+        return pb.PreviewSplitResponse(split=convert.preview(body, custodial))
+
+    async def Split(self, request: pb.SplitRequest, context) -> pb.SplitResponse:
+        v = Violations()
+        validate.request_id(v, request.request_id)
+        _order_violations(v, request.order, self._clock)
+        v.raise_if_any()
+        who = principal()
+        payload = validate.payload_hash("Split", request)
+        prior = await self._stored(who.platform_id, "request_id", request.request_id)
+        if prior is not None:
+            return pb.SplitResponse(split=_replayed(prior, request, payload))
+        return pb.SplitResponse(split=await self._split(who, request, payload))
+
+    async def GetSplit(self, request: pb.GetSplitRequest, context) -> pb.GetSplitResponse:
+        v = Violations()
+        if bool(request.order_id) == bool(request.split_id):
+            v.add("order_id", "set exactly one of order_id and split_id")
+        validate.text(v, request.order_id, "order_id", length_max=ORDER_ID_LEN_MAX)
+        validate.object_id(v, request.split_id, "split_id", required=False)
+        v.raise_if_any()
+        key, value = (("order_id", request.order_id) if request.order_id
+                      else ("split_id", request.split_id))
+        stored = await self._stored(principal().platform_id, key, value)
+        if stored is None:
+            raise NotFound(f"no split with {key} {value}", reason="SPLIT_NOT_FOUND",
+                           metadata={key: str(value)})
+        return pb.GetSplitResponse(split=_stored_message(stored))
+
+    # ---- not built yet ------------------------------------------------------------------
+
+    async def SplitBatch(self, request, context):
+        raise Unimplemented("SplitBatch is not implemented yet")
+
+    async def SplitStream(self, request_iterator, context):
+        raise Unimplemented("SplitStream is not implemented yet")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def ReleaseSplit(self, request, context):
+        raise Unimplemented("ReleaseSplit is not implemented yet")
+
+    async def CancelSplit(self, request, context):
+        raise Unimplemented("CancelSplit is not implemented yet")
+
+    async def RefundSplit(self, request, context):
+        raise Unimplemented("RefundSplit is not implemented yet")
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _order(self, msg: pb.Order) -> tuple[pb.Order, Order]:
+        """The order as recorded (paid_time defaults to now) and its model."""
+        recorded = pb.Order()
+        recorded.CopyFrom(msg)
+        if not recorded.HasField("paid_time"):
+            recorded.paid_time.CopyFrom(timestamp(self._clock.now()))
+        return recorded, proto.order_from_proto(recorded)
+
+    async def _plan(self, platform_id: int, order: Order, version: int) -> plans.Plan:
+        name = order.rule_set_name or DEFAULT_RULE_SET
+        if version:
+            try:
+                return await self._plans.plan(platform_id, name, version)
+            except LookupError:
+                raise NotFound(f"rule set {name!r} has no version {version}",
+                               reason="RULE_SET_NOT_FOUND",
+                               metadata={"rule_set_name": name}) from None
+        active = await self._plans.active(platform_id, name)
+        if active is None:
+            raise FailedPrecondition(f"rule set {name!r} has no active version",
+                                     reason="NO_ACTIVE_RULE_SET",
+                                     metadata={"rule_set_name": name})
+        return active.plan
+
+    async def _stored(self, platform_id: int, key: str, value) -> runtime.StoredSplit | None:
+        async with self._pool.acquire() as conn:
+            return await runtime.load_split(conn, platform_id, key, value)
+
+    async def _split(self, who: Principal, request: pb.SplitRequest,
+                     payload: bytes) -> pb.Split:
+        """Reserve counters, evaluate, submit one posting; undo the counters unless this
+        call's posting committed."""
+        pid = who.platform_id
+        order_msg, order = self._order(request.order)
+        plan = await self._plan(pid, order, 0)
+        custodial, accounts = await runtime.split_accounts(self._pool, pid, plan, order)
+        runtime.require_custodial(custodial, order.currency_code)
+        readings = await self._counters.reserve(runtime.counter_specs(pid, plan, order))
+        committed = False
+        try:
+            ev = evaluate(plan, order, runtime.counter_values(readings, {}), accounts=accounts)
+            body = convert.split_body(ev, order_msg, readings, {})
+            legs, positions = runtime.ledger_legs(ev, custodial, order_msg.memo)
+            record = runtime.SplitRecord(
+                pid, order.order_id, request.request_id, payload, ev,
+                runtime.counters_json(readings, {}), body.SerializeToString(deterministic=True),
+                positions, custodial)
+            claim = Claim.of("order", order.order_id, "ORDER_ALREADY_SPLIT",
+                             f"order {order.order_id!r} is already split")
+            sent = await self._writer.submit(Posting(
+                pid, request.request_id, "Split", payload, tuple(legs), (claim,), SPLIT_SINK,
+                record))
+            committed = record.split_id == sent[0].transfer_id
+        except SplitInvariantError as exc:
+            log.critical("split invariant broken; nothing posted", exc_info=True,
+                         extra={"order_id": order.order_id})
+            await runtime.record_alert(self._pool, pid, "SPLIT_INVARIANT_BROKEN",
+                                       f"order {order.order_id!r}: {exc}")
+            raise
+        finally:
+            if not committed:
+                await self._counters.undo(readings)
+        if not committed:  # a concurrent call with this request id committed first
+            stored = await self._stored(pid, "request_id", request.request_id)
+            return _replayed(stored, request, payload)
+        return convert.split(body, split_id=record.split_id, request_id=request.request_id,
+                             status=record.status, legs=_fresh_legs(record, sent),
+                             created_at=record.created_at, updated_at=record.created_at)
+
+
+# ---- pure helpers -------------------------------------------------------------------------------
+
+async def _compile(conn: asyncpg.Connection, platform_id: int, model: RuleSet) -> plans.Plan:
+    """Validate and compile a rule set against the platform's accounts and rule sets."""
+    resolver = await runtime.preload_resolver(conn, platform_id, model, _decode_rule_set)
+    needed = plans.needed_account_refs(model, resolver)
+    accounts = await runtime.accounts_by_ref(conn, platform_id, needed)
+    return plans.compile_plan(model, accounts, resolver, prefix="rule_set.")
+
+
+def _decode_rule_set(blob: bytes, version: int) -> RuleSet:
+    return dataclasses.replace(proto.rule_set_from_proto(pb.RuleSet.FromString(blob)),
+                               version=version)
+
+
+def _fresh_legs(record: runtime.SplitRecord, sent) -> list[runtime.StoredLeg]:
+    out = []
+    for leg, position in zip(record.evaluation.legs, record.transfer_positions):
+        out.append(runtime.StoredLeg(
+            leg.leg_index, leg.account_id or record.custodial_id,
+            leg.debit_account_id or record.custodial_id, leg.amount_minor, leg.held_minor,
+            leg.amount_minor - leg.held_minor, 0, 0, int(leg.hold_reason),
+            (sent[position].transfer_id,) if position >= 0 else ()))
+    return out
+
+
+def _stored_message(stored: runtime.StoredSplit) -> pb.Split:
+    return convert.split(pb.Split.FromString(stored.body), split_id=stored.split_id,
+                         request_id=stored.request_id, status=stored.status, legs=stored.legs,
+                         created_at=stored.created_at, updated_at=stored.updated_at,
+                         refunded_minor=stored.refunded_minor)
+
+
+def _replayed(stored: runtime.StoredSplit | None, request: pb.SplitRequest,
+              payload: bytes) -> pb.Split:
+    """The first result of a request id, if this request is the same one."""
+    if stored is None or stored.payload_hash != payload:
+        raise AlreadyExists(
+            f"request_id {request.request_id!r} was already used with a different request",
+            reason="REQUEST_ID_REUSED", metadata={"request_id": request.request_id})
+    return _stored_message(stored)
+
+
+def _rule_set_name(v: Violations, value: str, field: str, *, required: bool) -> None:
+    if required and not value:
+        v.add(field, "required")
+    elif value and NAME_RE.fullmatch(value) is None:
+        v.add(field, "1 to 64 characters: lower-case letters, digits, '_' and '-'")
+
+
+def _activate_violations(request: pb.ActivateRuleSetRequest) -> Violations:
+    v = Violations()
+    validate.request_id(v, request.request_id)
+    _rule_set_name(v, request.rule_set_name, "rule_set_name", required=True)
+    if request.rule_set_version < 1:
+        v.add("rule_set_version", "required: a version number (>= 1)")
+    sha = request.content_sha256
+    if sha and (len(sha) != SHA256_HEX_LEN or sha.strip("0123456789abcdef")):
+        v.add("content_sha256", "must be 64 lower-case hex digits")
+    if request.HasField("expected_active_version") and request.expected_active_version < 0:
+        v.add("expected_active_version", "must be 0 (none active) or a version number")
+    validate.text(v, request.comment, "comment", length_max=ACTIVATION_COMMENT_LEN_MAX)
+    return v
+
+
+def _order_violations(v: Violations, order: pb.Order, clock: Clock) -> None:
+    """Every problem of an order, with `order.` field paths."""
+    validate.text(v, order.order_id, "order.order_id", length_max=ORDER_ID_LEN_MAX,
+                  required=True)
+    if order.order_id and not order.order_id.isprintable():
+        v.add("order.order_id", "must be printable characters")
+    if not 1 <= order.amount_minor <= ORDER_AMOUNT_MINOR_MAX:
+        v.add("order.amount_minor", f"must be 1 to {ORDER_AMOUNT_MINOR_MAX} minor units")
+    elif not 0 <= order.channel_fee_minor <= order.amount_minor:
+        v.add("order.channel_fee_minor", "must be 0 to the order's amount_minor")
+    if not is_currency(order.currency_code):
+        v.add("order.currency_code", "required: an ISO 4217 code such as CNY")
+    validate.text(v, order.channel, "order.channel", length_max=CHANNEL_LEN_MAX, required=True)
+    validate.text(v, order.channel_transaction_id, "order.channel_transaction_id",
+                  length_max=CHANNEL_TRANSACTION_ID_LEN_MAX)
+    validate.text(v, order.memo, "order.memo", length_max=ORDER_MEMO_LEN_MAX)
+    _rule_set_name(v, order.rule_set_name, "order.rule_set_name", required=False)
+    _order_collections(v, order)
+    if order.HasField("paid_time"):
+        ahead_s = order.paid_time.seconds - clock.now().timestamp()
+        if ahead_s > PAID_TIME_AHEAD_S_MAX:
+            v.add("order.paid_time", f"more than {PAID_TIME_AHEAD_S_MAX} s in the future")
+
+
+def _order_collections(v: Violations, order: pb.Order) -> None:
+    if len(order.tags) > ORDER_TAGS_MAX:
+        v.add("order.tags", f"more than {ORDER_TAGS_MAX} tags")
+    for i, tag in enumerate(order.tags):
+        validate.text(v, tag, f"order.tags[{i}]", length_max=TAG_LEN_MAX, required=True)
+    if len(order.attributes) > ORDER_ATTRIBUTES_MAX:
+        v.add("order.attributes", f"more than {ORDER_ATTRIBUTES_MAX} attributes")
+    for key, value in order.attributes.items():
+        validate.text(v, key, f"order.attributes[{key}]", length_max=NAME_LEN_MAX,
+                      required=True)
+        validate.text(v, value, f"order.attributes[{key}]", length_max=VALUE_LEN_MAX)
+    if len(order.parties) > ORDER_PARTIES_MAX:
+        v.add("order.parties", f"more than {ORDER_PARTIES_MAX} parties")
+    for role, ref in order.parties.items():
+        validate.text(v, ref, f"order.parties[{role}]", length_max=EXTERNAL_REF_LEN_MAX,
+                      required=True)
+    if len(order.coupons) > ORDER_COUPONS_MAX:
+        v.add("order.coupons", f"more than {ORDER_COUPONS_MAX} coupons")
+    for i, coupon in enumerate(order.coupons):
+        if coupon.amount_minor <= 0:
+            v.add(f"order.coupons[{i}].amount_minor", "must be a positive number of minor units")
+        if coupon.funding not in (pb.COUPON_FUNDING_PLATFORM, pb.COUPON_FUNDING_SELLER):
+            v.add(f"order.coupons[{i}].funding", "required: PLATFORM or SELLER")
+        validate.text(v, coupon.coupon_id, f"order.coupons[{i}].coupon_id",
+                      length_max=COUPON_ID_LEN_MAX)

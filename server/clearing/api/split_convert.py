@@ -1,0 +1,131 @@
+"""Domain <-> protobuf conversion for SplitService: rule-set versions and splits."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from clearing.api.convert import timestamp
+from clearing.rules.counters import Reading, Source
+from clearing.rules.evaluate import Evaluation
+from clearing.rules.model import HoldReason
+from clearing.rules.proto import evaluation_to_proto
+from clearing.rules.runtime import StoredLeg
+from clearing.rules.store import VersionRow
+from clearing.v1 import split_pb2 as pb
+
+# The filed content of a RuleSet message (what is stored and hashed).
+CONTENT_FIELDS = frozenset({"name", "currency_code", "description", "rules", "attributes",
+                            "party_roles", "counters"})
+
+
+def content_of(msg: pb.RuleSet) -> pb.RuleSet:
+    """A copy of the message with its output-only fields cleared."""
+    content = pb.RuleSet()
+    content.CopyFrom(msg)
+    for field in content.DESCRIPTOR.fields:
+        if field.name not in CONTENT_FIELDS:
+            content.ClearField(field.name)
+    return content
+
+
+def _status(row: VersionRow) -> int:
+    if row.is_active:
+        return pb.RULE_SET_STATUS_ACTIVE
+    if row.activated_at is None:
+        return pb.RULE_SET_STATUS_PUBLISHED
+    return pb.RULE_SET_STATUS_SUPERSEDED
+
+
+def rule_set(row: VersionRow, *, include_rules: bool = True) -> pb.RuleSet:
+    """The RuleSet message of a stored version, output-only fields filled in."""
+    msg = pb.RuleSet.FromString(row.content)
+    if not include_rules:
+        msg.ClearField("rules")
+    msg.rule_set_id = row.rule_set_id
+    msg.version = row.version
+    msg.status = _status(row)
+    msg.content_sha256 = row.content_sha256.hex()
+    msg.published_by = str(row.published_by)
+    msg.publish_time.CopyFrom(timestamp(row.published_at))
+    msg.level_count = row.level_count
+    if row.activated_at is not None:
+        msg.activated_by = str(row.activated_by)
+        msg.activate_time.CopyFrom(timestamp(row.activated_at))
+    if row.superseded_at is not None:
+        msg.supersede_time.CopyFrom(timestamp(row.superseded_at))
+    return msg
+
+
+# ---- splits -----------------------------------------------------------------------------------
+
+def split_body(ev: Evaluation, order: pb.Order, readings: Sequence[Reading],
+               overrides: dict[str, int]) -> pb.Split:
+    """The Split message of an evaluation, without what only a commit gives (ids, times,
+    transfer ids): counter values carry their source and period."""
+    msg = evaluation_to_proto(ev, order)
+    by_name = {r.spec.name: r for r in readings}
+    for value in msg.counter_values:
+        reading = by_name.get(value.counter_name)
+        if value.counter_name in overrides:
+            value.source = pb.COUNTER_SOURCE_OVERRIDE
+        elif reading is not None:
+            value.source = int(reading.source)
+            if reading.period_start is not None:
+                value.period_start_time.CopyFrom(timestamp(reading.period_start))
+        else:
+            value.source = int(Source.LIVE)
+    return msg
+
+
+def preview(body: pb.Split, custodial_id: int) -> pb.Split:
+    """A preview: status PREVIEW, custodial account ids filled in."""
+    body.status = pb.SPLIT_STATUS_PREVIEW
+    for leg in body.legs:
+        leg.account_id = leg.account_id or custodial_id
+        leg.debit_account_id = leg.debit_account_id or custodial_id
+    return body
+
+
+def _release_state(leg: StoredLeg) -> int:
+    if leg.held_minor == leg.amount_minor:
+        return pb.RELEASE_STATE_HELD
+    if leg.held_minor:
+        return pb.RELEASE_STATE_PARTLY_RELEASED
+    if leg.voided_minor:
+        return pb.RELEASE_STATE_VOIDED
+    return pb.RELEASE_STATE_RELEASED
+
+
+def split(body: pb.Split, *, split_id: int, request_id: str, status: int,
+          legs: Sequence[StoredLeg], created_at: dt.datetime, updated_at: dt.datetime,
+          refunded_minor: int = 0) -> pb.Split:
+    """A committed split: the evaluated body with the legs' live amounts and transfers."""
+    msg = pb.Split()
+    msg.CopyFrom(body)
+    msg.split_id, msg.request_id, msg.status = split_id, request_id, status
+    msg.create_time.CopyFrom(timestamp(created_at))
+    msg.update_time.CopyFrom(timestamp(updated_at))
+    changes = []
+    for out, leg in zip(msg.legs, legs):
+        out.account_id, out.debit_account_id = leg.account_id, leg.debit_account_id
+        out.held_minor, out.released_minor = leg.held_minor, leg.released_minor
+        out.voided_minor, out.refunded_minor = leg.voided_minor, leg.refunded_minor
+        out.release_state = _release_state(leg)
+        if not leg.held_minor:
+            out.hold_reason = int(HoldReason.UNSPECIFIED)
+        out.transfer_ids[:] = leg.transfer_ids
+        first = body.legs[leg.leg_index]
+        changes.append(pb.LegChange(leg_index=leg.leg_index, account_id=leg.account_id,
+                                    held_minor=first.held_minor,
+                                    released_minor=first.released_minor,
+                                    transfer_ids=leg.transfer_ids[:1]))
+    msg.held_minor = sum(leg.held_minor for leg in legs)
+    msg.released_minor = sum(leg.released_minor for leg in legs)
+    msg.voided_minor = sum(leg.voided_minor for leg in legs)
+    msg.refunded_minor = refunded_minor
+    msg.actions.append(pb.SplitAction(
+        action_id=split_id, kind=pb.SPLIT_ACTION_KIND_SPLIT, request_id=request_id,
+        amount_minor=sum(leg.amount_minor for leg in body.legs), leg_changes=changes,
+        create_time=timestamp(created_at)))
+    return msg

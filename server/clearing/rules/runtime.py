@@ -1,0 +1,383 @@
+"""What splitting needs around the pure evaluator: the accounts an order touches, the
+counters it raises, the sub-rule-sets a rule set names, the mapping of evaluated legs to
+ledger legs, and the writer sink that stores committed splits.
+
+Ledger mapping of a split (one posting, all or nothing):
+- a leg credited at once: an IMMEDIATE transfer from its debit account (0 in the
+  Evaluation: the platform's custodial account of the order's currency) to its account
+  (0: the custodial account, for a subsidy into the split base);
+- a leg held by its release policy: a PENDING transfer (a later ReleaseSplit posts it);
+- a leg whose receiver is frozen or closed (HOLD_REASON_RECEIVER_UNAVAILABLE): no transfer
+  at all. The money stays in the custodial account (the "custodial hold": the ledger
+  refuses even a pending credit to a frozen account, and a transfer from the custodial
+  account to itself is not allowed), the split records what it holds, and an alert row is
+  written; a later ReleaseSplit pays it once the account is active. A split whose every leg
+  is held this way is refused (FAILED_PRECONDITION, RECEIVERS_UNAVAILABLE): a posting needs
+  at least one transfer to take the order's claim.
+
+Nothing here imports protobuf: the split's message body arrives already encoded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import asyncpg
+
+from clearing.errors import FailedPrecondition, invariant
+from clearing.ledger.model import AccountKind, Leg, Mode, Posting, TransferRecord
+from clearing.rules import chain as chains
+from clearing.rules.compile import Plan, Target
+from clearing.rules.counters import CounterSpec, Period, Reading
+from clearing.rules.evaluate import Evaluation, counter_requests
+from clearing.rules.model import AccountInfo, HoldReason, Order, Resolver, RuleSet
+
+SINK_NAME = "splits"
+# Sub-rule-set lookups while preloading what a rule set reaches: one round per level.
+RESOLVE_ROUNDS_MAX = 12
+# Proto SplitStatus numbers stored in splits.status.
+STATUS_POSTED = 1
+STATUS_HOLDING = 2
+
+
+# ---- accounts -------------------------------------------------------------------------------
+
+def _target_refs(targets: Iterable[Target]) -> set[str]:
+    return {t.external_ref for t in targets if t.external_ref}
+
+
+def plan_refs(plan: Plan) -> frozenset[str]:
+    """Every account external_ref the plan names (for the receivers' states)."""
+    targets: list[Target] = []
+    for unit in plan.units:
+        for rule in unit.rules:
+            targets += [f.target for f in rule.fees]
+            targets += [s.target for s in rule.shares]
+            targets += [s.target for s in rule.subsidies] + [s.source for s in rule.subsidies]
+    return frozenset(_target_refs(targets))
+
+
+_SQL_SPLIT_ACCOUNTS = """
+SELECT account_id, external_ref, currency_code, status, kind FROM accounts
+WHERE platform_id = $1 AND (external_ref = ANY($2::text[]) OR (kind = $3 AND currency_code = $4))
+ORDER BY account_id
+"""
+
+
+async def split_accounts(pool: asyncpg.Pool, platform_id: int, plan: Plan,
+                         order: Order) -> tuple[int, dict[str, AccountInfo]]:
+    """(the custodial account id of the order's currency or 0 if the platform has none,
+    accounts by external_ref) for every account the plan or the order's parties name."""
+    refs = sorted(plan_refs(plan) | set(order.parties.values()))
+    rows = await pool.fetch(_SQL_SPLIT_ACCOUNTS, platform_id, refs, int(AccountKind.CUSTODIAL),
+                            order.currency_code)
+    custodial = next((r["account_id"] for r in rows if r["kind"] == AccountKind.CUSTODIAL
+                      and r["currency_code"] == order.currency_code), 0)
+    wanted = set(refs)
+    return custodial, {r["external_ref"]: AccountInfo(r["account_id"], r["currency_code"],
+                                                      r["status"], r["kind"])
+                       for r in rows if r["external_ref"] in wanted}
+
+
+def require_custodial(custodial_id: int, currency_code: str) -> int:
+    """The custodial account a split debits; FailedPrecondition if there is none."""
+    if not custodial_id:
+        raise FailedPrecondition(
+            f"the platform has no custodial account in {currency_code}",
+            reason="CUSTODIAL_ACCOUNT_MISSING", metadata={"currency_code": currency_code})
+    return custodial_id
+
+
+async def accounts_by_ref(conn: asyncpg.Connection, platform_id: int,
+                          refs: Iterable[str]) -> dict[str, AccountInfo]:
+    """The platform's accounts among `refs`, by external_ref."""
+    rows = await conn.fetch(
+        "SELECT account_id, external_ref, currency_code, status, kind FROM accounts"
+        " WHERE platform_id = $1 AND external_ref = ANY($2::text[])", platform_id, sorted(refs))
+    return {r["external_ref"]: AccountInfo(r["account_id"], r["currency_code"], r["status"],
+                                           r["kind"]) for r in rows}
+
+
+# ---- sub-rule-sets --------------------------------------------------------------------------
+
+async def preload_resolver(conn: asyncpg.Connection, platform_id: int, root: RuleSet,
+                           decode: Callable[[bytes, int], RuleSet]) -> Resolver:
+    """A synchronous resolver holding every rule set `root` reaches (the compiler's
+    resolver cannot wait on the database): references are fetched level by level."""
+    found: dict[tuple[str, int], RuleSet | None] = {}
+
+    def resolve(name: str, version: int) -> RuleSet | None:
+        key = (name, version)
+        if key not in found:
+            missing.add(key)
+            return None
+        return found[key]
+
+    for _ in range(RESOLVE_ROUNDS_MAX):
+        missing: set[tuple[str, int]] = set()
+        chains.walk(root, resolve)
+        if not missing:
+            break
+        for name, version in missing:
+            found[(name, version)] = await _load_rule_set(conn, platform_id, name, version,
+                                                          decode)
+    return lambda name, version: found.get((name, version))
+
+
+async def _load_rule_set(conn, platform_id: int, name: str, version: int,
+                         decode: Callable[[bytes, int], RuleSet]) -> RuleSet | None:
+    if version == 0:
+        row = await conn.fetchrow(
+            "SELECT r.content, r.version FROM rule_sets r JOIN rule_set_heads h"
+            " ON h.platform_id = r.platform_id AND h.name = r.name"
+            " WHERE r.platform_id = $1 AND r.name = $2 AND r.version = h.active_version",
+            platform_id, name)
+    else:
+        row = await conn.fetchrow(
+            "SELECT content, version FROM rule_sets WHERE platform_id = $1 AND name = $2"
+            " AND version = $3", platform_id, name, version)
+    return None if row is None else decode(row["content"], row["version"])
+
+
+# ---- counters -------------------------------------------------------------------------------
+
+def counter_specs(platform_id: int, plan: Plan, order: Order) -> list[CounterSpec]:
+    """The counters `order` raises (its paid time decides the period)."""
+    invariant(order.paid_time_ns is not None, "the order's paid time is set before counting")
+    at = dt.datetime.fromtimestamp(order.paid_time_ns / 1e9, dt.timezone.utc)
+    return [CounterSpec(platform_id, r.counter_name, r.subject, Period(r.period), r.time_zone,
+                        r.delta, at) for r in counter_requests(plan, order)]
+
+
+def counter_values(readings: list[Reading], overrides: dict[str, int]) -> dict[str, int]:
+    """Counter values by name for the evaluator; overrides win."""
+    values = {r.spec.name: r.value for r in readings}
+    values.update(overrides)
+    return values
+
+
+# ---- the ledger posting ---------------------------------------------------------------------
+
+@dataclass(slots=True)
+class SplitRecord:
+    """What the sink stores for one committed split (the posting's attachment).
+    `transfer_positions[i]`: position of leg i's transfer in the posting, -1 if none.
+    The sink sets `split_id` (the id of the posting's first transfer)."""
+
+    platform_id: int
+    order_id: str
+    request_id: str
+    payload_hash: bytes
+    evaluation: Evaluation
+    counter_json: str
+    body: bytes
+    transfer_positions: list[int]
+    custodial_id: int
+    split_id: int = 0
+    created_at: dt.datetime | None = None
+
+    @property
+    def status(self) -> int:
+        return STATUS_HOLDING if self.evaluation.held_minor else STATUS_POSTED
+
+
+def ledger_legs(ev: Evaluation, custodial_id: int, memo: str) -> tuple[list[Leg], list[int]]:
+    """The ledger legs of an evaluation and, per split leg, its position among them (-1:
+    held in the custodial account, no transfer); see the module docstring."""
+    legs: list[Leg] = []
+    positions: list[int] = []
+    kept_minor = 0
+    for leg in ev.legs:
+        if leg.hold_reason == HoldReason.RECEIVER_UNAVAILABLE:
+            positions.append(-1)
+            kept_minor += leg.amount_minor
+            continue
+        mode = Mode.PENDING if leg.held_minor else Mode.IMMEDIATE
+        positions.append(len(legs))
+        legs.append(Leg(leg.debit_account_id or custodial_id, leg.account_id or custodial_id,
+                        leg.amount_minor, ev.currency_code, mode, 0, memo))
+    invariant(sum(leg.amount_minor for leg in legs) + kept_minor
+              == ev.distributed_minor + ev.subsidy_minor,
+              "ledger legs do not carry the split's legs")
+    if not legs:
+        raise FailedPrecondition(
+            "every receiver of this split is frozen or closed: nothing can be booked yet",
+            reason="RECEIVERS_UNAVAILABLE")
+    return legs, positions
+
+
+def counters_json(readings: list[Reading], overrides: dict[str, int]) -> str:
+    """The counter values a split used, for the splits row."""
+    return json.dumps([{"name": r.spec.name, "subject": r.spec.subject, "value": r.value,
+                        "source": int(r.source)} for r in readings
+                       if r.spec.name not in overrides], sort_keys=True)
+
+
+# ---- the sink -------------------------------------------------------------------------------
+
+_SQL_STORE = """
+WITH s AS (
+  INSERT INTO splits (split_id, platform_id, order_id, request_id, payload_hash, status,
+                      rule_set_name, rule_set_version, currency_code, amount_minor,
+                      channel_fee_minor, distributed_minor, subsidy_minor, fee_minor,
+                      counter_values, body, created_at, updated_at)
+  SELECT u.id, u.p, u.o, u.r, u.h, u.st, u.n, u.v, u.cur, u.a, u.cf, u.d, u.sub, u.fee,
+         u.cv::jsonb, u.body, $17, $17
+  FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bytea[],
+              $6::smallint[], $7::text[], $8::integer[], $9::text[], $10::bigint[],
+              $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[],
+              $16::bytea[]) AS u(id, p, o, r, h, st, n, v, cur, a, cf, d, sub, fee, cv, body)
+  RETURNING 1
+), l AS (
+  INSERT INTO split_legs (split_id, leg_index, kind, account_id, debit_account_id,
+                          amount_minor, held_minor, released_minor, hold_reason, transfer_ids)
+  SELECT u.id, u.i, u.k, u.acc, u.deb, u.a, u.held, u.a - u.held, u.hr,
+         CASE WHEN u.t = 0 THEN '{}'::bigint[] ELSE ARRAY[u.t] END
+  FROM unnest($18::bigint[], $19::integer[], $20::smallint[], $21::bigint[], $22::bigint[],
+              $23::bigint[], $24::bigint[], $25::smallint[], $26::bigint[])
+       AS u(id, i, k, acc, deb, a, held, hr, t)
+  RETURNING 1
+), al AS (
+  INSERT INTO split_alerts (platform_id, split_id, reason, account_id, leg_index, message,
+                            created_at)
+  SELECT u.p, u.id, u.r, u.acc, u.i, u.m, $17
+  FROM unnest($27::bigint[], $28::bigint[], $29::text[], $30::bigint[], $31::integer[],
+              $32::text[]) AS u(p, id, r, acc, i, m)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM s) AS splits, (SELECT count(*) FROM l) AS legs,
+       (SELECT count(*) FROM al) AS alerts
+"""
+
+
+def _split_columns(records: list[SplitRecord]) -> list[list]:
+    cols: list[list] = [[] for _ in range(16)]
+    for rec in records:
+        ev = rec.evaluation
+        values = (rec.split_id, rec.platform_id, rec.order_id, rec.request_id,
+                  rec.payload_hash, rec.status, ev.rule_set_name, ev.rule_set_version,
+                  ev.currency_code, ev.amount_minor, ev.channel_fee_minor,
+                  ev.distributed_minor, ev.subsidy_minor, ev.fee_minor, rec.counter_json,
+                  rec.body)
+        for col, value in zip(cols, values):
+            col.append(value)
+    return cols
+
+
+def _leg_columns(records: list[SplitRecord],
+                 transfers: dict[int, list[TransferRecord]]) -> list[list]:
+    cols: list[list] = [[] for _ in range(9)]
+    for rec in records:
+        sent = transfers[id(rec)]
+        for leg, position in zip(rec.evaluation.legs, rec.transfer_positions):
+            transfer = sent[position] if position >= 0 else None
+            account = leg.account_id or rec.custodial_id
+            debit = leg.debit_account_id or rec.custodial_id
+            values = (rec.split_id, leg.leg_index, int(leg.kind), account, debit,
+                      leg.amount_minor, leg.held_minor, int(leg.hold_reason),
+                      transfer.transfer_id if transfer else 0)
+            for col, value in zip(cols, values):
+                col.append(value)
+    return cols
+
+
+def _alert_columns(records: list[SplitRecord]) -> list[list]:
+    cols: list[list] = [[] for _ in range(6)]
+    for rec in records:
+        for alert in rec.evaluation.alerts:
+            values = (rec.platform_id, rec.split_id, alert.reason, alert.account_id,
+                      alert.leg_index, alert.message)
+            for col, value in zip(cols, values):
+                col.append(value)
+    return cols
+
+
+class SplitSink:
+    """Writes the splits of a committed batch (rows, legs, alerts) in one statement."""
+
+    async def write(self, conn: asyncpg.Connection,
+                    committed: list[tuple[Posting, list[TransferRecord]]]) -> None:
+        records: list[SplitRecord] = []
+        transfers: dict[int, list[TransferRecord]] = {}
+        for posting, sent in committed:
+            rec = posting.attachment
+            invariant(isinstance(rec, SplitRecord), "the splits sink got a foreign attachment")
+            rec.split_id = sent[0].transfer_id
+            rec.created_at = sent[0].created_at
+            transfers[id(rec)] = sent
+            records.append(rec)
+        row = await conn.fetchrow(
+            _SQL_STORE, *_split_columns(records), records[0].created_at,
+            *_leg_columns(records, transfers), *_alert_columns(records))
+        invariant(row["splits"] == len(records), f"split rows written: {dict(row)}")
+
+
+
+# ---- reading stored splits --------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StoredLeg:
+    leg_index: int
+    account_id: int
+    debit_account_id: int
+    amount_minor: int
+    held_minor: int
+    released_minor: int
+    voided_minor: int
+    refunded_minor: int
+    hold_reason: int
+    transfer_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSplit:
+    split_id: int
+    order_id: str
+    request_id: str
+    payload_hash: bytes
+    status: int
+    refunded_minor: int
+    counter_values: list[dict]
+    body: bytes
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    legs: tuple[StoredLeg, ...]
+
+
+_SPLIT_COLUMNS = ("split_id, order_id, request_id, payload_hash, status, refunded_minor,"
+                  " counter_values, body, created_at, updated_at")
+_SPLIT_KEYS = {"order_id": "order_id", "split_id": "split_id", "request_id": "request_id"}
+
+
+async def load_split(conn: asyncpg.Connection, platform_id: int, key: str,
+                     value: object) -> StoredSplit | None:
+    """A stored split by order_id, split_id or request_id, with its legs; None if absent."""
+    column = _SPLIT_KEYS[key]
+    row = await conn.fetchrow(
+        f"SELECT {_SPLIT_COLUMNS} FROM splits WHERE platform_id = $1 AND {column} = $2",
+        platform_id, value)
+    if row is None:
+        return None
+    legs = await conn.fetch(
+        "SELECT leg_index, account_id, debit_account_id, amount_minor, held_minor,"
+        " released_minor, voided_minor, refunded_minor, hold_reason, transfer_ids"
+        " FROM split_legs WHERE split_id = $1 ORDER BY leg_index", row["split_id"])
+    return StoredSplit(
+        row["split_id"], row["order_id"], row["request_id"], row["payload_hash"],
+        row["status"], row["refunded_minor"], json.loads(row["counter_values"]), row["body"],
+        row["created_at"], row["updated_at"],
+        tuple(StoredLeg(*(tuple(r.values())[:-1]), tuple(r["transfer_ids"])) for r in legs))
+
+
+ALERT_MESSAGE_LEN_MAX = 256
+
+
+async def record_alert(pool: asyncpg.Pool, platform_id: int, reason: str, message: str) -> None:
+    """An alert about an order that could not be split (no split row exists for it)."""
+    await pool.execute(
+        "INSERT INTO split_alerts (platform_id, split_id, reason, account_id, leg_index,"
+        " message, created_at) VALUES ($1, 0, $2, 0, -1, $3, now())",
+        platform_id, reason, message[:ALERT_MESSAGE_LEN_MAX])
