@@ -85,8 +85,42 @@ def redis_prefix(redis_url):
     asyncio.run(clean())
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _sweep_dead_runs(admin_dsn: str, redis_url: str) -> None:
+    """Drop what earlier runs on this machine left when they were killed before their own
+    clean-up (their database and Redis keys carry their pid)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        names = [r[0] for r in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'clearing_test_%'")]
+    finally:
+        await conn.close()
+    for name in names:
+        pid = name.split("_")[2]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            await db.drop_database(admin_dsn, name)
+    client = aioredis.from_url(redis_url)
+    try:
+        async for key in client.scan_iter(match="clearing-test:*", count=1000):
+            pid = key.decode().split(":")[1].split("_")[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                await client.delete(key)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture(scope="session")
-def database_url(pg_admin_dsn):
+def database_url(pg_admin_dsn, redis_url):
+    asyncio.run(_sweep_dead_runs(pg_admin_dsn, redis_url))
     name = f"clearing_test_{RUN_ID}"
     asyncio.run(db.ensure_database(pg_admin_dsn, name))
     dsn = _replace_db(pg_admin_dsn, name)
