@@ -98,7 +98,8 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
     redis_client = await _connect_redis(settings)
     clock = Clock()
     writer = LedgerWriter(pool, settings.writer, clock,
-                          sinks={runtime.SINK_NAME: runtime.SplitSink()})
+                          sinks={runtime.SINK_NAME: runtime.SplitSink(),
+                                 runtime.ACTION_SINK_NAME: runtime.ActionSink()})
     writer.start()
     metrics.watch(pool, writer)
     plan_cache = PlanCache(PgSource(pool), plans.from_bytes, redis_client,

@@ -1,25 +1,32 @@
 """SplitService: rule sets (publish, activate with maker-checker, read, list), PreviewSplit,
-Split and GetSplit. Validation, then the rules domain, then conversion; protobuf stays here
-and in `split_convert`.
+Split, SplitBatch, SplitStream and GetSplit. Validation, then the rules domain, then
+conversion; protobuf stays here and in `split_convert`.
 
-SplitBatch, SplitStream, ReleaseSplit, CancelSplit and RefundSplit are in the contract but
-not built yet: they answer UNIMPLEMENTED (after authentication).
+Split, SplitBatch and SplitStream share one path per order (`_split_request`); the batch and
+the stream turn what it raises into that order's SplitOutcome. Their postings go to the
+ledger writer concurrently, so that they share group commits.
+
+ReleaseSplit and CancelSplit post or void held legs in one posting per request
+(`split_actions` plans it). RefundSplit is in the contract but not built yet: it answers
+UNIMPLEMENTED (after authentication).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 
 import asyncpg
 
+from clearing.api import split_actions as actions
 from clearing.api import split_convert as convert
 from clearing.api import validate
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
 from clearing.clock import Clock
-from clearing.errors import (AlreadyExists, FailedPrecondition, NotFound, Unimplemented,
-                             Violations, invariant)
+from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, NotFound,
+                             ResourceExhausted, Unimplemented, Violations, invariant)
 from clearing.ledger import store as ledger_store
 from clearing.ledger.model import EXTERNAL_REF_LEN_MAX, Claim, Posting, Principal, Role
 from clearing.ledger.writer import LedgerWriter
@@ -71,6 +78,10 @@ PAID_TIME_AHEAD_S_MAX = 300
 COUNTER_OVERRIDES_MAX = 16
 ACTIVATION_COMMENT_LEN_MAX = 256
 SHA256_HEX_LEN = 64
+# SplitBatch: at most this many orders per call (split.proto).
+SPLIT_BATCH_SIZE_MAX = 1000
+# SplitStream: at most this many orders read ahead of the outcomes sent (split.proto).
+SPLIT_STREAM_IN_FLIGHT_MAX = 1000
 DEFAULT_RULE_SET = "default"
 SPLIT_SINK = runtime.SINK_NAME
 
@@ -202,16 +213,37 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         return pb.PreviewSplitResponse(split=convert.preview(body, custodial))
 
     async def Split(self, request: pb.SplitRequest, context) -> pb.SplitResponse:
-        v = Violations()
-        validate.request_id(v, request.request_id)
-        _order_violations(v, request.order, self._clock)
-        v.raise_if_any()
+        return pb.SplitResponse(split=await self._split_request(principal(), request))
+
+    async def SplitBatch(self, request: pb.SplitBatchRequest,
+                         context) -> pb.SplitBatchResponse:
+        _batch_violations(request).raise_if_any()
         who = principal()
-        payload = validate.payload_hash("Split", request)
-        prior = await self._stored(who.platform_id, "request_id", request.request_id)
-        if prior is not None:
-            return pb.SplitResponse(split=_replayed(prior, request, payload))
-        return pb.SplitResponse(split=await self._split(who, request, payload))
+        await rule_store.run_once(self._pool, who, request.request_id, "SplitBatch",
+                                  validate.payload_hash("SplitBatch", request), _bind_only)
+        if not self._writer.has_room(len(request.requests)):
+            raise ResourceExhausted(
+                "the ledger writer queue cannot take this batch now; retry with the same"
+                " request ids", reason="WRITER_QUEUE_FULL")
+        refused = _batch_duplicates(request.requests)
+        outcomes = await asyncio.gather(*(self._outcome(who, item, refused.get(i))
+                                          for i, item in enumerate(request.requests)))
+        return pb.SplitBatchResponse(outcomes=outcomes)
+
+    async def SplitStream(self, request_iterator, context):
+        """Outcomes as their postings commit; at most SPLIT_STREAM_IN_FLIGHT_MAX orders are
+        read ahead of the outcomes sent (a slot frees once its outcome went out)."""
+        answers: asyncio.Queue = asyncio.Queue()
+        slots = asyncio.Semaphore(SPLIT_STREAM_IN_FLIGHT_MAX)
+        reader = asyncio.create_task(
+            self._read_stream(principal(), request_iterator, slots, answers))
+        try:
+            while (outcome := await answers.get()) is not _STREAM_END:
+                yield pb.SplitStreamResponse(outcome=outcome)
+                slots.release()
+            await reader  # a broken request stream fails the call
+        finally:
+            reader.cancel()
 
     async def GetSplit(self, request: pb.GetSplitRequest, context) -> pb.GetSplitResponse:
         v = Violations()
@@ -228,20 +260,21 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                            metadata={key: str(value)})
         return pb.GetSplitResponse(split=_stored_message(stored))
 
+    async def ReleaseSplit(self, request: pb.ReleaseSplitRequest,
+                           context) -> pb.ReleaseSplitResponse:
+        actions.release_violations(request).raise_if_any()
+        split, action = await self._act(principal(), request, "ReleaseSplit",
+                                        pb.SPLIT_ACTION_KIND_RELEASE)
+        return pb.ReleaseSplitResponse(split=split, action=action)
+
+    async def CancelSplit(self, request: pb.CancelSplitRequest,
+                          context) -> pb.CancelSplitResponse:
+        actions.cancel_violations(request).raise_if_any()
+        split, action = await self._act(principal(), request, "CancelSplit",
+                                        pb.SPLIT_ACTION_KIND_CANCEL)
+        return pb.CancelSplitResponse(split=split, action=action)
+
     # ---- not built yet ------------------------------------------------------------------
-
-    async def SplitBatch(self, request, context):
-        raise Unimplemented("SplitBatch is not implemented yet")
-
-    async def SplitStream(self, request_iterator, context):
-        raise Unimplemented("SplitStream is not implemented yet")
-        yield  # pragma: no cover - makes this an async generator
-
-    async def ReleaseSplit(self, request, context):
-        raise Unimplemented("ReleaseSplit is not implemented yet")
-
-    async def CancelSplit(self, request, context):
-        raise Unimplemented("CancelSplit is not implemented yet")
 
     async def RefundSplit(self, request, context):
         raise Unimplemented("RefundSplit is not implemented yet")
@@ -272,9 +305,102 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                                      metadata={"rule_set_name": name})
         return active.plan
 
+    async def _act(self, who: Principal, request, method: str,
+                   kind: int) -> tuple[pb.Split, pb.SplitAction]:
+        """A release or cancellation: the recorded one for a known request id, else plan it
+        from the stored split and commit it in one posting; answers the split and action."""
+        payload = validate.payload_hash(method, request)
+        done = await self._acted(who.platform_id, request.request_id, payload)
+        if done is not None:
+            return done
+        split = await self._stored(who.platform_id, "order_id", request.order_id)
+        if split is None:
+            raise NotFound(f"no split with order_id {request.order_id}",
+                           reason="SPLIT_NOT_FOUND", metadata={"order_id": request.order_id})
+        body = pb.Split.FromString(split.body)
+        if kind == pb.SPLIT_ACTION_KIND_CANCEL:
+            changes = actions.cancel_changes(split)
+        else:
+            async with self._pool.acquire() as conn:
+                statuses = await runtime.account_statuses(
+                    conn, [leg.account_id for leg in split.legs])
+            changes = actions.release_changes(split, body, request, statuses)
+        await self._writer.submit(actions.posting(who.platform_id, split, body, request, method,
+                                                  payload, kind, changes))
+        done = await self._acted(who.platform_id, request.request_id, payload)
+        invariant(done is not None, f"{method} committed but its action is not stored")
+        return done
+
+    async def _acted(self, platform_id: int, request_id: str,
+                     payload: bytes) -> tuple[pb.Split, pb.SplitAction] | None:
+        """The split and the recorded action of a release or cancellation request id."""
+        async with self._pool.acquire() as conn:
+            split_id = await runtime.split_id_of_action(conn, platform_id, request_id)
+            if split_id is None:
+                return None
+            stored = await runtime.load_split(conn, platform_id, "split_id", split_id)
+        recorded = next(a for a in stored.actions if a.request_id == request_id)
+        if recorded.payload_hash != payload:
+            raise AlreadyExists(
+                f"request_id {request_id!r} was already used with a different request",
+                reason="REQUEST_ID_REUSED", metadata={"request_id": request_id})
+        return _stored_message(stored), convert.action(recorded)
+
     async def _stored(self, platform_id: int, key: str, value) -> runtime.StoredSplit | None:
         async with self._pool.acquire() as conn:
             return await runtime.load_split(conn, platform_id, key, value)
+
+    async def _split_request(self, who: Principal, request: pb.SplitRequest) -> pb.Split:
+        """One order, as Split answers it: validate, replay a known request id, else split
+        and post. Raises what the unary call answers."""
+        v = Violations()
+        validate.request_id(v, request.request_id)
+        _order_violations(v, request.order, self._clock)
+        v.raise_if_any()
+        payload = validate.payload_hash("Split", request)
+        prior = await self._stored(who.platform_id, "request_id", request.request_id)
+        if prior is not None:
+            return _replayed(prior, request, payload)
+        return await self._split(who, request, payload)
+
+    async def _outcome(self, who: Principal, request: pb.SplitRequest,
+                       refused: ClearingError | None = None) -> pb.SplitOutcome:
+        """The outcome of one order of a batch or a stream: its split, or the error the
+        unary Split would have answered (`refused`: refused before splitting)."""
+        out = pb.SplitOutcome(order_id=request.order.order_id, request_id=request.request_id)
+        try:
+            if refused is not None:
+                raise refused
+            out.split.CopyFrom(await self._split_request(who, request))
+        except ClearingError as exc:
+            out.error.CopyFrom(convert.split_error(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug fails its order only (INTERNAL)
+            log.error("split of one order failed unexpectedly", exc_info=True,
+                      extra={"order_id": request.order.order_id})
+            out.error.CopyFrom(convert.split_error(exc))
+        return out
+
+    async def _read_stream(self, who: Principal, request_iterator, slots: asyncio.Semaphore,
+                           answers: asyncio.Queue) -> None:
+        """Read the stream's orders while slots are free; each order's outcome goes to
+        `answers`; _STREAM_END goes last, once the client half-closed and every order is
+        answered. In-flight orders are not cancelled if the stream breaks."""
+        tasks: set[asyncio.Task] = set()
+        try:
+            async for item in request_iterator:
+                await slots.acquire()
+                task = asyncio.create_task(self._answer(who, item, answers))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.wait(set(tasks))
+        finally:
+            answers.put_nowait(_STREAM_END)
+
+    async def _answer(self, who: Principal, item: pb.SplitStreamRequest,
+                      answers: asyncio.Queue) -> None:
+        request = pb.SplitRequest(request_id=item.request_id, order=item.order)
+        answers.put_nowait(await self._outcome(who, request))
 
     async def _split(self, who: Principal, request: pb.SplitRequest,
                      payload: bytes) -> pb.Split:
@@ -320,6 +446,43 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
 
 # ---- pure helpers -------------------------------------------------------------------------------
 
+_STREAM_END = object()
+
+
+async def _bind_only(conn: asyncpg.Connection) -> list[int]:
+    """Nothing to do: run_once only binds a batch's request id to its orders (a retry with
+    other orders answers REQUEST_ID_REUSED); each order has its own request id."""
+    return []
+
+
+def _batch_violations(request: pb.SplitBatchRequest) -> Violations:
+    v = Violations()
+    validate.request_id(v, request.request_id)
+    if not request.requests:
+        v.add("requests", f"required: 1 to {SPLIT_BATCH_SIZE_MAX} orders")
+    elif len(request.requests) > SPLIT_BATCH_SIZE_MAX:
+        v.add("requests", f"more than {SPLIT_BATCH_SIZE_MAX} orders")
+    return v
+
+
+def _batch_duplicates(requests) -> dict[int, ClearingError]:
+    """Items repeating an earlier item's request id or order id: refused, the first goes on."""
+    request_ids: set[str] = set()
+    order_ids: set[str] = set()
+    refused: dict[int, ClearingError] = {}
+    for i, item in enumerate(requests):
+        rid, oid = item.request_id, item.order.order_id
+        if rid and rid in request_ids:
+            refused[i] = AlreadyExists(f"request_id {rid!r} is repeated in the batch",
+                                       reason="REQUEST_ID_REUSED", metadata={"request_id": rid})
+        elif oid and oid in order_ids:
+            refused[i] = AlreadyExists(f"order {oid!r} is repeated in the batch",
+                                       reason="ORDER_ALREADY_SPLIT", metadata={"order_id": oid})
+        request_ids.add(rid)
+        order_ids.add(oid)
+    return refused
+
+
 async def _compile(conn: asyncpg.Connection, platform_id: int, model: RuleSet) -> plans.Plan:
     """Validate and compile a rule set against the platform's accounts and rule sets."""
     resolver = await runtime.preload_resolver(conn, platform_id, model, _decode_rule_set)
@@ -348,7 +511,7 @@ def _stored_message(stored: runtime.StoredSplit) -> pb.Split:
     return convert.split(pb.Split.FromString(stored.body), split_id=stored.split_id,
                          request_id=stored.request_id, status=stored.status, legs=stored.legs,
                          created_at=stored.created_at, updated_at=stored.updated_at,
-                         refunded_minor=stored.refunded_minor)
+                         refunded_minor=stored.refunded_minor, actions=stored.actions)
 
 
 def _replayed(stored: runtime.StoredSplit | None, request: pb.SplitRequest,

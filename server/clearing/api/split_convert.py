@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from google.rpc import code_pb2
+
 from clearing.api.convert import timestamp
+from clearing.api.errors import code_name
+from clearing.errors import ClearingError, InvalidArgument
 from clearing.rules.counters import Reading, Source
 from clearing.rules.evaluate import Evaluation
 from clearing.rules.model import HoldReason
 from clearing.rules.proto import evaluation_to_proto
-from clearing.rules.runtime import StoredLeg
+from clearing.rules.runtime import StoredAction, StoredLeg
 from clearing.rules.store import VersionRow
 from clearing.v1 import split_pb2 as pb
 
@@ -99,7 +103,7 @@ def _release_state(leg: StoredLeg) -> int:
 
 def split(body: pb.Split, *, split_id: int, request_id: str, status: int,
           legs: Sequence[StoredLeg], created_at: dt.datetime, updated_at: dt.datetime,
-          refunded_minor: int = 0) -> pb.Split:
+          refunded_minor: int = 0, actions: Sequence[StoredAction] = ()) -> pb.Split:
     """A committed split: the evaluated body with the legs' live amounts and transfers."""
     msg = pb.Split()
     msg.CopyFrom(body)
@@ -128,4 +132,51 @@ def split(body: pb.Split, *, split_id: int, request_id: str, status: int,
         action_id=split_id, kind=pb.SPLIT_ACTION_KIND_SPLIT, request_id=request_id,
         amount_minor=sum(leg.amount_minor for leg in body.legs), leg_changes=changes,
         create_time=timestamp(created_at)))
+    for stored in actions:
+        _add_action(msg, action(stored))
     return msg
+
+
+def action(stored: StoredAction) -> pb.SplitAction:
+    """A stored release or cancellation with what its commit gave (id, time, transfers)."""
+    msg = pb.SplitAction.FromString(stored.body)
+    msg.action_id = stored.action_id
+    msg.create_time.CopyFrom(timestamp(stored.created_at))
+    for change, transfer_id in zip(msg.leg_changes, stored.transfer_ids):
+        if transfer_id:
+            change.transfer_ids.append(transfer_id)
+    return msg
+
+
+def _add_action(split_msg: pb.Split, act: pb.SplitAction) -> None:
+    """Append an action; an event release marks the steps of that event on its legs."""
+    split_msg.actions.append(act)
+    if act.kind != pb.SPLIT_ACTION_KIND_RELEASE or not act.event_name:
+        return
+    for change in act.leg_changes:
+        for step in split_msg.legs[change.leg_index].release_steps:
+            if step.event_name == act.event_name and not step.released:
+                step.released = True
+                step.release_time.CopyFrom(act.create_time)
+
+
+# SplitError.message: at most this many characters (split.proto).
+SPLIT_ERROR_MESSAGE_LEN_MAX = 1024
+
+
+def split_error(exc: BaseException) -> pb.SplitError:
+    """What the unary Split would have answered for `exc`, as one order's SplitError (a
+    bug shows only its reason, as on the wire)."""
+    if isinstance(exc, ClearingError):
+        reason, message, metadata = exc.reason, exc.message, exc.metadata
+    else:
+        reason = getattr(exc, "reason", "INTERNAL")
+        reason = reason if isinstance(reason, str) else "INTERNAL"
+        message, metadata = "internal error", {}
+    out = pb.SplitError(reason=reason, message=message[:SPLIT_ERROR_MESSAGE_LEN_MAX],
+                        code=code_pb2.Code.Value(code_name(exc)), metadata=metadata)
+    if isinstance(exc, InvalidArgument):
+        out.field_violations.extend(
+            pb.SplitError.FieldViolation(field=v.field, description=v.description)
+            for v in exc.violations)
+    return out

@@ -223,6 +223,10 @@ class LedgerWriter:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    def has_room(self, postings: int) -> bool:
+        """Whether the queue can take `postings` more now (a hint: others submit too)."""
+        return self._accepting and self._queue.qsize() + postings <= self._settings.queue_max
+
     # ---- submitting -------------------------------------------------------------------
 
     async def submit(self, posting: Posting) -> list[TransferRecord]:

@@ -36,11 +36,13 @@ from clearing.rules.evaluate import Evaluation, counter_requests
 from clearing.rules.model import AccountInfo, HoldReason, Order, Resolver, RuleSet
 
 SINK_NAME = "splits"
+ACTION_SINK_NAME = "split_actions"
 # Sub-rule-set lookups while preloading what a rule set reaches: one round per level.
 RESOLVE_ROUNDS_MAX = 12
 # Proto SplitStatus numbers stored in splits.status.
 STATUS_POSTED = 1
 STATUS_HOLDING = 2
+STATUS_CANCELLED = 3
 
 
 # ---- accounts -------------------------------------------------------------------------------
@@ -316,6 +318,72 @@ class SplitSink:
 
 
 
+# ---- actions on splits (release, cancel) ---------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class LegDelta:
+    """What an action does to one leg: posted from the hold, voided from it; `position`
+    is its transfer's position in the posting (-1: none, a custodial hold)."""
+
+    leg_index: int
+    released_minor: int
+    voided_minor: int
+    position: int
+
+
+@dataclass(slots=True)
+class ActionRecord:
+    """What the actions sink stores for one committed release or cancellation."""
+
+    platform_id: int
+    split_id: int
+    request_id: str
+    payload_hash: bytes
+    body: bytes
+    deltas: list[LegDelta]
+    status: int
+
+
+_SQL_ACTION_LEGS = """
+UPDATE split_legs AS l
+SET held_minor = l.held_minor - u.rel - u.vd, released_minor = l.released_minor + u.rel,
+    voided_minor = l.voided_minor + u.vd,
+    transfer_ids = CASE WHEN u.t = 0 THEN l.transfer_ids ELSE l.transfer_ids || u.t END
+FROM unnest($2::integer[], $3::bigint[], $4::bigint[], $5::bigint[]) AS u(i, rel, vd, t)
+WHERE l.split_id = $1 AND l.leg_index = u.i
+"""
+_SQL_ACTION_SPLIT = "UPDATE splits SET status = $2, updated_at = $3 WHERE split_id = $1"
+_SQL_ACTION_INSERT = """
+INSERT INTO split_actions (action_id, split_id, platform_id, request_id, payload_hash, body,
+                           transfer_ids, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+
+
+class ActionSink:
+    """Writes committed releases and cancellations: leg amounts, split status, the action."""
+
+    async def write(self, conn: asyncpg.Connection,
+                    committed: list[tuple[Posting, list[TransferRecord]]]) -> None:
+        for posting, sent in committed:
+            rec = posting.attachment
+            invariant(isinstance(rec, ActionRecord), "the actions sink got a foreign attachment")
+            await self._write_one(conn, rec, sent)
+
+    @staticmethod
+    async def _write_one(conn: asyncpg.Connection, rec: ActionRecord,
+                         sent: list[TransferRecord]) -> None:
+        ids = [sent[d.position].transfer_id if d.position >= 0 else 0 for d in rec.deltas]
+        at = sent[0].created_at
+        status = await conn.execute(
+            _SQL_ACTION_LEGS, rec.split_id, [d.leg_index for d in rec.deltas],
+            [d.released_minor for d in rec.deltas], [d.voided_minor for d in rec.deltas], ids)
+        invariant(status == f"UPDATE {len(rec.deltas)}", f"split legs updated: {status}")
+        await conn.execute(_SQL_ACTION_SPLIT, rec.split_id, rec.status, at)
+        await conn.execute(_SQL_ACTION_INSERT, sent[0].transfer_id, rec.split_id,
+                           rec.platform_id, rec.request_id, rec.payload_hash, rec.body, ids, at)
+
+
 # ---- reading stored splits --------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +401,18 @@ class StoredLeg:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredAction:
+    """A release or cancellation of a split, as stored (see 0004_split_actions.sql)."""
+
+    action_id: int
+    request_id: str
+    payload_hash: bytes
+    body: bytes
+    transfer_ids: tuple[int, ...]
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class StoredSplit:
     split_id: int
     order_id: str
@@ -345,6 +425,7 @@ class StoredSplit:
     created_at: dt.datetime
     updated_at: dt.datetime
     legs: tuple[StoredLeg, ...]
+    actions: tuple[StoredAction, ...] = ()
 
 
 _SPLIT_COLUMNS = ("split_id, order_id, request_id, payload_hash, status, refunded_minor,"
@@ -365,11 +446,31 @@ async def load_split(conn: asyncpg.Connection, platform_id: int, key: str,
         "SELECT leg_index, account_id, debit_account_id, amount_minor, held_minor,"
         " released_minor, voided_minor, refunded_minor, hold_reason, transfer_ids"
         " FROM split_legs WHERE split_id = $1 ORDER BY leg_index", row["split_id"])
+    actions = await conn.fetch(
+        "SELECT action_id, request_id, payload_hash, body, transfer_ids, created_at"
+        " FROM split_actions WHERE split_id = $1 ORDER BY action_id", row["split_id"])
     return StoredSplit(
         row["split_id"], row["order_id"], row["request_id"], row["payload_hash"],
         row["status"], row["refunded_minor"], json.loads(row["counter_values"]), row["body"],
         row["created_at"], row["updated_at"],
-        tuple(StoredLeg(*(tuple(r.values())[:-1]), tuple(r["transfer_ids"])) for r in legs))
+        tuple(StoredLeg(*(tuple(r.values())[:-1]), tuple(r["transfer_ids"])) for r in legs),
+        tuple(StoredAction(a["action_id"], a["request_id"], a["payload_hash"], a["body"],
+                           tuple(a["transfer_ids"]), a["created_at"]) for a in actions))
+
+
+async def split_id_of_action(conn: asyncpg.Connection, platform_id: int,
+                             request_id: str) -> int | None:
+    """The split a release or cancellation request id acted on; None if unknown."""
+    return await conn.fetchval(
+        "SELECT split_id FROM split_actions WHERE platform_id = $1 AND request_id = $2",
+        platform_id, request_id)
+
+
+async def account_statuses(conn: asyncpg.Connection, account_ids: Iterable[int]) -> dict[int, int]:
+    """Status by account id."""
+    rows = await conn.fetch("SELECT account_id, status FROM accounts"
+                            " WHERE account_id = ANY($1::bigint[])", sorted(set(account_ids)))
+    return {r["account_id"]: r["status"] for r in rows}
 
 
 ALERT_MESSAGE_LEN_MAX = 256
