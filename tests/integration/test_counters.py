@@ -34,7 +34,8 @@ def test_period_boundaries_in_the_counters_time_zone():
 @pytest.fixture
 async def counters(redis_url, redis_prefix):
     client = redisconn.connect(redis_url)
-    yield Counters(client, f"{redis_prefix}{secrets.token_hex(3)}:")
+    # a generous timeout: these tests are about LIVE values, not about a slow Redis
+    yield Counters(client, f"{redis_prefix}{secrets.token_hex(3)}:", op_timeout_s=5.0)
     await client.aclose()
 
 

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clearing import logs, metrics
-from clearing.v1 import ledger_pb2 as pb, payout_pb2, split_pb2, split_pb2_grpc
+from clearing.v1 import ledger_pb2 as pb, payout_pb2, payout_pb2_grpc, split_pb2
 from tests.support import Client, details
 
 
@@ -56,13 +56,13 @@ async def test_health_serves_every_service(channel):
 
 
 async def test_unbuilt_methods_answer_unimplemented_after_auth(channel, client: Client):
-    stub = split_pb2_grpc.SplitServiceStub(channel)
+    stub = payout_pb2_grpc.PayoutServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.RefundSplit(split_pb2.RefundSplitRequest(), timeout=10)
+        await stub.GetPayout(payout_pb2.GetPayoutRequest(), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.RefundSplit(split_pb2.RefundSplitRequest(), metadata=client.metadata,
-                               timeout=10)
+        await stub.GetPayout(payout_pb2.GetPayoutRequest(), metadata=client.metadata,
+                             timeout=10)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert details(err.value)[0] == "UNIMPLEMENTED"
 

@@ -7,8 +7,8 @@ the stream turn what it raises into that order's SplitOutcome. Their postings go
 ledger writer concurrently, so that they share group commits.
 
 ReleaseSplit and CancelSplit post or void held legs in one posting per request
-(`split_actions` plans it). RefundSplit is in the contract but not built yet: it answers
-UNIMPLEMENTED (after authentication).
+(`split_actions` plans it); RefundSplit reverses legs, held money first, in one posting per
+request (`split_refund` plans it and states the rule).
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import asyncpg
 
 from clearing.api import split_actions as actions
 from clearing.api import split_convert as convert
+from clearing.api import split_refund as refunds
 from clearing.api import validate
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
 from clearing.clock import Clock
 from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, NotFound,
-                             ResourceExhausted, Unimplemented, Violations, invariant)
+                             ResourceExhausted, Violations, invariant)
 from clearing.ledger import store as ledger_store
 from clearing.ledger.model import EXTERNAL_REF_LEN_MAX, Claim, Posting, Principal, Role
 from clearing.ledger.writer import LedgerWriter
@@ -274,10 +275,35 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                                         pb.SPLIT_ACTION_KIND_CANCEL)
         return pb.CancelSplitResponse(split=split, action=action)
 
-    # ---- not built yet ------------------------------------------------------------------
-
-    async def RefundSplit(self, request, context):
-        raise Unimplemented("RefundSplit is not implemented yet")
+    async def RefundSplit(self, request: pb.RefundSplitRequest,
+                          context) -> pb.RefundSplitResponse:
+        refunds.refund_violations(request).raise_if_any()
+        who = principal()
+        payload = validate.payload_hash(refunds.METHOD, request)
+        done = await self._acted(who.platform_id, request.request_id, payload)
+        if done is None:
+            # one snapshot of the split and the balances: a plan from a state another action
+            # changed since fails on the claim (SPLIT_CHANGED), not on a mixed read
+            async with self._pool.acquire() as conn, conn.transaction(
+                    isolation="repeatable_read", readonly=True):
+                split = await runtime.load_split(conn, who.platform_id, "order_id",
+                                                 request.order_id)
+                if split is None:
+                    raise NotFound(f"no split with order_id {request.order_id}",
+                                   reason="SPLIT_NOT_FOUND",
+                                   metadata={"order_id": request.order_id})
+                body = pb.Split.FromString(split.body)
+                shortfall_id = await refunds.shortfall_account(conn, who.platform_id, request,
+                                                               body.currency_code)
+                spendable = await runtime.account_spendable(
+                    conn, [leg.account_id for leg in split.legs])
+            parts = refunds.refund_parts(split, body, request, spendable, shortfall_id)
+            await self._writer.submit(refunds.posting(who.platform_id, split, body, request,
+                                                      payload, parts, shortfall_id))
+            done = await self._acted(who.platform_id, request.request_id, payload)
+            invariant(done is not None, "RefundSplit committed but its action is not stored")
+        split_msg, action = done
+        return pb.RefundSplitResponse(split=split_msg, action=action)
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -333,7 +359,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
 
     async def _acted(self, platform_id: int, request_id: str,
                      payload: bytes) -> tuple[pb.Split, pb.SplitAction] | None:
-        """The split and the recorded action of a release or cancellation request id."""
+        """The split and the recorded action of a release, cancellation or refund request id."""
         async with self._pool.acquire() as conn:
             split_id = await runtime.split_id_of_action(conn, platform_id, request_id)
             if split_id is None:

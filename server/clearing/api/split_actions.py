@@ -2,7 +2,8 @@
 leg posts or voids, and the one ledger posting that does it.
 
 Ledger mapping (one posting per request, all or nothing):
-- a leg held by its release policy has a PENDING transfer (its first transfer): a release
+- a leg held by its release policy has a PENDING transfer (its first transfer, or the one a
+  partial refund of its hold opened instead, see `split_refund`): a release
   posts part of it (POST_PENDING), a cancellation voids what it still holds (VOID_PENDING);
 - a leg in the custodial hold (receiver frozen or closed at split time) has no pending
   transfer: a release pays it by an IMMEDIATE transfer from its debit account once the
@@ -169,12 +170,12 @@ def _ledger_leg(change: Change, currency_code: str, memo: str) -> Leg | None:
         if _in_custody(leg):
             return None
         return Leg(0, 0, change.voided_minor, currency_code, Mode.VOID_PENDING,
-                   leg.transfer_ids[0], memo)
+                   leg.pending_id, memo)
     if _in_custody(leg):
         return Leg(leg.debit_account_id, leg.account_id, change.released_minor, currency_code,
                    Mode.IMMEDIATE, 0, memo)
     return Leg(0, 0, change.released_minor, currency_code, Mode.POST_PENDING,
-               leg.transfer_ids[0], memo)
+               leg.pending_id, memo)
 
 
 def action_body(kind: int, request, changes: list[Change]) -> pb.SplitAction:
@@ -207,6 +208,7 @@ def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split, reques
     held_after = sum(leg.held_minor for leg in split.legs) - sum(
         c.released_minor + c.voided_minor for c in changes)
     status = (runtime.STATUS_CANCELLED if kind == pb.SPLIT_ACTION_KIND_CANCEL
+              else runtime.STATUS_PARTLY_REFUNDED if split.refunded_minor
               else runtime.STATUS_HOLDING if held_after else runtime.STATUS_POSTED)
     record = runtime.ActionRecord(
         platform_id, split.split_id,

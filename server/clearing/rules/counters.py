@@ -108,9 +108,11 @@ def _period_end(period: Period, start: dt.datetime) -> dt.datetime:
 class Counters:
     """See the module docstring."""
 
-    def __init__(self, redis: aioredis.Redis | None, prefix: str) -> None:
+    def __init__(self, redis: aioredis.Redis | None, prefix: str, *,
+                 op_timeout_s: float = REDIS_OP_TIMEOUT_S) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._op_timeout_s = op_timeout_s
         self._last: dict[str, int] = {}
 
     def key(self, spec: CounterSpec) -> tuple[str, dt.datetime | None]:
@@ -183,7 +185,7 @@ class Counters:
         if self._redis is None:
             return None
         try:
-            return await asyncio.wait_for(op(self._redis), REDIS_OP_TIMEOUT_S)
+            return await asyncio.wait_for(op(self._redis), self._op_timeout_s)
         except (aioredis.RedisError, OSError, asyncio.TimeoutError) as exc:
             log.warning("counter store unreachable (%r): using last known values", exc)
             return None

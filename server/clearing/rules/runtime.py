@@ -43,6 +43,8 @@ RESOLVE_ROUNDS_MAX = 12
 STATUS_POSTED = 1
 STATUS_HOLDING = 2
 STATUS_CANCELLED = 3
+STATUS_PARTLY_REFUNDED = 4
+STATUS_REFUNDED = 5
 
 
 # ---- accounts -------------------------------------------------------------------------------
@@ -360,15 +362,78 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 """
 
 
+@dataclass(frozen=True, slots=True)
+class RefundDelta:
+    """What a refund does to one leg: `held_minor` voided from its hold, `posted_minor`
+    taken back from what was posted; `positions`: its transfers in the posting;
+    `pending_position`: the new pending transfer for what stays held (-1: none)."""
+
+    leg_index: int
+    held_minor: int
+    posted_minor: int
+    positions: tuple[int, ...]
+    pending_position: int = -1
+
+
+@dataclass(slots=True)
+class RefundRecord:
+    """What the actions sink stores for one committed refund. `body` gives the encoded
+    SplitAction from the transfer ids of each delta (this module imports no protobuf)."""
+
+    platform_id: int
+    split_id: int
+    request_id: str
+    payload_hash: bytes
+    body: Callable[[list[tuple[int, ...]]], bytes]
+    deltas: list[RefundDelta]
+    status: int
+    refunded_minor: int
+
+
+_SQL_REFUND_LEG = """
+UPDATE split_legs
+SET held_minor = held_minor - $3, voided_minor = voided_minor + $3,
+    refunded_minor = refunded_minor + $3 + $4,
+    refunded_posted_minor = refunded_posted_minor + $4,
+    transfer_ids = transfer_ids || $5::bigint[],
+    pending_transfer_id = CASE WHEN $6::bigint = 0 THEN pending_transfer_id ELSE $6 END
+WHERE split_id = $1 AND leg_index = $2
+"""
+_SQL_REFUND_SPLIT = """
+UPDATE splits SET status = $2, updated_at = $3, refunded_minor = refunded_minor + $4
+WHERE split_id = $1
+"""
+
+
 class ActionSink:
-    """Writes committed releases and cancellations: leg amounts, split status, the action."""
+    """Writes committed releases, cancellations and refunds: leg amounts, split status, the
+    action."""
 
     async def write(self, conn: asyncpg.Connection,
                     committed: list[tuple[Posting, list[TransferRecord]]]) -> None:
         for posting, sent in committed:
             rec = posting.attachment
+            if isinstance(rec, RefundRecord):
+                await self._write_refund(conn, rec, sent)
+                continue
             invariant(isinstance(rec, ActionRecord), "the actions sink got a foreign attachment")
             await self._write_one(conn, rec, sent)
+
+    @staticmethod
+    async def _write_refund(conn: asyncpg.Connection, rec: "RefundRecord",
+                            sent: list[TransferRecord]) -> None:
+        ids = [tuple(sent[p].transfer_id for p in d.positions) for d in rec.deltas]
+        at = sent[0].created_at
+        await conn.executemany(_SQL_REFUND_LEG, [
+            (rec.split_id, d.leg_index, d.held_minor, d.posted_minor, list(t),
+             sent[d.pending_position].transfer_id if d.pending_position >= 0 else 0)
+            for d, t in zip(rec.deltas, ids)])
+        status = await conn.execute(_SQL_REFUND_SPLIT, rec.split_id, rec.status, at,
+                                    rec.refunded_minor)
+        invariant(status == "UPDATE 1", f"split refunded: {status}")
+        await conn.execute(_SQL_ACTION_INSERT, sent[0].transfer_id, rec.split_id,
+                           rec.platform_id, rec.request_id, rec.payload_hash, rec.body(ids),
+                           [0] * len(rec.deltas), at)
 
     @staticmethod
     async def _write_one(conn: asyncpg.Connection, rec: ActionRecord,
@@ -398,6 +463,18 @@ class StoredLeg:
     refunded_minor: int
     hold_reason: int
     transfer_ids: tuple[int, ...]
+    refunded_posted_minor: int = 0
+    pending_transfer_id: int = 0
+
+    @property
+    def pending_id(self) -> int:
+        """The leg's open pending transfer while it holds money (0: a custodial hold)."""
+        return self.pending_transfer_id or (self.transfer_ids[0] if self.transfer_ids else 0)
+
+    @property
+    def left_minor(self) -> int:
+        """What the leg still has: held, or posted and not refunded."""
+        return self.held_minor + self.released_minor - self.refunded_posted_minor
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,7 +521,8 @@ async def load_split(conn: asyncpg.Connection, platform_id: int, key: str,
         return None
     legs = await conn.fetch(
         "SELECT leg_index, account_id, debit_account_id, amount_minor, held_minor,"
-        " released_minor, voided_minor, refunded_minor, hold_reason, transfer_ids"
+        " released_minor, voided_minor, refunded_minor, hold_reason, transfer_ids,"
+        " refunded_posted_minor, pending_transfer_id"
         " FROM split_legs WHERE split_id = $1 ORDER BY leg_index", row["split_id"])
     actions = await conn.fetch(
         "SELECT action_id, request_id, payload_hash, body, transfer_ids, created_at"
@@ -453,7 +531,8 @@ async def load_split(conn: asyncpg.Connection, platform_id: int, key: str,
         row["split_id"], row["order_id"], row["request_id"], row["payload_hash"],
         row["status"], row["refunded_minor"], json.loads(row["counter_values"]), row["body"],
         row["created_at"], row["updated_at"],
-        tuple(StoredLeg(*(tuple(r.values())[:-1]), tuple(r["transfer_ids"])) for r in legs),
+        tuple(StoredLeg(*(tuple(r.values())[:9]), tuple(r["transfer_ids"]),
+                        r["refunded_posted_minor"], r["pending_transfer_id"]) for r in legs),
         tuple(StoredAction(a["action_id"], a["request_id"], a["payload_hash"], a["body"],
                            tuple(a["transfer_ids"]), a["created_at"]) for a in actions))
 
@@ -471,6 +550,17 @@ async def account_statuses(conn: asyncpg.Connection, account_ids: Iterable[int])
     rows = await conn.fetch("SELECT account_id, status FROM accounts"
                             " WHERE account_id = ANY($1::bigint[])", sorted(set(account_ids)))
     return {r["account_id"]: r["status"] for r in rows}
+
+
+async def account_spendable(conn: asyncpg.Connection,
+                            account_ids: Iterable[int]) -> dict[int, int | None]:
+    """Available balance by account id (posted, less pending debits and frozen); None for
+    an account allowed to go negative."""
+    rows = await conn.fetch(
+        "SELECT account_id, allow_negative,"
+        " credits_posted - debits_posted - debits_pending - frozen AS spendable"
+        " FROM accounts WHERE account_id = ANY($1::bigint[])", sorted(set(account_ids)))
+    return {r["account_id"]: None if r["allow_negative"] else r["spendable"] for r in rows}
 
 
 ALERT_MESSAGE_LEN_MAX = 256

@@ -1,0 +1,219 @@
+"""RefundSplit planning: from a stored split and a refund request, what each leg gives back,
+and the one ledger posting that does it (all or nothing, like ReleaseSplit and CancelSplit:
+the `split_actions` sink writes the legs' amounts and the action in the same transaction,
+and the posting claims the split's next action number, so that two actions computed from
+the same state cannot both commit).
+
+The rule:
+- A refund of R minor units (at most the order's amount_minor minus what was refunded
+  before, else FAILED_PRECONDITION, reason REFUND_EXCEEDS_SPLIT) reverses
+  T = `allocate(left, [R, rest - R])[0]` of what the legs still have, where `left` is what
+  the legs still have (held, or posted and not refunded) and `rest` what the order has
+  left to refund. Without a channel fee, subsidies or cancellation, `left == rest` and
+  T == R; a full refund (R == rest) always reverses everything the legs still have.
+- T is divided over the legs in proportion to what each still has, by `money.allocate`
+  (the one rounding rule), so the parts sum exactly to T. Each leg's part is taken first
+  from what it still holds, then from what was posted to it.
+- Held part: the leg's pending transfer is voided (VOID_PENDING, the ledger voids whole
+  pending transfers only); if some of the hold stays, a new PENDING transfer for it is
+  opened in the same posting and becomes the leg's pending transfer (later releases post
+  it). A leg in the custodial hold (receiver frozen or closed at split time) has no
+  transfer: its held part is only recorded (the money never left its debit account).
+- Posted part: an IMMEDIATE transfer from the leg's account back to the account the leg
+  debited (the custodial account, or for a subsidy its marketing source).
+- A receiver whose available balance cannot cover its posted parts (all its legs in this
+  refund together): with `shortfall_account_ref`, the receiver gives back what it has and
+  that account pays the rest to the leg's debit account (recorded per leg as
+  `shortfall_minor`); without it, the refund fails with FAILED_PRECONDITION, reason
+  INSUFFICIENT_FUNDS (metadata `account_ids`: the accounts short) and nothing is reversed.
+  The ledger writer checks the funds again at commit: a balance spent in between fails
+  the refund the same way. A receiver frozen or closed since the split fails a refund
+  that must move money from or to it (FAILED_PRECONDITION, ACCOUNT_FROZEN or
+  ACCOUNT_CLOSED), again with nothing reversed.
+- The split becomes PARTLY_REFUNDED, or REFUNDED once R's add up to the order's amount.
+A refund's ledger transfers are listed per leg change in its SplitAction (void, new
+pending, reversal, shortfall, in that order, those that exist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from clearing.api import validate
+from clearing.errors import (FailedPrecondition, FieldViolation, InvalidArgument, NotFound,
+                             Violations)
+from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, LEGS_PER_POSTING_MAX, MEMO_LEN_MAX,
+                                   Claim, Leg, Mode, Posting)
+from clearing.money import allocate
+from clearing.rules import runtime
+from clearing.rules.model import HoldReason
+from clearing.v1 import split_pb2 as pb
+
+ORDER_ID_LEN_MAX = 128
+REFUND_REF_LEN_MAX = 64
+REASON_LEN_MAX = 256
+METHOD = "RefundSplit"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """What a refund takes back from one leg, in minor units: `held_minor` from its hold,
+    `posted_minor` from what was posted, of which the shortfall account pays
+    `shortfall_minor`."""
+
+    leg: runtime.StoredLeg
+    held_minor: int
+    posted_minor: int
+    shortfall_minor: int = 0
+
+
+def refund_violations(request: pb.RefundSplitRequest) -> Violations:
+    v = Violations()
+    validate.request_id(v, request.request_id)
+    validate.text(v, request.order_id, "order_id", length_max=ORDER_ID_LEN_MAX, required=True)
+    validate.amount(v, request.amount_minor)
+    validate.currency(v, request.currency_code)
+    validate.text(v, request.refund_ref, "refund_ref", length_max=REFUND_REF_LEN_MAX)
+    validate.text(v, request.reason, "reason", length_max=REASON_LEN_MAX, required=True)
+    validate.text(v, request.shortfall_account_ref, "shortfall_account_ref",
+                  length_max=EXTERNAL_REF_LEN_MAX)
+    return v
+
+
+async def shortfall_account(conn: asyncpg.Connection, platform_id: int,
+                            request: pb.RefundSplitRequest, currency_code: str) -> int:
+    """The account id of `shortfall_account_ref`, 0 if none is named."""
+    ref = request.shortfall_account_ref
+    if not ref:
+        return 0
+    found = (await runtime.accounts_by_ref(conn, platform_id, [ref])).get(ref)
+    if found is None:
+        raise NotFound(f"no account with external_ref {ref!r}", reason="ACCOUNT_NOT_FOUND",
+                       metadata={"field": "shortfall_account_ref"})
+    if found.currency_code != currency_code:
+        raise InvalidArgument([FieldViolation(
+            "shortfall_account_ref", f"the account holds {found.currency_code}, the split"
+            f" {currency_code}")], reason="CURRENCY_MISMATCH")
+    return found.account_id
+
+
+def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundSplitRequest,
+                 spendable: dict[int, int | None], shortfall_id: int) -> list[Part]:
+    """What each leg gives back (see the module docstring). `spendable`: the available
+    balance of each receiver, None when it may go negative."""
+    meta = {"order_id": split.order_id}
+    if request.currency_code != body.currency_code:
+        raise InvalidArgument([FieldViolation(
+            "currency_code", f"the split is in {body.currency_code}")],
+            reason="CURRENCY_MISMATCH")
+    rest = body.amount_minor - split.refunded_minor
+    if request.amount_minor > rest:
+        raise FailedPrecondition(
+            f"the refund of {request.amount_minor} exceeds the {rest} the order has left"
+            " to refund", reason="REFUND_EXCEEDS_SPLIT",
+            metadata={**meta, "refundable_minor": str(rest)})
+    left = [leg.left_minor for leg in split.legs]
+    reverse = allocate(sum(left), [request.amount_minor, rest - request.amount_minor])[0]
+    if not reverse:
+        raise FailedPrecondition("the legs of this split have nothing left to reverse",
+                                 reason="NOTHING_TO_REFUND", metadata=meta)
+    available = dict(spendable)
+    parts: list[Part] = []
+    for leg, share in zip(split.legs, allocate(reverse, left)):
+        if not share:
+            continue
+        held = min(share, leg.held_minor)
+        posted = share - held
+        short = 0
+        if posted and available.get(leg.account_id) is not None:
+            have = available[leg.account_id]
+            covered = max(0, min(posted, have))
+            available[leg.account_id] = have - covered
+            short = posted - covered
+        parts.append(Part(leg, held, posted, short))
+    short_ids = sorted({p.leg.account_id for p in parts if p.shortfall_minor})
+    if short_ids and not shortfall_id:
+        raise FailedPrecondition(
+            "a receiver's available balance cannot cover its part of the refund, and no"
+            " shortfall_account_ref was given: nothing was reversed",
+            reason="INSUFFICIENT_FUNDS",
+            metadata={**meta, "account_ids": ",".join(map(str, short_ids))})
+    return parts
+
+
+def _in_custody(leg: runtime.StoredLeg) -> bool:
+    return leg.hold_reason == int(HoldReason.RECEIVER_UNAVAILABLE)
+
+
+def _ledger_legs(part: Part, currency: str, shortfall_id: int,
+                 memo: str) -> tuple[list[Leg], int]:
+    """The transfers of one part and the offset of its new pending transfer among them
+    (-1: none)."""
+    leg, out, pending_at = part.leg, [], -1
+    if part.held_minor and not _in_custody(leg):
+        out.append(Leg(0, 0, leg.held_minor, currency, Mode.VOID_PENDING, leg.pending_id,
+                       memo))
+        if leg.held_minor > part.held_minor:
+            pending_at = len(out)
+            out.append(Leg(leg.debit_account_id, leg.account_id,
+                           leg.held_minor - part.held_minor, currency, Mode.PENDING, 0, memo))
+    back = part.posted_minor - part.shortfall_minor
+    if back:
+        out.append(Leg(leg.account_id, leg.debit_account_id, back, currency, Mode.IMMEDIATE,
+                       0, memo))
+    if part.shortfall_minor and shortfall_id != leg.debit_account_id:
+        out.append(Leg(shortfall_id, leg.debit_account_id, part.shortfall_minor, currency,
+                       Mode.IMMEDIATE, 0, memo))
+    return out, pending_at
+
+
+def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split,
+            request: pb.RefundSplitRequest, payload: bytes, parts: list[Part],
+            shortfall_id: int) -> Posting:
+    """The one posting of a refund, with its record for the actions sink."""
+    memo = f"{METHOD} {split.order_id}"[:MEMO_LEN_MAX]
+    legs: list[Leg] = []
+    deltas: list[runtime.RefundDelta] = []
+    for part in parts:
+        more, pending_at = _ledger_legs(part, body.currency_code, shortfall_id, memo)
+        deltas.append(runtime.RefundDelta(
+            part.leg.leg_index, part.held_minor, part.posted_minor,
+            tuple(range(len(legs), len(legs) + len(more))),
+            len(legs) + pending_at if pending_at >= 0 else -1))
+        legs += more
+    if not legs:
+        raise FailedPrecondition(
+            "this refund would take back only money in the custodial hold (its receivers"
+            " are frozen or closed): release or cancel it first", reason="CUSTODIAL_HOLD_ONLY",
+            metadata={"order_id": split.order_id})
+    if len(legs) > LEGS_PER_POSTING_MAX:
+        raise FailedPrecondition(
+            f"this refund needs {len(legs)} ledger transfers, more than the"
+            f" {LEGS_PER_POSTING_MAX} of one posting", reason="REFUND_TOO_LARGE",
+            metadata={"order_id": split.order_id})
+    refunded = split.refunded_minor + request.amount_minor
+    status = (runtime.STATUS_REFUNDED if refunded == body.amount_minor
+              else runtime.STATUS_PARTLY_REFUNDED)
+
+    def action_body(ids: list[tuple[int, ...]]) -> bytes:
+        act = pb.SplitAction(kind=pb.SPLIT_ACTION_KIND_REFUND, request_id=request.request_id,
+                             amount_minor=request.amount_minor, refund_ref=request.refund_ref,
+                             reason=request.reason)
+        for part, transfer_ids in zip(parts, ids):
+            act.leg_changes.append(pb.LegChange(
+                leg_index=part.leg.leg_index, account_id=part.leg.account_id,
+                refunded_held_minor=part.held_minor, refunded_posted_minor=part.posted_minor,
+                shortfall_minor=part.shortfall_minor,
+                shortfall_account_id=shortfall_id if part.shortfall_minor else 0,
+                transfer_ids=transfer_ids))
+        return act.SerializeToString(deterministic=True)
+
+    record = runtime.RefundRecord(platform_id, split.split_id, request.request_id, payload,
+                                  action_body, deltas, status, request.amount_minor)
+    claim = Claim.of("split-action", f"{split.split_id}:{len(split.actions)}", "SPLIT_CHANGED",
+                     f"the split of order {split.order_id!r} changed while this request was"
+                     " handled; retry with the same request_id")
+    return Posting(platform_id, request.request_id, METHOD, payload, tuple(legs), (claim,),
+                   runtime.ACTION_SINK_NAME, record)
