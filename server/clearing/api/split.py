@@ -339,17 +339,22 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         done = await self._acted(who.platform_id, request.request_id, payload)
         if done is not None:
             return done
-        split = await self._stored(who.platform_id, "order_id", request.order_id)
-        if split is None:
-            raise NotFound(f"no split with order_id {request.order_id}",
-                           reason="SPLIT_NOT_FOUND", metadata={"order_id": request.order_id})
+        # one snapshot of the split and its receivers: a plan from a state another action
+        # changed since fails on the claim (SPLIT_CHANGED), not on a mixed read
+        async with self._pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True):
+            split = await runtime.load_split(conn, who.platform_id, "order_id",
+                                             request.order_id)
+            if split is None:
+                raise NotFound(f"no split with order_id {request.order_id}",
+                               reason="SPLIT_NOT_FOUND",
+                               metadata={"order_id": request.order_id})
+            statuses = await runtime.account_statuses(
+                conn, [leg.account_id for leg in split.legs])
         body = pb.Split.FromString(split.body)
         if kind == pb.SPLIT_ACTION_KIND_CANCEL:
             changes = actions.cancel_changes(split)
         else:
-            async with self._pool.acquire() as conn:
-                statuses = await runtime.account_statuses(
-                    conn, [leg.account_id for leg in split.legs])
             changes = actions.release_changes(split, body, request, statuses)
         await self._writer.submit(actions.posting(who.platform_id, split, body, request, method,
                                                   payload, kind, changes))

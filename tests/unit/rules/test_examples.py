@@ -9,6 +9,7 @@ from clearing.rules import compile as plans
 from clearing.rules.model import Coupon, CouponFunding, HoldReason, LegKind
 from clearing.rules.evaluate import CounterUse, StepAmount, evaluate
 
+from tests.unit.rules import examples
 from tests.unit.rules.helpers import (ACCOUNTS, b2b, by_ref, id_of, order, plan_of, rule_set,
                                       split)
 
@@ -174,21 +175,7 @@ def test_5_seller_funded_coupon_seller_gets_80():
 
 
 def test_5_coupon_into_the_split_base_commission_on_the_full_price():
-    text = """
-    name: coupons-base
-    currency_code: CNY
-    party_roles: [seller]
-    rules:
-      - rule_name: commission-on-full-price
-        priority: 1
-        shares:
-          - {label: platform, type: SHARE_TYPE_RATIO, ratio_bps: 1000,
-             receiver: {account_ref: PLAT_001}}
-          - {label: seller, type: SHARE_TYPE_REMAINDER, receiver: {party_role: seller}}
-        subsidies:
-          - {label: coupon, source_account_ref: MKT, basis: SUBSIDY_BASIS_PLATFORM_COUPONS,
-             target: SUBSIDY_TARGET_SPLIT_BASE, cap_minor: 1500}
-    """
+    text = examples.COUPONS_BASE
     ev = split(plan_of(text), order(8_000, parties={"seller": "M_10086"}, coupons=(
         Coupon("C20", 2_000, CouponFunding.PLATFORM),)))
     assert [(leg.kind, leg.account_id, leg.debit_account_id, leg.amount_minor)
@@ -278,27 +265,7 @@ def test_7_sharing_economy_50_30_15_5():
 
 
 def test_multi_party_ratio_5_3_2_and_fixed_ratio_10_90():
-    text = """
-    name: ratios
-    currency_code: CNY
-    rules:
-      - rule_name: fixed-ratio
-        priority: 1
-        condition: {channels: [ALIPAY]}
-        shares:
-          - {label: platform, type: SHARE_TYPE_RATIO, ratio_bps: 1000,
-             receiver: {account_ref: PLAT_001}}
-          - {label: merchant, type: SHARE_TYPE_REMAINDER, receiver: {account_ref: M_10086}}
-      - rule_name: multi-party
-        priority: 2
-        shares:
-          - {label: platform, type: SHARE_TYPE_RATIO, ratio_bps: 5000,
-             receiver: {account_ref: PLAT_001}}
-          - {label: merchant, type: SHARE_TYPE_RATIO, ratio_bps: 3000,
-             receiver: {account_ref: M_10086}}
-          - {label: logistics, type: SHARE_TYPE_RATIO, ratio_bps: 2000,
-             receiver: {account_ref: LOGISTICS_B}}
-    """
+    text = examples.RATIOS
     plan = plan_of(text)
     assert by_ref(split(plan, order(10_000, channel="ALIPAY"))) == {
         "PLAT_001": 1_000, "M_10086": 9_000}
@@ -353,22 +320,7 @@ def test_conditional_vip_and_scenario_rules():
 
 
 def test_release_half_on_shipped_half_on_received():
-    text = """
-    name: held
-    currency_code: CNY
-    rules:
-      - rule_name: held
-        priority: 1
-        shares:
-          - {label: platform, type: SHARE_TYPE_RATIO, ratio_bps: 1000,
-             receiver: {account_ref: PLAT_001}}
-          - label: supplier
-            type: SHARE_TYPE_REMAINDER
-            receiver: {account_ref: SUP_2025001}
-            release:
-              steps: [{event_name: SHIPPED, fraction_bps: 5000},
-                      {event_name: RECEIVED, fraction_bps: 5000}]
-    """
+    text = examples.HELD
     ev = split(plan_of(text), order(1_113))
     platform, supplier = ev.legs
     assert (platform.amount_minor, platform.held_minor, platform.release_steps) == (111, 0, ())
@@ -494,19 +446,7 @@ def test_multi_level_platform_then_supplier_split_again():
              receiver: {account_ref: DIST_01}}
           - {label: supplier, type: SHARE_TYPE_REMAINDER, receiver: {account_ref: SUP_2025001}}
     """
-    root = """
-    name: platform
-    currency_code: CNY
-    rules:
-      - rule_name: platform-cut
-        priority: 1
-        shares:
-          - {label: platform, type: SHARE_TYPE_RATIO, ratio_bps: 1000,
-             receiver: {account_ref: PLAT_001}}
-          - label: supplier
-            type: SHARE_TYPE_REMAINDER
-            receiver: {rule_set: {rule_set_name: supplier-own}}
-    """
+    root = examples.PLATFORM_LEVELS
     supplier = rule_set(sub)
     plan = plan_of(root, lambda name, version: supplier if name == "supplier-own" else None)
     assert plan.level_count == 2
