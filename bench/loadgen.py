@@ -98,8 +98,10 @@ async def _call(call, request, metadata, timeout_s: float) -> tuple[str, str, ob
         return f"CLIENT_{type(exc).__name__}", str(exc), None
 
 
-async def closed_loop(cfg: dict, calls: list, start: float) -> dict:
-    reqs = Requests(cfg)
+async def closed_loop(cfg: dict, calls: list, start: float,
+                      requests: type = Requests) -> dict:
+    """`requests` builds each call's request (Transfers here; the split bench passes its own)."""
+    reqs = requests(cfg)
     rec = Recorder()
     warm_end = start + cfg["warmup_s"]
     end = warm_end + cfg["duration_s"]
@@ -226,17 +228,7 @@ async def main_async(cfg: dict) -> dict:
                                 request_serializer=pb.TransferRequest.SerializeToString,
                                 response_deserializer=pb.TransferResponse.FromString)
                  for ch in channels]
-        # Long-lived objects (modules, channels) out of the collector's way: a full
-        # collection of them takes tens of ms and would show up as client latency.
-        gc.collect()
-        gc.freeze()
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
-        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        if not line.startswith("GO "):
-            raise SystemExit("loadgen: expected GO")
-        start_mono = float(line.split()[1])
-        start = time.perf_counter() + (start_mono - time.monotonic())
+        start = await ready_then_go()
         if cfg["mode"] == "closed":
             result = await closed_loop(cfg, calls, start)
         else:
@@ -247,7 +239,24 @@ async def main_async(cfg: dict) -> dict:
             await ch.close()
 
 
-def main() -> None:
+async def ready_then_go() -> float:
+    """Say READY, wait for `GO <monotonic start>`; returns the start on perf_counter's clock.
+
+    Long-lived objects (modules, channels) are moved out of the collector's way first: a full
+    collection of them takes tens of ms and would show up as client latency."""
+    gc.collect()
+    gc.freeze()
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if not line.startswith("GO "):
+        raise SystemExit(f"{sys.argv[0]}: expected GO, got {line!r}")
+    return time.perf_counter() + (float(line.split()[1]) - time.monotonic())
+
+
+def run_child(main_async) -> None:
+    """The body of every load process: its config as one JSON line on stdin, its result as
+    one JSON line on stdout (`main_async(cfg)` on uvloop)."""
     import uvloop
 
     cfg = json.loads(sys.stdin.readline())
@@ -257,6 +266,10 @@ def main() -> None:
         raise SystemExit(130) from None
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
+
+
+def main() -> None:
+    run_child(main_async)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import gc
-import json
 import os
 import random
-import sys
 import time
 from collections import Counter
 
+from bench import loadgen
 from bench.loadgen import ERROR_SAMPLES_MAX, _cpu_s
 
 INS_TRANSFERS = """
@@ -124,14 +122,7 @@ async def main_async(cfg: dict) -> dict:
 
     conns = [await asyncpg.connect(cfg["dsn"]) for _ in range(cfg["concurrency"])]
     try:
-        gc.collect()
-        gc.freeze()
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
-        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        if not line.startswith("GO "):
-            raise SystemExit("split_baseline: expected GO")
-        start = time.perf_counter() + (float(line.split()[1]) - time.monotonic())
+        start = await loadgen.ready_then_go()
         warm_end = start + cfg["warmup_s"]
         end = warm_end + cfg["duration_s"]
         perf = time.perf_counter
@@ -188,15 +179,7 @@ async def main_async(cfg: dict) -> dict:
 
 
 def main() -> None:
-    import uvloop
-
-    cfg = json.loads(sys.stdin.readline())
-    try:
-        result = uvloop.run(main_async(cfg))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    loadgen.run_child(main_async)
 
 
 if __name__ == "__main__":

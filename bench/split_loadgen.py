@@ -14,9 +14,7 @@ failed call (CLIENT_BatchItemFailed) with the first item error as its sample.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import sys
 
 import grpc
 
@@ -74,9 +72,6 @@ def _checked(call):
 
 
 async def main_async(cfg: dict) -> dict:
-    import gc
-    import time
-
     channels = [grpc.aio.insecure_channel(cfg["target"], options=[
         ("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 60_000),
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -94,32 +89,15 @@ async def main_async(cfg: dict) -> dict:
             calls = [_checked(ch.unary_unary(
                 cfg["method"], request_serializer=pb.SplitBatchRequest.SerializeToString,
                 response_deserializer=pb.SplitBatchResponse.FromString)) for ch in channels]
-        gc.collect()
-        gc.freeze()
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
-        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        if not line.startswith("GO "):
-            raise SystemExit("split_loadgen: expected GO")
-        start_mono = float(line.split()[1])
-        start = time.perf_counter() + (start_mono - time.monotonic())
-        loadgen.Requests = SplitRequests  # the closed loop builds its requests with it
-        return await loadgen.closed_loop(cfg, calls, start)
+        start = await loadgen.ready_then_go()
+        return await loadgen.closed_loop(cfg, calls, start, requests=SplitRequests)
     finally:
         for ch in channels:
             await ch.close()
 
 
 def main() -> None:
-    import uvloop
-
-    cfg = json.loads(sys.stdin.readline())
-    try:
-        result = uvloop.run(main_async(cfg))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    loadgen.run_child(main_async)
 
 
 if __name__ == "__main__":
