@@ -36,7 +36,7 @@ from clearing.rules import runtime
 from clearing.rules.cache import PlanCache
 from clearing.rules.counters import Counters
 from clearing.rules.store import PgSource
-from clearing.v1 import ledger_pb2, ledger_pb2_grpc, split_pb2_grpc
+from clearing.v1 import ledger_pb2_grpc, split_pb2_grpc
 
 log = logging.getLogger("clearing.server")
 

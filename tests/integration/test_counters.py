@@ -7,7 +7,6 @@ import datetime as dt
 import secrets
 
 import pytest
-import redis.asyncio as aioredis
 
 from clearing import devstack, redisconn
 from clearing.rules.counters import (CounterSpec, Counters, Period, Source, period_start)

@@ -10,7 +10,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import grpc
 

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import secrets
 
-import asyncpg
 import pytest
 
 from clearing import db
