@@ -472,22 +472,49 @@ class Bench:
         a = self.args
         procs_n = a.client_processes
         callers = _split(a.concurrency, procs_n)
+        cfgs = []
+        for i in range(procs_n):
+            cfgs.append({"target": addr, "method": METHOD, "key": self.key, "mode": mode,
+                         "concurrency": max(1, callers[i]), "channels": a.channels,
+                         "warmup_s": a.warmup, "duration_s": duration_s, "rate": rate / procs_n,
+                         "call_timeout_s": a.call_timeout, "connect_timeout_s": READY_TIMEOUT_S,
+                         "outstanding_max": a.outstanding_max, "seed": secrets.randbits(32),
+                         "rid_prefix": f"b{self.run_tag}{label[:1]}{i:03d}{secrets.token_hex(3)}-",
+                         "custodial_id": self.accounts["custodial_id"],
+                         "merchant_ids": self.accounts["merchant_ids"],
+                         "m2m_fraction": a.m2m_fraction, "currency": CURRENCY})
+        seen: dict = {}
+
+        async def window_start() -> None:
+            seen["stats"] = await self.writer_stats() if label != "echo" else None
+            seen["profiler"] = self.start_profiler(label, duration_s)
+
+        async def window_end() -> None:
+            seen["stats_after"] = await self.writer_stats() if label != "echo" else None
+
+        results, cores = await self.run_load(label, "bench.loadgen", cfgs, duration_s,
+                                             window_start, window_end)
+        out = merge(label, mode, results, duration_s, rate, callers, a.channels, cores)
+        if seen["profiler"] is not None:
+            out["profile"] = await self.finish_profiler(*seen["profiler"])
+        if seen["stats"] and seen["stats_after"]:
+            out["writer"] = writer_delta(seen["stats"], seen["stats_after"])
+        return out
+
+    async def run_load(self, label: str, module: str, cfgs: list[dict], duration_s: float,
+                       window_start=None, window_end=None) -> tuple[list[dict], dict]:
+        """Run one load process per config (`module` speaks bench.loadgen's protocol: config,
+        READY, GO, result); returns their results and the CPU cores of server, echo, load
+        processes and PostgreSQL in the measured window. `window_start` / `window_end` are
+        awaited at the window's edges."""
+        a = self.args
         procs: list[subprocess.Popen] = []
         logs: list[Path] = []
-        for i in range(procs_n):
-            cfg = {"target": addr, "method": METHOD, "key": self.key, "mode": mode,
-                   "concurrency": max(1, callers[i]), "channels": a.channels,
-                   "warmup_s": a.warmup, "duration_s": duration_s, "rate": rate / procs_n,
-                   "call_timeout_s": a.call_timeout, "connect_timeout_s": READY_TIMEOUT_S,
-                   "outstanding_max": a.outstanding_max, "seed": secrets.randbits(32),
-                   "rid_prefix": f"b{self.run_tag}{label[:1]}{i:03d}{secrets.token_hex(3)}-",
-                   "custodial_id": self.accounts["custodial_id"],
-                   "merchant_ids": self.accounts["merchant_ids"],
-                   "m2m_fraction": a.m2m_fraction, "currency": CURRENCY}
+        for i, cfg in enumerate(cfgs):
             log = self.tmp / f"loadgen-{label}-{i}.log"
             logs.append(log)
             with open(log, "wb") as err:
-                p = self.children.spawn(f"loadgen-{label}-{i}", ["bench.loadgen"],
+                p = self.children.spawn(f"loadgen-{label}-{i}", [module],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=err)
             procs.append(p)
@@ -516,12 +543,13 @@ class Bench:
         pg_before = await self.pg_pids()
         await asyncio.sleep(max(0.0, start + a.warmup - time.monotonic()))
         before = cpu_snapshot({**groups, "postgres": pg_before})
-        stats_before = await self.writer_stats() if label != "echo" else None
-        profiler = self.start_profiler(label, duration_s)
+        if window_start is not None:
+            await window_start()
         pg_after = await self.pg_pids()
         await asyncio.sleep(max(0.0, start + a.warmup + duration_s - time.monotonic()))
         after = cpu_snapshot({**groups, "postgres": sorted(set(pg_before) | set(pg_after))})
-        stats_after = await self.writer_stats() if label != "echo" else None
+        if window_end is not None:
+            await window_end()
         try:
             outs = await asyncio.wait_for(results_f, timeout=a.call_timeout + 30)
         except asyncio.TimeoutError:
@@ -537,13 +565,7 @@ class Bench:
                 raise failed(f"a load generator exited with {p.returncode}")
             results.append(json.loads(out))
         self.check_alive()
-        out = merge(label, mode, results, duration_s, rate, callers, a.channels,
-                    cpu_cores(before, after, duration_s))
-        if profiler is not None:
-            out["profile"] = await self.finish_profiler(*profiler)
-        if stats_before and stats_after:
-            out["writer"] = writer_delta(stats_before, stats_after)
-        return out
+        return results, cpu_cores(before, after, duration_s)
 
     async def writer_stats(self) -> dict[str, float] | None:
         """The server's writer histograms (--writer-stats), from its Prometheus endpoint."""

@@ -38,12 +38,9 @@ import sys
 import time
 import traceback
 import uuid
-from pathlib import Path
-
 from bench.ledger_bench import (READY_TIMEOUT_S, REDIS_URL, RESULTS_DIR, ROOT,
-                                Bench, HardTimeout, RunFailed, _fmt, _in_thread,
-                                _replace_db, _split, _tail, _wait_grpc_ready, cpu_cores,
-                                cpu_snapshot, free_port, merge, verify_ledger)
+                                Bench, HardTimeout, RunFailed, _fmt, _replace_db, _split,
+                                _wait_grpc_ready, free_port, merge, verify_ledger)
 
 CURRENCY = "CNY"
 SPLIT_METHOD = "/clearing.v1.SplitService/Split"
@@ -196,63 +193,10 @@ class SplitBench(Bench):
 
     async def phase(self, label: str, module: str, cfgs: list[dict], duration_s: float,
                     callers: list[int]) -> dict:
-        """One closed-loop phase over load processes running `module` with bench.loadgen's
-        protocol; CPU of server, echo, load processes and PostgreSQL in the window."""
-        a = self.args
-        procs: list[subprocess.Popen] = []
-        logs: list[Path] = []
-        for i, cfg in enumerate(cfgs):
-            log = self.tmp / f"{label}-{i}.log"
-            logs.append(log)
-            with open(log, "wb") as err:
-                p = self.children.spawn(f"{label}-{i}", [module], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=err)
-            procs.append(p)
-            p.stdin.write((json.dumps(cfg) + "\n").encode())
-            p.stdin.flush()
-
-        def failed(why: str) -> RunFailed:
-            tails = "\n".join(f"--- {log.name}\n{_tail(log, 15)}" for log in logs)
-            return RunFailed(f"{label}: {why}\n{tails}")
-
-        try:
-            lines = await asyncio.wait_for(
-                asyncio.gather(*(_in_thread(p.stdout.readline) for p in procs)),
-                timeout=READY_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise failed("load processes not ready in time") from None
-        if any(line.strip() != b"READY" for line in lines):
-            raise failed(f"load process did not start: {lines!r}")
-        start = time.monotonic() + 0.2
-        for p in procs:
-            p.stdin.write(f"GO {start!r}\n".encode())
-            p.stdin.flush()
-        results_f = asyncio.gather(*(_in_thread(p.stdout.read) for p in procs))
-        groups = {"server": [self.server.pid], "echo": [self.echo.pid],
-                  "clients": [p.pid for p in procs]}
-        pg_before = await self.pg_pids()
-        await asyncio.sleep(max(0.0, start + a.warmup - time.monotonic()))
-        before = cpu_snapshot({**groups, "postgres": pg_before})
-        pg_after = await self.pg_pids()
-        await asyncio.sleep(max(0.0, start + a.warmup + duration_s - time.monotonic()))
-        after = cpu_snapshot({**groups, "postgres": sorted(set(pg_before) | set(pg_after))})
-        try:
-            outs = await asyncio.wait_for(results_f, timeout=a.call_timeout + 30)
-        except asyncio.TimeoutError:
-            raise failed("load processes did not finish in time") from None
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        results = []
-        for p, out in zip(procs, outs):
-            if p.returncode != 0 or not out.strip():
-                raise failed(f"a load process exited with {p.returncode}")
-            results.append(json.loads(out))
-        self.check_alive()
+        """One closed-loop phase over load processes running `module`."""
+        results, cores = await self.run_load(label, module, cfgs, duration_s)
         return merge(label, "closed", results, duration_s, 0.0, callers,
-                     cfgs[0].get("channels", 0), cpu_cores(before, after, duration_s))
+                     cfgs[0].get("channels", 0), cores)
 
     def load_cfgs(self, label: str, addr: str, kind: str, method: str, concurrency: int,
                   processes: int, channels: int) -> tuple[list[dict], list[int]]:
