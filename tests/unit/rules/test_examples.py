@@ -240,22 +240,7 @@ def test_6_ties_go_to_the_share_declared_first():
 
 
 def test_7_sharing_economy_50_30_15_5():
-    text = """
-    name: sharing
-    currency_code: CNY
-    rules:
-      - rule_name: sharing
-        priority: 1
-        shares:
-          - {label: owner, type: SHARE_TYPE_RATIO, ratio_bps: 5000,
-             receiver: {account_ref: OWNER_01}}
-          - {label: platform, type: SHARE_TYPE_RATIO, ratio_bps: 3000,
-             receiver: {account_ref: PLAT_001}}
-          - {label: service, type: SHARE_TYPE_RATIO, ratio_bps: 1500,
-             receiver: {account_ref: SERVICE_01}}
-          - {label: channel, type: SHARE_TYPE_RATIO, ratio_bps: 500,
-             receiver: {account_ref: CHANNEL_01}}
-    """
+    text = examples.SHARING
     plan = plan_of(text)
     assert [leg.amount_minor for leg in split(plan, order(100_000)).legs] == [
         50_000, 30_000, 15_000, 5_000]
