@@ -19,6 +19,7 @@ import logging
 
 import asyncpg
 
+from clearing import metrics
 from clearing.api import split_actions as actions
 from clearing.api import split_convert as convert
 from clearing.api import split_refund as refunds
@@ -97,6 +98,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         self._plans = plans_cache
         self._counters = counters
         self._clock = clock
+        self._accounts = runtime.AccountDirectory(pool)
 
     # ---- rule sets ----------------------------------------------------------------------
 
@@ -235,7 +237,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         """Outcomes as their postings commit; at most SPLIT_STREAM_IN_FLIGHT_MAX orders are
         read ahead of the outcomes sent (a slot frees once its outcome went out)."""
         answers: asyncio.Queue = asyncio.Queue()
-        slots = asyncio.Semaphore(SPLIT_STREAM_IN_FLIGHT_MAX)
+        slots = _ReadAhead(SPLIT_STREAM_IN_FLIGHT_MAX)
         reader = asyncio.create_task(
             self._read_stream(principal(), request_iterator, slots, answers))
         try:
@@ -245,6 +247,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
             await reader  # a broken request stream fails the call
         finally:
             reader.cancel()
+            slots.close()
 
     async def GetSplit(self, request: pb.GetSplitRequest, context) -> pb.GetSplitResponse:
         v = Violations()
@@ -297,7 +300,10 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                                                                body.currency_code)
                 spendable = await runtime.account_spendable(
                     conn, [leg.account_id for leg in split.legs])
-            parts = refunds.refund_parts(split, body, request, spendable, shortfall_id)
+                statuses = await runtime.account_statuses(
+                    conn, [leg.account_id for leg in split.legs])
+            parts = refunds.refund_parts(split, body, request, spendable, shortfall_id,
+                                         statuses)
             await self._writer.submit(refunds.posting(who.platform_id, split, body, request,
                                                       payload, parts, shortfall_id))
             done = await self._acted(who.platform_id, request.request_id, payload)
@@ -389,10 +395,16 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         _order_violations(v, request.order, self._clock)
         v.raise_if_any()
         payload = validate.payload_hash("Split", request)
-        prior = await self._stored(who.platform_id, "request_id", request.request_id)
-        if prior is not None:
+        try:
+            return await self._split(who, request, payload)
+        except ClearingError:
+            # A known request id is answered by the writer (its first result) once the
+            # order reaches it; one refused before (its rule set or a receiver changed
+            # since) is answered here, without a read per order on the usual path.
+            prior = await self._stored(who.platform_id, "request_id", request.request_id)
+            if prior is None:
+                raise
             return _replayed(prior, request, payload)
-        return await self._split(who, request, payload)
 
     async def _outcome(self, who: Principal, request: pb.SplitRequest,
                        refused: ClearingError | None = None) -> pb.SplitOutcome:
@@ -437,10 +449,22 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                      payload: bytes) -> pb.Split:
         """Reserve counters, evaluate, submit one posting; undo the counters unless this
         call's posting committed."""
-        pid = who.platform_id
         order_msg, order = self._order(request.order)
-        plan = await self._plan(pid, order, 0)
-        custodial, accounts = await runtime.split_accounts(self._pool, pid, plan, order)
+        plan = await self._plan(who.platform_id, order, 0)
+        try:
+            return await self._split_once(who, request, payload, order_msg, order, plan, False)
+        except FailedPrecondition as exc:
+            if exc.reason not in runtime.STALE_ACCOUNT_REASONS:
+                raise
+        # a receiver read as active from the directory is no longer: once more, from the
+        # database (the refused posting left no trace)
+        return await self._split_once(who, request, payload, order_msg, order, plan, True)
+
+    async def _split_once(self, who: Principal, request: pb.SplitRequest, payload: bytes,
+                          order_msg: pb.Order, order: Order, plan: plans.Plan,
+                          fresh: bool) -> pb.Split:
+        pid = who.platform_id
+        custodial, accounts = await self._accounts.lookup(pid, plan, order, fresh=fresh)
         runtime.require_custodial(custodial, order.currency_code)
         readings = await self._counters.reserve(runtime.counter_specs(pid, plan, order))
         committed = False
@@ -456,7 +480,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                              f"order {order.order_id!r} is already split")
             sent = await self._writer.submit(Posting(
                 pid, request.request_id, "Split", payload, tuple(legs), (claim,), SPLIT_SINK,
-                record))
+                record, unrecorded_reasons=runtime.STALE_ACCOUNT_REASONS))
             committed = record.split_id == sent[0].transfer_id
         except SplitInvariantError as exc:
             log.critical("split invariant broken; nothing posted", exc_info=True,
@@ -478,6 +502,31 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
 # ---- pure helpers -------------------------------------------------------------------------------
 
 _STREAM_END = object()
+
+
+class _ReadAhead(asyncio.Semaphore):
+    """A SplitStream's read-ahead slots; the gauge clearing_split_stream_in_flight counts
+    the slots taken by every stream of the process."""
+
+    def __init__(self, bound: int) -> None:
+        super().__init__(bound)
+        self.taken = 0
+
+    async def acquire(self) -> bool:
+        await super().acquire()
+        self.taken += 1
+        metrics.SPLIT_STREAM_IN_FLIGHT.inc()
+        return True
+
+    def release(self) -> None:
+        super().release()
+        self.taken -= 1
+        metrics.SPLIT_STREAM_IN_FLIGHT.dec()
+
+    def close(self) -> None:
+        """The stream ended: its orders still unanswered no longer count."""
+        metrics.SPLIT_STREAM_IN_FLIGHT.dec(self.taken)
+        self.taken = 0
 
 
 async def _bind_only(conn: asyncpg.Connection) -> list[int]:

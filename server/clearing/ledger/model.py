@@ -102,6 +102,11 @@ class Posting:
 
     `claims` are taken with it; `attachment` is handed, with the committed records, to the
     writer's sink named `sink`, which writes it in the same transaction.
+
+    A failure is recorded under the request id (a retry gets the same failure), except
+    one whose reason is in `unrecorded_reasons`: it leaves no trace at all, so the caller
+    may fix what it planned from (e.g. a receiver's status it read from a cache) and
+    submit again under the same request id.
     """
 
     platform_id: int
@@ -112,6 +117,7 @@ class Posting:
     claims: tuple[Claim, ...] = ()
     sink: str = ""
     attachment: object = None
+    unrecorded_reasons: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

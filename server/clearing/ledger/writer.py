@@ -8,7 +8,8 @@ in ONE PostgreSQL transaction:
    processes), and open pending transfers that are posted or voided;
 3. every posting is applied in memory, in arrival order: a posting that fails its own
    checks (insufficient funds, frozen account, wrong currency) fails alone and leaves no
-   trace but its idempotency record; the others go on;
+   trace but its idempotency record (none at all for a reason in the posting's
+   `unrecorded_reasons`); the others go on;
 4. the journal rows go in with COPY, each touched account gets one aggregated UPDATE,
    the idempotency records one INSERT, and the batch is hash-chained to the previous one;
 5. COMMIT (synchronous), and only then are the callers answered.
@@ -611,16 +612,15 @@ class _Batch:
             invariant(a.allow_negative or a.spendable() >= 0, "overdraft slipped through")
         older = [p for p in self._pendings.values() if p.dirty and p.transfer_id < first_new_id]
         digest = journal.rows_digest(self._rows) if self._rows else b""
+        request_cols = _request_columns(items, outcomes)
         row = await self._conn.fetchrow(
             _SQL_WRITE, self._batch_id, self._now, *journal_cols,
             [a.account_id for a in dirty], [a.dp for a in dirty], [a.cp for a in dirty],
             [a.dpend for a in dirty], [a.cpend for a in dirty],
             [p.transfer_id for p in older], [p.remaining for p in older],
             [int(p.state) for p in older],
-            *_request_columns(items, outcomes), digest, len(self._rows))
-        claims = sum(len(i.posting.claims) for i in items
-                     if not isinstance(outcomes[id(i)], BaseException))
-        if row["recorded"] != len(items) + claims:
+            *request_cols, digest, len(self._rows))
+        if row["recorded"] != len(request_cols[0]):
             raise _RaceLost()
         invariant(row["journal"] == len(self._rows) and row["balances"] == len(dirty)
                   and row["pendings"] == len(older)
@@ -655,6 +655,8 @@ def _request_columns(items: list[_Item], outcomes: dict[int, object]) -> list[li
         outcome = outcomes[id(item)]
         ok = not isinstance(outcome, BaseException)
         err = outcome if isinstance(outcome, ClearingError) else None
+        if err is not None and err.reason in p.unrecorded_reasons:
+            continue
         values = (p.platform_id, p.request_id, p.method, p.payload_hash, ok,
                   ",".join(str(r.transfer_id) for r in outcome) if ok else "",
                   err.code if err else "", err.reason if err else "",

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import asyncpg
 
 from clearing.errors import FailedPrecondition, invariant
-from clearing.ledger.model import AccountKind, Leg, Mode, Posting, TransferRecord
+from clearing.ledger.model import AccountKind, AccountStatus, Leg, Mode, Posting, TransferRecord
 from clearing.rules import chain as chains
 from clearing.rules.compile import Plan, Target
 from clearing.rules.counters import CounterSpec, Period, Reading
@@ -84,6 +85,84 @@ async def split_accounts(pool: asyncpg.Pool, platform_id: int, plan: Plan,
     return custodial, {r["external_ref"]: AccountInfo(r["account_id"], r["currency_code"],
                                                       r["status"], r["kind"])
                        for r in rows if r["external_ref"] in wanted}
+
+
+# Statuses a split may use from the directory's cache, and how many entries it keeps.
+ACCOUNT_CACHE_TTL_S = 1.0
+ACCOUNT_CACHE_ENTRIES_MAX = 100_000
+# Writer failures that mean "a receiver read as active is no longer": not recorded under
+# the request id, so the split reads its accounts afresh and is submitted again.
+STALE_ACCOUNT_REASONS = frozenset({"ACCOUNT_FROZEN", "ACCOUNT_CLOSED"})
+
+
+class AccountDirectory:
+    """The accounts splits touch, read through a short-lived in-process cache.
+
+    An account's id, currency and kind never change; its status does (freeze, unfreeze,
+    close, through any server process). Only ACTIVE accounts are cached, for at most
+    `ttl_s`; an account missing or not active is always read from the database. So the
+    one stale answer possible is "active" for an account frozen or closed since, and the
+    ledger writer catches it: it refuses the credit (ACCOUNT_FROZEN / ACCOUNT_CLOSED)
+    without recording the failure (`STALE_ACCOUNT_REASONS`), and the split is evaluated
+    again from a fresh read (`lookup(..., fresh=True)`). A split therefore sees the same
+    statuses as with a database read per order, without the round trip.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, ttl_s: float = ACCOUNT_CACHE_TTL_S,
+                 entries_max: int = ACCOUNT_CACHE_ENTRIES_MAX,
+                 monotonic: Callable[[], float] | None = None) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._entries_max = entries_max
+        self._now = monotonic or time.monotonic
+        self._accounts: dict[tuple[int, str], tuple[float, AccountInfo]] = {}
+        self._custodial: dict[tuple[int, str], tuple[float, int]] = {}
+        self._refs: dict[int, tuple[Plan, frozenset[str]]] = {}
+
+    async def lookup(self, platform_id: int, plan: Plan, order: Order, *,
+                     fresh: bool = False) -> tuple[int, dict[str, AccountInfo]]:
+        """As `split_accounts`: (custodial account id or 0, accounts by external_ref)."""
+        refs = self._plan_refs(plan) | set(order.parties.values())
+        if fresh or self._ttl_s <= 0:
+            custodial, found = await split_accounts(self._pool, platform_id, plan, order)
+            self._keep(platform_id, order.currency_code, custodial, found)
+            return custodial, found
+        now = self._now()
+        found: dict[str, AccountInfo] = {}
+        for ref in refs:
+            hit = self._accounts.get((platform_id, ref))
+            if hit is not None and hit[0] > now:
+                found[ref] = hit[1]
+        custodial_hit = self._custodial.get((platform_id, order.currency_code))
+        if len(found) == len(refs) and custodial_hit is not None and custodial_hit[0] > now:
+            return custodial_hit[1], found
+        custodial, fetched = await split_accounts(self._pool, platform_id, plan, order)
+        self._keep(platform_id, order.currency_code, custodial, fetched)
+        return custodial, fetched
+
+    def _keep(self, platform_id: int, currency_code: str, custodial: int,
+              found: dict[str, AccountInfo]) -> None:
+        if self._ttl_s <= 0:
+            return
+        if len(self._accounts) >= self._entries_max:
+            self._accounts.clear()
+            self._custodial.clear()
+        until = self._now() + self._ttl_s
+        for ref, info in found.items():
+            if info.status == AccountStatus.ACTIVE:
+                self._accounts[(platform_id, ref)] = (until, info)
+            else:
+                self._accounts.pop((platform_id, ref), None)
+        if custodial:
+            self._custodial[(platform_id, currency_code)] = (until, custodial)
+
+    def _plan_refs(self, plan: Plan) -> frozenset[str]:
+        kept = self._refs.get(id(plan))
+        if kept is None or kept[0] is not plan:
+            if len(self._refs) >= 1024:
+                self._refs.clear()
+            kept = self._refs[id(plan)] = (plan, plan_refs(plan))
+        return kept[1]
 
 
 def require_custodial(custodial_id: int, currency_code: str) -> int:
