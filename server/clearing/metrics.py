@@ -20,6 +20,9 @@ WRITER_REJECTED = Counter("clearing_writer_rejected_total",
 WRITER_BATCH_RETRIES = Counter("clearing_writer_batch_retries_total",
                                "Batches retried after a transient database failure")
 DB_POOL_SIZE = Gauge("clearing_db_pool_connections", "asyncpg pool connections", ["state"])
+SPLIT_STREAM_IN_FLIGHT = Gauge(
+    "clearing_split_stream_in_flight",
+    "SplitStream orders read and not yet answered, all streams of the process")
 
 
 def watch(pool, writer) -> None:

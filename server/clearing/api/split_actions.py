@@ -11,6 +11,11 @@ Ledger mapping (one posting per request, all or nothing):
   custodial account).
 A leg whose receiver is not active stays held by a release.
 
+A split takes at most ACTIONS_PER_SPLIT_MAX actions after the split itself (releases, the
+cancellation, refunds; split.proto): one more answers RESOURCE_EXHAUSTED with reason
+TOO_MANY_ACTIONS before anything is planned, and changes nothing. A retry of a request id
+already recorded still answers its first result.
+
 Amounts: a fraction release posts `money.allocate(held at split, [f, 10000 - f])[0]` of
 each leg, at most what it still holds; an event release posts the amounts of the leg's
 steps for that event, and the leg's last step takes whatever it still holds. So the parts
@@ -23,7 +28,7 @@ import re
 from dataclasses import dataclass
 
 from clearing.api import validate
-from clearing.errors import FailedPrecondition, Violations
+from clearing.errors import FailedPrecondition, ResourceExhausted, Violations
 from clearing.ledger.model import MEMO_LEN_MAX, AccountStatus, Claim, Leg, Mode, Posting
 from clearing.money import BPS_ONE, allocate
 from clearing.rules import runtime
@@ -34,6 +39,8 @@ ORDER_ID_LEN_MAX = 128
 EVENT_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 RELEASE_ACCOUNTS_MAX = 256
 ACTION_REASON_LEN_MAX = 256
+# Releases, cancellations and refunds one split takes (split.proto, `Split.actions`).
+ACTIONS_PER_SPLIT_MAX = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +87,22 @@ def _common(request) -> Violations:
 
 # ---- planning -----------------------------------------------------------------------------------
 
+def require_room(split: runtime.StoredSplit) -> None:
+    """ResourceExhausted TOO_MANY_ACTIONS if the split already took ACTIONS_PER_SPLIT_MAX
+    actions (the split itself not counted)."""
+    if len(split.actions) >= ACTIONS_PER_SPLIT_MAX:
+        raise ResourceExhausted(
+            f"the split of order {split.order_id!r} already took {len(split.actions)}"
+            f" actions, the most one split takes ({ACTIONS_PER_SPLIT_MAX})",
+            reason="TOO_MANY_ACTIONS",
+            metadata={"order_id": split.order_id,
+                      "actions_max": str(ACTIONS_PER_SPLIT_MAX)})
+
+
 def release_changes(split: runtime.StoredSplit, body: pb.Split,
                     request: pb.ReleaseSplitRequest, statuses: dict[int, int]) -> list[Change]:
     """What a release posts per leg; FailedPrecondition if nothing is due."""
+    require_room(split)
     wanted = set(request.account_ids)
     released = _released_events(split)
     changes, already = [], False
@@ -108,6 +128,7 @@ def release_changes(split: runtime.StoredSplit, body: pb.Split,
 
 def cancel_changes(split: runtime.StoredSplit) -> list[Change]:
     """Every held leg voids what it holds; FailedPrecondition NOTHING_HELD if none does."""
+    require_room(split)
     changes = [Change(leg, voided_minor=leg.held_minor) for leg in split.legs if leg.held_minor]
     if not changes:
         raise FailedPrecondition(f"split of order {split.order_id!r} holds nothing",

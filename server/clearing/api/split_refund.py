@@ -27,9 +27,22 @@ The rule:
   `shortfall_minor`); without it, the refund fails with FAILED_PRECONDITION, reason
   INSUFFICIENT_FUNDS (metadata `account_ids`: the accounts short) and nothing is reversed.
   The ledger writer checks the funds again at commit: a balance spent in between fails
-  the refund the same way. A receiver frozen or closed since the split fails a refund
-  that must move money from or to it (FAILED_PRECONDITION, ACCOUNT_FROZEN or
-  ACCOUNT_CLOSED), again with nothing reversed.
+  the refund the same way.
+- A receiver frozen or closed since the split cannot give money back (nor be credited):
+  - what a refund takes from its hold is voided as for any receiver (voiding a pending
+    credit takes nothing from the account), so a refund that touches only held money of
+    such a receiver goes through, as long as it voids the leg's whole hold;
+  - what a refund takes from money posted to it is a shortfall in full: with
+    `shortfall_account_ref` that account pays it (the receiver is left untouched), without
+    it the whole refund fails with FAILED_PRECONDITION, reason ACCOUNT_FROZEN (or
+    ACCOUNT_CLOSED when none of the accounts concerned is frozen), metadata `account_ids`:
+    those accounts; nothing is reversed;
+  - a refund that takes only part of its hold would open a new pending credit to it: the
+    refund fails the same way, whatever `shortfall_account_ref` says (refund the leg's
+    whole hold, or reactivate the account first).
+  A custodial-hold leg (receiver frozen or closed at split time) has no transfer, so its
+  held part is only recorded, whatever the receiver's status. A receiver frozen between
+  this plan and the commit fails the refund at the ledger writer with the same reasons.
 - The split becomes PARTLY_REFUNDED, or REFUNDED once R's add up to the order's amount.
 A refund's ledger transfers are listed per leg change in its SplitAction (void, new
 pending, reversal, shortfall, in that order, those that exist).
@@ -42,10 +55,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from clearing.api import validate
+from clearing.api.split_actions import require_room
 from clearing.errors import (FailedPrecondition, FieldViolation, InvalidArgument, NotFound,
                              Violations)
 from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, LEGS_PER_POSTING_MAX, MEMO_LEN_MAX,
-                                   Claim, Leg, Mode, Posting)
+                                   AccountStatus, Claim, Leg, Mode, Posting)
 from clearing.money import allocate
 from clearing.rules import runtime
 from clearing.rules.model import HoldReason
@@ -100,10 +114,15 @@ async def shortfall_account(conn: asyncpg.Connection, platform_id: int,
 
 
 def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundSplitRequest,
-                 spendable: dict[int, int | None], shortfall_id: int) -> list[Part]:
+                 spendable: dict[int, int | None], shortfall_id: int,
+                 statuses: dict[int, int] | None = None) -> list[Part]:
     """What each leg gives back (see the module docstring). `spendable`: the available
-    balance of each receiver, None when it may go negative."""
+    balance of each receiver, None when it may go negative; `statuses`: each receiver's
+    AccountStatus (missing: active)."""
+    require_room(split)
     meta = {"order_id": split.order_id}
+    inactive = {account_id: status for account_id, status in (statuses or {}).items()
+                if status != AccountStatus.ACTIVE}
     if request.currency_code != body.currency_code:
         raise InvalidArgument([FieldViolation(
             "currency_code", f"the split is in {body.currency_code}")],
@@ -127,12 +146,15 @@ def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundS
         held = min(share, leg.held_minor)
         posted = share - held
         short = 0
-        if posted and available.get(leg.account_id) is not None:
+        if leg.account_id in inactive:
+            short = posted  # it cannot give back: the shortfall account, or no refund
+        elif posted and available.get(leg.account_id) is not None:
             have = available[leg.account_id]
             covered = max(0, min(posted, have))
             available[leg.account_id] = have - covered
             short = posted - covered
         parts.append(Part(leg, held, posted, short))
+    _refuse_inactive(split, parts, inactive, shortfall_id)
     short_ids = sorted({p.leg.account_id for p in parts if p.shortfall_minor})
     if short_ids and not shortfall_id:
         raise FailedPrecondition(
@@ -141,6 +163,24 @@ def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundS
             reason="INSUFFICIENT_FUNDS",
             metadata={**meta, "account_ids": ",".join(map(str, short_ids))})
     return parts
+
+
+def _refuse_inactive(split: runtime.StoredSplit, parts: list[Part], inactive: dict[int, int],
+                     shortfall_id: int) -> None:
+    """FailedPrecondition ACCOUNT_FROZEN / ACCOUNT_CLOSED if the refund must move money from
+    or to a receiver that is not active (see the module docstring)."""
+    blocked = {p.leg.account_id for p in parts if p.leg.account_id in inactive and (
+        (p.shortfall_minor and not shortfall_id)
+        or (0 < p.held_minor < p.leg.held_minor and not _in_custody(p.leg)))}
+    if not blocked:
+        return
+    frozen = any(inactive[a] == AccountStatus.FROZEN for a in blocked)
+    raise FailedPrecondition(
+        "a receiver of this split is frozen or closed and cannot give back or be credited"
+        " its part of the refund: nothing was reversed", reason=(
+            "ACCOUNT_FROZEN" if frozen else "ACCOUNT_CLOSED"),
+        metadata={"order_id": split.order_id,
+                  "account_ids": ",".join(map(str, sorted(blocked)))})
 
 
 def _in_custody(leg: runtime.StoredLeg) -> bool:

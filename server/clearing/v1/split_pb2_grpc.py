@@ -244,7 +244,9 @@ class SplitServiceServicer:
         """Posts held legs of a split: the parts due on an event (e.g. SHIPPED), or a
         fraction of every held leg. Releasing an event that was already released changes
         nothing. A leg whose receiver is frozen or closed stays held; a later
-        ReleaseSplit pays it once the account is active again. Roles: gateway or operator.
+        ReleaseSplit pays it once the account is active again. A split that already took
+        100 actions answers RESOURCE_EXHAUSTED, reason TOO_MANY_ACTIONS (see
+        `Split.actions`). Roles: gateway or operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,7 +255,8 @@ class SplitServiceServicer:
     def CancelSplit(self, request, context):
         """Voids everything a split still holds: the held money goes back to the custodial
         account (to be returned to the buyer by the channel); posted legs are untouched.
-        A split that holds nothing answers FAILED_PRECONDITION with reason NOTHING_HELD.
+        A split that holds nothing answers FAILED_PRECONDITION with reason NOTHING_HELD;
+        one that already took 100 actions, RESOURCE_EXHAUSTED with reason TOO_MANY_ACTIONS.
         Roles: gateway or operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -268,7 +271,16 @@ class SplitServiceServicer:
         part, the request's `shortfall_account_ref` covers the difference, or, when it is
         empty, nothing is reversed and the call answers FAILED_PRECONDITION with reason
         INSUFFICIENT_FUNDS (the accounts short are in the ErrorInfo metadata).
-        Roles: gateway or operator.
+        A receiver frozen or closed since the split cannot give money back: what was
+        posted to it is a shortfall in full (the shortfall account pays it and the receiver
+        is untouched), or, without `shortfall_account_ref`, nothing is reversed and the call
+        answers FAILED_PRECONDITION with reason ACCOUNT_FROZEN (ACCOUNT_CLOSED when none of
+        those accounts is frozen; metadata `account_ids`). What such a receiver still holds
+        is voided like any hold, so a refund touching only its held money goes through if
+        it takes the leg's whole hold; one taking part of it would credit the account anew
+        and answers ACCOUNT_FROZEN / ACCOUNT_CLOSED whatever the shortfall account.
+        A split that already took 100 actions answers RESOURCE_EXHAUSTED, reason
+        TOO_MANY_ACTIONS. Roles: gateway or operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
