@@ -55,7 +55,7 @@ async def test_health_serves_every_service(channel):
         assert r.status == health_pb2.HealthCheckResponse.SERVING, name
 
 
-async def test_unbuilt_methods_answer_unimplemented_after_auth(channel, client: Client):
+async def test_payout_methods_authenticate_before_validating(channel, client: Client):
     stub = payout_pb2_grpc.PayoutServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetPayout(payout_pb2.GetPayoutRequest(), timeout=10)
@@ -63,8 +63,8 @@ async def test_unbuilt_methods_answer_unimplemented_after_auth(channel, client: 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetPayout(payout_pb2.GetPayoutRequest(), metadata=client.metadata,
                              timeout=10)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert details(err.value)[0] == "UNIMPLEMENTED"
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(err.value)[1] == ["payout_id"]
 
 
 async def test_metrics_count_calls_by_method_and_code(client: Client):

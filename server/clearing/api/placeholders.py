@@ -1,5 +1,6 @@
-"""PayoutService: in the contract now, answered UNIMPLEMENTED until its issue lands. Its
-methods are authenticated like every other (any role for now)."""
+"""Services in the contract that are not built yet: answered UNIMPLEMENTED, authenticated
+like every other (any role). None are left now; the machinery stays for the next one.
+Also the list of every clearing service the server registers (SERVICE_NAMES)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ from typing import Any, Callable
 import grpc
 
 from clearing.errors import Unimplemented
-from clearing.v1 import ledger_pb2, payout_pb2, payout_pb2_grpc, split_pb2
+from clearing.v1 import ledger_pb2, payout_pb2, split_pb2
 
-_SERVICES = (
-    (payout_pb2.DESCRIPTOR.services_by_name["PayoutService"], payout_pb2_grpc,
-     "add_PayoutServiceServicer_to_server", payout_pb2_grpc.PayoutServiceServicer),
-)
+# (service descriptor, generated grpc module, add function name, servicer base class).
+_SERVICES: tuple = ()
 # Every clearing service the server registers (the built ones and the placeholders).
 SERVICE_NAMES = [ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
-                 split_pb2.DESCRIPTOR.services_by_name["SplitService"].full_name] + [
+                 split_pb2.DESCRIPTOR.services_by_name["SplitService"].full_name,
+                 payout_pb2.DESCRIPTOR.services_by_name["PayoutService"].full_name] + [
     d.full_name for d, *_ in _SERVICES]
 METHOD_ROLES: dict[str, frozenset[str]] = {
     f"/{d.full_name}/{m.name}": frozenset() for d, *_ in _SERVICES for m in d.methods}

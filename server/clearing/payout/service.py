@@ -1,0 +1,475 @@
+"""Payouts: binding bank accounts, requesting a payout (checks, then ONE hold), review.
+
+`create_payout` is the one way a payout comes to exist (RequestPayout and the scheduler):
+
+1. a payout with the request id already exists: the same payload returns it as it is now,
+   another payload is REQUEST_ID_REUSED;
+2. the account's payouts are serialized: an asyncio lock per account in this process (so
+   1,000 concurrent callers hold at most one pooled connection per account) and a
+   transaction-scoped PostgreSQL advisory lock across processes, held while the hold
+   commits (even when the caller goes away meanwhile), so the daily maximum holds under
+   concurrency and across servers; a crash ends both the lock and the uncommitted hold;
+3. the checks (account, bank account, currency, platform limits, fee, daily maximum);
+4. ONE ledger posting of PENDING legs debiting the sub-account (net -> the platform's
+   custodial account, fee -> the fee account) through the LedgerWriter; its attachment,
+   written by the payouts sink in the same transaction, is the payout row and its bank
+   transfers. Insufficient available funds fail in the writer: nothing is held.
+
+Payout states are described in `clearing.payout.model`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from clearing.clock import Clock
+from clearing.config import PayoutSettings
+from clearing.errors import (AlreadyExists, FailedPrecondition, FieldViolation,
+                             InvalidArgument, NotFound, PermissionDenied,
+                             ResourceExhausted)
+from clearing.ledger.model import AccountKind, AccountStatus, Leg, Mode, OwnerType, Posting
+from clearing.ledger.writer import LedgerWriter
+from clearing.payout import store
+from clearing.payout.model import (SCHEDULER, TRANSFERS_PER_PAYOUT_MAX, BankAccount,
+                                   BankAccountType, Payout, PayoutConfig, PayoutDraft,
+                                   PayoutOrigin, PayoutState, cut, mask_number)
+
+# Namespace of the payout advisory locks (pg_advisory_xact_lock(namespace, account)).
+ADVISORY_NAMESPACE = 0x5041  # "PA"
+METHOD = "RequestPayout"
+# The bank account type an owner type must be paid to.
+ACCOUNT_TYPE_FOR_OWNER = {OwnerType.ENTERPRISE: BankAccountType.CORPORATE,
+                          OwnerType.INDIVIDUAL: BankAccountType.PERSONAL}
+
+
+class PayoutGate:
+    """Bounds the request path's use of the pool: at most `limit` payouts checked at once
+    in this process, one per account (the rest wait in line, holding no connection)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        self._slots: asyncio.Semaphore | None = None
+
+    @asynccontextmanager
+    async def account(self, account_id: int, limit: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(account_id) or (asyncio.Lock(), 0)
+        self._locks[account_id] = (lock, users + 1)
+        try:
+            async with lock:
+                if self._slots is None:
+                    self._slots = asyncio.Semaphore(limit)
+                async with self._slots:
+                    yield
+        finally:
+            lock, users = self._locks[account_id]
+            if users == 1:
+                del self._locks[account_id]
+            else:
+                self._locks[account_id] = (lock, users - 1)
+
+
+@dataclass(frozen=True)
+class PayoutDeps:
+    """What payout code needs: shared by the RPCs, the scheduler and the worker."""
+
+    pool: asyncpg.Pool
+    writer: LedgerWriter
+    clock: Clock
+    settings: PayoutSettings
+    gate: PayoutGate = field(default_factory=PayoutGate, compare=False)
+
+    @property
+    def concurrency(self) -> int:
+        return self.settings.concurrency_max or max(1, self.pool.get_max_size() // 4)
+
+
+def payload_hash_of(*, account_id: int, amount_minor: int, currency_code: str, memo: str,
+                    origin: int) -> bytes:
+    """The payload a request id is bound to when the caller gives none (the scheduler)."""
+    text = f"{METHOD}\0{account_id}\0{amount_minor}\0{currency_code}\0{memo}\0{origin}"
+    return hashlib.sha256(text.encode()).digest()
+
+
+async def create_payout(deps: PayoutDeps, *, platform_id: int, account_id: int,
+                        amount_minor: int, currency_code: str, request_id: str, origin: int,
+                        requested_by: str, memo: str = "", requested_key_id: int = 0,
+                        payload_hash: bytes | None = None) -> Payout:
+    """Check and hold a payout; see the module docstring. Raises ClearingError subclasses
+    (nothing held). `requested_by` is the API key id, or "scheduler"."""
+    if payload_hash is None:
+        payload_hash = payload_hash_of(account_id=account_id, amount_minor=amount_minor,
+                                       currency_code=currency_code, memo=memo, origin=origin)
+    async with deps.pool.acquire() as conn:
+        prior = await _replay(conn, platform_id, request_id, payload_hash)
+    if prior is not None:
+        return prior
+
+    async def hold() -> Payout | None:
+        async with deps.gate.account(account_id, deps.concurrency):
+            async with deps.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", ADVISORY_NAMESPACE,
+                                   account_id % 2**31)
+                prior = await _replay(conn, platform_id, request_id, payload_hash)
+                if prior is not None:
+                    return prior
+                draft, legs = await _check(
+                    deps, conn, platform_id=platform_id, account_id=account_id,
+                    amount_minor=amount_minor, currency_code=currency_code,
+                    request_id=request_id, origin=PayoutOrigin(origin),
+                    requested_by=requested_by, memo=memo, requested_key_id=requested_key_id,
+                    payload_hash=payload_hash)
+                await deps.writer.submit(Posting(platform_id, request_id, METHOD,
+                                                 payload_hash, tuple(legs),
+                                                 sink=store.SINK_NAME, attachment=draft))
+        return None
+
+    # A caller that goes away (deadline, cancellation) must not release the account's locks
+    # while its hold may still commit: the locked part runs to its end in a task of its own.
+    task = asyncio.ensure_future(hold())
+    task.add_done_callback(_retrieve)
+    prior = await asyncio.shield(task)
+    if prior is not None:
+        return prior
+    async with deps.pool.acquire() as conn:
+        found = await store.payout_by_request(conn, platform_id, request_id)
+    if found is None:  # a prior posting of this request id that was not a payout
+        raise _reused(request_id)
+    return found[0]
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a shielded task's outcome as seen (its caller may have gone away)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _replay(conn, platform_id: int, request_id: str, payload_hash: bytes) -> Payout | None:
+    found = await store.payout_by_request(conn, platform_id, request_id)
+    if found is None:
+        return None
+    payout, first_hash = found
+    if first_hash != payload_hash:
+        raise _reused(request_id)
+    return payout
+
+
+def _reused(request_id: str) -> AlreadyExists:
+    return AlreadyExists(f"request_id {request_id!r} was already used with a different request",
+                         reason="REQUEST_ID_REUSED", metadata={"request_id": request_id})
+
+
+def _invalid(field_path: str, description: str, reason: str) -> InvalidArgument:
+    return InvalidArgument([FieldViolation(field_path, description)], reason=reason)
+
+
+_SQL_ACCOUNT = """
+SELECT account_id, kind, owner_type, currency_code, status, allow_negative,
+       credits_posted - debits_posted - debits_pending - frozen AS available
+FROM accounts WHERE account_id = $1 AND platform_id = $2
+"""
+_SQL_CUSTODIAL = """
+SELECT account_id FROM accounts WHERE platform_id = $1 AND kind = 1 AND currency_code = $2
+ORDER BY account_id LIMIT 1
+"""
+
+
+async def _check(deps: PayoutDeps, conn, *, platform_id: int, account_id: int,
+                 amount_minor: int, currency_code: str, request_id: str, origin: PayoutOrigin,
+                 requested_by: str, memo: str, requested_key_id: int,
+                 payload_hash: bytes) -> tuple[PayoutDraft, list[Leg]]:
+    """Every check before the hold but the funds (the writer's); the draft and its legs."""
+    acct = await conn.fetchrow(_SQL_ACCOUNT, account_id, platform_id)
+    if acct is None:
+        raise NotFound(f"account {account_id} not found", reason="ACCOUNT_NOT_FOUND",
+                       metadata={"field": "account_id", "account_id": str(account_id)})
+    _check_account(acct, currency_code)
+    bank = await store.active_bank_account(conn, platform_id, account_id)
+    if bank is None:
+        raise FailedPrecondition(f"account {account_id} has no bank account bound",
+                                 reason="NO_BANK_ACCOUNT")
+    if bank.account_type is not ACCOUNT_TYPE_FOR_OWNER[OwnerType(acct["owner_type"])]:
+        raise FailedPrecondition(
+            f"a {bank.account_type.name.lower()} bank account cannot receive payouts of a "
+            f"{OwnerType(acct['owner_type']).name.lower()} account", reason="OWNER_TYPE_MISMATCH")
+    if not bank.kyc_verified:
+        raise FailedPrecondition("the bank account's holder has not passed KYC",
+                                 reason="KYC_NOT_VERIFIED")
+    config = await store.load_config(conn, deps.settings, platform_id, currency_code)
+    fee = _check_amount(config, amount_minor)
+    if not acct["allow_negative"] and acct["available"] < amount_minor:
+        # early answer (this account's payouts are serialized); the writer checks again
+        raise FailedPrecondition(
+            f"account {account_id} has {acct['available']} available, {amount_minor} needed",
+            reason="INSUFFICIENT_FUNDS", metadata={"account_id": str(account_id)})
+    since = _day_start(deps.clock.now(), config.time_zone)
+    today = await store.day_total(conn, account_id, since)
+    if today + amount_minor > config.daily_max_minor:
+        raise ResourceExhausted(
+            f"the account's payouts today would reach {today + amount_minor}, above the daily "
+            f"maximum of {config.daily_max_minor}", reason="DAILY_LIMIT_EXCEEDED",
+            metadata={"daily_max_minor": str(config.daily_max_minor),
+                      "used_minor": str(today)})
+    custodial = await conn.fetchval(_SQL_CUSTODIAL, platform_id, currency_code)
+    if custodial is None:
+        raise FailedPrecondition(f"the platform has no custodial account in {currency_code}",
+                                 reason="CUSTODIAL_ACCOUNT_MISSING")
+    payout_id = await conn.fetchval("SELECT nextval('payout_id_seq')")
+    net = amount_minor - fee
+    review = amount_minor > config.review_threshold_minor
+    draft = PayoutDraft(
+        payout_id, platform_id, request_id, payload_hash, account_id, bank.bank_account_id,
+        currency_code, amount_minor, fee, net,
+        PayoutState.PENDING_REVIEW if review else PayoutState.QUEUED, origin, review,
+        requested_by, requested_key_id, config.fee_account_id if fee else 0, memo,
+        cut(net, config.bank_transfer_max_minor), deps.clock.now())
+    legs = [Leg(account_id, custodial, net, currency_code, Mode.PENDING, 0,
+                f"payout {payout_id}")]
+    if fee:
+        legs.append(Leg(account_id, config.fee_account_id, fee, currency_code, Mode.PENDING, 0,
+                        f"payout {payout_id} fee"))
+    return draft, legs
+
+
+def _check_account(acct, currency_code: str) -> None:
+    if acct["kind"] == AccountKind.CUSTODIAL:
+        raise FailedPrecondition("a custodial account cannot be paid out",
+                                 reason="ACCOUNT_KIND_NOT_PAYABLE")
+    if acct["status"] == AccountStatus.FROZEN:
+        raise FailedPrecondition(f"account {acct['account_id']} is frozen",
+                                 reason="ACCOUNT_FROZEN")
+    if acct["status"] == AccountStatus.CLOSED:
+        raise FailedPrecondition(f"account {acct['account_id']} is closed",
+                                 reason="ACCOUNT_CLOSED")
+    if acct["currency_code"].strip() != currency_code:
+        raise _invalid("currency_code",
+                       f"the account holds {acct['currency_code'].strip()}, not {currency_code}",
+                       "CURRENCY_MISMATCH")
+
+
+def _check_amount(config: PayoutConfig, amount_minor: int) -> int:
+    """The platform's limits on one payout; returns its fee."""
+    if amount_minor < config.min_amount_minor:
+        raise _invalid("amount_minor", f"below the minimum payout of {config.min_amount_minor}",
+                       "AMOUNT_BELOW_MINIMUM")
+    if amount_minor > config.max_amount_minor:
+        raise _invalid("amount_minor", f"above the maximum payout of {config.max_amount_minor}",
+                       "AMOUNT_ABOVE_MAXIMUM")
+    fee = config.fee(amount_minor)
+    if fee >= amount_minor:
+        raise _invalid("amount_minor", f"not above the payout fee of {fee}",
+                       "AMOUNT_NOT_ABOVE_FEE")
+    if -(-(amount_minor - fee) // config.bank_transfer_max_minor) > TRANSFERS_PER_PAYOUT_MAX:
+        raise _invalid("amount_minor", f"more than {TRANSFERS_PER_PAYOUT_MAX} bank transfers",
+                       "AMOUNT_ABOVE_MAXIMUM")
+    return fee
+
+
+def _day_start(now: dt.datetime, time_zone: str) -> dt.datetime:
+    """Midnight of `now`'s day in the time zone, as an aware datetime."""
+    local = now.astimezone(ZoneInfo(time_zone))
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# ---- idempotent non-ledger writes -----------------------------------------------------------
+
+_SQL_CLAIM = """
+INSERT INTO requests (platform_id, request_id, method, payload_hash, ok)
+VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING RETURNING 1
+"""
+
+
+async def run_once(conn, platform_id: int, request_id: str, method: str, payload_hash: bytes,
+                   op: Callable[[], Awaitable[int]]) -> int:
+    """Run `op` once per request id, in the caller's transaction; it returns the id of what
+    it made or changed, recorded for replays. A replay returns that id; an error is not
+    recorded (nothing was done: a retry runs the checks again)."""
+    if await conn.fetchval(_SQL_CLAIM, platform_id, request_id, method, payload_hash):
+        result = await op()
+        await conn.execute("UPDATE requests SET result_ids = $3 WHERE platform_id = $1"
+                           " AND request_id = $2", platform_id, request_id, [result])
+        return result
+    row = await conn.fetchrow(
+        "SELECT method, payload_hash, ok, result_ids FROM requests WHERE platform_id = $1"
+        " AND request_id = $2", platform_id, request_id)
+    if row["method"] != method or bytes(row["payload_hash"]) != payload_hash \
+            or not row["ok"] or not row["result_ids"]:
+        raise _reused(request_id)
+    return row["result_ids"][0]
+
+
+# ---- bank accounts --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class BindRequest:
+    account_id: int
+    bank_code: str
+    bank_name: str
+    branch_code: str
+    account_number: str
+    holder_name: str
+    account_type: BankAccountType
+    kyc_verified: bool
+
+
+async def bind_bank_account(deps: PayoutDeps, platform_id: int, request_id: str,
+                            payload_hash: bytes, req: BindRequest) -> BankAccount:
+    """Bind (replacing any earlier binding) once per request id; see payout.proto."""
+    async with deps.pool.acquire() as conn:
+        async with conn.transaction():
+            async def op() -> int:
+                acct = await conn.fetchrow(_SQL_ACCOUNT + " FOR UPDATE", req.account_id,
+                                           platform_id)
+                if acct is None:
+                    raise NotFound(f"account {req.account_id} not found",
+                                   reason="ACCOUNT_NOT_FOUND",
+                                   metadata={"field": "account_id"})
+                wanted = ACCOUNT_TYPE_FOR_OWNER[OwnerType(acct["owner_type"])]
+                if req.account_type is not wanted:
+                    raise FailedPrecondition(
+                        f"a {OwnerType(acct['owner_type']).name.lower()} account needs a "
+                        f"{wanted.name.lower()} bank account", reason="OWNER_TYPE_MISMATCH",
+                        metadata={"field": "account_type"})
+                if acct["status"] == AccountStatus.CLOSED:
+                    raise FailedPrecondition(f"account {req.account_id} is closed",
+                                             reason="ACCOUNT_CLOSED")
+                return await store.replace_bank_account(
+                    conn, platform_id=platform_id, account_id=req.account_id,
+                    bank_code=req.bank_code, bank_name=req.bank_name,
+                    branch_code=req.branch_code, account_number=req.account_number,
+                    masked_number=mask_number(req.account_number),
+                    holder_name=req.holder_name, account_type=req.account_type,
+                    kyc_verified=req.kyc_verified, now=deps.clock.now())
+
+            bank_account_id = await run_once(conn, platform_id, request_id,
+                                             "BindBankAccount", payload_hash, op)
+        return await store.get_bank_account(conn, platform_id, bank_account_id)
+
+
+# ---- review ---------------------------------------------------------------------------------
+
+# A payout's transfers, then the payout: the worker's lock order.
+_SQL_LOCK_TRANSFERS = """
+SELECT bank_transfer_id FROM bank_transfers WHERE payout_id = $1 AND platform_id = $2
+ORDER BY bank_transfer_id FOR UPDATE
+"""
+_SQL_LOCK_PAYOUT = """
+SELECT payout_id, state, requested_key_id FROM payouts
+WHERE payout_id = $1 AND platform_id = $2 FOR UPDATE
+"""
+
+
+async def _lock_payout(conn, payout_id: int, platform_id: int):
+    await conn.fetch(_SQL_LOCK_TRANSFERS, payout_id, platform_id)
+    return await conn.fetchrow(_SQL_LOCK_PAYOUT, payout_id, platform_id)
+
+
+def _check_reviewable(row, payout_id: int, reviewer_key_id: int) -> PayoutState:
+    if row is None:
+        raise NotFound(f"payout {payout_id} not found", reason="PAYOUT_NOT_FOUND",
+                       metadata={"field": "payout_id"})
+    if row["requested_key_id"] and row["requested_key_id"] == reviewer_key_id:
+        raise PermissionDenied("the key that requested a payout cannot review it",
+                               reason="MAKER_CHECKER")
+    state = PayoutState(row["state"])
+    if state not in (PayoutState.PENDING_REVIEW, PayoutState.MANUAL_REVIEW):
+        raise FailedPrecondition(f"payout {payout_id} is {state.name}, not under review",
+                                 reason="PAYOUT_NOT_IN_REVIEW",
+                                 metadata={"state": state.name})
+    return state
+
+
+_SQL_REVIEWED = """
+UPDATE payouts SET reviewed_by = $3, review_reason = $4, review_at = $5, updated_at = $5
+WHERE payout_id = $1 AND platform_id = $2
+"""
+
+
+async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int,
+                         request_id: str, payload_hash: bytes, payout_id: int,
+                         reason: str) -> Payout:
+    """PENDING_REVIEW -> QUEUED (its transfers due now), in one transaction; MANUAL_REVIEW:
+    the worker's retry_payout (asks the bank about unknown attempts before resending).
+    Maker-checker: the requesting key cannot approve."""
+    retry = False
+    async with deps.pool.acquire() as conn:
+        async with conn.transaction():
+            async def op() -> int:
+                nonlocal retry
+                row = await _lock_payout(conn, payout_id, platform_id)
+                state = _check_reviewable(row, payout_id, reviewer_key_id)
+                now = deps.clock.now()
+                await conn.execute(_SQL_REVIEWED, payout_id, platform_id,
+                                   str(reviewer_key_id), reason, now)
+                if state is PayoutState.PENDING_REVIEW:
+                    await conn.execute(
+                        "UPDATE payouts SET state = 3 WHERE payout_id = $1", payout_id)
+                    await conn.execute(
+                        "UPDATE bank_transfers SET next_attempt_at = $2 WHERE payout_id = $1"
+                        " AND state = 1", payout_id, now)
+                else:
+                    retry = True
+                return payout_id
+
+            await run_once(conn, platform_id, request_id, "ApprovePayout", payload_hash, op)
+    if retry:
+        from clearing.payout import worker
+        await worker.retry_payout(deps, payout_id)
+    async with deps.pool.acquire() as conn:
+        return await store.get_payout(conn, platform_id, payout_id)
+
+
+async def reject_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int,
+                        request_id: str, payload_hash: bytes, payout_id: int,
+                        reason: str) -> Payout:
+    """PENDING_REVIEW or MANUAL_REVIEW -> FAILED (REJECTED): the worker's fail_payout voids
+    what was not paid. Maker-checker: the requesting key cannot reject."""
+    fail = False
+    async with deps.pool.acquire() as conn:
+        async with conn.transaction():
+            async def op() -> int:
+                nonlocal fail
+                row = await _lock_payout(conn, payout_id, platform_id)
+                _check_reviewable(row, payout_id, reviewer_key_id)
+                await conn.execute(_SQL_REVIEWED, payout_id, platform_id,
+                                   str(reviewer_key_id), reason, deps.clock.now())
+                fail = True
+                return payout_id
+
+            await run_once(conn, platform_id, request_id, "RejectPayout", payload_hash, op)
+    if not fail:  # a replay: finish a rejection a crash may have interrupted
+        async with deps.pool.acquire() as conn:
+            current = await store.get_payout(conn, platform_id, payout_id)
+        fail = current.state in (PayoutState.PENDING_REVIEW, PayoutState.MANUAL_REVIEW)
+    if fail:
+        from clearing.payout import worker
+        await worker.fail_payout(deps, payout_id, "REJECTED", reason)
+    async with deps.pool.acquire() as conn:
+        return await store.get_payout(conn, platform_id, payout_id)
+
+
+# ---- reads ----------------------------------------------------------------------------------
+
+async def get_payout(deps: PayoutDeps, platform_id: int, payout_id: int) -> Payout:
+    async with deps.pool.acquire() as conn:
+        return await store.get_payout(conn, platform_id, payout_id)
+
+
+async def list_payouts(deps: PayoutDeps, platform_id: int, *, page_size: int,
+                       page_token: str, account_id: int, states: list[int],
+                       start: dt.datetime | None,
+                       end: dt.datetime | None) -> tuple[list[Payout], str]:
+    async with deps.pool.acquire() as conn:
+        return await store.list_payouts(conn, platform_id, page_size=page_size,
+                                        page_token=page_token, account_id=account_id,
+                                        states=states, start=start, end=end)
+
+
+__all__ = ["PayoutDeps", "create_payout", "SCHEDULER"]
