@@ -1,0 +1,114 @@
+"""SetPayoutSchedule: validation, the idempotent write and the response (the PayoutServicer
+delegates to `set_payout_schedule`). Cycles and run times: `clearing.payout.calendar`."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from clearing.api import validate
+from clearing.api.convert import timestamp
+from clearing.errors import FailedPrecondition, NotFound, Violations
+from clearing.ledger.model import AccountKind, AccountStatus, Principal
+from clearing.payout import schedule as schedules
+from clearing.payout.calendar import (DEFAULT_TIME_ZONE, NoBusinessDay, PayoutCycle,
+                                      ScheduleSpec)
+from clearing.payout.service import PayoutDeps, run_once
+from clearing.v1 import payout_pb2 as pb
+
+METHOD = "SetPayoutSchedule"
+TIME_ZONE_LEN_MAX = 64
+
+
+def _time_zone(v: Violations, value: str) -> str:
+    """The IANA zone named, or the default when empty."""
+    if not value:
+        return DEFAULT_TIME_ZONE
+    if len(value) > TIME_ZONE_LEN_MAX or not value.isprintable():
+        v.add("schedule.time_zone", f"must be an IANA time zone name of at most "
+                                    f"{TIME_ZONE_LEN_MAX} characters")
+        return DEFAULT_TIME_ZONE
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        v.add("schedule.time_zone", f"{value!r} is not a known IANA time zone")
+    return value
+
+
+def validate_request(request: pb.SetPayoutScheduleRequest) -> tuple[ScheduleSpec, int]:
+    """The schedule asked for, and its minimum; INVALID_ARGUMENT with every field path."""
+    v = Violations()
+    validate.request_id(v, request.request_id)
+    s = request.schedule
+    validate.object_id(v, s.account_id, "schedule.account_id")
+    validate.enum(v, s.cycle, PayoutCycle, "schedule.cycle")
+    if s.cycle == PayoutCycle.WEEKLY:
+        if not 1 <= s.weekday <= 7:
+            v.add("schedule.weekday", "required for WEEKLY: 1 (Monday) to 7 (Sunday)")
+    elif s.weekday:
+        v.add("schedule.weekday", "only for WEEKLY; must be 0")
+    if s.cycle == PayoutCycle.MONTHLY:
+        if not 1 <= s.month_day <= 31:
+            v.add("schedule.month_day", "required for MONTHLY: 1 to 31")
+    elif s.month_day:
+        v.add("schedule.month_day", "only for MONTHLY; must be 0")
+    validate.amount_or_zero(v, s.min_amount_minor, "schedule.min_amount_minor")
+    zone = _time_zone(v, s.time_zone)
+    v.raise_if_any()
+    return ScheduleSpec(PayoutCycle(s.cycle), s.weekday, s.month_day, zone), s.min_amount_minor
+
+
+_SQL_ACCOUNT = """
+SELECT kind, status FROM accounts WHERE account_id = $1 AND platform_id = $2
+"""
+
+
+async def set_payout_schedule(deps: PayoutDeps, request: pb.SetPayoutScheduleRequest,
+                              who: Principal) -> pb.SetPayoutScheduleResponse:
+    """Set (replace) a sub-account's payout schedule once per request id; the first run is
+    the cycle's next run after now. Errors: INVALID_ARGUMENT (field paths under
+    `schedule.`), NOT_FOUND (ACCOUNT_NOT_FOUND: not an account of the caller's platform),
+    FAILED_PRECONDITION (ACCOUNT_KIND_NOT_PAYABLE for a custodial account, ACCOUNT_CLOSED)."""
+    spec, min_amount = validate_request(request)
+    account_id = request.schedule.account_id
+    settings = schedules.env_settings()
+    async with deps.pool.acquire() as conn:
+        async with conn.transaction():
+            async def op() -> int:
+                acct = await conn.fetchrow(_SQL_ACCOUNT, account_id, who.platform_id)
+                if acct is None:
+                    raise NotFound(f"account {account_id} not found",
+                                   reason="ACCOUNT_NOT_FOUND",
+                                   metadata={"field": "schedule.account_id"})
+                if acct["kind"] == AccountKind.CUSTODIAL:
+                    raise FailedPrecondition("a custodial account cannot be paid out",
+                                             reason="ACCOUNT_KIND_NOT_PAYABLE")
+                if acct["status"] == AccountStatus.CLOSED:
+                    raise FailedPrecondition(f"account {account_id} is closed",
+                                             reason="ACCOUNT_CLOSED")
+                now = deps.clock.now()
+                calendar = await schedules.load_calendar(conn, now.date())
+                try:
+                    await schedules.save_schedule(
+                        conn, platform_id=who.platform_id, account_id=account_id, spec=spec,
+                        min_amount_minor=min_amount, now=now, calendar=calendar,
+                        run_hour=settings.run_hour)
+                except NoBusinessDay as exc:
+                    raise FailedPrecondition(f"the business-day calendar is invalid: {exc}",
+                                             reason="CALENDAR_NO_BUSINESS_DAY") from exc
+                return account_id
+
+            await run_once(conn, who.platform_id, request.request_id, METHOD,
+                           validate.payload_hash(METHOD, request), op)
+        saved = await schedules.get_schedule(conn, who.platform_id, account_id)
+    return pb.SetPayoutScheduleResponse(schedule=schedule_pb(saved))
+
+
+def schedule_pb(s: schedules.Schedule) -> pb.PayoutSchedule:
+    """The schedule as the API shows it: next_run_time unset for MANUAL and D0."""
+    shown = s.next_run_at if s.cycle not in (PayoutCycle.MANUAL, PayoutCycle.D0) else None
+    return pb.PayoutSchedule(
+        account_id=s.account_id, cycle=int(s.cycle), weekday=s.weekday,
+        month_day=s.month_day, min_amount_minor=s.min_amount_minor,
+        currency_code=s.currency_code, time_zone=s.time_zone,
+        next_run_time=None if shown is None else timestamp(shown),
+        update_time=timestamp(s.updated_at))
