@@ -14,6 +14,13 @@
     clearing rules activate NAME VERSION      activate it (another key, approver role:
                                               --key-file var/demo-approver.key)
     clearing rules list|get ...               rule-set versions
+    clearing platform payout-config NAME ...  a platform's payout fee, limits and review
+                                              threshold per currency (--show to read)
+    clearing payouts bind|request|get|list|approve|reject ...
+                                              PayoutService (approve/reject: approver key)
+    clearing calendar set DAY --holiday|--workday [--note N]
+                                              a business-day exception (payout schedules)
+    clearing calendar unset DAY | list [--from DAY] [--to DAY]
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units
@@ -104,6 +111,95 @@ def cmd_keys_create(args, settings: Settings) -> int:
 
     print(asyncio.run(go()))
     return 0
+
+
+def cmd_payout_config(args, settings: Settings) -> int:
+    """`clearing platform payout-config NAME`: set (or --show) a platform's payout rules for
+    a currency; amounts in major units. Options not given keep their current value (or the
+    server's default, CLEARING_PAYOUT_*)."""
+    from dataclasses import asdict, replace
+
+    from clearing.errors import InvalidArgument
+    from clearing.money import format_minor
+    from clearing.payout import store
+
+    cur = args.currency
+    changes = {name: _minor(getattr(args, name), cur) for name in (
+        "fee_fixed_minor", "min_amount_minor", "max_amount_minor", "daily_max_minor",
+        "review_threshold_minor", "bank_transfer_max_minor") if getattr(args, name)}
+    for name in ("fee_bps", "fee_account_id"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.time_zone:
+        changes["time_zone"] = args.time_zone
+
+    async def go():
+        conn = await _admin_connect(settings)
+        try:
+            pid = await conn.fetchval("SELECT platform_id FROM platforms WHERE name = $1",
+                                      args.name)
+            if pid is None:
+                raise SystemExit(f"no platform named {args.name!r}")
+            config = await store.load_config(conn, settings.payout, pid, cur)
+            if not args.show:
+                config = replace(config, **changes)
+                await store.save_config(conn, config)
+            return config
+        finally:
+            await conn.close()
+
+    try:
+        config = asyncio.run(go())
+    except InvalidArgument as exc:
+        raise SystemExit("; ".join(f"{v.field}: {v.description}"
+                                   for v in exc.violations)) from None
+    except Exception as exc:  # noqa: BLE001 - a database CHECK: report it, no traceback
+        import asyncpg
+        if isinstance(exc, asyncpg.CheckViolationError):
+            raise SystemExit(f"refused by the database: {exc}") from None
+        raise
+    for key, value in asdict(config).items():
+        shown = format_minor(value, cur) if key.endswith("_minor") else value
+        print(f"{key}: {shown}")
+    return 0
+
+
+def cmd_calendar(args, settings: Settings) -> int:
+    """`clearing calendar set|unset|list`: the business-day calendar of payout schedules
+    (Monday-Friday, except holidays, plus make-up working days). Servers pick a change up
+    within CLEARING_CALENDAR_REFRESH_S."""
+    import datetime as dt
+
+    from clearing.payout import schedule
+
+    def day(text: str) -> dt.date:
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            raise SystemExit(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+    async def go() -> int:
+        conn = await _admin_connect(settings)
+        try:
+            if args.action == "set":
+                await schedule.set_calendar_day(conn, day(args.day), args.workday,
+                                                args.note or "")
+                kind = "working day" if args.workday else "holiday"
+                print(f"{args.day}: {kind}")
+            elif args.action == "unset":
+                found = await schedule.unset_calendar_day(conn, day(args.day))
+                print(f"{args.day}: {'back to the default' if found else 'no exception'}")
+            else:
+                start = day(args.start) if args.start else dt.date.today() - dt.timedelta(30)
+                end = day(args.end) if args.end else start + dt.timedelta(days=400)
+                for d, business, note in await schedule.calendar_days(conn, start, end):
+                    kind = "working day" if business else "holiday"
+                    print(f"{d} {d.strftime('%a')} {kind}" + (f"  {note}" if note else ""))
+            return 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
 
 
 async def _dev_bootstrap(settings: Settings) -> None:
@@ -341,11 +437,12 @@ def _client_call(args, settings: Settings, method: str, request, service: str = 
     import grpc
     from google.protobuf import json_format
 
-    from clearing.v1 import ledger_pb2_grpc, split_pb2_grpc
+    from clearing.v1 import ledger_pb2_grpc, payout_pb2_grpc, split_pb2_grpc
 
     addr = args.addr or settings.grpc_addr
     stubs = {"ledger": ledger_pb2_grpc.LedgerServiceStub,
-             "split": split_pb2_grpc.SplitServiceStub}
+             "split": split_pb2_grpc.SplitServiceStub,
+             "payout": payout_pb2_grpc.PayoutServiceStub}
     with grpc.insecure_channel(addr) as channel:
         stub = stubs[service](channel)
         try:
@@ -485,6 +582,90 @@ def cmd_rules(args, settings: Settings) -> int:
         rule_set_name=args.name or "", include_rules=args.include_rules), "split")
 
 
+def cmd_payouts(args, settings: Settings) -> int:
+    """`clearing payouts ...`: PayoutService. Amounts in major units."""
+    from clearing.v1 import payout_pb2 as pb
+
+    rid = args.request_id or str(uuid.uuid4())
+    a = args.action
+    if a == "bind":
+        return _client_call(args, settings, "BindBankAccount", pb.BindBankAccountRequest(
+            request_id=rid, account_id=args.account_id, bank_code=args.bank_code,
+            bank_name=args.bank_name, branch_code=args.branch_code or "",
+            account_number=args.number, holder_name=args.holder,
+            account_type=_enum(pb.BankAccountType, "BANK_ACCOUNT_TYPE", args.type),
+            kyc_verified=args.kyc_verified), "payout")
+    if a == "request":
+        return _client_call(args, settings, "RequestPayout", pb.RequestPayoutRequest(
+            request_id=rid, account_id=args.account_id,
+            amount_minor=_minor(args.amount, args.currency), currency_code=args.currency,
+            memo=args.memo or ""), "payout")
+    if a == "get":
+        return _client_call(args, settings, "GetPayout",
+                            pb.GetPayoutRequest(payout_id=args.payout_id), "payout")
+    if a == "list":
+        return _client_call(args, settings, "ListPayouts", pb.ListPayoutsRequest(
+            page_size=args.page_size, page_token=args.page_token or "",
+            account_id=args.account or 0,
+            states=[_enum(pb.PayoutState, "PAYOUT_STATE", s) for s in args.state or ()]),
+            "payout")
+    cls = pb.ApprovePayoutRequest if a == "approve" else pb.RejectPayoutRequest
+    return _client_call(args, settings, f"{a.capitalize()}Payout", cls(
+        request_id=rid, payout_id=args.payout_id, reason=args.reason or ""), "payout")
+
+
+def _payouts_parser(sub, plat) -> None:
+    p = plat.add_parser("payout-config", help="a platform's payout rules for a currency "
+                                              "(amounts in major units)")
+    p.add_argument("name", help="the platform's name")
+    p.add_argument("--currency", default="CNY")
+    p.add_argument("--show", action="store_true", help="print the rules, change nothing")
+    p.add_argument("--fee-fixed", dest="fee_fixed_minor")
+    p.add_argument("--fee-bps", type=int, help="basis points of the amount (100 = 1%%)")
+    p.add_argument("--fee-account-id", type=int, help="account credited with fees (0: none)")
+    p.add_argument("--min", dest="min_amount_minor")
+    p.add_argument("--max", dest="max_amount_minor")
+    p.add_argument("--daily-max", dest="daily_max_minor")
+    p.add_argument("--review-threshold", dest="review_threshold_minor",
+                   help="payouts above it wait for an approver")
+    p.add_argument("--bank-max", dest="bank_transfer_max_minor",
+                   help="the bank's per-transfer limit (500000.00 in CNY)")
+    p.add_argument("--time-zone", help="IANA zone of the daily maximum's day")
+    p.set_defaults(func=cmd_payout_config)
+
+    pay = sub.add_parser("payouts", help="payouts to bank accounts").add_subparsers(
+        dest="action", required=True)
+    p = pay.add_parser("bind", help="bind a bank account to an account (operator)")
+    p.add_argument("account_id", type=int)
+    p.add_argument("--bank-code", required=True)
+    p.add_argument("--bank-name", required=True)
+    p.add_argument("--branch-code")
+    p.add_argument("--number", required=True, help="the full account number (never shown)")
+    p.add_argument("--holder", required=True)
+    p.add_argument("--type", required=True, choices=["corporate", "personal"])
+    p.add_argument("--kyc-verified", action="store_true")
+    p = pay.add_parser("request", help="pay an account's funds out (operator)")
+    p.add_argument("account_id", type=int)
+    p.add_argument("--amount", required=True, help="major units, fee included")
+    p.add_argument("--currency", default="CNY")
+    p.add_argument("--memo")
+    p = pay.add_parser("get", help="one payout with its bank transfers")
+    p.add_argument("payout_id", type=int)
+    p = pay.add_parser("list", help="payouts, newest first")
+    p.add_argument("--account", type=int)
+    p.add_argument("--state", action="append", choices=[
+        "pending_review", "queued", "submitted", "succeeded", "failed", "manual_review"])
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-token")
+    for action in ("approve", "reject"):
+        p = pay.add_parser(action, help=f"{action} a payout under review (approver key)")
+        p.add_argument("payout_id", type=int)
+        p.add_argument("--reason", required=action == "reject")
+    for sp in pay.choices.values():
+        _client_options(sp)
+        sp.set_defaults(func=cmd_payouts)
+
+
 def _rules_parser(sub) -> None:
     rules = sub.add_parser("rules", help="split rule sets").add_subparsers(
         dest="action", required=True)
@@ -596,6 +777,22 @@ def parser() -> argparse.ArgumentParser:
         _client_options(sub.choices[name])
         sub.choices[name].set_defaults(func=cmd_client)
     _rules_parser(sub)
+    _payouts_parser(sub, plat)
+    cal = sub.add_parser("calendar", help="business days of payout schedules").add_subparsers(
+        dest="action", required=True)
+    p = cal.add_parser("set", help="mark a day a holiday or a make-up working day")
+    p.add_argument("day", help="YYYY-MM-DD")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--holiday", action="store_true", help="not a business day")
+    which.add_argument("--workday", action="store_true", help="a business day (even a weekend)")
+    p.add_argument("--note", help="e.g. the holiday's name")
+    p = cal.add_parser("unset", help="back to the default (Monday to Friday)")
+    p.add_argument("day", help="YYYY-MM-DD")
+    p = cal.add_parser("list", help="the exceptions between two days")
+    p.add_argument("--from", dest="start", help="YYYY-MM-DD (default: 30 days ago)")
+    p.add_argument("--to", dest="end", help="YYYY-MM-DD (default: --from + 400 days)")
+    for sp in cal.choices.values():
+        sp.set_defaults(func=cmd_calendar)
     return top
 
 

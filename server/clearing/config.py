@@ -18,6 +18,21 @@
 | CLEARING_MAX_MESSAGE_BYTES        | 4194304            | largest request or response message            |
 | CLEARING_GRACE_S                  | 10                 | shutdown grace for in-flight calls             |
 | CLEARING_LOG_LEVEL                | INFO               | log level (JSON lines on stderr)               |
+| CLEARING_PAYOUT_FEE_FIXED_MINOR   | 0                  | default payout fee, fixed part (minor units)   |
+| CLEARING_PAYOUT_FEE_BPS           | 0                  | default payout fee, basis points of the amount |
+| CLEARING_PAYOUT_MIN_MINOR         | 100                | default minimum per payout                     |
+| CLEARING_PAYOUT_MAX_MINOR         | 100000000000       | default maximum per payout                     |
+| CLEARING_PAYOUT_DAILY_MAX_MINOR   | 100000000000       | default maximum per account and day            |
+| CLEARING_PAYOUT_REVIEW_MINOR      | 100000000          | default review threshold (above: approval)     |
+| CLEARING_PAYOUT_BANK_MAX_MINOR    | 50000000           | default bank limit per transfer                |
+| CLEARING_PAYOUT_CONCURRENCY_MAX   | pool max / 4       | payout requests checked at once per process    |
+| CLEARING_PAYOUT_WORKER            | 1                  | 1: run the payout worker in this process       |
+| CLEARING_PAYOUT_SCHEDULER         | 1                  | 1: run the payout scheduler in this process    |
+| CLEARING_PAYOUT_SCHEDULE_TICK_S   | 10                 | seconds between schedule sweeps (1..3600)      |
+| CLEARING_PAYOUT_SCHEDULE_BATCH    | 100                | schedule runs per sweep at most (1..1000)      |
+| CLEARING_PAYOUT_RUN_HOUR          | 2                  | local hour of T+1, weekly and monthly runs     |
+| CLEARING_CALENDAR_REFRESH_S       | 60                 | business-day calendar reloaded after (1..3600) |
+| CLEARING_PAYOUT_D0_RETRY_S        | 3600               | a refused D0 sweep is retried after this       |
 """
 
 from __future__ import annotations
@@ -50,6 +65,43 @@ class WriterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PayoutSettings:
+    """Payout defaults for a platform and currency without a payout_configs row, and the
+    request path's limits. A platform with no fee account configured pays no fee."""
+
+    fee_fixed_minor: int = 0
+    fee_bps: int = 0
+    min_amount_minor: int = 100
+    max_amount_minor: int = 100_000_000_000
+    daily_max_minor: int = 100_000_000_000
+    review_threshold_minor: int = 100_000_000
+    bank_transfer_max_minor: int = 50_000_000
+    # Payout requests (each holds one pooled connection while its hold commits) checked at
+    # once per process; 0: a quarter of the pool.
+    concurrency_max: int = 0
+    # Whether this process runs the payout worker (and the bank connector).
+    worker: bool = True
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> "PayoutSettings":
+        big = 10**15
+        return cls(
+            fee_fixed_minor=_int(env, "CLEARING_PAYOUT_FEE_FIXED_MINOR", 0, 0, big),
+            fee_bps=_int(env, "CLEARING_PAYOUT_FEE_BPS", 0, 0, 10_000),
+            min_amount_minor=_int(env, "CLEARING_PAYOUT_MIN_MINOR", 100, 1, big),
+            max_amount_minor=_int(env, "CLEARING_PAYOUT_MAX_MINOR", 100_000_000_000, 1, big),
+            daily_max_minor=_int(env, "CLEARING_PAYOUT_DAILY_MAX_MINOR", 100_000_000_000, 1,
+                                 big),
+            review_threshold_minor=_int(env, "CLEARING_PAYOUT_REVIEW_MINOR", 100_000_000, 0,
+                                        big),
+            bank_transfer_max_minor=_int(env, "CLEARING_PAYOUT_BANK_MAX_MINOR", 50_000_000, 1,
+                                         big),
+            concurrency_max=_int(env, "CLEARING_PAYOUT_CONCURRENCY_MAX", 0, 0, 1000),
+            worker=_int(env, "CLEARING_PAYOUT_WORKER", 1, 0, 1) == 1,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server reads from its environment."""
 
@@ -68,6 +120,7 @@ class Settings:
     max_message_bytes: int = 4 * 1024 * 1024
     grace_s: int = 10
     log_level: str = "INFO"
+    payout: PayoutSettings = field(default_factory=PayoutSettings)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -94,6 +147,7 @@ class Settings:
                                    1024, 64 * 1024 * 1024),
             grace_s=_int(env, "CLEARING_GRACE_S", 10, 0, 600),
             log_level=env.get("CLEARING_LOG_LEVEL", "INFO").upper(),
+            payout=PayoutSettings.from_env(env),
         )
 
     def with_(self, **changes: object) -> "Settings":

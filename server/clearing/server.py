@@ -27,16 +27,22 @@ from clearing.api import placeholders
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
+from clearing.api import payout as payout_api
 from clearing.api import split as split_api
 from clearing.clock import Clock
 from clearing.config import Settings
 from clearing.ledger.writer import LedgerWriter
+from clearing.payout import store as payout_store
+from clearing.payout.bank import BankConnector, BankSimSettings, BankSimulator
+from clearing.payout.schedule import Scheduler, SchedulerSettings
+from clearing.payout.service import PayoutDeps
+from clearing.payout.worker import PayoutWorker, WorkerSettings
 from clearing.rules import compile as plans
 from clearing.rules import runtime
 from clearing.rules.cache import PlanCache
 from clearing.rules.counters import Counters
 from clearing.rules.store import PgSource
-from clearing.v1 import ledger_pb2_grpc, split_pb2_grpc
+from clearing.v1 import ledger_pb2_grpc, payout_pb2_grpc, split_pb2_grpc
 
 log = logging.getLogger("clearing.server")
 
@@ -58,12 +64,22 @@ class Running:
     health: health.aio.HealthServicer
     settings: Settings
     plans: PlanCache | None = None
+    payouts: PayoutDeps | None = None
+    payout_worker: PayoutWorker | None = None
+    bank: BankConnector | None = None
+    scheduler: Scheduler | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
         log.info("shutting down", extra={"grace_s": self.settings.grace_s})
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_s)
+        if self.scheduler is not None:  # it makes payouts through the writer
+            await self.scheduler.stop()
+        if self.payout_worker is not None:  # it posts through the writer: stop it first
+            await self.payout_worker.stop()
+        if self.bank is not None:
+            await self.bank.close()
         await self.writer.drain_and_stop()
         if self.plans is not None:
             await self.plans.stop()
@@ -84,8 +100,16 @@ async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
     return client
 
 
-async def start(settings: Settings, *, migrate: bool = True) -> Running:
-    """Start a server on settings.grpc_addr (port 0 picks a free port)."""
+async def start(settings: Settings, *, migrate: bool = True,
+                worker_settings: WorkerSettings | None = None,
+                bank_settings: BankSimSettings | None = None,
+                scheduler_settings: SchedulerSettings | None = None,
+                clock: Clock | None = None) -> Running:
+    """Start a server on settings.grpc_addr (port 0 picks a free port).
+
+    The payout worker runs when settings.payout.worker is set, with the bank simulator, and
+    the payout scheduler unless CLEARING_PAYOUT_SCHEDULER=0; their settings come from the
+    environment (CLEARING_PAYOUT_*, CLEARING_BANK_SIM_*) unless given here."""
     if not settings.database_url:
         raise SystemExit("CLEARING_DATABASE_URL is not set (use `clearing serve --dev` for an "
                          "embedded database)")
@@ -96,17 +120,27 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
         async with pool.acquire() as conn:
             await db.migrate(conn)
     redis_client = await _connect_redis(settings)
-    clock = Clock()
+    clock = clock or Clock()  # tests pass a ManualClock
     writer = LedgerWriter(pool, settings.writer, clock,
                           sinks={runtime.SINK_NAME: runtime.SplitSink(),
-                                 runtime.ACTION_SINK_NAME: runtime.ActionSink()})
+                                 runtime.ACTION_SINK_NAME: runtime.ActionSink(),
+                                 payout_store.SINK_NAME: payout_store.PayoutSink()})
     writer.start()
+    payout_deps = PayoutDeps(pool, writer, clock, settings.payout)
+    bank: BankConnector | None = None
+    payout_worker: PayoutWorker | None = None
+    if settings.payout.worker:
+        bank = BankSimulator(pool, bank_settings or BankSimSettings.from_env(os.environ), clock)
+        await bank.start()
+        payout_worker = PayoutWorker(payout_deps, bank,
+                                     worker_settings or WorkerSettings.from_env(os.environ))
     metrics.watch(pool, writer)
     plan_cache = PlanCache(PgSource(pool), plans.from_bytes, redis_client,
                            settings.redis_prefix)
     plan_cache.start()
     roles = dict(METHOD_ROLES)
     roles.update(split_api.METHOD_ROLES)
+    roles.update(payout_api.METHOD_ROLES)
     roles.update(placeholders.METHOD_ROLES)
     calls = ClearingInterceptor(KeyStore(pool), roles)
     server = grpc.aio.server(
@@ -124,6 +158,8 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
     calls.register(server, split_pb2_grpc.add_SplitServiceServicer_to_server,
                    split_api.SplitServicer(pool, writer, plan_cache,
                                            Counters(redis_client, settings.redis_prefix), clock))
+    calls.register(server, payout_pb2_grpc.add_PayoutServiceServicer_to_server,
+                   payout_api.PayoutServicer(payout_deps))
     placeholders.add_to_server(server, calls.register)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -134,10 +170,17 @@ async def start(settings: Settings, *, migrate: bool = True) -> Running:
     if port == 0:
         raise SystemExit(f"cannot listen on {settings.grpc_addr}")
     await server.start()
+    scheduler_settings = scheduler_settings or SchedulerSettings.from_env(dict(os.environ))
+    scheduler = Scheduler(payout_deps, scheduler_settings) if scheduler_settings.enabled \
+        else None
+    if payout_worker is not None:
+        payout_worker.start()
+    if scheduler is not None:
+        scheduler.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Running(server, port, pool, redis_client, writer, health_servicer, settings,
-                   plan_cache)
+                   plan_cache, payout_deps, payout_worker, bank, scheduler)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:
