@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench clean
+.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench loadtest clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -14,6 +14,9 @@ help:
 	@echo "make proto         regenerate the Python code from proto/"
 	@echo "make proto-check   fail if the generated code is stale"
 	@echo "make lint          buf lint"
+	@echo "make bench         the ceiling driver's standard suite (~10 min; BENCH_QUICK=1: ~4 min)"
+	@echo "                   -> bench/results/<UTC>/results.json, report.html"
+	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
 
 $(STAMP): pyproject.toml
@@ -52,8 +55,16 @@ test: $(STAMP) proto-check lint
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# Load and benchmark harness (bench/README.md). Extra options: BENCH_ARGS / LOADTEST_ARGS.
+bench: $(STAMP)
+	$(PY) -m bench.driver $(BENCH_ARGS)
+
+loadtest: $(STAMP)
+	$(PY) -m bench.loadtest $(LOADTEST_ARGS)
+
+# The driver's Transfer scenarios (python -m bench.ledger_bench is the same).
 bench-ledger: $(STAMP)
-	$(PY) -m bench.ledger_bench
+	$(PY) -m bench.ledger_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info server/*.egg-info

@@ -1,10 +1,17 @@
-"""One load-generator process (uvloop, grpc.aio), driven by bench.ledger_bench.
+"""One load-generator process (uvloop, grpc.aio), driven by bench.harness.Bench.run_load.
 
 Protocol on stdin/stdout (one line each):
-  <- config JSON          (see ledger_bench.LoadConfig)
+  <- config JSON          (see bench.driver.Driver.cfgs)
   -> READY                (channels connected)
   <- GO <time.monotonic() of the start>
   -> result JSON          (counts, latencies in microseconds, CPU seconds)
+
+Kinds (config `kind`): "transfer" (LedgerService.Transfer: custodial -> random merchant, or
+an `m2m_fraction` merchant -> merchant), "split" (SplitService.Split), "batch" (SplitBatch of
+`batch_size` orders), "stream" (SplitStream). Orders match the B2B rule set: a
+`gov_fraction` of them carry the "government purchase" tag (top-slice rule), amounts from
+1,000.00 to 900,000.00 CNY with customer_type enterprise. Every order has a unique order id
+and every request a unique request id.
 
 Closed loop: `concurrency` callers, each sends its next request as soon as the previous one
 is answered, round-robin over `channels` channels. Only calls answered inside the
@@ -16,7 +23,18 @@ latency is measured from that scheduled time, so queueing anywhere (client loop,
 server) shows up in the figures instead of lowering the send rate. Requests due inside the
 measurement window count.
 
-The same code drives the real server and the echo baseline: same method path, same
+For SplitBatch one call is one batch; a call whose outcomes are not all splits counts as a
+failed call (CLIENT_BatchItemFailed) with the first item error as its sample.
+
+SplitStream: `concurrency` bidirectional streams (round-robin over the channels); every
+order is one unit (one latency, one count). Closed loop: each stream keeps `stream_window`
+orders in flight and sends the next when an outcome comes back; latency from the write to
+the outcome. Open loop: order i is due at start + i / rate on stream i mod `concurrency`
+(each stream has one writer task), latency from its scheduled time; more than
+`outstanding_max` orders without an outcome count as CLIENT_OVERFLOW. An outcome that is
+an error counts under ITEM_<reason>; a broken stream under its status code.
+
+The same code drives the real server and the echo baseline: same method paths, same
 request messages, same metadata.
 """
 
@@ -25,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import random
 import resource
 import sys
@@ -34,6 +53,7 @@ from collections import Counter
 import grpc
 
 from clearing.v1 import ledger_pb2 as pb
+from clearing.v1 import split_pb2 as spb
 
 ERROR_SAMPLES_MAX = 5
 
@@ -98,6 +118,201 @@ async def _call(call, request, metadata, timeout_s: float) -> tuple[str, str, ob
         return f"CLIENT_{type(exc).__name__}", str(exc), None
 
 
+class SplitRequests:
+    """Split, SplitBatch or SplitStream requests (config `kind`) of B2B orders, each with a
+    unique order id and request id."""
+
+    def __init__(self, cfg: dict) -> None:
+        self._rng = random.Random(cfg["seed"])
+        self._prefix = cfg["rid_prefix"]
+        self._kind = cfg["kind"]
+        self._batch_size = cfg.get("batch_size", 1)
+        self._rule_set = cfg["rule_set_name"]
+        self._gov = cfg["gov_fraction"]
+        self._currency = cfg["currency"]
+        self._n = 0  # calls made
+        self._orders = 0
+
+    def _one(self) -> spb.SplitRequest:
+        self._orders += 1
+        rng = self._rng
+        tag = f"{self._prefix}{self._orders:010x}"
+        tags = ["enterprise purchase"]
+        if rng.random() < self._gov:
+            tags.append("government purchase")
+        return spb.SplitRequest(request_id="r" + tag, order=spb.Order(
+            order_id="o" + tag, amount_minor=rng.randint(100_000, 90_000_000),
+            currency_code=self._currency, channel="UNIONPAY", tags=tags,
+            attributes={"customer_type": "enterprise"}, rule_set_name=self._rule_set))
+
+    def next(self):
+        self._n += 1
+        if self._kind == "split":
+            return self._one()
+        if self._kind == "stream":
+            one = self._one()
+            return spb.SplitStreamRequest(request_id=one.request_id, order=one.order)
+        return spb.SplitBatchRequest(request_id=f"b{self._prefix}{self._n:08x}",
+                                    requests=[self._one() for _ in range(self._batch_size)])
+
+
+class BatchItemFailed(Exception):
+    """A SplitBatch answered OK with an outcome that is not a split."""
+
+
+def _checked(call):
+    async def wrapped(request, *, metadata, timeout):
+        response = await call(request, metadata=metadata, timeout=timeout)
+        for o in response.outcomes:
+            if o.WhichOneof("result") != "split":
+                raise BatchItemFailed(f"{o.error.reason}: {o.error.message}")
+        if len(response.outcomes) != len(request.requests):
+            raise BatchItemFailed(f"{len(response.outcomes)} outcomes for "
+                                  f"{len(request.requests)} orders")
+        return response
+    return wrapped
+
+
+async def stream_loop(cfg: dict, channels: list, start: float) -> dict:
+    """SplitStream, closed or open loop (see the module's docstring)."""
+    reqs = SplitRequests(cfg)
+    rec = Recorder()
+    warmup_codes: Counter[str] = Counter()
+    is_open = cfg["mode"] == "open"
+    warm_end = start + cfg["warmup_s"]
+    end = warm_end + cfg["duration_s"]
+    metadata = (("authorization", f"Bearer {cfg['key']}"),)
+    # The stream lives through the whole phase; its deadline is the phase plus one call's.
+    stream_timeout = end - time.perf_counter() + cfg["call_timeout_s"]
+    n_streams = cfg["concurrency"]
+    window = cfg.get("stream_window", 100)
+    outstanding_max = cfg.get("outstanding_max", 20_000)
+    perf = time.perf_counter
+    sent_at: dict[str, tuple[float, bool]] = {}  # request id -> (clock start, measured)
+    stats = {"late_max": 0.0, "overflow": 0, "peak": 0, "sent": 0}
+    queues: list[asyncio.Queue] = [asyncio.Queue() for _ in range(n_streams)]
+
+    def record(outcome, t1: float) -> None:
+        t0, measured = sent_at.pop(outcome.request_id, (None, False))
+        code = "OK" if outcome.WhichOneof("result") == "split" else \
+            f"ITEM_{outcome.error.reason or 'ERROR'}"
+        if t0 is None:
+            code = "CLIENT_UnknownOutcome"
+            measured = warm_end <= t1 <= end
+        elif not is_open:
+            measured = warm_end <= t1 <= end
+        if not measured:
+            if code != "OK":
+                warmup_codes[code] += 1
+            return
+        if code == "OK":
+            rec.ok(t1 - t0)
+            if not rec.resp_bytes:
+                rec.resp_bytes = outcome.ByteSize()
+        else:
+            rec.error(code, f"{outcome.order_id}: {outcome.error.message}")
+
+    async def one_stream(i: int) -> None:
+        ch = channels[i % len(channels)]
+        call = ch.stream_stream(
+            cfg["method"], request_serializer=spb.SplitStreamRequest.SerializeToString,
+            response_deserializer=spb.SplitStreamResponse.FromString)(
+            metadata=metadata, timeout=stream_timeout)
+        slots = asyncio.Semaphore(window)
+
+        async def send_closed() -> None:
+            while True:
+                await slots.acquire()
+                t0 = perf()
+                if t0 >= end:
+                    break
+                req = reqs.next()
+                sent_at[req.request_id] = (t0, False)
+                stats["sent"] += 1
+                await call.write(req)
+            await call.done_writing()
+
+        async def send_open() -> None:
+            q = queues[i]
+            while (item := await q.get()) is not None:
+                t_sched, req = item
+                await call.write(req)
+            await call.done_writing()
+
+        sender = asyncio.create_task(send_open() if is_open else send_closed())
+        try:
+            async for response in call:
+                record(response.outcome, perf())
+                slots.release()
+            await sender
+        except grpc.aio.AioRpcError as err:  # a broken stream fails the phase, whenever
+            rec.error(err.code().name, err.details() or "")
+        except Exception as exc:  # noqa: BLE001 - counted, the run is then reported failed
+            rec.error(f"CLIENT_{type(exc).__name__}", str(exc))
+        finally:
+            sender.cancel()
+
+    async def schedule() -> None:
+        """Open loop: put order i on stream i mod n at start + i / rate."""
+        interval = 1.0 / cfg["rate"]
+        n = 0
+        while True:
+            t_sched = start + n * interval
+            if t_sched >= end:
+                break
+            now = perf()
+            if t_sched > now:
+                await asyncio.sleep(t_sched - now)
+                now = perf()
+            while t_sched <= now and t_sched < end:
+                measured = t_sched >= warm_end
+                if measured:
+                    stats["late_max"] = max(stats["late_max"], now - t_sched)
+                if len(sent_at) >= outstanding_max:
+                    stats["overflow"] += 1
+                    if measured:
+                        rec.error("CLIENT_OVERFLOW",
+                                  f"more than {outstanding_max} orders without an outcome")
+                else:
+                    req = reqs.next()
+                    sent_at[req.request_id] = (t_sched, measured)
+                    queues[n % n_streams].put_nowait((t_sched, req))
+                    stats["peak"] = max(stats["peak"], len(sent_at))
+                n += 1
+                t_sched = start + n * interval
+        stats["sent"] = n
+        for q in queues:
+            q.put_nowait(None)
+
+    cpu = {}
+
+    async def sample_cpu() -> None:
+        await asyncio.sleep(max(0.0, warm_end - perf()))
+        cpu["start"] = _cpu_s()
+        await asyncio.sleep(max(0.0, end - perf()))
+        cpu["end"] = _cpu_s()
+
+    await asyncio.sleep(max(0.0, start - perf()))
+    sampler = asyncio.ensure_future(sample_cpu())
+    jobs = [one_stream(i) for i in range(n_streams)]
+    if is_open:
+        jobs.append(schedule())
+    await asyncio.gather(*jobs)
+    await sampler
+    # Orders sent in the window without an outcome: lost with a broken stream.
+    lost = sum(1 for _, measured in sent_at.values() if measured or not is_open)
+    if lost:
+        rec.codes["CLIENT_NoOutcome"] += lost
+    out = {"codes": dict(rec.codes), "lat_us": rec.lat_us, "error_samples": rec.error_samples,
+           "warmup_codes": dict(warmup_codes), "resp_bytes": rec.resp_bytes,
+           "sent": stats["sent"], "window_s": cfg["duration_s"],
+           "cpu_s": cpu.get("end", 0.0) - cpu.get("start", 0.0)}
+    if is_open:
+        out.update({"late_max_ms": stats["late_max"] * 1e3, "overflow": stats["overflow"],
+                    "outstanding_peak": stats["peak"]})
+    return out
+
+
 async def closed_loop(cfg: dict, calls: list, start: float,
                       requests: type = Requests) -> dict:
     """`requests` builds each call's request (Transfers here; the split bench passes its own)."""
@@ -146,8 +361,10 @@ async def closed_loop(cfg: dict, calls: list, start: float,
             "cpu_s": cpu.get("end", 0.0) - cpu.get("start", 0.0)}
 
 
-async def open_loop(cfg: dict, calls: list, start: float) -> dict:
-    reqs = Requests(cfg)
+async def open_loop(cfg: dict, calls: list, start: float,
+                    requests: type = Requests) -> dict:
+    """`requests` builds each call's request, as for closed_loop."""
+    reqs = requests(cfg)
     rec = Recorder()
     rate = cfg["rate"]
     interval = 1.0 / rate
@@ -217,23 +434,32 @@ async def open_loop(cfg: dict, calls: list, start: float) -> dict:
             "outstanding_peak": outstanding_peak}
 
 
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 60_000),
+                   ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                   ("grpc.max_send_message_length", 16 * 1024 * 1024)]
+UNARY = {"transfer": (Requests, pb.TransferRequest, pb.TransferResponse),
+         "split": (SplitRequests, spb.SplitRequest, spb.SplitResponse),
+         "batch": (SplitRequests, spb.SplitBatchRequest, spb.SplitBatchResponse)}
+
+
 async def main_async(cfg: dict) -> dict:
-    channels = [grpc.aio.insecure_channel(cfg["target"], options=[
-        ("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 60_000)])
-        for _ in range(cfg["channels"])]
+    channels = [grpc.aio.insecure_channel(cfg["target"], options=CHANNEL_OPTIONS)
+                for _ in range(cfg["channels"])]
     try:
         for ch in channels:
             await asyncio.wait_for(ch.channel_ready(), timeout=cfg["connect_timeout_s"])
-        calls = [ch.unary_unary(cfg["method"],
-                                request_serializer=pb.TransferRequest.SerializeToString,
-                                response_deserializer=pb.TransferResponse.FromString)
-                 for ch in channels]
+        kind = cfg.get("kind", "transfer")
+        if kind == "stream":
+            start = await ready_then_go()
+            return await stream_loop(cfg, channels, start)
+        requests, req_type, resp_type = UNARY[kind]
+        calls = [ch.unary_unary(cfg["method"], request_serializer=req_type.SerializeToString,
+                                response_deserializer=resp_type.FromString) for ch in channels]
+        if kind == "batch":
+            calls = [_checked(c) for c in calls]
         start = await ready_then_go()
-        if cfg["mode"] == "closed":
-            result = await closed_loop(cfg, calls, start)
-        else:
-            result = await open_loop(cfg, calls, start)
-        return result
+        loop = open_loop if cfg["mode"] == "open" else closed_loop
+        return await loop(cfg, calls, start, requests=requests)
     finally:
         for ch in channels:
             await ch.close()
@@ -264,6 +490,8 @@ def run_child(main_async) -> None:
         result = uvloop.run(main_async(cfg))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    # A result is up to a few MB (every latency): never let a non-blocking pipe cut it short.
+    os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
 

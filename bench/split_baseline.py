@@ -1,4 +1,4 @@
-"""The SplitBatch baseline, one process (uvloop, asyncpg), driven by bench.split_bench with
+"""The SplitBatch baseline, one process (uvloop, asyncpg), driven by bench.driver with
 bench.loadgen's protocol (config JSON, READY, GO, result JSON).
 
 `callers` connections, closed loop: each inserts one batch of `batch_size` splits per
