@@ -50,6 +50,8 @@ SERVICE_NAMES = tuple(placeholders.SERVICE_NAMES)
 REDIS_CONNECT_TIMEOUT_S = 2.0
 WORKER_JOIN_TIMEOUT_S = 60.0
 GC_GEN0_THRESHOLD = 20_000
+# Calls gRPC core may queue beyond twice the concurrency limit before the loop takes them.
+PENDING_HEADROOM = 10_000
 
 
 @dataclass
@@ -100,6 +102,12 @@ async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
     return client
 
 
+def _pending_max(settings: Settings) -> int:
+    """Calls gRPC core may hold before the loop picks them up: more than any burst the
+    concurrency limiter has to refuse."""
+    return 2 * settings.max_concurrent_rpcs + PENDING_HEADROOM
+
+
 async def start(settings: Settings, *, migrate: bool = True,
                 worker_settings: WorkerSettings | None = None,
                 bank_settings: BankSimSettings | None = None,
@@ -145,10 +153,12 @@ async def start(settings: Settings, *, migrate: bool = True,
     calls = ClearingInterceptor(KeyStore(pool), roles)
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 1),
-                 # gRPC core cancels calls (status CANCELLED) beyond 1,000 not yet picked up
-                 # by the event loop; let maximum_concurrent_rpcs (RESOURCE_EXHAUSTED) rule.
-                 ("grpc.server.max_pending_requests", settings.max_concurrent_rpcs),
-                 ("grpc.server.max_pending_requests_hard_limit", settings.max_concurrent_rpcs),
+                 # gRPC core cancels calls (status CANCELLED) beyond this many received but
+                 # not yet picked up by the event loop; a burst must reach the limiter of
+                 # maximum_concurrent_rpcs instead, which answers RESOURCE_EXHAUSTED
+                 # (tests/adversity/test_overload.py).
+                 ("grpc.server.max_pending_requests", _pending_max(settings)),
+                 ("grpc.server.max_pending_requests_hard_limit", _pending_max(settings)),
                  ("grpc.max_receive_message_length", settings.max_message_bytes),
                  ("grpc.max_send_message_length", settings.max_message_bytes),
                  ("grpc.keepalive_time_ms", 60_000)],
