@@ -23,7 +23,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from clearing import db, logs, metrics, redisconn
-from clearing.api import placeholders
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
@@ -42,11 +41,15 @@ from clearing.rules import runtime
 from clearing.rules.cache import PlanCache
 from clearing.rules.counters import Counters
 from clearing.rules.store import PgSource
-from clearing.v1 import ledger_pb2_grpc, payout_pb2_grpc, split_pb2_grpc
+from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
+                         split_pb2, split_pb2_grpc)
 
 log = logging.getLogger("clearing.server")
 
-SERVICE_NAMES = tuple(placeholders.SERVICE_NAMES)
+# Every clearing service the server registers (listed by reflection and health).
+SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for pb, name in (
+    (ledger_pb2, "LedgerService"), (split_pb2, "SplitService"),
+    (payout_pb2, "PayoutService")))
 REDIS_CONNECT_TIMEOUT_S = 2.0
 WORKER_JOIN_TIMEOUT_S = 60.0
 GC_GEN0_THRESHOLD = 20_000
@@ -149,7 +152,6 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles = dict(METHOD_ROLES)
     roles.update(split_api.METHOD_ROLES)
     roles.update(payout_api.METHOD_ROLES)
-    roles.update(placeholders.METHOD_ROLES)
     calls = ClearingInterceptor(KeyStore(pool), roles)
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 1),
@@ -170,7 +172,6 @@ async def start(settings: Settings, *, migrate: bool = True,
                                            Counters(redis_client, settings.redis_prefix), clock))
     calls.register(server, payout_pb2_grpc.add_PayoutServiceServicer_to_server,
                    payout_api.PayoutServicer(payout_deps))
-    placeholders.add_to_server(server, calls.register)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
