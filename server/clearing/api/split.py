@@ -2,9 +2,11 @@
 Split, SplitBatch, SplitStream and GetSplit. Validation, then the rules domain, then
 conversion; protobuf stays here and in `split_convert`.
 
-Split, SplitBatch and SplitStream share one path per order (`_split_request`); the batch and
-the stream turn what it raises into that order's SplitOutcome. Their postings go to the
-ledger writer concurrently, so that they share group commits.
+Split takes one path per order (`_split_request`). SplitBatch and SplitStream split their
+orders as a group (`_split_many`: validation, evaluation and postings in one synchronous
+pass, one writer call for the group, so that they share group commits); an order leaving
+the usual path finishes on the unary path's own steps, so every order gets exactly the
+outcome the unary Split answers, as a SplitOutcome.
 
 ReleaseSplit and CancelSplit post or void held legs in one posting per request
 (`split_actions` plans it); RefundSplit reverses legs, held money first, in one posting per
@@ -15,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -84,6 +89,8 @@ SHA256_HEX_LEN = 64
 SPLIT_BATCH_SIZE_MAX = 1000
 # SplitStream: at most this many orders read ahead of the outcomes sent (split.proto).
 SPLIT_STREAM_IN_FLIGHT_MAX = 1000
+# SplitStream: at most this many groups of a stream's orders are being split at once.
+STREAM_GROUPS_MAX = 2
 DEFAULT_RULE_SET = "default"
 SPLIT_SINK = runtime.SINK_NAME
 
@@ -229,20 +236,25 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                 "the ledger writer queue cannot take this batch now; retry with the same"
                 " request ids", reason="WRITER_QUEUE_FULL")
         refused = _batch_duplicates(request.requests)
-        outcomes = await asyncio.gather(*(self._outcome(who, item, refused.get(i))
-                                          for i, item in enumerate(request.requests)))
-        return pb.SplitBatchResponse(outcomes=outcomes)
+        response = pb.SplitBatchResponse()
+        outs = [response.outcomes.add(order_id=item.order.order_id, request_id=item.request_id)
+                for item in request.requests]
+        # shielded: a caller gone mid-batch leaves its postings and counters consistent
+        await asyncio.shield(asyncio.ensure_future(
+            self._split_many(who, request.requests, refused, outs)))
+        return response
 
     async def SplitStream(self, request_iterator, context):
         """Outcomes as their postings commit; at most SPLIT_STREAM_IN_FLIGHT_MAX orders are
-        read ahead of the outcomes sent (a slot frees once its outcome went out)."""
+        read ahead of the outcomes sent (a slot frees once its outcome went out). The orders
+        read while the previous ones are being split go together (`_split_many`)."""
         answers: asyncio.Queue = asyncio.Queue()
         slots = _ReadAhead(SPLIT_STREAM_IN_FLIGHT_MAX)
         reader = asyncio.create_task(
             self._read_stream(principal(), request_iterator, slots, answers))
         try:
-            while (outcome := await answers.get()) is not _STREAM_END:
-                yield pb.SplitStreamResponse(outcome=outcome)
+            while (response := await answers.get()) is not _STREAM_END:
+                yield response
                 slots.release()
             await reader  # a broken request stream fails the call
         finally:
@@ -395,8 +407,14 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         _order_violations(v, request.order, self._clock)
         v.raise_if_any()
         payload = validate.payload_hash("Split", request)
+        return await self._or_replay(who, request, payload, self._split(who, request, payload))
+
+    async def _or_replay(self, who: Principal, request: pb.SplitRequest, payload: bytes,
+                         step: Awaitable[pb.Split]) -> pb.Split:
+        """`step`'s split; if it raises a ClearingError, the first result of a known request
+        id instead (else the error)."""
         try:
-            return await self._split(who, request, payload)
+            return await step
         except ClearingError:
             # A known request id is answered by the writer (its first result) once the
             # order reaches it; one refused before (its rule set or a receiver changed
@@ -406,44 +424,124 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                 raise
             return _replayed(prior, request, payload)
 
-    async def _outcome(self, who: Principal, request: pb.SplitRequest,
-                       refused: ClearingError | None = None) -> pb.SplitOutcome:
-        """The outcome of one order of a batch or a stream: its split, or the error the
-        unary Split would have answered (`refused`: refused before splitting)."""
-        out = pb.SplitOutcome(order_id=request.order.order_id, request_id=request.request_id)
+    async def _split_many(self, who: Principal, requests: Sequence[pb.SplitRequest],
+                          refused: Mapping[int, ClearingError],
+                          outs: Sequence[pb.SplitOutcome]) -> None:
+        """Fill `outs[i]` with the outcome of `requests[i]`: the split or the error the
+        unary Split answers for it (`refused`: refused before splitting), with one plan
+        lookup per rule set, one counters call and ONE writer call (`submit_many`) for the
+        orders on the usual path. An order leaving that path (no plan, a refusal by the
+        evaluator or the writer, a replay) goes on with the unary path's own steps from
+        where it left it."""
+        pid = who.platform_id
+        rest: dict[int, Callable[[], Awaitable[pb.Split]]] = {}  # the unary path, from here
+        ready: list[tuple[int, bytes, pb.Order, Order, plans.Plan, int, dict]] = []
+        found: dict[str, plans.Plan | None] = {}
+        for i, request in enumerate(requests):
+            error = refused.get(i) or _request_error(request, self._clock)
+            if error is not None:
+                outs[i].error.CopyFrom(convert.split_error(error))
+                continue
+            payload = validate.payload_hash("Split", request)
+            try:
+                order_msg, order = self._order(request.order)
+                name = order.rule_set_name or DEFAULT_RULE_SET
+                if name not in found:
+                    found[name] = await self._plan_or_none(pid, order)
+                plan = found[name]
+                if plan is not None:
+                    custodial, accounts = await self._accounts.lookup(pid, plan, order)
+            except Exception:  # noqa: BLE001 - the unary path meets it again and answers it
+                plan = None
+            if plan is None or not custodial:
+                rest[i] = functools.partial(self._split_request, who, request)
+                continue
+            ready.append((i, payload, order_msg, order, plan, custodial, accounts))
+        specs = [runtime.counter_specs(pid, r[4], r[3]) for r in ready]
+        readings = await self._counters.reserve([s for group in specs for s in group])
+        prepared: list[_Prepared] = []
+        at = 0
+        for (i, payload, order_msg, order, plan, custodial, accounts), own in zip(ready, specs):
+            taken, at = readings[at:at + len(own)], at + len(own)
+            try:
+                prepared.append(_prepare(pid, i, requests[i], payload, order_msg, order, plan,
+                                         custodial, accounts, taken))
+            except Exception as exc:  # noqa: BLE001 - handled as the unary path does
+                rest[i] = functools.partial(self._unwind, who, requests[i], payload,
+                                            order_msg, order, plan, taken, exc)
         try:
-            if refused is not None:
-                raise refused
-            out.split.CopyFrom(await self._split_request(who, request))
-        except ClearingError as exc:
-            out.error.CopyFrom(convert.split_error(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug fails its order only (INTERNAL)
-            log.error("split of one order failed unexpectedly", exc_info=True,
-                      extra={"order_id": request.order.order_id})
-            out.error.CopyFrom(convert.split_error(exc))
-        return out
+            sent = await self._writer.submit_many([p.posting for p in prepared])
+        except Exception as exc:  # noqa: BLE001 - none was queued: each answers it
+            sent = [exc] * len(prepared)
+        for p, result in zip(prepared, sent):
+            if p.committed(result):
+                _committed(p, result, outs[p.index].split)
+            else:
+                rest[p.index] = functools.partial(self._unwind, who, p.request, p.payload,
+                                                  p.order_msg, p.order, p.plan, p.readings,
+                                                  result)
+        if rest:
+            await asyncio.gather(*(_settle(outs[i], step()) for i, step in rest.items()))
+
+    async def _unwind(self, who: Principal, request: pb.SplitRequest, payload: bytes,
+                      order_msg: pb.Order, order: Order, plan: plans.Plan, readings: list,
+                      stopped: object) -> pb.Split:
+        """The rest of the unary path for an order of a group that did not commit:
+        `stopped` is what stopped it (an exception, or the records the writer answered for
+        a posting with its request id that committed first)."""
+        return await self._or_replay(who, request, payload, self._after(
+            who, request, payload, order_msg, order, plan, readings, stopped))
+
+    async def _after(self, who: Principal, request: pb.SplitRequest, payload: bytes,
+                     order_msg: pb.Order, order: Order, plan: plans.Plan, readings: list,
+                     stopped: object) -> pb.Split:
+        await self._counters.undo(readings)
+        if isinstance(stopped, SplitInvariantError):
+            await self._invariant_broken(who.platform_id, order, stopped)
+        if isinstance(stopped, FailedPrecondition) \
+                and stopped.reason in runtime.STALE_ACCOUNT_REASONS:
+            # as `_split`: once more, from the database
+            return await self._split_once(who, request, payload, order_msg, order, plan, True)
+        if isinstance(stopped, BaseException):
+            raise stopped
+        return _replayed(await self._stored(who.platform_id, "request_id", request.request_id),
+                         request, payload)
 
     async def _read_stream(self, who: Principal, request_iterator, slots: asyncio.Semaphore,
                            answers: asyncio.Queue) -> None:
-        """Read the stream's orders while slots are free; each order's outcome goes to
-        `answers`; _STREAM_END goes last, once the client half-closed and every order is
-        answered. In-flight orders are not cancelled if the stream breaks."""
-        tasks: set[asyncio.Task] = set()
+        """Read the stream's orders while slots are free; they are split in groups
+        (`_StreamGroups`) whose outcomes go to `answers`; _STREAM_END goes last, once the
+        client half-closed and every order is answered. In-flight orders are not cancelled
+        if the stream breaks."""
+        groups = _StreamGroups(functools.partial(self._answer, who, answers))
         try:
             async for item in request_iterator:
                 await slots.acquire()
-                task = asyncio.create_task(self._answer(who, item, answers))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.wait(set(tasks))
+                groups.add(item)
+            await groups.wait()
         finally:
             answers.put_nowait(_STREAM_END)
 
-    async def _answer(self, who: Principal, item: pb.SplitStreamRequest,
-                      answers: asyncio.Queue) -> None:
-        request = pb.SplitRequest(request_id=item.request_id, order=item.order)
-        answers.put_nowait(await self._outcome(who, request))
+    async def _answer(self, who: Principal, answers: asyncio.Queue,
+                      items: list[pb.SplitStreamRequest]) -> None:
+        """Split a group of a stream's orders and answer each."""
+        requests = [pb.SplitRequest(request_id=item.request_id, order=item.order)
+                    for item in items]
+        responses = [pb.SplitStreamResponse() for _ in items]
+        outs = []
+        for response, item in zip(responses, items):
+            response.outcome.order_id = item.order.order_id
+            response.outcome.request_id = item.request_id
+            outs.append(response.outcome)
+        try:
+            await self._split_many(who, requests, {}, outs)
+        except Exception as exc:  # noqa: BLE001 - a bug: the group's orders fail alone
+            log.error("split of a stream group failed unexpectedly", exc_info=True)
+            for out in outs:
+                if out.WhichOneof("result") is None:
+                    out.error.CopyFrom(convert.split_error(exc))
+        for response in responses:
+            answers.put_nowait(response)
 
     async def _split(self, who: Principal, request: pb.SplitRequest,
                      payload: bytes) -> pb.Split:
@@ -469,24 +567,12 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         readings = await self._counters.reserve(runtime.counter_specs(pid, plan, order))
         committed = False
         try:
-            ev = evaluate(plan, order, runtime.counter_values(readings, {}), accounts=accounts)
-            body = convert.split_body(ev, order_msg, readings, {})
-            legs, positions = runtime.ledger_legs(ev, custodial, order_msg.memo)
-            record = runtime.SplitRecord(
-                pid, order.order_id, request.request_id, payload, ev,
-                runtime.counters_json(readings, {}), body.SerializeToString(deterministic=True),
-                positions, custodial)
-            claim = Claim.of("order", order.order_id, "ORDER_ALREADY_SPLIT",
-                             f"order {order.order_id!r} is already split")
-            sent = await self._writer.submit(Posting(
-                pid, request.request_id, "Split", payload, tuple(legs), (claim,), SPLIT_SINK,
-                record, unrecorded_reasons=runtime.STALE_ACCOUNT_REASONS))
-            committed = record.split_id == sent[0].transfer_id
+            prepared = _prepare(pid, 0, request, payload, order_msg, order, plan, custodial,
+                                accounts, readings)
+            sent = await self._writer.submit(prepared.posting)
+            committed = prepared.committed(sent)
         except SplitInvariantError as exc:
-            log.critical("split invariant broken; nothing posted", exc_info=True,
-                         extra={"order_id": order.order_id})
-            await runtime.record_alert(self._pool, pid, "SPLIT_INVARIANT_BROKEN",
-                                       f"order {order.order_id!r}: {exc}")
+            await self._invariant_broken(pid, order, exc)
             raise
         finally:
             if not committed:
@@ -494,14 +580,136 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         if not committed:  # a concurrent call with this request id committed first
             stored = await self._stored(pid, "request_id", request.request_id)
             return _replayed(stored, request, payload)
-        return convert.split(body, split_id=record.split_id, request_id=request.request_id,
-                             status=record.status, legs=_fresh_legs(record, sent),
-                             created_at=record.created_at, updated_at=record.created_at)
+        return _committed(prepared, sent, pb.Split())
+
+    async def _plan_or_none(self, platform_id: int, order: Order) -> plans.Plan | None:
+        """The active plan of the order's rule set; None if there is none or the lookup
+        failed (the unary path then answers it)."""
+        try:
+            return await self._plan(platform_id, order, 0)
+        except Exception:  # noqa: BLE001 - answered by the unary path
+            return None
+
+    async def _invariant_broken(self, platform_id: int, order: Order,
+                                exc: SplitInvariantError) -> None:
+        log.critical("split invariant broken; nothing posted", exc_info=exc,
+                     extra={"order_id": order.order_id})
+        await runtime.record_alert(self._pool, platform_id, "SPLIT_INVARIANT_BROKEN",
+                                   f"order {order.order_id!r}: {exc}")
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One evaluated order on its way to the writer (`index`: its place in its group)."""
+
+    index: int
+    request: pb.SplitRequest
+    payload: bytes
+    order_msg: pb.Order
+    order: Order
+    plan: plans.Plan
+    readings: list
+    body: pb.Split
+    record: runtime.SplitRecord
+    posting: Posting
+
+    def committed(self, sent: object) -> bool:
+        """Whether `sent` (the writer's answer) is this posting committed, not an error
+        nor the first result of a posting with the same request id."""
+        return isinstance(sent, list) and self.record.split_id == sent[0].transfer_id
+
+
+def _prepare(platform_id: int, index: int, request: pb.SplitRequest, payload: bytes,
+             order_msg: pb.Order, order: Order, plan: plans.Plan, custodial: int,
+             accounts: dict, readings: list) -> _Prepared:
+    """Evaluate an order and build its posting (raises what evaluation raises)."""
+    ev = evaluate(plan, order, runtime.counter_values(readings, {}), accounts=accounts)
+    body = convert.split_body(ev, order_msg, readings, {})
+    legs, positions = runtime.ledger_legs(ev, custodial, order_msg.memo)
+    record = runtime.SplitRecord(
+        platform_id, order.order_id, request.request_id, payload, ev,
+        runtime.counters_json(readings, {}), body.SerializeToString(deterministic=True),
+        positions, custodial)
+    claim = Claim.of("order", order.order_id, "ORDER_ALREADY_SPLIT",
+                     f"order {order.order_id!r} is already split")
+    posting = Posting(platform_id, request.request_id, "Split", payload, tuple(legs), (claim,),
+                      SPLIT_SINK, record, unrecorded_reasons=runtime.STALE_ACCOUNT_REASONS)
+    return _Prepared(index, request, payload, order_msg, order, plan, readings, body, record,
+                     posting)
+
+
+def _committed(prepared: _Prepared, sent: list, into: pb.Split) -> pb.Split:
+    """The committed split of a prepared order, built in `into`."""
+    record = prepared.record
+    return convert.fresh_split(
+        prepared.body, split_id=record.split_id, request_id=prepared.request.request_id,
+        status=record.status, custodial_id=record.custodial_id,
+        transfer_ids=[sent[p].transfer_id if p >= 0 else 0 for p in record.transfer_positions],
+        created_at=record.created_at, into=into)
+
+
+async def _settle(out: pb.SplitOutcome, step: Awaitable[pb.Split]) -> None:
+    """Put `step`'s split in `out`, or the error the unary Split would have answered."""
+    try:
+        out.split.CopyFrom(await step)
+    except ClearingError as exc:
+        out.error.CopyFrom(convert.split_error(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug fails its order only (INTERNAL)
+        log.error("split of one order failed unexpectedly", exc_info=True,
+                  extra={"order_id": out.order_id})
+        out.error.CopyFrom(convert.split_error(exc))
+
+
+def _request_error(request: pb.SplitRequest, clock: Clock) -> ClearingError | None:
+    """What validation answers for one order of a group (None: valid)."""
+    v = Violations()
+    validate.request_id(v, request.request_id)
+    _order_violations(v, request.order, clock)
+    try:
+        v.raise_if_any()
+    except ClearingError as exc:
+        return exc
+    return None
 
 
 # ---- pure helpers -------------------------------------------------------------------------------
 
 _STREAM_END = object()
+
+
+class _StreamGroups:
+    """A stream's orders read and not yet split, and the tasks splitting them: at most
+    STREAM_GROUPS_MAX at once, each taking every order waiting (up to SPLIT_BATCH_SIZE_MAX)
+    whenever it is free. So orders arriving while the earlier ones are split go together
+    to the ledger writer, however the reads were spread over the event loop."""
+
+    def __init__(self, split: Callable[[list], Awaitable[None]]) -> None:
+        self._split = split
+        self._waiting: list = []
+        self._busy = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    def add(self, item) -> None:
+        self._waiting.append(item)
+        if self._busy < STREAM_GROUPS_MAX:
+            self._busy += 1
+            task = asyncio.create_task(self._work())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        """Until every order added is answered."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def _work(self) -> None:
+        try:
+            while self._waiting:
+                items = self._waiting[:SPLIT_BATCH_SIZE_MAX]
+                del self._waiting[:SPLIT_BATCH_SIZE_MAX]
+                await self._split(items)
+        finally:
+            self._busy -= 1  # no await since the loop's test: nothing added is left behind
 
 
 class _ReadAhead(asyncio.Semaphore):
@@ -574,17 +782,6 @@ async def _compile(conn: asyncpg.Connection, platform_id: int, model: RuleSet) -
 def _decode_rule_set(blob: bytes, version: int) -> RuleSet:
     return dataclasses.replace(proto.rule_set_from_proto(pb.RuleSet.FromString(blob)),
                                version=version)
-
-
-def _fresh_legs(record: runtime.SplitRecord, sent) -> list[runtime.StoredLeg]:
-    out = []
-    for leg, position in zip(record.evaluation.legs, record.transfer_positions):
-        out.append(runtime.StoredLeg(
-            leg.leg_index, leg.account_id or record.custodial_id,
-            leg.debit_account_id or record.custodial_id, leg.amount_minor, leg.held_minor,
-            leg.amount_minor - leg.held_minor, 0, 0, int(leg.hold_reason),
-            (sent[position].transfer_id,) if position >= 0 else ()))
-    return out
 
 
 def _stored_message(stored: runtime.StoredSplit) -> pb.Split:

@@ -13,7 +13,6 @@ from clearing.errors import ClearingError, InvalidArgument
 from clearing.rules.counters import Reading, Source
 from clearing.rules.evaluate import Evaluation
 from clearing.rules.model import HoldReason
-from clearing.rules.proto import evaluation_to_proto
 from clearing.rules.runtime import StoredAction, StoredLeg
 from clearing.rules.store import VersionRow
 from clearing.v1 import split_pb2 as pb
@@ -67,7 +66,7 @@ def split_body(ev: Evaluation, order: pb.Order, readings: Sequence[Reading],
                overrides: dict[str, int]) -> pb.Split:
     """The Split message of an evaluation, without what only a commit gives (ids, times,
     transfer ids): counter values carry their source and period."""
-    msg = evaluation_to_proto(ev, order)
+    msg = _evaluated(ev, order)
     by_name = {r.spec.name: r for r in readings}
     for value in msg.counter_values:
         reading = by_name.get(value.counter_name)
@@ -79,6 +78,46 @@ def split_body(ev: Evaluation, order: pb.Order, readings: Sequence[Reading],
                 value.period_start_time.CopyFrom(timestamp(reading.period_start))
         else:
             value.source = int(Source.LIVE)
+    return msg
+
+
+def _evaluated(ev: Evaluation, order: pb.Order) -> pb.Split:
+    """`evaluation_to_proto(ev, order)`, built in place (each part added to its message,
+    not built apart and copied in: the split path builds one per order)."""
+    msg = pb.Split(
+        order_id=order.order_id, currency_code=ev.currency_code, amount_minor=ev.amount_minor,
+        channel_fee_minor=ev.channel_fee_minor, net_amount_minor=ev.net_amount_minor,
+        subsidy_minor=ev.subsidy_minor, distributed_minor=ev.distributed_minor,
+        fee_minor=ev.fee_minor, held_minor=ev.held_minor,
+        released_minor=sum(leg.amount_minor - leg.held_minor for leg in ev.legs),
+        rule_set_name=ev.rule_set_name, rule_set_version=ev.rule_set_version, order=order)
+    add_leg = msg.legs.add
+    for leg in ev.legs:
+        out = add_leg(
+            leg_index=leg.leg_index, kind=int(leg.kind), account_id=leg.account_id,
+            external_ref=leg.external_ref, debit_account_id=leg.debit_account_id,
+            amount_minor=leg.amount_minor, held_minor=leg.held_minor,
+            released_minor=leg.amount_minor - leg.held_minor,
+            release_state=(pb.RELEASE_STATE_HELD if leg.held_minor
+                           else pb.RELEASE_STATE_RELEASED),
+            hold_reason=int(leg.hold_reason), rule_set_name=leg.rule_set_name,
+            rule_set_version=leg.rule_set_version, rule_name=leg.rule_name, label=leg.label,
+            level=leg.level, ratio_bps=leg.ratio_bps)
+        for step in leg.release_steps:
+            out.release_steps.add(event_name=step.event_name, fraction_bps=step.fraction_bps,
+                                  amount_minor=step.amount_minor)
+    add_match = msg.matched_rules.add
+    for m in ev.matched_rules:
+        add_match(match_index=m.match_index, rule_set_name=m.rule_set_name,
+                  rule_set_version=m.rule_set_version, rule_name=m.rule_name,
+                  priority=m.priority, level=m.level, parent_match_index=m.parent_match_index,
+                  top_slice=m.top_slice, base_minor=m.base_minor, fee_minor=m.fee_minor,
+                  passed_on_minor=m.passed_on_minor)
+    for c in ev.counter_values:
+        msg.counter_values.add(counter_name=c.counter_name, subject=c.subject, value=c.value)
+    for a in ev.alerts:
+        msg.alerts.add(reason=a.reason, account_id=a.account_id, leg_index=a.leg_index,
+                       message=a.message)
     return msg
 
 
@@ -103,14 +142,21 @@ def _release_state(leg: StoredLeg) -> int:
 
 def split(body: pb.Split, *, split_id: int, request_id: str, status: int,
           legs: Sequence[StoredLeg], created_at: dt.datetime, updated_at: dt.datetime,
-          refunded_minor: int = 0, actions: Sequence[StoredAction] = ()) -> pb.Split:
-    """A committed split: the evaluated body with the legs' live amounts and transfers."""
-    msg = pb.Split()
+          refunded_minor: int = 0, actions: Sequence[StoredAction] = (),
+          into: pb.Split | None = None) -> pb.Split:
+    """A committed split: the evaluated body with the legs' live amounts and transfers,
+    built in `into` (e.g. an outcome's field) or a new message."""
+    msg = pb.Split() if into is None else into
     msg.CopyFrom(body)
     msg.split_id, msg.request_id, msg.status = split_id, request_id, status
-    msg.create_time.CopyFrom(timestamp(created_at))
-    msg.update_time.CopyFrom(timestamp(updated_at))
-    changes = []
+    created = timestamp(created_at)
+    msg.create_time.CopyFrom(created)
+    msg.update_time.CopyFrom(created if updated_at == created_at else timestamp(updated_at))
+    first_legs = body.legs
+    split_action = msg.actions.add(
+        action_id=split_id, kind=pb.SPLIT_ACTION_KIND_SPLIT, request_id=request_id,
+        amount_minor=sum(leg.amount_minor for leg in first_legs), create_time=created)
+    add_change = split_action.leg_changes.add
     for out, leg in zip(msg.legs, legs):
         out.account_id, out.debit_account_id = leg.account_id, leg.debit_account_id
         out.held_minor, out.released_minor = leg.held_minor, leg.released_minor
@@ -119,21 +165,64 @@ def split(body: pb.Split, *, split_id: int, request_id: str, status: int,
         if not leg.held_minor:
             out.hold_reason = int(HoldReason.UNSPECIFIED)
         out.transfer_ids[:] = leg.transfer_ids
-        first = body.legs[leg.leg_index]
-        changes.append(pb.LegChange(leg_index=leg.leg_index, account_id=leg.account_id,
-                                    held_minor=first.held_minor,
-                                    released_minor=first.released_minor,
-                                    transfer_ids=leg.transfer_ids[:1]))
+        first = first_legs[leg.leg_index]
+        add_change(leg_index=leg.leg_index, account_id=leg.account_id,
+                   held_minor=first.held_minor, released_minor=first.released_minor,
+                   transfer_ids=leg.transfer_ids[:1])
     msg.held_minor = sum(leg.held_minor for leg in legs)
     msg.released_minor = sum(leg.released_minor for leg in legs)
     msg.voided_minor = sum(leg.voided_minor for leg in legs)
     msg.refunded_minor = refunded_minor
-    msg.actions.append(pb.SplitAction(
-        action_id=split_id, kind=pb.SPLIT_ACTION_KIND_SPLIT, request_id=request_id,
-        amount_minor=sum(leg.amount_minor for leg in body.legs), leg_changes=changes,
-        create_time=timestamp(created_at)))
     for stored in actions:
         _add_action(msg, action(stored))
+    return msg
+
+
+def fresh_split(body: pb.Split, *, split_id: int, request_id: str, status: int,
+                custodial_id: int, transfer_ids: Sequence[int], created_at: dt.datetime,
+                into: pb.Split | None = None) -> pb.Split:
+    """`split(...)` of a split just committed: its legs as evaluated (nothing released,
+    voided or refunded since), a 0 account being the custodial account, `transfer_ids[i]`
+    the transfer of leg i (0: none, a custodial hold). The same message, with less work:
+    the split path builds one per order."""
+    msg = pb.Split() if into is None else into
+    msg.CopyFrom(body)
+    msg.split_id, msg.request_id, msg.status = split_id, request_id, status
+    created = timestamp(created_at)
+    msg.create_time.CopyFrom(created)
+    msg.update_time.CopyFrom(created)
+    split_action = msg.actions.add(action_id=split_id, kind=pb.SPLIT_ACTION_KIND_SPLIT,
+                                   request_id=request_id, create_time=created)
+    add_change = split_action.leg_changes.add
+    amount_total = held_total = 0
+    for index, (out, transfer_id) in enumerate(zip(msg.legs, transfer_ids)):
+        if not out.account_id:
+            out.account_id = custodial_id
+        if not out.debit_account_id:
+            out.debit_account_id = custodial_id
+        amount, held = out.amount_minor, out.held_minor
+        amount_total += amount
+        held_total += held
+        out.released_minor = amount - held
+        out.release_state = (pb.RELEASE_STATE_HELD if held == amount
+                             else pb.RELEASE_STATE_PARTLY_RELEASED if held
+                             else pb.RELEASE_STATE_RELEASED)
+        if not held:
+            out.hold_reason = int(HoldReason.UNSPECIFIED)
+        first = body.legs[index]
+        if transfer_id:
+            out.transfer_ids.append(transfer_id)
+            add_change(leg_index=out.leg_index, account_id=out.account_id,
+                       held_minor=first.held_minor, released_minor=first.released_minor,
+                       transfer_ids=(transfer_id,))
+        else:
+            add_change(leg_index=out.leg_index, account_id=out.account_id,
+                       held_minor=first.held_minor, released_minor=first.released_minor)
+    split_action.amount_minor = amount_total
+    msg.held_minor = held_total
+    msg.released_minor = amount_total - held_total
+    msg.voided_minor = 0
+    msg.refunded_minor = 0
     return msg
 
 

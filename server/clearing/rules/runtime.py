@@ -30,6 +30,7 @@ import asyncpg
 
 from clearing.errors import FailedPrecondition, invariant
 from clearing.ledger.model import AccountKind, AccountStatus, Leg, Mode, Posting, TransferRecord
+from clearing.ledger.writer import int_array
 from clearing.rules import chain as chains
 from clearing.rules.compile import Plan, Target
 from clearing.rules.counters import CounterSpec, Period, Reading
@@ -294,6 +295,8 @@ def ledger_legs(ev: Evaluation, custodial_id: int, memo: str) -> tuple[list[Leg]
 
 def counters_json(readings: list[Reading], overrides: dict[str, int]) -> str:
     """The counter values a split used, for the splits row."""
+    if not readings:
+        return "[]"  # json.dumps([]), without its cost on every order of a plan with no tiers
     return json.dumps([{"name": r.spec.name, "subject": r.spec.subject, "value": r.value,
                         "source": int(r.source)} for r in readings
                        if r.spec.name not in overrides], sort_keys=True)
@@ -309,26 +312,28 @@ WITH s AS (
                       counter_values, body, created_at, updated_at)
   SELECT u.id, u.p, u.o, u.r, u.h, u.st, u.n, u.v, u.cur, u.a, u.cf, u.d, u.sub, u.fee,
          u.cv::jsonb, u.body, $17, $17
-  FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bytea[],
-              $6::smallint[], $7::text[], $8::integer[], $9::text[], $10::bigint[],
-              $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[],
-              $16::bytea[]) AS u(id, p, o, r, h, st, n, v, cur, a, cf, d, sub, fee, cv, body)
+  FROM unnest($1::text::bigint[], $2::text::bigint[], $3::text[], $4::text[], $5::bytea[],
+              $6::text::smallint[], $7::text[], $8::text::integer[], $9::text[],
+              $10::text::bigint[], $11::text::bigint[], $12::text::bigint[],
+              $13::text::bigint[], $14::text::bigint[], $15::text[], $16::bytea[])
+       AS u(id, p, o, r, h, st, n, v, cur, a, cf, d, sub, fee, cv, body)
   RETURNING 1
 ), l AS (
   INSERT INTO split_legs (split_id, leg_index, kind, account_id, debit_account_id,
                           amount_minor, held_minor, released_minor, hold_reason, transfer_ids)
   SELECT u.id, u.i, u.k, u.acc, u.deb, u.a, u.held, u.a - u.held, u.hr,
          CASE WHEN u.t = 0 THEN '{}'::bigint[] ELSE ARRAY[u.t] END
-  FROM unnest($18::bigint[], $19::integer[], $20::smallint[], $21::bigint[], $22::bigint[],
-              $23::bigint[], $24::bigint[], $25::smallint[], $26::bigint[])
+  FROM unnest($18::text::bigint[], $19::text::integer[], $20::text::smallint[],
+              $21::text::bigint[], $22::text::bigint[], $23::text::bigint[],
+              $24::text::bigint[], $25::text::smallint[], $26::text::bigint[])
        AS u(id, i, k, acc, deb, a, held, hr, t)
   RETURNING 1
 ), al AS (
   INSERT INTO split_alerts (platform_id, split_id, reason, account_id, leg_index, message,
                             created_at)
   SELECT u.p, u.id, u.r, u.acc, u.i, u.m, $17
-  FROM unnest($27::bigint[], $28::bigint[], $29::text[], $30::bigint[], $31::integer[],
-              $32::text[]) AS u(p, id, r, acc, i, m)
+  FROM unnest($27::text::bigint[], $28::text::bigint[], $29::text[], $30::text::bigint[],
+              $31::text::integer[], $32::text[]) AS u(p, id, r, acc, i, m)
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM s) AS splits, (SELECT count(*) FROM l) AS legs,
@@ -378,6 +383,14 @@ def _alert_columns(records: list[SplitRecord]) -> list[list]:
     return cols
 
 
+def _literals(cols: list[list], integer_columns: Iterable[int]) -> list:
+    """`cols` with its integer columns as array literals (`int_array`)."""
+    out: list = list(cols)
+    for i in integer_columns:
+        out[i] = int_array(cols[i])
+    return out
+
+
 class SplitSink:
     """Writes the splits of a committed batch (rows, legs, alerts) in one statement."""
 
@@ -392,9 +405,13 @@ class SplitSink:
             rec.created_at = sent[0].created_at
             transfers[id(rec)] = sent
             records.append(rec)
-        row = await conn.fetchrow(
-            _SQL_STORE, *_split_columns(records), records[0].created_at,
-            *_leg_columns(records, transfers), *_alert_columns(records))
+        splits = _split_columns(records)
+        legs = _leg_columns(records, transfers)
+        alerts = _alert_columns(records)
+        row = await conn.fetchrow(  # integer columns as array literals (see int_array)
+            _SQL_STORE, *_literals(splits, (0, 1, 5, 7, 9, 10, 11, 12, 13)),
+            records[0].created_at, *_literals(legs, range(9)),
+            *_literals(alerts, (0, 1, 3, 4)))
         invariant(row["splits"] == len(records), f"split rows written: {dict(row)}")
 
 

@@ -3,46 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 
 import pytest
 
-from clearing import db
 from clearing.clock import Clock
 from clearing.config import WriterSettings
 from clearing.errors import FailedPrecondition, ResourceExhausted, Unavailable
-from clearing.ledger.model import AccountKind, Leg, Mode, OwnerType, Posting
+from clearing.ledger.model import Leg, Mode, Posting
 from clearing.ledger import store, verify
 from clearing.ledger.writer import LedgerWriter
-
-
-
-@pytest.fixture
-async def pool(database_url):
-    p = await db.create_pool(database_url, min_size=2, max_size=6, command_timeout_s=30)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
-async def accounts(pool):
-    """(platform_id, custodial id, merchant ids) in a fresh platform."""
-    async with pool.acquire() as conn:
-        pid = await conn.fetchval("INSERT INTO platforms (name) VALUES ($1) RETURNING platform_id",
-                                  f"w_{secrets.token_hex(5)}")
-        custodial = await store.insert_account(conn, pid, "c", AccountKind.CUSTODIAL,
-                                               OwnerType.ENTERPRISE, "CNY", True, "")
-        merchants = [await store.insert_account(conn, pid, f"m{i}", AccountKind.MERCHANT,
-                                                OwnerType.ENTERPRISE, "CNY", False, "")
-                     for i in range(3)]
-    return pid, custodial, merchants
-
-
-def _posting(pid: int, debit: int, credit: int, amount: int, request_id: str | None = None):
-    rid = request_id or secrets.token_hex(8)
-    return Posting(pid, rid, "Transfer", hashlib.sha256(f"{rid}{amount}".encode()).digest(),
-                   (Leg(debit, credit, amount, "CNY", Mode.IMMEDIATE),))
+from tests.unit.ledger.conftest import posting as _posting
 
 
 async def test_full_queue_answers_resource_exhausted(pool, accounts):
