@@ -47,23 +47,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
 import platform
 import secrets
-import signal
 import subprocess
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
 
-from bench.harness import (READY_TIMEOUT_S, RESULTS_DIR, ROOT, Bench, HardTimeout, RunFailed,
-                           _proc_table, _quote_literal, _replace_db, _split, _wait_grpc_ready,
-                           free_port,
-                           merge, open_accounts, verify_ledger, writer_delta)
+from bench.harness import (READY_TIMEOUT_S, ROOT, Bench, RunFailed, _proc_table, _quote_literal,
+                           _split, _wait_grpc_ready, begin, example_rule_set, finish, free_port,
+                           merge, new_platform, open_accounts, publish_and_activate,
+                           run_bounded, verify_ledger, writer_delta)
 
 CURRENCY = "CNY"
 RULE_SET = "b2b"
@@ -214,34 +211,22 @@ class Driver(Bench):
         self.approver_key = ""
         self.account_ids: dict[str, int] = {}
         self.probe: dict = {}
-        self.dsn = ""
 
     async def setup(self) -> None:
         """A fresh database with copies of the ledger tables for the asyncpg baseline, a
         platform (gateway+operator key, approver key), the server; the B2B accounts, the B2B
         rule set published and activated, two probe Splits (with and without the government
         top-slice) whose responses the echo server copies; the Transfer accounts."""
-        import asyncpg
         import grpc
 
-        from clearing import db
-        from clearing.api.auth import create_key, create_platform
-        from clearing.rules import proto
         from clearing.v1 import ledger_pb2 as lpb
         from clearing.v1 import ledger_pb2_grpc
         from clearing.v1 import split_pb2 as pb
         from clearing.v1 import split_pb2_grpc
 
-        await db.ensure_database(self.admin_dsn, self.db_name)
-        self.db_created = True
-        self.dsn = _replace_db(self.admin_dsn, self.db_name)
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await db.migrate(conn)
-            self.platform_id, self.key = await create_platform(
-                conn, f"bench-{self.run_tag}", frozenset({"gateway", "operator"}))
-            self.approver_key = await create_key(conn, self.platform_id,
-                                                 frozenset({"approver"}))
+        async with self.new_database() as conn:
+            self.platform_id, self.key, self.approver_key = await new_platform(
+                conn, f"bench-{self.run_tag}")
             for t in ("transfers", "splits", "split_legs", "requests"):
                 await conn.execute(f"CREATE TABLE bl_{t} (LIKE {t} INCLUDING ALL)")
             for item in self.args.db_setting:  # on the bench's own database only
@@ -250,8 +235,6 @@ class Driver(Bench):
                     raise RunFailed(f"--db-setting {item!r}: expected name=value")
                 await conn.execute(f'ALTER DATABASE "{self.db_name}" SET {name} = '
                                    f"{_quote_literal(value)}")
-        finally:
-            await conn.close()
 
         if self.args.writer_stats:
             self.metrics_port = free_port()
@@ -259,7 +242,6 @@ class Driver(Bench):
                                                                 self.args.server_workers)
 
         md = (("authorization", f"Bearer {self.key}"),)
-        md_approver = (("authorization", f"Bearer {self.approver_key}"),)
         async with grpc.aio.insecure_channel(self.server_addr) as ch:
             ledger = ledger_pb2_grpc.LedgerServiceStub(ch)
             for ref, (kind, neg) in ACCOUNTS.items():
@@ -269,14 +251,8 @@ class Driver(Bench):
                     allow_negative=neg, display_name=f"bench {ref}"), metadata=md, timeout=30)
                 self.account_ids[ref] = r.account.account_id
             splits = split_pb2_grpc.SplitServiceStub(ch)
-            b2b = (ROOT / "server/clearing/rules/examples/b2b.yaml").read_text()
-            published = (await splits.PublishRuleSet(pb.PublishRuleSetRequest(
-                request_id=str(uuid.uuid4()), rule_set=proto.rule_set_proto_from_yaml(b2b)),
-                metadata=md, timeout=30)).rule_set
-            await splits.ActivateRuleSet(pb.ActivateRuleSetRequest(
-                request_id=str(uuid.uuid4()), rule_set_name=published.name,
-                rule_set_version=published.version, comment="bench"),
-                metadata=md_approver, timeout=30)
+            await publish_and_activate(splits, example_rule_set(RULE_SET), self.key,
+                                       self.approver_key, "bench")
             # Probes: one split of each shape, the echo's templates (activation reaches
             # the server's cache within 1 s: retry briefly).
             templates = {}
@@ -472,40 +448,39 @@ class Driver(Bench):
 
 
 async def run(d: Driver) -> dict:
+    """The run's phases, scenario by scenario, then VerifyLedger (the caller, run_bounded,
+    kills the children and drops the database)."""
     a = d.args
     phases: dict[str, dict] = {}
-    try:
-        t0 = time.monotonic()
-        await d.setup()
-        setup_s = round(time.monotonic() - t0, 1)
-        if "ceilings" in a.scenarios:
-            for kind in a.modes:
-                phases[f"echo.{kind}"] = await d.load(f"echo-{kind}", d.echo_addr, kind)
-        if "closed" in a.scenarios:
-            for kind in a.modes:
-                phases[f"closed.{kind}"] = await d.load(kind, d.server_addr, kind)
-            if {"batch", "stream"} & set(a.modes):
-                phases["asyncpg"] = await d.baseline()
-        if "open" in a.scenarios:
-            rate = a.open_rate
-            if rate <= 0:  # half the closed-loop figure of the same mode
-                rate = phases.get(f"closed.{a.open_mode}", {}).get("units_per_s", 0.0) / 2
-                if rate <= 0:
-                    raise RunFailed(f"--open-rate 0 needs the closed {a.open_mode} figure")
-            phases[f"open.{a.open_mode}"] = await d.load(
-                "open", d.server_addr, a.open_mode, "open", duration_s=a.open_duration,
-                rate=round(rate, 1))
-        if "hold" in a.scenarios:
-            phases[f"hold.{a.hold_mode}"] = await d.hold()
-        if "workers" in a.scenarios:
-            for kind, ph in (await d.scaled()).items():
-                phases[f"workers.{kind}"] = ph
-        verify = None if a.no_verify else await verify_ledger(d.server_addr, d.key,
-                                                              a.call_timeout)
-        d.check_alive()
-        return {"setup_s": setup_s, "probe": d.probe, "phases": phases, "verify": verify}
-    finally:
-        d.children.kill_all()
+    t0 = time.monotonic()
+    await d.setup()
+    setup_s = round(time.monotonic() - t0, 1)
+    if "ceilings" in a.scenarios:
+        for kind in a.modes:
+            phases[f"echo.{kind}"] = await d.load(f"echo-{kind}", d.echo_addr, kind)
+    if "closed" in a.scenarios:
+        for kind in a.modes:
+            phases[f"closed.{kind}"] = await d.load(kind, d.server_addr, kind)
+        if {"batch", "stream"} & set(a.modes):
+            phases["asyncpg"] = await d.baseline()
+    if "open" in a.scenarios:
+        rate = a.open_rate
+        if rate <= 0:  # half the closed-loop figure of the same mode
+            rate = phases.get(f"closed.{a.open_mode}", {}).get("units_per_s", 0.0) / 2
+            if rate <= 0:
+                raise RunFailed(f"--open-rate 0 needs the closed {a.open_mode} figure")
+        phases[f"open.{a.open_mode}"] = await d.load(
+            "open", d.server_addr, a.open_mode, "open", duration_s=a.open_duration,
+            rate=round(rate, 1))
+    if "hold" in a.scenarios:
+        phases[f"hold.{a.hold_mode}"] = await d.hold()
+    if "workers" in a.scenarios:
+        for kind, ph in (await d.scaled()).items():
+            phases[f"workers.{kind}"] = ph
+    verify = None if a.no_verify else await verify_ledger(d.server_addr, d.key,
+                                                          a.call_timeout)
+    d.check_alive()
+    return {"setup_s": setup_s, "probe": d.probe, "phases": phases, "verify": verify}
 
 
 # ---- figures --------------------------------------------------------------------------------
@@ -807,9 +782,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.chdir(ROOT)
-    now = dt.datetime.now(dt.timezone.utc)
-    out_dir = Path(args.out) if args.out else RESULTS_DIR / now.strftime("%Y%m%dT%H%M%SZ")
+    now, out_dir = begin(args.out)
     params = dict(vars(args))
     meta = {"timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "preset": args.preset,
             "machine": machine_info(), "git": git_info(), "parameters": params,
@@ -829,39 +802,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: FAILED: {exc}", file=sys.stderr)
             return 1
     driver = Driver(args)
-
-    def on_alarm(signum, frame) -> None:
-        driver.children.kill_all(gently=False)
-        raise HardTimeout()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.timeout) + 30)
     print(f"bench: database {driver.db_name}, preset {args.preset}, scenarios "
           f"{','.join(args.scenarios)}, modes {','.join(args.modes)} (hard limit "
           f"{args.timeout:.0f} s)", file=sys.stderr, flush=True)
 
     async def go() -> dict:
         meta["machine"]["postgresql"] = await pg_version(driver.admin_dsn)
-        return await asyncio.wait_for(run(driver), timeout=args.timeout)
+        return await run(driver)
 
-    try:
-        res = asyncio.run(go())
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    except (asyncio.TimeoutError, HardTimeout):
-        print(f"bench: FAILED: hard timeout of {args.timeout:.0f} s", file=sys.stderr)
-        return 1
-    except RunFailed as exc:
-        print(f"bench: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except Exception:  # noqa: BLE001 - a failed run is reported, never hidden
-        traceback.print_exc()
-        print("bench: FAILED", file=sys.stderr)
-        return 1
-    finally:
-        signal.alarm(0)
-        driver.cleanup()
+    res, code = run_bounded("bench", driver, go, args.timeout)
+    if code:
+        return code
     rows = figures(res, args)
     problems = problems_of(res)
     text = table(meta, res, rows, ev)
@@ -873,11 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out_dir / "summary.txt").write_text(text + "\n")
     (out_dir / "report.html").write_text(report.render(doc))
-    shown = out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir
-    print(f"\nresults: {shown}/results.json, report: {shown}/report.html")
-    for p in problems:
-        print(f"bench: FAILED: {p}", file=sys.stderr)
-    return 1 if problems else 0
+    return finish("bench", out_dir, ("results.json", "summary.txt", "report.html"), problems)
 
 
 if __name__ == "__main__":

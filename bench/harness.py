@@ -2,30 +2,39 @@
 database and the real server, load phases over load-generator processes, CPU accounting from
 /proc, latency percentiles, py-spy profiles and the ledger writer's metrics.
 
-Used by bench/driver.py (`make bench`) and bench/loadtest.py (`make loadtest`).
+Used by bench/driver.py (`make bench`) and bench/loadtest.py (`make loadtest`), whose main()
+runs under `run_bounded` (the hard limit, Ctrl-C, clean-up and exit status).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import datetime as dt
 import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
+# The rule sets the product ships (package data): b2b, held, marketplace.
+EXAMPLES_DIR = ROOT / "server" / "clearing" / "rules" / "examples"
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 # The servers' Redis (each run under a prefix of its own).
 REDIS_URL = os.environ.get("CLEARING_BENCH_REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -35,6 +44,8 @@ READY_TIMEOUT_S = 30.0
 SETUP_CONCURRENCY = 32
 MERCHANT_FUNDING_MINOR = 100_000_000
 TERM_WAIT_S = 5.0
+# The backstop alarm fires this long after a run's own time limit.
+ALARM_GRACE_S = 30
 
 
 class RunFailed(Exception):
@@ -330,6 +341,37 @@ async def verify_ledger(addr: str, key: str, timeout_s: float) -> dict:
             "batch_count": r.batch_count, "account_count": r.account_count}
 
 
+async def new_platform(conn, name: str) -> tuple[int, str, str]:
+    """A platform (as `clearing platform create` / `clearing keys create` do): its id, a
+    gateway+operator key and an approver key."""
+    from clearing.api.auth import create_key, create_platform
+
+    platform_id, key = await create_platform(conn, name, frozenset({"gateway", "operator"}))
+    return platform_id, key, await create_key(conn, platform_id, frozenset({"approver"}))
+
+
+def example_rule_set(name: str) -> str:
+    """The YAML text of a rule set the product ships (server/clearing/rules/examples/)."""
+    return (EXAMPLES_DIR / f"{name}.yaml").read_text()
+
+
+async def publish_and_activate(splits, text: str, key: str, approver_key: str,
+                               comment: str):
+    """Publish a YAML rule set with `key` and activate that version with `approver_key`
+    (`splits` a SplitServiceStub); returns the published RuleSet message."""
+    from clearing.rules import proto
+    from clearing.v1 import split_pb2 as pb
+
+    published = (await splits.PublishRuleSet(pb.PublishRuleSetRequest(
+        request_id=str(uuid.uuid4()), rule_set=proto.rule_set_proto_from_yaml(text)),
+        metadata=(("authorization", f"Bearer {key}"),), timeout=30)).rule_set
+    await splits.ActivateRuleSet(pb.ActivateRuleSetRequest(
+        request_id=str(uuid.uuid4()), rule_set_name=published.name,
+        rule_set_version=published.version, comment=comment),
+        metadata=(("authorization", f"Bearer {approver_key}"),), timeout=30)
+    return published
+
+
 # ---- one load phase -----------------------------------------------------------------------
 
 def _split(total: int, parts: int) -> list[int]:
@@ -348,6 +390,7 @@ class Bench:
         self.admin_dsn = os.environ.get("CLEARING_BENCH_DATABASE_URL") or LOCAL_PG
         self.db_name = f"clearing_bench_{secrets.token_hex(4)}"
         self.db_created = False
+        self.dsn = ""  # the bench database's, once created
         self.tmp = Path(tempfile.mkdtemp(prefix="clearing-bench-"))
         self.server: subprocess.Popen | None = None
         self.echo: subprocess.Popen | None = None
@@ -359,6 +402,24 @@ class Bench:
         self.metrics_port = 0
 
     # ---- life cycle ----
+
+    @contextlib.asynccontextmanager
+    async def new_database(self):
+        """Create the run's database (dropped by cleanup), set `dsn`, migrate it; yields a
+        connection to it for the rest of the set-up, closed on exit."""
+        import asyncpg
+
+        from clearing import db
+
+        await db.ensure_database(self.admin_dsn, self.db_name)
+        self.db_created = True
+        self.dsn = _replace_db(self.admin_dsn, self.db_name)
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await db.migrate(conn)
+            yield conn
+        finally:
+            await conn.close()
 
     async def start_server(self, dsn: str, workers: int,
                            name: str = "server") -> tuple[str, subprocess.Popen]:
@@ -650,3 +711,71 @@ def merge(label: str, mode: str, results: list[dict], window_s: float, rate: flo
         out["overflow"] = sum(r["overflow"] for r in results)
         out["outstanding_peak"] = max(r["outstanding_peak"] for r in results)
     return out
+
+
+# ---- a whole run --------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def begin(out: str | None) -> tuple[dt.datetime, Path]:
+    """A run's start: work from the repository root; returns the start time (UTC) and where
+    the run writes its results (--out, else bench/results/<UTC timestamp>/)."""
+    os.chdir(ROOT)
+    now = dt.datetime.now(dt.timezone.utc)
+    return now, Path(out) if out else RESULTS_DIR / now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def finish(prog: str, out: Path, files: tuple[str, ...], problems: list[str]) -> int:
+    """Say where the results are and every problem (stderr, `<prog>: FAILED: ...`); the exit
+    status: 1 when there is a problem, else 0."""
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    print(f"\nresults: {shown}/ ({', '.join(files)})")
+    for p in problems:
+        print(f"{prog}: FAILED: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def run_bounded(prog: str, bench: Bench, body: Callable[[], Awaitable[T]],
+                timeout_s: float | None) -> tuple[T | None, int]:
+    """Run a bench command's async `body()` to the end, within `timeout_s` seconds (None: no
+    limit, e.g. a server kept up until Ctrl-C), then always kill `bench`'s children and
+    clean it up (database dropped, temporary files removed).
+
+    The limit is asyncio's timeout on the body, backed by SIGALRM ALARM_GRACE_S later (a body
+    stuck outside the loop): that kills the children at once and aborts. Returns (result, 0),
+    or (None, exit status) after saying why on stderr as `<prog>: FAILED: ...`: 1 when the
+    body raised (RunFailed: its message; anything else: the traceback) or hit the limit, 130
+    on Ctrl-C."""
+
+    def on_alarm(signum, frame) -> None:
+        bench.children.kill_all(gently=False)
+        raise HardTimeout()
+
+    async def bounded() -> T:
+        try:
+            return await asyncio.wait_for(body(), timeout=timeout_s)
+        finally:
+            bench.children.kill_all()
+
+    if timeout_s is not None:
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(int(timeout_s) + ALARM_GRACE_S)
+    try:
+        return asyncio.run(bounded()), 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return None, 130
+    except (asyncio.TimeoutError, HardTimeout):
+        print(f"{prog}: FAILED: hard timeout of {timeout_s:.0f} s", file=sys.stderr)
+        return None, 1
+    except RunFailed as exc:
+        print(f"{prog}: FAILED: {exc}", file=sys.stderr)
+        return None, 1
+    except Exception:  # noqa: BLE001 - a failed run is reported, never hidden
+        traceback.print_exc()
+        print(f"{prog}: FAILED", file=sys.stderr)
+        return None, 1
+    finally:
+        signal.alarm(0)
+        bench.cleanup()

@@ -63,6 +63,38 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+async def window_cpu_s(warm_end: float, end: float) -> float:
+    """This process's CPU seconds over the measurement window [warm_end, end] (perf_counter's
+    clock): sleeps to its start, then to its end. Run it as a task beside the load."""
+    perf = time.perf_counter
+    await asyncio.sleep(max(0.0, warm_end - perf()))
+    start = _cpu_s()
+    await asyncio.sleep(max(0.0, end - perf()))
+    return _cpu_s() - start
+
+
+async def due_times(start: float, end: float, rate: float):
+    """The open loop's clock: yields (t_sched, now) for request i = 0, 1, ... due at
+    t_sched = start + i / rate, every one before `end`, each once its time has come (after a
+    late wake-up, all that are due at once, in order, with the same `now`). now - t_sched is
+    how late it goes out; the consumer must not await between two of them."""
+    interval = 1.0 / rate
+    perf = time.perf_counter
+    n = 0
+    while True:
+        t_sched = start + n * interval
+        if t_sched >= end:
+            return
+        now = perf()
+        if t_sched > now:
+            await asyncio.sleep(t_sched - now)
+            now = perf()
+        while t_sched <= now and t_sched < end:
+            yield t_sched, now
+            n += 1
+            t_sched = start + n * interval
+
+
 class Requests:
     """Transfer requests with unique request ids: custodial -> random merchant, or (a
     fraction) merchant -> merchant."""
@@ -254,59 +286,40 @@ async def stream_loop(cfg: dict, channels: list, start: float) -> dict:
 
     async def schedule() -> None:
         """Open loop: put order i on stream i mod n at start + i / rate."""
-        interval = 1.0 / cfg["rate"]
         n = 0
-        while True:
-            t_sched = start + n * interval
-            if t_sched >= end:
-                break
-            now = perf()
-            if t_sched > now:
-                await asyncio.sleep(t_sched - now)
-                now = perf()
-            while t_sched <= now and t_sched < end:
-                measured = t_sched >= warm_end
+        async for t_sched, now in due_times(start, end, cfg["rate"]):
+            measured = t_sched >= warm_end
+            if measured:
+                stats["late_max"] = max(stats["late_max"], now - t_sched)
+            if len(sent_at) >= outstanding_max:
+                stats["overflow"] += 1
                 if measured:
-                    stats["late_max"] = max(stats["late_max"], now - t_sched)
-                if len(sent_at) >= outstanding_max:
-                    stats["overflow"] += 1
-                    if measured:
-                        rec.error("CLIENT_OVERFLOW",
-                                  f"more than {outstanding_max} orders without an outcome")
-                else:
-                    req = reqs.next()
-                    sent_at[req.request_id] = (t_sched, measured)
-                    queues[n % n_streams].put_nowait((t_sched, req))
-                    stats["peak"] = max(stats["peak"], len(sent_at))
-                n += 1
-                t_sched = start + n * interval
+                    rec.error("CLIENT_OVERFLOW",
+                              f"more than {outstanding_max} orders without an outcome")
+            else:
+                req = reqs.next()
+                sent_at[req.request_id] = (t_sched, measured)
+                queues[n % n_streams].put_nowait((t_sched, req))
+                stats["peak"] = max(stats["peak"], len(sent_at))
+            n += 1
         stats["sent"] = n
         for q in queues:
             q.put_nowait(None)
 
-    cpu = {}
-
-    async def sample_cpu() -> None:
-        await asyncio.sleep(max(0.0, warm_end - perf()))
-        cpu["start"] = _cpu_s()
-        await asyncio.sleep(max(0.0, end - perf()))
-        cpu["end"] = _cpu_s()
-
     await asyncio.sleep(max(0.0, start - perf()))
-    sampler = asyncio.ensure_future(sample_cpu())
+    sampler = asyncio.ensure_future(window_cpu_s(warm_end, end))
     jobs = [one_stream(i) for i in range(n_streams)]
     if is_open:
         jobs.append(schedule())
     await asyncio.gather(*jobs)
-    await sampler
+    cpu_s = await sampler
     # Orders sent in the window without an outcome: lost with a broken stream.
     lost = sum(1 for _, measured in sent_at.values() if measured or not is_open)
     if lost:
         rec.codes["CLIENT_NoOutcome"] += lost
     out = {"codes": dict(rec.codes), "lat_us": rec.lat_us, "error_samples": rec.error_samples,
            "warmup_codes": dict(warmup_codes), "resp_bytes": rec.resp_bytes,
-           "sent": stats["sent"], "window_s": cfg["duration_s"],
-           "cpu_s": cpu.get("end", 0.0) - cpu.get("start", 0.0)}
+           "sent": stats["sent"], "window_s": cfg["duration_s"], "cpu_s": cpu_s}
     if is_open:
         out.update({"late_max_ms": stats["late_max"] * 1e3, "overflow": stats["overflow"],
                     "outstanding_peak": stats["peak"]})
@@ -343,22 +356,12 @@ async def closed_loop(cfg: dict, calls: list, start: float,
             elif code != "OK":
                 warmup_codes[code] += 1
 
-    cpu = {}
-
-    async def sample_cpu() -> None:
-        await asyncio.sleep(max(0.0, warm_end - perf()))
-        cpu["start"] = _cpu_s()
-        await asyncio.sleep(max(0.0, end - perf()))
-        cpu["end"] = _cpu_s()
-
     await asyncio.sleep(max(0.0, start - perf()))
-    sampler = asyncio.ensure_future(sample_cpu())
+    sampler = asyncio.ensure_future(window_cpu_s(warm_end, end))
     await asyncio.gather(*(caller(i) for i in range(cfg["concurrency"])))
-    await sampler
     return {"codes": dict(rec.codes), "lat_us": rec.lat_us, "error_samples": rec.error_samples,
             "warmup_codes": dict(warmup_codes), "resp_bytes": rec.resp_bytes,
-            "sent": reqs._n, "window_s": cfg["duration_s"],
-            "cpu_s": cpu.get("end", 0.0) - cpu.get("start", 0.0)}
+            "sent": reqs._n, "window_s": cfg["duration_s"], "cpu_s": await sampler}
 
 
 async def open_loop(cfg: dict, calls: list, start: float,
@@ -366,8 +369,6 @@ async def open_loop(cfg: dict, calls: list, start: float,
     """`requests` builds each call's request, as for closed_loop."""
     reqs = requests(cfg)
     rec = Recorder()
-    rate = cfg["rate"]
-    interval = 1.0 / rate
     warm_end = start + cfg["warmup_s"]
     end = warm_end + cfg["duration_s"]
     metadata = (("authorization", f"Bearer {cfg['key']}"),)
@@ -394,35 +395,25 @@ async def open_loop(cfg: dict, calls: list, start: float,
         else:
             rec.error(code, detail)
 
-    await asyncio.sleep(max(0.0, start - perf()))
     cpu_start = None
     n = 0
     n_calls = len(calls)
-    while True:
-        t_sched = start + n * interval
-        if t_sched >= end:
-            break
-        now = perf()
-        if t_sched > now:
-            await asyncio.sleep(t_sched - now)
-            now = perf()
-        while t_sched <= now and t_sched < end:
-            measured = t_sched >= warm_end
+    async for t_sched, now in due_times(start, end, cfg["rate"]):
+        measured = t_sched >= warm_end
+        if measured:
+            if cpu_start is None:
+                cpu_start = _cpu_s()
+            late_max = max(late_max, now - t_sched)
+        if len(tasks) >= outstanding_max:
+            overflow += 1
             if measured:
-                if cpu_start is None:
-                    cpu_start = _cpu_s()
-                late_max = max(late_max, now - t_sched)
-            if len(tasks) >= outstanding_max:
-                overflow += 1
-                if measured:
-                    rec.error("CLIENT_OVERFLOW", f"more than {outstanding_max} calls in flight")
-            else:
-                task = loop.create_task(one(t_sched, calls[n % n_calls], measured))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                outstanding_peak = max(outstanding_peak, len(tasks))
-            n += 1
-            t_sched = start + n * interval
+                rec.error("CLIENT_OVERFLOW", f"more than {outstanding_max} calls in flight")
+        else:
+            task = loop.create_task(one(t_sched, calls[n % n_calls], measured))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            outstanding_peak = max(outstanding_peak, len(tasks))
+        n += 1
     cpu_end = _cpu_s()
     if tasks:
         await asyncio.wait(tasks, timeout=timeout_s + 5)

@@ -30,55 +30,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
 
-from bench.harness import (RESULTS_DIR, ROOT, Bench, HardTimeout, RunFailed, _in_thread,
-                           _replace_db, _tail, verify_ledger)
+from bench.harness import (ROOT, Bench, RunFailed, _in_thread, _tail, begin, example_rule_set,
+                           finish, new_platform, publish_and_activate, run_bounded,
+                           verify_ledger)
 
 CURRENCY = "CNY"
 SETUP_CONCURRENCY = 16
 # ref -> (kind, allow_negative): the b2b and held rule sets' receivers.
 FIXED_ACCOUNTS = {"CUSTODIAL": (1, True), "GOV_ACCOUNT": (7, False), "PLAT_001": (2, False),
                   "SUP_2025001": (3, False), "LOGISTICS_B": (4, False)}
-HELD = """
-name: held
-currency_code: CNY
-description: 10% to the platform at once, the rest to the supplier on SHIPPED and RECEIVED
-rules:
-  - rule_name: held
-    priority: 1
-    shares:
-      - {label: platform, type: SHARE_TYPE_RATIO, ratio_bps: 1000,
-         receiver: {account_ref: PLAT_001}}
-      - label: supplier
-        type: SHARE_TYPE_REMAINDER
-        receiver: {account_ref: SUP_2025001}
-        release:
-          steps: [{event_name: SHIPPED, fraction_bps: 5000},
-                  {event_name: RECEIVED, fraction_bps: 5000}]
-"""
-MARKETPLACE = """
-name: marketplace
-currency_code: CNY
-description: 5% commission to the platform, the rest to the order's seller
-party_roles: [seller]
-rules:
-  - rule_name: commission
-    priority: 1
-    shares:
-      - {label: platform, type: SHARE_TYPE_RATIO, ratio_bps: 500,
-         receiver: {account_ref: PLAT_001}}
-      - {label: seller, type: SHARE_TYPE_REMAINDER, receiver: {party_role: seller}}
-"""
+# The rule sets published on every platform: the product's examples (the locustfile's
+# RULE_SET_WEIGHTS names them).
+RULE_SETS = ("b2b", "held", "marketplace")
 
 
 class LoadTest(Bench):
@@ -87,28 +58,12 @@ class LoadTest(Bench):
     def __init__(self, args: argparse.Namespace, out: Path) -> None:
         super().__init__(args)
         self.out = out
-        self.dsn = ""
         self.platforms: list[dict] = []
 
     async def setup(self) -> Path:
-        import asyncpg
-
-        from clearing import db
-        from clearing.api.auth import create_key, create_platform
-
-        await db.ensure_database(self.admin_dsn, self.db_name)
-        self.db_created = True
-        self.dsn = _replace_db(self.admin_dsn, self.db_name)
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await db.migrate(conn)
-            keys = []
-            for i in range(self.args.platforms):
-                pid, key = await create_platform(conn, f"sale-day-{i + 1}",
-                                                 frozenset({"gateway", "operator"}))
-                keys.append((pid, key, await create_key(conn, pid, frozenset({"approver"}))))
-        finally:
-            await conn.close()
+        async with self.new_database() as conn:
+            keys = [await new_platform(conn, f"sale-day-{i + 1}")
+                    for i in range(self.args.platforms)]
         self.server_addr, self.server = await self.start_server(self.dsn,
                                                                 self.args.server_workers)
         self.key = keys[0][1]
@@ -123,10 +78,8 @@ class LoadTest(Bench):
         """One platform's accounts and rule sets, through the API."""
         import grpc
 
-        from clearing.rules import proto
         from clearing.v1 import ledger_pb2 as lpb
         from clearing.v1 import ledger_pb2_grpc
-        from clearing.v1 import split_pb2 as pb
         from clearing.v1 import split_pb2_grpc
 
         md = (("authorization", f"Bearer {key}"),)
@@ -148,17 +101,11 @@ class LoadTest(Bench):
 
             ids = await asyncio.gather(*(open_one(*s) for s in specs))
             splits = split_pb2_grpc.SplitServiceStub(ch)
-            b2b = (ROOT / "server/clearing/rules/examples/b2b.yaml").read_text()
-            for text in (b2b, HELD, MARKETPLACE):
-                published = (await splits.PublishRuleSet(pb.PublishRuleSetRequest(
-                    request_id=str(uuid.uuid4()), rule_set=proto.rule_set_proto_from_yaml(text)),
-                    metadata=md, timeout=30)).rule_set
-                await splits.ActivateRuleSet(pb.ActivateRuleSetRequest(
-                    request_id=str(uuid.uuid4()), rule_set_name=published.name,
-                    rule_set_version=published.version, comment="sale day"),
-                    metadata=(("authorization", f"Bearer {approver}"),), timeout=30)
+            for name in RULE_SETS:
+                await publish_and_activate(splits, example_rule_set(name), key, approver,
+                                           "sale day")
         return {"platform_id": platform_id, "key": key, "sellers": sellers,
-                "account_ids": list(ids), "rule_sets": ["b2b", "held", "marketplace"]}
+                "account_ids": list(ids), "rule_sets": list(RULE_SETS)}
 
     async def locust(self, setup_path: Path) -> int:
         a = self.args
@@ -253,58 +200,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.chdir(ROOT)
-    now = dt.datetime.now(dt.timezone.utc)
-    out = Path(args.out) if args.out else RESULTS_DIR / now.strftime("%Y%m%dT%H%M%SZ")
+    now, out = begin(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lt = LoadTest(args, out)
     timeout = 240 + args.ramp + args.hold
 
-    def on_alarm(signum, frame) -> None:
-        lt.children.kill_all(gently=False)
-        raise HardTimeout()
-
     async def go() -> dict:
-        try:
-            t0 = time.monotonic()
-            setup_path = await lt.setup()
-            setup_s = round(time.monotonic() - t0, 1)
-            if args.setup_only:
-                print(f"server {lt.server_addr}; set-up {setup_path}\n"
-                      f"CLEARING_LOCUST_SETUP={setup_path} .venv/bin/locust -f "
-                      f"bench/locustfile.py -H {lt.server_addr}\n(Ctrl-C stops the server "
-                      f"and drops the database)", flush=True)
-                while True:
-                    await asyncio.sleep(3600)
-            code = await lt.locust(setup_path)
-            verify = await verify_ledger(lt.server_addr, lt.key, 60)
-            return {"setup_s": setup_s, "locust_exit": code, "verify": verify}
-        finally:
-            lt.children.kill_all()
+        t0 = time.monotonic()
+        setup_path = await lt.setup()
+        setup_s = round(time.monotonic() - t0, 1)
+        if args.setup_only:
+            print(f"server {lt.server_addr}; set-up {setup_path}\n"
+                  f"CLEARING_LOCUST_SETUP={setup_path} .venv/bin/locust -f "
+                  f"bench/locustfile.py -H {lt.server_addr}\n(Ctrl-C stops the server "
+                  f"and drops the database)", flush=True)
+            while True:
+                await asyncio.sleep(3600)
+        code = await lt.locust(setup_path)
+        verify = await verify_ledger(lt.server_addr, lt.key, 60)
+        return {"setup_s": setup_s, "locust_exit": code, "verify": verify}
 
-    if not args.setup_only:
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.alarm(int(timeout) + 30)
     print(f"loadtest: database {lt.db_name}, {args.platforms} platforms x {args.merchants} "
           f"sellers, results in {out}", file=sys.stderr, flush=True)
-    try:
-        res = asyncio.run(asyncio.wait_for(go(), timeout=None if args.setup_only else timeout))
-    except KeyboardInterrupt:
-        print("loadtest: interrupted", file=sys.stderr)
-        return 130
-    except (asyncio.TimeoutError, HardTimeout):
-        print(f"loadtest: FAILED: hard timeout of {timeout:.0f} s", file=sys.stderr)
-        return 1
-    except RunFailed as exc:
-        print(f"loadtest: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except Exception:  # noqa: BLE001 - a failed run is reported, never hidden
-        traceback.print_exc()
-        print("loadtest: FAILED", file=sys.stderr)
-        return 1
-    finally:
-        signal.alarm(0)
-        lt.cleanup()
+    res, code = run_bounded("loadtest", lt, go, None if args.setup_only else timeout)
+    if code:
+        return code
     stats = read_stats(out / "locust_stats.csv")
     text = summary_text(stats, args)
     print(text)
@@ -327,11 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "loadtest.json").write_text(json.dumps(
         {"timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "parameters": params,
          "stats": stats, "failed": problems, **res}, indent=2) + "\n")
-    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
-    print(f"\nresults: {shown}/ (locust.html, locust_stats.csv, loadtest.json)")
-    for p in problems:
-        print(f"loadtest: FAILED: {p}", file=sys.stderr)
-    return 1 if problems else 0
+    return finish("loadtest", out, ("locust.html", "locust_stats.csv", "loadtest.json"),
+                  problems)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import time
 from collections import Counter
 
 from bench import loadgen
-from bench.loadgen import ERROR_SAMPLES_MAX, _cpu_s
 
 INS_TRANSFERS = """
 INSERT INTO bl_transfers (transfer_id, platform_id, batch_id, request_id, debit_account_id,
@@ -126,10 +125,8 @@ async def main_async(cfg: dict) -> dict:
         warm_end = start + cfg["warmup_s"]
         end = warm_end + cfg["duration_s"]
         perf = time.perf_counter
-        codes: Counter[str] = Counter()
+        rec = loadgen.Recorder()
         warmup_codes: Counter[str] = Counter()
-        lat_us: list[int] = []
-        samples: list[str] = []
         sent = 0
 
         async def caller(i: int) -> None:
@@ -149,30 +146,19 @@ async def main_async(cfg: dict) -> dict:
                     code, detail = f"CLIENT_{type(exc).__name__}", str(exc)
                 t1 = perf()
                 if warm_end <= t1 <= end:
-                    codes[code] += 1
                     if code == "OK":
-                        lat_us.append(int((t1 - t0) * 1e6))
-                    elif len(samples) < ERROR_SAMPLES_MAX:
-                        samples.append(f"{code}: {detail[:300]}")
+                        rec.ok(t1 - t0)
+                    else:
+                        rec.error(code, detail)
                 elif code != "OK":
                     warmup_codes[code] += 1
 
-        cpu = {}
-
-        async def sample_cpu() -> None:
-            await asyncio.sleep(max(0.0, warm_end - perf()))
-            cpu["start"] = _cpu_s()
-            await asyncio.sleep(max(0.0, end - perf()))
-            cpu["end"] = _cpu_s()
-
         await asyncio.sleep(max(0.0, start - perf()))
-        sampler = asyncio.ensure_future(sample_cpu())
+        sampler = asyncio.ensure_future(loadgen.window_cpu_s(warm_end, end))
         await asyncio.gather(*(caller(i) for i in range(cfg["concurrency"])))
-        await sampler
-        return {"codes": dict(codes), "lat_us": lat_us, "error_samples": samples,
+        return {"codes": dict(rec.codes), "lat_us": rec.lat_us, "error_samples": rec.error_samples,
                 "warmup_codes": dict(warmup_codes), "resp_bytes": 0, "sent": sent,
-                "window_s": cfg["duration_s"],
-                "cpu_s": cpu.get("end", 0.0) - cpu.get("start", 0.0)}
+                "window_s": cfg["duration_s"], "cpu_s": await sampler}
     finally:
         for c in conns:
             await c.close()

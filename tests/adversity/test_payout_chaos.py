@@ -16,7 +16,7 @@ import pytest
 from clearing.payout.bank import BankSimSettings
 from clearing.payout.worker import ledger_request_id
 from clearing.v1 import payout_pb2 as pb
-from tests.integration.test_payout_worker_support import (
+from tests.payout_worker_support import (
     FAST, FINAL, books, funded, stack, worker_database)
 
 worker_db = pytest.fixture(scope="module", name="worker_db")(worker_database)

@@ -16,7 +16,7 @@ from clearing.clock import Clock
 from clearing.payout.bank import BankSimSettings, BankSimulator, BankState
 from clearing.payout.worker import Settler, claim, ledger_request_id
 from clearing.v1 import payout_pb2 as pb
-from tests.integration.test_payout_worker_support import (
+from tests.payout_worker_support import (
     FAST, FINAL, balances, books, funded, paid_at_bank, stack, worker_database)
 from tests.support import ServerProcess
 

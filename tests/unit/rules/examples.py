@@ -1,6 +1,8 @@
 """Example rule sets shared by the engine's tests and the SplitService tests (YAML, the
 `clearing.v1.RuleSet` message's field names)."""
 
+from tests.unit.rules.helpers import EXAMPLES
+
 COUPONS_BASE = """
 name: coupons-base
 currency_code: CNY
@@ -52,22 +54,8 @@ rules:
       - {label: logistics, type: SHARE_TYPE_RATIO, ratio_bps: 2000,
          receiver: {account_ref: LOGISTICS_B}}
 """
-HELD = """
-name: held
-currency_code: CNY
-rules:
-  - rule_name: held
-    priority: 1
-    shares:
-      - {label: platform, type: SHARE_TYPE_RATIO, ratio_bps: 1000,
-         receiver: {account_ref: PLAT_001}}
-      - label: supplier
-        type: SHARE_TYPE_REMAINDER
-        receiver: {account_ref: SUP_2025001}
-        release:
-          steps: [{event_name: SHIPPED, fraction_bps: 5000},
-                  {event_name: RECEIVED, fraction_bps: 5000}]
-"""
+# Shipped with the product (server/clearing/rules/examples/held.yaml): the bench publishes it too.
+HELD = (EXAMPLES / "held.yaml").read_text()
 SUPPLIER_OWN = """
 name: supplier-own
 currency_code: CNY

@@ -10,21 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 from dataclasses import dataclass, replace
 
 import asyncpg
 import grpc
 
 from clearing import db, server
-from clearing.api.auth import create_key, create_platform
 from clearing.clock import Clock
 from clearing.payout.bank import (BankSimSettings, BankSimulator, BankState, BookEntry,
                                   CallFaults, TimeoutKind, decide)
 from clearing.payout.worker import WorkerSettings
-from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import payout_pb2 as pb
 from tests.conftest import RUN_ID, _replace_db, server_settings
+from tests import payout_support
 from tests.payout_support import Payouts, party, set_config
 from tests.support import Client
 
@@ -93,7 +91,8 @@ async def stack(dsn: str, redis_url: str, redis_prefix: str, *,
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         if not platform_id:
-            platform_id, keys = await new_platform(dsn)
+            platform_id, ops_key, approver_key = await payout_support.keys(dsn)
+            keys = (ops_key, approver_key)
         yield Stack(running, channel, platform_id, Client(channel, keys[0]),
                     Payouts(channel, keys[0]), Payouts(channel, keys[1]), dsn, keys)
     finally:
@@ -103,17 +102,6 @@ async def stack(dsn: str, redis_url: str, redis_prefix: str, *,
 
 def _fields(obj) -> dict:
     return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
-
-
-async def new_platform(dsn: str) -> tuple[int, tuple[str, str]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        pid, ops = await create_platform(conn, f"pw_{secrets.token_hex(6)}",
-                                         frozenset({"gateway", "operator"}))
-        approver = await create_key(conn, pid, frozenset({"approver"}))
-    finally:
-        await conn.close()
-    return pid, (ops, approver)
 
 
 async def funded(s: Stack, funds: int, *, fee_fixed_minor: int = 0,
@@ -126,10 +114,6 @@ async def funded(s: Stack, funds: int, *, fee_fixed_minor: int = 0,
                      review_threshold_minor=review_threshold_minor,
                      bank_transfer_max_minor=bank_transfer_max_minor)
     return p
-
-
-async def wait_state(s: Stack, payout_id: int, states, timeout_s: float = 20.0) -> pb.Payout:
-    return await s.ops.wait_state(payout_id, states, timeout_s)
 
 
 async def books(pool: asyncpg.Pool, payout_id: int | None = None) -> list[BookEntry]:
@@ -165,16 +149,3 @@ async def balances(s: Stack, *account_ids: int) -> list[tuple[int, int, int]]:
         b = await s.client.balance(a)
         out.append((b.posted_minor, b.available_minor, b.pending_debit_minor))
     return out
-
-
-async def eventually(predicate, timeout_s: float = 20.0, interval_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await predicate()
-        if value or time.monotonic() > deadline:
-            assert value, "condition not met in time"
-            return value
-        await asyncio.sleep(interval_s)
-
-
-__all__ = ["FAST", "FINAL", "Stack", "stack", "funded", "worker_database", "lpb"]
