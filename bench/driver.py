@@ -20,7 +20,8 @@ Scenarios, in this order (--scenarios picks some):
             of --batch-size (bench/split_baseline.py), as many connections as batch callers;
   open      unary Split at a fixed arrival rate (--open-rate, 1500/s) for --open-duration
             (60 s), latency from each order's scheduled send time;
-  hold      the sale-day hold: --hold-rate (3800/s) orders through --hold-mode (SplitStream)
+  hold      the sale-day hold: --hold-rate (3800/s) orders from a gateway, --hold-mode batch
+            (SplitBatch calls of --hold-batch-size 40, the default) or stream (SplitStream),
             for --hold-duration (300 s), open loop, the server's RSS sampled every second;
   workers   the server with --scale-workers (2) processes: unary Split and SplitStream,
             closed loop, beside the 1-process figures.
@@ -321,7 +322,8 @@ class Driver(Bench):
                 "body_bytes_mean": int(row["body_bytes"])}
 
     def cfgs(self, label: str, addr: str, kind: str, mode: str, duration_s: float,
-             warmup_s: float, rate: float = 0.0) -> tuple[list[dict], list[int]]:
+             warmup_s: float, rate: float = 0.0,
+             batch_size: int | None = None) -> tuple[list[dict], list[int]]:
         a = self.args
         if kind in ("transfer", "split"):
             concurrency, procs = a.concurrency, a.client_processes
@@ -345,21 +347,23 @@ class Driver(Bench):
                 "merchant_ids": self.accounts.get("merchant_ids", []),
                 "m2m_fraction": a.m2m_fraction,
                 # split modes
-                "batch_size": a.batch_size, "rule_set_name": RULE_SET,
+                "batch_size": batch_size or a.batch_size, "rule_set_name": RULE_SET,
                 "gov_fraction": a.gov_fraction, "stream_window": a.stream_window})
         return out, callers
 
     async def load(self, label: str, addr: str, kind: str, mode: str = "closed", *,
                    duration_s: float | None = None, warmup_s: float | None = None,
-                   rate: float = 0.0, marks: dict | None = None) -> dict:
+                   rate: float = 0.0, marks: dict | None = None,
+                   batch_size: int | None = None) -> dict:
         """One phase: `kind` against `addr`, closed loop or open loop at `rate` units/s.
         `marks["window_start"]` gets the time.monotonic() of the measured window's start."""
         a = self.args
         duration_s = a.duration if duration_s is None else duration_s
         warmup_s = a.warmup if warmup_s is None else warmup_s
-        unit = a.batch_size if kind == "batch" else 1
+        unit = (batch_size or a.batch_size) if kind == "batch" else 1
         call_rate = rate / unit  # open-loop batches are sent at units / batch size per second
-        cfgs, callers = self.cfgs(label, addr, kind, mode, duration_s, warmup_s, call_rate)
+        cfgs, callers = self.cfgs(label, addr, kind, mode, duration_s, warmup_s, call_rate,
+                                  batch_size)
         print(f"bench: {label}: {kind} {mode} loop, {warmup_s:g}+{duration_s:g} s"
               + (f" at {rate:g} units/s" if mode == "open" else ""), file=sys.stderr,
               flush=True)
@@ -417,7 +421,8 @@ class Driver(Bench):
         try:
             out = await self.load("hold", self.server_addr, a.hold_mode, "open",
                                   duration_s=a.hold_duration, warmup_s=a.hold_warmup,
-                                  rate=a.hold_rate, marks=marks)
+                                  rate=a.hold_rate, marks=marks,
+                                  batch_size=a.hold_batch_size)
         finally:
             await sampler.stop()
         # The RSS reference is the first sample of the measured window (after the warm-up).
@@ -712,7 +717,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--open-rate", type=float, help="open scenario: units per second (1500); "
                     "0: half the closed-loop figure of the mode")
     ap.add_argument("--open-duration", type=float, help="open scenario: measured s (60)")
-    ap.add_argument("--hold-mode", choices=("stream", "batch"), default="stream")
+    ap.add_argument("--hold-mode", choices=("stream", "batch"), default="batch",
+                    help="hold: a gateway's SplitBatch calls (default) or SplitStream")
+    ap.add_argument("--hold-batch-size", type=int, default=40,
+                    help="hold, batch mode: orders per SplitBatch call (40: ~95 calls/s)")
     ap.add_argument("--hold-rate", type=float, help="hold: splits per second (3800)")
     ap.add_argument("--hold-duration", type=float, help="hold: measured seconds (300)")
     ap.add_argument("--hold-warmup", type=float, help="hold: warm-up seconds before the RSS "
