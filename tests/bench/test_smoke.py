@@ -44,7 +44,7 @@ def test_driver_smoke_every_mode_and_loop(pg_admin_dsn, redis_url, tmp_path):
     phases = doc["phases"]
     modes = ("transfer", "split", "batch", "stream")
     expected = {f"echo.{m}" for m in modes} | {f"closed.{m}" for m in modes} | {
-        "asyncpg", "open.split", "hold.stream"}
+        "asyncpg", "open.split", "hold.batch"}
     assert set(phases) == expected
     for key, phase in phases.items():
         assert phase["errors"] == {}, (key, phase["error_samples"])
@@ -55,13 +55,13 @@ def test_driver_smoke_every_mode_and_loop(pg_admin_dsn, redis_url, tmp_path):
         key = "closed.batch" if kind == "batch" else kind
         assert phases[key]["units_per_s"] == round(phases[key]["rps"] * 20, 1)
     assert phases["open.split"]["overflow"] == 0
-    assert phases["hold.stream"]["rss"]["after_warmup_bytes"] > 0
+    assert phases["hold.batch"]["rss"]["after_warmup_bytes"] > 0
     assert doc["failed"] == []
     assert doc["verify"]["ok"] and doc["verify"]["chain_ok"]
     assert doc["git"]["commit"] and doc["machine"]["cpus"] == os.cpu_count()
     names = [f["phase"] for f in doc["figures"]]
     assert names == ["closed.transfer", "closed.split", "closed.batch", "closed.stream",
-                     "asyncpg", "open.split", "hold.stream"]
+                     "asyncpg", "open.split", "hold.batch"]
     assert all(f["errors"] == 0 for f in doc["figures"])
     html = (out / "report.html").read_text()
     assert html.count("<svg") == 2 * len(names) + 1  # throughput, p99, the hold's RSS
