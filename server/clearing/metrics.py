@@ -24,6 +24,13 @@ SPLIT_STREAM_IN_FLIGHT = Gauge(
     "clearing_split_stream_in_flight",
     "SplitStream orders read and not yet answered, all streams of the process")
 
+BANK_CALLS = Counter(
+    "clearing_bank_calls_total",
+    "Calls of the payout worker to the bank, by call (submit, query) and result (succeeded,"
+    " failed, processing, not_found, no_answer)", ["call", "result"])
+PAYOUT_JOBS_IN_FLIGHT = Gauge("clearing_payout_jobs_in_flight",
+                              "Bank transfers the payout worker is working on now")
+
 
 def watch(pool, writer) -> None:
     """Read pool usage and queue depth when scraped (nothing to update on the hot path)."""

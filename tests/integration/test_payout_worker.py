@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from clearing.payout.bank import BankSimSettings, BankState, TimeoutKind
 from clearing.payout.worker import ledger_request_id
@@ -72,12 +73,16 @@ async def test_failure_is_retried_with_a_new_key_then_succeeds(worker_db, redis_
     base = BankSimSettings(failure_rate=0.5)
     seed = seed_where(base, {k + "1": BankState.FAILED, k + "2": BankState.FAILED,
                              k + "3": BankState.SUCCEEDED})
+    before = {r: _bank_calls("submit", r) for r in ("failed", "succeeded")}
     async with stack(worker_db, redis_url, redis_prefix, platform_id=pid, keys=keys,
                      bank=BankSimSettings(failure_rate=0.5, seed=seed)) as s:
         done = await s.ops.wait_state(made.payout_id, FINAL)
         assert (done.state, done.paid_minor) == (pb.PAYOUT_STATE_SUCCEEDED, 1_000)
         [t] = done.transfers
         assert [a.state for a in t.attempts] == [F, F, S]
+        # the metrics count them (other workers of this test process may add their own)
+        assert _bank_calls("submit", "failed") >= before["failed"] + 2
+        assert _bank_calls("submit", "succeeded") >= before["succeeded"] + 1
         assert [a.idempotency_key for a in t.attempts] == [k + "1", k + "2", k + "3"]
         assert t.attempts[0].failure_code in ("ACCOUNT_FROZEN_AT_BANK", "BANK_REJECTED",
                                               "ACCOUNT_CLOSED")
@@ -308,3 +313,9 @@ def test_worker_settings_from_env():
                                  "CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS": "100"})
     with pytest.raises(SystemExit):
         WorkerSettings.from_env({"CLEARING_PAYOUT_CLAIM_BATCH_MAX": "0"})
+
+
+def _bank_calls(call: str, result: str) -> float:
+    return REGISTRY.get_sample_value("clearing_bank_calls_total",
+                                     {"call": call, "result": result}) or 0.0
+

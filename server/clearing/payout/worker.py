@@ -77,6 +77,7 @@ from typing import Any, Mapping
 
 import asyncpg
 
+from clearing import metrics
 from clearing.config import _int
 from clearing.errors import (ClearingError, FailedPrecondition, InvariantViolation, NotFound,
                              invariant)
@@ -557,31 +558,40 @@ class PayoutWorker:
         task = asyncio.get_running_loop().create_task(
             self._guard(self.work(job), f"job {job.order.idempotency_key}"))
         self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
+        metrics.PAYOUT_JOBS_IN_FLIGHT.inc()
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task) -> None:
+        self._jobs.discard(task)
+        metrics.PAYOUT_JOBS_IN_FLIGHT.dec()
 
     async def work(self, job: Job) -> None:
         """One claimed transfer: query first if its attempt is in doubt, then submit (a new
         attempt, or the same key again when the bank never got it), then apply."""
         if job.query_first:
-            result = await self._call(self._bank.query(job.order.idempotency_key))
+            result = await self._call("query", self._bank.query(job.order.idempotency_key))
             if result is None:
                 await self.settler.unknown(job)
                 return
             if result.state is not BankState.NOT_FOUND:
                 await self.settler.apply(result)
                 return
-        result = await self._call(self._bank.submit(job.order))
+        result = await self._call("submit", self._bank.submit(job.order))
         if result is None or result.state is BankState.NOT_FOUND:
             await self.settler.unknown(job)
             return
         await self.settler.apply(result)
 
-    async def _call(self, coro) -> BankResult | None:
-        """A bank call bounded by submit_timeout_ms; None when no answer came."""
+    async def _call(self, name: str, coro) -> BankResult | None:
+        """A bank call bounded by submit_timeout_ms; None when no answer came. Counted in
+        clearing_bank_calls_total by call and result."""
         try:
-            return await asyncio.wait_for(coro, self._settings.submit_timeout_ms / 1000.0)
+            result = await asyncio.wait_for(coro, self._settings.submit_timeout_ms / 1000.0)
         except (BankTimeout, asyncio.TimeoutError):
+            metrics.BANK_CALLS.labels(name, "no_answer").inc()
             return None
+        metrics.BANK_CALLS.labels(name, result.state.name.lower()).inc()
+        return result
 
     async def _on_callback(self, result: BankResult) -> None:
         """A callback from the bank; duplicates and stale ones are no-ops. A failure to apply
