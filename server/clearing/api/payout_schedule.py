@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from clearing.api import validate
 from clearing.api.convert import timestamp
 from clearing.errors import FailedPrecondition, NotFound, Violations
-from clearing.ledger.model import AccountKind, AccountStatus, Principal
+from clearing.ledger.model import Principal
 from clearing.payout import schedule as schedules
 from clearing.payout.calendar import (DEFAULT_TIME_ZONE, NoBusinessDay, PayoutCycle,
                                       ScheduleSpec)
-from clearing.payout.service import PayoutDeps, run_once
+from clearing.payout.service import PayoutDeps, check_payable, run_once
 from clearing.v1 import payout_pb2 as pb
 
 METHOD = "SetPayoutSchedule"
@@ -58,7 +58,7 @@ def validate_request(request: pb.SetPayoutScheduleRequest) -> tuple[ScheduleSpec
 
 
 _SQL_ACCOUNT = """
-SELECT kind, status FROM accounts WHERE account_id = $1 AND platform_id = $2
+SELECT account_id, kind, status FROM accounts WHERE account_id = $1 AND platform_id = $2
 """
 
 
@@ -79,12 +79,7 @@ async def set_payout_schedule(deps: PayoutDeps, request: pb.SetPayoutScheduleReq
                     raise NotFound(f"account {account_id} not found",
                                    reason="ACCOUNT_NOT_FOUND",
                                    metadata={"field": "schedule.account_id"})
-                if acct["kind"] == AccountKind.CUSTODIAL:
-                    raise FailedPrecondition("a custodial account cannot be paid out",
-                                             reason="ACCOUNT_KIND_NOT_PAYABLE")
-                if acct["status"] == AccountStatus.CLOSED:
-                    raise FailedPrecondition(f"account {account_id} is closed",
-                                             reason="ACCOUNT_CLOSED")
+                check_payable(acct, frozen_ok=True)
                 now = deps.clock.now()
                 calendar = await schedules.load_calendar(conn, now.date())
                 try:

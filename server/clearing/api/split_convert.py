@@ -13,6 +13,7 @@ from clearing.errors import ClearingError, InvalidArgument
 from clearing.rules.counters import Reading, Source
 from clearing.rules.evaluate import Evaluation
 from clearing.rules.model import HoldReason
+from clearing.rules.proto import evaluation_to_proto
 from clearing.rules.runtime import StoredAction, StoredLeg
 from clearing.rules.store import VersionRow
 from clearing.v1 import split_pb2 as pb
@@ -66,7 +67,7 @@ def split_body(ev: Evaluation, order: pb.Order, readings: Sequence[Reading],
                overrides: dict[str, int]) -> pb.Split:
     """The Split message of an evaluation, without what only a commit gives (ids, times,
     transfer ids): counter values carry their source and period."""
-    msg = _evaluated(ev, order)
+    msg = evaluation_to_proto(ev, order)
     by_name = {r.spec.name: r for r in readings}
     for value in msg.counter_values:
         reading = by_name.get(value.counter_name)
@@ -78,46 +79,6 @@ def split_body(ev: Evaluation, order: pb.Order, readings: Sequence[Reading],
                 value.period_start_time.CopyFrom(timestamp(reading.period_start))
         else:
             value.source = int(Source.LIVE)
-    return msg
-
-
-def _evaluated(ev: Evaluation, order: pb.Order) -> pb.Split:
-    """`evaluation_to_proto(ev, order)`, built in place (each part added to its message,
-    not built apart and copied in: the split path builds one per order)."""
-    msg = pb.Split(
-        order_id=order.order_id, currency_code=ev.currency_code, amount_minor=ev.amount_minor,
-        channel_fee_minor=ev.channel_fee_minor, net_amount_minor=ev.net_amount_minor,
-        subsidy_minor=ev.subsidy_minor, distributed_minor=ev.distributed_minor,
-        fee_minor=ev.fee_minor, held_minor=ev.held_minor,
-        released_minor=sum(leg.amount_minor - leg.held_minor for leg in ev.legs),
-        rule_set_name=ev.rule_set_name, rule_set_version=ev.rule_set_version, order=order)
-    add_leg = msg.legs.add
-    for leg in ev.legs:
-        out = add_leg(
-            leg_index=leg.leg_index, kind=int(leg.kind), account_id=leg.account_id,
-            external_ref=leg.external_ref, debit_account_id=leg.debit_account_id,
-            amount_minor=leg.amount_minor, held_minor=leg.held_minor,
-            released_minor=leg.amount_minor - leg.held_minor,
-            release_state=(pb.RELEASE_STATE_HELD if leg.held_minor
-                           else pb.RELEASE_STATE_RELEASED),
-            hold_reason=int(leg.hold_reason), rule_set_name=leg.rule_set_name,
-            rule_set_version=leg.rule_set_version, rule_name=leg.rule_name, label=leg.label,
-            level=leg.level, ratio_bps=leg.ratio_bps)
-        for step in leg.release_steps:
-            out.release_steps.add(event_name=step.event_name, fraction_bps=step.fraction_bps,
-                                  amount_minor=step.amount_minor)
-    add_match = msg.matched_rules.add
-    for m in ev.matched_rules:
-        add_match(match_index=m.match_index, rule_set_name=m.rule_set_name,
-                  rule_set_version=m.rule_set_version, rule_name=m.rule_name,
-                  priority=m.priority, level=m.level, parent_match_index=m.parent_match_index,
-                  top_slice=m.top_slice, base_minor=m.base_minor, fee_minor=m.fee_minor,
-                  passed_on_minor=m.passed_on_minor)
-    for c in ev.counter_values:
-        msg.counter_values.add(counter_name=c.counter_name, subject=c.subject, value=c.value)
-    for a in ev.alerts:
-        msg.alerts.add(reason=a.reason, account_id=a.account_id, leg_index=a.leg_index,
-                       message=a.message)
     return msg
 
 

@@ -40,7 +40,8 @@ from clearing.ledger.writer import LedgerWriter
 from clearing.payout import store
 from clearing.payout.model import (SCHEDULER, TRANSFERS_PER_PAYOUT_MAX, BankAccount,
                                    BankAccountType, Payout, PayoutConfig, PayoutDraft,
-                                   PayoutOrigin, PayoutState, cut, mask_number)
+                                   PayoutOrigin, PayoutState, TransferState, cut,
+                                   mask_number)
 
 # Namespace of the payout advisory locks (pg_advisory_xact_lock(namespace, account)).
 ADVISORY_NAMESPACE = 0x5041  # "PA"
@@ -238,16 +239,23 @@ async def _check(deps: PayoutDeps, conn, *, platform_id: int, account_id: int,
     return draft, legs
 
 
-def _check_account(acct, currency_code: str) -> None:
+def check_payable(acct, *, frozen_ok: bool = False) -> None:
+    """A sub-account (row with account_id, kind, status) can be paid out: not the custodial
+    account, not closed, and not frozen unless `frozen_ok` (a schedule may be set on a
+    frozen account; its runs are refused until it is active)."""
     if acct["kind"] == AccountKind.CUSTODIAL:
         raise FailedPrecondition("a custodial account cannot be paid out",
                                  reason="ACCOUNT_KIND_NOT_PAYABLE")
-    if acct["status"] == AccountStatus.FROZEN:
+    if acct["status"] == AccountStatus.FROZEN and not frozen_ok:
         raise FailedPrecondition(f"account {acct['account_id']} is frozen",
                                  reason="ACCOUNT_FROZEN")
     if acct["status"] == AccountStatus.CLOSED:
         raise FailedPrecondition(f"account {acct['account_id']} is closed",
                                  reason="ACCOUNT_CLOSED")
+
+
+def _check_account(acct, currency_code: str) -> None:
+    check_payable(acct)
     if acct["currency_code"].strip() != currency_code:
         raise _invalid("currency_code",
                        f"the account holds {acct['currency_code'].strip()}, not {currency_code}",
@@ -409,11 +417,11 @@ async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: in
                 await conn.execute(_SQL_REVIEWED, payout_id, platform_id,
                                    str(reviewer_key_id), reason, now)
                 if state is PayoutState.PENDING_REVIEW:
-                    await conn.execute(
-                        "UPDATE payouts SET state = 3 WHERE payout_id = $1", payout_id)
+                    await conn.execute("UPDATE payouts SET state = $2 WHERE payout_id = $1",
+                                       payout_id, int(PayoutState.QUEUED))
                     await conn.execute(
                         "UPDATE bank_transfers SET next_attempt_at = $2 WHERE payout_id = $1"
-                        " AND state = 1", payout_id, now)
+                        " AND state = $3", payout_id, now, int(TransferState.QUEUED))
                 else:
                     retry = True
                 return payout_id

@@ -73,11 +73,12 @@ ORDER BY account_id
 """
 
 
-async def split_accounts(pool: asyncpg.Pool, platform_id: int, plan: Plan,
-                         order: Order) -> tuple[int, dict[str, AccountInfo]]:
+async def split_accounts(pool: asyncpg.Pool, platform_id: int, plan: Plan, order: Order,
+                         refs: Iterable[str] | None = None) -> tuple[int, dict[str, AccountInfo]]:
     """(the custodial account id of the order's currency or 0 if the platform has none,
-    accounts by external_ref) for every account the plan or the order's parties name."""
-    refs = sorted(plan_refs(plan) | set(order.parties.values()))
+    accounts by external_ref) for every account the plan or the order's parties name
+    (`refs`, when the caller has them already)."""
+    refs = sorted(refs if refs is not None else plan_refs(plan) | set(order.parties.values()))
     rows = await pool.fetch(_SQL_SPLIT_ACCOUNTS, platform_id, refs, int(AccountKind.CUSTODIAL),
                             order.currency_code)
     custodial = next((r["account_id"] for r in rows if r["kind"] == AccountKind.CUSTODIAL
@@ -125,7 +126,7 @@ class AccountDirectory:
         """As `split_accounts`: (custodial account id or 0, accounts by external_ref)."""
         refs = self._plan_refs(plan) | set(order.parties.values())
         if fresh or self._ttl_s <= 0:
-            custodial, found = await split_accounts(self._pool, platform_id, plan, order)
+            custodial, found = await split_accounts(self._pool, platform_id, plan, order, refs)
             self._keep(platform_id, order.currency_code, custodial, found)
             return custodial, found
         now = self._now()
@@ -137,7 +138,7 @@ class AccountDirectory:
         custodial_hit = self._custodial.get((platform_id, order.currency_code))
         if len(found) == len(refs) and custodial_hit is not None and custodial_hit[0] > now:
             return custodial_hit[1], found
-        custodial, fetched = await split_accounts(self._pool, platform_id, plan, order)
+        custodial, fetched = await split_accounts(self._pool, platform_id, plan, order, refs)
         self._keep(platform_id, order.currency_code, custodial, fetched)
         return custodial, fetched
 
