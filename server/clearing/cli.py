@@ -9,7 +9,9 @@
     clearing entries ACCOUNT_ID               its statement
     clearing transfer --from A --to B --amount 12.34 [--currency CNY] [--pending]
     clearing post PENDING_ID --amount X | clearing void PENDING_ID
-    clearing verify                           trial balance and hash chain
+    clearing verify                           the key's platform: trial balance and chain
+    clearing verify --all                     the whole system, from the database (operator
+                                              of the core); exits 1 if anything fails
     clearing rules publish FILE.yaml          file a rule-set version (operator key)
     clearing rules activate NAME VERSION      activate it (another key, approver role:
                                               --key-file var/demo-approver.key)
@@ -111,6 +113,30 @@ def cmd_keys_create(args, settings: Settings) -> int:
 
     print(asyncio.run(go()))
     return 0
+
+
+def cmd_verify_all(args, settings: Settings) -> int:
+    """`clearing verify --all`: every platform's accounts and rows and the whole hash chain,
+    read from the database directly (VerifyLedger shows a platform only its own)."""
+    import json
+    from dataclasses import asdict
+
+    from clearing.ledger import verify
+
+    async def go() -> verify.Report:
+        conn = await _admin_connect(settings)
+        try:
+            return await verify.verify_on(conn, None)
+        finally:
+            await conn.close()
+
+    report = asyncio.run(go())
+    doc = {"ok": report.ok, **asdict(report)}
+    for t in doc["totals"]:
+        t["balanced"] = t["debits_posted"] == t["credits_posted"] and (
+            t["debits_pending"] == t["credits_pending"])
+    print(json.dumps(doc, indent=2))
+    return 0 if report.ok else 1
 
 
 def cmd_payout_config(args, settings: Settings) -> int:
@@ -547,6 +573,8 @@ def cmd_client(args, settings: Settings) -> int:
             request_id=rid, mode=pb.TRANSFER_MODE_VOID_PENDING,
             pending_transfer_id=args.pending_id))
     if c == "verify":
+        if args.all:
+            return cmd_verify_all(args, settings)
         return _client_call(args, settings, "VerifyLedger", pb.VerifyLedgerRequest())
     raise SystemExit(f"unknown command {c}")
 
@@ -772,7 +800,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--currency", default="CNY")
     p = sub.add_parser("void", help="void what remains of a pending transfer")
     p.add_argument("pending_id", type=int)
-    sub.add_parser("verify", help="trial balance and hash chain")
+    p = sub.add_parser("verify", help="trial balance and hash chain (the key's platform)")
+    p.add_argument("--all", action="store_true",
+                   help="the whole system, read from CLEARING_DATABASE_URL (no key needed)")
     for name in ("balance", "entries", "transfer", "post", "void", "verify"):
         _client_options(sub.choices[name])
         sub.choices[name].set_defaults(func=cmd_client)
