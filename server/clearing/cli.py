@@ -4,6 +4,8 @@
     clearing migrate                          apply schema migrations
     clearing platform create NAME             create a platform; prints its API key once
     clearing keys create PLATFORM --roles R   another key for a platform
+    clearing keys list --platform P           its keys: id, prefix, roles, created, revoked
+    clearing keys revoke KEY_PREFIX_OR_ID     refused by every server within a second
     clearing accounts create|list|get|freeze|unfreeze|close ...
     clearing balance ACCOUNT_ID               balances of an account
     clearing entries ACCOUNT_ID               its statement
@@ -112,6 +114,70 @@ def cmd_keys_create(args, settings: Settings) -> int:
             await conn.close()
 
     print(asyncio.run(go()))
+    return 0
+
+
+def _key_line(k) -> str:
+    revoked = k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "-"
+    return (f"{k.key_id:>6}  {k.key_prefix:<8}  {','.join(k.roles):<24}  "
+            f"{k.created_at.isoformat(timespec='seconds')}  {revoked}")
+
+
+_KEY_HEADER = f"{'id':>6}  {'prefix':<8}  {'roles':<24}  {'created':<25}  revoked"
+
+
+def cmd_keys_list(args, settings: Settings) -> int:
+    """`clearing keys list --platform P`: a platform's keys (never the keys themselves;
+    last use is not tracked)."""
+    from clearing.api.auth import list_keys
+
+    async def go():
+        conn = await _admin_connect(settings)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM platforms WHERE name = $1",
+                                       args.platform):
+                raise SystemExit(f"no platform named {args.platform!r}")
+            return await list_keys(conn, args.platform)
+        finally:
+            await conn.close()
+
+    print(_KEY_HEADER)
+    for k in asyncio.run(go()):
+        print(_key_line(k))
+    return 0
+
+
+def cmd_keys_revoke(args, settings: Settings) -> int:
+    """`clearing keys revoke KEY_PREFIX_OR_ID`: revoke one key, named by its id, its prefix
+    (as `keys list` and the logs show it; it must name one key) or the whole key. Every
+    server refuses it (UNAUTHENTICATED) within a second."""
+    from clearing.api.auth import find_keys, revoke_key
+
+    which = args.key.strip()
+    if not which:
+        raise SystemExit("name a key: its id, its prefix or the key")
+
+    async def go():
+        conn = await _admin_connect(settings)
+        try:
+            found = await find_keys(conn, which)
+            if not found:
+                raise SystemExit(f"no key matches {which!r}")
+            active = [k for k in found if k.revoked_at is None]
+            if len(found) > 1 and len(active) != 1:
+                lines = "\n".join(_key_line(k) for k in found)
+                raise SystemExit(f"{which!r} names {len(found)} keys; give its id:\n"
+                                 f"{_KEY_HEADER}\n{lines}")
+            key = active[0] if active else found[0]
+            return key, await revoke_key(conn, key.key_id)
+        finally:
+            await conn.close()
+
+    key, revoked = asyncio.run(go())
+    if revoked:
+        print(f"key {key.key_id} ({key.key_prefix}, platform {key.platform}) revoked")
+    else:
+        print(f"key {key.key_id} ({key.key_prefix}, platform {key.platform}) was revoked already")
     return 0
 
 
@@ -752,6 +818,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("platform")
     p.add_argument("--roles", required=True, help="comma-separated: gateway,operator,approver")
     p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("list", help="a platform's keys (prefix, roles, created, revoked)")
+    p.add_argument("--platform", required=True)
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", help="revoke a key: every server refuses it within 1 s")
+    p.add_argument("key", metavar="KEY_PREFIX_OR_ID",
+                   help="the key's id, its prefix (as `keys list` shows it) or the key")
+    p.set_defaults(func=cmd_keys_revoke)
 
     acc = sub.add_parser("accounts", help="accounts").add_subparsers(dest="action", required=True)
     p = acc.add_parser("create", help="open an account")
