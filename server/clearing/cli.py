@@ -4,12 +4,16 @@
     clearing migrate                          apply schema migrations
     clearing platform create NAME             create a platform; prints its API key once
     clearing keys create PLATFORM --roles R   another key for a platform
+    clearing keys list --platform P           its keys: id, prefix, roles, created, revoked
+    clearing keys revoke KEY_PREFIX_OR_ID     refused by every server within a second
     clearing accounts create|list|get|freeze|unfreeze|close ...
     clearing balance ACCOUNT_ID               balances of an account
     clearing entries ACCOUNT_ID               its statement
     clearing transfer --from A --to B --amount 12.34 [--currency CNY] [--pending]
     clearing post PENDING_ID --amount X | clearing void PENDING_ID
-    clearing verify                           trial balance and hash chain
+    clearing verify                           the key's platform: trial balance and chain
+    clearing verify --all                     the whole system, from the database (operator
+                                              of the core); exits 1 if anything fails
     clearing rules publish FILE.yaml          file a rule-set version (operator key)
     clearing rules activate NAME VERSION      activate it (another key, approver role:
                                               --key-file var/demo-approver.key)
@@ -111,6 +115,94 @@ def cmd_keys_create(args, settings: Settings) -> int:
 
     print(asyncio.run(go()))
     return 0
+
+
+def _key_line(k) -> str:
+    revoked = k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "-"
+    return (f"{k.key_id:>6}  {k.key_prefix:<8}  {','.join(k.roles):<24}  "
+            f"{k.created_at.isoformat(timespec='seconds')}  {revoked}")
+
+
+_KEY_HEADER = f"{'id':>6}  {'prefix':<8}  {'roles':<24}  {'created':<25}  revoked"
+
+
+def cmd_keys_list(args, settings: Settings) -> int:
+    """`clearing keys list --platform P`: a platform's keys (never the keys themselves;
+    last use is not tracked)."""
+    from clearing.api.auth import list_keys
+
+    async def go():
+        conn = await _admin_connect(settings)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM platforms WHERE name = $1",
+                                       args.platform):
+                raise SystemExit(f"no platform named {args.platform!r}")
+            return await list_keys(conn, args.platform)
+        finally:
+            await conn.close()
+
+    print(_KEY_HEADER)
+    for k in asyncio.run(go()):
+        print(_key_line(k))
+    return 0
+
+
+def cmd_keys_revoke(args, settings: Settings) -> int:
+    """`clearing keys revoke KEY_PREFIX_OR_ID`: revoke one key, named by its id, its prefix
+    (as `keys list` and the logs show it; it must name one key) or the whole key. Every
+    server refuses it (UNAUTHENTICATED) within a second."""
+    from clearing.api.auth import find_keys, revoke_key
+
+    which = args.key.strip()
+    if not which:
+        raise SystemExit("name a key: its id, its prefix or the key")
+
+    async def go():
+        conn = await _admin_connect(settings)
+        try:
+            found = await find_keys(conn, which)
+            if not found:
+                raise SystemExit(f"no key matches {which!r}")
+            active = [k for k in found if k.revoked_at is None]
+            if len(found) > 1 and len(active) != 1:
+                lines = "\n".join(_key_line(k) for k in found)
+                raise SystemExit(f"{which!r} names {len(found)} keys; give its id:\n"
+                                 f"{_KEY_HEADER}\n{lines}")
+            key = active[0] if active else found[0]
+            return key, await revoke_key(conn, key.key_id)
+        finally:
+            await conn.close()
+
+    key, revoked = asyncio.run(go())
+    if revoked:
+        print(f"key {key.key_id} ({key.key_prefix}, platform {key.platform}) revoked")
+    else:
+        print(f"key {key.key_id} ({key.key_prefix}, platform {key.platform}) was revoked already")
+    return 0
+
+
+def cmd_verify_all(args, settings: Settings) -> int:
+    """`clearing verify --all`: every platform's accounts and rows and the whole hash chain,
+    read from the database directly (VerifyLedger shows a platform only its own)."""
+    import json
+    from dataclasses import asdict
+
+    from clearing.ledger import verify
+
+    async def go() -> verify.Report:
+        conn = await _admin_connect(settings)
+        try:
+            return await verify.verify_on(conn, None)
+        finally:
+            await conn.close()
+
+    report = asyncio.run(go())
+    doc = {"ok": report.ok, **asdict(report)}
+    for t in doc["totals"]:
+        t["balanced"] = t["debits_posted"] == t["credits_posted"] and (
+            t["debits_pending"] == t["credits_pending"])
+    print(json.dumps(doc, indent=2))
+    return 0 if report.ok else 1
 
 
 def cmd_payout_config(args, settings: Settings) -> int:
@@ -547,6 +639,8 @@ def cmd_client(args, settings: Settings) -> int:
             request_id=rid, mode=pb.TRANSFER_MODE_VOID_PENDING,
             pending_transfer_id=args.pending_id))
     if c == "verify":
+        if args.all:
+            return cmd_verify_all(args, settings)
         return _client_call(args, settings, "VerifyLedger", pb.VerifyLedgerRequest())
     raise SystemExit(f"unknown command {c}")
 
@@ -724,6 +818,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("platform")
     p.add_argument("--roles", required=True, help="comma-separated: gateway,operator,approver")
     p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("list", help="a platform's keys (prefix, roles, created, revoked)")
+    p.add_argument("--platform", required=True)
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", help="revoke a key: every server refuses it within 1 s")
+    p.add_argument("key", metavar="KEY_PREFIX_OR_ID",
+                   help="the key's id, its prefix (as `keys list` shows it) or the key")
+    p.set_defaults(func=cmd_keys_revoke)
 
     acc = sub.add_parser("accounts", help="accounts").add_subparsers(dest="action", required=True)
     p = acc.add_parser("create", help="open an account")
@@ -772,7 +873,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--currency", default="CNY")
     p = sub.add_parser("void", help="void what remains of a pending transfer")
     p.add_argument("pending_id", type=int)
-    sub.add_parser("verify", help="trial balance and hash chain")
+    p = sub.add_parser("verify", help="trial balance and hash chain (the key's platform)")
+    p.add_argument("--all", action="store_true",
+                   help="the whole system, read from CLEARING_DATABASE_URL (no key needed)")
     for name in ("balance", "entries", "transfer", "post", "void", "verify"):
         _client_options(sub.choices[name])
         sub.choices[name].set_defaults(func=cmd_client)

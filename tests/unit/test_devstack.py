@@ -87,7 +87,7 @@ def test_redis_answers_and_aof_survives_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "redis"
     rd = start_redis(data_dir)
     try:
-        assert rd.url == f"redis://127.0.0.1:{rd.port}/0"
+        assert rd.shown_url == f"redis://127.0.0.1:{rd.port}/0"  # url has the password
         with _redis_client(rd.url) as client:
             assert client.ping()
             assert client.set("kept", "survives")
@@ -143,3 +143,48 @@ def test_probes_return_false_for_closed_port() -> None:
     assert not asyncio.run(redis_answers(
         f"redis://127.0.0.1:{port}/0", timeout_s=PROBE_TIMEOUT_S))
     assert time.monotonic() - started < 2 * PROBE_TIMEOUT_S + 1
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_redis_asks_for_a_password_kept_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "redis"
+    data_dir.mkdir(mode=0o755)
+    (data_dir / "left-by-an-older-version").write_text("x")
+    (data_dir / "left-by-an-older-version").chmod(0o644)
+    rd = start_redis(data_dir)
+    try:
+        password_file = tmp_path / "redis.password"
+        assert rd.password_file == password_file
+        password = password_file.read_text().strip()
+        assert len(password) == 64 and rd.url == f"redis://:{password}@127.0.0.1:{rd.port}/0"
+        with redis.Redis(host="127.0.0.1", port=rd.port, socket_timeout=5) as anonymous:
+            with pytest.raises(redis.AuthenticationError):
+                anonymous.ping()
+            with pytest.raises(redis.AuthenticationError):
+                anonymous.get("kept")
+        with redis.Redis(host="127.0.0.1", port=rd.port, password="guess",
+                         socket_timeout=5) as guessing:
+            with pytest.raises(redis.AuthenticationError):
+                guessing.ping()
+        with _redis_client(rd.url) as client:
+            assert client.set("kept", "survives")
+        assert password not in " ".join(psutil.Process(rd.pid).cmdline())
+        assert password not in repr(rd) and password not in rd.shown_url
+        assert _mode(password_file) == 0o600
+        assert _mode(data_dir) == 0o700
+        files = [p for p in data_dir.rglob("*") if p.is_file()]
+        assert {p.name for p in files} >= {"appendonly.aof", "redis.log",
+                                           "left-by-an-older-version"}
+        assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+    finally:
+        rd.stop()
+    rd2 = start_redis(data_dir)  # generated once: the same password on the next start
+    try:
+        assert password_file.read_text().strip() == password
+        with _redis_client(rd2.url) as client:
+            assert client.get("kept") == "survives"
+    finally:
+        rd2.stop()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import asyncpg
 
@@ -13,10 +17,26 @@ from clearing.ledger.model import Principal, Role
 
 KEY_PREFIX = "ck_"
 KEY_LEN_MAX = 128
-# Cached lookups: positive for CACHE_TTL_S; at most CACHE_ENTRIES_MAX keys remembered.
+PREFIX_LEN = 8  # the characters of a key stored and logged to recognise it
+# A revoked (or deleted) key is refused by every process within REVOCATION_BOUND_S: a cached
+# answer is used only while a read that started at most CONFIRMED_MAX_AGE_S ago confirms it
+# (its own load, or the poll of the key table's fingerprint that runs every POLL_INTERVAL_S
+# and drops the cache when the fingerprint changes). Entries are reloaded after CACHE_TTL_S
+# at the latest; unknown keys are remembered for NEGATIVE_TTL_S.
+REVOCATION_BOUND_S = 1.0
+CONFIRMED_MAX_AGE_S = 0.8
+POLL_INTERVAL_S = 0.25
 CACHE_TTL_S = 30.0
 NEGATIVE_TTL_S = 2.0
 CACHE_ENTRIES_MAX = 10_000
+# What changes when a key is created, revoked, deleted or edited (its platform or roles).
+_SQL_FINGERPRINT = """
+SELECT count(*), coalesce(sum(hashtext(key_id::text || ':' || platform_id::text || ':'
+                                       || array_to_string(roles, ','))::bigint), 0)
+FROM api_keys WHERE revoked_at IS NULL
+"""
+
+log = logging.getLogger("clearing.api.auth")
 
 
 def new_key() -> str:
@@ -44,34 +64,96 @@ async def create_key(conn: asyncpg.Connection, platform_id: int, roles: frozense
     key = new_key()
     await conn.execute(
         "INSERT INTO api_keys (platform_id, key_hash, key_prefix, roles) VALUES ($1, $2, $3, $4)",
-        platform_id, hash_key(key), key[:8], sorted(roles))
+        platform_id, hash_key(key), key[:PREFIX_LEN], sorted(roles))
     return key
 
 
-class KeyStore:
-    """Resolves bearer keys to principals; caches results briefly (revocation lag <= TTL)."""
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """An API key as the admin commands list it (never the key itself)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    key_id: int
+    platform: str
+    key_prefix: str
+    roles: tuple[str, ...]
+    created_at: object
+    revoked_at: object | None
+
+
+async def list_keys(conn: asyncpg.Connection, platform: str) -> list[KeyInfo]:
+    rows = await conn.fetch(
+        "SELECT k.key_id, p.name, k.key_prefix, k.roles, k.created_at, k.revoked_at"
+        " FROM api_keys k JOIN platforms p USING (platform_id) WHERE p.name = $1"
+        " ORDER BY k.key_id", platform)
+    return [KeyInfo(r[0], r[1], r[2], tuple(r[3]), r[4], r[5]) for r in rows]
+
+
+async def find_keys(conn: asyncpg.Connection, which: str) -> list[KeyInfo]:
+    """Keys named by `which`: a key id (digits), a whole key, or a key's prefix (its first
+    characters as shown in logs and `keys list`)."""
+    if which.isdigit():
+        where, arg = "k.key_id = $1", int(which)
+    elif len(which) > PREFIX_LEN:
+        where, arg = "k.key_hash = $1", hash_key(which)
+    else:
+        where, arg = "starts_with(k.key_prefix, $1)", which
+    rows = await conn.fetch(
+        "SELECT k.key_id, p.name, k.key_prefix, k.roles, k.created_at, k.revoked_at"
+        f" FROM api_keys k JOIN platforms p USING (platform_id) WHERE {where}"
+        " ORDER BY k.key_id", arg)
+    return [KeyInfo(r[0], r[1], r[2], tuple(r[3]), r[4], r[5]) for r in rows]
+
+
+async def revoke_key(conn: asyncpg.Connection, key_id: int) -> bool:
+    """Revoke a key (False if it was revoked already). Every server refuses it within
+    REVOCATION_BOUND_S."""
+    return await conn.fetchval(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL"
+        " RETURNING true", key_id) or False
+
+
+class KeyStore:
+    """Resolves bearer keys to principals through a cache that never answers for a key
+    longer than REVOCATION_BOUND_S after it was revoked (see the constants above). The hot
+    path is a dictionary look-up; the database sees one small query per POLL_INTERVAL_S
+    per process, and a look-up per key when the poll falls behind."""
+
+    def __init__(self, pool: asyncpg.Pool, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = pool
-        self._cache: dict[bytes, tuple[float, Principal | None]] = {}
+        self._clock = clock
+        # digest -> (time its load started, generation, principal or None)
+        self._cache: dict[bytes, tuple[float, int, Principal | None]] = {}
+        self._generation = 0
+        self._fingerprint: tuple[int, int] | None = None
+        self._confirmed_at = float("-inf")  # start of the last poll that saw no change
+        self._poller: asyncio.Task | None = None
+        self._poll_failing = False
 
     async def principal(self, key: str) -> Principal:
         if not key or len(key) > KEY_LEN_MAX:
             raise Unauthenticated("missing or malformed API key", reason="API_KEY_INVALID")
         digest = hash_key(key)
-        now = time.monotonic()
+        now = self._clock()
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            found = hit[1]
+        if hit is not None and hit[1] == self._generation and self._fresh(hit, now):
+            found = hit[2]
         else:
+            generation = self._generation
             found = await self._load(digest)
-            if len(self._cache) >= CACHE_ENTRIES_MAX:
-                self._cache.clear()
-            ttl = CACHE_TTL_S if found else NEGATIVE_TTL_S
-            self._cache[digest] = (now + ttl, found)
+            if generation == self._generation:  # no change seen while it loaded
+                if len(self._cache) >= CACHE_ENTRIES_MAX:
+                    self._cache.clear()
+                self._cache[digest] = (now, generation, found)
         if found is None:
             raise Unauthenticated("unknown or revoked API key", reason="API_KEY_INVALID")
         return found
+
+    def _fresh(self, hit: tuple[float, int, Principal | None], now: float) -> bool:
+        loaded_at, _, found = hit
+        if loaded_at <= now - (CACHE_TTL_S if found is not None else NEGATIVE_TTL_S):
+            return False
+        return max(loaded_at, self._confirmed_at) > now - CONFIRMED_MAX_AGE_S
 
     async def _load(self, digest: bytes) -> Principal | None:
         row = await self._pool.fetchrow(
@@ -80,3 +162,47 @@ class KeyStore:
         if row is None:
             return None
         return Principal(row["platform_id"], row["key_id"], frozenset(row["roles"]))
+
+    # ---- revocation: the poll of the key table -------------------------------------------
+
+    async def poll(self) -> None:
+        """Read the key table's fingerprint; a change drops every cached answer."""
+        started = self._clock()
+        row = await self._pool.fetchrow(_SQL_FINGERPRINT)
+        fingerprint = (row[0], row[1])
+        if fingerprint != self._fingerprint:
+            if self._fingerprint is not None:
+                log.info("api keys changed: cached keys dropped")
+            self._fingerprint = fingerprint
+            self._generation += 1
+            self._cache.clear()
+        self._confirmed_at = started
+
+    def start(self) -> None:
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop(),
+                                                                  name="api-key-poll")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            try:
+                await self._poller
+            except asyncio.CancelledError:
+                pass
+            self._poller = None
+
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                await self.poll()
+                if self._poll_failing:
+                    log.info("api key poll works again")
+                self._poll_failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keys are then read per call
+                if not self._poll_failing:
+                    log.warning("api key poll failed (%r): keys are looked up per call", exc)
+                self._poll_failing = True
+            await asyncio.sleep(POLL_INTERVAL_S)

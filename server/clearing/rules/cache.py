@@ -3,13 +3,20 @@ PostgreSQL (the truth).
 
 - Published versions are immutable, so a plan cached under (platform, name, version) never
   goes stale: L1 keeps up to `plans_max` of them (least recently used dropped first).
-- The *active version* of a rule set is the only thing that changes. L1 remembers it for at
-  most `pointer_ttl_s` (1 s), so an activation reaches every process within a second even if
-  it hears nothing; it normally hears sooner: activation publishes an invalidation message on
-  a Redis channel and every process drops its pointer when the message arrives.
-- Redis down or restarting: lookups go to PostgreSQL (the pointer once per `pointer_ttl_s`,
-  a plan once per version), the listener reconnects with backoff, and nothing fails because
-  of Redis. Redis errors are logged and counted, never raised to a caller.
+- Redis cannot change where money goes. A plan read from Redis enters L1 only if its
+  SHA-256 equals the plan hash PostgreSQL recorded for that version at publish (one small
+  query when a plan enters L1, never per split); on a mismatch the Redis copy is deleted,
+  an alert is recorded (split_alerts, reason PLAN_CACHE_MISMATCH) and logged, and
+  PostgreSQL's plan is used.
+- The *active version* of a rule set is the only thing that changes, and PostgreSQL is its
+  only authority: L1 remembers it for at most `pointer_ttl_s` (1 s) and then reads it
+  from PostgreSQL again (one primary-key read per rule set and second per process), so an
+  activation reaches every process within a second even if it hears nothing. Redis holds
+  no pointer; it only carries the invalidation message an activation publishes, on which
+  every process drops its pointer at once (a forged message only causes a re-read).
+- Redis down or restarting: plans come from PostgreSQL (once per version), the listener
+  reconnects with backoff, and nothing fails because of Redis. Redis errors are logged
+  and counted, never raised to a caller.
 
 The cache is generic over the plan: it stores the bytes the compiler produced and decodes
 them with the `decode` function it is given.
@@ -18,6 +25,7 @@ them with the `decode` function it is given.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -36,12 +44,12 @@ PLANS_MAX = 1024
 REDIS_OP_TIMEOUT_S = 0.2
 LISTEN_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 CHANNEL = "rules:invalidate"
-# Pointers cached in Redis expire on their own too, bounding any staleness.
-POINTER_REDIS_TTL_S = 10
-POINTER_SCAN_COUNT = 500
+MISMATCH_REASON = "PLAN_CACHE_MISMATCH"
 
 LOOKUPS = Counter("clearing_plan_lookups_total", "Plan lookups by the layer that answered",
                   ["layer"])
+MISMATCHES = Counter("clearing_plan_cache_mismatches_total",
+                     "Plans read from Redis that did not match PostgreSQL's plan hash")
 REDIS_ERRORS = Counter("clearing_plan_cache_redis_errors_total",
                        "Redis failures of the plan cache (answered from PostgreSQL instead)")
 
@@ -61,6 +69,14 @@ class Source:
         raise NotImplementedError
 
     async def plan_bytes(self, platform_id: int, name: str, version: int) -> bytes | None:
+        raise NotImplementedError
+
+    async def plan_sha256(self, platform_id: int, name: str, version: int) -> bytes | None:
+        """The SHA-256 of the version's plan recorded at publish."""
+        raise NotImplementedError
+
+    async def alert(self, platform_id: int, reason: str, message: str) -> None:
+        """Record an alert for the platform's operators."""
         raise NotImplementedError
 
 
@@ -84,9 +100,6 @@ class PlanCache(Generic[P]):
         self.subscribed = asyncio.Event()
 
     # ---- keys --------------------------------------------------------------------------
-
-    def _pointer_key(self, platform_id: int, name: str) -> str:
-        return f"{self._prefix}rules:active:{platform_id}:{name}"
 
     def _plan_key(self, platform_id: int, name: str, version: int) -> str:
         return f"{self._prefix}rules:plan:{platform_id}:{name}:{version}"
@@ -114,6 +127,8 @@ class PlanCache(Generic[P]):
             return plan
         blob = await self._redis_call(lambda r: r.get(self._plan_key(*key)))
         layer = "redis"
+        if blob is not None and not await self._matches(key, blob):
+            blob = None
         if blob is None:
             layer = "postgres"
             blob = await self._source.plan_bytes(*key)
@@ -127,31 +142,41 @@ class PlanCache(Generic[P]):
             self._plans.popitem(last=False)
         return plan
 
+    async def _matches(self, key: tuple[int, str, int], blob: bytes) -> bool:
+        """Whether a plan read from Redis is the one PostgreSQL recorded; if not, the copy
+        is deleted and an alert recorded."""
+        expected = await self._source.plan_sha256(*key)
+        if expected is not None and hashlib.sha256(blob).digest() == expected:
+            return True
+        platform_id, name, version = key
+        await self._redis_call(lambda r: r.delete(self._plan_key(*key)))
+        if expected is None:  # no such version: nothing to compare with
+            return False
+        MISMATCHES.inc()
+        message = (f"rule set {name!r} version {version}: the plan cached in Redis does not"
+                   " match the plan hash recorded in PostgreSQL; it was dropped and"
+                   " PostgreSQL's plan used")
+        log.error(message, extra={"platform_id": platform_id, "rule_set_name": name,
+                                  "rule_set_version": version})
+        await self._source.alert(platform_id, MISMATCH_REASON, message)
+        return False
+
     async def _active_version(self, platform_id: int, name: str) -> int | None:
         key = (platform_id, name)
         hit = self._pointers.get(key)
         now = self._clock()
         if hit is not None and hit[0] > now:
             return hit[1]
-        raw = await self._redis_call(lambda r: r.get(self._pointer_key(platform_id, name)))
-        if raw is not None:
-            version = int(raw) or None
-        else:
-            version = await self._source.active_version(platform_id, name)
-            await self._redis_call(lambda r: r.set(self._pointer_key(platform_id, name),
-                                                   version or 0, ex=POINTER_REDIS_TTL_S))
+        version = await self._source.active_version(platform_id, name)
         self._pointers[key] = (now + self._pointer_ttl_s, version)
         return version
 
     # ---- activation --------------------------------------------------------------------
 
     async def activated(self, platform_id: int, name: str, version: int) -> None:
-        """Call after an activation is committed in PostgreSQL: point Redis at the new
-        version and tell every process to drop its pointer (best effort: without Redis,
-        the pointer TTL still bounds the delay)."""
+        """Call after an activation is committed in PostgreSQL: tell every process to drop
+        its pointer (best effort: without Redis, the pointer TTL still bounds the delay)."""
         self._pointers.pop((platform_id, name), None)
-        await self._redis_call(lambda r: r.set(self._pointer_key(platform_id, name), version,
-                                               ex=POINTER_REDIS_TTL_S))
         await self._redis_call(lambda r: r.publish(self.channel, f"{platform_id}:{name}"))
 
     def drop(self, platform_id: int, name: str) -> None:
@@ -179,9 +204,7 @@ class PlanCache(Generic[P]):
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
-                    if attempt:  # back after an outage: activations may have been missed
-                        await self._forget_pointers()
-                    self._pointers.clear()
+                    self._pointers.clear()  # activations may have been missed meanwhile
                     self.subscribed.set()
                     attempt = 0
                     async for message in pubsub.listen():
@@ -196,14 +219,6 @@ class PlanCache(Generic[P]):
                 log.warning("plan invalidation listener lost Redis (%s); retry in %.1f s",
                             exc, delay)
                 await asyncio.sleep(delay)
-
-    async def _forget_pointers(self) -> None:
-        """Delete the pointers cached in Redis: one written before an outage may be stale
-        (an activation during the outage could not update it). They are only a cache of
-        PostgreSQL, so deleting them is always safe."""
-        pattern = self._pointer_key(0, "")[:-len("0:")] + "*"
-        async for key in self._redis.scan_iter(match=pattern, count=POINTER_SCAN_COUNT):
-            await self._redis.delete(key)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         data = message.get("data")

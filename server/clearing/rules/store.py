@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -12,6 +13,7 @@ from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, N
                              PermissionDenied, error_from_record)
 from clearing.ledger.model import Principal
 from clearing.rules.cache import Source
+from clearing.rules.runtime import record_alert
 
 
 class PgSource(Source):
@@ -30,6 +32,14 @@ class PgSource(Source):
             "SELECT plan FROM rule_sets WHERE platform_id = $1 AND name = $2 AND version = $3",
             platform_id, name, version)
 
+    async def plan_sha256(self, platform_id: int, name: str, version: int) -> bytes | None:
+        return await self._pool.fetchval(
+            "SELECT plan_sha256 FROM rule_sets WHERE platform_id = $1 AND name = $2"
+            " AND version = $3", platform_id, name, version)
+
+    async def alert(self, platform_id: int, reason: str, message: str) -> None:
+        await record_alert(self._pool, platform_id, reason, message)
+
 
 async def insert_version(conn: asyncpg.Connection, platform_id: int, name: str,
                          content: bytes, content_sha256: bytes, plan: bytes,
@@ -42,8 +52,9 @@ async def insert_version(conn: asyncpg.Connection, platform_id: int, name: str,
         platform_id, name)
     await conn.execute(
         "INSERT INTO rule_sets (platform_id, name, version, content, content_sha256, plan,"
-        " published_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        platform_id, name, version, content, content_sha256, plan, key_id)
+        " plan_sha256, published_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        platform_id, name, version, content, content_sha256, plan,
+        hashlib.sha256(plan).digest(), key_id)
     return version
 
 

@@ -175,8 +175,18 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyLedger(self, request, context):
-        """Checks the trial balance of the platform's ledger and the hash chain of the
-        journal. Role: operator.
+        """Checks the calling platform's ledger, and only its own: the trial balance of
+        its accounts, each account's balances against its journal rows, its pending
+        transfers, and that its journal rows are covered by intact batches of the hash
+        chain. The chain is shared by all platforms: the batches holding the platform's
+        rows are recomputed from their rows (the server reads other platforms' rows of a
+        shared batch for that and reports nothing about them), and the chain of stored
+        hashes from the genesis to the head, and the row count of every batch, are
+        checked without reading other platforms' rows (a row deleted or forged anywhere
+        could have been this platform's). An edit of another platform's row is not
+        reported, unless it shares a batch with one of this platform's rows. Counts are
+        the platform's own. The operator of the core checks the whole system with
+        `clearing verify --all`. Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

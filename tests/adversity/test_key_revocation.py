@@ -1,0 +1,99 @@
+"""`clearing keys revoke`: a revoked key is refused (UNAUTHENTICATED) by every server process
+within a second, while the platform's other keys keep working; `clearing keys list` shows
+the keys with their state."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+import grpc
+import pytest
+
+from clearing.v1 import ledger_pb2 as pb
+from tests.split_support import new_key
+from tests.support import ROOT, Client, ServerProcess
+
+REFUSED_WITHIN_S = 1.0
+# The extra processes share the session's database: no payout worker nor scheduler there.
+QUIET = {"CLEARING_PAYOUT_WORKER": "0", "CLEARING_PAYOUT_SCHEDULER": "0"}
+
+
+async def _cli(database_url: str, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clearing.cli", "keys", *args,
+        env={**os.environ, "CLEARING_DATABASE_URL": database_url}, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def _works(client: Client) -> bool:
+    try:
+        await client.call("ListAccounts", pb.ListAccountsRequest(), timeout=5)
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_revoked_key_is_refused_by_every_process_within_a_second(
+        database_url, redis_url, redis_prefix, platform):
+    env = {"CLEARING_REDIS_PREFIX": redis_prefix, **QUIET}
+    servers = [ServerProcess(database_url, redis_url, extra_env=env).start() for _ in range(2)]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") for s in servers]
+    try:
+        doomed = await new_key(database_url, platform.platform_id, {"gateway"})
+        doomed_clients = [Client(ch, doomed) for ch in channels]
+        kept_clients = [Client(ch, platform.key) for ch in channels]
+        for c in doomed_clients + kept_clients:  # every process has both keys cached
+            assert await _works(c)
+        code, out, err = await _cli(database_url, "revoke", doomed[:8])
+        revoked = time.monotonic()
+        assert code == 0, err
+        assert "revoked" in out and doomed[:8] in out
+        pending = set(range(len(doomed_clients)))
+        while pending:
+            for i in sorted(pending):
+                if not await _works(doomed_clients[i]):
+                    pending.discard(i)
+            assert time.monotonic() - revoked < REFUSED_WITHIN_S, \
+                f"process(es) {sorted(pending)} still accept the revoked key"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(REFUSED_WITHIN_S)  # refused for good, the other key still works
+        for c in doomed_clients:
+            assert not await _works(c)
+        for c in kept_clients:
+            assert await _works(c)
+        code, out, _ = await _cli(database_url, "revoke", doomed[:8])
+        assert code == 0 and "revoked already" in out
+    finally:
+        for ch in channels:
+            await ch.close()
+        for s in servers:
+            s.terminate()
+
+
+async def test_keys_list_shows_prefix_roles_and_revocation(database_url, platform):
+    second = await new_key(database_url, platform.platform_id, {"approver"})
+    code, out, err = await _cli(database_url, "list", "--platform", platform.name)
+    assert code == 0, err
+    header, first_line, second_line = out.strip().splitlines()
+    assert header.split() == ["id", "prefix", "roles", "created", "revoked"]
+    assert first_line.split()[1:3] == [platform.key[:8], "gateway,operator"]
+    assert second_line.split()[1:3] == [second[:8], "approver"]
+    assert first_line.split()[-1] == second_line.split()[-1] == "-"
+    key_id = second_line.split()[0]
+    code, out, err = await _cli(database_url, "revoke", key_id)
+    assert code == 0 and f"key {key_id} " in out, err
+    _, out, _ = await _cli(database_url, "list", "--platform", platform.name)
+    lines = out.strip().splitlines()
+    assert lines[1].split()[-1] == "-" and lines[2].split()[-1] != "-"
+    code, _, err = await _cli(database_url, "revoke", "ck_zzzzz")
+    assert code != 0 and "no key matches" in err
+    code, _, err = await _cli(database_url, "list", "--platform", "no-such-platform")
+    assert code != 0 and "no platform" in err
