@@ -8,7 +8,8 @@ A bank transfer:
 - QUEUED -> SUBMITTED: claimed; a new attempt (new key) is recorded before the bank call.
 - SUBMITTED -> SUCCEEDED: the bank paid it (hold slice and fee posted first). Final.
 - SUBMITTED -> QUEUED: the bank FAILED it and retries remain (due after the backoff).
-- SUBMITTED -> FAILED: the bank FAILED it and the round's retries are spent.
+- SUBMITTED -> FAILED: the bank FAILED it and the round's retries are spent; or it was
+  never sent because its account may not send (see "Frozen accounts" below).
 - SUBMITTED -> UNKNOWN: no answer (timeout); due again after retry_backoff_ms for a query.
 - UNKNOWN / SUBMITTED past its lease -> query with the SAME key: SUCCEEDED or FAILED as
   above; PROCESSING -> SUBMITTED (wait for the callback, query after stuck_after_ms);
@@ -19,8 +20,9 @@ A bank transfer:
 A payout (what the worker and this module change):
 - QUEUED -> SUBMITTED: the first claim of one of its transfers.
 - SUBMITTED -> SUCCEEDED: all its transfers SUCCEEDED.
-- SUBMITTED -> MANUAL_REVIEW (BANK_RETRIES_EXHAUSTED): a transfer FAILED for good and none
-  of the others is still QUEUED, SUBMITTED or UNKNOWN. Funds stay held.
+- SUBMITTED -> MANUAL_REVIEW (BANK_RETRIES_EXHAUSTED, or ACCOUNT_FROZEN / ACCOUNT_CLOSED):
+  a transfer FAILED for good and none of the others is still QUEUED, SUBMITTED or UNKNOWN.
+  Funds stay held.
 - MANUAL_REVIEW -> SUBMITTED: retry_payout. REQUESTED, PENDING_REVIEW, QUEUED (nothing at
   the bank yet) or MANUAL_REVIEW -> FAILED: fail_payout.
 
@@ -60,9 +62,23 @@ transfers is in flight any more, so that a rejection never voids money the bank 
 pay. A failed payout whose release was cut short by a crash is finished by the worker's
 repair sweep (the same deterministic void request ids).
 
+Frozen accounts ("a frozen account never sends", `clearing.ledger.status`). Right before
+every bank call that can send money (each submit, and each resend with the same key after
+the bank answered NOT_FOUND), the worker reads the status of the account the payout debits.
+Frozen or closed: nothing is sent; the attempt and its transfer end FAILED with failure code
+ACCOUNT_FROZEN / ACCOUNT_CLOSED (no automatic retry), and the payout goes to MANUAL_REVIEW
+with that reason once none of its transfers is in flight, its funds still held. An approver
+retries it once the account is active (ApprovePayout refuses while it is not) or rejects it
+(the void is allowed on a frozen account: no money leaves). Queries are not sends and go on.
+A transfer the bank had already accepted when the account was frozen (one in flight, or a
+freeze committed between the read and the call) is not recalled: the bank's answer is
+applied as usual, and a success is booked (its POST_PENDING is `books_external`: the money
+has left, and a ledger that refused to say so would only disagree with the bank).
+
 Retries: a transfer gets 1 + retries_max attempts per round (`attempt_count` keeps counting
 across rounds; a round ends when attempt_count is a multiple of 1 + retries_max); retry n of
-a round waits retry_backoff_ms * 2^(n-1). retry_payout (ApprovePayout) starts a new round.
+a round waits retry_backoff_ms * 2^(n-1). retry_payout (ApprovePayout) starts a new round. An attempt not sent because the account
+was frozen counts as an attempt of its round.
 """
 
 from __future__ import annotations
@@ -81,6 +97,7 @@ from clearing import metrics
 from clearing.config import _int
 from clearing.errors import (ClearingError, FailedPrecondition, InvariantViolation, NotFound,
                              invariant)
+from clearing.ledger import status
 from clearing.ledger.model import Leg, Mode, Posting
 from clearing.payout.model import (FAILURE_MESSAGE_LEN_MAX, PayoutState, TransferState,
                                    attempt_key)
@@ -181,11 +198,12 @@ class Job:
     payout_id: int
     query_first: bool
     order: BankOrder
+    account_id: int = 0  # the ledger account the money leaves
 
 
 _SQL_CLAIM = """
 SELECT t.bank_transfer_id, t.payout_id, t.sequence, t.amount_minor, t.currency_code,
-       t.state, t.attempt_count, t.idempotency_key, p.memo,
+       t.state, t.attempt_count, t.idempotency_key, p.memo, p.account_id,
        b.bank_code, b.account_number, b.holder_name, b.account_type
 FROM bank_transfers t
 JOIN payouts p ON p.payout_id = t.payout_id
@@ -224,7 +242,8 @@ def _job(row: asyncpg.Record) -> tuple[Job, int, str]:
                       account_number=row["account_number"], holder_name=row["holder_name"],
                       account_type=row["account_type"], amount_minor=row["amount_minor"],
                       currency_code=row["currency_code"].strip(), memo=row["memo"])
-    return Job(row["bank_transfer_id"], row["payout_id"], query_first, order), attempt, key
+    return (Job(row["bank_transfer_id"], row["payout_id"], query_first, order,
+                row["account_id"]), attempt, key)
 
 
 async def claim(pool: asyncpg.Pool, now: dt.datetime, settings: WorkerSettings,
@@ -338,12 +357,15 @@ def ledger_request_id(payout_id: int, what: str) -> str:
 
 def _pending_posting(platform_id: int, payout_id: int, what: str, mode: Mode, pending_id: int,
                      amount_minor: int) -> Posting:
+    """A post (the bank paid: `books_external`, booked whatever the accounts' statuses
+    are now) or void (never refused by a status) of one of a payout's holds."""
     request_id = ledger_request_id(payout_id, what)
     method = METHOD_POST if mode is Mode.POST_PENDING else METHOD_VOID
     leg = Leg(0, 0, amount_minor, "", mode, pending_id=pending_id,
               memo=f"payout {payout_id} {what}")
     return Posting(platform_id, request_id, method,
-                   _hash(method, request_id, pending_id, amount_minor), (leg,))
+                   _hash(method, request_id, pending_id, amount_minor), (leg,),
+                   books_external=mode is Mode.POST_PENDING)
 
 
 class Settler:
@@ -450,6 +472,29 @@ class Settler:
         await self._in_doubt(job.bank_transfer_id, job.order.idempotency_key,
                              TransferState.UNKNOWN, later)
 
+    async def not_sent(self, job: Job, refusal: ClearingError) -> None:
+        """The account may not send (frozen or closed, `clearing.ledger.status`): nothing
+        goes to the bank. The attempt and its transfer end FAILED with the refusal's reason
+        as failure code (no retry: a retry would meet the same account), and the payout
+        goes to MANUAL_REVIEW with that reason once none of its transfers is in flight;
+        its funds stay held (ApprovePayout once the account is active again, or
+        RejectPayout)."""
+        now = self._clock.now()
+        message = f"not sent to the bank: {refusal.message}"
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.fetchrow(_SQL_LOCK_TRANSFER, job.bank_transfer_id)
+            await conn.fetchrow(_SQL_LOCK_PAYOUT, job.payout_id)
+            done = await conn.fetchval(
+                _SQL_FINISH_ATTEMPT, job.order.idempotency_key, int(TransferState.FAILED), "",
+                refusal.reason[:FAILURE_CODE_LEN_MAX], message[:FAILURE_MESSAGE_LEN_MAX], now)
+            if done is None:  # no longer this worker's to decide (a result came meanwhile)
+                return
+            await conn.execute(_SQL_TRANSFER_FAILED, job.bank_transfer_id, now)
+            await _settle_payout(conn, job.payout_id, now, refusal.reason)
+        log.warning("payout transfer not sent: the account may not send",
+                    extra={"idempotency_key": job.order.idempotency_key,
+                           "reason": refusal.reason})
+
     async def _in_doubt(self, bank_transfer_id: int, key: str, state: TransferState,
                         next_attempt_at: dt.datetime) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -458,16 +503,18 @@ class Settler:
                 await conn.execute(_SQL_ATTEMPT_IN_DOUBT, key, int(state))
 
 
-async def _settle_payout(conn: asyncpg.Connection, payout_id: int, now: dt.datetime) -> None:
+async def _settle_payout(conn: asyncpg.Connection, payout_id: int, now: dt.datetime,
+                         reason: str = REASON_RETRIES_EXHAUSTED) -> None:
     """After a transfer's final result (payout row locked): SUCCEEDED when all transfers
-    succeeded; MANUAL_REVIEW when one failed for good and none is still in flight."""
+    succeeded; MANUAL_REVIEW (failure reason `reason`) when one failed for good and none
+    is still in flight."""
     counts = await conn.fetchrow(_SQL_TRANSFER_COUNTS, payout_id)
     if counts["succeeded"] == counts["total"]:
         await conn.execute(_SQL_PAYOUT_SUCCEEDED, payout_id, now)
     elif counts["succeeded"] + counts["failed"] == counts["total"]:
         last = await conn.fetchrow(_SQL_LAST_FAILURE, payout_id)
         message = f"{last['failure_code']}: {last['failure_message']}" if last else ""
-        await conn.execute(_SQL_PAYOUT_MANUAL_REVIEW, payout_id, REASON_RETRIES_EXHAUSTED,
+        await conn.execute(_SQL_PAYOUT_MANUAL_REVIEW, payout_id, reason,
                            message[:FAILURE_MESSAGE_LEN_MAX], now)
 
 
@@ -576,11 +623,23 @@ class PayoutWorker:
             if result.state is not BankState.NOT_FOUND:
                 await self.settler.apply(result)
                 return
+        refusal = await self._send_refusal(job)  # read right before the call: each send
+        if refusal is not None:
+            await self.settler.not_sent(job, refusal)
+            return
         result = await self._call("submit", self._bank.submit(job.order))
         if result is None or result.state is BankState.NOT_FOUND:
             await self.settler.unknown(job)
             return
         await self.settler.apply(result)
+
+    async def _send_refusal(self, job: Job) -> ClearingError | None:
+        """Why the job's account may not send money now (`clearing.ledger.status`), read
+        from the database right before the bank call; None if it may."""
+        account_status = await self._pool.fetchval(
+            "SELECT status FROM accounts WHERE account_id = $1", job.account_id)
+        invariant(account_status is not None, f"payout {job.payout_id} has no account")
+        return status.refusal(job.account_id, account_status)
 
     async def _call(self, name: str, coro) -> BankResult | None:
         """A bank call bounded by submit_timeout_ms; None when no answer came. Counted in
