@@ -198,7 +198,7 @@ class Job:
     payout_id: int
     query_first: bool
     order: BankOrder
-    account_id: int = 0  # the ledger account the money leaves
+    account_id: int  # the ledger account the money leaves (the payout's account)
 
 
 _SQL_CLAIM = """
