@@ -77,8 +77,8 @@ has left, and a ledger that refused to say so would only disagree with the bank)
 
 Retries: a transfer gets 1 + retries_max attempts per round (`attempt_count` keeps counting
 across rounds; a round ends when attempt_count is a multiple of 1 + retries_max); retry n of
-a round waits retry_backoff_ms * 2^(n-1). retry_payout (ApprovePayout) starts a new round. An attempt not sent because the account
-was frozen counts as an attempt of its round.
+a round waits retry_backoff_ms * 2^(n-1). retry_payout (ApprovePayout) starts a new round.
+An attempt not sent because the account was frozen counts as an attempt of its round.
 """
 
 from __future__ import annotations
