@@ -32,6 +32,7 @@ worker_db = pytest.fixture(scope="module", name="worker_db")(worker_database)
 
 S = pb.BANK_TRANSFER_STATE_SUCCEEDED
 F = pb.BANK_TRANSFER_STATE_FAILED
+U = pb.BANK_TRANSFER_STATE_UNKNOWN
 
 
 async def _freeze(s, account_id: int) -> None:
@@ -122,8 +123,11 @@ async def test_queued_payout_of_an_account_frozen_before_the_send_waits_in_manua
         assert (review.state, review.failure_reason, review.paid_minor) == (
             pb.PAYOUT_STATE_MANUAL_REVIEW, "ACCOUNT_FROZEN", 0)
         [t] = review.transfers
-        assert (t.state, t.attempt_count) == (F, 1)
-        assert [(a.state, a.failure_code) for a in t.attempts] == [(F, "ACCOUNT_FROZEN")]
+        key = f"po{made.payout_id}-t1-a1"
+        assert (t.state, t.attempt_count, t.idempotency_key) == (F, 1, key)
+        # never sent, yet the key is kept (in doubt, not FAILED): no new key without the
+        # bank's FAILED
+        assert [(a.state, a.failure_code) for a in t.attempts] == [(U, "ACCOUNT_FROZEN")]
         assert await books(s.pool, made.payout_id) == []  # nothing reached the bank
         assert await balances(s, p.account, p.fee) == [(5_000, 3_996, 1_004), (0, 0, 0)]
         await _verify_clean(s)
@@ -137,9 +141,11 @@ async def test_queued_payout_of_an_account_frozen_before_the_send_waits_in_manua
         assert (done.state, done.paid_minor, done.failure_reason) == (
             pb.PAYOUT_STATE_SUCCEEDED, 1_000, "")
         [t] = done.transfers
-        assert [a.state for a in t.attempts] == [F, S]
+        # the kept key was queried (NOT_FOUND), then sent: the same attempt, now paid
+        assert (t.attempt_count, [(a.idempotency_key, a.state) for a in t.attempts]) == (
+            1, [(key, S)])
         assert [(b.idempotency_key, b.paid) for b in await books(s.pool, made.payout_id)] == [
-            (f"po{made.payout_id}-t1-a2", True)]
+            (key, True)]
         assert await balances(s, p.account, p.fee) == [(3_996, 3_996, 0), (4, 4, 0)]
         await _verify_clean(s)
 
@@ -183,36 +189,111 @@ async def test_freeze_between_claim_and_bank_call_sends_nothing(worker_db, redis
         await _verify_clean(s)
 
 
+async def _blocked_resend(s):
+    """A payout of 1,000 whose first submit never reached the bank (timeout); the account
+    is then frozen; the query answers NOT_FOUND, and the resend with the same key is not
+    made. Returns (the account's party, the payout, the claimed job of the resend)."""
+    p = await funded(s, 5_000)
+    made = await s.ops.request(p.account, 1_000)
+    key = f"po{made.payout_id}-t1-a1"
+    base = BankSimSettings(timeout_rate=0.5, lost_answer_share=0.0)
+    seed = seed_where(base, {key: BankState.SUCCEEDED},
+                      (("submit", TimeoutKind.NOT_REACHED), ("query", TimeoutKind.NONE)))
+    async with _by_hand(s, BankSimSettings(**{**base.__dict__, "seed": seed})) as (
+            worker, claimed):
+        [job] = await claimed()
+        await worker.work(job)  # times out before the bank
+        [t] = (await s.ops.get(made.payout_id)).transfers
+        assert t.state == pb.BANK_TRANSFER_STATE_UNKNOWN
+        await _freeze(s, p.account)
+        [again] = await claimed(ahead_ms=FAST.retry_backoff_ms + 1_000)
+        assert (again.query_first, again.order.idempotency_key) == (True, key)
+        await worker.work(again)
+    review = await s.ops.get(made.payout_id)
+    assert (review.state, review.failure_reason) == (pb.PAYOUT_STATE_MANUAL_REVIEW,
+                                                     "ACCOUNT_FROZEN")
+    [t] = review.transfers
+    # the transfer is out of flight (FAILED), its attempt still in doubt with its key kept
+    assert (t.state, t.attempt_count, t.idempotency_key) == (F, 1, key)
+    assert [(a.idempotency_key, a.state, a.failure_code) for a in t.attempts] == [
+        (key, U, "ACCOUNT_FROZEN")]
+    assert await balances(s, p.account) == [(5_000, 4_000, 1_000)]
+    await _verify_clean(s)
+    return p, made, again
+
+
+async def _approve_and_resume(s, p, made, key: str) -> None:
+    """Unfreeze, approve: the transfer is back in doubt (UNKNOWN, the same key), and the
+    worker's next round (by hand, a fault-free bank) queries that key first."""
+    await _unfreeze(s, p.account)
+    approved = await s.approver.approve(made.payout_id, reason="cleared")
+    assert approved.state == pb.PAYOUT_STATE_SUBMITTED
+    [t] = approved.transfers
+    assert (t.state, t.attempt_count, t.idempotency_key) == (U, 1, key)
+    assert [(a.state, a.failure_code) for a in t.attempts] == [(U, "")]
+    async with _by_hand(s) as (worker, claimed):
+        [job] = await claimed()
+        assert (job.query_first, job.order.idempotency_key) == (True, key)
+        await worker.work(job)
+
+
+async def _paid_once(s, p, made, key: str) -> None:
+    done = await s.ops.get(made.payout_id)
+    assert (done.state, done.paid_minor, done.failure_reason) == (
+        pb.PAYOUT_STATE_SUCCEEDED, 1_000, "")
+    [t] = done.transfers
+    assert (t.state, t.attempt_count, [(a.idempotency_key, a.state) for a in t.attempts]) == (
+        S, 1, [(key, S)])
+    # the bank's own books: one order, under the original key, paid
+    assert [(b.idempotency_key, b.amount_minor, b.paid)
+            for b in await books(s.pool, made.payout_id)] == [(key, 1_000, True)]
+    assert await balances(s, p.account) == [(4_000, 4_000, 0)]
+    assert (await s.client.balance(p.custodial)).posted_minor == -5_000 + 1_000
+    await _verify_clean(s)
+
+
 async def test_resend_after_the_bank_never_got_it_is_not_sent_once_frozen(
         worker_db, redis_url, redis_prefix):
-    """The first submit never reached the bank (timeout); the account is frozen; the query
-    answers NOT_FOUND, and the resend with the same key is not made."""
+    """No resend after NOT_FOUND once frozen; after unfreeze and ApprovePayout the kept key
+    is queried (NOT_FOUND again) and resent, the same key: one order at the bank."""
     async with stack(worker_db, redis_url, redis_prefix, run_worker=False) as s:
-        p = await funded(s, 5_000)
-        made = await s.ops.request(p.account, 1_000)
-        key = f"po{made.payout_id}-t1-a1"
-        base = BankSimSettings(timeout_rate=0.5, lost_answer_share=0.0)
-        seed = seed_where(base, {key: BankState.SUCCEEDED},
-                          (("submit", TimeoutKind.NOT_REACHED), ("query", TimeoutKind.NONE)))
-        async with _by_hand(s, BankSimSettings(**{**base.__dict__, "seed": seed})) as (
-                worker, claimed):
-            [job] = await claimed()
-            await worker.work(job)  # times out before the bank
-            [t] = (await s.ops.get(made.payout_id)).transfers
-            assert t.state == pb.BANK_TRANSFER_STATE_UNKNOWN
-            await _freeze(s, p.account)
-            [again] = await claimed(ahead_ms=FAST.retry_backoff_ms + 1_000)
-            assert (again.query_first, again.order.idempotency_key) == (True, key)
-            await worker.work(again)
-        review = await s.ops.get(made.payout_id)
-        assert (review.state, review.failure_reason) == (pb.PAYOUT_STATE_MANUAL_REVIEW,
-                                                         "ACCOUNT_FROZEN")
-        [t] = review.transfers
-        assert (t.state, t.attempt_count, [a.failure_code for a in t.attempts]) == (
-            F, 1, ["ACCOUNT_FROZEN"])
+        p, made, job = await _blocked_resend(s)
         assert await books(s.pool, made.payout_id) == []
+        await _approve_and_resume(s, p, made, job.order.idempotency_key)
+        await _paid_once(s, p, made, job.order.idempotency_key)
+
+
+async def test_original_reaching_the_bank_late_during_review_is_paid_once(
+        worker_db, redis_url, redis_prefix):
+    """As above, but the original submit reaches the bank late, while the payout is in
+    review: the bank pays it and calls back; the callback is not applied (the transfer is
+    not in flight) and the funds stay held; after ApprovePayout the query with the kept key
+    finds it paid and books it: nothing is sent again."""
+    async with stack(worker_db, redis_url, redis_prefix, run_worker=False) as s:
+        p, made, job = await _blocked_resend(s)
+        key = job.order.idempotency_key
+        late = BankSimulator(s.pool, BankSimSettings(), Clock())
+        await late.start()
+        try:
+            PayoutWorker(s.running.payouts, late, FAST)  # its callbacks go to a settler
+            arrived = await late.submit(job.order)  # the original, arriving late
+            assert arrived.state is BankState.SUCCEEDED
+            for _ in range(100):  # the callback (25..75 ms later) is delivered
+                if not late.pending_callbacks:
+                    break
+                await asyncio.sleep(0.02)
+            assert late.pending_callbacks == 0
+        finally:
+            await late.close()
+        review = await s.ops.get(made.payout_id)
+        assert (review.state, review.paid_minor) == (pb.PAYOUT_STATE_MANUAL_REVIEW, 0)
+        [t] = review.transfers
+        assert (t.state, [a.state for a in t.attempts]) == (F, [U])
         assert await balances(s, p.account) == [(5_000, 4_000, 1_000)]
-        await _verify_clean(s)
+        assert [(b.idempotency_key, b.paid) for b in await books(s.pool, made.payout_id)] == [
+            (key, True)]
+        await _approve_and_resume(s, p, made, key)
+        await _paid_once(s, p, made, key)
 
 
 async def test_a_transfer_the_bank_accepted_before_the_freeze_is_booked(
