@@ -211,3 +211,43 @@ async def test_invalid_release_and_cancel_requests(world):
         assert details(err.value)[1] == fields, request
     assert await _refused(_release(splits, "never-split", event_name="SHIPPED")) == (
         grpc.StatusCode.NOT_FOUND, "SPLIT_NOT_FOUND")
+
+
+async def _set_frozen(client: Client, account_id: int, frozen: bool) -> None:
+    if frozen:
+        await client.call("FreezeAccount", lpb.FreezeAccountRequest(
+            request_id=rid(), account_id=account_id, reason="review"))
+    else:
+        await client.call("UnfreezeAccount", lpb.UnfreezeAccountRequest(
+            request_id=rid(), account_id=account_id, reason="cleared"))
+
+
+async def test_releases_follow_the_status_rule_on_both_sides(world, client: Client):
+    """A receiver frozen since the split keeps its hold (the release skips it); a frozen
+    custodial account, the side the held money leaves, refuses the release (nothing
+    moves); a cancellation voids a frozen receiver's hold (voids move nothing)."""
+    splits, ids = world
+    split = await _held_split(splits)
+    supplier, custodial = ids["SUP_2025001"], ids["CUSTODIAL"]
+    await _set_frozen(client, supplier, True)
+    assert await _refused(_release(splits, split.order_id, event_name="SHIPPED")) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "NOTHING_DUE")
+    assert await _balance(client, ids, "SUP_2025001") == (0, HELD_MINOR)
+    await _set_frozen(client, supplier, False)
+    shipped = await _release(splits, split.order_id, event_name="SHIPPED")
+    assert shipped.action.amount_minor == SHIPPED_MINOR
+    await _set_frozen(client, custodial, True)
+    assert await _refused(_release(splits, split.order_id, event_name="RECEIVED")) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_FROZEN")
+    assert await _balance(client, ids, "SUP_2025001") == (SHIPPED_MINOR, RECEIVED_MINOR)
+    assert (await _get(splits, split.order_id)).legs[1].held_minor == RECEIVED_MINOR
+    await _set_frozen(client, custodial, False)
+    await _set_frozen(client, supplier, True)
+    cancelled = await splits.call("CancelSplit", pb.CancelSplitRequest(
+        request_id=rid(), order_id=split.order_id, reason="order cancelled"))
+    assert cancelled.action.amount_minor == RECEIVED_MINOR
+    assert await _balance(client, ids, "SUP_2025001") == (SHIPPED_MINOR, 0)
+    c = await client.balance(custodial)
+    assert (c.posted_minor, c.pending_debit_minor) == (-(PLATFORM_MINOR + SHIPPED_MINOR), 0)
+    report = await client.verify()
+    assert report.ok and report.chain_ok

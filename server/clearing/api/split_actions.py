@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 from clearing.api import validate
 from clearing.errors import FailedPrecondition, ResourceExhausted, Violations
-from clearing.ledger.model import MEMO_LEN_MAX, AccountStatus, Claim, Leg, Mode, Posting
+from clearing.ledger.model import MEMO_LEN_MAX, Claim, Leg, Mode, Posting
+from clearing.ledger.status import can_move
 from clearing.money import BPS_ONE, allocate
 from clearing.rules import runtime
 from clearing.rules.model import HoldReason
@@ -109,7 +110,7 @@ def release_changes(split: runtime.StoredSplit, body: pb.Split,
     for leg in split.legs:
         if not leg.held_minor or (wanted and leg.account_id not in wanted):
             continue
-        if statuses.get(leg.account_id) != AccountStatus.ACTIVE:
+        if not can_move(statuses.get(leg.account_id)):
             continue  # stays held until the receiver is active again
         if request.WhichOneof("release") == "fraction_bps":
             amount = _fraction(body.legs[leg.leg_index].held_minor, request.fraction_bps)

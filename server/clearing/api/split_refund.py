@@ -60,6 +60,7 @@ from clearing.errors import (FailedPrecondition, FieldViolation, InvalidArgument
                              Violations)
 from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, LEGS_PER_POSTING_MAX, MEMO_LEN_MAX,
                                    AccountStatus, Claim, Leg, Mode, Posting)
+from clearing.ledger.status import can_move
 from clearing.money import allocate
 from clearing.rules import runtime
 from clearing.rules.model import HoldReason
@@ -121,8 +122,8 @@ def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundS
     AccountStatus (missing: active)."""
     require_room(split)
     meta = {"order_id": split.order_id}
-    inactive = {account_id: status for account_id, status in (statuses or {}).items()
-                if status != AccountStatus.ACTIVE}
+    inactive = {account_id: st for account_id, st in (statuses or {}).items()
+                if not can_move(st)}
     if request.currency_code != body.currency_code:
         raise InvalidArgument([FieldViolation(
             "currency_code", f"the split is in {body.currency_code}")],

@@ -107,6 +107,11 @@ class Posting:
     one whose reason is in `unrecorded_reasons`: it leaves no trace at all, so the caller
     may fix what it planned from (e.g. a receiver's status it read from a cache) and
     submit again under the same request id.
+
+    `books_external`: the posting books money that already moved outside the ledger (a
+    payout's bank transfer the bank has paid): the accounts' statuses cannot refuse it
+    (see `clearing.ledger.status`). Funds, currency and pending amounts are checked as
+    for any posting.
     """
 
     platform_id: int
@@ -118,6 +123,7 @@ class Posting:
     sink: str = ""
     attachment: object = None
     unrecorded_reasons: frozenset[str] = frozenset()
+    books_external: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ in ONE PostgreSQL transaction:
 2. the accounts touched are locked (`FOR UPDATE`, in id order: no deadlocks between
    processes), and open pending transfers that are posted or voided;
 3. every posting is applied in memory, in arrival order: a posting that fails its own
-   checks (insufficient funds, frozen account, wrong currency) fails alone and leaves no
+   checks (insufficient funds, a frozen or closed account on either side:
+   `clearing.ledger.status`, wrong currency) fails alone and leaves no
    trace but its idempotency record (none at all for a reason in the posting's
    `unrecorded_reasons`); the others go on;
 4. the journal rows go in with COPY, each touched account gets one aggregated UPDATE,
@@ -35,8 +36,8 @@ from clearing.config import WriterSettings
 from clearing.errors import (ClearingError, FailedPrecondition, InvalidArgument,
                              InvariantViolation, NotFound, ResourceExhausted, Unavailable,
                              FieldViolation, error_from_record, invariant)
-from clearing.ledger import journal
-from clearing.ledger.model import (BATCH_SPAN, AccountStatus, Claim, Mode, PendingState,
+from clearing.ledger import journal, status
+from clearing.ledger.model import (BATCH_SPAN, Claim, Mode, PendingState,
                                    Posting, TransferRecord)
 from clearing.money import INT64_MAX
 
@@ -584,6 +585,7 @@ class _Batch:
             debit = self._account(posting.platform_id, pending.debit, prefix + "debit_account_id")
             credit = self._account(posting.platform_id, pending.credit,
                                    prefix + "credit_account_id")
+            _check_status(posting, leg.mode, debit, credit, prefix)
             if leg.mode is Mode.POST_PENDING:
                 amount = self._post(pending, debit, credit, amount, prefix)
             else:
@@ -594,8 +596,7 @@ class _Batch:
             credit = self._account(posting.platform_id, leg.credit_account_id,
                                    prefix + "credit_account_id")
             _check_currency(debit, credit, leg.currency_code, prefix)
-            _check_active(debit, prefix + "debit_account_id")
-            _check_active(credit, prefix + "credit_account_id")
+            _check_status(posting, leg.mode, debit, credit, prefix)
             _check_funds(debit, amount)
             _check_overflow(credit.cp + credit.cpend, amount)
             if leg.mode is Mode.IMMEDIATE:
@@ -644,7 +645,6 @@ class _Batch:
                 prefix + "amount_minor",
                 f"exceeds the {pending.remaining} still pending on transfer "
                 f"{pending.transfer_id}")], reason="AMOUNT_EXCEEDS_PENDING")
-        _check_active(credit, prefix + "credit_account_id")
         debit.dpend -= amount
         credit.cpend -= amount
         debit.dp += amount
@@ -784,12 +784,11 @@ def _check_currency(debit: _Acct, credit: _Acct, currency: str, prefix: str) -> 
         raise InvalidArgument(wrong, reason="CURRENCY_MISMATCH")
 
 
-def _check_active(acct: _Acct, field: str) -> None:
-    if acct.status != AccountStatus.ACTIVE:
-        name = AccountStatus(acct.status).name
-        raise FailedPrecondition(f"account {acct.account_id} is {name.lower()}",
-                                 reason=f"ACCOUNT_{name}",
-                                 metadata={"field": field, "account_id": str(acct.account_id)})
+def _check_status(posting: Posting, mode: Mode, debit: _Acct, credit: _Acct,
+                  prefix: str) -> None:
+    """The one status rule of `clearing.ledger.status`, on both sides of the leg."""
+    status.check_leg(mode, debit.account_id, debit.status, credit.account_id, credit.status,
+                     prefix=prefix, books_external=posting.books_external)
 
 
 def _check_funds(debit: _Acct, amount: int) -> None:

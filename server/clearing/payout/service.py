@@ -35,6 +35,7 @@ from clearing.config import PayoutSettings
 from clearing.errors import (AlreadyExists, FailedPrecondition, FieldViolation,
                              InvalidArgument, NotFound, PermissionDenied,
                              ResourceExhausted)
+from clearing.ledger import status
 from clearing.ledger.model import AccountKind, AccountStatus, Leg, Mode, OwnerType, Posting
 from clearing.ledger.writer import LedgerWriter
 from clearing.payout import store
@@ -246,12 +247,9 @@ def check_payable(acct, *, frozen_ok: bool = False) -> None:
     if acct["kind"] == AccountKind.CUSTODIAL:
         raise FailedPrecondition("a custodial account cannot be paid out",
                                  reason="ACCOUNT_KIND_NOT_PAYABLE")
-    if acct["status"] == AccountStatus.FROZEN and not frozen_ok:
-        raise FailedPrecondition(f"account {acct['account_id']} is frozen",
-                                 reason="ACCOUNT_FROZEN")
-    if acct["status"] == AccountStatus.CLOSED:
-        raise FailedPrecondition(f"account {acct['account_id']} is closed",
-                                 reason="ACCOUNT_CLOSED")
+    if acct["status"] == AccountStatus.FROZEN and frozen_ok:
+        return
+    status.check_can_move(acct["account_id"], acct["status"], "account_id")
 
 
 def _check_account(acct, currency_code: str) -> None:
@@ -369,7 +367,7 @@ SELECT bank_transfer_id FROM bank_transfers WHERE payout_id = $1 AND platform_id
 ORDER BY bank_transfer_id FOR UPDATE
 """
 _SQL_LOCK_PAYOUT = """
-SELECT payout_id, state, requested_key_id FROM payouts
+SELECT payout_id, state, requested_key_id, account_id FROM payouts
 WHERE payout_id = $1 AND platform_id = $2 FOR UPDATE
 """
 
@@ -394,6 +392,14 @@ def _check_reviewable(row, payout_id: int, reviewer_key_id: int) -> PayoutState:
     return state
 
 
+async def _check_can_send(conn, account_id: int) -> None:
+    """FAILED_PRECONDITION ACCOUNT_FROZEN / ACCOUNT_CLOSED unless the payout's account may
+    send money now."""
+    account_status = await conn.fetchval("SELECT status FROM accounts WHERE account_id = $1",
+                                         account_id)
+    status.check_can_move(account_id, account_status)
+
+
 _SQL_REVIEWED = """
 UPDATE payouts SET reviewed_by = $3, review_reason = $4, review_at = $5, updated_at = $5
 WHERE payout_id = $1 AND platform_id = $2
@@ -405,7 +411,10 @@ async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: in
                          reason: str) -> Payout:
     """PENDING_REVIEW -> QUEUED (its transfers due now), in one transaction; MANUAL_REVIEW:
     the worker's retry_payout (asks the bank about unknown attempts before resending).
-    Maker-checker: the requesting key cannot approve."""
+    Maker-checker: the requesting key cannot approve. The account the money leaves must
+    be able to send (`clearing.ledger.status`): a frozen or closed one answers
+    FAILED_PRECONDITION ACCOUNT_FROZEN / ACCOUNT_CLOSED and the payout stays in review
+    (the worker checks again before every bank call)."""
     retry = False
     async with deps.pool.acquire() as conn:
         async with conn.transaction():
@@ -413,6 +422,7 @@ async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: in
                 nonlocal retry
                 row = await _lock_payout(conn, payout_id, platform_id)
                 state = _check_reviewable(row, payout_id, reviewer_key_id)
+                await _check_can_send(conn, row["account_id"])
                 now = deps.clock.now()
                 await conn.execute(_SQL_REVIEWED, payout_id, platform_id,
                                    str(reviewer_key_id), reason, now)

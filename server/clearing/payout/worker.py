@@ -8,24 +8,29 @@ A bank transfer:
 - QUEUED -> SUBMITTED: claimed; a new attempt (new key) is recorded before the bank call.
 - SUBMITTED -> SUCCEEDED: the bank paid it (hold slice and fee posted first). Final.
 - SUBMITTED -> QUEUED: the bank FAILED it and retries remain (due after the backoff).
-- SUBMITTED -> FAILED: the bank FAILED it and the round's retries are spent.
+- SUBMITTED -> FAILED: the bank FAILED it and the round's retries are spent; or a send
+  (submit, or resend after NOT_FOUND) was not made because its account may not send: its
+  current attempt then stays UNKNOWN, its key kept (see "Frozen accounts" below).
 - SUBMITTED -> UNKNOWN: no answer (timeout); due again after retry_backoff_ms for a query.
 - UNKNOWN / SUBMITTED past its lease -> query with the SAME key: SUCCEEDED or FAILED as
   above; PROCESSING -> SUBMITTED (wait for the callback, query after stuck_after_ms);
   NOT_FOUND -> resubmitted with the same key.
-- FAILED -> QUEUED: retry_payout (ApprovePayout of a MANUAL_REVIEW payout).
+- FAILED -> QUEUED: retry_payout (ApprovePayout of a MANUAL_REVIEW payout); FAILED ->
+  UNKNOWN instead when its current attempt is still in doubt (a blocked send): queried
+  first, with the same key.
 - any but SUCCEEDED -> FAILED: fail_payout (RejectPayout).
 
 A payout (what the worker and this module change):
 - QUEUED -> SUBMITTED: the first claim of one of its transfers.
 - SUBMITTED -> SUCCEEDED: all its transfers SUCCEEDED.
-- SUBMITTED -> MANUAL_REVIEW (BANK_RETRIES_EXHAUSTED): a transfer FAILED for good and none
-  of the others is still QUEUED, SUBMITTED or UNKNOWN. Funds stay held.
+- SUBMITTED -> MANUAL_REVIEW (BANK_RETRIES_EXHAUSTED, or ACCOUNT_FROZEN / ACCOUNT_CLOSED):
+  a transfer FAILED for good and none of the others is still QUEUED, SUBMITTED or UNKNOWN.
+  Funds stay held.
 - MANUAL_REVIEW -> SUBMITTED: retry_payout. REQUESTED, PENDING_REVIEW, QUEUED (nothing at
   the bank yet) or MANUAL_REVIEW -> FAILED: fail_payout.
 
-An attempt (bank_transfer_attempts) is SUBMITTED (UNKNOWN after a timeout) until the bank
-gives its final answer, then SUCCEEDED or FAILED. Each attempt has its own bank-side
+An attempt (bank_transfer_attempts) is SUBMITTED (UNKNOWN after a timeout or a blocked send)
+until the bank gives its final answer, then SUCCEEDED or FAILED. Each attempt has its own bank-side
 idempotency key `po{payout_id}-t{sequence}-a{attempt_number}`.
 
 Why nothing is paid twice:
@@ -38,7 +43,8 @@ Why nothing is paid twice:
    answered FAILED for the previous one. After a timeout, a lost answer or a crash (an
    attempt left SUBMITTED or UNKNOWN past its lease), the bank is QUERIED with the same key:
    SUCCEEDED / FAILED are applied as if they had come from the submit; NOT_FOUND (it never
-   reached the bank) is resubmitted with the SAME key, which the bank deduplicates.
+   reached the bank) is resubmitted with the SAME key, which the bank deduplicates. There is
+   no other way to a new key: a send blocked by the account's status keeps its key too.
 3. Results (from submit, query or callbacks, in any order, any number of times) are applied
    by conditional updates (`WHERE state IN (SUBMITTED, UNKNOWN)`) under the transfer's and
    then the payout's row lock: a second delivery finds the attempt final and does nothing.
@@ -60,9 +66,34 @@ transfers is in flight any more, so that a rejection never voids money the bank 
 pay. A failed payout whose release was cut short by a crash is finished by the worker's
 repair sweep (the same deterministic void request ids).
 
+Frozen accounts ("a frozen account never sends", `clearing.ledger.status`). Right before
+every bank call that can send money (each submit, and each resend with the same key after
+the bank answered NOT_FOUND), the worker reads the status of the account the payout debits.
+Frozen or closed: nothing is sent; the transfer ends FAILED (no automatic retry) and its
+attempt stays UNKNOWN with failure code ACCOUNT_FROZEN / ACCOUNT_CLOSED, so its key is not
+abandoned: the bank never answered FAILED for it, and after a NOT_FOUND the original submit
+may still reach the bank late. The payout goes to MANUAL_REVIEW with that reason once none
+of its transfers is in flight, its funds still held. An approver retries it once the account
+is active (ApprovePayout refuses while it is not): retry_payout makes such a transfer
+UNKNOWN, so the next round QUERIES the kept key first and applies the bank's answer, or on
+NOT_FOUND resubmits with that SAME key (after the status check again). A blocked first
+submit is treated the same way, not given a new key: that its key never reached the bank
+would rest on timing (a claim whose lease ran out while it waited could have been claimed,
+queried and sent by another process meanwhile); keeping the key needs no such argument and
+costs one query. A bank result for such a transfer while it waits (a late order's callback)
+is not applied: the transfer is not in flight; the query after approval applies it. Or the
+approver rejects the payout (the void is allowed on a frozen account: no money leaves).
+Queries are not sends and go on.
+A transfer the bank had already accepted when the account was frozen (one in flight, or a
+freeze committed between the read and the call) is not recalled: the bank's answer is
+applied as usual, and a success is booked (its POST_PENDING is `books_external`: the money
+has left, and a ledger that refused to say so would only disagree with the bank).
+
 Retries: a transfer gets 1 + retries_max attempts per round (`attempt_count` keeps counting
 across rounds; a round ends when attempt_count is a multiple of 1 + retries_max); retry n of
 a round waits retry_backoff_ms * 2^(n-1). retry_payout (ApprovePayout) starts a new round.
+An attempt whose send was blocked is resumed after approval, not replaced: it keeps its
+number, and so its place in its round.
 """
 
 from __future__ import annotations
@@ -81,6 +112,7 @@ from clearing import metrics
 from clearing.config import _int
 from clearing.errors import (ClearingError, FailedPrecondition, InvariantViolation, NotFound,
                              invariant)
+from clearing.ledger import status
 from clearing.ledger.model import Leg, Mode, Posting
 from clearing.payout.model import (FAILURE_MESSAGE_LEN_MAX, PayoutState, TransferState,
                                    attempt_key)
@@ -181,11 +213,12 @@ class Job:
     payout_id: int
     query_first: bool
     order: BankOrder
+    account_id: int  # the ledger account the money leaves (the payout's account)
 
 
 _SQL_CLAIM = """
 SELECT t.bank_transfer_id, t.payout_id, t.sequence, t.amount_minor, t.currency_code,
-       t.state, t.attempt_count, t.idempotency_key, p.memo,
+       t.state, t.attempt_count, t.idempotency_key, p.memo, p.account_id,
        b.bank_code, b.account_number, b.holder_name, b.account_type
 FROM bank_transfers t
 JOIN payouts p ON p.payout_id = t.payout_id
@@ -224,7 +257,8 @@ def _job(row: asyncpg.Record) -> tuple[Job, int, str]:
                       account_number=row["account_number"], holder_name=row["holder_name"],
                       account_type=row["account_type"], amount_minor=row["amount_minor"],
                       currency_code=row["currency_code"].strip(), memo=row["memo"])
-    return Job(row["bank_transfer_id"], row["payout_id"], query_first, order), attempt, key
+    return (Job(row["bank_transfer_id"], row["payout_id"], query_first, order,
+                row["account_id"]), attempt, key)
 
 
 async def claim(pool: asyncpg.Pool, now: dt.datetime, settings: WorkerSettings,
@@ -258,7 +292,7 @@ _SQL_ATTEMPT = """
 SELECT a.bank_transfer_id, a.attempt_number, a.state AS attempt_state,
        t.payout_id, t.sequence, t.amount_minor, t.state AS transfer_state, t.attempt_count,
        t.idempotency_key AS current_key,
-       p.platform_id, p.hold_transfer_id, p.fee_transfer_id
+       p.platform_id, p.hold_transfer_id, p.fee_transfer_id, p.state AS payout_state
 FROM bank_transfer_attempts a
 JOIN bank_transfers t ON t.bank_transfer_id = a.bank_transfer_id
 JOIN payouts p ON p.payout_id = t.payout_id
@@ -313,6 +347,20 @@ JOIN bank_transfers t ON t.bank_transfer_id = a.bank_transfer_id
 WHERE t.payout_id = $1 AND a.state = 5
 ORDER BY a.finished_at DESC, a.attempt_number DESC LIMIT 1
 """
+# A send blocked by the account's status: a FAILED transfer whose current attempt is still in
+# doubt (kept, with the refusal as its failure code, for the query after approval).
+_SQL_BLOCKED = """
+SELECT a.failure_code, a.failure_message FROM bank_transfer_attempts a
+JOIN bank_transfers t ON t.bank_transfer_id = a.bank_transfer_id
+                     AND t.idempotency_key = a.idempotency_key
+WHERE t.payout_id = $1 AND t.state = 5 AND a.state IN (2, 3) AND a.failure_code <> ''
+ORDER BY t.sequence LIMIT 1
+"""
+_SQL_ATTEMPT_BLOCKED = """
+UPDATE bank_transfer_attempts SET state = 3, failure_code = $2, failure_message = $3
+WHERE idempotency_key = $1 AND state IN (2, 3)
+RETURNING attempt_number
+"""
 # "No answer yet" (PROCESSING: SUBMITTED) and "no answer at all" (a timeout: UNKNOWN) for the
 # transfer, then its attempt, while the attempt is still the transfer's current one. The
 # transfer row is locked first, as everywhere (transfer, then payout, then attempt).
@@ -338,12 +386,15 @@ def ledger_request_id(payout_id: int, what: str) -> str:
 
 def _pending_posting(platform_id: int, payout_id: int, what: str, mode: Mode, pending_id: int,
                      amount_minor: int) -> Posting:
+    """A post (the bank paid: `books_external`, booked whatever the accounts' statuses
+    are now) or void (never refused by a status) of one of a payout's holds."""
     request_id = ledger_request_id(payout_id, what)
     method = METHOD_POST if mode is Mode.POST_PENDING else METHOD_VOID
     leg = Leg(0, 0, amount_minor, "", mode, pending_id=pending_id,
               memo=f"payout {payout_id} {what}")
     return Posting(platform_id, request_id, method,
-                   _hash(method, request_id, pending_id, amount_minor), (leg,))
+                   _hash(method, request_id, pending_id, amount_minor), (leg,),
+                   books_external=mode is Mode.POST_PENDING)
 
 
 class Settler:
@@ -380,11 +431,17 @@ class Settler:
                 log.critical("bank reports SUCCEEDED for an attempt it failed",
                              extra={"idempotency_key": result.idempotency_key})
             return  # duplicate or unknown: nothing to do
+        if row["transfer_state"] not in IN_FLIGHT:
+            self._waiting(row, result)
+            return
         await self._post_ledger(row)  # before marking: a replay is answered, never re-posted
         now = self._clock.now()
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.fetchrow(_SQL_LOCK_TRANSFER, row["bank_transfer_id"])
+            transfer = await conn.fetchrow(_SQL_LOCK_TRANSFER, row["bank_transfer_id"])
             await conn.fetchrow(_SQL_LOCK_PAYOUT, row["payout_id"])
+            if transfer["state"] not in IN_FLIGHT:  # its send was blocked meanwhile
+                self._waiting(row, result)
+                return
             done = await conn.fetchval(_SQL_FINISH_ATTEMPT, result.idempotency_key,
                                        int(TransferState.SUCCEEDED), result.bank_reference,
                                        "", "", now)
@@ -414,10 +471,16 @@ class Settler:
         row = await self._attempt(result.idempotency_key)
         if row is None or row["attempt_state"] not in IN_FLIGHT:
             return
+        if row["transfer_state"] not in IN_FLIGHT:
+            self._waiting(row, result)
+            return
         now = self._clock.now()
         async with self._pool.acquire() as conn, conn.transaction():
             transfer = await conn.fetchrow(_SQL_LOCK_TRANSFER, row["bank_transfer_id"])
             await conn.fetchrow(_SQL_LOCK_PAYOUT, row["payout_id"])
+            if transfer["state"] not in IN_FLIGHT:
+                self._waiting(row, result)
+                return
             done = await conn.fetchval(
                 _SQL_FINISH_ATTEMPT, result.idempotency_key, int(TransferState.FAILED),
                 result.bank_reference, result.failure_code[:FAILURE_CODE_LEN_MAX],
@@ -435,6 +498,19 @@ class Settler:
             await conn.execute(_SQL_TRANSFER_FAILED, row["bank_transfer_id"], now)
             await _settle_payout(conn, row["payout_id"], now)
 
+    @staticmethod
+    def _waiting(row: asyncpg.Record, result: BankResult) -> None:
+        """A final result for an attempt in doubt whose transfer is not in flight: its send
+        was blocked by the account's status (module docstring, "Frozen accounts"). Not
+        applied now: the query after ApprovePayout applies it. A payout rejected meanwhile
+        cannot take it any more, which matters only if the bank paid."""
+        paid_after_rejection = (result.state is BankState.SUCCEEDED
+                                and row["payout_state"] == PayoutState.FAILED)
+        log.log(logging.CRITICAL if paid_after_rejection else logging.INFO,
+                "bank result for a transfer whose send was blocked: left for the query "
+                "after approval", extra={"idempotency_key": result.idempotency_key,
+                                         "bank_state": result.state.name})
+
     async def _processing(self, result: BankResult) -> None:
         """The bank has it but no result yet: wait for the callback, query after the lease."""
         row = await self._attempt(result.idempotency_key)
@@ -450,6 +526,29 @@ class Settler:
         await self._in_doubt(job.bank_transfer_id, job.order.idempotency_key,
                              TransferState.UNKNOWN, later)
 
+    async def not_sent(self, job: Job, refusal: ClearingError) -> None:
+        """The account may not send (frozen or closed, `clearing.ledger.status`): nothing
+        goes to the bank. The transfer ends FAILED (no retry: a retry would meet the same
+        account); its attempt stays in doubt (UNKNOWN, the refusal's reason as failure
+        code) and keeps its key, which the next round after ApprovePayout queries first
+        (module docstring, "Frozen accounts"). The payout goes to MANUAL_REVIEW with that
+        reason once none of its transfers is in flight; its funds stay held."""
+        now = self._clock.now()
+        message = f"not sent to the bank: {refusal.message}"
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.fetchrow(_SQL_LOCK_TRANSFER, job.bank_transfer_id)
+            await conn.fetchrow(_SQL_LOCK_PAYOUT, job.payout_id)
+            done = await conn.fetchval(
+                _SQL_ATTEMPT_BLOCKED, job.order.idempotency_key,
+                refusal.reason[:FAILURE_CODE_LEN_MAX], message[:FAILURE_MESSAGE_LEN_MAX])
+            if done is None:  # no longer this worker's to decide (a result came meanwhile)
+                return
+            await conn.execute(_SQL_TRANSFER_FAILED, job.bank_transfer_id, now)
+            await _settle_payout(conn, job.payout_id, now)
+        log.warning("payout transfer not sent: the account may not send",
+                    extra={"idempotency_key": job.order.idempotency_key,
+                           "reason": refusal.reason})
+
     async def _in_doubt(self, bank_transfer_id: int, key: str, state: TransferState,
                         next_attempt_at: dt.datetime) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -460,14 +559,18 @@ class Settler:
 
 async def _settle_payout(conn: asyncpg.Connection, payout_id: int, now: dt.datetime) -> None:
     """After a transfer's final result (payout row locked): SUCCEEDED when all transfers
-    succeeded; MANUAL_REVIEW when one failed for good and none is still in flight."""
+    succeeded; MANUAL_REVIEW when one failed for good and none is still in flight, with
+    failure reason ACCOUNT_FROZEN / ACCOUNT_CLOSED if a send was blocked by the account's
+    status (approval waits for the account), else BANK_RETRIES_EXHAUSTED."""
     counts = await conn.fetchrow(_SQL_TRANSFER_COUNTS, payout_id)
     if counts["succeeded"] == counts["total"]:
         await conn.execute(_SQL_PAYOUT_SUCCEEDED, payout_id, now)
     elif counts["succeeded"] + counts["failed"] == counts["total"]:
-        last = await conn.fetchrow(_SQL_LAST_FAILURE, payout_id)
+        last = await conn.fetchrow(_SQL_BLOCKED, payout_id)
+        reason = last["failure_code"] if last else REASON_RETRIES_EXHAUSTED
+        last = last or await conn.fetchrow(_SQL_LAST_FAILURE, payout_id)
         message = f"{last['failure_code']}: {last['failure_message']}" if last else ""
-        await conn.execute(_SQL_PAYOUT_MANUAL_REVIEW, payout_id, REASON_RETRIES_EXHAUSTED,
+        await conn.execute(_SQL_PAYOUT_MANUAL_REVIEW, payout_id, reason,
                            message[:FAILURE_MESSAGE_LEN_MAX], now)
 
 
@@ -576,11 +679,23 @@ class PayoutWorker:
             if result.state is not BankState.NOT_FOUND:
                 await self.settler.apply(result)
                 return
+        refusal = await self._send_refusal(job)  # read right before the call: each send
+        if refusal is not None:
+            await self.settler.not_sent(job, refusal)
+            return
         result = await self._call("submit", self._bank.submit(job.order))
         if result is None or result.state is BankState.NOT_FOUND:
             await self.settler.unknown(job)
             return
         await self.settler.apply(result)
+
+    async def _send_refusal(self, job: Job) -> ClearingError | None:
+        """Why the job's account may not send money now (`clearing.ledger.status`), read
+        from the database right before the bank call; None if it may."""
+        account_status = await self._pool.fetchval(
+            "SELECT status FROM accounts WHERE account_id = $1", job.account_id)
+        invariant(account_status is not None, f"payout {job.payout_id} has no account")
+        return status.refusal(job.account_id, account_status)
 
     async def _call(self, name: str, coro) -> BankResult | None:
         """A bank call bounded by submit_timeout_ms; None when no answer came. Counted in
@@ -620,8 +735,21 @@ UPDATE payouts SET state = 6, failure_reason = $2, failure_message = $3, finishe
        updated_at = $4
 WHERE payout_id = $1 AND state IN (1, 2, 3, 7)
 """
+# A transfer whose current attempt is in doubt (its send was blocked) goes back UNKNOWN: the
+# kept key is queried first; the others QUEUED (a new attempt). The blocked attempt's
+# refusal is cleared first: it is plainly in doubt again.
+_SQL_RESUME_ATTEMPTS = """
+UPDATE bank_transfer_attempts a SET failure_code = '', failure_message = ''
+FROM bank_transfers t
+WHERE t.payout_id = $1 AND t.state = 5 AND a.idempotency_key = t.idempotency_key
+  AND a.state IN (2, 3)
+"""
 _SQL_REQUEUE_TRANSFERS = """
-UPDATE bank_transfers SET state = 1, next_attempt_at = $2, finished_at = NULL
+UPDATE bank_transfers t
+SET state = CASE WHEN EXISTS (SELECT 1 FROM bank_transfer_attempts a
+                              WHERE a.idempotency_key = t.idempotency_key AND a.state IN (2, 3))
+                 THEN 3 ELSE 1 END,
+    next_attempt_at = $2, finished_at = NULL
 WHERE payout_id = $1 AND state = 5
 """
 _SQL_RESUBMIT_PAYOUT = """
@@ -696,8 +824,9 @@ async def release_holds(deps: Any, payout_id: int) -> None:
 
 async def retry_payout(deps: Any, payout_id: int) -> None:
     """ApprovePayout of a MANUAL_REVIEW payout: its FAILED transfers are queued again now
-    (a new round of 1 + retries_max attempts; attempt numbers go on), the payout SUBMITTED.
-    Else FAILED_PRECONDITION PAYOUT_NOT_IN_REVIEW."""
+    (a new round of 1 + retries_max attempts; attempt numbers go on), except one whose
+    send was blocked, which goes back UNKNOWN: its kept key is queried first (module
+    docstring). The payout is SUBMITTED. Else FAILED_PRECONDITION PAYOUT_NOT_IN_REVIEW."""
     now = deps.clock.now()
     async with deps.pool.acquire() as conn, conn.transaction():
         payout, transfers = await _lock_for_action(conn, payout_id)
@@ -705,6 +834,7 @@ async def retry_payout(deps: Any, payout_id: int) -> None:
             raise _not_in_review(payout_id, payout["state"])
         invariant(not any(t["state"] in IN_FLIGHT for t in transfers),
                   f"payout {payout_id} in MANUAL_REVIEW with a transfer in flight")
+        await conn.execute(_SQL_RESUME_ATTEMPTS, payout_id)
         await conn.execute(_SQL_REQUEUE_TRANSFERS, payout_id, now)
         await conn.execute(_SQL_RESUBMIT_PAYOUT, payout_id, now)
 

@@ -168,7 +168,9 @@ class PayoutServiceServicer:
         MANUAL_REVIEW: its transfers that did not succeed are tried again (after the
         bank has been asked about any attempt whose result is unknown, so nothing is
         paid twice). Other states answer FAILED_PRECONDITION with reason
-        PAYOUT_NOT_IN_REVIEW. Role: approver, and not the key that requested the payout
+        PAYOUT_NOT_IN_REVIEW. A payout whose account is frozen or closed answers
+        FAILED_PRECONDITION with reason ACCOUNT_FROZEN / ACCOUNT_CLOSED and stays in
+        review, its funds held. Role: approver, and not the key that requested the payout
         (maker-checker): otherwise PERMISSION_DENIED with reason MAKER_CHECKER.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

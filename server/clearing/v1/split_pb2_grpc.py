@@ -244,8 +244,10 @@ class SplitServiceServicer:
         """Posts held legs of a split: the parts due on an event (e.g. SHIPPED), or a
         fraction of every held leg. Releasing an event that was already released changes
         nothing. A leg whose receiver is frozen or closed stays held; a later
-        ReleaseSplit pays it once the account is active again. A split that already took
-        100 actions answers RESOURCE_EXHAUSTED, reason TOO_MANY_ACTIONS (see
+        ReleaseSplit pays it once the account is active again. A frozen or closed
+        custodial account (the side the held money leaves) answers FAILED_PRECONDITION
+        with reason ACCOUNT_FROZEN / ACCOUNT_CLOSED and nothing moves. A split that
+        already took 100 actions answers RESOURCE_EXHAUSTED, reason TOO_MANY_ACTIONS (see
         `Split.actions`). Roles: gateway or operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
