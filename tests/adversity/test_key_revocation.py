@@ -56,13 +56,17 @@ async def test_a_revoked_key_is_refused_by_every_process_within_a_second(
         revoked = time.monotonic()
         assert code == 0, err
         assert "revoked" in out and doomed[:8] in out
+        # A call that starts a second or more after the revoke is refused. (Judged by when
+        # the call started: on a loaded machine an answer decided in time may arrive late.)
         pending = set(range(len(doomed_clients)))
         while pending:
             for i in sorted(pending):
+                started = time.monotonic()
                 if not await _works(doomed_clients[i]):
                     pending.discard(i)
-            assert time.monotonic() - revoked < REFUSED_WITHIN_S, \
-                f"process(es) {sorted(pending)} still accept the revoked key"
+                else:
+                    assert started - revoked < REFUSED_WITHIN_S, \
+                        f"process {i} accepted the revoked key {started - revoked:.3f} s after"
             await asyncio.sleep(0.02)
         await asyncio.sleep(REFUSED_WITHIN_S)  # refused for good, the other key still works
         for c in doomed_clients:
