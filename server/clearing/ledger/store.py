@@ -1,6 +1,7 @@
 """Ledger reads and account operations (everything but transfers, which go through the
-group-commit writer); servicers run the operations through `clearing.idempotency`. All queries are scoped by platform: another platform's rows are
-indistinguishable from rows that do not exist."""
+group-commit writer); servicers run the operations through `clearing.idempotency`. All
+queries are scoped by platform: another platform's rows are indistinguishable from rows
+that do not exist."""
 
 from __future__ import annotations
 
