@@ -549,3 +549,14 @@ async def test_first_responses_are_the_state_then(world: World):
         request_id=made.request_id, account_id=account, amount_minor=6_000,
         currency_code="CNY"))
     assert _bytes(again.payout) == _bytes(made)
+
+
+@pytest.mark.parametrize("method", ["CreateAccount", "Split", "RefundSplit", "RequestPayout",
+                                    "ApprovePayout"])
+async def test_concurrent_retries_answer_one_first_response(world: World, method: str):
+    """The same request sent 8 times at once does its work once; all answers are equal."""
+    case = await WRITES[method](world)
+    answers = await asyncio.gather(*[case.send(case.request) for _ in range(8)])
+    assert len({_bytes(a) for a in answers}) == 1
+    assert _bytes(await case.send(case.request)) == _bytes(answers[0])
+    assert (await world.client.verify()).ok
