@@ -1,4 +1,5 @@
-"""request_id: a replay returns the first result; reuse with another payload is refused."""
+"""request_id (clearing.idempotency): a retry with the same id and payload answers the first
+response byte for byte, success or recorded failure; another payload is REQUEST_ID_REUSED."""
 
 from __future__ import annotations
 

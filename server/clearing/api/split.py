@@ -638,7 +638,7 @@ class _Prepared:
 
     def committed(self, sent: object) -> bool:
         """Whether `sent` (the writer's answer) is this posting committed, not an error
-        nor the first result of a posting with the same request id."""
+        nor the first response of a posting with the same request id."""
         return isinstance(sent, list) and self.record.split_id == sent[0].transfer_id
 
 
@@ -814,7 +814,8 @@ def _stored_message(stored: runtime.StoredSplit) -> pb.Split:
 
 def _replayed(stored: runtime.StoredSplit | None, request: pb.SplitRequest,
               payload: bytes) -> pb.Split:
-    """The first result of a request id, if this request is the same one."""
+    """The split of a request id recorded without a first response (before they were
+    recorded), if this request is the same one."""
     if stored is None or stored.payload_hash != payload:
         raise AlreadyExists(
             f"request_id {request.request_id!r} was already used with a different request",
