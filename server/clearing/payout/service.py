@@ -151,12 +151,12 @@ async def request_payout(deps: PayoutDeps, *, platform_id: int, account_id: int,
     the writer's batch and recorded with the hold), or raises the recorded refusal."""
     prior = await idempotency.lookup(deps.pool, platform_id, request_id)
     if prior is not None:
-        return _first(prior, request_id, payload_hash)
+        return await _first(deps.pool, prior, platform_id, payload_hash, encode)
 
     async def hold(conn) -> bytes:
         prior = await idempotency.lookup(conn, platform_id, request_id)
         if prior is not None:
-            return _first(prior, request_id, payload_hash)
+            return await _first(conn, prior, platform_id, payload_hash, encode)
         draft, legs = await _check(
             deps, conn, platform_id=platform_id, account_id=account_id,
             amount_minor=amount_minor, currency_code=currency_code, request_id=request_id,
@@ -184,11 +184,16 @@ async def request_payout(deps: PayoutDeps, *, platform_id: int, account_id: int,
                                                 payload_hash, exc)
 
 
-def _first(prior: idempotency.Prior, request_id: str, payload_hash: bytes) -> bytes:
+async def _first(conn, prior: idempotency.Prior, platform_id: int, payload_hash: bytes,
+                 encode: Callable[[Payout], bytes]) -> bytes:
     first = prior.answer(METHOD, payload_hash)
-    if first is None:  # bound by a request that is not a payout
-        raise idempotency.reused(request_id)
-    return first
+    if first is not None:
+        return first
+    # a payout held before first responses were recorded: the payout as it is now
+    found = await store.payout_by_request(conn, platform_id, prior.request_id)
+    if found is None or found[1] != payload_hash:
+        raise idempotency.reused(prior.request_id)
+    return encode(found[0])
 
 
 async def _serialized(deps: PayoutDeps, account_id: int, step):
