@@ -189,10 +189,12 @@ async def test_partial_refund_of_the_hold_of_a_frozen_receiver(world, client: Cl
     assert await _get(splits, split.order_id) == before
     assert await _balance(client, supplier) == (0, HELD_MINOR)
     assert await _balance(client, ids["PLAT_001"]) == (PLATFORM_MINOR, 0)
-    # once the account is active again, the same request goes through
+    # once the account is active again: the same request id replays its first response
+    # (the refusal, clearing.idempotency), a new request goes through
     await client.call("UnfreezeAccount", lpb.UnfreezeAccountRequest(
         request_id=rid(), account_id=supplier, reason="cleared"))
-    done = await _refund(splits, split.order_id, 557, request_id)
+    assert await _refused(_refund(splits, split.order_id, 557, request_id)) == refused
+    done = await _refund(splits, split.order_id, 557, rid())
     assert _changes(done.action) == [(0, 0, 56, 0), (1, 501, 0, 0)]
     assert await _balance(client, supplier) == (0, 502)
     assert (await client.verify()).ok

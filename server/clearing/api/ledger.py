@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from clearing import idempotency
 from clearing.api import convert, validate
 from clearing.api.interceptor import principal
+from clearing.api.replies import Reply, encode
 from clearing.errors import Violations
 from clearing.ledger import store, verify
 from clearing.ledger.model import (DISPLAY_NAME_LEN_MAX, EXTERNAL_REF_LEN_MAX, MEMO_LEN_MAX,
@@ -58,16 +60,17 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         allow_negative = (request.allow_negative if request.HasField("allow_negative")
                           else kind is AccountKind.CUSTODIAL)
 
-        async def op(conn) -> int:
-            return await store.insert_account(
+        async def op(conn) -> bytes:
+            account_id = await store.insert_account(
                 conn, who.platform_id, request.external_ref, kind,
                 OwnerType(request.owner_type), request.currency_code, allow_negative,
                 request.display_name)
+            account = await store.get_account(conn, who.platform_id, account_id=account_id)
+            return encode(pb.CreateAccountResponse(account=convert.account(account)))
 
-        account = await store.run_idempotent(
-            self._pool, who, request.request_id, "CreateAccount",
-            validate.payload_hash("CreateAccount", request), op)
-        return pb.CreateAccountResponse(account=convert.account(account))
+        return pb.CreateAccountResponse.FromString(await idempotency.run(
+            self._pool, who.platform_id, request.request_id, "CreateAccount",
+            validate.payload_hash("CreateAccount", request), op))
 
     async def GetAccount(self, request: pb.GetAccountRequest, context) -> pb.GetAccountResponse:
         v = Violations()
@@ -102,37 +105,42 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         validate.text(v, request.reason, "reason", length_max=REASON_LEN_MAX, required=True)
         v.raise_if_any()
 
+    async def _account_op(self, request, method: str, response_cls, action) -> object:
+        """An account operation once per request id; answers its first response (the
+        account as the operation left it)."""
+        who = principal()
+
+        async def op(conn) -> bytes:
+            account_id = await action(conn, who)
+            account = await store.get_account(conn, who.platform_id, account_id=account_id)
+            return encode(response_cls(account=convert.account(account)))
+
+        return response_cls.FromString(await idempotency.run(
+            self._pool, who.platform_id, request.request_id, method,
+            validate.payload_hash(method, request), op))
+
     async def FreezeAccount(self, request: pb.FreezeAccountRequest, context) -> pb.FreezeAccountResponse:
         self._freeze_args(request, Violations())
-        who = principal()
-        account = await store.run_idempotent(
-            self._pool, who, request.request_id, "FreezeAccount",
-            validate.payload_hash("FreezeAccount", request),
-            lambda conn: store.freeze(conn, who, request.account_id, request.amount_minor,
-                                      request.reason))
-        return pb.FreezeAccountResponse(account=convert.account(account))
+        return await self._account_op(
+            request, "FreezeAccount", pb.FreezeAccountResponse,
+            lambda conn, who: store.freeze(conn, who, request.account_id,
+                                           request.amount_minor, request.reason))
 
     async def UnfreezeAccount(self, request: pb.UnfreezeAccountRequest, context) -> pb.UnfreezeAccountResponse:
         self._freeze_args(request, Violations())
-        who = principal()
-        account = await store.run_idempotent(
-            self._pool, who, request.request_id, "UnfreezeAccount",
-            validate.payload_hash("UnfreezeAccount", request),
-            lambda conn: store.unfreeze(conn, who, request.account_id, request.amount_minor,
-                                        request.reason))
-        return pb.UnfreezeAccountResponse(account=convert.account(account))
+        return await self._account_op(
+            request, "UnfreezeAccount", pb.UnfreezeAccountResponse,
+            lambda conn, who: store.unfreeze(conn, who, request.account_id,
+                                             request.amount_minor, request.reason))
 
     async def CloseAccount(self, request: pb.CloseAccountRequest, context) -> pb.CloseAccountResponse:
         v = Violations()
         validate.request_id(v, request.request_id)
         validate.object_id(v, request.account_id, "account_id")
         v.raise_if_any()
-        who = principal()
-        account = await store.run_idempotent(
-            self._pool, who, request.request_id, "CloseAccount",
-            validate.payload_hash("CloseAccount", request),
-            lambda conn: store.close(conn, who, request.account_id))
-        return pb.CloseAccountResponse(account=convert.account(account))
+        return await self._account_op(
+            request, "CloseAccount", pb.CloseAccountResponse,
+            lambda conn, who: store.close(conn, who, request.account_id))
 
     # ---- balances and statements ------------------------------------------------------
 
@@ -161,10 +169,10 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     async def Transfer(self, request: pb.TransferRequest, context) -> pb.TransferResponse:
         leg = _transfer_leg(request)
+        reply = Reply(lambda records: pb.TransferResponse(transfer=convert.transfer(records[0])))
         posting = Posting(principal().platform_id, request.request_id, "Transfer",
-                          validate.payload_hash("Transfer", request), (leg,))
-        records = await self._writer.submit(posting)
-        return pb.TransferResponse(transfer=convert.transfer(records[0]))
+                          validate.payload_hash("Transfer", request), (leg,), respond=reply)
+        return reply.answer(await self._writer.submit(posting), pb.TransferResponse)
 
     async def VerifyLedger(self, request: pb.VerifyLedgerRequest, context) -> pb.VerifyLedgerResponse:
         report = await verify.verify(self._pool, principal().platform_id)

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from clearing.api import payout_schedule, validate
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
+from clearing.api.replies import encode
 from clearing.errors import Violations
 from clearing.ledger.model import Role
 from clearing.payout import service
@@ -20,7 +21,7 @@ from clearing.payout.model import (ACCOUNT_NUMBER_LEN_MAX, ACCOUNT_NUMBER_LEN_MI
                                    BANK_CODE_LEN_MAX, BANK_NAME_LEN_MAX, BRANCH_CODE_LEN,
                                    HOLDER_NAME_LEN_MAX, PAYOUT_MEMO_LEN_MAX,
                                    REVIEW_REASON_LEN_MAX, BankAccount, BankAccountType,
-                                   BankTransfer, Payout, PayoutOrigin, PayoutState)
+                                   BankTransfer, Payout, PayoutState)
 from clearing.payout.service import PayoutDeps
 from clearing.v1 import payout_pb2 as pb
 from clearing.v1 import payout_pb2_grpc
@@ -71,13 +72,13 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
         validate.enum(v, request.account_type, BankAccountType, "account_type")
         v.raise_if_any()
         who = principal()
-        bound = await service.bind_bank_account(
+        return pb.BindBankAccountResponse.FromString(await service.bind_bank_account(
             self._deps, who.platform_id, request.request_id,
             validate.payload_hash("BindBankAccount", request),
             service.BindRequest(request.account_id, request.bank_code, request.bank_name,
                                 request.branch_code, number, request.holder_name,
-                                BankAccountType(request.account_type), request.kyc_verified))
-        return pb.BindBankAccountResponse(bank_account=bank_account(bound))
+                                BankAccountType(request.account_type), request.kyc_verified),
+            lambda b: encode(pb.BindBankAccountResponse(bank_account=bank_account(b)))))
 
     async def SetPayoutSchedule(self, request: pb.SetPayoutScheduleRequest, context) -> pb.SetPayoutScheduleResponse:
         return await payout_schedule.set_payout_schedule(self._deps, request, principal())
@@ -91,13 +92,12 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
         validate.text(v, request.memo, "memo", length_max=PAYOUT_MEMO_LEN_MAX)
         v.raise_if_any()
         who = principal()
-        made = await service.create_payout(
+        return pb.RequestPayoutResponse.FromString(await service.request_payout(
             self._deps, platform_id=who.platform_id, account_id=request.account_id,
             amount_minor=request.amount_minor, currency_code=request.currency_code,
-            request_id=request.request_id, origin=int(PayoutOrigin.REQUEST),
-            requested_by=str(who.key_id), memo=request.memo, requested_key_id=who.key_id,
-            payload_hash=validate.payload_hash("RequestPayout", request))
-        return pb.RequestPayoutResponse(payout=payout(made))
+            request_id=request.request_id, memo=request.memo, requested_key_id=who.key_id,
+            payload_hash=validate.payload_hash("RequestPayout", request),
+            encode=lambda p: encode(pb.RequestPayoutResponse(payout=payout(p)))))
 
     async def GetPayout(self, request: pb.GetPayoutRequest, context) -> pb.GetPayoutResponse:
         v = Violations()
@@ -137,18 +137,18 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
     async def ApprovePayout(self, request: pb.ApprovePayoutRequest, context) -> pb.ApprovePayoutResponse:
         self._review_args(request, reason_required=False)
         who = principal()
-        done = await service.approve_payout(
+        return pb.ApprovePayoutResponse.FromString(await service.approve_payout(
             self._deps, who.platform_id, who.key_id, request.request_id,
-            validate.payload_hash("ApprovePayout", request), request.payout_id, request.reason)
-        return pb.ApprovePayoutResponse(payout=payout(done))
+            validate.payload_hash("ApprovePayout", request), request.payout_id, request.reason,
+            lambda p: encode(pb.ApprovePayoutResponse(payout=payout(p)))))
 
     async def RejectPayout(self, request: pb.RejectPayoutRequest, context) -> pb.RejectPayoutResponse:
         self._review_args(request, reason_required=True)
         who = principal()
-        done = await service.reject_payout(
+        return pb.RejectPayoutResponse.FromString(await service.reject_payout(
             self._deps, who.platform_id, who.key_id, request.request_id,
-            validate.payload_hash("RejectPayout", request), request.payout_id, request.reason)
-        return pb.RejectPayoutResponse(payout=payout(done))
+            validate.payload_hash("RejectPayout", request), request.payout_id, request.reason,
+            lambda p: encode(pb.RejectPayoutResponse(payout=payout(p)))))
 
 
 def _digits(text: str) -> bool:

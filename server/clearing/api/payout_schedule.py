@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from clearing import idempotency
 from clearing.api import validate
 from clearing.api.convert import timestamp
+from clearing.api.replies import encode
 from clearing.errors import FailedPrecondition, NotFound, Violations
 from clearing.ledger.model import Principal
 from clearing.payout import schedule as schedules
 from clearing.payout.calendar import (DEFAULT_TIME_ZONE, NoBusinessDay, PayoutCycle,
                                       ScheduleSpec)
-from clearing.payout.service import PayoutDeps, check_payable, run_once
+from clearing.payout.service import PayoutDeps, check_payable
 from clearing.v1 import payout_pb2 as pb
 
 METHOD = "SetPayoutSchedule"
@@ -71,31 +73,30 @@ async def set_payout_schedule(deps: PayoutDeps, request: pb.SetPayoutScheduleReq
     spec, min_amount = validate_request(request)
     account_id = request.schedule.account_id
     settings = schedules.env_settings()
-    async with deps.pool.acquire() as conn:
-        async with conn.transaction():
-            async def op() -> int:
-                acct = await conn.fetchrow(_SQL_ACCOUNT, account_id, who.platform_id)
-                if acct is None:
-                    raise NotFound(f"account {account_id} not found",
-                                   reason="ACCOUNT_NOT_FOUND",
-                                   metadata={"field": "schedule.account_id"})
-                check_payable(acct, frozen_ok=True)
-                now = deps.clock.now()
-                calendar = await schedules.load_calendar(conn, now.date())
-                try:
-                    await schedules.save_schedule(
-                        conn, platform_id=who.platform_id, account_id=account_id, spec=spec,
-                        min_amount_minor=min_amount, now=now, calendar=calendar,
-                        run_hour=settings.run_hour)
-                except NoBusinessDay as exc:
-                    raise FailedPrecondition(f"the business-day calendar is invalid: {exc}",
-                                             reason="CALENDAR_NO_BUSINESS_DAY") from exc
-                return account_id
 
-            await run_once(conn, who.platform_id, request.request_id, METHOD,
-                           validate.payload_hash(METHOD, request), op)
+    async def op(conn) -> bytes:
+        acct = await conn.fetchrow(_SQL_ACCOUNT, account_id, who.platform_id)
+        if acct is None:
+            raise NotFound(f"account {account_id} not found",
+                           reason="ACCOUNT_NOT_FOUND",
+                           metadata={"field": "schedule.account_id"})
+        check_payable(acct, frozen_ok=True)
+        now = deps.clock.now()
+        calendar = await schedules.load_calendar(conn, now.date())
+        try:
+            await schedules.save_schedule(
+                conn, platform_id=who.platform_id, account_id=account_id, spec=spec,
+                min_amount_minor=min_amount, now=now, calendar=calendar,
+                run_hour=settings.run_hour)
+        except NoBusinessDay as exc:
+            raise FailedPrecondition(f"the business-day calendar is invalid: {exc}",
+                                     reason="CALENDAR_NO_BUSINESS_DAY") from exc
         saved = await schedules.get_schedule(conn, who.platform_id, account_id)
-    return pb.SetPayoutScheduleResponse(schedule=schedule_pb(saved))
+        return encode(pb.SetPayoutScheduleResponse(schedule=schedule_pb(saved)))
+
+    return pb.SetPayoutScheduleResponse.FromString(await idempotency.run(
+        deps.pool, who.platform_id, request.request_id, METHOD,
+        validate.payload_hash(METHOD, request), op))
 
 
 def schedule_pb(s: schedules.Schedule) -> pb.PayoutSchedule:

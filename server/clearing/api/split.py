@@ -24,18 +24,20 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from clearing import metrics
+from clearing import idempotency, metrics
 from clearing.api import split_actions as actions
 from clearing.api import split_convert as convert
 from clearing.api import split_refund as refunds
 from clearing.api import validate
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
+from clearing.api.replies import Reply, encode
 from clearing.clock import Clock
 from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, NotFound,
                              ResourceExhausted, Violations, invariant)
 from clearing.ledger import store as ledger_store
-from clearing.ledger.model import EXTERNAL_REF_LEN_MAX, Claim, Posting, Principal, Role
+from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, Claim, Posting, Principal, Replay,
+                                   Role)
 from clearing.ledger.writer import LedgerWriter
 from clearing.money import is_currency
 from clearing.rules import compile as plans
@@ -130,7 +132,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
             return pb.PublishRuleSetResponse(rule_set=out)
         blob = content.SerializeToString(deterministic=True)
 
-        async def op(conn: asyncpg.Connection) -> list[int]:
+        async def op(conn: asyncpg.Connection) -> bytes:
             version = await rule_store.next_version(conn, who.platform_id, model.name)
             versioned = await _compile(conn, who.platform_id,
                                        dataclasses.replace(model, version=version))
@@ -138,14 +140,14 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                 conn, who.platform_id, model.name, blob, bytes.fromhex(sha),
                 plans.to_bytes(versioned), who.key_id)
             invariant(stored == version, f"stored version {stored}, compiled {version}")
-            return [await rule_store.set_level_count(conn, who.platform_id, model.name,
-                                                     stored, versioned.level_count)]
+            rule_set_id = await rule_store.set_level_count(conn, who.platform_id, model.name,
+                                                           stored, versioned.level_count)
+            row = await rule_store.get_version_by_id(conn, who.platform_id, rule_set_id)
+            return encode(pb.PublishRuleSetResponse(rule_set=convert.rule_set(row)))
 
-        ids = await rule_store.run_once(self._pool, who, request.request_id, "PublishRuleSet",
-                                        validate.payload_hash("PublishRuleSet", request), op)
-        async with self._pool.acquire() as conn:
-            row = await rule_store.get_version_by_id(conn, who.platform_id, ids[0])
-        return pb.PublishRuleSetResponse(rule_set=convert.rule_set(row))
+        return pb.PublishRuleSetResponse.FromString(await idempotency.run(
+            self._pool, who.platform_id, request.request_id, "PublishRuleSet",
+            validate.payload_hash("PublishRuleSet", request), op))
 
     async def ActivateRuleSet(self, request: pb.ActivateRuleSetRequest, context) -> pb.ActivateRuleSetResponse:
         _activate_violations(request).raise_if_any()
@@ -155,17 +157,18 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         expected = (request.expected_active_version
                     if request.HasField("expected_active_version") else None)
 
-        async def op(conn: asyncpg.Connection) -> list[int]:
-            return list(await rule_store.activate_checked(conn, who, name, version, sha,
-                                                          expected, request.comment))
+        async def op(conn: asyncpg.Connection) -> bytes:
+            rule_set_id, previous = await rule_store.activate_checked(
+                conn, who, name, version, sha, expected, request.comment)
+            row = await rule_store.get_version_by_id(conn, who.platform_id, rule_set_id)
+            return encode(pb.ActivateRuleSetResponse(rule_set=convert.rule_set(row),
+                                                     previous_active_version=previous))
 
-        ids = await rule_store.run_once(self._pool, who, request.request_id, "ActivateRuleSet",
-                                        validate.payload_hash("ActivateRuleSet", request), op)
+        response = pb.ActivateRuleSetResponse.FromString(await idempotency.run(
+            self._pool, who.platform_id, request.request_id, "ActivateRuleSet",
+            validate.payload_hash("ActivateRuleSet", request), op))
         await self._plans.activated(who.platform_id, name, version)
-        async with self._pool.acquire() as conn:
-            row = await rule_store.get_version_by_id(conn, who.platform_id, ids[0])
-        return pb.ActivateRuleSetResponse(rule_set=convert.rule_set(row),
-                                          previous_active_version=ids[1])
+        return response
 
     async def GetRuleSet(self, request: pb.GetRuleSetRequest, context) -> pb.GetRuleSetResponse:
         v = Violations()
@@ -229,8 +232,13 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                          context) -> pb.SplitBatchResponse:
         _batch_violations(request).raise_if_any()
         who = principal()
-        await rule_store.run_once(self._pool, who, request.request_id, "SplitBatch",
-                                  validate.payload_hash("SplitBatch", request), _bind_only)
+        # The batch's request id: its first response is the whole SplitBatchResponse,
+        # recorded once every order is answered (each order also has its own request id).
+        payload = validate.payload_hash("SplitBatch", request)
+        first = await idempotency.start(self._pool, who.platform_id, request.request_id,
+                                        "SplitBatch", payload)
+        if first is not None:
+            return pb.SplitBatchResponse.FromString(first)
         if not self._writer.has_room(len(request.requests)):
             raise ResourceExhausted(
                 "the ledger writer queue cannot take this batch now; retry with the same"
@@ -239,10 +247,15 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         response = pb.SplitBatchResponse()
         outs = [response.outcomes.add(order_id=item.order.order_id, request_id=item.request_id)
                 for item in request.requests]
+
+        async def split_and_record() -> bytes:
+            await self._split_many(who, request.requests, refused, outs)
+            return await idempotency.finish(self._pool, who.platform_id, request.request_id,
+                                            encode(response))
+
         # shielded: a caller gone mid-batch leaves its postings and counters consistent
-        await asyncio.shield(asyncio.ensure_future(
-            self._split_many(who, request.requests, refused, outs)))
-        return response
+        return pb.SplitBatchResponse.FromString(
+            await asyncio.shield(asyncio.ensure_future(split_and_record())))
 
     async def SplitStream(self, request_iterator, context):
         """Outcomes as their postings commit; at most SPLIT_STREAM_IN_FLIGHT_MAX orders are
@@ -279,49 +292,61 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
     async def ReleaseSplit(self, request: pb.ReleaseSplitRequest,
                            context) -> pb.ReleaseSplitResponse:
         actions.release_violations(request).raise_if_any()
-        split, action = await self._act(principal(), request, "ReleaseSplit",
-                                        pb.SPLIT_ACTION_KIND_RELEASE)
-        return pb.ReleaseSplitResponse(split=split, action=action)
+        return await self._once(principal(), request, "ReleaseSplit", pb.ReleaseSplitResponse,
+                                functools.partial(self._act, pb.SPLIT_ACTION_KIND_RELEASE))
 
     async def CancelSplit(self, request: pb.CancelSplitRequest,
                           context) -> pb.CancelSplitResponse:
         actions.cancel_violations(request).raise_if_any()
-        split, action = await self._act(principal(), request, "CancelSplit",
-                                        pb.SPLIT_ACTION_KIND_CANCEL)
-        return pb.CancelSplitResponse(split=split, action=action)
+        return await self._once(principal(), request, "CancelSplit", pb.CancelSplitResponse,
+                                functools.partial(self._act, pb.SPLIT_ACTION_KIND_CANCEL))
 
     async def RefundSplit(self, request: pb.RefundSplitRequest,
                           context) -> pb.RefundSplitResponse:
         refunds.refund_violations(request).raise_if_any()
-        who = principal()
-        payload = validate.payload_hash(refunds.METHOD, request)
-        done = await self._acted(who.platform_id, request.request_id, payload)
-        if done is None:
-            # one snapshot of the split and the balances: a plan from a state another action
-            # changed since fails on the claim (SPLIT_CHANGED), not on a mixed read
-            async with self._pool.acquire() as conn, conn.transaction(
-                    isolation="repeatable_read", readonly=True):
-                split = await runtime.load_split(conn, who.platform_id, "order_id",
-                                                 request.order_id)
-                if split is None:
-                    raise NotFound(f"no split with order_id {request.order_id}",
-                                   reason="SPLIT_NOT_FOUND",
-                                   metadata={"order_id": request.order_id})
-                body = pb.Split.FromString(split.body)
-                shortfall_id = await refunds.shortfall_account(conn, who.platform_id, request,
-                                                               body.currency_code)
-                spendable = await runtime.account_spendable(
-                    conn, [leg.account_id for leg in split.legs])
-                statuses = await runtime.account_statuses(
-                    conn, [leg.account_id for leg in split.legs])
-            parts = refunds.refund_parts(split, body, request, spendable, shortfall_id,
-                                         statuses)
-            await self._writer.submit(refunds.posting(who.platform_id, split, body, request,
-                                                      payload, parts, shortfall_id))
-            done = await self._acted(who.platform_id, request.request_id, payload)
-            invariant(done is not None, "RefundSplit committed but its action is not stored")
-        split_msg, action = done
-        return pb.RefundSplitResponse(split=split_msg, action=action)
+        return await self._once(principal(), request, refunds.METHOD, pb.RefundSplitResponse,
+                                self._refund)
+
+    async def _once(self, who: Principal, request, method: str, response_cls, step):
+        """A split action once per request id: the first response if one is recorded, else
+        `step(who, request, method, payload, response_cls)`; a failure that is a first
+        response is recorded (`idempotency.settle_failure`)."""
+        payload = validate.payload_hash(method, request)
+        prior = await idempotency.lookup(self._pool, who.platform_id, request.request_id)
+        if prior is not None:
+            first = prior.answer(method, payload)
+            if first is not None:
+                return response_cls.FromString(first)
+        try:
+            return await step(who, request, method, payload, response_cls)
+        except ClearingError as exc:
+            return response_cls.FromString(await idempotency.settle_failure(
+                self._pool, who.platform_id, request.request_id, method, payload, exc))
+
+    async def _refund(self, who: Principal, request: pb.RefundSplitRequest, method: str,
+                      payload: bytes, response_cls):
+        # one snapshot of the split and the balances: a plan from a state another action
+        # changed since fails on the claim (SPLIT_CHANGED), not on a mixed read
+        async with self._pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True):
+            split = await runtime.load_split(conn, who.platform_id, "order_id",
+                                             request.order_id)
+            if split is None:
+                raise NotFound(f"no split with order_id {request.order_id}",
+                               reason="SPLIT_NOT_FOUND",
+                               metadata={"order_id": request.order_id})
+            body = pb.Split.FromString(split.body)
+            shortfall_id = await refunds.shortfall_account(conn, who.platform_id, request,
+                                                           body.currency_code)
+            spendable = await runtime.account_spendable(
+                conn, [leg.account_id for leg in split.legs])
+            statuses = await runtime.account_statuses(
+                conn, [leg.account_id for leg in split.legs])
+        parts = refunds.refund_parts(split, body, request, spendable, shortfall_id,
+                                     statuses)
+        posting = refunds.posting(who.platform_id, split, body, request, payload, parts,
+                                  shortfall_id)
+        return await self._submit_action(split, posting, response_cls)
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -349,14 +374,10 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                                      metadata={"rule_set_name": name})
         return active.plan
 
-    async def _act(self, who: Principal, request, method: str,
-                   kind: int) -> tuple[pb.Split, pb.SplitAction]:
-        """A release or cancellation: the recorded one for a known request id, else plan it
-        from the stored split and commit it in one posting; answers the split and action."""
-        payload = validate.payload_hash(method, request)
-        done = await self._acted(who.platform_id, request.request_id, payload)
-        if done is not None:
-            return done
+    async def _act(self, kind: int, who: Principal, request, method: str, payload: bytes,
+                   response_cls):
+        """A release or cancellation: plan it from the stored split and commit it in one
+        posting; answers the split and the action as it left them."""
         # one snapshot of the split and its receivers: a plan from a state another action
         # changed since fails on the claim (SPLIT_CHANGED), not on a mixed read
         async with self._pool.acquire() as conn, conn.transaction(
@@ -374,26 +395,21 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
             changes = actions.cancel_changes(split)
         else:
             changes = actions.release_changes(split, body, request, statuses)
-        await self._writer.submit(actions.posting(who.platform_id, split, body, request, method,
-                                                  payload, kind, changes))
-        done = await self._acted(who.platform_id, request.request_id, payload)
-        invariant(done is not None, f"{method} committed but its action is not stored")
-        return done
+        return await self._submit_action(
+            split, actions.posting(who.platform_id, split, body, request, method, payload, kind,
+                                   changes), response_cls)
 
-    async def _acted(self, platform_id: int, request_id: str,
-                     payload: bytes) -> tuple[pb.Split, pb.SplitAction] | None:
-        """The split and the recorded action of a release, cancellation or refund request id."""
-        async with self._pool.acquire() as conn:
-            split_id = await runtime.split_id_of_action(conn, platform_id, request_id)
-            if split_id is None:
-                return None
-            stored = await runtime.load_split(conn, platform_id, "split_id", split_id)
-        recorded = next(a for a in stored.actions if a.request_id == request_id)
-        if recorded.payload_hash != payload:
-            raise AlreadyExists(
-                f"request_id {request_id!r} was already used with a different request",
-                reason="REQUEST_ID_REUSED", metadata={"request_id": request_id})
-        return _stored_message(stored), convert.action(recorded)
+    async def _submit_action(self, split: runtime.StoredSplit, posting: Posting,
+                             response_cls):
+        """Commit an action's posting; its first response (the split and the action as the
+        action left them) is made in the writer's batch and recorded with it."""
+        def build(sent: list):
+            after, action = runtime.after_action(split, posting.attachment, sent)
+            return response_cls(split=_stored_message(after), action=convert.action(action))
+
+        reply = Reply(build)
+        sent = await self._writer.submit(dataclasses.replace(posting, respond=reply))
+        return reply.answer(sent, response_cls)
 
     async def _stored(self, platform_id: int, key: str, value) -> runtime.StoredSplit | None:
         async with self._pool.acquire() as conn:
@@ -411,18 +427,17 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
 
     async def _or_replay(self, who: Principal, request: pb.SplitRequest, payload: bytes,
                          step: Awaitable[pb.Split]) -> pb.Split:
-        """`step`'s split; if it raises a ClearingError, the first result of a known request
-        id instead (else the error)."""
+        """`step`'s split; if it raises a ClearingError, the first response of the request
+        id instead: a failure that is a first response is recorded now unless one is
+        recorded already (`idempotency.settle_failure`)."""
         try:
             return await step
-        except ClearingError:
-            # A known request id is answered by the writer (its first result) once the
+        except ClearingError as exc:
+            # A known request id is answered by the writer (its first response) once the
             # order reaches it; one refused before (its rule set or a receiver changed
             # since) is answered here, without a read per order on the usual path.
-            prior = await self._stored(who.platform_id, "request_id", request.request_id)
-            if prior is None:
-                raise
-            return _replayed(prior, request, payload)
+            return pb.Split.FromString(await idempotency.settle_failure(
+                self._pool, who.platform_id, request.request_id, "Split", payload, exc))
 
     async def _split_many(self, who: Principal, requests: Sequence[pb.SplitRequest],
                           refused: Mapping[int, ClearingError],
@@ -465,7 +480,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
             taken, at = readings[at:at + len(own)], at + len(own)
             try:
                 prepared.append(_prepare(pid, i, requests[i], payload, order_msg, order, plan,
-                                         custodial, accounts, taken))
+                                         custodial, accounts, taken, outs[i].split))
             except Exception as exc:  # noqa: BLE001 - handled as the unary path does
                 rest[i] = functools.partial(self._unwind, who, requests[i], payload,
                                             order_msg, order, plan, taken, exc)
@@ -474,8 +489,11 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         except Exception as exc:  # noqa: BLE001 - none was queued: each answers it
             sent = [exc] * len(prepared)
         for p, result in zip(prepared, sent):
-            if p.committed(result):
-                _committed(p, result, outs[p.index].split)
+            if p.committed(result):  # built in outs[p.index].split by the posting's respond
+                pass
+            elif isinstance(result, Replay):
+                await self._counters.undo(p.readings)
+                outs[p.index].split.ParseFromString(result.response)
             else:
                 rest[p.index] = functools.partial(self._unwind, who, p.request, p.payload,
                                                   p.order_msg, p.order, p.plan, p.readings,
@@ -504,6 +522,8 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
             return await self._split_once(who, request, payload, order_msg, order, plan, True)
         if isinstance(stopped, BaseException):
             raise stopped
+        if isinstance(stopped, Replay):
+            return pb.Split.FromString(stopped.response)
         return _replayed(await self._stored(who.platform_id, "request_id", request.request_id),
                          request, payload)
 
@@ -568,7 +588,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         committed = False
         try:
             prepared = _prepare(pid, 0, request, payload, order_msg, order, plan, custodial,
-                                accounts, readings)
+                                accounts, readings, pb.Split())
             sent = await self._writer.submit(prepared.posting)
             committed = prepared.committed(sent)
         except SplitInvariantError as exc:
@@ -577,10 +597,12 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         finally:
             if not committed:
                 await self._counters.undo(readings)
-        if not committed:  # a concurrent call with this request id committed first
-            stored = await self._stored(pid, "request_id", request.request_id)
-            return _replayed(stored, request, payload)
-        return _committed(prepared, sent, pb.Split())
+        if committed:
+            return prepared.reply.message
+        if isinstance(sent, Replay):  # this request id has a first response
+            return pb.Split.FromString(sent.response)
+        stored = await self._stored(pid, "request_id", request.request_id)
+        return _replayed(stored, request, payload)
 
     async def _plan_or_none(self, platform_id: int, order: Order) -> plans.Plan | None:
         """The active plan of the order's rule set; None if there is none or the lookup
@@ -612,17 +634,19 @@ class _Prepared:
     body: pb.Split
     record: runtime.SplitRecord
     posting: Posting
+    reply: Reply
 
     def committed(self, sent: object) -> bool:
         """Whether `sent` (the writer's answer) is this posting committed, not an error
-        nor the first result of a posting with the same request id."""
+        nor the first response of a posting with the same request id."""
         return isinstance(sent, list) and self.record.split_id == sent[0].transfer_id
 
 
 def _prepare(platform_id: int, index: int, request: pb.SplitRequest, payload: bytes,
              order_msg: pb.Order, order: Order, plan: plans.Plan, custodial: int,
-             accounts: dict, readings: list) -> _Prepared:
-    """Evaluate an order and build its posting (raises what evaluation raises)."""
+             accounts: dict, readings: list, into: pb.Split) -> _Prepared:
+    """Evaluate an order and build its posting (raises what evaluation raises); its first
+    response is built in `into` by the posting's `respond` when it commits."""
     ev = evaluate(plan, order, runtime.counter_values(readings, {}), accounts=accounts)
     body = convert.split_body(ev, order_msg, readings, {})
     legs, positions = runtime.ledger_legs(ev, custodial, order_msg.memo)
@@ -632,20 +656,23 @@ def _prepare(platform_id: int, index: int, request: pb.SplitRequest, payload: by
         positions, custodial)
     claim = Claim.of("order", order.order_id, "ORDER_ALREADY_SPLIT",
                      f"order {order.order_id!r} is already split")
+    reply = Reply(functools.partial(_committed, body, record, request.request_id, into))
     posting = Posting(platform_id, request.request_id, "Split", payload, tuple(legs), (claim,),
-                      SPLIT_SINK, record, unrecorded_reasons=runtime.STALE_ACCOUNT_REASONS)
+                      SPLIT_SINK, record, unrecorded_reasons=runtime.STALE_ACCOUNT_REASONS,
+                      respond=reply)
     return _Prepared(index, request, payload, order_msg, order, plan, readings, body, record,
-                     posting)
+                     posting, reply)
 
 
-def _committed(prepared: _Prepared, sent: list, into: pb.Split) -> pb.Split:
-    """The committed split of a prepared order, built in `into`."""
-    record = prepared.record
+def _committed(body: pb.Split, record: runtime.SplitRecord, request_id: str, into: pb.Split,
+               sent: list) -> pb.Split:
+    """The first response of a split whose posting committed as `sent`, built in `into`
+    (runs in the writer's batch, before the sink sets the record's id and time)."""
     return convert.fresh_split(
-        prepared.body, split_id=record.split_id, request_id=prepared.request.request_id,
+        body, split_id=sent[0].transfer_id, request_id=request_id,
         status=record.status, custodial_id=record.custodial_id,
         transfer_ids=[sent[p].transfer_id if p >= 0 else 0 for p in record.transfer_positions],
-        created_at=record.created_at, into=into)
+        created_at=sent[0].created_at, into=into)
 
 
 async def _settle(out: pb.SplitOutcome, step: Awaitable[pb.Split]) -> None:
@@ -737,12 +764,6 @@ class _ReadAhead(asyncio.Semaphore):
         self.taken = 0
 
 
-async def _bind_only(conn: asyncpg.Connection) -> list[int]:
-    """Nothing to do: run_once only binds a batch's request id to its orders (a retry with
-    other orders answers REQUEST_ID_REUSED); each order has its own request id."""
-    return []
-
-
 def _batch_violations(request: pb.SplitBatchRequest) -> Violations:
     v = Violations()
     validate.request_id(v, request.request_id)
@@ -793,7 +814,8 @@ def _stored_message(stored: runtime.StoredSplit) -> pb.Split:
 
 def _replayed(stored: runtime.StoredSplit | None, request: pb.SplitRequest,
               payload: bytes) -> pb.Split:
-    """The first result of a request id, if this request is the same one."""
+    """The split of a request id recorded without a first response (before they were
+    recorded), if this request is the same one."""
     if stored is None or stored.payload_hash != payload:
         raise AlreadyExists(
             f"request_id {request.request_id!r} was already used with a different request",

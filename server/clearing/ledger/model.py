@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Callable
 
 # Transfers per journal batch: transfer_id = batch_id * BATCH_SPAN + position.
 BATCH_SPAN = 65_536
@@ -103,15 +104,21 @@ class Posting:
     `claims` are taken with it; `attachment` is handed, with the committed records, to the
     writer's sink named `sink`, which writes it in the same transaction.
 
-    A failure is recorded under the request id (a retry gets the same failure), except
-    one whose reason is in `unrecorded_reasons`: it leaves no trace at all, so the caller
-    may fix what it planned from (e.g. a receiver's status it read from a cache) and
-    submit again under the same request id.
-
     `books_external`: the posting books money that already moved outside the ledger (a
     payout's bank transfer the bank has paid): the accounts' statuses cannot refuse it
     (see `clearing.ledger.status`). Funds, currency and pending amounts are checked as
     for any posting.
+
+    A failure is recorded under the request id (a retry gets the same failure) when
+    `clearing.idempotency.recorded` says so and its reason is not in `unrecorded_reasons`;
+    else it leaves no trace at all, so the caller may fix what it planned from (e.g. a
+    receiver's status it read from a cache) and submit again under the same request id.
+
+    `respond`, if given, makes the first response from the committed records, in memory
+    (no I/O: it runs in the batch, before the batch's one write); its bytes are recorded
+    with the postings in the same transaction, and a retry of the request id is answered
+    `Replay(those bytes)` instead of records. It must not fail (a failure is a bug that
+    fails the batch).
     """
 
     platform_id: int
@@ -124,6 +131,15 @@ class Posting:
     attachment: object = None
     unrecorded_reasons: frozenset[str] = frozenset()
     books_external: bool = False
+    respond: Callable[[list["TransferRecord"]], bytes] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The writer's answer to a posting whose request id already has a first response
+    (made by `Posting.respond`): that response's bytes."""
+
+    response: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,16 @@
 """Ledger reads and account operations (everything but transfers, which go through the
-group-commit writer). All queries are scoped by platform: another platform's rows are
-indistinguishable from rows that do not exist."""
+group-commit writer); servicers run the operations through `clearing.idempotency`. All
+queries are scoped by platform: another platform's rows are indistinguishable from rows
+that do not exist."""
 
 from __future__ import annotations
 
 import base64
-from typing import Awaitable, Callable
 
 import asyncpg
 
-from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, FieldViolation,
-                             InvalidArgument, NotFound, error_from_record)
+from clearing.errors import (AlreadyExists, FailedPrecondition, FieldViolation,
+                             InvalidArgument, NotFound)
 from clearing.ledger.model import (Account, AccountKind, AccountStatus, Balance, Mode,
                                    OwnerType, Principal, TransferRecord)
 from clearing.ledger import journal
@@ -55,61 +55,6 @@ def decode_token(token: str, kind: str, scope: int) -> int | None:
     except (ValueError, UnicodeDecodeError):
         pass
     raise InvalidArgument([FieldViolation("page_token", "not a token from this listing")])
-
-
-# ---- idempotent account operations ---------------------------------------------------------
-
-_SQL_CLAIM = """
-INSERT INTO requests (platform_id, request_id, method, payload_hash, ok)
-VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING RETURNING 1
-"""
-_SQL_PRIOR = """
-SELECT method, payload_hash, ok, result_ids, error_code, error_reason, error_message
-FROM requests WHERE platform_id = $1 AND request_id = $2
-"""
-
-
-async def run_idempotent(pool: asyncpg.Pool, principal: Principal, request_id: str,
-                         method: str, payload_hash: bytes,
-                         op: Callable[[asyncpg.Connection], Awaitable[int]]) -> Account:
-    """Run an account operation once per request id; a replay returns the first result.
-
-    `op` returns the account id it acted on; the answer is that account as it is now.
-    """
-    pid = principal.platform_id
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            if await conn.fetchval(_SQL_CLAIM, pid, request_id, method, payload_hash):
-                try:
-                    async with conn.transaction():
-                        account_id = await op(conn)
-                    outcome: object = account_id
-                    await conn.execute(
-                        "UPDATE requests SET result_ids = $3 WHERE platform_id = $1"
-                        " AND request_id = $2", pid, request_id, [account_id])
-                except ClearingError as exc:
-                    outcome = exc
-                    await conn.execute(
-                        "UPDATE requests SET ok = false, error_code = $3, error_reason = $4,"
-                        " error_message = $5 WHERE platform_id = $1 AND request_id = $2",
-                        pid, request_id, exc.code, exc.reason, exc.message)
-            else:
-                outcome = await _prior_outcome(conn, pid, request_id, method, payload_hash)
-        if isinstance(outcome, ClearingError):
-            raise outcome
-        return await get_account(conn, pid, account_id=outcome)
-
-
-async def _prior_outcome(conn, pid: int, request_id: str, method: str,
-                         payload_hash: bytes) -> object:
-    row = await conn.fetchrow(_SQL_PRIOR, pid, request_id)
-    if row["method"] != method or row["payload_hash"] != payload_hash:
-        return AlreadyExists(
-            f"request_id {request_id!r} was already used with a different request",
-            reason="REQUEST_ID_REUSED", metadata={"request_id": request_id})
-    if not row["ok"]:
-        return error_from_record(row["error_code"], row["error_reason"], row["error_message"])
-    return row["result_ids"][0]
 
 
 async def insert_account(conn: asyncpg.Connection, platform_id: int, external_ref: str,

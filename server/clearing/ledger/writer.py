@@ -3,16 +3,20 @@
 Callers `submit()` postings; one task collects them into batches and commits each batch
 in ONE PostgreSQL transaction:
 
-1. idempotency: request ids already recorded are answered from their first result;
+1. idempotency (`clearing.idempotency`): request ids already recorded are answered
+   their first response (`Replay`, or the records of a posting without `respond`) or
+   their recorded failure;
 2. the accounts touched are locked (`FOR UPDATE`, in id order: no deadlocks between
    processes), and open pending transfers that are posted or voided;
 3. every posting is applied in memory, in arrival order: a posting that fails its own
    checks (insufficient funds, a frozen or closed account on either side:
-   `clearing.ledger.status`, wrong currency) fails alone and leaves no
-   trace but its idempotency record (none at all for a reason in the posting's
-   `unrecorded_reasons`); the others go on;
+   `clearing.ledger.status`, wrong currency) fails alone and leaves no trace but its
+   idempotency record (none at all for a failure that is not a first response by
+   `idempotency.recorded`, or whose reason is in the posting's `unrecorded_reasons`); the
+   others go on; a committed posting's `respond` makes its first response, in memory;
 4. the journal rows go in with COPY, each touched account gets one aggregated UPDATE,
-   the idempotency records one INSERT, and the batch is hash-chained to the previous one;
+   the idempotency records (with the first responses) one INSERT, and the batch is
+   hash-chained to the previous one;
 5. COMMIT (synchronous), and only then are the callers answered.
 
 A batch is flushed `flush_ms_max` after its first posting arrived (what arrived meanwhile
@@ -30,7 +34,7 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 import asyncpg
 
-from clearing import metrics
+from clearing import idempotency, metrics
 from clearing.clock import Clock
 from clearing.config import WriterSettings
 from clearing.errors import (ClearingError, FailedPrecondition, InvalidArgument,
@@ -38,7 +42,7 @@ from clearing.errors import (ClearingError, FailedPrecondition, InvalidArgument,
                              FieldViolation, error_from_record, invariant)
 from clearing.ledger import journal, status
 from clearing.ledger.model import (BATCH_SPAN, Claim, Mode, PendingState,
-                                   Posting, TransferRecord)
+                                   Posting, Replay, TransferRecord)
 from clearing.money import INT64_MAX
 
 log = logging.getLogger("clearing.ledger.writer")
@@ -143,8 +147,8 @@ class _Pending:
 # index lookups under any (cached, generic) plan: a plain join with unnest() may get a plan
 # that reads the whole idempotency table on every batch.
 _SQL_PRIOR = """
-SELECT r.platform_id, r.request_id, r.payload_hash, r.ok, r.result_ids, r.error_code,
-       r.error_reason, r.error_message
+SELECT r.platform_id, r.request_id, r.method, r.payload_hash, r.ok, r.result_ids,
+       r.error_code, r.error_reason, r.error_message, r.response, r.error
 FROM unnest($1::bigint[], $2::text[]) AS k(platform_id, request_id)
 CROSS JOIN LATERAL (
   SELECT * FROM requests q
@@ -198,11 +202,12 @@ WITH t AS (
   RETURNING 1
 ), req AS (
   INSERT INTO requests (platform_id, request_id, method, payload_hash, ok, result_ids,
-                        error_code, error_reason, error_message)
-  SELECT u.p, u.r, u.m, u.h, u.ok, string_to_array(u.ids, ',')::bigint[], u.c, u.rs, u.msg
+                        error_code, error_reason, error_message, response, error)
+  SELECT u.p, u.r, u.m, u.h, u.ok, string_to_array(u.ids, ',')::bigint[], u.c, u.rs, u.msg,
+         u.resp, u.err
   FROM unnest($23::text::bigint[], $24::text[], $25::text[], $26::bytea[], $27::text::bool[],
-              $28::text[], $29::text[], $30::text[], $31::text[])
-       AS u(p, r, m, h, ok, ids, c, rs, msg)
+              $28::text[], $29::text[], $30::text[], $31::text[], $34::bytea[], $35::text[])
+       AS u(p, r, m, h, ok, ids, c, rs, msg, resp, err)
   ON CONFLICT DO NOTHING
   RETURNING 1
 ), head AS (
@@ -357,19 +362,23 @@ class LedgerWriter:
             else:
                 firsts[key] = item
         unique = list(firsts.values())
-        outcomes = await self._commit_with_retries(unique)
+        outcomes, responses = await self._commit_with_retries(unique)
         for item in unique:
             _resolve(item.future, outcomes[id(item)])
         for item, first in followers:
             if item.posting.payload_hash == first.posting.payload_hash \
                     and item.posting.method == first.posting.method:
-                _resolve(item.future, outcomes[id(first)])
+                response = responses.get(id(first))
+                _resolve(item.future, outcomes[id(first)] if response is None
+                         else Replay(response))
             else:
                 _resolve(item.future, _reused(item.posting))
         metrics.WRITER_BATCH_SIZE.observe(len(batch))
         metrics.WRITER_FLUSH_SECONDS.observe(self._clock.monotonic() - started)
 
-    async def _commit_with_retries(self, items: list[_Item]) -> dict[int, object]:
+    async def _commit_with_retries(
+            self, items: list[_Item]) -> tuple[dict[int, object], dict[int, bytes]]:
+        """Each item's outcome, and the first responses made by committed postings."""
         error: Exception | None = None
         for attempt in range(BATCH_ATTEMPTS_MAX):
             try:
@@ -390,15 +399,18 @@ class LedgerWriter:
         unavailable = Unavailable(
             "the ledger database is unavailable; nothing was committed for this request, "
             "retry with the same request_id", reason="DATABASE_UNAVAILABLE")
-        return {id(item): unavailable for item in items}
+        return {id(item): unavailable for item in items}, {}
 
-    async def _commit(self, items: list[_Item]) -> dict[int, object]:
+    async def _commit(self, items: list[_Item]) -> tuple[dict[int, object], dict[int, bytes]]:
         conn = await self._connection()
         async with conn.transaction():
             outcomes, fresh = await self._replays(conn, items)
+            responses: dict[int, bytes] = {}
             if fresh:
-                outcomes.update(await _Batch(conn, self._clock, self._sinks).commit(fresh))
-            return outcomes
+                batch = _Batch(conn, self._clock, self._sinks)
+                outcomes.update(await batch.commit(fresh))
+                responses = batch.responses
+            return outcomes, responses
 
     async def _connection(self) -> asyncpg.Connection:
         """The writer's own connection, held across batches (no pool round trips). Its
@@ -440,19 +452,22 @@ class LedgerWriter:
 
 
 async def _replay(conn: asyncpg.Connection, posting: Posting, row: asyncpg.Record) -> object:
-    if row["payload_hash"] != posting.payload_hash:
+    if row["payload_hash"] != posting.payload_hash or row["method"] != posting.method:
         return _reused(posting)
+    if row["error"]:
+        return idempotency.decode_error(row["error"])
     if not row["ok"]:
         return error_from_record(row["error_code"], row["error_reason"], row["error_message"])
+    if row["response"] is not None and posting.respond is not None:
+        return Replay(bytes(row["response"]))
+    if not row["result_ids"]:  # bound by a request that is not a posting (unfinished)
+        return _reused(posting)
     records = await conn.fetch(_SQL_REPLAY_TRANSFERS, list(row["result_ids"]))
     return [journal.record_from_row(r) for r in records]
 
 
 def _reused(posting: Posting) -> ClearingError:
-    from clearing.errors import AlreadyExists
-    return AlreadyExists(
-        f"request_id {posting.request_id!r} was already used with a different request",
-        reason="REQUEST_ID_REUSED", metadata={"request_id": posting.request_id})
+    return idempotency.reused(posting.request_id)
 
 
 def _claim_taken(claim: Claim) -> ClearingError:
@@ -482,13 +497,16 @@ class _Batch:
         self._pendings: dict[int, _Pending] = {}
         self._rows: list[tuple] = []
         self._batch_id = 0
+        self.responses: dict[int, bytes] = {}  # first responses of committed postings
 
     async def commit(self, items: list[_Item]) -> dict[int, object]:
         await self._lock(items)
         self._batch_id = await self._conn.fetchval("SELECT nextval('journal_batch_id_seq')")
         outcomes: dict[int, object] = {}
         for item in items:
-            outcomes[id(item)] = self._apply_claimed(item.posting)
+            outcome = outcomes[id(item)] = self._apply_claimed(item.posting)
+            if item.posting.respond is not None and not isinstance(outcome, BaseException):
+                self.responses[id(item)] = item.posting.respond(outcome)
         await self._write(items, outcomes)
         await self._write_attachments(items, outcomes)
         return outcomes
@@ -676,7 +694,7 @@ class _Batch:
             invariant(a.allow_negative or a.spendable() >= 0, "overdraft slipped through")
         older = [p for p in self._pendings.values() if p.dirty and p.transfer_id < first_new_id]
         digest = journal.rows_digest(self._rows) if self._rows else b""
-        request_cols = _request_columns(items, outcomes)
+        request_cols = _request_columns(items, outcomes, self.responses)
         for i in _JOURNAL_INT_COLUMNS:
             journal_cols[i] = int_array(journal_cols[i])
         requests = list(request_cols)
@@ -689,7 +707,7 @@ class _Batch:
             int_array(a.cpend for a in dirty),
             int_array(p.transfer_id for p in older), int_array(p.remaining for p in older),
             int_array(int(p.state) for p in older),
-            *requests, digest, len(self._rows))
+            *requests[:9], digest, len(self._rows), *requests[9:])
         if row["recorded"] != len(request_cols[0]):
             raise _RaceLost()
         invariant(row["journal"] == len(self._rows) and row["balances"] == len(dirty)
@@ -734,25 +752,29 @@ def _journal_columns(rows: list[tuple], pendings: dict[int, _Pending],
     return cols
 
 
-def _request_columns(items: list[_Item], outcomes: dict[int, object]) -> list[list]:
-    """The idempotency records (first results) as column arrays for unnest()."""
-    cols: list[list] = [[] for _ in range(9)]
+def _request_columns(items: list[_Item], outcomes: dict[int, object],
+                     responses: dict[int, bytes]) -> list[list]:
+    """The idempotency records (first results) as column arrays for unnest(): the nine
+    columns of the first records, then their responses and recorded errors."""
+    cols: list[list] = [[] for _ in range(11)]
     for item in items:
         p = item.posting
         outcome = outcomes[id(item)]
         ok = not isinstance(outcome, BaseException)
         err = outcome if isinstance(outcome, ClearingError) else None
-        if err is not None and err.reason in p.unrecorded_reasons:
+        if not ok and (err is None or not idempotency.recorded(err)
+                       or err.reason in p.unrecorded_reasons):
             continue
         values = (p.platform_id, p.request_id, p.method, p.payload_hash, ok,
                   ",".join(str(r.transfer_id) for r in outcome) if ok else "",
                   err.code if err else "", err.reason if err else "",
-                  err.message if err else "")
+                  err.message if err else "", responses.get(id(item)),
+                  idempotency.encode_error(err) if err else "")
         for col, value in zip(cols, values):
             col.append(value)
         for claim in p.claims if ok else ():  # a claim is taken only by a committed posting
             for col, value in zip(cols, (p.platform_id, claim.key, "Claim", p.payload_hash,
-                                         True, values[5], "", "", "")):
+                                         True, values[5], "", "", "", None, "")):
                 col.append(value)
     return cols
 

@@ -234,3 +234,7 @@ class PayoutDraft:
     memo: str
     transfer_amounts: list[int] = field(default_factory=list)
     created_at: dt.datetime | None = None
+    # What the payout's first response shows besides (`store.payout_of_draft`).
+    external_ref: str = ""
+    masked_number: str = ""
+    transfer_ids: list[int] = field(default_factory=list)  # taken before the hold

@@ -1,9 +1,11 @@
 """Payouts: binding bank accounts, requesting a payout (checks, then ONE hold), review.
 
-`create_payout` is the one way a payout comes to exist (RequestPayout and the scheduler):
+`create_payout` (the scheduler) and `request_payout` (RequestPayout) are the ways a payout
+comes to exist:
 
-1. a payout with the request id already exists: the same payload returns it as it is now,
-   another payload is REQUEST_ID_REUSED;
+1. idempotency: RequestPayout follows `clearing.idempotency` (a retry answers the first
+   response, the payout as the hold left it, or the recorded refusal); the scheduler's
+   run ids answer the payout they made, as it is now (its own deterministic ids);
 2. the account's payouts are serialized: an asyncio lock per account in this process (so
    1,000 concurrent callers hold at most one pooled connection per account) and a
    transaction-scoped PostgreSQL advisory lock across processes, held while the hold
@@ -23,20 +25,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from clearing import idempotency
 from clearing.clock import Clock
 from clearing.config import PayoutSettings
-from clearing.errors import (AlreadyExists, FailedPrecondition, FieldViolation,
+from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, FieldViolation,
                              InvalidArgument, NotFound, PermissionDenied,
                              ResourceExhausted)
 from clearing.ledger import status
-from clearing.ledger.model import AccountKind, AccountStatus, Leg, Mode, OwnerType, Posting
+from clearing.ledger.model import (AccountKind, AccountStatus, Leg, Mode, OwnerType, Posting,
+                                   Replay)
 from clearing.ledger.writer import LedgerWriter
 from clearing.payout import store
 from clearing.payout.model import (SCHEDULER, TRANSFERS_PER_PAYOUT_MAX, BankAccount,
@@ -114,30 +118,22 @@ async def create_payout(deps: PayoutDeps, *, platform_id: int, account_id: int,
     if prior is not None:
         return prior
 
-    async def hold() -> Payout | None:
-        async with deps.gate.account(account_id, deps.concurrency):
-            async with deps.pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", ADVISORY_NAMESPACE,
-                                   account_id % 2**31)
-                prior = await _replay(conn, platform_id, request_id, payload_hash)
-                if prior is not None:
-                    return prior
-                draft, legs = await _check(
-                    deps, conn, platform_id=platform_id, account_id=account_id,
-                    amount_minor=amount_minor, currency_code=currency_code,
-                    request_id=request_id, origin=PayoutOrigin(origin),
-                    requested_by=requested_by, memo=memo, requested_key_id=requested_key_id,
-                    payload_hash=payload_hash)
-                await deps.writer.submit(Posting(platform_id, request_id, METHOD,
-                                                 payload_hash, tuple(legs),
-                                                 sink=store.SINK_NAME, attachment=draft))
+    async def hold(conn) -> Payout | None:
+        prior = await _replay(conn, platform_id, request_id, payload_hash)
+        if prior is not None:
+            return prior
+        draft, legs = await _check(
+            deps, conn, platform_id=platform_id, account_id=account_id,
+            amount_minor=amount_minor, currency_code=currency_code,
+            request_id=request_id, origin=PayoutOrigin(origin),
+            requested_by=requested_by, memo=memo, requested_key_id=requested_key_id,
+            payload_hash=payload_hash)
+        await deps.writer.submit(Posting(platform_id, request_id, METHOD,
+                                         payload_hash, tuple(legs),
+                                         sink=store.SINK_NAME, attachment=draft))
         return None
 
-    # A caller that goes away (deadline, cancellation) must not release the account's locks
-    # while its hold may still commit: the locked part runs to its end in a task of its own.
-    task = asyncio.ensure_future(hold())
-    task.add_done_callback(_retrieve)
-    prior = await asyncio.shield(task)
+    prior = await _serialized(deps, account_id, hold)
     if prior is not None:
         return prior
     async with deps.pool.acquire() as conn:
@@ -145,6 +141,77 @@ async def create_payout(deps: PayoutDeps, *, platform_id: int, account_id: int,
     if found is None:  # a prior posting of this request id that was not a payout
         raise _reused(request_id)
     return found[0]
+
+
+async def request_payout(deps: PayoutDeps, *, platform_id: int, account_id: int,
+                         amount_minor: int, currency_code: str, request_id: str,
+                         requested_key_id: int, memo: str, payload_hash: bytes,
+                         encode: Callable[[Payout], bytes]) -> bytes:
+    """RequestPayout: check and hold a payout once per request id (`clearing.idempotency`);
+    answers the first response, `encode` of the payout as its hold committed it (made in
+    the writer's batch and recorded with the hold), or raises the recorded refusal."""
+    prior = await idempotency.lookup(deps.pool, platform_id, request_id)
+    if prior is not None:
+        return await _first(deps.pool, prior, platform_id, payload_hash, encode)
+
+    async def hold(conn) -> bytes:
+        prior = await idempotency.lookup(conn, platform_id, request_id)
+        if prior is not None:
+            return await _first(conn, prior, platform_id, payload_hash, encode)
+        draft, legs = await _check(
+            deps, conn, platform_id=platform_id, account_id=account_id,
+            amount_minor=amount_minor, currency_code=currency_code, request_id=request_id,
+            origin=PayoutOrigin.REQUEST, requested_by=str(requested_key_id), memo=memo,
+            requested_key_id=requested_key_id, payload_hash=payload_hash)
+        made: list[bytes] = []
+
+        def respond(sent) -> bytes:
+            made[:] = [encode(store.payout_of_draft(draft, sent))]
+            return made[0]
+
+        sent = await deps.writer.submit(Posting(platform_id, request_id, METHOD, payload_hash,
+                                                tuple(legs), sink=store.SINK_NAME,
+                                                attachment=draft, respond=respond))
+        if isinstance(sent, Replay):
+            return sent.response
+        if not made:  # a request id recorded without a response (a scheduler's run id)
+            raise idempotency.reused(request_id)
+        return made[0]
+
+    try:
+        return await _serialized(deps, account_id, hold)
+    except ClearingError as exc:
+        return await idempotency.settle_failure(deps.pool, platform_id, request_id, METHOD,
+                                                payload_hash, exc)
+
+
+async def _first(conn, prior: idempotency.Prior, platform_id: int, payload_hash: bytes,
+                 encode: Callable[[Payout], bytes]) -> bytes:
+    first = prior.answer(METHOD, payload_hash)
+    if first is not None:
+        return first
+    # a payout held before first responses were recorded: the payout as it is now
+    found = await store.payout_by_request(conn, platform_id, prior.request_id)
+    if found is None or found[1] != payload_hash:
+        raise idempotency.reused(prior.request_id)
+    return encode(found[0])
+
+
+async def _serialized(deps: PayoutDeps, account_id: int, step):
+    """`step(conn)` with the account's payouts serialized (module docstring, step 2), in
+    the transaction holding the advisory lock."""
+    async def locked():
+        async with deps.gate.account(account_id, deps.concurrency):
+            async with deps.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", ADVISORY_NAMESPACE,
+                                   account_id % 2**31)
+                return await step(conn)
+
+    # A caller that goes away (deadline, cancellation) must not release the account's locks
+    # while its hold may still commit: the locked part runs to its end in a task of its own.
+    task = asyncio.ensure_future(locked())
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
 
 
 def _retrieve(task: asyncio.Task) -> None:
@@ -173,9 +240,15 @@ def _invalid(field_path: str, description: str, reason: str) -> InvalidArgument:
 
 
 _SQL_ACCOUNT = """
-SELECT account_id, kind, owner_type, currency_code, status, allow_negative,
+SELECT account_id, external_ref, kind, owner_type, currency_code, status, allow_negative,
        credits_posted - debits_posted - debits_pending - frozen AS available
 FROM accounts WHERE account_id = $1 AND platform_id = $2
+"""
+# The bank transfers' ids, taken before the hold (like the payout's): its first response
+# is made in memory in the writer's batch (`store.payout_of_draft`).
+_SQL_TRANSFER_IDS = """
+SELECT nextval(pg_get_serial_sequence('bank_transfers', 'bank_transfer_id'))
+FROM generate_series(1, $1)
 """
 _SQL_CUSTODIAL = """
 SELECT account_id FROM accounts WHERE platform_id = $1 AND kind = 1 AND currency_code = $2
@@ -226,12 +299,14 @@ async def _check(deps: PayoutDeps, conn, *, platform_id: int, account_id: int,
     payout_id = await conn.fetchval("SELECT nextval('payout_id_seq')")
     net = amount_minor - fee
     review = amount_minor > config.review_threshold_minor
+    amounts = cut(net, config.bank_transfer_max_minor)
+    transfer_ids = [r[0] for r in await conn.fetch(_SQL_TRANSFER_IDS, len(amounts))]
     draft = PayoutDraft(
         payout_id, platform_id, request_id, payload_hash, account_id, bank.bank_account_id,
         currency_code, amount_minor, fee, net,
         PayoutState.PENDING_REVIEW if review else PayoutState.QUEUED, origin, review,
         requested_by, requested_key_id, config.fee_account_id if fee else 0, memo,
-        cut(net, config.bank_transfer_max_minor), deps.clock.now())
+        amounts, deps.clock.now(), acct["external_ref"], bank.masked_number, transfer_ids)
     legs = [Leg(account_id, custodial, net, currency_code, Mode.PENDING, 0,
                 f"payout {payout_id}")]
     if fee:
@@ -284,33 +359,6 @@ def _day_start(now: dt.datetime, time_zone: str) -> dt.datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-# ---- idempotent non-ledger writes -----------------------------------------------------------
-
-_SQL_CLAIM = """
-INSERT INTO requests (platform_id, request_id, method, payload_hash, ok)
-VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING RETURNING 1
-"""
-
-
-async def run_once(conn, platform_id: int, request_id: str, method: str, payload_hash: bytes,
-                   op: Callable[[], Awaitable[int]]) -> int:
-    """Run `op` once per request id, in the caller's transaction; it returns the id of what
-    it made or changed, recorded for replays. A replay returns that id; an error is not
-    recorded (nothing was done: a retry runs the checks again)."""
-    if await conn.fetchval(_SQL_CLAIM, platform_id, request_id, method, payload_hash):
-        result = await op()
-        await conn.execute("UPDATE requests SET result_ids = $3 WHERE platform_id = $1"
-                           " AND request_id = $2", platform_id, request_id, [result])
-        return result
-    row = await conn.fetchrow(
-        "SELECT method, payload_hash, ok, result_ids FROM requests WHERE platform_id = $1"
-        " AND request_id = $2", platform_id, request_id)
-    if row["method"] != method or bytes(row["payload_hash"]) != payload_hash \
-            or not row["ok"] or not row["result_ids"]:
-        raise _reused(request_id)
-    return row["result_ids"][0]
-
-
 # ---- bank accounts --------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -326,37 +374,37 @@ class BindRequest:
 
 
 async def bind_bank_account(deps: PayoutDeps, platform_id: int, request_id: str,
-                            payload_hash: bytes, req: BindRequest) -> BankAccount:
-    """Bind (replacing any earlier binding) once per request id; see payout.proto."""
-    async with deps.pool.acquire() as conn:
-        async with conn.transaction():
-            async def op() -> int:
-                acct = await conn.fetchrow(_SQL_ACCOUNT + " FOR UPDATE", req.account_id,
-                                           platform_id)
-                if acct is None:
-                    raise NotFound(f"account {req.account_id} not found",
-                                   reason="ACCOUNT_NOT_FOUND",
-                                   metadata={"field": "account_id"})
-                wanted = ACCOUNT_TYPE_FOR_OWNER[OwnerType(acct["owner_type"])]
-                if req.account_type is not wanted:
-                    raise FailedPrecondition(
-                        f"a {OwnerType(acct['owner_type']).name.lower()} account needs a "
-                        f"{wanted.name.lower()} bank account", reason="OWNER_TYPE_MISMATCH",
-                        metadata={"field": "account_type"})
-                if acct["status"] == AccountStatus.CLOSED:
-                    raise FailedPrecondition(f"account {req.account_id} is closed",
-                                             reason="ACCOUNT_CLOSED")
-                return await store.replace_bank_account(
-                    conn, platform_id=platform_id, account_id=req.account_id,
-                    bank_code=req.bank_code, bank_name=req.bank_name,
-                    branch_code=req.branch_code, account_number=req.account_number,
-                    masked_number=mask_number(req.account_number),
-                    holder_name=req.holder_name, account_type=req.account_type,
-                    kyc_verified=req.kyc_verified, now=deps.clock.now())
+                            payload_hash: bytes, req: BindRequest,
+                            encode: Callable[[BankAccount], bytes]) -> bytes:
+    """Bind (replacing any earlier binding) once per request id (`clearing.idempotency`);
+    answers the first response, `encode` of the binding made; see payout.proto."""
+    async def op(conn) -> bytes:
+        acct = await conn.fetchrow(_SQL_ACCOUNT + " FOR UPDATE", req.account_id,
+                                   platform_id)
+        if acct is None:
+            raise NotFound(f"account {req.account_id} not found",
+                           reason="ACCOUNT_NOT_FOUND",
+                           metadata={"field": "account_id"})
+        wanted = ACCOUNT_TYPE_FOR_OWNER[OwnerType(acct["owner_type"])]
+        if req.account_type is not wanted:
+            raise FailedPrecondition(
+                f"a {OwnerType(acct['owner_type']).name.lower()} account needs a "
+                f"{wanted.name.lower()} bank account", reason="OWNER_TYPE_MISMATCH",
+                metadata={"field": "account_type"})
+        if acct["status"] == AccountStatus.CLOSED:
+            raise FailedPrecondition(f"account {req.account_id} is closed",
+                                     reason="ACCOUNT_CLOSED")
+        bank_account_id = await store.replace_bank_account(
+            conn, platform_id=platform_id, account_id=req.account_id,
+            bank_code=req.bank_code, bank_name=req.bank_name,
+            branch_code=req.branch_code, account_number=req.account_number,
+            masked_number=mask_number(req.account_number),
+            holder_name=req.holder_name, account_type=req.account_type,
+            kyc_verified=req.kyc_verified, now=deps.clock.now())
+        return encode(await store.get_bank_account(conn, platform_id, bank_account_id))
 
-            bank_account_id = await run_once(conn, platform_id, request_id,
-                                             "BindBankAccount", payload_hash, op)
-        return await store.get_bank_account(conn, platform_id, bank_account_id)
+    return await idempotency.run(deps.pool, platform_id, request_id, "BindBankAccount",
+                                 payload_hash, op)
 
 
 # ---- review ---------------------------------------------------------------------------------
@@ -408,69 +456,61 @@ WHERE payout_id = $1 AND platform_id = $2
 
 async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int,
                          request_id: str, payload_hash: bytes, payout_id: int,
-                         reason: str) -> Payout:
-    """PENDING_REVIEW -> QUEUED (its transfers due now), in one transaction; MANUAL_REVIEW:
-    the worker's retry_payout (asks the bank about unknown attempts before resending).
-    Maker-checker: the requesting key cannot approve. The account the money leaves must
-    be able to send (`clearing.ledger.status`): a frozen or closed one answers
-    FAILED_PRECONDITION ACCOUNT_FROZEN / ACCOUNT_CLOSED and the payout stays in review
-    (the worker checks again before every bank call)."""
-    retry = False
-    async with deps.pool.acquire() as conn:
-        async with conn.transaction():
-            async def op() -> int:
-                nonlocal retry
-                row = await _lock_payout(conn, payout_id, platform_id)
-                state = _check_reviewable(row, payout_id, reviewer_key_id)
-                await _check_can_send(conn, row["account_id"])
-                now = deps.clock.now()
-                await conn.execute(_SQL_REVIEWED, payout_id, platform_id,
-                                   str(reviewer_key_id), reason, now)
-                if state is PayoutState.PENDING_REVIEW:
-                    await conn.execute("UPDATE payouts SET state = $2 WHERE payout_id = $1",
-                                       payout_id, int(PayoutState.QUEUED))
-                    await conn.execute(
-                        "UPDATE bank_transfers SET next_attempt_at = $2 WHERE payout_id = $1"
-                        " AND state = $3", payout_id, now, int(TransferState.QUEUED))
-                else:
-                    retry = True
-                return payout_id
+                         reason: str, encode: Callable[[Payout], bytes]) -> bytes:
+    """PENDING_REVIEW -> QUEUED (its transfers due now); MANUAL_REVIEW: the worker's
+    retry_payout (its transfers queued again, a blocked send's kept key queried first, the
+    payout SUBMITTED); in one transaction with the idempotency record. Answers the first
+    response: `encode` of the payout as the approval left it. Maker-checker: the
+    requesting key cannot approve. The account the money leaves must be able to send
+    (`clearing.ledger.status`): a frozen or closed one answers FAILED_PRECONDITION
+    ACCOUNT_FROZEN / ACCOUNT_CLOSED and the payout stays in review (the worker checks again
+    before every bank call)."""
+    from clearing.payout import worker
 
-            await run_once(conn, platform_id, request_id, "ApprovePayout", payload_hash, op)
-    if retry:
-        from clearing.payout import worker
-        await worker.retry_payout(deps, payout_id)
-    async with deps.pool.acquire() as conn:
-        return await store.get_payout(conn, platform_id, payout_id)
+    async def op(conn) -> bytes:
+        row = await _lock_payout(conn, payout_id, platform_id)
+        state = _check_reviewable(row, payout_id, reviewer_key_id)
+        await _check_can_send(conn, row["account_id"])
+        now = deps.clock.now()
+        await conn.execute(_SQL_REVIEWED, payout_id, platform_id,
+                           str(reviewer_key_id), reason, now)
+        if state is PayoutState.PENDING_REVIEW:
+            await conn.execute("UPDATE payouts SET state = $2 WHERE payout_id = $1",
+                               payout_id, int(PayoutState.QUEUED))
+            await conn.execute(
+                "UPDATE bank_transfers SET next_attempt_at = $2 WHERE payout_id = $1"
+                " AND state = $3", payout_id, now, int(TransferState.QUEUED))
+        else:
+            await worker.retry_in(conn, payout_id, now)
+        return encode(await store.get_payout(conn, platform_id, payout_id))
+
+    return await idempotency.run(deps.pool, platform_id, request_id, "ApprovePayout",
+                                 payload_hash, op)
 
 
 async def reject_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int,
                         request_id: str, payload_hash: bytes, payout_id: int,
-                        reason: str) -> Payout:
-    """PENDING_REVIEW or MANUAL_REVIEW -> FAILED (REJECTED): the worker's fail_payout voids
-    what was not paid. Maker-checker: the requesting key cannot reject."""
-    fail = False
-    async with deps.pool.acquire() as conn:
-        async with conn.transaction():
-            async def op() -> int:
-                nonlocal fail
-                row = await _lock_payout(conn, payout_id, platform_id)
-                _check_reviewable(row, payout_id, reviewer_key_id)
-                await conn.execute(_SQL_REVIEWED, payout_id, platform_id,
-                                   str(reviewer_key_id), reason, deps.clock.now())
-                fail = True
-                return payout_id
+                        reason: str, encode: Callable[[Payout], bytes]) -> bytes:
+    """PENDING_REVIEW or MANUAL_REVIEW -> FAILED (REJECTED) in one transaction with the
+    idempotency record (the worker's fail_payout), then what was not paid is voided
+    (`release_holds`: idempotent, also run on a replay to finish what a crash cut short).
+    Answers the first response: `encode` of the payout as the rejection left it.
+    Maker-checker: the requesting key cannot reject."""
+    from clearing.payout import worker
 
-            await run_once(conn, platform_id, request_id, "RejectPayout", payload_hash, op)
-    if not fail:  # a replay: finish a rejection a crash may have interrupted
-        async with deps.pool.acquire() as conn:
-            current = await store.get_payout(conn, platform_id, payout_id)
-        fail = current.state in (PayoutState.PENDING_REVIEW, PayoutState.MANUAL_REVIEW)
-    if fail:
-        from clearing.payout import worker
-        await worker.fail_payout(deps, payout_id, "REJECTED", reason)
-    async with deps.pool.acquire() as conn:
-        return await store.get_payout(conn, platform_id, payout_id)
+    async def op(conn) -> bytes:
+        row = await _lock_payout(conn, payout_id, platform_id)
+        _check_reviewable(row, payout_id, reviewer_key_id)
+        now = deps.clock.now()
+        await conn.execute(_SQL_REVIEWED, payout_id, platform_id, str(reviewer_key_id),
+                           reason, now)
+        await worker.fail_in(conn, payout_id, "REJECTED", reason, now)
+        return encode(await store.get_payout(conn, platform_id, payout_id))
+
+    first = await idempotency.run(deps.pool, platform_id, request_id, "RejectPayout",
+                                  payload_hash, op)
+    await worker.release_holds(deps, payout_id)
+    return first
 
 
 # ---- reads ----------------------------------------------------------------------------------
@@ -490,4 +530,4 @@ async def list_payouts(deps: PayoutDeps, platform_id: int, *, page_size: int,
                                         states=states, start=start, end=end)
 
 
-__all__ = ["PayoutDeps", "create_payout", "SCHEDULER"]
+__all__ = ["PayoutDeps", "create_payout", "request_payout", "SCHEDULER"]

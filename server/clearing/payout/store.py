@@ -159,11 +159,13 @@ WITH p AS (
             memo, at)
   RETURNING 1
 ), t AS (
-  INSERT INTO bank_transfers (payout_id, platform_id, sequence, amount_minor, currency_code,
-                              state, next_attempt_at, created_at)
-  SELECT u.id, u.p, u.seq, u.a, u.cur, 1, u.due, u.at
+  INSERT INTO bank_transfers (bank_transfer_id, payout_id, platform_id, sequence,
+                              amount_minor, currency_code, state, next_attempt_at, created_at)
+  SELECT coalesce(u.tid, nextval(pg_get_serial_sequence('bank_transfers', 'bank_transfer_id'))),
+         u.id, u.p, u.seq, u.a, u.cur, 1, u.due, u.at
   FROM unnest($21::bigint[], $22::bigint[], $23::integer[], $24::bigint[], $25::text[],
-              $26::timestamptz[], $27::timestamptz[]) AS u(id, p, seq, a, cur, due, at)
+              $26::timestamptz[], $27::timestamptz[], $28::bigint[])
+       AS u(id, p, seq, a, cur, due, at, tid)
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM p) AS payouts, (SELECT count(*) FROM t) AS transfers
@@ -199,12 +201,32 @@ class PayoutSink:
                             sent[0].transfer_id, sent[1].transfer_id if d.fee_minor else 0,
                             d.fee_account_id if d.fee_minor else 0, d.memo, at))
             due = at if d.state is PayoutState.QUEUED else None
-            for seq, amount in enumerate(d.transfer_amounts, start=1):
+            ids = d.transfer_ids or [None] * len(d.transfer_amounts)
+            for seq, (amount, tid) in enumerate(zip(d.transfer_amounts, ids), start=1):
                 transfers.append((d.payout_id, d.platform_id, seq, amount, d.currency_code,
-                                  due, at))
-        row = await conn.fetchrow(_SQL_STORE, *_columns(payouts, 20), *_columns(transfers, 7))
+                                  due, at, tid))
+        row = await conn.fetchrow(_SQL_STORE, *_columns(payouts, 20), *_columns(transfers, 8))
         invariant(row["payouts"] == len(payouts) and row["transfers"] == len(transfers),
                   f"payout rows written: {dict(row)}")
+
+
+def payout_of_draft(d: PayoutDraft, sent: list[TransferRecord]) -> Payout:
+    """The payout as the sink writes it for a hold committed as `sent` (what `get_payout`
+    reads right after the commit), in memory: RequestPayout's first response, made in the
+    writer's batch."""
+    at = d.created_at or sent[0].created_at
+    due = at if d.state is PayoutState.QUEUED else None
+    transfers = tuple(
+        BankTransfer(tid, seq, amount, d.currency_code, "", TransferState.QUEUED, 0, due, at,
+                     None, ())
+        for seq, (amount, tid) in enumerate(zip(d.transfer_amounts, d.transfer_ids), start=1))
+    return Payout(
+        d.payout_id, d.platform_id, d.request_id, d.account_id, d.external_ref,
+        d.bank_account_id, d.masked_number, d.currency_code, d.amount_minor, d.fee_minor,
+        d.net_minor, 0, d.state, d.origin, d.review_required, d.requested_by,
+        d.requested_key_id, "", "", "", "", sent[0].transfer_id,
+        sent[1].transfer_id if d.fee_minor else 0, d.fee_account_id if d.fee_minor else 0,
+        d.memo, at, at, None, None, transfers)
 
 
 # ---- reading payouts ----------------------------------------------------------------------

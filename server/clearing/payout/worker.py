@@ -787,18 +787,23 @@ async def fail_payout(deps: Any, payout_id: int, reason: str, message: str) -> N
     the payout is at the bank (REQUESTED, PENDING_REVIEW, QUEUED before any attempt,
     MANUAL_REVIEW); else FAILED_PRECONDITION PAYOUT_NOT_IN_REVIEW. Calling it again on a
     FAILED payout only finishes its release (after a crash)."""
-    now = deps.clock.now()
     async with deps.pool.acquire() as conn, conn.transaction():
-        payout, transfers = await _lock_for_action(conn, payout_id)
-        state = PayoutState(payout["state"])
-        if state is not PayoutState.FAILED:
-            busy = any(t["state"] in IN_FLIGHT for t in transfers)
-            if state not in FAILABLE or busy:
-                raise _not_in_review(payout_id, state)
-            await conn.execute(_SQL_FAIL_TRANSFERS, payout_id, now)
-            await conn.execute(_SQL_FAIL_PAYOUT, payout_id, reason,
-                               message[:FAILURE_MESSAGE_LEN_MAX], now)
+        await fail_in(conn, payout_id, reason, message, deps.clock.now())
     await release_holds(deps, payout_id)
+
+
+async def fail_in(conn: asyncpg.Connection, payout_id: int, reason: str, message: str,
+                  now: dt.datetime) -> None:
+    """`fail_payout`'s state change, in the caller's transaction (then `release_holds`)."""
+    payout, transfers = await _lock_for_action(conn, payout_id)
+    state = PayoutState(payout["state"])
+    if state is not PayoutState.FAILED:
+        busy = any(t["state"] in IN_FLIGHT for t in transfers)
+        if state not in FAILABLE or busy:
+            raise _not_in_review(payout_id, state)
+        await conn.execute(_SQL_FAIL_TRANSFERS, payout_id, now)
+        await conn.execute(_SQL_FAIL_PAYOUT, payout_id, reason,
+                           message[:FAILURE_MESSAGE_LEN_MAX], now)
 
 
 async def release_holds(deps: Any, payout_id: int) -> None:
@@ -827,16 +832,20 @@ async def retry_payout(deps: Any, payout_id: int) -> None:
     (a new round of 1 + retries_max attempts; attempt numbers go on), except one whose
     send was blocked, which goes back UNKNOWN: its kept key is queried first (module
     docstring). The payout is SUBMITTED. Else FAILED_PRECONDITION PAYOUT_NOT_IN_REVIEW."""
-    now = deps.clock.now()
     async with deps.pool.acquire() as conn, conn.transaction():
-        payout, transfers = await _lock_for_action(conn, payout_id)
-        if payout["state"] != PayoutState.MANUAL_REVIEW:
-            raise _not_in_review(payout_id, payout["state"])
-        invariant(not any(t["state"] in IN_FLIGHT for t in transfers),
-                  f"payout {payout_id} in MANUAL_REVIEW with a transfer in flight")
-        await conn.execute(_SQL_RESUME_ATTEMPTS, payout_id)
-        await conn.execute(_SQL_REQUEUE_TRANSFERS, payout_id, now)
-        await conn.execute(_SQL_RESUBMIT_PAYOUT, payout_id, now)
+        await retry_in(conn, payout_id, deps.clock.now())
+
+
+async def retry_in(conn: asyncpg.Connection, payout_id: int, now: dt.datetime) -> None:
+    """`retry_payout`, in the caller's transaction."""
+    payout, transfers = await _lock_for_action(conn, payout_id)
+    if payout["state"] != PayoutState.MANUAL_REVIEW:
+        raise _not_in_review(payout_id, payout["state"])
+    invariant(not any(t["state"] in IN_FLIGHT for t in transfers),
+              f"payout {payout_id} in MANUAL_REVIEW with a transfer in flight")
+    await conn.execute(_SQL_RESUME_ATTEMPTS, payout_id)
+    await conn.execute(_SQL_REQUEUE_TRANSFERS, payout_id, now)
+    await conn.execute(_SQL_RESUBMIT_PAYOUT, payout_id, now)
 
 
 async def repair_failed_payouts(deps: Any) -> int:

@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterable
+import dataclasses
 from dataclasses import dataclass
 
 import asyncpg
@@ -544,6 +545,48 @@ class ActionSink:
         await conn.execute(_SQL_ACTION_SPLIT, rec.split_id, rec.status, at)
         await conn.execute(_SQL_ACTION_INSERT, sent[0].transfer_id, rec.split_id,
                            rec.platform_id, rec.request_id, rec.payload_hash, rec.body, ids, at)
+
+
+def after_action(split: "StoredSplit", rec: "ActionRecord | RefundRecord",
+                 sent: list[TransferRecord]) -> tuple["StoredSplit", "StoredAction"]:
+    """The split as the actions sink leaves it once `rec` committed as `sent`, and the
+    action it records, computed in memory (the same changes as the sink's SQL): the first
+    response of a release, cancellation or refund, made in the writer's batch. `split` is
+    the state the action was planned from (its claim makes sure nothing changed since)."""
+    at = sent[0].created_at
+    legs = {leg.leg_index: leg for leg in split.legs}
+    if isinstance(rec, RefundRecord):
+        ids = [tuple(sent[p].transfer_id for p in d.positions) for d in rec.deltas]
+        for d, t in zip(rec.deltas, ids):
+            leg = legs[d.leg_index]
+            legs[d.leg_index] = dataclasses.replace(
+                leg, held_minor=leg.held_minor - d.held_minor,
+                voided_minor=leg.voided_minor + d.held_minor,
+                refunded_minor=leg.refunded_minor + d.held_minor + d.posted_minor,
+                refunded_posted_minor=leg.refunded_posted_minor + d.posted_minor,
+                transfer_ids=leg.transfer_ids + t,
+                pending_transfer_id=(sent[d.pending_position].transfer_id
+                                     if d.pending_position >= 0 else leg.pending_transfer_id))
+        action = StoredAction(sent[0].transfer_id, rec.request_id, rec.payload_hash,
+                              rec.body(ids), (0,) * len(rec.deltas), at)
+        refunded = split.refunded_minor + rec.refunded_minor
+    else:
+        ids1 = [sent[d.position].transfer_id if d.position >= 0 else 0 for d in rec.deltas]
+        for d, t1 in zip(rec.deltas, ids1):
+            leg = legs[d.leg_index]
+            legs[d.leg_index] = dataclasses.replace(
+                leg, held_minor=leg.held_minor - d.released_minor - d.voided_minor,
+                released_minor=leg.released_minor + d.released_minor,
+                voided_minor=leg.voided_minor + d.voided_minor,
+                transfer_ids=leg.transfer_ids + ((t1,) if t1 else ()))
+        action = StoredAction(sent[0].transfer_id, rec.request_id, rec.payload_hash,
+                              rec.body, tuple(ids1), at)
+        refunded = split.refunded_minor
+    after = dataclasses.replace(
+        split, status=rec.status, refunded_minor=refunded, updated_at=at,
+        legs=tuple(legs[leg.leg_index] for leg in split.legs),
+        actions=split.actions + (action,))
+    return after, action
 
 
 # ---- reading stored splits --------------------------------------------------------------------

@@ -5,12 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from typing import Awaitable, Callable
-
 import asyncpg
 
-from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, NotFound,
-                             PermissionDenied, error_from_record)
+from clearing.errors import FailedPrecondition, NotFound, PermissionDenied
 from clearing.ledger.model import Principal
 from clearing.rules.cache import Source
 from clearing.rules.runtime import record_alert
@@ -212,55 +209,3 @@ async def activate_checked(conn: asyncpg.Connection, principal: Principal, name:
         " key_id, comment) VALUES ($1, $2, $3, $4, $5, $6)",
         pid, name, version, active or None, principal.key_id, comment)
     return row.rule_set_id, active
-
-
-# ---- idempotency of rule-set writes -----------------------------------------------------------
-
-_SQL_CLAIM = """
-INSERT INTO requests (platform_id, request_id, method, payload_hash, ok)
-VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING RETURNING 1
-"""
-
-
-async def run_once(pool: asyncpg.Pool, principal: Principal, request_id: str, method: str,
-                   payload_hash: bytes,
-                   op: Callable[[asyncpg.Connection], Awaitable[list[int]]]) -> list[int]:
-    """Run `op` once per request id, in one transaction with the idempotency record; a
-    replay returns the ids the first run returned (or raises its error again). The same id
-    with another payload: AlreadyExists(REQUEST_ID_REUSED)."""
-    pid = principal.platform_id
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            if not await conn.fetchval(_SQL_CLAIM, pid, request_id, method, payload_hash):
-                return await _prior(conn, pid, request_id, method, payload_hash)
-            try:
-                async with conn.transaction():
-                    ids = await op(conn)
-            except ClearingError as exc:
-                await conn.execute(
-                    "UPDATE requests SET ok = false, error_code = $3, error_reason = $4,"
-                    " error_message = $5 WHERE platform_id = $1 AND request_id = $2",
-                    pid, request_id, exc.code, exc.reason, exc.message)
-                failed: ClearingError | None = exc
-            else:
-                await conn.execute(
-                    "UPDATE requests SET result_ids = $3 WHERE platform_id = $1"
-                    " AND request_id = $2", pid, request_id, ids)
-                failed = None
-    if failed is not None:
-        raise failed
-    return ids
-
-
-async def _prior(conn: asyncpg.Connection, pid: int, request_id: str, method: str,
-                 payload_hash: bytes) -> list[int]:
-    row = await conn.fetchrow(
-        "SELECT method, payload_hash, ok, result_ids, error_code, error_reason, error_message"
-        " FROM requests WHERE platform_id = $1 AND request_id = $2", pid, request_id)
-    if row["method"] != method or row["payload_hash"] != payload_hash:
-        raise AlreadyExists(
-            f"request_id {request_id!r} was already used with a different request",
-            reason="REQUEST_ID_REUSED", metadata={"request_id": request_id})
-    if not row["ok"]:
-        raise error_from_record(row["error_code"], row["error_reason"], row["error_message"])
-    return list(row["result_ids"])

@@ -32,10 +32,21 @@ class LedgerServiceStub:
     names a platform, and an account of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units (fen, cents) with an ISO 4217
-    `currency_code`; every account holds exactly one currency. Every write carries a
-    `request_id` (unique per platform): a retry with the same id and payload returns
-    the first result, the same id with another payload answers ALREADY_EXISTS with
-    reason REQUEST_ID_REUSED. A write is answered only after it is committed.
+    `currency_code`; every account holds exactly one currency. A write is answered
+    only after it (and its first response) is committed.
+
+    Request ids, one rule for every write of every service (AIP-155): every write
+    carries a `request_id`, unique per platform (across methods), 1 to 128 characters.
+    A retry with the same id and the same payload (the same method and request bytes)
+    answers the first response byte for byte, success or failure (the same status
+    code, reason, message and details), and does nothing again; current state is what
+    the Get* methods are for. The same id with another payload answers ALREADY_EXISTS
+    with reason REQUEST_ID_REUSED. Recorded as first responses: successes and business
+    refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS), answered again even after
+    their cause is gone. Not recorded (nothing was accepted; a retry with the same id
+    goes through once the cause is gone): INVALID_ARGUMENT, UNAUTHENTICATED,
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, and ALREADY_EXISTS
+    SPLIT_CHANGED or REQUEST_ID_REUSED.
     """
 
     def __init__(self, channel):
@@ -103,10 +114,21 @@ class LedgerServiceServicer:
     names a platform, and an account of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units (fen, cents) with an ISO 4217
-    `currency_code`; every account holds exactly one currency. Every write carries a
-    `request_id` (unique per platform): a retry with the same id and payload returns
-    the first result, the same id with another payload answers ALREADY_EXISTS with
-    reason REQUEST_ID_REUSED. A write is answered only after it is committed.
+    `currency_code`; every account holds exactly one currency. A write is answered
+    only after it (and its first response) is committed.
+
+    Request ids, one rule for every write of every service (AIP-155): every write
+    carries a `request_id`, unique per platform (across methods), 1 to 128 characters.
+    A retry with the same id and the same payload (the same method and request bytes)
+    answers the first response byte for byte, success or failure (the same status
+    code, reason, message and details), and does nothing again; current state is what
+    the Get* methods are for. The same id with another payload answers ALREADY_EXISTS
+    with reason REQUEST_ID_REUSED. Recorded as first responses: successes and business
+    refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS), answered again even after
+    their cause is gone. Not recorded (nothing was accepted; a retry with the same id
+    goes through once the cause is gone): INVALID_ARGUMENT, UNAUTHENTICATED,
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, and ALREADY_EXISTS
+    SPLIT_CHANGED or REQUEST_ID_REUSED.
     """
 
     def CreateAccount(self, request, context):
@@ -260,10 +282,21 @@ class LedgerService:
     names a platform, and an account of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units (fen, cents) with an ISO 4217
-    `currency_code`; every account holds exactly one currency. Every write carries a
-    `request_id` (unique per platform): a retry with the same id and payload returns
-    the first result, the same id with another payload answers ALREADY_EXISTS with
-    reason REQUEST_ID_REUSED. A write is answered only after it is committed.
+    `currency_code`; every account holds exactly one currency. A write is answered
+    only after it (and its first response) is committed.
+
+    Request ids, one rule for every write of every service (AIP-155): every write
+    carries a `request_id`, unique per platform (across methods), 1 to 128 characters.
+    A retry with the same id and the same payload (the same method and request bytes)
+    answers the first response byte for byte, success or failure (the same status
+    code, reason, message and details), and does nothing again; current state is what
+    the Get* methods are for. The same id with another payload answers ALREADY_EXISTS
+    with reason REQUEST_ID_REUSED. Recorded as first responses: successes and business
+    refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS), answered again even after
+    their cause is gone. Not recorded (nothing was accepted; a retry with the same id
+    goes through once the cause is gone): INVALID_ARGUMENT, UNAUTHENTICATED,
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, and ALREADY_EXISTS
+    SPLIT_CHANGED or REQUEST_ID_REUSED.
     """
 
     @staticmethod

@@ -34,12 +34,22 @@ class PayoutServiceStub:
     payout of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`.
-    Every write carries a `request_id` (unique per platform, 1 to 128 characters): a
-    retry with the same id and payload returns the first result; the same id with
-    another payload answers ALREADY_EXISTS with reason REQUEST_ID_REUSED. A write is
-    answered only after it is committed. Full bank account numbers are accepted only
+    A write is answered only after it (and its first response) is committed. Full bank account numbers are accepted only
     by BindBankAccount; they are never returned nor logged: responses show them masked
     (first 4 and last 4 digits, e.g. 6225****1234).
+
+    Request ids, one rule for every write of every service (AIP-155): every write
+    carries a `request_id`, unique per platform (across methods), 1 to 128 characters.
+    A retry with the same id and the same payload (the same method and request bytes)
+    answers the first response byte for byte, success or failure (the same status
+    code, reason, message and details), and does nothing again; current state is what
+    the Get* methods are for. The same id with another payload answers ALREADY_EXISTS
+    with reason REQUEST_ID_REUSED. Recorded as first responses: successes and business
+    refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS), answered again even after
+    their cause is gone. Not recorded (nothing was accepted; a retry with the same id
+    goes through once the cause is gone): INVALID_ARGUMENT, UNAUTHENTICATED,
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, and ALREADY_EXISTS
+    SPLIT_CHANGED or REQUEST_ID_REUSED.
 
     Life of a payout: RequestPayout (or the scheduler) checks it and holds its amount
     on the account as a pending debit (two payouts can never overdraw), then the payout
@@ -101,12 +111,22 @@ class PayoutServiceServicer:
     payout of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`.
-    Every write carries a `request_id` (unique per platform, 1 to 128 characters): a
-    retry with the same id and payload returns the first result; the same id with
-    another payload answers ALREADY_EXISTS with reason REQUEST_ID_REUSED. A write is
-    answered only after it is committed. Full bank account numbers are accepted only
+    A write is answered only after it (and its first response) is committed. Full bank account numbers are accepted only
     by BindBankAccount; they are never returned nor logged: responses show them masked
     (first 4 and last 4 digits, e.g. 6225****1234).
+
+    Request ids, one rule for every write of every service (AIP-155): every write
+    carries a `request_id`, unique per platform (across methods), 1 to 128 characters.
+    A retry with the same id and the same payload (the same method and request bytes)
+    answers the first response byte for byte, success or failure (the same status
+    code, reason, message and details), and does nothing again; current state is what
+    the Get* methods are for. The same id with another payload answers ALREADY_EXISTS
+    with reason REQUEST_ID_REUSED. Recorded as first responses: successes and business
+    refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS), answered again even after
+    their cause is gone. Not recorded (nothing was accepted; a retry with the same id
+    goes through once the cause is gone): INVALID_ARGUMENT, UNAUTHENTICATED,
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, and ALREADY_EXISTS
+    SPLIT_CHANGED or REQUEST_ID_REUSED.
 
     Life of a payout: RequestPayout (or the scheduler) checks it and holds its amount
     on the account as a pending debit (two payouts can never overdraw), then the payout
@@ -243,12 +263,22 @@ class PayoutService:
     payout of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`.
-    Every write carries a `request_id` (unique per platform, 1 to 128 characters): a
-    retry with the same id and payload returns the first result; the same id with
-    another payload answers ALREADY_EXISTS with reason REQUEST_ID_REUSED. A write is
-    answered only after it is committed. Full bank account numbers are accepted only
+    A write is answered only after it (and its first response) is committed. Full bank account numbers are accepted only
     by BindBankAccount; they are never returned nor logged: responses show them masked
     (first 4 and last 4 digits, e.g. 6225****1234).
+
+    Request ids, one rule for every write of every service (AIP-155): every write
+    carries a `request_id`, unique per platform (across methods), 1 to 128 characters.
+    A retry with the same id and the same payload (the same method and request bytes)
+    answers the first response byte for byte, success or failure (the same status
+    code, reason, message and details), and does nothing again; current state is what
+    the Get* methods are for. The same id with another payload answers ALREADY_EXISTS
+    with reason REQUEST_ID_REUSED. Recorded as first responses: successes and business
+    refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS), answered again even after
+    their cause is gone. Not recorded (nothing was accepted; a retry with the same id
+    goes through once the cause is gone): INVALID_ARGUMENT, UNAUTHENTICATED,
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, and ALREADY_EXISTS
+    SPLIT_CHANGED or REQUEST_ID_REUSED.
 
     Life of a payout: RequestPayout (or the scheduler) checks it and holds its amount
     on the account as a pending debit (two payouts can never overdraw), then the payout

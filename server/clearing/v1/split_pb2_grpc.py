@@ -41,10 +41,20 @@ class SplitServiceStub:
     the legs of a split always sum exactly to the amount split, and the same order and
     rule-set version always give the same legs.
 
-    Every write carries a `request_id` (unique per platform, 1 to 128 characters): a
-    retry with the same id and payload returns the first result; the same id with
-    another payload answers ALREADY_EXISTS with reason REQUEST_ID_REUSED. A write is
-    answered only after its postings are committed. Errors are gRPC statuses with
+    Request ids, one rule for every write of every service (AIP-155): every write
+    carries a `request_id`, unique per platform (across methods), 1 to 128 characters.
+    A retry with the same id and the same payload (the same method and request bytes)
+    answers the first response byte for byte, success or failure (the same status
+    code, reason, message and details), and does nothing again; current state is what
+    the Get* methods are for. The same id with another payload answers ALREADY_EXISTS
+    with reason REQUEST_ID_REUSED. Recorded as first responses: successes and business
+    refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS), answered again even after
+    their cause is gone. Not recorded (nothing was accepted; a retry with the same id
+    goes through once the cause is gone): INVALID_ARGUMENT, UNAUTHENTICATED,
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, and ALREADY_EXISTS
+    SPLIT_CHANGED or REQUEST_ID_REUSED.
+
+    A write is answered only after its postings (and its first response) are committed. Errors are gRPC statuses with
     google.rpc.ErrorInfo (domain "clearing.v1", an UPPER_SNAKE reason) and, for bad
     input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
     """
@@ -133,10 +143,20 @@ class SplitServiceServicer:
     the legs of a split always sum exactly to the amount split, and the same order and
     rule-set version always give the same legs.
 
-    Every write carries a `request_id` (unique per platform, 1 to 128 characters): a
-    retry with the same id and payload returns the first result; the same id with
-    another payload answers ALREADY_EXISTS with reason REQUEST_ID_REUSED. A write is
-    answered only after its postings are committed. Errors are gRPC statuses with
+    Request ids, one rule for every write of every service (AIP-155): every write
+    carries a `request_id`, unique per platform (across methods), 1 to 128 characters.
+    A retry with the same id and the same payload (the same method and request bytes)
+    answers the first response byte for byte, success or failure (the same status
+    code, reason, message and details), and does nothing again; current state is what
+    the Get* methods are for. The same id with another payload answers ALREADY_EXISTS
+    with reason REQUEST_ID_REUSED. Recorded as first responses: successes and business
+    refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS), answered again even after
+    their cause is gone. Not recorded (nothing was accepted; a retry with the same id
+    goes through once the cause is gone): INVALID_ARGUMENT, UNAUTHENTICATED,
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, and ALREADY_EXISTS
+    SPLIT_CHANGED or REQUEST_ID_REUSED.
+
+    A write is answered only after its postings (and its first response) are committed. Errors are gRPC statuses with
     google.rpc.ErrorInfo (domain "clearing.v1", an UPPER_SNAKE reason) and, for bad
     input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
     """
@@ -375,10 +395,20 @@ class SplitService:
     the legs of a split always sum exactly to the amount split, and the same order and
     rule-set version always give the same legs.
 
-    Every write carries a `request_id` (unique per platform, 1 to 128 characters): a
-    retry with the same id and payload returns the first result; the same id with
-    another payload answers ALREADY_EXISTS with reason REQUEST_ID_REUSED. A write is
-    answered only after its postings are committed. Errors are gRPC statuses with
+    Request ids, one rule for every write of every service (AIP-155): every write
+    carries a `request_id`, unique per platform (across methods), 1 to 128 characters.
+    A retry with the same id and the same payload (the same method and request bytes)
+    answers the first response byte for byte, success or failure (the same status
+    code, reason, message and details), and does nothing again; current state is what
+    the Get* methods are for. The same id with another payload answers ALREADY_EXISTS
+    with reason REQUEST_ID_REUSED. Recorded as first responses: successes and business
+    refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS), answered again even after
+    their cause is gone. Not recorded (nothing was accepted; a retry with the same id
+    goes through once the cause is gone): INVALID_ARGUMENT, UNAUTHENTICATED,
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, and ALREADY_EXISTS
+    SPLIT_CHANGED or REQUEST_ID_REUSED.
+
+    A write is answered only after its postings (and its first response) are committed. Errors are gRPC statuses with
     google.rpc.ErrorInfo (domain "clearing.v1", an UPPER_SNAKE reason) and, for bad
     input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
     """
