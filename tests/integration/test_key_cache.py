@@ -60,3 +60,19 @@ async def test_a_poll_keeps_answers_confirmed_and_drops_them_on_a_change(pool, p
     await keys.poll()  # the same instant: the change alone drops the answer
     with pytest.raises(Unauthenticated):
         await keys.principal(platform.key)
+
+
+async def test_a_key_made_and_revoked_between_two_polls_is_not_kept(pool, platform):
+    """Creating a key and revoking it between two polls leaves the set of live keys as it
+    was: the poll must still see a change (a counter, not a digest of the live keys)."""
+    clock = Clock()
+    keys = auth.KeyStore(pool, clock=clock)
+    await keys.poll()
+    async with pool.acquire() as conn:
+        brief = await auth.create_key(conn, platform.platform_id, frozenset({"gateway"}))
+    assert (await keys.principal(brief)).platform_id == platform.platform_id
+    await _revoke(pool, brief)
+    clock.now += 0.5
+    await keys.poll()  # the live keys are what they were at the first poll
+    with pytest.raises(Unauthenticated):
+        await keys.principal(brief)

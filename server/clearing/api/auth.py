@@ -20,8 +20,8 @@ KEY_LEN_MAX = 128
 PREFIX_LEN = 8  # the characters of a key stored and logged to recognise it
 # A revoked (or deleted) key is refused by every process within REVOCATION_BOUND_S: a cached
 # answer is used only while a read that started at most CONFIRMED_MAX_AGE_S ago confirms it
-# (its own load, or the poll of the key table's fingerprint that runs every POLL_INTERVAL_S
-# and drops the cache when the fingerprint changes). Entries are reloaded after CACHE_TTL_S
+# (its own load, or the poll of the key table's change counter that runs every POLL_INTERVAL_S
+# and drops the cache when the counter moves). Entries are reloaded after CACHE_TTL_S
 # at the latest; unknown keys are remembered for NEGATIVE_TTL_S.
 REVOCATION_BOUND_S = 1.0
 CONFIRMED_MAX_AGE_S = 0.8
@@ -29,12 +29,8 @@ POLL_INTERVAL_S = 0.25
 CACHE_TTL_S = 30.0
 NEGATIVE_TTL_S = 2.0
 CACHE_ENTRIES_MAX = 10_000
-# What changes when a key is created, revoked, deleted or edited (its platform or roles).
-_SQL_FINGERPRINT = """
-SELECT count(*), coalesce(sum(hashtext(key_id::text || ':' || platform_id::text || ':'
-                                       || array_to_string(roles, ','))::bigint), 0)
-FROM api_keys WHERE revoked_at IS NULL
-"""
+# Moves forward with every change to api_keys (a trigger: migration 0010).
+_SQL_FINGERPRINT = "SELECT version FROM api_key_changes"
 
 log = logging.getLogger("clearing.api.auth")
 
@@ -125,7 +121,7 @@ class KeyStore:
         # digest -> (time its load started, generation, principal or None)
         self._cache: dict[bytes, tuple[float, int, Principal | None]] = {}
         self._generation = 0
-        self._fingerprint: tuple[int, int] | None = None
+        self._fingerprint: int | None = None
         self._confirmed_at = float("-inf")  # start of the last poll that saw no change
         self._poller: asyncio.Task | None = None
         self._poll_failing = False
@@ -168,8 +164,7 @@ class KeyStore:
     async def poll(self) -> None:
         """Read the key table's fingerprint; a change drops every cached answer."""
         started = self._clock()
-        row = await self._pool.fetchrow(_SQL_FINGERPRINT)
-        fingerprint = (row[0], row[1])
+        fingerprint = await self._pool.fetchval(_SQL_FINGERPRINT)
         if fingerprint != self._fingerprint:
             if self._fingerprint is not None:
                 log.info("api keys changed: cached keys dropped")
