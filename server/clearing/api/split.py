@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from clearing import metrics
+from clearing import metrics, values
 from clearing.api import split_actions as actions
 from clearing.api import split_convert as convert
 from clearing.api import split_refund as refunds
@@ -34,7 +34,6 @@ from clearing.api.interceptor import principal
 from clearing.clock import Clock
 from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, NotFound,
                              ResourceExhausted, Violations, invariant)
-from clearing.ledger import store as ledger_store
 from clearing.ledger.model import EXTERNAL_REF_LEN_MAX, Claim, Posting, Principal, Role
 from clearing.ledger.writer import LedgerWriter
 from clearing.money import is_currency
@@ -186,12 +185,12 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
             v.add("status", f"unknown value {request.status}")
         v.raise_if_any()
         pid = principal().platform_id
-        offset = ledger_store.decode_token(request.page_token, "rule_sets", pid) or 0
+        offset, = validate.page_token(request.page_token, "rule_sets", pid) or (0,)
         async with self._pool.acquire() as conn:
             rows = await rule_store.list_versions(conn, pid, name=request.rule_set_name,
                                                   status=request.status, offset=offset,
                                                   limit=size + 1)
-        token = (ledger_store.encode_token("rule_sets", pid, offset + size)
+        token = (values.encode_page_token("rule_sets", pid, offset + size)
                  if len(rows) > size else "")
         return pb.ListRuleSetsResponse(
             rule_sets=[convert.rule_set(r, include_rules=request.include_rules)
@@ -278,7 +277,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
 
     async def ReleaseSplit(self, request: pb.ReleaseSplitRequest,
                            context) -> pb.ReleaseSplitResponse:
-        actions.release_violations(request).raise_if_any()
+        actions.release_violations(request, self._clock.now()).raise_if_any()
         split, action = await self._act(principal(), request, "ReleaseSplit",
                                         pb.SPLIT_ACTION_KIND_RELEASE)
         return pb.ReleaseSplitResponse(split=split, action=action)
@@ -841,10 +840,9 @@ def _order_violations(v: Violations, order: pb.Order, clock: Clock) -> None:
     validate.text(v, order.memo, "order.memo", length_max=ORDER_MEMO_LEN_MAX)
     _rule_set_name(v, order.rule_set_name, "order.rule_set_name", required=False)
     _order_collections(v, order)
-    if order.HasField("paid_time"):
-        ahead_s = order.paid_time.seconds - clock.now().timestamp()
-        if ahead_s > PAID_TIME_AHEAD_S_MAX:
-            v.add("order.paid_time", f"more than {PAID_TIME_AHEAD_S_MAX} s in the future")
+    paid = validate.timestamp(v, order, "paid_time", "order.paid_time")
+    if paid is not None and (paid - clock.now()).total_seconds() > PAID_TIME_AHEAD_S_MAX:
+        v.add("order.paid_time", f"more than {PAID_TIME_AHEAD_S_MAX} s in the future")
 
 
 def _order_collections(v: Violations, order: pb.Order) -> None:

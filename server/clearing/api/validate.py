@@ -1,12 +1,17 @@
-"""Request validation helpers: each adds a FieldViolation with the field's path and a
-plain reason; the servicer raises them all at once (`Violations.raise_if_any`)."""
+"""Request validation helpers, one per kind of value (request id, text, amount, currency,
+enum, id, page size and token, timestamp, time zone): each adds a FieldViolation with the
+field's path and a plain reason; the servicer raises them all at once
+(`Violations.raise_if_any`). The checks that domain code needs too (timestamps, time zones,
+page tokens) live in `clearing.values`; these wrap them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 
 from google.protobuf.message import Message
 
+from clearing import values
 from clearing.errors import Violations
 from clearing.ledger.model import (PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, REQUEST_ID_LEN_MAX)
 from clearing.money import AMOUNT_MINOR_MAX, is_currency
@@ -82,3 +87,35 @@ def page_size(v: Violations, value: int) -> int:
     if value < 0 or value > PAGE_SIZE_MAX:
         v.add("page_size", f"must be between 0 and {PAGE_SIZE_MAX}")
     return value or PAGE_SIZE_DEFAULT
+
+
+def page_token(token: str, kind: str, scope: int, count: int = 1) -> tuple[int, ...] | None:
+    """The positions of a page token of listing `kind` in `scope` (None: the first page);
+    InvalidArgument on `page_token` for any other string (`clearing.values`)."""
+    return values.decode_page_token(token, kind, scope, count)
+
+
+def timestamp(v: Violations, msg: Message, name: str, field: str | None = None
+              ) -> dt.datetime | None:
+    """The Timestamp field `name` of `msg` as an aware UTC datetime; None when unset, or
+    invalid (negative nanos, nanos over 999999999, outside years 1 to 9999: a violation on
+    `field`, by default `name`)."""
+    if not msg.HasField(name):
+        return None
+    ts = getattr(msg, name)
+    problem = values.timestamp_problem(ts.seconds, ts.nanos)
+    if problem is not None:
+        v.add(field or name, problem)
+        return None
+    return values.timestamp_datetime(ts.seconds, ts.nanos)
+
+
+def time_zone(v: Violations, value: str, field: str, *, default: str | None = None) -> str:
+    """The IANA time zone named; `default` when empty (if given, else a violation)."""
+    if not value and default is not None:
+        return default
+    problem = values.time_zone_problem(value)
+    if problem is not None:
+        v.add(field, problem)
+        return default or value
+    return value

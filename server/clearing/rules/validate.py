@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clearing.errors import FieldViolation, Violations
 from clearing.ledger.model import AccountKind, AccountStatus
@@ -34,6 +33,7 @@ from clearing.rules.model import (
     CounterMetric, CounterPeriod, Fee, Receiver, ReleasePolicy, Resolver, Rule, RuleCondition,
     RuleSet, Share, ShareType, Subsidy, SubsidyBasis, SubsidyTarget, TierEffect, TierTable)
 from clearing.rules.overlap import can_both_apply
+from clearing.values import time_zone_problem
 
 NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")  # rule-set and rule names
 KEY_RE = re.compile(r"[a-z0-9_]{1,64}")  # attribute keys, party roles, counter names
@@ -133,11 +133,10 @@ def _counter(ctx: _Ctx, path: str, counter: CounterDefinition) -> None:
     elif counter.attribute_key not in ctx.attributes:
         ctx.add(f"{path}.attribute_key",
                 f"attribute {counter.attribute_key!r} is not declared in attributes")
-    if counter.time_zone:
-        try:
-            ZoneInfo(counter.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            ctx.add(f"{path}.time_zone", f"{counter.time_zone!r} is not an IANA time zone")
+    if counter.time_zone:  # empty: the counter store's default
+        problem = time_zone_problem(counter.time_zone)
+        if problem is not None:
+            ctx.add(f"{path}.time_zone", problem)
 
 
 # ---- one rule -------------------------------------------------------------------------------

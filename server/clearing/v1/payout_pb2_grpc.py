@@ -34,6 +34,10 @@ class PayoutServiceStub:
     payout of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`.
+    A timestamp in a request must be a valid google.protobuf.Timestamp (years 1 to 9999,
+    nanos 0 to 999999999), a time zone an IANA zone such as Asia/Shanghai (not a folder of
+    the tz database such as "America"), a page token one the same listing returned:
+    anything else answers INVALID_ARGUMENT with its field path.
     Every write carries a `request_id` (unique per platform, 1 to 128 characters): a
     retry with the same id and payload returns the first result; the same id with
     another payload answers ALREADY_EXISTS with reason REQUEST_ID_REUSED. A write is
@@ -101,6 +105,10 @@ class PayoutServiceServicer:
     payout of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`.
+    A timestamp in a request must be a valid google.protobuf.Timestamp (years 1 to 9999,
+    nanos 0 to 999999999), a time zone an IANA zone such as Asia/Shanghai (not a folder of
+    the tz database such as "America"), a page token one the same listing returned:
+    anything else answers INVALID_ARGUMENT with its field path.
     Every write carries a `request_id` (unique per platform, 1 to 128 characters): a
     retry with the same id and payload returns the first result; the same id with
     another payload answers ALREADY_EXISTS with reason REQUEST_ID_REUSED. A write is
@@ -241,6 +249,10 @@ class PayoutService:
     payout of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`.
+    A timestamp in a request must be a valid google.protobuf.Timestamp (years 1 to 9999,
+    nanos 0 to 999999999), a time zone an IANA zone such as Asia/Shanghai (not a folder of
+    the tz database such as "America"), a page token one the same listing returned:
+    anything else answers INVALID_ARGUMENT with its field path.
     Every write carries a `request_id` (unique per platform, 1 to 128 characters): a
     retry with the same id and payload returns the first result; the same id with
     another payload answers ALREADY_EXISTS with reason REQUEST_ID_REUSED. A write is
