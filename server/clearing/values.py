@@ -1,5 +1,5 @@
-"""The kinds of value a request carries, each checked one way everywhere: timestamps, time
-zones and page tokens (ids and amounts: `clearing.api.validate`, on `clearing.money`).
+"""The kinds of value a request carries, each checked one way everywhere: texts, timestamps,
+time zones and page tokens (ids and amounts: `clearing.api.validate`, on `clearing.money`).
 
 Pure functions, without grpc or generated code, so that the api layer
 (`clearing.api.validate`), the rules validator and the payout configuration (`clearing
@@ -13,12 +13,26 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
+import hmac
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clearing.errors import FieldViolation, InvalidArgument
 
 INT64_MAX = 2**63 - 1
+
+# ---- text ---------------------------------------------------------------------------------------
+
+def text_problem(value: str, length_max: int) -> str | None:
+    """Why `value` cannot be a text of at most `length_max` characters, or None
+    (PostgreSQL text cannot hold NUL)."""
+    if len(value) > length_max:
+        return f"longer than {length_max} characters"
+    if "\0" in value:
+        return "must not contain NUL characters"
+    return None
+
 
 # ---- timestamps ---------------------------------------------------------------------------------
 
@@ -73,30 +87,39 @@ def time_zone_problem(name: str) -> str | None:
 PAGE_TOKEN_LEN_MAX = 256
 PAGE_TOKEN_PROBLEM = "not a token from this listing"
 _POSITION_RE = re.compile(r"0|[1-9][0-9]{0,18}")
+_DIGEST_BYTES = 6
+
+
+def _digest(raw: str) -> str:
+    return hashlib.blake2b(raw.encode(), digest_size=_DIGEST_BYTES,
+                           person=b"clearing-page").hexdigest()
 
 
 def encode_page_token(kind: str, scope: int, *positions: int) -> str:
     """An opaque page token bound to what it pages: the listing (`kind`) and its scope (a
-    platform or an account id), then the position(s) the next page starts after."""
+    platform or an account id), then the position(s) the next page starts after, and a
+    check digest (a truncated or edited token is refused, not read as another page)."""
     raw = ":".join((kind, str(scope), *map(str, positions)))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(f"{raw}:{_digest(raw)}".encode()).decode().rstrip("=")
 
 
 def decode_page_token(token: str, kind: str, scope: int, count: int = 1) -> tuple[int, ...] | None:
     """The `count` positions of a token made by `encode_page_token(kind, scope, ...)`, each
-    0 to INT64_MAX; None for an empty token. Anything else (garbage, truncated, another
-    listing's or scope's token, a number beyond int64) raises InvalidArgument on
+    0 to INT64_MAX; None for an empty token. Anything else (garbage, truncated, edited,
+    another listing's or scope's token, a number beyond int64) raises InvalidArgument on
     `page_token`."""
     if not token:
         return None
     if len(token) <= PAGE_TOKEN_LEN_MAX and token.isascii():
         try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
         except (binascii.Error, ValueError):
-            raw = ""
+            text = ""
+        raw, _, digest = text.rpartition(":")
         parts = raw.split(":")
         if (len(parts) == count + 2 and parts[0] == kind and parts[1] == str(scope)
-                and all(_POSITION_RE.fullmatch(p) for p in parts[2:])):
+                and all(_POSITION_RE.fullmatch(p) for p in parts[2:])
+                and hmac.compare_digest(digest, _digest(raw))):
             positions = tuple(int(p) for p in parts[2:])
             if all(p <= INT64_MAX for p in positions):
                 return positions
