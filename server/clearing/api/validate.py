@@ -15,6 +15,7 @@ from clearing import values
 from clearing.errors import Violations
 from clearing.ledger.model import (PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, REQUEST_ID_LEN_MAX)
 from clearing.money import AMOUNT_MINOR_MAX, is_currency
+from clearing.rules.model import RULE_SET_VERSION_MAX
 
 ID_MAX = 2**63 - 1
 
@@ -38,10 +39,8 @@ def text(v: Violations, value: str, field: str, *, length_max: int,
          required: bool = False) -> None:
     if required and not value:
         v.add(field, "required")
-    elif len(value) > length_max:
-        v.add(field, f"longer than {length_max} characters")
-    elif "\0" in value:  # PostgreSQL text cannot hold NUL
-        v.add(field, "must not contain NUL characters")
+    elif (problem := values.text_problem(value, length_max)) is not None:
+        v.add(field, problem)
 
 
 def amount(v: Violations, value: int, field: str = "amount_minor") -> None:
@@ -81,6 +80,16 @@ def object_id(v: Violations, value: int, field: str, *, required: bool = True) -
             v.add(field, "required")
     elif value < 0:
         v.add(field, "must be positive")
+
+
+def version(v: Violations, value: int, field: str, *, zero: str | None = None) -> None:
+    """A rule-set version number, 1 to RULE_SET_VERSION_MAX; 0 too when `zero` says what
+    it means (e.g. "the active version")."""
+    if value == 0 and zero is not None:
+        return
+    if not 1 <= value <= RULE_SET_VERSION_MAX:
+        v.add(field, (f"must be 0 ({zero}) or " if zero else "required: ")
+              + f"a version number, 1 to {RULE_SET_VERSION_MAX}")
 
 
 def page_size(v: Violations, value: int) -> int:
