@@ -25,6 +25,15 @@ LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 
 
+def pytest_addoption(parser):
+    group = parser.getgroup("clearing", "clearing core tests")
+    group.addoption("--fuzz-seed", type=int, default=None,
+                    help="seed of the API fuzz test (tests/integration/test_fuzz.py); "
+                         "default: its fixed FUZZ_SEED")
+    group.addoption("--fuzz-calls", type=int, default=None,
+                    help="calls the API fuzz test makes; default: its FUZZ_CALLS")
+
+
 def _replace_db(dsn: str, name: str) -> str:
     head, sep, tail = dsn.partition("?")
     base = head.rsplit("/", 1)[0]

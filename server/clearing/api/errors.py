@@ -27,18 +27,56 @@ def status_for(exc: BaseException) -> grpc.Status:
         code_name, message, metadata = "INTERNAL", "internal error", {}
         if not isinstance(reason, str):
             reason = "INTERNAL"
+    # echoes of the request are bounded: the status must fit in trailing metadata
+    message = _cut(message, MESSAGE_BYTES_MAX)
+    metadata = {_cut(k, TEXT_BYTES_MAX): _cut(v, TEXT_BYTES_MAX) for k, v in metadata.items()}
     status = status_pb2.Status(code=code_pb2.Code.Value(code_name), message=message)
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
     status.details.append(info)
     if isinstance(exc, InvalidArgument):
-        bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in exc.violations])
+        bad, left_out = _bad_request(exc)
+        if left_out:
+            info.Pack(error_details_pb2.ErrorInfo(
+                reason=reason, domain=DOMAIN,
+                metadata={**metadata, "field_violations_left_out": str(left_out)}))
+            status.details[0].CopyFrom(info)
         packed = any_pb2.Any()
         packed.Pack(bad)
         status.details.append(packed)
     return rpc_status.to_status(status)
+
+
+# A status travels in trailing metadata, which clients refuse beyond 8 KiB by default (the
+# call then fails with RESOURCE_EXHAUSTED and no detail), and the message twice (grpc-message,
+# percent-encoded, and in the details, base64): the message is cut at MESSAGE_BYTES_MAX
+# bytes of UTF-8, every other text at TEXT_BYTES_MAX, and the BadRequest holds the first
+# violations that fit in BAD_REQUEST_BYTES_MAX; ErrorInfo metadata
+# `field_violations_left_out` counts those left out.
+MESSAGE_BYTES_MAX = 512
+TEXT_BYTES_MAX = 256
+BAD_REQUEST_BYTES_MAX = 3072
+
+
+def _cut(text: str, size_max: int) -> str:
+    """`text`, or its longest prefix of at most `size_max` bytes of UTF-8."""
+    data = text.encode()
+    if len(data) <= size_max:
+        return text
+    return data[:size_max].decode(errors="ignore")
+
+
+def _bad_request(exc: InvalidArgument) -> tuple[error_details_pb2.BadRequest, int]:
+    bad = error_details_pb2.BadRequest()
+    size = 0
+    for shown, v in enumerate(exc.violations):
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=_cut(v.field, TEXT_BYTES_MAX), description=_cut(v.description, TEXT_BYTES_MAX))
+        size += item.ByteSize() + 4
+        if size > BAD_REQUEST_BYTES_MAX:
+            return bad, len(exc.violations) - shown
+        bad.field_violations.append(item)
+    return bad, 0
 
 
 def code_name(exc: BaseException) -> str:

@@ -114,8 +114,8 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
             v.add("states", f"at most {STATES_FILTER_MAX} states")
         for i, state in enumerate(request.states):
             validate.enum(v, state, PayoutState, f"states[{i}]")
-        start = _time(v, request, "start_time")
-        end = _time(v, request, "end_time")
+        start = validate.timestamp(v, request, "start_time")
+        end = validate.timestamp(v, request, "end_time")
         if start and end and end <= start:
             v.add("end_time", "must be after start_time")
         v.raise_if_any()
@@ -153,22 +153,6 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
 
 def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
-
-
-# Timestamps accepted as filters: years 1 to 9999 (protobuf's range).
-_TS_SECONDS_MIN = -62_135_596_800
-_TS_SECONDS_MAX = 253_402_300_799
-
-
-def _time(v: Violations, request, field_name: str) -> dt.datetime | None:
-    if not request.HasField(field_name):
-        return None
-    ts: Timestamp = getattr(request, field_name)
-    if not (_TS_SECONDS_MIN <= ts.seconds <= _TS_SECONDS_MAX and 0 <= ts.nanos < 10**9):
-        v.add(field_name, "not a valid timestamp")
-        return None
-    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
-        seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 # ---- conversion -----------------------------------------------------------------------------

@@ -3,8 +3,6 @@ delegates to `set_payout_schedule`). Cycles and run times: `clearing.payout.cale
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 from clearing import idempotency
 from clearing.api import validate
 from clearing.api.convert import timestamp
@@ -18,22 +16,6 @@ from clearing.payout.service import PayoutDeps, check_payable
 from clearing.v1 import payout_pb2 as pb
 
 METHOD = "SetPayoutSchedule"
-TIME_ZONE_LEN_MAX = 64
-
-
-def _time_zone(v: Violations, value: str) -> str:
-    """The IANA zone named, or the default when empty."""
-    if not value:
-        return DEFAULT_TIME_ZONE
-    if len(value) > TIME_ZONE_LEN_MAX or not value.isprintable():
-        v.add("schedule.time_zone", f"must be an IANA time zone name of at most "
-                                    f"{TIME_ZONE_LEN_MAX} characters")
-        return DEFAULT_TIME_ZONE
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        v.add("schedule.time_zone", f"{value!r} is not a known IANA time zone")
-    return value
 
 
 def validate_request(request: pb.SetPayoutScheduleRequest) -> tuple[ScheduleSpec, int]:
@@ -54,7 +36,7 @@ def validate_request(request: pb.SetPayoutScheduleRequest) -> tuple[ScheduleSpec
     elif s.month_day:
         v.add("schedule.month_day", "only for MONTHLY; must be 0")
     validate.amount_or_zero(v, s.min_amount_minor, "schedule.min_amount_minor")
-    zone = _time_zone(v, s.time_zone)
+    zone = validate.time_zone(v, s.time_zone, "schedule.time_zone", default=DEFAULT_TIME_ZONE)
     v.raise_if_any()
     return ScheduleSpec(PayoutCycle(s.cycle), s.weekday, s.month_day, zone), s.min_amount_minor
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from clearing import idempotency, metrics
+from clearing import idempotency, metrics, values
 from clearing.api import split_actions as actions
 from clearing.api import split_convert as convert
 from clearing.api import split_refund as refunds
@@ -35,7 +36,6 @@ from clearing.api.replies import Reply, encode
 from clearing.clock import Clock
 from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, NotFound,
                              ResourceExhausted, Violations, invariant)
-from clearing.ledger import store as ledger_store
 from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, Claim, Posting, Principal, Replay,
                                    Role)
 from clearing.ledger.writer import LedgerWriter
@@ -84,6 +84,8 @@ ORDER_COUPONS_MAX = 16
 COUPON_ID_LEN_MAX = 64
 ORDER_MEMO_LEN_MAX = 256
 PAID_TIME_AHEAD_S_MAX = 300
+# No order was paid before this (and counter periods of any time zone stay in range).
+PAID_TIME_MIN = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 COUNTER_OVERRIDES_MAX = 16
 ACTIVATION_COMMENT_LEN_MAX = 256
 SHA256_HEX_LEN = 64
@@ -173,8 +175,8 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
     async def GetRuleSet(self, request: pb.GetRuleSetRequest, context) -> pb.GetRuleSetResponse:
         v = Violations()
         _rule_set_name(v, request.rule_set_name, "rule_set_name", required=True)
-        if request.rule_set_version < 0:
-            v.add("rule_set_version", "must be 0 (the active version) or a version number")
+        validate.version(v, request.rule_set_version, "rule_set_version",
+                         zero="the active version")
         v.raise_if_any()
         async with self._pool.acquire() as conn:
             row = await rule_store.get_version(conn, principal().platform_id,
@@ -189,12 +191,12 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
             v.add("status", f"unknown value {request.status}")
         v.raise_if_any()
         pid = principal().platform_id
-        offset = ledger_store.decode_token(request.page_token, "rule_sets", pid) or 0
+        offset, = validate.page_token(request.page_token, "rule_sets", pid) or (0,)
         async with self._pool.acquire() as conn:
             rows = await rule_store.list_versions(conn, pid, name=request.rule_set_name,
                                                   status=request.status, offset=offset,
                                                   limit=size + 1)
-        token = (ledger_store.encode_token("rule_sets", pid, offset + size)
+        token = (values.encode_page_token("rule_sets", pid, offset + size)
                  if len(rows) > size else "")
         return pb.ListRuleSetsResponse(
             rule_sets=[convert.rule_set(r, include_rules=request.include_rules)
@@ -205,8 +207,8 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
     async def PreviewSplit(self, request: pb.PreviewSplitRequest, context) -> pb.PreviewSplitResponse:
         v = Violations()
         _order_violations(v, request.order, self._clock)
-        if request.rule_set_version < 0:
-            v.add("rule_set_version", "must be 0 (the active version) or a version number")
+        validate.version(v, request.rule_set_version, "rule_set_version",
+                         zero="the active version")
         if len(request.counter_overrides) > COUNTER_OVERRIDES_MAX:
             v.add("counter_overrides", f"more than {COUNTER_OVERRIDES_MAX}")
         for name, value in request.counter_overrides.items():
@@ -291,7 +293,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
 
     async def ReleaseSplit(self, request: pb.ReleaseSplitRequest,
                            context) -> pb.ReleaseSplitResponse:
-        actions.release_violations(request).raise_if_any()
+        actions.release_violations(request, self._clock.now()).raise_if_any()
         return await self._once(principal(), request, "ReleaseSplit", pb.ReleaseSplitResponse,
                                 functools.partial(self._act, pb.SPLIT_ACTION_KIND_RELEASE))
 
@@ -834,13 +836,13 @@ def _activate_violations(request: pb.ActivateRuleSetRequest) -> Violations:
     v = Violations()
     validate.request_id(v, request.request_id)
     _rule_set_name(v, request.rule_set_name, "rule_set_name", required=True)
-    if request.rule_set_version < 1:
-        v.add("rule_set_version", "required: a version number (>= 1)")
+    validate.version(v, request.rule_set_version, "rule_set_version")
     sha = request.content_sha256
     if sha and (len(sha) != SHA256_HEX_LEN or sha.strip("0123456789abcdef")):
         v.add("content_sha256", "must be 64 lower-case hex digits")
-    if request.HasField("expected_active_version") and request.expected_active_version < 0:
-        v.add("expected_active_version", "must be 0 (none active) or a version number")
+    if request.HasField("expected_active_version"):
+        validate.version(v, request.expected_active_version, "expected_active_version",
+                         zero="none active")
     validate.text(v, request.comment, "comment", length_max=ACTIVATION_COMMENT_LEN_MAX)
     return v
 
@@ -863,10 +865,11 @@ def _order_violations(v: Violations, order: pb.Order, clock: Clock) -> None:
     validate.text(v, order.memo, "order.memo", length_max=ORDER_MEMO_LEN_MAX)
     _rule_set_name(v, order.rule_set_name, "order.rule_set_name", required=False)
     _order_collections(v, order)
-    if order.HasField("paid_time"):
-        ahead_s = order.paid_time.seconds - clock.now().timestamp()
-        if ahead_s > PAID_TIME_AHEAD_S_MAX:
-            v.add("order.paid_time", f"more than {PAID_TIME_AHEAD_S_MAX} s in the future")
+    paid = validate.timestamp(v, order, "paid_time", "order.paid_time")
+    if paid is not None and (paid - clock.now()).total_seconds() > PAID_TIME_AHEAD_S_MAX:
+        v.add("order.paid_time", f"more than {PAID_TIME_AHEAD_S_MAX} s in the future")
+    elif paid is not None and paid < PAID_TIME_MIN:
+        v.add("order.paid_time", f"before {PAID_TIME_MIN:%Y-%m-%dT%H:%M:%SZ}")
 
 
 def _order_collections(v: Violations, order: pb.Order) -> None:
@@ -887,9 +890,13 @@ def _order_collections(v: Violations, order: pb.Order) -> None:
                       required=True)
     if len(order.coupons) > ORDER_COUPONS_MAX:
         v.add("order.coupons", f"more than {ORDER_COUPONS_MAX} coupons")
+    elif (all(0 < c.amount_minor <= ORDER_AMOUNT_MINOR_MAX for c in order.coupons)
+          and sum(c.amount_minor for c in order.coupons) > ORDER_AMOUNT_MINOR_MAX):
+        v.add("order.coupons", f"add up to more than {ORDER_AMOUNT_MINOR_MAX} minor units")
     for i, coupon in enumerate(order.coupons):
-        if coupon.amount_minor <= 0:
-            v.add(f"order.coupons[{i}].amount_minor", "must be a positive number of minor units")
+        if not 1 <= coupon.amount_minor <= ORDER_AMOUNT_MINOR_MAX:
+            v.add(f"order.coupons[{i}].amount_minor",
+                  f"must be 1 to {ORDER_AMOUNT_MINOR_MAX} minor units")
         if coupon.funding not in (pb.COUPON_FUNDING_PLATFORM, pb.COUPON_FUNDING_SELLER):
             v.add(f"order.coupons[{i}].funding", "required: PLATFORM or SELLER")
         validate.text(v, coupon.coupon_id, f"order.coupons[{i}].coupon_id",

@@ -24,6 +24,7 @@ of a leg always sum to the leg.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 
@@ -40,6 +41,8 @@ ORDER_ID_LEN_MAX = 128
 EVENT_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 RELEASE_ACCOUNTS_MAX = 256
 ACTION_REASON_LEN_MAX = 256
+# ReleaseSplit.event_time: at most this far ahead of the server's clock (split.proto).
+EVENT_TIME_AHEAD_S_MAX = 300
 # Releases, cancellations and refunds one split takes (split.proto, `Split.actions`).
 ACTIONS_PER_SPLIT_MAX = 100
 
@@ -55,7 +58,7 @@ class Change:
 
 # ---- validation ---------------------------------------------------------------------------------
 
-def release_violations(request: pb.ReleaseSplitRequest) -> Violations:
+def release_violations(request: pb.ReleaseSplitRequest, now: dt.datetime) -> Violations:
     v = _common(request)
     which = request.WhichOneof("release")
     if which is None:
@@ -69,6 +72,9 @@ def release_violations(request: pb.ReleaseSplitRequest) -> Violations:
     for i, account_id in enumerate(request.account_ids):
         validate.object_id(v, account_id, f"account_ids[{i}]")
     validate.text(v, request.reason, "reason", length_max=ACTION_REASON_LEN_MAX)
+    event_time = validate.timestamp(v, request, "event_time")
+    if event_time is not None and (event_time - now).total_seconds() > EVENT_TIME_AHEAD_S_MAX:
+        v.add("event_time", f"more than {EVENT_TIME_AHEAD_S_MAX} s in the future")
     return v
 
 
@@ -206,6 +212,8 @@ def action_body(kind: int, request, changes: list[Change]) -> pb.SplitAction:
     if kind == pb.SPLIT_ACTION_KIND_RELEASE:
         act.event_name = request.event_name
         act.fraction_bps = request.fraction_bps
+        if request.HasField("event_time"):  # else the commit time (split_convert.action)
+            act.event_time.CopyFrom(request.event_time)
     act.amount_minor = sum(c.released_minor + c.voided_minor for c in changes)
     act.leg_changes.extend(
         pb.LegChange(leg_index=c.leg.leg_index, account_id=c.leg.account_id,

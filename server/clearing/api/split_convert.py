@@ -188,10 +188,13 @@ def fresh_split(body: pb.Split, *, split_id: int, request_id: str, status: int,
 
 
 def action(stored: StoredAction) -> pb.SplitAction:
-    """A stored release or cancellation with what its commit gave (id, time, transfers)."""
+    """A stored release, cancellation or refund with what its commit gave (id, time,
+    transfers; a release's event time when its request did not set one)."""
     msg = pb.SplitAction.FromString(stored.body)
     msg.action_id = stored.action_id
     msg.create_time.CopyFrom(timestamp(stored.created_at))
+    if msg.kind == pb.SPLIT_ACTION_KIND_RELEASE and not msg.HasField("event_time"):
+        msg.event_time.CopyFrom(msg.create_time)  # the request said "now"
     for change, transfer_id in zip(msg.leg_changes, stored.transfer_ids):
         if transfer_id:
             change.transfer_ids.append(transfer_id)
@@ -207,7 +210,7 @@ def _add_action(split_msg: pb.Split, act: pb.SplitAction) -> None:
         for step in split_msg.legs[change.leg_index].release_steps:
             if step.event_name == act.event_name and not step.released:
                 step.released = True
-                step.release_time.CopyFrom(act.create_time)
+                step.release_time.CopyFrom(act.event_time)
 
 
 # SplitError.message: at most this many characters (split.proto).

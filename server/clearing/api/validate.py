@@ -1,15 +1,21 @@
-"""Request validation helpers: each adds a FieldViolation with the field's path and a
-plain reason; the servicer raises them all at once (`Violations.raise_if_any`)."""
+"""Request validation helpers, one per kind of value (request id, text, amount, currency,
+enum, id, page size and token, timestamp, time zone): each adds a FieldViolation with the
+field's path and a plain reason; the servicer raises them all at once
+(`Violations.raise_if_any`). The checks that domain code needs too (timestamps, time zones,
+page tokens) live in `clearing.values`; these wrap them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 
 from google.protobuf.message import Message
 
+from clearing import values
 from clearing.errors import Violations
 from clearing.ledger.model import (PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, REQUEST_ID_LEN_MAX)
 from clearing.money import AMOUNT_MINOR_MAX, is_currency
+from clearing.rules.model import RULE_SET_VERSION_MAX
 
 ID_MAX = 2**63 - 1
 
@@ -33,10 +39,8 @@ def text(v: Violations, value: str, field: str, *, length_max: int,
          required: bool = False) -> None:
     if required and not value:
         v.add(field, "required")
-    elif len(value) > length_max:
-        v.add(field, f"longer than {length_max} characters")
-    elif "\0" in value:  # PostgreSQL text cannot hold NUL
-        v.add(field, "must not contain NUL characters")
+    elif (problem := values.text_problem(value, length_max)) is not None:
+        v.add(field, problem)
 
 
 def amount(v: Violations, value: int, field: str = "amount_minor") -> None:
@@ -78,7 +82,49 @@ def object_id(v: Violations, value: int, field: str, *, required: bool = True) -
         v.add(field, "must be positive")
 
 
+def version(v: Violations, value: int, field: str, *, zero: str | None = None) -> None:
+    """A rule-set version number, 1 to RULE_SET_VERSION_MAX; 0 too when `zero` says what
+    it means (e.g. "the active version")."""
+    if value == 0 and zero is not None:
+        return
+    if not 1 <= value <= RULE_SET_VERSION_MAX:
+        v.add(field, (f"must be 0 ({zero}) or " if zero else "required: ")
+              + f"a version number, 1 to {RULE_SET_VERSION_MAX}")
+
+
 def page_size(v: Violations, value: int) -> int:
     if value < 0 or value > PAGE_SIZE_MAX:
         v.add("page_size", f"must be between 0 and {PAGE_SIZE_MAX}")
     return value or PAGE_SIZE_DEFAULT
+
+
+def page_token(token: str, kind: str, scope: int, count: int = 1) -> tuple[int, ...] | None:
+    """The positions of a page token of listing `kind` in `scope` (None: the first page);
+    InvalidArgument on `page_token` for any other string (`clearing.values`)."""
+    return values.decode_page_token(token, kind, scope, count)
+
+
+def timestamp(v: Violations, msg: Message, name: str, field: str | None = None
+              ) -> dt.datetime | None:
+    """The Timestamp field `name` of `msg` as an aware UTC datetime; None when unset, or
+    invalid (negative nanos, nanos over 999999999, outside years 1 to 9999: a violation on
+    `field`, by default `name`)."""
+    if not msg.HasField(name):
+        return None
+    ts = getattr(msg, name)
+    problem = values.timestamp_problem(ts.seconds, ts.nanos)
+    if problem is not None:
+        v.add(field or name, problem)
+        return None
+    return values.timestamp_datetime(ts.seconds, ts.nanos)
+
+
+def time_zone(v: Violations, value: str, field: str, *, default: str | None = None) -> str:
+    """The IANA time zone named; `default` when empty (if given, else a violation)."""
+    if not value and default is not None:
+        return default
+    problem = values.time_zone_problem(value)
+    if problem is not None:
+        v.add(field, problem)
+        return default or value
+    return value

@@ -5,7 +5,6 @@ that do not exist."""
 
 from __future__ import annotations
 
-import base64
 
 import asyncpg
 
@@ -14,6 +13,7 @@ from clearing.errors import (AlreadyExists, FailedPrecondition, FieldViolation,
 from clearing.ledger.model import (Account, AccountKind, AccountStatus, Balance, Mode,
                                    OwnerType, Principal, TransferRecord)
 from clearing.ledger import journal
+from clearing.values import INT64_MAX, decode_page_token, encode_page_token
 
 _ACCOUNT_COLUMNS = (
     "account_id, platform_id, external_ref, kind, owner_type, currency_code, status,"
@@ -35,26 +35,6 @@ def _not_found(account_id: int | str) -> NotFound:
                     metadata={"account": str(account_id)})
 
 
-# ---- page tokens ------------------------------------------------------------------------
-
-def encode_token(kind: str, scope: int, after: int) -> str:
-    """An opaque page token bound to what it pages (kind and scope)."""
-    return base64.urlsafe_b64encode(f"{kind}:{scope}:{after}".encode()).decode().rstrip("=")
-
-
-def decode_token(token: str, kind: str, scope: int) -> int | None:
-    """The position a token points after, or None for an empty token."""
-    if not token:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        got_kind, got_scope, after = raw.split(":")
-        position = int(after)
-        if got_kind == kind and int(got_scope) == scope and 0 <= position < 2**63:
-            return position
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise InvalidArgument([FieldViolation("page_token", "not a token from this listing")])
 
 
 async def insert_account(conn: asyncpg.Connection, platform_id: int, external_ref: str,
@@ -170,14 +150,14 @@ async def get_account(conn, platform_id: int, *, account_id: int = 0,
 
 async def list_accounts(conn, platform_id: int, *, page_size: int, page_token: str,
                         kind: int, status: int) -> tuple[list[Account], str]:
-    after = decode_token(page_token, "accounts", platform_id) or 0
+    after, = decode_page_token(page_token, "accounts", platform_id) or (0,)
     rows = await conn.fetch(
         f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE platform_id = $1 AND account_id > $2"
         " AND ($3 = 0 OR kind = $3) AND ($4 = 0 OR status = $4)"
         " ORDER BY account_id LIMIT $5", platform_id, after, kind, status, page_size + 1)
     accounts = [account_from_row(r) for r in rows[:page_size]]
     more = len(rows) > page_size
-    token = encode_token("accounts", platform_id, accounts[-1].account_id) if more else ""
+    token = encode_page_token("accounts", platform_id, accounts[-1].account_id) if more else ""
     return accounts, token
 
 
@@ -196,11 +176,11 @@ async def list_entries(conn, platform_id: int, account_id: int, *, page_size: in
                        page_token: str) -> tuple[list[tuple[TransferRecord, int]], str]:
     """(record, side) pairs, newest first; side 1 = debit, 2 = credit for this account."""
     await get_account(conn, platform_id, account_id=account_id)
-    before = decode_token(page_token, "entries", account_id) or 2**63 - 1
+    before, = decode_page_token(page_token, "entries", account_id) or (INT64_MAX,)
     rows = await conn.fetch(_SQL_ENTRIES, account_id, before, page_size + 1)
     entries = [(journal.record_from_row(r), r["side"]) for r in rows[:page_size]]
     more = len(rows) > page_size
-    token = encode_token("entries", account_id, entries[-1][0].transfer_id) if more else ""
+    token = encode_page_token("entries", account_id, entries[-1][0].transfer_id) if more else ""
     return entries, token
 
 

@@ -313,6 +313,10 @@ class LedgerWriter:
                   f"no sink named {posting.sink!r}")
         invariant(all(c.key.startswith(Claim.PREFIX) for c in posting.claims),
                   "claim keys are made with Claim.of")
+        # refused here, this bug fails its own posting, not the batch it would share
+        invariant(all(leg.debit_account_id != leg.credit_account_id for leg in posting.legs
+                      if leg.mode in (Mode.IMMEDIATE, Mode.PENDING)),
+                  "a leg debits and credits the same account")
 
     def _full(self) -> ResourceExhausted:
         metrics.WRITER_REJECTED.inc()

@@ -7,13 +7,12 @@ full account number is read only by the worker (for the bank), never here.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from collections.abc import Sequence
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from clearing import values
 from clearing.config import PayoutSettings
 from clearing.errors import FieldViolation, InvalidArgument, NotFound, invariant
 from clearing.ledger.model import Posting, TransferRecord
@@ -70,11 +69,9 @@ async def save_config(conn, config: PayoutConfig) -> None:
     """Insert or replace a platform's payout rules for a currency. The fee account must be
     an account of the platform in that currency, the time zone a known IANA zone (checked
     here)."""
-    try:
-        ZoneInfo(config.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidArgument([FieldViolation(
-            "time_zone", f"{config.time_zone!r} is not a known IANA time zone")]) from None
+    problem = values.time_zone_problem(config.time_zone)
+    if problem is not None:
+        raise InvalidArgument([FieldViolation("time_zone", problem)])
     if config.fee_account_id:
         row = await conn.fetchrow(
             "SELECT currency_code FROM accounts WHERE account_id = $1 AND platform_id = $2",
@@ -323,23 +320,23 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 def encode_page_token(platform_id: int, created_at: dt.datetime, payout_id: int) -> str:
     micros = (created_at - _EPOCH) // dt.timedelta(microseconds=1)
-    raw = f"{_LIST_KIND}:{platform_id}:{micros}:{payout_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return values.encode_page_token(_LIST_KIND, platform_id, micros, payout_id)
+
+
+# The last instant a page token may point at (a datetime's range ends with year 9999).
+_MICROS_MAX = (dt.datetime.max.replace(tzinfo=dt.timezone.utc) - _EPOCH) // dt.timedelta(
+    microseconds=1)
 
 
 def decode_page_token(token: str, platform_id: int) -> tuple[dt.datetime, int] | None:
     """(created_at, payout_id) a token points after, or None for an empty token."""
-    if not token:
+    positions = values.decode_page_token(token, _LIST_KIND, platform_id, 2)
+    if positions is None:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        kind, scope, micros, payout_id = raw.split(":")
-        if kind == _LIST_KIND and int(scope) == platform_id and int(payout_id) > 0:
-            at = _EPOCH + dt.timedelta(microseconds=int(micros))
-            return at, int(payout_id)
-    except (ValueError, UnicodeDecodeError, OverflowError):
-        pass
-    raise InvalidArgument([FieldViolation("page_token", "not a token from this listing")])
+    micros, payout_id = positions
+    if micros > _MICROS_MAX or payout_id == 0:
+        raise values.page_token_invalid()
+    return _EPOCH + dt.timedelta(microseconds=micros), payout_id
 
 
 _SQL_LIST = f"""

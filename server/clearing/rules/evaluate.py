@@ -70,7 +70,7 @@ from typing import NamedTuple
 
 from clearing.errors import (FailedPrecondition, FieldViolation, InvalidArgument,
                              InvariantViolation, invariant)
-from clearing.ledger.model import AccountStatus
+from clearing.ledger.model import AccountKind, AccountStatus
 from clearing.money import allocate, bps_of
 from clearing.rules.compile import (
     MODE_ALLOCATE, MODE_REMAINDER, Plan, PlanCounter, PlanRule, PlanSubsidy, Step, Target,
@@ -399,7 +399,10 @@ def counter_requests(plan: Plan, order: Order) -> tuple[CounterRequest, ...]:
 
 # ---- legs -----------------------------------------------------------------------------------
 
-def _resolve(run: _Run, target: Target) -> tuple[int, str]:
+def _resolve(run: _Run, target: Target, debit_account_id: int) -> tuple[int, str]:
+    """The account a leg credits. A party may name any account of the platform, but not
+    the custodial account nor the leg's own debit account (a subsidy's source): a leg
+    moves money between two accounts."""
     if not target.party_role:
         return target.account_id, target.external_ref
     path = f"order.parties[{target.party_role}]"
@@ -416,6 +419,14 @@ def _resolve(run: _Run, target: Target) -> tuple[int, str]:
         raise InvalidArgument([FieldViolation(
             path, f"account {ref!r} holds {account.currency_code}, the rule set splits "
                   f"{run.plan.currency_code}")], reason="CURRENCY_MISMATCH")
+    if account.kind == AccountKind.CUSTODIAL:
+        raise InvalidArgument([FieldViolation(
+            path, f"account {ref!r} is the custodial account: it pays the legs, it cannot "
+                  f"receive one")], reason="INVALID_ORDER")
+    if account.account_id == debit_account_id:
+        raise InvalidArgument([FieldViolation(
+            path, f"account {ref!r} pays this leg (it is the subsidy's source): it cannot "
+                  f"receive it")], reason="INVALID_ORDER")
     return int(account.account_id), ref
 
 
@@ -424,7 +435,7 @@ def _leg(run: _Run, kind: LegKind, target: Target, debit_account_id: int, amount
          match_index: int) -> None:
     if amount == 0:
         return  # a negative amount is a bug: the leg is made, and _finish refuses it
-    account_id, ref = _resolve(run, target)
+    account_id, ref = _resolve(run, target, debit_account_id)
     leg_index = len(run.legs)
     held, reason, step_amounts = 0, HoldReason.UNSPECIFIED, ()
     if steps:

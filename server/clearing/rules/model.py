@@ -40,6 +40,8 @@ EVENT_NAME_LEN_MAX = 32
 RULE_SET_BYTES_MAX = 1 << 20
 ORDER_AMOUNT_MINOR_MAX = 900_000_000_000_000  # amount x 10000 fits in int64
 BPS_MAX = 10_000
+# Rule-set version numbers are 1 to this (a PostgreSQL integer); 0 names the active one.
+RULE_SET_VERSION_MAX = 2**31 - 1
 
 
 class ShareType(IntEnum):

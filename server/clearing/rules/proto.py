@@ -28,6 +28,7 @@ from clearing.rules.model import (
     ReleasePolicy, ReleaseStep, Rule, RuleCondition, RuleSet, Share, ShareType,
     SubRuleSetRef, Subsidy, SubsidyBasis, SubsidyTarget, Tier, TierEffect, TierTable)
 from clearing.v1 import split_pb2 as pb
+from clearing.values import timestamp_problem
 
 # The filed content of a rule set (what content_sha256 covers): name and fields 4 to 9.
 _CONTENT_FIELDS = ("name", "currency_code", "description", "rules", "attributes",
@@ -47,16 +48,23 @@ class _Problems:
         self.items.append(FieldViolation(self.prefix + path, f"unknown value {value}"))
         return cls(0)
 
+    def time_ns(self, msg, name: str, path: str) -> int | None:
+        """A Timestamp field in nanoseconds since the epoch; None when unset or invalid."""
+        if not msg.HasField(name):
+            return None
+        ts = getattr(msg, name)
+        problem = timestamp_problem(ts.seconds, ts.nanos)
+        if problem is not None:
+            self.items.append(FieldViolation(self.prefix + path, problem))
+            return None
+        return ts.ToNanoseconds()
+
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items, reason="RULE_SET_INVALID")
 
 
 # ---- proto -> model -------------------------------------------------------------------------
-
-def _ns(msg, name: str) -> int | None:
-    return getattr(msg, name).ToNanoseconds() if msg.HasField(name) else None
-
 
 def _release(msg) -> ReleasePolicy | None:
     return ReleasePolicy(tuple(ReleaseStep(s.event_name, s.fraction_bps) for s in msg.steps))
@@ -119,8 +127,10 @@ def _rule(msg: pb.Rule, path: str, p: _Problems) -> Rule:
                         for j, s in enumerate(msg.subsidies)),
         condition=(_condition(msg.condition, f"{path}.condition", p)
                    if msg.HasField("condition") else None),
-        top_slice=msg.top_slice, start_time_ns=_ns(msg, "start_time"),
-        end_time_ns=_ns(msg, "end_time"), description=msg.description)
+        top_slice=msg.top_slice,
+        start_time_ns=p.time_ns(msg, "start_time", f"{path}.start_time"),
+        end_time_ns=p.time_ns(msg, "end_time", f"{path}.end_time"),
+        description=msg.description)
 
 
 def _counter(msg: pb.CounterDefinition, path: str, p: _Problems) -> CounterDefinition:
@@ -157,13 +167,14 @@ def order_from_proto(msg: pb.Order, *, prefix: str = "order.") -> Order:
     coupons = tuple(Coupon(c.coupon_id, c.amount_minor,
                            p.enum(CouponFunding, c.funding, f"coupons[{i}].funding"))
                     for i, c in enumerate(msg.coupons))
+    paid_time_ns = p.time_ns(msg, "paid_time", "paid_time")
     if p.items:
         raise InvalidArgument(p.items, reason="INVALID_ORDER")
     return Order(order_id=msg.order_id, amount_minor=msg.amount_minor,
                  currency_code=msg.currency_code, channel=msg.channel,
                  channel_fee_minor=msg.channel_fee_minor, tags=tuple(msg.tags),
                  attributes=dict(msg.attributes), parties=dict(msg.parties), coupons=coupons,
-                 rule_set_name=msg.rule_set_name, paid_time_ns=_ns(msg, "paid_time"))
+                 rule_set_name=msg.rule_set_name, paid_time_ns=paid_time_ns)
 
 
 # ---- model -> proto -------------------------------------------------------------------------

@@ -30,13 +30,17 @@ from dataclasses import dataclass
 import asyncpg
 
 from clearing.errors import FailedPrecondition, invariant
-from clearing.ledger.model import AccountKind, AccountStatus, Leg, Mode, Posting, TransferRecord
+from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, AccountKind, AccountStatus, Leg, Mode,
+                                   Posting, TransferRecord)
 from clearing.ledger.writer import int_array
 from clearing.rules import chain as chains
 from clearing.rules.compile import Plan, Target
 from clearing.rules.counters import CounterSpec, Period, Reading
 from clearing.rules.evaluate import Evaluation, counter_requests
-from clearing.rules.model import AccountInfo, HoldReason, Order, Resolver, RuleSet
+from clearing.rules.model import (RULE_SET_VERSION_MAX, AccountInfo, HoldReason, Order,
+                                  Resolver, RuleSet)
+from clearing.rules.validate import NAME_RE
+from clearing.values import text_problem
 
 SINK_NAME = "splits"
 ACTION_SINK_NAME = "split_actions"
@@ -179,10 +183,12 @@ def require_custodial(custodial_id: int, currency_code: str) -> int:
 
 async def accounts_by_ref(conn: asyncpg.Connection, platform_id: int,
                           refs: Iterable[str]) -> dict[str, AccountInfo]:
-    """The platform's accounts among `refs`, by external_ref."""
+    """The platform's accounts among `refs`, by external_ref (a ref that cannot be one, e.g.
+    with NUL, is not looked up: it names no account)."""
+    refs = sorted(r for r in refs if text_problem(r, EXTERNAL_REF_LEN_MAX) is None)
     rows = await conn.fetch(
         "SELECT account_id, external_ref, currency_code, status, kind FROM accounts"
-        " WHERE platform_id = $1 AND external_ref = ANY($2::text[])", platform_id, sorted(refs))
+        " WHERE platform_id = $1 AND external_ref = ANY($2::text[])", platform_id, refs)
     return {r["external_ref"]: AccountInfo(r["account_id"], r["currency_code"], r["status"],
                                            r["kind"]) for r in rows}
 
@@ -215,6 +221,8 @@ async def preload_resolver(conn: asyncpg.Connection, platform_id: int, root: Rul
 
 async def _load_rule_set(conn, platform_id: int, name: str, version: int,
                          decode: Callable[[bytes, int], RuleSet]) -> RuleSet | None:
+    if not 0 <= version <= RULE_SET_VERSION_MAX or NAME_RE.fullmatch(name) is None:
+        return None  # no such rule set; the validator says why
     if version == 0:
         row = await conn.fetchrow(
             "SELECT r.content, r.version FROM rule_sets r JOIN rule_set_heads h"

@@ -18,22 +18,22 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clearing.errors import FieldViolation, Violations
-from clearing.ledger.model import AccountKind, AccountStatus
-from clearing.money import is_currency
+from clearing.ledger.model import EXTERNAL_REF_LEN_MAX, AccountKind, AccountStatus
+from clearing.money import AMOUNT_MINOR_MAX, is_currency
 from clearing.rules import chain as chains
 from clearing.rules.model import (
     ALLOWED_VALUES_MAX, ATTRIBUTE_DESCRIPTION_LEN_MAX, ATTRIBUTES_MAX, BPS_MAX, CHANNEL_LEN_MAX,
     CONDITION_ATTRIBUTES_MAX, CONDITION_VALUES_MAX, COUNTERS_MAX, DESCRIPTION_LEN_MAX,
     EVENT_NAME_LEN_MAX, FEES_PER_RULE_MAX, LABEL_LEN_MAX, LEGS_PER_SPLIT_MAX, NAME_LEN_MAX,
-    PARTY_ROLES_MAX, PRIORITY_MAX, RELEASE_STEPS_MAX, RULES_MAX, SHARES_PER_RULE_MAX,
-    SUBSIDIES_PER_RULE_MAX, TAG_LEN_MAX, TIERS_MAX, VALUE_LEN_MAX, Accounts,
+    PARTY_ROLES_MAX, PRIORITY_MAX, RELEASE_STEPS_MAX, RULE_SET_VERSION_MAX, RULES_MAX,
+    SHARES_PER_RULE_MAX, SUBSIDIES_PER_RULE_MAX, TAG_LEN_MAX, TIERS_MAX, VALUE_LEN_MAX, Accounts,
     AttributeComparison, AttributeCondition, AttributeDeclaration, CounterDefinition,
     CounterMetric, CounterPeriod, Fee, Receiver, ReleasePolicy, Resolver, Rule, RuleCondition,
     RuleSet, Share, ShareType, Subsidy, SubsidyBasis, SubsidyTarget, TierEffect, TierTable)
 from clearing.rules.overlap import can_both_apply
+from clearing.values import text_problem, time_zone_problem
 
 NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")  # rule-set and rule names
 KEY_RE = re.compile(r"[a-z0-9_]{1,64}")  # attribute keys, party roles, counter names
@@ -133,11 +133,10 @@ def _counter(ctx: _Ctx, path: str, counter: CounterDefinition) -> None:
     elif counter.attribute_key not in ctx.attributes:
         ctx.add(f"{path}.attribute_key",
                 f"attribute {counter.attribute_key!r} is not declared in attributes")
-    if counter.time_zone:
-        try:
-            ZoneInfo(counter.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            ctx.add(f"{path}.time_zone", f"{counter.time_zone!r} is not an IANA time zone")
+    if counter.time_zone:  # empty: the counter store's default
+        problem = time_zone_problem(counter.time_zone)
+        if problem is not None:
+            ctx.add(f"{path}.time_zone", problem)
 
 
 # ---- one rule -------------------------------------------------------------------------------
@@ -165,6 +164,7 @@ def _rule(ctx: _Ctx, path: str, rule: Rule) -> None:
 
 
 def _condition(ctx: _Ctx, path: str, c: RuleCondition) -> None:
+    _amounts_max(ctx, path, c, "min_amount_minor", "max_amount_minor")
     if c.min_amount_minor < 0:
         ctx.add(f"{path}.min_amount_minor", "must not be negative")
     if c.max_amount_minor < 0:
@@ -208,6 +208,7 @@ def _attribute_condition(ctx: _Ctx, path: str, clause: AttributeCondition) -> No
 
 
 def _fee(ctx: _Ctx, path: str, fee: Fee) -> None:
+    _amounts_max(ctx, path, fee, "fixed_minor", "min_minor", "max_minor")
     _text(ctx, f"{path}.label", fee.label, LABEL_LEN_MAX)
     _bps(ctx, f"{path}.ratio_bps", fee.ratio_bps, low=0)
     if fee.fixed_minor < 0:
@@ -225,6 +226,7 @@ def _fee(ctx: _Ctx, path: str, fee: Fee) -> None:
 
 
 def _share(ctx: _Ctx, path: str, share: Share, rule: Rule) -> None:
+    _amounts_max(ctx, path, share, "fixed_minor")
     _text(ctx, f"{path}.label", share.label, LABEL_LEN_MAX)
     if not _enum(ctx, f"{path}.type", share.type, ShareType):
         return
@@ -314,6 +316,7 @@ def _share_totals(ctx: _Ctx, path: str, rule: Rule) -> None:
 
 
 def _subsidy(ctx: _Ctx, path: str, s: Subsidy) -> None:
+    _amounts_max(ctx, path, s, "fixed_minor", "cap_minor")
     _text(ctx, f"{path}.label", s.label, LABEL_LEN_MAX)
     _account(ctx, f"{path}.source_account_ref", s.source_account_ref,
              kinds=_SUBSIDY_SOURCE_KINDS)
@@ -332,6 +335,10 @@ def _subsidy(ctx: _Ctx, path: str, s: Subsidy) -> None:
         return
     if s.target == SubsidyTarget.RECEIVER:
         _receiver(ctx, f"{path}.receiver", s.receiver, sub_allowed=False)
+        if s.receiver is not None and s.receiver.account_ref and \
+                s.receiver.account_ref == s.source_account_ref:
+            ctx.add(f"{path}.receiver.account_ref",
+                    "the subsidy's source account cannot receive it")
         _release(ctx, f"{path}.release", s.release)
         return
     if s.receiver is not None:
@@ -357,14 +364,19 @@ def _receiver(ctx: _Ctx, path: str, receiver: Receiver | None, *, sub_allowed: b
         ctx.add(f"{path}.rule_set", "a subsidy cannot go to a sub-rule-set")
     elif not NAME_RE.fullmatch(receiver.rule_set.rule_set_name):
         ctx.add(f"{path}.rule_set.rule_set_name", "1 to 64 characters: a-z, 0-9, '_', '-'")
-    elif receiver.rule_set.rule_set_version < 0:
-        ctx.add(f"{path}.rule_set.rule_set_version", "must be 0 (active) or a version >= 1")
+    elif not 0 <= receiver.rule_set.rule_set_version <= RULE_SET_VERSION_MAX:
+        ctx.add(f"{path}.rule_set.rule_set_version",
+                f"must be 0 (active) or a version, 1 to {RULE_SET_VERSION_MAX}")
 
 
 def _account(ctx: _Ctx, path: str, ref: str,
              kinds: Sequence[AccountKind] | None = None) -> None:
     if not ref:
         ctx.add(path, "required: an account's external_ref")
+        return
+    problem = text_problem(ref, EXTERNAL_REF_LEN_MAX)
+    if problem is not None:
+        ctx.add(path, f"not an external_ref: {problem}")
         return
     account = ctx.accounts.get(ref)
     if account is None:
@@ -482,6 +494,13 @@ def _texts(ctx: _Ctx, path: str, values: Sequence[str], length_max: int) -> None
 def _count(ctx: _Ctx, path: str, items: Sequence, count_max: int) -> None:
     if len(items) > count_max:
         ctx.add(path, f"{len(items)} items, more than {count_max}")
+
+
+def _amounts_max(ctx: _Ctx, path: str, item, *names: str) -> None:
+    """Amounts in minor units are at most AMOUNT_MINOR_MAX, as any amount of a request."""
+    for name in names:
+        if getattr(item, name) > AMOUNT_MINOR_MAX:
+            ctx.add(f"{path}.{name}", f"exceeds the maximum of {AMOUNT_MINOR_MAX} minor units")
 
 
 def _bps(ctx: _Ctx, path: str, value: int, *, low: int) -> bool:

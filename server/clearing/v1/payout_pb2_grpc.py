@@ -34,7 +34,12 @@ class PayoutServiceStub:
     payout of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`.
-    A write is answered only after it (and its first response) is committed. Full bank account numbers are accepted only
+    A timestamp in a request must be a valid google.protobuf.Timestamp (years 1 to 9999,
+    nanos 0 to 999999999), a time zone an IANA zone such as Asia/Shanghai (not a folder of
+    the tz database such as "America"), a page token one the same listing returned:
+    anything else answers INVALID_ARGUMENT with its field path.
+    A write is answered only after it (and its first response) is committed. Full bank
+    account numbers are accepted only
     by BindBankAccount; they are never returned nor logged: responses show them masked
     (first 4 and last 4 digits, e.g. 6225****1234).
 
@@ -111,7 +116,12 @@ class PayoutServiceServicer:
     payout of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`.
-    A write is answered only after it (and its first response) is committed. Full bank account numbers are accepted only
+    A timestamp in a request must be a valid google.protobuf.Timestamp (years 1 to 9999,
+    nanos 0 to 999999999), a time zone an IANA zone such as Asia/Shanghai (not a folder of
+    the tz database such as "America"), a page token one the same listing returned:
+    anything else answers INVALID_ARGUMENT with its field path.
+    A write is answered only after it (and its first response) is committed. Full bank
+    account numbers are accepted only
     by BindBankAccount; they are never returned nor logged: responses show them masked
     (first 4 and last 4 digits, e.g. 6225****1234).
 
@@ -263,7 +273,12 @@ class PayoutService:
     payout of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`.
-    A write is answered only after it (and its first response) is committed. Full bank account numbers are accepted only
+    A timestamp in a request must be a valid google.protobuf.Timestamp (years 1 to 9999,
+    nanos 0 to 999999999), a time zone an IANA zone such as Asia/Shanghai (not a folder of
+    the tz database such as "America"), a page token one the same listing returned:
+    anything else answers INVALID_ARGUMENT with its field path.
+    A write is answered only after it (and its first response) is committed. Full bank
+    account numbers are accepted only
     by BindBankAccount; they are never returned nor logged: responses show them masked
     (first 4 and last 4 digits, e.g. 6225****1234).
 

@@ -628,7 +628,7 @@ class SplitAlert(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., account_id: _Optional[int] = ..., leg_index: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SplitAction(_message.Message):
-    __slots__ = ("action_id", "kind", "request_id", "event_name", "fraction_bps", "amount_minor", "refund_ref", "reason", "leg_changes", "create_time")
+    __slots__ = ("action_id", "kind", "request_id", "event_name", "fraction_bps", "amount_minor", "refund_ref", "reason", "leg_changes", "create_time", "event_time")
     ACTION_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -639,6 +639,7 @@ class SplitAction(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     LEG_CHANGES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     action_id: int
     kind: SplitActionKind
     request_id: str
@@ -649,7 +650,8 @@ class SplitAction(_message.Message):
     reason: str
     leg_changes: _containers.RepeatedCompositeFieldContainer[LegChange]
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, action_id: _Optional[int] = ..., kind: _Optional[_Union[SplitActionKind, str]] = ..., request_id: _Optional[str] = ..., event_name: _Optional[str] = ..., fraction_bps: _Optional[int] = ..., amount_minor: _Optional[int] = ..., refund_ref: _Optional[str] = ..., reason: _Optional[str] = ..., leg_changes: _Optional[_Iterable[_Union[LegChange, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, action_id: _Optional[int] = ..., kind: _Optional[_Union[SplitActionKind, str]] = ..., request_id: _Optional[str] = ..., event_name: _Optional[str] = ..., fraction_bps: _Optional[int] = ..., amount_minor: _Optional[int] = ..., refund_ref: _Optional[str] = ..., reason: _Optional[str] = ..., leg_changes: _Optional[_Iterable[_Union[LegChange, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LegChange(_message.Message):
     __slots__ = ("leg_index", "account_id", "held_minor", "released_minor", "voided_minor", "refunded_held_minor", "refunded_posted_minor", "shortfall_minor", "shortfall_account_id", "transfer_ids")

@@ -35,7 +35,10 @@ class SplitServiceStub:
     split of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`;
-    ratios are `int32` basis points (10000 = 100%). Evaluation uses integers only:
+    ratios are `int32` basis points (10000 = 100%). A timestamp in a request must be a
+    valid google.protobuf.Timestamp (years 1 to 9999, nanos 0 to 999999999), a time zone
+    an IANA zone such as Asia/Shanghai, a page token one the same listing returned:
+    anything else answers INVALID_ARGUMENT with its field path. Evaluation uses integers only:
     every ratio share is floored, and the minor units left over go one by one to the
     shares with the largest discarded fractions (ties: the share declared first), so
     the legs of a split always sum exactly to the amount split, and the same order and
@@ -137,7 +140,10 @@ class SplitServiceServicer:
     split of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`;
-    ratios are `int32` basis points (10000 = 100%). Evaluation uses integers only:
+    ratios are `int32` basis points (10000 = 100%). A timestamp in a request must be a
+    valid google.protobuf.Timestamp (years 1 to 9999, nanos 0 to 999999999), a time zone
+    an IANA zone such as Asia/Shanghai, a page token one the same listing returned:
+    anything else answers INVALID_ARGUMENT with its field path. Evaluation uses integers only:
     every ratio share is floored, and the minor units left over go one by one to the
     shares with the largest discarded fractions (ties: the share declared first), so
     the legs of a split always sum exactly to the amount split, and the same order and
@@ -389,7 +395,10 @@ class SplitService:
     split of another platform answers NOT_FOUND.
 
     Money is always an `int64` count of minor units with an ISO 4217 `currency_code`;
-    ratios are `int32` basis points (10000 = 100%). Evaluation uses integers only:
+    ratios are `int32` basis points (10000 = 100%). A timestamp in a request must be a
+    valid google.protobuf.Timestamp (years 1 to 9999, nanos 0 to 999999999), a time zone
+    an IANA zone such as Asia/Shanghai, a page token one the same listing returned:
+    anything else answers INVALID_ARGUMENT with its field path. Evaluation uses integers only:
     every ratio share is floored, and the minor units left over go one by one to the
     shares with the largest discarded fractions (ties: the share declared first), so
     the legs of a split always sum exactly to the amount split, and the same order and

@@ -6,7 +6,7 @@ import datetime as dt
 
 from clearing.ledger import journal
 from clearing.ledger.model import Mode, PendingState, TransferRecord
-from clearing.ledger.store import decode_token, encode_token
+from clearing.values import decode_page_token, encode_page_token
 
 NOW = dt.datetime(2026, 11, 11, 0, 0, 0, 123456, tzinfo=dt.timezone.utc)
 
@@ -52,9 +52,9 @@ def test_length_prefix_prevents_field_shifting():
 def test_page_tokens_are_bound_to_their_listing():
     import pytest
     from clearing.errors import InvalidArgument
-    token = encode_token("entries", 7, 123)
-    assert decode_token(token, "entries", 7) == 123
-    assert decode_token("", "entries", 7) is None
+    token = encode_page_token("entries", 7, 123)
+    assert decode_page_token(token, "entries", 7) == (123,)
+    assert decode_page_token("", "entries", 7) is None
     for kind, scope in (("entries", 8), ("accounts", 7)):
         with pytest.raises(InvalidArgument):
-            decode_token(token, kind, scope)
+            decode_page_token(token, kind, scope)
