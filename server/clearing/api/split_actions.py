@@ -34,7 +34,7 @@ from clearing.ledger.model import MEMO_LEN_MAX, Claim, Leg, Mode, Posting
 from clearing.ledger.status import can_move
 from clearing.money import BPS_ONE, allocate
 from clearing.rules import runtime
-from clearing.rules.model import HoldReason
+from clearing.rules.model import HoldReason, SplitStatus
 from clearing.v1 import split_pb2 as pb
 
 ORDER_ID_LEN_MAX = 128
@@ -237,9 +237,9 @@ def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split, reques
             legs.append(leg)
     held_after = sum(leg.held_minor for leg in split.legs) - sum(
         c.released_minor + c.voided_minor for c in changes)
-    status = (runtime.STATUS_CANCELLED if kind == pb.SPLIT_ACTION_KIND_CANCEL
-              else runtime.STATUS_PARTLY_REFUNDED if split.refunded_minor
-              else runtime.STATUS_HOLDING if held_after else runtime.STATUS_POSTED)
+    status = (SplitStatus.CANCELLED if kind == pb.SPLIT_ACTION_KIND_CANCEL
+              else SplitStatus.PARTLY_REFUNDED if split.refunded_minor
+              else SplitStatus.HOLDING if held_after else SplitStatus.POSTED)
     record = runtime.ActionRecord(
         platform_id, split.split_id,
         request.request_id, payload,

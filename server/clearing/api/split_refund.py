@@ -63,7 +63,7 @@ from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, LEGS_PER_POSTING_MAX, M
 from clearing.ledger.status import can_move
 from clearing.money import allocate
 from clearing.rules import runtime
-from clearing.rules.model import HoldReason
+from clearing.rules.model import HoldReason, SplitStatus
 from clearing.v1 import split_pb2 as pb
 
 ORDER_ID_LEN_MAX = 128
@@ -235,8 +235,8 @@ def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split,
             f" {LEGS_PER_POSTING_MAX} of one posting", reason="REFUND_TOO_LARGE",
             metadata={"order_id": split.order_id})
     refunded = split.refunded_minor + request.amount_minor
-    status = (runtime.STATUS_REFUNDED if refunded == body.amount_minor
-              else runtime.STATUS_PARTLY_REFUNDED)
+    status = (SplitStatus.REFUNDED if refunded == body.amount_minor
+              else SplitStatus.PARTLY_REFUNDED)
 
     def action_body(ids: list[tuple[int, ...]]) -> bytes:
         act = pb.SplitAction(kind=pb.SPLIT_ACTION_KIND_REFUND, request_id=request.request_id,

@@ -58,6 +58,13 @@ class PendingState(IntEnum):
     VOIDED = 3
 
 
+class EntrySide(IntEnum):
+    """The side of an account a journal entry is on."""
+
+    DEBIT = 1
+    CREDIT = 2
+
+
 class Role:
     GATEWAY = "gateway"
     OPERATOR = "operator"

@@ -250,8 +250,9 @@ _SQL_TRANSFER_IDS = """
 SELECT nextval(pg_get_serial_sequence('bank_transfers', 'bank_transfer_id'))
 FROM generate_series(1, $1)
 """
-_SQL_CUSTODIAL = """
-SELECT account_id FROM accounts WHERE platform_id = $1 AND kind = 1 AND currency_code = $2
+_SQL_CUSTODIAL = f"""
+SELECT account_id FROM accounts
+WHERE platform_id = $1 AND kind = {AccountKind.CUSTODIAL:d} AND currency_code = $2
 ORDER BY account_id LIMIT 1
 """
 

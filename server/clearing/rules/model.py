@@ -112,6 +112,27 @@ class HoldReason(IntEnum):
     RECEIVER_UNAVAILABLE = 2
 
 
+class SplitStatus(IntEnum):
+    """A split's status, stored in splits.status (PREVIEW only answers PreviewSplit)."""
+
+    UNSPECIFIED = 0
+    POSTED = 1
+    HOLDING = 2
+    CANCELLED = 3
+    PARTLY_REFUNDED = 4
+    REFUNDED = 5
+    PREVIEW = 6
+
+
+class RuleSetStatus(IntEnum):
+    """A rule-set version's status (derived from activated_at and the active version)."""
+
+    UNSPECIFIED = 0
+    PUBLISHED = 1
+    ACTIVE = 2
+    SUPERSEDED = 3
+
+
 # ---- the rule set ---------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from clearing.rules.compile import Plan, Target
 from clearing.rules.counters import CounterSpec, Period, Reading
 from clearing.rules.evaluate import Evaluation, counter_requests
 from clearing.rules.model import (RULE_SET_VERSION_MAX, AccountInfo, HoldReason, Order,
-                                  Resolver, RuleSet)
+                                  Resolver, RuleSet, SplitStatus)
 from clearing.rules.validate import NAME_RE
 from clearing.values import text_problem
 
@@ -46,12 +46,6 @@ SINK_NAME = "splits"
 ACTION_SINK_NAME = "split_actions"
 # Sub-rule-set lookups while preloading what a rule set reaches: one round per level.
 RESOLVE_ROUNDS_MAX = 12
-# Proto SplitStatus numbers stored in splits.status.
-STATUS_POSTED = 1
-STATUS_HOLDING = 2
-STATUS_CANCELLED = 3
-STATUS_PARTLY_REFUNDED = 4
-STATUS_REFUNDED = 5
 
 
 # ---- accounts -------------------------------------------------------------------------------
@@ -274,8 +268,8 @@ class SplitRecord:
     created_at: dt.datetime | None = None
 
     @property
-    def status(self) -> int:
-        return STATUS_HOLDING if self.evaluation.held_minor else STATUS_POSTED
+    def status(self) -> SplitStatus:
+        return SplitStatus.HOLDING if self.evaluation.held_minor else SplitStatus.POSTED
 
 
 def ledger_legs(ev: Evaluation, custodial_id: int, memo: str) -> tuple[list[Leg], list[int]]:
