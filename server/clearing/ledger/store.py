@@ -13,7 +13,8 @@ from clearing.errors import (AlreadyExists, FailedPrecondition, FieldViolation,
 from clearing.ledger.model import (Account, AccountKind, AccountStatus, Balance, EntrySide, Mode,
                                    OwnerType, Principal, TransferRecord)
 from clearing.ledger import journal
-from clearing.values import INT64_MAX, decode_page_token, encode_page_token
+from clearing.limits import INT64_MAX
+from clearing.values import decode_page_token, encode_page_token
 
 _ACCOUNT_COLUMNS = (
     "account_id, platform_id, external_ref, kind, owner_type, currency_code, status,"
@@ -33,8 +34,6 @@ def account_from_row(r: asyncpg.Record) -> Account:
 def _not_found(account_id: int | str) -> NotFound:
     return NotFound(f"account {account_id} not found", reason="ACCOUNT_NOT_FOUND",
                     metadata={"account": str(account_id)})
-
-
 
 
 async def insert_account(conn: asyncpg.Connection, platform_id: int, external_ref: str,

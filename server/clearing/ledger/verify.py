@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from clearing.ledger import journal
-from clearing.ledger.model import BATCH_SPAN, Mode, PendingState
+from clearing.ledger.model import Mode, PendingState
+from clearing.limits import BATCH_SPAN, MISMATCHES_LISTED_MAX
 
-MISMATCHES_LISTED_MAX = 100
 _CURSOR_PREFETCH = 5_000
 _GENESIS = bytes(32)
 

@@ -41,9 +41,8 @@ from clearing.errors import (ClearingError, FailedPrecondition, InvalidArgument,
                              InvariantViolation, NotFound, ResourceExhausted, Unavailable,
                              FieldViolation, error_from_record, invariant)
 from clearing.ledger import journal, status
-from clearing.ledger.model import (BATCH_SPAN, Claim, Mode, PendingState,
-                                   Posting, Replay, TransferRecord)
-from clearing.money import INT64_MAX
+from clearing.ledger.model import Claim, Mode, PendingState, Posting, Replay, TransferRecord
+from clearing.limits import BATCH_SPAN, INT64_MAX
 
 log = logging.getLogger("clearing.ledger.writer")
 

@@ -47,16 +47,14 @@ import asyncpg
 from clearing.config import _int
 from clearing.errors import ClearingError, ResourceExhausted, Unavailable
 from clearing.ledger.model import Mode
+from clearing.limits import CALENDAR_DAYS_MAX, DEFAULT_TIME_ZONE, RUN_HOUR_DEFAULT
 from clearing.payout import service, store
-from clearing.payout.calendar import (DEFAULT_TIME_ZONE, RUN_HOUR_DEFAULT, BusinessCalendar,
-                                      NoBusinessDay, PayoutCycle, ScheduleSpec, next_run,
-                                      t_plus_1_cutoff)
+from clearing.payout.calendar import (BusinessCalendar, NoBusinessDay, PayoutCycle, ScheduleSpec,
+                                      next_run, t_plus_1_cutoff)
 from clearing.payout.model import SCHEDULER, PayoutOrigin
 
 log = logging.getLogger("clearing.payout.schedule")
 
-# Calendar rows loaded at most (about 13 years of exceptions), and the window loaded.
-CALENDAR_DAYS_MAX = 5000
 CALENDAR_PAST_DAYS = 400
 CALENDAR_FUTURE_DAYS = 800
 

@@ -42,10 +42,10 @@ from clearing.ledger import status
 from clearing.ledger.model import (AccountKind, AccountStatus, Leg, Mode, OwnerType, Posting,
                                    Replay)
 from clearing.ledger.writer import LedgerWriter
+from clearing.limits import TRANSFERS_PER_PAYOUT_MAX
 from clearing.payout import store
-from clearing.payout.model import (SCHEDULER, TRANSFERS_PER_PAYOUT_MAX, BankAccount,
-                                   BankAccountType, Payout, PayoutConfig, PayoutDraft,
-                                   PayoutOrigin, PayoutState, TransferState, cut,
+from clearing.payout.model import (SCHEDULER, BankAccount, BankAccountType, Payout, PayoutConfig,
+                                   PayoutDraft, PayoutOrigin, PayoutState, TransferState, cut,
                                    mask_number)
 
 # Namespace of the payout advisory locks (pg_advisory_xact_lock(namespace, account)).

@@ -16,12 +16,12 @@ from clearing import values
 from clearing.config import PayoutSettings
 from clearing.errors import FieldViolation, InvalidArgument, NotFound, invariant
 from clearing.ledger.model import Posting, TransferRecord
+from clearing.limits import DEFAULT_TIME_ZONE
 from clearing.payout.model import (Attempt, BankAccount, BankAccountStatus, BankAccountType,
                                    BankTransfer, Payout, PayoutConfig, PayoutDraft,
                                    PayoutOrigin, PayoutState, TransferState)
 
 SINK_NAME = "payouts"
-DEFAULT_TIME_ZONE = "Asia/Shanghai"
 
 # ---- configuration ------------------------------------------------------------------------
 
