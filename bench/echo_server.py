@@ -27,7 +27,7 @@ import time
 
 import grpc
 
-from clearing.ledger.model import BATCH_SPAN
+from clearing.limits import BATCH_SPAN
 from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import split_pb2 as pb
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 
+from clearing.limits import DEFAULT_TIME_ZONE
 from clearing.payout import store
 from clearing.payout.model import PayoutConfig
 from clearing.v1 import ledger_pb2 as lpb
@@ -89,7 +90,7 @@ async def set_config(database_url: str, platform_id: int, *, currency: str = "CN
         await store.save_config(conn, PayoutConfig(
             platform_id, currency, fee_fixed_minor, fee_bps, fee_account_id, min_amount_minor,
             max_amount_minor, daily_max_minor, review_threshold_minor, bank_transfer_max_minor,
-            store.DEFAULT_TIME_ZONE))
+            DEFAULT_TIME_ZONE))
     finally:
         await conn.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from importlib import resources
 
 import asyncpg
@@ -30,6 +31,18 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int,
         statement_cache_size=1024,
         server_settings={"application_name": "clearing", "synchronous_commit": "on"},
     )
+
+
+def sql_list(members: Iterable[int]) -> str:
+    """Enum members as the text of an SQL list, `(SUBMITTED, UNKNOWN)` -> "2, 3".
+
+    State, status, kind and mode numbers are never written as literals in SQL: queries are
+    built once at import from the domain enums (f-strings of `sql_list(...)` or
+    `{Enum.MEMBER:d}`). The text is the same as with literals, and so are the plans (a
+    partial index such as bank_transfers_due_idx is used only for a literal predicate, not
+    for a parameter).
+    """
+    return ", ".join(str(int(m)) for m in members)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

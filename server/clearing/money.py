@@ -10,11 +10,7 @@ from decimal import Decimal, InvalidOperation
 
 from clearing.errors import invariant
 
-INT64_MAX = 2**63 - 1
 BPS_ONE = 10_000
-# The largest amount one request may carry: 10^15 minor units (10 trillion yuan). Balances
-# are int64; this bound keeps one transfer far from overflowing them.
-AMOUNT_MINOR_MAX = 10**15
 
 # ISO 4217 codes in use, with their minor-unit exponent. Codes not listed are rejected.
 _EXPONENTS: dict[str, int] = {

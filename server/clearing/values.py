@@ -19,8 +19,8 @@ import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clearing.errors import FieldViolation, InvalidArgument
+from clearing.limits import INT64_MAX
 
-INT64_MAX = 2**63 - 1
 
 # ---- text ---------------------------------------------------------------------------------------
 

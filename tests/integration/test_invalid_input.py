@@ -37,7 +37,7 @@ pytestmark = pytest.mark.asyncio
 INT64_MAX = 2**63 - 1
 INT64_MIN = -2**63
 INT32_MIN = -2**31
-AMOUNT_MINOR_MAX = 10**15  # the per-request maximum (clearing.money.AMOUNT_MINOR_MAX)
+AMOUNT_MINOR_MAX = 10**15  # the per-request maximum (clearing.limits.AMOUNT_MINOR_MAX)
 UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
 UNKNOWN_ENUM = 99
 

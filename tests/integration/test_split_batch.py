@@ -7,8 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from clearing.api.split import SPLIT_BATCH_SIZE_MAX
-from clearing.ledger.model import BATCH_SPAN
+from clearing.limits import BATCH_SPAN, SPLIT_BATCH_SIZE_MAX
 from clearing.v1 import split_pb2 as pb
 from tests.split_support import file_examples, order
 from tests.support import Client, details, rid

@@ -16,7 +16,7 @@ from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 from clearing.api import split as split_api
-from clearing.api.split_actions import ACTIONS_PER_SPLIT_MAX
+from clearing.limits import ACTIONS_PER_SPLIT_MAX
 from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import split_pb2 as pb
 from tests.integration.test_split_stream import BABY_LEGS, _item

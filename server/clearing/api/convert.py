@@ -6,7 +6,7 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from clearing.ledger.model import Account, Balance, TransferRecord
+from clearing.ledger.model import Account, Balance, EntrySide, TransferRecord
 from clearing.v1 import ledger_pb2 as pb
 
 
@@ -47,7 +47,7 @@ def transfer(r: TransferRecord) -> pb.Transfer:
 
 
 def entry(r: TransferRecord, side: int) -> pb.Entry:
-    debit = side == 1
+    debit = side == EntrySide.DEBIT
     return pb.Entry(
         transfer_id=r.transfer_id,
         account_id=r.debit_account_id if debit else r.credit_account_id,

@@ -10,10 +10,10 @@ from clearing.api.interceptor import principal
 from clearing.api.replies import Reply, encode
 from clearing.errors import Violations
 from clearing.ledger import store, verify
-from clearing.ledger.model import (DISPLAY_NAME_LEN_MAX, EXTERNAL_REF_LEN_MAX, MEMO_LEN_MAX,
-                                   REASON_LEN_MAX, AccountKind, AccountStatus, Leg, Mode,
-                                   OwnerType, Posting, Role)
+from clearing.ledger.model import AccountKind, AccountStatus, Leg, Mode, OwnerType, Posting, Role
 from clearing.ledger.writer import LedgerWriter
+from clearing.limits import (ACCOUNT_REASON_LEN_MAX, DISPLAY_NAME_LEN_MAX, EXTERNAL_REF_LEN_MAX,
+                             MEMO_LEN_MAX)
 from clearing.v1 import ledger_pb2 as pb
 from clearing.v1 import ledger_pb2_grpc
 
@@ -102,7 +102,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         validate.request_id(v, request.request_id)
         validate.object_id(v, request.account_id, "account_id")
         validate.amount_or_zero(v, request.amount_minor)
-        validate.text(v, request.reason, "reason", length_max=REASON_LEN_MAX, required=True)
+        validate.text(v, request.reason, "reason", length_max=ACCOUNT_REASON_LEN_MAX, required=True)
         v.raise_if_any()
 
     async def _account_op(self, request, method: str, response_cls, action) -> object:

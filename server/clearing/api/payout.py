@@ -16,12 +16,11 @@ from clearing.api.interceptor import principal
 from clearing.api.replies import encode
 from clearing.errors import Violations
 from clearing.ledger.model import Role
+from clearing.limits import (ACCOUNT_NUMBER_LEN_MAX, ACCOUNT_NUMBER_LEN_MIN, BANK_CODE_LEN_MAX,
+                             BANK_NAME_LEN_MAX, BRANCH_CODE_LEN, HOLDER_NAME_LEN_MAX,
+                             PAYOUT_MEMO_LEN_MAX, REVIEW_REASON_LEN_MAX)
 from clearing.payout import service
-from clearing.payout.model import (ACCOUNT_NUMBER_LEN_MAX, ACCOUNT_NUMBER_LEN_MIN,
-                                   BANK_CODE_LEN_MAX, BANK_NAME_LEN_MAX, BRANCH_CODE_LEN,
-                                   HOLDER_NAME_LEN_MAX, PAYOUT_MEMO_LEN_MAX,
-                                   REVIEW_REASON_LEN_MAX, BankAccount, BankAccountType,
-                                   BankTransfer, Payout, PayoutState)
+from clearing.payout.model import BankAccount, BankAccountType, BankTransfer, Payout, PayoutState
 from clearing.payout.service import PayoutDeps
 from clearing.v1 import payout_pb2 as pb
 from clearing.v1 import payout_pb2_grpc

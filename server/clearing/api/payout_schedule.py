@@ -9,9 +9,9 @@ from clearing.api.convert import timestamp
 from clearing.api.replies import encode
 from clearing.errors import FailedPrecondition, NotFound, Violations
 from clearing.ledger.model import Principal
+from clearing.limits import DEFAULT_TIME_ZONE
 from clearing.payout import schedule as schedules
-from clearing.payout.calendar import (DEFAULT_TIME_ZONE, NoBusinessDay, PayoutCycle,
-                                      ScheduleSpec)
+from clearing.payout.calendar import NoBusinessDay, PayoutCycle, ScheduleSpec
 from clearing.payout.service import PayoutDeps, check_payable
 from clearing.v1 import payout_pb2 as pb
 

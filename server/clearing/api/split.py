@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,9 +35,16 @@ from clearing.api.replies import Reply, encode
 from clearing.clock import Clock
 from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, NotFound,
                              ResourceExhausted, Violations, invariant)
-from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, Claim, Posting, Principal, Replay,
-                                   Role)
+from clearing.ledger.model import Claim, Posting, Principal, Replay, Role
 from clearing.ledger.writer import LedgerWriter
+from clearing.limits import (ACTIVATION_COMMENT_LEN_MAX, CHANNEL_LEN_MAX,
+                             CHANNEL_TRANSACTION_ID_LEN_MAX, COUNTER_OVERRIDES_MAX,
+                             COUPON_ID_LEN_MAX, EXTERNAL_REF_LEN_MAX, NAME_LEN_MAX,
+                             ORDER_AMOUNT_MINOR_MAX, ORDER_ATTRIBUTES_MAX, ORDER_COUPONS_MAX,
+                             ORDER_ID_LEN_MAX, ORDER_MEMO_LEN_MAX, ORDER_PARTIES_MAX,
+                             ORDER_TAGS_MAX, PAID_TIME_AHEAD_S_MAX, PAID_TIME_MIN,
+                             SPLIT_BATCH_SIZE_MAX, SPLIT_STREAM_IN_FLIGHT_MAX, STREAM_GROUPS_MAX,
+                             TAG_LEN_MAX, VALUE_LEN_MAX)
 from clearing.money import is_currency
 from clearing.rules import compile as plans
 from clearing.rules import proto, runtime
@@ -47,8 +53,7 @@ from clearing.rules.cache import PlanCache
 from clearing.rules.counters import Counters
 from clearing.rules.evaluate import SplitInvariantError, evaluate
 from clearing.rules.validate import NAME_RE
-from clearing.rules.model import (CHANNEL_LEN_MAX, NAME_LEN_MAX, ORDER_AMOUNT_MINOR_MAX,
-                                  PARTY_ROLES_MAX, TAG_LEN_MAX, VALUE_LEN_MAX, Order, RuleSet)
+from clearing.rules.model import Order, RuleSet
 from clearing.v1 import split_pb2 as pb
 from clearing.v1 import split_pb2_grpc
 
@@ -74,27 +79,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _SERVICE + "RefundSplit": _ACT,
 }
 
-# Limits of the contract (split.proto) on orders and requests.
-ORDER_ID_LEN_MAX = 128
-CHANNEL_TRANSACTION_ID_LEN_MAX = 64
-ORDER_TAGS_MAX = 32
-ORDER_ATTRIBUTES_MAX = 32
-ORDER_PARTIES_MAX = PARTY_ROLES_MAX
-ORDER_COUPONS_MAX = 16
-COUPON_ID_LEN_MAX = 64
-ORDER_MEMO_LEN_MAX = 256
-PAID_TIME_AHEAD_S_MAX = 300
-# No order was paid before this (and counter periods of any time zone stay in range).
-PAID_TIME_MIN = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-COUNTER_OVERRIDES_MAX = 16
-ACTIVATION_COMMENT_LEN_MAX = 256
 SHA256_HEX_LEN = 64
-# SplitBatch: at most this many orders per call (split.proto).
-SPLIT_BATCH_SIZE_MAX = 1000
-# SplitStream: at most this many orders read ahead of the outcomes sent (split.proto).
-SPLIT_STREAM_IN_FLIGHT_MAX = 1000
-# SplitStream: at most this many groups of a stream's orders are being split at once.
-STREAM_GROUPS_MAX = 2
 DEFAULT_RULE_SET = "default"
 SPLIT_SINK = runtime.SINK_NAME
 

@@ -30,21 +30,16 @@ from dataclasses import dataclass
 
 from clearing.api import validate
 from clearing.errors import FailedPrecondition, ResourceExhausted, Violations
-from clearing.ledger.model import MEMO_LEN_MAX, Claim, Leg, Mode, Posting
+from clearing.ledger.model import Claim, Leg, Mode, Posting
 from clearing.ledger.status import can_move
+from clearing.limits import (ACTIONS_PER_SPLIT_MAX, ACTION_REASON_LEN_MAX, EVENT_TIME_AHEAD_S_MAX,
+                             MEMO_LEN_MAX, ORDER_ID_LEN_MAX, RELEASE_ACCOUNTS_MAX)
 from clearing.money import BPS_ONE, allocate
 from clearing.rules import runtime
-from clearing.rules.model import HoldReason
+from clearing.rules.model import HoldReason, SplitStatus
 from clearing.v1 import split_pb2 as pb
 
-ORDER_ID_LEN_MAX = 128
 EVENT_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
-RELEASE_ACCOUNTS_MAX = 256
-ACTION_REASON_LEN_MAX = 256
-# ReleaseSplit.event_time: at most this far ahead of the server's clock (split.proto).
-EVENT_TIME_AHEAD_S_MAX = 300
-# Releases, cancellations and refunds one split takes (split.proto, `Split.actions`).
-ACTIONS_PER_SPLIT_MAX = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,9 +232,9 @@ def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split, reques
             legs.append(leg)
     held_after = sum(leg.held_minor for leg in split.legs) - sum(
         c.released_minor + c.voided_minor for c in changes)
-    status = (runtime.STATUS_CANCELLED if kind == pb.SPLIT_ACTION_KIND_CANCEL
-              else runtime.STATUS_PARTLY_REFUNDED if split.refunded_minor
-              else runtime.STATUS_HOLDING if held_after else runtime.STATUS_POSTED)
+    status = (SplitStatus.CANCELLED if kind == pb.SPLIT_ACTION_KIND_CANCEL
+              else SplitStatus.PARTLY_REFUNDED if split.refunded_minor
+              else SplitStatus.HOLDING if held_after else SplitStatus.POSTED)
     record = runtime.ActionRecord(
         platform_id, split.split_id,
         request.request_id, payload,

@@ -10,6 +10,7 @@ from google.rpc import code_pb2
 from clearing.api.convert import timestamp
 from clearing.api.errors import code_name
 from clearing.errors import ClearingError, InvalidArgument
+from clearing.limits import SPLIT_ERROR_MESSAGE_LEN_MAX
 from clearing.rules.counters import Reading, Source
 from clearing.rules.evaluate import Evaluation
 from clearing.rules.model import HoldReason
@@ -211,10 +212,6 @@ def _add_action(split_msg: pb.Split, act: pb.SplitAction) -> None:
             if step.event_name == act.event_name and not step.released:
                 step.released = True
                 step.release_time.CopyFrom(act.event_time)
-
-
-# SplitError.message: at most this many characters (split.proto).
-SPLIT_ERROR_MESSAGE_LEN_MAX = 1024
 
 
 def split_error(exc: BaseException) -> pb.SplitError:

@@ -58,17 +58,15 @@ from clearing.api import validate
 from clearing.api.split_actions import require_room
 from clearing.errors import (FailedPrecondition, FieldViolation, InvalidArgument, NotFound,
                              Violations)
-from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, LEGS_PER_POSTING_MAX, MEMO_LEN_MAX,
-                                   AccountStatus, Claim, Leg, Mode, Posting)
+from clearing.ledger.model import AccountStatus, Claim, Leg, Mode, Posting
 from clearing.ledger.status import can_move
+from clearing.limits import (EXTERNAL_REF_LEN_MAX, LEGS_PER_POSTING_MAX, MEMO_LEN_MAX,
+                             ORDER_ID_LEN_MAX, REFUND_REASON_LEN_MAX, REFUND_REF_LEN_MAX)
 from clearing.money import allocate
 from clearing.rules import runtime
-from clearing.rules.model import HoldReason
+from clearing.rules.model import HoldReason, SplitStatus
 from clearing.v1 import split_pb2 as pb
 
-ORDER_ID_LEN_MAX = 128
-REFUND_REF_LEN_MAX = 64
-REASON_LEN_MAX = 256
 METHOD = "RefundSplit"
 
 
@@ -91,7 +89,7 @@ def refund_violations(request: pb.RefundSplitRequest) -> Violations:
     validate.amount(v, request.amount_minor)
     validate.currency(v, request.currency_code)
     validate.text(v, request.refund_ref, "refund_ref", length_max=REFUND_REF_LEN_MAX)
-    validate.text(v, request.reason, "reason", length_max=REASON_LEN_MAX, required=True)
+    validate.text(v, request.reason, "reason", length_max=REFUND_REASON_LEN_MAX, required=True)
     validate.text(v, request.shortfall_account_ref, "shortfall_account_ref",
                   length_max=EXTERNAL_REF_LEN_MAX)
     return v
@@ -235,8 +233,8 @@ def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split,
             f" {LEGS_PER_POSTING_MAX} of one posting", reason="REFUND_TOO_LARGE",
             metadata={"order_id": split.order_id})
     refunded = split.refunded_minor + request.amount_minor
-    status = (runtime.STATUS_REFUNDED if refunded == body.amount_minor
-              else runtime.STATUS_PARTLY_REFUNDED)
+    status = (SplitStatus.REFUNDED if refunded == body.amount_minor
+              else SplitStatus.PARTLY_REFUNDED)
 
     def action_body(ids: list[tuple[int, ...]]) -> bytes:
         act = pb.SplitAction(kind=pb.SPLIT_ACTION_KIND_REFUND, request_id=request.request_id,

@@ -13,11 +13,11 @@ from google.protobuf.message import Message
 
 from clearing import values
 from clearing.errors import Violations
-from clearing.ledger.model import (PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, REQUEST_ID_LEN_MAX)
-from clearing.money import AMOUNT_MINOR_MAX, is_currency
-from clearing.rules.model import RULE_SET_VERSION_MAX
+from clearing.limits import (AMOUNT_MINOR_MAX, INT64_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
+                             REQUEST_ID_LEN_MAX, RULE_SET_VERSION_MAX)
+from clearing.money import is_currency
 
-ID_MAX = 2**63 - 1
+ID_MAX = INT64_MAX
 
 
 def payload_hash(method: str, request: Message) -> bytes:

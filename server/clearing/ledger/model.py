@@ -7,19 +7,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Callable
 
-# Transfers per journal batch: transfer_id = batch_id * BATCH_SPAN + position.
-BATCH_SPAN = 65_536
-# Legs (transfers) one posting may carry.
-LEGS_PER_POSTING_MAX = 256
-# Text limits.
-REQUEST_ID_LEN_MAX = 128
-EXTERNAL_REF_LEN_MAX = 128
-DISPLAY_NAME_LEN_MAX = 128
-MEMO_LEN_MAX = 256
-REASON_LEN_MAX = 256
-PAGE_SIZE_DEFAULT = 100
-PAGE_SIZE_MAX = 1000
-
 
 class AccountKind(IntEnum):
     CUSTODIAL = 1
@@ -56,6 +43,13 @@ class PendingState(IntEnum):
     OPEN = 1
     POSTED = 2
     VOIDED = 3
+
+
+class EntrySide(IntEnum):
+    """The side of an account a journal entry is on."""
+
+    DEBIT = 1
+    CREDIT = 2
 
 
 class Role:

@@ -10,10 +10,11 @@ import asyncpg
 
 from clearing.errors import (AlreadyExists, FailedPrecondition, FieldViolation,
                              InvalidArgument, NotFound)
-from clearing.ledger.model import (Account, AccountKind, AccountStatus, Balance, Mode,
+from clearing.ledger.model import (Account, AccountKind, AccountStatus, Balance, EntrySide, Mode,
                                    OwnerType, Principal, TransferRecord)
 from clearing.ledger import journal
-from clearing.values import INT64_MAX, decode_page_token, encode_page_token
+from clearing.limits import INT64_MAX
+from clearing.values import decode_page_token, encode_page_token
 
 _ACCOUNT_COLUMNS = (
     "account_id, platform_id, external_ref, kind, owner_type, currency_code, status,"
@@ -33,8 +34,6 @@ def account_from_row(r: asyncpg.Record) -> Account:
 def _not_found(account_id: int | str) -> NotFound:
     return NotFound(f"account {account_id} not found", reason="ACCOUNT_NOT_FOUND",
                     metadata={"account": str(account_id)})
-
-
 
 
 async def insert_account(conn: asyncpg.Connection, platform_id: int, external_ref: str,
@@ -163,10 +162,10 @@ async def list_accounts(conn, platform_id: int, *, page_size: int, page_token: s
 
 _SQL_ENTRIES = f"""
 SELECT * FROM (
-  (SELECT {journal.TRANSFER_COLUMNS}, 1 AS side FROM transfers
+  (SELECT {journal.TRANSFER_COLUMNS}, {EntrySide.DEBIT:d} AS side FROM transfers
    WHERE debit_account_id = $1 AND transfer_id < $2 ORDER BY transfer_id DESC LIMIT $3)
   UNION ALL
-  (SELECT {journal.TRANSFER_COLUMNS}, 2 AS side FROM transfers
+  (SELECT {journal.TRANSFER_COLUMNS}, {EntrySide.CREDIT:d} AS side FROM transfers
    WHERE credit_account_id = $1 AND transfer_id < $2 ORDER BY transfer_id DESC LIMIT $3)
 ) e ORDER BY transfer_id DESC LIMIT $3
 """
@@ -174,11 +173,11 @@ SELECT * FROM (
 
 async def list_entries(conn, platform_id: int, account_id: int, *, page_size: int,
                        page_token: str) -> tuple[list[tuple[TransferRecord, int]], str]:
-    """(record, side) pairs, newest first; side 1 = debit, 2 = credit for this account."""
+    """(record, EntrySide) pairs, newest first (the side of this account)."""
     await get_account(conn, platform_id, account_id=account_id)
     before, = decode_page_token(page_token, "entries", account_id) or (INT64_MAX,)
     rows = await conn.fetch(_SQL_ENTRIES, account_id, before, page_size + 1)
-    entries = [(journal.record_from_row(r), r["side"]) for r in rows[:page_size]]
+    entries = [(journal.record_from_row(r), EntrySide(r["side"])) for r in rows[:page_size]]
     more = len(rows) > page_size
     token = encode_page_token("entries", account_id, entries[-1][0].transfer_id) if more else ""
     return entries, token

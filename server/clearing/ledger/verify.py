@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from clearing.ledger import journal
-from clearing.ledger.model import BATCH_SPAN
+from clearing.ledger.model import Mode, PendingState
+from clearing.limits import BATCH_SPAN, MISMATCHES_LISTED_MAX
 
-MISMATCHES_LISTED_MAX = 100
 _CURSOR_PREFETCH = 5_000
 _GENESIS = bytes(32)
 
@@ -79,7 +79,11 @@ class Report:
 
 
 # `{p}` (`{acc}`, `{pt}`: on those aliases) is "platform_id = $1" for one platform,
-# "$1::bigint IS NULL" for the whole system.
+# "$1::bigint IS NULL" for the whole system; `{IMMEDIATE}` etc. are the Mode and PendingState
+# numbers (_SQL_NUMBERS: never literals in SQL).
+_SQL_NUMBERS = {**{m.name: str(int(m)) for m in Mode},
+                "PENDING_POSTED": str(int(PendingState.POSTED)),
+                "PENDING_VOIDED": str(int(PendingState.VOIDED))}
 _SQL_TOTALS = """
 SELECT currency_code, sum(debits_posted)::bigint, sum(credits_posted)::bigint,
        sum(debits_pending)::bigint, sum(credits_pending)::bigint, count(*)
@@ -88,13 +92,15 @@ FROM accounts WHERE {p} GROUP BY currency_code ORDER BY currency_code
 _SQL_MISMATCHES = """
 WITH e AS (
   SELECT debit_account_id AS a,
-         CASE WHEN mode IN (1, 3) THEN amount ELSE 0 END AS dp, 0::bigint AS cp,
-         CASE mode WHEN 2 THEN amount WHEN 1 THEN 0 ELSE -amount END AS dpend,
+         CASE WHEN mode IN ({IMMEDIATE}, {POST_PENDING}) THEN amount ELSE 0 END AS dp,
+         0::bigint AS cp,
+         CASE mode WHEN {PENDING} THEN amount WHEN {IMMEDIATE} THEN 0 ELSE -amount END AS dpend,
          0::bigint AS cpend
   FROM transfers WHERE {p}
   UNION ALL
-  SELECT credit_account_id, 0, CASE WHEN mode IN (1, 3) THEN amount ELSE 0 END, 0,
-         CASE mode WHEN 2 THEN amount WHEN 1 THEN 0 ELSE -amount END
+  SELECT credit_account_id, 0,
+         CASE WHEN mode IN ({IMMEDIATE}, {POST_PENDING}) THEN amount ELSE 0 END, 0,
+         CASE mode WHEN {PENDING} THEN amount WHEN {IMMEDIATE} THEN 0 ELSE -amount END
   FROM transfers WHERE {p}
 ), s AS (
   SELECT a, sum(dp) AS dp, sum(cp) AS cp, sum(dpend) AS dpend, sum(cpend) AS cpend
@@ -111,11 +117,11 @@ ORDER BY 1 LIMIT $2
 _SQL_PENDING_MISMATCHES = """
 SELECT DISTINCT p.debit_account_id FROM transfers p
 LEFT JOIN (SELECT pending_id, sum(amount) AS settled FROM transfers
-           WHERE {p} AND mode IN (3, 4) GROUP BY pending_id) x
+           WHERE {p} AND mode IN ({POST_PENDING}, {VOID_PENDING}) GROUP BY pending_id) x
        ON x.pending_id = p.transfer_id
-WHERE {pt} AND p.mode = 2
+WHERE {pt} AND p.mode = {PENDING}
   AND (p.pending_remaining <> p.amount - coalesce(x.settled, 0)
-       OR (p.pending_remaining = 0) <> (p.pending_state IN (2, 3)))
+       OR (p.pending_remaining = 0) <> (p.pending_state IN ({PENDING_POSTED}, {PENDING_VOIDED})))
 LIMIT $2
 """
 # Every row of every batch that holds one of the platform's rows, in transfer-id order (a
@@ -140,8 +146,9 @@ ORDER BY b.seq NULLS LAST LIMIT 1
 
 def _where(platform_id: int | None) -> dict[str, str]:
     if platform_id is None:
-        return dict.fromkeys(("p", "acc", "pt"), "$1::bigint IS NULL")
-    return {"p": "platform_id = $1", "acc": "acc.platform_id = $1", "pt": "p.platform_id = $1"}
+        return {**_SQL_NUMBERS, **dict.fromkeys(("p", "acc", "pt"), "$1::bigint IS NULL")}
+    return {**_SQL_NUMBERS, "p": "platform_id = $1", "acc": "acc.platform_id = $1",
+            "pt": "p.platform_id = $1"}
 
 
 async def verify(pool: asyncpg.Pool, platform_id: int | None) -> Report:

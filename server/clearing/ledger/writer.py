@@ -41,9 +41,8 @@ from clearing.errors import (ClearingError, FailedPrecondition, InvalidArgument,
                              InvariantViolation, NotFound, ResourceExhausted, Unavailable,
                              FieldViolation, error_from_record, invariant)
 from clearing.ledger import journal, status
-from clearing.ledger.model import (BATCH_SPAN, Claim, Mode, PendingState,
-                                   Posting, Replay, TransferRecord)
-from clearing.money import INT64_MAX
+from clearing.ledger.model import Claim, Mode, PendingState, Posting, Replay, TransferRecord
+from clearing.limits import BATCH_SPAN, INT64_MAX
 
 log = logging.getLogger("clearing.ledger.writer")
 
@@ -154,19 +153,19 @@ CROSS JOIN LATERAL (
   SELECT * FROM requests q
   WHERE q.platform_id = k.platform_id AND q.request_id = k.request_id LIMIT 1) AS r
 """
-_SQL_PENDING_PEEK = """
+_SQL_PENDING_PEEK = f"""
 SELECT transfer_id, debit_account_id, credit_account_id FROM transfers
-WHERE transfer_id = ANY($1::bigint[]) AND mode = 2
+WHERE transfer_id = ANY($1::bigint[]) AND mode = {Mode.PENDING:d}
 """
 _SQL_LOCK_ACCOUNTS = """
 SELECT account_id, platform_id, currency_code, status, allow_negative,
        debits_posted, credits_posted, debits_pending, credits_pending, frozen
 FROM accounts WHERE account_id = ANY($1::bigint[]) ORDER BY account_id FOR UPDATE
 """
-_SQL_LOCK_PENDING = """
+_SQL_LOCK_PENDING = f"""
 SELECT transfer_id, platform_id, debit_account_id, credit_account_id, currency_code,
        pending_remaining, pending_state
-FROM transfers WHERE transfer_id = ANY($1::bigint[]) AND mode = 2
+FROM transfers WHERE transfer_id = ANY($1::bigint[]) AND mode = {Mode.PENDING:d}
 ORDER BY transfer_id FOR UPDATE
 """
 # Every write of a batch in ONE statement (one round trip): the journal rows, the

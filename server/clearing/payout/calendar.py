@@ -37,12 +37,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from clearing.errors import InvariantViolation
-
-DEFAULT_TIME_ZONE = "Asia/Shanghai"
-RUN_HOUR_DEFAULT = 2
-# Longest run of consecutive non-business days the calendar may have (China's longest
-# holiday is 8 days); also how far back a moved day is looked for.
-SHIFT_DAYS_MAX = 31
+from clearing.limits import DEFAULT_TIME_ZONE, RUN_HOUR_DEFAULT, SHIFT_DAYS_MAX
 
 
 class NoBusinessDay(ValueError):

@@ -34,20 +34,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from clearing.errors import invariant
+from clearing.limits import FAILURE_MESSAGE_LEN_MAX  # noqa: F401  (payout.worker reads it here)
 from clearing.money import bps_of
 
-# Text limits (payout.proto).
-BANK_CODE_LEN_MAX = 32
-BANK_NAME_LEN_MAX = 128
-HOLDER_NAME_LEN_MAX = 128
-ACCOUNT_NUMBER_LEN_MIN = 8
-ACCOUNT_NUMBER_LEN_MAX = 32
-BRANCH_CODE_LEN = 12
-PAYOUT_MEMO_LEN_MAX = 64
-REVIEW_REASON_LEN_MAX = 256
-FAILURE_MESSAGE_LEN_MAX = 256
-# Bank transfers one payout may be cut into (a payout above max * this is refused).
-TRANSFERS_PER_PAYOUT_MAX = 1000
 # Who requested a scheduled payout.
 SCHEDULER = "scheduler"
 

@@ -46,16 +46,15 @@ import asyncpg
 
 from clearing.config import _int
 from clearing.errors import ClearingError, ResourceExhausted, Unavailable
+from clearing.ledger.model import Mode
+from clearing.limits import CALENDAR_DAYS_MAX, DEFAULT_TIME_ZONE, RUN_HOUR_DEFAULT
 from clearing.payout import service, store
-from clearing.payout.calendar import (DEFAULT_TIME_ZONE, RUN_HOUR_DEFAULT, BusinessCalendar,
-                                      NoBusinessDay, PayoutCycle, ScheduleSpec, next_run,
-                                      t_plus_1_cutoff)
+from clearing.payout.calendar import (BusinessCalendar, NoBusinessDay, PayoutCycle, ScheduleSpec,
+                                      next_run, t_plus_1_cutoff)
 from clearing.payout.model import SCHEDULER, PayoutOrigin
 
 log = logging.getLogger("clearing.payout.schedule")
 
-# Calendar rows loaded at most (about 13 years of exceptions), and the window loaded.
-CALENDAR_DAYS_MAX = 5000
 CALENDAR_PAST_DAYS = 400
 CALENDAR_FUTURE_DAYS = 800
 
@@ -232,13 +231,14 @@ class RunOutcome:
 
 # A due schedule, oldest due first. D0 rows are due only once their available balance
 # reaches the threshold (else every idle D0 account would be claimed at every tick).
-_SQL_CLAIM = """
+_SQL_CLAIM = f"""
 SELECT s.account_id, s.platform_id, s.cycle, s.weekday, s.month_day, s.min_amount_minor,
        s.time_zone, a.currency_code, s.next_run_at,
        a.credits_posted - a.debits_posted - a.debits_pending - a.frozen AS available
 FROM payout_schedules s JOIN accounts a USING (account_id)
 WHERE s.next_run_at <= $1
-  AND (s.cycle <> 1 OR a.credits_posted - a.debits_posted - a.debits_pending - a.frozen
+  AND (s.cycle <> {PayoutCycle.D0:d}
+       OR a.credits_posted - a.debits_posted - a.debits_pending - a.frozen
        >= GREATEST(s.min_amount_minor, 1, COALESCE(
             (SELECT c.min_amount_minor FROM payout_configs c
              WHERE c.platform_id = s.platform_id AND c.currency_code = a.currency_code), $2)))
@@ -246,9 +246,10 @@ ORDER BY s.next_run_at
 LIMIT 1
 FOR UPDATE OF s SKIP LOCKED
 """
-_SQL_CREDITED_SINCE = """
+_SQL_CREDITED_SINCE = f"""
 SELECT COALESCE(sum(amount), 0)::bigint FROM transfers
-WHERE credit_account_id = $1 AND mode IN (1, 3) AND created_at >= $2
+WHERE credit_account_id = $1 AND mode IN ({Mode.IMMEDIATE:d}, {Mode.POST_PENDING:d})
+  AND created_at >= $2
 """
 _SQL_DONE = """
 UPDATE payout_schedules SET next_run_at = $2, last_run_at = $3,

@@ -42,10 +42,10 @@ from clearing.ledger import status
 from clearing.ledger.model import (AccountKind, AccountStatus, Leg, Mode, OwnerType, Posting,
                                    Replay)
 from clearing.ledger.writer import LedgerWriter
+from clearing.limits import TRANSFERS_PER_PAYOUT_MAX
 from clearing.payout import store
-from clearing.payout.model import (SCHEDULER, TRANSFERS_PER_PAYOUT_MAX, BankAccount,
-                                   BankAccountType, Payout, PayoutConfig, PayoutDraft,
-                                   PayoutOrigin, PayoutState, TransferState, cut,
+from clearing.payout.model import (SCHEDULER, BankAccount, BankAccountType, Payout, PayoutConfig,
+                                   PayoutDraft, PayoutOrigin, PayoutState, TransferState, cut,
                                    mask_number)
 
 # Namespace of the payout advisory locks (pg_advisory_xact_lock(namespace, account)).
@@ -250,8 +250,9 @@ _SQL_TRANSFER_IDS = """
 SELECT nextval(pg_get_serial_sequence('bank_transfers', 'bank_transfer_id'))
 FROM generate_series(1, $1)
 """
-_SQL_CUSTODIAL = """
-SELECT account_id FROM accounts WHERE platform_id = $1 AND kind = 1 AND currency_code = $2
+_SQL_CUSTODIAL = f"""
+SELECT account_id FROM accounts
+WHERE platform_id = $1 AND kind = {AccountKind.CUSTODIAL:d} AND currency_code = $2
 ORDER BY account_id LIMIT 1
 """
 

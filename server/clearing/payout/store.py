@@ -16,12 +16,12 @@ from clearing import values
 from clearing.config import PayoutSettings
 from clearing.errors import FieldViolation, InvalidArgument, NotFound, invariant
 from clearing.ledger.model import Posting, TransferRecord
+from clearing.limits import DEFAULT_TIME_ZONE
 from clearing.payout.model import (Attempt, BankAccount, BankAccountStatus, BankAccountType,
                                    BankTransfer, Payout, PayoutConfig, PayoutDraft,
                                    PayoutOrigin, PayoutState, TransferState)
 
 SINK_NAME = "payouts"
-DEFAULT_TIME_ZONE = "Asia/Shanghai"
 
 # ---- configuration ------------------------------------------------------------------------
 
@@ -104,7 +104,7 @@ def bank_account_from_row(r) -> BankAccount:
 async def active_bank_account(conn, platform_id: int, account_id: int) -> BankAccount | None:
     row = await conn.fetchrow(
         f"SELECT {_BANK_COLUMNS} FROM bank_accounts WHERE account_id = $1 AND platform_id = $2"
-        " AND status = 1", account_id, platform_id)
+        f" AND status = {BankAccountStatus.ACTIVE:d}", account_id, platform_id)
     return None if row is None else bank_account_from_row(row)
 
 
@@ -126,12 +126,14 @@ async def replace_bank_account(conn, *, platform_id: int, account_id: int, bank_
     """Mark the active binding REPLACED and insert the new one (in the caller's
     transaction); returns the new bank_account_id."""
     await conn.execute(
-        "UPDATE bank_accounts SET status = 2, replaced_at = $3 WHERE account_id = $1"
-        " AND platform_id = $2 AND status = 1", account_id, platform_id, now)
+        f"UPDATE bank_accounts SET status = {BankAccountStatus.REPLACED:d}, replaced_at = $3"
+        f" WHERE account_id = $1 AND platform_id = $2 AND status = {BankAccountStatus.ACTIVE:d}",
+        account_id, platform_id, now)
     return await conn.fetchval(
         "INSERT INTO bank_accounts (platform_id, account_id, bank_code, bank_name, branch_code,"
         " account_number, masked_number, holder_name, account_type, kyc_verified, status,"
-        " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11)"
+        f" created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+        f" {BankAccountStatus.ACTIVE:d}, $11)"
         " RETURNING bank_account_id",
         platform_id, account_id, bank_code, bank_name, branch_code, account_number,
         masked_number, holder_name, int(account_type), kyc_verified, now)
@@ -139,7 +141,7 @@ async def replace_bank_account(conn, *, platform_id: int, account_id: int, bank_
 
 # ---- the sink -----------------------------------------------------------------------------
 
-_SQL_STORE = """
+_SQL_STORE = f"""
 WITH p AS (
   INSERT INTO payouts (payout_id, platform_id, request_id, payload_hash, account_id,
                        bank_account_id, currency_code, amount_minor, fee_minor, net_minor,
@@ -159,7 +161,7 @@ WITH p AS (
   INSERT INTO bank_transfers (bank_transfer_id, payout_id, platform_id, sequence,
                               amount_minor, currency_code, state, next_attempt_at, created_at)
   SELECT coalesce(u.tid, nextval(pg_get_serial_sequence('bank_transfers', 'bank_transfer_id'))),
-         u.id, u.p, u.seq, u.a, u.cur, 1, u.due, u.at
+         u.id, u.p, u.seq, u.a, u.cur, {TransferState.QUEUED:d}, u.due, u.at
   FROM unnest($21::bigint[], $22::bigint[], $23::integer[], $24::bigint[], $25::text[],
               $26::timestamptz[], $27::timestamptz[], $28::bigint[])
        AS u(id, p, seq, a, cur, due, at, tid)
@@ -308,7 +310,8 @@ async def day_total(conn, account_id: int, since: dt.datetime) -> int:
     """What counts against the daily maximum: the amounts of the account's payouts created
     since `since`, failed ones counting only what they paid."""
     return await conn.fetchval(
-        "SELECT coalesce(sum(CASE WHEN state = 6 THEN paid_minor ELSE amount_minor END), 0)"
+        f"SELECT coalesce(sum(CASE WHEN state = {PayoutState.FAILED:d} THEN paid_minor"
+        " ELSE amount_minor END), 0)"
         " FROM payouts WHERE account_id = $1 AND created_at >= $2", account_id, since)
 
 

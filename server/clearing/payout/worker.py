@@ -2,7 +2,8 @@
 results in the ledger, exactly once, with several server processes and a bank that fails,
 times out and answers twice.
 
-States (numbers equal payout.proto's enums).
+States: TransferState and PayoutState (clearing.payout.model, checked against payout.proto's
+enums); the SQL here is built from their names (clearing.db.sql_list), never from numbers.
 
 A bank transfer:
 - QUEUED -> SUBMITTED: claimed; a new attempt (new key) is recorded before the bank call.
@@ -46,8 +47,9 @@ Why nothing is paid twice:
    reached the bank) is resubmitted with the SAME key, which the bank deduplicates. There is
    no other way to a new key: a send blocked by the account's status keeps its key too.
 3. Results (from submit, query or callbacks, in any order, any number of times) are applied
-   by conditional updates (`WHERE state IN (SUBMITTED, UNKNOWN)`) under the transfer's and
-   then the payout's row lock: a second delivery finds the attempt final and does nothing.
+   by conditional updates (`WHERE state IN IN_FLIGHT`, i.e. SUBMITTED or UNKNOWN) under the
+   transfer's and then the payout's row lock: a second delivery finds the attempt final and
+   does nothing.
 4. The ledger is moved BEFORE the transfer is marked SUCCEEDED, with deterministic request
    ids (`\\x1fpayout:{id}:t{sequence}:post`, `\\x1fpayout:{id}:fee:post`): after a crash in
    between, the transfer is still in flight, is queried again, and the writer answers the
@@ -110,10 +112,11 @@ import asyncpg
 
 from clearing import metrics
 from clearing.config import _int
+from clearing.db import sql_list
 from clearing.errors import (ClearingError, FailedPrecondition, InvariantViolation, NotFound,
                              invariant)
 from clearing.ledger import status
-from clearing.ledger.model import Leg, Mode, Posting
+from clearing.ledger.model import Leg, Mode, PendingState, Posting
 from clearing.payout.model import (FAILURE_MESSAGE_LEN_MAX, PayoutState, TransferState,
                                    attempt_key)
 from clearing.payout.bank import (BankConnector, BankOrder, BankResult, BankState,
@@ -137,6 +140,13 @@ IN_FLIGHT = (TransferState.SUBMITTED, TransferState.UNKNOWN)
 # Payout states fail_payout accepts: nothing of theirs is at the bank.
 FAILABLE = (PayoutState.REQUESTED, PayoutState.PENDING_REVIEW, PayoutState.QUEUED,
             PayoutState.MANUAL_REVIEW)
+# Transfers the worker claims when due (bank_transfers_due_idx has the same predicate), of
+# payouts that may reach the bank.
+DUE = (TransferState.QUEUED, *IN_FLIGHT)
+AT_BANK = (PayoutState.QUEUED, PayoutState.SUBMITTED)
+# The state lists as SQL text: the queries below are built once at import (clearing.db.sql_list).
+_DUE_SQL, _AT_BANK_SQL = sql_list(DUE), sql_list(AT_BANK)
+_IN_FLIGHT_SQL, _FAILABLE_SQL = sql_list(IN_FLIGHT), sql_list(FAILABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,33 +226,35 @@ class Job:
     account_id: int  # the ledger account the money leaves (the payout's account)
 
 
-_SQL_CLAIM = """
+_SQL_CLAIM = f"""
 SELECT t.bank_transfer_id, t.payout_id, t.sequence, t.amount_minor, t.currency_code,
        t.state, t.attempt_count, t.idempotency_key, p.memo, p.account_id,
        b.bank_code, b.account_number, b.holder_name, b.account_type
 FROM bank_transfers t
 JOIN payouts p ON p.payout_id = t.payout_id
 JOIN bank_accounts b ON b.bank_account_id = p.bank_account_id
-WHERE t.state IN (1, 2, 3) AND t.next_attempt_at <= $1 AND p.state IN (3, 4)
+WHERE t.state IN ({_DUE_SQL}) AND t.next_attempt_at <= $1 AND p.state IN ({_AT_BANK_SQL})
 ORDER BY t.next_attempt_at
 LIMIT $2
 FOR UPDATE OF t SKIP LOCKED
 """
-_SQL_NEW_ATTEMPTS = """
+_SQL_NEW_ATTEMPTS = f"""
 INSERT INTO bank_transfer_attempts (bank_transfer_id, attempt_number, idempotency_key, state,
                                     submitted_at)
-SELECT u.id, u.n, u.k, 2, $4 FROM unnest($1::bigint[], $2::integer[], $3::text[]) AS u(id, n, k)
+SELECT u.id, u.n, u.k, {TransferState.SUBMITTED:d}, $4
+FROM unnest($1::bigint[], $2::integer[], $3::text[]) AS u(id, n, k)
 """
-_SQL_LEASE = """
+_SQL_LEASE = f"""
 UPDATE bank_transfers AS t
-SET state = CASE WHEN t.state = 1 THEN 2 ELSE t.state END,
+SET state = CASE WHEN t.state = {TransferState.QUEUED:d} THEN {TransferState.SUBMITTED:d}
+                 ELSE t.state END,
     attempt_count = u.n, idempotency_key = u.k, next_attempt_at = $4
 FROM unnest($1::bigint[], $2::integer[], $3::text[]) AS u(id, n, k)
 WHERE t.bank_transfer_id = u.id
 """
-_SQL_PAYOUTS_SUBMITTED = """
-UPDATE payouts SET state = 4, updated_at = $2
-WHERE payout_id = ANY($1::bigint[]) AND state = 3
+_SQL_PAYOUTS_SUBMITTED = f"""
+UPDATE payouts SET state = {PayoutState.SUBMITTED:d}, updated_at = $2
+WHERE payout_id = ANY($1::bigint[]) AND state = {PayoutState.QUEUED:d}
 """
 
 
@@ -303,74 +315,80 @@ SELECT state, attempt_count, idempotency_key FROM bank_transfers
 WHERE bank_transfer_id = $1 FOR UPDATE
 """
 _SQL_LOCK_PAYOUT = "SELECT state FROM payouts WHERE payout_id = $1 FOR UPDATE"
-_SQL_FINISH_ATTEMPT = """
+_SQL_FINISH_ATTEMPT = f"""
 UPDATE bank_transfer_attempts
 SET state = $2, bank_reference = CASE WHEN $3 = '' THEN bank_reference ELSE $3 END,
     failure_code = $4, failure_message = $5, finished_at = $6
-WHERE idempotency_key = $1 AND state IN (2, 3)
+WHERE idempotency_key = $1 AND state IN ({_IN_FLIGHT_SQL})
 RETURNING attempt_number
 """
-_SQL_TRANSFER_SUCCEEDED = """
-UPDATE bank_transfers SET state = 4, finished_at = $2, next_attempt_at = NULL
-WHERE bank_transfer_id = $1 AND state IN (2, 3)
+_SQL_TRANSFER_SUCCEEDED = f"""
+UPDATE bank_transfers SET state = {TransferState.SUCCEEDED:d}, finished_at = $2,
+       next_attempt_at = NULL
+WHERE bank_transfer_id = $1 AND state IN ({_IN_FLIGHT_SQL})
 RETURNING amount_minor
 """
-_SQL_TRANSFER_RETRY = """
-UPDATE bank_transfers SET state = 1, next_attempt_at = $2
-WHERE bank_transfer_id = $1 AND state IN (2, 3)
+_SQL_TRANSFER_RETRY = f"""
+UPDATE bank_transfers SET state = {TransferState.QUEUED:d}, next_attempt_at = $2
+WHERE bank_transfer_id = $1 AND state IN ({_IN_FLIGHT_SQL})
 """
-_SQL_TRANSFER_FAILED = """
-UPDATE bank_transfers SET state = 5, finished_at = $2, next_attempt_at = NULL
-WHERE bank_transfer_id = $1 AND state IN (2, 3)
+_SQL_TRANSFER_FAILED = f"""
+UPDATE bank_transfers SET state = {TransferState.FAILED:d}, finished_at = $2,
+       next_attempt_at = NULL
+WHERE bank_transfer_id = $1 AND state IN ({_IN_FLIGHT_SQL})
 """
 _SQL_PAID = """
 UPDATE payouts SET paid_minor = paid_minor + $2, updated_at = $3 WHERE payout_id = $1
 """
-_SQL_TRANSFER_COUNTS = """
-SELECT count(*) FILTER (WHERE state = 4) AS succeeded,
-       count(*) FILTER (WHERE state = 5) AS failed,
+_SQL_TRANSFER_COUNTS = f"""
+SELECT count(*) FILTER (WHERE state = {TransferState.SUCCEEDED:d}) AS succeeded,
+       count(*) FILTER (WHERE state = {TransferState.FAILED:d}) AS failed,
        count(*) AS total
 FROM bank_transfers WHERE payout_id = $1
 """
-_SQL_PAYOUT_SUCCEEDED = """
-UPDATE payouts SET state = 5, finished_at = $2, updated_at = $2, failure_reason = '',
-       failure_message = ''
-WHERE payout_id = $1 AND state = 4
+_SQL_PAYOUT_SUCCEEDED = f"""
+UPDATE payouts SET state = {PayoutState.SUCCEEDED:d}, finished_at = $2, updated_at = $2,
+       failure_reason = '', failure_message = ''
+WHERE payout_id = $1 AND state = {PayoutState.SUBMITTED:d}
 """
-_SQL_PAYOUT_MANUAL_REVIEW = """
-UPDATE payouts SET state = 7, failure_reason = $2, failure_message = $3, updated_at = $4
-WHERE payout_id = $1 AND state = 4
+_SQL_PAYOUT_MANUAL_REVIEW = f"""
+UPDATE payouts SET state = {PayoutState.MANUAL_REVIEW:d}, failure_reason = $2, failure_message = $3,
+       updated_at = $4
+WHERE payout_id = $1 AND state = {PayoutState.SUBMITTED:d}
 """
-_SQL_LAST_FAILURE = """
+_SQL_LAST_FAILURE = f"""
 SELECT a.failure_code, a.failure_message FROM bank_transfer_attempts a
 JOIN bank_transfers t ON t.bank_transfer_id = a.bank_transfer_id
-WHERE t.payout_id = $1 AND a.state = 5
+WHERE t.payout_id = $1 AND a.state = {TransferState.FAILED:d}
 ORDER BY a.finished_at DESC, a.attempt_number DESC LIMIT 1
 """
 # A send blocked by the account's status: a FAILED transfer whose current attempt is still in
 # doubt (kept, with the refusal as its failure code, for the query after approval).
-_SQL_BLOCKED = """
+_SQL_BLOCKED = f"""
 SELECT a.failure_code, a.failure_message FROM bank_transfer_attempts a
 JOIN bank_transfers t ON t.bank_transfer_id = a.bank_transfer_id
                      AND t.idempotency_key = a.idempotency_key
-WHERE t.payout_id = $1 AND t.state = 5 AND a.state IN (2, 3) AND a.failure_code <> ''
+WHERE t.payout_id = $1 AND t.state = {TransferState.FAILED:d} AND a.state IN ({_IN_FLIGHT_SQL})
+  AND a.failure_code <> ''
 ORDER BY t.sequence LIMIT 1
 """
-_SQL_ATTEMPT_BLOCKED = """
-UPDATE bank_transfer_attempts SET state = 3, failure_code = $2, failure_message = $3
-WHERE idempotency_key = $1 AND state IN (2, 3)
+_SQL_ATTEMPT_BLOCKED = f"""
+UPDATE bank_transfer_attempts
+SET state = {TransferState.UNKNOWN:d}, failure_code = $2, failure_message = $3
+WHERE idempotency_key = $1 AND state IN ({_IN_FLIGHT_SQL})
 RETURNING attempt_number
 """
 # "No answer yet" (PROCESSING: SUBMITTED) and "no answer at all" (a timeout: UNKNOWN) for the
 # transfer, then its attempt, while the attempt is still the transfer's current one. The
 # transfer row is locked first, as everywhere (transfer, then payout, then attempt).
-_SQL_TRANSFER_IN_DOUBT = """
+_SQL_TRANSFER_IN_DOUBT = f"""
 UPDATE bank_transfers SET state = $3, next_attempt_at = $4
-WHERE bank_transfer_id = $1 AND idempotency_key = $2 AND state IN (2, 3)
+WHERE bank_transfer_id = $1 AND idempotency_key = $2 AND state IN ({_IN_FLIGHT_SQL})
 RETURNING 1
 """
-_SQL_ATTEMPT_IN_DOUBT = """
-UPDATE bank_transfer_attempts SET state = $2 WHERE idempotency_key = $1 AND state IN (2, 3)
+_SQL_ATTEMPT_IN_DOUBT = f"""
+UPDATE bank_transfer_attempts SET state = $2
+WHERE idempotency_key = $1 AND state IN ({_IN_FLIGHT_SQL})
 """
 
 
@@ -726,41 +744,47 @@ _SQL_PAYOUT_FOR_ACTION = """
 SELECT state, platform_id, paid_minor, hold_transfer_id, fee_transfer_id FROM payouts
 WHERE payout_id = $1 FOR UPDATE
 """
-_SQL_FAIL_TRANSFERS = """
-UPDATE bank_transfers SET state = 5, next_attempt_at = NULL, finished_at = coalesce(finished_at, $2)
-WHERE payout_id = $1 AND state <> 4
+_SQL_FAIL_TRANSFERS = f"""
+UPDATE bank_transfers SET state = {TransferState.FAILED:d}, next_attempt_at = NULL,
+       finished_at = coalesce(finished_at, $2)
+WHERE payout_id = $1 AND state <> {TransferState.SUCCEEDED:d}
 """
-_SQL_FAIL_PAYOUT = """
-UPDATE payouts SET state = 6, failure_reason = $2, failure_message = $3, finished_at = $4,
-       updated_at = $4
-WHERE payout_id = $1 AND state IN (1, 2, 3, 7)
+_SQL_FAIL_PAYOUT = f"""
+UPDATE payouts SET state = {PayoutState.FAILED:d}, failure_reason = $2, failure_message = $3,
+       finished_at = $4, updated_at = $4
+WHERE payout_id = $1 AND state IN ({_FAILABLE_SQL})
 """
 # A transfer whose current attempt is in doubt (its send was blocked) goes back UNKNOWN: the
 # kept key is queried first; the others QUEUED (a new attempt). The blocked attempt's
 # refusal is cleared first: it is plainly in doubt again.
-_SQL_RESUME_ATTEMPTS = """
+_SQL_RESUME_ATTEMPTS = f"""
 UPDATE bank_transfer_attempts a SET failure_code = '', failure_message = ''
 FROM bank_transfers t
-WHERE t.payout_id = $1 AND t.state = 5 AND a.idempotency_key = t.idempotency_key
-  AND a.state IN (2, 3)
+WHERE t.payout_id = $1 AND t.state = {TransferState.FAILED:d}
+  AND a.idempotency_key = t.idempotency_key
+  AND a.state IN ({_IN_FLIGHT_SQL})
 """
-_SQL_REQUEUE_TRANSFERS = """
+_SQL_REQUEUE_TRANSFERS = f"""
 UPDATE bank_transfers t
 SET state = CASE WHEN EXISTS (SELECT 1 FROM bank_transfer_attempts a
-                              WHERE a.idempotency_key = t.idempotency_key AND a.state IN (2, 3))
-                 THEN 3 ELSE 1 END,
+                              WHERE a.idempotency_key = t.idempotency_key
+                                AND a.state IN ({_IN_FLIGHT_SQL}))
+                 THEN {TransferState.UNKNOWN:d} ELSE {TransferState.QUEUED:d} END,
     next_attempt_at = $2, finished_at = NULL
-WHERE payout_id = $1 AND state = 5
+WHERE payout_id = $1 AND state = {TransferState.FAILED:d}
 """
-_SQL_RESUBMIT_PAYOUT = """
-UPDATE payouts SET state = 4, failure_reason = '', failure_message = '', updated_at = $2
-WHERE payout_id = $1 AND state = 7
+_SQL_RESUBMIT_PAYOUT = f"""
+UPDATE payouts SET state = {PayoutState.SUBMITTED:d}, failure_reason = '', failure_message = '',
+       updated_at = $2
+WHERE payout_id = $1 AND state = {PayoutState.MANUAL_REVIEW:d}
 """
-_SQL_OPEN_HOLDS = """
+_SQL_OPEN_HOLDS = f"""
 SELECT p.payout_id FROM payouts p
 JOIN transfers h ON h.transfer_id = p.hold_transfer_id
 LEFT JOIN transfers f ON f.transfer_id = p.fee_transfer_id AND p.fee_transfer_id <> 0
-WHERE p.state = 6 AND (h.pending_state = 1 OR (p.paid_minor = 0 AND f.pending_state = 1))
+WHERE p.state = {PayoutState.FAILED:d}
+  AND (h.pending_state = {PendingState.OPEN:d}
+       OR (p.paid_minor = 0 AND f.pending_state = {PendingState.OPEN:d}))
 LIMIT $1
 """
 

@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from clearing.errors import FieldViolation
-from clearing.rules.model import LEVELS_MAX, Resolver, RuleSet, SubRuleSetRef
+from clearing.limits import LEVELS_MAX, SUB_RULE_SETS_MAX
+from clearing.rules.model import Resolver, RuleSet, SubRuleSetRef
 
-# Distinct sub-rule-sets one chain may reach.
-SUB_RULE_SETS_MAX = 256
 
 RefKey = tuple[str, int]  # (name, version asked for: 0 = active)
 

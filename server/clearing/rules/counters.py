@@ -26,13 +26,14 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 from prometheus_client import Counter as PromCounter
 
+from clearing.limits import DEFAULT_TIME_ZONE
+
 log = logging.getLogger("clearing.rules.counters")
 
 REDIS_OP_TIMEOUT_S = 0.2
 # A period's key outlives the period by this much (late orders, reports), then expires.
 PERIOD_GRACE = dt.timedelta(days=7)
 LAST_KNOWN_MAX = 100_000
-DEFAULT_TIME_ZONE = "Asia/Shanghai"
 
 FALLBACKS = PromCounter("clearing_counter_fallbacks_total",
                         "Counter readings served from memory because Redis was unreachable")

@@ -71,13 +71,13 @@ from typing import NamedTuple
 from clearing.errors import (FailedPrecondition, FieldViolation, InvalidArgument,
                              InvariantViolation, invariant)
 from clearing.ledger.model import AccountKind, AccountStatus
+from clearing.limits import LEGS_PER_SPLIT_MAX, ORDER_AMOUNT_MINOR_MAX
 from clearing.money import allocate, bps_of
 from clearing.rules.compile import (
     MODE_ALLOCATE, MODE_REMAINDER, Plan, PlanCounter, PlanRule, PlanSubsidy, Step, Target,
     Tiers, Unit)
-from clearing.rules.model import (
-    LEGS_PER_SPLIT_MAX, ORDER_AMOUNT_MINOR_MAX, AccountLike, CounterMetric, CouponFunding,
-    HoldReason, LegKind, Order, SubsidyBasis)
+from clearing.rules.model import (AccountLike, CounterMetric, CouponFunding, HoldReason, LegKind,
+                                  Order, SubsidyBasis)
 
 _UNAVAILABLE = {AccountStatus.FROZEN: "RECEIVER_FROZEN", AccountStatus.CLOSED: "RECEIVER_CLOSED"}
 _NO_ACCOUNTS: Mapping[str, AccountLike] = {}

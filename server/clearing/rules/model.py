@@ -13,36 +13,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
-# ---- limits (from the contract, proto/clearing/v1/split.proto) ------------------------------
-RULES_MAX = 200
-FEES_PER_RULE_MAX = 8
-SHARES_PER_RULE_MAX = 32
-SUBSIDIES_PER_RULE_MAX = 4
-ATTRIBUTES_MAX = 64
-ALLOWED_VALUES_MAX = 1000
-PARTY_ROLES_MAX = 16
-COUNTERS_MAX = 16
-CONDITION_VALUES_MAX = 100  # channels, each tag list, IN / NOT_IN values
-CONDITION_ATTRIBUTES_MAX = 32
-TIERS_MAX = 32
-RELEASE_STEPS_MAX = 8
-LEVELS_MAX = 10
-LEGS_PER_SPLIT_MAX = 256
-PRIORITY_MAX = 1000
-NAME_LEN_MAX = 64
-DESCRIPTION_LEN_MAX = 1024
-ATTRIBUTE_DESCRIPTION_LEN_MAX = 256
-LABEL_LEN_MAX = 64
-VALUE_LEN_MAX = 256
-TAG_LEN_MAX = 64
-CHANNEL_LEN_MAX = 32
-EVENT_NAME_LEN_MAX = 32
-RULE_SET_BYTES_MAX = 1 << 20
-ORDER_AMOUNT_MINOR_MAX = 900_000_000_000_000  # amount x 10000 fits in int64
-BPS_MAX = 10_000
-# Rule-set version numbers are 1 to this (a PostgreSQL integer); 0 names the active one.
-RULE_SET_VERSION_MAX = 2**31 - 1
-
 
 class ShareType(IntEnum):
     UNSPECIFIED = 0
@@ -110,6 +80,27 @@ class HoldReason(IntEnum):
     UNSPECIFIED = 0
     RELEASE_POLICY = 1
     RECEIVER_UNAVAILABLE = 2
+
+
+class SplitStatus(IntEnum):
+    """A split's status, stored in splits.status (PREVIEW only answers PreviewSplit)."""
+
+    UNSPECIFIED = 0
+    POSTED = 1
+    HOLDING = 2
+    CANCELLED = 3
+    PARTLY_REFUNDED = 4
+    REFUNDED = 5
+    PREVIEW = 6
+
+
+class RuleSetStatus(IntEnum):
+    """A rule-set version's status (derived from activated_at and the active version)."""
+
+    UNSPECIFIED = 0
+    PUBLISHED = 1
+    ACTIVE = 2
+    SUPERSEDED = 3
 
 
 # ---- the rule set ---------------------------------------------------------------------------
@@ -247,7 +238,6 @@ class CounterDefinition:
 
     def subjects_count(self) -> int:
         return bool(self.account_ref) + bool(self.party_role) + bool(self.attribute_key)
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,13 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearing.errors import FieldViolation, InvalidArgument
+from clearing.limits import RULE_SET_BYTES_MAX
 from clearing.rules.evaluate import Evaluation
-from clearing.rules.model import (
-    RULE_SET_BYTES_MAX, AttributeComparison, AttributeCondition, AttributeDeclaration, Coupon,
-    CounterDefinition, CounterMetric, CounterPeriod, CouponFunding, Fee, Order, Receiver,
-    ReleasePolicy, ReleaseStep, Rule, RuleCondition, RuleSet, Share, ShareType,
-    SubRuleSetRef, Subsidy, SubsidyBasis, SubsidyTarget, Tier, TierEffect, TierTable)
+from clearing.rules.model import (AttributeComparison, AttributeCondition, AttributeDeclaration,
+                                  Coupon, CounterDefinition, CounterMetric, CounterPeriod,
+                                  CouponFunding, Fee, Order, Receiver, ReleasePolicy, ReleaseStep,
+                                  Rule, RuleCondition, RuleSet, Share, ShareType, SubRuleSetRef,
+                                  Subsidy, SubsidyBasis, SubsidyTarget, Tier, TierEffect, TierTable)
 from clearing.v1 import split_pb2 as pb
 from clearing.values import timestamp_problem
 

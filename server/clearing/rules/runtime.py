@@ -30,28 +30,20 @@ from dataclasses import dataclass
 import asyncpg
 
 from clearing.errors import FailedPrecondition, invariant
-from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, AccountKind, AccountStatus, Leg, Mode,
-                                   Posting, TransferRecord)
+from clearing.ledger.model import AccountKind, AccountStatus, Leg, Mode, Posting, TransferRecord
 from clearing.ledger.writer import int_array
+from clearing.limits import (ALERT_MESSAGE_LEN_MAX, EXTERNAL_REF_LEN_MAX, RESOLVE_ROUNDS_MAX,
+                             RULE_SET_VERSION_MAX)
 from clearing.rules import chain as chains
 from clearing.rules.compile import Plan, Target
 from clearing.rules.counters import CounterSpec, Period, Reading
 from clearing.rules.evaluate import Evaluation, counter_requests
-from clearing.rules.model import (RULE_SET_VERSION_MAX, AccountInfo, HoldReason, Order,
-                                  Resolver, RuleSet)
+from clearing.rules.model import AccountInfo, HoldReason, Order, Resolver, RuleSet, SplitStatus
 from clearing.rules.validate import NAME_RE
 from clearing.values import text_problem
 
 SINK_NAME = "splits"
 ACTION_SINK_NAME = "split_actions"
-# Sub-rule-set lookups while preloading what a rule set reaches: one round per level.
-RESOLVE_ROUNDS_MAX = 12
-# Proto SplitStatus numbers stored in splits.status.
-STATUS_POSTED = 1
-STATUS_HOLDING = 2
-STATUS_CANCELLED = 3
-STATUS_PARTLY_REFUNDED = 4
-STATUS_REFUNDED = 5
 
 
 # ---- accounts -------------------------------------------------------------------------------
@@ -274,8 +266,8 @@ class SplitRecord:
     created_at: dt.datetime | None = None
 
     @property
-    def status(self) -> int:
-        return STATUS_HOLDING if self.evaluation.held_minor else STATUS_POSTED
+    def status(self) -> SplitStatus:
+        return SplitStatus.HOLDING if self.evaluation.held_minor else SplitStatus.POSTED
 
 
 def ledger_legs(ev: Evaluation, custodial_id: int, memo: str) -> tuple[list[Leg], list[int]]:
@@ -423,7 +415,6 @@ class SplitSink:
             records[0].created_at, *_literals(legs, range(9)),
             *_literals(alerts, (0, 1, 3, 4)))
         invariant(row["splits"] == len(records), f"split rows written: {dict(row)}")
-
 
 
 # ---- actions on splits (release, cancel) ---------------------------------------------------
@@ -709,9 +700,6 @@ async def account_spendable(conn: asyncpg.Connection,
         " credits_posted - debits_posted - debits_pending - frozen AS spendable"
         " FROM accounts WHERE account_id = ANY($1::bigint[])", sorted(set(account_ids)))
     return {r["account_id"]: None if r["allow_negative"] else r["spendable"] for r in rows}
-
-
-ALERT_MESSAGE_LEN_MAX = 256
 
 
 async def record_alert(pool: asyncpg.Pool, platform_id: int, reason: str, message: str) -> None:

@@ -10,6 +10,7 @@ import asyncpg
 from clearing.errors import FailedPrecondition, NotFound, PermissionDenied
 from clearing.ledger.model import Principal
 from clearing.rules.cache import Source
+from clearing.rules.model import RuleSetStatus
 from clearing.rules.runtime import record_alert
 
 
@@ -149,11 +150,12 @@ async def get_version_by_id(conn: asyncpg.Connection, platform_id: int,
     return _version_row(row)
 
 
-# Status filters (proto RuleSetStatus numbers) as SQL conditions.
+# Status filters as SQL conditions.
 _STATUS_SQL = {
-    1: "r.activated_at IS NULL",
-    2: "h.active_version IS NOT DISTINCT FROM r.version",
-    3: "r.activated_at IS NOT NULL AND h.active_version IS DISTINCT FROM r.version",
+    RuleSetStatus.PUBLISHED: "r.activated_at IS NULL",
+    RuleSetStatus.ACTIVE: "h.active_version IS NOT DISTINCT FROM r.version",
+    RuleSetStatus.SUPERSEDED:
+        "r.activated_at IS NOT NULL AND h.active_version IS DISTINCT FROM r.version",
 }
 
 

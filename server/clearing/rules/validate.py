@@ -20,18 +20,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from clearing.errors import FieldViolation, Violations
-from clearing.ledger.model import EXTERNAL_REF_LEN_MAX, AccountKind, AccountStatus
-from clearing.money import AMOUNT_MINOR_MAX, is_currency
+from clearing.ledger.model import AccountKind, AccountStatus
+from clearing.limits import (ALLOWED_VALUES_MAX, AMOUNT_MINOR_MAX, ATTRIBUTES_MAX,
+                             ATTRIBUTE_DESCRIPTION_LEN_MAX, BPS_MAX, CHANNEL_LEN_MAX,
+                             CONDITION_ATTRIBUTES_MAX, CONDITION_VALUES_MAX, COUNTERS_MAX,
+                             DESCRIPTION_LEN_MAX, EVENT_NAME_LEN_MAX, EXTERNAL_REF_LEN_MAX,
+                             FEES_PER_RULE_MAX, LABEL_LEN_MAX, LEGS_PER_SPLIT_MAX, NAME_LEN_MAX,
+                             PARTY_ROLES_MAX, PRIORITY_MAX, RELEASE_STEPS_MAX, RULES_MAX,
+                             RULE_SET_VERSION_MAX, SHARES_PER_RULE_MAX, SUBSIDIES_PER_RULE_MAX,
+                             TAG_LEN_MAX, TIERS_MAX, VALUE_LEN_MAX)
+from clearing.money import is_currency
 from clearing.rules import chain as chains
-from clearing.rules.model import (
-    ALLOWED_VALUES_MAX, ATTRIBUTE_DESCRIPTION_LEN_MAX, ATTRIBUTES_MAX, BPS_MAX, CHANNEL_LEN_MAX,
-    CONDITION_ATTRIBUTES_MAX, CONDITION_VALUES_MAX, COUNTERS_MAX, DESCRIPTION_LEN_MAX,
-    EVENT_NAME_LEN_MAX, FEES_PER_RULE_MAX, LABEL_LEN_MAX, LEGS_PER_SPLIT_MAX, NAME_LEN_MAX,
-    PARTY_ROLES_MAX, PRIORITY_MAX, RELEASE_STEPS_MAX, RULE_SET_VERSION_MAX, RULES_MAX,
-    SHARES_PER_RULE_MAX, SUBSIDIES_PER_RULE_MAX, TAG_LEN_MAX, TIERS_MAX, VALUE_LEN_MAX, Accounts,
-    AttributeComparison, AttributeCondition, AttributeDeclaration, CounterDefinition,
-    CounterMetric, CounterPeriod, Fee, Receiver, ReleasePolicy, Resolver, Rule, RuleCondition,
-    RuleSet, Share, ShareType, Subsidy, SubsidyBasis, SubsidyTarget, TierEffect, TierTable)
+from clearing.rules.model import (Accounts, AttributeComparison, AttributeCondition,
+                                  AttributeDeclaration, CounterDefinition, CounterMetric,
+                                  CounterPeriod, Fee, Receiver, ReleasePolicy, Resolver, Rule,
+                                  RuleCondition, RuleSet, Share, ShareType, Subsidy, SubsidyBasis,
+                                  SubsidyTarget, TierEffect, TierTable)
 from clearing.rules.overlap import can_both_apply
 from clearing.values import text_problem, time_zone_problem
 

@@ -16,6 +16,7 @@ from clearing.errors import FailedPrecondition
 from clearing.ledger.model import AccountStatus
 from clearing.rules import runtime
 from clearing.rules.evaluate import evaluate
+from clearing.rules.model import SplitStatus
 from clearing.v1 import split_pb2 as pb
 
 from tests.unit.rules.helpers import ACCOUNTS
@@ -51,7 +52,7 @@ def _same_committed(body, ev) -> None:
         leg.leg_index, leg.account_id or CUSTODIAL, leg.debit_account_id or CUSTODIAL,
         leg.amount_minor, leg.held_minor, leg.amount_minor - leg.held_minor, 0, 0,
         int(leg.hold_reason), (t,) if t else ()) for leg, t in zip(ev.legs, transfer_ids)]
-    status = runtime.STATUS_HOLDING if ev.held_minor else runtime.STATUS_POSTED
+    status = SplitStatus.HOLDING if ev.held_minor else SplitStatus.POSTED
     expected = split_convert.split(body, split_id=transfer_ids[positions.index(0)],
                                    request_id="r1", status=status, legs=stored,
                                    created_at=AT, updated_at=AT)

@@ -8,9 +8,9 @@ import pytest
 from google.protobuf import json_format
 
 from clearing.errors import InvalidArgument
+from clearing.limits import LEVELS_MAX
 from clearing.rules import compile as plans
 from clearing.rules import proto
-from clearing.rules.model import LEVELS_MAX
 from clearing.rules.validate import validate
 from clearing.v1 import split_pb2 as pb
 

@@ -1,0 +1,174 @@
+"""Every limit of the clearing core, with how they bind one another (checked at import).
+
+One module, not one per domain package: the relationships that matter cross the domains (a
+split's legs are one ledger posting, which must fit in one journal batch of the writer; an
+order's amount times a ratio must fit in int64; a release must be able to name every leg),
+and the shared ones (the one amount maximum, the one default time zone) belong to no single
+domain. It imports nothing, so every layer (ledger, rules, payout, api) can import it without
+cycles, and a reader sees every limit and how they bind on one page. Each section says where
+the contract states its limits (the proto comments are the contract).
+
+The asserts below are TigerBeetle's compile-time asserts: a change that breaks a relationship
+fails at import, in every test and at server start, not in production under load. Runtime
+settings (clearing.config) are checked where they are read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+# ---- numbers ---------------------------------------------------------------------------------
+INT64_MAX = 2**63 - 1
+# Basis points: 10000 = 100% (clearing.money.BPS_ONE is the same unit).
+BPS_MAX = 10_000
+# The one amount maximum: the largest amount any request may carry, 10^15 minor units (10
+# trillion yuan): transfers, freezes, payouts and rule-set amounts (fixed, caps, bounds).
+# Balances are int64; this bound keeps one transfer far from overflowing them.
+AMOUNT_MINOR_MAX = 10**15
+# An order's amount (and its coupons, each and in total) is at most this, a tighter bound
+# than AMOUNT_MINOR_MAX for the evaluator's arithmetic: amount x ratio (bps) fits in int64.
+ORDER_AMOUNT_MINOR_MAX = 900_000_000_000_000
+# The one default time zone: of counter periods (a rule set's counters without one), payout
+# configurations and payout schedules.
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
+
+# ---- ledger (ledger.proto) -------------------------------------------------------------------
+# Transfers per journal batch: transfer_id = batch_id * BATCH_SPAN + position.
+BATCH_SPAN = 65_536
+# Legs (transfers) one posting may carry.
+LEGS_PER_POSTING_MAX = 256
+REQUEST_ID_LEN_MAX = 128
+EXTERNAL_REF_LEN_MAX = 128
+DISPLAY_NAME_LEN_MAX = 128
+MEMO_LEN_MAX = 256
+# The reason of an account operation (freeze, unfreeze, close).
+ACCOUNT_REASON_LEN_MAX = 256
+# List calls: page_size 0 means the default; above the maximum is refused.
+PAGE_SIZE_DEFAULT = 100
+PAGE_SIZE_MAX = 1000
+# VerifyLedger: mismatched accounts listed at most.
+MISMATCHES_LISTED_MAX = 100
+
+# ---- rule sets (split.proto, RuleSet) --------------------------------------------------------
+RULES_MAX = 200
+FEES_PER_RULE_MAX = 8
+SHARES_PER_RULE_MAX = 32
+SUBSIDIES_PER_RULE_MAX = 4
+ATTRIBUTES_MAX = 64
+ALLOWED_VALUES_MAX = 1000
+PARTY_ROLES_MAX = 16
+COUNTERS_MAX = 16
+CONDITION_VALUES_MAX = 100  # channels, each tag list, IN / NOT_IN values
+CONDITION_ATTRIBUTES_MAX = 32
+TIERS_MAX = 32
+RELEASE_STEPS_MAX = 8
+# Levels of sub-rule-sets below a rule set, and the distinct sub-rule-sets one chain reaches.
+LEVELS_MAX = 10
+SUB_RULE_SETS_MAX = 256
+# Sub-rule-set lookups while preloading what a rule set reaches: one round per level.
+RESOLVE_ROUNDS_MAX = 12
+LEGS_PER_SPLIT_MAX = 256
+PRIORITY_MAX = 1000
+NAME_LEN_MAX = 64
+DESCRIPTION_LEN_MAX = 1024
+ATTRIBUTE_DESCRIPTION_LEN_MAX = 256
+LABEL_LEN_MAX = 64
+VALUE_LEN_MAX = 256
+TAG_LEN_MAX = 64
+CHANNEL_LEN_MAX = 32
+EVENT_NAME_LEN_MAX = 32
+RULE_SET_BYTES_MAX = 1 << 20
+# Rule-set version numbers are 1 to this (a PostgreSQL integer); 0 names the active one.
+RULE_SET_VERSION_MAX = 2**31 - 1
+ACTIVATION_COMMENT_LEN_MAX = 256
+
+# ---- splits (split.proto: orders, SplitBatch, SplitStream, actions) --------------------------
+ORDER_ID_LEN_MAX = 128
+CHANNEL_TRANSACTION_ID_LEN_MAX = 64
+ORDER_TAGS_MAX = 32
+ORDER_ATTRIBUTES_MAX = 32
+ORDER_PARTIES_MAX = PARTY_ROLES_MAX
+ORDER_COUPONS_MAX = 16
+COUPON_ID_LEN_MAX = 64
+ORDER_MEMO_LEN_MAX = 256
+COUNTER_OVERRIDES_MAX = 16
+# Order.paid_time: at most this far ahead of the server's clock, and not before PAID_TIME_MIN
+# (no order was paid before it, and counter periods of any time zone stay in range).
+PAID_TIME_AHEAD_S_MAX = 300
+PAID_TIME_MIN = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+# SplitBatch: at most this many orders per call.
+SPLIT_BATCH_SIZE_MAX = 1000
+# SplitStream: at most this many orders read ahead of the outcomes sent.
+SPLIT_STREAM_IN_FLIGHT_MAX = 1000
+# SplitStream: at most this many groups of a stream's orders are being split at once.
+STREAM_GROUPS_MAX = 2
+# SplitError.message: at most this many characters.
+SPLIT_ERROR_MESSAGE_LEN_MAX = 1024
+# Split alerts (an order that could not be split): message characters kept.
+ALERT_MESSAGE_LEN_MAX = 256
+# ReleaseSplit / CancelSplit / RefundSplit.
+RELEASE_ACCOUNTS_MAX = 256
+ACTION_REASON_LEN_MAX = 256
+# ReleaseSplit.event_time: at most this far ahead of the server's clock.
+EVENT_TIME_AHEAD_S_MAX = 300
+# Releases, cancellations and refunds one split takes (`Split.actions`).
+ACTIONS_PER_SPLIT_MAX = 100
+REFUND_REF_LEN_MAX = 64
+REFUND_REASON_LEN_MAX = 256
+
+# ---- payouts (payout.proto) ------------------------------------------------------------------
+BANK_CODE_LEN_MAX = 32
+BANK_NAME_LEN_MAX = 128
+HOLDER_NAME_LEN_MAX = 128
+# An account number is shown only masked, its first 4 and last 4 characters (6225****1234).
+ACCOUNT_NUMBER_LEN_MIN = 8
+ACCOUNT_NUMBER_LEN_MAX = 32
+BRANCH_CODE_LEN = 12
+PAYOUT_MEMO_LEN_MAX = 64
+REVIEW_REASON_LEN_MAX = 256
+FAILURE_MESSAGE_LEN_MAX = 256
+# Bank transfers one payout may be cut into (a payout needing more is refused, INVALID_ARGUMENT
+# on amount_minor). Not bound here to the payout maximum: that and the bank's per-transfer
+# maximum are settings (clearing.config); their defaults, 10^11 and 5 x 10^7, would need 2000.
+TRANSFERS_PER_PAYOUT_MAX = 1000
+# The hour (local) payout schedules run at by default.
+RUN_HOUR_DEFAULT = 2
+# Longest run of consecutive non-business days the calendar may have (China's longest
+# holiday is 8 days); also how far back a moved day is looked for.
+SHIFT_DAYS_MAX = 31
+# Calendar rows loaded at most (about 13 years of exceptions).
+CALENDAR_DAYS_MAX = 5000
+
+
+# ---- how they bind ---------------------------------------------------------------------------
+
+def _require(holds: bool, relationship: str) -> None:
+    """An import-time check (not `assert`: it holds under python -O too)."""
+    if not holds:
+        raise AssertionError(f"clearing.limits: {relationship}")
+
+
+# A posting's transfers take consecutive ids of one journal batch.
+_require(LEGS_PER_POSTING_MAX <= BATCH_SPAN, "LEGS_PER_POSTING_MAX <= BATCH_SPAN")
+# A split is one posting, with at most one transfer per leg (a leg held for an unavailable
+# receiver has none); a refund posting has one per leg refunded.
+_require(LEGS_PER_SPLIT_MAX <= LEGS_PER_POSTING_MAX, "LEGS_PER_SPLIT_MAX <= LEGS_PER_POSTING_MAX")
+# An order's amount is an amount of a request, and amount x ratio fits in int64.
+_require(ORDER_AMOUNT_MINOR_MAX <= AMOUNT_MINOR_MAX, "ORDER_AMOUNT_MINOR_MAX <= AMOUNT_MINOR_MAX")
+_require(ORDER_AMOUNT_MINOR_MAX * BPS_MAX <= INT64_MAX,
+         "ORDER_AMOUNT_MINOR_MAX * BPS_MAX <= INT64_MAX")
+# The preload resolves one level per round, and needs one more to see a chain too deep.
+_require(RESOLVE_ROUNDS_MAX >= LEVELS_MAX + 1, "RESOLVE_ROUNDS_MAX >= LEVELS_MAX + 1")
+# An order names at most one party per role a rule set may declare.
+_require(ORDER_PARTIES_MAX == PARTY_ROLES_MAX, "ORDER_PARTIES_MAX == PARTY_ROLES_MAX")
+# A release may name every account of a split.
+_require(RELEASE_ACCOUNTS_MAX >= LEGS_PER_SPLIT_MAX, "RELEASE_ACCOUNTS_MAX >= LEGS_PER_SPLIT_MAX")
+# A split released step by step (one release policy) can take every step, then a refund
+# (the split itself is not counted among its actions).
+_require(ACTIONS_PER_SPLIT_MAX >= RELEASE_STEPS_MAX + 1,
+         "ACTIONS_PER_SPLIT_MAX >= RELEASE_STEPS_MAX + 1")
+_require(1 <= PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX, "1 <= PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX")
+# The mask shows 4 + 4 characters: a shorter number would be shown whole.
+_require(8 <= ACCOUNT_NUMBER_LEN_MIN <= ACCOUNT_NUMBER_LEN_MAX,
+         "8 <= ACCOUNT_NUMBER_LEN_MIN <= ACCOUNT_NUMBER_LEN_MAX")
+_require(0 <= RUN_HOUR_DEFAULT <= 23, "0 <= RUN_HOUR_DEFAULT <= 23")

@@ -1,0 +1,152 @@
+"""The domain enums that mirror proto enums agree with the generated descriptors: for each
+pair, every domain member has the proto value of the same name under the proto's prefix rule
+(`AccountStatus.FROZEN` <-> `ACCOUNT_STATUS_FROZEN`) and the same number, and every proto
+value has its domain member, `*_UNSPECIFIED` (0) excepted: a domain member numbered 0 (named
+UNSPECIFIED, or NONE for PendingState) stands for it.
+
+The domain packages never import generated code, so this test is where the two meet. It also
+keeps the list complete: every IntEnum of the domain packages is either a mirror or named
+below as the domain's own, and every proto enum is either mirrored or named as used only by
+the API layer."""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import pkgutil
+import re
+
+import pytest
+
+import clearing.ledger
+import clearing.payout
+import clearing.rules
+from clearing.ledger import model as ledger
+from clearing.payout import calendar, model as payout
+from clearing.rules import counters, model as rules
+from clearing.v1 import ledger_pb2, payout_pb2, split_pb2
+
+# (domain enum, proto enum descriptor)
+PAIRS = [
+    (ledger.AccountKind, ledger_pb2.AccountKind.DESCRIPTOR),
+    (ledger.OwnerType, ledger_pb2.OwnerType.DESCRIPTOR),
+    (ledger.AccountStatus, ledger_pb2.AccountStatus.DESCRIPTOR),
+    (ledger.Mode, ledger_pb2.TransferMode.DESCRIPTOR),
+    (ledger.PendingState, ledger_pb2.PendingState.DESCRIPTOR),
+    (ledger.EntrySide, ledger_pb2.EntrySide.DESCRIPTOR),
+    (payout.BankAccountType, payout_pb2.BankAccountType.DESCRIPTOR),
+    (payout.BankAccountStatus, payout_pb2.BankAccountStatus.DESCRIPTOR),
+    (payout.PayoutOrigin, payout_pb2.PayoutOrigin.DESCRIPTOR),
+    (payout.PayoutState, payout_pb2.PayoutState.DESCRIPTOR),
+    (payout.TransferState, payout_pb2.BankTransferState.DESCRIPTOR),
+    (calendar.PayoutCycle, payout_pb2.PayoutCycle.DESCRIPTOR),
+    (rules.ShareType, split_pb2.ShareType.DESCRIPTOR),
+    (rules.AttributeComparison, split_pb2.AttributeComparison.DESCRIPTOR),
+    (rules.CounterMetric, split_pb2.CounterMetric.DESCRIPTOR),
+    (rules.CounterPeriod, split_pb2.CounterPeriod.DESCRIPTOR),
+    (counters.Period, split_pb2.CounterPeriod.DESCRIPTOR),
+    (counters.Source, split_pb2.CounterSource.DESCRIPTOR),
+    (rules.TierEffect, split_pb2.TierEffect.DESCRIPTOR),
+    (rules.SubsidyBasis, split_pb2.SubsidyBasis.DESCRIPTOR),
+    (rules.SubsidyTarget, split_pb2.SubsidyTarget.DESCRIPTOR),
+    (rules.CouponFunding, split_pb2.CouponFunding.DESCRIPTOR),
+    (rules.LegKind, split_pb2.LegKind.DESCRIPTOR),
+    (rules.HoldReason, split_pb2.HoldReason.DESCRIPTOR),
+    (rules.SplitStatus, split_pb2.SplitStatus.DESCRIPTOR),
+    (rules.RuleSetStatus, split_pb2.RuleSetStatus.DESCRIPTOR),
+]
+# IntEnums of the domain packages that mirror no proto enum: the bank simulator's own.
+DOMAIN_ONLY = {"clearing.payout.bank.BankState", "clearing.payout.bank.TimeoutKind",
+               "clearing.payout.bank.Telling"}
+# Proto enums with no domain mirror: only the API layer reads and writes them.
+API_ONLY = {"clearing.v1.ReleaseState", "clearing.v1.SplitActionKind"}
+
+
+def proto_prefix(proto_enum_name: str) -> str:
+    """The prefix of a proto enum's values: `BankTransferState` -> `BANK_TRANSFER_STATE_`."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", proto_enum_name).upper() + "_"
+
+
+def mismatches(domain: type[enum.IntEnum], descriptor) -> list[str]:
+    """What differs between a domain enum and a proto enum (empty when they mirror)."""
+    prefix = proto_prefix(descriptor.name)
+    problems = []
+    proto = {}
+    for value in descriptor.values:
+        if not value.name.startswith(prefix):
+            problems.append(f"proto {value.name} lacks the prefix {prefix}")
+            continue
+        proto[value.name.removeprefix(prefix)] = value.number
+    unspecified = proto.pop("UNSPECIFIED", None)
+    if unspecified != 0:
+        problems.append(f"proto {descriptor.name} has no {prefix}UNSPECIFIED = 0")
+    members = {m.name: int(m) for m in domain}
+    zero = [name for name, number in members.items() if number == 0]
+    for name in zero:
+        members.pop(name)
+        if name not in ("UNSPECIFIED", "NONE"):
+            problems.append(f"{domain.__name__}.{name} is 0, which only UNSPECIFIED may be")
+    for name, number in sorted(members.items()):
+        if name not in proto:
+            problems.append(f"{domain.__name__}.{name} has no proto {prefix}{name}")
+        elif proto[name] != number:
+            problems.append(f"{domain.__name__}.{name} = {number}, proto {prefix}{name} = "
+                            f"{proto[name]}")
+    for name in sorted(set(proto) - set(members)):
+        problems.append(f"proto {prefix}{name} has no {domain.__name__}.{name}")
+    return problems
+
+
+@pytest.mark.parametrize("domain,descriptor", PAIRS,
+                         ids=[f"{d.__module__}.{d.__name__}" for d, _ in PAIRS])
+def test_domain_enum_mirrors_proto(domain, descriptor):
+    assert mismatches(domain, descriptor) == []
+
+
+def _domain_int_enums() -> set[str]:
+    found = set()
+    for package in (clearing.ledger, clearing.payout, clearing.rules):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            module = importlib.import_module(info.name)
+            for value in vars(module).values():
+                if (isinstance(value, type) and issubclass(value, enum.IntEnum)
+                        and value.__module__ == module.__name__):
+                    found.add(f"{value.__module__}.{value.__name__}")
+    return found
+
+
+def test_every_enum_is_paired_or_named():
+    paired = {f"{d.__module__}.{d.__name__}" for d, _ in PAIRS}
+    assert _domain_int_enums() == paired | DOMAIN_ONLY
+    proto = {e.full_name for m in (ledger_pb2, payout_pb2, split_pb2)
+             for e in m.DESCRIPTOR.enum_types_by_name.values()}
+    assert proto == {d.full_name for _, d in PAIRS} | API_ONLY
+
+
+def test_a_member_on_one_side_only_is_found():
+    class Extra(enum.IntEnum):  # AccountStatus with a member proto does not have
+        ACTIVE = 1
+        FROZEN = 2
+        CLOSED = 3
+        DORMANT = 4
+
+    class Missing(enum.IntEnum):  # without one proto has
+        ACTIVE = 1
+        FROZEN = 2
+
+    class Renumbered(enum.IntEnum):
+        ACTIVE = 1
+        FROZEN = 3
+        CLOSED = 2
+
+    status = ledger_pb2.AccountStatus.DESCRIPTOR
+    assert mismatches(Extra, status) == ["Extra.DORMANT has no proto ACCOUNT_STATUS_DORMANT"]
+    assert mismatches(Missing, status) == ["proto ACCOUNT_STATUS_CLOSED has no Missing.CLOSED"]
+    assert mismatches(Renumbered, status) == [
+        "Renumbered.CLOSED = 2, proto ACCOUNT_STATUS_CLOSED = 3",
+        "Renumbered.FROZEN = 3, proto ACCOUNT_STATUS_FROZEN = 2"]
+
+
+def test_prefix_rule():
+    assert proto_prefix("AccountStatus") == "ACCOUNT_STATUS_"
+    assert proto_prefix("BankTransferState") == "BANK_TRANSFER_STATE_"
