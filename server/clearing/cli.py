@@ -77,7 +77,7 @@ def cmd_migrate(args, settings: Settings) -> int:
 
 def cmd_platform_create(args, settings: Settings) -> int:
     from clearing import db
-    from clearing.api.auth import create_platform
+    from clearing.tenancy import create_platform
 
     async def go() -> tuple[int, str]:
         conn = await _admin_connect(settings)
@@ -100,7 +100,7 @@ def cmd_platform_create(args, settings: Settings) -> int:
 
 
 def cmd_keys_create(args, settings: Settings) -> int:
-    from clearing.api.auth import create_key
+    from clearing.tenancy import create_key
 
     async def go() -> str:
         conn = await _admin_connect(settings)
@@ -129,7 +129,7 @@ _KEY_HEADER = f"{'id':>6}  {'prefix':<8}  {'roles':<24}  {'created':<25}  revoke
 def cmd_keys_list(args, settings: Settings) -> int:
     """`clearing keys list --platform P`: a platform's keys (never the keys themselves;
     last use is not tracked)."""
-    from clearing.api.auth import list_keys
+    from clearing.tenancy import list_keys
 
     async def go():
         conn = await _admin_connect(settings)
@@ -151,7 +151,7 @@ def cmd_keys_revoke(args, settings: Settings) -> int:
     """`clearing keys revoke KEY_PREFIX_OR_ID`: revoke one key, named by its id, its prefix
     (as `keys list` and the logs show it; it must name one key) or the whole key. Every
     server refuses it (UNAUTHENTICATED) within a second."""
-    from clearing.api.auth import find_keys, revoke_key
+    from clearing.tenancy import find_keys, revoke_key
 
     which = args.key.strip()
     if not which:
@@ -299,7 +299,7 @@ async def _dev_bootstrap(settings: Settings) -> None:
     import asyncpg
 
     from clearing import db
-    from clearing.api.auth import create_key, create_platform
+    from clearing.tenancy import create_key, create_platform
 
     conn = await asyncpg.connect(settings.database_url)
     try:
