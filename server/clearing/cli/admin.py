@@ -10,6 +10,11 @@ from clearing.cli.common import minor
 from clearing.config import Settings
 
 
+def _refused(exc) -> SystemExit:
+    """An InvalidArgument as the command's last words: `field: description; ...`."""
+    return SystemExit("; ".join(f"{v.field}: {v.description}" for v in exc.violations))
+
+
 async def _admin_connect(settings: Settings):
     import asyncpg
 
@@ -45,8 +50,12 @@ def cmd_platform_create(args, settings: Settings) -> int:
         finally:
             await conn.close()
 
+    from clearing.errors import InvalidArgument
+
     try:
         platform_id, key = asyncio.run(go())
+    except InvalidArgument as exc:
+        raise _refused(exc) from None
     except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not trace back
         import asyncpg
         if isinstance(exc, asyncpg.UniqueViolationError):
@@ -70,7 +79,12 @@ def cmd_keys_create(args, settings: Settings) -> int:
         finally:
             await conn.close()
 
-    print(asyncio.run(go()))
+    from clearing.errors import InvalidArgument
+
+    try:
+        print(asyncio.run(go()))
+    except InvalidArgument as exc:
+        raise _refused(exc) from None
     return 0
 
 
@@ -199,8 +213,7 @@ def cmd_payout_config(args, settings: Settings) -> int:
     try:
         config = asyncio.run(go())
     except InvalidArgument as exc:
-        raise SystemExit("; ".join(f"{v.field}: {v.description}"
-                                   for v in exc.violations)) from None
+        raise _refused(exc) from None
     except Exception as exc:  # noqa: BLE001 - a database CHECK: report it, no traceback
         import asyncpg
         if isinstance(exc, asyncpg.CheckViolationError):
