@@ -4,22 +4,9 @@ as exact minor units, and errors on stderr with each BadRequest field violation.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 
-from tests.support import ROOT
-
-
-async def _cli(running, key: str, *argv: str) -> tuple[int, str, str]:
-    env = {**os.environ, "CLEARING_GRPC_ADDR": f"127.0.0.1:{running.port}",
-           "CLEARING_API_KEY": key}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clearing.cli", *argv, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    return proc.returncode, out.decode(), err.decode()
+from tests.support import cli as _cli
 
 
 async def _ok(running, key: str, *argv: str) -> dict:
