@@ -15,8 +15,8 @@ import pytest
 
 from tests.support import ROOT
 
-# About 13 s here (a venv, a wheel build, the dependencies from the pip cache or index).
-pytestmark = pytest.mark.timeout(600)
+# 13-20 s here (a venv, a wheel build, the dependencies from the pip cache or the index).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 VENV_TIMEOUT_S = 120.0
 INSTALL_TIMEOUT_S = 300.0
