@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
+CLIENT_GEN_DIR := clients/python
 
 .PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench loadtest clean
 
@@ -19,20 +20,23 @@ help:
 	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
 
-$(STAMP): pyproject.toml
+# The client SDK (clients/python, package clearing_client) is a package of its own: the
+# `clearing` command's client commands use it.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
-	$(PY) -m pip install -qq -e '.[dev]'
+	$(PY) -m pip install -qq -e clients/python -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# Generated code lives in server/clearing/v1 (the `clearing.v1` package) and is committed.
+# Generated code lives in server/clearing/v1 (the `clearing.v1` package) and, for the client
+# SDK, in clients/python/clearing_client/v1 (`clearing_client.v1`); both are committed.
 proto: $(STAMP)
-	$(PY) -m clearing.tools.protogen --out $(GEN_DIR)
+	$(PY) -m clearing.tools.protogen --out $(GEN_DIR) --client-out $(CLIENT_GEN_DIR)
 
 proto-check: $(STAMP)
-	$(PY) -m clearing.tools.protogen --out $(GEN_DIR) --check
+	$(PY) -m clearing.tools.protogen --out $(GEN_DIR) --client-out $(CLIENT_GEN_DIR) --check
 
 lint: $(STAMP)
 	cd proto && ../$(VENV)/bin/buf lint
@@ -67,4 +71,4 @@ bench-ledger: $(STAMP)
 	$(PY) -m bench.ledger_bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info server/*.egg-info
+	rm -rf $(VENV) build *.egg-info server/*.egg-info clients/python/*.egg-info

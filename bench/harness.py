@@ -344,7 +344,7 @@ async def verify_ledger(addr: str, key: str, timeout_s: float) -> dict:
 async def new_platform(conn, name: str) -> tuple[int, str, str]:
     """A platform (as `clearing platform create` / `clearing keys create` do): its id, a
     gateway+operator key and an approver key."""
-    from clearing.api.auth import create_key, create_platform
+    from clearing.tenancy import create_key, create_platform
 
     platform_id, key = await create_platform(conn, name, frozenset({"gateway", "operator"}))
     return platform_id, key, await create_key(conn, platform_id, frozenset({"approver"}))

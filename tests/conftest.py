@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from clearing import db, devstack, server
-from clearing.api.auth import create_platform
+from clearing.tenancy import create_platform
 from clearing.config import Settings, WriterSettings
 from tests.support import Client, Platform
 

@@ -155,7 +155,7 @@ async def isolated_server(pg_admin_dsn: str, redis_url: str, redis_prefix: str, 
 
 async def keys(database_url: str) -> tuple[int, str, str]:
     """A new platform: (platform_id, gateway+operator key, approver key)."""
-    from clearing.api.auth import create_key, create_platform
+    from clearing.tenancy import create_key, create_platform
     conn = await asyncpg.connect(database_url)
     try:
         pid, key = await create_platform(conn, f"p_{rid()[:8]}",

@@ -8,7 +8,7 @@ import textwrap
 import asyncpg
 import grpc
 
-from clearing.api.auth import create_key
+from clearing.tenancy import create_key
 from clearing.ledger.model import AccountStatus
 from clearing.rules import proto
 from clearing.v1 import ledger_pb2 as lpb

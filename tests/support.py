@@ -142,3 +142,18 @@ async def wait_for(predicate, timeout_s: float = 10.0, interval_s: float = 0.05)
             return
         await asyncio.sleep(interval_s)
     raise AssertionError("condition not met in time")
+
+
+CLI_TIMEOUT_S = 60.0
+
+
+async def cli(running, key: str, *argv: str) -> tuple[int, str, str]:
+    """`python -m clearing.cli ARGV` against the server `running` (its port) with `key`:
+    (exit status, stdout, stderr)."""
+    env = {**os.environ, "CLEARING_GRPC_ADDR": f"127.0.0.1:{running.port}",
+           "CLEARING_API_KEY": key}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clearing.cli", *argv, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=CLI_TIMEOUT_S)
+    return proc.returncode, out.decode(), err.decode()

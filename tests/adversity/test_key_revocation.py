@@ -101,3 +101,15 @@ async def test_keys_list_shows_prefix_roles_and_revocation(database_url, platfor
     assert code != 0 and "no key matches" in err
     code, _, err = await _cli(database_url, "list", "--platform", "no-such-platform")
     assert code != 0 and "no platform" in err
+
+
+async def test_keys_create_takes_known_roles_and_refuses_others_without_a_traceback(
+        database_url, platform):
+    code, out, err = await _cli(database_url, "create", platform.name, "--roles", "approver")
+    assert code == 0 and out.startswith("ck_") and err == "", err
+    code, out, err = await _cli(database_url, "create", platform.name, "--roles",
+                                "approver,nope")
+    assert (code, out, err) == (1, "", "roles: unknown or no roles: ['nope']\n")
+    _, out, _ = await _cli(database_url, "list", "--platform", platform.name)
+    assert [line.split()[2] for line in out.strip().splitlines()[1:]] == [
+        "gateway,operator", "approver"]

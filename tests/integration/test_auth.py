@@ -8,7 +8,7 @@ import asyncpg
 import grpc
 import pytest
 
-from clearing.api.auth import create_platform
+from clearing.tenancy import create_platform
 from clearing.v1 import ledger_pb2 as pb
 from tests.support import Client, details, rid
 

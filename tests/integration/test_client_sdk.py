@@ -32,6 +32,8 @@ async def test_errors_carry_reason_and_fields(channel, platform):
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.reason == "INVALID_ARGUMENT"
     assert {"credit_account_id", "amount_minor", "currency_code"} <= set(err.value.fields)
+    assert [v.field for v in err.value.violations] == err.value.fields
+    assert all(v.description for v in err.value.violations)
 
 
 async def test_retries_until_the_server_is_up(database_url, redis_url, redis_prefix, platform):

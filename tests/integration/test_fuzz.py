@@ -44,7 +44,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from clearing import metrics, values
-from clearing.api.auth import create_key, create_platform
+from clearing.tenancy import create_key, create_platform
 from clearing.api import ledger as ledger_api
 from clearing.api import payout as payout_api
 from clearing.api import split as split_api

@@ -75,7 +75,7 @@ async def test_create_account_replay(client: Client):
 
 async def test_request_ids_are_per_platform(client: Client, channel, database_url):
     import asyncpg, secrets
-    from clearing.api.auth import create_platform
+    from clearing.tenancy import create_platform
     conn = await asyncpg.connect(database_url)
     try:
         _, key = await create_platform(conn, f"p_{secrets.token_hex(5)}",

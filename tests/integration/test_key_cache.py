@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from clearing import db
+from clearing import db, tenancy
 from clearing.api import auth
 from clearing.errors import Unauthenticated
 
@@ -28,8 +28,8 @@ async def pool(database_url):
 
 async def _revoke(pool, key: str) -> None:
     async with pool.acquire() as conn:
-        [found] = await auth.find_keys(conn, key)
-        assert await auth.revoke_key(conn, found.key_id)
+        [found] = await tenancy.find_keys(conn, key)
+        assert await tenancy.revoke_key(conn, found.key_id)
 
 
 async def test_without_a_poll_an_answer_is_reloaded_after_its_confirmation_expires(
@@ -69,7 +69,7 @@ async def test_a_key_made_and_revoked_between_two_polls_is_not_kept(pool, platfo
     keys = auth.KeyStore(pool, clock=clock)
     await keys.poll()
     async with pool.acquire() as conn:
-        brief = await auth.create_key(conn, platform.platform_id, frozenset({"gateway"}))
+        brief = await tenancy.create_key(conn, platform.platform_id, frozenset({"gateway"}))
     assert (await keys.principal(brief)).platform_id == platform.platform_id
     await _revoke(pool, brief)
     clock.now += 0.5

@@ -181,7 +181,7 @@ async def test_replay_returns_the_payout_and_other_payload_is_refused(client, pa
 
 
 async def test_other_platforms_payouts_are_not_found(channel, client, payouts, database_url):
-    from clearing.api.auth import create_platform
+    from clearing.tenancy import create_platform
     p = await party(client, payouts, funds=5_000)
     payout = await payouts.request(p.account, 1_000)
     conn = await asyncpg.connect(database_url)

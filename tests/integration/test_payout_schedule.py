@@ -193,7 +193,7 @@ async def test_set_schedule_refuses_accounts_it_cannot_pay(env, moved_channel, d
         await env.set(2**62, pb.PAYOUT_CYCLE_D0)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     # another platform's account looks missing
-    from clearing.api.auth import create_platform
+    from clearing.tenancy import create_platform
     conn = await asyncpg.connect(database_url)
     try:
         _, other_key = await create_platform(conn, f"other_{rid()[:8]}",

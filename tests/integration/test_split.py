@@ -79,7 +79,7 @@ async def test_another_platform_cannot_read_the_split(world, channel, database_u
     split = await splits.split(order(10_000, rule_set_name="baby"))
     conn = await asyncpg.connect(database_url)
     try:
-        from clearing.api.auth import create_platform
+        from clearing.tenancy import create_platform
         _, key = await create_platform(conn, f"other_{rid()[:8]}", frozenset({"gateway"}))
     finally:
         await conn.close()

@@ -3,17 +3,14 @@ versions, idempotency), activate with maker-checker, get, list, and the CLI."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-
 import grpc
 import pytest
 
 from clearing.rules import proto
 from clearing.v1 import split_pb2 as pb
 from tests.split_support import Splits, new_key, open_accounts
-from tests.support import ROOT, Client, details, rid
+from tests.support import Client, details, rid
+from tests.support import cli as _cli
 from tests.unit.rules.helpers import EXAMPLES
 
 B2B = (EXAMPLES / "b2b.yaml").read_text()
@@ -147,16 +144,6 @@ async def test_get_and_list_paginate(maker: Splits, checker: Splits):
     active = await maker.call("ListRuleSets", pb.ListRuleSetsRequest(
         status=pb.RULE_SET_STATUS_ACTIVE, include_rules=True))
     assert [(r.version, len(r.rules)) for r in active.rule_sets] == [(2, 3)]
-
-
-async def _cli(running, key: str, *argv: str) -> tuple[int, str, str]:
-    env = {**os.environ, "CLEARING_GRPC_ADDR": f"127.0.0.1:{running.port}",
-           "CLEARING_API_KEY": key}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clearing.cli", *argv, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_cli_publish_activate_list(running, tmp_path, maker: Splits, checker: Splits):

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from clearing import db, server
-from clearing.api.auth import create_platform
+from clearing.tenancy import create_platform
 from clearing.v1 import ledger_pb2 as pb
 from tests.conftest import _replace_db, server_settings
 from tests.support import ROOT, Client

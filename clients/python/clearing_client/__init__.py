@@ -8,17 +8,21 @@ Every write carries a request id (a new UUID unless given). Calls that fail with
 retryable status (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED) are sent
 again with the SAME request, so the same request id: the server commits a write once and
 answers a replay with the first result, so retrying is always safe.
+
+The messages and stubs are in `clearing_client.v1` (generated from proto/clearing/v1, the
+contract): `from clearing_client.v1 import ledger_pb2, split_pb2, payout_pb2`. The package
+installs on its own (`pip install clients/python`), without the server.
 """
 
 from clearing_client.client import (RETRYABLE_CODES, ClearingClient, ClearingRpcError,
                                     new_request_id)
-from clearing.v1.ledger_pb2 import (ACCOUNT_KIND_CUSTODIAL, ACCOUNT_KIND_FEE,
-                                    ACCOUNT_KIND_FUNCTIONAL, ACCOUNT_KIND_MARKETING,
-                                    ACCOUNT_KIND_MERCHANT, ACCOUNT_KIND_ORDINARY,
-                                    ACCOUNT_KIND_PLATFORM, OWNER_TYPE_ENTERPRISE,
-                                    OWNER_TYPE_INDIVIDUAL, TRANSFER_MODE_IMMEDIATE,
-                                    TRANSFER_MODE_PENDING, TRANSFER_MODE_POST_PENDING,
-                                    TRANSFER_MODE_VOID_PENDING)
+from clearing_client.v1.ledger_pb2 import (ACCOUNT_KIND_CUSTODIAL, ACCOUNT_KIND_FEE,
+                                           ACCOUNT_KIND_FUNCTIONAL, ACCOUNT_KIND_MARKETING,
+                                           ACCOUNT_KIND_MERCHANT, ACCOUNT_KIND_ORDINARY,
+                                           ACCOUNT_KIND_PLATFORM, OWNER_TYPE_ENTERPRISE,
+                                           OWNER_TYPE_INDIVIDUAL, TRANSFER_MODE_IMMEDIATE,
+                                           TRANSFER_MODE_PENDING, TRANSFER_MODE_POST_PENDING,
+                                           TRANSFER_MODE_VOID_PENDING)
 
 __all__ = [
     "ClearingClient", "ClearingRpcError", "RETRYABLE_CODES", "new_request_id",

@@ -1,18 +1,26 @@
-"""The client: stubs for the three services, bearer auth, retries with the same request."""
+"""The client: stubs for the three services, bearer auth, retries with the same request.
+
+Typed methods cover the calls the `clearing` command line makes (and more): they return
+the resource when a response holds only it (an Account, a Transfer, a Payout, a RuleSet)
+and the response otherwise (lists, with their next_page_token; VerifyLedger;
+ActivateRuleSet). Every other method is one `call(client.<service>.<Method>, request)`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from clearing.v1 import ledger_pb2 as pb
-from clearing.v1 import ledger_pb2_grpc, payout_pb2_grpc, split_pb2_grpc
+from clearing_client.v1 import ledger_pb2 as pb
+from clearing_client.v1 import ledger_pb2_grpc, payout_pb2
+from clearing_client.v1 import payout_pb2_grpc, split_pb2, split_pb2_grpc
 
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                              grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -22,15 +30,25 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
+@dataclass(frozen=True)
+class FieldViolation:
+    """One field of a refused request (a BadRequest detail): its path and what is wrong."""
+
+    field: str
+    description: str
+
+
 @dataclass
 class ClearingRpcError(Exception):
-    """A failed call, with the server's ErrorInfo reason and BadRequest field paths."""
+    """A failed call, with the server's ErrorInfo reason and BadRequest field paths
+    (`fields`; `violations` has each path with its description)."""
 
     code: grpc.StatusCode
     message: str
     reason: str = ""
     fields: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    violations: list[FieldViolation] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"{self.code.name} {self.reason}: {self.message}"
@@ -48,6 +66,8 @@ class ClearingRpcError(Exception):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 out.fields = [v.field for v in bad.field_violations]
+                out.violations = [FieldViolation(v.field, v.description)
+                                  for v in bad.field_violations]
         return out
 
 
@@ -93,12 +113,13 @@ class ClearingClient:
             delay = min(delay * 2, self.backoff_max_s)
         raise AssertionError("unreachable")
 
-    # ---- ledger conveniences ------------------------------------------------------------
+    # ---- LedgerService ------------------------------------------------------------------
 
     async def create_account(self, external_ref: str, *, kind: int, currency_code: str = "CNY",
                              owner_type: int = pb.OWNER_TYPE_ENTERPRISE,
                              display_name: str = "", allow_negative: bool | None = None,
                              request_id: str | None = None) -> pb.Account:
+        """Open an account (`kind`: an AccountKind); allow_negative None: the kind's default."""
         request = pb.CreateAccountRequest(
             request_id=request_id or new_request_id(), external_ref=external_ref, kind=kind,
             owner_type=owner_type, currency_code=currency_code, display_name=display_name)
@@ -106,10 +127,43 @@ class ClearingClient:
             request.allow_negative = allow_negative
         return (await self.call(self.ledger.CreateAccount, request)).account
 
+    async def get_account(self, account_id: int = 0, *, external_ref: str = "") -> pb.Account:
+        """One account, by id or by the platform's reference."""
+        return (await self.call(self.ledger.GetAccount, pb.GetAccountRequest(
+            account_id=account_id, external_ref=external_ref))).account
+
+    async def list_accounts(self, *, page_size: int = 0,
+                            page_token: str = "") -> pb.ListAccountsResponse:
+        """A page of the platform's accounts (page_size 0: the server's default)."""
+        return await self.call(self.ledger.ListAccounts, pb.ListAccountsRequest(
+            page_size=page_size, page_token=page_token))
+
+    async def freeze_account(self, account_id: int, *, reason: str, amount_minor: int = 0,
+                             request_id: str | None = None) -> pb.Account:
+        """Freeze an amount of an account (amount_minor 0: the whole account)."""
+        return (await self.call(self.ledger.FreezeAccount, pb.FreezeAccountRequest(
+            request_id=request_id or new_request_id(), account_id=account_id,
+            amount_minor=amount_minor, reason=reason))).account
+
+    async def unfreeze_account(self, account_id: int, *, reason: str, amount_minor: int = 0,
+                               request_id: str | None = None) -> pb.Account:
+        """Release a frozen amount (amount_minor 0: unfreeze the whole account)."""
+        return (await self.call(self.ledger.UnfreezeAccount, pb.UnfreezeAccountRequest(
+            request_id=request_id or new_request_id(), account_id=account_id,
+            amount_minor=amount_minor, reason=reason))).account
+
+    async def close_account(self, account_id: int, *,
+                            request_id: str | None = None) -> pb.Account:
+        """Close an empty account."""
+        return (await self.call(self.ledger.CloseAccount, pb.CloseAccountRequest(
+            request_id=request_id or new_request_id(), account_id=account_id))).account
+
     async def transfer(self, debit_account_id: int, credit_account_id: int, amount_minor: int,
                        currency_code: str, *, mode: int = pb.TRANSFER_MODE_IMMEDIATE,
                        pending_transfer_id: int = 0, memo: str = "",
                        request_id: str | None = None) -> pb.Transfer:
+        """Move amount_minor from the debit to the credit account (`mode`: a TransferMode;
+        TRANSFER_MODE_PENDING holds it instead)."""
         request = pb.TransferRequest(
             request_id=request_id or new_request_id(), debit_account_id=debit_account_id,
             credit_account_id=credit_account_id, amount_minor=amount_minor,
@@ -117,9 +171,116 @@ class ClearingClient:
             memo=memo)
         return (await self.call(self.ledger.Transfer, request)).transfer
 
+    async def post_pending(self, pending_transfer_id: int, amount_minor: int, *,
+                           request_id: str | None = None) -> pb.Transfer:
+        """Post amount_minor of a pending transfer (the rest stays held)."""
+        return (await self.call(self.ledger.Transfer, pb.TransferRequest(
+            request_id=request_id or new_request_id(), mode=pb.TRANSFER_MODE_POST_PENDING,
+            pending_transfer_id=pending_transfer_id, amount_minor=amount_minor))).transfer
+
+    async def void_pending(self, pending_transfer_id: int, *,
+                           request_id: str | None = None) -> pb.Transfer:
+        """Void what remains of a pending transfer."""
+        return (await self.call(self.ledger.Transfer, pb.TransferRequest(
+            request_id=request_id or new_request_id(), mode=pb.TRANSFER_MODE_VOID_PENDING,
+            pending_transfer_id=pending_transfer_id))).transfer
+
     async def balance(self, account_id: int) -> pb.Balance:
+        """An account's balances."""
         return (await self.call(self.ledger.GetBalance,
                                 pb.GetBalanceRequest(account_id=account_id))).balance
 
+    async def list_entries(self, account_id: int, *, page_size: int = 0,
+                           page_token: str = "") -> pb.ListEntriesResponse:
+        """A page of an account's statement, newest first."""
+        return await self.call(self.ledger.ListEntries, pb.ListEntriesRequest(
+            account_id=account_id, page_size=page_size, page_token=page_token))
+
     async def verify(self) -> pb.VerifyLedgerResponse:
+        """The platform's trial balance and the hash chain."""
         return await self.call(self.ledger.VerifyLedger, pb.VerifyLedgerRequest())
+
+    # ---- SplitService: rule sets ---------------------------------------------------------
+
+    async def publish_rule_set(self, rule_set: split_pb2.RuleSet, *, validate_only: bool = False,
+                               request_id: str | None = None) -> split_pb2.RuleSet:
+        """File a new version of a rule set (validate_only: check it, store nothing)."""
+        return (await self.call(self.split.PublishRuleSet, split_pb2.PublishRuleSetRequest(
+            request_id=request_id or new_request_id(), rule_set=rule_set,
+            validate_only=validate_only))).rule_set
+
+    async def activate_rule_set(self, rule_set_name: str, rule_set_version: int, *,
+                                content_sha256: str = "",
+                                expected_active_version: int | None = None,
+                                comment: str = "", request_id: str | None = None,
+                                ) -> split_pb2.ActivateRuleSetResponse:
+        """Activate a version (an approver's key, not its publisher's); content_sha256 and
+        expected_active_version, when given, must match what the server holds."""
+        request = split_pb2.ActivateRuleSetRequest(
+            request_id=request_id or new_request_id(), rule_set_name=rule_set_name,
+            rule_set_version=rule_set_version, content_sha256=content_sha256, comment=comment)
+        if expected_active_version is not None:
+            request.expected_active_version = expected_active_version
+        return await self.call(self.split.ActivateRuleSet, request)
+
+    async def get_rule_set(self, rule_set_name: str,
+                           rule_set_version: int = 0) -> split_pb2.RuleSet:
+        """One version of a rule set (0: the active one)."""
+        return (await self.call(self.split.GetRuleSet, split_pb2.GetRuleSetRequest(
+            rule_set_name=rule_set_name, rule_set_version=rule_set_version))).rule_set
+
+    async def list_rule_sets(self, *, rule_set_name: str = "", page_size: int = 0,
+                             page_token: str = "", include_rules: bool = False,
+                             status: int = split_pb2.RULE_SET_STATUS_UNSPECIFIED,
+                             ) -> split_pb2.ListRuleSetsResponse:
+        """A page of rule-set versions by name, newest first (`status`: only those)."""
+        return await self.call(self.split.ListRuleSets, split_pb2.ListRuleSetsRequest(
+            page_size=page_size, page_token=page_token, rule_set_name=rule_set_name,
+            status=status, include_rules=include_rules))
+
+    # ---- PayoutService -------------------------------------------------------------------
+
+    async def bind_bank_account(self, account_id: int, *, bank_code: str, bank_name: str,
+                                account_number: str, holder_name: str, account_type: int,
+                                branch_code: str = "", kyc_verified: bool = False,
+                                request_id: str | None = None) -> payout_pb2.BankAccount:
+        """Bind a bank account to an account (`account_type`: a BankAccountType)."""
+        return (await self.call(self.payout.BindBankAccount, payout_pb2.BindBankAccountRequest(
+            request_id=request_id or new_request_id(), account_id=account_id,
+            bank_code=bank_code, bank_name=bank_name, branch_code=branch_code,
+            account_number=account_number, holder_name=holder_name,
+            account_type=account_type, kyc_verified=kyc_verified))).bank_account
+
+    async def request_payout(self, account_id: int, amount_minor: int, currency_code: str, *,
+                             memo: str = "", request_id: str | None = None) -> payout_pb2.Payout:
+        """Pay amount_minor (fee included) of an account out to its bound bank account."""
+        return (await self.call(self.payout.RequestPayout, payout_pb2.RequestPayoutRequest(
+            request_id=request_id or new_request_id(), account_id=account_id,
+            amount_minor=amount_minor, currency_code=currency_code, memo=memo))).payout
+
+    async def get_payout(self, payout_id: int) -> payout_pb2.Payout:
+        """One payout with its bank transfers."""
+        return (await self.call(self.payout.GetPayout,
+                                payout_pb2.GetPayoutRequest(payout_id=payout_id))).payout
+
+    async def list_payouts(self, *, account_id: int = 0, states: Iterable[int] = (),
+                           page_size: int = 0,
+                           page_token: str = "") -> payout_pb2.ListPayoutsResponse:
+        """A page of payouts, newest first (account_id 0: all; `states`: PayoutStates)."""
+        return await self.call(self.payout.ListPayouts, payout_pb2.ListPayoutsRequest(
+            page_size=page_size, page_token=page_token, account_id=account_id,
+            states=list(states)))
+
+    async def approve_payout(self, payout_id: int, *, reason: str = "",
+                             request_id: str | None = None) -> payout_pb2.Payout:
+        """Approve a payout under review (an approver's key)."""
+        return (await self.call(self.payout.ApprovePayout, payout_pb2.ApprovePayoutRequest(
+            request_id=request_id or new_request_id(), payout_id=payout_id,
+            reason=reason))).payout
+
+    async def reject_payout(self, payout_id: int, *, reason: str,
+                            request_id: str | None = None) -> payout_pb2.Payout:
+        """Reject a payout under review (an approver's key): what was not paid goes back."""
+        return (await self.call(self.payout.RejectPayout, payout_pb2.RejectPayoutRequest(
+            request_id=request_id or new_request_id(), payout_id=payout_id,
+            reason=reason))).payout

@@ -1,23 +1,21 @@
-"""API keys: creation (shown once, only a SHA-256 stored) and lookup with a small cache."""
+"""API keys on the servers: a bearer key resolved to its principal through a small cache
+that honours revocation within REVOCATION_BOUND_S. Keys are made, listed and revoked in
+`clearing.tenancy`."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import secrets
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import asyncpg
 
-from clearing.errors import InvalidArgument, FieldViolation, Unauthenticated
-from clearing.ledger.model import Principal, Role
+from clearing.errors import Unauthenticated
+from clearing.ledger.model import Principal
+from clearing.tenancy import hash_key
 
-KEY_PREFIX = "ck_"
 KEY_LEN_MAX = 128
-PREFIX_LEN = 8  # the characters of a key stored and logged to recognise it
 # A revoked (or deleted) key is refused by every process within REVOCATION_BOUND_S: a cached
 # answer is used only while a read that started at most CONFIRMED_MAX_AGE_S ago confirms it
 # (its own load, or the poll of the key table's change counter that runs every POLL_INTERVAL_S
@@ -33,79 +31,6 @@ CACHE_ENTRIES_MAX = 10_000
 _SQL_FINGERPRINT = "SELECT version FROM api_key_changes"
 
 log = logging.getLogger("clearing.api.auth")
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_key(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
-async def create_platform(conn: asyncpg.Connection, name: str,
-                          roles: frozenset[str]) -> tuple[int, str]:
-    """Create a platform and its first key; returns (platform_id, key)."""
-    async with conn.transaction():
-        platform_id = await conn.fetchval(
-            "INSERT INTO platforms (name) VALUES ($1) RETURNING platform_id", name)
-        key = await create_key(conn, platform_id, roles)
-    return platform_id, key
-
-
-async def create_key(conn: asyncpg.Connection, platform_id: int, roles: frozenset[str]) -> str:
-    unknown = set(roles) - Role.ALL
-    if not roles or unknown:
-        raise InvalidArgument([FieldViolation("roles", f"unknown or no roles: {sorted(unknown)}")])
-    key = new_key()
-    await conn.execute(
-        "INSERT INTO api_keys (platform_id, key_hash, key_prefix, roles) VALUES ($1, $2, $3, $4)",
-        platform_id, hash_key(key), key[:PREFIX_LEN], sorted(roles))
-    return key
-
-
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    """An API key as the admin commands list it (never the key itself)."""
-
-    key_id: int
-    platform: str
-    key_prefix: str
-    roles: tuple[str, ...]
-    created_at: object
-    revoked_at: object | None
-
-
-async def list_keys(conn: asyncpg.Connection, platform: str) -> list[KeyInfo]:
-    rows = await conn.fetch(
-        "SELECT k.key_id, p.name, k.key_prefix, k.roles, k.created_at, k.revoked_at"
-        " FROM api_keys k JOIN platforms p USING (platform_id) WHERE p.name = $1"
-        " ORDER BY k.key_id", platform)
-    return [KeyInfo(r[0], r[1], r[2], tuple(r[3]), r[4], r[5]) for r in rows]
-
-
-async def find_keys(conn: asyncpg.Connection, which: str) -> list[KeyInfo]:
-    """Keys named by `which`: a key id (digits), a whole key, or a key's prefix (its first
-    characters as shown in logs and `keys list`)."""
-    if which.isdigit():
-        where, arg = "k.key_id = $1", int(which)
-    elif len(which) > PREFIX_LEN:
-        where, arg = "k.key_hash = $1", hash_key(which)
-    else:
-        where, arg = "starts_with(k.key_prefix, $1)", which
-    rows = await conn.fetch(
-        "SELECT k.key_id, p.name, k.key_prefix, k.roles, k.created_at, k.revoked_at"
-        f" FROM api_keys k JOIN platforms p USING (platform_id) WHERE {where}"
-        " ORDER BY k.key_id", arg)
-    return [KeyInfo(r[0], r[1], r[2], tuple(r[3]), r[4], r[5]) for r in rows]
-
-
-async def revoke_key(conn: asyncpg.Connection, key_id: int) -> bool:
-    """Revoke a key (False if it was revoked already). Every server refuses it within
-    REVOCATION_BOUND_S."""
-    return await conn.fetchval(
-        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL"
-        " RETURNING true", key_id) or False
 
 
 class KeyStore:

@@ -1,0 +1,943 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RuleSetStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RULE_SET_STATUS_UNSPECIFIED: _ClassVar[RuleSetStatus]
+    RULE_SET_STATUS_PUBLISHED: _ClassVar[RuleSetStatus]
+    RULE_SET_STATUS_ACTIVE: _ClassVar[RuleSetStatus]
+    RULE_SET_STATUS_SUPERSEDED: _ClassVar[RuleSetStatus]
+
+class ShareType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SHARE_TYPE_UNSPECIFIED: _ClassVar[ShareType]
+    SHARE_TYPE_RATIO: _ClassVar[ShareType]
+    SHARE_TYPE_FIXED: _ClassVar[ShareType]
+    SHARE_TYPE_REMAINDER: _ClassVar[ShareType]
+
+class AttributeComparison(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTRIBUTE_COMPARISON_UNSPECIFIED: _ClassVar[AttributeComparison]
+    ATTRIBUTE_COMPARISON_EQUALS: _ClassVar[AttributeComparison]
+    ATTRIBUTE_COMPARISON_NOT_EQUALS: _ClassVar[AttributeComparison]
+    ATTRIBUTE_COMPARISON_IN: _ClassVar[AttributeComparison]
+    ATTRIBUTE_COMPARISON_NOT_IN: _ClassVar[AttributeComparison]
+
+class CounterMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COUNTER_METRIC_UNSPECIFIED: _ClassVar[CounterMetric]
+    COUNTER_METRIC_ORDER_COUNT: _ClassVar[CounterMetric]
+    COUNTER_METRIC_AMOUNT_MINOR: _ClassVar[CounterMetric]
+
+class CounterPeriod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COUNTER_PERIOD_UNSPECIFIED: _ClassVar[CounterPeriod]
+    COUNTER_PERIOD_DAY: _ClassVar[CounterPeriod]
+    COUNTER_PERIOD_WEEK: _ClassVar[CounterPeriod]
+    COUNTER_PERIOD_MONTH: _ClassVar[CounterPeriod]
+    COUNTER_PERIOD_YEAR: _ClassVar[CounterPeriod]
+    COUNTER_PERIOD_LIFETIME: _ClassVar[CounterPeriod]
+
+class TierEffect(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TIER_EFFECT_UNSPECIFIED: _ClassVar[TierEffect]
+    TIER_EFFECT_ADD: _ClassVar[TierEffect]
+    TIER_EFFECT_REPLACE: _ClassVar[TierEffect]
+
+class SubsidyBasis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SUBSIDY_BASIS_UNSPECIFIED: _ClassVar[SubsidyBasis]
+    SUBSIDY_BASIS_PLATFORM_COUPONS: _ClassVar[SubsidyBasis]
+    SUBSIDY_BASIS_FIXED: _ClassVar[SubsidyBasis]
+    SUBSIDY_BASIS_RATIO: _ClassVar[SubsidyBasis]
+
+class SubsidyTarget(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SUBSIDY_TARGET_UNSPECIFIED: _ClassVar[SubsidyTarget]
+    SUBSIDY_TARGET_RECEIVER: _ClassVar[SubsidyTarget]
+    SUBSIDY_TARGET_SPLIT_BASE: _ClassVar[SubsidyTarget]
+
+class CouponFunding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COUPON_FUNDING_UNSPECIFIED: _ClassVar[CouponFunding]
+    COUPON_FUNDING_PLATFORM: _ClassVar[CouponFunding]
+    COUPON_FUNDING_SELLER: _ClassVar[CouponFunding]
+
+class SplitStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPLIT_STATUS_UNSPECIFIED: _ClassVar[SplitStatus]
+    SPLIT_STATUS_POSTED: _ClassVar[SplitStatus]
+    SPLIT_STATUS_HOLDING: _ClassVar[SplitStatus]
+    SPLIT_STATUS_CANCELLED: _ClassVar[SplitStatus]
+    SPLIT_STATUS_PARTLY_REFUNDED: _ClassVar[SplitStatus]
+    SPLIT_STATUS_REFUNDED: _ClassVar[SplitStatus]
+    SPLIT_STATUS_PREVIEW: _ClassVar[SplitStatus]
+
+class LegKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEG_KIND_UNSPECIFIED: _ClassVar[LegKind]
+    LEG_KIND_SHARE: _ClassVar[LegKind]
+    LEG_KIND_FEE: _ClassVar[LegKind]
+    LEG_KIND_SUBSIDY: _ClassVar[LegKind]
+
+class ReleaseState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RELEASE_STATE_UNSPECIFIED: _ClassVar[ReleaseState]
+    RELEASE_STATE_RELEASED: _ClassVar[ReleaseState]
+    RELEASE_STATE_HELD: _ClassVar[ReleaseState]
+    RELEASE_STATE_PARTLY_RELEASED: _ClassVar[ReleaseState]
+    RELEASE_STATE_VOIDED: _ClassVar[ReleaseState]
+
+class HoldReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HOLD_REASON_UNSPECIFIED: _ClassVar[HoldReason]
+    HOLD_REASON_RELEASE_POLICY: _ClassVar[HoldReason]
+    HOLD_REASON_RECEIVER_UNAVAILABLE: _ClassVar[HoldReason]
+
+class CounterSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COUNTER_SOURCE_UNSPECIFIED: _ClassVar[CounterSource]
+    COUNTER_SOURCE_LIVE: _ClassVar[CounterSource]
+    COUNTER_SOURCE_OVERRIDE: _ClassVar[CounterSource]
+    COUNTER_SOURCE_FALLBACK: _ClassVar[CounterSource]
+
+class SplitActionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPLIT_ACTION_KIND_UNSPECIFIED: _ClassVar[SplitActionKind]
+    SPLIT_ACTION_KIND_SPLIT: _ClassVar[SplitActionKind]
+    SPLIT_ACTION_KIND_RELEASE: _ClassVar[SplitActionKind]
+    SPLIT_ACTION_KIND_CANCEL: _ClassVar[SplitActionKind]
+    SPLIT_ACTION_KIND_REFUND: _ClassVar[SplitActionKind]
+RULE_SET_STATUS_UNSPECIFIED: RuleSetStatus
+RULE_SET_STATUS_PUBLISHED: RuleSetStatus
+RULE_SET_STATUS_ACTIVE: RuleSetStatus
+RULE_SET_STATUS_SUPERSEDED: RuleSetStatus
+SHARE_TYPE_UNSPECIFIED: ShareType
+SHARE_TYPE_RATIO: ShareType
+SHARE_TYPE_FIXED: ShareType
+SHARE_TYPE_REMAINDER: ShareType
+ATTRIBUTE_COMPARISON_UNSPECIFIED: AttributeComparison
+ATTRIBUTE_COMPARISON_EQUALS: AttributeComparison
+ATTRIBUTE_COMPARISON_NOT_EQUALS: AttributeComparison
+ATTRIBUTE_COMPARISON_IN: AttributeComparison
+ATTRIBUTE_COMPARISON_NOT_IN: AttributeComparison
+COUNTER_METRIC_UNSPECIFIED: CounterMetric
+COUNTER_METRIC_ORDER_COUNT: CounterMetric
+COUNTER_METRIC_AMOUNT_MINOR: CounterMetric
+COUNTER_PERIOD_UNSPECIFIED: CounterPeriod
+COUNTER_PERIOD_DAY: CounterPeriod
+COUNTER_PERIOD_WEEK: CounterPeriod
+COUNTER_PERIOD_MONTH: CounterPeriod
+COUNTER_PERIOD_YEAR: CounterPeriod
+COUNTER_PERIOD_LIFETIME: CounterPeriod
+TIER_EFFECT_UNSPECIFIED: TierEffect
+TIER_EFFECT_ADD: TierEffect
+TIER_EFFECT_REPLACE: TierEffect
+SUBSIDY_BASIS_UNSPECIFIED: SubsidyBasis
+SUBSIDY_BASIS_PLATFORM_COUPONS: SubsidyBasis
+SUBSIDY_BASIS_FIXED: SubsidyBasis
+SUBSIDY_BASIS_RATIO: SubsidyBasis
+SUBSIDY_TARGET_UNSPECIFIED: SubsidyTarget
+SUBSIDY_TARGET_RECEIVER: SubsidyTarget
+SUBSIDY_TARGET_SPLIT_BASE: SubsidyTarget
+COUPON_FUNDING_UNSPECIFIED: CouponFunding
+COUPON_FUNDING_PLATFORM: CouponFunding
+COUPON_FUNDING_SELLER: CouponFunding
+SPLIT_STATUS_UNSPECIFIED: SplitStatus
+SPLIT_STATUS_POSTED: SplitStatus
+SPLIT_STATUS_HOLDING: SplitStatus
+SPLIT_STATUS_CANCELLED: SplitStatus
+SPLIT_STATUS_PARTLY_REFUNDED: SplitStatus
+SPLIT_STATUS_REFUNDED: SplitStatus
+SPLIT_STATUS_PREVIEW: SplitStatus
+LEG_KIND_UNSPECIFIED: LegKind
+LEG_KIND_SHARE: LegKind
+LEG_KIND_FEE: LegKind
+LEG_KIND_SUBSIDY: LegKind
+RELEASE_STATE_UNSPECIFIED: ReleaseState
+RELEASE_STATE_RELEASED: ReleaseState
+RELEASE_STATE_HELD: ReleaseState
+RELEASE_STATE_PARTLY_RELEASED: ReleaseState
+RELEASE_STATE_VOIDED: ReleaseState
+HOLD_REASON_UNSPECIFIED: HoldReason
+HOLD_REASON_RELEASE_POLICY: HoldReason
+HOLD_REASON_RECEIVER_UNAVAILABLE: HoldReason
+COUNTER_SOURCE_UNSPECIFIED: CounterSource
+COUNTER_SOURCE_LIVE: CounterSource
+COUNTER_SOURCE_OVERRIDE: CounterSource
+COUNTER_SOURCE_FALLBACK: CounterSource
+SPLIT_ACTION_KIND_UNSPECIFIED: SplitActionKind
+SPLIT_ACTION_KIND_SPLIT: SplitActionKind
+SPLIT_ACTION_KIND_RELEASE: SplitActionKind
+SPLIT_ACTION_KIND_CANCEL: SplitActionKind
+SPLIT_ACTION_KIND_REFUND: SplitActionKind
+
+class RuleSet(_message.Message):
+    __slots__ = ("rule_set_id", "name", "version", "currency_code", "description", "rules", "attributes", "party_roles", "counters", "status", "content_sha256", "published_by", "publish_time", "activated_by", "activate_time", "supersede_time", "level_count")
+    RULE_SET_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ROLES_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_BY_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_BY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    rule_set_id: int
+    name: str
+    version: int
+    currency_code: str
+    description: str
+    rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    attributes: _containers.RepeatedCompositeFieldContainer[AttributeDeclaration]
+    party_roles: _containers.RepeatedScalarFieldContainer[str]
+    counters: _containers.RepeatedCompositeFieldContainer[CounterDefinition]
+    status: RuleSetStatus
+    content_sha256: str
+    published_by: str
+    publish_time: _timestamp_pb2.Timestamp
+    activated_by: str
+    activate_time: _timestamp_pb2.Timestamp
+    supersede_time: _timestamp_pb2.Timestamp
+    level_count: int
+    def __init__(self, rule_set_id: _Optional[int] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., currency_code: _Optional[str] = ..., description: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., attributes: _Optional[_Iterable[_Union[AttributeDeclaration, _Mapping]]] = ..., party_roles: _Optional[_Iterable[str]] = ..., counters: _Optional[_Iterable[_Union[CounterDefinition, _Mapping]]] = ..., status: _Optional[_Union[RuleSetStatus, str]] = ..., content_sha256: _Optional[str] = ..., published_by: _Optional[str] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., activated_by: _Optional[str] = ..., activate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., supersede_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level_count: _Optional[int] = ...) -> None: ...
+
+class AttributeDeclaration(_message.Message):
+    __slots__ = ("key", "allowed_values", "description")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_VALUES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    allowed_values: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    def __init__(self, key: _Optional[str] = ..., allowed_values: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class CounterDefinition(_message.Message):
+    __slots__ = ("name", "metric", "period", "account_ref", "party_role", "attribute_key", "time_zone")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_REF_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ROLE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_KEY_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    metric: CounterMetric
+    period: CounterPeriod
+    account_ref: str
+    party_role: str
+    attribute_key: str
+    time_zone: str
+    def __init__(self, name: _Optional[str] = ..., metric: _Optional[_Union[CounterMetric, str]] = ..., period: _Optional[_Union[CounterPeriod, str]] = ..., account_ref: _Optional[str] = ..., party_role: _Optional[str] = ..., attribute_key: _Optional[str] = ..., time_zone: _Optional[str] = ...) -> None: ...
+
+class Rule(_message.Message):
+    __slots__ = ("rule_name", "priority", "description", "start_time", "end_time", "condition", "top_slice", "fees", "shares", "subsidies")
+    RULE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    TOP_SLICE_FIELD_NUMBER: _ClassVar[int]
+    FEES_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    SUBSIDIES_FIELD_NUMBER: _ClassVar[int]
+    rule_name: str
+    priority: int
+    description: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    condition: RuleCondition
+    top_slice: bool
+    fees: _containers.RepeatedCompositeFieldContainer[Fee]
+    shares: _containers.RepeatedCompositeFieldContainer[Share]
+    subsidies: _containers.RepeatedCompositeFieldContainer[Subsidy]
+    def __init__(self, rule_name: _Optional[str] = ..., priority: _Optional[int] = ..., description: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., condition: _Optional[_Union[RuleCondition, _Mapping]] = ..., top_slice: _Optional[bool] = ..., fees: _Optional[_Iterable[_Union[Fee, _Mapping]]] = ..., shares: _Optional[_Iterable[_Union[Share, _Mapping]]] = ..., subsidies: _Optional[_Iterable[_Union[Subsidy, _Mapping]]] = ...) -> None: ...
+
+class RuleCondition(_message.Message):
+    __slots__ = ("min_amount_minor", "max_amount_minor", "currency_codes", "channels", "tags_any", "tags_all", "tags_none", "attributes")
+    MIN_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODES_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_ANY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_ALL_FIELD_NUMBER: _ClassVar[int]
+    TAGS_NONE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    min_amount_minor: int
+    max_amount_minor: int
+    currency_codes: _containers.RepeatedScalarFieldContainer[str]
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    tags_any: _containers.RepeatedScalarFieldContainer[str]
+    tags_all: _containers.RepeatedScalarFieldContainer[str]
+    tags_none: _containers.RepeatedScalarFieldContainer[str]
+    attributes: _containers.RepeatedCompositeFieldContainer[AttributeCondition]
+    def __init__(self, min_amount_minor: _Optional[int] = ..., max_amount_minor: _Optional[int] = ..., currency_codes: _Optional[_Iterable[str]] = ..., channels: _Optional[_Iterable[str]] = ..., tags_any: _Optional[_Iterable[str]] = ..., tags_all: _Optional[_Iterable[str]] = ..., tags_none: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Iterable[_Union[AttributeCondition, _Mapping]]] = ...) -> None: ...
+
+class AttributeCondition(_message.Message):
+    __slots__ = ("key", "comparison", "values")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    comparison: AttributeComparison
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., comparison: _Optional[_Union[AttributeComparison, str]] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Receiver(_message.Message):
+    __slots__ = ("account_ref", "party_role", "rule_set")
+    ACCOUNT_REF_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ROLE_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_FIELD_NUMBER: _ClassVar[int]
+    account_ref: str
+    party_role: str
+    rule_set: SubRuleSetRef
+    def __init__(self, account_ref: _Optional[str] = ..., party_role: _Optional[str] = ..., rule_set: _Optional[_Union[SubRuleSetRef, _Mapping]] = ...) -> None: ...
+
+class SubRuleSetRef(_message.Message):
+    __slots__ = ("rule_set_name", "rule_set_version")
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    rule_set_name: str
+    rule_set_version: int
+    def __init__(self, rule_set_name: _Optional[str] = ..., rule_set_version: _Optional[int] = ...) -> None: ...
+
+class Fee(_message.Message):
+    __slots__ = ("label", "ratio_bps", "fixed_minor", "min_minor", "max_minor", "account_ref", "release")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    RATIO_BPS_FIELD_NUMBER: _ClassVar[int]
+    FIXED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_MINOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_MINOR_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_REF_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    ratio_bps: int
+    fixed_minor: int
+    min_minor: int
+    max_minor: int
+    account_ref: str
+    release: ReleasePolicy
+    def __init__(self, label: _Optional[str] = ..., ratio_bps: _Optional[int] = ..., fixed_minor: _Optional[int] = ..., min_minor: _Optional[int] = ..., max_minor: _Optional[int] = ..., account_ref: _Optional[str] = ..., release: _Optional[_Union[ReleasePolicy, _Mapping]] = ...) -> None: ...
+
+class Share(_message.Message):
+    __slots__ = ("label", "type", "ratio_bps", "fixed_minor", "receiver", "release", "tiers")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    RATIO_BPS_FIELD_NUMBER: _ClassVar[int]
+    FIXED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    type: ShareType
+    ratio_bps: int
+    fixed_minor: int
+    receiver: Receiver
+    release: ReleasePolicy
+    tiers: TierTable
+    def __init__(self, label: _Optional[str] = ..., type: _Optional[_Union[ShareType, str]] = ..., ratio_bps: _Optional[int] = ..., fixed_minor: _Optional[int] = ..., receiver: _Optional[_Union[Receiver, _Mapping]] = ..., release: _Optional[_Union[ReleasePolicy, _Mapping]] = ..., tiers: _Optional[_Union[TierTable, _Mapping]] = ...) -> None: ...
+
+class TierTable(_message.Message):
+    __slots__ = ("counter_name", "effect", "tiers")
+    COUNTER_NAME_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    counter_name: str
+    effect: TierEffect
+    tiers: _containers.RepeatedCompositeFieldContainer[Tier]
+    def __init__(self, counter_name: _Optional[str] = ..., effect: _Optional[_Union[TierEffect, str]] = ..., tiers: _Optional[_Iterable[_Union[Tier, _Mapping]]] = ...) -> None: ...
+
+class Tier(_message.Message):
+    __slots__ = ("min_counter_value", "ratio_bps")
+    MIN_COUNTER_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RATIO_BPS_FIELD_NUMBER: _ClassVar[int]
+    min_counter_value: int
+    ratio_bps: int
+    def __init__(self, min_counter_value: _Optional[int] = ..., ratio_bps: _Optional[int] = ...) -> None: ...
+
+class ReleasePolicy(_message.Message):
+    __slots__ = ("steps",)
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    steps: _containers.RepeatedCompositeFieldContainer[ReleaseStep]
+    def __init__(self, steps: _Optional[_Iterable[_Union[ReleaseStep, _Mapping]]] = ...) -> None: ...
+
+class ReleaseStep(_message.Message):
+    __slots__ = ("event_name", "fraction_bps")
+    EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_BPS_FIELD_NUMBER: _ClassVar[int]
+    event_name: str
+    fraction_bps: int
+    def __init__(self, event_name: _Optional[str] = ..., fraction_bps: _Optional[int] = ...) -> None: ...
+
+class Subsidy(_message.Message):
+    __slots__ = ("label", "source_account_ref", "basis", "fixed_minor", "ratio_bps", "cap_minor", "target", "receiver", "release")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ACCOUNT_REF_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
+    FIXED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RATIO_BPS_FIELD_NUMBER: _ClassVar[int]
+    CAP_MINOR_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    source_account_ref: str
+    basis: SubsidyBasis
+    fixed_minor: int
+    ratio_bps: int
+    cap_minor: int
+    target: SubsidyTarget
+    receiver: Receiver
+    release: ReleasePolicy
+    def __init__(self, label: _Optional[str] = ..., source_account_ref: _Optional[str] = ..., basis: _Optional[_Union[SubsidyBasis, str]] = ..., fixed_minor: _Optional[int] = ..., ratio_bps: _Optional[int] = ..., cap_minor: _Optional[int] = ..., target: _Optional[_Union[SubsidyTarget, str]] = ..., receiver: _Optional[_Union[Receiver, _Mapping]] = ..., release: _Optional[_Union[ReleasePolicy, _Mapping]] = ...) -> None: ...
+
+class Order(_message.Message):
+    __slots__ = ("order_id", "amount_minor", "currency_code", "channel", "channel_fee_minor", "channel_transaction_id", "tags", "attributes", "parties", "coupons", "rule_set_name", "paid_time", "memo")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class PartiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FEE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    COUPONS_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    PAID_TIME_FIELD_NUMBER: _ClassVar[int]
+    MEMO_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    amount_minor: int
+    currency_code: str
+    channel: str
+    channel_fee_minor: int
+    channel_transaction_id: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    attributes: _containers.ScalarMap[str, str]
+    parties: _containers.ScalarMap[str, str]
+    coupons: _containers.RepeatedCompositeFieldContainer[Coupon]
+    rule_set_name: str
+    paid_time: _timestamp_pb2.Timestamp
+    memo: str
+    def __init__(self, order_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., channel: _Optional[str] = ..., channel_fee_minor: _Optional[int] = ..., channel_transaction_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., parties: _Optional[_Mapping[str, str]] = ..., coupons: _Optional[_Iterable[_Union[Coupon, _Mapping]]] = ..., rule_set_name: _Optional[str] = ..., paid_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., memo: _Optional[str] = ...) -> None: ...
+
+class Coupon(_message.Message):
+    __slots__ = ("coupon_id", "amount_minor", "funding")
+    COUPON_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    FUNDING_FIELD_NUMBER: _ClassVar[int]
+    coupon_id: str
+    amount_minor: int
+    funding: CouponFunding
+    def __init__(self, coupon_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., funding: _Optional[_Union[CouponFunding, str]] = ...) -> None: ...
+
+class Split(_message.Message):
+    __slots__ = ("split_id", "order_id", "request_id", "status", "currency_code", "amount_minor", "channel_fee_minor", "net_amount_minor", "subsidy_minor", "distributed_minor", "fee_minor", "held_minor", "released_minor", "voided_minor", "refunded_minor", "rule_set_name", "rule_set_version", "legs", "matched_rules", "counter_values", "alerts", "actions", "order", "create_time", "update_time")
+    SPLIT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FEE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    NET_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SUBSIDY_MINOR_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    FEE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    HELD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    VOIDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEGS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_RULES_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_VALUES_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    split_id: int
+    order_id: str
+    request_id: str
+    status: SplitStatus
+    currency_code: str
+    amount_minor: int
+    channel_fee_minor: int
+    net_amount_minor: int
+    subsidy_minor: int
+    distributed_minor: int
+    fee_minor: int
+    held_minor: int
+    released_minor: int
+    voided_minor: int
+    refunded_minor: int
+    rule_set_name: str
+    rule_set_version: int
+    legs: _containers.RepeatedCompositeFieldContainer[SplitLeg]
+    matched_rules: _containers.RepeatedCompositeFieldContainer[MatchedRule]
+    counter_values: _containers.RepeatedCompositeFieldContainer[CounterValue]
+    alerts: _containers.RepeatedCompositeFieldContainer[SplitAlert]
+    actions: _containers.RepeatedCompositeFieldContainer[SplitAction]
+    order: Order
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, split_id: _Optional[int] = ..., order_id: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[SplitStatus, str]] = ..., currency_code: _Optional[str] = ..., amount_minor: _Optional[int] = ..., channel_fee_minor: _Optional[int] = ..., net_amount_minor: _Optional[int] = ..., subsidy_minor: _Optional[int] = ..., distributed_minor: _Optional[int] = ..., fee_minor: _Optional[int] = ..., held_minor: _Optional[int] = ..., released_minor: _Optional[int] = ..., voided_minor: _Optional[int] = ..., refunded_minor: _Optional[int] = ..., rule_set_name: _Optional[str] = ..., rule_set_version: _Optional[int] = ..., legs: _Optional[_Iterable[_Union[SplitLeg, _Mapping]]] = ..., matched_rules: _Optional[_Iterable[_Union[MatchedRule, _Mapping]]] = ..., counter_values: _Optional[_Iterable[_Union[CounterValue, _Mapping]]] = ..., alerts: _Optional[_Iterable[_Union[SplitAlert, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[SplitAction, _Mapping]]] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SplitLeg(_message.Message):
+    __slots__ = ("leg_index", "kind", "account_id", "external_ref", "debit_account_id", "amount_minor", "held_minor", "released_minor", "voided_minor", "refunded_minor", "release_state", "hold_reason", "release_steps", "rule_set_name", "rule_set_version", "rule_name", "label", "level", "ratio_bps", "transfer_ids")
+    LEG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    HELD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    VOIDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_STATE_FIELD_NUMBER: _ClassVar[int]
+    HOLD_REASON_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RULE_NAME_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    RATIO_BPS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_IDS_FIELD_NUMBER: _ClassVar[int]
+    leg_index: int
+    kind: LegKind
+    account_id: int
+    external_ref: str
+    debit_account_id: int
+    amount_minor: int
+    held_minor: int
+    released_minor: int
+    voided_minor: int
+    refunded_minor: int
+    release_state: ReleaseState
+    hold_reason: HoldReason
+    release_steps: _containers.RepeatedCompositeFieldContainer[LegReleaseStep]
+    rule_set_name: str
+    rule_set_version: int
+    rule_name: str
+    label: str
+    level: int
+    ratio_bps: int
+    transfer_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, leg_index: _Optional[int] = ..., kind: _Optional[_Union[LegKind, str]] = ..., account_id: _Optional[int] = ..., external_ref: _Optional[str] = ..., debit_account_id: _Optional[int] = ..., amount_minor: _Optional[int] = ..., held_minor: _Optional[int] = ..., released_minor: _Optional[int] = ..., voided_minor: _Optional[int] = ..., refunded_minor: _Optional[int] = ..., release_state: _Optional[_Union[ReleaseState, str]] = ..., hold_reason: _Optional[_Union[HoldReason, str]] = ..., release_steps: _Optional[_Iterable[_Union[LegReleaseStep, _Mapping]]] = ..., rule_set_name: _Optional[str] = ..., rule_set_version: _Optional[int] = ..., rule_name: _Optional[str] = ..., label: _Optional[str] = ..., level: _Optional[int] = ..., ratio_bps: _Optional[int] = ..., transfer_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LegReleaseStep(_message.Message):
+    __slots__ = ("event_name", "fraction_bps", "amount_minor", "released", "release_time")
+    EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_BPS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_TIME_FIELD_NUMBER: _ClassVar[int]
+    event_name: str
+    fraction_bps: int
+    amount_minor: int
+    released: bool
+    release_time: _timestamp_pb2.Timestamp
+    def __init__(self, event_name: _Optional[str] = ..., fraction_bps: _Optional[int] = ..., amount_minor: _Optional[int] = ..., released: _Optional[bool] = ..., release_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MatchedRule(_message.Message):
+    __slots__ = ("match_index", "rule_set_name", "rule_set_version", "rule_name", "priority", "level", "parent_match_index", "top_slice", "base_minor", "fee_minor", "passed_on_minor")
+    MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RULE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PARENT_MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOP_SLICE_FIELD_NUMBER: _ClassVar[int]
+    BASE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    FEE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    PASSED_ON_MINOR_FIELD_NUMBER: _ClassVar[int]
+    match_index: int
+    rule_set_name: str
+    rule_set_version: int
+    rule_name: str
+    priority: int
+    level: int
+    parent_match_index: int
+    top_slice: bool
+    base_minor: int
+    fee_minor: int
+    passed_on_minor: int
+    def __init__(self, match_index: _Optional[int] = ..., rule_set_name: _Optional[str] = ..., rule_set_version: _Optional[int] = ..., rule_name: _Optional[str] = ..., priority: _Optional[int] = ..., level: _Optional[int] = ..., parent_match_index: _Optional[int] = ..., top_slice: _Optional[bool] = ..., base_minor: _Optional[int] = ..., fee_minor: _Optional[int] = ..., passed_on_minor: _Optional[int] = ...) -> None: ...
+
+class CounterValue(_message.Message):
+    __slots__ = ("counter_name", "subject", "period_start_time", "value", "source")
+    COUNTER_NAME_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    counter_name: str
+    subject: str
+    period_start_time: _timestamp_pb2.Timestamp
+    value: int
+    source: CounterSource
+    def __init__(self, counter_name: _Optional[str] = ..., subject: _Optional[str] = ..., period_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[int] = ..., source: _Optional[_Union[CounterSource, str]] = ...) -> None: ...
+
+class SplitAlert(_message.Message):
+    __slots__ = ("reason", "account_id", "leg_index", "message")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    LEG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    account_id: int
+    leg_index: int
+    message: str
+    def __init__(self, reason: _Optional[str] = ..., account_id: _Optional[int] = ..., leg_index: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class SplitAction(_message.Message):
+    __slots__ = ("action_id", "kind", "request_id", "event_name", "fraction_bps", "amount_minor", "refund_ref", "reason", "leg_changes", "create_time", "event_time")
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_BPS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REFUND_REF_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LEG_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    action_id: int
+    kind: SplitActionKind
+    request_id: str
+    event_name: str
+    fraction_bps: int
+    amount_minor: int
+    refund_ref: str
+    reason: str
+    leg_changes: _containers.RepeatedCompositeFieldContainer[LegChange]
+    create_time: _timestamp_pb2.Timestamp
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, action_id: _Optional[int] = ..., kind: _Optional[_Union[SplitActionKind, str]] = ..., request_id: _Optional[str] = ..., event_name: _Optional[str] = ..., fraction_bps: _Optional[int] = ..., amount_minor: _Optional[int] = ..., refund_ref: _Optional[str] = ..., reason: _Optional[str] = ..., leg_changes: _Optional[_Iterable[_Union[LegChange, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LegChange(_message.Message):
+    __slots__ = ("leg_index", "account_id", "held_minor", "released_minor", "voided_minor", "refunded_held_minor", "refunded_posted_minor", "shortfall_minor", "shortfall_account_id", "transfer_ids")
+    LEG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    HELD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    VOIDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_HELD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_POSTED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_IDS_FIELD_NUMBER: _ClassVar[int]
+    leg_index: int
+    account_id: int
+    held_minor: int
+    released_minor: int
+    voided_minor: int
+    refunded_held_minor: int
+    refunded_posted_minor: int
+    shortfall_minor: int
+    shortfall_account_id: int
+    transfer_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, leg_index: _Optional[int] = ..., account_id: _Optional[int] = ..., held_minor: _Optional[int] = ..., released_minor: _Optional[int] = ..., voided_minor: _Optional[int] = ..., refunded_held_minor: _Optional[int] = ..., refunded_posted_minor: _Optional[int] = ..., shortfall_minor: _Optional[int] = ..., shortfall_account_id: _Optional[int] = ..., transfer_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SplitError(_message.Message):
+    __slots__ = ("reason", "message", "code", "field_violations", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class FieldViolation(_message.Message):
+        __slots__ = ("field", "description")
+        FIELD_FIELD_NUMBER: _ClassVar[int]
+        DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+        field: str
+        description: str
+        def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    message: str
+    code: int
+    field_violations: _containers.RepeatedCompositeFieldContainer[SplitError.FieldViolation]
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., code: _Optional[int] = ..., field_violations: _Optional[_Iterable[_Union[SplitError.FieldViolation, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SplitOutcome(_message.Message):
+    __slots__ = ("order_id", "request_id", "split", "error")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    request_id: str
+    split: Split
+    error: SplitError
+    def __init__(self, order_id: _Optional[str] = ..., request_id: _Optional[str] = ..., split: _Optional[_Union[Split, _Mapping]] = ..., error: _Optional[_Union[SplitError, _Mapping]] = ...) -> None: ...
+
+class PublishRuleSetRequest(_message.Message):
+    __slots__ = ("request_id", "rule_set", "validate_only")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    rule_set: RuleSet
+    validate_only: bool
+    def __init__(self, request_id: _Optional[str] = ..., rule_set: _Optional[_Union[RuleSet, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class PublishRuleSetResponse(_message.Message):
+    __slots__ = ("rule_set",)
+    RULE_SET_FIELD_NUMBER: _ClassVar[int]
+    rule_set: RuleSet
+    def __init__(self, rule_set: _Optional[_Union[RuleSet, _Mapping]] = ...) -> None: ...
+
+class ActivateRuleSetRequest(_message.Message):
+    __slots__ = ("request_id", "rule_set_name", "rule_set_version", "content_sha256", "expected_active_version", "comment")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    rule_set_name: str
+    rule_set_version: int
+    content_sha256: str
+    expected_active_version: int
+    comment: str
+    def __init__(self, request_id: _Optional[str] = ..., rule_set_name: _Optional[str] = ..., rule_set_version: _Optional[int] = ..., content_sha256: _Optional[str] = ..., expected_active_version: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class ActivateRuleSetResponse(_message.Message):
+    __slots__ = ("rule_set", "previous_active_version")
+    RULE_SET_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    rule_set: RuleSet
+    previous_active_version: int
+    def __init__(self, rule_set: _Optional[_Union[RuleSet, _Mapping]] = ..., previous_active_version: _Optional[int] = ...) -> None: ...
+
+class GetRuleSetRequest(_message.Message):
+    __slots__ = ("rule_set_name", "rule_set_version")
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    rule_set_name: str
+    rule_set_version: int
+    def __init__(self, rule_set_name: _Optional[str] = ..., rule_set_version: _Optional[int] = ...) -> None: ...
+
+class GetRuleSetResponse(_message.Message):
+    __slots__ = ("rule_set",)
+    RULE_SET_FIELD_NUMBER: _ClassVar[int]
+    rule_set: RuleSet
+    def __init__(self, rule_set: _Optional[_Union[RuleSet, _Mapping]] = ...) -> None: ...
+
+class ListRuleSetsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "rule_set_name", "status", "include_rules")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RULES_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    rule_set_name: str
+    status: RuleSetStatus
+    include_rules: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., rule_set_name: _Optional[str] = ..., status: _Optional[_Union[RuleSetStatus, str]] = ..., include_rules: _Optional[bool] = ...) -> None: ...
+
+class ListRuleSetsResponse(_message.Message):
+    __slots__ = ("rule_sets", "next_page_token")
+    RULE_SETS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    rule_sets: _containers.RepeatedCompositeFieldContainer[RuleSet]
+    next_page_token: str
+    def __init__(self, rule_sets: _Optional[_Iterable[_Union[RuleSet, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class PreviewSplitRequest(_message.Message):
+    __slots__ = ("order", "rule_set_version", "counter_overrides")
+    class CounterOverridesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    order: Order
+    rule_set_version: int
+    counter_overrides: _containers.ScalarMap[str, int]
+    def __init__(self, order: _Optional[_Union[Order, _Mapping]] = ..., rule_set_version: _Optional[int] = ..., counter_overrides: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class PreviewSplitResponse(_message.Message):
+    __slots__ = ("split",)
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    split: Split
+    def __init__(self, split: _Optional[_Union[Split, _Mapping]] = ...) -> None: ...
+
+class SplitRequest(_message.Message):
+    __slots__ = ("request_id", "order")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    order: Order
+    def __init__(self, request_id: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ...) -> None: ...
+
+class SplitResponse(_message.Message):
+    __slots__ = ("split",)
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    split: Split
+    def __init__(self, split: _Optional[_Union[Split, _Mapping]] = ...) -> None: ...
+
+class SplitBatchRequest(_message.Message):
+    __slots__ = ("request_id", "requests")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    requests: _containers.RepeatedCompositeFieldContainer[SplitRequest]
+    def __init__(self, request_id: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[SplitRequest, _Mapping]]] = ...) -> None: ...
+
+class SplitBatchResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[SplitOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[SplitOutcome, _Mapping]]] = ...) -> None: ...
+
+class SplitStreamRequest(_message.Message):
+    __slots__ = ("request_id", "order")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    order: Order
+    def __init__(self, request_id: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ...) -> None: ...
+
+class SplitStreamResponse(_message.Message):
+    __slots__ = ("outcome",)
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    outcome: SplitOutcome
+    def __init__(self, outcome: _Optional[_Union[SplitOutcome, _Mapping]] = ...) -> None: ...
+
+class GetSplitRequest(_message.Message):
+    __slots__ = ("order_id", "split_id")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    split_id: int
+    def __init__(self, order_id: _Optional[str] = ..., split_id: _Optional[int] = ...) -> None: ...
+
+class GetSplitResponse(_message.Message):
+    __slots__ = ("split",)
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    split: Split
+    def __init__(self, split: _Optional[_Union[Split, _Mapping]] = ...) -> None: ...
+
+class ReleaseSplitRequest(_message.Message):
+    __slots__ = ("request_id", "order_id", "event_name", "fraction_bps", "account_ids", "event_time", "reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_BPS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_IDS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    order_id: str
+    event_name: str
+    fraction_bps: int
+    account_ids: _containers.RepeatedScalarFieldContainer[int]
+    event_time: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, request_id: _Optional[str] = ..., order_id: _Optional[str] = ..., event_name: _Optional[str] = ..., fraction_bps: _Optional[int] = ..., account_ids: _Optional[_Iterable[int]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReleaseSplitResponse(_message.Message):
+    __slots__ = ("split", "action")
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    split: Split
+    action: SplitAction
+    def __init__(self, split: _Optional[_Union[Split, _Mapping]] = ..., action: _Optional[_Union[SplitAction, _Mapping]] = ...) -> None: ...
+
+class CancelSplitRequest(_message.Message):
+    __slots__ = ("request_id", "order_id", "reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    order_id: str
+    reason: str
+    def __init__(self, request_id: _Optional[str] = ..., order_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelSplitResponse(_message.Message):
+    __slots__ = ("split", "action")
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    split: Split
+    action: SplitAction
+    def __init__(self, split: _Optional[_Union[Split, _Mapping]] = ..., action: _Optional[_Union[SplitAction, _Mapping]] = ...) -> None: ...
+
+class RefundSplitRequest(_message.Message):
+    __slots__ = ("request_id", "order_id", "amount_minor", "currency_code", "refund_ref", "reason", "shortfall_account_ref")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_REF_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_ACCOUNT_REF_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    order_id: str
+    amount_minor: int
+    currency_code: str
+    refund_ref: str
+    reason: str
+    shortfall_account_ref: str
+    def __init__(self, request_id: _Optional[str] = ..., order_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., refund_ref: _Optional[str] = ..., reason: _Optional[str] = ..., shortfall_account_ref: _Optional[str] = ...) -> None: ...
+
+class RefundSplitResponse(_message.Message):
+    __slots__ = ("split", "action")
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    split: Split
+    action: SplitAction
+    def __init__(self, split: _Optional[_Union[Split, _Mapping]] = ..., action: _Optional[_Union[SplitAction, _Mapping]] = ...) -> None: ...

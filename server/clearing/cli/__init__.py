@@ -1,0 +1,60 @@
+"""The `clearing` command: runs the server, administers it, and is a gRPC client too.
+
+    clearing serve [--dev] [--workers N]      run the server
+    clearing migrate                          apply schema migrations
+    clearing platform create NAME             create a platform; prints its API key once
+    clearing keys create PLATFORM --roles R   another key for a platform
+    clearing keys list --platform P           its keys: id, prefix, roles, created, revoked
+    clearing keys revoke KEY_PREFIX_OR_ID     refused by every server within a second
+    clearing accounts create|list|get|freeze|unfreeze|close ...
+    clearing balance ACCOUNT_ID               balances of an account
+    clearing entries ACCOUNT_ID               its statement
+    clearing transfer --from A --to B --amount 12.34 [--currency CNY] [--pending]
+    clearing post PENDING_ID --amount X | clearing void PENDING_ID
+    clearing verify                           the key's platform: trial balance and chain
+    clearing verify --all                     the whole system, from the database (operator
+                                              of the core); exits 1 if anything fails
+    clearing rules publish FILE.yaml          file a rule-set version (operator key)
+    clearing rules activate NAME VERSION      activate it (another key, approver role:
+                                              --key-file var/demo-approver.key)
+    clearing rules list|get ...               rule-set versions
+    clearing platform payout-config NAME ...  a platform's payout fee, limits and review
+                                              threshold per currency (--show to read)
+    clearing payouts bind|request|get|list|approve|reject ...
+                                              PayoutService (approve/reject: approver key)
+    clearing calendar set DAY --holiday|--workday [--note N]
+                                              a business-day exception (payout schedules)
+    clearing calendar unset DAY | list [--from DAY] [--to DAY]
+
+Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
+--key-file (default: var/demo.key, written by `make run`). Amounts are in major units
+("12.34"), converted exactly to minor units.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from clearing.cli import admin, client, serve
+from clearing.config import Settings
+
+# The commands live in three modules: serve (serve), admin (on the database directly:
+# migrate, platform, keys, payout-config, calendar, verify --all) and client (calls to a
+# server through the clearing_client SDK).
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="clearing", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    serve.add_parsers(sub)
+    admin.add_parsers(sub)
+    client.add_parsers(sub)
+    client.add_payouts_parser(sub)
+    admin.add_calendar_parser(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args, Settings.from_env())

@@ -1,0 +1,226 @@
+"""`clearing serve`: the server; with --dev, embedded PostgreSQL/Redis for what is not
+configured, the demo platform and its keys, and a banner of commands to try."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+from clearing.config import Settings
+
+DEV_DATABASE = "clearing"
+DEMO_PLATFORM = "demo"
+DEFAULT_GRPC_ADDR = Settings().grpc_addr
+DEFAULT_DATA_DIR = Settings().data_dir
+BANNER_WAIT_S = 60.0
+BANNER_POLL_S = 0.1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def _dev_bootstrap(settings: Settings) -> None:
+    """Migrate and, on first start, create the demo platform and write its keys."""
+    import asyncpg
+
+    from clearing import db
+    from clearing.tenancy import create_key, create_platform, find_platform
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await db.migrate(conn)
+        key_file = settings.data_dir / "demo.key"
+        approver_file = settings.data_dir / "demo-approver.key"
+        pid = await find_platform(conn, DEMO_PLATFORM)
+        if pid is None:
+            pid, key = await create_platform(conn, DEMO_PLATFORM,
+                                             frozenset({"gateway", "operator"}))
+            _write_secret(key_file, key)
+        elif not key_file.exists():
+            _write_secret(key_file, await create_key(conn, pid,
+                                                     frozenset({"gateway", "operator"})))
+        if not approver_file.exists():
+            _write_secret(approver_file, await create_key(conn, pid, frozenset({"approver"})))
+    finally:
+        await conn.close()
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+
+
+def _client_exe() -> str:
+    """How to run this venv's `clearing` script from the current directory."""
+    script = Path(sys.executable).absolute().parent / "clearing"
+    if not script.exists():
+        return "clearing"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def _banner(settings: Settings) -> str:
+    key_file = settings.data_dir / "demo.key"
+    addr = settings.grpc_addr
+    exe = _client_exe()
+    # The client commands read CLEARING_GRPC_ADDR and CLEARING_DATA_DIR (for the key file);
+    # say so when this server does not use the defaults they fall back to.
+    exports = []
+    if addr != DEFAULT_GRPC_ADDR:
+        exports.append(f"CLEARING_GRPC_ADDR={shlex.quote(addr)}")
+    if settings.data_dir != DEFAULT_DATA_DIR.resolve():
+        exports.append(f"CLEARING_DATA_DIR={shlex.quote(str(settings.data_dir))}")
+    export = f"    export {' '.join(exports)}\n" if exports else ""
+    return f"""
+clearing core listening on {addr}  (Ctrl-C stops it; data stays in {settings.data_dir}/)
+  demo platform keys: {key_file} (gateway, operator), {settings.data_dir}/demo-approver.key
+  try it (from {Path.cwd()}):
+{export}    {exe} accounts create --ref custodial --kind custodial --owner enterprise --currency CNY
+    {exe} accounts create --ref merchant-1 --kind merchant --owner enterprise --currency CNY
+    {exe} transfer --from-ref custodial --to-ref merchant-1 --amount 99.00
+    {exe} accounts list
+  or with grpcurl:
+    grpcurl -plaintext -H "authorization: Bearer $(cat {key_file})" -d '{{}}' {addr} clearing.v1.LedgerService/ListAccounts
+"""
+
+
+def _print_banner_when_listening(settings: Settings) -> None:
+    """Print the banner once the gRPC port accepts connections (from a daemon thread, so
+    that the first call it shows works as soon as it is printed)."""
+    import socket
+    import threading
+
+    host, _, port = settings.grpc_addr.rpartition(":")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host.strip("[]"),
+                                                                     host.strip("[]"))
+
+    def wait_and_print() -> None:
+        deadline = time.monotonic() + BANNER_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((host, int(port)), timeout=1.0):
+                    break
+            except (OSError, ValueError):
+                time.sleep(BANNER_POLL_S)
+        else:
+            return  # the server reports its own failure
+        print(_banner(settings), file=sys.stderr, flush=True)
+
+    threading.Thread(target=wait_and_print, name="clearing-banner", daemon=True).start()
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    if args.workers:
+        settings = settings.with_(workers=args.workers)
+    if args.dev:
+        # Stopping the embedded PostgreSQL forks (pg_ctl) while gRPC's threads run; gRPC's
+        # fork handlers are of no use there and only log. Must be set before gRPC loads.
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+        return _serve_dev(settings)
+    from clearing import server
+
+    try:
+        server.run_workers(settings)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _serve_dev(settings: Settings) -> int:
+    """`clearing serve --dev`: embedded services for what is not configured, demo platform,
+    banner, server; on Ctrl-C/SIGTERM the server drains first, then the embedded services
+    stop (they run in sessions of their own, so the terminal's Ctrl-C never reaches them)."""
+    from clearing import logs, server
+
+    logs.setup(settings.log_level)
+    started: list = []
+    signals: list[int] = []
+
+    def defer(signum, _frame) -> None:
+        # A stop asked for while the services start is honoured once they are up (so that
+        # nothing is left half-started); asked for twice, it interrupts at once.
+        signals.append(signum)
+        if len(signals) > 1:
+            raise KeyboardInterrupt
+        print("stopping as soon as the embedded services are up (again to force)",
+              file=sys.stderr, flush=True)
+
+    def stopping(_signum, _frame) -> None:
+        print("already stopping; waiting for the embedded services to shut down",
+              file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, defer) for sig in STOP_SIGNALS}
+    try:
+        try:
+            settings = _dev_services(settings, started)
+            if not signals:
+                asyncio.run(_dev_bootstrap(settings))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if signals:
+            return 0
+        _print_banner_when_listening(settings)
+        server.run_workers(settings)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # The server has stopped (drained) or never started: now the services, without
+        # letting another Ctrl-C cut their shutdown short.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, stopping)
+        for part in reversed(started):
+            try:
+                part.stop()
+            except Exception:  # noqa: BLE001 - stop the others all the same
+                logging.getLogger("clearing.cli").exception("could not stop %r", part)
+    return 0
+
+
+def _dev_services(settings: Settings, started: list) -> Settings:
+    """Start embedded PostgreSQL / Redis for what is not configured; each service is
+    appended to `started` as soon as it runs, so that the caller can stop it."""
+    import asyncpg
+
+    from clearing import devstack
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every command at INFO
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings.with_(data_dir=data_dir)
+    if not settings.database_url:
+        pg = devstack.start_postgres(data_dir / "postgres")
+        started.append(pg)
+
+        async def create_db() -> None:
+            conn = await asyncpg.connect(pg.dsn)
+            try:
+                if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                           DEV_DATABASE):
+                    await conn.execute(f"CREATE DATABASE {DEV_DATABASE}")
+            finally:
+                await conn.close()
+
+        asyncio.run(create_db())
+        settings = settings.with_(database_url=pg.dsn.replace("/postgres?", f"/{DEV_DATABASE}?"))
+    if not settings.redis_url:
+        rd = devstack.start_redis(data_dir / "redis")
+        started.append(rd)
+        settings = settings.with_(redis_url=rd.url)
+    return settings
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("serve", help="run the gRPC server")
+    p.add_argument("--dev", action="store_true",
+                   help="start embedded PostgreSQL/Redis when not configured; demo platform")
+    p.add_argument("--workers", type=int, help="processes sharing the port")
+    p.set_defaults(func=cmd_serve)

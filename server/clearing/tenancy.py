@@ -1,0 +1,106 @@
+"""Tenancy: platforms (tenants) and their API keys.
+
+A key is shown once, when it is made; only its SHA-256 and its first PREFIX_LEN characters
+(to recognise it in `keys list` and the logs) are stored. The servers authenticate keys in
+`clearing.api.auth` (KeyStore); this module creates, lists and revokes them, for the admin
+commands (`clearing platform create`, `clearing keys ...`) and the dev bootstrap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+from clearing.errors import FieldViolation, InvalidArgument
+from clearing.ledger.model import Role
+
+KEY_PREFIX = "ck_"
+PREFIX_LEN = 8  # the characters of a key stored and logged to recognise it
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+async def find_platform(conn: asyncpg.Connection, name: str) -> int | None:
+    """The id of the platform named `name`, or None."""
+    return await conn.fetchval("SELECT platform_id FROM platforms WHERE name = $1", name)
+
+
+async def create_platform(conn: asyncpg.Connection, name: str,
+                          roles: frozenset[str]) -> tuple[int, str]:
+    """Create a platform and its first key; returns (platform_id, key)."""
+    async with conn.transaction():
+        platform_id = await conn.fetchval(
+            "INSERT INTO platforms (name) VALUES ($1) RETURNING platform_id", name)
+        key = await create_key(conn, platform_id, roles)
+    return platform_id, key
+
+
+async def create_key(conn: asyncpg.Connection, platform_id: int, roles: frozenset[str]) -> str:
+    """Another key for a platform, with these roles (Role.ALL); returns the key."""
+    unknown = set(roles) - Role.ALL
+    if not roles or unknown:
+        raise InvalidArgument([FieldViolation("roles", f"unknown or no roles: {sorted(unknown)}")])
+    key = new_key()
+    await conn.execute(
+        "INSERT INTO api_keys (platform_id, key_hash, key_prefix, roles) VALUES ($1, $2, $3, $4)",
+        platform_id, hash_key(key), key[:PREFIX_LEN], sorted(roles))
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """An API key as the admin commands list it (never the key itself)."""
+
+    key_id: int
+    platform: str
+    key_prefix: str
+    roles: tuple[str, ...]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+_SQL_KEYS = ("SELECT k.key_id, p.name AS platform, k.key_prefix, k.roles, k.created_at,"
+             " k.revoked_at FROM api_keys k JOIN platforms p USING (platform_id)")
+
+
+def _key_info(row: asyncpg.Record) -> KeyInfo:
+    return KeyInfo(key_id=row["key_id"], platform=row["platform"],
+                   key_prefix=row["key_prefix"], roles=tuple(row["roles"]),
+                   created_at=row["created_at"], revoked_at=row["revoked_at"])
+
+
+async def list_keys(conn: asyncpg.Connection, platform: str) -> list[KeyInfo]:
+    """The keys of the platform named `platform`, oldest first."""
+    rows = await conn.fetch(f"{_SQL_KEYS} WHERE p.name = $1 ORDER BY k.key_id", platform)
+    return [_key_info(r) for r in rows]
+
+
+async def find_keys(conn: asyncpg.Connection, which: str) -> list[KeyInfo]:
+    """Keys named by `which`: a key id (digits), a whole key, or a key's prefix (its first
+    characters as shown in logs and `keys list`)."""
+    if which.isdigit():
+        where, arg = "k.key_id = $1", int(which)
+    elif len(which) > PREFIX_LEN:
+        where, arg = "k.key_hash = $1", hash_key(which)
+    else:
+        where, arg = "starts_with(k.key_prefix, $1)", which
+    rows = await conn.fetch(f"{_SQL_KEYS} WHERE {where} ORDER BY k.key_id", arg)
+    return [_key_info(r) for r in rows]
+
+
+async def revoke_key(conn: asyncpg.Connection, key_id: int) -> bool:
+    """Revoke a key (False if it was revoked already). Every server refuses it within
+    clearing.api.auth.REVOCATION_BOUND_S."""
+    return await conn.fetchval(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL"
+        " RETURNING true", key_id) or False
