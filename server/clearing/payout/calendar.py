@@ -36,10 +36,10 @@ from enum import IntEnum
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
+from clearing.config import RUN_HOUR_DEFAULT
 from clearing.errors import InvariantViolation
 
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
-RUN_HOUR_DEFAULT = 2
 # Longest run of consecutive non-business days the calendar may have (China's longest
 # holiday is 8 days); also how far back a moved day is looked for.
 SHIFT_DAYS_MAX = 31
