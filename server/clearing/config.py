@@ -170,14 +170,12 @@ class WorkerSettings(_FromEnv):
                                "payout worker: transfers claimed per transaction",
                                low=1, high=10_000)
     submit_timeout_ms: int = env("CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS", 10_000,
-                                 "payout worker: a bank call without answer is UNKNOWN after",
+                                 "payout worker: bank call timeout (then UNKNOWN)",
                                  low=1, high=3_600_000)
     stuck_after_ms: int = env("CLEARING_PAYOUT_STUCK_AFTER_MS", 60_000,
-                              "lease of a claim; a SUBMITTED attempt older is queried "
-                              "(> submit timeout)", low=2, high=86_400_000)
+                              "claim lease; older SUBMITTED attempts are queried", low=2, high=86_400_000)
     retry_backoff_ms: int = env("CLEARING_PAYOUT_RETRY_BACKOFF_MS", 30_000,
-                                "first retry delay, doubled per retry; also before querying "
-                                "UNKNOWN", low=1, high=86_400_000)
+                                "first retry delay (doubled per retry); UNKNOWN query delay", low=1, high=86_400_000)
     retries_max: int = env("CLEARING_PAYOUT_RETRIES_MAX", 3,
                            "retries after a FAILED attempt, per round", low=0, high=100)
     concurrency_max: int = env("CLEARING_PAYOUT_BANK_CALLS_MAX", 32,
@@ -244,7 +242,7 @@ class BankSimSettings(_FromEnv):
     callback_delay_ms: int = env("CLEARING_BANK_SIM_CALLBACK_DELAY_MS", 50,
                                  "simulator: mean delay of callback and completion")
     callbacks_max: int = env("CLEARING_BANK_SIM_CALLBACKS_MAX", 10_000,
-                             "simulator: orders with callbacks pending, per process")
+                             "simulator: orders with callbacks pending per process")
 
     def __post_init__(self) -> None:
         for name in ("failure_rate", "timeout_rate", "duplicate_callback_rate",
