@@ -97,15 +97,16 @@ class PayoutDeps:
         return self.settings.concurrency_max or max(1, self.pool.get_max_size() // 4)
 
 
-# Payout.waiting_reason of a QUEUED payout this process's payout worker will not send.
+# Payout.waiting_reason of a payout this process's payout worker will not work on.
 WAITING_BANK_CONNECTOR_NOT_CONFIGURED = "BANK_CONNECTOR_NOT_CONFIGURED"
 
 
 def waiting_reason(deps: PayoutDeps, state: PayoutState) -> str:
-    """Why a payout in `state` is not being sent, as far as this process knows: a QUEUED
-    payout while this process runs the payout worker without a bank connector
-    (CLEARING_BANK_CONNECTOR=none) waits for good; else ""."""
-    if (state == PayoutState.QUEUED and deps.settings.worker
+    """Why a payout in `state` is not moving, as far as this process knows: a QUEUED
+    payout (nothing sent yet), or a SUBMITTED one (its transfers wait for a query or a
+    send), while this process runs the payout worker without a bank connector
+    (CLEARING_BANK_CONNECTOR=none), waits until a server with a bank runs; else ""."""
+    if (state in (PayoutState.QUEUED, PayoutState.SUBMITTED) and deps.settings.worker
             and deps.settings.bank.chosen == BANK_CONNECTOR_NONE):
         return WAITING_BANK_CONNECTOR_NOT_CONFIGURED
     return ""
