@@ -124,7 +124,8 @@ def _bank_connector(settings: Settings, pool: asyncpg.Pool,
 
         log.info("bank connector: the bank simulator (never a real bank)")
         return BankSimulator(pool, bank.simulator, clock)
-    assert bank.chosen == BANK_CONNECTOR_NONE, bank.chosen  # config checks the choices
+    if bank.chosen != BANK_CONNECTOR_NONE:  # clearing.config refuses other names already
+        raise SystemExit(f"CLEARING_BANK_CONNECTOR={bank.chosen!r}: no such connector")
     log.warning("no bank connector (CLEARING_BANK_CONNECTOR=none): the payout worker sends "
                 "nothing; payouts wait QUEUED with waiting_reason "
                 "BANK_CONNECTOR_NOT_CONFIGURED")
