@@ -8,6 +8,7 @@ import asyncio
 import os
 import secrets
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -15,9 +16,11 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from clearing import db, devstack, server
+from clearing import db, server
+from clearing.dev import stack as devstack
 from clearing.tenancy import create_platform
-from clearing.config import Settings, WriterSettings
+from clearing.config import (BANK_CONNECTOR_SIMULATOR, BankSettings, BankSimSettings,
+                             SchedulerSettings, Settings, WorkerSettings, WriterSettings)
 from tests.support import Client, Platform
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -146,12 +149,22 @@ def database_url(pg_admin_dsn, redis_url):
     asyncio.run(db.drop_database(pg_admin_dsn, name))
 
 
-def server_settings(database_url: str, redis_url: str, redis_prefix: str, **changes) -> Settings:
+def server_settings(database_url: str, redis_url: str, redis_prefix: str, *,
+                    bank: BankSimSettings | None = None,
+                    worker_limits: WorkerSettings | None = None,
+                    scheduler: SchedulerSettings | None = None, run_worker: bool = True,
+                    connector: str = BANK_CONNECTOR_SIMULATOR, **changes) -> Settings:
+    """A test server's settings. Its bank is the simulator, chosen explicitly (a plain
+    `clearing serve` has none), with the fault injection `bank`."""
     base = Settings(grpc_addr="127.0.0.1:0", database_url=database_url, redis_url=redis_url,
                     redis_prefix=redis_prefix, metrics_addr="", db_pool_max=20,
                     writer=WriterSettings(batch_size_max=1000, flush_ms_max=2,
                                           queue_max=20_000), grace_s=5)
-    return base.with_(**changes)
+    payout = replace(base.payout, worker=run_worker,
+                     bank=BankSettings(connector, bank or BankSimSettings()),
+                     worker_limits=worker_limits or base.payout.worker_limits,
+                     scheduler=scheduler or base.payout.scheduler)
+    return base.with_(payout=payout, **changes)
 
 
 @pytest.fixture(scope="session")

@@ -143,8 +143,8 @@ async def isolated_server(pg_admin_dsn: str, redis_url: str, redis_prefix: str, 
     dsn = _replace_db(pg_admin_dsn, name)
     try:
         running = await server.start(
-            server_settings(dsn, redis_url, f"{redis_prefix}{tag}:"),
-            worker_settings=worker_settings, bank_settings=bank_settings)
+            server_settings(dsn, redis_url, f"{redis_prefix}{tag}:", bank=bank_settings,
+                            worker_limits=worker_settings))
         try:
             yield running, dsn
         finally:

@@ -17,7 +17,7 @@ import grpc
 
 from clearing import db, server
 from clearing.clock import Clock
-from clearing.payout.bank import (BankSimSettings, BankSimulator, BankState, BookEntry,
+from clearing.dev.bank_sim import (BankSimSettings, BankSimulator, BankState, BookEntry,
                                   CallFaults, TimeoutKind, decide)
 from clearing.payout.worker import WorkerSettings
 from clearing.v1 import payout_pb2 as pb
@@ -83,11 +83,9 @@ async def stack(dsn: str, redis_url: str, redis_prefix: str, *,
                 run_worker: bool = True, platform_id: int = 0, keys: tuple[str, str] = ("", "")):
     """Start a server on `dsn` with this worker and bank; a fresh platform unless one is
     given (with its keys)."""
-    settings = server_settings(dsn, redis_url, redis_prefix, db_pool_max=POOL_MAX)
-    settings = settings.with_(payout=settings.payout.__class__(
-        **{**_fields(settings.payout), "worker": run_worker}))
-    running = await server.start(settings, migrate=False, worker_settings=worker,
-                                 bank_settings=bank)
+    settings = server_settings(dsn, redis_url, redis_prefix, db_pool_max=POOL_MAX,
+                               bank=bank, worker_limits=worker, run_worker=run_worker)
+    running = await server.start(settings, migrate=False)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         if not platform_id:
@@ -98,10 +96,6 @@ async def stack(dsn: str, redis_url: str, redis_prefix: str, *,
     finally:
         await channel.close()
         await running.stop()
-
-
-def _fields(obj) -> dict:
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
 
 
 async def funded(s: Stack, funds: int, *, fee_fixed_minor: int = 0,

@@ -106,7 +106,9 @@ class ServerProcess:
                     "CLEARING_REDIS_URL": redis_url,
                     "CLEARING_GRPC_ADDR": f"127.0.0.1:{self.port}",
                     "CLEARING_METRICS_ADDR": "", "CLEARING_WORKERS": str(workers),
-                    "CLEARING_LOG_LEVEL": "WARNING", **(extra_env or {})}
+                    "CLEARING_LOG_LEVEL": "WARNING",
+                    # the tests' bank, chosen explicitly (a plain `clearing serve` has none)
+                    "CLEARING_BANK_CONNECTOR": "simulator", **(extra_env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServerProcess":

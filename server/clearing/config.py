@@ -1,154 +1,377 @@
-"""Configuration from environment variables. Every setting has a documented default.
+"""The settings tree: everything the server reads from its environment, read once
+(`Settings.from_env`) and passed down. No other module reads `os.environ` (a test greps for
+it; the exceptions are `GRPC_ENABLE_FORK_SUPPORT` in `clearing/__init__.py`, which must be set
+before grpc loads, and the client commands' API key, `client_api_key` below).
 
-| variable                          | default            | meaning                                        |
-|-----------------------------------|--------------------|------------------------------------------------|
-| CLEARING_GRPC_ADDR                | 127.0.0.1:50051    | gRPC listen address (host:port)                |
-| CLEARING_DATABASE_URL             | (none)             | PostgreSQL DSN; `make run` starts one if unset |
-| CLEARING_REDIS_URL                | (none)             | Redis URL; `make run` starts one if unset      |
-| CLEARING_REDIS_PREFIX             | clearing:          | prefix of every Redis key                      |
-| CLEARING_WORKERS                  | 1                  | server processes sharing the port              |
-| CLEARING_METRICS_ADDR             | 127.0.0.1:9464     | Prometheus HTTP (worker i: port + i); "" = off |
-| CLEARING_DATA_DIR                 | ./var              | embedded services, demo keys                   |
-| CLEARING_DB_POOL_MIN / _MAX       | 2 / 16             | asyncpg pool size per process                  |
-| CLEARING_DB_COMMAND_TIMEOUT_S     | 30                 | per-statement timeout                          |
-| CLEARING_WRITER_BATCH_SIZE_MAX    | 1000               | postings per group commit                      |
-| CLEARING_WRITER_FLUSH_MS_MAX      | 2                  | longest a posting waits for its batch to fill  |
-| CLEARING_WRITER_QUEUE_MAX         | 20000              | queued postings before RESOURCE_EXHAUSTED      |
-| CLEARING_MAX_CONCURRENT_RPCS      | 10000              | in-flight RPCs per process                     |
-| CLEARING_MAX_MESSAGE_BYTES        | 4194304            | largest request or response message            |
-| CLEARING_GRACE_S                  | 10                 | shutdown grace for in-flight calls             |
-| CLEARING_LOG_LEVEL                | INFO               | log level (JSON lines on stderr)               |
-| CLEARING_PAYOUT_FEE_FIXED_MINOR   | 0                  | default payout fee, fixed part (minor units)   |
-| CLEARING_PAYOUT_FEE_BPS           | 0                  | default payout fee, basis points of the amount |
-| CLEARING_PAYOUT_MIN_MINOR         | 100                | default minimum per payout                     |
-| CLEARING_PAYOUT_MAX_MINOR         | 100000000000       | default maximum per payout                     |
-| CLEARING_PAYOUT_DAILY_MAX_MINOR   | 100000000000       | default maximum per account and day            |
-| CLEARING_PAYOUT_REVIEW_MINOR      | 100000000          | default review threshold (above: approval)     |
-| CLEARING_PAYOUT_BANK_MAX_MINOR    | 50000000           | default bank limit per transfer                |
-| CLEARING_PAYOUT_CONCURRENCY_MAX   | pool max / 4       | payout requests checked at once per process    |
-| CLEARING_PAYOUT_WORKER            | 1                  | 1: run the payout worker in this process       |
-| CLEARING_PAYOUT_SCHEDULER         | 1                  | 1: run the payout scheduler in this process    |
-| CLEARING_PAYOUT_SCHEDULE_TICK_S   | 10                 | seconds between schedule sweeps (1..3600)      |
-| CLEARING_PAYOUT_SCHEDULE_BATCH    | 100                | schedule runs per sweep at most (1..1000)      |
-| CLEARING_PAYOUT_RUN_HOUR          | 2                  | local hour of T+1, weekly and monthly runs     |
-| CLEARING_CALENDAR_REFRESH_S       | 60                 | business-day calendar reloaded after (1..3600) |
-| CLEARING_PAYOUT_D0_RETRY_S        | 3600               | a refused D0 sweep is retried after this       |
+Each setting is declared once, as a dataclass field made by `env(...)`: its variable, its
+default, its bounds and its meaning. The README's configuration table is generated from
+these declarations (`python -m clearing.config` prints it; tests/unit/test_config.py checks
+the README against it). An unset or empty variable means the default (for text settings
+only an unset one: `CLEARING_METRICS_ADDR=""` turns the metrics server off); a value out of
+its bounds stops the server with a message naming the variable.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Mapping
+
+from clearing.limits import AMOUNT_MINOR_MAX, RUN_HOUR_DEFAULT
+
+BIG_MINOR = AMOUNT_MINOR_MAX  # bound of the amounts settings accept
+
+# CLEARING_BANK_CONNECTOR: the bank the payout worker sends transfers to.
+BANK_CONNECTOR_NONE = "none"
+BANK_CONNECTOR_SIMULATOR = "simulator"
+BANK_CONNECTORS = (BANK_CONNECTOR_NONE, BANK_CONNECTOR_SIMULATOR)
 
 
-def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
+@dataclass(frozen=True, slots=True)
+class Var:
+    """How one setting is read: variable name, meaning, bounds or choices, and the default
+    as the table shows it when the value alone would not say it."""
+
+    name: str
+    meaning: str
+    low: int | None = None
+    high: int | None = None
+    choices: tuple[str, ...] = ()
+    shown: str | None = None
+    upper: bool = False
+
+
+def env(name: str, default: Any, meaning: str, **how: Any) -> Any:
+    """A setting read from the variable `name` (see `Var`)."""
+    return field(default=default, metadata={"var": Var(name, meaning, **how)})
+
+
+def group(cls: type) -> Any:
+    """A nested group of settings (its own dataclass)."""
+    return field(default_factory=cls, metadata={"group": cls})
+
+
+def _value(var: Var, default: Any, raw_env: Mapping[str, str]) -> Any:
+    if isinstance(default, str) or default is None:
+        if default is None:
+            return raw_env.get(var.name) or None
+        value = raw_env.get(var.name, default)
+        value = value.strip().upper() if var.upper else value
+        if var.choices and value not in var.choices:
+            raise SystemExit(f"{var.name}={value!r} is not one of "
+                             f"{', '.join(repr(c) for c in var.choices)}")
+        return value
+    raw = raw_env.get(var.name, "").strip()
     if not raw:
         return default
+    if isinstance(default, Path):
+        return Path(raw)
+    kind = float if isinstance(default, float) else int
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise SystemExit(f"{name}={value} is outside {low}..{high}")
-    return value
+        what = "a number" if kind is float else "an integer"
+        raise SystemExit(f"{var.name}={raw!r} is not {what}") from None
+    if var.low is not None and not var.low <= value <= var.high:
+        raise SystemExit(f"{var.name}={value} is outside {var.low}..{var.high}")
+    return value == 1 if isinstance(default, bool) else value
+
+
+def load(cls: type, raw_env: Mapping[str, str]) -> Any:
+    """An instance of the settings dataclass `cls` (and its groups) from `raw_env`."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if "group" in f.metadata:
+            values[f.name] = load(f.metadata["group"], raw_env)
+        elif "var" in f.metadata:
+            values[f.name] = _value(f.metadata["var"], f.default, raw_env)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise SystemExit(f"{cls.__name__}: {exc}") from None
+
+
+def variables(cls: type | None = None) -> list[tuple[Var, Any]]:
+    """Every setting of the tree under `cls` (default: `Settings`), in declaration order,
+    with its default."""
+    out: list[tuple[Var, Any]] = []
+    for f in fields(cls or Settings):
+        if "group" in f.metadata:
+            out.extend(variables(f.metadata["group"]))
+        elif "var" in f.metadata:
+            out.append((f.metadata["var"], f.default))
+    return out
+
+
+def _shown(var: Var, default: Any) -> str:
+    if var.shown is not None:
+        return var.shown
+    if isinstance(default, bool):
+        return str(int(default))
+    if default is None:
+        return "(none)"
+    if default == "":
+        return '""'
+    return str(default)
+
+
+def table() -> str:
+    """The README's configuration table (markdown), generated from the declarations."""
+    rows = [(f"`{var.name}`", _shown(var, default), var.meaning)
+            for var, default in variables()]
+    head = ("variable", "default", "meaning")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+
+    def line(cells) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *(line(r) for r in rows)])
+
+
+def _rate(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}={value!r} must be between 0 and 1")
+
+
+def _bounded(name: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name}={value!r} must be an integer in {low}..{high}")
+
+
+class _FromEnv:
+    __slots__ = ()
+
+    @classmethod
+    def from_env(cls, raw_env: Mapping[str, str] | None = None):
+        """This group read from `raw_env` (default: the process environment)."""
+        return load(cls, os.environ if raw_env is None else raw_env)
 
 
 @dataclass(frozen=True, slots=True)
-class WriterSettings:
+class WriterSettings(_FromEnv):
     """Limits of the group-commit ledger writer."""
 
-    batch_size_max: int = 1000
-    flush_ms_max: int = 2
-    queue_max: int = 20_000
+    batch_size_max: int = env("CLEARING_WRITER_BATCH_SIZE_MAX", 1000,
+                              "postings per group commit", low=1, high=10_000)
+    flush_ms_max: int = env("CLEARING_WRITER_FLUSH_MS_MAX", 2,
+                            "longest a posting waits for its batch to fill", low=0, high=1000)
+    queue_max: int = env("CLEARING_WRITER_QUEUE_MAX", 20_000,
+                         "queued postings before RESOURCE_EXHAUSTED", low=1, high=1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
-class PayoutSettings:
-    """Payout defaults for a platform and currency without a payout_configs row, and the
-    request path's limits. A platform with no fee account configured pays no fee."""
+class WorkerSettings(_FromEnv):
+    """Limits and timings of the payout worker (`clearing.payout.worker`)."""
 
-    fee_fixed_minor: int = 0
-    fee_bps: int = 0
-    min_amount_minor: int = 100
-    max_amount_minor: int = 100_000_000_000
-    daily_max_minor: int = 100_000_000_000
-    review_threshold_minor: int = 100_000_000
-    bank_transfer_max_minor: int = 50_000_000
+    poll_interval_ms: int = env("CLEARING_PAYOUT_POLL_INTERVAL_MS", 200,
+                                "payout worker: pause between claims when idle",
+                                low=1, high=600_000)
+    claim_batch_max: int = env("CLEARING_PAYOUT_CLAIM_BATCH_MAX", 64,
+                               "payout worker: transfers claimed per transaction",
+                               low=1, high=10_000)
+    submit_timeout_ms: int = env("CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS", 10_000,
+                                 "payout worker: bank call timeout (then UNKNOWN)",
+                                 low=1, high=3_600_000)
+    stuck_after_ms: int = env("CLEARING_PAYOUT_STUCK_AFTER_MS", 60_000,
+                              "claim lease; older SUBMITTED attempts are queried", low=2, high=86_400_000)
+    retry_backoff_ms: int = env("CLEARING_PAYOUT_RETRY_BACKOFF_MS", 30_000,
+                                "first retry delay (doubled per retry); UNKNOWN query delay", low=1, high=86_400_000)
+    retries_max: int = env("CLEARING_PAYOUT_RETRIES_MAX", 3,
+                           "retries after a FAILED attempt, per round", low=0, high=100)
+    concurrency_max: int = env("CLEARING_PAYOUT_BANK_CALLS_MAX", 32,
+                               "bank calls in flight per process", low=1, high=10_000)
+
+    def __post_init__(self) -> None:
+        if self.claim_batch_max < 1 or self.concurrency_max < 1:
+            raise ValueError("payout worker limits must be >= 1")
+        if self.stuck_after_ms <= self.submit_timeout_ms:
+            raise ValueError("CLEARING_PAYOUT_STUCK_AFTER_MS must exceed "
+                             "CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS (the claim's lease must "
+                             "outlast a bank call)")
+
+    @property
+    def attempts_per_round(self) -> int:
+        return 1 + self.retries_max
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings(_FromEnv):
+    """The payout scheduler (`clearing.payout.schedule`)."""
+
+    enabled: bool = env("CLEARING_PAYOUT_SCHEDULER", True,
+                        "1: run the payout scheduler in this process", low=0, high=1)
+    tick_s: int = env("CLEARING_PAYOUT_SCHEDULE_TICK_S", 10,
+                      "seconds between schedule sweeps (1..3600)", low=1, high=3600)
+    batch_max: int = env("CLEARING_PAYOUT_SCHEDULE_BATCH", 100,
+                         "schedule runs per sweep at most (1..1000)", low=1, high=1000)
+    run_hour: int = env("CLEARING_PAYOUT_RUN_HOUR", RUN_HOUR_DEFAULT,
+                        "local hour of T+1, weekly and monthly runs", low=0, high=23)
+    calendar_refresh_s: int = env("CLEARING_CALENDAR_REFRESH_S", 60,
+                                  "business-day calendar reloaded after (1..3600)",
+                                  low=1, high=3600)
+    d0_retry_s: int = env("CLEARING_PAYOUT_D0_RETRY_S", 3600,
+                          "a refused D0 sweep is retried after this", low=1, high=86_400 * 7)
+
+
+@dataclass(frozen=True)
+class BankSimSettings(_FromEnv):
+    """Fault injection of the bank simulator (`clearing.dev.bank_sim`, where each is
+    explained). The defaults are a bank that always pays at once, with a callback 50 ms
+    later. Validated here (ValueError), so that settings made in code are checked too."""
+
+    failure_rate: float = env("CLEARING_BANK_SIM_FAILURE_RATE", 0.0,
+                              "simulator: share of orders the bank fails")
+    timeout_rate: float = env("CLEARING_BANK_SIM_TIMEOUT_RATE", 0.0,
+                              "simulator: share of calls that get no answer")
+    latency_ms: int = env("CLEARING_BANK_SIM_LATENCY_MS", 0,
+                          "simulator: mean time a call takes")
+    duplicate_callback_rate: float = env("CLEARING_BANK_SIM_DUPLICATE_CALLBACK_RATE", 0.0,
+                                         "simulator: share of callbacks delivered twice")
+    query_only_rate: float = env("CLEARING_BANK_SIM_QUERY_ONLY_RATE", 0.0,
+                                 "simulator: share PROCESSING, result by query only")
+    seed: int = env("CLEARING_BANK_SIM_SEED", 0, "simulator: seed of every random decision")
+    processing_rate: float = env("CLEARING_BANK_SIM_PROCESSING_RATE", 0.0,
+                                 "simulator: share PROCESSING, result by callback")
+    lost_answer_share: float = env("CLEARING_BANK_SIM_LOST_ANSWER_SHARE", 0.5,
+                                   "simulator: of timeouts, recorded but answer lost")
+    timeout_ms: int = env("CLEARING_BANK_SIM_TIMEOUT_MS", 0,
+                          "simulator: how long a timed-out call hangs")
+    callback_delay_ms: int = env("CLEARING_BANK_SIM_CALLBACK_DELAY_MS", 50,
+                                 "simulator: mean delay of callback and completion")
+    callbacks_max: int = env("CLEARING_BANK_SIM_CALLBACKS_MAX", 10_000,
+                             "simulator: orders with callbacks pending per process")
+
+    def __post_init__(self) -> None:
+        for name in ("failure_rate", "timeout_rate", "duplicate_callback_rate",
+                     "query_only_rate", "processing_rate", "lost_answer_share"):
+            _rate(name, getattr(self, name))
+        if self.query_only_rate + self.processing_rate > 1.0:
+            raise ValueError("query_only_rate + processing_rate must be at most 1")
+        _bounded("latency_ms", self.latency_ms, 0, 600_000)
+        _bounded("timeout_ms", self.timeout_ms, 0, 600_000)
+        _bounded("callback_delay_ms", self.callback_delay_ms, 0, 3_600_000)
+        _bounded("callbacks_max", self.callbacks_max, 1, 1_000_000)
+        _bounded("seed", self.seed, 0, 2**63 - 1)
+
+    @classmethod
+    def from_env(cls, raw_env: Mapping[str, str] | None = None) -> "BankSimSettings":
+        try:
+            return load(cls, os.environ if raw_env is None else raw_env)
+        except SystemExit as exc:
+            raise SystemExit(f"CLEARING_BANK_SIM_*: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class BankSettings(_FromEnv):
+    """Which bank the payout worker sends to (`clearing.payout.bank.BankConnector`).
+
+    `connector` "" (unset) means `none` for `clearing serve` and `simulator` under `clearing
+    serve --dev` (`make run`): production never pays through the simulator unless told to.
+    With `none` the worker sends nothing: payouts wait QUEUED with waiting_reason
+    BANK_CONNECTOR_NOT_CONFIGURED and nothing is ever marked paid."""
+
+    connector: str = env("CLEARING_BANK_CONNECTOR", "",
+                         "bank of the payout worker: none or simulator",
+                         choices=("", *BANK_CONNECTORS),
+                         shown="none (simulator under --dev)")
+    simulator: BankSimSettings = group(BankSimSettings)
+
+    @property
+    def chosen(self) -> str:
+        """The connector in effect: `none` when unset."""
+        return self.connector or BANK_CONNECTOR_NONE
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutSettings(_FromEnv):
+    """Payout defaults for a platform and currency without a payout_configs row, the
+    request path's limits, and the payout worker, bank and scheduler of this process. A
+    platform with no fee account configured pays no fee."""
+
+    fee_fixed_minor: int = env("CLEARING_PAYOUT_FEE_FIXED_MINOR", 0,
+                               "default payout fee, fixed part (minor units)",
+                               low=0, high=BIG_MINOR)
+    fee_bps: int = env("CLEARING_PAYOUT_FEE_BPS", 0,
+                       "default payout fee, basis points of the amount", low=0, high=10_000)
+    min_amount_minor: int = env("CLEARING_PAYOUT_MIN_MINOR", 100,
+                                "default minimum per payout", low=1, high=BIG_MINOR)
+    max_amount_minor: int = env("CLEARING_PAYOUT_MAX_MINOR", 100_000_000_000,
+                                "default maximum per payout", low=1, high=BIG_MINOR)
+    daily_max_minor: int = env("CLEARING_PAYOUT_DAILY_MAX_MINOR", 100_000_000_000,
+                               "default maximum per account and day", low=1, high=BIG_MINOR)
+    review_threshold_minor: int = env("CLEARING_PAYOUT_REVIEW_MINOR", 100_000_000,
+                                      "default review threshold (above: approval)",
+                                      low=0, high=BIG_MINOR)
+    bank_transfer_max_minor: int = env("CLEARING_PAYOUT_BANK_MAX_MINOR", 50_000_000,
+                                       "default bank limit per transfer",
+                                       low=1, high=BIG_MINOR)
     # Payout requests (each holds one pooled connection while its hold commits) checked at
     # once per process; 0: a quarter of the pool.
-    concurrency_max: int = 0
-    # Whether this process runs the payout worker (and the bank connector).
-    worker: bool = True
-
-    @classmethod
-    def from_env(cls, env: dict[str, str]) -> "PayoutSettings":
-        big = 10**15
-        return cls(
-            fee_fixed_minor=_int(env, "CLEARING_PAYOUT_FEE_FIXED_MINOR", 0, 0, big),
-            fee_bps=_int(env, "CLEARING_PAYOUT_FEE_BPS", 0, 0, 10_000),
-            min_amount_minor=_int(env, "CLEARING_PAYOUT_MIN_MINOR", 100, 1, big),
-            max_amount_minor=_int(env, "CLEARING_PAYOUT_MAX_MINOR", 100_000_000_000, 1, big),
-            daily_max_minor=_int(env, "CLEARING_PAYOUT_DAILY_MAX_MINOR", 100_000_000_000, 1,
-                                 big),
-            review_threshold_minor=_int(env, "CLEARING_PAYOUT_REVIEW_MINOR", 100_000_000, 0,
-                                        big),
-            bank_transfer_max_minor=_int(env, "CLEARING_PAYOUT_BANK_MAX_MINOR", 50_000_000, 1,
-                                         big),
-            concurrency_max=_int(env, "CLEARING_PAYOUT_CONCURRENCY_MAX", 0, 0, 1000),
-            worker=_int(env, "CLEARING_PAYOUT_WORKER", 1, 0, 1) == 1,
-        )
+    concurrency_max: int = env("CLEARING_PAYOUT_CONCURRENCY_MAX", 0,
+                               "payout requests checked at once per process",
+                               low=0, high=1000, shown="pool max / 4")
+    # Whether this process runs the payout worker (and its bank connector).
+    worker: bool = env("CLEARING_PAYOUT_WORKER", True,
+                       "1: run the payout worker in this process", low=0, high=1)
+    worker_limits: WorkerSettings = group(WorkerSettings)
+    bank: BankSettings = group(BankSettings)
+    scheduler: SchedulerSettings = group(SchedulerSettings)
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(_FromEnv):
     """Everything the server reads from its environment."""
 
-    grpc_addr: str = "127.0.0.1:50051"
-    database_url: str | None = None
-    redis_url: str | None = None
-    redis_prefix: str = "clearing:"
-    workers: int = 1
-    metrics_addr: str = "127.0.0.1:9464"
-    data_dir: Path = Path("var")
-    db_pool_min: int = 2
-    db_pool_max: int = 16
-    db_command_timeout_s: int = 30
-    writer: WriterSettings = field(default_factory=WriterSettings)
-    max_concurrent_rpcs: int = 10_000
-    max_message_bytes: int = 4 * 1024 * 1024
-    grace_s: int = 10
-    log_level: str = "INFO"
-    payout: PayoutSettings = field(default_factory=PayoutSettings)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        env = dict(os.environ if env is None else env)
-        writer = WriterSettings(
-            batch_size_max=_int(env, "CLEARING_WRITER_BATCH_SIZE_MAX", 1000, 1, 10_000),
-            flush_ms_max=_int(env, "CLEARING_WRITER_FLUSH_MS_MAX", 2, 0, 1000),
-            queue_max=_int(env, "CLEARING_WRITER_QUEUE_MAX", 20_000, 1, 1_000_000),
-        )
-        return cls(
-            grpc_addr=env.get("CLEARING_GRPC_ADDR", "127.0.0.1:50051"),
-            database_url=env.get("CLEARING_DATABASE_URL") or None,
-            redis_url=env.get("CLEARING_REDIS_URL") or None,
-            redis_prefix=env.get("CLEARING_REDIS_PREFIX", "clearing:"),
-            workers=_int(env, "CLEARING_WORKERS", 1, 1, 64),
-            metrics_addr=env.get("CLEARING_METRICS_ADDR", "127.0.0.1:9464"),
-            data_dir=Path(env.get("CLEARING_DATA_DIR", "var")),
-            db_pool_min=_int(env, "CLEARING_DB_POOL_MIN", 2, 1, 100),
-            db_pool_max=_int(env, "CLEARING_DB_POOL_MAX", 16, 1, 200),
-            db_command_timeout_s=_int(env, "CLEARING_DB_COMMAND_TIMEOUT_S", 30, 1, 3600),
-            writer=writer,
-            max_concurrent_rpcs=_int(env, "CLEARING_MAX_CONCURRENT_RPCS", 10_000, 1, 1_000_000),
-            max_message_bytes=_int(env, "CLEARING_MAX_MESSAGE_BYTES", 4 * 1024 * 1024,
-                                   1024, 64 * 1024 * 1024),
-            grace_s=_int(env, "CLEARING_GRACE_S", 10, 0, 600),
-            log_level=env.get("CLEARING_LOG_LEVEL", "INFO").upper(),
-            payout=PayoutSettings.from_env(env),
-        )
+    grpc_addr: str = env("CLEARING_GRPC_ADDR", "127.0.0.1:50051",
+                         "gRPC listen address (host:port)")
+    database_url: str | None = env("CLEARING_DATABASE_URL", None,
+                                   "PostgreSQL DSN; `make run` starts one if unset")
+    redis_url: str | None = env("CLEARING_REDIS_URL", None,
+                                "Redis URL; `make run` starts one if unset")
+    redis_prefix: str = env("CLEARING_REDIS_PREFIX", "clearing:", "prefix of every Redis key")
+    workers: int = env("CLEARING_WORKERS", 1, "server processes sharing the port",
+                       low=1, high=64)
+    metrics_addr: str = env("CLEARING_METRICS_ADDR", "127.0.0.1:9464",
+                            'Prometheus HTTP (worker i: port + i); "" = off')
+    data_dir: Path = env("CLEARING_DATA_DIR", Path("var"), "embedded services, demo keys",
+                         shown="./var")
+    db_pool_min: int = env("CLEARING_DB_POOL_MIN", 2, "asyncpg pool size per process, least",
+                           low=1, high=100)
+    db_pool_max: int = env("CLEARING_DB_POOL_MAX", 16, "asyncpg pool size per process, most",
+                           low=1, high=200)
+    db_command_timeout_s: int = env("CLEARING_DB_COMMAND_TIMEOUT_S", 30,
+                                    "per-statement timeout", low=1, high=3600)
+    writer: WriterSettings = group(WriterSettings)
+    max_concurrent_rpcs: int = env("CLEARING_MAX_CONCURRENT_RPCS", 10_000,
+                                   "in-flight RPCs per process", low=1, high=1_000_000)
+    max_message_bytes: int = env("CLEARING_MAX_MESSAGE_BYTES", 4 * 1024 * 1024,
+                                 "largest request or response message",
+                                 low=1024, high=64 * 1024 * 1024)
+    grace_s: int = env("CLEARING_GRACE_S", 10, "shutdown grace for in-flight calls",
+                       low=0, high=600)
+    log_level: str = env("CLEARING_LOG_LEVEL", "INFO", "log level (JSON lines on stderr)",
+                         upper=True)
+    payout: PayoutSettings = group(PayoutSettings)
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def with_payout(self, **changes: object) -> "Settings":
+        """These settings with `changes` to the payout group."""
+        return replace(self, payout=replace(self.payout, **changes))
+
+
+def client_api_key(raw_env: Mapping[str, str] | None = None) -> str:
+    """The client commands' API key from CLEARING_API_KEY ("" if unset): a credential of the
+    `clearing` client, not a server setting, so it is not in the tree."""
+    return (os.environ if raw_env is None else raw_env).get("CLEARING_API_KEY", "")
+
+
+assert len({var.name for var, _ in variables()}) == len(variables()), "a variable twice"
+
+if __name__ == "__main__":
+    print(table())

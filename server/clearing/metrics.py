@@ -28,6 +28,10 @@ BANK_CALLS = Counter(
     "clearing_bank_calls_total",
     "Calls of the payout worker to the bank, by call (submit, query) and result (succeeded,"
     " failed, processing, not_found, no_answer)", ["call", "result"])
+PAYOUT_BANK_CONNECTOR_CONFIGURED = Gauge(
+    "clearing_payout_bank_connector_configured",
+    "1: this process's payout worker sends to a bank (CLEARING_BANK_CONNECTOR); 0: it sends"
+    " nothing, payouts wait QUEUED (waiting_reason BANK_CONNECTOR_NOT_CONFIGURED)")
 PAYOUT_JOBS_IN_FLIGHT = Gauge("clearing_payout_jobs_in_flight",
                               "Bank transfers the payout worker is working on now")
 

@@ -29,13 +29,13 @@ from clearing.api.ledger import METHOD_ROLES, LedgerServicer
 from clearing.api import payout as payout_api
 from clearing.api import split as split_api
 from clearing.clock import Clock
-from clearing.config import Settings
+from clearing.config import BANK_CONNECTOR_NONE, BANK_CONNECTOR_SIMULATOR, Settings
 from clearing.ledger.writer import LedgerWriter
 from clearing.payout import store as payout_store
-from clearing.payout.bank import BankConnector, BankSimSettings, BankSimulator
-from clearing.payout.schedule import Scheduler, SchedulerSettings
+from clearing.payout.bank import BankConnector
+from clearing.payout.schedule import Scheduler
 from clearing.payout.service import PayoutDeps
-from clearing.payout.worker import PayoutWorker, WorkerSettings
+from clearing.payout.worker import PayoutWorker
 from clearing.rules import compile as plans
 from clearing.rules import runtime
 from clearing.rules.cache import PlanCache
@@ -114,16 +114,31 @@ def _pending_max(settings: Settings) -> int:
     return 2 * settings.max_concurrent_rpcs + PENDING_HEADROOM
 
 
+def _bank_connector(settings: Settings, pool: asyncpg.Pool,
+                    clock: Clock) -> BankConnector | None:
+    """The bank the payout worker sends to (CLEARING_BANK_CONNECTOR), None for `none`.
+    The simulator (and the dev package) is imported only when chosen."""
+    bank = settings.payout.bank
+    if bank.chosen == BANK_CONNECTOR_SIMULATOR:
+        from clearing.dev.bank_sim import BankSimulator
+
+        log.info("bank connector: the bank simulator (never a real bank)")
+        return BankSimulator(pool, bank.simulator, clock)
+    if bank.chosen != BANK_CONNECTOR_NONE:  # clearing.config refuses other names already
+        raise SystemExit(f"CLEARING_BANK_CONNECTOR={bank.chosen!r}: no such connector")
+    log.warning("no bank connector (CLEARING_BANK_CONNECTOR=none): the payout worker sends "
+                "nothing; payouts wait QUEUED with waiting_reason "
+                "BANK_CONNECTOR_NOT_CONFIGURED")
+    return None
+
+
 async def start(settings: Settings, *, migrate: bool = True,
-                worker_settings: WorkerSettings | None = None,
-                bank_settings: BankSimSettings | None = None,
-                scheduler_settings: SchedulerSettings | None = None,
                 clock: Clock | None = None) -> Running:
     """Start a server on settings.grpc_addr (port 0 picks a free port).
 
-    The payout worker runs when settings.payout.worker is set, with the bank simulator, and
-    the payout scheduler unless CLEARING_PAYOUT_SCHEDULER=0; their settings come from the
-    environment (CLEARING_PAYOUT_*, CLEARING_BANK_SIM_*) unless given here."""
+    The payout worker runs when settings.payout.worker is set, with the bank connector
+    settings.payout.bank chooses (none: it sends nothing), and the payout scheduler when
+    settings.payout.scheduler.enabled."""
     if not settings.database_url:
         raise SystemExit("CLEARING_DATABASE_URL is not set (use `clearing serve --dev` for an "
                          "embedded database)")
@@ -144,10 +159,11 @@ async def start(settings: Settings, *, migrate: bool = True,
     bank: BankConnector | None = None
     payout_worker: PayoutWorker | None = None
     if settings.payout.worker:
-        bank = BankSimulator(pool, bank_settings or BankSimSettings.from_env(os.environ), clock)
-        await bank.start()
-        payout_worker = PayoutWorker(payout_deps, bank,
-                                     worker_settings or WorkerSettings.from_env(os.environ))
+        bank = _bank_connector(settings, pool, clock)
+        if bank is not None:
+            await bank.start()
+        payout_worker = PayoutWorker(payout_deps, bank, settings.payout.worker_limits)
+    metrics.PAYOUT_BANK_CONNECTOR_CONFIGURED.set(1 if bank is not None else 0)
     metrics.watch(pool, writer)
     plan_cache = PlanCache(PgSource(pool), plans.from_bytes, redis_client,
                            settings.redis_prefix)
@@ -186,7 +202,7 @@ async def start(settings: Settings, *, migrate: bool = True,
     if port == 0:
         raise SystemExit(f"cannot listen on {settings.grpc_addr}")
     await server.start()
-    scheduler_settings = scheduler_settings or SchedulerSettings.from_env(dict(os.environ))
+    scheduler_settings = settings.payout.scheduler
     scheduler = Scheduler(payout_deps, scheduler_settings) if scheduler_settings.enabled \
         else None
     if payout_worker is not None:
@@ -211,7 +227,8 @@ async def serve(settings: Settings, worker_index: int = 0) -> None:
     metrics_port = metrics.serve(settings.metrics_addr, worker_index)
     log.info("serving", extra={"addr": settings.grpc_addr, "port": running.port,
                                "worker": worker_index, "pid": os.getpid(),
-                               "metrics_port": metrics_port})
+                               "metrics_port": metrics_port,
+                               "bank_connector": settings.payout.bank.chosen})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -326,7 +326,14 @@ def test_dev_run_ctrl_c_and_restart():
 
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                     timeout=10) as response:
-            assert b"clearing_rpc_calls_total" in response.read()
+            scraped = response.read()
+        assert b"clearing_rpc_calls_total" in scraped
+        # No CLEARING_BANK_CONNECTOR: under --dev the bank is the simulator.
+        assert b"\nclearing_payout_bank_connector_configured 1.0\n" in scraped, scraped
+        assert "bank connector: the bank simulator" in first.output(), first.output()
+        serving = '"bank_connector": "simulator"'  # the serving line, after or before the banner
+        if serving not in first.output():
+            first.wait_for_line(serving, timeout_s=10)
 
         # ---- Ctrl-C under load ----------------------------------------------------------
         load = TransferLoad(f"127.0.0.1:{grpc_port}", key, custodial, merchant).start()

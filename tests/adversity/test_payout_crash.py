@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from clearing.clock import Clock
-from clearing.payout.bank import BankSimSettings, BankSimulator, BankState
+from clearing.dev.bank_sim import BankSimSettings, BankSimulator, BankState
 from clearing.payout.worker import Settler, claim, ledger_request_id
 from clearing.v1 import payout_pb2 as pb
 from tests.payout_worker_support import (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from clearing.payout.bank import BankSimSettings, BankState, decide
+from clearing.dev.bank_sim import BankSimSettings, BankState, decide
 from clearing.payout.worker import WorkerSettings
 from clearing.v1 import payout_pb2 as pb
 from tests.payout_support import Payouts, isolated_server, keys, party, set_config

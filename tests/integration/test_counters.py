@@ -8,7 +8,8 @@ import secrets
 
 import pytest
 
-from clearing import devstack, redisconn
+from clearing import redisconn
+from clearing.dev import stack as devstack
 from clearing.rules.counters import (CounterSpec, Counters, Period, Source, period_start)
 
 UTC = dt.timezone.utc

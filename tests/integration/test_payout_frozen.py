@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from clearing.clock import Clock
-from clearing.payout.bank import BankSimSettings, BankSimulator, BankState, TimeoutKind
+from clearing.dev.bank_sim import BankSimSettings, BankSimulator, BankState, TimeoutKind
 from clearing.payout.worker import PayoutWorker, claim
 from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import payout_pb2 as pb

@@ -20,7 +20,6 @@ import pytest
 
 from clearing import server
 from clearing.clock import ManualClock
-from clearing.config import PayoutSettings
 from clearing.payout import service
 from clearing.payout.model import SCHEDULER, PayoutOrigin
 from clearing.payout.schedule import (RunOutcome, Scheduler, SchedulerSettings,
@@ -47,9 +46,9 @@ async def moved(database_url, redis_url, redis_prefix):
     scheduler."""
     clock = ManualClock(START)
     srv = await server.start(
-        server_settings(database_url, redis_url, redis_prefix,
-                        payout=PayoutSettings(worker=False)),
-        migrate=False, scheduler_settings=SchedulerSettings(enabled=False), clock=clock)
+        server_settings(database_url, redis_url, redis_prefix, run_worker=False,
+                        scheduler=SchedulerSettings(enabled=False)),
+        migrate=False, clock=clock)
     yield srv, clock
     await srv.stop()
 

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from clearing.payout.bank import BankSimSettings, BankState, TimeoutKind
+from clearing.dev.bank_sim import BankSimSettings, BankState, TimeoutKind
 from clearing.payout.worker import ledger_request_id
 from clearing.v1 import payout_pb2 as pb
 from tests.payout_worker_support import (

@@ -10,7 +10,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from clearing import db, devstack
+from clearing import db
+from clearing.dev import stack as devstack
 from clearing.rules import store
 from clearing.rules.cache import LOOKUPS, MISMATCHES, PlanCache
 from clearing.rules.store import PgSource

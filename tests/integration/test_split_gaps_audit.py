@@ -17,7 +17,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from clearing import devstack, server
+from clearing import server
+from clearing.dev import stack as devstack
 from clearing.rules import evaluate as evaluation
 from clearing.v1 import split_pb2 as pb
 from tests.conftest import server_settings

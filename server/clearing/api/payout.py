@@ -103,7 +103,8 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
         validate.object_id(v, request.payout_id, "payout_id")
         v.raise_if_any()
         found = await service.get_payout(self._deps, principal().platform_id, request.payout_id)
-        return pb.GetPayoutResponse(payout=payout(found))
+        return pb.GetPayoutResponse(payout=payout(
+            found, service.waiting_reason(self._deps, found.state)))
 
     async def ListPayouts(self, request: pb.ListPayoutsRequest, context) -> pb.ListPayoutsResponse:
         v = Violations()
@@ -122,7 +123,9 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
             self._deps, principal().platform_id, page_size=size, page_token=request.page_token,
             account_id=request.account_id, states=sorted(set(request.states)), start=start,
             end=end)
-        return pb.ListPayoutsResponse(payouts=[payout(p) for p in payouts],
+        return pb.ListPayoutsResponse(payouts=[payout(p, service.waiting_reason(self._deps,
+                                                                               p.state))
+                                               for p in payouts],
                                       next_page_token=token)
 
     def _review_args(self, request, *, reason_required: bool) -> None:
@@ -183,7 +186,7 @@ def bank_transfer(t: BankTransfer) -> pb.BankTransfer:
         finish_time=_ts(t.finished_at))
 
 
-def payout(p: Payout) -> pb.Payout:
+def payout(p: Payout, waiting_reason: str = "") -> pb.Payout:
     return pb.Payout(
         payout_id=p.payout_id, request_id=p.request_id, account_id=p.account_id,
         external_ref=p.external_ref, bank_account_id=p.bank_account_id,
@@ -195,4 +198,5 @@ def payout(p: Payout) -> pb.Payout:
         failure_reason=p.failure_reason, failure_message=p.failure_message,
         hold_transfer_id=p.hold_transfer_id, fee_account_id=p.fee_account_id, memo=p.memo,
         create_time=timestamp(p.created_at), update_time=timestamp(p.updated_at),
-        review_time=_ts(p.review_at), finish_time=_ts(p.finished_at))
+        review_time=_ts(p.review_at), finish_time=_ts(p.finished_at),
+        waiting_reason=waiting_reason)

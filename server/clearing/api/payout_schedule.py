@@ -54,7 +54,7 @@ async def set_payout_schedule(deps: PayoutDeps, request: pb.SetPayoutScheduleReq
     FAILED_PRECONDITION (ACCOUNT_KIND_NOT_PAYABLE for a custodial account, ACCOUNT_CLOSED)."""
     spec, min_amount = validate_request(request)
     account_id = request.schedule.account_id
-    settings = schedules.env_settings()
+    settings = deps.settings.scheduler
 
     async def op(conn) -> bytes:
         acct = await conn.fetchrow(_SQL_ACCOUNT, account_id, who.platform_id)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clearing.cli.common import minor
-from clearing.config import Settings
+from clearing.config import Settings, client_api_key
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -32,8 +31,8 @@ Call = Callable[["ClearingClient"], Awaitable["Message"]]
 def _key(args, settings: Settings) -> str:
     if args.key:
         return args.key
-    if os.environ.get("CLEARING_API_KEY"):
-        return os.environ["CLEARING_API_KEY"]
+    if client_api_key():
+        return client_api_key()
     path = Path(args.key_file) if args.key_file else settings.data_dir / "demo.key"
     if not path.exists():
         raise SystemExit(f"no API key: pass --key, set CLEARING_API_KEY, or create {path}")

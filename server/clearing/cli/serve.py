@@ -10,9 +10,10 @@ import shlex
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from clearing.config import Settings
+from clearing.config import BANK_CONNECTOR_SIMULATOR, Settings
 
 DEV_DATABASE = "clearing"
 DEMO_PLATFORM = "demo"
@@ -121,9 +122,8 @@ def cmd_serve(args, settings: Settings) -> int:
     if args.workers:
         settings = settings.with_(workers=args.workers)
     if args.dev:
-        # Stopping the embedded PostgreSQL forks (pg_ctl) while gRPC's threads run; gRPC's
-        # fork handlers are of no use there and only log. Must be set before gRPC loads.
-        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+        # Stopping the embedded PostgreSQL forks (pg_ctl) while gRPC's threads run: gRPC's
+        # fork support is off for that (set in clearing/__init__.py, before gRPC loads).
         return _serve_dev(settings)
     from clearing import server
 
@@ -141,6 +141,9 @@ def _serve_dev(settings: Settings) -> int:
     from clearing import logs, server
 
     logs.setup(settings.log_level)
+    if not settings.payout.bank.connector:  # unset: the dev stack's bank is the simulator
+        settings = settings.with_payout(bank=replace(settings.payout.bank,
+                                                     connector=BANK_CONNECTOR_SIMULATOR))
     started: list = []
     signals: list[int] = []
 
@@ -190,7 +193,7 @@ def _dev_services(settings: Settings, started: list) -> Settings:
     appended to `started` as soon as it runs, so that the caller can stop it."""
     import asyncpg
 
-    from clearing import devstack
+    from clearing.dev import stack as devstack
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every command at INFO
     data_dir = settings.data_dir.resolve()

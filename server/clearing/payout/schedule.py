@@ -24,14 +24,9 @@ no payout: the run is recorded CALENDAR_NO_BUSINESS_DAY and tried again a day la
 Cost: a T+1 run sums the account's credits since its cutoff (an index scan of the account's
 credits, `transfers_credit_idx`); the other cycles read the account row only.
 
-| variable                          | default | meaning                                        |
-|-----------------------------------|---------|------------------------------------------------|
-| CLEARING_PAYOUT_SCHEDULER         | 1       | 1: run the payout scheduler in this process    |
-| CLEARING_PAYOUT_SCHEDULE_TICK_S   | 10      | seconds between sweeps (1 to 3600)             |
-| CLEARING_PAYOUT_SCHEDULE_BATCH    | 100     | schedules run per tick at most (1 to 1000)     |
-| CLEARING_PAYOUT_RUN_HOUR          | 2       | local hour of T+1, weekly and monthly runs     |
-| CLEARING_CALENDAR_REFRESH_S       | 60      | seconds a loaded calendar is used (1 to 3600)  |
-| CLEARING_PAYOUT_D0_RETRY_S        | 3600    | a refused D0 account is tried again after this |
+Settings: `clearing.config.SchedulerSettings` (CLEARING_PAYOUT_SCHEDULER,
+CLEARING_PAYOUT_SCHEDULE_*, CLEARING_PAYOUT_RUN_HOUR, CLEARING_CALENDAR_REFRESH_S,
+CLEARING_PAYOUT_D0_RETRY_S; the README's configuration table).
 """
 
 from __future__ import annotations
@@ -40,14 +35,13 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 
 import asyncpg
 
-from clearing.config import _int
+from clearing.config import SchedulerSettings
 from clearing.errors import ClearingError, ResourceExhausted, Unavailable
 from clearing.ledger.model import Mode
-from clearing.limits import CALENDAR_DAYS_MAX, DEFAULT_TIME_ZONE, RUN_HOUR_DEFAULT
+from clearing.limits import CALENDAR_DAYS_MAX, DEFAULT_TIME_ZONE
 from clearing.payout import service, store
 from clearing.payout.calendar import (BusinessCalendar, NoBusinessDay, PayoutCycle, ScheduleSpec,
                                       next_run, t_plus_1_cutoff)
@@ -57,36 +51,6 @@ log = logging.getLogger("clearing.payout.schedule")
 
 CALENDAR_PAST_DAYS = 400
 CALENDAR_FUTURE_DAYS = 800
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerSettings:
-    """See the module docstring's table."""
-
-    enabled: bool = True
-    tick_s: int = 10
-    batch_max: int = 100
-    run_hour: int = RUN_HOUR_DEFAULT
-    calendar_refresh_s: int = 60
-    d0_retry_s: int = 3600
-
-    @classmethod
-    def from_env(cls, env: dict[str, str]) -> "SchedulerSettings":
-        return cls(
-            enabled=_int(env, "CLEARING_PAYOUT_SCHEDULER", 1, 0, 1) == 1,
-            tick_s=_int(env, "CLEARING_PAYOUT_SCHEDULE_TICK_S", 10, 1, 3600),
-            batch_max=_int(env, "CLEARING_PAYOUT_SCHEDULE_BATCH", 100, 1, 1000),
-            run_hour=_int(env, "CLEARING_PAYOUT_RUN_HOUR", RUN_HOUR_DEFAULT, 0, 23),
-            calendar_refresh_s=_int(env, "CLEARING_CALENDAR_REFRESH_S", 60, 1, 3600),
-            d0_retry_s=_int(env, "CLEARING_PAYOUT_D0_RETRY_S", 3600, 1, 86_400 * 7),
-        )
-
-
-@lru_cache(maxsize=1)
-def env_settings() -> SchedulerSettings:
-    """The settings of this process's environment (SetPayoutSchedule's run hour)."""
-    import os
-    return SchedulerSettings.from_env(dict(os.environ))
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ import asyncpg
 
 from clearing import idempotency
 from clearing.clock import Clock
-from clearing.config import PayoutSettings
+from clearing.config import BANK_CONNECTOR_NONE, PayoutSettings
 from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, FieldViolation,
                              InvalidArgument, NotFound, PermissionDenied,
                              ResourceExhausted)
@@ -95,6 +95,21 @@ class PayoutDeps:
     @property
     def concurrency(self) -> int:
         return self.settings.concurrency_max or max(1, self.pool.get_max_size() // 4)
+
+
+# Payout.waiting_reason of a payout this process's payout worker will not work on.
+WAITING_BANK_CONNECTOR_NOT_CONFIGURED = "BANK_CONNECTOR_NOT_CONFIGURED"
+
+
+def waiting_reason(deps: PayoutDeps, state: PayoutState) -> str:
+    """Why a payout in `state` is not moving, as far as this process knows: a QUEUED
+    payout (nothing sent yet), or a SUBMITTED one (its transfers wait for a query or a
+    send), while this process runs the payout worker without a bank connector
+    (CLEARING_BANK_CONNECTOR=none), waits until a server with a bank runs; else ""."""
+    if (state in (PayoutState.QUEUED, PayoutState.SUBMITTED) and deps.settings.worker
+            and deps.settings.bank.chosen == BANK_CONNECTOR_NONE):
+        return WAITING_BANK_CONNECTOR_NOT_CONFIGURED
+    return ""
 
 
 def payload_hash_of(*, account_id: int, amount_minor: int, currency_code: str, memo: str,

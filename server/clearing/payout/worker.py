@@ -104,14 +104,13 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import asyncpg
 
 from clearing import metrics
-from clearing.config import _int
+from clearing.config import WorkerSettings
 from clearing.db import sql_list
 from clearing.errors import (ClearingError, FailedPrecondition, InvariantViolation, NotFound,
                              invariant)
@@ -147,62 +146,6 @@ AT_BANK = (PayoutState.QUEUED, PayoutState.SUBMITTED)
 # The state lists as SQL text: the queries below are built once at import (clearing.db.sql_list).
 _DUE_SQL, _AT_BANK_SQL = sql_list(DUE), sql_list(AT_BANK)
 _IN_FLIGHT_SQL, _FAILABLE_SQL = sql_list(IN_FLIGHT), sql_list(FAILABLE)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """Limits and timings of the payout worker.
-
-    | variable                            | default | meaning                                  |
-    |-------------------------------------|---------|------------------------------------------|
-    | CLEARING_PAYOUT_POLL_INTERVAL_MS    | 200     | pause between claims when idle           |
-    | CLEARING_PAYOUT_CLAIM_BATCH_MAX     | 64      | transfers claimed per transaction        |
-    | CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS   | 10000   | a bank call without answer: UNKNOWN      |
-    | CLEARING_PAYOUT_STUCK_AFTER_MS      | 60000   | lease of a claim; a SUBMITTED attempt    |
-    |                                     |         | older than this is queried               |
-    | CLEARING_PAYOUT_RETRY_BACKOFF_MS    | 30000   | first retry delay, doubled per retry;    |
-    |                                     |         | also the delay before querying UNKNOWN   |
-    | CLEARING_PAYOUT_RETRIES_MAX         | 3       | retries after a FAILED attempt           |
-    | CLEARING_PAYOUT_BANK_CALLS_MAX      | 32      | bank calls in flight per process         |
-    """
-
-    poll_interval_ms: int = 200
-    claim_batch_max: int = 64
-    submit_timeout_ms: int = 10_000
-    stuck_after_ms: int = 60_000
-    retry_backoff_ms: int = 30_000
-    retries_max: int = 3
-    concurrency_max: int = 32
-
-    def __post_init__(self) -> None:
-        invariant(self.claim_batch_max >= 1 and self.concurrency_max >= 1,
-                  "payout worker limits must be >= 1")
-        invariant(self.stuck_after_ms > self.submit_timeout_ms,
-                  "stuck_after_ms must exceed submit_timeout_ms (the claim's lease must "
-                  "outlast a bank call)")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "WorkerSettings":
-        env = dict(os.environ if environ is None else environ)
-        values = dict(
-            poll_interval_ms=_int(env, "CLEARING_PAYOUT_POLL_INTERVAL_MS", 200, 1, 600_000),
-            claim_batch_max=_int(env, "CLEARING_PAYOUT_CLAIM_BATCH_MAX", 64, 1, 10_000),
-            submit_timeout_ms=_int(env, "CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS", 10_000, 1,
-                                   3_600_000),
-            stuck_after_ms=_int(env, "CLEARING_PAYOUT_STUCK_AFTER_MS", 60_000, 2, 86_400_000),
-            retry_backoff_ms=_int(env, "CLEARING_PAYOUT_RETRY_BACKOFF_MS", 30_000, 1,
-                                  86_400_000),
-            retries_max=_int(env, "CLEARING_PAYOUT_RETRIES_MAX", 3, 0, 100),
-            concurrency_max=_int(env, "CLEARING_PAYOUT_BANK_CALLS_MAX", 32, 1, 10_000),
-        )
-        if values["stuck_after_ms"] <= values["submit_timeout_ms"]:
-            raise SystemExit("CLEARING_PAYOUT_STUCK_AFTER_MS must exceed "
-                             "CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS")
-        return cls(**values)
-
-    @property
-    def attempts_per_round(self) -> int:
-        return 1 + self.retries_max
 
 
 def retry_delay_ms(settings: WorkerSettings, failed_in_round: int) -> int:
@@ -597,9 +540,14 @@ async def _settle_payout(conn: asyncpg.Connection, payout_id: int, now: dt.datet
 class PayoutWorker:
     """Claims due bank transfers and works them, `concurrency_max` at a time; runs in every
     server process (see the module docstring). `deps` has pool, writer and clock. The
-    bank's own start/close belong to whoever made it."""
+    bank's own start/close belong to whoever made it.
 
-    def __init__(self, deps: Any, bank: BankConnector, settings: WorkerSettings) -> None:
+    Without a bank (`bank` None: CLEARING_BANK_CONNECTOR=none) it claims nothing and sends
+    nothing: payouts stay QUEUED (GetPayout's waiting_reason says why); only the repair
+    sweep of failed payouts runs, which moves no money out."""
+
+    def __init__(self, deps: Any, bank: BankConnector | None,
+                 settings: WorkerSettings) -> None:
         self._pool: asyncpg.Pool = deps.pool
         self._clock = deps.clock
         self._bank = bank
@@ -609,7 +557,8 @@ class PayoutWorker:
         self._task: asyncio.Task | None = None
         self._jobs: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
-        bank.on_result(self._on_callback)
+        if bank is not None:
+            bank.on_result(self._on_callback)
 
     def start(self) -> None:
         invariant(self._task is None, "payout worker started twice")
@@ -647,7 +596,7 @@ class PayoutWorker:
                 await self._guard(repair_failed_payouts(self._deps), "repair sweep")
             free = self._settings.concurrency_max - len(self._jobs)
             claimed = 0
-            if free > 0:
+            if free > 0 and self._bank is not None:
                 limit = min(free, self._settings.claim_batch_max)
                 jobs = await self._guard(claim(self._pool, self._clock.now(), self._settings,
                                                limit), "claim") or []

@@ -14,7 +14,7 @@ import pytest
 
 from clearing import db
 from clearing.clock import Clock, ManualClock
-from clearing.payout.bank import (RANDOM_FAILURE_CODES, BankOrder, BankResult,
+from clearing.dev.bank_sim import (RANDOM_FAILURE_CODES, BankOrder, BankResult,
                                   BankSimSettings, BankSimulator, BankState, BankTimeout,
                                   CallFaults, Telling, TimeoutKind, decide)
 from tests.conftest import _replace_db
@@ -334,7 +334,7 @@ async def test_callbacks_are_bounded_cancelled_by_close_and_handler_errors_logge
         raise RuntimeError("handler down")
 
     failing.on_result(broken)
-    with caplog.at_level(logging.ERROR, logger="clearing.payout.bank"):
+    with caplog.at_level(logging.ERROR, logger="clearing.dev.bank_sim"):
         await failing.submit(sims.order("h"))
         await wait_for(lambda: _true(len(calls) == 2 and failing.pending_callbacks == 0))
     assert sum("result handler failed" in r.getMessage() for r in caplog.records) == 2

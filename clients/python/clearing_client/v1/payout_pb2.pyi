@@ -137,7 +137,7 @@ class PayoutSchedule(_message.Message):
     def __init__(self, account_id: _Optional[int] = ..., cycle: _Optional[_Union[PayoutCycle, str]] = ..., weekday: _Optional[int] = ..., month_day: _Optional[int] = ..., min_amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., time_zone: _Optional[str] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Payout(_message.Message):
-    __slots__ = ("payout_id", "request_id", "account_id", "external_ref", "bank_account_id", "masked_account_number", "currency_code", "amount_minor", "fee_minor", "net_amount_minor", "paid_minor", "state", "origin", "transfers", "review_required", "requested_by", "reviewed_by", "review_reason", "failure_reason", "failure_message", "hold_transfer_id", "fee_account_id", "memo", "create_time", "update_time", "review_time", "finish_time")
+    __slots__ = ("payout_id", "request_id", "account_id", "external_ref", "bank_account_id", "masked_account_number", "currency_code", "amount_minor", "fee_minor", "net_amount_minor", "paid_minor", "state", "origin", "transfers", "review_required", "requested_by", "reviewed_by", "review_reason", "failure_reason", "failure_message", "hold_transfer_id", "fee_account_id", "memo", "create_time", "update_time", "review_time", "finish_time", "waiting_reason")
     PAYOUT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +165,7 @@ class Payout(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REVIEW_TIME_FIELD_NUMBER: _ClassVar[int]
     FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     payout_id: int
     request_id: str
     account_id: int
@@ -192,7 +193,8 @@ class Payout(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     review_time: _timestamp_pb2.Timestamp
     finish_time: _timestamp_pb2.Timestamp
-    def __init__(self, payout_id: _Optional[int] = ..., request_id: _Optional[str] = ..., account_id: _Optional[int] = ..., external_ref: _Optional[str] = ..., bank_account_id: _Optional[int] = ..., masked_account_number: _Optional[str] = ..., currency_code: _Optional[str] = ..., amount_minor: _Optional[int] = ..., fee_minor: _Optional[int] = ..., net_amount_minor: _Optional[int] = ..., paid_minor: _Optional[int] = ..., state: _Optional[_Union[PayoutState, str]] = ..., origin: _Optional[_Union[PayoutOrigin, str]] = ..., transfers: _Optional[_Iterable[_Union[BankTransfer, _Mapping]]] = ..., review_required: _Optional[bool] = ..., requested_by: _Optional[str] = ..., reviewed_by: _Optional[str] = ..., review_reason: _Optional[str] = ..., failure_reason: _Optional[str] = ..., failure_message: _Optional[str] = ..., hold_transfer_id: _Optional[int] = ..., fee_account_id: _Optional[int] = ..., memo: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., review_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    waiting_reason: str
+    def __init__(self, payout_id: _Optional[int] = ..., request_id: _Optional[str] = ..., account_id: _Optional[int] = ..., external_ref: _Optional[str] = ..., bank_account_id: _Optional[int] = ..., masked_account_number: _Optional[str] = ..., currency_code: _Optional[str] = ..., amount_minor: _Optional[int] = ..., fee_minor: _Optional[int] = ..., net_amount_minor: _Optional[int] = ..., paid_minor: _Optional[int] = ..., state: _Optional[_Union[PayoutState, str]] = ..., origin: _Optional[_Union[PayoutOrigin, str]] = ..., transfers: _Optional[_Iterable[_Union[BankTransfer, _Mapping]]] = ..., review_required: _Optional[bool] = ..., requested_by: _Optional[str] = ..., reviewed_by: _Optional[str] = ..., review_reason: _Optional[str] = ..., failure_reason: _Optional[str] = ..., failure_message: _Optional[str] = ..., hold_transfer_id: _Optional[int] = ..., fee_account_id: _Optional[int] = ..., memo: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., review_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class BankTransfer(_message.Message):
     __slots__ = ("bank_transfer_id", "sequence", "amount_minor", "currency_code", "idempotency_key", "state", "attempt_count", "attempts", "next_attempt_time", "create_time", "finish_time")

@@ -55,7 +55,7 @@ __all__ = [
     "start_redis",
 ]
 
-logger = logging.getLogger("clearing.devstack")
+logger = logging.getLogger("clearing.dev.stack")
 
 LOCALHOST = "127.0.0.1"
 POSTGRES_USER = "postgres"
