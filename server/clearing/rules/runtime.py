@@ -32,7 +32,7 @@ import asyncpg
 from clearing.errors import FailedPrecondition, invariant
 from clearing.ledger.model import (EXTERNAL_REF_LEN_MAX, AccountKind, AccountStatus, Leg, Mode,
                                    Posting, TransferRecord)
-from clearing.ledger.writer import int_array
+from clearing.ledger.batch_sql import int_array
 from clearing.rules import chain as chains
 from clearing.rules.compile import Plan, Target
 from clearing.rules.counters import CounterSpec, Period, Reading
