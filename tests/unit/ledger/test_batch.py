@@ -517,3 +517,20 @@ def test_refused_postings_leave_no_trace_and_money_is_conserved(leg_lists):
     # double entry: money is neither made nor lost
     assert sum(b.account(i).credits_posted - b.account(i).debits_posted for i in _IDS) == 1_000
     assert sum(b.account(i).credits_pending - b.account(i).debits_pending for i in _IDS) == 0
+
+
+def test_the_batch_module_does_no_io():
+    """The state machine imports no database, network or event-loop module (what it uses of
+    `clearing.idempotency` is its pure encoding of records)."""
+    import ast
+    import inspect
+
+    from clearing.ledger import batch
+    tree = ast.parse(inspect.getsource(batch))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"__future__", "dataclasses", "datetime", "typing", "clearing",
+                        "clearing.errors", "clearing.ledger", "clearing.ledger.model",
+                        "clearing.money"}
+    assert {name for name in vars(batch) if name in ("asyncpg", "asyncio", "grpc")} == set()
