@@ -14,7 +14,7 @@ import time
 import pytest
 
 from clearing.dev.bank_sim import BankSimSettings
-from clearing.payout.worker import ledger_request_id
+from clearing.payout.lifecycle import ledger_request_id
 from clearing.v1 import payout_pb2 as pb
 from tests.payout_worker_support import (
     FAST, FINAL, books, funded, stack, worker_database)

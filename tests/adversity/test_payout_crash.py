@@ -14,7 +14,8 @@ import pytest
 
 from clearing.clock import Clock
 from clearing.dev.bank_sim import BankSimSettings, BankSimulator, BankState
-from clearing.payout.worker import Settler, claim, ledger_request_id
+from clearing.payout.lifecycle import ledger_request_id
+from clearing.payout.worker import Settler, claim
 from clearing.v1 import payout_pb2 as pb
 from tests.payout_worker_support import (
     FAST, FINAL, balances, books, funded, paid_at_bank, stack, worker_database)

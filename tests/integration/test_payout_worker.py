@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from clearing.dev.bank_sim import BankSimSettings, BankState, TimeoutKind
-from clearing.payout.worker import ledger_request_id
+from clearing.payout.lifecycle import ledger_request_id
 from clearing.v1 import payout_pb2 as pb
 from tests.payout_worker_support import (
     FINAL, balances, books, funded, paid_at_bank, seed_where, stack, worker_database)

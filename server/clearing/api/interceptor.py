@@ -85,6 +85,9 @@ class ClearingInterceptor:
     The handlers are wrapped once, when they are registered (`register`), not per call
     through grpc.aio's interceptor chain: the chain costs an extra coroutine on every call,
     and the hot path is where that shows. Health and reflection are registered as usual.
+    This relies on how the generated `add_XServicer_to_server` registers its handlers and
+    on the fields of `grpc.RpcMethodHandler`: tests/integration/test_interceptor_pin.py
+    pins both, and that every method of every service is wrapped.
     """
 
     def __init__(self, keys: KeyStore, method_roles: dict[str, frozenset[str]]) -> None:

@@ -1,4 +1,4 @@
-"""The journal's row format: COPY columns, record conversion, and the batch digest.
+"""The journal's row format: the columns read, record conversion, and the batch digest.
 
 The digest covers the immutable columns of every row of a batch, in transfer-id order;
 `pending_remaining` and `pending_state` change later and are checked by the trial balance
@@ -12,11 +12,6 @@ import hashlib
 
 from clearing.ledger.model import Mode, PendingState, TransferRecord
 
-COPY_COLUMNS = (
-    "transfer_id", "platform_id", "batch_id", "request_id", "debit_account_id",
-    "credit_account_id", "amount", "currency_code", "mode", "pending_id",
-    "pending_remaining", "pending_state", "memo", "created_at",
-)
 TRANSFER_COLUMNS = (
     "transfer_id, platform_id, request_id, debit_account_id, credit_account_id, amount,"
     " currency_code, mode, pending_id, pending_remaining, pending_state, memo, created_at"
@@ -24,18 +19,13 @@ TRANSFER_COLUMNS = (
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def copy_row(r: TransferRecord, batch_id: int) -> tuple:
-    """A record as a COPY row for `COPY_COLUMNS`."""
-    return (r.transfer_id, r.platform_id, batch_id, r.request_id, r.debit_account_id,
-            r.credit_account_id, r.amount_minor, r.currency_code, int(r.mode), r.pending_id,
-            r.pending_remaining, int(r.pending_state), r.memo, r.created_at)
-
-
 def record_from_row(row) -> TransferRecord:
     """A record from a row selected with `TRANSFER_COLUMNS`."""
     return TransferRecord(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], Mode(row[7]), row[8],
-        row[9], PendingState(row[10]), row[11], row[12])
+        row["transfer_id"], row["platform_id"], row["request_id"], row["debit_account_id"],
+        row["credit_account_id"], row["amount"], row["currency_code"], Mode(row["mode"]),
+        row["pending_id"], row["pending_remaining"], PendingState(row["pending_state"]),
+        row["memo"], row["created_at"])
 
 
 def _micros(ts: dt.datetime) -> int:
@@ -51,11 +41,13 @@ def _line(transfer_id: int, platform_id: int, request_id: str, debit: int, credi
             f"{_micros(created_at)}\n").encode()
 
 
-def rows_digest(copy_rows: list[tuple]) -> bytes:
-    """SHA-256 of a batch's rows as written (COPY rows, in position order)."""
+def records_digest(records: list[TransferRecord]) -> bytes:
+    """SHA-256 of a batch's records as written, in position order."""
     h = hashlib.sha256()
-    for r in copy_rows:
-        h.update(_line(r[0], r[1], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[12], r[13]))
+    for r in records:
+        h.update(_line(r.transfer_id, r.platform_id, r.request_id, r.debit_account_id,
+                       r.credit_account_id, r.amount_minor, r.currency_code, int(r.mode),
+                       r.pending_id, r.memo, r.created_at))
     return h.digest()
 
 

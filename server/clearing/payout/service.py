@@ -43,7 +43,7 @@ from clearing.ledger.model import (AccountKind, AccountStatus, Leg, Mode, OwnerT
                                    Replay)
 from clearing.ledger.writer import LedgerWriter
 from clearing.limits import TRANSFERS_PER_PAYOUT_MAX
-from clearing.payout import store
+from clearing.payout import lifecycle, store
 from clearing.payout.model import (SCHEDULER, BankAccount, BankAccountType, Payout, PayoutConfig,
                                    PayoutDraft, PayoutOrigin, PayoutState, TransferState, cut,
                                    mask_number)
@@ -473,7 +473,7 @@ WHERE payout_id = $1 AND platform_id = $2
 async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int,
                          request_id: str, payload_hash: bytes, payout_id: int,
                          reason: str, encode: Callable[[Payout], bytes]) -> bytes:
-    """PENDING_REVIEW -> QUEUED (its transfers due now); MANUAL_REVIEW: the worker's
+    """PENDING_REVIEW -> QUEUED (its transfers due now); MANUAL_REVIEW: the lifecycle's
     retry_payout (its transfers queued again, a blocked send's kept key queried first, the
     payout SUBMITTED); in one transaction with the idempotency record. Answers the first
     response: `encode` of the payout as the approval left it. Maker-checker: the
@@ -481,8 +481,6 @@ async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: in
     (`clearing.ledger.status`): a frozen or closed one answers FAILED_PRECONDITION
     ACCOUNT_FROZEN / ACCOUNT_CLOSED and the payout stays in review (the worker checks again
     before every bank call)."""
-    from clearing.payout import worker
-
     async def op(conn) -> bytes:
         row = await _lock_payout(conn, payout_id, platform_id)
         state = _check_reviewable(row, payout_id, reviewer_key_id)
@@ -497,7 +495,7 @@ async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: in
                 "UPDATE bank_transfers SET next_attempt_at = $2 WHERE payout_id = $1"
                 " AND state = $3", payout_id, now, int(TransferState.QUEUED))
         else:
-            await worker.retry_in(conn, payout_id, now)
+            await lifecycle.retry_in(conn, payout_id, now)
         return encode(await store.get_payout(conn, platform_id, payout_id))
 
     return await idempotency.run(deps.pool, platform_id, request_id, "ApprovePayout",
@@ -508,24 +506,22 @@ async def reject_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int
                         request_id: str, payload_hash: bytes, payout_id: int,
                         reason: str, encode: Callable[[Payout], bytes]) -> bytes:
     """PENDING_REVIEW or MANUAL_REVIEW -> FAILED (REJECTED) in one transaction with the
-    idempotency record (the worker's fail_payout), then what was not paid is voided
+    idempotency record (the lifecycle's fail_payout), then what was not paid is voided
     (`release_holds`: idempotent, also run on a replay to finish what a crash cut short).
     Answers the first response: `encode` of the payout as the rejection left it.
     Maker-checker: the requesting key cannot reject."""
-    from clearing.payout import worker
-
     async def op(conn) -> bytes:
         row = await _lock_payout(conn, payout_id, platform_id)
         _check_reviewable(row, payout_id, reviewer_key_id)
         now = deps.clock.now()
         await conn.execute(_SQL_REVIEWED, payout_id, platform_id, str(reviewer_key_id),
                            reason, now)
-        await worker.fail_in(conn, payout_id, "REJECTED", reason, now)
+        await lifecycle.fail_in(conn, payout_id, "REJECTED", reason, now)
         return encode(await store.get_payout(conn, platform_id, payout_id))
 
     first = await idempotency.run(deps.pool, platform_id, request_id, "RejectPayout",
                                   payload_hash, op)
-    await worker.release_holds(deps, payout_id)
+    await lifecycle.release_holds(deps, payout_id)
     return first
 
 

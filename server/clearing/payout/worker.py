@@ -16,12 +16,13 @@ A bank transfer:
 - UNKNOWN / SUBMITTED past its lease -> query with the SAME key: SUCCEEDED or FAILED as
   above; PROCESSING -> SUBMITTED (wait for the callback, query after stuck_after_ms);
   NOT_FOUND -> resubmitted with the same key.
-- FAILED -> QUEUED: retry_payout (ApprovePayout of a MANUAL_REVIEW payout); FAILED ->
+- FAILED -> QUEUED: retry_payout (`clearing.payout.lifecycle`: ApprovePayout of a
+  MANUAL_REVIEW payout); FAILED ->
   UNKNOWN instead when its current attempt is still in doubt (a blocked send): queried
   first, with the same key.
-- any but SUCCEEDED -> FAILED: fail_payout (RejectPayout).
+- any but SUCCEEDED -> FAILED: fail_payout (`clearing.payout.lifecycle`: RejectPayout).
 
-A payout (what the worker and this module change):
+A payout (what the worker and the lifecycle's review actions change):
 - QUEUED -> SUBMITTED: the first claim of one of its transfers.
 - SUBMITTED -> SUCCEEDED: all its transfers SUCCEEDED.
 - SUBMITTED -> MANUAL_REVIEW (BANK_RETRIES_EXHAUSTED, or ACCOUNT_FROZEN / ACCOUNT_CLOSED):
@@ -102,7 +103,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -112,10 +112,10 @@ import asyncpg
 from clearing import metrics
 from clearing.config import WorkerSettings
 from clearing.db import sql_list
-from clearing.errors import (ClearingError, FailedPrecondition, InvariantViolation, NotFound,
-                             invariant)
+from clearing.errors import ClearingError, InvariantViolation, invariant
 from clearing.ledger import status
-from clearing.ledger.model import Leg, Mode, PendingState, Posting
+from clearing.ledger.model import Mode, PendingState
+from clearing.payout.lifecycle import IN_FLIGHT, pending_posting, release_holds
 from clearing.payout.model import (FAILURE_MESSAGE_LEN_MAX, PayoutState, TransferState,
                                    attempt_key)
 from clearing.payout.bank import (BankConnector, BankOrder, BankResult, BankState,
@@ -131,21 +131,15 @@ FAILURE_CODE_LEN_MAX = 64
 # stay SUBMITTED and are queried after their lease).
 STOP_GRACE_S = 5.0
 REASON_RETRIES_EXHAUSTED = "BANK_RETRIES_EXHAUSTED"
-METHOD_POST = "PayoutPost"
-METHOD_VOID = "PayoutVoid"
 
 
-IN_FLIGHT = (TransferState.SUBMITTED, TransferState.UNKNOWN)
-# Payout states fail_payout accepts: nothing of theirs is at the bank.
-FAILABLE = (PayoutState.REQUESTED, PayoutState.PENDING_REVIEW, PayoutState.QUEUED,
-            PayoutState.MANUAL_REVIEW)
 # Transfers the worker claims when due (bank_transfers_due_idx has the same predicate), of
 # payouts that may reach the bank.
 DUE = (TransferState.QUEUED, *IN_FLIGHT)
 AT_BANK = (PayoutState.QUEUED, PayoutState.SUBMITTED)
 # The state lists as SQL text: the queries below are built once at import (clearing.db.sql_list).
 _DUE_SQL, _AT_BANK_SQL = sql_list(DUE), sql_list(AT_BANK)
-_IN_FLIGHT_SQL, _FAILABLE_SQL = sql_list(IN_FLIGHT), sql_list(FAILABLE)
+_IN_FLIGHT_SQL = sql_list(IN_FLIGHT)
 
 
 def retry_delay_ms(settings: WorkerSettings, failed_in_round: int) -> int:
@@ -335,29 +329,6 @@ WHERE idempotency_key = $1 AND state IN ({_IN_FLIGHT_SQL})
 """
 
 
-def _hash(*parts: object) -> bytes:
-    return hashlib.sha256("\0".join(str(p) for p in parts).encode()).digest()
-
-
-def ledger_request_id(payout_id: int, what: str) -> str:
-    """The deterministic ledger request id of one of a payout's postings (see the module
-    docstring, point 4)."""
-    return f"\x1fpayout:{payout_id}:{what}"
-
-
-def _pending_posting(platform_id: int, payout_id: int, what: str, mode: Mode, pending_id: int,
-                     amount_minor: int) -> Posting:
-    """A post (the bank paid: `books_external`, booked whatever the accounts' statuses
-    are now) or void (never refused by a status) of one of a payout's holds."""
-    request_id = ledger_request_id(payout_id, what)
-    method = METHOD_POST if mode is Mode.POST_PENDING else METHOD_VOID
-    leg = Leg(0, 0, amount_minor, "", mode, pending_id=pending_id,
-              memo=f"payout {payout_id} {what}")
-    return Posting(platform_id, request_id, method,
-                   _hash(method, request_id, pending_id, amount_minor), (leg,),
-                   books_external=mode is Mode.POST_PENDING)
-
-
 class Settler:
     """Applies bank results to the database and the ledger; safe to call any number of
     times, concurrently, from any process (see the module docstring)."""
@@ -417,14 +388,14 @@ class Settler:
     async def _post_ledger(self, row: asyncpg.Record) -> None:
         """Post this transfer's slice of the hold and, if any, the whole fee."""
         platform_id, payout_id = row["platform_id"], row["payout_id"]
-        await self._writer.submit(_pending_posting(
+        await self._writer.submit(pending_posting(
             platform_id, payout_id, f"t{row['sequence']}:post", Mode.POST_PENDING,
             row["hold_transfer_id"], row["amount_minor"]))
         if row["fee_transfer_id"]:
             fee = await self._pool.fetchval(
                 "SELECT amount FROM transfers WHERE transfer_id = $1", row["fee_transfer_id"])
             invariant(fee is not None, f"payout {payout_id} fee hold not found")
-            await self._writer.submit(_pending_posting(
+            await self._writer.submit(pending_posting(
                 platform_id, payout_id, "fee:post", Mode.POST_PENDING,
                 row["fee_transfer_id"], fee))
 
@@ -683,50 +654,8 @@ class PayoutWorker:
                               f"callback {result.idempotency_key}")
 
 
-# ---- review actions ----------------------------------------------------------------------------
+# ---- repair ------------------------------------------------------------------------------------
 
-_SQL_LOCK_TRANSFERS = """
-SELECT bank_transfer_id, state FROM bank_transfers WHERE payout_id = $1
-ORDER BY bank_transfer_id FOR UPDATE
-"""
-_SQL_PAYOUT_FOR_ACTION = """
-SELECT state, platform_id, paid_minor, hold_transfer_id, fee_transfer_id FROM payouts
-WHERE payout_id = $1 FOR UPDATE
-"""
-_SQL_FAIL_TRANSFERS = f"""
-UPDATE bank_transfers SET state = {TransferState.FAILED:d}, next_attempt_at = NULL,
-       finished_at = coalesce(finished_at, $2)
-WHERE payout_id = $1 AND state <> {TransferState.SUCCEEDED:d}
-"""
-_SQL_FAIL_PAYOUT = f"""
-UPDATE payouts SET state = {PayoutState.FAILED:d}, failure_reason = $2, failure_message = $3,
-       finished_at = $4, updated_at = $4
-WHERE payout_id = $1 AND state IN ({_FAILABLE_SQL})
-"""
-# A transfer whose current attempt is in doubt (its send was blocked) goes back UNKNOWN: the
-# kept key is queried first; the others QUEUED (a new attempt). The blocked attempt's
-# refusal is cleared first: it is plainly in doubt again.
-_SQL_RESUME_ATTEMPTS = f"""
-UPDATE bank_transfer_attempts a SET failure_code = '', failure_message = ''
-FROM bank_transfers t
-WHERE t.payout_id = $1 AND t.state = {TransferState.FAILED:d}
-  AND a.idempotency_key = t.idempotency_key
-  AND a.state IN ({_IN_FLIGHT_SQL})
-"""
-_SQL_REQUEUE_TRANSFERS = f"""
-UPDATE bank_transfers t
-SET state = CASE WHEN EXISTS (SELECT 1 FROM bank_transfer_attempts a
-                              WHERE a.idempotency_key = t.idempotency_key
-                                AND a.state IN ({_IN_FLIGHT_SQL}))
-                 THEN {TransferState.UNKNOWN:d} ELSE {TransferState.QUEUED:d} END,
-    next_attempt_at = $2, finished_at = NULL
-WHERE payout_id = $1 AND state = {TransferState.FAILED:d}
-"""
-_SQL_RESUBMIT_PAYOUT = f"""
-UPDATE payouts SET state = {PayoutState.SUBMITTED:d}, failure_reason = '', failure_message = '',
-       updated_at = $2
-WHERE payout_id = $1 AND state = {PayoutState.MANUAL_REVIEW:d}
-"""
 _SQL_OPEN_HOLDS = f"""
 SELECT p.payout_id FROM payouts p
 JOIN transfers h ON h.transfer_id = p.hold_transfer_id
@@ -736,89 +665,6 @@ WHERE p.state = {PayoutState.FAILED:d}
        OR (p.paid_minor = 0 AND f.pending_state = {PendingState.OPEN:d}))
 LIMIT $1
 """
-
-
-async def _lock_for_action(conn: asyncpg.Connection, payout_id: int) -> tuple[asyncpg.Record,
-                                                                                list]:
-    """Lock a payout's transfers, then the payout (the worker's lock order)."""
-    transfers = await conn.fetch(_SQL_LOCK_TRANSFERS, payout_id)
-    payout = await conn.fetchrow(_SQL_PAYOUT_FOR_ACTION, payout_id)
-    if payout is None:
-        raise NotFound(f"payout {payout_id} not found", reason="PAYOUT_NOT_FOUND")
-    return payout, transfers
-
-
-def _not_in_review(payout_id: int, state: int) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"payout {payout_id} is {PayoutState(state).name}, not under review",
-        reason="PAYOUT_NOT_IN_REVIEW", metadata={"payout_id": str(payout_id)})
-
-
-async def fail_payout(deps: Any, payout_id: int, reason: str, message: str) -> None:
-    """End a payout FAILED (RejectPayout): transfers that did not succeed become FAILED, the
-    rest of the hold is voided, the fee too if nothing was paid. Allowed while nothing of
-    the payout is at the bank (REQUESTED, PENDING_REVIEW, QUEUED before any attempt,
-    MANUAL_REVIEW); else FAILED_PRECONDITION PAYOUT_NOT_IN_REVIEW. Calling it again on a
-    FAILED payout only finishes its release (after a crash)."""
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await fail_in(conn, payout_id, reason, message, deps.clock.now())
-    await release_holds(deps, payout_id)
-
-
-async def fail_in(conn: asyncpg.Connection, payout_id: int, reason: str, message: str,
-                  now: dt.datetime) -> None:
-    """`fail_payout`'s state change, in the caller's transaction (then `release_holds`)."""
-    payout, transfers = await _lock_for_action(conn, payout_id)
-    state = PayoutState(payout["state"])
-    if state is not PayoutState.FAILED:
-        busy = any(t["state"] in IN_FLIGHT for t in transfers)
-        if state not in FAILABLE or busy:
-            raise _not_in_review(payout_id, state)
-        await conn.execute(_SQL_FAIL_TRANSFERS, payout_id, now)
-        await conn.execute(_SQL_FAIL_PAYOUT, payout_id, reason,
-                           message[:FAILURE_MESSAGE_LEN_MAX], now)
-
-
-async def release_holds(deps: Any, payout_id: int) -> None:
-    """Void what is left of a FAILED payout's hold, and its fee if nothing was paid.
-    Idempotent (deterministic request ids)."""
-    payout = await deps.pool.fetchrow(
-        "SELECT state, platform_id, paid_minor, hold_transfer_id, fee_transfer_id "
-        "FROM payouts WHERE payout_id = $1", payout_id)
-    invariant(payout is not None and payout["state"] == PayoutState.FAILED,
-              f"payout {payout_id} is not FAILED")
-    platform_id = payout["platform_id"]
-    hold_state = await deps.pool.fetchval(
-        "SELECT pending_state FROM transfers WHERE transfer_id = $1", payout["hold_transfer_id"])
-    if hold_state == 1:  # OPEN: something is left to release
-        await deps.writer.submit(_pending_posting(platform_id, payout_id, "void",
-                                                  Mode.VOID_PENDING,
-                                                  payout["hold_transfer_id"], 0))
-    if payout["fee_transfer_id"] and payout["paid_minor"] == 0:
-        await deps.writer.submit(_pending_posting(platform_id, payout_id, "fee:void",
-                                                  Mode.VOID_PENDING,
-                                                  payout["fee_transfer_id"], 0))
-
-
-async def retry_payout(deps: Any, payout_id: int) -> None:
-    """ApprovePayout of a MANUAL_REVIEW payout: its FAILED transfers are queued again now
-    (a new round of 1 + retries_max attempts; attempt numbers go on), except one whose
-    send was blocked, which goes back UNKNOWN: its kept key is queried first (module
-    docstring). The payout is SUBMITTED. Else FAILED_PRECONDITION PAYOUT_NOT_IN_REVIEW."""
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await retry_in(conn, payout_id, deps.clock.now())
-
-
-async def retry_in(conn: asyncpg.Connection, payout_id: int, now: dt.datetime) -> None:
-    """`retry_payout`, in the caller's transaction."""
-    payout, transfers = await _lock_for_action(conn, payout_id)
-    if payout["state"] != PayoutState.MANUAL_REVIEW:
-        raise _not_in_review(payout_id, payout["state"])
-    invariant(not any(t["state"] in IN_FLIGHT for t in transfers),
-              f"payout {payout_id} in MANUAL_REVIEW with a transfer in flight")
-    await conn.execute(_SQL_RESUME_ATTEMPTS, payout_id)
-    await conn.execute(_SQL_REQUEUE_TRANSFERS, payout_id, now)
-    await conn.execute(_SQL_RESUBMIT_PAYOUT, payout_id, now)
 
 
 async def repair_failed_payouts(deps: Any) -> int:

@@ -31,7 +31,7 @@ import asyncpg
 
 from clearing.errors import FailedPrecondition, invariant
 from clearing.ledger.model import AccountKind, AccountStatus, Leg, Mode, Posting, TransferRecord
-from clearing.ledger.writer import int_array
+from clearing.ledger.batch_sql import int_array
 from clearing.limits import (ALERT_MESSAGE_LEN_MAX, EXTERNAL_REF_LEN_MAX, RESOLVE_ROUNDS_MAX,
                              RULE_SET_VERSION_MAX)
 from clearing.rules import chain as chains

@@ -9,7 +9,8 @@ from clearing.clock import Clock
 from clearing.config import WriterSettings
 from clearing.errors import AlreadyExists, FailedPrecondition, ResourceExhausted, Unavailable
 from clearing.ledger import store, verify
-from clearing.ledger.writer import LedgerWriter, bool_array, int_array
+from clearing.ledger.batch_sql import bool_array, int_array
+from clearing.ledger.writer import LedgerWriter
 
 from tests.unit.ledger.conftest import posting as _posting
 

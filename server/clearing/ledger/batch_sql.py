@@ -1,0 +1,138 @@
+"""The ledger writer's one write statement, and the encoding of a batch's writes
+(`clearing.ledger.batch.BatchWrites`) as its parameters.
+
+Every write of a batch goes in ONE statement (one round trip): the journal rows, the
+touched accounts' new totals, the older pending transfers acted on, the idempotency records
+and the hash-chain link. Integer and boolean columns travel as PostgreSQL array literals
+(`int_array`, `bool_array`: `$n::text::bigint[]`), which costs the writer's process about
+half the time of asyncpg's element-by-element list encoding.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Iterable, Mapping
+
+from clearing.errors import invariant
+from clearing.ledger import journal
+from clearing.ledger.batch import BatchWrites
+
+# Data-modifying CTEs cannot see each other's rows, so a pending transfer created in this
+# batch is inserted with its final remainder instead of being updated.
+WRITE_BATCH = """
+WITH t AS (
+  INSERT INTO transfers (transfer_id, platform_id, batch_id, request_id, debit_account_id,
+                         credit_account_id, amount, currency_code, mode, pending_id,
+                         pending_remaining, pending_state, memo, created_at)
+  SELECT u.id, u.p, $1, u.r, u.d, u.c, u.a, u.cur, u.m, u.pid, u.rem, u.st, u.memo, $2
+  FROM unnest($3::text::bigint[], $4::text::bigint[], $5::text[], $6::text::bigint[],
+              $7::text::bigint[], $8::text::bigint[], $9::text[], $10::text::smallint[],
+              $11::text::bigint[], $12::text::bigint[], $13::text::smallint[], $14::text[])
+       AS u(id, p, r, d, c, a, cur, m, pid, rem, st, memo)
+  RETURNING 1
+), acc AS (
+  UPDATE accounts AS a
+  SET debits_posted = u.dp, credits_posted = u.cp,
+      debits_pending = u.dpend, credits_pending = u.cpend
+  FROM unnest($15::text::bigint[], $16::text::bigint[], $17::text::bigint[],
+              $18::text::bigint[], $19::text::bigint[])
+       AS u(account_id, dp, cp, dpend, cpend)
+  WHERE a.account_id = u.account_id
+  RETURNING 1
+), pend AS (
+  UPDATE transfers AS x SET pending_remaining = u.remaining, pending_state = u.state
+  FROM unnest($20::text::bigint[], $21::text::bigint[], $22::text::smallint[])
+       AS u(transfer_id, remaining, state)
+  WHERE x.transfer_id = u.transfer_id
+  RETURNING 1
+), req AS (
+  INSERT INTO requests (platform_id, request_id, method, payload_hash, ok, result_ids,
+                        error_code, error_reason, error_message, response, error)
+  SELECT u.p, u.r, u.m, u.h, u.ok, string_to_array(u.ids, ',')::bigint[], u.c, u.rs, u.msg,
+         u.resp, u.err
+  FROM unnest($23::text::bigint[], $24::text[], $25::text[], $26::bytea[], $27::text::bool[],
+              $28::text[], $29::text[], $30::text[], $31::text[], $34::bytea[], $35::text[])
+       AS u(p, r, m, h, ok, ids, c, rs, msg, resp, err)
+  ON CONFLICT DO NOTHING
+  RETURNING 1
+), head AS (
+  UPDATE journal_head SET seq = seq + 1, hash = sha256(hash || $32::bytea)
+  WHERE $33::integer > 0
+  RETURNING seq, hash
+), link AS (
+  INSERT INTO journal_batches (seq, batch_id, transfer_count, rows_digest, hash)
+  SELECT seq, $1, $33, $32, hash FROM head
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM req) AS recorded, (SELECT count(*) FROM t) AS journal,
+       (SELECT count(*) FROM acc) AS balances, (SELECT count(*) FROM pend) AS pendings,
+       (SELECT count(*) FROM link) AS links
+"""
+
+
+def int_array(values: Iterable[int]) -> str:
+    """Integers as one PostgreSQL array literal, for a `$n::text::bigint[]` parameter:
+    asyncpg encodes a list parameter element by element (an abc.Iterable check each), which
+    costs the writer's process about twice the time of joining the digits, while the
+    server parses the literal in C."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def bool_array(values: Iterable[bool]) -> str:
+    """Booleans as one PostgreSQL array literal (see `int_array`)."""
+    return "{" + ",".join("t" if v else "f" for v in values) + "}"
+
+
+def _ints(field: str, rows: list) -> str:
+    return int_array(map(attrgetter(field), rows))
+
+
+def _enums(field: str, rows: list) -> str:
+    return int_array(map(int, map(attrgetter(field), rows)))
+
+
+def _texts(field: str, rows: list) -> list:
+    return list(map(attrgetter(field), rows))
+
+
+def write_arguments(writes: BatchWrites) -> tuple:
+    """The parameters of `WRITE_BATCH` ($1 .. $35) for a batch's writes."""
+    rows, balances, updates = writes.journal, writes.balances, writes.pending_updates
+    requests = writes.requests
+    digest = journal.records_digest(rows) if rows else b""
+    return (
+        writes.batch_id, writes.created_at,
+        # $3 .. $14: the journal rows
+        _ints("transfer_id", rows), _ints("platform_id", rows), _texts("request_id", rows),
+        _ints("debit_account_id", rows), _ints("credit_account_id", rows),
+        _ints("amount_minor", rows), _texts("currency_code", rows), _enums("mode", rows),
+        _ints("pending_id", rows), _ints("pending_remaining", rows),
+        _enums("pending_state", rows), _texts("memo", rows),
+        # $15 .. $19: the touched accounts' new totals
+        _ints("account_id", balances), _ints("debits_posted", balances),
+        _ints("credits_posted", balances), _ints("debits_pending", balances),
+        _ints("credits_pending", balances),
+        # $20 .. $22: the older pending transfers acted on
+        _ints("transfer_id", updates), _ints("remaining", updates), _enums("state", updates),
+        # $23 .. $31: the idempotency records
+        _ints("platform_id", requests), _texts("request_id", requests),
+        _texts("method", requests), _texts("payload_hash", requests),
+        bool_array(r.ok for r in requests),
+        [",".join(map(str, r.result_ids)) for r in requests],
+        _texts("error_code", requests), _texts("error_reason", requests),
+        _texts("error_message", requests),
+        # $32, $33: the hash-chain link (none for a batch without rows)
+        digest, len(rows),
+        # $34, $35: the records' first responses and recorded failures
+        _texts("response", requests), _texts("error", requests),
+    )
+
+
+def check_counts(counts: Mapping[str, int], writes: BatchWrites) -> None:
+    """The write statement's counts (but `recorded`, which the writer checks first: fewer
+    means another process recorded a request id first) are the batch's."""
+    invariant(counts["journal"] == len(writes.journal)
+              and counts["balances"] == len(writes.balances)
+              and counts["pendings"] == len(writes.pending_updates)
+              and counts["links"] == (1 if writes.journal else 0),
+              f"batch write counts differ: {dict(counts)}")
