@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from clearing.v1 import ledger_pb2 as pb
-from tests.support import Client, ServerProcess, free_port
+from tests.support import Client, ServerProcess, free_port_run
 
 CONNECTIONS = 24
 
@@ -25,7 +25,7 @@ def _ok_calls(metrics_port: int) -> float:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_two_workers_share_the_port(database_url, redis_url, platform):
-    metrics_port = free_port()
+    metrics_port = free_port_run(2)
     proc = ServerProcess(database_url, redis_url, workers=2, extra_env={
         "CLEARING_METRICS_ADDR": f"127.0.0.1:{metrics_port}"}).start()
     channels = []
