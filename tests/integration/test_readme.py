@@ -6,7 +6,8 @@ with bash, against the test server, from a directory laid out like the repositor
 `make run`: `.venv` and `server` linked to the real ones, `var/demo.key` (gateway and
 operator) and `var/demo-approver.key` (approver) holding keys of a fresh platform. Every
 other command line must be one that another test runs (RUN_ELSEWHERE, each checked to be
-still so); a new command in the README fails here until a test runs it.
+still so); a new command in the README fails here until a test runs it. And every relative
+link of the README, bench/README.md and docs/ leads to a file and heading that exist.
 """
 
 from __future__ import annotations
@@ -166,3 +167,29 @@ async def test_the_quick_start_first_split_runs_as_written(running, database_url
     plat = docs[-1]["account"]  # accounts get PLAT_001, the block's last command
     assert plat["external_ref"] == "PLAT_001"
     assert int(plat["balance"]["posted_minor"]) == rest * 1000 // 10_000
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a document's headings."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#+ (.+)$", re.sub(r"(?ms)^```.*?^```", "", markdown))}
+
+
+def test_the_readme_and_docs_link_only_to_what_exists():
+    docs = [README, ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert {p.name for p in docs} >= {"splits.md", "payouts.md", "operations.md",
+                                      "scaling.md", "testing.md"}
+    broken = []
+    for doc in docs:
+        prose = re.sub(r"(?ms)^```.*?^```", "", doc.read_text())
+        for link in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+://", link):
+                continue
+            path, _, anchor = link.partition("#")
+            target = (doc.parent / path) if path else doc
+            if not target.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {link}")
+            elif anchor and target.suffix == ".md" and anchor not in _anchors(
+                    target.read_text()):
+                broken.append(f"{doc.relative_to(ROOT)}: {link} (no such heading)")
+    assert not broken, broken
