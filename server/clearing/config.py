@@ -4,11 +4,12 @@ it; the exceptions are `GRPC_ENABLE_FORK_SUPPORT` in `clearing/__init__.py`, whi
 before grpc loads, and the client commands' API key, `client_api_key` below).
 
 Each setting is declared once, as a dataclass field made by `env(...)`: its variable, its
-default, its bounds and its meaning. The README's configuration table is generated from
-these declarations (`python -m clearing.config` prints it; tests/unit/test_config.py checks
-the README against it). An unset or empty variable means the default (for text settings
-only an unset one: `CLEARING_METRICS_ADDR=""` turns the metrics server off); a value out of
-its bounds stops the server with a message naming the variable.
+default, its bounds and its meaning. The configuration table of docs/operations.md is
+generated from these declarations (`python -m clearing.config` prints it;
+tests/unit/test_config.py checks the document against it). An unset or empty variable means
+the default (for text settings only an unset one: `CLEARING_METRICS_ADDR=""` turns the
+metrics server off); a value out of its bounds stops the server with a message naming the
+variable.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def _shown(var: Var, default: Any) -> str:
 
 
 def table() -> str:
-    """The README's configuration table (markdown), generated from the declarations."""
+    """The configuration table of docs/operations.md (markdown), from the declarations."""
     rows = [(f"`{var.name}`", _shown(var, default), var.meaning)
             for var, default in variables()]
     head = ("variable", "default", "meaning")

@@ -1,6 +1,6 @@
 """Items of issue 3's test list that only the rules engine's unit tests covered, now through
 the generated stubs: a 10-level chain of filed rule sets split to the minor unit; an 11th
-level and a cycle rejected with their field paths; the README's B2B example being exactly
+level and a cycle rejected with their field paths; docs/splits.md's B2B example being exactly
 the seed's file and splitting the 850,000.00 order to the fen; a Redis server stopped and
 restarted while orders are being split; a broken invariant (a fault injected in the
 in-process server's evaluator) posting nothing and recording an alert; the whole split held
@@ -107,11 +107,11 @@ async def test_an_11th_level_and_a_cycle_are_rejected_with_field_paths(chain):
     assert [r.version for r in listed.rule_sets] == [1]  # nothing was filed
 
 
-async def test_the_readme_documents_the_seeds_b2b_example_in_full(channel, client: Client,
-                                                                  database_url, platform):
-    readme = (ROOT / "README.md").read_text()
-    at = readme.index("The seed's B2B example in full")
-    block = re.search(r"```yaml\n(.*?)```", readme[at:], re.S)
+async def test_the_docs_show_the_seeds_b2b_example_in_full(channel, client: Client,
+                                                           database_url, platform):
+    doc = (ROOT / "docs" / "splits.md").read_text()
+    at = doc.index("The seed's B2B example in full")
+    block = re.search(r"```yaml\n(.*?)```", doc[at:], re.S)
     assert block is not None and block.group(1) == B2B
     await open_accounts(client, B2B_REFS)
     maker = Splits(channel, client.metadata[0][1].split(" ", 1)[1])

@@ -1,6 +1,6 @@
 """The settings tree (clearing.config): one place that reads the environment, every setting's
-bounds enforced at both ends, and the README's configuration table equal to the one
-generated from the declarations."""
+bounds enforced at both ends, and the configuration table of docs/operations.md equal to
+the one generated from the declarations."""
 
 from __future__ import annotations
 
@@ -42,8 +42,11 @@ def test_the_check_sees_a_read():
     assert not ENVIRON.search("environment = 1")
 
 
-def _readme_table() -> str:
-    text = (ROOT / "README.md").read_text()
+DOC = ROOT / "docs" / "operations.md"  # where the configuration table is
+
+
+def _doc_table() -> str:
+    text = DOC.read_text()
     section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
     lines = section.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| variable"))
@@ -52,12 +55,12 @@ def _readme_table() -> str:
     return "\n".join(lines[start:end])
 
 
-def test_the_readme_table_is_generated_from_the_settings_tree():
-    readme = _readme_table()
-    assert readme == config.table(), (
-        "README.md's configuration table differs from the settings tree: paste the output "
-        "of `.venv/bin/python -m clearing.config`")
-    named = set(re.findall(r"`(CLEARING_[A-Z0-9_]+)`", readme))
+def test_the_documented_table_is_generated_from_the_settings_tree():
+    table = _doc_table()
+    assert table == config.table(), (
+        "docs/operations.md's configuration table differs from the settings tree: paste the "
+        "output of `.venv/bin/python -m clearing.config`")
+    named = set(re.findall(r"`(CLEARING_[A-Z0-9_]+)`", table))
     assert named == {var.name for var, _ in config.variables()}
 
 

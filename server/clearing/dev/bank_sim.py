@@ -47,8 +47,8 @@ pending per simulator; beyond that a callback is dropped (logged) and the result
 available by query, as with a real bank whose notification is lost. Handler errors are
 logged, never raised into the simulator.
 
-Settings: `clearing.config.BankSimSettings` (CLEARING_BANK_SIM_*, listed in the README's
-configuration table). The simulator runs only when CLEARING_BANK_CONNECTOR=simulator, or
+Settings: `clearing.config.BankSimSettings` (CLEARING_BANK_SIM_*, listed in the configuration
+table of docs/operations.md). The simulator runs only when CLEARING_BANK_CONNECTOR=simulator, or
 under `clearing serve --dev` (`make run`) when no connector is set.
 """
 

@@ -26,7 +26,7 @@ credits, `transfers_credit_idx`); the other cycles read the account row only.
 
 Settings: `clearing.config.SchedulerSettings` (CLEARING_PAYOUT_SCHEDULER,
 CLEARING_PAYOUT_SCHEDULE_*, CLEARING_PAYOUT_RUN_HOUR, CLEARING_CALENDAR_REFRESH_S,
-CLEARING_PAYOUT_D0_RETRY_S; the README's configuration table).
+CLEARING_PAYOUT_D0_RETRY_S; the configuration table of docs/operations.md).
 """
 
 from __future__ import annotations

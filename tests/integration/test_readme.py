@@ -1,0 +1,195 @@
+"""Every command README.md shows is run by a test.
+
+The README's shell blocks are read from the file. The block marked `run by
+tests/integration/test_readme.py` (the quick start's first split) is run here as written,
+with bash, against the test server, from a directory laid out like the repository after
+`make run`: `.venv` and `server` linked to the real ones, `var/demo.key` (gateway and
+operator) and `var/demo-approver.key` (approver) holding keys of a fresh platform. Every
+other command line must be one that another test runs (RUN_ELSEWHERE, each checked to be
+still so); a new command in the README fails here until a test runs it. And every relative
+link of the README, bench/README.md and docs/ leads to a file and heading that exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.split_support import new_key
+from tests.support import ROOT
+
+pytestmark = [pytest.mark.timeout(180)]
+
+README = ROOT / "README.md"
+RUN_HERE = "<!-- run by tests/integration/test_readme.py -->"
+SHELLS = {"sh", "bash", "shell", "console", "zsh"}
+BLOCK = re.compile(r"^```([A-Za-z]*)\n(.*?)^```", re.M | re.S)
+VENV = Path(sys.executable).parent.parent
+BLOCK_TIMEOUT_S = 120.0
+
+
+def _makefile_recipe(target: str) -> str:
+    text = (ROOT / "Makefile").read_text()
+    found = re.search(rf"^{re.escape(target)}:[^\n]*\n((?:\t[^\n]*\n)+)", text, re.M)
+    assert found, f"no `{target}` target in the Makefile"
+    return found.group(1)
+
+
+def _make_run_is_the_dev_run() -> None:
+    # `make run` is `clearing serve --dev`, which test_dev_run starts, drives and stops.
+    assert "-m clearing.cli serve --dev" in _makefile_recipe("run")
+    test = (ROOT / "tests" / "adversity" / "test_dev_run.py").read_text()
+    assert '"-m", "clearing.cli", "serve", "--dev"' in test
+
+
+def _make_test_is_ci() -> None:
+    # `make test` is the suite itself; CI runs exactly it.
+    assert "-m pytest -q" in _makefile_recipe("test")
+    assert re.search(r"^\s*make test\b", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+# Commands the README shows that other tests run, with the check that they still do.
+RUN_ELSEWHERE = {
+    "make run": _make_run_is_the_dev_run,
+    "make test": _make_test_is_ci,
+}
+
+
+def shell_blocks(text: str) -> list[tuple[bool, str]]:
+    """(marked to run here, body) of every shell code block."""
+    out = []
+    for match in BLOCK.finditer(text):
+        if match.group(1) in SHELLS:
+            before = text[:match.start()].rstrip().rsplit("\n", 1)[-1]
+            out.append((before.strip() == RUN_HERE, match.group(2)))
+    return out
+
+
+def command_lines(body: str) -> list[str]:
+    """A block's commands: comments dropped, continued lines joined, a here-document kept
+    with its command."""
+    commands: list[str] = []
+    lines = iter(body.splitlines())
+    for line in lines:
+        line = re.sub(r"\s+#.*$", "", line).rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        while line.endswith("\\"):
+            line = line[:-1].rstrip() + " " + next(lines).strip()
+        heredoc = re.search(r"<<-?'?(\w+)'?", line)
+        if heredoc:
+            end = heredoc.group(1)
+            for inner in lines:
+                if inner.strip() == end:
+                    break
+        commands.append(line.strip())
+    return commands
+
+
+def test_the_parser_sees_blocks_and_commands():
+    text = ("x\n\n" + RUN_HERE + "\n```sh\na --b  # c\n# d\nx \\\n  y\npy - <<'EOF'\n"
+            "print(1)\nEOF\n```\n\n```\nnot a shell block\n```\n```bash\nmake run\n```\n")
+    blocks = shell_blocks(text)
+    assert [marked for marked, _ in blocks] == [True, False]
+    assert command_lines(blocks[0][1]) == ["a --b", "x y", "py - <<'EOF'"]
+    assert command_lines(blocks[1][1]) == ["make run"]
+
+
+def test_every_readme_command_is_run_by_a_test():
+    blocks = shell_blocks(README.read_text())
+    assert sum(marked for marked, _ in blocks) == 1, "one block of the README runs here"
+    unrun = [cmd for marked, body in blocks if not marked for cmd in command_lines(body)
+             if cmd not in RUN_ELSEWHERE]
+    assert not unrun, ("README commands no test runs (run them in a test and list them in "
+                       f"RUN_ELSEWHERE, or in the block run here): {unrun}")
+    for command, still_run in RUN_ELSEWHERE.items():
+        still_run()
+
+
+def _json_documents(text: str) -> list[dict]:
+    """The JSON objects in the output, in order (other lines skipped)."""
+    decoder, out, at = json.JSONDecoder(), [], 0
+    while (at := text.find("{", at)) != -1:
+        try:
+            doc, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            at += 1
+            continue
+        out.append(doc)
+        at = end
+    return out
+
+
+async def test_the_quick_start_first_split_runs_as_written(running, database_url, platform,
+                                                           tmp_path):
+    assert (VENV / "bin" / "clearing").exists(), f"no {VENV}/bin/clearing (make venv)"
+    [body] = [body for marked, body in shell_blocks(README.read_text()) if marked]
+    repo = tmp_path / "repo"
+    (repo / "var").mkdir(parents=True)
+    (repo / ".venv").symlink_to(VENV)
+    (repo / "server").symlink_to(ROOT / "server")
+    (repo / "var" / "demo.key").write_text(platform.key + "\n")
+    approver = await new_key(database_url, platform.platform_id, {"approver"})
+    (repo / "var" / "demo-approver.key").write_text(approver + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARING_")}
+    env["CLEARING_GRPC_ADDR"] = f"127.0.0.1:{running.port}"
+
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-euo", "pipefail", "-c", body, cwd=repo, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=BLOCK_TIMEOUT_S)
+    stdout = out.decode()
+    assert proc.returncode == 0, f"{stdout}\n{err.decode()}"
+
+    # B2B, 850,000.00 CNY, government purchase by an enterprise: 2% top-slice, then the
+    # promotion rule's 10% / 75% / 15% of the remaining 833,000.00.
+    amount = 85_000_000
+    gov = amount * 200 // 10_000
+    rest = amount - gov
+    legs = [("GOV_ACCOUNT", gov), ("PLAT_001", rest * 1000 // 10_000),
+            ("SUP_2025001", rest * 7500 // 10_000), ("LOGISTICS_B", rest * 1500 // 10_000)]
+    assert sum(minor for _, minor in legs) == amount
+    printed = [line for line in stdout.splitlines() if re.fullmatch(r"[A-Z_0-9]+ \d+", line)]
+    assert printed == [f"{ref} {minor}" for ref, minor in legs]
+    readme = README.read_text()
+    for ref, minor in legs:  # what the README says the block prints
+        assert f"`{ref} {minor}`" in readme
+
+    docs = _json_documents(stdout)
+    published = next(d["rule_set"] for d in docs if "rule_set" in d)
+    assert (published["name"], int(published["version"])) == ("b2b", 1)
+    plat = docs[-1]["account"]  # accounts get PLAT_001, the block's last command
+    assert plat["external_ref"] == "PLAT_001"
+    assert int(plat["balance"]["posted_minor"]) == rest * 1000 // 10_000
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a document's headings."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#+ (.+)$", re.sub(r"(?ms)^```.*?^```", "", markdown))}
+
+
+def test_the_readme_and_docs_link_only_to_what_exists():
+    docs = [README, ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert {p.name for p in docs} >= {"splits.md", "payouts.md", "operations.md",
+                                      "scaling.md", "testing.md"}
+    broken = []
+    for doc in docs:
+        prose = re.sub(r"(?ms)^```.*?^```", "", doc.read_text())
+        for link in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+://", link):
+                continue
+            path, _, anchor = link.partition("#")
+            target = (doc.parent / path) if path else doc
+            if not target.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {link}")
+            elif anchor and target.suffix == ".md" and anchor not in _anchors(
+                    target.read_text()):
+                broken.append(f"{doc.relative_to(ROOT)}: {link} (no such heading)")
+    assert not broken, broken
