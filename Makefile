@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench loadtest clean
+.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -18,6 +18,8 @@ help:
 	@echo "                   -> bench/results/<UTC>/results.json, report.html"
 	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
+	@echo "make mutation      mutmut on money, evaluator, writer, verifier, payout rules; the score"
+	@echo "                   (MUTATION_ARGS='money evaluate --survivors')"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +67,10 @@ loadtest: $(STAMP)
 # The driver's Transfer scenarios (python -m bench.ledger_bench is the same).
 bench-ledger: $(STAMP)
 	$(PY) -m bench.ledger_bench $(BENCH_ARGS)
+
+# Mutation testing, one module at a time on one core (tools/mutation.py; not in CI).
+mutation: $(STAMP)
+	$(PY) tools/mutation.py --max-children 1 $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info server/*.egg-info
