@@ -14,6 +14,7 @@ run only re-tests what changed.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -54,14 +55,14 @@ def _stage(name: str, module: dict, base: dict, pyproject_text: str) -> Path:
     return folder
 
 
-def _score(folder: Path, mutmut: str, functions: list[str]) -> tuple[int, int, list[str]]:
+def _score(folder: Path, mutmut: str, patterns: list[str]) -> tuple[int, int, list[str]]:
     out = subprocess.run([mutmut, "results", "--all", "true"], cwd=folder, check=True,
                          capture_output=True, text=True).stdout
     killed = total = 0
     survivors = []
     for line in out.splitlines():
         key, _, status = line.strip().rpartition(": ")
-        if not key or (functions and not any(re.search(f, key) for f in functions)):
+        if not key or (patterns and not any(fnmatch.fnmatch(key, p) for p in patterns)):
             continue
         total += 1
         if status in KILLED:
@@ -85,7 +86,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown module(s) {sorted(unknown)}; known: {sorted(modules)}")
     mutmut = str(Path(sys.executable).with_name("mutmut"))
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "CLEARING_MUTATION": "1"}
     scores = []
     for name in names:
         module = modules[name]
@@ -96,7 +97,7 @@ def main() -> int:
         if run.returncode:
             print(f"mutmut failed on {name} (exit {run.returncode})", file=sys.stderr)
             return run.returncode
-        scores.append((name, *_score(folder, mutmut, module.get("functions", []))))
+        scores.append((name, *_score(folder, mutmut, module.get("mutants", []))))
     print("\nmutation score (killed / mutants):")
     for name, killed, total, survivors in scores:
         pct = 100 * killed / total if total else 100.0
