@@ -40,7 +40,11 @@ class RefLeg(NamedTuple):
     debit_account_id: int
     amount_minor: int
     held_minor: int
-    steps: tuple[int, ...]
+    steps: tuple[tuple[str, int, int], ...]  # (event, fraction, amount)
+    label: str
+    rule_name: str
+    ratio_bps: int  # a RATIO share's ratio, else 0
+    match_index: int  # the applying rule's place in evaluation order
 
 
 def _floor_bps(amount: int, bps: int) -> int:
@@ -52,14 +56,17 @@ def _steps(amount: int, release: ReleasePolicy | None) -> tuple[int, ...]:
     if release is None or not release.steps:
         return ()
     parts = [_floor_bps(amount, s.fraction_bps) for s in release.steps[:-1]]
-    return (*parts, amount - sum(parts))
+    parts.append(amount - sum(parts))
+    return tuple((s.event_name, s.fraction_bps, part) for s, part in zip(release.steps, parts))
 
 
-def _leg(kind, ref: str, debit: int, amount: int, release) -> RefLeg:
+def _leg(kind, ref: str, debit: int, amount: int, release, label: str, rule: Rule,
+         ratio: int, match: int) -> RefLeg:
     account = ACCOUNTS[ref]
     steps = _steps(amount, release)
     held = amount if steps or account.status != 1 else 0
-    return RefLeg(kind, account.account_id, debit, amount, held, steps)
+    return RefLeg(kind, account.account_id, debit, amount, held, steps, label, rule.rule_name,
+                  ratio, match)
 
 
 def _subsidy_amount(s: Subsidy, o: Order) -> int:
@@ -76,14 +83,15 @@ def reference(rules: tuple[Rule, ...], o: Order) -> list[RefLeg] | str:
     legs: list[RefLeg] = []
     mkt = ACCOUNTS["MKT"].account_id
     received = o.amount_minor - o.channel_fee_minor
-    for rule in rules:
+    for match, rule in enumerate(rules):
         base = received
         for s in rule.subsidies:
             if s.target == SubsidyTarget.SPLIT_BASE:
                 amount = _subsidy_amount(s, o)
                 base += amount
                 if amount:
-                    legs.append(RefLeg(LegKind.SUBSIDY, 0, mkt, amount, 0, ()))
+                    legs.append(RefLeg(LegKind.SUBSIDY, 0, mkt, amount, 0, (), s.label,
+                                       rule.rule_name, 0, match))
         fees = []
         for f in rule.fees:
             fee = _floor_bps(base, f.ratio_bps) + f.fixed_minor
@@ -92,7 +100,8 @@ def reference(rules: tuple[Rule, ...], o: Order) -> list[RefLeg] | str:
                 fee = min(fee, f.max_minor)
             fees.append(fee)
             if fee:
-                legs.append(_leg(LegKind.FEE, f.account_ref, 0, fee, f.release))
+                legs.append(_leg(LegKind.FEE, f.account_ref, 0, fee, f.release, f.label, rule,
+                                 0, match))
         if sum(fees) > base:
             return "FEE_EXCEEDS_AMOUNT"
         left = base - sum(fees)
@@ -108,13 +117,15 @@ def reference(rules: tuple[Rule, ...], o: Order) -> list[RefLeg] | str:
                 amounts[types.index(ShareType.REMAINDER)] = left - sum(amounts)
         for s, amount in zip(rule.shares, amounts):
             if amount:
-                legs.append(_leg(LegKind.SHARE, s.receiver.account_ref, 0, amount, s.release))
+                ratio = s.ratio_bps if s.type == ShareType.RATIO else 0
+                legs.append(_leg(LegKind.SHARE, s.receiver.account_ref, 0, amount, s.release,
+                                 s.label, rule, ratio, match))
         for s in rule.subsidies:
             if s.target == SubsidyTarget.RECEIVER:
                 amount = _subsidy_amount(s, o)
                 if amount:
                     legs.append(_leg(LegKind.SUBSIDY, s.receiver.account_ref, mkt, amount,
-                                     s.release))
+                                     s.release, s.label, rule, 0, match))
         if not rule.top_slice:
             return legs
         received = left - sum(amounts)
@@ -236,8 +247,23 @@ def _actual(rs: tuple[Rule, ...], o: Order) -> list[RefLeg] | str:
     for leg in ev.legs:
         if leg.held_minor and not leg.release_steps:
             assert leg.hold_reason == HoldReason.RECEIVER_UNAVAILABLE
+    # the totals, from the rule's definitions
+    legs = ev.legs
+    assert (ev.rule_set_name, ev.rule_set_version, ev.currency_code) == ("ref", 1, "CNY")
+    assert (ev.amount_minor, ev.channel_fee_minor) == (o.amount_minor, o.channel_fee_minor)
+    assert ev.net_amount_minor == o.amount_minor - o.channel_fee_minor
+    assert ev.fee_minor == sum(leg.amount_minor for leg in legs if leg.kind == LegKind.FEE)
+    assert ev.subsidy_minor == sum(leg.amount_minor for leg in legs
+                                   if leg.kind == LegKind.SUBSIDY)
+    assert ev.distributed_minor == ev.net_amount_minor + sum(
+        leg.amount_minor for leg in legs if leg.kind == LegKind.SUBSIDY and not leg.account_id)
+    assert ev.held_minor == sum(leg.held_minor for leg in legs)
+    assert all(leg.level == 1 and (leg.rule_set_name, leg.rule_set_version) == ("ref", 1)
+               for leg in legs)
+    assert [leg.leg_index for leg in legs] == list(range(len(legs)))
     return [RefLeg(leg.kind, leg.account_id, leg.debit_account_id, leg.amount_minor,
-                   leg.held_minor, tuple(s.amount_minor for s in leg.release_steps))
+                   leg.held_minor, tuple(tuple(s) for s in leg.release_steps),
+                   leg.label, leg.rule_name, leg.ratio_bps, leg.match_index)
             for leg in ev.legs]
 
 
