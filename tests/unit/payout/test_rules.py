@@ -53,24 +53,26 @@ def test_fee_is_fixed_plus_floored_basis_points_and_zero_without_an_account():
     assert config(fee_bps=10_000, fee_account_id=9).fee(500) == 500
 
 
-def _refusal(cfg: PayoutConfig, amount: int) -> str:
+def _refusal(cfg: PayoutConfig, amount: int, description: str = "") -> str:
     with pytest.raises(InvalidArgument) as err:
         service._check_amount(cfg, amount)
     assert [v.field for v in err.value.violations] == ["amount_minor"]
+    if description:
+        assert err.value.violations[0].description == description
     return err.value.reason
 
 
 def test_minimum_and_maximum_are_accepted_exactly():
     cfg = config(min_amount_minor=100, max_amount_minor=4_000)
-    assert _refusal(cfg, 99) == "AMOUNT_BELOW_MINIMUM"
+    assert _refusal(cfg, 99, "below the minimum payout of 100") == "AMOUNT_BELOW_MINIMUM"
     assert service._check_amount(cfg, 100) == 0
     assert service._check_amount(cfg, 4_000) == 0
-    assert _refusal(cfg, 4_001) == "AMOUNT_ABOVE_MAXIMUM"
+    assert _refusal(cfg, 4_001, "above the maximum payout of 4000") == "AMOUNT_ABOVE_MAXIMUM"
 
 
 def test_the_amount_must_be_above_its_fee():
     cfg = config(fee_fixed_minor=50, fee_account_id=9)
-    assert _refusal(cfg, 50) == "AMOUNT_NOT_ABOVE_FEE"
+    assert _refusal(cfg, 50, "not above the payout fee of 50") == "AMOUNT_NOT_ABOVE_FEE"
     assert _refusal(cfg, 49) == "AMOUNT_NOT_ABOVE_FEE"
     assert service._check_amount(cfg, 51) == 50  # returns the fee
 
@@ -81,7 +83,7 @@ def test_at_most_the_maximum_number_of_bank_transfers():
     # net = amount - fee; 1000 transfers of 100 = 100,000 net: accepted; one unit more needs
     # a 1001st transfer
     assert service._check_amount(cfg, 100_007) == 7
-    assert _refusal(cfg, 100_008) == "AMOUNT_ABOVE_MAXIMUM"
+    assert _refusal(cfg, 100_008, "more than 1000 bank transfers") == "AMOUNT_ABOVE_MAXIMUM"
     # a net just below a full transfer count rounds up: 99,901 net needs 1000 transfers
     assert service._check_amount(cfg, 99_908) == 7
     no_fee = config(bank_transfer_max_minor=100)
@@ -125,6 +127,10 @@ def test_who_may_be_paid_out():
         with pytest.raises(FailedPrecondition) as err:
             service.check_payable(acct)
         assert err.value.reason == reason
+        assert err.value.message == {
+            "ACCOUNT_KIND_NOT_PAYABLE": "a custodial account cannot be paid out",
+            "ACCOUNT_FROZEN": "account 42 is frozen",
+            "ACCOUNT_CLOSED": "account 42 is closed"}[reason]
     with pytest.raises(FailedPrecondition) as err:
         service.check_payable(_acct(status=AccountStatus.CLOSED), frozen_ok=True)
     assert err.value.reason == "ACCOUNT_CLOSED"

@@ -237,3 +237,33 @@ def test_release_steps_not_summing_to_their_leg_are_a_bug(monkeypatch):
     with pytest.raises(SplitInvariantError) as err:
         split(plan, order(1_000))
     assert "release" in str(err.value)
+
+
+def test_refusals_say_which_rule_set_and_amounts():
+    from clearing.errors import FailedPrecondition
+    plan = plan_of("""
+    name: narrow
+    currency_code: CNY
+    rules:
+      - rule_name: small
+        priority: 1
+        condition: {max_amount_minor: 1000}
+        fees: [{label: f, fixed_minor: 300, account_ref: PLAT_FEE}]
+        shares:
+          - {label: fixed, type: SHARE_TYPE_FIXED, fixed_minor: 500, receiver: {account_ref: ACC_1}}
+          - {label: rest, type: SHARE_TYPE_REMAINDER, receiver: {account_ref: ACC_2}}
+    """)
+    with pytest.raises(FailedPrecondition) as err:
+        split(plan, order(5_000))
+    assert err.value.reason == "NO_MATCHING_RULE"
+    assert err.value.metadata == {"rule_set_name": "narrow"}
+    assert err.value.message == ("no rule of rule set 'narrow' (level 1) that ends evaluation "
+                                 "applies to the order")
+    with pytest.raises(FailedPrecondition) as err:
+        split(plan, order(299))
+    assert err.value.message == "rule 'small': fees of 300 exceed the 299 it receives"
+    with pytest.raises(FailedPrecondition) as err:
+        split(plan, order(799))  # 499 left after the fee, 500 fixed
+    assert err.value.message == ("rule 'small' of rule set 'narrow': its shares take 500 of "
+                                 "the 499 it distributes")
+    assert err.value.metadata == {"shares_minor": "500", "distributable_minor": "499"}
