@@ -8,7 +8,8 @@ var/mutation/<module>/, holding links to server/clearing and tests/ and a pyproj
 with [tool.mutmut] completed for that module. Its mutants/ folder stays there, so a second
 run only re-tests what changed.
 
-    python tools/mutation.py [module ...] [--max-children N]   (default: every module, 1 child)
+    python tools/mutation.py [module ...] [--max-children N] [--survivors] [--retest-survivors]
+    (default: every module, 1 child)
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def main() -> int:
     parser.add_argument("modules", nargs="*")
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument("--survivors", action="store_true", help="list the surviving mutants")
+    parser.add_argument("--retest-survivors", action="store_true",
+                        help="run the surviving mutants again (after adding tests)")
     args = parser.parse_args()
     pyproject_text = (ROOT / "pyproject.toml").read_text()
     config = tomllib.loads(pyproject_text)["tool"]
@@ -94,6 +97,14 @@ def main() -> int:
         print(f"== {name}: mutmut on {', '.join(module['mutate'])}", flush=True)
         run = subprocess.run([mutmut, "run", "--max-children", str(args.max_children),
                               *module.get("mutants", [])], cwd=folder, env=env)
+        if run.returncode == 0 and args.retest_survivors:
+            # mutmut keeps a verdict until the code changes: after new tests, judge again
+            _, _, survivors = _score(folder, mutmut, module.get("mutants", []))
+            names = [s.rpartition(": ")[0] for s in survivors]
+            if names:
+                print(f"== {name}: re-testing {len(names)} survivors", flush=True)
+                run = subprocess.run([mutmut, "run", "--max-children", str(args.max_children),
+                                      *names], cwd=folder, env=env)
         if run.returncode:
             print(f"mutmut failed on {name} (exit {run.returncode})", file=sys.stderr)
             return run.returncode
