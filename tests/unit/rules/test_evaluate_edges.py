@@ -267,3 +267,77 @@ def test_refusals_say_which_rule_set_and_amounts():
     assert err.value.message == ("rule 'small' of rule set 'narrow': its shares take 500 of "
                                  "the 499 it distributes")
     assert err.value.metadata == {"shares_minor": "500", "distributable_minor": "499"}
+
+
+def test_a_window_needs_the_paid_time():
+    plan = plan_of("""
+    name: windowed
+    currency_code: CNY
+    rules:
+      - rule_name: w
+        priority: 1
+        end_time: "2026-11-11T00:00:00Z"
+        shares:
+          - {label: a, type: SHARE_TYPE_RATIO, ratio_bps: 10000, receiver: {account_ref: ACC_1}}
+    """)
+    assert _violation(plan, order(100)) == (
+        "order.paid_time", "required: rules of this rule set have validity windows",
+        "INVALID_ORDER")
+
+
+def test_a_condition_sees_the_orders_currency():
+    plan = plan_of("""
+    name: by-currency
+    currency_code: CNY
+    rules:
+      - rule_name: cny
+        priority: 1
+        condition: {currency_codes: [CNY]}
+        shares:
+          - {label: a, type: SHARE_TYPE_RATIO, ratio_bps: 10000, receiver: {account_ref: ACC_1}}
+    """)
+    assert split(plan, order(100)).legs[0].external_ref == "ACC_1"
+    m = split(plan, order(100)).matched_rules[0]
+    assert (m.match_index, m.rule_set_name, m.rule_set_version) == (0, "by-currency", 0)
+
+
+def _inject(monkeypatch, change):
+    """Make every leg the evaluator emits pass through `change(run, leg)` (a bug)."""
+    real = evaluation._leg
+
+    def leg(run, *args):
+        real(run, *args)
+        change(run, run.legs[-1])
+
+    monkeypatch.setattr(evaluation, "_leg", leg)
+
+
+def test_a_partly_held_leg_is_a_bug(monkeypatch):
+    _inject(monkeypatch, lambda run, leg: run.legs.__setitem__(
+        -1, leg._replace(held_minor=leg.amount_minor - 1)) if leg.held_minor else None)
+    with pytest.raises(SplitInvariantError) as err:
+        split(plan_of(SUBSIDY), order(1_000))  # the subsidy leg is held by its release
+    assert "partly held" in str(err.value)
+
+
+def test_a_zero_leg_is_a_bug(monkeypatch):
+    _inject(monkeypatch, lambda run, leg: run.legs.append(leg._replace(amount_minor=0)))
+    with pytest.raises(SplitInvariantError) as err:
+        split(plan_of(SIMPLE), order(1_000, parties=MERCHANT))
+    assert "not positive" in str(err.value)
+
+
+def test_subsidy_legs_not_summing_to_the_subsidies_are_a_bug(monkeypatch):
+    _inject(monkeypatch, lambda run, leg: run.legs.append(leg)
+            if leg.kind == LegKind.SUBSIDY else None)
+    with pytest.raises(SplitInvariantError) as err:
+        split(plan_of(SUBSIDY), order(1_000))
+    assert "subsidy legs sum to 200, not 100" in str(err.value)
+
+
+def test_more_legs_than_a_split_may_hold_is_a_bug(monkeypatch):
+    _inject(monkeypatch, lambda run, leg: run.legs.extend(
+        [leg._replace(amount_minor=0)] * LEGS_PER_SPLIT_MAX))
+    with pytest.raises(SplitInvariantError) as err:
+        split(plan_of(SIMPLE), order(1_000, parties=MERCHANT))
+    assert "legs, more than 256" in str(err.value)
