@@ -9,6 +9,7 @@ with [tool.mutmut] completed for that module. Its mutants/ folder stays there, s
 run only re-tests what changed.
 
     python tools/mutation.py [module ...] [--max-children N] [--survivors] [--retest-survivors]
+    [--score-only]
     (default: every module, 1 child)
 """
 
@@ -56,21 +57,25 @@ def _stage(name: str, module: dict, base: dict, pyproject_text: str) -> Path:
     return folder
 
 
-def _score(folder: Path, mutmut: str, patterns: list[str]) -> tuple[int, int, list[str]]:
+def _score(folder: Path, mutmut: str, patterns: list[str]) -> tuple[int, int, int, list[str]]:
+    """(killed, judged, not yet run, survivors) of the module's mutants."""
     out = subprocess.run([mutmut, "results", "--all", "true"], cwd=folder, check=True,
                          capture_output=True, text=True).stdout
-    killed = total = 0
+    killed = judged = unrun = 0
     survivors = []
     for line in out.splitlines():
         key, _, status = line.strip().rpartition(": ")
         if not key or (patterns and not any(fnmatch.fnmatch(key, p) for p in patterns)):
             continue
-        total += 1
+        if status == "not checked":
+            unrun += 1
+            continue
+        judged += 1
         if status in KILLED:
             killed += 1
         else:
             survivors.append(f"{key}: {status}")
-    return killed, total, survivors
+    return killed, judged, unrun, survivors
 
 
 def main() -> int:
@@ -78,6 +83,8 @@ def main() -> int:
     parser.add_argument("modules", nargs="*")
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument("--survivors", action="store_true", help="list the surviving mutants")
+    parser.add_argument("--score-only", action="store_true",
+                        help="print the score of the last run(s), run nothing")
     parser.add_argument("--retest-survivors", action="store_true",
                         help="run the surviving mutants again (after adding tests)")
     args = parser.parse_args()
@@ -94,12 +101,15 @@ def main() -> int:
     for name in names:
         module = modules[name]
         folder = _stage(name, module, base, pyproject_text)
+        if args.score_only:
+            scores.append((name, *_score(folder, mutmut, module.get("mutants", []))))
+            continue
         print(f"== {name}: mutmut on {', '.join(module['mutate'])}", flush=True)
         run = subprocess.run([mutmut, "run", "--max-children", str(args.max_children),
                               *module.get("mutants", [])], cwd=folder, env=env)
         if run.returncode == 0 and args.retest_survivors:
             # mutmut keeps a verdict until the code changes: after new tests, judge again
-            _, _, survivors = _score(folder, mutmut, module.get("mutants", []))
+            survivors = _score(folder, mutmut, module.get("mutants", []))[3]
             names = [s.rpartition(": ")[0] for s in survivors]
             if names:
                 print(f"== {name}: re-testing {len(names)} survivors", flush=True)
@@ -110,9 +120,10 @@ def main() -> int:
             return run.returncode
         scores.append((name, *_score(folder, mutmut, module.get("mutants", []))))
     print("\nmutation score (killed / mutants):")
-    for name, killed, total, survivors in scores:
+    for name, killed, total, unrun, survivors in scores:
         pct = 100 * killed / total if total else 100.0
-        print(f"  {name:<12} {killed:>4} / {total:<4} {pct:5.1f}%")
+        note = f"  ({unrun} not run yet)" if unrun else ""
+        print(f"  {name:<12} {killed:>4} / {total:<4} {pct:5.1f}%{note}")
         if args.survivors:
             for s in survivors:
                 print(f"      {s}")
