@@ -197,7 +197,7 @@ async def test_mismatches_are_listed_up_to_the_maximum_smallest_ids_first(env):
 
 async def _chain_only(pool, ids, first_bad: int) -> verify.Report:
     report = await verify.verify(pool, ids["a"])
-    assert not report.chain_ok and not report.ok
+    assert report.chain_ok is False and not report.ok
     assert report.first_bad_batch_seq == first_bad
     assert report.mismatched_account_ids == [] and all(t.balanced for t in report.totals)
     return report
@@ -243,7 +243,7 @@ async def test_a_batch_record_removed_from_the_middle_is_reported(env):
     await sql(pool, "DELETE FROM journal_batches WHERE seq = $1", bs[3]["seq"])
     report = await verify.verify(pool, ids["a"])
     # the next batch sits at position 4 with seq 5, and does not chain from batch 3
-    assert not report.chain_ok and report.first_bad_batch_seq == bs[4]["seq"]
+    assert report.chain_ok is False and report.first_bad_batch_seq == bs[4]["seq"]
 
 
 @pytest.mark.parametrize("change", ["hash = $1", "seq = seq + 1", "seq = seq - 1"])

@@ -173,3 +173,53 @@ async def test_totals_may_reach_int64_exactly(pool, accounts, writer):
     assert done.amount_minor == 10
     b = await balance(pool, pid, c)
     assert b.posted == (INT64_MAX - 10) - INT64_MAX  # credits - debits
+
+
+async def test_what_the_writer_refuses_before_queueing(pool, accounts, writer):
+    from clearing.errors import InvariantViolation, Unavailable
+    from clearing.ledger.model import BATCH_SPAN, Claim
+    pid, c, (m0, _, _) = accounts
+    one = Leg(c, m0, 1, "CNY", Mode.IMMEDIATE)
+    # at most BATCH_SPAN legs, at least one (a bug otherwise)
+    for bad in ((), (one,) * (BATCH_SPAN + 1)):
+        with pytest.raises(InvariantViolation) as err:
+            await writer.submit(legs(pid, *bad))
+        assert str(err.value) == "posting has no legs or too many"
+    with pytest.raises(InvariantViolation) as err:
+        await writer.submit(Posting(pid, "s", "Transfer", b"s", (one,), sink="nowhere"))
+    assert str(err.value) == "no sink named 'nowhere'"
+    with pytest.raises(InvariantViolation) as err:
+        await writer.submit(Posting(pid, "k", "Transfer", b"k", (one,),
+                                    claims=(Claim("order:1", "R", "m"),)))
+    assert str(err.value) == "claim keys are made with Claim.of"
+    await writer.drain_and_stop()
+    with pytest.raises(Unavailable) as err:
+        await writer.submit(posting(pid, c, m0, 1))
+    assert err.value.reason == "SHUTTING_DOWN"
+    assert err.value.message == "the ledger writer is shutting down; retry on another server"
+
+
+async def test_a_taken_claim_names_its_key(pool, accounts, writer):
+    from clearing.errors import AlreadyExists
+    from clearing.ledger.model import Claim
+    pid, c, (m0, _, _) = accounts
+    claim = Claim.of("order", "ORD9", "ORDER_ALREADY_SPLIT", "split once")
+    await writer.submit(Posting(pid, "a1", "Split", b"1", (Leg(c, m0, 1, "CNY", Mode.IMMEDIATE),),
+                                claims=(claim,)))
+    with pytest.raises(AlreadyExists) as err:
+        await writer.submit(Posting(pid, "a2", "Split", b"2",
+                                    (Leg(c, m0, 1, "CNY", Mode.IMMEDIATE),), claims=(claim,)))
+    assert (err.value.reason, err.value.message) == ("ORDER_ALREADY_SPLIT", "split once")
+    assert err.value.metadata == {"key": claim.key}
+
+
+async def test_pending_debits_count_towards_the_int64_total(pool, accounts, writer):
+    pid, c, (m0, _, _) = accounts
+    # posted debits 0 and pending debits INT64_MAX - 10: ten more may be debited, not eleven
+    await pool.execute("UPDATE accounts SET debits_pending = $2, credits_pending = 0"
+                       " WHERE account_id = $1", c, INT64_MAX - 10)
+    err = await refused(writer, posting(pid, c, m0, 11))
+    assert err.reason == "BALANCE_OVERFLOW"
+    assert err.message == "the transfer would overflow an account's 64-bit totals"
+    await writer.submit(posting(pid, c, m0, 10))
+
