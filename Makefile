@@ -7,7 +7,7 @@ PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 CLIENT_GEN_DIR := clients/python
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench loadtest clean
+.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -19,6 +19,8 @@ help:
 	@echo "                   -> bench/results/<UTC>/results.json, report.html"
 	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
+	@echo "make mutation      mutmut on money, evaluator, writer, verifier, payout rules; the score"
+	@echo "                   (MUTATION_ARGS='money evaluate --survivors')"
 
 # The client SDK (clients/python, package clearing_client) is a package of its own: the
 # `clearing` command's client commands use it.
@@ -69,6 +71,10 @@ loadtest: $(STAMP)
 # The driver's Transfer scenarios (python -m bench.ledger_bench is the same).
 bench-ledger: $(STAMP)
 	$(PY) -m bench.ledger_bench $(BENCH_ARGS)
+
+# Mutation testing, one module at a time on one core (tests/mutation.py; not in CI).
+mutation: $(STAMP)
+	$(PY) tests/mutation.py --max-children 1 $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info server/*.egg-info clients/python/*.egg-info

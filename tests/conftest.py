@@ -23,6 +23,14 @@ from clearing.config import (BANK_CONNECTOR_SIMULATOR, BankSettings, BankSimSett
                              SchedulerSettings, Settings, WorkerSettings, WriterSettings)
 from tests.support import Client, Platform
 
+# Under `make mutation` (tests/mutation.py) a failing property need not be shrunk: the
+# first counterexample kills the mutant.
+if os.environ.get("CLEARING_MUTATION"):
+    from hypothesis import Phase, settings as _hypothesis_settings
+    _hypothesis_settings.register_profile(
+        "mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
+    _hypothesis_settings.load_profile("mutation")
+
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"

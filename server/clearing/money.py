@@ -47,8 +47,10 @@ def parse_major(text: str, currency_code: str) -> int:
         value = Decimal(text.strip())
     except InvalidOperation as exc:
         raise ValueError(f"not a number: {text!r}") from exc
+    if not value.is_finite():  # NaN, sNaN (scaleb would raise on it), Infinity
+        raise ValueError(f"not a finite number: {text!r}")
     scaled = value.scaleb(exponent(currency_code))
-    if not value.is_finite() or scaled != scaled.to_integral_value():
+    if scaled != scaled.to_integral_value():
         raise ValueError(f"{text!r} has more decimals than {currency_code} allows")
     return int(scaled)
 

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from clearing import db, server
+from clearing.limits import BATCH_SPAN
 from clearing.tenancy import create_platform
 from clearing.v1 import ledger_pb2 as pb
 from tests.conftest import _replace_db, server_settings
@@ -105,3 +106,105 @@ async def test_edited_pending_remainder_is_a_mismatch(private):
     report = await client.verify()
     assert not report.ok and report.chain_ok
     assert list(report.mismatched_account_ids) == [merchant.account_id]
+
+
+# ---- each kind of tampering on its own (issue 9): the calling platform's own rows ----------
+
+async def _batches(conn) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT seq, batch_id, rows_digest, hash FROM journal_batches"
+                            " ORDER BY seq")
+
+
+async def _only_the_chain_is_broken(client, first_bad_batch_seq: int) -> None:
+    report = await client.verify()
+    assert not report.ok and not report.chain_ok
+    assert report.first_bad_batch_seq == first_bad_batch_seq
+    assert list(report.mismatched_account_ids) == []
+    assert all(t.balanced for t in report.totals)
+
+
+async def test_edited_batch_hash_breaks_the_chain_at_that_batch(private):
+    client, conn, _ = private
+    batches = await _batches(conn)
+    assert len(batches) >= 3
+    middle = batches[1]["seq"]
+    await conn.execute("UPDATE journal_batches SET hash = $1 WHERE seq = $2",
+                       bytes(32), middle)
+    # the edited batch no longer chains from its predecessor (and the next not from it)
+    await _only_the_chain_is_broken(client, middle)
+
+
+async def test_edited_rows_digest_breaks_the_chain_at_that_batch(private):
+    client, conn, _ = private
+    last = (await _batches(conn))[-1]
+    await conn.execute("UPDATE journal_batches SET rows_digest = $1 WHERE seq = $2",
+                       bytes(32), last["seq"])
+    await _only_the_chain_is_broken(client, last["seq"])
+
+
+async def test_edited_journal_head_hash_is_reported(private):
+    client, conn, _ = private
+    await conn.execute("UPDATE journal_head SET hash = $1", bytes(32))
+    # every batch is sound: only the head disagrees with the chain's end
+    await _only_the_chain_is_broken(client, 0)
+
+
+async def test_edited_journal_head_seq_is_reported(private):
+    client, conn, _ = private
+    await conn.execute("UPDATE journal_head SET seq = seq + 1")
+    await _only_the_chain_is_broken(client, 0)
+
+
+async def test_truncated_chain_tail_is_reported(private):
+    client, conn, _ = private
+    last = (await _batches(conn))[-1]
+    # the last batch's record removed, the head left pointing past the chain's new end
+    await conn.execute("DELETE FROM journal_batches WHERE seq = $1", last["seq"])
+    report = await client.verify()
+    assert not report.ok and not report.chain_ok
+    assert report.batch_count == last["seq"] - 1
+
+
+async def test_truncated_tail_with_head_moved_back_is_reported(private):
+    client, conn, _ = private
+    batches = await _batches(conn)
+    last, before = batches[-1], batches[-2]
+    # a careful truncation: the batch record gone and the head moved to the one before;
+    # the batch's journal rows remain outside any chained batch
+    await conn.execute("DELETE FROM journal_batches WHERE seq = $1", last["seq"])
+    await conn.execute("UPDATE journal_head SET seq = $1, hash = $2", before["seq"],
+                       before["hash"])
+    await _only_the_chain_is_broken(client, 0)
+
+
+async def test_journal_rows_outside_any_chained_batch_are_reported(private):
+    client, conn, merchant = private
+    row = await conn.fetchrow("SELECT * FROM transfers ORDER BY transfer_id DESC LIMIT 1")
+    batch_id = max(b["batch_id"] for b in await _batches(conn)) + 7
+    # a row in a batch no chain record accounts for, with balances edited to match it, so
+    # that the trial balance still holds: only the chain check can see it
+    await conn.execute(
+        "INSERT INTO transfers (transfer_id, platform_id, batch_id, request_id,"
+        " debit_account_id, credit_account_id, amount, currency_code, mode, created_at)"
+        " VALUES ($1, $2, $3, 'forged', $4, $5, 1, $6, 1, now())",
+        batch_id * BATCH_SPAN, row["platform_id"], batch_id, row["debit_account_id"],
+        row["credit_account_id"], row["currency_code"])
+    await conn.execute("UPDATE accounts SET debits_posted = debits_posted + 1"
+                       " WHERE account_id = $1", row["debit_account_id"])
+    await conn.execute("UPDATE accounts SET credits_posted = credits_posted + 1"
+                       " WHERE account_id = $1", row["credit_account_id"])
+    await _only_the_chain_is_broken(client, 0)
+    assert merchant.account_id == row["credit_account_id"]
+
+
+async def test_pending_debits_and_credits_out_of_balance_are_reported(private):
+    client, conn, merchant = private
+    await conn.execute("UPDATE accounts SET debits_pending = debits_pending + 7"
+                       " WHERE account_id = $1", merchant.account_id)
+    report = await client.verify()
+    assert not report.ok and report.chain_ok
+    assert list(report.mismatched_account_ids) == [merchant.account_id]
+    (totals,) = report.totals
+    assert totals.debits_posted_minor == totals.credits_posted_minor
+    assert totals.debits_pending_minor == totals.credits_pending_minor + 7
+    assert not totals.balanced

@@ -3,6 +3,7 @@ platform with a custodial and three merchant accounts, and a one-leg posting."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 
@@ -11,6 +12,9 @@ import pytest
 from clearing import db
 from clearing.ledger import store
 from clearing.ledger.model import AccountKind, Leg, Mode, OwnerType, Posting
+from clearing.ledger.writer import LedgerWriter
+
+STOP_TIMEOUT_S = 10.0
 
 
 @pytest.fixture
@@ -18,6 +22,33 @@ async def pool(database_url):
     p = await db.create_pool(database_url, min_size=2, max_size=6, command_timeout_s=30)
     yield p
     await p.close()
+
+
+@pytest.fixture
+async def started(pool):
+    """`started(writer)` starts a writer and stops it when the test ends, passed or failed,
+    before the pool closes: a failing writer test fails and does not hang the run on a
+    flusher that still holds a connection. A writer that does not drain in time is
+    cancelled (its queued postings are not committed)."""
+    writers: list[LedgerWriter] = []
+
+    def start(writer: LedgerWriter) -> LedgerWriter:
+        writer.start()
+        writers.append(writer)
+        return writer
+
+    try:
+        yield start
+    finally:
+        for writer in writers:
+            try:
+                await asyncio.wait_for(writer.drain_and_stop(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                task = writer._task
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    writer._task = None
 
 
 @pytest.fixture

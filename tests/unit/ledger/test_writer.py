@@ -16,11 +16,11 @@ from clearing.ledger.writer import LedgerWriter
 from tests.unit.ledger.conftest import posting as _posting
 
 
-async def test_full_queue_answers_resource_exhausted(pool, accounts):
+async def test_full_queue_answers_resource_exhausted(pool, accounts, started):
     pid, custodial, (m0, *_) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=1, flush_ms_max=0, queue_max=5),
                           Clock())
-    writer.start()
+    started(writer)
     blocker = await pool.acquire()
     tx = blocker.transaction()
     await tx.start()
@@ -45,11 +45,11 @@ async def test_full_queue_answers_resource_exhausted(pool, accounts):
     assert acct.balance.posted == 6
 
 
-async def test_a_failing_posting_fails_alone_in_its_batch(pool, accounts):
+async def test_a_failing_posting_fails_alone_in_its_batch(pool, accounts, started):
     pid, custodial, (m0, m1, m2) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=50,
                                                queue_max=100), Clock())
-    writer.start()
+    started(writer)
     results = await asyncio.gather(
         writer.submit(_posting(pid, custodial, m0, 100)),
         writer.submit(_posting(pid, m1, m2, 1)),          # m1 has nothing
@@ -66,11 +66,11 @@ async def test_a_failing_posting_fails_alone_in_its_batch(pool, accounts):
     assert report.ok
 
 
-async def test_a_later_posting_sees_the_earlier_one_in_the_same_batch(pool, accounts):
+async def test_a_later_posting_sees_the_earlier_one_in_the_same_batch(pool, accounts, started):
     pid, custodial, (m0, m1, _) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=50,
                                                queue_max=100), Clock())
-    writer.start()
+    started(writer)
     fund, spend, overspend = await asyncio.gather(
         writer.submit(_posting(pid, custodial, m0, 10)),
         writer.submit(_posting(pid, m0, m1, 10)),
@@ -81,21 +81,21 @@ async def test_a_later_posting_sees_the_earlier_one_in_the_same_batch(pool, acco
     assert isinstance(overspend, FailedPrecondition)
 
 
-async def test_stopped_writer_refuses_with_unavailable(pool, accounts):
+async def test_stopped_writer_refuses_with_unavailable(pool, accounts, started):
     pid, custodial, (m0, *_) = accounts
     writer = LedgerWriter(pool, WriterSettings(), Clock())
-    writer.start()
+    started(writer)
     await writer.submit(_posting(pid, custodial, m0, 1))
     await writer.drain_and_stop()
     with pytest.raises(Unavailable):
         await writer.submit(_posting(pid, custodial, m0, 1))
 
 
-async def test_drain_commits_everything_queued(pool, accounts):
+async def test_drain_commits_everything_queued(pool, accounts, started):
     pid, custodial, (m0, *_) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=10, flush_ms_max=1,
                                                queue_max=1000), Clock())
-    writer.start()
+    started(writer)
     tasks = [asyncio.create_task(writer.submit(_posting(pid, custodial, m0, 1)))
              for _ in range(300)]
     await asyncio.sleep(0)
@@ -105,11 +105,11 @@ async def test_drain_commits_everything_queued(pool, accounts):
         assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 300
 
 
-async def test_multi_leg_posting_is_all_or_nothing(pool, accounts):
+async def test_multi_leg_posting_is_all_or_nothing(pool, accounts, started):
     pid, custodial, (m0, m1, m2) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=20,
                                                queue_max=100), Clock())
-    writer.start()
+    started(writer)
     legs_ok = (Leg(custodial, m0, 70, "CNY", Mode.IMMEDIATE),
                Leg(custodial, m1, 30, "CNY", Mode.PENDING))
     legs_bad = (Leg(custodial, m2, 5, "CNY", Mode.IMMEDIATE),
@@ -139,11 +139,11 @@ async def test_multi_leg_posting_is_all_or_nothing(pool, accounts):
     assert (await verify.verify(pool, pid)).ok
 
 
-async def test_pending_held_and_failed_in_one_posting_leaves_nothing(pool, accounts):
+async def test_pending_held_and_failed_in_one_posting_leaves_nothing(pool, accounts, started):
     pid, custodial, (m0, m1, _) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=20,
                                                queue_max=100), Clock())
-    writer.start()
+    started(writer)
     # leg 0 holds, leg 1 fails: the hold must vanish, and a later posting in the same batch
     # cannot post against it
     failed, later = await asyncio.gather(
@@ -160,13 +160,13 @@ async def test_pending_held_and_failed_in_one_posting_leaves_nothing(pool, accou
     assert (await verify.verify(pool, pid)).ok
 
 
-async def test_claims_are_taken_once_across_and_within_batches(pool, accounts):
+async def test_claims_are_taken_once_across_and_within_batches(pool, accounts, started):
     from clearing.errors import AlreadyExists
     from clearing.ledger.model import Claim
     pid, custodial, (m0, m1, _) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=20,
                                                queue_max=100), Clock())
-    writer.start()
+    started(writer)
 
     def split(rid: str, order: str, debit: int = custodial) -> Posting:
         return Posting(pid, rid, "Split", rid.encode(), (Leg(debit, m0, 5, "CNY", Mode.IMMEDIATE),),
@@ -191,7 +191,7 @@ async def test_claims_are_taken_once_across_and_within_batches(pool, accounts):
         assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 5
 
 
-async def test_sink_writes_attachments_in_the_same_transaction(pool, accounts):
+async def test_sink_writes_attachments_in_the_same_transaction(pool, accounts, started):
     pid, custodial, (m0, m1, _) = accounts
     table = f"sink_{secrets.token_hex(4)}"
     async with pool.acquire() as conn:
@@ -208,7 +208,7 @@ async def test_sink_writes_attachments_in_the_same_transaction(pool, accounts):
 
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=20,
                                                queue_max=100), Clock(), sinks={"notes": Sink()})
-    writer.start()
+    started(writer)
 
     def posting(rid: str, debit: int, note: str) -> Posting:
         return Posting(pid, rid, "T", rid.encode(), (Leg(debit, m0, 1, "CNY", Mode.IMMEDIATE),),

@@ -15,11 +15,11 @@ from clearing.ledger.writer import LedgerWriter
 from tests.unit.ledger.conftest import posting as _posting
 
 
-async def test_each_posting_gets_its_own_outcome_in_order(pool, accounts):
+async def test_each_posting_gets_its_own_outcome_in_order(pool, accounts, started):
     pid, custodial, (m0, m1, m2) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=100, flush_ms_max=5,
                                                queue_max=100), Clock())
-    writer.start()
+    started(writer)
     first = _posting(pid, custodial, m0, 100)
     outcomes = await writer.submit_many([
         first,
@@ -43,10 +43,10 @@ async def test_each_posting_gets_its_own_outcome_in_order(pool, accounts):
     assert (await verify.verify(pool, pid)).ok
 
 
-async def test_a_replayed_request_id_with_another_payload_is_refused(pool, accounts):
+async def test_a_replayed_request_id_with_another_payload_is_refused(pool, accounts, started):
     pid, custodial, (m0, *_) = accounts
     writer = LedgerWriter(pool, WriterSettings(flush_ms_max=1), Clock())
-    writer.start()
+    started(writer)
     done = await writer.submit(_posting(pid, custodial, m0, 5, request_id="same-rid"))
     outcomes = await writer.submit_many([_posting(pid, custodial, m0, 5, request_id="same-rid"),
                                          _posting(pid, custodial, m0, 6, request_id="same-rid")])
@@ -56,11 +56,11 @@ async def test_a_replayed_request_id_with_another_payload_is_refused(pool, accou
     assert outcomes[1].reason == "REQUEST_ID_REUSED"
 
 
-async def test_a_group_larger_than_a_batch_spans_batches(pool, accounts):
+async def test_a_group_larger_than_a_batch_spans_batches(pool, accounts, started):
     pid, custodial, (m0, *_) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=7, flush_ms_max=1,
                                                queue_max=100), Clock())
-    writer.start()
+    started(writer)
     outcomes = await writer.submit_many([_posting(pid, custodial, m0, i + 1)
                                          for i in range(30)])
     await writer.drain_and_stop()
@@ -70,11 +70,11 @@ async def test_a_group_larger_than_a_batch_spans_batches(pool, accounts):
         assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 465
 
 
-async def test_all_or_none_is_queued(pool, accounts):
+async def test_all_or_none_is_queued(pool, accounts, started):
     pid, custodial, (m0, *_) = accounts
     writer = LedgerWriter(pool, WriterSettings(batch_size_max=10, flush_ms_max=1,
                                                queue_max=5), Clock())
-    writer.start()
+    started(writer)
     with pytest.raises(ResourceExhausted) as err:
         await writer.submit_many([_posting(pid, custodial, m0, 1) for _ in range(6)])
     assert err.value.reason == "WRITER_QUEUE_FULL"
@@ -89,10 +89,10 @@ async def test_all_or_none_is_queued(pool, accounts):
         assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 5
 
 
-async def test_insufficient_funds_is_answered_not_raised(pool, accounts):
+async def test_insufficient_funds_is_answered_not_raised(pool, accounts, started):
     pid, _, (m0, m1, _) = accounts
     writer = LedgerWriter(pool, WriterSettings(flush_ms_max=1), Clock())
-    writer.start()
+    started(writer)
     outcomes = await writer.submit_many([_posting(pid, m0, m1, 1)])
     await writer.drain_and_stop()
     assert isinstance(outcomes[0], FailedPrecondition)
