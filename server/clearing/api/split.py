@@ -771,10 +771,12 @@ def _batch_duplicates(requests) -> dict[int, ClearingError]:
         rid, oid = item.request_id, item.order.order_id
         if rid and rid in request_ids:
             refused[i] = AlreadyExists(f"request_id {rid!r} is repeated in the batch",
-                                       reason=Reason.REQUEST_ID_REUSED, metadata={"request_id": rid})
+                                       reason=Reason.REQUEST_ID_REUSED,
+                                       metadata={"request_id": rid})
         elif oid and oid in order_ids:
             refused[i] = AlreadyExists(f"order {oid!r} is repeated in the batch",
-                                       reason=Reason.ORDER_ALREADY_SPLIT, metadata={"order_id": oid})
+                                       reason=Reason.ORDER_ALREADY_SPLIT,
+                                       metadata={"order_id": oid})
         request_ids.add(rid)
         order_ids.add(oid)
     return refused

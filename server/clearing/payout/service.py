@@ -290,7 +290,8 @@ async def _check(deps: PayoutDeps, conn, *, platform_id: int, account_id: int,
     if bank.account_type is not ACCOUNT_TYPE_FOR_OWNER[OwnerType(acct["owner_type"])]:
         raise FailedPrecondition(
             f"a {bank.account_type.name.lower()} bank account cannot receive payouts of a "
-            f"{OwnerType(acct['owner_type']).name.lower()} account", reason=Reason.OWNER_TYPE_MISMATCH)
+            f"{OwnerType(acct['owner_type']).name.lower()} account",
+            reason=Reason.OWNER_TYPE_MISMATCH)
     if not bank.kyc_verified:
         raise FailedPrecondition("the bank account's holder has not passed KYC",
                                  reason=Reason.KYC_NOT_VERIFIED)

@@ -80,7 +80,8 @@ from clearing.rules.model import (AccountLike, CounterMetric, CouponFunding, Hol
                                   Order, SubsidyBasis)
 from clearing.reasons import Reason
 
-_UNAVAILABLE = {AccountStatus.FROZEN: Reason.RECEIVER_FROZEN, AccountStatus.CLOSED: Reason.RECEIVER_CLOSED}
+_UNAVAILABLE = {AccountStatus.FROZEN: Reason.RECEIVER_FROZEN,
+                AccountStatus.CLOSED: Reason.RECEIVER_CLOSED}
 _NO_ACCOUNTS: Mapping[str, AccountLike] = {}
 _SHARE, _FEE, _SUBSIDY = LegKind.SHARE, LegKind.FEE, LegKind.SUBSIDY
 
@@ -218,7 +219,8 @@ def _check_order(plan: Plan, order: Order) -> None:
     if order.currency_code != plan.currency_code:
         raise InvalidArgument([FieldViolation(
             "order.currency_code", f"the rule set splits {plan.currency_code}, "
-                                   f"not {order.currency_code!r}")], reason=Reason.CURRENCY_MISMATCH)
+                                   f"not {order.currency_code!r}")],
+                              reason=Reason.CURRENCY_MISMATCH)
     if not 1 <= order.amount_minor <= ORDER_AMOUNT_MINOR_MAX:
         problems.append(FieldViolation("order.amount_minor",
                                        f"must be 1 to {ORDER_AMOUNT_MINOR_MAX} minor units"))

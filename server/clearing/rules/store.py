@@ -147,7 +147,8 @@ async def get_version_by_id(conn: asyncpg.Connection, platform_id: int,
         f"SELECT {RULE_SET_COLUMNS} {_FROM} WHERE r.platform_id = $1 AND r.rule_set_id = $2",
         platform_id, rule_set_id)
     if row is None:
-        raise NotFound(f"rule set version {rule_set_id} not found", reason=Reason.RULE_SET_NOT_FOUND)
+        raise NotFound(f"rule set version {rule_set_id} not found",
+                       reason=Reason.RULE_SET_NOT_FOUND)
     return _version_row(row)
 
 

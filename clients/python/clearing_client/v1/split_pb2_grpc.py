@@ -58,8 +58,8 @@ class SplitServiceStub:
     SPLIT_CHANGED or REQUEST_ID_REUSED.
 
     A write is answered only after its postings (and its first response) are committed. Errors are gRPC statuses with
-    google.rpc.ErrorInfo (domain "clearing.v1", an UPPER_SNAKE reason) and, for bad
-    input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
+    google.rpc.ErrorInfo (domain "clearing.v1", a reason named in ErrorReason, errors.proto)
+    and, for bad input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
     """
 
     def __init__(self, channel):
@@ -163,8 +163,8 @@ class SplitServiceServicer:
     SPLIT_CHANGED or REQUEST_ID_REUSED.
 
     A write is answered only after its postings (and its first response) are committed. Errors are gRPC statuses with
-    google.rpc.ErrorInfo (domain "clearing.v1", an UPPER_SNAKE reason) and, for bad
-    input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
+    google.rpc.ErrorInfo (domain "clearing.v1", a reason named in ErrorReason, errors.proto)
+    and, for bad input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
     """
 
     def PublishRuleSet(self, request, context):
@@ -422,8 +422,8 @@ class SplitService:
     SPLIT_CHANGED or REQUEST_ID_REUSED.
 
     A write is answered only after its postings (and its first response) are committed. Errors are gRPC statuses with
-    google.rpc.ErrorInfo (domain "clearing.v1", an UPPER_SNAKE reason) and, for bad
-    input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
+    google.rpc.ErrorInfo (domain "clearing.v1", a reason named in ErrorReason, errors.proto)
+    and, for bad input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
     """
 
     @staticmethod
