@@ -9,6 +9,7 @@ funds, a missing account): expected, handled, and mapped to a gRPC status by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from clearing.reasons import Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,7 @@ class ClearingError(Exception):
     """An expected operating error; `code` names the gRPC status, `reason` the ErrorInfo."""
 
     code: str = "FAILED_PRECONDITION"
-    reason: str = "FAILED_PRECONDITION"
+    reason: str = Reason.FAILED_PRECONDITION
 
     def __init__(self, message: str, *, reason: str | None = None,
                  metadata: dict[str, str] | None = None) -> None:
@@ -38,7 +39,7 @@ class InvalidArgument(ClearingError):
     """The request is malformed; `violations` name every offending field."""
 
     code = "INVALID_ARGUMENT"
-    reason = "INVALID_ARGUMENT"
+    reason = Reason.INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation], *, reason: str | None = None) -> None:
         first = violations[0] if violations else FieldViolation("", "invalid request")
@@ -51,56 +52,56 @@ class Unauthenticated(ClearingError):
     """No credentials, or credentials that match no key."""
 
     code = "UNAUTHENTICATED"
-    reason = "UNAUTHENTICATED"
+    reason = Reason.UNAUTHENTICATED
 
 
 class PermissionDenied(ClearingError):
     """The key is valid but its roles do not allow the call."""
 
     code = "PERMISSION_DENIED"
-    reason = "ROLE_REQUIRED"
+    reason = Reason.ROLE_REQUIRED
 
 
 class NotFound(ClearingError):
     """The resource does not exist for this platform (another platform's is not shown)."""
 
     code = "NOT_FOUND"
-    reason = "NOT_FOUND"
+    reason = Reason.NOT_FOUND
 
 
 class AlreadyExists(ClearingError):
     """A unique key is taken, or a request id was reused with another payload."""
 
     code = "ALREADY_EXISTS"
-    reason = "ALREADY_EXISTS"
+    reason = Reason.ALREADY_EXISTS
 
 
 class FailedPrecondition(ClearingError):
     """The system is not in a state that allows the call (frozen, closed, insufficient funds)."""
 
     code = "FAILED_PRECONDITION"
-    reason = "FAILED_PRECONDITION"
+    reason = Reason.FAILED_PRECONDITION
 
 
 class ResourceExhausted(ClearingError):
     """A queue or limit is full; retry later with the same request id."""
 
     code = "RESOURCE_EXHAUSTED"
-    reason = "OVERLOADED"
+    reason = Reason.OVERLOADED
 
 
 class Unavailable(ClearingError):
     """A dependency failed before anything was committed; retry with the same request id."""
 
     code = "UNAVAILABLE"
-    reason = "UNAVAILABLE"
+    reason = Reason.UNAVAILABLE
 
 
 class Unimplemented(ClearingError):
     """The method exists in the contract but is not built yet."""
 
     code = "UNIMPLEMENTED"
-    reason = "UNIMPLEMENTED"
+    reason = Reason.UNIMPLEMENTED
 
 
 class InvariantViolation(Exception):

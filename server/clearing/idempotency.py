@@ -44,11 +44,12 @@ import asyncpg
 from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, FieldViolation,
                              InvalidArgument, NotFound, PermissionDenied, ResourceExhausted,
                              Unauthenticated, Unavailable, Unimplemented, invariant)
+from clearing.reasons import Reason
 
 # Failures recorded as the first response of a request id (see the module docstring).
 RECORDED_CODES = frozenset({"FAILED_PRECONDITION", "NOT_FOUND", "ALREADY_EXISTS"})
 # ALREADY_EXISTS reasons that are not a first response: retry (or reuse) answers.
-RETRY_REASONS = frozenset({"REQUEST_ID_REUSED", "SPLIT_CHANGED"})
+RETRY_REASONS = frozenset({Reason.REQUEST_ID_REUSED, Reason.SPLIT_CHANGED})
 
 _CLASSES: dict[str, type[ClearingError]] = {cls.code: cls for cls in (
     Unauthenticated, PermissionDenied, NotFound, AlreadyExists, FailedPrecondition,
@@ -87,7 +88,7 @@ def decode_error(text: str) -> ClearingError:
 
 def reused(request_id: str) -> AlreadyExists:
     return AlreadyExists(f"request_id {request_id!r} was already used with a different request",
-                         reason="REQUEST_ID_REUSED", metadata={"request_id": request_id})
+                         reason=Reason.REQUEST_ID_REUSED, metadata={"request_id": request_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,7 @@ async def run_in(conn: asyncpg.Connection, platform_id: int, request_id: str, me
         try:
             data = prior.answer(method, payload_hash)
         except ClearingError as exc:
-            if exc.reason == "REQUEST_ID_REUSED":
+            if exc.reason == Reason.REQUEST_ID_REUSED:
                 raise
             return Outcome(None, exc)
         if data is None:  # unfinished: only `start` / `finish` requests have such rows
@@ -222,7 +223,7 @@ async def settle_failure(pool: asyncpg.Pool, platform_id: int, request_id: str, 
                                exc.code, exc.reason, exc.message, encode_error(exc)):
             raise exc
     prior = await lookup(pool, platform_id, request_id)
-    if prior is None or (not prior.finished and exc.reason != "REQUEST_ID_REUSED"):
+    if prior is None or (not prior.finished and exc.reason != Reason.REQUEST_ID_REUSED):
         raise exc
     data = prior.answer(method, payload_hash)
     if data is None:

@@ -14,6 +14,7 @@ import asyncpg
 from clearing.errors import Unauthenticated
 from clearing.ledger.model import Principal
 from clearing.tenancy import hash_key
+from clearing.reasons import Reason
 
 KEY_LEN_MAX = 128
 # A revoked (or deleted) key is refused by every process within REVOCATION_BOUND_S: a cached
@@ -53,7 +54,7 @@ class KeyStore:
 
     async def principal(self, key: str) -> Principal:
         if not key or len(key) > KEY_LEN_MAX:
-            raise Unauthenticated("missing or malformed API key", reason="API_KEY_INVALID")
+            raise Unauthenticated("missing or malformed API key", reason=Reason.API_KEY_INVALID)
         digest = hash_key(key)
         now = self._clock()
         hit = self._cache.get(digest)
@@ -67,7 +68,7 @@ class KeyStore:
                     self._cache.clear()
                 self._cache[digest] = (now, generation, found)
         if found is None:
-            raise Unauthenticated("unknown or revoked API key", reason="API_KEY_INVALID")
+            raise Unauthenticated("unknown or revoked API key", reason=Reason.API_KEY_INVALID)
         return found
 
     def _fresh(self, hit: tuple[float, int, Principal | None], now: float) -> bool:

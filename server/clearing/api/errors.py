@@ -11,9 +11,17 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from clearing.errors import ClearingError, InvalidArgument
+from clearing.reasons import Reason
 
 DOMAIN = "clearing.v1"
 log = logging.getLogger("clearing.api")
+
+
+def bug_reason(exc: BaseException) -> Reason:
+    """The reason shown for a bug: no detail leaks, but a class may name its reason
+    (SPLIT_INVARIANT_BROKEN); anything else is INTERNAL."""
+    reason = getattr(exc, "reason", None)
+    return reason if isinstance(reason, Reason) else Reason.INTERNAL
 
 
 def status_for(exc: BaseException) -> grpc.Status:
@@ -22,11 +30,8 @@ def status_for(exc: BaseException) -> grpc.Status:
         code_name, reason, message = exc.code, exc.reason, exc.message
         metadata = exc.metadata
     else:
-        # A bug: no detail leaks, but a class may name its reason (SPLIT_INVARIANT_BROKEN).
-        reason = getattr(exc, "reason", "INTERNAL")
+        reason = bug_reason(exc)
         code_name, message, metadata = "INTERNAL", "internal error", {}
-        if not isinstance(reason, str):
-            reason = "INTERNAL"
     # echoes of the request are bounded: the status must fit in trailing metadata
     message = _cut(message, MESSAGE_BYTES_MAX)
     metadata = {_cut(k, TEXT_BYTES_MAX): _cut(v, TEXT_BYTES_MAX) for k, v in metadata.items()}

@@ -20,6 +20,7 @@ from clearing.api.errors import code_name, status_for
 from clearing.errors import (ClearingError, FieldViolation, InvalidArgument,
                              PermissionDenied, Unauthenticated)
 from clearing.ledger.model import Principal
+from clearing.reasons import Reason
 
 log = logging.getLogger("clearing.api")
 
@@ -37,10 +38,10 @@ def _bearer(context: grpc.aio.ServicerContext) -> str:
             scheme, _, token = value.partition(" ")
             if scheme.lower() != "bearer" or not token:
                 raise Unauthenticated("authorization must be 'Bearer <api key>'",
-                                      reason="API_KEY_INVALID")
+                                      reason=Reason.API_KEY_INVALID)
             return token.strip()
     raise Unauthenticated("missing 'authorization: Bearer <api key>' metadata",
-                          reason="API_KEY_MISSING")
+                          reason=Reason.API_KEY_MISSING)
 
 
 class _Undecodable:
@@ -69,7 +70,7 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 def _check_decoded(request: Any) -> None:
     if isinstance(request, _Undecodable):
         raise InvalidArgument([FieldViolation("", f"request does not parse: {request.error}")],
-                              reason="MALFORMED_REQUEST")
+                              reason=Reason.MALFORMED_REQUEST)
 
 
 async def _decoded(request_iterator):

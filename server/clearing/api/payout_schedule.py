@@ -14,6 +14,7 @@ from clearing.payout import schedule as schedules
 from clearing.payout.calendar import NoBusinessDay, PayoutCycle, ScheduleSpec
 from clearing.payout.service import PayoutDeps, check_payable
 from clearing.v1 import payout_pb2 as pb
+from clearing.reasons import Reason
 
 METHOD = "SetPayoutSchedule"
 
@@ -60,7 +61,7 @@ async def set_payout_schedule(deps: PayoutDeps, request: pb.SetPayoutScheduleReq
         acct = await conn.fetchrow(_SQL_ACCOUNT, account_id, who.platform_id)
         if acct is None:
             raise NotFound(f"account {account_id} not found",
-                           reason="ACCOUNT_NOT_FOUND",
+                           reason=Reason.ACCOUNT_NOT_FOUND,
                            metadata={"field": "schedule.account_id"})
         check_payable(acct, frozen_ok=True)
         now = deps.clock.now()
@@ -72,7 +73,7 @@ async def set_payout_schedule(deps: PayoutDeps, request: pb.SetPayoutScheduleReq
                 run_hour=settings.run_hour)
         except NoBusinessDay as exc:
             raise FailedPrecondition(f"the business-day calendar is invalid: {exc}",
-                                     reason="CALENDAR_NO_BUSINESS_DAY") from exc
+                                     reason=Reason.CALENDAR_NO_BUSINESS_DAY) from exc
         saved = await schedules.get_schedule(conn, who.platform_id, account_id)
         return encode(pb.SetPayoutScheduleResponse(schedule=schedule_pb(saved)))
 

@@ -56,6 +56,7 @@ from clearing.rules.validate import NAME_RE
 from clearing.rules.model import Order, RuleSet
 from clearing.v1 import split_pb2 as pb
 from clearing.v1 import split_pb2_grpc
+from clearing.reasons import Reason
 
 log = logging.getLogger("clearing.api.split")
 
@@ -229,7 +230,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         if not self._writer.has_room(len(request.requests)):
             raise ResourceExhausted(
                 "the ledger writer queue cannot take this batch now; retry with the same"
-                " request ids", reason="WRITER_QUEUE_FULL")
+                " request ids", reason=Reason.WRITER_QUEUE_FULL)
         refused = _batch_duplicates(request.requests)
         response = pb.SplitBatchResponse()
         outs = [response.outcomes.add(order_id=item.order.order_id, request_id=item.request_id)
@@ -272,7 +273,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                       else ("split_id", request.split_id))
         stored = await self._stored(principal().platform_id, key, value)
         if stored is None:
-            raise NotFound(f"no split with {key} {value}", reason="SPLIT_NOT_FOUND",
+            raise NotFound(f"no split with {key} {value}", reason=Reason.SPLIT_NOT_FOUND,
                            metadata={key: str(value)})
         return pb.GetSplitResponse(split=_stored_message(stored))
 
@@ -320,7 +321,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                                              request.order_id)
             if split is None:
                 raise NotFound(f"no split with order_id {request.order_id}",
-                               reason="SPLIT_NOT_FOUND",
+                               reason=Reason.SPLIT_NOT_FOUND,
                                metadata={"order_id": request.order_id})
             body = pb.Split.FromString(split.body)
             shortfall_id = await refunds.shortfall_account(conn, who.platform_id, request,
@@ -352,12 +353,12 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                 return await self._plans.plan(platform_id, name, version)
             except LookupError:
                 raise NotFound(f"rule set {name!r} has no version {version}",
-                               reason="RULE_SET_NOT_FOUND",
+                               reason=Reason.RULE_SET_NOT_FOUND,
                                metadata={"rule_set_name": name}) from None
         active = await self._plans.active(platform_id, name)
         if active is None:
             raise FailedPrecondition(f"rule set {name!r} has no active version",
-                                     reason="NO_ACTIVE_RULE_SET",
+                                     reason=Reason.NO_ACTIVE_RULE_SET,
                                      metadata={"rule_set_name": name})
         return active.plan
 
@@ -373,7 +374,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                                              request.order_id)
             if split is None:
                 raise NotFound(f"no split with order_id {request.order_id}",
-                               reason="SPLIT_NOT_FOUND",
+                               reason=Reason.SPLIT_NOT_FOUND,
                                metadata={"order_id": request.order_id})
             statuses = await runtime.account_statuses(
                 conn, [leg.account_id for leg in split.legs])
@@ -603,7 +604,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
                                 exc: SplitInvariantError) -> None:
         log.critical("split invariant broken; nothing posted", exc_info=exc,
                      extra={"order_id": order.order_id})
-        await runtime.record_alert(self._pool, platform_id, "SPLIT_INVARIANT_BROKEN",
+        await runtime.record_alert(self._pool, platform_id, Reason.SPLIT_INVARIANT_BROKEN,
                                    f"order {order.order_id!r}: {exc}")
 
 
@@ -641,7 +642,7 @@ def _prepare(platform_id: int, index: int, request: pb.SplitRequest, payload: by
         platform_id, order.order_id, request.request_id, payload, ev,
         runtime.counters_json(readings, {}), body.SerializeToString(deterministic=True),
         positions, custodial)
-    claim = Claim.of("order", order.order_id, "ORDER_ALREADY_SPLIT",
+    claim = Claim.of("order", order.order_id, Reason.ORDER_ALREADY_SPLIT,
                      f"order {order.order_id!r} is already split")
     reply = Reply(functools.partial(_committed, body, record, request.request_id, into))
     posting = Posting(platform_id, request.request_id, "Split", payload, tuple(legs), (claim,),
@@ -770,10 +771,12 @@ def _batch_duplicates(requests) -> dict[int, ClearingError]:
         rid, oid = item.request_id, item.order.order_id
         if rid and rid in request_ids:
             refused[i] = AlreadyExists(f"request_id {rid!r} is repeated in the batch",
-                                       reason="REQUEST_ID_REUSED", metadata={"request_id": rid})
+                                       reason=Reason.REQUEST_ID_REUSED,
+                                       metadata={"request_id": rid})
         elif oid and oid in order_ids:
             refused[i] = AlreadyExists(f"order {oid!r} is repeated in the batch",
-                                       reason="ORDER_ALREADY_SPLIT", metadata={"order_id": oid})
+                                       reason=Reason.ORDER_ALREADY_SPLIT,
+                                       metadata={"order_id": oid})
         request_ids.add(rid)
         order_ids.add(oid)
     return refused
@@ -806,7 +809,7 @@ def _replayed(stored: runtime.StoredSplit | None, request: pb.SplitRequest,
     if stored is None or stored.payload_hash != payload:
         raise AlreadyExists(
             f"request_id {request.request_id!r} was already used with a different request",
-            reason="REQUEST_ID_REUSED", metadata={"request_id": request.request_id})
+            reason=Reason.REQUEST_ID_REUSED, metadata={"request_id": request.request_id})
     return _stored_message(stored)
 
 

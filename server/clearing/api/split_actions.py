@@ -38,6 +38,7 @@ from clearing.money import BPS_ONE, allocate
 from clearing.rules import runtime
 from clearing.rules.model import HoldReason, SplitStatus
 from clearing.v1 import split_pb2 as pb
+from clearing.reasons import Reason
 
 EVENT_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 
@@ -96,7 +97,7 @@ def require_room(split: runtime.StoredSplit) -> None:
         raise ResourceExhausted(
             f"the split of order {split.order_id!r} already took {len(split.actions)}"
             f" actions, the most one split takes ({ACTIONS_PER_SPLIT_MAX})",
-            reason="TOO_MANY_ACTIONS",
+            reason=Reason.TOO_MANY_ACTIONS,
             metadata={"order_id": split.order_id,
                       "actions_max": str(ACTIONS_PER_SPLIT_MAX)})
 
@@ -134,11 +135,11 @@ def cancel_changes(split: runtime.StoredSplit) -> list[Change]:
     changes = [Change(leg, voided_minor=leg.held_minor) for leg in split.legs if leg.held_minor]
     if not changes:
         raise FailedPrecondition(f"split of order {split.order_id!r} holds nothing",
-                                 reason="NOTHING_HELD", metadata={"order_id": split.order_id})
+                                 reason=Reason.NOTHING_HELD, metadata={"order_id": split.order_id})
     if all(_in_custody(c.leg) for c in changes):
         raise FailedPrecondition(
             "what this split holds is in the custodial hold only (its receivers are frozen"
-            " or closed): release it once they are active", reason="CUSTODIAL_HOLD_ONLY",
+            " or closed): release it once they are active", reason=Reason.CUSTODIAL_HOLD_ONLY,
             metadata={"order_id": split.order_id})
     return changes
 
@@ -171,13 +172,13 @@ def _nothing_due(split: runtime.StoredSplit, request: pb.ReleaseSplitRequest,
     meta = {"order_id": split.order_id}
     if already:
         return FailedPrecondition(f"event {request.event_name} was already released",
-                                  reason="EVENT_ALREADY_RELEASED",
+                                  reason=Reason.EVENT_ALREADY_RELEASED,
                                   metadata={**meta, "event_name": request.event_name})
     if not any(leg.held_minor for leg in split.legs):
         return FailedPrecondition(f"split of order {split.order_id!r} holds nothing",
-                                  reason="NOTHING_HELD", metadata=meta)
+                                  reason=Reason.NOTHING_HELD, metadata=meta)
     return FailedPrecondition("nothing is due for this release (no held leg waits for it,"
-                              " or its receivers are not active)", reason="NOTHING_DUE",
+                              " or its receivers are not active)", reason=Reason.NOTHING_DUE,
                               metadata=meta)
 
 
@@ -240,7 +241,7 @@ def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split, reques
         request.request_id, payload,
         action_body(kind, request, changes).SerializeToString(deterministic=True), deltas,
         status)
-    claim = Claim.of("split-action", f"{split.split_id}:{len(split.actions)}", "SPLIT_CHANGED",
+    claim = Claim.of("split-action", f"{split.split_id}:{len(split.actions)}", Reason.SPLIT_CHANGED,
                      f"the split of order {split.order_id!r} changed while this request was"
                      " handled; retry with the same request_id")
     return Posting(platform_id, request.request_id, method, payload, tuple(legs),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from google.rpc import code_pb2
 
 from clearing.api.convert import timestamp
-from clearing.api.errors import code_name
+from clearing.api.errors import bug_reason, code_name
 from clearing.errors import ClearingError, InvalidArgument
 from clearing.limits import SPLIT_ERROR_MESSAGE_LEN_MAX
 from clearing.rules.counters import Reading, Source
@@ -220,9 +220,7 @@ def split_error(exc: BaseException) -> pb.SplitError:
     if isinstance(exc, ClearingError):
         reason, message, metadata = exc.reason, exc.message, exc.metadata
     else:
-        reason = getattr(exc, "reason", "INTERNAL")
-        reason = reason if isinstance(reason, str) else "INTERNAL"
-        message, metadata = "internal error", {}
+        reason, message, metadata = bug_reason(exc), "internal error", {}
     out = pb.SplitError(reason=reason, message=message[:SPLIT_ERROR_MESSAGE_LEN_MAX],
                         code=code_pb2.Code.Value(code_name(exc)), metadata=metadata)
     if isinstance(exc, InvalidArgument):

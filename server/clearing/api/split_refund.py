@@ -66,6 +66,7 @@ from clearing.money import allocate
 from clearing.rules import runtime
 from clearing.rules.model import HoldReason, SplitStatus
 from clearing.v1 import split_pb2 as pb
+from clearing.reasons import Reason
 
 METHOD = "RefundSplit"
 
@@ -103,12 +104,12 @@ async def shortfall_account(conn: asyncpg.Connection, platform_id: int,
         return 0
     found = (await runtime.accounts_by_ref(conn, platform_id, [ref])).get(ref)
     if found is None:
-        raise NotFound(f"no account with external_ref {ref!r}", reason="ACCOUNT_NOT_FOUND",
+        raise NotFound(f"no account with external_ref {ref!r}", reason=Reason.ACCOUNT_NOT_FOUND,
                        metadata={"field": "shortfall_account_ref"})
     if found.currency_code != currency_code:
         raise InvalidArgument([FieldViolation(
             "shortfall_account_ref", f"the account holds {found.currency_code}, the split"
-            f" {currency_code}")], reason="CURRENCY_MISMATCH")
+            f" {currency_code}")], reason=Reason.CURRENCY_MISMATCH)
     return found.account_id
 
 
@@ -125,18 +126,18 @@ def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundS
     if request.currency_code != body.currency_code:
         raise InvalidArgument([FieldViolation(
             "currency_code", f"the split is in {body.currency_code}")],
-            reason="CURRENCY_MISMATCH")
+            reason=Reason.CURRENCY_MISMATCH)
     rest = body.amount_minor - split.refunded_minor
     if request.amount_minor > rest:
         raise FailedPrecondition(
             f"the refund of {request.amount_minor} exceeds the {rest} the order has left"
-            " to refund", reason="REFUND_EXCEEDS_SPLIT",
+            " to refund", reason=Reason.REFUND_EXCEEDS_SPLIT,
             metadata={**meta, "refundable_minor": str(rest)})
     left = [leg.left_minor for leg in split.legs]
     reverse = allocate(sum(left), [request.amount_minor, rest - request.amount_minor])[0]
     if not reverse:
         raise FailedPrecondition("the legs of this split have nothing left to reverse",
-                                 reason="NOTHING_TO_REFUND", metadata=meta)
+                                 reason=Reason.NOTHING_TO_REFUND, metadata=meta)
     available = dict(spendable)
     parts: list[Part] = []
     for leg, share in zip(split.legs, allocate(reverse, left)):
@@ -159,7 +160,7 @@ def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundS
         raise FailedPrecondition(
             "a receiver's available balance cannot cover its part of the refund, and no"
             " shortfall_account_ref was given: nothing was reversed",
-            reason="INSUFFICIENT_FUNDS",
+            reason=Reason.INSUFFICIENT_FUNDS,
             metadata={**meta, "account_ids": ",".join(map(str, short_ids))})
     return parts
 
@@ -177,7 +178,7 @@ def _refuse_inactive(split: runtime.StoredSplit, parts: list[Part], inactive: di
     raise FailedPrecondition(
         "a receiver of this split is frozen or closed and cannot give back or be credited"
         " its part of the refund: nothing was reversed", reason=(
-            "ACCOUNT_FROZEN" if frozen else "ACCOUNT_CLOSED"),
+            Reason.ACCOUNT_FROZEN if frozen else Reason.ACCOUNT_CLOSED),
         metadata={"order_id": split.order_id,
                   "account_ids": ",".join(map(str, sorted(blocked)))})
 
@@ -225,12 +226,12 @@ def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split,
     if not legs:
         raise FailedPrecondition(
             "this refund would take back only money in the custodial hold (its receivers"
-            " are frozen or closed): release or cancel it first", reason="CUSTODIAL_HOLD_ONLY",
+            " are frozen or closed): release or cancel it first", reason=Reason.CUSTODIAL_HOLD_ONLY,
             metadata={"order_id": split.order_id})
     if len(legs) > LEGS_PER_POSTING_MAX:
         raise FailedPrecondition(
             f"this refund needs {len(legs)} ledger transfers, more than the"
-            f" {LEGS_PER_POSTING_MAX} of one posting", reason="REFUND_TOO_LARGE",
+            f" {LEGS_PER_POSTING_MAX} of one posting", reason=Reason.REFUND_TOO_LARGE,
             metadata={"order_id": split.order_id})
     refunded = split.refunded_minor + request.amount_minor
     status = (SplitStatus.REFUNDED if refunded == body.amount_minor
@@ -251,7 +252,7 @@ def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split,
 
     record = runtime.RefundRecord(platform_id, split.split_id, request.request_id, payload,
                                   action_body, deltas, status, request.amount_minor)
-    claim = Claim.of("split-action", f"{split.split_id}:{len(split.actions)}", "SPLIT_CHANGED",
+    claim = Claim.of("split-action", f"{split.split_id}:{len(split.actions)}", Reason.SPLIT_CHANGED,
                      f"the split of order {split.order_id!r} changed while this request was"
                      " handled; retry with the same request_id")
     return Posting(platform_id, request.request_id, METHOD, payload, tuple(legs), (claim,),

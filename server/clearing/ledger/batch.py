@@ -39,9 +39,14 @@ from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition,
 from clearing.ledger import status
 from clearing.ledger.model import Claim, Leg, Mode, PendingState, Posting, Replay, TransferRecord
 from clearing.limits import BATCH_SPAN, INT64_MAX
+from clearing.reasons import Reason
 
 # What a posting comes to: its committed records, or the error it was refused with.
 Outcome = list[TransferRecord] | ClearingError
+
+# The reason a post or void of a pending transfer that is no longer open is refused with.
+_PENDING_DONE_REASONS = {PendingState.POSTED: Reason.PENDING_ALREADY_POSTED,
+                         PendingState.VOIDED: Reason.PENDING_ALREADY_VOIDED}
 
 
 @dataclass(slots=True)
@@ -225,7 +230,7 @@ class Batch:
     def _account(self, platform_id: int, account_id: int, field: str) -> LockedAccount:
         account = self._accounts.get(account_id)
         if account is None or account.platform_id != platform_id:
-            raise NotFound(f"account {account_id} not found", reason="ACCOUNT_NOT_FOUND",
+            raise NotFound(f"account {account_id} not found", reason=Reason.ACCOUNT_NOT_FOUND,
                            metadata={"field": field, "account_id": str(account_id)})
         return account
 
@@ -279,17 +284,17 @@ class Batch:
         pending = self._pendings.get(leg.pending_id)
         if pending is None or pending.platform_id != posting.platform_id:
             raise NotFound(f"pending transfer {leg.pending_id} not found",
-                           reason="PENDING_TRANSFER_NOT_FOUND",
+                           reason=Reason.PENDING_TRANSFER_NOT_FOUND,
                            metadata={"field": prefix + "pending_transfer_id"})
         wrong = _pending_violations(pending, leg, prefix)
         if wrong:
             currency_only = all(v.field.endswith("currency_code") for v in wrong)
-            raise InvalidArgument(wrong, reason="CURRENCY_MISMATCH" if currency_only else None)
+            raise InvalidArgument(wrong, reason=Reason.CURRENCY_MISMATCH if currency_only else None)
         if pending.state != PendingState.OPEN:
             name = PendingState(pending.state).name
             raise FailedPrecondition(
                 f"pending transfer {pending.transfer_id} is already {name}",
-                reason=f"PENDING_ALREADY_{name}")
+                reason=_PENDING_DONE_REASONS[pending.state])
         return pending
 
     # ---- idempotency records ------------------------------------------------------------
@@ -363,7 +368,7 @@ def _post(pending: PendingTransfer, debit: LockedAccount, credit: LockedAccount,
         raise InvalidArgument([FieldViolation(
             prefix + "amount_minor",
             f"exceeds the {pending.remaining} still pending on transfer "
-            f"{pending.transfer_id}")], reason="AMOUNT_EXCEEDS_PENDING")
+            f"{pending.transfer_id}")], reason=Reason.AMOUNT_EXCEEDS_PENDING)
     debit.debits_pending -= amount
     credit.credits_pending -= amount
     debit.debits_posted += amount
@@ -413,7 +418,7 @@ def _check_currency(debit: LockedAccount, credit: LockedAccount, currency: str,
             prefix + "currency_code",
             f"credit account holds {credit.currency_code}, not {currency}"))
     if wrong:
-        raise InvalidArgument(wrong, reason="CURRENCY_MISMATCH")
+        raise InvalidArgument(wrong, reason=Reason.CURRENCY_MISMATCH)
 
 
 def _check_status(posting: Posting, mode: Mode, debit: LockedAccount, credit: LockedAccount,
@@ -427,11 +432,11 @@ def _check_funds(debit: LockedAccount, amount: int) -> None:
     if not debit.allow_negative and debit.available() < amount:
         raise FailedPrecondition(
             f"account {debit.account_id} has {debit.available()} available, {amount} needed",
-            reason="INSUFFICIENT_FUNDS", metadata={"account_id": str(debit.account_id)})
+            reason=Reason.INSUFFICIENT_FUNDS, metadata={"account_id": str(debit.account_id)})
     _check_overflow(debit.debits_posted + debit.debits_pending, amount)
 
 
 def _check_overflow(total: int, amount: int) -> None:
     if total + amount > INT64_MAX:
         raise FailedPrecondition("the transfer would overflow an account's 64-bit totals",
-                                 reason="BALANCE_OVERFLOW")
+                                 reason=Reason.BALANCE_OVERFLOW)

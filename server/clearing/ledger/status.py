@@ -24,7 +24,11 @@ from __future__ import annotations
 
 from clearing.errors import FailedPrecondition
 from clearing.ledger.model import AccountStatus, Mode
+from clearing.reasons import Reason
 
+# The reason a leg of an account in each status that may not move money is refused with.
+_REFUSAL_REASONS = {AccountStatus.FROZEN: Reason.ACCOUNT_FROZEN,
+                    AccountStatus.CLOSED: Reason.ACCOUNT_CLOSED}
 # Transfer modes that move money between two accounts (VOID_PENDING does not).
 MOVING_MODES = frozenset({Mode.IMMEDIATE, Mode.PENDING, Mode.POST_PENDING})
 
@@ -43,7 +47,7 @@ def refusal(account_id: int, status: int, field: str = "") -> FailedPrecondition
     if field:
         metadata["field"] = field
     return FailedPrecondition(f"account {account_id} is {name.lower()}",
-                              reason=f"ACCOUNT_{name}", metadata=metadata)
+                              reason=_REFUSAL_REASONS[status], metadata=metadata)
 
 
 def check_can_move(account_id: int, status: int, field: str = "") -> None:

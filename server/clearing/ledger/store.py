@@ -15,6 +15,7 @@ from clearing.ledger.model import (Account, AccountKind, AccountStatus, Balance,
 from clearing.ledger import journal
 from clearing.limits import INT64_MAX
 from clearing.values import decode_page_token, encode_page_token
+from clearing.reasons import Reason
 
 _ACCOUNT_COLUMNS = (
     "account_id, platform_id, external_ref, kind, owner_type, currency_code, status,"
@@ -32,7 +33,7 @@ def account_from_row(r: asyncpg.Record) -> Account:
 
 
 def _not_found(account_id: int | str) -> NotFound:
-    return NotFound(f"account {account_id} not found", reason="ACCOUNT_NOT_FOUND",
+    return NotFound(f"account {account_id} not found", reason=Reason.ACCOUNT_NOT_FOUND,
                     metadata={"account": str(account_id)})
 
 
@@ -48,7 +49,7 @@ async def insert_account(conn: asyncpg.Connection, platform_id: int, external_re
             allow_negative, display_name)
     except asyncpg.UniqueViolationError:
         raise AlreadyExists(f"an account with external_ref {external_ref!r} exists",
-                            reason="EXTERNAL_REF_TAKEN",
+                            reason=Reason.EXTERNAL_REF_TAKEN,
                             metadata={"external_ref": external_ref}) from None
 
 
@@ -73,18 +74,18 @@ async def freeze(conn, principal: Principal, account_id: int, amount: int, reaso
     """Freeze the account (amount 0) or `amount` of its available funds."""
     acct = account_from_row(await _lock_account(conn, principal.platform_id, account_id))
     if acct.status is AccountStatus.CLOSED:
-        raise FailedPrecondition(f"account {account_id} is closed", reason="ACCOUNT_CLOSED")
+        raise FailedPrecondition(f"account {account_id} is closed", reason=Reason.ACCOUNT_CLOSED)
     if amount == 0:
         if acct.status is AccountStatus.FROZEN:
             raise FailedPrecondition(f"account {account_id} is already frozen",
-                                     reason="ACCOUNT_FROZEN")
+                                     reason=Reason.ACCOUNT_FROZEN)
         await conn.execute("UPDATE accounts SET status = $2 WHERE account_id = $1",
                            account_id, int(AccountStatus.FROZEN))
     else:
         if acct.balance.available < amount:
             raise FailedPrecondition(
                 f"account {account_id} has {acct.balance.available} available, "
-                f"cannot freeze {amount}", reason="INSUFFICIENT_FUNDS")
+                f"cannot freeze {amount}", reason=Reason.INSUFFICIENT_FUNDS)
         await conn.execute("UPDATE accounts SET frozen = frozen + $2 WHERE account_id = $1",
                            account_id, amount)
     await _event(conn, principal, account_id, "freeze", amount, reason)
@@ -98,14 +99,14 @@ async def unfreeze(conn, principal: Principal, account_id: int, amount: int,
     if amount == 0:
         if acct.status is not AccountStatus.FROZEN:
             raise FailedPrecondition(f"account {account_id} is not frozen",
-                                     reason="ACCOUNT_NOT_FROZEN")
+                                     reason=Reason.ACCOUNT_NOT_FROZEN)
         await conn.execute("UPDATE accounts SET status = $2 WHERE account_id = $1",
                            account_id, int(AccountStatus.ACTIVE))
     else:
         if amount > acct.balance.frozen:
             raise InvalidArgument([FieldViolation(
                 "amount_minor", f"exceeds the {acct.balance.frozen} frozen")],
-                reason="AMOUNT_EXCEEDS_FROZEN")
+                reason=Reason.AMOUNT_EXCEEDS_FROZEN)
         await conn.execute("UPDATE accounts SET frozen = frozen - $2 WHERE account_id = $1",
                            account_id, amount)
     await _event(conn, principal, account_id, "unfreeze", amount, reason)
@@ -118,12 +119,12 @@ async def close(conn, principal: Principal, account_id: int) -> int:
     b = acct.balance
     if acct.status is AccountStatus.CLOSED:
         raise FailedPrecondition(f"account {account_id} is already closed",
-                                 reason="ACCOUNT_CLOSED")
+                                 reason=Reason.ACCOUNT_CLOSED)
     if b.posted or b.debits_pending or b.credits_pending or b.frozen:
         raise FailedPrecondition(
             f"account {account_id} still has balances (posted {b.posted}, pending "
             f"{b.debits_pending}/{b.credits_pending}, frozen {b.frozen})",
-            reason="ACCOUNT_NOT_EMPTY")
+            reason=Reason.ACCOUNT_NOT_EMPTY)
     await conn.execute("UPDATE accounts SET status = $2 WHERE account_id = $1",
                        account_id, int(AccountStatus.CLOSED))
     await _event(conn, principal, account_id, "close", 0, "")

@@ -49,6 +49,7 @@ from clearing.ledger.batch import (Batch, Decision, LockedAccount, PendingTransf
                                    answer_duplicate, claim_taken)
 from clearing.ledger.model import Claim, Mode, PendingState, Posting, Replay, TransferRecord
 from clearing.limits import BATCH_SPAN
+from clearing.reasons import Reason
 
 log = logging.getLogger("clearing.ledger.writer")
 
@@ -224,7 +225,7 @@ class LedgerWriter:
     def _check(self, posting: Posting) -> None:
         if not self._accepting:
             raise Unavailable("the ledger writer is shutting down; retry on another server",
-                              reason="SHUTTING_DOWN")
+                              reason=Reason.SHUTTING_DOWN)
         invariant(0 < len(posting.legs) <= BATCH_SPAN, "posting has no legs or too many")
         invariant(not posting.sink or posting.sink in self._sinks,
                   f"no sink named {posting.sink!r}")
@@ -239,7 +240,7 @@ class LedgerWriter:
         metrics.WRITER_REJECTED.inc()
         return ResourceExhausted(
             f"ledger writer queue is full ({self._settings.queue_max} postings); "
-            "retry with the same request_id", reason="WRITER_QUEUE_FULL")
+            "retry with the same request_id", reason=Reason.WRITER_QUEUE_FULL)
 
     # ---- the flusher ------------------------------------------------------------------
 
@@ -315,7 +316,7 @@ class LedgerWriter:
             await asyncio.sleep(BATCH_RETRY_BACKOFF_S * (attempt + 1))
         unavailable = Unavailable(
             "the ledger database is unavailable; nothing was committed for this request, "
-            "retry with the same request_id", reason="DATABASE_UNAVAILABLE")
+            "retry with the same request_id", reason=Reason.DATABASE_UNAVAILABLE)
         return {id(item): unavailable for item in items}, {}
 
     async def _commit(self, items: list[_Item]) -> tuple[dict[int, object], dict[int, bytes]]:

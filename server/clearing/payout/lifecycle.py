@@ -34,6 +34,7 @@ from clearing.db import sql_list
 from clearing.errors import FailedPrecondition, NotFound, invariant
 from clearing.ledger.model import Leg, Mode, Posting
 from clearing.payout.model import FAILURE_MESSAGE_LEN_MAX, PayoutState, TransferState
+from clearing.reasons import Reason
 
 METHOD_POST = "PayoutPost"
 METHOD_VOID = "PayoutVoid"
@@ -121,14 +122,14 @@ async def _lock_for_action(conn: asyncpg.Connection, payout_id: int) -> tuple[as
     transfers = await conn.fetch(_SQL_LOCK_TRANSFERS, payout_id)
     payout = await conn.fetchrow(_SQL_PAYOUT_FOR_ACTION, payout_id)
     if payout is None:
-        raise NotFound(f"payout {payout_id} not found", reason="PAYOUT_NOT_FOUND")
+        raise NotFound(f"payout {payout_id} not found", reason=Reason.PAYOUT_NOT_FOUND)
     return payout, transfers
 
 
 def _not_in_review(payout_id: int, state: int) -> FailedPrecondition:
     return FailedPrecondition(
         f"payout {payout_id} is {PayoutState(state).name}, not under review",
-        reason="PAYOUT_NOT_IN_REVIEW", metadata={"payout_id": str(payout_id)})
+        reason=Reason.PAYOUT_NOT_IN_REVIEW, metadata={"payout_id": str(payout_id)})
 
 
 async def fail_payout(deps: Any, payout_id: int, reason: str, message: str) -> None:

@@ -46,6 +46,7 @@ from clearing.payout import service, store
 from clearing.payout.calendar import (BusinessCalendar, NoBusinessDay, PayoutCycle, ScheduleSpec,
                                       next_run, t_plus_1_cutoff)
 from clearing.payout.model import SCHEDULER, PayoutOrigin
+from clearing.reasons import Reason
 
 log = logging.getLogger("clearing.payout.schedule")
 
@@ -303,7 +304,7 @@ class Scheduler:
         except NoBusinessDay as exc:  # a calendar without business days: retry tomorrow
             log.error("payout schedule of account %d: %s", account_id, exc)
             outcome = RunOutcome(row["platform_id"], account_id, due_at,
-                                 error="CALENDAR_NO_BUSINESS_DAY")
+                                 error=Reason.CALENDAR_NO_BUSINESS_DAY)
             upcoming = now + dt.timedelta(days=1)
         else:
             outcome = await self._sweep(conn, row, due_at, run_request_id(account_id, due_at),
@@ -348,7 +349,7 @@ class Scheduler:
         except Unavailable as exc:
             raise _Transient(exc.message) from exc
         except ResourceExhausted as exc:
-            if exc.reason == "OVERLOADED":
+            if exc.reason == Reason.OVERLOADED:
                 raise _Transient(exc.message) from exc
             return RunOutcome(platform_id, account_id, due_at, error=exc.reason)
         except ClearingError as exc:

@@ -47,6 +47,7 @@ from clearing.payout import lifecycle, store
 from clearing.payout.model import (SCHEDULER, BankAccount, BankAccountType, Payout, PayoutConfig,
                                    PayoutDraft, PayoutOrigin, PayoutState, TransferState, cut,
                                    mask_number)
+from clearing.reasons import Reason
 
 # Namespace of the payout advisory locks (pg_advisory_xact_lock(namespace, account)).
 ADVISORY_NAMESPACE = 0x5041  # "PA"
@@ -98,7 +99,7 @@ class PayoutDeps:
 
 
 # Payout.waiting_reason of a payout this process's payout worker will not work on.
-WAITING_BANK_CONNECTOR_NOT_CONFIGURED = "BANK_CONNECTOR_NOT_CONFIGURED"
+WAITING_BANK_CONNECTOR_NOT_CONFIGURED = Reason.BANK_CONNECTOR_NOT_CONFIGURED
 
 
 def waiting_reason(deps: PayoutDeps, state: PayoutState) -> str:
@@ -247,10 +248,10 @@ async def _replay(conn, platform_id: int, request_id: str, payload_hash: bytes) 
 
 def _reused(request_id: str) -> AlreadyExists:
     return AlreadyExists(f"request_id {request_id!r} was already used with a different request",
-                         reason="REQUEST_ID_REUSED", metadata={"request_id": request_id})
+                         reason=Reason.REQUEST_ID_REUSED, metadata={"request_id": request_id})
 
 
-def _invalid(field_path: str, description: str, reason: str) -> InvalidArgument:
+def _invalid(field_path: str, description: str, *, reason: Reason) -> InvalidArgument:
     return InvalidArgument([FieldViolation(field_path, description)], reason=reason)
 
 
@@ -279,39 +280,40 @@ async def _check(deps: PayoutDeps, conn, *, platform_id: int, account_id: int,
     """Every check before the hold but the funds (the writer's); the draft and its legs."""
     acct = await conn.fetchrow(_SQL_ACCOUNT, account_id, platform_id)
     if acct is None:
-        raise NotFound(f"account {account_id} not found", reason="ACCOUNT_NOT_FOUND",
+        raise NotFound(f"account {account_id} not found", reason=Reason.ACCOUNT_NOT_FOUND,
                        metadata={"field": "account_id", "account_id": str(account_id)})
     _check_account(acct, currency_code)
     bank = await store.active_bank_account(conn, platform_id, account_id)
     if bank is None:
         raise FailedPrecondition(f"account {account_id} has no bank account bound",
-                                 reason="NO_BANK_ACCOUNT")
+                                 reason=Reason.NO_BANK_ACCOUNT)
     if bank.account_type is not ACCOUNT_TYPE_FOR_OWNER[OwnerType(acct["owner_type"])]:
         raise FailedPrecondition(
             f"a {bank.account_type.name.lower()} bank account cannot receive payouts of a "
-            f"{OwnerType(acct['owner_type']).name.lower()} account", reason="OWNER_TYPE_MISMATCH")
+            f"{OwnerType(acct['owner_type']).name.lower()} account",
+            reason=Reason.OWNER_TYPE_MISMATCH)
     if not bank.kyc_verified:
         raise FailedPrecondition("the bank account's holder has not passed KYC",
-                                 reason="KYC_NOT_VERIFIED")
+                                 reason=Reason.KYC_NOT_VERIFIED)
     config = await store.load_config(conn, deps.settings, platform_id, currency_code)
     fee = _check_amount(config, amount_minor)
     if not acct["allow_negative"] and acct["available"] < amount_minor:
         # early answer (this account's payouts are serialized); the writer checks again
         raise FailedPrecondition(
             f"account {account_id} has {acct['available']} available, {amount_minor} needed",
-            reason="INSUFFICIENT_FUNDS", metadata={"account_id": str(account_id)})
+            reason=Reason.INSUFFICIENT_FUNDS, metadata={"account_id": str(account_id)})
     since = _day_start(deps.clock.now(), config.time_zone)
     today = await store.day_total(conn, account_id, since)
     if today + amount_minor > config.daily_max_minor:
         raise ResourceExhausted(
             f"the account's payouts today would reach {today + amount_minor}, above the daily "
-            f"maximum of {config.daily_max_minor}", reason="DAILY_LIMIT_EXCEEDED",
+            f"maximum of {config.daily_max_minor}", reason=Reason.DAILY_LIMIT_EXCEEDED,
             metadata={"daily_max_minor": str(config.daily_max_minor),
                       "used_minor": str(today)})
     custodial = await conn.fetchval(_SQL_CUSTODIAL, platform_id, currency_code)
     if custodial is None:
         raise FailedPrecondition(f"the platform has no custodial account in {currency_code}",
-                                 reason="CUSTODIAL_ACCOUNT_MISSING")
+                                 reason=Reason.CUSTODIAL_ACCOUNT_MISSING)
     payout_id = await conn.fetchval("SELECT nextval('payout_id_seq')")
     net = amount_minor - fee
     review = amount_minor > config.review_threshold_minor
@@ -337,7 +339,7 @@ def check_payable(acct, *, frozen_ok: bool = False) -> None:
     frozen account; its runs are refused until it is active)."""
     if acct["kind"] == AccountKind.CUSTODIAL:
         raise FailedPrecondition("a custodial account cannot be paid out",
-                                 reason="ACCOUNT_KIND_NOT_PAYABLE")
+                                 reason=Reason.ACCOUNT_KIND_NOT_PAYABLE)
     if acct["status"] == AccountStatus.FROZEN and frozen_ok:
         return
     status.check_can_move(acct["account_id"], acct["status"], "account_id")
@@ -348,24 +350,24 @@ def _check_account(acct, currency_code: str) -> None:
     if acct["currency_code"].strip() != currency_code:
         raise _invalid("currency_code",
                        f"the account holds {acct['currency_code'].strip()}, not {currency_code}",
-                       "CURRENCY_MISMATCH")
+                       reason=Reason.CURRENCY_MISMATCH)
 
 
 def _check_amount(config: PayoutConfig, amount_minor: int) -> int:
     """The platform's limits on one payout; returns its fee."""
     if amount_minor < config.min_amount_minor:
         raise _invalid("amount_minor", f"below the minimum payout of {config.min_amount_minor}",
-                       "AMOUNT_BELOW_MINIMUM")
+                       reason=Reason.AMOUNT_BELOW_MINIMUM)
     if amount_minor > config.max_amount_minor:
         raise _invalid("amount_minor", f"above the maximum payout of {config.max_amount_minor}",
-                       "AMOUNT_ABOVE_MAXIMUM")
+                       reason=Reason.AMOUNT_ABOVE_MAXIMUM)
     fee = config.fee(amount_minor)
     if fee >= amount_minor:
         raise _invalid("amount_minor", f"not above the payout fee of {fee}",
-                       "AMOUNT_NOT_ABOVE_FEE")
+                       reason=Reason.AMOUNT_NOT_ABOVE_FEE)
     if -(-(amount_minor - fee) // config.bank_transfer_max_minor) > TRANSFERS_PER_PAYOUT_MAX:
         raise _invalid("amount_minor", f"more than {TRANSFERS_PER_PAYOUT_MAX} bank transfers",
-                       "AMOUNT_ABOVE_MAXIMUM")
+                       reason=Reason.AMOUNT_ABOVE_MAXIMUM)
     return fee
 
 
@@ -399,17 +401,17 @@ async def bind_bank_account(deps: PayoutDeps, platform_id: int, request_id: str,
                                    platform_id)
         if acct is None:
             raise NotFound(f"account {req.account_id} not found",
-                           reason="ACCOUNT_NOT_FOUND",
+                           reason=Reason.ACCOUNT_NOT_FOUND,
                            metadata={"field": "account_id"})
         wanted = ACCOUNT_TYPE_FOR_OWNER[OwnerType(acct["owner_type"])]
         if req.account_type is not wanted:
             raise FailedPrecondition(
                 f"a {OwnerType(acct['owner_type']).name.lower()} account needs a "
-                f"{wanted.name.lower()} bank account", reason="OWNER_TYPE_MISMATCH",
+                f"{wanted.name.lower()} bank account", reason=Reason.OWNER_TYPE_MISMATCH,
                 metadata={"field": "account_type"})
         if acct["status"] == AccountStatus.CLOSED:
             raise FailedPrecondition(f"account {req.account_id} is closed",
-                                     reason="ACCOUNT_CLOSED")
+                                     reason=Reason.ACCOUNT_CLOSED)
         bank_account_id = await store.replace_bank_account(
             conn, platform_id=platform_id, account_id=req.account_id,
             bank_code=req.bank_code, bank_name=req.bank_name,
@@ -443,15 +445,15 @@ async def _lock_payout(conn, payout_id: int, platform_id: int):
 
 def _check_reviewable(row, payout_id: int, reviewer_key_id: int) -> PayoutState:
     if row is None:
-        raise NotFound(f"payout {payout_id} not found", reason="PAYOUT_NOT_FOUND",
+        raise NotFound(f"payout {payout_id} not found", reason=Reason.PAYOUT_NOT_FOUND,
                        metadata={"field": "payout_id"})
     if row["requested_key_id"] and row["requested_key_id"] == reviewer_key_id:
         raise PermissionDenied("the key that requested a payout cannot review it",
-                               reason="MAKER_CHECKER")
+                               reason=Reason.MAKER_CHECKER)
     state = PayoutState(row["state"])
     if state not in (PayoutState.PENDING_REVIEW, PayoutState.MANUAL_REVIEW):
         raise FailedPrecondition(f"payout {payout_id} is {state.name}, not under review",
-                                 reason="PAYOUT_NOT_IN_REVIEW",
+                                 reason=Reason.PAYOUT_NOT_IN_REVIEW,
                                  metadata={"state": state.name})
     return state
 
@@ -516,7 +518,7 @@ async def reject_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int
         now = deps.clock.now()
         await conn.execute(_SQL_REVIEWED, payout_id, platform_id, str(reviewer_key_id),
                            reason, now)
-        await lifecycle.fail_in(conn, payout_id, "REJECTED", reason, now)
+        await lifecycle.fail_in(conn, payout_id, Reason.REJECTED, reason, now)
         return encode(await store.get_payout(conn, platform_id, payout_id))
 
     first = await idempotency.run(deps.pool, platform_id, request_id, "RejectPayout",

@@ -20,6 +20,7 @@ from clearing.limits import DEFAULT_TIME_ZONE
 from clearing.payout.model import (Attempt, BankAccount, BankAccountStatus, BankAccountType,
                                    BankTransfer, Payout, PayoutConfig, PayoutDraft,
                                    PayoutOrigin, PayoutState, TransferState)
+from clearing.reasons import Reason
 
 SINK_NAME = "payouts"
 
@@ -79,7 +80,7 @@ async def save_config(conn, config: PayoutConfig) -> None:
         if row is None or row["currency_code"] != config.currency_code:
             raise InvalidArgument([FieldViolation(
                 "fee_account_id", f"not an account of the platform in {config.currency_code}")],
-                reason="FEE_ACCOUNT_INVALID")
+                reason=Reason.FEE_ACCOUNT_INVALID)
     await conn.execute(
         _SQL_UPSERT_CONFIG, config.platform_id, config.currency_code, config.fee_fixed_minor,
         config.fee_bps, config.fee_account_id, config.min_amount_minor,
@@ -114,7 +115,7 @@ async def get_bank_account(conn, platform_id: int, bank_account_id: int) -> Bank
         " AND platform_id = $2", bank_account_id, platform_id)
     if row is None:
         raise NotFound(f"bank account {bank_account_id} not found",
-                       reason="BANK_ACCOUNT_NOT_FOUND")
+                       reason=Reason.BANK_ACCOUNT_NOT_FOUND)
     return bank_account_from_row(row)
 
 
@@ -290,7 +291,7 @@ async def get_payout(conn, platform_id: int, payout_id: int) -> Payout:
         f"SELECT {_PAYOUT_COLUMNS} {_PAYOUT_FROM} WHERE p.payout_id = $1 AND p.platform_id = $2",
         payout_id, platform_id)
     if row is None:
-        raise NotFound(f"payout {payout_id} not found", reason="PAYOUT_NOT_FOUND",
+        raise NotFound(f"payout {payout_id} not found", reason=Reason.PAYOUT_NOT_FOUND,
                        metadata={"payout_id": str(payout_id)})
     return (await _payouts(conn, [row]))[0]
 

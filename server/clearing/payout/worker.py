@@ -120,6 +120,7 @@ from clearing.payout.model import (FAILURE_MESSAGE_LEN_MAX, PayoutState, Transfe
                                    attempt_key)
 from clearing.payout.bank import (BankConnector, BankOrder, BankResult, BankState,
                                   BankTimeout)
+from clearing.reasons import Reason
 
 log = logging.getLogger("clearing.payout.worker")
 
@@ -130,7 +131,7 @@ FAILURE_CODE_LEN_MAX = 64
 # How long stop() lets in-flight bank calls finish before abandoning them (their attempts
 # stay SUBMITTED and are queried after their lease).
 STOP_GRACE_S = 5.0
-REASON_RETRIES_EXHAUSTED = "BANK_RETRIES_EXHAUSTED"
+REASON_RETRIES_EXHAUSTED = Reason.BANK_RETRIES_EXHAUSTED
 
 
 # Transfers the worker claims when due (bank_transfers_due_idx has the same predicate), of

@@ -34,6 +34,7 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
+from clearing.reasons import Reason
 
 log = logging.getLogger("clearing.rules.cache")
 
@@ -44,7 +45,7 @@ PLANS_MAX = 1024
 REDIS_OP_TIMEOUT_S = 0.2
 LISTEN_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 CHANNEL = "rules:invalidate"
-MISMATCH_REASON = "PLAN_CACHE_MISMATCH"
+MISMATCH_REASON = Reason.PLAN_CACHE_MISMATCH
 
 LOOKUPS = Counter("clearing_plan_lookups_total", "Plan lookups by the layer that answered",
                   ["layer"])

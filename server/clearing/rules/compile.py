@@ -34,6 +34,7 @@ from clearing.rules.model import (
     Accounts, AttributeComparison, Fee, Receiver, ReleasePolicy, Resolver, Rule, RuleSet,
     Share, ShareType, Subsidy, SubsidyTarget, TierEffect)
 from clearing.rules.validate import validate
+from clearing.reasons import Reason
 
 PLAN_FORMAT = 1
 
@@ -268,7 +269,7 @@ def compile_plan(rule_set: RuleSet, accounts: Accounts, resolver: Resolver | Non
                     prefix + chain.reached_from.get(key, "rules"),
                     f"sub-rule-set {sub.name!r} names unknown account {ref!r}"))
     if problems:
-        raise InvalidArgument(problems, reason="RULE_SET_INVALID")
+        raise InvalidArgument(problems, reason=Reason.RULE_SET_INVALID)
     builder = _Builder(accounts, chain)
     builder.unit(rule_set, 1)
     return Plan(

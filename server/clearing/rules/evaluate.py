@@ -78,8 +78,10 @@ from clearing.rules.compile import (
     Tiers, Unit)
 from clearing.rules.model import (AccountLike, CounterMetric, CouponFunding, HoldReason, LegKind,
                                   Order, SubsidyBasis)
+from clearing.reasons import Reason
 
-_UNAVAILABLE = {AccountStatus.FROZEN: "RECEIVER_FROZEN", AccountStatus.CLOSED: "RECEIVER_CLOSED"}
+_UNAVAILABLE = {AccountStatus.FROZEN: Reason.RECEIVER_FROZEN,
+                AccountStatus.CLOSED: Reason.RECEIVER_CLOSED}
 _NO_ACCOUNTS: Mapping[str, AccountLike] = {}
 _SHARE, _FEE, _SUBSIDY = LegKind.SHARE, LegKind.FEE, LegKind.SUBSIDY
 
@@ -88,7 +90,7 @@ class SplitInvariantError(InvariantViolation):
     """The legs of a split broke an invariant (e.g. they do not sum to the amount): a bug;
     nothing may be posted (answered INTERNAL, reason SPLIT_INVARIANT_BROKEN)."""
 
-    reason = "SPLIT_INVARIANT_BROKEN"
+    reason = Reason.SPLIT_INVARIANT_BROKEN
 
 
 # The records below are NamedTuples, not frozen dataclasses: as immutable, but built in a
@@ -217,7 +219,8 @@ def _check_order(plan: Plan, order: Order) -> None:
     if order.currency_code != plan.currency_code:
         raise InvalidArgument([FieldViolation(
             "order.currency_code", f"the rule set splits {plan.currency_code}, "
-                                   f"not {order.currency_code!r}")], reason="CURRENCY_MISMATCH")
+                                   f"not {order.currency_code!r}")],
+                              reason=Reason.CURRENCY_MISMATCH)
     if not 1 <= order.amount_minor <= ORDER_AMOUNT_MINOR_MAX:
         problems.append(FieldViolation("order.amount_minor",
                                        f"must be 1 to {ORDER_AMOUNT_MINOR_MAX} minor units"))
@@ -229,7 +232,7 @@ def _check_order(plan: Plan, order: Order) -> None:
             problems.append(FieldViolation(f"order.coupons[{i}].amount_minor",
                                            "must be a positive number of minor units"))
     if problems:
-        raise InvalidArgument(problems, reason="INVALID_ORDER")
+        raise InvalidArgument(problems, reason=Reason.INVALID_ORDER)
 
 
 # ---- rules ----------------------------------------------------------------------------------
@@ -240,7 +243,7 @@ def _applies(run: _Run, rule: PlanRule) -> bool:
         if paid is None:
             raise InvalidArgument([FieldViolation(
                 "order.paid_time", "required: rules of this rule set have validity windows")],
-                reason="INVALID_ORDER")
+                reason=Reason.INVALID_ORDER)
         if (rule.start_ns is not None and paid < rule.start_ns) or (
                 rule.end_ns is not None and paid >= rule.end_ns):
             return False
@@ -261,7 +264,7 @@ def _split(run: _Run, unit_index: int, amount: int, parent: int) -> None:
                 return
     raise FailedPrecondition(
         f"no rule of rule set {unit.rule_set_name!r} (level {unit.level}) that ends "
-        f"evaluation applies to the order", reason="NO_MATCHING_RULE",
+        f"evaluation applies to the order", reason=Reason.NO_MATCHING_RULE,
         metadata={"rule_set_name": unit.rule_set_name})
 
 
@@ -309,7 +312,7 @@ def _fees(run: _Run, unit: Unit, rule: PlanRule, base: int, match_index: int) ->
     if total > base:
         raise FailedPrecondition(
             f"rule {rule.name!r}: fees of {total} exceed the {base} it receives",
-            reason="FEE_EXCEEDS_AMOUNT",
+            reason=Reason.FEE_EXCEEDS_AMOUNT,
             metadata={"fee_minor": str(total), "base_minor": str(base)})
     return total
 
@@ -325,7 +328,7 @@ def _share_amounts(unit: Unit, rule: PlanRule, distributable: int,
     if taken > distributable:
         raise FailedPrecondition(
             f"rule {rule.name!r} of rule set {unit.rule_set_name!r}: its shares take {taken} "
-            f"of the {distributable} it distributes", reason="SHARES_EXCEED_AMOUNT",
+            f"of the {distributable} it distributes", reason=Reason.SHARES_EXCEED_AMOUNT,
             metadata={"shares_minor": str(taken), "distributable_minor": str(distributable)})
     if rule.mode == MODE_REMAINDER:
         amounts[rule.remainder_index] = distributable - taken
@@ -410,23 +413,23 @@ def _resolve(run: _Run, target: Target, debit_account_id: int) -> tuple[int, str
     if not ref:
         raise InvalidArgument([FieldViolation(
             path, f"required: the rule set pays party role {target.party_role!r}")],
-            reason="INVALID_ORDER")
+            reason=Reason.INVALID_ORDER)
     account = run.accounts.get(ref)
     if account is None:
         raise InvalidArgument([FieldViolation(path, f"unknown account {ref!r}")],
-                              reason="INVALID_ORDER")
+                              reason=Reason.INVALID_ORDER)
     if account.currency_code != run.plan.currency_code:
         raise InvalidArgument([FieldViolation(
             path, f"account {ref!r} holds {account.currency_code}, the rule set splits "
-                  f"{run.plan.currency_code}")], reason="CURRENCY_MISMATCH")
+                  f"{run.plan.currency_code}")], reason=Reason.CURRENCY_MISMATCH)
     if account.kind == AccountKind.CUSTODIAL:
         raise InvalidArgument([FieldViolation(
             path, f"account {ref!r} is the custodial account: it pays the legs, it cannot "
-                  f"receive one")], reason="INVALID_ORDER")
+                  f"receive one")], reason=Reason.INVALID_ORDER)
     if account.account_id == debit_account_id:
         raise InvalidArgument([FieldViolation(
             path, f"account {ref!r} pays this leg (it is the subsidy's source): it cannot "
-                  f"receive it")], reason="INVALID_ORDER")
+                  f"receive it")], reason=Reason.INVALID_ORDER)
     return int(account.account_id), ref
 
 

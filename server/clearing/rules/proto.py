@@ -30,6 +30,7 @@ from clearing.rules.model import (AttributeComparison, AttributeCondition, Attri
                                   Subsidy, SubsidyBasis, SubsidyTarget, Tier, TierEffect, TierTable)
 from clearing.v1 import split_pb2 as pb
 from clearing.values import timestamp_problem
+from clearing.reasons import Reason
 
 # The filed content of a rule set (what content_sha256 covers): name and fields 4 to 9.
 _CONTENT_FIELDS = ("name", "currency_code", "description", "rules", "attributes",
@@ -62,7 +63,7 @@ class _Problems:
 
     def raise_if_any(self) -> None:
         if self.items:
-            raise InvalidArgument(self.items, reason="RULE_SET_INVALID")
+            raise InvalidArgument(self.items, reason=Reason.RULE_SET_INVALID)
 
 
 # ---- proto -> model -------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def rule_set_from_proto(msg: pb.RuleSet, *, prefix: str = "") -> RuleSet:
     if msg.ByteSize() > RULE_SET_BYTES_MAX:
         raise InvalidArgument([FieldViolation(prefix.rstrip(".") or "rule_set",
                                               f"larger than {RULE_SET_BYTES_MAX} bytes")],
-                              reason="RULE_SET_INVALID")
+                              reason=Reason.RULE_SET_INVALID)
     p = _Problems(prefix)
     rule_set = RuleSet(
         name=msg.name, currency_code=msg.currency_code,
@@ -170,7 +171,7 @@ def order_from_proto(msg: pb.Order, *, prefix: str = "order.") -> Order:
                     for i, c in enumerate(msg.coupons))
     paid_time_ns = p.time_ns(msg, "paid_time", "paid_time")
     if p.items:
-        raise InvalidArgument(p.items, reason="INVALID_ORDER")
+        raise InvalidArgument(p.items, reason=Reason.INVALID_ORDER)
     return Order(order_id=msg.order_id, amount_minor=msg.amount_minor,
                  currency_code=msg.currency_code, channel=msg.channel,
                  channel_fee_minor=msg.channel_fee_minor, tags=tuple(msg.tags),
@@ -374,18 +375,18 @@ def rule_set_proto_from_yaml(text: str | bytes, *, prefix: str = "") -> pb.RuleS
         raise InvalidArgument([FieldViolation(prefix.rstrip(".") or "rule_set",
                                               f"not valid YAML{where}: "
                                               f"{getattr(exc, 'problem', None) or exc}")],
-                              reason="RULE_SET_INVALID") from exc
+                              reason=Reason.RULE_SET_INVALID) from exc
     if not isinstance(data, dict):
         raise InvalidArgument([FieldViolation(prefix.rstrip(".") or "rule_set",
                                               "a YAML mapping of RuleSet fields is required")],
-                              reason="RULE_SET_INVALID")
+                              reason=Reason.RULE_SET_INVALID)
     try:
         return json_format.ParseDict(data, pb.RuleSet())
     except json_format.ParseError as exc:
         path, reason = _locate(data, pb.RuleSet.DESCRIPTOR, "") or ("", _strip(str(exc)))
         raise InvalidArgument([FieldViolation(prefix + path if path else
                                               prefix.rstrip(".") or "rule_set", reason)],
-                              reason="RULE_SET_INVALID") from exc
+                              reason=Reason.RULE_SET_INVALID) from exc
 
 
 def rule_set_from_yaml(text: str | bytes, *, prefix: str = "") -> RuleSet:

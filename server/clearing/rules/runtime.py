@@ -41,6 +41,7 @@ from clearing.rules.evaluate import Evaluation, counter_requests
 from clearing.rules.model import AccountInfo, HoldReason, Order, Resolver, RuleSet, SplitStatus
 from clearing.rules.validate import NAME_RE
 from clearing.values import text_problem
+from clearing.reasons import Reason
 
 SINK_NAME = "splits"
 ACTION_SINK_NAME = "split_actions"
@@ -91,7 +92,7 @@ ACCOUNT_CACHE_TTL_S = 1.0
 ACCOUNT_CACHE_ENTRIES_MAX = 100_000
 # Writer failures that mean "a receiver read as active is no longer": not recorded under
 # the request id, so the split reads its accounts afresh and is submitted again.
-STALE_ACCOUNT_REASONS = frozenset({"ACCOUNT_FROZEN", "ACCOUNT_CLOSED"})
+STALE_ACCOUNT_REASONS = frozenset({Reason.ACCOUNT_FROZEN, Reason.ACCOUNT_CLOSED})
 
 
 class AccountDirectory:
@@ -169,7 +170,7 @@ def require_custodial(custodial_id: int, currency_code: str) -> int:
     if not custodial_id:
         raise FailedPrecondition(
             f"the platform has no custodial account in {currency_code}",
-            reason="CUSTODIAL_ACCOUNT_MISSING", metadata={"currency_code": currency_code})
+            reason=Reason.CUSTODIAL_ACCOUNT_MISSING, metadata={"currency_code": currency_code})
     return custodial_id
 
 
@@ -291,7 +292,7 @@ def ledger_legs(ev: Evaluation, custodial_id: int, memo: str) -> tuple[list[Leg]
     if not legs:
         raise FailedPrecondition(
             "every receiver of this split is frozen or closed: nothing can be booked yet",
-            reason="RECEIVERS_UNAVAILABLE")
+            reason=Reason.RECEIVERS_UNAVAILABLE)
     return legs, positions
 
 

@@ -12,6 +12,7 @@ from clearing.ledger.model import Principal
 from clearing.rules.cache import Source
 from clearing.rules.model import RuleSetStatus
 from clearing.rules.runtime import record_alert
+from clearing.reasons import Reason
 
 
 class PgSource(Source):
@@ -135,7 +136,7 @@ async def get_version(conn: asyncpg.Connection, platform_id: int, name: str,
             " AND r.version = $3", platform_id, name, version)
     if row is None:
         what = f"version {version}" if version else "an active version"
-        raise NotFound(f"rule set {name!r} has no {what}", reason="RULE_SET_NOT_FOUND",
+        raise NotFound(f"rule set {name!r} has no {what}", reason=Reason.RULE_SET_NOT_FOUND,
                        metadata={"rule_set_name": name, "rule_set_version": str(version)})
     return _version_row(row)
 
@@ -146,7 +147,8 @@ async def get_version_by_id(conn: asyncpg.Connection, platform_id: int,
         f"SELECT {RULE_SET_COLUMNS} {_FROM} WHERE r.platform_id = $1 AND r.rule_set_id = $2",
         platform_id, rule_set_id)
     if row is None:
-        raise NotFound(f"rule set version {rule_set_id} not found", reason="RULE_SET_NOT_FOUND")
+        raise NotFound(f"rule set version {rule_set_id} not found",
+                       reason=Reason.RULE_SET_NOT_FOUND)
     return _version_row(row)
 
 
@@ -187,20 +189,20 @@ async def activate_checked(conn: asyncpg.Connection, principal: Principal, name:
         " AND name = $2 FOR UPDATE", pid, name)
     row = await get_version(conn, pid, name, version) if active is not None else None
     if row is None:
-        raise NotFound(f"rule set {name!r} does not exist", reason="RULE_SET_NOT_FOUND")
+        raise NotFound(f"rule set {name!r} does not exist", reason=Reason.RULE_SET_NOT_FOUND)
     if row.published_by == principal.key_id:
         raise PermissionDenied(
             f"the key that published {name!r} version {version} may not activate it: "
-            "another approver must (maker-checker)", reason="MAKER_CHECKER",
+            "another approver must (maker-checker)", reason=Reason.MAKER_CHECKER,
             metadata={"published_by": str(row.published_by)})
     if content_sha256 is not None and content_sha256 != row.content_sha256:
         raise FailedPrecondition(
             f"{name!r} version {version} does not have the content_sha256 given",
-            reason="CONTENT_CHANGED", metadata={"content_sha256": row.content_sha256.hex()})
+            reason=Reason.CONTENT_CHANGED, metadata={"content_sha256": row.content_sha256.hex()})
     if expected_active is not None and expected_active != active:
         raise FailedPrecondition(
             f"the active version of {name!r} is {active}, not {expected_active}",
-            reason="ACTIVE_VERSION_CHANGED", metadata={"active_version": str(active)})
+            reason=Reason.ACTIVE_VERSION_CHANGED, metadata={"active_version": str(active)})
     if active and active != version:
         await conn.execute(
             "UPDATE rule_sets SET superseded_at = now() WHERE platform_id = $1 AND name = $2"

@@ -58,8 +58,8 @@ class SplitServiceStub:
     SPLIT_CHANGED or REQUEST_ID_REUSED.
 
     A write is answered only after its postings (and its first response) are committed. Errors are gRPC statuses with
-    google.rpc.ErrorInfo (domain "clearing.v1", an UPPER_SNAKE reason) and, for bad
-    input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
+    google.rpc.ErrorInfo (domain "clearing.v1", a reason named in ErrorReason, errors.proto)
+    and, for bad input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
     """
 
     def __init__(self, channel):
@@ -163,8 +163,8 @@ class SplitServiceServicer:
     SPLIT_CHANGED or REQUEST_ID_REUSED.
 
     A write is answered only after its postings (and its first response) are committed. Errors are gRPC statuses with
-    google.rpc.ErrorInfo (domain "clearing.v1", an UPPER_SNAKE reason) and, for bad
-    input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
+    google.rpc.ErrorInfo (domain "clearing.v1", a reason named in ErrorReason, errors.proto)
+    and, for bad input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
     """
 
     def PublishRuleSet(self, request, context):
@@ -268,8 +268,12 @@ class SplitServiceServicer:
 
     def ReleaseSplit(self, request, context):
         """Posts held legs of a split: the parts due on an event (e.g. SHIPPED), or a
-        fraction of every held leg. Releasing an event that was already released changes
-        nothing. A leg whose receiver is frozen or closed stays held; a later
+        fraction of every held leg. A release that moves nothing answers
+        FAILED_PRECONDITION and changes nothing: reason EVENT_ALREADY_RELEASED when the
+        event was released before (a retry with the same request id answers the first
+        response instead), NOTHING_HELD when the split holds nothing, else NOTHING_DUE (no
+        held leg waits for it, or its receivers are not active). A leg whose receiver is
+        frozen or closed stays held; a later
         ReleaseSplit pays it once the account is active again. A frozen or closed
         custodial account (the side the held money leaves) answers FAILED_PRECONDITION
         with reason ACCOUNT_FROZEN / ACCOUNT_CLOSED and nothing moves. A split that
@@ -418,8 +422,8 @@ class SplitService:
     SPLIT_CHANGED or REQUEST_ID_REUSED.
 
     A write is answered only after its postings (and its first response) are committed. Errors are gRPC statuses with
-    google.rpc.ErrorInfo (domain "clearing.v1", an UPPER_SNAKE reason) and, for bad
-    input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
+    google.rpc.ErrorInfo (domain "clearing.v1", a reason named in ErrorReason, errors.proto)
+    and, for bad input, google.rpc.BadRequest with field paths such as `order.amount_minor`.
     """
 
     @staticmethod

@@ -532,5 +532,5 @@ def test_the_batch_module_does_no_io():
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported == {"__future__", "dataclasses", "datetime", "typing", "clearing",
                         "clearing.errors", "clearing.ledger", "clearing.ledger.model",
-                        "clearing.limits"}
+                        "clearing.limits", "clearing.reasons"}
     assert {name for name in vars(batch) if name in ("asyncpg", "asyncio", "grpc")} == set()

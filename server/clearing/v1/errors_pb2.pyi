@@ -1,0 +1,158 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    INVALID_ARGUMENT: _ClassVar[ErrorReason]
+    UNAUTHENTICATED: _ClassVar[ErrorReason]
+    NOT_FOUND: _ClassVar[ErrorReason]
+    ALREADY_EXISTS: _ClassVar[ErrorReason]
+    FAILED_PRECONDITION: _ClassVar[ErrorReason]
+    UNAVAILABLE: _ClassVar[ErrorReason]
+    UNIMPLEMENTED: _ClassVar[ErrorReason]
+    INTERNAL: _ClassVar[ErrorReason]
+    API_KEY_MISSING: _ClassVar[ErrorReason]
+    API_KEY_INVALID: _ClassVar[ErrorReason]
+    ROLE_REQUIRED: _ClassVar[ErrorReason]
+    MALFORMED_REQUEST: _ClassVar[ErrorReason]
+    OVERLOADED: _ClassVar[ErrorReason]
+    REQUEST_ID_REUSED: _ClassVar[ErrorReason]
+    ACCOUNT_NOT_FOUND: _ClassVar[ErrorReason]
+    EXTERNAL_REF_TAKEN: _ClassVar[ErrorReason]
+    ACCOUNT_FROZEN: _ClassVar[ErrorReason]
+    ACCOUNT_CLOSED: _ClassVar[ErrorReason]
+    ACCOUNT_NOT_FROZEN: _ClassVar[ErrorReason]
+    AMOUNT_EXCEEDS_FROZEN: _ClassVar[ErrorReason]
+    ACCOUNT_NOT_EMPTY: _ClassVar[ErrorReason]
+    INSUFFICIENT_FUNDS: _ClassVar[ErrorReason]
+    BALANCE_OVERFLOW: _ClassVar[ErrorReason]
+    CURRENCY_MISMATCH: _ClassVar[ErrorReason]
+    PENDING_TRANSFER_NOT_FOUND: _ClassVar[ErrorReason]
+    PENDING_ALREADY_POSTED: _ClassVar[ErrorReason]
+    PENDING_ALREADY_VOIDED: _ClassVar[ErrorReason]
+    AMOUNT_EXCEEDS_PENDING: _ClassVar[ErrorReason]
+    WRITER_QUEUE_FULL: _ClassVar[ErrorReason]
+    SHUTTING_DOWN: _ClassVar[ErrorReason]
+    DATABASE_UNAVAILABLE: _ClassVar[ErrorReason]
+    RULE_SET_INVALID: _ClassVar[ErrorReason]
+    RULE_SET_NOT_FOUND: _ClassVar[ErrorReason]
+    NO_ACTIVE_RULE_SET: _ClassVar[ErrorReason]
+    MAKER_CHECKER: _ClassVar[ErrorReason]
+    CONTENT_CHANGED: _ClassVar[ErrorReason]
+    ACTIVE_VERSION_CHANGED: _ClassVar[ErrorReason]
+    INVALID_ORDER: _ClassVar[ErrorReason]
+    NO_MATCHING_RULE: _ClassVar[ErrorReason]
+    FEE_EXCEEDS_AMOUNT: _ClassVar[ErrorReason]
+    SHARES_EXCEED_AMOUNT: _ClassVar[ErrorReason]
+    CUSTODIAL_ACCOUNT_MISSING: _ClassVar[ErrorReason]
+    RECEIVERS_UNAVAILABLE: _ClassVar[ErrorReason]
+    SPLIT_INVARIANT_BROKEN: _ClassVar[ErrorReason]
+    SPLIT_NOT_FOUND: _ClassVar[ErrorReason]
+    ORDER_ALREADY_SPLIT: _ClassVar[ErrorReason]
+    SPLIT_CHANGED: _ClassVar[ErrorReason]
+    TOO_MANY_ACTIONS: _ClassVar[ErrorReason]
+    NOTHING_HELD: _ClassVar[ErrorReason]
+    CUSTODIAL_HOLD_ONLY: _ClassVar[ErrorReason]
+    EVENT_ALREADY_RELEASED: _ClassVar[ErrorReason]
+    NOTHING_DUE: _ClassVar[ErrorReason]
+    REFUND_EXCEEDS_SPLIT: _ClassVar[ErrorReason]
+    NOTHING_TO_REFUND: _ClassVar[ErrorReason]
+    REFUND_TOO_LARGE: _ClassVar[ErrorReason]
+    PAYOUT_NOT_FOUND: _ClassVar[ErrorReason]
+    PAYOUT_NOT_IN_REVIEW: _ClassVar[ErrorReason]
+    NO_BANK_ACCOUNT: _ClassVar[ErrorReason]
+    OWNER_TYPE_MISMATCH: _ClassVar[ErrorReason]
+    KYC_NOT_VERIFIED: _ClassVar[ErrorReason]
+    DAILY_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
+    ACCOUNT_KIND_NOT_PAYABLE: _ClassVar[ErrorReason]
+    AMOUNT_BELOW_MINIMUM: _ClassVar[ErrorReason]
+    AMOUNT_ABOVE_MAXIMUM: _ClassVar[ErrorReason]
+    AMOUNT_NOT_ABOVE_FEE: _ClassVar[ErrorReason]
+    FEE_ACCOUNT_INVALID: _ClassVar[ErrorReason]
+    BANK_ACCOUNT_NOT_FOUND: _ClassVar[ErrorReason]
+    CALENDAR_NO_BUSINESS_DAY: _ClassVar[ErrorReason]
+    BANK_RETRIES_EXHAUSTED: _ClassVar[ErrorReason]
+    REJECTED: _ClassVar[ErrorReason]
+    BANK_CONNECTOR_NOT_CONFIGURED: _ClassVar[ErrorReason]
+    RECEIVER_FROZEN: _ClassVar[ErrorReason]
+    RECEIVER_CLOSED: _ClassVar[ErrorReason]
+    PLAN_CACHE_MISMATCH: _ClassVar[ErrorReason]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+INVALID_ARGUMENT: ErrorReason
+UNAUTHENTICATED: ErrorReason
+NOT_FOUND: ErrorReason
+ALREADY_EXISTS: ErrorReason
+FAILED_PRECONDITION: ErrorReason
+UNAVAILABLE: ErrorReason
+UNIMPLEMENTED: ErrorReason
+INTERNAL: ErrorReason
+API_KEY_MISSING: ErrorReason
+API_KEY_INVALID: ErrorReason
+ROLE_REQUIRED: ErrorReason
+MALFORMED_REQUEST: ErrorReason
+OVERLOADED: ErrorReason
+REQUEST_ID_REUSED: ErrorReason
+ACCOUNT_NOT_FOUND: ErrorReason
+EXTERNAL_REF_TAKEN: ErrorReason
+ACCOUNT_FROZEN: ErrorReason
+ACCOUNT_CLOSED: ErrorReason
+ACCOUNT_NOT_FROZEN: ErrorReason
+AMOUNT_EXCEEDS_FROZEN: ErrorReason
+ACCOUNT_NOT_EMPTY: ErrorReason
+INSUFFICIENT_FUNDS: ErrorReason
+BALANCE_OVERFLOW: ErrorReason
+CURRENCY_MISMATCH: ErrorReason
+PENDING_TRANSFER_NOT_FOUND: ErrorReason
+PENDING_ALREADY_POSTED: ErrorReason
+PENDING_ALREADY_VOIDED: ErrorReason
+AMOUNT_EXCEEDS_PENDING: ErrorReason
+WRITER_QUEUE_FULL: ErrorReason
+SHUTTING_DOWN: ErrorReason
+DATABASE_UNAVAILABLE: ErrorReason
+RULE_SET_INVALID: ErrorReason
+RULE_SET_NOT_FOUND: ErrorReason
+NO_ACTIVE_RULE_SET: ErrorReason
+MAKER_CHECKER: ErrorReason
+CONTENT_CHANGED: ErrorReason
+ACTIVE_VERSION_CHANGED: ErrorReason
+INVALID_ORDER: ErrorReason
+NO_MATCHING_RULE: ErrorReason
+FEE_EXCEEDS_AMOUNT: ErrorReason
+SHARES_EXCEED_AMOUNT: ErrorReason
+CUSTODIAL_ACCOUNT_MISSING: ErrorReason
+RECEIVERS_UNAVAILABLE: ErrorReason
+SPLIT_INVARIANT_BROKEN: ErrorReason
+SPLIT_NOT_FOUND: ErrorReason
+ORDER_ALREADY_SPLIT: ErrorReason
+SPLIT_CHANGED: ErrorReason
+TOO_MANY_ACTIONS: ErrorReason
+NOTHING_HELD: ErrorReason
+CUSTODIAL_HOLD_ONLY: ErrorReason
+EVENT_ALREADY_RELEASED: ErrorReason
+NOTHING_DUE: ErrorReason
+REFUND_EXCEEDS_SPLIT: ErrorReason
+NOTHING_TO_REFUND: ErrorReason
+REFUND_TOO_LARGE: ErrorReason
+PAYOUT_NOT_FOUND: ErrorReason
+PAYOUT_NOT_IN_REVIEW: ErrorReason
+NO_BANK_ACCOUNT: ErrorReason
+OWNER_TYPE_MISMATCH: ErrorReason
+KYC_NOT_VERIFIED: ErrorReason
+DAILY_LIMIT_EXCEEDED: ErrorReason
+ACCOUNT_KIND_NOT_PAYABLE: ErrorReason
+AMOUNT_BELOW_MINIMUM: ErrorReason
+AMOUNT_ABOVE_MAXIMUM: ErrorReason
+AMOUNT_NOT_ABOVE_FEE: ErrorReason
+FEE_ACCOUNT_INVALID: ErrorReason
+BANK_ACCOUNT_NOT_FOUND: ErrorReason
+CALENDAR_NO_BUSINESS_DAY: ErrorReason
+BANK_RETRIES_EXHAUSTED: ErrorReason
+REJECTED: ErrorReason
+BANK_CONNECTOR_NOT_CONFIGURED: ErrorReason
+RECEIVER_FROZEN: ErrorReason
+RECEIVER_CLOSED: ErrorReason
+PLAN_CACHE_MISMATCH: ErrorReason
