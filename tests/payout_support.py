@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 
-from clearing.limits import DEFAULT_TIME_ZONE
+from clearing.limits import DEFAULT_TIME_ZONE, TRANSFERS_PER_PAYOUT_MAX
 from clearing.payout import store
 from clearing.payout.model import PayoutConfig
 from clearing.v1 import ledger_pb2 as lpb
@@ -80,11 +80,14 @@ class Payouts:
 
 async def set_config(database_url: str, platform_id: int, *, currency: str = "CNY",
                      fee_fixed_minor: int = 0, fee_bps: int = 0, fee_account_id: int = 0,
-                     min_amount_minor: int = 1, max_amount_minor: int = 10**12,
+                     min_amount_minor: int = 1, max_amount_minor: int | None = None,
                      daily_max_minor: int = 10**13, review_threshold_minor: int = 10**12,
                      bank_transfer_max_minor: int = 50_000_000) -> None:
     """Write a platform's payout configuration directly (as `clearing platform
-    payout-config` does)."""
+    payout-config` does). The maximum payout defaults to what the most bank transfers
+    can carry."""
+    if max_amount_minor is None:
+        max_amount_minor = TRANSFERS_PER_PAYOUT_MAX * bank_transfer_max_minor
     conn = await asyncpg.connect(database_url)
     try:
         await store.save_config(conn, PayoutConfig(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from clearing.limits import AMOUNT_MINOR_MAX, RUN_HOUR_DEFAULT
+from clearing.limits import AMOUNT_MINOR_MAX, RUN_HOUR_DEFAULT, TRANSFERS_PER_PAYOUT_MAX
 
 BIG_MINOR = AMOUNT_MINOR_MAX  # bound of the amounts settings accept
 
@@ -300,7 +300,8 @@ class PayoutSettings(_FromEnv):
                        "default payout fee, basis points of the amount", low=0, high=10_000)
     min_amount_minor: int = env("CLEARING_PAYOUT_MIN_MINOR", 100,
                                 "default minimum per payout", low=1, high=BIG_MINOR)
-    max_amount_minor: int = env("CLEARING_PAYOUT_MAX_MINOR", 100_000_000_000,
+    # At most TRANSFERS_PER_PAYOUT_MAX bank transfers of bank_transfer_max_minor each.
+    max_amount_minor: int = env("CLEARING_PAYOUT_MAX_MINOR", 50_000_000_000,
                                 "default maximum per payout", low=1, high=BIG_MINOR)
     daily_max_minor: int = env("CLEARING_PAYOUT_DAILY_MAX_MINOR", 100_000_000_000,
                                "default maximum per account and day", low=1, high=BIG_MINOR)
@@ -321,6 +322,12 @@ class PayoutSettings(_FromEnv):
     worker_limits: WorkerSettings = group(WorkerSettings)
     bank: BankSettings = group(BankSettings)
     scheduler: SchedulerSettings = group(SchedulerSettings)
+
+    def __post_init__(self) -> None:
+        if self.max_amount_minor > TRANSFERS_PER_PAYOUT_MAX * self.bank_transfer_max_minor:
+            raise ValueError(
+                f"CLEARING_PAYOUT_MAX_MINOR must be at most {TRANSFERS_PER_PAYOUT_MAX} bank "
+                "transfers of CLEARING_PAYOUT_BANK_MAX_MINOR each")
 
 
 @dataclass(frozen=True, slots=True)

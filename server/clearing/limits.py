@@ -127,9 +127,10 @@ BRANCH_CODE_LEN = 12
 PAYOUT_MEMO_LEN_MAX = 64
 REVIEW_REASON_LEN_MAX = 256
 FAILURE_MESSAGE_LEN_MAX = 256
-# Bank transfers one payout may be cut into (a payout needing more is refused, INVALID_ARGUMENT
-# on amount_minor). Not bound here to the payout maximum: that and the bank's per-transfer
-# maximum are settings (clearing.config); their defaults, 10^11 and 5 x 10^7, would need 2000.
+# Bank transfers one payout may be cut into. The payout maximum and the bank's per-transfer
+# maximum are settings (clearing.config) and per-platform configuration (payout.store): both
+# refuse a maximum payout that more than this many transfers would carry, so no payout the
+# limits accept needs more (the request path still refuses one, as an invariant's guard).
 TRANSFERS_PER_PAYOUT_MAX = 1000
 # The hour (local) payout schedules run at by default.
 RUN_HOUR_DEFAULT = 2

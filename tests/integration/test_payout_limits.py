@@ -19,6 +19,7 @@ from clearing.clock import ManualClock
 from clearing.payout import store
 from clearing.payout.model import PayoutConfig
 from clearing.payout.schedule import SchedulerSettings
+from clearing.errors import InvalidArgument
 from clearing.limits import TRANSFERS_PER_PAYOUT_MAX
 from tests.conftest import server_settings
 from tests.payout_support import Payouts, party
@@ -63,9 +64,11 @@ def move_to(clock: ManualClock, when: dt.datetime) -> None:
 
 async def configure(database_url: str, platform_id: int, *, fee_fixed_minor: int = 0,
                     fee_bps: int = 0, fee_account_id: int = 0, min_amount_minor: int = 1,
-                    max_amount_minor: int = 10**12, daily_max_minor: int = 10**13,
+                    max_amount_minor: int | None = None, daily_max_minor: int = 10**13,
                     bank_transfer_max_minor: int = 50_000_000,
                     time_zone: str = "Asia/Shanghai") -> None:
+    if max_amount_minor is None:  # what the most bank transfers can carry
+        max_amount_minor = TRANSFERS_PER_PAYOUT_MAX * bank_transfer_max_minor
     conn = await asyncpg.connect(database_url)
     try:
         await store.save_config(conn, PayoutConfig(
@@ -132,17 +135,28 @@ async def test_exact_multiple_of_the_transfer_maximum_makes_no_zero_transfer(env
 async def test_exactly_the_maximum_number_of_bank_transfers(env, platform, database_url):
     client, payouts, _ = env
     p = await party(client, payouts, funds=1_000_000)
-    # transfers of at most 100, fee 7: a net of 100 x 1000 needs exactly the maximum
+    # transfers of at most 100: the maximum payout is what 1000 of them carry, 100,000
     await configure(database_url, platform.platform_id, fee_fixed_minor=7,
                     fee_account_id=p.fee, bank_transfer_max_minor=100)
     assert TRANSFERS_PER_PAYOUT_MAX == 1000
-    await refused(payouts.request(p.account, 100 * 1000 + 7 + 1), INV, "AMOUNT_ABOVE_MAXIMUM")
+    await refused(payouts.request(p.account, 100 * 1000 + 1), INV, "AMOUNT_ABOVE_MAXIMUM")
     assert await available(client, p.account) == 1_000_000
-    payout = await payouts.request(p.account, 100 * 1000 + 7)
-    assert payout.net_amount_minor == 100_000
+    payout = await payouts.request(p.account, 100 * 1000)  # net 99,993 after the fee of 7
+    assert payout.net_amount_minor == 99_993
     assert len(payout.transfers) == 1000
-    assert {t.amount_minor for t in payout.transfers} == {100}
-    assert await available(client, p.account) == 1_000_000 - 100_007
+    assert [t.amount_minor for t in payout.transfers] == [100] * 999 + [93]
+    assert await available(client, p.account) == 1_000_000 - 100_000
+
+
+async def test_a_maximum_more_transfers_would_carry_is_refused(platform, database_url):
+    # 1000 transfers of 100 carry 100,000: that maximum is accepted, one unit more is not
+    await configure(database_url, platform.platform_id, bank_transfer_max_minor=100,
+                    max_amount_minor=100_000)
+    with pytest.raises(InvalidArgument) as err:
+        await configure(database_url, platform.platform_id, bank_transfer_max_minor=100,
+                        max_amount_minor=100_001)
+    assert [v.field for v in err.value.violations] == ["max_amount_minor"]
+    assert "more than 1000 bank transfers" in err.value.violations[0].description
 
 
 async def test_daily_maximum_is_reached_exactly_and_counted_over_the_local_day(

@@ -82,10 +82,13 @@ def test_every_setting_is_read_from_its_variable():
         assert len(changed) == expected, (var.name, changed)
 
 
-# Settings checked together with another (the claim's lease must outlast a bank call).
+# Settings checked together with another (the claim's lease must outlast a bank call; a
+# payout's maximum must fit in the most bank transfers).
 _COMPANIONS = {
     "CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS": {"CLEARING_PAYOUT_STUCK_AFTER_MS": "86400000"},
     "CLEARING_PAYOUT_STUCK_AFTER_MS": {"CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS": "1"},
+    "CLEARING_PAYOUT_MAX_MINOR": {"CLEARING_PAYOUT_BANK_MAX_MINOR": str(10**15)},
+    "CLEARING_PAYOUT_BANK_MAX_MINOR": {"CLEARING_PAYOUT_MAX_MINOR": "1"},
 }
 
 
@@ -149,6 +152,15 @@ def test_cross_checks_stop_the_server():
     with pytest.raises(SystemExit, match="query_only_rate"):
         Settings.from_env({"CLEARING_BANK_SIM_QUERY_ONLY_RATE": "0.6",
                            "CLEARING_BANK_SIM_PROCESSING_RATE": "0.5"})
+    # the maximum payout fits in TRANSFERS_PER_PAYOUT_MAX bank transfers, exactly or not at all
+    assert Settings.from_env({"CLEARING_PAYOUT_MAX_MINOR": "1000000",
+                              "CLEARING_PAYOUT_BANK_MAX_MINOR": "1000"}).payout \
+        .max_amount_minor == 1_000_000
+    with pytest.raises(SystemExit, match="at most 1000 bank transfers"):
+        Settings.from_env({"CLEARING_PAYOUT_MAX_MINOR": "1000001",
+                           "CLEARING_PAYOUT_BANK_MAX_MINOR": "1000"})
+    defaults = Settings().payout
+    assert defaults.max_amount_minor == 1000 * defaults.bank_transfer_max_minor
     with pytest.raises(ValueError):
         WorkerSettings(stuck_after_ms=100, submit_timeout_ms=100)
     with pytest.raises(ValueError):

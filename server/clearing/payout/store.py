@@ -16,7 +16,7 @@ from clearing import values
 from clearing.config import PayoutSettings
 from clearing.errors import FieldViolation, InvalidArgument, NotFound, invariant
 from clearing.ledger.model import Posting, TransferRecord
-from clearing.limits import DEFAULT_TIME_ZONE
+from clearing.limits import DEFAULT_TIME_ZONE, TRANSFERS_PER_PAYOUT_MAX
 from clearing.payout.model import (Attempt, BankAccount, BankAccountStatus, BankAccountType,
                                    BankTransfer, Payout, PayoutConfig, PayoutDraft,
                                    PayoutOrigin, PayoutState, TransferState)
@@ -68,11 +68,16 @@ ON CONFLICT (platform_id, currency_code) DO UPDATE SET
 
 async def save_config(conn, config: PayoutConfig) -> None:
     """Insert or replace a platform's payout rules for a currency. The fee account must be
-    an account of the platform in that currency, the time zone a known IANA zone (checked
+    an account of the platform in that currency, the time zone a known IANA zone, and the
+    maximum payout one that TRANSFERS_PER_PAYOUT_MAX bank transfers can carry (checked
     here)."""
     problem = values.time_zone_problem(config.time_zone)
     if problem is not None:
         raise InvalidArgument([FieldViolation("time_zone", problem)])
+    if config.max_amount_minor > TRANSFERS_PER_PAYOUT_MAX * config.bank_transfer_max_minor:
+        raise InvalidArgument([FieldViolation(
+            "max_amount_minor", f"more than {TRANSFERS_PER_PAYOUT_MAX} bank transfers of at"
+            f" most {config.bank_transfer_max_minor} minor units each can carry")])
     if config.fee_account_id:
         row = await conn.fetchrow(
             "SELECT currency_code FROM accounts WHERE account_id = $1 AND platform_id = $2",
