@@ -1,0 +1,145 @@
+"""How the writer groups postings and its life cycle, from its contract: a batch is flushed
+`flush_ms_max` after its first posting arrived (what arrived meanwhile joins it), or at once
+when `batch_size_max` postings are waiting, and never holds more than `batch_size_max`
+postings; the queue holds at most `queue_max` (`has_room` says whether n more fit now);
+a writer drains what is queued when it stops; and replays of records the writer did not
+make itself (a recorded refusal without its encoded form, an unfinished request) answer
+the rule of `clearing.idempotency`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from clearing.clock import Clock
+from clearing.config import WriterSettings
+from clearing.errors import AlreadyExists, FailedPrecondition, InvariantViolation, NotFound
+from clearing.ledger import store
+from clearing.ledger.writer import LedgerWriter
+from tests.unit.ledger.conftest import posting
+
+SPAN = 65536  # a transfer id is its batch id * 65536 + its place in the batch
+
+
+def _batches(outcomes) -> list[int]:
+    """The batch of each posting's first record, numbered 0, 1, ... in order of first use."""
+    seen: dict[int, int] = {}
+    return [seen.setdefault(o[0].transfer_id // SPAN, len(seen)) for o in outcomes]
+
+
+async def test_a_batch_takes_at_most_batch_size_max_postings(pool, accounts, started):
+    pid, c, (m0, *_) = accounts
+    writer = started(LedgerWriter(pool, WriterSettings(batch_size_max=3, flush_ms_max=50,
+                                                       queue_max=100), Clock()))
+    outcomes = await writer.submit_many([posting(pid, c, m0, 1) for _ in range(7)])
+    assert _batches(outcomes) == [0, 0, 0, 1, 1, 1, 2]
+
+
+async def test_a_full_batch_is_flushed_at_once(pool, accounts, started):
+    pid, c, (m0, *_) = accounts
+    writer = started(LedgerWriter(pool, WriterSettings(batch_size_max=2, flush_ms_max=1000,
+                                                       queue_max=100), Clock()))
+    began = time.monotonic()
+    outcomes = await writer.submit_many([posting(pid, c, m0, 1) for _ in range(2)])
+    assert time.monotonic() - began < 0.5  # not the 1 s a batch may wait to fill
+    assert _batches(outcomes) == [0, 0]
+    # one posting alone waits for company, up to flush_ms_max
+    began = time.monotonic()
+    await writer.submit(posting(pid, c, m0, 1))
+    assert time.monotonic() - began >= 0.9
+
+
+async def test_what_arrives_while_a_batch_fills_joins_it(pool, accounts, started):
+    pid, c, (m0, *_) = accounts
+    writer = started(LedgerWriter(pool, WriterSettings(batch_size_max=10, flush_ms_max=300,
+                                                       queue_max=100), Clock()))
+    first = asyncio.create_task(writer.submit(posting(pid, c, m0, 1)))
+    await asyncio.sleep(0.05)
+    later = asyncio.create_task(writer.submit(posting(pid, c, m0, 2)))
+    outcomes = await asyncio.gather(first, later)
+    assert _batches(outcomes) == [0, 0]
+
+
+async def test_has_room_counts_the_queue_up_to_queue_max(pool, accounts, started):
+    pid, c, (m0, *_) = accounts
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=1, flush_ms_max=0, queue_max=3),
+                          Clock())
+    assert not writer.has_room(1)  # not started: accepts nothing
+    await writer.drain_and_stop()  # stopping a writer never started does nothing
+    started(writer)
+    assert writer.has_room(3) and not writer.has_room(4)
+    blocker = await pool.acquire()
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", m0)
+    try:
+        first = asyncio.create_task(writer.submit(posting(pid, c, m0, 1)))
+        await asyncio.sleep(0.2)  # the flusher took it and waits on the lock
+        queued = asyncio.create_task(writer.submit(posting(pid, c, m0, 1)))
+        await asyncio.sleep(0.05)
+        assert writer.queue_depth == 1
+        assert writer.has_room(2) and not writer.has_room(3)
+    finally:
+        await tx.rollback()
+        await pool.release(blocker)
+    await asyncio.gather(first, queued)
+    await writer.drain_and_stop()
+    assert not writer.has_room(1)
+
+
+async def test_a_writer_starts_once(pool, started):
+    writer = started(LedgerWriter(pool, WriterSettings(), Clock()))
+    with pytest.raises(InvariantViolation) as err:
+        writer.start()
+    assert str(err.value) == "writer started twice"
+    settings = WriterSettings()
+    object.__setattr__(settings, "batch_size_max", 0)  # below the settings' own bound
+    with pytest.raises(InvariantViolation) as err:
+        LedgerWriter(pool, settings, Clock())
+    assert str(err.value) == "batch_size_max must be >= 1"
+
+
+async def _record(pool, pid: int, rid: str, **columns) -> None:
+    names = ", ".join(columns)
+    marks = ", ".join(f"${i + 3}" for i in range(len(columns)))
+    await pool.execute(f"INSERT INTO requests (platform_id, request_id, {names})"
+                       f" VALUES ($1, $2, {marks})", pid, rid, *columns.values())
+
+
+async def test_a_refusal_recorded_without_its_encoded_form_is_replayed(pool, accounts,
+                                                                       started):
+    pid, c, (m0, *_) = accounts
+    writer = started(LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock()))
+    for rid, code, cls in (("old", "FAILED_PRECONDITION", FailedPrecondition),
+                           ("old2", "NOT_FOUND", NotFound)):
+        p = posting(pid, c, m0, 5, rid)
+        await _record(pool, pid, rid, method=p.method, payload_hash=p.payload_hash, ok=False,
+                      error_code=code, error_reason="SOME_REASON",
+                      error_message=f"the first answer of {rid}")
+        with pytest.raises(cls) as err:
+            await writer.submit(p)
+        assert (err.value.reason, err.value.message) == ("SOME_REASON",
+                                                          f"the first answer of {rid}")
+    async with pool.acquire() as conn:
+        assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 0
+
+
+async def test_a_request_id_bound_to_an_unfinished_request_is_reused(pool, accounts, started):
+    pid, c, (m0, *_) = accounts
+    writer = started(LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock()))
+    p = posting(pid, c, m0, 5, "unfinished")
+    await _record(pool, pid, "unfinished", method=p.method, payload_hash=p.payload_hash,
+                  ok=True)
+    with pytest.raises(AlreadyExists) as err:
+        await writer.submit(p)
+    assert err.value.reason == "REQUEST_ID_REUSED"
+    # another method with the same payload: reused too
+    q = posting(pid, c, m0, 5, "elsewhere")
+    await _record(pool, pid, "elsewhere", method="Split", payload_hash=q.payload_hash, ok=True)
+    with pytest.raises(AlreadyExists) as err:
+        await writer.submit(q)
+    assert err.value.reason == "REQUEST_ID_REUSED"
+    async with pool.acquire() as conn:
+        assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 0
