@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from clearing import metrics
 from clearing.clock import Clock
 from clearing.config import WriterSettings
 from clearing.errors import AlreadyExists, FailedPrecondition, InvariantViolation, NotFound
@@ -33,8 +34,13 @@ async def test_a_batch_takes_at_most_batch_size_max_postings(pool, accounts, sta
     pid, c, (m0, *_) = accounts
     writer = started(LedgerWriter(pool, WriterSettings(batch_size_max=3, flush_ms_max=50,
                                                        queue_max=100), Clock()))
+    sizes = metrics.WRITER_BATCH_SIZE._sum.get()
+    seconds = metrics.WRITER_FLUSH_SECONDS._sum.get()
     outcomes = await writer.submit_many([posting(pid, c, m0, 1) for _ in range(7)])
     assert _batches(outcomes) == [0, 0, 0, 1, 1, 1, 2]
+    # the metrics see each flush: its postings, and the time it took
+    assert metrics.WRITER_BATCH_SIZE._sum.get() == sizes + 7
+    assert metrics.WRITER_FLUSH_SECONDS._sum.get() > seconds
 
 
 async def test_a_full_batch_is_flushed_at_once(pool, accounts, started):

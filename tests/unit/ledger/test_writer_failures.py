@@ -11,6 +11,7 @@ A transient failure is made for real: the writer's backend is terminated
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -106,8 +107,9 @@ async def test_a_batch_whose_connection_dies_is_retried_and_booked_once(pool, ac
 
 
 async def test_after_the_last_failed_attempt_nothing_is_committed(pool, accounts, started,
-                                                                   watch):
+                                                                   watch, caplog):
     pid, c, (m0, m1, _) = accounts
+    caplog.set_level(logging.WARNING, "clearing.ledger.writer")
     writer = started(LedgerWriter(pool, WriterSettings(flush_ms_max=20), Clock()))
     retries = _retries()
     killed: set[int] = set()
@@ -127,6 +129,11 @@ async def test_after_the_last_failed_attempt_nothing_is_committed(pool, accounts
         assert outcome.reason == "DATABASE_UNAVAILABLE"
         assert "retry with the same request_id" in outcome.message
     assert _retries() == retries + BATCH_ATTEMPTS_MAX
+    # each failed attempt is logged, with its number and the database's error
+    attempts = [r.getMessage() for r in caplog.records if "attempt" in r.getMessage()]
+    assert [m.partition(" failed: ")[0] for m in attempts] == [
+        f"ledger batch attempt {n}" for n in range(1, BATCH_ATTEMPTS_MAX + 1)]
+    assert all(m.partition(" failed: ")[2] for m in attempts)
     # it waited between attempts: 0.05 s, 0.10 s, ... after each
     assert elapsed >= 0.05 * sum(range(1, BATCH_ATTEMPTS_MAX))
     assert await _booked(pool, pid, m0, "u1") == (0, 0, 0)
