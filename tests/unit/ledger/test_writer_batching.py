@@ -149,3 +149,65 @@ async def test_a_request_id_bound_to_an_unfinished_request_is_reused(pool, accou
     assert err.value.reason == "REQUEST_ID_REUSED"
     async with pool.acquire() as conn:
         assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 0
+
+
+async def test_postings_share_a_batch_up_to_batch_span_legs(pool, accounts, started):
+    """A batch's journal rows are numbered within BATCH_SPAN: postings join it while their
+    legs fit, exactly BATCH_SPAN in all, and the next posting goes to the next batch."""
+    from clearing.ledger.model import Leg, Mode, Posting
+    from clearing.limits import BATCH_SPAN
+    pid, c, (m0, *_) = accounts
+    writer = started(LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock()))
+    leg = Leg(c, m0, 1, "CNY", Mode.IMMEDIATE)
+    half = BATCH_SPAN // 2
+    outcomes = await writer.submit_many([
+        Posting(pid, rid, "Transfer", rid.encode(), (leg,) * n)
+        for rid, n in (("h1", half), ("h2", BATCH_SPAN - half), ("next", 1))])
+    assert [len(o) for o in outcomes] == [half, BATCH_SPAN - half, 1]
+    assert _batches(outcomes) == [0, 0, 1]
+    assert outcomes[1][-1].transfer_id % SPAN == BATCH_SPAN - 1  # the batch's last row
+    async with pool.acquire() as conn:
+        assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == \
+            BATCH_SPAN + 1
+
+
+async def test_a_leg_from_and_to_one_account_is_refused_before_queueing(pool, accounts,
+                                                                         started):
+    from clearing.ledger.model import Leg, Mode, Posting
+    pid, c, (m0, *_) = accounts
+    writer = started(LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock()))
+    for mode in (Mode.IMMEDIATE, Mode.PENDING):
+        with pytest.raises(InvariantViolation) as err:
+            await writer.submit(Posting(pid, "same", "Transfer", b"s",
+                                        (Leg(m0, m0, 1, "CNY", mode),)))
+        assert str(err.value) == "a leg debits and credits the same account"
+    assert writer.queue_depth == 0
+
+
+async def test_a_failing_sink_fails_its_batch_and_the_writer_goes_on(pool, accounts, started,
+                                                                     caplog):
+    """A sink must not fail; if one does (a bug), every posting of the batch is answered
+    INTERNAL (InvariantViolation), nothing of the batch is committed, the writer lives."""
+    import logging
+
+    from clearing.ledger.model import Leg, Mode, Posting
+
+    class Broken:
+        async def write(self, conn, committed):
+            raise RuntimeError("a bug in a sink")
+
+    pid, c, (m0, *_) = accounts
+    writer = started(LedgerWriter(pool, WriterSettings(flush_ms_max=20), Clock(),
+                                  sinks={"broken": Broken()}))
+    caplog.set_level(logging.ERROR, "clearing.ledger.writer")
+    outcomes = await writer.submit_many([
+        Posting(pid, "s1", "T", b"1", (Leg(c, m0, 1, "CNY", Mode.IMMEDIATE),), sink="broken"),
+        posting(pid, c, m0, 2, "plain")])
+    for outcome in outcomes:
+        assert isinstance(outcome, InvariantViolation)
+        assert str(outcome) == "ledger writer crashed"
+    assert [r.getMessage() for r in caplog.records] == ["ledger writer flush crashed"]
+    assert await pool.fetchval("SELECT count(*) FROM requests WHERE platform_id = $1", pid) == 0
+    await writer.submit(posting(pid, c, m0, 3))
+    async with pool.acquire() as conn:
+        assert (await store.get_account(conn, pid, account_id=m0)).balance.posted == 3
