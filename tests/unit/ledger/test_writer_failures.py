@@ -26,17 +26,17 @@ from tests.unit.ledger.conftest import posting
 
 WAIT_S = 10.0
 
-_WAITERS = """
-SELECT pid FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
-"""
+# Backends that wait on a lock one of the given backends holds (only this test's: other
+# processes may be testing on the same database at the same time).
+_WAITERS = "SELECT pid FROM pg_stat_activity WHERE pg_blocking_pids(pid) && $1::int[]"
 
 
-async def _next_waiter(watch, seen: set[int]) -> int:
-    """The backend (not in `seen`) that waits on a lock in this database, once there is one."""
+async def _next_waiter(watch, holders: set[int], seen: set[int]) -> int:
+    """The backend (not in `seen`) that waits on a lock `holders` (or a backend in `seen`)
+    hold, once there is one."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
-        pids = {r["pid"] for r in await watch.fetch(_WAITERS)} - seen
+        pids = {r["pid"] for r in await watch.fetch(_WAITERS, list(holders | seen))} - seen
         if pids:
             (pid,) = pids
             return pid
@@ -56,6 +56,7 @@ class _Locked:
         await self.tx.start()
         await self.conn.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE",
                                 self.account_id)
+        self.pids = {self.conn.get_server_pid()}
         return self
 
     async def __aexit__(self, *exc):
@@ -89,11 +90,11 @@ async def test_a_batch_whose_connection_dies_is_retried_and_booked_once(pool, ac
     pid, c, (m0, *_) = accounts
     writer = started(LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock()))
     retries = _retries()
-    async with _Locked(pool, m0):
+    async with _Locked(pool, m0) as lock:
         task = asyncio.create_task(writer.submit(posting(pid, c, m0, 7, "r1")))
-        first = await _next_waiter(watch, set())
+        first = await _next_waiter(watch, lock.pids, set())
         assert await watch.fetchval("SELECT pg_terminate_backend($1)", first)
-        second = await _next_waiter(watch, {first})  # the retry, on a new connection
+        second = await _next_waiter(watch, lock.pids, {first})  # the retry, on a new connection
         assert not task.done()
     (record,) = await asyncio.wait_for(task, WAIT_S)
     assert (record.amount_minor, record.credit_account_id) == (7, m0)
@@ -113,12 +114,12 @@ async def test_after_the_last_failed_attempt_nothing_is_committed(pool, accounts
     writer = started(LedgerWriter(pool, WriterSettings(flush_ms_max=20), Clock()))
     retries = _retries()
     killed: set[int] = set()
-    async with _Locked(pool, m0):
+    async with _Locked(pool, m0) as lock:
         tasks = [asyncio.create_task(writer.submit(posting(pid, c, m0, 5, "u1"))),
                  asyncio.create_task(writer.submit(posting(pid, c, m1, 3, "u2")))]
         started_at = time.monotonic()
         for _ in range(BATCH_ATTEMPTS_MAX):
-            backend = await _next_waiter(watch, killed)
+            backend = await _next_waiter(watch, lock.pids, killed)
             killed.add(backend)
             assert await watch.fetchval("SELECT pg_terminate_backend($1)", backend)
         outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True),
@@ -151,12 +152,12 @@ async def test_a_request_id_another_writer_recorded_first_answers_its_result(
     one = started(LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock()))
     other = started(LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock()))
     retries = _retries()
-    async with _Locked(pool, m0):
+    async with _Locked(pool, m0) as lock:
         first = asyncio.create_task(one.submit(posting(pid, c, m0, 9, "race")))
-        waiter = await _next_waiter(watch, set())
+        waiter = await _next_waiter(watch, lock.pids, set())
         # both looked for a record of "race" before the lock: neither found one
         second = asyncio.create_task(other.submit(posting(pid, c, m0, 9, "race")))
-        await _next_waiter(watch, {waiter})
+        await _next_waiter(watch, lock.pids, {waiter})
         # the other writer's batch, alone, with a posting of its own on another account
         alone = asyncio.create_task(other.submit(posting(pid, c, m1, 4, "alone")))
     a, b = await asyncio.wait_for(asyncio.gather(first, second), WAIT_S)
@@ -172,10 +173,10 @@ async def test_a_caller_that_goes_away_leaves_its_posting_committed(pool, accoun
                                                                      watch):
     pid, c, (m0, *_) = accounts
     writer = started(LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock()))
-    async with _Locked(pool, m0):
+    async with _Locked(pool, m0) as lock:
         gone = asyncio.create_task(writer.submit(posting(pid, c, m0, 2, "gone")))
         group = asyncio.create_task(writer.submit_many([posting(pid, c, m0, 3, "g1")]))
-        await _next_waiter(watch, set())
+        await _next_waiter(watch, lock.pids, set())
         gone.cancel()
         group.cancel()
         await asyncio.gather(gone, group, return_exceptions=True)
