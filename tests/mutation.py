@@ -49,6 +49,7 @@ def _stage(name: str, module: dict, base: dict, pyproject_text: str) -> Path:
     settings = dict(base)
     settings["only_mutate"] = module["mutate"]
     settings["pytest_add_cli_args_test_selection"] = module["tests"]
+    settings.update(module.get("settings", {}))  # the module's own [tool.mutmut] values
     table = "".join(f"{k} = {_toml_value(v)}\n" for k, v in settings.items())
     # the repo's pyproject (pytest settings) with [tool.mutmut] replaced by this module's
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[)", "", pyproject_text)

@@ -534,3 +534,24 @@ def test_the_batch_module_does_no_io():
                         "clearing.errors", "clearing.ledger", "clearing.ledger.model",
                         "clearing.limits", "clearing.reasons"}
     assert {name for name in vars(batch) if name in ("asyncpg", "asyncio", "grpc")} == set()
+
+
+def test_a_hold_made_in_the_batch_is_posted_with_its_own_currency_named():
+    b = _batch()
+    (hold,) = b.add(_posting(_hold(CUSTODIAL, M3, 40))).outcome
+    # the hold's currency, given with the post, is accepted; another one is not
+    _refused(b.add(_posting(Leg(0, 0, 1, "USD", Mode.POST_PENDING,
+                                pending_id=hold.transfer_id))), InvalidArgument,
+             "CURRENCY_MISMATCH")
+    (post,) = b.add(_posting(Leg(CUSTODIAL, M3, 10, "CNY", Mode.POST_PENDING,
+                                 pending_id=hold.transfer_id))).outcome
+    assert (post.amount_minor, post.currency_code) == (10, "CNY")
+    assert _totals(b, M3) == (0, 10, 0, 30)
+
+
+def test_journal_batch_ids_start_at_1():
+    with pytest.raises(InvariantViolation) as err:
+        Batch(0, NOW, _accounts(), [])
+    assert str(err.value) == "journal batch ids start at 1"
+    assert Batch(1, NOW, _accounts(), []).add(_posting(_move(CUSTODIAL, M3, 1))) \
+        .outcome[0].transfer_id == BATCH_SPAN  # batch 1's first row

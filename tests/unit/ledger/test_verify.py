@@ -292,3 +292,43 @@ async def test_rows_outside_any_chained_batch_are_reported(env):
                     " WHERE account_id = $1", ids["m2"])
     report = await _chain_only(pool, ids, 0)
     assert report.transfer_count == 8 and report.batch_count == 7
+
+
+class _PausedBeforeHead(asyncpg.Connection):
+    """A connection that, before reading the journal head (verify's last look at the chain),
+    says so and waits to be let go: the test commits in between."""
+
+    async def fetchrow(self, query, *args, **kwargs):
+        if "journal_head" in query:
+            self.reached.set()
+            await self.go.wait()
+        return await super().fetchrow(query, *args, **kwargs)
+
+
+async def test_a_commit_during_a_verification_is_not_seen(env, pg_admin_dsn):
+    """The whole verification reads one snapshot: a batch committed while it runs (after it
+    read the balances, the rows and the chain's links, before the head) is not half seen."""
+    import asyncio
+    pool, ids = env
+    conn = await asyncpg.connect(_replace_db(pg_admin_dsn, await pool.fetchval(
+        "SELECT current_database()")), connection_class=_PausedBeforeHead)
+    conn.reached, conn.go = asyncio.Event(), asyncio.Event()
+    writer = LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock())
+    writer.start()
+    try:
+        running = asyncio.create_task(verify.verify_on(conn, ids["a"]))
+        await asyncio.wait_for(conn.reached.wait(), 10)
+        rid = secrets.token_hex(6)
+        await writer.submit(Posting(ids["a"], rid, "Transfer", rid.encode(),
+                                    (Leg(ids["c"], ids["m0"], 5, "CNY", Mode.IMMEDIATE),)))
+        conn.go.set()
+        report = await asyncio.wait_for(running, 10)
+    finally:
+        await writer.drain_and_stop()
+        await conn.close()
+    assert report.ok and report.chain_ok
+    assert (report.batch_count, report.transfer_count) == (7, 7)  # as before the commit
+    assert [(t.currency_code, t.debits_posted) for t in report.totals] == [
+        ("CNY", 1_600), ("USD", 777)]
+    after = await verify.verify(pool, ids["a"])  # the next one sees the commit
+    assert after.ok and (after.batch_count, after.transfer_count) == (8, 8)
