@@ -129,6 +129,29 @@ async def test_a_clean_ledger(env):
     assert other.ok and [(t.currency_code, t.debits_posted, t.credits_posted)
                          for t in other.totals] == [("CNY", 0, 0)]
     assert other.account_count == 2
+    assert (other.batch_count, other.transfer_count) == (0, 0)  # b has no rows of its own
+
+
+async def test_a_clean_ledger_for_the_whole_system(env):
+    pool, ids = env
+    report = await verify.verify(pool, None)
+    assert report.ok and report.chain_ok and report.first_bad_batch_seq == 0
+    assert report.mismatched_account_ids == []
+    # both platforms' accounts; b's have no postings, so the totals are a's
+    assert [(t.currency_code, t.debits_posted, t.credits_posted, t.debits_pending,
+             t.credits_pending, t.balanced) for t in report.totals] == [
+        ("CNY", 1_600, 1_600, 200, 200, True), ("USD", 777, 777, 0, 0, True)]
+    assert report.account_count == 8
+    assert (report.batch_count, report.transfer_count) == (7, 7)
+
+
+async def test_the_whole_system_sees_a_pending_remainder_edited(env):
+    pool, ids = env
+    await sql(pool, "UPDATE transfers SET pending_remaining = pending_remaining + 1"
+                    " WHERE transfer_id = $1", ids["hold"])
+    system = await verify.verify(pool, None)
+    assert not system.ok and system.chain_ok
+    assert system.mismatched_account_ids == [ids["m0"]]  # the hold's debit account
 
 
 @pytest.mark.parametrize("column", ["debits_posted", "credits_posted", "debits_pending",
@@ -164,6 +187,11 @@ async def test_another_platforms_tampering_is_not_this_platforms_mismatch(env):
     report = await verify.verify(pool, ids["a"])
     assert report.ok and report.mismatched_account_ids == []
     assert (await verify.verify(pool, ids["b"])).mismatched_account_ids == [ids["b0"]]
+    system = await verify.verify(pool, None)  # the operator's sees every platform's
+    assert not system.ok and system.chain_ok
+    assert system.mismatched_account_ids == [ids["b0"]]
+    assert [(t.currency_code, t.credits_posted, t.balanced) for t in system.totals] == [
+        ("CNY", 1_601, False), ("USD", 777, True)]
 
 
 async def test_pending_remainder_and_state_must_agree_with_posts_and_voids(env):
@@ -197,11 +225,18 @@ async def test_mismatches_are_listed_up_to_the_maximum_smallest_ids_first(env):
 
 
 async def _chain_only(pool, ids, first_bad: int) -> verify.Report:
-    report = await verify.verify(pool, ids["a"])
-    assert report.chain_ok is False and not report.ok
-    assert report.first_bad_batch_seq == first_bad
-    assert report.mismatched_account_ids == [] and all(t.balanced for t in report.totals)
-    return report
+    """Platform a's verification and the whole system's (`clearing verify --all`) both see
+    the broken chain, and nothing else; only a posts, so they count the same."""
+    reports = [await verify.verify(pool, ids["a"]), await verify.verify(pool, None)]
+    for report in reports:
+        assert report.chain_ok is False and not report.ok
+        assert report.first_bad_batch_seq == first_bad
+        assert report.mismatched_account_ids == [] and all(t.balanced for t in report.totals)
+    mine, system = reports
+    assert (mine.batch_count, mine.transfer_count) == (system.batch_count,
+                                                       system.transfer_count)
+    assert (mine.account_count, system.account_count) == (6, 8)
+    return mine
 
 
 @pytest.mark.parametrize("k", [0, 3, 6])
@@ -242,9 +277,10 @@ async def test_a_batch_record_removed_from_the_middle_is_reported(env):
     pool, ids = env
     bs = await batches(pool)
     await sql(pool, "DELETE FROM journal_batches WHERE seq = $1", bs[3]["seq"])
-    report = await verify.verify(pool, ids["a"])
     # the next batch sits at position 4 with seq 5, and does not chain from batch 3
-    assert report.chain_ok is False and report.first_bad_batch_seq == bs[4]["seq"]
+    for scope in (ids["a"], None):
+        report = await verify.verify(pool, scope)
+        assert report.chain_ok is False and report.first_bad_batch_seq == bs[4]["seq"]
 
 
 @pytest.mark.parametrize("change", ["hash = $1", "seq = seq + 1", "seq = seq - 1"])
@@ -292,6 +328,45 @@ async def test_rows_outside_any_chained_batch_are_reported(env):
                     " WHERE account_id = $1", ids["m2"])
     report = await _chain_only(pool, ids, 0)
     assert report.transfer_count == 8 and report.batch_count == 7
+
+
+async def test_a_batch_whose_rows_are_all_gone_is_reported(env):
+    pool, ids = env
+    bs = await batches(pool)
+    # the USD transfer's rows deleted, its batch record and the balances left: only the
+    # batch's recorded row count can tell
+    await sql(pool, "DELETE FROM transfers WHERE transfer_id / $1 = $2", BATCH_SPAN,
+              bs[6]["batch_id"])
+    mine = await verify.verify(pool, ids["a"])
+    system = await verify.verify(pool, None)
+    for report in (mine, system):
+        assert report.chain_ok is False and report.first_bad_batch_seq == bs[6]["seq"]
+        assert report.transfer_count == 6
+    assert mine.batch_count == 6  # a's batches: those holding a row of a's
+    assert system.batch_count == 7  # every chained batch, the empty one too
+
+
+async def test_a_batch_of_two_rows_is_one_batch(env, pg_admin_dsn):
+    pool, ids = env
+    writer = LedgerWriter(pool, WriterSettings(flush_ms_max=0), Clock())
+    writer.start()
+    try:
+        rid = secrets.token_hex(6)
+        await writer.submit(Posting(ids["a"], rid, "Transfer", rid.encode(), (
+            Leg(ids["c"], ids["m0"], 5, "CNY", Mode.IMMEDIATE),
+            Leg(ids["c"], ids["m1"], 6, "CNY", Mode.IMMEDIATE))))
+    finally:
+        await writer.drain_and_stop()
+    for scope in (ids["a"], None):
+        report = await verify.verify(pool, scope)
+        assert report.ok, report
+        assert (report.batch_count, report.transfer_count) == (8, 9)
+    bs = await batches(pool)
+    await sql(pool, "UPDATE transfers SET memo = 'x' WHERE transfer_id = $1",
+              bs[-1]["batch_id"] * BATCH_SPAN + 1)  # the batch's second row
+    for scope in (ids["a"], None):
+        report = await verify.verify(pool, scope)
+        assert report.chain_ok is False and report.first_bad_batch_seq == bs[-1]["seq"]
 
 
 class _PausedBeforeHead(asyncpg.Connection):
