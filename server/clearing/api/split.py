@@ -317,12 +317,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         # changed since fails on the claim (SPLIT_CHANGED), not on a mixed read
         async with self._pool.acquire() as conn, conn.transaction(
                 isolation="repeatable_read", readonly=True):
-            split = await runtime.load_split(conn, who.platform_id, "order_id",
-                                             request.order_id)
-            if split is None:
-                raise NotFound(f"no split with order_id {request.order_id}",
-                               reason=Reason.SPLIT_NOT_FOUND,
-                               metadata={"order_id": request.order_id})
+            split = await _split_of_order(conn, who.platform_id, request.order_id)
             body = pb.Split.FromString(split.body)
             shortfall_id = await refunds.shortfall_account(conn, who.platform_id, request,
                                                            body.currency_code)
@@ -370,12 +365,7 @@ class SplitServicer(split_pb2_grpc.SplitServiceServicer):
         # changed since fails on the claim (SPLIT_CHANGED), not on a mixed read
         async with self._pool.acquire() as conn, conn.transaction(
                 isolation="repeatable_read", readonly=True):
-            split = await runtime.load_split(conn, who.platform_id, "order_id",
-                                             request.order_id)
-            if split is None:
-                raise NotFound(f"no split with order_id {request.order_id}",
-                               reason=Reason.SPLIT_NOT_FOUND,
-                               metadata={"order_id": request.order_id})
+            split = await _split_of_order(conn, who.platform_id, request.order_id)
             statuses = await runtime.account_statuses(
                 conn, [leg.account_id for leg in split.legs])
         body = pb.Split.FromString(split.body)
@@ -889,3 +879,13 @@ def _order_collections(v: Violations, order: pb.Order) -> None:
             v.add(f"order.coupons[{i}].funding", "required: PLATFORM or SELLER")
         validate.text(v, coupon.coupon_id, f"order.coupons[{i}].coupon_id",
                       length_max=COUPON_ID_LEN_MAX)
+
+
+async def _split_of_order(conn: asyncpg.Connection, platform_id: int,
+                          order_id: str) -> runtime.StoredSplit:
+    """The stored split of an order, for an action on it; NOT_FOUND SPLIT_NOT_FOUND if none."""
+    split = await runtime.load_split(conn, platform_id, "order_id", order_id)
+    if split is None:
+        raise NotFound(f"no split with order_id {order_id}", reason=Reason.SPLIT_NOT_FOUND,
+                       metadata={"order_id": order_id})
+    return split
