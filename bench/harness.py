@@ -359,7 +359,7 @@ async def publish_and_activate(splits, text: str, key: str, approver_key: str,
                                comment: str):
     """Publish a YAML rule set with `key` and activate that version with `approver_key`
     (`splits` a SplitServiceStub); returns the published RuleSet message."""
-    from clearing.rules import proto
+    from clearing.api import rules_proto as proto
     from clearing.v1 import split_pb2 as pb
 
     published = (await splits.PublishRuleSet(pb.PublishRuleSetRequest(

@@ -17,7 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from clearing import db, server
-from clearing.dev import stack as devstack
+from clearing.dev.embedded_postgres import postgres_answers, start_postgres
+from clearing.dev.embedded_redis import redis_answers, start_redis
 from clearing.tenancy import create_platform
 from clearing.config import (BANK_CONNECTOR_SIMULATOR, BankSettings, BankSimSettings,
                              SchedulerSettings, Settings, WorkerSettings, WriterSettings)
@@ -64,10 +65,10 @@ def pg_admin_dsn(embedded_dir):
     if configured:
         yield configured
         return
-    if asyncio.run(devstack.postgres_answers(LOCAL_PG)):
+    if asyncio.run(postgres_answers(LOCAL_PG)):
         yield LOCAL_PG
         return
-    pg = devstack.start_postgres(embedded_dir / "postgres")
+    pg = start_postgres(embedded_dir / "postgres")
     try:
         yield pg.dsn
     finally:
@@ -81,10 +82,10 @@ def redis_url(embedded_dir):
     if configured:
         yield configured
         return
-    if asyncio.run(devstack.redis_answers(LOCAL_REDIS)):
+    if asyncio.run(redis_answers(LOCAL_REDIS)):
         yield LOCAL_REDIS
         return
-    rd = devstack.start_redis(embedded_dir / "redis")
+    rd = start_redis(embedded_dir / "redis")
     try:
         yield rd.url
     finally:

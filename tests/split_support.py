@@ -10,8 +10,9 @@ import grpc
 
 from clearing.tenancy import create_key
 from clearing.ledger.model import AccountStatus
-from clearing.rules import proto
+from clearing.api import rules_proto as proto
 from clearing.v1 import ledger_pb2 as lpb
+from clearing.v1 import rule_set_pb2
 from clearing.v1 import split_pb2 as pb
 from clearing.v1 import split_pb2_grpc
 from tests.support import CALL_TIMEOUT_S, Client, rid
@@ -41,7 +42,8 @@ class Splits:
         return await getattr(self.stub, method)(request, metadata=self.metadata,
                                                 timeout=CALL_TIMEOUT_S)
 
-    async def publish(self, yaml_text: str, request_id: str | None = None) -> pb.RuleSet:
+    async def publish(self, yaml_text: str,
+                      request_id: str | None = None) -> rule_set_pb2.RuleSet:
         msg = proto.rule_set_proto_from_yaml(textwrap.dedent(yaml_text))
         response = await self.call("PublishRuleSet", pb.PublishRuleSetRequest(
             request_id=request_id or rid(), rule_set=msg))

@@ -49,7 +49,7 @@ PAGE_SIZE_MAX = 1000
 # VerifyLedger: mismatched accounts listed at most.
 MISMATCHES_LISTED_MAX = 100
 
-# ---- rule sets (split.proto, RuleSet) --------------------------------------------------------
+# ---- rule sets (rule_set.proto, RuleSet) -----------------------------------------------------
 RULES_MAX = 200
 FEES_PER_RULE_MAX = 8
 SHARES_PER_RULE_MAX = 32
@@ -116,6 +116,14 @@ ACTIONS_PER_SPLIT_MAX = 100
 REFUND_REF_LEN_MAX = 64
 REFUND_REASON_LEN_MAX = 256
 
+# The split path's account directory (clearing.splits.accounts): how long an ACTIVE account
+# is taken from its cache, and how many accounts and plans' account lists it keeps.
+ACCOUNT_CACHE_TTL_S = 1.0
+ACCOUNT_CACHE_ENTRIES_MAX = 100_000
+ACCOUNT_CACHE_PLANS_MAX = 1024
+# Splits and actions stored before migration 0011 converted per transaction at start-up.
+UPGRADE_ROWS_MAX = 500
+
 # ---- payouts (payout.proto) ------------------------------------------------------------------
 BANK_CODE_LEN_MAX = 32
 BANK_NAME_LEN_MAX = 128
@@ -139,6 +147,40 @@ RUN_HOUR_DEFAULT = 2
 SHIFT_DAYS_MAX = 31
 # Calendar rows loaded at most (about 13 years of exceptions).
 CALENDAR_DAYS_MAX = 5000
+
+# ---- reconciliation (reconciliation.proto; docs/recon.md) -----------------------------------
+# A statement file as uploaded (gzip or not), and once decompressed: a file beyond either is
+# refused whole (STATEMENT_TOO_LARGE), so a small gzip cannot expand without bound.
+STATEMENT_BYTES_MAX = 256 << 20
+STATEMENT_DECOMPRESSED_BYTES_MAX = 1 << 30
+# One line of a statement (its bytes, without the line break), and the lines of a file
+# (the header and a channel's summary rows included).
+STATEMENT_LINE_BYTES_MAX = 4096
+STATEMENT_LINES_MAX = 5_000_000
+# One ImportStatement message's chunk of the file.
+STATEMENT_CHUNK_BYTES_MAX = 1 << 20
+# Problems of a malformed file reported (the first ones, with their line numbers).
+STATEMENT_PROBLEMS_MAX = 20
+# The amounts of a statement's lines add up to at most this (so that every sum of a run,
+# and the information side made of splits of at most ORDER_AMOUNT_MINOR_MAX each, fits in
+# int64 with room to spare).
+STATEMENT_AMOUNTS_MINOR_MAX = 2**62
+# Parsed lines written to PostgreSQL per COPY while a file streams in.
+STATEMENT_COPY_ROWS_MAX = 10_000
+# A channel's name on a statement (the order's channel, CHANNEL_LEN_MAX, is the same text).
+STATEMENT_CHANNEL_LEN_MAX = 32
+# Statement imports one server process runs at once (each holds a database connection while
+# its file streams in); one more answers RESOURCE_EXHAUSTED.
+RECON_IMPORTS_MAX = 2
+# Decompressed bytes one step of gzip inflation may produce (the bound on what a step adds
+# before the decompressed size is checked).
+STATEMENT_INFLATE_STEP_BYTES = 1 << 20
+# A statement's day: from the first day orders may be paid (PAID_TIME_MIN) to a day whose
+# next day is still a date.
+STATEMENT_DAY_MIN = dt.date(2000, 1, 1)
+STATEMENT_DAY_MAX = dt.date(9998, 12, 31)
+# ListDiscrepancies: at most this many class or state filters.
+RECON_FILTERS_MAX = 8
 
 
 # ---- how they bind ---------------------------------------------------------------------------
@@ -173,3 +215,12 @@ _require(1 <= PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX, "1 <= PAGE_SIZE_DEFAULT <= PAG
 _require(8 <= ACCOUNT_NUMBER_LEN_MIN <= ACCOUNT_NUMBER_LEN_MAX,
          "8 <= ACCOUNT_NUMBER_LEN_MIN <= ACCOUNT_NUMBER_LEN_MAX")
 _require(0 <= RUN_HOUR_DEFAULT <= 23, "0 <= RUN_HOUR_DEFAULT <= 23")
+# A statement's channel is an order's channel (they are compared as equal texts).
+_require(STATEMENT_CHANNEL_LEN_MAX == CHANNEL_LEN_MAX,
+         "STATEMENT_CHANNEL_LEN_MAX == CHANNEL_LEN_MAX")
+# A chunk and a line fit in a file; the lines of a full file can be counted.
+_require(STATEMENT_LINE_BYTES_MAX <= STATEMENT_CHUNK_BYTES_MAX <= STATEMENT_BYTES_MAX
+         <= STATEMENT_DECOMPRESSED_BYTES_MAX,
+         "STATEMENT_LINE_BYTES_MAX <= STATEMENT_CHUNK_BYTES_MAX <= STATEMENT_BYTES_MAX"
+         " <= STATEMENT_DECOMPRESSED_BYTES_MAX")
+_require(STATEMENT_DAY_MIN == PAID_TIME_MIN.date(), "STATEMENT_DAY_MIN == PAID_TIME_MIN.date()")

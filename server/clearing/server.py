@@ -27,6 +27,7 @@ from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
 from clearing.api import payout as payout_api
+from clearing.api import reconciliation as recon_api
 from clearing.api import split as split_api
 from clearing.clock import Clock
 from clearing.config import BANK_CONNECTOR_NONE, BANK_CONNECTOR_SIMULATOR, Settings
@@ -36,20 +37,23 @@ from clearing.payout.bank import BankConnector
 from clearing.payout.schedule import Scheduler
 from clearing.payout.service import PayoutDeps
 from clearing.payout.worker import PayoutWorker
+from clearing.recon.service import ReconDeps
 from clearing.rules import compile as plans
-from clearing.rules import runtime
+from clearing.api import split_upgrade
+from clearing.splits import store as split_store
 from clearing.rules.cache import PlanCache
 from clearing.rules.counters import Counters
 from clearing.rules.store import PgSource
 from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
-                         split_pb2, split_pb2_grpc)
+                         reconciliation_pb2, reconciliation_pb2_grpc, split_pb2,
+                         split_pb2_grpc)
 
 log = logging.getLogger("clearing.server")
 
 # Every clearing service the server registers (listed by reflection and health).
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for pb, name in (
     (ledger_pb2, "LedgerService"), (split_pb2, "SplitService"),
-    (payout_pb2, "PayoutService")))
+    (payout_pb2, "PayoutService"), (reconciliation_pb2, "ReconciliationService")))
 REDIS_CONNECT_TIMEOUT_S = 2.0
 WORKER_JOIN_TIMEOUT_S = 60.0
 GC_GEN0_THRESHOLD = 20_000
@@ -148,11 +152,12 @@ async def start(settings: Settings, *, migrate: bool = True,
     if migrate:
         async with pool.acquire() as conn:
             await db.migrate(conn)
+            await split_upgrade.upgrade(conn)
     redis_client = await _connect_redis(settings)
     clock = clock or Clock()  # tests pass a ManualClock
     writer = LedgerWriter(pool, settings.writer, clock,
-                          sinks={runtime.SINK_NAME: runtime.SplitSink(),
-                                 runtime.ACTION_SINK_NAME: runtime.ActionSink(),
+                          sinks={split_store.SINK_NAME: split_store.SplitSink(),
+                                 split_store.ACTION_SINK_NAME: split_store.ActionSink(),
                                  payout_store.SINK_NAME: payout_store.PayoutSink()})
     writer.start()
     payout_deps = PayoutDeps(pool, writer, clock, settings.payout)
@@ -171,6 +176,7 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles = dict(METHOD_ROLES)
     roles.update(split_api.METHOD_ROLES)
     roles.update(payout_api.METHOD_ROLES)
+    roles.update(recon_api.METHOD_ROLES)
     keys = KeyStore(pool)
     keys.start()  # its poll refuses a revoked key within a second
     calls = ClearingInterceptor(keys, roles)
@@ -193,6 +199,8 @@ async def start(settings: Settings, *, migrate: bool = True,
                                            Counters(redis_client, settings.redis_prefix), clock))
     calls.register(server, payout_pb2_grpc.add_PayoutServiceServicer_to_server,
                    payout_api.PayoutServicer(payout_deps))
+    calls.register(server, reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server,
+                   recon_api.ReconciliationServicer(ReconDeps(pool, clock)))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

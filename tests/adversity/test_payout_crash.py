@@ -14,8 +14,9 @@ import pytest
 
 from clearing.clock import Clock
 from clearing.dev.bank_sim import BankSimSettings, BankSimulator, BankState
+from clearing.payout.claim import claim
 from clearing.payout.lifecycle import ledger_request_id
-from clearing.payout.worker import Settler, claim
+from clearing.payout.settle import Settler
 from clearing.v1 import payout_pb2 as pb
 from tests.payout_worker_support import (
     FAST, FINAL, balances, books, funded, paid_at_bank, stack, worker_database)

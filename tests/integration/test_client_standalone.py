@@ -33,7 +33,7 @@ absent = [m for m in ("clearing", "asyncpg", "redis", "grpc_tools")
 
 import clearing_client
 from clearing_client import ClearingClient, ClearingRpcError
-from clearing_client.v1 import ledger_pb2, payout_pb2, split_pb2
+from clearing_client.v1 import ledger_pb2, payout_pb2, rule_set_pb2, split_pb2
 
 
 async def main(addr, key, amount):
@@ -51,6 +51,12 @@ async def main(addr, key, amount):
                        "violations": [[v.field, v.description] for v in err.violations]}
         payouts = await c.list_payouts(page_size=5)
         rule_sets = await c.list_rule_sets(page_size=5)
+        checked = await c.publish_rule_set(rule_set_pb2.RuleSet(
+            name="standalone", currency_code="CNY", party_roles=["merchant"],
+            rules=[rule_set_pb2.Rule(rule_name="all", priority=1, shares=[rule_set_pb2.Share(
+                label="merchant", type=rule_set_pb2.SHARE_TYPE_REMAINDER,
+                receiver=rule_set_pb2.Receiver(party_role="merchant"))])]),
+            validate_only=True)
     return {
         "present": absent,
         "module": clearing_client.__file__,
@@ -62,6 +68,7 @@ async def main(addr, key, amount):
         "refused": refused,
         "payouts": len(payouts.payouts),
         "rule_sets": len(rule_sets.rule_sets),
+        "checked": [type(checked).__module__, checked.name, checked.version],
         "class_module": type(transfer).__module__,
     }
 
@@ -119,3 +126,5 @@ async def test_client_installs_and_calls_the_server_without_the_server_package(
     assert "amount_minor" in fields and fields["amount_minor"]
     assert result["payouts"] == 0
     assert result["rule_sets"] == 0
+    # the rule-set model is in its own module (rule_set.proto), installed with the rest
+    assert result["checked"] == ["clearing_client.v1.rule_set_pb2", "standalone", 0]

@@ -9,7 +9,7 @@ import secrets
 import pytest
 
 from clearing import redisconn
-from clearing.dev import stack as devstack
+from clearing.dev.embedded_redis import start_redis
 from clearing.rules.counters import (CounterSpec, Counters, Period, Source, period_start)
 
 UTC = dt.timezone.utc
@@ -66,7 +66,7 @@ async def test_amounts_periods_and_undo(counters: Counters):
 
 @pytest.mark.slow
 async def test_redis_down_falls_back_to_last_known_values(tmp_path):
-    server = devstack.start_redis(tmp_path / "redis")
+    server = start_redis(tmp_path / "redis")
     client = redisconn.connect(server.url, socket_timeout_s=0.2)
     counters = Counters(client, "t:")
     try:

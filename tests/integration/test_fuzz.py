@@ -48,8 +48,10 @@ from clearing.tenancy import create_key, create_platform
 from clearing.api import ledger as ledger_api
 from clearing.api import payout as payout_api
 from clearing.api import split as split_api
-from clearing.rules import proto as rules_proto
-from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc, split_pb2,
+from clearing.api import reconciliation as recon_api
+from clearing.api import rules_proto
+from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
+                         reconciliation_pb2, reconciliation_pb2_grpc, rule_set_pb2, split_pb2,
                          split_pb2_grpc)
 from tests.payout_support import CARD
 from tests.support import Client
@@ -61,7 +63,7 @@ STREAMS = 8             # SplitStream calls, each with a few orders
 CALL_TIMEOUT_S = 30.0
 
 SERVICES = ((ledger_pb2, ledger_pb2_grpc), (split_pb2, split_pb2_grpc),
-            (payout_pb2, payout_pb2_grpc))
+            (payout_pb2, payout_pb2_grpc), (reconciliation_pb2, reconciliation_pb2_grpc))
 
 BAD_CODES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
              grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.DATA_LOSS}
@@ -94,7 +96,7 @@ ALLOWED_SHARE = 0.75
 ROLE_WEIGHTS = (40, 30, 10, 10, 10)
 MAIN_ROLES = frozenset({"gateway", "operator"})
 METHOD_ROLES = {**ledger_api.METHOD_ROLES, **split_api.METHOD_ROLES,
-                **payout_api.METHOD_ROLES}
+                **payout_api.METHOD_ROLES, **recon_api.METHOD_ROLES}
 
 RULE_SET = """
 name: default
@@ -145,8 +147,9 @@ class World:
     pending_ids: list[int]
     tokens: list[str]
     content_sha: str
-    rule_set: split_pb2.RuleSet
+    rule_set: rule_set_pb2.RuleSet
     request_ids: list[str] = field(default_factory=list)
+    run_ids: list[int] = field(default_factory=list)
 
 
 def _meta(key: str | None) -> tuple:
@@ -156,7 +159,8 @@ def _meta(key: str | None) -> tuple:
 async def _call(channel, service: str, method: str, request, key: str | None):
     stubs = {"LedgerService": ledger_pb2_grpc.LedgerServiceStub,
              "SplitService": split_pb2_grpc.SplitServiceStub,
-             "PayoutService": payout_pb2_grpc.PayoutServiceStub}
+             "PayoutService": payout_pb2_grpc.PayoutServiceStub,
+             "ReconciliationService": reconciliation_pb2_grpc.ReconciliationServiceStub}
     stub = stubs[service](channel)
     return await getattr(stub, method)(request, metadata=_meta(key), timeout=CALL_TIMEOUT_S)
 
@@ -241,10 +245,41 @@ async def _world(channel, database_url: str) -> World:
         (await other_client.call("ListAccounts", lpb.ListAccountsRequest(
             page_size=1))).next_page_token,
     ]
+    run_ids = await _statements(channel, main, order_ids)
+    tokens += [
+        (await _call(channel, "ReconciliationService", "ListReconciliationRuns",
+                     reconciliation_pb2.ListReconciliationRunsRequest(page_size=1),
+                     main)).next_page_token,
+        (await _call(channel, "ReconciliationService", "ListDiscrepancies",
+                     reconciliation_pb2.ListDiscrepanciesRequest(page_size=1),
+                     main)).next_page_token,
+    ]
     assert all(tokens), tokens
     return World(pid, other_pid, keys, [*ids.values(), *other_ids], [*ids, "theirs-1"],
                  ["seller-1", "seller-2", "seller-3"], order_ids, split_ids, payout_ids,
-                 [pending.transfer_id], tokens, published.content_sha256, msg)
+                 [pending.transfer_id], tokens, published.content_sha256, msg,
+                 run_ids=run_ids)
+
+
+async def _statements(channel, key: str, order_ids: list[str]) -> list[int]:
+    """Two imported statements (two days) of the fuzz platform; their run ids."""
+    rpb = reconciliation_pb2
+    stub = reconciliation_pb2_grpc.ReconciliationServiceStub(channel)
+    run_ids = []
+    for day in ("2026-11-01", "2026-11-02"):
+        text = ("channel,channel_transaction_id,order_id,paid_time,amount_minor,"
+                "channel_fee_minor,settled_minor,currency_code,settlement_date,type\n"
+                + "".join(f"WECHAT_PAY,wx-{day}-{i},{order_id},{day}T10:00:00+08:00,"
+                          f"10000,0,10000,CNY,{day},payment\n"
+                          for i, order_id in enumerate([*order_ids[:2], "fz-unknown"])))
+        messages = [rpb.ImportStatementRequest(header=rpb.StatementHeader(
+            request_id=f"fz-import-{day}", channel="WECHAT_PAY", settlement_date=day,
+            format=rpb.STATEMENT_FORMAT_CANONICAL)), rpb.ImportStatementRequest(
+            chunk=text.encode())]
+        response = await stub.ImportStatement(iter(messages), metadata=_meta(key),
+                                              timeout=CALL_TIMEOUT_S)
+        run_ids.append(response.run.run_id)
+    return run_ids
 
 
 # ---- random values ------------------------------------------------------------------------------
@@ -311,7 +346,8 @@ class Gen:
             return self.pick((token[:-1], token[:-3], token + "A", token[::-1],
                               token.upper(), token + "=="))
         if r == 2:
-            kind = self.pick(("accounts", "entries", "rule_sets", "payouts", "x"))
+            kind = self.pick(("accounts", "entries", "rule_sets", "payouts", "recon-runs",
+                              "recon-discrepancies", "x"))
             scope = self.pick((w.platform_id, w.other_platform_id, 2**64, -1, 0,
                                self.pick(w.account_ids)))
             pos = self.pick(("0", "1", "-1", str(2**63), str(2**64), "9" * 30, "abc", "1.5",
@@ -350,6 +386,11 @@ class Gen:
             return True, pick(w.payout_ids)
         if name == "pending_transfer_id":
             return True, pick(w.pending_ids)
+        if name == "run_id":
+            return True, pick(w.run_ids)
+        if name == "settlement_date":
+            return True, pick(("2026-11-01", "2026-11-02", "", "2026-02-30", "9999-12-31",
+                               "1999-12-31", "2026-1-1"))
         if name in ("rule_set_name",):
             return True, pick(("default", "other", ""))
         if name in ("rule_set_version", "version", "expected_active_version"):
@@ -545,19 +586,19 @@ class Gen:
             order.paid_time.seconds = int(time.time()) - 60
         return order
 
-    def rule_set(self) -> split_pb2.RuleSet:
+    def rule_set(self) -> rule_set_pb2.RuleSet:
         """The world's rule set, or a variant whose amounts and times matter (so that a
         replaced value reaches the evaluator's arithmetic)."""
-        msg = split_pb2.RuleSet()
+        msg = rule_set_pb2.RuleSet()
         msg.CopyFrom(self.w.rule_set)
         r = self.rng.randrange(4)
         if r == 1:
             sub = msg.rules[0].subsidies[0]
-            sub.basis, sub.fixed_minor = split_pb2.SUBSIDY_BASIS_FIXED, self.pick((1, 10**15))
+            sub.basis, sub.fixed_minor = rule_set_pb2.SUBSIDY_BASIS_FIXED, self.pick((1, 10**15))
         elif r == 2:
             share = msg.rules[0].shares[0]
             share.ClearField("tiers")
-            share.type, share.ratio_bps = split_pb2.SHARE_TYPE_FIXED, 0
+            share.type, share.ratio_bps = rule_set_pb2.SHARE_TYPE_FIXED, 0
             share.fixed_minor = self.pick((1, 100, 10**15))
         elif r == 3:
             self.timestamp(msg.rules[0].start_time)
@@ -579,6 +620,7 @@ class Gen:
 
     def template(self, method: str) -> Message | None:
         w, pick, s, p, lpb = self.w, self.pick, split_pb2, payout_pb2, ledger_pb2
+        r = reconciliation_pb2
         rid = self.request_id
         builders: dict[str, Callable[[], Message]] = {
             "Split": lambda: s.SplitRequest(request_id=rid(), order=self.order()),
@@ -636,6 +678,15 @@ class Gen:
                 request_id=rid(), payout_id=pick(w.payout_ids), reason="fuzz"),
             "ListPayouts": lambda: p.ListPayoutsRequest(page_size=2,
                                                         page_token=pick(w.tokens)),
+            "GetReconciliationRun": lambda: r.GetReconciliationRunRequest(
+                run_id=pick(w.run_ids)),
+            "ListReconciliationRuns": lambda: r.ListReconciliationRunsRequest(
+                channel=pick(("WECHAT_PAY", "")), settlement_date=pick(("", "2026-11-01")),
+                page_size=1, page_token=pick(("", *w.tokens))),
+            "ListDiscrepancies": lambda: r.ListDiscrepanciesRequest(
+                run_id=pick((0, *w.run_ids)), classes=pick(([], [2], [2, 3, 7])),
+                states=pick(([], [1], [1, 2])), page_size=1,
+                page_token=pick(("", *w.tokens))),
         }
         build = builders.get(method)
         return None if build is None else build()

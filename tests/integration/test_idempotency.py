@@ -103,8 +103,9 @@ from collections.abc import Awaitable, Callable  # noqa: E402
 from google.rpc import error_details_pb2  # noqa: E402
 from grpc_status import rpc_status  # noqa: E402
 
-from clearing.rules import proto as rule_proto  # noqa: E402
+from clearing.api import rules_proto as rule_proto  # noqa: E402
 from clearing.v1 import payout_pb2 as ppb  # noqa: E402
+from clearing.v1 import rule_set_pb2  # noqa: E402
 from clearing.v1 import split_pb2 as spb  # noqa: E402
 from tests.payout_support import Payouts, set_config  # noqa: E402
 from tests.split_support import Splits, new_key, open_accounts, order  # noqa: E402
@@ -126,12 +127,12 @@ class World:
     database_url: str
     platform_id: int
 
-    async def held_rule_set(self, name: str = "held") -> spb.RuleSet:
+    async def held_rule_set(self, name: str = "held") -> rule_set_pb2.RuleSet:
         msg = rule_proto.rule_set_proto_from_yaml(HELD.replace("name: held", f"name: {name}"))
         return (await self.splits.call("PublishRuleSet", spb.PublishRuleSetRequest(
             request_id=rid(), rule_set=msg))).rule_set
 
-    async def activate(self, published: spb.RuleSet) -> None:
+    async def activate(self, published: rule_set_pb2.RuleSet) -> None:
         await self.approver.activate(published.name, published.version)
 
     async def held_split(self) -> spb.Split:

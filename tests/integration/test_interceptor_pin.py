@@ -6,11 +6,12 @@ The interceptor does not use grpc.aio's interceptor chain (a coroutine more per 
 hands the generated `add_<Service>Servicer_to_server(servicer, server)` a stand-in server
 (`_WrappingServer`) and relies on
 - the generated function building one `grpc.RpcMethodHandler` per method of the service
-  with `grpc.unary_unary_rpc_method_handler` / `grpc.stream_stream_rpc_method_handler`,
+  with `grpc.unary_unary_rpc_method_handler` / `grpc.stream_stream_rpc_method_handler` /
+  `grpc.stream_unary_rpc_method_handler` (client streaming: ImportStatement),
   and registering them through exactly two server methods: `add_generic_rpc_handlers`
   (ignored by the stand-in) and `add_registered_method_handlers(service name, {method
   name: handler})` (wrapped, then given to the real server both ways);
-- the handler fields `unary_unary`, `stream_stream`, `request_deserializer`,
+- the handler fields `unary_unary`, `stream_stream`, `stream_unary`, `request_deserializer`,
   `response_serializer`, `request_streaming`, `response_streaming`;
 - `grpc.method_handlers_generic_handler`, and `grpc.aio.Server` having both registration
   methods.
@@ -26,9 +27,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clearing.api import interceptor as interceptor_module
 from clearing.api import ledger as ledger_api, payout as payout_api, split as split_api
+from clearing.api import reconciliation as recon_api
 from clearing.api.interceptor import ClearingInterceptor
-from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc, split_pb2,
-                         split_pb2_grpc)
+from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
+                         reconciliation_pb2, reconciliation_pb2_grpc, split_pb2, split_pb2_grpc)
 from tests.support import details
 
 # (descriptor of the service, its generated module, the generated registration function)
@@ -39,12 +41,24 @@ SERVICES = [
      split_pb2_grpc.add_SplitServiceServicer_to_server),
     (payout_pb2.DESCRIPTOR.services_by_name["PayoutService"], payout_pb2_grpc,
      payout_pb2_grpc.add_PayoutServiceServicer_to_server),
+    (reconciliation_pb2.DESCRIPTOR.services_by_name["ReconciliationService"],
+     reconciliation_pb2_grpc,
+     reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server),
 ]
-ROLES = {**ledger_api.METHOD_ROLES, **split_api.METHOD_ROLES, **payout_api.METHOD_ROLES}
+ROLES = {**ledger_api.METHOD_ROLES, **split_api.METHOD_ROLES, **payout_api.METHOD_ROLES,
+         **recon_api.METHOD_ROLES}
 METHODS = [(service, method) for service, _, _ in SERVICES for method in service.methods]
 HANDLER_FIELDS = ("request_streaming", "response_streaming", "request_deserializer",
                   "response_serializer", "unary_unary", "unary_stream", "stream_unary",
                   "stream_stream")
+
+
+def _kind(method) -> str:
+    """The handler field of a method: no server streaming without client streaming."""
+    assert method.client_streaming or not method.server_streaming, method.full_name
+    if not method.client_streaming:
+        return "unary_unary"
+    return "stream_stream" if method.server_streaming else "stream_unary"
 
 
 def _servicer(module, service):
@@ -91,9 +105,8 @@ def test_generated_registration_is_what_the_interceptor_replaces(service, module
         assert all(hasattr(handler, f) for f in HANDLER_FIELDS)
         assert (handler.request_streaming, handler.response_streaming) == \
             (method.client_streaming, method.server_streaming)
-        # the interceptor wraps unary-unary and stream-stream handlers only
-        kind = "stream_stream" if method.client_streaming else "unary_unary"
-        assert method.client_streaming == method.server_streaming, method.full_name
+        # the interceptor wraps unary-unary, stream-stream and stream-unary handlers only
+        kind = _kind(method)
         assert getattr(handler, kind) == getattr(servicer, method.name)
         assert [f for f in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
                 if getattr(handler, f) is not None] == [kind]
@@ -117,13 +130,18 @@ def test_grpc_handler_constructors_keep_their_fields():
 
     unary = grpc.unary_unary_rpc_method_handler(behaviour, request_deserializer=decode,
                                                 response_serializer=encode)
+    upload = grpc.stream_unary_rpc_method_handler(behaviour, request_deserializer=decode,
+                                                  response_serializer=encode)
+    assert (upload.stream_unary, upload.unary_unary, upload.stream_stream,
+            upload.request_streaming, upload.response_streaming) == (
+        behaviour, None, None, True, False)
     stream = grpc.stream_stream_rpc_method_handler(behaviour, request_deserializer=decode,
                                                    response_serializer=encode)
     assert (unary.unary_unary, unary.stream_stream, unary.request_streaming,
             unary.response_streaming) == (behaviour, None, False, False)
     assert (stream.stream_stream, stream.unary_unary, stream.request_streaming,
             stream.response_streaming) == (behaviour, None, True, True)
-    for handler in (unary, stream):
+    for handler in (unary, stream, upload):
         assert (handler.request_deserializer, handler.response_serializer) == (decode, encode)
     generic = grpc.method_handlers_generic_handler("x.v1.S", {"M": unary})
     assert generic.service(_Details("/x.v1.S/M")) is unary
@@ -172,7 +190,7 @@ def test_every_method_of_every_service_is_wrapped_once_and_registered_both_ways(
         for method in service.methods:
             handler = handlers[method.name]
             assert generic[0].service(_Details(f"/{name}/{method.name}")) is handler
-            kind = "stream_stream" if method.client_streaming else "unary_unary"
+            kind = _kind(method)
             assert getattr(handler, kind) is not None
             assert getattr(handler, kind) != getattr(raw, method.name)  # the wrapper
             assert (handler.request_streaming, handler.response_streaming) == \
@@ -202,7 +220,11 @@ async def _call_without_key(channel, service, method, registered: bool):
     decode = GetMessageClass(method.output_type).FromString
     options = {"_registered_method": True} if registered else {}
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        if method.client_streaming:
+        if method.client_streaming and not method.server_streaming:
+            await channel.stream_unary(path, request_serializer=type(request).SerializeToString,
+                                       response_deserializer=decode, **options)(
+                iter([request]), timeout=10)
+        elif method.client_streaming:
             call = channel.stream_stream(path, request_serializer=type(request).SerializeToString,
                                          response_deserializer=decode, **options)(
                 iter([request]), timeout=10)

@@ -26,9 +26,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from clearing import values
-from clearing.rules import proto as rules_proto
+from clearing.api import rules_proto
 from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import payout_pb2 as ppb
+from clearing.v1 import rule_set_pb2
 from clearing.v1 import split_pb2 as pb
 from tests.payout_support import Payouts
 from tests.split_support import Splits, new_key
@@ -92,7 +93,7 @@ class World:
                            **over})
 
 
-async def _publish(w: World, text: str, *, activate: bool = True) -> pb.RuleSet:
+async def _publish(w: World, text: str, *, activate: bool = True) -> rule_set_pb2.RuleSet:
     msg = rules_proto.rule_set_proto_from_yaml(textwrap.dedent(text))
     published = (await w.splits.call("PublishRuleSet", pb.PublishRuleSetRequest(
         request_id=rid(), rule_set=msg))).rule_set

@@ -19,7 +19,8 @@ import pytest
 
 from clearing.clock import Clock
 from clearing.dev.bank_sim import BankSimSettings, BankSimulator, BankState, TimeoutKind
-from clearing.payout.worker import PayoutWorker, claim
+from clearing.payout.claim import claim
+from clearing.payout.worker import PayoutWorker
 from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import payout_pb2 as pb
 from tests.payout_worker_support import (FAST, FINAL, balances, books, funded, paid_at_bank,

@@ -297,7 +297,8 @@ async def test_review_payout_approved_is_paid(worker_db, redis_url, redis_prefix
 
 
 def test_worker_settings_from_env():
-    from clearing.payout.worker import WorkerSettings, retry_delay_ms
+    from clearing.config import WorkerSettings
+    from clearing.payout.settle import retry_delay_ms
     s = WorkerSettings.from_env({"CLEARING_PAYOUT_POLL_INTERVAL_MS": "5",
                                  "CLEARING_PAYOUT_CLAIM_BATCH_MAX": "7",
                                  "CLEARING_PAYOUT_SUBMIT_TIMEOUT_MS": "100",

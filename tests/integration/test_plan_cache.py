@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from clearing import db
-from clearing.dev import stack as devstack
+from clearing.dev.embedded_redis import start_redis
 from clearing.rules import store
 from clearing.rules.cache import LOOKUPS, MISMATCHES, PlanCache
 from clearing.rules.store import PgSource
@@ -95,7 +95,7 @@ async def test_activation_reaches_another_process_within_a_second(pool, rule_set
 
 @pytest.mark.slow
 async def test_redis_down_lookups_go_on(pool, rule_set, tmp_path):
-    server = devstack.start_redis(tmp_path / "redis")
+    server = start_redis(tmp_path / "redis")
     port = server.port
     redis = aioredis.from_url(server.url, socket_connect_timeout=0.2, socket_timeout=0.2)
     cache = PlanCache(PgSource(pool), json.loads, redis, "t:", pointer_ttl_s=0.2)
@@ -112,7 +112,7 @@ async def test_redis_down_lookups_go_on(pool, rule_set, tmp_path):
         assert (got.version, got.plan["version"]) == (2, 2)
         # Redis back on the same port: the listener subscribes again. Redis never held
         # the pointer (PostgreSQL is its authority), so nothing stale survives the outage.
-        server = devstack.start_redis(tmp_path / "redis", port=port)
+        server = start_redis(tmp_path / "redis", port=port)
         probe = aioredis.from_url(server.url)
         await asyncio.wait_for(cache.subscribed.wait(), 10)
         assert await probe.keys("t:rules:active:*") == []

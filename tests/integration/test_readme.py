@@ -178,7 +178,7 @@ def _anchors(markdown: str) -> set[str]:
 def test_the_readme_and_docs_link_only_to_what_exists():
     docs = [README, ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     assert {p.name for p in docs} >= {"splits.md", "payouts.md", "operations.md",
-                                      "scaling.md", "testing.md"}
+                                      "scaling.md", "testing.md", "recon.md"}
     broken = []
     for doc in docs:
         prose = re.sub(r"(?ms)^```.*?^```", "", doc.read_text())

@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from clearing import server
-from clearing.dev import stack as devstack
+from clearing.dev.embedded_redis import start_redis
 from clearing.rules import evaluate as evaluation
 from clearing.v1 import split_pb2 as pb
 from tests.conftest import server_settings
@@ -134,7 +134,7 @@ SPLITS_PER_PHASE = 10
 @pytest.fixture
 async def own_redis(tmp_path):
     """A Redis server of this test only (the machine's is never touched)."""
-    redis = devstack.start_redis(tmp_path / "redis")
+    redis = start_redis(tmp_path / "redis")
     yield redis
     redis.stop()
 
@@ -173,7 +173,7 @@ async def test_redis_stopped_and_restarted_during_splits(own_redis, own_channel,
     assert [(c.value, c.source) for c in tier_down.counter_values] == [
         (2, pb.COUNTER_SOURCE_FALLBACK)]
     # Redis back on the same port: live counters again
-    again = devstack.start_redis(tmp_path / "redis", port=own_redis.port)
+    again = start_redis(tmp_path / "redis", port=own_redis.port)
     probes: list[pb.Split] = []
     try:
         async def live_again() -> bool:

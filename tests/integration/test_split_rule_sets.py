@@ -6,7 +6,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from clearing.rules import proto
+from clearing.api import rules_proto as proto
+from clearing.v1 import rule_set_pb2
 from clearing.v1 import split_pb2 as pb
 from tests.split_support import Splits, new_key, open_accounts
 from tests.support import Client, details, rid
@@ -32,7 +33,7 @@ async def test_publish_stores_numbered_immutable_versions(maker: Splits):
     first = await maker.publish(B2B)
     second = await maker.publish(B2B)
     assert (first.name, first.version, second.version) == ("b2b", 1, 2)
-    assert first.status == pb.RULE_SET_STATUS_PUBLISHED
+    assert first.status == rule_set_pb2.RULE_SET_STATUS_PUBLISHED
     expected_sha = proto.content_sha256(proto.rule_set_proto_from_yaml(B2B))
     assert first.content_sha256 == second.content_sha256 == expected_sha
     assert first.rule_set_id and first.rule_set_id != second.rule_set_id
@@ -94,7 +95,7 @@ async def test_maker_checker(channel, database_url, platform, maker: Splits, che
     activated = await checker.activate("b2b", published.version,
                                        content_sha256=published.content_sha256,
                                        expected_active_version=0, comment="reviewed")
-    assert activated.rule_set.status == pb.RULE_SET_STATUS_ACTIVE
+    assert activated.rule_set.status == rule_set_pb2.RULE_SET_STATUS_ACTIVE
     assert activated.previous_active_version == 0
     assert activated.rule_set.activated_by and activated.rule_set.activated_by != \
         published.published_by
@@ -116,9 +117,9 @@ async def test_activation_checks_content_and_active_version(maker: Splits, check
     assert second.previous_active_version == 1
     old = (await maker.call("GetRuleSet", pb.GetRuleSetRequest(
         rule_set_name="b2b", rule_set_version=1))).rule_set
-    assert old.status == pb.RULE_SET_STATUS_SUPERSEDED and old.HasField("supersede_time")
+    assert old.status == rule_set_pb2.RULE_SET_STATUS_SUPERSEDED and old.HasField("supersede_time")
     active = (await maker.call("GetRuleSet", pb.GetRuleSetRequest(rule_set_name="b2b"))).rule_set
-    assert (active.version, active.status) == (2, pb.RULE_SET_STATUS_ACTIVE)
+    assert (active.version, active.status) == (2, rule_set_pb2.RULE_SET_STATUS_ACTIVE)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await checker.activate("b2b", 9)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -139,10 +140,11 @@ async def test_get_and_list_paginate(maker: Splits, checker: Splits):
         token = page.next_page_token
         if not token:
             break
-    assert seen == [(3, pb.RULE_SET_STATUS_PUBLISHED, 0), (2, pb.RULE_SET_STATUS_ACTIVE, 0),
-                    (1, pb.RULE_SET_STATUS_PUBLISHED, 0)]
+    assert seen == [(3, rule_set_pb2.RULE_SET_STATUS_PUBLISHED, 0),
+                    (2, rule_set_pb2.RULE_SET_STATUS_ACTIVE, 0),
+                    (1, rule_set_pb2.RULE_SET_STATUS_PUBLISHED, 0)]
     active = await maker.call("ListRuleSets", pb.ListRuleSetsRequest(
-        status=pb.RULE_SET_STATUS_ACTIVE, include_rules=True))
+        status=rule_set_pb2.RULE_SET_STATUS_ACTIVE, include_rules=True))
     assert [(r.version, len(r.rules)) for r in active.rule_sets] == [(2, 3)]
 
 

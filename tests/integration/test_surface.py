@@ -9,17 +9,18 @@ import urllib.request
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clearing import logs, metrics
-from clearing.v1 import ledger_pb2 as pb, payout_pb2, payout_pb2_grpc, split_pb2
+from clearing.v1 import ledger_pb2 as pb, payout_pb2, payout_pb2_grpc, reconciliation_pb2, split_pb2
 from tests.support import Client, details
 
 
 SERVICES = {
     "clearing.v1.LedgerService", "clearing.v1.SplitService", "clearing.v1.PayoutService",
-    "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+    "clearing.v1.ReconciliationService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
 }
 
 
@@ -33,6 +34,28 @@ async def test_reflection_lists_exactly_the_services(channel):
     assert names == SERVICES
 
 
+
+async def test_reflection_serves_the_rule_set_file_with_the_service(channel):
+    """grpcurl and other reflection clients resolve SplitService with its import
+    (clearing/v1/rule_set.proto, where RuleSet lives), and RuleSet by itself."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(timeout=10)
+    served = {}
+    for symbol in ("clearing.v1.SplitService", "clearing.v1.RuleSet"):
+        await call.write(reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol=symbol))
+        response = await call.read()
+        files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+                 for b in response.file_descriptor_response.file_descriptor_proto]
+        served[symbol] = {f.name: f for f in files}
+    await call.done_writing()
+    split = served["clearing.v1.SplitService"]
+    assert "clearing/v1/rule_set.proto" in split["clearing/v1/split.proto"].dependency
+    assert "clearing/v1/rule_set.proto" in split
+    rule_set = served["clearing.v1.RuleSet"]["clearing/v1/rule_set.proto"]
+    assert "RuleSet" in {m.name for m in rule_set.message_type}
+    assert "clearing/v1/split.proto" not in rule_set.dependency
+
 async def test_contract_method_names():
     ledger = {m.name for m in pb.DESCRIPTOR.services_by_name["LedgerService"].methods}
     assert ledger == {"CreateAccount", "GetAccount", "ListAccounts", "FreezeAccount",
@@ -45,12 +68,16 @@ async def test_contract_method_names():
     payout = {m.name for m in payout_pb2.DESCRIPTOR.services_by_name["PayoutService"].methods}
     assert payout == {"BindBankAccount", "SetPayoutSchedule", "RequestPayout", "GetPayout",
                       "ListPayouts", "ApprovePayout", "RejectPayout"}
+    recon = {m.name for m in
+             reconciliation_pb2.DESCRIPTOR.services_by_name["ReconciliationService"].methods}
+    assert recon == {"ImportStatement", "GetReconciliationRun", "ListReconciliationRuns",
+                     "ListDiscrepancies"}
 
 
 async def test_health_serves_every_service(channel):
     stub = health_pb2_grpc.HealthStub(channel)
     for name in ("", "clearing.v1.LedgerService", "clearing.v1.SplitService",
-                 "clearing.v1.PayoutService"):
+                 "clearing.v1.PayoutService", "clearing.v1.ReconciliationService"):
         r = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
         assert r.status == health_pb2.HealthCheckResponse.SERVING, name
 

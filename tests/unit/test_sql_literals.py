@@ -15,7 +15,7 @@ from clearing.ledger.model import AccountKind, AccountStatus, Mode, OwnerType
 from clearing.payout.calendar import PayoutCycle
 from clearing.payout.model import (BankAccountStatus, BankAccountType, PayoutOrigin,
                                    PayoutState, TransferState)
-from clearing.payout.worker import DUE
+from clearing.payout.claim import DUE
 
 ROOT = Path(clearing.__file__).parent
 SQL_WORD = re.compile(r"\b(SELECT|UPDATE|INSERT|DELETE|WHERE)\b")

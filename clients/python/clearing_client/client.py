@@ -1,4 +1,4 @@
-"""The client: stubs for the three services, bearer auth, retries with the same request.
+"""The client: stubs for the four services, bearer auth, retries with the same request.
 
 Typed methods cover the calls the `clearing` command line makes (and more): they return
 the resource when a response holds only it (an Account, a Transfer, a Payout, a RuleSet)
@@ -9,9 +9,10 @@ ActivateRuleSet). Every other method is one `call(client.<service>.<Method>, req
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -20,8 +21,11 @@ from grpc_status import rpc_status
 
 from clearing_client.v1 import ledger_pb2 as pb
 from clearing_client.v1 import ledger_pb2_grpc, payout_pb2
-from clearing_client.v1 import payout_pb2_grpc, split_pb2, split_pb2_grpc
+from clearing_client.v1 import payout_pb2_grpc, rule_set_pb2, split_pb2, split_pb2_grpc
+from clearing_client.v1 import reconciliation_pb2, reconciliation_pb2_grpc
 
+# The chunk of a statement file per ImportStatement message (the server takes up to 1 MiB).
+STATEMENT_CHUNK_BYTES = 256 * 1024
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                              grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED})
 
@@ -87,6 +91,7 @@ class ClearingClient:
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(self.channel)
         self.split = split_pb2_grpc.SplitServiceStub(self.channel)
         self.payout = payout_pb2_grpc.PayoutServiceStub(self.channel)
+        self.recon = reconciliation_pb2_grpc.ReconciliationServiceStub(self.channel)
 
     async def __aenter__(self) -> "ClearingClient":
         return self
@@ -101,10 +106,15 @@ class ClearingClient:
     async def call(self, method, request, *, timeout_s: float | None = None):
         """Call a stub method (e.g. `client.ledger.Transfer`), retrying retryable failures
         with the same request. Raises ClearingRpcError."""
+        return await self._attempts(method, lambda: request, timeout_s)
+
+    async def _attempts(self, method, make_request, timeout_s: float | None):
+        """Call `method` with `make_request()` (a message, or a fresh iterator of messages
+        for a client stream) until it succeeds or fails for good."""
         delay = self.backoff_s
         for attempt in range(1, self.attempts_max + 1):
             try:
-                return await method(request, metadata=self.metadata,
+                return await method(make_request(), metadata=self.metadata,
                                     timeout=timeout_s or self.timeout_s)
             except grpc.aio.AioRpcError as err:
                 if err.code() not in RETRYABLE_CODES or attempt == self.attempts_max:
@@ -202,8 +212,9 @@ class ClearingClient:
 
     # ---- SplitService: rule sets ---------------------------------------------------------
 
-    async def publish_rule_set(self, rule_set: split_pb2.RuleSet, *, validate_only: bool = False,
-                               request_id: str | None = None) -> split_pb2.RuleSet:
+    async def publish_rule_set(self, rule_set: rule_set_pb2.RuleSet, *,
+                               validate_only: bool = False,
+                               request_id: str | None = None) -> rule_set_pb2.RuleSet:
         """File a new version of a rule set (validate_only: check it, store nothing)."""
         return (await self.call(self.split.PublishRuleSet, split_pb2.PublishRuleSetRequest(
             request_id=request_id or new_request_id(), rule_set=rule_set,
@@ -224,14 +235,14 @@ class ClearingClient:
         return await self.call(self.split.ActivateRuleSet, request)
 
     async def get_rule_set(self, rule_set_name: str,
-                           rule_set_version: int = 0) -> split_pb2.RuleSet:
+                           rule_set_version: int = 0) -> rule_set_pb2.RuleSet:
         """One version of a rule set (0: the active one)."""
         return (await self.call(self.split.GetRuleSet, split_pb2.GetRuleSetRequest(
             rule_set_name=rule_set_name, rule_set_version=rule_set_version))).rule_set
 
     async def list_rule_sets(self, *, rule_set_name: str = "", page_size: int = 0,
                              page_token: str = "", include_rules: bool = False,
-                             status: int = split_pb2.RULE_SET_STATUS_UNSPECIFIED,
+                             status: int = rule_set_pb2.RULE_SET_STATUS_UNSPECIFIED,
                              ) -> split_pb2.ListRuleSetsResponse:
         """A page of rule-set versions by name, newest first (`status`: only those)."""
         return await self.call(self.split.ListRuleSets, split_pb2.ListRuleSetsRequest(
@@ -284,3 +295,58 @@ class ClearingClient:
         return (await self.call(self.payout.RejectPayout, payout_pb2.RejectPayoutRequest(
             request_id=request_id or new_request_id(), payout_id=payout_id,
             reason=reason))).payout
+
+    # ---- ReconciliationService -------------------------------------------------------------
+
+    async def import_statement(self, path: str | os.PathLike, *, channel: str,
+                               settlement_date: str,
+                               statement_format: int = reconciliation_pb2.STATEMENT_FORMAT_CANONICAL,
+                               chunk_bytes: int = STATEMENT_CHUNK_BYTES,
+                               progress: Callable[[int, int], None] | None = None,
+                               request_id: str | None = None, timeout_s: float | None = None,
+                               ) -> reconciliation_pb2.ImportStatementResponse:
+        """Upload a statement file (read in chunks, never whole) and reconcile it; its run.
+        `progress(sent_bytes, size_bytes)` is called after each chunk. A retry sends the file
+        again with the same request id: the server answers the first run."""
+        header = reconciliation_pb2.StatementHeader(
+            request_id=request_id or new_request_id(), channel=channel,
+            settlement_date=settlement_date, format=statement_format)
+        size_bytes = os.path.getsize(path)
+
+        def messages():
+            yield reconciliation_pb2.ImportStatementRequest(header=header)
+            sent = 0
+            with open(path, "rb") as f:
+                while chunk := f.read(chunk_bytes):
+                    sent += len(chunk)
+                    yield reconciliation_pb2.ImportStatementRequest(chunk=chunk)
+                    if progress is not None:
+                        progress(sent, size_bytes)
+
+        return await self._attempts(self.recon.ImportStatement, messages, timeout_s)
+
+    async def get_reconciliation_run(self, run_id: int) -> reconciliation_pb2.ReconciliationRun:
+        """One reconciliation run with its totals per class."""
+        return (await self.call(self.recon.GetReconciliationRun,
+                                reconciliation_pb2.GetReconciliationRunRequest(
+                                    run_id=run_id))).run
+
+    async def list_reconciliation_runs(self, *, channel: str = "", settlement_date: str = "",
+                                       page_size: int = 0, page_token: str = "",
+                                       ) -> reconciliation_pb2.ListReconciliationRunsResponse:
+        """A page of runs, newest first (of one channel and/or day when given)."""
+        return await self.call(self.recon.ListReconciliationRuns,
+                               reconciliation_pb2.ListReconciliationRunsRequest(
+                                   channel=channel, settlement_date=settlement_date,
+                                   page_size=page_size, page_token=page_token))
+
+    async def list_discrepancies(self, *, run_id: int = 0, classes: Iterable[int] = (),
+                                 states: Iterable[int] = (), page_size: int = 0,
+                                 page_token: str = "",
+                                 ) -> reconciliation_pb2.ListDiscrepanciesResponse:
+        """A page of discrepancies, oldest first (`classes`: ReconciliationClasses,
+        `states`: DiscrepancyStates)."""
+        return await self.call(self.recon.ListDiscrepancies,
+                               reconciliation_pb2.ListDiscrepanciesRequest(
+                                   run_id=run_id, classes=list(classes), states=list(states),
+                                   page_size=page_size, page_token=page_token))

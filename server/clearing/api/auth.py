@@ -13,6 +13,7 @@ import asyncpg
 
 from clearing.errors import Unauthenticated
 from clearing.ledger.model import Principal
+from clearing.tasks import cancel_and_wait
 from clearing.tenancy import hash_key
 from clearing.reasons import Reason
 
@@ -106,11 +107,7 @@ class KeyStore:
 
     async def stop(self) -> None:
         if self._poller is not None:
-            self._poller.cancel()
-            try:
-                await self._poller
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._poller)
             self._poller = None
 
     async def _poll_loop(self) -> None:

@@ -177,6 +177,26 @@ class ClearingInterceptor:
             return grpc.stream_stream_rpc_method_handler(
                 stream, request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
+        if handler.stream_unary:
+            inner_upload = handler.stream_unary
+
+            async def upload(request_iterator, context):
+                started, code = time.perf_counter(), "OK"
+                try:
+                    await self._enter(method, short, context, None)
+                    return await inner_upload(_decoded(request_iterator), context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    code = code_name(exc)
+                    await fail(context, exc)
+                finally:
+                    done(started, code)
+
+            return grpc.stream_unary_rpc_method_handler(
+                upload, request_deserializer=_lenient(handler.request_deserializer),
+                response_serializer=handler.response_serializer)
         raise TypeError(f"{method}: unsupported handler kind")
 
 

@@ -19,7 +19,7 @@ from clearing.ledger.model import Role
 from clearing.limits import (ACCOUNT_NUMBER_LEN_MAX, ACCOUNT_NUMBER_LEN_MIN, BANK_CODE_LEN_MAX,
                              BANK_NAME_LEN_MAX, BRANCH_CODE_LEN, HOLDER_NAME_LEN_MAX,
                              PAYOUT_MEMO_LEN_MAX, REVIEW_REASON_LEN_MAX)
-from clearing.payout import service
+from clearing.payout import review, service
 from clearing.payout.model import BankAccount, BankAccountType, BankTransfer, Payout, PayoutState
 from clearing.payout.service import PayoutDeps
 from clearing.v1 import payout_pb2 as pb
@@ -139,7 +139,7 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
     async def ApprovePayout(self, request: pb.ApprovePayoutRequest, context) -> pb.ApprovePayoutResponse:
         self._review_args(request, reason_required=False)
         who = principal()
-        return pb.ApprovePayoutResponse.FromString(await service.approve_payout(
+        return pb.ApprovePayoutResponse.FromString(await review.approve_payout(
             self._deps, who.platform_id, who.key_id, request.request_id,
             validate.payload_hash("ApprovePayout", request), request.payout_id, request.reason,
             lambda p: encode(pb.ApprovePayoutResponse(payout=payout(p)))))
@@ -147,7 +147,7 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
     async def RejectPayout(self, request: pb.RejectPayoutRequest, context) -> pb.RejectPayoutResponse:
         self._review_args(request, reason_required=True)
         who = principal()
-        return pb.RejectPayoutResponse.FromString(await service.reject_payout(
+        return pb.RejectPayoutResponse.FromString(await review.reject_payout(
             self._deps, who.platform_id, who.key_id, request.request_id,
             validate.payload_hash("RejectPayout", request), request.payout_id, request.reason,
             lambda p: encode(pb.RejectPayoutResponse(payout=payout(p)))))

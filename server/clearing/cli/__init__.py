@@ -25,6 +25,9 @@
     clearing calendar set DAY --holiday|--workday [--note N]
                                               a business-day exception (payout schedules)
     clearing calendar unset DAY | list [--from DAY] [--to DAY]
+    clearing recon import FILE --channel C --date D [--format canonical|wechat]
+                                              import a statement and reconcile it (operator)
+    clearing recon runs [--channel C] [--date D] | discrepancies [--run ID] [--class X]
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units
@@ -35,12 +38,12 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import admin, client, serve
+from clearing.cli import admin, client, recon, serve
 from clearing.config import Settings
 
-# The commands live in three modules: serve (serve), admin (on the database directly:
-# migrate, platform, keys, payout-config, calendar, verify --all) and client (calls to a
-# server through the clearing_client SDK).
+# The commands live in four modules: serve (serve), admin (on the database directly:
+# migrate, platform, keys, payout-config, calendar, verify --all), client and recon (calls
+# to a server through the clearing_client SDK).
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     client.add_parsers(sub)
     client.add_payouts_parser(sub)
     admin.add_calendar_parser(sub)
+    recon.add_parser(sub)
     return top
 
 

@@ -26,10 +26,14 @@ async def _admin_connect(settings: Settings):
 def cmd_migrate(args, settings: Settings) -> int:
     from clearing import db
 
+    from clearing.api import split_upgrade
+
     async def go() -> list[str]:
         conn = await _admin_connect(settings)
         try:
-            return await db.migrate(conn)
+            applied = await db.migrate(conn)
+            await split_upgrade.upgrade(conn)
+            return applied
         finally:
             await conn.close()
 

@@ -180,7 +180,7 @@ def cmd_rules(args, settings: Settings) -> int:
     rid = args.request_id or str(uuid.uuid4())
     if args.action == "publish":
         from clearing.errors import InvalidArgument
-        from clearing.rules.proto import rule_set_proto_from_yaml
+        from clearing.api.rules_proto import rule_set_proto_from_yaml
 
         try:
             rule_set = rule_set_proto_from_yaml(Path(args.file).read_bytes())

@@ -193,14 +193,15 @@ def _dev_services(settings: Settings, started: list) -> Settings:
     appended to `started` as soon as it runs, so that the caller can stop it."""
     import asyncpg
 
-    from clearing.dev import stack as devstack
+    from clearing.dev.embedded_postgres import start_postgres
+    from clearing.dev.embedded_redis import start_redis
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every command at INFO
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.with_(data_dir=data_dir)
     if not settings.database_url:
-        pg = devstack.start_postgres(data_dir / "postgres")
+        pg = start_postgres(data_dir / "postgres")
         started.append(pg)
 
         async def create_db() -> None:
@@ -215,7 +216,7 @@ def _dev_services(settings: Settings, started: list) -> Settings:
         asyncio.run(create_db())
         settings = settings.with_(database_url=pg.dsn.replace("/postgres?", f"/{DEV_DATABASE}?"))
     if not settings.redis_url:
-        rd = devstack.start_redis(data_dir / "redis")
+        rd = start_redis(data_dir / "redis")
         started.append(rd)
         settings = settings.with_(redis_url=rd.url)
     return settings

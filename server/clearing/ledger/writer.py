@@ -50,6 +50,7 @@ from clearing.ledger.batch import (Batch, Decision, LockedAccount, PendingTransf
 from clearing.ledger.model import Claim, Mode, PendingState, Posting, Replay, TransferRecord
 from clearing.limits import BATCH_SPAN
 from clearing.reasons import Reason
+from clearing.tasks import cancel_and_wait
 
 log = logging.getLogger("clearing.ledger.writer")
 
@@ -177,11 +178,7 @@ class LedgerWriter:
         if self._task is None:
             return
         await self._queue.join()
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(self._task)
         self._task = None
         await self._drop_connection()
 

@@ -1,8 +1,8 @@
 """A payout's life after the worker: the review actions and the release of its holds.
 
-The worker (`clearing.payout.worker`) claims, sends, queries and settles bank transfers; a
-payout it cannot finish goes to MANUAL_REVIEW with its funds held. What happens then, and
-to a payout still waiting for review, is decided here:
+The worker (`clearing.payout.worker`, with `.claim` and `.settle`) claims, sends, queries
+and settles bank transfers; a payout it cannot finish goes to MANUAL_REVIEW with its funds
+held. What happens then, and to a payout still waiting for review, is decided here:
 
 - `fail_payout` / `fail_in` (RejectPayout): REQUESTED, PENDING_REVIEW, QUEUED (nothing at
   the bank yet) or MANUAL_REVIEW -> FAILED; its transfers that did not succeed end FAILED.
@@ -33,7 +33,8 @@ import asyncpg
 from clearing.db import sql_list
 from clearing.errors import FailedPrecondition, NotFound, invariant
 from clearing.ledger.model import Leg, Mode, Posting
-from clearing.payout.model import FAILURE_MESSAGE_LEN_MAX, PayoutState, TransferState
+from clearing.limits import FAILURE_MESSAGE_LEN_MAX
+from clearing.payout.model import PayoutState, TransferState
 from clearing.reasons import Reason
 
 METHOD_POST = "PayoutPost"

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from clearing.errors import invariant
-from clearing.limits import FAILURE_MESSAGE_LEN_MAX  # noqa: F401  (payout.worker reads it here)
 from clearing.money import bps_of
 
 # Who requested a scheduled payout.

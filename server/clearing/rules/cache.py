@@ -34,7 +34,9 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
+
 from clearing.reasons import Reason
+from clearing.tasks import cancel_and_wait
 
 log = logging.getLogger("clearing.rules.cache")
 
@@ -192,11 +194,7 @@ class PlanCache(Generic[P]):
 
     async def stop(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            try:
-                await self._listener
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._listener)
             self._listener = None
 
     async def _listen(self) -> None:

@@ -3,7 +3,7 @@
 Money is `int` minor units, ratios `int` basis points (10000 = 100%), times `int`
 nanoseconds since the Unix epoch (`None` when unset). Enum numbers equal the proto enum
 numbers, `0` being the proto's `*_UNSPECIFIED` (kept so that validation can report it).
-Nothing here imports protobuf: `clearing.rules.proto` converts.
+Nothing here imports protobuf: `clearing.api.rules_proto` converts.
 """
 
 from __future__ import annotations
@@ -80,18 +80,6 @@ class HoldReason(IntEnum):
     UNSPECIFIED = 0
     RELEASE_POLICY = 1
     RECEIVER_UNAVAILABLE = 2
-
-
-class SplitStatus(IntEnum):
-    """A split's status, stored in splits.status (PREVIEW only answers PreviewSplit)."""
-
-    UNSPECIFIED = 0
-    POSTED = 1
-    HOLDING = 2
-    CANCELLED = 3
-    PARTLY_REFUNDED = 4
-    REFUNDED = 5
-    PREVIEW = 6
 
 
 class RuleSetStatus(IntEnum):
@@ -280,6 +268,9 @@ class Order:
     coupons: tuple[Coupon, ...] = ()
     rule_set_name: str = ""
     paid_time_ns: int | None = None
+    # recorded with the split, not read by the rules
+    channel_transaction_id: str = ""
+    memo: str = ""
 
 
 # ---- what the caller tells the rules engine about accounts -----------------------------------

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 import asyncpg
 
 from clearing.errors import FailedPrecondition, NotFound, PermissionDenied
+from clearing.limits import ALERT_MESSAGE_LEN_MAX, RESOLVE_ROUNDS_MAX, RULE_SET_VERSION_MAX
 from clearing.ledger.model import Principal
 from clearing.rules.cache import Source
-from clearing.rules.model import RuleSetStatus
-from clearing.rules.runtime import record_alert
+from clearing.rules import chain as chains
+from clearing.rules.model import Resolver, RuleSet, RuleSetStatus
+from clearing.rules.validate import NAME_RE
 from clearing.reasons import Reason
 
 
@@ -213,3 +216,55 @@ async def activate_checked(conn: asyncpg.Connection, principal: Principal, name:
         " key_id, comment) VALUES ($1, $2, $3, $4, $5, $6)",
         pid, name, version, active or None, principal.key_id, comment)
     return row.rule_set_id, active
+
+
+# ---- sub-rule-sets --------------------------------------------------------------------------
+
+async def preload_resolver(conn: asyncpg.Connection, platform_id: int, root: RuleSet,
+                           decode: Callable[[bytes, int], RuleSet]) -> Resolver:
+    """A synchronous resolver holding every rule set `root` reaches (the compiler's
+    resolver cannot wait on the database): references are fetched level by level."""
+    found: dict[tuple[str, int], RuleSet | None] = {}
+
+    def resolve(name: str, version: int) -> RuleSet | None:
+        key = (name, version)
+        if key not in found:
+            missing.add(key)
+            return None
+        return found[key]
+
+    for _ in range(RESOLVE_ROUNDS_MAX):
+        missing: set[tuple[str, int]] = set()
+        chains.walk(root, resolve)
+        if not missing:
+            break
+        for name, version in missing:
+            found[(name, version)] = await _load_rule_set(conn, platform_id, name, version,
+                                                          decode)
+    return lambda name, version: found.get((name, version))
+
+
+async def _load_rule_set(conn, platform_id: int, name: str, version: int,
+                         decode: Callable[[bytes, int], RuleSet]) -> RuleSet | None:
+    if not 0 <= version <= RULE_SET_VERSION_MAX or NAME_RE.fullmatch(name) is None:
+        return None  # no such rule set; the validator says why
+    if version == 0:
+        row = await conn.fetchrow(
+            "SELECT r.content, r.version FROM rule_sets r JOIN rule_set_heads h"
+            " ON h.platform_id = r.platform_id AND h.name = r.name"
+            " WHERE r.platform_id = $1 AND r.name = $2 AND r.version = h.active_version",
+            platform_id, name)
+    else:
+        row = await conn.fetchrow(
+            "SELECT content, version FROM rule_sets WHERE platform_id = $1 AND name = $2"
+            " AND version = $3", platform_id, name, version)
+    return None if row is None else decode(row["content"], row["version"])
+
+
+async def record_alert(pool: asyncpg.Pool, platform_id: int, reason: str, message: str) -> None:
+    """An alert for operators that concerns no split row (split_alerts, split_id 0): an
+    order that could not be split, a plan cache that did not match."""
+    await pool.execute(
+        "INSERT INTO split_alerts (platform_id, split_id, reason, account_id, leg_index,"
+        " message, created_at) VALUES ($1, 0, $2, 0, -1, $3, now())",
+        platform_id, reason, message[:ALERT_MESSAGE_LEN_MAX])

@@ -15,53 +15,36 @@ fractions not summing to 100%, and more legs per split than a split may hold.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from clearing.errors import FieldViolation, Violations
 from clearing.ledger.model import AccountKind, AccountStatus
-from clearing.limits import (ALLOWED_VALUES_MAX, AMOUNT_MINOR_MAX, ATTRIBUTES_MAX,
-                             ATTRIBUTE_DESCRIPTION_LEN_MAX, BPS_MAX, CHANNEL_LEN_MAX,
-                             CONDITION_ATTRIBUTES_MAX, CONDITION_VALUES_MAX, COUNTERS_MAX,
-                             DESCRIPTION_LEN_MAX, EVENT_NAME_LEN_MAX, EXTERNAL_REF_LEN_MAX,
-                             FEES_PER_RULE_MAX, LABEL_LEN_MAX, LEGS_PER_SPLIT_MAX, NAME_LEN_MAX,
-                             PARTY_ROLES_MAX, PRIORITY_MAX, RELEASE_STEPS_MAX, RULES_MAX,
-                             RULE_SET_VERSION_MAX, SHARES_PER_RULE_MAX, SUBSIDIES_PER_RULE_MAX,
-                             TAG_LEN_MAX, TIERS_MAX, VALUE_LEN_MAX)
+from clearing.limits import (ALLOWED_VALUES_MAX, ATTRIBUTE_DESCRIPTION_LEN_MAX, ATTRIBUTES_MAX,
+                             BPS_MAX, CHANNEL_LEN_MAX, CONDITION_ATTRIBUTES_MAX,
+                             CONDITION_VALUES_MAX, COUNTERS_MAX, DESCRIPTION_LEN_MAX,
+                             EVENT_NAME_LEN_MAX, EXTERNAL_REF_LEN_MAX, FEES_PER_RULE_MAX,
+                             LABEL_LEN_MAX, LEGS_PER_SPLIT_MAX, PARTY_ROLES_MAX, PRIORITY_MAX,
+                             RELEASE_STEPS_MAX, RULES_MAX, RULE_SET_VERSION_MAX,
+                             SHARES_PER_RULE_MAX, SUBSIDIES_PER_RULE_MAX, TAG_LEN_MAX, TIERS_MAX,
+                             VALUE_LEN_MAX)
 from clearing.money import is_currency
 from clearing.rules import chain as chains
+from clearing.rules import leaf_checks as leaf
+from clearing.rules.leaf_checks import EVENT_RE, NAME_RE, Ctx
 from clearing.rules.model import (Accounts, AttributeComparison, AttributeCondition,
-                                  AttributeDeclaration, CounterDefinition, CounterMetric,
-                                  CounterPeriod, Fee, Receiver, ReleasePolicy, Resolver, Rule,
-                                  RuleCondition, RuleSet, Share, ShareType, Subsidy, SubsidyBasis,
-                                  SubsidyTarget, TierEffect, TierTable)
+                                  CounterDefinition, CounterMetric, CounterPeriod, Fee, Receiver,
+                                  ReleasePolicy, Resolver, Rule, RuleCondition, RuleSet, Share,
+                                  ShareType, Subsidy, SubsidyBasis, SubsidyTarget, TierEffect,
+                                  TierTable)
 from clearing.rules.overlap import can_both_apply
 from clearing.values import text_problem, time_zone_problem
 
-NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")  # rule-set and rule names
-KEY_RE = re.compile(r"[a-z0-9_]{1,64}")  # attribute keys, party roles, counter names
-EVENT_RE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 _SINGLE_VALUE = (AttributeComparison.EQUALS, AttributeComparison.NOT_EQUALS)
 _SUBSIDY_SOURCE_KINDS = (AccountKind.MARKETING, AccountKind.FUNCTIONAL)
 
 
 def _no_rule_sets(name: str, version: int) -> None:
     return None
-
-
-@dataclass(slots=True)
-class _Ctx:
-    rule_set: RuleSet
-    accounts: Accounts
-    v: Violations
-    prefix: str
-    attributes: dict[str, AttributeDeclaration] = field(default_factory=dict)
-    roles: set[str] = field(default_factory=set)
-    counters: set[str] = field(default_factory=set)
-
-    def add(self, path: str, description: str) -> None:
-        self.v.add(self.prefix + path, description)
 
 
 def validate(rule_set: RuleSet, accounts: Accounts, resolver: Resolver | None = None, *,
@@ -71,7 +54,7 @@ def validate(rule_set: RuleSet, accounts: Accounts, resolver: Resolver | None = 
     `accounts`: the platform's accounts by external_ref (every ref the rule set names must
     be there). `resolver`: finds the rule sets that sub-rule-set shares name.
     """
-    ctx = _Ctx(rule_set, accounts, Violations(), prefix)
+    ctx = Ctx(rule_set, accounts, Violations(), prefix)
     _header(ctx)
     _declarations(ctx)
     rules = rule_set.rules
@@ -85,12 +68,12 @@ def validate(rule_set: RuleSet, accounts: Accounts, resolver: Resolver | None = 
 
 # ---- the rule set ---------------------------------------------------------------------------
 
-def _header(ctx: _Ctx) -> None:
+def _header(ctx: Ctx) -> None:
     rs = ctx.rule_set
-    _name(ctx, "name", rs.name)
+    leaf.name(ctx, "name", rs.name)
     if not is_currency(rs.currency_code):
         ctx.add("currency_code", f"{rs.currency_code!r} is not a known ISO 4217 currency code")
-    _text(ctx, "description", rs.description, DESCRIPTION_LEN_MAX)
+    leaf.text(ctx, "description", rs.description, DESCRIPTION_LEN_MAX)
     if not rs.rules:
         ctx.add("rules", "at least one rule is required")
     elif len(rs.rules) > RULES_MAX:
@@ -100,33 +83,33 @@ def _header(ctx: _Ctx) -> None:
                          "the top-slice rules pass on")
 
 
-def _declarations(ctx: _Ctx) -> None:
+def _declarations(ctx: Ctx) -> None:
     rs = ctx.rule_set
-    _count(ctx, "attributes", rs.attributes, ATTRIBUTES_MAX)
+    leaf.count(ctx, "attributes", rs.attributes, ATTRIBUTES_MAX)
     for i, decl in enumerate(rs.attributes):
         path = f"attributes[{i}]"
-        if _key(ctx, f"{path}.key", decl.key) and decl.key in ctx.attributes:
+        if leaf.key(ctx, f"{path}.key", decl.key) and decl.key in ctx.attributes:
             ctx.add(f"{path}.key", f"attribute {decl.key!r} is declared twice")
         ctx.attributes[decl.key] = decl
-        _count(ctx, f"{path}.allowed_values", decl.allowed_values, ALLOWED_VALUES_MAX)
-        _texts(ctx, f"{path}.allowed_values", decl.allowed_values, VALUE_LEN_MAX)
-        _text(ctx, f"{path}.description", decl.description, ATTRIBUTE_DESCRIPTION_LEN_MAX)
-    _count(ctx, "party_roles", rs.party_roles, PARTY_ROLES_MAX)
+        leaf.count(ctx, f"{path}.allowed_values", decl.allowed_values, ALLOWED_VALUES_MAX)
+        leaf.texts(ctx, f"{path}.allowed_values", decl.allowed_values, VALUE_LEN_MAX)
+        leaf.text(ctx, f"{path}.description", decl.description, ATTRIBUTE_DESCRIPTION_LEN_MAX)
+    leaf.count(ctx, "party_roles", rs.party_roles, PARTY_ROLES_MAX)
     for i, role in enumerate(rs.party_roles):
-        if _key(ctx, f"party_roles[{i}]", role) and role in ctx.roles:
+        if leaf.key(ctx, f"party_roles[{i}]", role) and role in ctx.roles:
             ctx.add(f"party_roles[{i}]", f"party role {role!r} is declared twice")
         ctx.roles.add(role)
-    _count(ctx, "counters", rs.counters, COUNTERS_MAX)
+    leaf.count(ctx, "counters", rs.counters, COUNTERS_MAX)
     for i, counter in enumerate(rs.counters):
         _counter(ctx, f"counters[{i}]", counter)
 
 
-def _counter(ctx: _Ctx, path: str, counter: CounterDefinition) -> None:
-    if _key(ctx, f"{path}.name", counter.name) and counter.name in ctx.counters:
+def _counter(ctx: Ctx, path: str, counter: CounterDefinition) -> None:
+    if leaf.key(ctx, f"{path}.name", counter.name) and counter.name in ctx.counters:
         ctx.add(f"{path}.name", f"counter {counter.name!r} is defined twice")
     ctx.counters.add(counter.name)
-    _enum(ctx, f"{path}.metric", counter.metric, CounterMetric)
-    _enum(ctx, f"{path}.period", counter.period, CounterPeriod)
+    leaf.enum(ctx, f"{path}.metric", counter.metric, CounterMetric)
+    leaf.enum(ctx, f"{path}.period", counter.period, CounterPeriod)
     if counter.subjects_count() != 1:
         ctx.add(f"{path}.subject", "exactly one of account_ref, party_role, attribute_key "
                                    "is required")
@@ -145,30 +128,30 @@ def _counter(ctx: _Ctx, path: str, counter: CounterDefinition) -> None:
 
 # ---- one rule -------------------------------------------------------------------------------
 
-def _rule(ctx: _Ctx, path: str, rule: Rule) -> None:
-    _name(ctx, f"{path}.rule_name", rule.rule_name)
+def _rule(ctx: Ctx, path: str, rule: Rule) -> None:
+    leaf.name(ctx, f"{path}.rule_name", rule.rule_name)
     if not 1 <= rule.priority <= PRIORITY_MAX:
         ctx.add(f"{path}.priority", f"must be 1 to {PRIORITY_MAX}")
-    _text(ctx, f"{path}.description", rule.description, DESCRIPTION_LEN_MAX)
+    leaf.text(ctx, f"{path}.description", rule.description, DESCRIPTION_LEN_MAX)
     if (rule.start_time_ns is not None and rule.end_time_ns is not None
             and rule.end_time_ns <= rule.start_time_ns):
         ctx.add(f"{path}.end_time", "must be after start_time")
     if rule.condition is not None:
         _condition(ctx, f"{path}.condition", rule.condition)
-    _count(ctx, f"{path}.fees", rule.fees, FEES_PER_RULE_MAX)
+    leaf.count(ctx, f"{path}.fees", rule.fees, FEES_PER_RULE_MAX)
     for j, fee in enumerate(rule.fees[:FEES_PER_RULE_MAX]):
         _fee(ctx, f"{path}.fees[{j}]", fee)
-    _count(ctx, f"{path}.shares", rule.shares, SHARES_PER_RULE_MAX)
+    leaf.count(ctx, f"{path}.shares", rule.shares, SHARES_PER_RULE_MAX)
     for j, share in enumerate(rule.shares[:SHARES_PER_RULE_MAX]):
         _share(ctx, f"{path}.shares[{j}]", share, rule)
     _share_totals(ctx, path, rule)
-    _count(ctx, f"{path}.subsidies", rule.subsidies, SUBSIDIES_PER_RULE_MAX)
+    leaf.count(ctx, f"{path}.subsidies", rule.subsidies, SUBSIDIES_PER_RULE_MAX)
     for j, subsidy in enumerate(rule.subsidies[:SUBSIDIES_PER_RULE_MAX]):
         _subsidy(ctx, f"{path}.subsidies[{j}]", subsidy)
 
 
-def _condition(ctx: _Ctx, path: str, c: RuleCondition) -> None:
-    _amounts_max(ctx, path, c, "min_amount_minor", "max_amount_minor")
+def _condition(ctx: Ctx, path: str, c: RuleCondition) -> None:
+    leaf.amounts_max(ctx, path, c, "min_amount_minor", "max_amount_minor")
     if c.min_amount_minor < 0:
         ctx.add(f"{path}.min_amount_minor", "must not be negative")
     if c.max_amount_minor < 0:
@@ -183,26 +166,26 @@ def _condition(ctx: _Ctx, path: str, c: RuleCondition) -> None:
                                      ("tags_any", c.tags_any, TAG_LEN_MAX),
                                      ("tags_all", c.tags_all, TAG_LEN_MAX),
                                      ("tags_none", c.tags_none, TAG_LEN_MAX)):
-        _count(ctx, f"{path}.{name}", values, CONDITION_VALUES_MAX)
-        _texts(ctx, f"{path}.{name}", values, length_max)
-    _count(ctx, f"{path}.attributes", c.attributes, CONDITION_ATTRIBUTES_MAX)
+        leaf.count(ctx, f"{path}.{name}", values, CONDITION_VALUES_MAX)
+        leaf.texts(ctx, f"{path}.{name}", values, length_max)
+    leaf.count(ctx, f"{path}.attributes", c.attributes, CONDITION_ATTRIBUTES_MAX)
     for k, clause in enumerate(c.attributes):
         _attribute_condition(ctx, f"{path}.attributes[{k}]", clause)
 
 
-def _attribute_condition(ctx: _Ctx, path: str, clause: AttributeCondition) -> None:
+def _attribute_condition(ctx: Ctx, path: str, clause: AttributeCondition) -> None:
     decl = ctx.attributes.get(clause.key)
     if decl is None:
         ctx.add(f"{path}.key", f"attribute {clause.key!r} is not declared in the rule "
                                f"set's attributes")
-    if not _enum(ctx, f"{path}.comparison", clause.comparison, AttributeComparison):
+    if not leaf.enum(ctx, f"{path}.comparison", clause.comparison, AttributeComparison):
         return
     single = clause.comparison in _SINGLE_VALUE
     if single and len(clause.values) != 1:
         ctx.add(f"{path}.values", "exactly one value is required for EQUALS and NOT_EQUALS")
     elif not 1 <= len(clause.values) <= CONDITION_VALUES_MAX:
         ctx.add(f"{path}.values", f"1 to {CONDITION_VALUES_MAX} values are required")
-    _texts(ctx, f"{path}.values", clause.values, VALUE_LEN_MAX)
+    leaf.texts(ctx, f"{path}.values", clause.values, VALUE_LEN_MAX)
     if decl is not None and decl.allowed_values:
         allowed = set(decl.allowed_values)
         for k, value in enumerate(clause.values):
@@ -211,10 +194,10 @@ def _attribute_condition(ctx: _Ctx, path: str, clause: AttributeCondition) -> No
                         f"{value!r} is not an allowed value of attribute {clause.key!r}")
 
 
-def _fee(ctx: _Ctx, path: str, fee: Fee) -> None:
-    _amounts_max(ctx, path, fee, "fixed_minor", "min_minor", "max_minor")
-    _text(ctx, f"{path}.label", fee.label, LABEL_LEN_MAX)
-    _bps(ctx, f"{path}.ratio_bps", fee.ratio_bps, low=0)
+def _fee(ctx: Ctx, path: str, fee: Fee) -> None:
+    leaf.amounts_max(ctx, path, fee, "fixed_minor", "min_minor", "max_minor")
+    leaf.text(ctx, f"{path}.label", fee.label, LABEL_LEN_MAX)
+    leaf.bps(ctx, f"{path}.ratio_bps", fee.ratio_bps, low=0)
     if fee.fixed_minor < 0:
         ctx.add(f"{path}.fixed_minor", "must not be negative")
     if fee.ratio_bps <= 0 and fee.fixed_minor <= 0:
@@ -229,13 +212,13 @@ def _fee(ctx: _Ctx, path: str, fee: Fee) -> None:
     _release(ctx, f"{path}.release", fee.release)
 
 
-def _share(ctx: _Ctx, path: str, share: Share, rule: Rule) -> None:
-    _amounts_max(ctx, path, share, "fixed_minor")
-    _text(ctx, f"{path}.label", share.label, LABEL_LEN_MAX)
-    if not _enum(ctx, f"{path}.type", share.type, ShareType):
+def _share(ctx: Ctx, path: str, share: Share, rule: Rule) -> None:
+    leaf.amounts_max(ctx, path, share, "fixed_minor")
+    leaf.text(ctx, f"{path}.label", share.label, LABEL_LEN_MAX)
+    if not leaf.enum(ctx, f"{path}.type", share.type, ShareType):
         return
     if share.type == ShareType.RATIO:
-        _bps(ctx, f"{path}.ratio_bps", share.ratio_bps, low=1)
+        leaf.bps(ctx, f"{path}.ratio_bps", share.ratio_bps, low=1)
     elif share.ratio_bps:
         ctx.add(f"{path}.ratio_bps", f"only for RATIO shares, not {share.type.name}")
     if share.type == ShareType.FIXED:
@@ -252,14 +235,14 @@ def _share(ctx: _Ctx, path: str, share: Share, rule: Rule) -> None:
         _tiers(ctx, f"{path}.tiers", share)
 
 
-def _tiers(ctx: _Ctx, path: str, share: Share) -> None:
+def _tiers(ctx: Ctx, path: str, share: Share) -> None:
     table: TierTable = share.tiers
     if share.type != ShareType.RATIO:
         ctx.add(path, "tiers are only for RATIO shares")
     if table.counter_name not in ctx.counters:
         ctx.add(f"{path}.counter_name",
                 f"counter {table.counter_name!r} is not defined in the rule set's counters")
-    _enum(ctx, f"{path}.effect", table.effect, TierEffect)
+    leaf.enum(ctx, f"{path}.effect", table.effect, TierEffect)
     if not 1 <= len(table.tiers) <= TIERS_MAX:
         ctx.add(f"{path}.tiers", f"1 to {TIERS_MAX} tiers are required")
     previous = -1
@@ -270,7 +253,7 @@ def _tiers(ctx: _Ctx, path: str, share: Share) -> None:
             ctx.add(f"{path}.tiers[{k}].min_counter_value",
                     "tiers must have strictly increasing min_counter_value")
         previous = max(previous, tier.min_counter_value)
-        if _bps(ctx, f"{path}.tiers[{k}].ratio_bps", tier.ratio_bps, low=0):
+        if leaf.bps(ctx, f"{path}.tiers[{k}].ratio_bps", tier.ratio_bps, low=0):
             ratio = tier_ratio(share.ratio_bps, table.effect, tier.ratio_bps)
             if ratio > BPS_MAX:
                 ctx.add(f"{path}.tiers[{k}].ratio_bps",
@@ -291,7 +274,7 @@ def highest_ratio(share: Share) -> int:
     return ratio
 
 
-def _share_totals(ctx: _Ctx, path: str, rule: Rule) -> None:
+def _share_totals(ctx: Ctx, path: str, rule: Rule) -> None:
     total = 0
     over = False
     tiered = any(s.tiers is not None for s in rule.shares)
@@ -319,23 +302,23 @@ def _share_totals(ctx: _Ctx, path: str, rule: Rule) -> None:
                 f"{BPS_MAX} (they sum to {total} bps): add a REMAINDER share")
 
 
-def _subsidy(ctx: _Ctx, path: str, s: Subsidy) -> None:
-    _amounts_max(ctx, path, s, "fixed_minor", "cap_minor")
-    _text(ctx, f"{path}.label", s.label, LABEL_LEN_MAX)
+def _subsidy(ctx: Ctx, path: str, s: Subsidy) -> None:
+    leaf.amounts_max(ctx, path, s, "fixed_minor", "cap_minor")
+    leaf.text(ctx, f"{path}.label", s.label, LABEL_LEN_MAX)
     _account(ctx, f"{path}.source_account_ref", s.source_account_ref,
              kinds=_SUBSIDY_SOURCE_KINDS)
-    if _enum(ctx, f"{path}.basis", s.basis, SubsidyBasis):
+    if leaf.enum(ctx, f"{path}.basis", s.basis, SubsidyBasis):
         if s.basis == SubsidyBasis.FIXED and s.fixed_minor <= 0:
             ctx.add(f"{path}.fixed_minor", "must be a positive number of minor units")
         if s.basis == SubsidyBasis.RATIO:
-            _bps(ctx, f"{path}.ratio_bps", s.ratio_bps, low=1)
+            leaf.bps(ctx, f"{path}.ratio_bps", s.ratio_bps, low=1)
     if s.basis != SubsidyBasis.FIXED and s.fixed_minor:
         ctx.add(f"{path}.fixed_minor", "only for basis FIXED")
     if s.basis != SubsidyBasis.RATIO and s.ratio_bps:
         ctx.add(f"{path}.ratio_bps", "only for basis RATIO")
     if s.cap_minor < 0:
         ctx.add(f"{path}.cap_minor", "must not be negative")
-    if not _enum(ctx, f"{path}.target", s.target, SubsidyTarget):
+    if not leaf.enum(ctx, f"{path}.target", s.target, SubsidyTarget):
         return
     if s.target == SubsidyTarget.RECEIVER:
         _receiver(ctx, f"{path}.receiver", s.receiver, sub_allowed=False)
@@ -354,7 +337,7 @@ def _subsidy(ctx: _Ctx, path: str, s: Subsidy) -> None:
 
 # ---- receivers, accounts, releases ----------------------------------------------------------
 
-def _receiver(ctx: _Ctx, path: str, receiver: Receiver | None, *, sub_allowed: bool) -> None:
+def _receiver(ctx: Ctx, path: str, receiver: Receiver | None, *, sub_allowed: bool) -> None:
     if receiver is None or receiver.targets_count() == 0:
         ctx.add(path, "required: an account_ref, a party_role"
                       + (" or a rule_set" if sub_allowed else ""))
@@ -373,7 +356,7 @@ def _receiver(ctx: _Ctx, path: str, receiver: Receiver | None, *, sub_allowed: b
                 f"must be 0 (active) or a version, 1 to {RULE_SET_VERSION_MAX}")
 
 
-def _account(ctx: _Ctx, path: str, ref: str,
+def _account(ctx: Ctx, path: str, ref: str,
              kinds: Sequence[AccountKind] | None = None) -> None:
     if not ref:
         ctx.add(path, "required: an account's external_ref")
@@ -399,16 +382,16 @@ def _account(ctx: _Ctx, path: str, ref: str,
                       f"cannot receive one")
 
 
-def _role(ctx: _Ctx, path: str, role: str) -> None:
+def _role(ctx: Ctx, path: str, role: str) -> None:
     if role not in ctx.roles:
         ctx.add(path, f"party role {role!r} is not declared in party_roles")
 
 
-def _release(ctx: _Ctx, path: str, release: ReleasePolicy | None) -> None:
+def _release(ctx: Ctx, path: str, release: ReleasePolicy | None) -> None:
     if release is None or not release.steps:
         return
     steps = release.steps
-    _count(ctx, f"{path}.steps", steps, RELEASE_STEPS_MAX)
+    leaf.count(ctx, f"{path}.steps", steps, RELEASE_STEPS_MAX)
     seen: set[str] = set()
     for k, step in enumerate(steps):
         if not EVENT_RE.fullmatch(step.event_name):
@@ -417,7 +400,7 @@ def _release(ctx: _Ctx, path: str, release: ReleasePolicy | None) -> None:
         elif step.event_name in seen:
             ctx.add(f"{path}.steps[{k}].event_name", f"event {step.event_name!r} repeated")
         seen.add(step.event_name)
-        _bps(ctx, f"{path}.steps[{k}].fraction_bps", step.fraction_bps, low=1)
+        leaf.bps(ctx, f"{path}.steps[{k}].fraction_bps", step.fraction_bps, low=1)
     total = sum(step.fraction_bps for step in steps)
     if total != BPS_MAX:
         ctx.add(f"{path}.steps", f"fractions sum to {total} bps, not {BPS_MAX} (100%)")
@@ -425,7 +408,7 @@ def _release(ctx: _Ctx, path: str, release: ReleasePolicy | None) -> None:
 
 # ---- across rules ---------------------------------------------------------------------------
 
-def _rule_names(ctx: _Ctx, rules: Sequence[Rule]) -> None:
+def _rule_names(ctx: Ctx, rules: Sequence[Rule]) -> None:
     seen: set[str] = set()
     for i, rule in enumerate(rules):
         if rule.rule_name in seen:
@@ -433,7 +416,7 @@ def _rule_names(ctx: _Ctx, rules: Sequence[Rule]) -> None:
         seen.add(rule.rule_name)
 
 
-def _priorities(ctx: _Ctx, rules: Sequence[Rule]) -> None:
+def _priorities(ctx: Ctx, rules: Sequence[Rule]) -> None:
     by_priority: dict[int, list[int]] = {}
     for i, rule in enumerate(rules[:RULES_MAX]):
         by_priority.setdefault(rule.priority, []).append(i)
@@ -447,7 +430,7 @@ def _priorities(ctx: _Ctx, rules: Sequence[Rule]) -> None:
                             f"and can both apply to one order")
 
 
-def _chain(ctx: _Ctx, resolver: Resolver) -> None:
+def _chain(ctx: Ctx, resolver: Resolver) -> None:
     chain = chains.walk(ctx.rule_set, resolver)
     for problem in chain.problems:
         ctx.add(problem.field, problem.description)
@@ -458,7 +441,7 @@ def _chain(ctx: _Ctx, resolver: Resolver) -> None:
                          f"than {LEGS_PER_SPLIT_MAX}")
 
 
-def _counter_conflicts(ctx: _Ctx, chain: chains.Chain) -> None:
+def _counter_conflicts(ctx: Ctx, chain: chains.Chain) -> None:
     """Counters are kept by name: a sub-rule-set may not define a name differently."""
     defined = {c.name: c for c in ctx.rule_set.counters}
     for key, sub in chain.subs.items():
@@ -468,57 +451,3 @@ def _counter_conflicts(ctx: _Ctx, chain: chains.Chain) -> None:
                 ctx.add(chain.reached_from.get(key, "rules"),
                         f"rule set {sub.name!r} defines counter {counter.name!r} "
                         f"differently")
-
-
-# ---- leaf checks ----------------------------------------------------------------------------
-
-def _name(ctx: _Ctx, path: str, value: str) -> None:
-    if not NAME_RE.fullmatch(value):
-        ctx.add(path, f"1 to {NAME_LEN_MAX} characters: a-z, 0-9, '_', '-'")
-
-
-def _key(ctx: _Ctx, path: str, value: str) -> bool:
-    if not KEY_RE.fullmatch(value):
-        ctx.add(path, f"1 to {NAME_LEN_MAX} characters: a-z, 0-9, '_'")
-        return False
-    return True
-
-
-def _text(ctx: _Ctx, path: str, value: str, length_max: int) -> None:
-    if len(value) > length_max:
-        ctx.add(path, f"longer than {length_max} characters")
-
-
-def _texts(ctx: _Ctx, path: str, values: Sequence[str], length_max: int) -> None:
-    for k, value in enumerate(values):
-        if not 1 <= len(value) <= length_max:
-            ctx.add(f"{path}[{k}]", f"must be 1 to {length_max} characters")
-
-
-def _count(ctx: _Ctx, path: str, items: Sequence, count_max: int) -> None:
-    if len(items) > count_max:
-        ctx.add(path, f"{len(items)} items, more than {count_max}")
-
-
-def _amounts_max(ctx: _Ctx, path: str, item, *names: str) -> None:
-    """Amounts in minor units are at most AMOUNT_MINOR_MAX, as any amount of a request."""
-    for name in names:
-        if getattr(item, name) > AMOUNT_MINOR_MAX:
-            ctx.add(f"{path}.{name}", f"exceeds the maximum of {AMOUNT_MINOR_MAX} minor units")
-
-
-def _bps(ctx: _Ctx, path: str, value: int, *, low: int) -> bool:
-    if not low <= value <= BPS_MAX:
-        ctx.add(path, f"must be {low} to {BPS_MAX} basis points")
-        return False
-    return True
-
-
-def _enum(ctx: _Ctx, path: str, value: int, enum_type) -> bool:
-    if value == 0:
-        ctx.add(path, "required: the UNSPECIFIED value is not allowed")
-        return False
-    if value not in enum_type._value2member_map_:
-        ctx.add(path, f"unknown value {value}")
-        return False
-    return True

@@ -75,6 +75,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEE_ACCOUNT_INVALID: _ClassVar[ErrorReason]
     BANK_ACCOUNT_NOT_FOUND: _ClassVar[ErrorReason]
     CALENDAR_NO_BUSINESS_DAY: _ClassVar[ErrorReason]
+    STATEMENT_MALFORMED: _ClassVar[ErrorReason]
+    STATEMENT_TOO_LARGE: _ClassVar[ErrorReason]
+    RECONCILIATION_RUN_NOT_FOUND: _ClassVar[ErrorReason]
     BANK_RETRIES_EXHAUSTED: _ClassVar[ErrorReason]
     REJECTED: _ClassVar[ErrorReason]
     BANK_CONNECTOR_NOT_CONFIGURED: _ClassVar[ErrorReason]
@@ -150,6 +153,9 @@ AMOUNT_NOT_ABOVE_FEE: ErrorReason
 FEE_ACCOUNT_INVALID: ErrorReason
 BANK_ACCOUNT_NOT_FOUND: ErrorReason
 CALENDAR_NO_BUSINESS_DAY: ErrorReason
+STATEMENT_MALFORMED: ErrorReason
+STATEMENT_TOO_LARGE: ErrorReason
+RECONCILIATION_RUN_NOT_FOUND: ErrorReason
 BANK_RETRIES_EXHAUSTED: ErrorReason
 REJECTED: ErrorReason
 BANK_CONNECTOR_NOT_CONFIGURED: ErrorReason

@@ -24,7 +24,7 @@ import clearing.rules
 from clearing.ledger.model import AccountKind, AccountStatus
 from clearing.money import allocate, bps_of
 from clearing.rules import compile as plans
-from clearing.rules import proto
+from clearing.api import rules_proto as proto
 from clearing.rules.evaluate import evaluate
 from clearing.rules.model import AccountInfo, Order
 

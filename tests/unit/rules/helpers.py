@@ -8,7 +8,7 @@ from pathlib import Path
 import clearing.rules
 from clearing.ledger.model import AccountKind, AccountStatus
 from clearing.rules import compile as plans
-from clearing.rules import proto
+from clearing.api import rules_proto as proto
 from clearing.rules.evaluate import Evaluation, evaluate
 from clearing.rules.model import AccountInfo, Order, RuleSet
 

@@ -9,9 +9,11 @@ from google.protobuf import json_format
 
 from clearing.errors import InvalidArgument
 from clearing.rules import compile as plans
-from clearing.rules import proto
+from clearing.api import rules_proto as proto
+from clearing.api import split_convert
 from clearing.rules.evaluate import evaluate
 from clearing.rules.model import Coupon, CouponFunding
+from clearing.v1 import rule_set_pb2
 from clearing.v1 import split_pb2 as pb
 
 from tests.unit.rules.helpers import (ACCOUNTS, EXAMPLES, b2b, id_of, order, plan_of,
@@ -127,8 +129,9 @@ def test_proto_model_round_trip_and_yaml_export():
 def test_the_yaml_file_is_the_proto_message():
     text = (EXAMPLES / "b2b.yaml").read_text()
     msg = proto.rule_set_proto_from_yaml(text)
-    assert msg.rules[0].shares[0].type == pb.SHARE_TYPE_RATIO
-    assert msg.rules[1].condition.attributes[0].comparison == pb.ATTRIBUTE_COMPARISON_EQUALS
+    assert msg.rules[0].shares[0].type == rule_set_pb2.SHARE_TYPE_RATIO
+    assert (msg.rules[1].condition.attributes[0].comparison
+            == rule_set_pb2.ATTRIBUTE_COMPARISON_EQUALS)
     assert proto.rule_set_to_proto(b2b()) == msg
 
 
@@ -136,7 +139,7 @@ def test_content_sha256_covers_the_filed_content_only():
     msg = proto.rule_set_to_proto(b2b())
     digest = proto.content_sha256(msg)
     assert len(digest) == 64
-    stamped = pb.RuleSet()
+    stamped = rule_set_pb2.RuleSet()
     stamped.CopyFrom(msg)
     stamped.version, stamped.rule_set_id, stamped.published_by = 7, 99, "key-1"
     assert proto.content_sha256(stamped) == digest
@@ -157,7 +160,7 @@ def test_order_and_split_conversions():
     assert o.coupons == (Coupon("C", 2000, CouponFunding.PLATFORM),)
     assert o.paid_time_ns == 1_768_903_200 * 10**9
     ev = evaluate(plan_of(COUPONS), o, {}, accounts=ACCOUNTS)
-    split = proto.evaluation_to_proto(ev, msg)
+    split = split_convert.evaluation_to_proto(ev, msg)
     assert [(leg.kind, leg.amount_minor, leg.debit_account_id) for leg in split.legs] == [
         (pb.LEG_KIND_SHARE, 8000, 0), (pb.LEG_KIND_SUBSIDY, 2000, id_of("MKT"))]
     assert (split.distributed_minor, split.subsidy_minor, split.released_minor) == (

@@ -10,9 +10,9 @@ from google.protobuf import json_format
 from clearing.errors import InvalidArgument
 from clearing.limits import LEVELS_MAX
 from clearing.rules import compile as plans
-from clearing.rules import proto
+from clearing.api import rules_proto as proto
 from clearing.rules.validate import validate
-from clearing.v1 import split_pb2 as pb
+from clearing.v1 import rule_set_pb2
 
 from tests.unit.rules.helpers import ACCOUNTS, b2b, rule_set
 
@@ -58,7 +58,7 @@ BASE = {
 
 
 def _model(data: dict):
-    return proto.rule_set_from_proto(json_format.ParseDict(data, pb.RuleSet()))
+    return proto.rule_set_from_proto(json_format.ParseDict(data, rule_set_pb2.RuleSet()))
 
 
 def _problems(mutate, resolver=None) -> dict[str, str]:
@@ -460,7 +460,7 @@ def test_yaml_accepts_json_names_and_keeps_on_as_a_string():
 
 
 def test_unknown_enum_numbers_from_the_wire_are_invalid_arguments():
-    msg = json_format.ParseDict(BASE, pb.RuleSet())
+    msg = json_format.ParseDict(BASE, rule_set_pb2.RuleSet())
     msg.rules[1].shares[0].type = 42
     msg.counters[0].period = 9
     with pytest.raises(InvalidArgument) as err:
@@ -470,7 +470,7 @@ def test_unknown_enum_numbers_from_the_wire_are_invalid_arguments():
 
 
 def test_a_rule_set_over_1_mib_is_refused():
-    msg = json_format.ParseDict(BASE, pb.RuleSet())
+    msg = json_format.ParseDict(BASE, rule_set_pb2.RuleSet())
     msg.description = "x" * (1 << 20)
     with pytest.raises(InvalidArgument) as err:
         proto.rule_set_from_proto(msg)

@@ -50,23 +50,22 @@ pending, reversal, shortfall, in that order, those that exist).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
 
-from clearing.api import validate
-from clearing.api.split_actions import require_room
-from clearing.errors import (FailedPrecondition, FieldViolation, InvalidArgument, NotFound,
-                             Violations)
-from clearing.ledger.model import AccountStatus, Claim, Leg, Mode, Posting
+from clearing.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from clearing.ledger.model import AccountStatus, Leg, Mode, Posting
 from clearing.ledger.status import can_move
-from clearing.limits import (EXTERNAL_REF_LEN_MAX, LEGS_PER_POSTING_MAX, MEMO_LEN_MAX,
-                             ORDER_ID_LEN_MAX, REFUND_REASON_LEN_MAX, REFUND_REF_LEN_MAX)
+from clearing.limits import LEGS_PER_POSTING_MAX, MEMO_LEN_MAX
 from clearing.money import allocate
-from clearing.rules import runtime
-from clearing.rules.model import HoldReason, SplitStatus
-from clearing.v1 import split_pb2 as pb
 from clearing.reasons import Reason
+from clearing.splits.accounts import AccountState, accounts_by_ref
+from clearing.splits.model import ActionKind, LegChange, LegState, RefundRequest, Split, SplitStatus
+from clearing.splits.records import ActionRecord, LegDelta, pending_action
+from clearing.splits.release import action_claim, require_room
+from clearing.splits.store import ACTION_SINK_NAME
 
 METHOD = "RefundSplit"
 
@@ -77,32 +76,19 @@ class Part:
     `posted_minor` from what was posted, of which the shortfall account pays
     `shortfall_minor`."""
 
-    leg: runtime.StoredLeg
+    leg: LegState
     held_minor: int
     posted_minor: int
     shortfall_minor: int = 0
 
 
-def refund_violations(request: pb.RefundSplitRequest) -> Violations:
-    v = Violations()
-    validate.request_id(v, request.request_id)
-    validate.text(v, request.order_id, "order_id", length_max=ORDER_ID_LEN_MAX, required=True)
-    validate.amount(v, request.amount_minor)
-    validate.currency(v, request.currency_code)
-    validate.text(v, request.refund_ref, "refund_ref", length_max=REFUND_REF_LEN_MAX)
-    validate.text(v, request.reason, "reason", length_max=REFUND_REASON_LEN_MAX, required=True)
-    validate.text(v, request.shortfall_account_ref, "shortfall_account_ref",
-                  length_max=EXTERNAL_REF_LEN_MAX)
-    return v
-
-
 async def shortfall_account(conn: asyncpg.Connection, platform_id: int,
-                            request: pb.RefundSplitRequest, currency_code: str) -> int:
+                            request: RefundRequest, currency_code: str) -> int:
     """The account id of `shortfall_account_ref`, 0 if none is named."""
     ref = request.shortfall_account_ref
     if not ref:
         return 0
-    found = (await runtime.accounts_by_ref(conn, platform_id, [ref])).get(ref)
+    found = (await accounts_by_ref(conn, platform_id, [ref])).get(ref)
     if found is None:
         raise NotFound(f"no account with external_ref {ref!r}", reason=Reason.ACCOUNT_NOT_FOUND,
                        metadata={"field": "shortfall_account_ref"})
@@ -113,21 +99,19 @@ async def shortfall_account(conn: asyncpg.Connection, platform_id: int,
     return found.account_id
 
 
-def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundSplitRequest,
-                 spendable: dict[int, int | None], shortfall_id: int,
-                 statuses: dict[int, int] | None = None) -> list[Part]:
-    """What each leg gives back (see the module docstring). `spendable`: the available
-    balance of each receiver, None when it may go negative; `statuses`: each receiver's
-    AccountStatus (missing: active)."""
+def refund_parts(split: Split, request: RefundRequest, states: Mapping[int, AccountState],
+                 shortfall_id: int) -> list[Part]:
+    """What each leg gives back (see the module docstring). `states`: each receiver's
+    status and available balance (missing: active, may go negative)."""
     require_room(split)
     meta = {"order_id": split.order_id}
-    inactive = {account_id: st for account_id, st in (statuses or {}).items()
-                if not can_move(st)}
-    if request.currency_code != body.currency_code:
+    inactive = {account_id: st.status for account_id, st in states.items()
+                if not can_move(st.status)}
+    if request.currency_code != split.currency_code:
         raise InvalidArgument([FieldViolation(
-            "currency_code", f"the split is in {body.currency_code}")],
+            "currency_code", f"the split is in {split.currency_code}")],
             reason=Reason.CURRENCY_MISMATCH)
-    rest = body.amount_minor - split.refunded_minor
+    rest = split.amount_minor - split.refunded_minor
     if request.amount_minor > rest:
         raise FailedPrecondition(
             f"the refund of {request.amount_minor} exceeds the {rest} the order has left"
@@ -138,7 +122,7 @@ def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundS
     if not reverse:
         raise FailedPrecondition("the legs of this split have nothing left to reverse",
                                  reason=Reason.NOTHING_TO_REFUND, metadata=meta)
-    available = dict(spendable)
+    available = {account_id: st.spendable_minor for account_id, st in states.items()}
     parts: list[Part] = []
     for leg, share in zip(split.legs, allocate(reverse, left)):
         if not share:
@@ -165,13 +149,13 @@ def refund_parts(split: runtime.StoredSplit, body: pb.Split, request: pb.RefundS
     return parts
 
 
-def _refuse_inactive(split: runtime.StoredSplit, parts: list[Part], inactive: dict[int, int],
+def _refuse_inactive(split: Split, parts: list[Part], inactive: dict[int, int],
                      shortfall_id: int) -> None:
     """FailedPrecondition ACCOUNT_FROZEN / ACCOUNT_CLOSED if the refund must move money from
     or to a receiver that is not active (see the module docstring)."""
     blocked = {p.leg.account_id for p in parts if p.leg.account_id in inactive and (
         (p.shortfall_minor and not shortfall_id)
-        or (0 < p.held_minor < p.leg.held_minor and not _in_custody(p.leg)))}
+        or (0 < p.held_minor < p.leg.held_minor and not p.leg.in_custody))}
     if not blocked:
         return
     frozen = any(inactive[a] == AccountStatus.FROZEN for a in blocked)
@@ -183,16 +167,12 @@ def _refuse_inactive(split: runtime.StoredSplit, parts: list[Part], inactive: di
                   "account_ids": ",".join(map(str, sorted(blocked)))})
 
 
-def _in_custody(leg: runtime.StoredLeg) -> bool:
-    return leg.hold_reason == int(HoldReason.RECEIVER_UNAVAILABLE)
-
-
 def _ledger_legs(part: Part, currency: str, shortfall_id: int,
                  memo: str) -> tuple[list[Leg], int]:
     """The transfers of one part and the offset of its new pending transfer among them
     (-1: none)."""
     leg, out, pending_at = part.leg, [], -1
-    if part.held_minor and not _in_custody(leg):
+    if part.held_minor and not leg.in_custody:
         out.append(Leg(0, 0, leg.held_minor, currency, Mode.VOID_PENDING, leg.pending_id,
                        memo))
         if leg.held_minor > part.held_minor:
@@ -209,51 +189,42 @@ def _ledger_legs(part: Part, currency: str, shortfall_id: int,
     return out, pending_at
 
 
-def posting(platform_id: int, split: runtime.StoredSplit, body: pb.Split,
-            request: pb.RefundSplitRequest, payload: bytes, parts: list[Part],
-            shortfall_id: int) -> Posting:
+def _change(part: Part, shortfall_id: int) -> LegChange:
+    return LegChange(part.leg.leg_index, part.leg.account_id,
+                     refunded_held_minor=part.held_minor, refunded_posted_minor=part.posted_minor,
+                     shortfall_minor=part.shortfall_minor,
+                     shortfall_account_id=shortfall_id if part.shortfall_minor else 0)
+
+
+def posting(platform_id: int, split: Split, request: RefundRequest, payload: bytes,
+            parts: list[Part], shortfall_id: int) -> Posting:
     """The one posting of a refund, with its record for the actions sink."""
     memo = f"{METHOD} {split.order_id}"[:MEMO_LEN_MAX]
     legs: list[Leg] = []
-    deltas: list[runtime.RefundDelta] = []
+    deltas: list[LegDelta] = []
     for part in parts:
-        more, pending_at = _ledger_legs(part, body.currency_code, shortfall_id, memo)
-        deltas.append(runtime.RefundDelta(
-            part.leg.leg_index, part.held_minor, part.posted_minor,
-            tuple(range(len(legs), len(legs) + len(more))),
-            len(legs) + pending_at if pending_at >= 0 else -1))
+        more, pending_at = _ledger_legs(part, split.currency_code, shortfall_id, memo)
+        deltas.append(LegDelta(_change(part, shortfall_id),
+                               tuple(range(len(legs), len(legs) + len(more))),
+                               len(legs) + pending_at if pending_at >= 0 else -1))
         legs += more
     if not legs:
         raise FailedPrecondition(
             "this refund would take back only money in the custodial hold (its receivers"
-            " are frozen or closed): release or cancel it first", reason=Reason.CUSTODIAL_HOLD_ONLY,
-            metadata={"order_id": split.order_id})
+            " are frozen or closed): release or cancel it first",
+            reason=Reason.CUSTODIAL_HOLD_ONLY, metadata={"order_id": split.order_id})
     if len(legs) > LEGS_PER_POSTING_MAX:
         raise FailedPrecondition(
             f"this refund needs {len(legs)} ledger transfers, more than the"
             f" {LEGS_PER_POSTING_MAX} of one posting", reason=Reason.REFUND_TOO_LARGE,
             metadata={"order_id": split.order_id})
     refunded = split.refunded_minor + request.amount_minor
-    status = (SplitStatus.REFUNDED if refunded == body.amount_minor
+    status = (SplitStatus.REFUNDED if refunded == split.amount_minor
               else SplitStatus.PARTLY_REFUNDED)
-
-    def action_body(ids: list[tuple[int, ...]]) -> bytes:
-        act = pb.SplitAction(kind=pb.SPLIT_ACTION_KIND_REFUND, request_id=request.request_id,
-                             amount_minor=request.amount_minor, refund_ref=request.refund_ref,
-                             reason=request.reason)
-        for part, transfer_ids in zip(parts, ids):
-            act.leg_changes.append(pb.LegChange(
-                leg_index=part.leg.leg_index, account_id=part.leg.account_id,
-                refunded_held_minor=part.held_minor, refunded_posted_minor=part.posted_minor,
-                shortfall_minor=part.shortfall_minor,
-                shortfall_account_id=shortfall_id if part.shortfall_minor else 0,
-                transfer_ids=transfer_ids))
-        return act.SerializeToString(deterministic=True)
-
-    record = runtime.RefundRecord(platform_id, split.split_id, request.request_id, payload,
-                                  action_body, deltas, status, request.amount_minor)
-    claim = Claim.of("split-action", f"{split.split_id}:{len(split.actions)}", Reason.SPLIT_CHANGED,
-                     f"the split of order {split.order_id!r} changed while this request was"
-                     " handled; retry with the same request_id")
-    return Posting(platform_id, request.request_id, METHOD, payload, tuple(legs), (claim,),
-                   runtime.ACTION_SINK_NAME, record)
+    action = pending_action(ActionKind.REFUND, request.request_id, payload,
+                            request.amount_minor, refund_ref=request.refund_ref,
+                            reason_text=request.reason_text)
+    record = ActionRecord(platform_id, split.split_id, action, tuple(deltas), status,
+                          request.amount_minor)
+    return Posting(platform_id, request.request_id, METHOD, payload, tuple(legs),
+                   (action_claim(split),), ACTION_SINK_NAME, record)

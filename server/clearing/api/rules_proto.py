@@ -28,6 +28,7 @@ from clearing.rules.model import (AttributeComparison, AttributeCondition, Attri
                                   CouponFunding, Fee, Order, Receiver, ReleasePolicy, ReleaseStep,
                                   Rule, RuleCondition, RuleSet, Share, ShareType, SubRuleSetRef,
                                   Subsidy, SubsidyBasis, SubsidyTarget, Tier, TierEffect, TierTable)
+from clearing.v1 import rule_set_pb2
 from clearing.v1 import split_pb2 as pb
 from clearing.values import timestamp_problem
 from clearing.reasons import Reason
@@ -72,14 +73,14 @@ def _release(msg) -> ReleasePolicy | None:
     return ReleasePolicy(tuple(ReleaseStep(s.event_name, s.fraction_bps) for s in msg.steps))
 
 
-def _receiver(msg: pb.Receiver) -> Receiver:
+def _receiver(msg: rule_set_pb2.Receiver) -> Receiver:
     sub = None
     if msg.HasField("rule_set"):
         sub = SubRuleSetRef(msg.rule_set.rule_set_name, msg.rule_set.rule_set_version)
     return Receiver(account_ref=msg.account_ref, party_role=msg.party_role, rule_set=sub)
 
 
-def _share(msg: pb.Share, path: str, p: _Problems) -> Share:
+def _share(msg: rule_set_pb2.Share, path: str, p: _Problems) -> Share:
     tiers = None
     if msg.HasField("tiers"):
         t = msg.tiers
@@ -92,13 +93,13 @@ def _share(msg: pb.Share, path: str, p: _Problems) -> Share:
         release=_release(msg.release) if msg.HasField("release") else None, tiers=tiers)
 
 
-def _fee(msg: pb.Fee) -> Fee:
+def _fee(msg: rule_set_pb2.Fee) -> Fee:
     return Fee(label=msg.label, ratio_bps=msg.ratio_bps, fixed_minor=msg.fixed_minor,
                account_ref=msg.account_ref, min_minor=msg.min_minor, max_minor=msg.max_minor,
                release=_release(msg.release) if msg.HasField("release") else None)
 
 
-def _subsidy(msg: pb.Subsidy, path: str, p: _Problems) -> Subsidy:
+def _subsidy(msg: rule_set_pb2.Subsidy, path: str, p: _Problems) -> Subsidy:
     return Subsidy(
         label=msg.label, source_account_ref=msg.source_account_ref,
         basis=p.enum(SubsidyBasis, msg.basis, f"{path}.basis"),
@@ -108,7 +109,7 @@ def _subsidy(msg: pb.Subsidy, path: str, p: _Problems) -> Subsidy:
         release=_release(msg.release) if msg.HasField("release") else None)
 
 
-def _condition(msg: pb.RuleCondition, path: str, p: _Problems) -> RuleCondition:
+def _condition(msg: rule_set_pb2.RuleCondition, path: str, p: _Problems) -> RuleCondition:
     return RuleCondition(
         min_amount_minor=msg.min_amount_minor, max_amount_minor=msg.max_amount_minor,
         currency_codes=tuple(msg.currency_codes), channels=tuple(msg.channels),
@@ -120,7 +121,7 @@ def _condition(msg: pb.RuleCondition, path: str, p: _Problems) -> RuleCondition:
             for k, a in enumerate(msg.attributes)))
 
 
-def _rule(msg: pb.Rule, path: str, p: _Problems) -> Rule:
+def _rule(msg: rule_set_pb2.Rule, path: str, p: _Problems) -> Rule:
     return Rule(
         rule_name=msg.rule_name, priority=msg.priority,
         shares=tuple(_share(s, f"{path}.shares[{j}]", p) for j, s in enumerate(msg.shares)),
@@ -135,7 +136,7 @@ def _rule(msg: pb.Rule, path: str, p: _Problems) -> Rule:
         description=msg.description)
 
 
-def _counter(msg: pb.CounterDefinition, path: str, p: _Problems) -> CounterDefinition:
+def _counter(msg: rule_set_pb2.CounterDefinition, path: str, p: _Problems) -> CounterDefinition:
     return CounterDefinition(
         name=msg.name, metric=p.enum(CounterMetric, msg.metric, f"{path}.metric"),
         period=p.enum(CounterPeriod, msg.period, f"{path}.period"),
@@ -143,7 +144,7 @@ def _counter(msg: pb.CounterDefinition, path: str, p: _Problems) -> CounterDefin
         attribute_key=msg.attribute_key, time_zone=msg.time_zone)
 
 
-def rule_set_from_proto(msg: pb.RuleSet, *, prefix: str = "") -> RuleSet:
+def rule_set_from_proto(msg: rule_set_pb2.RuleSet, *, prefix: str = "") -> RuleSet:
     """The model of a RuleSet message (output-only fields but `version` ignored).
     InvalidArgument (RULE_SET_INVALID) for an unknown enum number or a message over 1 MiB."""
     if msg.ByteSize() > RULE_SET_BYTES_MAX:
@@ -163,20 +164,24 @@ def rule_set_from_proto(msg: pb.RuleSet, *, prefix: str = "") -> RuleSet:
     return rule_set
 
 
-def order_from_proto(msg: pb.Order, *, prefix: str = "order.") -> Order:
+def order_from_proto(msg: pb.Order, *, prefix: str = "order.",
+                     paid_time_ns_default: int | None = None) -> Order:
     """The model of an Order message. InvalidArgument for an unknown coupon funding."""
     p = _Problems(prefix)
     coupons = tuple(Coupon(c.coupon_id, c.amount_minor,
                            p.enum(CouponFunding, c.funding, f"coupons[{i}].funding"))
                     for i, c in enumerate(msg.coupons))
     paid_time_ns = p.time_ns(msg, "paid_time", "paid_time")
+    if paid_time_ns is None and not msg.HasField("paid_time"):
+        paid_time_ns = paid_time_ns_default
     if p.items:
         raise InvalidArgument(p.items, reason=Reason.INVALID_ORDER)
     return Order(order_id=msg.order_id, amount_minor=msg.amount_minor,
                  currency_code=msg.currency_code, channel=msg.channel,
                  channel_fee_minor=msg.channel_fee_minor, tags=tuple(msg.tags),
                  attributes=dict(msg.attributes), parties=dict(msg.parties), coupons=coupons,
-                 rule_set_name=msg.rule_set_name, paid_time_ns=paid_time_ns)
+                 rule_set_name=msg.rule_set_name, paid_time_ns=paid_time_ns,
+                 channel_transaction_id=msg.channel_transaction_id, memo=msg.memo)
 
 
 # ---- model -> proto -------------------------------------------------------------------------
@@ -187,125 +192,87 @@ def _ts(ns: int) -> Timestamp:
     return ts
 
 
-def _release_pb(release: ReleasePolicy | None) -> pb.ReleasePolicy | None:
+def _release_pb(release: ReleasePolicy | None) -> rule_set_pb2.ReleasePolicy | None:
     if release is None:
         return None
-    return pb.ReleasePolicy(steps=[pb.ReleaseStep(event_name=s.event_name,
-                                                  fraction_bps=s.fraction_bps)
-                                   for s in release.steps])
+    return rule_set_pb2.ReleasePolicy(
+        steps=[rule_set_pb2.ReleaseStep(event_name=s.event_name, fraction_bps=s.fraction_bps)
+               for s in release.steps])
 
 
-def _receiver_pb(r: Receiver | None) -> pb.Receiver | None:
+def _receiver_pb(r: Receiver | None) -> rule_set_pb2.Receiver | None:
     if r is None:
         return None
     sub = None
     if r.rule_set is not None:
-        sub = pb.SubRuleSetRef(rule_set_name=r.rule_set.rule_set_name,
-                               rule_set_version=r.rule_set.rule_set_version)
-    return pb.Receiver(account_ref=r.account_ref or None, party_role=r.party_role or None,
-                       rule_set=sub)
+        sub = rule_set_pb2.SubRuleSetRef(rule_set_name=r.rule_set.rule_set_name,
+                                         rule_set_version=r.rule_set.rule_set_version)
+    return rule_set_pb2.Receiver(account_ref=r.account_ref or None,
+                                 party_role=r.party_role or None, rule_set=sub)
 
 
-def _share_pb(s: Share) -> pb.Share:
+def _share_pb(s: Share) -> rule_set_pb2.Share:
     tiers = None
     if s.tiers is not None:
-        tiers = pb.TierTable(counter_name=s.tiers.counter_name, effect=int(s.tiers.effect),
-                             tiers=[pb.Tier(min_counter_value=t.min_counter_value,
-                                            ratio_bps=t.ratio_bps) for t in s.tiers.tiers])
-    return pb.Share(label=s.label, type=int(s.type), ratio_bps=s.ratio_bps,
-                    fixed_minor=s.fixed_minor, receiver=_receiver_pb(s.receiver),
-                    release=_release_pb(s.release), tiers=tiers)
+        tiers = rule_set_pb2.TierTable(
+            counter_name=s.tiers.counter_name, effect=int(s.tiers.effect),
+            tiers=[rule_set_pb2.Tier(min_counter_value=t.min_counter_value,
+                                     ratio_bps=t.ratio_bps) for t in s.tiers.tiers])
+    return rule_set_pb2.Share(label=s.label, type=int(s.type), ratio_bps=s.ratio_bps,
+                              fixed_minor=s.fixed_minor, receiver=_receiver_pb(s.receiver),
+                              release=_release_pb(s.release), tiers=tiers)
 
 
-def _rule_pb(r: Rule) -> pb.Rule:
+def _rule_pb(r: Rule) -> rule_set_pb2.Rule:
     c = r.condition
-    condition = None if c is None else pb.RuleCondition(
+    condition = None if c is None else rule_set_pb2.RuleCondition(
         min_amount_minor=c.min_amount_minor, max_amount_minor=c.max_amount_minor,
         currency_codes=c.currency_codes, channels=c.channels, tags_any=c.tags_any,
         tags_all=c.tags_all, tags_none=c.tags_none,
-        attributes=[pb.AttributeCondition(key=a.key, comparison=int(a.comparison),
-                                          values=a.values) for a in c.attributes])
-    return pb.Rule(
+        attributes=[rule_set_pb2.AttributeCondition(key=a.key, comparison=int(a.comparison),
+                                                    values=a.values) for a in c.attributes])
+    return rule_set_pb2.Rule(
         rule_name=r.rule_name, priority=r.priority, description=r.description,
         start_time=None if r.start_time_ns is None else _ts(r.start_time_ns),
         end_time=None if r.end_time_ns is None else _ts(r.end_time_ns),
         condition=condition, top_slice=r.top_slice,
-        fees=[pb.Fee(label=f.label, ratio_bps=f.ratio_bps, fixed_minor=f.fixed_minor,
-                     min_minor=f.min_minor, max_minor=f.max_minor, account_ref=f.account_ref,
-                     release=_release_pb(f.release)) for f in r.fees],
+        fees=[rule_set_pb2.Fee(label=f.label, ratio_bps=f.ratio_bps, fixed_minor=f.fixed_minor,
+                               min_minor=f.min_minor, max_minor=f.max_minor,
+                               account_ref=f.account_ref, release=_release_pb(f.release))
+              for f in r.fees],
         shares=[_share_pb(s) for s in r.shares],
-        subsidies=[pb.Subsidy(label=s.label, source_account_ref=s.source_account_ref,
-                              basis=int(s.basis), fixed_minor=s.fixed_minor,
-                              ratio_bps=s.ratio_bps, cap_minor=s.cap_minor,
-                              target=int(s.target), receiver=_receiver_pb(s.receiver),
-                              release=_release_pb(s.release)) for s in r.subsidies])
+        subsidies=[rule_set_pb2.Subsidy(label=s.label, source_account_ref=s.source_account_ref,
+                                        basis=int(s.basis), fixed_minor=s.fixed_minor,
+                                        ratio_bps=s.ratio_bps, cap_minor=s.cap_minor,
+                                        target=int(s.target), receiver=_receiver_pb(s.receiver),
+                                        release=_release_pb(s.release)) for s in r.subsidies])
 
 
-def rule_set_to_proto(rs: RuleSet) -> pb.RuleSet:
+def rule_set_to_proto(rs: RuleSet) -> rule_set_pb2.RuleSet:
     """The RuleSet message of a model (filed content and version only)."""
-    return pb.RuleSet(
+    return rule_set_pb2.RuleSet(
         name=rs.name, version=rs.version, currency_code=rs.currency_code,
         description=rs.description, rules=[_rule_pb(r) for r in rs.rules],
-        attributes=[pb.AttributeDeclaration(key=a.key, allowed_values=a.allowed_values,
-                                            description=a.description)
+        attributes=[rule_set_pb2.AttributeDeclaration(key=a.key,
+                                                      allowed_values=a.allowed_values,
+                                                      description=a.description)
                     for a in rs.attributes],
         party_roles=rs.party_roles,
-        counters=[pb.CounterDefinition(
+        counters=[rule_set_pb2.CounterDefinition(
             name=c.name, metric=int(c.metric), period=int(c.period),
             account_ref=c.account_ref or None, party_role=c.party_role or None,
             attribute_key=c.attribute_key or None, time_zone=c.time_zone)
             for c in rs.counters])
 
 
-def content_sha256(msg: pb.RuleSet) -> str:
+def content_sha256(msg: rule_set_pb2.RuleSet) -> str:
     """SHA-256 (hex) of the canonical encoding of the filed content (name, fields 4 to 9)."""
-    content = pb.RuleSet()
+    content = rule_set_pb2.RuleSet()
     content.CopyFrom(msg)
     for field in content.DESCRIPTOR.fields:
         if field.name not in _CONTENT_FIELDS:
             content.ClearField(field.name)
     return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
-
-
-def evaluation_to_proto(ev: Evaluation, order: pb.Order | None = None) -> pb.Split:
-    """A Split message of an evaluation (status, ids, sources and times are the caller's),
-    built in place (each part added to its message, not built apart and copied in: the
-    split path builds one per order)."""
-    msg = pb.Split(
-        order_id=order.order_id if order is not None else "", currency_code=ev.currency_code,
-        amount_minor=ev.amount_minor, channel_fee_minor=ev.channel_fee_minor,
-        net_amount_minor=ev.net_amount_minor, subsidy_minor=ev.subsidy_minor,
-        distributed_minor=ev.distributed_minor, fee_minor=ev.fee_minor, held_minor=ev.held_minor,
-        released_minor=sum(leg.amount_minor - leg.held_minor for leg in ev.legs),
-        rule_set_name=ev.rule_set_name, rule_set_version=ev.rule_set_version, order=order)
-    add_leg = msg.legs.add
-    for leg in ev.legs:
-        out = add_leg(
-            leg_index=leg.leg_index, kind=int(leg.kind), account_id=leg.account_id,
-            external_ref=leg.external_ref, debit_account_id=leg.debit_account_id,
-            amount_minor=leg.amount_minor, held_minor=leg.held_minor,
-            released_minor=leg.amount_minor - leg.held_minor,
-            release_state=(pb.RELEASE_STATE_HELD if leg.held_minor
-                           else pb.RELEASE_STATE_RELEASED),
-            hold_reason=int(leg.hold_reason), rule_set_name=leg.rule_set_name,
-            rule_set_version=leg.rule_set_version, rule_name=leg.rule_name, label=leg.label,
-            level=leg.level, ratio_bps=leg.ratio_bps)
-        for step in leg.release_steps:
-            out.release_steps.add(event_name=step.event_name, fraction_bps=step.fraction_bps,
-                                  amount_minor=step.amount_minor)
-    add_match = msg.matched_rules.add
-    for m in ev.matched_rules:
-        add_match(match_index=m.match_index, rule_set_name=m.rule_set_name,
-                  rule_set_version=m.rule_set_version, rule_name=m.rule_name,
-                  priority=m.priority, level=m.level, parent_match_index=m.parent_match_index,
-                  top_slice=m.top_slice, base_minor=m.base_minor, fee_minor=m.fee_minor,
-                  passed_on_minor=m.passed_on_minor)
-    for c in ev.counter_values:
-        msg.counter_values.add(counter_name=c.counter_name, subject=c.subject, value=c.value)
-    for a in ev.alerts:
-        msg.alerts.add(reason=a.reason, account_id=a.account_id, leg_index=a.leg_index,
-                       message=a.message)
-    return msg
 
 
 # ---- YAML -----------------------------------------------------------------------------------
@@ -365,7 +332,7 @@ def _new(descriptor: Descriptor):
     return message_factory.GetMessageClass(descriptor)()
 
 
-def rule_set_proto_from_yaml(text: str | bytes, *, prefix: str = "") -> pb.RuleSet:
+def rule_set_proto_from_yaml(text: str | bytes, *, prefix: str = "") -> rule_set_pb2.RuleSet:
     """Parse a YAML rule set into the RuleSet message; InvalidArgument with a field path."""
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
@@ -381,9 +348,10 @@ def rule_set_proto_from_yaml(text: str | bytes, *, prefix: str = "") -> pb.RuleS
                                               "a YAML mapping of RuleSet fields is required")],
                               reason=Reason.RULE_SET_INVALID)
     try:
-        return json_format.ParseDict(data, pb.RuleSet())
+        return json_format.ParseDict(data, rule_set_pb2.RuleSet())
     except json_format.ParseError as exc:
-        path, reason = _locate(data, pb.RuleSet.DESCRIPTOR, "") or ("", _strip(str(exc)))
+        path, reason = (_locate(data, rule_set_pb2.RuleSet.DESCRIPTOR, "")
+                        or ("", _strip(str(exc))))
         raise InvalidArgument([FieldViolation(prefix + path if path else
                                               prefix.rstrip(".") or "rule_set", reason)],
                               reason=Reason.RULE_SET_INVALID) from exc
@@ -394,7 +362,7 @@ def rule_set_from_yaml(text: str | bytes, *, prefix: str = "") -> RuleSet:
     return rule_set_from_proto(rule_set_proto_from_yaml(text, prefix=prefix), prefix=prefix)
 
 
-def rule_set_to_yaml(rs: RuleSet | pb.RuleSet) -> str:
+def rule_set_to_yaml(rs: RuleSet | rule_set_pb2.RuleSet) -> str:
     """A YAML file of a rule set (proto field names; defaults left out)."""
     msg = rule_set_to_proto(rs) if isinstance(rs, RuleSet) else rs
     data = json_format.MessageToDict(msg, preserving_proto_field_name=True)

@@ -1,0 +1,41 @@
+"""The split's first response reuses the request's Order message (`api.split._SplitReply`)
+while GetSplit builds it from the split's recorded order (`split_convert.order_message`):
+the two are the same message for every valid order, so a replayed first response and a
+later GetSplit never disagree on the order."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from clearing.api import split_convert
+from clearing.v1 import split_pb2 as pb
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+               max_size=12)
+
+
+@st.composite
+def orders(draw) -> pb.Order:
+    msg = pb.Order(
+        order_id=draw(TEXT.filter(bool)), amount_minor=draw(st.integers(1, 10**15)),
+        currency_code=draw(st.sampled_from(["CNY", "USD", "JPY"])), channel=draw(TEXT),
+        channel_fee_minor=draw(st.integers(0, 10**6)), channel_transaction_id=draw(TEXT),
+        tags=draw(st.lists(TEXT, max_size=4)),
+        attributes=draw(st.dictionaries(TEXT.filter(bool), TEXT, max_size=3)),
+        parties=draw(st.dictionaries(TEXT.filter(bool), TEXT.filter(bool), max_size=3)),
+        rule_set_name=draw(st.sampled_from(["", "b2b", "held"])), memo=draw(TEXT))
+    for i in range(draw(st.integers(0, 3))):
+        msg.coupons.add(coupon_id=f"c{i}", amount_minor=draw(st.integers(1, 10**6)),
+                        funding=draw(st.sampled_from([pb.COUPON_FUNDING_PLATFORM,
+                                                      pb.COUPON_FUNDING_SELLER])))
+    if draw(st.booleans()):
+        msg.paid_time.FromNanoseconds(draw(st.integers(946_684_800 * 10**9, 4 * 10**18)))
+    return msg
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(msg=orders())
+def test_the_recorded_order_converts_back_to_the_request_s_message(msg):
+    again = split_convert.order_message(split_convert.order(msg))
+    assert again.SerializeToString(deterministic=True) == msg.SerializeToString(
+        deterministic=True)
