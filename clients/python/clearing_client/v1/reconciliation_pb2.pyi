@@ -1,0 +1,245 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StatementFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATEMENT_FORMAT_UNSPECIFIED: _ClassVar[StatementFormat]
+    STATEMENT_FORMAT_CANONICAL: _ClassVar[StatementFormat]
+    STATEMENT_FORMAT_WECHAT: _ClassVar[StatementFormat]
+
+class StatementLineType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATEMENT_LINE_TYPE_UNSPECIFIED: _ClassVar[StatementLineType]
+    STATEMENT_LINE_TYPE_PAYMENT: _ClassVar[StatementLineType]
+    STATEMENT_LINE_TYPE_REFUND: _ClassVar[StatementLineType]
+
+class ReconciliationClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RECONCILIATION_CLASS_UNSPECIFIED: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_MATCHED: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_MISSING_SPLIT: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_MISSING_IN_STATEMENT: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_AMOUNT_MISMATCH: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_FEE_MISMATCH: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_CURRENCY_MISMATCH: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_DUPLICATE: _ClassVar[ReconciliationClass]
+
+class DiscrepancyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISCREPANCY_STATE_UNSPECIFIED: _ClassVar[DiscrepancyState]
+    DISCREPANCY_STATE_OPEN: _ClassVar[DiscrepancyState]
+    DISCREPANCY_STATE_RESOLVED: _ClassVar[DiscrepancyState]
+STATEMENT_FORMAT_UNSPECIFIED: StatementFormat
+STATEMENT_FORMAT_CANONICAL: StatementFormat
+STATEMENT_FORMAT_WECHAT: StatementFormat
+STATEMENT_LINE_TYPE_UNSPECIFIED: StatementLineType
+STATEMENT_LINE_TYPE_PAYMENT: StatementLineType
+STATEMENT_LINE_TYPE_REFUND: StatementLineType
+RECONCILIATION_CLASS_UNSPECIFIED: ReconciliationClass
+RECONCILIATION_CLASS_MATCHED: ReconciliationClass
+RECONCILIATION_CLASS_MISSING_SPLIT: ReconciliationClass
+RECONCILIATION_CLASS_MISSING_IN_STATEMENT: ReconciliationClass
+RECONCILIATION_CLASS_AMOUNT_MISMATCH: ReconciliationClass
+RECONCILIATION_CLASS_FEE_MISMATCH: ReconciliationClass
+RECONCILIATION_CLASS_CURRENCY_MISMATCH: ReconciliationClass
+RECONCILIATION_CLASS_DUPLICATE: ReconciliationClass
+DISCREPANCY_STATE_UNSPECIFIED: DiscrepancyState
+DISCREPANCY_STATE_OPEN: DiscrepancyState
+DISCREPANCY_STATE_RESOLVED: DiscrepancyState
+
+class StatementHeader(_message.Message):
+    __slots__ = ("request_id", "channel", "settlement_date", "format")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_DATE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    channel: str
+    settlement_date: str
+    format: StatementFormat
+    def __init__(self, request_id: _Optional[str] = ..., channel: _Optional[str] = ..., settlement_date: _Optional[str] = ..., format: _Optional[_Union[StatementFormat, str]] = ...) -> None: ...
+
+class ImportStatementRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: StatementHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[StatementHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ImportStatementResponse(_message.Message):
+    __slots__ = ("run", "replayed")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    run: ReconciliationRun
+    replayed: bool
+    def __init__(self, run: _Optional[_Union[ReconciliationRun, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class Statement(_message.Message):
+    __slots__ = ("statement_id", "channel", "settlement_date", "format", "content_sha256", "size_bytes", "line_count", "currency_code", "settled_minor", "active", "superseded_by_statement_id", "imported_by_key_id", "request_id", "import_time")
+    STATEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_DATE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LINE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_BY_STATEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_BY_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_TIME_FIELD_NUMBER: _ClassVar[int]
+    statement_id: int
+    channel: str
+    settlement_date: str
+    format: StatementFormat
+    content_sha256: str
+    size_bytes: int
+    line_count: int
+    currency_code: str
+    settled_minor: int
+    active: bool
+    superseded_by_statement_id: int
+    imported_by_key_id: int
+    request_id: str
+    import_time: _timestamp_pb2.Timestamp
+    def __init__(self, statement_id: _Optional[int] = ..., channel: _Optional[str] = ..., settlement_date: _Optional[str] = ..., format: _Optional[_Union[StatementFormat, str]] = ..., content_sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., line_count: _Optional[int] = ..., currency_code: _Optional[str] = ..., settled_minor: _Optional[int] = ..., active: _Optional[bool] = ..., superseded_by_statement_id: _Optional[int] = ..., imported_by_key_id: _Optional[int] = ..., request_id: _Optional[str] = ..., import_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ClassTotal(_message.Message):
+    __slots__ = ("reconciliation_class", "item_count", "amount_minor", "difference_minor")
+    RECONCILIATION_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    reconciliation_class: ReconciliationClass
+    item_count: int
+    amount_minor: int
+    difference_minor: int
+    def __init__(self, reconciliation_class: _Optional[_Union[ReconciliationClass, str]] = ..., item_count: _Optional[int] = ..., amount_minor: _Optional[int] = ..., difference_minor: _Optional[int] = ...) -> None: ...
+
+class ReconciliationRun(_message.Message):
+    __slots__ = ("run_id", "statement", "time_zone", "class_totals", "statement_settled_minor", "split_settled_minor", "difference_minor", "explained_minor", "discrepancy_count", "create_time")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_TOTALS_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_SETTLED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_SETTLED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    DISCREPANCY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    run_id: int
+    statement: Statement
+    time_zone: str
+    class_totals: _containers.RepeatedCompositeFieldContainer[ClassTotal]
+    statement_settled_minor: int
+    split_settled_minor: int
+    difference_minor: int
+    explained_minor: int
+    discrepancy_count: int
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, run_id: _Optional[int] = ..., statement: _Optional[_Union[Statement, _Mapping]] = ..., time_zone: _Optional[str] = ..., class_totals: _Optional[_Iterable[_Union[ClassTotal, _Mapping]]] = ..., statement_settled_minor: _Optional[int] = ..., split_settled_minor: _Optional[int] = ..., difference_minor: _Optional[int] = ..., explained_minor: _Optional[int] = ..., discrepancy_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Discrepancy(_message.Message):
+    __slots__ = ("discrepancy_id", "run_id", "reconciliation_class", "state", "order_id", "channel_transaction_id", "line_number", "line_type", "split_id", "statement_amount_minor", "statement_fee_minor", "statement_currency_code", "split_amount_minor", "split_fee_minor", "split_currency_code", "difference_minor", "create_time")
+    DISCREPANCY_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RECONCILIATION_CLASS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    LINE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    LINE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FEE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FEE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    discrepancy_id: int
+    run_id: int
+    reconciliation_class: ReconciliationClass
+    state: DiscrepancyState
+    order_id: str
+    channel_transaction_id: str
+    line_number: int
+    line_type: StatementLineType
+    split_id: int
+    statement_amount_minor: int
+    statement_fee_minor: int
+    statement_currency_code: str
+    split_amount_minor: int
+    split_fee_minor: int
+    split_currency_code: str
+    difference_minor: int
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, discrepancy_id: _Optional[int] = ..., run_id: _Optional[int] = ..., reconciliation_class: _Optional[_Union[ReconciliationClass, str]] = ..., state: _Optional[_Union[DiscrepancyState, str]] = ..., order_id: _Optional[str] = ..., channel_transaction_id: _Optional[str] = ..., line_number: _Optional[int] = ..., line_type: _Optional[_Union[StatementLineType, str]] = ..., split_id: _Optional[int] = ..., statement_amount_minor: _Optional[int] = ..., statement_fee_minor: _Optional[int] = ..., statement_currency_code: _Optional[str] = ..., split_amount_minor: _Optional[int] = ..., split_fee_minor: _Optional[int] = ..., split_currency_code: _Optional[str] = ..., difference_minor: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetReconciliationRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: int
+    def __init__(self, run_id: _Optional[int] = ...) -> None: ...
+
+class GetReconciliationRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: ReconciliationRun
+    def __init__(self, run: _Optional[_Union[ReconciliationRun, _Mapping]] = ...) -> None: ...
+
+class ListReconciliationRunsRequest(_message.Message):
+    __slots__ = ("channel", "settlement_date", "page_size", "page_token")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_DATE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    settlement_date: str
+    page_size: int
+    page_token: str
+    def __init__(self, channel: _Optional[str] = ..., settlement_date: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListReconciliationRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_page_token")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[ReconciliationRun]
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[ReconciliationRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListDiscrepanciesRequest(_message.Message):
+    __slots__ = ("run_id", "classes", "states", "page_size", "page_token")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    run_id: int
+    classes: _containers.RepeatedScalarFieldContainer[ReconciliationClass]
+    states: _containers.RepeatedScalarFieldContainer[DiscrepancyState]
+    page_size: int
+    page_token: str
+    def __init__(self, run_id: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[ReconciliationClass, str]]] = ..., states: _Optional[_Iterable[_Union[DiscrepancyState, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDiscrepanciesResponse(_message.Message):
+    __slots__ = ("discrepancies", "next_page_token")
+    DISCREPANCIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    discrepancies: _containers.RepeatedCompositeFieldContainer[Discrepancy]
+    next_page_token: str
+    def __init__(self, discrepancies: _Optional[_Iterable[_Union[Discrepancy, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,107 @@
+"""`clearing recon import|runs|discrepancies`: ReconciliationService through the
+clearing_client SDK (see `clearing.cli.client` for the key, the address and the output: the
+response as JSON on stdout). `recon import` shows its progress and the run's counts per
+class on stderr."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+from clearing.cli.client import _client_options, _enum, _run
+from clearing.config import Settings
+
+FORMATS = ("canonical", "wechat")
+CLASSES = ("missing_split", "missing_in_statement", "amount_mismatch", "fee_mismatch",
+           "currency_mismatch", "duplicate")
+STATES = ("open", "resolved")
+PROGRESS_WIDTH = 30
+
+
+def _progress(sent_bytes: int, size_bytes: int) -> None:
+    """A progress bar on stderr (one line, redrawn)."""
+    done = PROGRESS_WIDTH * sent_bytes // max(size_bytes, 1)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (PROGRESS_WIDTH - done)}] "
+                     f"{sent_bytes}/{size_bytes} bytes")
+    if sent_bytes >= size_bytes:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def summary(run) -> str:
+    """A run's counts per class and its funds against information, for people."""
+    from clearing_client.v1 import reconciliation_pb2 as pb
+
+    lines = [f"run {run.run_id}: {run.statement.line_count} lines of {run.statement.channel} "
+             f"{run.statement.settlement_date}"]
+    for t in run.class_totals:
+        name = pb.ReconciliationClass.Name(t.reconciliation_class).removeprefix(
+            "RECONCILIATION_CLASS_")
+        lines.append(f"  {name:22} {t.item_count:>9}  amount {t.amount_minor:>15}  "
+                     f"difference {t.difference_minor:>13}")
+    lines.append(f"  statement settled {run.statement_settled_minor}, splits "
+                 f"{run.split_settled_minor}, difference {run.difference_minor}, explained "
+                 f"{run.explained_minor}")
+    return "\n".join(lines)
+
+
+def cmd_recon(args, settings: Settings) -> int:
+    """`clearing recon ...`."""
+    from clearing_client.v1 import reconciliation_pb2 as pb
+
+    if args.action == "import":
+        path = Path(args.file)
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file")
+        fmt = _enum(pb.StatementFormat, "STATEMENT_FORMAT", args.format)
+        rid = args.request_id or str(uuid.uuid4())
+
+        async def call(client):
+            response = await client.import_statement(
+                path, channel=args.channel, settlement_date=args.date, statement_format=fmt,
+                progress=None if args.quiet else _progress, request_id=rid)
+            print(("replayed: " if response.replayed else "") + summary(response.run),
+                  file=sys.stderr)
+            return response
+    elif args.action == "runs":
+        async def call(client):
+            return await client.list_reconciliation_runs(
+                channel=args.channel or "", settlement_date=args.date or "",
+                page_size=args.page_size, page_token=args.page_token or "")
+    else:
+        classes = [_enum(pb.ReconciliationClass, "RECONCILIATION_CLASS", c)
+                   for c in args.cls or ()]
+        states = [_enum(pb.DiscrepancyState, "DISCREPANCY_STATE", s) for s in args.state or ()]
+
+        async def call(client):
+            return await client.list_discrepancies(
+                run_id=args.run or 0, classes=classes, states=states,
+                page_size=args.page_size, page_token=args.page_token or "")
+    return _run(args, settings, call)
+
+
+def add_parser(sub) -> None:
+    """recon import|runs|discrepancies."""
+    recon = sub.add_parser("recon", help="channel statements and reconciliation").add_subparsers(
+        dest="action", required=True)
+    p = recon.add_parser("import", help="import a statement file and reconcile it (operator)")
+    p.add_argument("file", help="the statement (CSV, or gzip of it)")
+    p.add_argument("--channel", required=True, help="the channel, as orders name it")
+    p.add_argument("--date", required=True, help="the statement's day, YYYY-MM-DD")
+    p.add_argument("--format", choices=FORMATS, default="canonical")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = recon.add_parser("runs", help="reconciliation runs, newest first")
+    p.add_argument("--channel")
+    p.add_argument("--date", help="YYYY-MM-DD")
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-token")
+    p = recon.add_parser("discrepancies", help="discrepancies, oldest first")
+    p.add_argument("--run", type=int, help="only this run's")
+    p.add_argument("--class", dest="cls", action="append", choices=CLASSES)
+    p.add_argument("--state", action="append", choices=STATES)
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-token")
+    for sp in recon.choices.values():
+        _client_options(sp)
+        sp.set_defaults(func=cmd_recon)

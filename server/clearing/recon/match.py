@@ -1,0 +1,102 @@
+"""Matching a statement against the splits, in one set-based SQL statement (no row of the
+statement passes through Python): every line is classified against the split of its order,
+the splits of the channel paid on the statement's day that no payment line names are
+MISSING_IN_STATEMENT, the discrepancies are inserted, and the counts and sums per class
+come back. docs/recon.md states the rules; they are, in order:
+
+- DUPLICATE: a line whose (type, channel transaction id) an earlier line of the file has;
+- MISSING_SPLIT: the platform has no split of the line's order;
+- CURRENCY_MISMATCH: the line's currency is not the split's;
+- AMOUNT_MISMATCH: a payment's amount is not the split's; a refund line's order has more
+  refunded in this statement than the split has refunded;
+- FEE_MISMATCH: a payment's channel fee is not the split's;
+- MATCHED otherwise.
+
+Funds against information: a line states `stated` (its settled amount, negative for a
+refund); the splits say `info` for it: amount - channel fee of the split of a payment line
+compared by amount (MATCHED, AMOUNT_MISMATCH, FEE_MISMATCH), the refund as stated for a
+MATCHED refund line, nothing for the other classes; a MISSING_IN_STATEMENT split says its
+amount - channel fee (in the statement's currency; 0 in another). A discrepancy's difference
+is stated - info, so the run's statement total minus the splits' total is the sum of the
+discrepancies' differences exactly (a MATCHED line's is 0: settled = amount - fee).
+"""
+
+from __future__ import annotations
+
+from clearing.recon.model import DiscrepancyState, LineType, MatchClass
+
+C = MatchClass
+PAYMENT, REFUND = int(LineType.PAYMENT), int(LineType.REFUND)
+# The paid time of a split: the order's paid time as recorded, else when it was split.
+_SPLIT_PAID_IN_DAY = """
+      s.platform_id = $2 AND s.channel = $4
+  AND (s.paid_time_ns >= $5 AND s.paid_time_ns < $6
+       OR s.paid_time_ns IS NULL AND s.created_at >= $7 AND s.created_at < $8)
+"""
+
+SQL_MATCH = f"""
+WITH l AS (
+  SELECT l.*, row_number() OVER (PARTITION BY l.line_type, l.channel_transaction_id
+                                 ORDER BY l.line_number) AS nth
+  FROM recon_statement_lines l WHERE l.statement_id = $1
+), j AS (
+  SELECT l.*, s.split_id, s.amount_minor AS s_amount, s.channel_fee_minor AS s_fee,
+         s.currency_code AS s_currency, s.refunded_minor AS s_refunded,
+         sum(l.amount_minor) FILTER (WHERE l.nth = 1 AND l.line_type = {REFUND})
+             OVER (PARTITION BY l.order_id) AS refunds_minor
+  FROM l LEFT JOIN splits s ON s.platform_id = $2 AND s.order_id = l.order_id
+), c AS (
+  SELECT j.*, CASE
+      WHEN j.nth > 1 THEN {C.DUPLICATE:d}
+      WHEN j.split_id IS NULL THEN {C.MISSING_SPLIT:d}
+      WHEN j.currency_code <> j.s_currency THEN {C.CURRENCY_MISMATCH:d}
+      WHEN j.line_type = {PAYMENT} AND j.amount_minor <> j.s_amount THEN {C.AMOUNT_MISMATCH:d}
+      WHEN j.line_type = {PAYMENT} AND j.channel_fee_minor <> j.s_fee THEN {C.FEE_MISMATCH:d}
+      WHEN j.line_type = {REFUND} AND j.refunds_minor > j.s_refunded THEN {C.AMOUNT_MISMATCH:d}
+      ELSE {C.MATCHED:d} END AS cls
+  FROM j
+), items AS (
+  SELECT c.cls, c.order_id, c.channel_transaction_id, c.line_number, c.line_type,
+         coalesce(c.split_id, 0) AS split_id, c.amount_minor AS st_amount,
+         c.channel_fee_minor AS st_fee, c.currency_code AS st_currency,
+         coalesce(CASE WHEN c.line_type = {REFUND} THEN c.s_refunded ELSE c.s_amount END, 0)
+             AS sp_amount,
+         coalesce(c.s_fee, 0) AS sp_fee, coalesce(c.s_currency, '') AS sp_currency,
+         CASE WHEN c.line_type = {PAYMENT} THEN c.settled_minor ELSE -c.settled_minor END
+             AS stated,
+         CASE WHEN c.cls IN ({C.DUPLICATE:d}, {C.MISSING_SPLIT:d}, {C.CURRENCY_MISMATCH:d})
+                  THEN 0
+              WHEN c.line_type = {PAYMENT} THEN c.s_amount - c.s_fee
+              WHEN c.cls = {C.MATCHED:d} THEN -c.settled_minor
+              ELSE 0 END AS info
+  FROM c
+  UNION ALL
+  SELECT {C.MISSING_IN_STATEMENT:d}, s.order_id,
+         s.channel_transaction_id, 0, {PAYMENT}, s.split_id,
+         0, 0, '', s.amount_minor, s.channel_fee_minor, s.currency_code, 0,
+         CASE WHEN s.currency_code = $9 THEN s.amount_minor - s.channel_fee_minor ELSE 0 END
+  FROM splits s
+  WHERE {_SPLIT_PAID_IN_DAY}
+    AND NOT EXISTS (SELECT 1 FROM recon_statement_lines x
+                    WHERE x.statement_id = $1 AND x.order_id = s.order_id
+                      AND x.line_type = {PAYMENT})
+), ins AS (
+  INSERT INTO recon_discrepancies (
+      platform_id, run_id, class, state, order_id, channel_transaction_id, line_number,
+      line_type, split_id, statement_amount_minor, statement_fee_minor,
+      statement_currency_code, split_amount_minor, split_fee_minor, split_currency_code,
+      difference_minor, created_at)
+  SELECT $2, $3, i.cls, {DiscrepancyState.OPEN:d}, i.order_id, i.channel_transaction_id,
+         i.line_number, i.line_type, i.split_id, i.st_amount, i.st_fee, i.st_currency,
+         i.sp_amount, i.sp_fee, i.sp_currency, i.stated - i.info, $10
+  FROM items i WHERE i.cls <> {C.MATCHED:d}
+  ORDER BY i.line_number = 0, i.line_number, i.split_id
+  RETURNING 1
+)
+SELECT i.cls, count(*) AS item_count,
+       sum(CASE WHEN i.cls = {C.MISSING_IN_STATEMENT:d} THEN i.sp_amount ELSE i.st_amount END)
+           ::bigint AS amount_minor,
+       sum(i.stated - i.info)::bigint AS difference_minor, sum(i.stated)::bigint AS stated_minor,
+       sum(i.info)::bigint AS info_minor, (SELECT count(*) FROM ins) AS inserted
+FROM items i GROUP BY i.cls ORDER BY i.cls
+"""

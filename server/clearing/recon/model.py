@@ -1,0 +1,160 @@
+"""The reconciliation domain's values: formats, line types, classes, states (mirrors of the
+proto enums in reconciliation.proto), a parsed statement line, a statement, a run and a
+discrepancy as stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+
+class StatementFormat(enum.IntEnum):
+    """The layout of a statement file (proto StatementFormat)."""
+
+    UNSPECIFIED = 0
+    CANONICAL = 1
+    WECHAT = 2
+
+
+class LineType(enum.IntEnum):
+    """What a statement line records (proto StatementLineType)."""
+
+    UNSPECIFIED = 0
+    PAYMENT = 1
+    REFUND = 2
+
+
+class MatchClass(enum.IntEnum):
+    """The outcome of matching a line or a split (proto ReconciliationClass); every class
+    but MATCHED is a discrepancy."""
+
+    UNSPECIFIED = 0
+    MATCHED = 1
+    MISSING_SPLIT = 2
+    MISSING_IN_STATEMENT = 3
+    AMOUNT_MISMATCH = 4
+    FEE_MISMATCH = 5
+    CURRENCY_MISMATCH = 6
+    DUPLICATE = 7
+
+
+DISCREPANCY_CLASSES = tuple(c for c in MatchClass if c not in (MatchClass.UNSPECIFIED,
+                                                               MatchClass.MATCHED))
+
+
+class DiscrepancyState(enum.IntEnum):
+    """Where a discrepancy is in its handling (proto DiscrepancyState)."""
+
+    UNSPECIFIED = 0
+    OPEN = 1
+    RESOLVED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    """One payment or refund of a statement, checked (amounts in minor units, all >= 0:
+    the type gives the direction; settled_minor == amount_minor - channel_fee_minor)."""
+
+    line_number: int
+    line_type: LineType
+    channel_transaction_id: str
+    order_id: str
+    paid_at: dt.datetime
+    amount_minor: int
+    channel_fee_minor: int
+    settled_minor: int
+    currency_code: str
+
+    def signed_settled_minor(self) -> int:
+        """What the line adds to the statement's settled total."""
+        return self.settled_minor if self.line_type == LineType.PAYMENT else -self.settled_minor
+
+
+@dataclass(frozen=True, slots=True)
+class ImportHeader:
+    """What an import names: the channel, the day, the layout, the request id."""
+
+    request_id: str
+    channel: str
+    settlement_date: dt.date
+    format: StatementFormat
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """An imported statement (a row of recon_statements)."""
+
+    statement_id: int
+    channel: str
+    settlement_date: dt.date
+    format: StatementFormat
+    content_sha256: bytes
+    size_bytes: int
+    line_count: int
+    currency_code: str
+    settled_minor: int
+    superseded_by: int | None
+    imported_by_key_id: int
+    request_id: str
+    imported_at: dt.datetime
+
+    @property
+    def active(self) -> bool:
+        return self.superseded_by is None
+
+
+@dataclass(frozen=True, slots=True)
+class ClassTotal:
+    """What a run found of one class."""
+
+    match_class: MatchClass
+    item_count: int
+    amount_minor: int
+    difference_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A reconciliation run: a statement matched against the splits."""
+
+    run_id: int
+    statement: Statement
+    time_zone: str
+    class_totals: tuple[ClassTotal, ...]
+    statement_settled_minor: int
+    split_settled_minor: int
+    explained_minor: int
+    created_at: dt.datetime
+
+    @property
+    def difference_minor(self) -> int:
+        return self.statement_settled_minor - self.split_settled_minor
+
+    @property
+    def discrepancy_count(self) -> int:
+        return sum(t.item_count for t in self.class_totals
+                   if t.match_class != MatchClass.MATCHED)
+
+
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    """A line or split that did not match (a row of recon_discrepancies)."""
+
+    discrepancy_id: int
+    run_id: int
+    match_class: MatchClass
+    state: DiscrepancyState
+    order_id: str
+    channel_transaction_id: str
+    line_number: int
+    line_type: LineType
+    split_id: int
+    statement_amount_minor: int
+    statement_fee_minor: int
+    statement_currency_code: str
+    split_amount_minor: int
+    split_fee_minor: int
+    split_currency_code: str
+    difference_minor: int
+    created_at: dt.datetime

@@ -1,0 +1,74 @@
+"""`clearing recon import|runs|discrepancies` end to end (the real command, a subprocess,
+through clearing_client): a generated day imported from a gzip file with its progress and
+counts, again (replayed), as a WeChat bill; the runs and discrepancies listed; a malformed
+file's problems on stderr by line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from clearing.v1 import reconciliation_pb2 as rpb
+from tests.recon_support import ReconWorld, generate_day, statement_day, wechat_bill
+from tests.support import Client, cli
+
+
+@pytest.fixture
+async def world(channel, client: Client, database_url, platform) -> ReconWorld:
+    return await ReconWorld.make(channel, client, database_url, platform.platform_id,
+                                 platform.key)
+
+
+async def test_import_list_and_discrepancies(running, world: ReconWorld, platform, tmp_path):
+    day = await generate_day(world, statement_day(), matched=10, per_class=1, seed=5)
+    path = tmp_path / "wechat-pay.csv.gz"
+    path.write_bytes(gzip.compress(day.csv()))
+    argv = ("recon", "import", str(path), "--channel", "WECHAT_PAY", "--date",
+            day.day.isoformat())
+    code, out, err = await cli(running, platform.key, *argv, "--request-id", "cli-imp-1")
+    assert code == 0, err
+    run = json.loads(out)["run"]
+    exp = day.expected
+    assert {t["reconciliation_class"].removeprefix("RECONCILIATION_CLASS_"): int(t["item_count"])
+            for t in run["class_totals"]} == {
+        rpb.ReconciliationClass.Name(c).removeprefix("RECONCILIATION_CLASS_"): n
+        for c, n in exp.counts.items()}
+    assert int(run["difference_minor"]) == int(run["explained_minor"]) == (
+        exp.statement_settled_minor - exp.split_settled_minor)
+    assert "bytes" in err and "MISSING_IN_STATEMENT" in err and f"run {run['run_id']}" in err
+
+    code, out, err = await cli(running, platform.key, *argv, "--request-id", "cli-imp-1",
+                               "--quiet")
+    assert code == 0 and json.loads(out)["replayed"] is True
+    assert json.loads(out)["run"] == run
+
+    bill = tmp_path / "bill.csv"
+    bill.write_bytes(wechat_bill(day.lines))
+    code, out, err = await cli(running, platform.key, "recon", "import", str(bill),
+                               "--channel", "WECHAT_PAY", "--date", day.day.isoformat(),
+                               "--format", "wechat", "--quiet")
+    assert code == 0, err
+    second = json.loads(out)["run"]
+    assert second["class_totals"] == run["class_totals"]
+
+    code, out, err = await cli(running, platform.key, "recon", "runs", "--channel",
+                               "WECHAT_PAY")
+    assert code == 0, err
+    assert [r["run_id"] for r in json.loads(out)["runs"]] == [second["run_id"], run["run_id"]]
+    code, out, err = await cli(running, platform.key, "recon", "discrepancies", "--run",
+                               run["run_id"], "--class", "fee_mismatch", "--state", "open")
+    assert code == 0, err
+    found = json.loads(out)["discrepancies"]
+    assert [d["reconciliation_class"] for d in found] == ["RECONCILIATION_CLASS_FEE_MISMATCH"]
+
+
+async def test_a_malformed_file_shows_its_problems(running, platform, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("channel,order_id\n")
+    code, out, err = await cli(running, platform.key, "recon", "import", str(path),
+                               "--channel", "WECHAT_PAY", "--date",
+                               statement_day().isoformat(), "--quiet")
+    assert code == 1 and out == ""
+    assert "INVALID_ARGUMENT" in err and "lines[1]: the header must be" in err
