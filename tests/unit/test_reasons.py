@@ -45,7 +45,7 @@ PASSED_ON = {
     ("ledger/batch.py", "claim.reason"): "a Claim's reason: Claim.of is given Reason.X",
     ("ledger/batch.py", "_PENDING_DONE_REASONS[pending.state]"): "a dict of Reason members",
     ("ledger/status.py", "_REFUSAL_REASONS[status]"): "a dict of Reason members",
-    ("api/rules_proto.py", "a.reason"): "a SplitAlert: evaluate's Alert reasons are Reason.X",
+    ("api/split_convert.py", "a.reason"): "a SplitAlert: evaluate's Alert reasons are Reason.X",
     ("api/split_convert.py", "a.reason_text"): "SplitAction.reason: the caller's free text",
     ("cli/client.py", "args.reason"): "a request's free-text reason",
     ("cli/client.py", "args.reason or ''"): "a request's free-text reason",
