@@ -7,6 +7,8 @@ out by hand below."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -154,6 +156,12 @@ async def test_refund_and_split_now(desk: Desk, client: Client):
     code, _, fields = await refused(desk.propose(g, A.RESOLUTION_ACTION_SPLIT_NOW,
                                                  order=desk.day.a))
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["order.order_id"])
+    other = spb.Order()
+    other.CopyFrom(g)
+    other.channel_fee_minor += 1  # the line's fee is 120
+    code, _, fields = await refused(desk.propose(g, A.RESOLUTION_ACTION_SPLIT_NOW,
+                                                 order=other))
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["order.channel_fee_minor"])
 
     split_now = await desk.propose(g, A.RESOLUTION_ACTION_SPLIT_NOW, order=g)
     assert split_now.order == g and split_now.amount_minor == 0
@@ -301,5 +309,22 @@ async def test_a_crash_after_the_posting_moves_nothing_twice(desk: Desk, client:
         grpc.StatusCode.FAILED_PRECONDITION, "RESOLUTION_POSTED", [])
     done = await desk.approve(proposal.resolution_id)
     assert done.transfer_id == sent[0].transfer_id
+    assert await posted(client, SUSPENSE_REF) == 19_880
+    assert await posted(client, "custodial-CNY") == -29_821
+
+
+async def test_concurrent_approvals_move_money_once(desk: Desk, client: Client, database_url,
+                                                    platform):
+    second = (("authorization",
+               f"Bearer {await new_key(database_url, platform.platform_id, {'approver'})}"),)
+    proposal = await desk.propose(desk.day.g, A.RESOLUTION_ACTION_WRITE_OFF)
+    outcomes = await asyncio.gather(
+        *(desk.approve(proposal.resolution_id, metadata=key)
+          for key in (desk.approver, second, desk.approver, second)), return_exceptions=True)
+    ok = [o for o in outcomes if isinstance(o, rpb.Resolution)]
+    assert len(ok) == 1, outcomes
+    for o in outcomes:
+        if o is not ok[0]:
+            assert details(o)[0] == "RESOLUTION_NOT_PROPOSED"
     assert await posted(client, SUSPENSE_REF) == 19_880
     assert await posted(client, "custodial-CNY") == -29_821

@@ -6,6 +6,8 @@ is `recon_support.HandDay` (its figures worked out by hand in its docstring)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -153,3 +155,15 @@ async def test_a_crash_after_the_posting_moves_nothing_twice(world: ReconWorld, 
     assert s.transfer_id == sent[0].transfer_id and s.amount_minor == STATEMENT_MINOR
     assert await posted(client, CLEARING_REF) == -STATEMENT_MINOR
     assert await posted(client, "custodial-CNY") == -9_941
+
+
+async def test_concurrent_settlements_post_once(world: ReconWorld, day: HandDay,
+                                                client: Client):
+    outcomes = await asyncio.gather(*(settle_run(world, day.run.run_id) for _ in range(4)),
+                                    return_exceptions=True)
+    ok = [o for o in outcomes if isinstance(o, rpb.ReconciliationRun)]
+    assert len(ok) == 1, outcomes
+    for o in outcomes:
+        if o is not ok[0]:
+            assert details(o)[0] == "STATEMENT_ALREADY_SETTLED"
+    assert await posted(client, CLEARING_REF) == -STATEMENT_MINOR

@@ -60,11 +60,12 @@ class ResolutionMethods:
             v.add("order", "only for RESOLUTION_ACTION_SPLIT_NOW")
         v.raise_if_any()
         who = principal()
+        o = request.order
         proposal = resolve.Proposal(
             request.discrepancy_id, ResolutionAction(request.action), request.note,
-            request.amount_minor,
-            request.order.SerializeToString(deterministic=True) if split_now else None,
-            request.order.order_id)
+            request.amount_minor, o.SerializeToString(deterministic=True) if split_now else None,
+            resolve.OrderFacts(o.order_id, o.amount_minor, o.channel_fee_minor,
+                               o.currency_code) if split_now else None)
         return pb.ProposeResolutionResponse.FromString(await resolve.propose(
             self._deps, who.platform_id, who.key_id, request.request_id,
             validate.payload_hash("ProposeResolution", request), proposal,

@@ -51,16 +51,26 @@ Encode = Callable[[Resolution], bytes]
 
 
 @dataclass(frozen=True, slots=True)
+class OrderFacts:
+    """What the domain reads of SPLIT_NOW's order (the API layer serializes the rest)."""
+
+    order_id: str
+    amount_minor: int
+    channel_fee_minor: int
+    currency_code: str
+
+
+@dataclass(frozen=True, slots=True)
 class Proposal:
     """A validated ProposeResolution: SPLIT_NOW's order as the API layer serialized it,
-    with its order id (the domain reads nothing else of it)."""
+    and its facts."""
 
     discrepancy_id: int
     action: ResolutionAction
     note: str
     amount_minor: int
     order_message: bytes | None
-    order_id: str
+    order: OrderFacts | None
 
 
 def posting_request_id(r: Resolution) -> str:
@@ -79,11 +89,10 @@ async def _amount(conn, platform_id: int, d: Discrepancy, p: Proposal) -> int:
     """The resolution's amount (REFUND: asked; WRITE_OFF: the difference's absolute
     value; else 0) once the action is checked against the discrepancy."""
     if p.action is ResolutionAction.SPLIT_NOW:
-        if p.order_id != d.order_id:
-            raise InvalidArgument([FieldViolation(
-                "order.order_id", f"must be the discrepancy's order {d.order_id!r}")])
-        if d.match_class is not MatchClass.MISSING_SPLIT:
-            raise _not_applicable("SPLIT_NOW resolves MISSING_SPLIT discrepancies only")
+        if d.match_class is not MatchClass.MISSING_SPLIT or d.line_type is not LineType.PAYMENT:
+            raise _not_applicable("SPLIT_NOW resolves MISSING_SPLIT discrepancies of a "
+                                  "payment line only")
+        _check_order(d, p.order)
         if await rstore.order_is_split(conn, platform_id, d.order_id):
             raise _not_applicable(f"order {d.order_id!r} has a split now")
         return 0
@@ -99,6 +108,20 @@ async def _amount(conn, platform_id: int, d: Discrepancy, p: Proposal) -> int:
             raise _not_applicable("the discrepancy's difference is 0: nothing to write off")
         return abs(d.difference_minor)
     return 0
+
+
+def _check_order(d: Discrepancy, order: OrderFacts | None) -> None:
+    """SPLIT_NOW's order is the line's: its order id, amount, channel fee and currency
+    (so that the line matches the split); INVALID_ARGUMENT on the first field that is not."""
+    invariant(order is not None, "SPLIT_NOW without its order")
+    expected = (("order.order_id", order.order_id, d.order_id),
+                ("order.amount_minor", order.amount_minor, d.statement_amount_minor),
+                ("order.channel_fee_minor", order.channel_fee_minor, d.statement_fee_minor),
+                ("order.currency_code", order.currency_code, d.statement_currency_code))
+    for field, got, line in expected:
+        if got != line:
+            raise InvalidArgument([FieldViolation(
+                field, f"must be the statement line's: {line!r}")])
 
 
 async def propose(deps: ReconDeps, platform_id: int, key_id: int, request_id: str,
