@@ -328,3 +328,17 @@ async def test_concurrent_approvals_move_money_once(desk: Desk, client: Client, 
             assert details(o)[0] == "RESOLUTION_NOT_PROPOSED"
     assert await posted(client, SUSPENSE_REF) == 19_880
     assert await posted(client, "custodial-CNY") == -29_821
+
+
+async def test_a_superseded_statement_s_discrepancies_are_history(desk: Desk, client: Client):
+    g, m = desk.day.g, desk.day.m
+    waiting = await desk.propose(m, A.RESOLUTION_ACTION_ACCEPT)
+    # a corrected file of the day supersedes the statement
+    await desk.world.import_file(desk.day.csv(desk.day.lines[:2]), day=desk.day.day)
+    assert await refused(desk.propose(g, A.RESOLUTION_ACTION_WRITE_OFF)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "STATEMENT_SUPERSEDED", [])
+    assert await refused(desk.approve(waiting.resolution_id)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "STATEMENT_SUPERSEDED", [])
+    rejected = await desk.reject(waiting.resolution_id)
+    assert rejected.state == A.RESOLUTION_STATE_REJECTED
+    assert await posted(client, "custodial-CNY") == -9_941

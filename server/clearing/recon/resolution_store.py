@@ -11,7 +11,7 @@ import asyncpg
 from clearing.errors import invariant
 from clearing.recon.model import (Discrepancy, DiscrepancyState, Resolution, ResolutionAction,
                                   ResolutionEvent, ResolutionState, ResolutionStep)
-from clearing.recon.store import discrepancy
+from clearing.recon.store import discrepancy, lock_day
 
 _SQL_INSERT = f"""
 INSERT INTO recon_resolutions (platform_id, discrepancy_id, action, state, note, amount_minor,
@@ -49,6 +49,18 @@ async def lock_discrepancy(conn: asyncpg.Connection, platform_id: int,
 
 async def channel_of_run(conn: asyncpg.Connection, run_id: int) -> str:
     return await conn.fetchval("SELECT channel FROM recon_runs WHERE run_id = $1", run_id)
+
+
+async def lock_active_run(conn: asyncpg.Connection, platform_id: int, run_id: int) -> bool:
+    """Take the lock of the run's channel and day (the one imports and settlements take:
+    no import supersedes its statement meanwhile); whether its statement is active."""
+    row = await conn.fetchrow(
+        "SELECT r.channel, r.settlement_date FROM recon_runs r WHERE r.run_id = $1", run_id)
+    invariant(row is not None, f"run {run_id} of a discrepancy is missing")
+    await lock_day(conn, platform_id, row["channel"], row["settlement_date"])
+    return await conn.fetchval(
+        "SELECT s.superseded_by IS NULL FROM recon_runs r JOIN recon_statements s"
+        " USING (statement_id) WHERE r.run_id = $1", run_id)
 
 
 async def order_is_split(conn: asyncpg.Connection, platform_id: int, order_id: str) -> bool:

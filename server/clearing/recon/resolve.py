@@ -133,6 +133,7 @@ async def propose(deps: ReconDeps, platform_id: int, key_id: int, request_id: st
             raise NotFound(f"no discrepancy {p.discrepancy_id}",
                            reason=Reason.DISCREPANCY_NOT_FOUND,
                            metadata={"field": "discrepancy_id"})
+        await _check_active(conn, platform_id, d)
         if d.state is not DiscrepancyState.OPEN:
             raise FailedPrecondition(
                 f"discrepancy {d.discrepancy_id} is {d.state.name}, not OPEN",
@@ -146,6 +147,15 @@ async def propose(deps: ReconDeps, platform_id: int, key_id: int, request_id: st
 
     return await idempotency.run(deps.pool, platform_id, request_id, PROPOSE_METHOD,
                                  payload_hash, op)
+
+
+async def _check_active(conn, platform_id: int, d: Discrepancy) -> None:
+    """A discrepancy of a superseded statement is history: the superseding statement's run
+    has its own (FAILED_PRECONDITION STATEMENT_SUPERSEDED). Holds the day's lock."""
+    if not await rstore.lock_active_run(conn, platform_id, d.run_id):
+        raise FailedPrecondition(
+            f"discrepancy {d.discrepancy_id} is of a superseded statement: resolve the "
+            "active statement's discrepancies", reason=Reason.STATEMENT_SUPERSEDED)
 
 
 async def _reviewable(conn, platform_id: int, resolution_id: int,
@@ -251,6 +261,7 @@ async def approve(deps: ReconDeps, platform_id: int, key_id: int, request_id: st
     async def op(conn: asyncpg.Connection) -> bytes:
         r = await _reviewable(conn, platform_id, resolution_id, key_id)
         d = await _discrepancy(conn, platform_id, r)
+        await _check_active(conn, platform_id, d)
         try:
             transfer_id, split_id = await _carry_out(deps, conn, platform_id, r, d, found)
         except ClearingError as exc:

@@ -176,7 +176,9 @@ class ReconciliationServiceServicer:
         until an approver approves (RESOLVED) or rejects (OPEN again). Nothing moves yet. The
         action must fit the discrepancy (else FAILED_PRECONDITION RESOLUTION_NOT_APPLICABLE;
         see ResolutionAction). A discrepancy that is not OPEN answers FAILED_PRECONDITION
-        DISCREPANCY_NOT_OPEN; an unknown one NOT_FOUND DISCREPANCY_NOT_FOUND. Role: operator.
+        DISCREPANCY_NOT_OPEN; an unknown one NOT_FOUND DISCREPANCY_NOT_FOUND; one of a
+        superseded statement FAILED_PRECONDITION STATEMENT_SUPERSEDED (the superseding
+        statement's run has its own discrepancies). Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -191,7 +193,8 @@ class ReconciliationServiceServicer:
         ApproveResolution finishes it without moving money again. A refusal of the posting
         (say INSUFFICIENT_FUNDS) answers that refusal and leaves it PROPOSED (the refusal is an
         event). The key that proposed it cannot approve it: PERMISSION_DENIED MAKER_CHECKER.
-        Not PROPOSED: FAILED_PRECONDITION RESOLUTION_NOT_PROPOSED. Role: approver.
+        Not PROPOSED: FAILED_PRECONDITION RESOLUTION_NOT_PROPOSED; its statement superseded
+        since: FAILED_PRECONDITION STATEMENT_SUPERSEDED (reject it). Role: approver.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
