@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import grpc
 import pytest
 
@@ -342,3 +343,14 @@ async def test_a_superseded_statement_s_discrepancies_are_history(desk: Desk, cl
     rejected = await desk.reject(waiting.resolution_id)
     assert rejected.state == A.RESOLUTION_STATE_REJECTED
     assert await posted(client, "custodial-CNY") == -9_941
+
+
+async def test_the_audit_trail_cannot_be_changed(desk: Desk, running):
+    proposal = await desk.propose(desk.day.m, A.RESOLUTION_ACTION_ACCEPT)
+    async with running.pool.acquire() as conn:
+        for sql in ("UPDATE recon_resolution_events SET note = 'x' WHERE resolution_id = $1",
+                    "DELETE FROM recon_resolution_events WHERE resolution_id = $1"):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute(sql, proposal.resolution_id)
+        assert await conn.fetchval("SELECT count(*) FROM recon_resolution_events"
+                                   " WHERE resolution_id = $1", proposal.resolution_id) == 1
