@@ -345,3 +345,46 @@ def wechat_bill(lines: list[Line]) -> bytes:
     rows.append(",".join("`" + v for v in (str(len(lines)), "0.00", "0.00", "0.00", "0.00",
                                            "0.00", "0.00")))
     return ("\n".join(rows) + "\n").encode()
+
+
+# ---- a small day worked out by hand (settlement and resolution tests) ------------------------
+
+@dataclass
+class HandDay:
+    """Four CNY orders of WECHAT_PAY (fees FEE_PER_MILLE: 6 per mille) and a statement:
+
+    | order | amount  | fee | split | line                      | class               | difference |
+    |-------|---------|-----|-------|---------------------------|---------------------|------------|
+    | a     | 100,000 | 600 | yes   | 100,000 fee 600 (99,400)  | MATCHED             | 0          |
+    | b     |  50,000 | 300 | yes   |  50,000 fee 301 (49,699)  | FEE_MISMATCH        | -1         |
+    | m     |  30,000 | 180 | yes   | none                      | MISSING_IN_STATEMENT| -29,820    |
+    | g     |  20,000 | 120 | no    |  20,000 fee 120 (19,880)  | MISSING_SPLIT       | +19,880    |
+
+    Statement settled 99,400 + 49,699 + 19,880 = 168,979; splits' 99,400 + 49,700 + 29,820
+    = 178,920; difference -9,941 = -1 - 29,820 + 19,880."""
+
+    day: dt.date
+    a: spb.Order
+    b: spb.Order
+    m: spb.Order
+    g: spb.Order
+    lines: list[Line]
+    run: rpb.ReconciliationRun
+
+    def csv(self, lines: list[Line] | None = None) -> bytes:
+        return canonical_csv(self.lines if lines is None else lines, CHANNEL, self.day)
+
+
+async def hand_day(world: ReconWorld) -> HandDay:
+    day = statement_day()
+    a, b, m, g = (world.order(local(day, 3_600 * (i + 1)), amount)
+                  for i, amount in enumerate((100_000, 50_000, 30_000, 20_000)))
+    await world.split_all([a, b, m])
+
+    def line(o: spb.Order, fee_minor: int) -> Line:
+        return Line(o.channel_transaction_id, o.order_id,
+                    o.paid_time.ToDatetime(dt.timezone.utc), o.amount_minor, fee_minor)
+
+    lines = [line(a, 600), line(b, 301), line(g, 120)]
+    run = (await world.import_file(canonical_csv(lines, CHANNEL, day), day=day)).run
+    return HandDay(day, a, b, m, g, lines, run)

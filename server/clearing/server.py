@@ -194,13 +194,15 @@ async def start(settings: Settings, *, migrate: bool = True,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
     calls.register(server, ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
                    LedgerServicer(pool, writer))
-    calls.register(server, split_pb2_grpc.add_SplitServiceServicer_to_server,
-                   split_api.SplitServicer(pool, writer, plan_cache,
-                                           Counters(redis_client, settings.redis_prefix), clock))
+    split_servicer = split_api.SplitServicer(pool, writer, plan_cache,
+                                             Counters(redis_client, settings.redis_prefix),
+                                             clock)
+    calls.register(server, split_pb2_grpc.add_SplitServiceServicer_to_server, split_servicer)
     calls.register(server, payout_pb2_grpc.add_PayoutServiceServicer_to_server,
                    payout_api.PayoutServicer(payout_deps))
     calls.register(server, reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server,
-                   recon_api.ReconciliationServicer(ReconDeps(pool, clock)))
+                   recon_api.ReconciliationServicer(ReconDeps(
+                       pool, clock, writer=writer, split_now=split_servicer.split_order)))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

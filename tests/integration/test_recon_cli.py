@@ -1,4 +1,4 @@
-"""`clearing recon import|runs|discrepancies` end to end (the real command, a subprocess,
+"""`clearing recon import|runs|discrepancies|settle|propose|approve|reject|resolution` end to end (the real command, a subprocess,
 through clearing_client): a generated day imported from a gzip file with its progress and
 counts, again (replayed), as a WeChat bill; the runs and discrepancies listed; a malformed
 file's problems on stderr by line."""
@@ -11,7 +11,8 @@ import json
 import pytest
 
 from clearing.v1 import reconciliation_pb2 as rpb
-from tests.recon_support import ReconWorld, generate_day, statement_day, wechat_bill
+from tests.recon_support import ReconWorld, generate_day, hand_day, statement_day, wechat_bill
+from tests.split_support import new_key
 from tests.support import Client, cli
 
 
@@ -72,3 +73,46 @@ async def test_a_malformed_file_shows_its_problems(running, platform, tmp_path):
                                statement_day().isoformat(), "--quiet")
     assert code == 1 and out == ""
     assert "INVALID_ARGUMENT" in err and "lines[1]: the header must be" in err
+
+
+async def test_settle_propose_and_review(running, world: ReconWorld, platform, database_url,
+                                         tmp_path):
+    """The hand-worked day (recon_support.HandDay): settled, g's surplus written off by one
+    key and approved by another, b's refund proposed and rejected."""
+    day = await hand_day(world)
+    key = await new_key(database_url, platform.platform_id, {"operator", "approver"})
+    approver = await new_key(database_url, platform.platform_id, {"approver"})
+    code, out, err = await cli(running, key, "recon", "settle", str(day.run.run_id))
+    assert code == 0, err
+    settlement = json.loads(out)["run"]["settlement"]
+    assert int(settlement["amount_minor"]) == 168_979
+    found = {d["order_id"]: d for d in json.loads((await cli(
+        running, key, "recon", "discrepancies", "--run", str(day.run.run_id)))[1])[
+            "discrepancies"]}
+
+    g = found[day.g.order_id]["discrepancy_id"]
+    code, out, err = await cli(running, key, "recon", "propose", str(g), "--action",
+                               "write_off", "--note", "unknown order")
+    assert code == 0, err
+    proposed = json.loads(out)["resolution"]
+    assert int(proposed["amount_minor"]) == 19_880
+    code, out, err = await cli(running, key, "recon", "approve", proposed["resolution_id"])
+    assert code == 1 and "PERMISSION_DENIED" in err and "proposed" in err
+    code, out, err = await cli(running, approver, "recon", "approve",
+                               proposed["resolution_id"], "--note", "ok")
+    assert code == 0, err
+    assert json.loads(out)["resolution"]["state"] == "RESOLUTION_STATE_APPROVED"
+    code, out, err = await cli(running, key, "recon", "resolution", proposed["resolution_id"])
+    assert [e["step"] for e in json.loads(out)["resolution"]["events"]] == [
+        "RESOLUTION_STEP_PROPOSED", "RESOLUTION_STEP_APPROVED"]
+
+    b = found[day.b.order_id]["discrepancy_id"]
+    code, out, err = await cli(running, key, "recon", "propose", str(b), "--action", "refund",
+                               "--amount", "10.00", "--note", "charged twice")
+    assert code == 0, err
+    refund = json.loads(out)["resolution"]
+    assert int(refund["amount_minor"]) == 1_000
+    code, out, err = await cli(running, approver, "recon", "reject", refund["resolution_id"],
+                               "--note", "not agreed")
+    assert code == 0, err
+    assert json.loads(out)["resolution"]["state"] == "RESOLUTION_STATE_REJECTED"

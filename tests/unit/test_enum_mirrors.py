@@ -69,6 +69,9 @@ PAIRS = [
     (recon.LineType, reconciliation_pb2.StatementLineType.DESCRIPTOR),
     (recon.MatchClass, reconciliation_pb2.ReconciliationClass.DESCRIPTOR),
     (recon.DiscrepancyState, reconciliation_pb2.DiscrepancyState.DESCRIPTOR),
+    (recon.ResolutionAction, reconciliation_pb2.ResolutionAction.DESCRIPTOR),
+    (recon.ResolutionState, reconciliation_pb2.ResolutionState.DESCRIPTOR),
+    (recon.ResolutionStep, reconciliation_pb2.ResolutionStep.DESCRIPTOR),
 ]
 # IntEnums of the domain packages that mirror no proto enum: the bank's answer states
 # (clearing.dev's simulator has its own, outside the domain packages).

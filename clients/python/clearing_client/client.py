@@ -340,6 +340,52 @@ class ClearingClient:
                                    channel=channel, settlement_date=settlement_date,
                                    page_size=page_size, page_token=page_token))
 
+    async def post_settlement(self, run_id: int, *, request_id: str | None = None,
+                              ) -> reconciliation_pb2.ReconciliationRun:
+        """Book the channel's money of a run's statement (an operator's key); the run with
+        its settlement."""
+        return (await self.call(self.recon.PostSettlement,
+                                reconciliation_pb2.PostSettlementRequest(
+                                    request_id=request_id or new_request_id(),
+                                    run_id=run_id))).run
+
+    async def propose_resolution(self, discrepancy_id: int, action: int, *, note: str,
+                                 amount_minor: int = 0, order=None,
+                                 request_id: str | None = None,
+                                 ) -> reconciliation_pb2.Resolution:
+        """Propose how to resolve a discrepancy (an operator's key; `action`: a
+        ResolutionAction; `order`: SPLIT_NOW's split_pb2.Order)."""
+        return (await self.call(self.recon.ProposeResolution,
+                                reconciliation_pb2.ProposeResolutionRequest(
+                                    request_id=request_id or new_request_id(),
+                                    discrepancy_id=discrepancy_id, action=action, note=note,
+                                    amount_minor=amount_minor, order=order))).resolution
+
+    async def approve_resolution(self, resolution_id: int, *, note: str = "",
+                                 request_id: str | None = None,
+                                 ) -> reconciliation_pb2.Resolution:
+        """Approve and carry out a proposed resolution (another key, an approver's)."""
+        return (await self.call(self.recon.ApproveResolution,
+                                reconciliation_pb2.ApproveResolutionRequest(
+                                    request_id=request_id or new_request_id(),
+                                    resolution_id=resolution_id, note=note))).resolution
+
+    async def reject_resolution(self, resolution_id: int, *, note: str,
+                                request_id: str | None = None,
+                                ) -> reconciliation_pb2.Resolution:
+        """Reject a proposed resolution (another key, an approver's): its discrepancy is
+        OPEN again."""
+        return (await self.call(self.recon.RejectResolution,
+                                reconciliation_pb2.RejectResolutionRequest(
+                                    request_id=request_id or new_request_id(),
+                                    resolution_id=resolution_id, note=note))).resolution
+
+    async def get_resolution(self, resolution_id: int) -> reconciliation_pb2.Resolution:
+        """One resolution with its every step."""
+        return (await self.call(self.recon.GetResolution,
+                                reconciliation_pb2.GetResolutionRequest(
+                                    resolution_id=resolution_id))).resolution
+
     async def list_discrepancies(self, *, run_id: int = 0, classes: Iterable[int] = (),
                                  states: Iterable[int] = (), page_size: int = 0,
                                  page_token: str = "",

@@ -14,6 +14,7 @@ from clearing import values
 from clearing.api import validate
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
+from clearing.api.reconciliation_resolve import ResolutionMethods, settlement
 from clearing.errors import ClearingError, FieldViolation, InvalidArgument, Violations
 from clearing.ledger.model import Role
 from clearing.limits import (RECON_FILTERS_MAX, STATEMENT_BYTES_MAX, STATEMENT_CHANNEL_LEN_MAX,
@@ -36,6 +37,11 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _SERVICE + "GetReconciliationRun": _READERS,
     _SERVICE + "ListReconciliationRuns": _READERS,
     _SERVICE + "ListDiscrepancies": _READERS,
+    _SERVICE + "PostSettlement": frozenset({Role.OPERATOR}),
+    _SERVICE + "ProposeResolution": frozenset({Role.OPERATOR}),
+    _SERVICE + "ApproveResolution": frozenset({Role.APPROVER}),
+    _SERVICE + "RejectResolution": frozenset({Role.APPROVER}),
+    _SERVICE + "GetResolution": _READERS,
 }
 
 
@@ -108,11 +114,16 @@ async def _drain(requests: AsyncIterator[pb.ImportStatementRequest]) -> None:
         return
 
 
-class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServicer):
-    """Statement imports, runs and discrepancies of the caller's platform."""
+class ReconciliationServicer(ResolutionMethods,
+                             reconciliation_pb2_grpc.ReconciliationServiceServicer):
+    """Statement imports, runs, discrepancies, settlements and resolutions of the caller's
+    platform."""
 
     def __init__(self, deps: ReconDeps) -> None:
         self._deps = deps
+
+    def run_message(self, r: Run) -> pb.ReconciliationRun:
+        return run(r)
 
     async def ImportStatement(self, request_iterator, context) -> pb.ImportStatementResponse:
         try:
@@ -196,7 +207,8 @@ def run(r: Run) -> pb.ReconciliationRun:
         statement_settled_minor=r.statement_settled_minor,
         split_settled_minor=r.split_settled_minor, difference_minor=r.difference_minor,
         explained_minor=r.explained_minor, discrepancy_count=r.discrepancy_count,
-        create_time=timestamp(r.created_at))
+        create_time=timestamp(r.created_at),
+        settlement=None if r.settlement is None else settlement(r.settlement))
 
 
 def discrepancy(d: Discrepancy) -> pb.Discrepancy:
@@ -210,4 +222,4 @@ def discrepancy(d: Discrepancy) -> pb.Discrepancy:
         statement_currency_code=d.statement_currency_code,
         split_amount_minor=d.split_amount_minor, split_fee_minor=d.split_fee_minor,
         split_currency_code=d.split_currency_code, difference_minor=d.difference_minor,
-        create_time=timestamp(d.created_at))
+        create_time=timestamp(d.created_at), resolution_id=d.resolution_id)

@@ -151,6 +151,21 @@ class SplitServicer(RuleSetMethods, split_pb2_grpc.SplitServiceServicer):
                                            _command(request, self._clock.now()), reply)
         return pb.SplitResponse(split=reply.answer(outcome))
 
+    async def split_order(self, platform_id: int, request_id: str,
+                          order_message: bytes) -> int:
+        """Split an order for another service, as Split would under `request_id` (a
+        reconciliation resolution's SPLIT_NOW, its order validated when it was proposed);
+        answers the split's id, or raises what Split would answer."""
+        order = pb.Order.FromString(order_message)
+        reply = _SplitReply(order)
+        payload = validate.payload_hash("Split", pb.SplitRequest(request_id=request_id,
+                                                                 order=order))
+        outcome = await self._splits.split(
+            platform_id, SplitCommand(request_id, payload, convert.order(order,
+                                                                         self._clock.now())),
+            reply)
+        return reply.answer(outcome).split_id
+
     async def SplitBatch(self, request: pb.SplitBatchRequest,
                          context) -> pb.SplitBatchResponse:
         checks.batch_violations(request).raise_if_any()

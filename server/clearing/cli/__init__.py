@@ -28,6 +28,11 @@
     clearing recon import FILE --channel C --date D [--format canonical|wechat]
                                               import a statement and reconcile it (operator)
     clearing recon runs [--channel C] [--date D] | discrepancies [--run ID] [--class X]
+    clearing recon settle RUN                 book a statement's money (operator)
+    clearing recon propose DISCREPANCY --action split_now|refund|write_off|accept --note N
+                   [--amount 12.34] [--order order.json]   propose a resolution (operator)
+    clearing recon approve|reject RESOLUTION [--note N]    review it (another, approver key)
+    clearing recon resolution RESOLUTION      a resolution with its every step
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units

@@ -1,4 +1,5 @@
-"""`clearing recon import|runs|discrepancies`: ReconciliationService through the
+"""`clearing recon import|runs|discrepancies|settle|propose|approve|reject|resolution`:
+ReconciliationService through the
 clearing_client SDK (see `clearing.cli.client` for the key, the address and the output: the
 response as JSON on stdout). `recon import` shows its progress and the run's counts per
 class on stderr."""
@@ -10,12 +11,14 @@ import uuid
 from pathlib import Path
 
 from clearing.cli.client import _client_options, _enum, _run
+from clearing.cli.common import minor
 from clearing.config import Settings
 
 FORMATS = ("canonical", "wechat")
 CLASSES = ("missing_split", "missing_in_statement", "amount_mismatch", "fee_mismatch",
            "currency_mismatch", "duplicate")
-STATES = ("open", "resolved")
+STATES = ("open", "resolved", "resolution_proposed")
+ACTIONS = ("split_now", "refund", "write_off", "accept")
 PROGRESS_WIDTH = 30
 
 
@@ -69,6 +72,8 @@ def cmd_recon(args, settings: Settings) -> int:
             return await client.list_reconciliation_runs(
                 channel=args.channel or "", settlement_date=args.date or "",
                 page_size=args.page_size, page_token=args.page_token or "")
+    elif args.action in RESOLUTION_COMMANDS:
+        call = RESOLUTION_COMMANDS[args.action](args)
     else:
         classes = [_enum(pb.ReconciliationClass, "RECONCILIATION_CLASS", c)
                    for c in args.cls or ()]
@@ -81,8 +86,86 @@ def cmd_recon(args, settings: Settings) -> int:
     return _run(args, settings, call)
 
 
+def _settle(args):
+    from clearing_client.v1 import reconciliation_pb2 as pb
+
+    async def call(client):
+        return pb.PostSettlementResponse(run=await client.post_settlement(
+            args.run_id, request_id=args.request_id))
+    return call
+
+
+def _order(path: str | None):
+    """SPLIT_NOW's order: a JSON file of the Order message (as SplitService takes it)."""
+    if path is None:
+        return None
+    from clearing_client.v1 import split_pb2
+    from google.protobuf import json_format
+
+    return json_format.Parse(Path(path).read_text("utf-8"), split_pb2.Order())
+
+
+def _propose(args):
+    from clearing_client.v1 import reconciliation_pb2 as pb
+
+    action = _enum(pb.ResolutionAction, "RESOLUTION_ACTION", args.resolution_action)
+    amount = minor(args.amount, args.currency) if args.amount else 0
+    order = _order(args.order)
+
+    async def call(client):
+        return pb.ProposeResolutionResponse(resolution=await client.propose_resolution(
+            args.discrepancy_id, action, note=args.note, amount_minor=amount, order=order,
+            request_id=args.request_id))
+    return call
+
+
+def _review(args):
+    from clearing_client.v1 import reconciliation_pb2 as pb
+
+    async def call(client):
+        if args.action == "approve":
+            return pb.ApproveResolutionResponse(resolution=await client.approve_resolution(
+                args.resolution_id, note=args.note or "", request_id=args.request_id))
+        return pb.RejectResolutionResponse(resolution=await client.reject_resolution(
+            args.resolution_id, note=args.note, request_id=args.request_id))
+    return call
+
+
+def _resolution(args):
+    from clearing_client.v1 import reconciliation_pb2 as pb
+
+    async def call(client):
+        return pb.GetResolutionResponse(resolution=await client.get_resolution(
+            args.resolution_id))
+    return call
+
+
+RESOLUTION_COMMANDS = {"settle": _settle, "propose": _propose, "approve": _review,
+                       "reject": _review, "resolution": _resolution}
+
+
+def _add_resolution_parsers(recon) -> None:
+    p = recon.add_parser("settle", help="book a run's statement: channel clearing -> "
+                                        "custodial (operator)")
+    p.add_argument("run_id", type=int)
+    p = recon.add_parser("propose", help="propose a resolution of a discrepancy (operator)")
+    p.add_argument("discrepancy_id", type=int)
+    p.add_argument("--action", dest="resolution_action", required=True, choices=ACTIONS)
+    p.add_argument("--note", required=True, help="why")
+    p.add_argument("--amount", help="refund: major units, e.g. 12.34")
+    p.add_argument("--currency", default="CNY", help="of --amount")
+    p.add_argument("--order", help="split_now: a JSON file of the Order to split")
+    for action in ("approve", "reject"):
+        p = recon.add_parser(action, help=f"{action} a proposed resolution (approver key, "
+                                          "not the proposer's)")
+        p.add_argument("resolution_id", type=int)
+        p.add_argument("--note", required=action == "reject")
+    p = recon.add_parser("resolution", help="one resolution with its every step")
+    p.add_argument("resolution_id", type=int)
+
+
 def add_parser(sub) -> None:
-    """recon import|runs|discrepancies."""
+    """recon import|runs|discrepancies|settle|propose|approve|reject|resolution."""
     recon = sub.add_parser("recon", help="channel statements and reconciliation").add_subparsers(
         dest="action", required=True)
     p = recon.add_parser("import", help="import a statement file and reconcile it (operator)")
@@ -102,6 +185,7 @@ def add_parser(sub) -> None:
     p.add_argument("--state", action="append", choices=STATES)
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--page-token")
+    _add_resolution_parsers(recon)
     for sp in recon.choices.values():
         _client_options(sp)
         sp.set_defaults(func=cmd_recon)

@@ -16,6 +16,8 @@ class AccountKind(IntEnum):
     FEE = 5
     MARKETING = 6
     FUNCTIONAL = 7
+    CHANNEL_CLEARING = 8
+    SUSPENSE = 9
 
 
 class OwnerType(IntEnum):

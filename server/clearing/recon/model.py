@@ -1,6 +1,6 @@
-"""The reconciliation domain's values: formats, line types, classes, states (mirrors of the
-proto enums in reconciliation.proto), a parsed statement line, a statement, a run and a
-discrepancy as stored."""
+"""The reconciliation domain's values: formats, line types, classes, states, resolution
+actions and steps (mirrors of the proto enums in reconciliation.proto), a parsed statement
+line, a statement, a run with its settlement, a discrepancy and a resolution as stored."""
 
 from __future__ import annotations
 
@@ -49,6 +49,36 @@ class DiscrepancyState(enum.IntEnum):
     UNSPECIFIED = 0
     OPEN = 1
     RESOLVED = 2
+    RESOLUTION_PROPOSED = 3
+
+
+class ResolutionAction(enum.IntEnum):
+    """What a resolution does (proto ResolutionAction)."""
+
+    UNSPECIFIED = 0
+    SPLIT_NOW = 1
+    REFUND = 2
+    WRITE_OFF = 3
+    ACCEPT = 4
+
+
+class ResolutionState(enum.IntEnum):
+    """Where a resolution is (proto ResolutionState)."""
+
+    UNSPECIFIED = 0
+    PROPOSED = 1
+    APPROVED = 2
+    REJECTED = 3
+
+
+class ResolutionStep(enum.IntEnum):
+    """One step of a resolution's history (proto ResolutionStep)."""
+
+    UNSPECIFIED = 0
+    PROPOSED = 1
+    APPROVED = 2
+    REJECTED = 3
+    POSTING_REFUSED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +145,24 @@ class ClassTotal:
 
 
 @dataclass(frozen=True, slots=True)
+class Settlement:
+    """The settlement posting of a statement (a row of recon_settlements): amount_minor
+    moved into the custodial account (negative: out of it), after posted_before_minor by
+    earlier statements of the channel and day; transfer_id 0 when nothing was posted."""
+
+    transfer_id: int
+    amount_minor: int
+    posted_before_minor: int
+    currency_code: str
+    channel_clearing_account_id: int
+    custodial_account_id: int
+    posting_request_id: str
+    request_id: str
+    key_id: int
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     """A reconciliation run: a statement matched against the splits."""
 
@@ -126,6 +174,7 @@ class Run:
     split_settled_minor: int
     explained_minor: int
     created_at: dt.datetime
+    settlement: Settlement | None = None
 
     @property
     def difference_minor(self) -> int:
@@ -158,3 +207,45 @@ class Discrepancy:
     split_currency_code: str
     difference_minor: int
     created_at: dt.datetime
+    resolution_id: int = 0
+
+    @property
+    def currency_code(self) -> str:
+        """The currency of its difference: the statement's (a split's without one)."""
+        return self.statement_currency_code or self.split_currency_code
+
+
+@dataclass(frozen=True, slots=True)
+class ResolutionEvent:
+    """One step of a resolution (a row of recon_resolution_events, never changed)."""
+
+    step: ResolutionStep
+    key_id: int
+    request_id: str
+    note: str
+    transfer_id: int
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A proposed resolution of a discrepancy and its review (a row of recon_resolutions).
+    `order_message`: SPLIT_NOW's order as the API layer serialized it (opaque here)."""
+
+    resolution_id: int
+    discrepancy_id: int
+    action: ResolutionAction
+    state: ResolutionState
+    note: str
+    amount_minor: int
+    currency_code: str
+    order_message: bytes | None
+    proposed_by_key_id: int
+    request_id: str
+    attempt: int
+    reviewed_by_key_id: int
+    review_note: str
+    transfer_id: int
+    split_id: int
+    created_at: dt.datetime
+    events: tuple[ResolutionEvent, ...] = ()

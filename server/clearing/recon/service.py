@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,7 @@ import asyncpg
 
 from clearing.clock import Clock
 from clearing.errors import AlreadyExists, NotFound, ResourceExhausted, invariant
+from clearing.ledger.writer import LedgerWriter
 from clearing.limits import DEFAULT_TIME_ZONE, RECON_IMPORTS_MAX, STATEMENT_COPY_ROWS_MAX
 from clearing.reasons import Reason
 from clearing.recon import match, store
@@ -25,6 +26,8 @@ from clearing.recon.model import (ClassTotal, Discrepancy, ImportHeader, MatchCl
                                   Statement, StatementLine)
 from clearing.recon.parse import StatementParser
 
+# Splits an order (serialized by the API layer) under a request id; answers the split id.
+SplitNow = Callable[[int, str, bytes], Awaitable[int]]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -38,6 +41,10 @@ class ReconDeps:
     clock: Clock
     time_zone: str = DEFAULT_TIME_ZONE
     imports: asyncio.Semaphore | None = None
+    # Settlements and resolutions post through the writer; SPLIT_NOW splits through
+    # `split_now(platform_id, request_id, order_message) -> split_id` (the API layer's).
+    writer: LedgerWriter | None = None
+    split_now: SplitNow | None = None
 
     def __post_init__(self) -> None:
         if self.imports is None:

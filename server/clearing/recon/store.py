@@ -12,8 +12,8 @@ import asyncpg
 from clearing import values
 from clearing.errors import invariant
 from clearing.recon.model import (ClassTotal, Discrepancy, DiscrepancyState,
-                                  LineType, MatchClass, Run, Statement, StatementFormat,
-                                  StatementLine)
+                                  LineType, MatchClass, Run, Settlement, Statement,
+                                  StatementFormat, StatementLine)
 
 LINE_COLUMNS = ("statement_id", "line_number", "platform_id", "line_type",
                 "channel_transaction_id", "order_id", "paid_at", "amount_minor",
@@ -45,6 +45,13 @@ async def lock_import(conn: asyncpg.Connection, platform_id: int, request_id: st
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7341012)),"
                        " pg_advisory_xact_lock(hashtextextended($2, 7341012))",
                        f"recon-request:{platform_id}:{request_id}",
+                       f"recon-day:{platform_id}:{channel}:{day.isoformat()}")
+
+
+async def lock_day(conn: asyncpg.Connection, platform_id: int, channel: str,
+                   day: dt.date) -> None:
+    """The lock of one channel and day of a platform that imports take (`lock_import`)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7341012))",
                        f"recon-day:{platform_id}:{channel}:{day.isoformat()}")
 
 
@@ -140,9 +147,18 @@ async def _runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> lis
             ids):
         totals[t["run_id"]].append(ClassTotal(MatchClass(t["class"]), t["item_count"],
                                               t["amount_minor"], t["difference_minor"]))
+    settled = {s["run_id"]: settlement(s) for s in await conn.fetch(
+        "SELECT * FROM recon_settlements WHERE run_id = ANY($1::bigint[])", ids)}
     return [Run(r["run_id"], _statement(r), r["time_zone"], tuple(totals[r["run_id"]]),
                 r["statement_settled_minor"], r["split_settled_minor"], r["explained_minor"],
-                r["created_at"]) for r in rows]
+                r["created_at"], settled.get(r["run_id"])) for r in rows]
+
+
+def settlement(r: asyncpg.Record) -> Settlement:
+    return Settlement(r["transfer_id"], r["amount_minor"], r["posted_before_minor"],
+                      r["currency_code"], r["channel_clearing_account_id"],
+                      r["custodial_account_id"], r["posting_request_id"], r["request_id"],
+                      r["key_id"], r["created_at"])
 
 
 async def load_run(conn: asyncpg.Connection, platform_id: int, run_id: int) -> Run | None:
@@ -177,13 +193,13 @@ async def list_runs(conn: asyncpg.Connection, platform_id: int, *, channel: str,
     return await _runs(conn, rows), token
 
 
-def _discrepancy(r: asyncpg.Record) -> Discrepancy:
+def discrepancy(r: asyncpg.Record) -> Discrepancy:
     return Discrepancy(
         r["discrepancy_id"], r["run_id"], MatchClass(r["class"]), DiscrepancyState(r["state"]),
         r["order_id"], r["channel_transaction_id"], r["line_number"], LineType(r["line_type"]),
         r["split_id"], r["statement_amount_minor"], r["statement_fee_minor"],
         r["statement_currency_code"], r["split_amount_minor"], r["split_fee_minor"],
-        r["split_currency_code"], r["difference_minor"], r["created_at"])
+        r["split_currency_code"], r["difference_minor"], r["created_at"], r["resolution_id"])
 
 
 async def list_discrepancies(conn: asyncpg.Connection, platform_id: int, *, run_id: int,
@@ -204,7 +220,7 @@ async def list_discrepancies(conn: asyncpg.Connection, platform_id: int, *, run_
         rows = rows[:page_size]
         token = values.encode_page_token(DISCREPANCIES_KIND, platform_id,
                                          rows[-1]["discrepancy_id"])
-    return [_discrepancy(r) for r in rows], token
+    return [discrepancy(r) for r in rows], token
 
 
 async def run_exists(conn: asyncpg.Connection, platform_id: int, run_id: int) -> bool:

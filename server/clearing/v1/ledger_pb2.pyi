@@ -20,6 +20,8 @@ class AccountKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACCOUNT_KIND_FEE: _ClassVar[AccountKind]
     ACCOUNT_KIND_MARKETING: _ClassVar[AccountKind]
     ACCOUNT_KIND_FUNCTIONAL: _ClassVar[AccountKind]
+    ACCOUNT_KIND_CHANNEL_CLEARING: _ClassVar[AccountKind]
+    ACCOUNT_KIND_SUSPENSE: _ClassVar[AccountKind]
 
 class OwnerType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +64,8 @@ ACCOUNT_KIND_ORDINARY: AccountKind
 ACCOUNT_KIND_FEE: AccountKind
 ACCOUNT_KIND_MARKETING: AccountKind
 ACCOUNT_KIND_FUNCTIONAL: AccountKind
+ACCOUNT_KIND_CHANNEL_CLEARING: AccountKind
+ACCOUNT_KIND_SUSPENSE: AccountKind
 OWNER_TYPE_UNSPECIFIED: OwnerType
 OWNER_TYPE_ENTERPRISE: OwnerType
 OWNER_TYPE_INDIVIDUAL: OwnerType

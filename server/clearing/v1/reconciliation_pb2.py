@@ -22,50 +22,83 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from clearing.v1 import split_pb2 as clearing_dot_v1_dot_split__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n clearing/v1/reconciliation.proto\x12\x0b\x63learing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x0fStatementHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x17\n\x0fsettlement_date\x18\x03 \x01(\t\x12,\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1c.clearing.v1.StatementFormat\"d\n\x16ImportStatementRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.StatementHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"X\n\x17ImportStatementResponse\x12+\n\x03run\x18\x01 \x01(\x0b\x32\x1e.clearing.v1.ReconciliationRun\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\xfc\x02\n\tStatement\x12\x14\n\x0cstatement_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x17\n\x0fsettlement_date\x18\x03 \x01(\t\x12,\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1c.clearing.v1.StatementFormat\x12\x16\n\x0e\x63ontent_sha256\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x12\n\nline_count\x18\x07 \x01(\x03\x12\x15\n\rcurrency_code\x18\x08 \x01(\t\x12\x15\n\rsettled_minor\x18\t \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\n \x01(\x08\x12\"\n\x1asuperseded_by_statement_id\x18\x0b \x01(\x03\x12\x1a\n\x12imported_by_key_id\x18\x0c \x01(\x03\x12\x12\n\nrequest_id\x18\r \x01(\t\x12/\n\x0bimport_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\nClassTotal\x12>\n\x14reconciliation_class\x18\x01 \x01(\x0e\x32 .clearing.v1.ReconciliationClass\x12\x12\n\nitem_count\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x18\n\x10\x64ifference_minor\x18\x04 \x01(\x03\"\xcd\x02\n\x11ReconciliationRun\x12\x0e\n\x06run_id\x18\x01 \x01(\x03\x12)\n\tstatement\x18\x02 \x01(\x0b\x32\x16.clearing.v1.Statement\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12-\n\x0c\x63lass_totals\x18\x04 \x03(\x0b\x32\x17.clearing.v1.ClassTotal\x12\x1f\n\x17statement_settled_minor\x18\x05 \x01(\x03\x12\x1b\n\x13split_settled_minor\x18\x06 \x01(\x03\x12\x18\n\x10\x64ifference_minor\x18\x07 \x01(\x03\x12\x17\n\x0f\x65xplained_minor\x18\x08 \x01(\x03\x12\x19\n\x11\x64iscrepancy_count\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x04\n\x0b\x44iscrepancy\x12\x16\n\x0e\x64iscrepancy_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12>\n\x14reconciliation_class\x18\x03 \x01(\x0e\x32 .clearing.v1.ReconciliationClass\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.clearing.v1.DiscrepancyState\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12\x1e\n\x16\x63hannel_transaction_id\x18\x06 \x01(\t\x12\x13\n\x0bline_number\x18\x07 \x01(\x03\x12\x31\n\tline_type\x18\x08 \x01(\x0e\x32\x1e.clearing.v1.StatementLineType\x12\x10\n\x08split_id\x18\t \x01(\x03\x12\x1e\n\x16statement_amount_minor\x18\n \x01(\x03\x12\x1b\n\x13statement_fee_minor\x18\x0b \x01(\x03\x12\x1f\n\x17statement_currency_code\x18\x0c \x01(\t\x12\x1a\n\x12split_amount_minor\x18\r \x01(\x03\x12\x17\n\x0fsplit_fee_minor\x18\x0e \x01(\x03\x12\x1b\n\x13split_currency_code\x18\x0f \x01(\t\x12\x18\n\x10\x64ifference_minor\x18\x10 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x1bGetReconciliationRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x03\"K\n\x1cGetReconciliationRunResponse\x12+\n\x03run\x18\x01 \x01(\x0b\x32\x1e.clearing.v1.ReconciliationRun\"p\n\x1dListReconciliationRunsRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x17\n\x0fsettlement_date\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"g\n\x1eListReconciliationRunsResponse\x12,\n\x04runs\x18\x01 \x03(\x0b\x32\x1e.clearing.v1.ReconciliationRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x18ListDiscrepanciesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x03\x12\x31\n\x07\x63lasses\x18\x02 \x03(\x0e\x32 .clearing.v1.ReconciliationClass\x12-\n\x06states\x18\x03 \x03(\x0e\x32\x1d.clearing.v1.DiscrepancyState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"e\n\x19ListDiscrepanciesResponse\x12/\n\rdiscrepancies\x18\x01 \x03(\x0b\x32\x18.clearing.v1.Discrepancy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*p\n\x0fStatementFormat\x12 \n\x1cSTATEMENT_FORMAT_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSTATEMENT_FORMAT_CANONICAL\x10\x01\x12\x1b\n\x17STATEMENT_FORMAT_WECHAT\x10\x02*y\n\x11StatementLineType\x12#\n\x1fSTATEMENT_LINE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSTATEMENT_LINE_TYPE_PAYMENT\x10\x01\x12\x1e\n\x1aSTATEMENT_LINE_TYPE_REFUND\x10\x02*\xd5\x02\n\x13ReconciliationClass\x12$\n RECONCILIATION_CLASS_UNSPECIFIED\x10\x00\x12 \n\x1cRECONCILIATION_CLASS_MATCHED\x10\x01\x12&\n\"RECONCILIATION_CLASS_MISSING_SPLIT\x10\x02\x12-\n)RECONCILIATION_CLASS_MISSING_IN_STATEMENT\x10\x03\x12(\n$RECONCILIATION_CLASS_AMOUNT_MISMATCH\x10\x04\x12%\n!RECONCILIATION_CLASS_FEE_MISMATCH\x10\x05\x12*\n&RECONCILIATION_CLASS_CURRENCY_MISMATCH\x10\x06\x12\"\n\x1eRECONCILIATION_CLASS_DUPLICATE\x10\x07*q\n\x10\x44iscrepancyState\x12!\n\x1d\x44ISCREPANCY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ISCREPANCY_STATE_OPEN\x10\x01\x12\x1e\n\x1a\x44ISCREPANCY_STATE_RESOLVED\x10\x02\x32\xbb\x03\n\x15ReconciliationService\x12^\n\x0fImportStatement\x12#.clearing.v1.ImportStatementRequest\x1a$.clearing.v1.ImportStatementResponse(\x01\x12k\n\x14GetReconciliationRun\x12(.clearing.v1.GetReconciliationRunRequest\x1a).clearing.v1.GetReconciliationRunResponse\x12q\n\x16ListReconciliationRuns\x12*.clearing.v1.ListReconciliationRunsRequest\x1a+.clearing.v1.ListReconciliationRunsResponse\x12\x62\n\x11ListDiscrepancies\x12%.clearing.v1.ListDiscrepanciesRequest\x1a&.clearing.v1.ListDiscrepanciesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n clearing/v1/reconciliation.proto\x12\x0b\x63learing.v1\x1a\x17\x63learing/v1/split.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x0fStatementHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x17\n\x0fsettlement_date\x18\x03 \x01(\t\x12,\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1c.clearing.v1.StatementFormat\"d\n\x16ImportStatementRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.StatementHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"X\n\x17ImportStatementResponse\x12+\n\x03run\x18\x01 \x01(\x0b\x32\x1e.clearing.v1.ReconciliationRun\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\xfc\x02\n\tStatement\x12\x14\n\x0cstatement_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x17\n\x0fsettlement_date\x18\x03 \x01(\t\x12,\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1c.clearing.v1.StatementFormat\x12\x16\n\x0e\x63ontent_sha256\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x12\n\nline_count\x18\x07 \x01(\x03\x12\x15\n\rcurrency_code\x18\x08 \x01(\t\x12\x15\n\rsettled_minor\x18\t \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\n \x01(\x08\x12\"\n\x1asuperseded_by_statement_id\x18\x0b \x01(\x03\x12\x1a\n\x12imported_by_key_id\x18\x0c \x01(\x03\x12\x12\n\nrequest_id\x18\r \x01(\t\x12/\n\x0bimport_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\nClassTotal\x12>\n\x14reconciliation_class\x18\x01 \x01(\x0e\x32 .clearing.v1.ReconciliationClass\x12\x12\n\nitem_count\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x18\n\x10\x64ifference_minor\x18\x04 \x01(\x03\"\xfa\x02\n\x11ReconciliationRun\x12\x0e\n\x06run_id\x18\x01 \x01(\x03\x12)\n\tstatement\x18\x02 \x01(\x0b\x32\x16.clearing.v1.Statement\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12-\n\x0c\x63lass_totals\x18\x04 \x03(\x0b\x32\x17.clearing.v1.ClassTotal\x12\x1f\n\x17statement_settled_minor\x18\x05 \x01(\x03\x12\x1b\n\x13split_settled_minor\x18\x06 \x01(\x03\x12\x18\n\x10\x64ifference_minor\x18\x07 \x01(\x03\x12\x17\n\x0f\x65xplained_minor\x18\x08 \x01(\x03\x12\x19\n\x11\x64iscrepancy_count\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nsettlement\x18\x0b \x01(\x0b\x32\x17.clearing.v1.Settlement\"\xa9\x02\n\nSettlement\x12\x13\n\x0btransfer_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x61mount_minor\x18\x02 \x01(\x03\x12\x1b\n\x13posted_before_minor\x18\x03 \x01(\x03\x12\x15\n\rcurrency_code\x18\x04 \x01(\t\x12#\n\x1b\x63hannel_clearing_account_id\x18\x05 \x01(\x03\x12\x1c\n\x14\x63ustodial_account_id\x18\x06 \x01(\x03\x12\x1a\n\x12posting_request_id\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x18\n\x10posted_by_key_id\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc1\x04\n\x0b\x44iscrepancy\x12\x16\n\x0e\x64iscrepancy_id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12>\n\x14reconciliation_class\x18\x03 \x01(\x0e\x32 .clearing.v1.ReconciliationClass\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.clearing.v1.DiscrepancyState\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12\x1e\n\x16\x63hannel_transaction_id\x18\x06 \x01(\t\x12\x13\n\x0bline_number\x18\x07 \x01(\x03\x12\x31\n\tline_type\x18\x08 \x01(\x0e\x32\x1e.clearing.v1.StatementLineType\x12\x10\n\x08split_id\x18\t \x01(\x03\x12\x1e\n\x16statement_amount_minor\x18\n \x01(\x03\x12\x1b\n\x13statement_fee_minor\x18\x0b \x01(\x03\x12\x1f\n\x17statement_currency_code\x18\x0c \x01(\t\x12\x1a\n\x12split_amount_minor\x18\r \x01(\x03\x12\x17\n\x0fsplit_fee_minor\x18\x0e \x01(\x03\x12\x1b\n\x13split_currency_code\x18\x0f \x01(\t\x12\x18\n\x10\x64ifference_minor\x18\x10 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rresolution_id\x18\x12 \x01(\x03\"\xb4\x01\n\x0fResolutionEvent\x12)\n\x04step\x18\x01 \x01(\x0e\x32\x1b.clearing.v1.ResolutionStep\x12\x0e\n\x06key_id\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\x12\x13\n\x0btransfer_id\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe4\x03\n\nResolution\x12\x15\n\rresolution_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x64iscrepancy_id\x18\x02 \x01(\x03\x12-\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1d.clearing.v1.ResolutionAction\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.clearing.v1.ResolutionState\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x06 \x01(\x03\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12!\n\x05order\x18\x08 \x01(\x0b\x32\x12.clearing.v1.Order\x12\x1a\n\x12proposed_by_key_id\x18\t \x01(\x03\x12\x1a\n\x12reviewed_by_key_id\x18\n \x01(\x03\x12\x13\n\x0breview_note\x18\x0b \x01(\t\x12\x1a\n\x12posting_request_id\x18\x0c \x01(\t\x12\x13\n\x0btransfer_id\x18\r \x01(\x03\x12\x10\n\x08split_id\x18\x0e \x01(\x03\x12,\n\x06\x65vents\x18\x0f \x03(\x0b\x32\x1c.clearing.v1.ResolutionEvent\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x15PostSettlementRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\"E\n\x16PostSettlementResponse\x12+\n\x03run\x18\x01 \x01(\x0b\x32\x1e.clearing.v1.ReconciliationRun\"\xbc\x01\n\x18ProposeResolutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64iscrepancy_id\x18\x02 \x01(\x03\x12-\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1d.clearing.v1.ResolutionAction\x12\x0c\n\x04note\x18\x04 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x05 \x01(\x03\x12!\n\x05order\x18\x06 \x01(\x0b\x32\x12.clearing.v1.Order\"H\n\x19ProposeResolutionResponse\x12+\n\nresolution\x18\x01 \x01(\x0b\x32\x17.clearing.v1.Resolution\"S\n\x18\x41pproveResolutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rresolution_id\x18\x02 \x01(\x03\x12\x0c\n\x04note\x18\x03 \x01(\t\"H\n\x19\x41pproveResolutionResponse\x12+\n\nresolution\x18\x01 \x01(\x0b\x32\x17.clearing.v1.Resolution\"R\n\x17RejectResolutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rresolution_id\x18\x02 \x01(\x03\x12\x0c\n\x04note\x18\x03 \x01(\t\"G\n\x18RejectResolutionResponse\x12+\n\nresolution\x18\x01 \x01(\x0b\x32\x17.clearing.v1.Resolution\"-\n\x14GetResolutionRequest\x12\x15\n\rresolution_id\x18\x01 \x01(\x03\"D\n\x15GetResolutionResponse\x12+\n\nresolution\x18\x01 \x01(\x0b\x32\x17.clearing.v1.Resolution\"-\n\x1bGetReconciliationRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x03\"K\n\x1cGetReconciliationRunResponse\x12+\n\x03run\x18\x01 \x01(\x0b\x32\x1e.clearing.v1.ReconciliationRun\"p\n\x1dListReconciliationRunsRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x17\n\x0fsettlement_date\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"g\n\x1eListReconciliationRunsResponse\x12,\n\x04runs\x18\x01 \x03(\x0b\x32\x1e.clearing.v1.ReconciliationRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x18ListDiscrepanciesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x03\x12\x31\n\x07\x63lasses\x18\x02 \x03(\x0e\x32 .clearing.v1.ReconciliationClass\x12-\n\x06states\x18\x03 \x03(\x0e\x32\x1d.clearing.v1.DiscrepancyState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"e\n\x19ListDiscrepanciesResponse\x12/\n\rdiscrepancies\x18\x01 \x03(\x0b\x32\x18.clearing.v1.Discrepancy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*p\n\x0fStatementFormat\x12 \n\x1cSTATEMENT_FORMAT_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSTATEMENT_FORMAT_CANONICAL\x10\x01\x12\x1b\n\x17STATEMENT_FORMAT_WECHAT\x10\x02*y\n\x11StatementLineType\x12#\n\x1fSTATEMENT_LINE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSTATEMENT_LINE_TYPE_PAYMENT\x10\x01\x12\x1e\n\x1aSTATEMENT_LINE_TYPE_REFUND\x10\x02*\xd5\x02\n\x13ReconciliationClass\x12$\n RECONCILIATION_CLASS_UNSPECIFIED\x10\x00\x12 \n\x1cRECONCILIATION_CLASS_MATCHED\x10\x01\x12&\n\"RECONCILIATION_CLASS_MISSING_SPLIT\x10\x02\x12-\n)RECONCILIATION_CLASS_MISSING_IN_STATEMENT\x10\x03\x12(\n$RECONCILIATION_CLASS_AMOUNT_MISMATCH\x10\x04\x12%\n!RECONCILIATION_CLASS_FEE_MISMATCH\x10\x05\x12*\n&RECONCILIATION_CLASS_CURRENCY_MISMATCH\x10\x06\x12\"\n\x1eRECONCILIATION_CLASS_DUPLICATE\x10\x07*\x9c\x01\n\x10\x44iscrepancyState\x12!\n\x1d\x44ISCREPANCY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ISCREPANCY_STATE_OPEN\x10\x01\x12\x1e\n\x1a\x44ISCREPANCY_STATE_RESOLVED\x10\x02\x12)\n%DISCREPANCY_STATE_RESOLUTION_PROPOSED\x10\x03*\xb3\x01\n\x10ResolutionAction\x12!\n\x1dRESOLUTION_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESOLUTION_ACTION_SPLIT_NOW\x10\x01\x12\x1c\n\x18RESOLUTION_ACTION_REFUND\x10\x02\x12\x1f\n\x1bRESOLUTION_ACTION_WRITE_OFF\x10\x03\x12\x1c\n\x18RESOLUTION_ACTION_ACCEPT\x10\x04*\x90\x01\n\x0fResolutionState\x12 \n\x1cRESOLUTION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESOLUTION_STATE_PROPOSED\x10\x01\x12\x1d\n\x19RESOLUTION_STATE_APPROVED\x10\x02\x12\x1d\n\x19RESOLUTION_STATE_REJECTED\x10\x03*\xb0\x01\n\x0eResolutionStep\x12\x1f\n\x1bRESOLUTION_STEP_UNSPECIFIED\x10\x00\x12\x1c\n\x18RESOLUTION_STEP_PROPOSED\x10\x01\x12\x1c\n\x18RESOLUTION_STEP_APPROVED\x10\x02\x12\x1c\n\x18RESOLUTION_STEP_REJECTED\x10\x03\x12#\n\x1fRESOLUTION_STEP_POSTING_REFUSED\x10\x04\x32\x97\x07\n\x15ReconciliationService\x12^\n\x0fImportStatement\x12#.clearing.v1.ImportStatementRequest\x1a$.clearing.v1.ImportStatementResponse(\x01\x12k\n\x14GetReconciliationRun\x12(.clearing.v1.GetReconciliationRunRequest\x1a).clearing.v1.GetReconciliationRunResponse\x12q\n\x16ListReconciliationRuns\x12*.clearing.v1.ListReconciliationRunsRequest\x1a+.clearing.v1.ListReconciliationRunsResponse\x12\x62\n\x11ListDiscrepancies\x12%.clearing.v1.ListDiscrepanciesRequest\x1a&.clearing.v1.ListDiscrepanciesResponse\x12Y\n\x0ePostSettlement\x12\".clearing.v1.PostSettlementRequest\x1a#.clearing.v1.PostSettlementResponse\x12\x62\n\x11ProposeResolution\x12%.clearing.v1.ProposeResolutionRequest\x1a&.clearing.v1.ProposeResolutionResponse\x12\x62\n\x11\x41pproveResolution\x12%.clearing.v1.ApproveResolutionRequest\x1a&.clearing.v1.ApproveResolutionResponse\x12_\n\x10RejectResolution\x12$.clearing.v1.RejectResolutionRequest\x1a%.clearing.v1.RejectResolutionResponse\x12V\n\rGetResolution\x12!.clearing.v1.GetResolutionRequest\x1a\".clearing.v1.GetResolutionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearing.v1.reconciliation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATEMENTFORMAT']._serialized_start=2452
-  _globals['_STATEMENTFORMAT']._serialized_end=2564
-  _globals['_STATEMENTLINETYPE']._serialized_start=2566
-  _globals['_STATEMENTLINETYPE']._serialized_end=2687
-  _globals['_RECONCILIATIONCLASS']._serialized_start=2690
-  _globals['_RECONCILIATIONCLASS']._serialized_end=3031
-  _globals['_DISCREPANCYSTATE']._serialized_start=3033
-  _globals['_DISCREPANCYSTATE']._serialized_end=3146
-  _globals['_STATEMENTHEADER']._serialized_start=82
-  _globals['_STATEMENTHEADER']._serialized_end=207
-  _globals['_IMPORTSTATEMENTREQUEST']._serialized_start=209
-  _globals['_IMPORTSTATEMENTREQUEST']._serialized_end=309
-  _globals['_IMPORTSTATEMENTRESPONSE']._serialized_start=311
-  _globals['_IMPORTSTATEMENTRESPONSE']._serialized_end=399
-  _globals['_STATEMENT']._serialized_start=402
-  _globals['_STATEMENT']._serialized_end=782
-  _globals['_CLASSTOTAL']._serialized_start=785
-  _globals['_CLASSTOTAL']._serialized_end=929
-  _globals['_RECONCILIATIONRUN']._serialized_start=932
-  _globals['_RECONCILIATIONRUN']._serialized_end=1265
-  _globals['_DISCREPANCY']._serialized_start=1268
-  _globals['_DISCREPANCY']._serialized_end=1822
-  _globals['_GETRECONCILIATIONRUNREQUEST']._serialized_start=1824
-  _globals['_GETRECONCILIATIONRUNREQUEST']._serialized_end=1869
-  _globals['_GETRECONCILIATIONRUNRESPONSE']._serialized_start=1871
-  _globals['_GETRECONCILIATIONRUNRESPONSE']._serialized_end=1946
-  _globals['_LISTRECONCILIATIONRUNSREQUEST']._serialized_start=1948
-  _globals['_LISTRECONCILIATIONRUNSREQUEST']._serialized_end=2060
-  _globals['_LISTRECONCILIATIONRUNSRESPONSE']._serialized_start=2062
-  _globals['_LISTRECONCILIATIONRUNSRESPONSE']._serialized_end=2165
-  _globals['_LISTDISCREPANCIESREQUEST']._serialized_start=2168
-  _globals['_LISTDISCREPANCIESREQUEST']._serialized_end=2347
-  _globals['_LISTDISCREPANCIESRESPONSE']._serialized_start=2349
-  _globals['_LISTDISCREPANCIESRESPONSE']._serialized_end=2450
-  _globals['_RECONCILIATIONSERVICE']._serialized_start=3149
-  _globals['_RECONCILIATIONSERVICE']._serialized_end=3592
+  _globals['_STATEMENTFORMAT']._serialized_start=4345
+  _globals['_STATEMENTFORMAT']._serialized_end=4457
+  _globals['_STATEMENTLINETYPE']._serialized_start=4459
+  _globals['_STATEMENTLINETYPE']._serialized_end=4580
+  _globals['_RECONCILIATIONCLASS']._serialized_start=4583
+  _globals['_RECONCILIATIONCLASS']._serialized_end=4924
+  _globals['_DISCREPANCYSTATE']._serialized_start=4927
+  _globals['_DISCREPANCYSTATE']._serialized_end=5083
+  _globals['_RESOLUTIONACTION']._serialized_start=5086
+  _globals['_RESOLUTIONACTION']._serialized_end=5265
+  _globals['_RESOLUTIONSTATE']._serialized_start=5268
+  _globals['_RESOLUTIONSTATE']._serialized_end=5412
+  _globals['_RESOLUTIONSTEP']._serialized_start=5415
+  _globals['_RESOLUTIONSTEP']._serialized_end=5591
+  _globals['_STATEMENTHEADER']._serialized_start=107
+  _globals['_STATEMENTHEADER']._serialized_end=232
+  _globals['_IMPORTSTATEMENTREQUEST']._serialized_start=234
+  _globals['_IMPORTSTATEMENTREQUEST']._serialized_end=334
+  _globals['_IMPORTSTATEMENTRESPONSE']._serialized_start=336
+  _globals['_IMPORTSTATEMENTRESPONSE']._serialized_end=424
+  _globals['_STATEMENT']._serialized_start=427
+  _globals['_STATEMENT']._serialized_end=807
+  _globals['_CLASSTOTAL']._serialized_start=810
+  _globals['_CLASSTOTAL']._serialized_end=954
+  _globals['_RECONCILIATIONRUN']._serialized_start=957
+  _globals['_RECONCILIATIONRUN']._serialized_end=1335
+  _globals['_SETTLEMENT']._serialized_start=1338
+  _globals['_SETTLEMENT']._serialized_end=1635
+  _globals['_DISCREPANCY']._serialized_start=1638
+  _globals['_DISCREPANCY']._serialized_end=2215
+  _globals['_RESOLUTIONEVENT']._serialized_start=2218
+  _globals['_RESOLUTIONEVENT']._serialized_end=2398
+  _globals['_RESOLUTION']._serialized_start=2401
+  _globals['_RESOLUTION']._serialized_end=2885
+  _globals['_POSTSETTLEMENTREQUEST']._serialized_start=2887
+  _globals['_POSTSETTLEMENTREQUEST']._serialized_end=2946
+  _globals['_POSTSETTLEMENTRESPONSE']._serialized_start=2948
+  _globals['_POSTSETTLEMENTRESPONSE']._serialized_end=3017
+  _globals['_PROPOSERESOLUTIONREQUEST']._serialized_start=3020
+  _globals['_PROPOSERESOLUTIONREQUEST']._serialized_end=3208
+  _globals['_PROPOSERESOLUTIONRESPONSE']._serialized_start=3210
+  _globals['_PROPOSERESOLUTIONRESPONSE']._serialized_end=3282
+  _globals['_APPROVERESOLUTIONREQUEST']._serialized_start=3284
+  _globals['_APPROVERESOLUTIONREQUEST']._serialized_end=3367
+  _globals['_APPROVERESOLUTIONRESPONSE']._serialized_start=3369
+  _globals['_APPROVERESOLUTIONRESPONSE']._serialized_end=3441
+  _globals['_REJECTRESOLUTIONREQUEST']._serialized_start=3443
+  _globals['_REJECTRESOLUTIONREQUEST']._serialized_end=3525
+  _globals['_REJECTRESOLUTIONRESPONSE']._serialized_start=3527
+  _globals['_REJECTRESOLUTIONRESPONSE']._serialized_end=3598
+  _globals['_GETRESOLUTIONREQUEST']._serialized_start=3600
+  _globals['_GETRESOLUTIONREQUEST']._serialized_end=3645
+  _globals['_GETRESOLUTIONRESPONSE']._serialized_start=3647
+  _globals['_GETRESOLUTIONRESPONSE']._serialized_end=3715
+  _globals['_GETRECONCILIATIONRUNREQUEST']._serialized_start=3717
+  _globals['_GETRECONCILIATIONRUNREQUEST']._serialized_end=3762
+  _globals['_GETRECONCILIATIONRUNRESPONSE']._serialized_start=3764
+  _globals['_GETRECONCILIATIONRUNRESPONSE']._serialized_end=3839
+  _globals['_LISTRECONCILIATIONRUNSREQUEST']._serialized_start=3841
+  _globals['_LISTRECONCILIATIONRUNSREQUEST']._serialized_end=3953
+  _globals['_LISTRECONCILIATIONRUNSRESPONSE']._serialized_start=3955
+  _globals['_LISTRECONCILIATIONRUNSRESPONSE']._serialized_end=4058
+  _globals['_LISTDISCREPANCIESREQUEST']._serialized_start=4061
+  _globals['_LISTDISCREPANCIESREQUEST']._serialized_end=4240
+  _globals['_LISTDISCREPANCIESRESPONSE']._serialized_start=4242
+  _globals['_LISTDISCREPANCIESRESPONSE']._serialized_end=4343
+  _globals['_RECONCILIATIONSERVICE']._serialized_start=5594
+  _globals['_RECONCILIATIONSERVICE']._serialized_end=6513
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from clearing.v1 import split_pb2 as _split_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -38,6 +39,30 @@ class DiscrepancyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISCREPANCY_STATE_UNSPECIFIED: _ClassVar[DiscrepancyState]
     DISCREPANCY_STATE_OPEN: _ClassVar[DiscrepancyState]
     DISCREPANCY_STATE_RESOLVED: _ClassVar[DiscrepancyState]
+    DISCREPANCY_STATE_RESOLUTION_PROPOSED: _ClassVar[DiscrepancyState]
+
+class ResolutionAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESOLUTION_ACTION_UNSPECIFIED: _ClassVar[ResolutionAction]
+    RESOLUTION_ACTION_SPLIT_NOW: _ClassVar[ResolutionAction]
+    RESOLUTION_ACTION_REFUND: _ClassVar[ResolutionAction]
+    RESOLUTION_ACTION_WRITE_OFF: _ClassVar[ResolutionAction]
+    RESOLUTION_ACTION_ACCEPT: _ClassVar[ResolutionAction]
+
+class ResolutionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESOLUTION_STATE_UNSPECIFIED: _ClassVar[ResolutionState]
+    RESOLUTION_STATE_PROPOSED: _ClassVar[ResolutionState]
+    RESOLUTION_STATE_APPROVED: _ClassVar[ResolutionState]
+    RESOLUTION_STATE_REJECTED: _ClassVar[ResolutionState]
+
+class ResolutionStep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESOLUTION_STEP_UNSPECIFIED: _ClassVar[ResolutionStep]
+    RESOLUTION_STEP_PROPOSED: _ClassVar[ResolutionStep]
+    RESOLUTION_STEP_APPROVED: _ClassVar[ResolutionStep]
+    RESOLUTION_STEP_REJECTED: _ClassVar[ResolutionStep]
+    RESOLUTION_STEP_POSTING_REFUSED: _ClassVar[ResolutionStep]
 STATEMENT_FORMAT_UNSPECIFIED: StatementFormat
 STATEMENT_FORMAT_CANONICAL: StatementFormat
 STATEMENT_FORMAT_WECHAT: StatementFormat
@@ -55,6 +80,21 @@ RECONCILIATION_CLASS_DUPLICATE: ReconciliationClass
 DISCREPANCY_STATE_UNSPECIFIED: DiscrepancyState
 DISCREPANCY_STATE_OPEN: DiscrepancyState
 DISCREPANCY_STATE_RESOLVED: DiscrepancyState
+DISCREPANCY_STATE_RESOLUTION_PROPOSED: DiscrepancyState
+RESOLUTION_ACTION_UNSPECIFIED: ResolutionAction
+RESOLUTION_ACTION_SPLIT_NOW: ResolutionAction
+RESOLUTION_ACTION_REFUND: ResolutionAction
+RESOLUTION_ACTION_WRITE_OFF: ResolutionAction
+RESOLUTION_ACTION_ACCEPT: ResolutionAction
+RESOLUTION_STATE_UNSPECIFIED: ResolutionState
+RESOLUTION_STATE_PROPOSED: ResolutionState
+RESOLUTION_STATE_APPROVED: ResolutionState
+RESOLUTION_STATE_REJECTED: ResolutionState
+RESOLUTION_STEP_UNSPECIFIED: ResolutionStep
+RESOLUTION_STEP_PROPOSED: ResolutionStep
+RESOLUTION_STEP_APPROVED: ResolutionStep
+RESOLUTION_STEP_REJECTED: ResolutionStep
+RESOLUTION_STEP_POSTING_REFUSED: ResolutionStep
 
 class StatementHeader(_message.Message):
     __slots__ = ("request_id", "channel", "settlement_date", "format")
@@ -129,7 +169,7 @@ class ClassTotal(_message.Message):
     def __init__(self, reconciliation_class: _Optional[_Union[ReconciliationClass, str]] = ..., item_count: _Optional[int] = ..., amount_minor: _Optional[int] = ..., difference_minor: _Optional[int] = ...) -> None: ...
 
 class ReconciliationRun(_message.Message):
-    __slots__ = ("run_id", "statement", "time_zone", "class_totals", "statement_settled_minor", "split_settled_minor", "difference_minor", "explained_minor", "discrepancy_count", "create_time")
+    __slots__ = ("run_id", "statement", "time_zone", "class_totals", "statement_settled_minor", "split_settled_minor", "difference_minor", "explained_minor", "discrepancy_count", "create_time", "settlement")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATEMENT_FIELD_NUMBER: _ClassVar[int]
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +180,7 @@ class ReconciliationRun(_message.Message):
     EXPLAINED_MINOR_FIELD_NUMBER: _ClassVar[int]
     DISCREPANCY_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_FIELD_NUMBER: _ClassVar[int]
     run_id: int
     statement: Statement
     time_zone: str
@@ -150,10 +191,35 @@ class ReconciliationRun(_message.Message):
     explained_minor: int
     discrepancy_count: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, run_id: _Optional[int] = ..., statement: _Optional[_Union[Statement, _Mapping]] = ..., time_zone: _Optional[str] = ..., class_totals: _Optional[_Iterable[_Union[ClassTotal, _Mapping]]] = ..., statement_settled_minor: _Optional[int] = ..., split_settled_minor: _Optional[int] = ..., difference_minor: _Optional[int] = ..., explained_minor: _Optional[int] = ..., discrepancy_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    settlement: Settlement
+    def __init__(self, run_id: _Optional[int] = ..., statement: _Optional[_Union[Statement, _Mapping]] = ..., time_zone: _Optional[str] = ..., class_totals: _Optional[_Iterable[_Union[ClassTotal, _Mapping]]] = ..., statement_settled_minor: _Optional[int] = ..., split_settled_minor: _Optional[int] = ..., difference_minor: _Optional[int] = ..., explained_minor: _Optional[int] = ..., discrepancy_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., settlement: _Optional[_Union[Settlement, _Mapping]] = ...) -> None: ...
+
+class Settlement(_message.Message):
+    __slots__ = ("transfer_id", "amount_minor", "posted_before_minor", "currency_code", "channel_clearing_account_id", "custodial_account_id", "posting_request_id", "request_id", "posted_by_key_id", "create_time")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    POSTED_BEFORE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_CLEARING_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTODIAL_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    POSTING_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    POSTED_BY_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: int
+    amount_minor: int
+    posted_before_minor: int
+    currency_code: str
+    channel_clearing_account_id: int
+    custodial_account_id: int
+    posting_request_id: str
+    request_id: str
+    posted_by_key_id: int
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, transfer_id: _Optional[int] = ..., amount_minor: _Optional[int] = ..., posted_before_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., channel_clearing_account_id: _Optional[int] = ..., custodial_account_id: _Optional[int] = ..., posting_request_id: _Optional[str] = ..., request_id: _Optional[str] = ..., posted_by_key_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Discrepancy(_message.Message):
-    __slots__ = ("discrepancy_id", "run_id", "reconciliation_class", "state", "order_id", "channel_transaction_id", "line_number", "line_type", "split_id", "statement_amount_minor", "statement_fee_minor", "statement_currency_code", "split_amount_minor", "split_fee_minor", "split_currency_code", "difference_minor", "create_time")
+    __slots__ = ("discrepancy_id", "run_id", "reconciliation_class", "state", "order_id", "channel_transaction_id", "line_number", "line_type", "split_id", "statement_amount_minor", "statement_fee_minor", "statement_currency_code", "split_amount_minor", "split_fee_minor", "split_currency_code", "difference_minor", "create_time", "resolution_id")
     DISCREPANCY_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     RECONCILIATION_CLASS_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +237,7 @@ class Discrepancy(_message.Message):
     SPLIT_CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
     DIFFERENCE_MINOR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
     discrepancy_id: int
     run_id: int
     reconciliation_class: ReconciliationClass
@@ -188,7 +255,140 @@ class Discrepancy(_message.Message):
     split_currency_code: str
     difference_minor: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, discrepancy_id: _Optional[int] = ..., run_id: _Optional[int] = ..., reconciliation_class: _Optional[_Union[ReconciliationClass, str]] = ..., state: _Optional[_Union[DiscrepancyState, str]] = ..., order_id: _Optional[str] = ..., channel_transaction_id: _Optional[str] = ..., line_number: _Optional[int] = ..., line_type: _Optional[_Union[StatementLineType, str]] = ..., split_id: _Optional[int] = ..., statement_amount_minor: _Optional[int] = ..., statement_fee_minor: _Optional[int] = ..., statement_currency_code: _Optional[str] = ..., split_amount_minor: _Optional[int] = ..., split_fee_minor: _Optional[int] = ..., split_currency_code: _Optional[str] = ..., difference_minor: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    resolution_id: int
+    def __init__(self, discrepancy_id: _Optional[int] = ..., run_id: _Optional[int] = ..., reconciliation_class: _Optional[_Union[ReconciliationClass, str]] = ..., state: _Optional[_Union[DiscrepancyState, str]] = ..., order_id: _Optional[str] = ..., channel_transaction_id: _Optional[str] = ..., line_number: _Optional[int] = ..., line_type: _Optional[_Union[StatementLineType, str]] = ..., split_id: _Optional[int] = ..., statement_amount_minor: _Optional[int] = ..., statement_fee_minor: _Optional[int] = ..., statement_currency_code: _Optional[str] = ..., split_amount_minor: _Optional[int] = ..., split_fee_minor: _Optional[int] = ..., split_currency_code: _Optional[str] = ..., difference_minor: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolution_id: _Optional[int] = ...) -> None: ...
+
+class ResolutionEvent(_message.Message):
+    __slots__ = ("step", "key_id", "request_id", "note", "transfer_id", "create_time")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    step: ResolutionStep
+    key_id: int
+    request_id: str
+    note: str
+    transfer_id: int
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, step: _Optional[_Union[ResolutionStep, str]] = ..., key_id: _Optional[int] = ..., request_id: _Optional[str] = ..., note: _Optional[str] = ..., transfer_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Resolution(_message.Message):
+    __slots__ = ("resolution_id", "discrepancy_id", "action", "state", "note", "amount_minor", "currency_code", "order", "proposed_by_key_id", "reviewed_by_key_id", "review_note", "posting_request_id", "transfer_id", "split_id", "events", "create_time")
+    RESOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    DISCREPANCY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_BY_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEWED_BY_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_NOTE_FIELD_NUMBER: _ClassVar[int]
+    POSTING_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    resolution_id: int
+    discrepancy_id: int
+    action: ResolutionAction
+    state: ResolutionState
+    note: str
+    amount_minor: int
+    currency_code: str
+    order: _split_pb2.Order
+    proposed_by_key_id: int
+    reviewed_by_key_id: int
+    review_note: str
+    posting_request_id: str
+    transfer_id: int
+    split_id: int
+    events: _containers.RepeatedCompositeFieldContainer[ResolutionEvent]
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, resolution_id: _Optional[int] = ..., discrepancy_id: _Optional[int] = ..., action: _Optional[_Union[ResolutionAction, str]] = ..., state: _Optional[_Union[ResolutionState, str]] = ..., note: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., order: _Optional[_Union[_split_pb2.Order, _Mapping]] = ..., proposed_by_key_id: _Optional[int] = ..., reviewed_by_key_id: _Optional[int] = ..., review_note: _Optional[str] = ..., posting_request_id: _Optional[str] = ..., transfer_id: _Optional[int] = ..., split_id: _Optional[int] = ..., events: _Optional[_Iterable[_Union[ResolutionEvent, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PostSettlementRequest(_message.Message):
+    __slots__ = ("request_id", "run_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    run_id: int
+    def __init__(self, request_id: _Optional[str] = ..., run_id: _Optional[int] = ...) -> None: ...
+
+class PostSettlementResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: ReconciliationRun
+    def __init__(self, run: _Optional[_Union[ReconciliationRun, _Mapping]] = ...) -> None: ...
+
+class ProposeResolutionRequest(_message.Message):
+    __slots__ = ("request_id", "discrepancy_id", "action", "note", "amount_minor", "order")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DISCREPANCY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    discrepancy_id: int
+    action: ResolutionAction
+    note: str
+    amount_minor: int
+    order: _split_pb2.Order
+    def __init__(self, request_id: _Optional[str] = ..., discrepancy_id: _Optional[int] = ..., action: _Optional[_Union[ResolutionAction, str]] = ..., note: _Optional[str] = ..., amount_minor: _Optional[int] = ..., order: _Optional[_Union[_split_pb2.Order, _Mapping]] = ...) -> None: ...
+
+class ProposeResolutionResponse(_message.Message):
+    __slots__ = ("resolution",)
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    resolution: Resolution
+    def __init__(self, resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
+
+class ApproveResolutionRequest(_message.Message):
+    __slots__ = ("request_id", "resolution_id", "note")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    resolution_id: int
+    note: str
+    def __init__(self, request_id: _Optional[str] = ..., resolution_id: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ApproveResolutionResponse(_message.Message):
+    __slots__ = ("resolution",)
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    resolution: Resolution
+    def __init__(self, resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
+
+class RejectResolutionRequest(_message.Message):
+    __slots__ = ("request_id", "resolution_id", "note")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    resolution_id: int
+    note: str
+    def __init__(self, request_id: _Optional[str] = ..., resolution_id: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class RejectResolutionResponse(_message.Message):
+    __slots__ = ("resolution",)
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    resolution: Resolution
+    def __init__(self, resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
+
+class GetResolutionRequest(_message.Message):
+    __slots__ = ("resolution_id",)
+    RESOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    resolution_id: int
+    def __init__(self, resolution_id: _Optional[int] = ...) -> None: ...
+
+class GetResolutionResponse(_message.Message):
+    __slots__ = ("resolution",)
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    resolution: Resolution
+    def __init__(self, resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
 
 class GetReconciliationRunRequest(_message.Message):
     __slots__ = ("run_id",)

@@ -65,6 +65,31 @@ class ReconciliationServiceStub:
                 request_serializer=clearing_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesRequest.SerializeToString,
                 response_deserializer=clearing_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesResponse.FromString,
                 _registered_method=True)
+        self.PostSettlement = channel.unary_unary(
+                '/clearing.v1.ReconciliationService/PostSettlement',
+                request_serializer=clearing_dot_v1_dot_reconciliation__pb2.PostSettlementRequest.SerializeToString,
+                response_deserializer=clearing_dot_v1_dot_reconciliation__pb2.PostSettlementResponse.FromString,
+                _registered_method=True)
+        self.ProposeResolution = channel.unary_unary(
+                '/clearing.v1.ReconciliationService/ProposeResolution',
+                request_serializer=clearing_dot_v1_dot_reconciliation__pb2.ProposeResolutionRequest.SerializeToString,
+                response_deserializer=clearing_dot_v1_dot_reconciliation__pb2.ProposeResolutionResponse.FromString,
+                _registered_method=True)
+        self.ApproveResolution = channel.unary_unary(
+                '/clearing.v1.ReconciliationService/ApproveResolution',
+                request_serializer=clearing_dot_v1_dot_reconciliation__pb2.ApproveResolutionRequest.SerializeToString,
+                response_deserializer=clearing_dot_v1_dot_reconciliation__pb2.ApproveResolutionResponse.FromString,
+                _registered_method=True)
+        self.RejectResolution = channel.unary_unary(
+                '/clearing.v1.ReconciliationService/RejectResolution',
+                request_serializer=clearing_dot_v1_dot_reconciliation__pb2.RejectResolutionRequest.SerializeToString,
+                response_deserializer=clearing_dot_v1_dot_reconciliation__pb2.RejectResolutionResponse.FromString,
+                _registered_method=True)
+        self.GetResolution = channel.unary_unary(
+                '/clearing.v1.ReconciliationService/GetResolution',
+                request_serializer=clearing_dot_v1_dot_reconciliation__pb2.GetResolutionRequest.SerializeToString,
+                response_deserializer=clearing_dot_v1_dot_reconciliation__pb2.GetResolutionResponse.FromString,
+                _registered_method=True)
 
 
 class ReconciliationServiceServicer:
@@ -126,6 +151,74 @@ class ReconciliationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PostSettlement(self, request, context):
+        """Books the channel's money of a run's statement: ONE ledger transfer from the platform's
+        clearing account of the channel and currency (ACCOUNT_KIND_CHANNEL_CLEARING, opened by
+        the server on first use) into its custodial account (the first of the currency; none:
+        FAILED_PRECONDITION CUSTODIAL_ACCOUNT_MISSING), durable before the answer, recorded on
+        the run (ReconciliationRun.settlement). The amount is the statement's settled total
+        minus what earlier settlements of the same channel and day posted: the first
+        statement's settlement posts its total; a superseding statement's posts the difference
+        (a correction, in the other direction when it is negative; no transfer when it is 0).
+        Only the run of the active statement can be settled (else FAILED_PRECONDITION
+        STATEMENT_SUPERSEDED), once: a second settlement under another request id answers
+        FAILED_PRECONDITION STATEMENT_ALREADY_SETTLED; the same request id answers the first
+        response. A day's statement whose currency differs from an earlier settlement's answers
+        FAILED_PRECONDITION CURRENCY_MISMATCH. Unknown run: NOT_FOUND
+        RECONCILIATION_RUN_NOT_FOUND. Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProposeResolution(self, request, context):
+        """Proposes how to resolve an OPEN discrepancy (maker); it becomes RESOLUTION_PROPOSED
+        until an approver approves (RESOLVED) or rejects (OPEN again). Nothing moves yet. The
+        action must fit the discrepancy (else FAILED_PRECONDITION RESOLUTION_NOT_APPLICABLE;
+        see ResolutionAction). A discrepancy that is not OPEN answers FAILED_PRECONDITION
+        DISCREPANCY_NOT_OPEN; an unknown one NOT_FOUND DISCREPANCY_NOT_FOUND; one of a
+        superseded statement FAILED_PRECONDITION STATEMENT_SUPERSEDED (the superseding
+        statement's run has its own discrepancies). Role: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveResolution(self, request, context):
+        """Approves a proposed resolution (checker) and carries it out: its money action is ONE
+        ledger posting (or, for SPLIT_NOW, one split through the split service) under a request
+        id of its own (Resolution.posting_request_id), committed before the resolution is
+        APPROVED and its discrepancy RESOLVED, in one transaction that holds the resolution
+        locked; a crash between the two leaves it PROPOSED with its posting made, and the next
+        ApproveResolution finishes it without moving money again. A refusal of the posting
+        (say INSUFFICIENT_FUNDS) answers that refusal and leaves it PROPOSED (the refusal is an
+        event). The key that proposed it cannot approve it: PERMISSION_DENIED MAKER_CHECKER.
+        Not PROPOSED: FAILED_PRECONDITION RESOLUTION_NOT_PROPOSED; its statement superseded
+        since: FAILED_PRECONDITION STATEMENT_SUPERSEDED (reject it). Role: approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectResolution(self, request, context):
+        """Rejects a proposed resolution (checker): REJECTED, its discrepancy OPEN again (a new
+        resolution can be proposed). The proposing key cannot reject it (PERMISSION_DENIED
+        MAKER_CHECKER); not PROPOSED: FAILED_PRECONDITION RESOLUTION_NOT_PROPOSED; one whose
+        posting committed while its approval did not finish: FAILED_PRECONDITION
+        RESOLUTION_POSTED. Role: approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResolution(self, request, context):
+        """One resolution with its every step; NOT_FOUND RESOLUTION_NOT_FOUND.
+        Roles: gateway, operator, approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReconciliationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +241,31 @@ def add_ReconciliationServiceServicer_to_server(servicer, server):
                     servicer.ListDiscrepancies,
                     request_deserializer=clearing_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesRequest.FromString,
                     response_serializer=clearing_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesResponse.SerializeToString,
+            ),
+            'PostSettlement': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostSettlement,
+                    request_deserializer=clearing_dot_v1_dot_reconciliation__pb2.PostSettlementRequest.FromString,
+                    response_serializer=clearing_dot_v1_dot_reconciliation__pb2.PostSettlementResponse.SerializeToString,
+            ),
+            'ProposeResolution': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeResolution,
+                    request_deserializer=clearing_dot_v1_dot_reconciliation__pb2.ProposeResolutionRequest.FromString,
+                    response_serializer=clearing_dot_v1_dot_reconciliation__pb2.ProposeResolutionResponse.SerializeToString,
+            ),
+            'ApproveResolution': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveResolution,
+                    request_deserializer=clearing_dot_v1_dot_reconciliation__pb2.ApproveResolutionRequest.FromString,
+                    response_serializer=clearing_dot_v1_dot_reconciliation__pb2.ApproveResolutionResponse.SerializeToString,
+            ),
+            'RejectResolution': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectResolution,
+                    request_deserializer=clearing_dot_v1_dot_reconciliation__pb2.RejectResolutionRequest.FromString,
+                    response_serializer=clearing_dot_v1_dot_reconciliation__pb2.RejectResolutionResponse.SerializeToString,
+            ),
+            'GetResolution': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResolution,
+                    request_deserializer=clearing_dot_v1_dot_reconciliation__pb2.GetResolutionRequest.FromString,
+                    response_serializer=clearing_dot_v1_dot_reconciliation__pb2.GetResolutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +387,141 @@ class ReconciliationService:
             '/clearing.v1.ReconciliationService/ListDiscrepancies',
             clearing_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesRequest.SerializeToString,
             clearing_dot_v1_dot_reconciliation__pb2.ListDiscrepanciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostSettlement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearing.v1.ReconciliationService/PostSettlement',
+            clearing_dot_v1_dot_reconciliation__pb2.PostSettlementRequest.SerializeToString,
+            clearing_dot_v1_dot_reconciliation__pb2.PostSettlementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeResolution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearing.v1.ReconciliationService/ProposeResolution',
+            clearing_dot_v1_dot_reconciliation__pb2.ProposeResolutionRequest.SerializeToString,
+            clearing_dot_v1_dot_reconciliation__pb2.ProposeResolutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveResolution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearing.v1.ReconciliationService/ApproveResolution',
+            clearing_dot_v1_dot_reconciliation__pb2.ApproveResolutionRequest.SerializeToString,
+            clearing_dot_v1_dot_reconciliation__pb2.ApproveResolutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectResolution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearing.v1.ReconciliationService/RejectResolution',
+            clearing_dot_v1_dot_reconciliation__pb2.RejectResolutionRequest.SerializeToString,
+            clearing_dot_v1_dot_reconciliation__pb2.RejectResolutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResolution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearing.v1.ReconciliationService/GetResolution',
+            clearing_dot_v1_dot_reconciliation__pb2.GetResolutionRequest.SerializeToString,
+            clearing_dot_v1_dot_reconciliation__pb2.GetResolutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -78,6 +78,14 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATEMENT_MALFORMED: _ClassVar[ErrorReason]
     STATEMENT_TOO_LARGE: _ClassVar[ErrorReason]
     RECONCILIATION_RUN_NOT_FOUND: _ClassVar[ErrorReason]
+    STATEMENT_SUPERSEDED: _ClassVar[ErrorReason]
+    STATEMENT_ALREADY_SETTLED: _ClassVar[ErrorReason]
+    DISCREPANCY_NOT_FOUND: _ClassVar[ErrorReason]
+    DISCREPANCY_NOT_OPEN: _ClassVar[ErrorReason]
+    RESOLUTION_NOT_APPLICABLE: _ClassVar[ErrorReason]
+    RESOLUTION_NOT_FOUND: _ClassVar[ErrorReason]
+    RESOLUTION_NOT_PROPOSED: _ClassVar[ErrorReason]
+    RESOLUTION_POSTED: _ClassVar[ErrorReason]
     BANK_RETRIES_EXHAUSTED: _ClassVar[ErrorReason]
     REJECTED: _ClassVar[ErrorReason]
     BANK_CONNECTOR_NOT_CONFIGURED: _ClassVar[ErrorReason]
@@ -156,6 +164,14 @@ CALENDAR_NO_BUSINESS_DAY: ErrorReason
 STATEMENT_MALFORMED: ErrorReason
 STATEMENT_TOO_LARGE: ErrorReason
 RECONCILIATION_RUN_NOT_FOUND: ErrorReason
+STATEMENT_SUPERSEDED: ErrorReason
+STATEMENT_ALREADY_SETTLED: ErrorReason
+DISCREPANCY_NOT_FOUND: ErrorReason
+DISCREPANCY_NOT_OPEN: ErrorReason
+RESOLUTION_NOT_APPLICABLE: ErrorReason
+RESOLUTION_NOT_FOUND: ErrorReason
+RESOLUTION_NOT_PROPOSED: ErrorReason
+RESOLUTION_POSTED: ErrorReason
 BANK_RETRIES_EXHAUSTED: ErrorReason
 REJECTED: ErrorReason
 BANK_CONNECTOR_NOT_CONFIGURED: ErrorReason
