@@ -1,7 +1,8 @@
 """Every command README.md shows is run by a test.
 
-The README's shell blocks are read from the file. The block marked `run by
-tests/integration/test_readme.py` (the quick start's first split) is run here as written,
+The README's shell blocks are read from the file. The blocks marked `run by
+tests/integration/test_readme.py` (the quick start's first split, then the reconciliation
+of a day on the same platform) are run here as written, in order,
 with bash, against the test server, from a directory laid out like the repository after
 `make run`: `.venv` and `server` linked to the real ones, `var/demo.key` (gateway and
 operator) and `var/demo-approver.key` (approver) holding keys of a fresh platform. Every
@@ -103,7 +104,7 @@ def test_the_parser_sees_blocks_and_commands():
 
 def test_every_readme_command_is_run_by_a_test():
     blocks = shell_blocks(README.read_text())
-    assert sum(marked for marked, _ in blocks) == 1, "one block of the README runs here"
+    assert sum(marked for marked, _ in blocks) == 2, "two blocks of the README run here"
     unrun = [cmd for marked, body in blocks if not marked for cmd in command_lines(body)
              if cmd not in RUN_ELSEWHERE]
     assert not unrun, ("README commands no test runs (run them in a test and list them in "
@@ -129,7 +130,7 @@ def _json_documents(text: str) -> list[dict]:
 async def test_the_quick_start_first_split_runs_as_written(running, database_url, platform,
                                                            tmp_path):
     assert (VENV / "bin" / "clearing").exists(), f"no {VENV}/bin/clearing (make venv)"
-    [body] = [body for marked, body in shell_blocks(README.read_text()) if marked]
+    first, recon = [body for marked, body in shell_blocks(README.read_text()) if marked]
     repo = tmp_path / "repo"
     (repo / "var").mkdir(parents=True)
     (repo / ".venv").symlink_to(VENV)
@@ -140,12 +141,7 @@ async def test_the_quick_start_first_split_runs_as_written(running, database_url
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARING_")}
     env["CLEARING_GRPC_ADDR"] = f"127.0.0.1:{running.port}"
 
-    proc = await asyncio.create_subprocess_exec(
-        "bash", "-euo", "pipefail", "-c", body, cwd=repo, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=BLOCK_TIMEOUT_S)
-    stdout = out.decode()
-    assert proc.returncode == 0, f"{stdout}\n{err.decode()}"
+    stdout, _ = await _bash(first, repo, env)
 
     # B2B, 850,000.00 CNY, government purchase by an enterprise: 2% top-slice, then the
     # promotion rule's 10% / 75% / 15% of the remaining 833,000.00.
@@ -167,6 +163,53 @@ async def test_the_quick_start_first_split_runs_as_written(running, database_url
     plat = docs[-1]["account"]  # accounts get PLAT_001, the block's last command
     assert plat["external_ref"] == "PLAT_001"
     assert int(plat["balance"]["posted_minor"]) == rest * 1000 // 10_000
+
+    # The reconciliation example, on the same platform after the first split.
+    stdout, stderr = await _bash(recon, repo, env)
+    _check_recon_example(stdout, stderr)
+
+
+async def _bash(body: str, repo: Path, env: dict[str, str]) -> tuple[str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-euo", "pipefail", "-c", body, cwd=repo, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=BLOCK_TIMEOUT_S)
+    assert proc.returncode == 0, f"{out.decode()}\n{err.decode()}"
+    return out.decode(), err.decode()
+
+
+def _check_recon_example(stdout: str, stderr: str) -> None:
+    """The day of clearing.dev.recon_day, worked out here from its table: orders of
+    120,000.00, 560,000.00, 80,000.00, 30,000.00, 45,000.00 and 2,000.00 USD split, 9,800.00
+    paid and not split; the channel's fee 0.6%."""
+    fee = lambda minor: minor * 6 // 1000  # noqa: E731
+    lines = {  # class -> [(amount, fee)] of its statement lines
+        "MATCHED": [(12_000_000, fee(12_000_000)), (56_000_000, fee(56_000_000))],
+        "DUPLICATE": [(56_000_000, fee(56_000_000))],
+        "AMOUNT_MISMATCH": [(8_000_100, fee(8_000_000))],
+        "FEE_MISMATCH": [(3_000_000, fee(3_000_000) + 1)],
+        "MISSING_SPLIT": [(980_000, fee(980_000))],
+        "CURRENCY_MISMATCH": [(200_000, fee(200_000))],
+    }
+    settled = sum(a - f for found in lines.values() for a, f in found)
+    # what the splits say of the lines compared by amount, and of the split with no line
+    splits = [12_000_000, 56_000_000, 8_000_000, 3_000_000, 4_500_000]
+    info = sum(a - fee(a) for a in splits)
+    printed = stdout.split()
+    # settle prints the settlement's amount; the approvals their state; the last command
+    # the classes still open, in the order they were found.
+    assert printed[0] == str(settled), stdout
+    assert printed[1:3] == ["RESOLUTION_STATE_APPROVED"] * 2, stdout
+    still_open = sorted(printed[3:])
+    assert still_open == sorted(f"RECONCILIATION_CLASS_{c}" for c in (
+        "DUPLICATE", "AMOUNT_MISMATCH", "MISSING_IN_STATEMENT", "CURRENCY_MISMATCH")), stdout
+    readme = README.read_text()
+    assert (f"  statement settled {settled}, splits {info}, difference {settled - info}, "
+            f"explained {settled - info}") in stderr.splitlines(), stderr
+    assert f"```\n{stdout}```" in readme, f"the README does not show what it prints:\n{stdout}"
+    for line in stderr.splitlines():
+        if line.startswith("  "):  # the import's counts per class
+            assert line.rstrip() in readme, f"the README does not show: {line!r}"
 
 
 def _anchors(markdown: str) -> set[str]:

@@ -66,9 +66,29 @@ def _run(args, settings: Settings, call: Call) -> int:
     except ClearingRpcError as err:
         _print_error(err)
         return 1
+    if getattr(args, "field", None):
+        doc = json_format.MessageToDict(response, preserving_proto_field_name=True)
+        for value in field_values(doc, args.field):
+            print(value)
+        return 0
     print(json_format.MessageToJson(response, preserving_proto_field_name=True,
                                     use_integers_for_enums=False))
     return 0
+
+
+def field_values(doc, path: str) -> list:
+    """The values at a dotted path of a response as JSON (`--field`): a list on the way is
+    followed into each of its items, so `discrepancies.discrepancy_id` gives every id, in
+    order. A missing field gives nothing (proto3 leaves out zero values)."""
+    values = [doc]
+    for name in path.split("."):
+        found = []
+        for value in values:
+            items = value if isinstance(value, list) else [value]
+            found.extend(item[name] for item in items
+                         if isinstance(item, dict) and name in item)
+        values = found
+    return [v for value in values for v in (value if isinstance(value, list) else [value])]
 
 
 def _enum(enum_type, prefix: str, value: str) -> int:
@@ -259,6 +279,8 @@ def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", help="file holding the API key (default: var/demo.key)")
     p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    p.add_argument("--field", help="print only this field of the response, one value a line "
+                   "(a dotted path; lists are followed: runs.run_id)")
 
 
 def add_parsers(sub) -> None:
