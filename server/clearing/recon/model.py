@@ -15,6 +15,7 @@ class StatementFormat(enum.IntEnum):
     UNSPECIFIED = 0
     CANONICAL = 1
     WECHAT = 2
+    BANK_PAYOUTS = 3
 
 
 class LineType(enum.IntEnum):
@@ -23,6 +24,7 @@ class LineType(enum.IntEnum):
     UNSPECIFIED = 0
     PAYMENT = 1
     REFUND = 2
+    PAYOUT = 3
 
 
 class MatchClass(enum.IntEnum):
@@ -37,10 +39,27 @@ class MatchClass(enum.IntEnum):
     FEE_MISMATCH = 5
     CURRENCY_MISMATCH = 6
     DUPLICATE = 7
+    SPLIT_LEDGER_MISMATCH = 8
+    PAYOUT_BANK_MISMATCH = 9
+    MISSING_IN_BANK_FILE = 10
+    UNKNOWN_BANK_TRANSFER = 11
+    STATUS_MISMATCH = 12
 
 
 DISCREPANCY_CLASSES = tuple(c for c in MatchClass if c not in (MatchClass.UNSPECIFIED,
                                                                MatchClass.MATCHED))
+# The classes of a channel statement's run, of a bank payout file's run, of the 7x24 sweep.
+STATEMENT_CLASSES = (MatchClass.MATCHED, MatchClass.MISSING_SPLIT,
+                     MatchClass.MISSING_IN_STATEMENT, MatchClass.AMOUNT_MISMATCH,
+                     MatchClass.FEE_MISMATCH, MatchClass.CURRENCY_MISMATCH,
+                     MatchClass.DUPLICATE)
+PAYOUT_FILE_CLASSES = (MatchClass.MATCHED, MatchClass.AMOUNT_MISMATCH,
+                       MatchClass.CURRENCY_MISMATCH, MatchClass.DUPLICATE,
+                       MatchClass.MISSING_IN_BANK_FILE, MatchClass.UNKNOWN_BANK_TRANSFER,
+                       MatchClass.STATUS_MISMATCH)
+SWEEP_CLASSES = (MatchClass.SPLIT_LEDGER_MISMATCH, MatchClass.PAYOUT_BANK_MISMATCH)
+# The classes of items that are not lines of the file (a split, a bank transfer).
+NOT_IN_FILE_CLASSES = (MatchClass.MISSING_IN_STATEMENT, MatchClass.MISSING_IN_BANK_FILE)
 
 
 class DiscrepancyState(enum.IntEnum):
@@ -139,7 +158,8 @@ class Run:
 
 @dataclass(frozen=True, slots=True)
 class Discrepancy:
-    """A line or split that did not match (a row of recon_discrepancies)."""
+    """A line or split that did not match (a row of recon_discrepancies); run_id 0 for
+    the 7x24 sweep's."""
 
     discrepancy_id: int
     run_id: int
@@ -158,3 +178,6 @@ class Discrepancy:
     split_currency_code: str
     difference_minor: int
     created_at: dt.datetime
+    description: str = ""
+    payout_id: int = 0
+    bank_transfer_id: int = 0

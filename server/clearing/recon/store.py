@@ -179,11 +179,13 @@ async def list_runs(conn: asyncpg.Connection, platform_id: int, *, channel: str,
 
 def _discrepancy(r: asyncpg.Record) -> Discrepancy:
     return Discrepancy(
-        r["discrepancy_id"], r["run_id"], MatchClass(r["class"]), DiscrepancyState(r["state"]),
-        r["order_id"], r["channel_transaction_id"], r["line_number"], LineType(r["line_type"]),
-        r["split_id"], r["statement_amount_minor"], r["statement_fee_minor"],
-        r["statement_currency_code"], r["split_amount_minor"], r["split_fee_minor"],
-        r["split_currency_code"], r["difference_minor"], r["created_at"])
+        r["discrepancy_id"], r["run_id"] or 0, MatchClass(r["class"]),
+        DiscrepancyState(r["state"]), r["order_id"], r["channel_transaction_id"],
+        r["line_number"], LineType(r["line_type"]), r["split_id"],
+        r["statement_amount_minor"], r["statement_fee_minor"], r["statement_currency_code"],
+        r["split_amount_minor"], r["split_fee_minor"], r["split_currency_code"],
+        r["difference_minor"], r["created_at"], r["description"], r["payout_id"],
+        r["bank_transfer_id"])
 
 
 async def list_discrepancies(conn: asyncpg.Connection, platform_id: int, *, run_id: int,

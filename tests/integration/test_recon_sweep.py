@@ -1,0 +1,176 @@
+"""The 7x24 sweep against real PostgreSQL, splits and payouts made through the generated
+stubs, tampering done in SQL: a clean system gives no discrepancy; each tampered split or
+payout exactly one, with what is wrong in its description; a split changed after it was
+checked is checked again; two sweepers at once check each item once; the server's own
+background sweep raises the discrepancy by itself. Each test has a database of its own
+(tests/recon_sweep_support.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from clearing.ledger.model import Mode, PendingState
+from clearing.payout.model import TransferState
+from clearing.v1 import payout_pb2 as ppb
+from clearing.v1 import reconciliation_pb2 as rpb
+from tests.recon_sweep_support import (SWEEP, own_database, payout_party, tampered_detail,
+                                       world)
+from tests.support import wait_for
+
+SPLIT_MISMATCH = rpb.RECONCILIATION_CLASS_SPLIT_LEDGER_MISMATCH
+PAYOUT_MISMATCH = rpb.RECONCILIATION_CLASS_PAYOUT_BANK_MISMATCH
+NOTHING = {"split": 0, "payout": 0}
+
+
+async def test_splits_against_their_ledger_transfers(pg_admin_dsn, redis_url, redis_prefix):
+    async with own_database(pg_admin_dsn) as dsn, world(dsn, redis_url, redis_prefix) as w:
+        clean = [await w.split(11_130 + i) for i in range(5)]
+        await w.release(clean[0].order_id, "SHIPPED")        # partly released
+        await w.release(clean[1].order_id, "SHIPPED")        # released in full
+        await w.release(clean[1].order_id, "RECEIVED")
+        await w.refund(clean[2].order_id, 3_000)             # part of the hold refunded
+        sweeper = w.sweeper()
+        first = await sweeper.tick()
+        assert (first.checked, first.inserted) == ({"split": 5, "payout": 0}, NOTHING)
+        assert await w.discrepancies() == []
+        assert (await sweeper.tick()).checked == NOTHING    # each version is checked once
+
+        a, b, c = [await w.split(20_000) for _ in range(3)]
+        cust, plat, seller = (w.accounts[r] for r in ("sweep-custodial", "sweep-platform",
+                                                      "sweep-seller"))
+        a_legs, b_legs = await w.legs(a.split_id), await w.legs(b.split_id)
+        a_t, b_t = a_legs[0]["transfer_ids"][0], b_legs[1]["transfer_ids"][0]
+        await w.sql("UPDATE transfers SET amount = amount + 7 WHERE transfer_id = $1", a_t)
+        await w.sql("UPDATE transfers SET pending_state = $2, pending_remaining = 0"
+                    " WHERE transfer_id = $1", b_t, int(PendingState.POSTED))
+        [row] = await w.sql("SELECT detail FROM splits WHERE split_id = $1", c.split_id)
+        await w.sql("UPDATE splits SET detail = $2 WHERE split_id = $1", c.split_id,
+                    tampered_detail(row["detail"], 1, 18_005))
+        second = await sweeper.tick()
+        assert (second.checked, second.inserted) == ({"split": 3, "payout": 0},
+                                                     {"split": 3, "payout": 0})
+        found = await w.discrepancies()
+        assert [(d.split_id, d.order_id, d.description) for d in found] == [
+            (a.split_id, a.order_id, f"leg 0: transfer {a_t} is {cust} -> {plat} 2007 CNY"
+                                     f" mode 1, the leg {cust} -> {plat} 2000 CNY mode 1"),
+            (b.split_id, b.order_id, f"leg 1: holds 18000, its pending transfer {b_t} is in"
+                                     " state 2 with 0 left"),
+            (c.split_id, c.order_id, "leg 1: amount 18000, the detail says 18005; legs add up"
+                                     " to 20005, the split distributes 20000 (with its"
+                                     " subsidy)")]
+        for d in found:
+            assert (d.reconciliation_class, d.state, d.run_id) == (
+                SPLIT_MISMATCH, rpb.DISCREPANCY_STATE_OPEN, 0)
+            assert (d.split_amount_minor, d.split_currency_code) == (20_000, "CNY")
+        assert [d.split_id for d in await w.discrepancies(classes=[PAYOUT_MISMATCH])] == []
+
+        # A split checked, then tampered: not seen until it changes; then checked again.
+        partly = clean[0]
+        t0 = (await w.legs(partly.split_id))[0]["transfer_ids"][0]
+        await w.sql("UPDATE transfers SET amount = amount + 1 WHERE transfer_id = $1", t0)
+        assert (await sweeper.tick()).checked == NOTHING
+        await w.release(partly.order_id, "RECEIVED")
+        third = await sweeper.tick()
+        assert (third.checked, third.inserted) == ({"split": 1, "payout": 0},
+                                                   {"split": 1, "payout": 0})
+        [late] = [d for d in await w.discrepancies() if d.split_id == partly.split_id]
+        assert late.description.startswith(f"leg 0: transfer {t0} is {cust} -> {plat} 1114")
+        # Still wrong and changed again: no second OPEN discrepancy of the split.
+        await w.refund(partly.order_id, 100)
+        fourth = await sweeper.tick()
+        assert (fourth.checked, fourth.inserted) == ({"split": 1, "payout": 0}, NOTHING)
+        assert len(await w.discrepancies()) == 4
+        [cursor] = await w.sql("SELECT checked_count, discrepancy_count FROM recon_sweep_cursors"
+                               " WHERE item_kind = 'split'")
+        assert tuple(cursor) == (5 + 3 + 1 + 1, 4)
+        assert seller  # the seller's leg is the held one
+
+
+async def test_payouts_against_their_bank_transfers(pg_admin_dsn, redis_url, redis_prefix):
+    async with own_database(pg_admin_dsn) as dsn, world(dsn, redis_url, redis_prefix) as w:
+        account = await payout_party(w, 100_000)
+        made = [await w.payouts.request(account, 1_000 + i) for i in range(4)]
+        for p in made:
+            done = await w.payouts.wait_state(p.payout_id, (ppb.PAYOUT_STATE_SUCCEEDED,))
+            assert done.paid_minor == p.net_amount_minor
+        sweeper = w.sweeper()
+        first = await sweeper.tick()
+        assert (first.checked, first.inserted) == ({"split": 0, "payout": 4}, NOTHING)
+
+        more = [await w.payouts.request(account, 2_000 + i) for i in range(3)]
+        for p in more:
+            await w.payouts.wait_state(p.payout_id, (ppb.PAYOUT_STATE_SUCCEEDED,))
+        short, unpaid, loose = more
+        await w.sql("UPDATE bank_transfers SET amount_minor = amount_minor - 5"
+                    " WHERE payout_id = $1", short.payout_id)
+        [t] = await w.sql("SELECT bank_transfer_id FROM bank_transfers WHERE payout_id = $1",
+                          unpaid.payout_id)
+        await w.sql("UPDATE bank_transfer_attempts SET state = $2 WHERE bank_transfer_id = $1",
+                    t["bank_transfer_id"], int(TransferState.FAILED))
+        [hold] = await w.sql("SELECT hold_transfer_id FROM payouts WHERE payout_id = $1",
+                             loose.payout_id)
+        await w.sql("UPDATE transfers SET pending_state = $2 WHERE transfer_id = $1",
+                    hold["hold_transfer_id"], int(PendingState.OPEN))
+        second = await sweeper.tick()
+        assert (second.checked, second.inserted) == ({"split": 0, "payout": 3},
+                                                     {"split": 0, "payout": 3})
+        found = await w.discrepancies(classes=[PAYOUT_MISMATCH])
+        assert [(d.payout_id, d.description) for d in found] == [
+            (short.payout_id, "bank transfers add up to 1995, the payout's net amount is 2000;"
+                              " paid 2000, its succeeded bank transfers add up to 1995"),
+            (unpaid.payout_id, f"bank transfer {t['bank_transfer_id']} in state 4 with 0"
+                               " succeeded attempts"),
+            (loose.payout_id, f"hold transfer {hold['hold_transfer_id']} is 2002 mode"
+                              f" {Mode.PENDING:d} in state 1, the payout 2002 CNY in state 5")]
+        for d in found:
+            assert (d.run_id, d.split_id, d.state) == (0, 0, rpb.DISCREPANCY_STATE_OPEN)
+        assert [d.split_amount_minor for d in found] == [2_000, 2_001, 2_002]
+
+
+async def test_two_sweepers_check_each_item_once(pg_admin_dsn, redis_url, redis_prefix):
+    async with own_database(pg_admin_dsn) as dsn, world(dsn, redis_url, redis_prefix) as w:
+        made = [await w.split(5_000 + i) for i in range(11)]
+        t = (await w.legs(made[6].split_id))[0]["transfer_ids"][0]
+        await w.sql("UPDATE transfers SET amount = amount + 1 WHERE transfer_id = $1", t)
+        one = dataclasses.replace(SWEEP, sweep_batch_max=2)
+        first, second = w.sweeper(one), w.sweeper(one)
+        outcomes = []
+        for _ in range(4):  # rounds of both at once, until there is nothing left
+            outcomes += await asyncio.gather(first.tick(), second.tick())
+        assert sum(o.checked["split"] for o in outcomes) == 11
+        assert sum(o.inserted["split"] for o in outcomes) == 1
+        [found] = await w.discrepancies()
+        assert found.split_id == made[6].split_id
+        [cursor] = await w.sql("SELECT checked_count, discrepancy_count FROM recon_sweep_cursors"
+                               " WHERE item_kind = 'split'")
+        assert tuple(cursor) == (11, 1)
+
+
+async def test_the_servers_own_sweep_raises_the_alert(pg_admin_dsn, redis_url, redis_prefix):
+    on = dataclasses.replace(SWEEP, sweep=True)
+    async with own_database(pg_admin_dsn) as dsn, \
+            world(dsn, redis_url, redis_prefix, recon=on) as w:
+        assert w.running.sweeper is not None
+        made = await w.split(9_000)
+        await wait_for(lambda: _checked(w), timeout_s=10.0)
+        assert await w.discrepancies() == []
+        tampered = await w.split(9_001)
+        t = (await w.legs(tampered.split_id))[1]["transfer_ids"][0]
+        await w.sql("UPDATE transfers SET amount = amount - 1 WHERE transfer_id = $1", t)
+        # the sweep may have checked the split before the tampering: a release changes it
+        await w.release(tampered.order_id, "SHIPPED")
+
+        async def raised() -> bool:
+            return len(await w.discrepancies()) == 1
+
+        await wait_for(raised, timeout_s=10)
+        [found] = await w.discrepancies()
+        assert (found.split_id, found.reconciliation_class) == (tampered.split_id,
+                                                                SPLIT_MISMATCH)
+        assert made.split_id != tampered.split_id
+
+
+async def _checked(w) -> bool:
+    [row] = await w.sql("SELECT checked_count FROM recon_sweep_cursors WHERE item_kind = 'split'")
+    return row["checked_count"] >= 1
