@@ -1,4 +1,4 @@
-"""`clearing recon import|runs|discrepancies`: ReconciliationService through the
+"""`clearing recon import|import-payouts|runs|discrepancies`: ReconciliationService through the
 clearing_client SDK (see `clearing.cli.client` for the key, the address and the output: the
 response as JSON on stdout). `recon import` shows its progress and the run's counts per
 class on stderr."""
@@ -14,7 +14,10 @@ from clearing.config import Settings
 
 FORMATS = ("canonical", "wechat")
 CLASSES = ("missing_split", "missing_in_statement", "amount_mismatch", "fee_mismatch",
-           "currency_mismatch", "duplicate")
+           "currency_mismatch", "duplicate", "split_ledger_mismatch", "payout_bank_mismatch",
+           "missing_in_bank_file", "unknown_bank_transfer", "status_mismatch")
+# The bank named in a payout result file's `bank` column (the simulator's by default).
+BANK_DEFAULT = "BANKSIM"
 STATES = ("open", "resolved")
 PROGRESS_WIDTH = 30
 
@@ -50,16 +53,20 @@ def cmd_recon(args, settings: Settings) -> int:
     """`clearing recon ...`."""
     from clearing_client.v1 import reconciliation_pb2 as pb
 
-    if args.action == "import":
+    if args.action in ("import", "import-payouts"):
         path = Path(args.file)
         if not path.is_file():
             raise SystemExit(f"{path}: no such file")
-        fmt = _enum(pb.StatementFormat, "STATEMENT_FORMAT", args.format)
+        if args.action == "import":
+            fmt = _enum(pb.StatementFormat, "STATEMENT_FORMAT", args.format)
+            channel = args.channel
+        else:
+            fmt, channel = pb.STATEMENT_FORMAT_BANK_PAYOUTS, args.bank
         rid = args.request_id or str(uuid.uuid4())
 
         async def call(client):
             response = await client.import_statement(
-                path, channel=args.channel, settlement_date=args.date, statement_format=fmt,
+                path, channel=channel, settlement_date=args.date, statement_format=fmt,
                 progress=None if args.quiet else _progress, request_id=rid)
             print(("replayed: " if response.replayed else "") + summary(response.run),
                   file=sys.stderr)
@@ -82,7 +89,7 @@ def cmd_recon(args, settings: Settings) -> int:
 
 
 def add_parser(sub) -> None:
-    """recon import|runs|discrepancies."""
+    """recon import|import-payouts|runs|discrepancies."""
     recon = sub.add_parser("recon", help="channel statements and reconciliation").add_subparsers(
         dest="action", required=True)
     p = recon.add_parser("import", help="import a statement file and reconcile it (operator)")
@@ -90,6 +97,12 @@ def add_parser(sub) -> None:
     p.add_argument("--channel", required=True, help="the channel, as orders name it")
     p.add_argument("--date", required=True, help="the statement's day, YYYY-MM-DD")
     p.add_argument("--format", choices=FORMATS, default="canonical")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = recon.add_parser("import-payouts",
+                         help="import a bank's payout result file and reconcile it (operator)")
+    p.add_argument("file", help="the bank's payout result file (CSV, or gzip of it)")
+    p.add_argument("--date", required=True, help="the file's value date, YYYY-MM-DD")
+    p.add_argument("--bank", default=BANK_DEFAULT, help="the bank the file names")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = recon.add_parser("runs", help="reconciliation runs, newest first")
     p.add_argument("--channel")

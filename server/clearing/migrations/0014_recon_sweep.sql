@@ -43,3 +43,7 @@ CREATE INDEX payouts_updated_idx ON payouts (updated_at, payout_id);
 -- A payout file's MISSING_IN_BANK_FILE: the attempts that succeeded within its day.
 CREATE INDEX bank_transfer_attempts_finished_idx ON bank_transfer_attempts (finished_at)
     WHERE state = 4;
+
+-- A bank's payout result file is imported as a statement (format BANK_PAYOUTS): its lines
+-- carry the payout the bank names (0 on a channel statement's lines).
+ALTER TABLE recon_statement_lines ADD COLUMN payout_id bigint NOT NULL DEFAULT 0;

@@ -73,7 +73,10 @@ class DiscrepancyState(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class StatementLine:
     """One payment or refund of a statement, checked (amounts in minor units, all >= 0:
-    the type gives the direction; settled_minor == amount_minor - channel_fee_minor)."""
+    the type gives the direction; settled_minor == amount_minor - channel_fee_minor). A
+    PAYOUT line of a bank's payout result file (`payout_file`) has no fee and settled_minor
+    what the bank paid: amount_minor if SUCCEEDED, 0 if FAILED; payout_id the payout the
+    bank names (0 on other lines)."""
 
     line_number: int
     line_type: LineType
@@ -84,10 +87,11 @@ class StatementLine:
     channel_fee_minor: int
     settled_minor: int
     currency_code: str
+    payout_id: int = 0
 
     def signed_settled_minor(self) -> int:
         """What the line adds to the statement's settled total."""
-        return self.settled_minor if self.line_type == LineType.PAYMENT else -self.settled_minor
+        return -self.settled_minor if self.line_type == LineType.REFUND else self.settled_minor
 
 
 @dataclass(frozen=True, slots=True)
