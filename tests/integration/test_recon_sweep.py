@@ -1,14 +1,15 @@
 """The 7x24 sweep against real PostgreSQL, splits and payouts made through the generated
 stubs, tampering done in SQL: a clean system gives no discrepancy; each tampered split or
 payout exactly one, with what is wrong in its description; a split changed after it was
-checked is checked again; two sweepers at once check each item once; the server's own
-background sweep raises the discrepancy by itself. Each test has a database of its own
+checked is checked again; two sweepers at once, and two server processes, check each item
+once; the server's own background sweep raises the discrepancy by itself. Each test has a database of its own
 (tests/recon_sweep_support.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import urllib.request
 
 from clearing.ledger.model import Mode, PendingState
 from clearing.payout.model import TransferState
@@ -16,7 +17,7 @@ from clearing.v1 import payout_pb2 as ppb
 from clearing.v1 import reconciliation_pb2 as rpb
 from tests.recon_sweep_support import (SWEEP, own_database, payout_party, tampered_detail,
                                        world)
-from tests.support import wait_for
+from tests.support import ServerProcess, free_port, wait_for
 
 SPLIT_MISMATCH = rpb.RECONCILIATION_CLASS_SPLIT_LEDGER_MISMATCH
 PAYOUT_MISMATCH = rpb.RECONCILIATION_CLASS_PAYOUT_BANK_MISMATCH
@@ -174,3 +175,49 @@ async def test_the_servers_own_sweep_raises_the_alert(pg_admin_dsn, redis_url, r
 async def _checked(w) -> bool:
     [row] = await w.sql("SELECT checked_count FROM recon_sweep_cursors WHERE item_kind = 'split'")
     return row["checked_count"] >= 1
+
+
+def _scrape(port: int) -> float:
+    """clearing_recon_sweep_checked_total{kind="split"} of the process on `port`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith('clearing_recon_sweep_checked_total{kind="split"}'):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_two_server_processes_check_each_split_once(pg_admin_dsn, redis_url,
+                                                          redis_prefix):
+    async with own_database(pg_admin_dsn) as dsn, world(dsn, redis_url, redis_prefix) as w:
+        made = [await w.split(7_000)]  # wrong before any sweep runs
+        t = (await w.legs(made[0].split_id))[0]["transfer_ids"][0]
+        await w.sql("UPDATE transfers SET amount = amount + 3 WHERE transfer_id = $1", t)
+        ports = [free_port(), free_port()]
+        procs = [ServerProcess(dsn, redis_url, extra_env={
+            "CLEARING_RECON_SWEEP": "1", "CLEARING_RECON_SETTLE_S": "0",
+            "CLEARING_RECON_SWEEP_INTERVAL_MS": "10", "CLEARING_RECON_SWEEP_BATCH": "2",
+            "CLEARING_PAYOUT_WORKER": "0", "CLEARING_PAYOUT_SCHEDULER": "0",
+            "CLEARING_REDIS_PREFIX": f"{redis_prefix}sw{i}:",
+            "CLEARING_METRICS_ADDR": f"127.0.0.1:{port}"}) for i, port in enumerate(ports)]
+        try:
+            await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
+            # both sweep while the other splits are made
+            made += [await w.split(7_001 + i) for i in range(29)]
+
+            async def all_checked() -> bool:
+                [row] = await w.sql("SELECT checked_count FROM recon_sweep_cursors"
+                                    " WHERE item_kind = 'split'")
+                return row["checked_count"] >= 30
+
+            await wait_for(all_checked, timeout_s=20.0)
+            await asyncio.sleep(0.3)  # more sweeps of both: nothing more is checked
+            counts = [await asyncio.to_thread(_scrape, port) for port in ports]
+            [row] = await w.sql("SELECT checked_count, discrepancy_count FROM"
+                                " recon_sweep_cursors WHERE item_kind = 'split'")
+            assert tuple(row) == (30, 1)
+            assert sum(counts) == 30
+            [found] = await w.discrepancies()
+            assert found.split_id == made[0].split_id
+        finally:
+            for p in procs:
+                p.terminate()
