@@ -3,13 +3,18 @@ the generated stubs against real PostgreSQL: payouts paid by the payout worker t
 simulator, the simulator's file of the day (clearing.dev.bank_file), one discrepancy of
 every payout class injected (in the file as the bank would send it, or in the platform's
 records), the run's counts, sums and funds against information worked out here; a malformed
-file refused whole; the same file again answering the first run."""
+file refused whole; the same file again answering the first run; the simulator's file
+written by `clearing recon bank-file` and imported by `clearing recon import-payouts`."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
+import json
+import os
+import sys
 from zoneinfo import ZoneInfo
 
 import grpc
@@ -21,7 +26,7 @@ from clearing.v1 import payout_pb2 as ppb
 from clearing.v1 import reconciliation_pb2 as rpb
 from tests.recon_support import class_totals
 from tests.recon_sweep_support import own_database, payout_party, world
-from tests.support import CALL_TIMEOUT_S, details, rid
+from tests.support import CALL_TIMEOUT_S, ROOT, cli, details, rid
 
 C = rpb
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -143,3 +148,30 @@ async def test_a_malformed_payout_file_is_refused_whole(pg_admin_dsn, redis_url,
         else:
             raise AssertionError("a malformed payout file was imported")
         assert await w.sql("SELECT 1 FROM recon_statement_lines") == []
+
+
+async def test_the_simulators_file_by_the_commands(pg_admin_dsn, redis_url, redis_prefix,
+                                                   tmp_path):
+    async with own_database(pg_admin_dsn) as dsn, world(dsn, redis_url, redis_prefix) as w:
+        paid = await _paid(w, 3)
+        day = dt.datetime.now(ZONE).date().isoformat()
+        [platform] = await w.sql("SELECT name FROM platforms WHERE platform_id = $1",
+                                 w.platform_id)
+        path = tmp_path / "banksim.csv"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "clearing.cli", "recon", "bank-file", "--date", day,
+            "--platform", platform["name"], "--out", str(path), cwd=ROOT,
+            env={**os.environ, "CLEARING_DATABASE_URL": dsn},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, err.decode()
+        assert len(_rows(path.read_bytes())) == 1 + 3
+        key = w.metadata[0][1].removeprefix("Bearer ")
+        code, out, err = await cli(w.running, key, "recon", "import-payouts", str(path),
+                                   "--date", day, "--quiet")
+        assert code == 0, err
+        run = json.loads(out)["run"]
+        total = sum(p.net_amount_minor for p in paid)
+        assert [(t["reconciliation_class"], int(t["item_count"]), int(t["amount_minor"]))
+                for t in run["class_totals"]] == [("RECONCILIATION_CLASS_MATCHED", 3, total)]
+        assert int(run["statement_settled_minor"]) == int(run["split_settled_minor"]) == total

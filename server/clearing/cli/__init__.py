@@ -28,6 +28,10 @@
     clearing recon import FILE --channel C --date D [--format canonical|wechat]
                                               import a statement and reconcile it (operator)
     clearing recon runs [--channel C] [--date D] | discrepancies [--run ID] [--class X]
+    clearing recon import-payouts FILE --date D [--bank BANKSIM]
+                                              import a bank's payout result file (operator)
+    clearing recon bank-file --date D [--platform NAME] [--out FILE]
+                                              the bank simulator's result file of a day
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units

@@ -1,7 +1,8 @@
 """`clearing recon import|import-payouts|runs|discrepancies`: ReconciliationService through the
 clearing_client SDK (see `clearing.cli.client` for the key, the address and the output: the
 response as JSON on stdout). `recon import` shows its progress and the run's counts per
-class on stderr."""
+class on stderr. `recon bank-file` writes the bank simulator's payout result file of a day
+from its books, on the database directly (no server)."""
 
 from __future__ import annotations
 
@@ -49,10 +50,51 @@ def summary(run) -> str:
     return "\n".join(lines)
 
 
+def cmd_bank_file(args, settings: Settings) -> int:
+    """`clearing recon bank-file`: the bank simulator's payout result file of a day, from
+    its books on the database (CLEARING_DATABASE_URL), to --out or stdout."""
+    import asyncio
+    import datetime as dt
+
+    import asyncpg
+
+    from clearing.clock import Clock
+    from clearing.dev.bank_file import payout_result_file
+
+    if not settings.database_url:
+        raise SystemExit("CLEARING_DATABASE_URL is not set")
+    try:
+        day = dt.date.fromisoformat(args.date)
+    except ValueError:
+        raise SystemExit(f"--date: not a date YYYY-MM-DD: {args.date!r}") from None
+
+    async def go() -> bytes:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            ids = None
+            if args.platform:
+                ids = [r["payout_id"] for r in await conn.fetch(
+                    "SELECT payout_id FROM payouts p JOIN platforms USING (platform_id)"
+                    " WHERE name = $1", args.platform)]
+            return await payout_result_file(conn, Clock(), day, currency_code=args.currency,
+                                            payout_ids=ids)
+        finally:
+            await conn.close()
+
+    data = asyncio.run(go())
+    if args.out:
+        Path(args.out).write_bytes(data)
+    else:
+        sys.stdout.write(data.decode())
+    return 0
+
+
 def cmd_recon(args, settings: Settings) -> int:
     """`clearing recon ...`."""
     from clearing_client.v1 import reconciliation_pb2 as pb
 
+    if args.action == "bank-file":
+        return cmd_bank_file(args, settings)
     if args.action in ("import", "import-payouts"):
         path = Path(args.file)
         if not path.is_file():
@@ -118,3 +160,10 @@ def add_parser(sub) -> None:
     for sp in recon.choices.values():
         _client_options(sp)
         sp.set_defaults(func=cmd_recon)
+    p = recon.add_parser("bank-file", help="the bank simulator's payout result file of a day"
+                                           " (on the database directly; dev stack)")
+    p.add_argument("--date", required=True, help="the day, YYYY-MM-DD (Asia/Shanghai)")
+    p.add_argument("--currency", default="CNY")
+    p.add_argument("--platform", help="only this platform's payouts (its name)")
+    p.add_argument("--out", help="write the file here (default: stdout)")
+    p.set_defaults(func=cmd_recon)

@@ -30,7 +30,8 @@ _KEY = re.compile(r"po([0-9]+)-t[0-9]+-a[0-9]+")
 _STATUS = {BankState.SUCCEEDED: SUCCEEDED, BankState.FAILED: FAILED}
 
 
-async def payout_result_file(pool: asyncpg.Pool, clock: Clock, day: dt.date, *,
+async def payout_result_file(db: asyncpg.Pool | asyncpg.Connection, clock: Clock,
+                             day: dt.date, *,
                              currency_code: str = "CNY", time_zone: str = DEFAULT_TIME_ZONE,
                              payout_ids: Collection[int] | None = None,
                              bank: str = BANK) -> bytes:
@@ -39,14 +40,13 @@ async def payout_result_file(pool: asyncpg.Pool, clock: Clock, day: dt.date, *,
     start = dt.datetime.combine(day, dt.time(), zone)
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone)
     now = clock.now()
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT idempotency_key, bank_reference, amount_minor, currency_code,"
-            f" CASE WHEN state = {BankState.PROCESSING:d} THEN final_state ELSE state END"
-            " AS final FROM banksim.transfers"
-            " WHERE completes_at >= $1 AND completes_at < $2 AND currency_code = $3"
-            f" AND (state <> {BankState.PROCESSING:d} OR completes_at <= $4)"
-            " ORDER BY completes_at, idempotency_key", start, end, currency_code, now)
+    rows = await db.fetch(
+        "SELECT idempotency_key, bank_reference, amount_minor, currency_code,"
+        f" CASE WHEN state = {BankState.PROCESSING:d} THEN final_state ELSE state END"
+        " AS final FROM banksim.transfers"
+        " WHERE completes_at >= $1 AND completes_at < $2 AND currency_code = $3"
+        f" AND (state <> {BankState.PROCESSING:d} OR completes_at <= $4)"
+        " ORDER BY completes_at, idempotency_key", start, end, currency_code, now)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
