@@ -13,11 +13,13 @@ import urllib.request
 
 from clearing.ledger.model import Mode, PendingState
 from clearing.payout.model import TransferState
+from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import payout_pb2 as ppb
 from clearing.v1 import reconciliation_pb2 as rpb
+from clearing.v1 import split_pb2 as spb
 from tests.recon_sweep_support import (SWEEP, own_database, payout_party, tampered_detail,
                                        world)
-from tests.support import ServerProcess, free_port, wait_for
+from tests.support import ServerProcess, free_port, rid, wait_for
 
 SPLIT_MISMATCH = rpb.RECONCILIATION_CLASS_SPLIT_LEDGER_MISMATCH
 PAYOUT_MISMATCH = rpb.RECONCILIATION_CLASS_PAYOUT_BANK_MISMATCH
@@ -31,15 +33,27 @@ async def test_splits_against_their_ledger_transfers(pg_admin_dsn, redis_url, re
         await w.release(clean[1].order_id, "SHIPPED")        # released in full
         await w.release(clean[1].order_id, "RECEIVED")
         await w.refund(clean[2].order_id, 3_000)             # part of the hold refunded
+        await w.splits.call("CancelSplit", spb.CancelSplitRequest(  # the hold voided
+            request_id=rid(), order_id=clean[3].order_id, reason="cancelled"))
+        await w.release(clean[4].order_id, "SHIPPED")        # released, then refunded
+        await w.release(clean[4].order_id, "RECEIVED")
+        await w.refund(clean[4].order_id, 11_134)
+        seller = w.accounts["sweep-seller"]
+        await w.client.call("FreezeAccount", lpb.FreezeAccountRequest(
+            request_id=rid(), account_id=seller, reason="kyc"))
+        custody = await w.split(11_135)                      # the seller's share in custody
+        assert custody.legs[1].hold_reason == spb.HOLD_REASON_RECEIVER_UNAVAILABLE
+        await w.client.call("UnfreezeAccount", lpb.UnfreezeAccountRequest(
+            request_id=rid(), account_id=seller, reason="kyc done"))
+        await w.release(custody.order_id, "SHIPPED")         # paid from custody
         sweeper = w.sweeper()
         first = await sweeper.tick()
-        assert (first.checked, first.inserted) == ({"split": 5, "payout": 0}, NOTHING)
+        assert (first.checked, first.inserted) == ({"split": 6, "payout": 0}, NOTHING)
         assert await w.discrepancies() == []
         assert (await sweeper.tick()).checked == NOTHING    # each version is checked once
 
         a, b, c = [await w.split(20_000) for _ in range(3)]
-        cust, plat, seller = (w.accounts[r] for r in ("sweep-custodial", "sweep-platform",
-                                                      "sweep-seller"))
+        cust, plat = w.accounts["sweep-custodial"], w.accounts["sweep-platform"]
         a_legs, b_legs = await w.legs(a.split_id), await w.legs(b.split_id)
         a_t, b_t = a_legs[0]["transfer_ids"][0], b_legs[1]["transfer_ids"][0]
         await w.sql("UPDATE transfers SET amount = amount + 7 WHERE transfer_id = $1", a_t)
@@ -84,8 +98,7 @@ async def test_splits_against_their_ledger_transfers(pg_admin_dsn, redis_url, re
         assert len(await w.discrepancies()) == 4
         [cursor] = await w.sql("SELECT checked_count, discrepancy_count FROM recon_sweep_cursors"
                                " WHERE item_kind = 'split'")
-        assert tuple(cursor) == (5 + 3 + 1 + 1, 4)
-        assert seller  # the seller's leg is the held one
+        assert tuple(cursor) == (6 + 3 + 1 + 1, 4)
 
 
 async def test_payouts_against_their_bank_transfers(pg_admin_dsn, redis_url, redis_prefix):
