@@ -145,8 +145,9 @@ async def start(settings: Settings, *, migrate: bool = True,
     """Start a server on settings.grpc_addr (port 0 picks a free port).
 
     The payout worker runs when settings.payout.worker is set, with the bank connector
-    settings.payout.bank chooses (none: it sends nothing), and the payout scheduler when
-    settings.payout.scheduler.enabled."""
+    settings.payout.bank chooses (none: it sends nothing), the payout scheduler when
+    settings.payout.scheduler.enabled, and the reconciliation sweep when
+    settings.recon.sweep."""
     if not settings.database_url:
         raise SystemExit("CLEARING_DATABASE_URL is not set (use `clearing serve --dev` for an "
                          "embedded database)")
