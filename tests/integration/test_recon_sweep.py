@@ -143,6 +143,31 @@ async def test_payouts_against_their_bank_transfers(pg_admin_dsn, redis_url, red
         assert [d.split_amount_minor for d in found] == [2_000, 2_001, 2_002]
 
 
+
+async def test_an_item_that_cannot_be_read_is_raised_and_passed(pg_admin_dsn, redis_url,
+                                                                redis_prefix):
+    async with own_database(pg_admin_dsn) as dsn, world(dsn, redis_url, redis_prefix) as w:
+        made = [await w.split(6_000 + i) for i in range(7)]
+        garbled, lettered = made[1], made[5]
+        await w.sql("UPDATE splits SET detail = 'not json' WHERE split_id = $1",
+                    garbled.split_id)
+        [row] = await w.sql("SELECT detail FROM splits WHERE split_id = $1", lettered.split_id)
+        await w.sql("UPDATE splits SET detail = $2 WHERE split_id = $1", lettered.split_id,
+                    row["detail"].replace(f",{lettered.legs[0].amount_minor},", ',"x",', 1))
+        t = (await w.legs(made[3].split_id))[0]["transfer_ids"][0]
+        await w.sql("UPDATE transfers SET amount = amount + 1 WHERE transfer_id = $1", t)
+        out = await w.sweeper().tick()  # batches of 4: each of the first two has a bad item
+        assert (out.checked, out.inserted) == ({"split": 7, "payout": 0},
+                                               {"split": 3, "payout": 0})
+        found = {d.split_id: d.description for d in await w.discrepancies()}
+        assert found[garbled.split_id].startswith(
+            "cannot be checked: invalid input syntax for type json")
+        assert found[lettered.split_id] == (
+            'cannot be checked: invalid input syntax for type bigint: "x"')
+        assert found[made[3].split_id].startswith("leg 0: transfer")
+        assert len(found) == 3
+        assert (await w.sweeper().tick()).checked == NOTHING
+
 async def test_two_sweepers_check_each_item_once(pg_admin_dsn, redis_url, redis_prefix):
     async with own_database(pg_admin_dsn) as dsn, world(dsn, redis_url, redis_prefix) as w:
         made = [await w.split(5_000 + i) for i in range(11)]

@@ -31,13 +31,40 @@ from clearing.clock import Clock
 from clearing.config import ReconSettings
 from clearing.errors import invariant
 from clearing.recon.model import MatchClass
-from clearing.recon.sweep_sql import SQL_SWEEP_PAYOUTS, SQL_SWEEP_SPLITS
+from clearing.recon.sweep_sql import (SQL_SWEEP_PAYOUTS, SQL_SWEEP_SPLITS,
+                                      SQL_UNCHECKABLE_PAYOUT, SQL_UNCHECKABLE_SPLIT)
 
 log = logging.getLogger("clearing.recon.sweep")
+# The database's message kept in an unreadable item's description at most.
+UNREADABLE_MESSAGE_LEN_MAX = 200
 
-# (kind, its check, the class of its discrepancies)
-KINDS = (("split", SQL_SWEEP_SPLITS, MatchClass.SPLIT_LEDGER_MISMATCH),
-         ("payout", SQL_SWEEP_PAYOUTS, MatchClass.PAYOUT_BANK_MISMATCH))
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A kind of item: its name (the cursor's), its check, the check of one item that
+    cannot be read, the class of its discrepancies."""
+
+    name: str
+    sql: str
+    unreadable_sql: str
+    cls: MatchClass
+
+
+KINDS = (Kind("split", SQL_SWEEP_SPLITS, SQL_UNCHECKABLE_SPLIT,
+              MatchClass.SPLIT_LEDGER_MISMATCH),
+         Kind("payout", SQL_SWEEP_PAYOUTS, SQL_UNCHECKABLE_PAYOUT,
+              MatchClass.PAYOUT_BANK_MISMATCH))
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What one check statement did: the last item checked, the counts."""
+
+    last_updated_at: dt.datetime
+    last_id: int
+    checked_count: int
+    wrong_count: int
+    inserted_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,46 +127,84 @@ class Sweeper:
         """Check every kind's items up to the settle limit, batch after batch, at most
         `sweep_batches_max` batches per kind."""
         outcome = SweepOutcome({}, {}, [])
-        for kind, sql, cls in KINDS:
-            outcome.checked[kind] = outcome.inserted[kind] = 0
+        for kind in KINDS:
+            outcome.checked[kind.name] = outcome.inserted[kind.name] = 0
             for _ in range(self._settings.sweep_batches_max):
                 if self._stopping.is_set():
                     return outcome
-                batch = await self._batch(kind, sql, cls)
+                batch = await self._batch(kind)
                 if batch is None:
-                    outcome.skipped.append(kind)
+                    outcome.skipped.append(kind.name)
                     break
-                outcome.checked[kind] += batch.checked_count
-                outcome.inserted[kind] += batch.inserted_count
+                outcome.checked[kind.name] += batch.checked_count
+                outcome.inserted[kind.name] += batch.inserted_count
                 if batch.checked_count < self._settings.sweep_batch_max:
                     break
         return outcome
 
-    async def _batch(self, kind: str, sql: str, cls: MatchClass) -> BatchOutcome | None:
+    async def _batch(self, kind: Kind) -> BatchOutcome | None:
         """One batch of `kind` in one transaction; None if another process holds the kind."""
         now = self._clock.now()
         limit = now - dt.timedelta(seconds=self._settings.settle_s)
         async with self._pool.acquire() as conn, conn.transaction():
             cursor = await conn.fetchrow(
                 "SELECT checked_updated_at, checked_id FROM recon_sweep_cursors"
-                " WHERE item_kind = $1 FOR UPDATE SKIP LOCKED", kind)
+                " WHERE item_kind = $1 FOR UPDATE SKIP LOCKED", kind.name)
             if cursor is None:
                 return None
-            row = await conn.fetchrow(sql, cursor["checked_updated_at"], cursor["checked_id"],
-                                      limit, self._settings.sweep_batch_max, now)
-            batch = BatchOutcome(kind, row["checked_count"], row["wrong_count"],
-                                 row["inserted_count"])
-            invariant(batch.inserted_count <= batch.wrong_count <= batch.checked_count,
-                      f"sweep of {kind}: {batch}")
+            done = await self._check(conn, kind, cursor["checked_updated_at"],
+                                     cursor["checked_id"], limit, now)
+            batch = BatchOutcome(kind.name, sum(c.checked_count for c in done),
+                                 sum(c.wrong_count for c in done),
+                                 sum(c.inserted_count for c in done))
+            invariant(batch.inserted_count <= batch.wrong_count <= batch.checked_count
+                      <= self._settings.sweep_batch_max, f"sweep of {kind.name}: {batch}")
             if batch.checked_count:
                 await conn.execute(
                     "UPDATE recon_sweep_cursors SET checked_updated_at = $2, checked_id = $3,"
                     " checked_count = checked_count + $4,"
                     " discrepancy_count = discrepancy_count + $5, swept_at = $6"
-                    " WHERE item_kind = $1", kind, row["last_updated_at"], row["last_id"],
-                    batch.checked_count, batch.inserted_count, now)
-        self._report(batch, cls)
+                    " WHERE item_kind = $1", kind.name, done[-1].last_updated_at,
+                    done[-1].last_id, batch.checked_count, batch.inserted_count, now)
+        self._report(batch, kind.cls)
         return batch
+
+    async def _check(self, conn: asyncpg.Connection, kind: Kind, at: dt.datetime, last_id: int,
+                     limit: dt.datetime, now: dt.datetime) -> list[Checked]:
+        """Check the next batch after (at, last_id) in one statement; if a stored value
+        cannot be read (SQLSTATE class 22), check them one at a time instead, raising the
+        unreadable ones as wrong (each check in a savepoint)."""
+        size = self._settings.sweep_batch_max
+        try:
+            async with conn.transaction():
+                return [_checked(await conn.fetchrow(kind.sql, at, last_id, limit, size, now))]
+        except asyncpg.DataError:
+            pass
+        done: list[Checked] = []
+        for _ in range(size):
+            try:
+                async with conn.transaction():
+                    one = _checked(await conn.fetchrow(kind.sql, at, last_id, limit, 1, now))
+            except asyncpg.DataError as exc:
+                one = await self._unreadable(conn, kind, at, last_id, limit, now, exc)
+            if one is None or not one.checked_count:
+                break
+            done.append(one)
+            at, last_id = one.last_updated_at, one.last_id
+        return done
+
+    @staticmethod
+    async def _unreadable(conn: asyncpg.Connection, kind: Kind, at: dt.datetime, last_id: int,
+                          limit: dt.datetime, now: dt.datetime,
+                          exc: asyncpg.DataError) -> Checked | None:
+        message = str(exc)[:UNREADABLE_MESSAGE_LEN_MAX]
+        row = await conn.fetchrow(kind.unreadable_sql, at, last_id, limit, now,
+                                  f"cannot be checked: {message}")
+        if row is None:
+            return None
+        log.warning("reconciliation sweep: a %s cannot be checked: %s", kind.name, message,
+                    extra={"kind": kind.name, "item_id": row["last_id"]})
+        return Checked(row["last_updated_at"], row["last_id"], 1, 1, row["inserted"])
 
     @staticmethod
     def _report(batch: BatchOutcome, cls: MatchClass) -> None:
@@ -150,3 +215,8 @@ class Sweeper:
                         batch.inserted_count, cls.name,
                         extra={"kind": batch.kind, "checked_count": batch.checked_count,
                                "discrepancy_count": batch.inserted_count})
+
+
+def _checked(row: asyncpg.Record) -> Checked:
+    return Checked(row["last_updated_at"], row["last_id"], row["checked_count"],
+                   row["wrong_count"], row["inserted_count"])

@@ -224,3 +224,54 @@ WITH b AS (
   DO NOTHING
   RETURNING 1
 ){_RESULT}"""
+
+# An item whose stored values the check cannot read (a detail that is not JSON, a leg field
+# that is not a number: SQLSTATE class 22) is raised as wrong on its own, with the database's
+# message, and the watermark passes it: one such item never stops the sweep. Parameters: the
+# watermark ($1, $2), the settle limit ($3), now ($4), the description ($5).
+SQL_UNCHECKABLE_SPLIT = f"""
+WITH b AS (
+  SELECT s.split_id AS id, s.platform_id, s.order_id, s.channel_transaction_id,
+         s.currency_code, s.amount_minor, s.channel_fee_minor, s.updated_at
+  FROM splits s
+  WHERE (s.updated_at, s.split_id) > ($1::timestamptz, $2::bigint) AND s.updated_at < $3
+    AND s.detail IS NOT NULL
+  ORDER BY s.updated_at, s.split_id LIMIT 1
+), ins AS (
+  INSERT INTO recon_discrepancies (
+      platform_id, run_id, class, state, order_id, channel_transaction_id, line_number,
+      line_type, split_id, statement_amount_minor, statement_fee_minor,
+      statement_currency_code, split_amount_minor, split_fee_minor, split_currency_code,
+      difference_minor, created_at, description)
+  SELECT b.platform_id, NULL, {MatchClass.SPLIT_LEDGER_MISMATCH:d}, {DiscrepancyState.OPEN:d},
+         b.order_id, b.channel_transaction_id, 0, 0, b.id, 0, 0, '', b.amount_minor,
+         b.channel_fee_minor, b.currency_code, 0, $4, $5
+  FROM b
+  ON CONFLICT (class, split_id, payout_id) WHERE run_id IS NULL AND state = {DiscrepancyState.OPEN:d}
+  DO NOTHING
+  RETURNING 1
+)
+SELECT b.updated_at AS last_updated_at, b.id AS last_id, (SELECT count(*) FROM ins) AS inserted
+FROM b"""
+
+SQL_UNCHECKABLE_PAYOUT = f"""
+WITH b AS (
+  SELECT p.payout_id AS id, p.platform_id, p.net_minor, p.currency_code, p.updated_at
+  FROM payouts p
+  WHERE (p.updated_at, p.payout_id) > ($1::timestamptz, $2::bigint) AND p.updated_at < $3
+  ORDER BY p.updated_at, p.payout_id LIMIT 1
+), ins AS (
+  INSERT INTO recon_discrepancies (
+      platform_id, run_id, class, state, order_id, channel_transaction_id, line_number,
+      line_type, split_id, statement_amount_minor, statement_fee_minor,
+      statement_currency_code, split_amount_minor, split_fee_minor, split_currency_code,
+      difference_minor, created_at, description, payout_id)
+  SELECT b.platform_id, NULL, {MatchClass.PAYOUT_BANK_MISMATCH:d}, {DiscrepancyState.OPEN:d},
+         '', '', 0, 0, 0, 0, 0, '', b.net_minor, 0, b.currency_code, 0, $4, $5, b.id
+  FROM b
+  ON CONFLICT (class, split_id, payout_id) WHERE run_id IS NULL AND state = {DiscrepancyState.OPEN:d}
+  DO NOTHING
+  RETURNING 1
+)
+SELECT b.updated_at AS last_updated_at, b.id AS last_id, (SELECT count(*) FROM ins) AS inserted
+FROM b"""
