@@ -166,8 +166,18 @@ async def payout_party(w: World, funds: int) -> int:
     account = (await w.client.open(f"merchant-{rid()[:6]}")).account_id
     await w.client.transfer(w.accounts["sweep-custodial"], account, funds)
     await w.payouts.bind(account)
-    await set_config(w.dsn, w.platform_id, review_threshold_minor=10**12)
+    await payout_fee(w, 0)
     return account
+
+
+async def payout_fee(w: World, fee_fixed_minor: int) -> None:
+    """The platform's payout config: this fixed fee (into an ordinary account), no review."""
+    fee_account = 0
+    if fee_fixed_minor:
+        fee_account = (await w.client.open(f"fees-{rid()[:6]}",
+                                           kind=lpb.ACCOUNT_KIND_ORDINARY)).account_id
+    await set_config(w.dsn, w.platform_id, review_threshold_minor=10**12,
+                     fee_fixed_minor=fee_fixed_minor, fee_account_id=fee_account)
 
 
 def tampered_detail(detail: str, leg_index: int, amount_minor: int) -> str:

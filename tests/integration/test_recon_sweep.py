@@ -17,8 +17,8 @@ from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import payout_pb2 as ppb
 from clearing.v1 import reconciliation_pb2 as rpb
 from clearing.v1 import split_pb2 as spb
-from tests.recon_sweep_support import (SWEEP, own_database, payout_party, tampered_detail,
-                                       world)
+from tests.recon_sweep_support import (SWEEP, own_database, payout_fee, payout_party,
+                                       tampered_detail, world)
 from tests.support import ServerProcess, free_port, rid, wait_for
 
 SPLIT_MISMATCH = rpb.RECONCILIATION_CLASS_SPLIT_LEDGER_MISMATCH
@@ -104,10 +104,12 @@ async def test_splits_against_their_ledger_transfers(pg_admin_dsn, redis_url, re
 async def test_payouts_against_their_bank_transfers(pg_admin_dsn, redis_url, redis_prefix):
     async with own_database(pg_admin_dsn) as dsn, world(dsn, redis_url, redis_prefix) as w:
         account = await payout_party(w, 100_000)
+        await payout_fee(w, 4)  # the clean ones with a fee: a hold and a fee hold each
         made = [await w.payouts.request(account, 1_000 + i) for i in range(4)]
         for p in made:
             done = await w.payouts.wait_state(p.payout_id, (ppb.PAYOUT_STATE_SUCCEEDED,))
-            assert done.paid_minor == p.net_amount_minor
+            assert (done.fee_minor, done.paid_minor) == (4, p.net_amount_minor)
+        await payout_fee(w, 0)
         sweeper = w.sweeper()
         first = await sweeper.tick()
         assert (first.checked, first.inserted) == ({"split": 0, "payout": 4}, NOTHING)
