@@ -19,7 +19,7 @@ import asyncpg
 import grpc
 
 from clearing import db, server
-from clearing.config import ReconSettings
+from clearing.config import BankSimSettings, ReconSettings
 from clearing.clock import Clock
 from clearing.recon.sweep import Sweeper
 from clearing.v1 import ledger_pb2 as lpb
@@ -133,10 +133,11 @@ class World:
 
 @contextlib.asynccontextmanager
 async def world(dsn: str, redis_url: str, redis_prefix: str, *,
-                recon: ReconSettings | None = None):
-    """A server on `dsn` (its sweep as `recon` says, off by default) and a fresh platform."""
+                recon: ReconSettings | None = None, bank: BankSimSettings | None = None):
+    """A server on `dsn` (its sweep as `recon` says, off by default; its bank simulator
+    with the faults `bank`) and a fresh platform."""
     settings = server_settings(dsn, redis_url, redis_prefix, db_pool_max=POOL_MAX,
-                               worker_limits=FAST, recon=recon)
+                               worker_limits=FAST, recon=recon, bank=bank)
     running = await server.start(settings, migrate=False)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:

@@ -4,7 +4,8 @@ simulator, the simulator's file of the day (clearing.dev.bank_file), one discrep
 every payout class injected (in the file as the bank would send it, or in the platform's
 records), the run's counts, sums and funds against information worked out here; a malformed
 file refused whole; the same file again answering the first run; the simulator's file
-written by `clearing recon bank-file` and imported by `clearing recon import-payouts`."""
+written by `clearing recon bank-file` and imported by `clearing recon import-payouts`; a day
+of bank failures, lost answers and retries reconciling clean (file and sweep)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from zoneinfo import ZoneInfo
 import grpc
 
 from clearing.clock import Clock
+from clearing.config import BankSimSettings
 from clearing.dev.bank_file import BANK, payout_result_file
 from clearing.recon.model import PAYOUT_FILE_CLASSES
 from clearing.v1 import payout_pb2 as ppb
 from clearing.v1 import reconciliation_pb2 as rpb
 from tests.recon_support import class_totals
+from tests.payout_worker_support import FINAL
 from tests.recon_sweep_support import own_database, payout_party, world
 from tests.support import CALL_TIMEOUT_S, ROOT, cli, details, rid
 
@@ -175,3 +178,28 @@ async def test_the_simulators_file_by_the_commands(pg_admin_dsn, redis_url, redi
         assert [(t["reconciliation_class"], int(t["item_count"]), int(t["amount_minor"]))
                 for t in run["class_totals"]] == [("RECONCILIATION_CLASS_MATCHED", 3, total)]
         assert int(run["statement_settled_minor"]) == int(run["split_settled_minor"]) == total
+
+
+async def test_a_chaotic_bank_day_is_clean(pg_admin_dsn, redis_url, redis_prefix):
+    """Failures, lost answers and retries at the bank: once every payout is final, the
+    bank's file matches the platform's records line for line and the sweep finds nothing."""
+    chaos = BankSimSettings(failure_rate=0.3, timeout_rate=0.2, seed=11)
+    async with own_database(pg_admin_dsn) as dsn, \
+            world(dsn, redis_url, redis_prefix, bank=chaos) as w:
+        account = await payout_party(w, 100_000)
+        made = [await w.payouts.request(account, 1_000 + 100 * i) for i in range(12)]
+        final = [await w.payouts.wait_state(p.payout_id, FINAL) for p in made]
+        assert ppb.PAYOUT_STATE_SUCCEEDED in {p.state for p in final}
+        day = dt.datetime.now(ZONE).date()
+        data = await payout_result_file(w.running.pool, Clock(), day,
+                                        payout_ids=[p.payout_id for p in made])
+        run = (await _import(w, data, day)).run
+        paid = sum(p.paid_minor for p in final)
+        assert [t.reconciliation_class for t in run.class_totals] == [
+            C.RECONCILIATION_CLASS_MATCHED]
+        assert run.statement_settled_minor == run.split_settled_minor == paid
+        attempts = sum(t.attempt_count for p in final for t in p.transfers)
+        assert 12 < run.statement.line_count <= attempts  # failed attempts: FAILED lines
+        swept = await w.sweeper().tick()
+        assert (swept.checked, swept.inserted) == ({"split": 0, "payout": 12},
+                                                   {"split": 0, "payout": 0})
