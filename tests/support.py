@@ -128,7 +128,9 @@ class ServerProcess:
                     "CLEARING_METRICS_ADDR": "", "CLEARING_WORKERS": str(workers),
                     "CLEARING_LOG_LEVEL": "WARNING",
                     # the tests' bank, chosen explicitly (a plain `clearing serve` has none)
-                    "CLEARING_BANK_CONNECTOR": "simulator", **(extra_env or {})}
+                    "CLEARING_BANK_CONNECTOR": "simulator",
+                    # the reconciliation sweep checks every platform: its tests turn it on
+                    "CLEARING_RECON_SWEEP": "0", **(extra_env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServerProcess":

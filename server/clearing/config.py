@@ -331,6 +331,24 @@ class PayoutSettings(_FromEnv):
 
 
 @dataclass(frozen=True, slots=True)
+class ReconSettings(_FromEnv):
+    """Reconciliation's 7x24 sweep (`clearing.recon.sweep`, docs/recon.md)."""
+
+    sweep: bool = env("CLEARING_RECON_SWEEP", True,
+                      "1: run the 7x24 reconciliation sweep in this process", low=0, high=1)
+    sweep_interval_ms: int = env("CLEARING_RECON_SWEEP_INTERVAL_MS", 30_000,
+                                 "pause between sweeps that found nothing to check",
+                                 low=10, high=3_600_000)
+    sweep_batch_max: int = env("CLEARING_RECON_SWEEP_BATCH", 1000,
+                               "splits or payouts checked per transaction at most",
+                               low=1, high=10_000)
+    sweep_batches_max: int = env("CLEARING_RECON_SWEEP_BATCHES", 100,
+                                 "batches per kind in one sweep at most", low=1, high=100_000)
+    settle_s: int = env("CLEARING_RECON_SETTLE_S", 60,
+                        "items are checked once unchanged for this long", low=0, high=86_400)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings(_FromEnv):
     """Everything the server reads from its environment."""
 
@@ -364,6 +382,7 @@ class Settings(_FromEnv):
     log_level: str = env("CLEARING_LOG_LEVEL", "INFO", "log level (JSON lines on stderr)",
                          upper=True)
     payout: PayoutSettings = group(PayoutSettings)
+    recon: ReconSettings = group(ReconSettings)
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

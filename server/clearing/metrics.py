@@ -35,6 +35,14 @@ PAYOUT_BANK_CONNECTOR_CONFIGURED = Gauge(
 PAYOUT_JOBS_IN_FLIGHT = Gauge("clearing_payout_jobs_in_flight",
                               "Bank transfers the payout worker is working on now")
 
+RECON_SWEEP_CHECKED = Counter(
+    "clearing_recon_sweep_checked_total",
+    "Items the 7x24 reconciliation sweep checked, by kind (split, payout)", ["kind"])
+RECON_SWEEP_DISCREPANCIES = Counter(
+    "clearing_recon_sweep_discrepancies_total",
+    "Discrepancies the 7x24 reconciliation sweep raised (an alert each), by class"
+    " (SPLIT_LEDGER_MISMATCH, PAYOUT_BANK_MISMATCH)", ["class"])
+
 
 def watch(pool, writer) -> None:
     """Read pool usage and queue depth when scraped (nothing to update on the hot path)."""

@@ -38,6 +38,7 @@ from clearing.payout.schedule import Scheduler
 from clearing.payout.service import PayoutDeps
 from clearing.payout.worker import PayoutWorker
 from clearing.recon.service import ReconDeps
+from clearing.recon.sweep import Sweeper
 from clearing.rules import compile as plans
 from clearing.api import split_upgrade
 from clearing.splits import store as split_store
@@ -78,12 +79,15 @@ class Running:
     bank: BankConnector | None = None
     scheduler: Scheduler | None = None
     keys: KeyStore | None = None
+    sweeper: Sweeper | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
         log.info("shutting down", extra={"grace_s": self.settings.grace_s})
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_s)
+        if self.sweeper is not None:
+            await self.sweeper.stop()
         if self.scheduler is not None:  # it makes payouts through the writer
             await self.scheduler.stop()
         if self.payout_worker is not None:  # it posts through the writer: stop it first
@@ -141,8 +145,9 @@ async def start(settings: Settings, *, migrate: bool = True,
     """Start a server on settings.grpc_addr (port 0 picks a free port).
 
     The payout worker runs when settings.payout.worker is set, with the bank connector
-    settings.payout.bank chooses (none: it sends nothing), and the payout scheduler when
-    settings.payout.scheduler.enabled."""
+    settings.payout.bank chooses (none: it sends nothing), the payout scheduler when
+    settings.payout.scheduler.enabled, and the reconciliation sweep when
+    settings.recon.sweep."""
     if not settings.database_url:
         raise SystemExit("CLEARING_DATABASE_URL is not set (use `clearing serve --dev` for an "
                          "embedded database)")
@@ -219,10 +224,13 @@ async def start(settings: Settings, *, migrate: bool = True,
         payout_worker.start()
     if scheduler is not None:
         scheduler.start()
+    sweeper = Sweeper(pool, clock, settings.recon) if settings.recon.sweep else None
+    if sweeper is not None:
+        sweeper.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Running(server, port, pool, redis_client, writer, health_servicer, settings,
-                   plan_cache, payout_deps, payout_worker, bank, scheduler, keys)
+                   plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

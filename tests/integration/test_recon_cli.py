@@ -1,5 +1,5 @@
-"""`clearing recon import|runs|discrepancies|settle|propose|approve|reject|resolution` end to end (the real command, a subprocess,
-through clearing_client): a generated day imported from a gzip file with its progress and
+"""`clearing recon import|import-payouts|runs|discrepancies|settle|propose|approve|reject|
+resolution` end to end (the real command, a subprocess, through clearing_client): a generated day imported from a gzip file with its progress and
 counts, again (replayed), as a WeChat bill; the runs and discrepancies listed; a malformed
 file's problems on stderr by line."""
 
@@ -116,3 +116,26 @@ async def test_settle_propose_and_review(running, world: ReconWorld, platform, d
                                "--note", "not agreed")
     assert code == 0, err
     assert json.loads(out)["resolution"]["state"] == "RESOLUTION_STATE_REJECTED"
+
+
+async def test_import_payouts(running, platform, tmp_path):
+    day = statement_day().isoformat()
+    path = tmp_path / "bank-payouts.csv"
+    path.write_text("bank,bank_reference,end_to_end_id,payout_id,amount_minor,currency_code,"
+                    f"status,value_date\nBANKSIM,SIM1,po77-t1-a1,77,500,CNY,SUCCEEDED,{day}\n"
+                    f"BANKSIM,SIM1,po77-t1-a1,77,500,CNY,SUCCEEDED,{day}\n")
+    code, out, err = await cli(running, platform.key, "recon", "import-payouts", str(path),
+                               "--date", day, "--quiet")
+    assert code == 0, err
+    run = json.loads(out)["run"]
+    assert run["statement"]["format"] == "STATEMENT_FORMAT_BANK_PAYOUTS"
+    assert run["statement"]["channel"] == "BANKSIM"
+    assert {t["reconciliation_class"]: int(t["item_count"]) for t in run["class_totals"]} == {
+        "RECONCILIATION_CLASS_DUPLICATE": 1, "RECONCILIATION_CLASS_UNKNOWN_BANK_TRANSFER": 1}
+    assert int(run["statement_settled_minor"]) == 1000 and int(run["difference_minor"]) == 1000
+    assert "UNKNOWN_BANK_TRANSFER" in err
+    code, out, err = await cli(running, platform.key, "recon", "discrepancies", "--run",
+                               run["run_id"], "--class", "unknown_bank_transfer")
+    assert code == 0, err
+    [found] = json.loads(out)["discrepancies"]
+    assert (found["payout_id"], found["order_id"]) == ("77", "po77-t1-a1")

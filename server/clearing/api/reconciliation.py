@@ -222,4 +222,5 @@ def discrepancy(d: Discrepancy) -> pb.Discrepancy:
         statement_currency_code=d.statement_currency_code,
         split_amount_minor=d.split_amount_minor, split_fee_minor=d.split_fee_minor,
         split_currency_code=d.split_currency_code, difference_minor=d.difference_minor,
-        create_time=timestamp(d.created_at), resolution_id=d.resolution_id)
+        create_time=timestamp(d.created_at), resolution_id=d.resolution_id,
+        description=d.description, payout_id=d.payout_id, bank_transfer_id=d.bank_transfer_id)

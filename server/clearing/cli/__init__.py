@@ -33,6 +33,10 @@
                    [--amount 12.34] [--order order.json]   propose a resolution (operator)
     clearing recon approve|reject RESOLUTION [--note N]    review it (another, approver key)
     clearing recon resolution RESOLUTION      a resolution with its every step
+    clearing recon import-payouts FILE --date D [--bank BANKSIM]
+                                              import a bank's payout result file (operator)
+    clearing recon bank-file --date D [--platform NAME] [--out FILE]
+                                              the bank simulator's result file of a day
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units

@@ -1,8 +1,9 @@
-"""`clearing recon import|runs|discrepancies|settle|propose|approve|reject|resolution`:
-ReconciliationService through the
+"""`clearing recon import|import-payouts|runs|discrepancies|settle|propose|approve|reject|
+resolution|bank-file`: ReconciliationService through the
 clearing_client SDK (see `clearing.cli.client` for the key, the address and the output: the
 response as JSON on stdout). `recon import` shows its progress and the run's counts per
-class on stderr."""
+class on stderr. `recon bank-file` writes the bank simulator's payout result file of a day
+from its books, on the database directly (no server)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from clearing.config import Settings
 
 FORMATS = ("canonical", "wechat")
 CLASSES = ("missing_split", "missing_in_statement", "amount_mismatch", "fee_mismatch",
-           "currency_mismatch", "duplicate")
+           "currency_mismatch", "duplicate", "split_ledger_mismatch", "payout_bank_mismatch",
+           "missing_in_bank_file", "unknown_bank_transfer", "status_mismatch")
+# The bank named in a payout result file's `bank` column (the simulator's by default).
+BANK_DEFAULT = "BANKSIM"
 STATES = ("open", "resolved", "resolution_proposed")
 ACTIONS = ("split_now", "refund", "write_off", "accept")
 PROGRESS_WIDTH = 30
@@ -49,20 +53,65 @@ def summary(run) -> str:
     return "\n".join(lines)
 
 
+def cmd_bank_file(args, settings: Settings) -> int:
+    """`clearing recon bank-file`: the bank simulator's payout result file of a day, from
+    its books on the database (CLEARING_DATABASE_URL), to --out or stdout."""
+    import asyncio
+    import datetime as dt
+
+    import asyncpg
+
+    from clearing.clock import Clock
+    from clearing.dev.bank_file import payout_result_file
+
+    if not settings.database_url:
+        raise SystemExit("CLEARING_DATABASE_URL is not set")
+    try:
+        day = dt.date.fromisoformat(args.date)
+    except ValueError:
+        raise SystemExit(f"--date: not a date YYYY-MM-DD: {args.date!r}") from None
+
+    async def go() -> bytes:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            ids = None
+            if args.platform:
+                ids = [r["payout_id"] for r in await conn.fetch(
+                    "SELECT payout_id FROM payouts p JOIN platforms USING (platform_id)"
+                    " WHERE name = $1", args.platform)]
+            return await payout_result_file(conn, Clock(), day, currency_code=args.currency,
+                                            payout_ids=ids)
+        finally:
+            await conn.close()
+
+    data = asyncio.run(go())
+    if args.out:
+        Path(args.out).write_bytes(data)
+    else:
+        sys.stdout.write(data.decode())
+    return 0
+
+
 def cmd_recon(args, settings: Settings) -> int:
     """`clearing recon ...`."""
     from clearing_client.v1 import reconciliation_pb2 as pb
 
-    if args.action == "import":
+    if args.action == "bank-file":
+        return cmd_bank_file(args, settings)
+    if args.action in ("import", "import-payouts"):
         path = Path(args.file)
         if not path.is_file():
             raise SystemExit(f"{path}: no such file")
-        fmt = _enum(pb.StatementFormat, "STATEMENT_FORMAT", args.format)
+        if args.action == "import":
+            fmt = _enum(pb.StatementFormat, "STATEMENT_FORMAT", args.format)
+            channel = args.channel
+        else:
+            fmt, channel = pb.STATEMENT_FORMAT_BANK_PAYOUTS, args.bank
         rid = args.request_id or str(uuid.uuid4())
 
         async def call(client):
             response = await client.import_statement(
-                path, channel=args.channel, settlement_date=args.date, statement_format=fmt,
+                path, channel=channel, settlement_date=args.date, statement_format=fmt,
                 progress=None if args.quiet else _progress, request_id=rid)
             print(("replayed: " if response.replayed else "") + summary(response.run),
                   file=sys.stderr)
@@ -165,7 +214,8 @@ def _add_resolution_parsers(recon) -> None:
 
 
 def add_parser(sub) -> None:
-    """recon import|runs|discrepancies|settle|propose|approve|reject|resolution."""
+    """recon import|import-payouts|runs|discrepancies|settle|propose|approve|reject|
+    resolution|bank-file."""
     recon = sub.add_parser("recon", help="channel statements and reconciliation").add_subparsers(
         dest="action", required=True)
     p = recon.add_parser("import", help="import a statement file and reconcile it (operator)")
@@ -173,6 +223,12 @@ def add_parser(sub) -> None:
     p.add_argument("--channel", required=True, help="the channel, as orders name it")
     p.add_argument("--date", required=True, help="the statement's day, YYYY-MM-DD")
     p.add_argument("--format", choices=FORMATS, default="canonical")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = recon.add_parser("import-payouts",
+                         help="import a bank's payout result file and reconcile it (operator)")
+    p.add_argument("file", help="the bank's payout result file (CSV, or gzip of it)")
+    p.add_argument("--date", required=True, help="the file's value date, YYYY-MM-DD")
+    p.add_argument("--bank", default=BANK_DEFAULT, help="the bank the file names")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = recon.add_parser("runs", help="reconciliation runs, newest first")
     p.add_argument("--channel")
@@ -189,3 +245,10 @@ def add_parser(sub) -> None:
     for sp in recon.choices.values():
         _client_options(sp)
         sp.set_defaults(func=cmd_recon)
+    p = recon.add_parser("bank-file", help="the bank simulator's payout result file of a day"
+                                           " (on the database directly; dev stack)")
+    p.add_argument("--date", required=True, help="the day, YYYY-MM-DD (Asia/Shanghai)")
+    p.add_argument("--currency", default="CNY")
+    p.add_argument("--platform", help="only this platform's payouts (its name)")
+    p.add_argument("--out", help="write the file here (default: stdout)")
+    p.set_defaults(func=cmd_recon)

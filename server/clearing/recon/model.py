@@ -15,6 +15,7 @@ class StatementFormat(enum.IntEnum):
     UNSPECIFIED = 0
     CANONICAL = 1
     WECHAT = 2
+    BANK_PAYOUTS = 3
 
 
 class LineType(enum.IntEnum):
@@ -23,6 +24,7 @@ class LineType(enum.IntEnum):
     UNSPECIFIED = 0
     PAYMENT = 1
     REFUND = 2
+    PAYOUT = 3
 
 
 class MatchClass(enum.IntEnum):
@@ -37,10 +39,27 @@ class MatchClass(enum.IntEnum):
     FEE_MISMATCH = 5
     CURRENCY_MISMATCH = 6
     DUPLICATE = 7
+    SPLIT_LEDGER_MISMATCH = 8
+    PAYOUT_BANK_MISMATCH = 9
+    MISSING_IN_BANK_FILE = 10
+    UNKNOWN_BANK_TRANSFER = 11
+    STATUS_MISMATCH = 12
 
 
 DISCREPANCY_CLASSES = tuple(c for c in MatchClass if c not in (MatchClass.UNSPECIFIED,
                                                                MatchClass.MATCHED))
+# The classes of a channel statement's run, of a bank payout file's run, of the 7x24 sweep.
+STATEMENT_CLASSES = (MatchClass.MATCHED, MatchClass.MISSING_SPLIT,
+                     MatchClass.MISSING_IN_STATEMENT, MatchClass.AMOUNT_MISMATCH,
+                     MatchClass.FEE_MISMATCH, MatchClass.CURRENCY_MISMATCH,
+                     MatchClass.DUPLICATE)
+PAYOUT_FILE_CLASSES = (MatchClass.MATCHED, MatchClass.AMOUNT_MISMATCH,
+                       MatchClass.CURRENCY_MISMATCH, MatchClass.DUPLICATE,
+                       MatchClass.MISSING_IN_BANK_FILE, MatchClass.UNKNOWN_BANK_TRANSFER,
+                       MatchClass.STATUS_MISMATCH)
+SWEEP_CLASSES = (MatchClass.SPLIT_LEDGER_MISMATCH, MatchClass.PAYOUT_BANK_MISMATCH)
+# The classes of items that are not lines of the file (a split, a bank transfer).
+NOT_IN_FILE_CLASSES = (MatchClass.MISSING_IN_STATEMENT, MatchClass.MISSING_IN_BANK_FILE)
 
 
 class DiscrepancyState(enum.IntEnum):
@@ -84,7 +103,10 @@ class ResolutionStep(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class StatementLine:
     """One payment or refund of a statement, checked (amounts in minor units, all >= 0:
-    the type gives the direction; settled_minor == amount_minor - channel_fee_minor)."""
+    the type gives the direction; settled_minor == amount_minor - channel_fee_minor). A
+    PAYOUT line of a bank's payout result file (`payout_file`) has no fee and settled_minor
+    what the bank paid: amount_minor if SUCCEEDED, 0 if FAILED; payout_id the payout the
+    bank names (0 on other lines)."""
 
     line_number: int
     line_type: LineType
@@ -95,10 +117,11 @@ class StatementLine:
     channel_fee_minor: int
     settled_minor: int
     currency_code: str
+    payout_id: int = 0
 
     def signed_settled_minor(self) -> int:
         """What the line adds to the statement's settled total."""
-        return self.settled_minor if self.line_type == LineType.PAYMENT else -self.settled_minor
+        return -self.settled_minor if self.line_type == LineType.REFUND else self.settled_minor
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +211,8 @@ class Run:
 
 @dataclass(frozen=True, slots=True)
 class Discrepancy:
-    """A line or split that did not match (a row of recon_discrepancies)."""
+    """A line or split that did not match (a row of recon_discrepancies); run_id 0 for
+    the 7x24 sweep's."""
 
     discrepancy_id: int
     run_id: int
@@ -208,6 +232,9 @@ class Discrepancy:
     difference_minor: int
     created_at: dt.datetime
     resolution_id: int = 0
+    description: str = ""
+    payout_id: int = 0
+    bank_transfer_id: int = 0
 
     @property
     def currency_code(self) -> str:

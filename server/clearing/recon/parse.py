@@ -14,9 +14,11 @@ from clearing.recon.canonical import CanonicalLayout
 from clearing.recon.lines import LineReader, RawLine
 from clearing.recon.model import ImportHeader, StatementFormat, StatementLine
 from clearing.recon.problems import Problems
+from clearing.recon.payout_file import PayoutFileLayout
 from clearing.recon.wechat import WechatLayout
 
-LAYOUTS = {StatementFormat.CANONICAL: CanonicalLayout, StatementFormat.WECHAT: WechatLayout}
+LAYOUTS = {StatementFormat.CANONICAL: CanonicalLayout, StatementFormat.WECHAT: WechatLayout,
+           StatementFormat.BANK_PAYOUTS: PayoutFileLayout}
 
 
 @dataclass(slots=True)

@@ -88,6 +88,10 @@ def _not_applicable(message: str) -> FailedPrecondition:
 async def _amount(conn, platform_id: int, d: Discrepancy, p: Proposal) -> int:
     """The resolution's amount (REFUND: asked; WRITE_OFF: the difference's absolute
     value; else 0) once the action is checked against the discrepancy."""
+    if p.action is not ResolutionAction.ACCEPT and not _of_statement(d):
+        raise _not_applicable(
+            f"a {d.match_class.name} discrepancy (a bank payout file's or the 7x24 sweep's) "
+            "moves no money here: fix its cause, then resolve it with ACCEPT and a note")
     if p.action is ResolutionAction.SPLIT_NOW:
         if d.match_class is not MatchClass.MISSING_SPLIT or d.line_type is not LineType.PAYMENT:
             raise _not_applicable("SPLIT_NOW resolves MISSING_SPLIT discrepancies of a "
@@ -108,6 +112,12 @@ async def _amount(conn, platform_id: int, d: Discrepancy, p: Proposal) -> int:
             raise _not_applicable("the discrepancy's difference is 0: nothing to write off")
         return abs(d.difference_minor)
     return 0
+
+
+def _of_statement(d: Discrepancy) -> bool:
+    """Whether the discrepancy is a channel statement's (a payment or refund line, or a split
+    missing from one): the only ones a resolution may move money for."""
+    return d.run_id != 0 and d.line_type in (LineType.PAYMENT, LineType.REFUND)
 
 
 def _check_order(d: Discrepancy, order: OrderFacts | None) -> None:
@@ -151,7 +161,10 @@ async def propose(deps: ReconDeps, platform_id: int, key_id: int, request_id: st
 
 async def _check_active(conn, platform_id: int, d: Discrepancy) -> None:
     """A discrepancy of a superseded statement is history: the superseding statement's run
-    has its own (FAILED_PRECONDITION STATEMENT_SUPERSEDED). Holds the day's lock."""
+    has its own (FAILED_PRECONDITION STATEMENT_SUPERSEDED). Holds the day's lock. The 7x24
+    sweep's discrepancies belong to no statement."""
+    if d.run_id == 0:  # the 7x24 sweep's: of no statement
+        return
     if not await rstore.lock_active_run(conn, platform_id, d.run_id):
         raise FailedPrecondition(
             f"discrepancy {d.discrepancy_id} is of a superseded statement: resolve the "

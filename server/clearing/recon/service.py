@@ -1,6 +1,7 @@
 """The reconciliation service: import a statement (stream its lines into PostgreSQL, refuse
 a malformed file whole, answer an identical one with its first run, supersede an earlier
-file of the day), match it (`match.SQL_MATCH`), and read runs and discrepancies.
+file of the day), match it (`match.SQL_MATCH`; a bank's payout result file:
+`payout_match.SQL_MATCH_PAYOUTS`), and read runs and discrepancies.
 
 Time: a statement's day is a day of the reconciliation time zone (the one default time
 zone, DEFAULT_TIME_ZONE): the splits of the day are those paid from its local midnight to
@@ -21,9 +22,9 @@ from clearing.errors import AlreadyExists, NotFound, ResourceExhausted, invarian
 from clearing.ledger.writer import LedgerWriter
 from clearing.limits import DEFAULT_TIME_ZONE, RECON_IMPORTS_MAX, STATEMENT_COPY_ROWS_MAX
 from clearing.reasons import Reason
-from clearing.recon import match, store
-from clearing.recon.model import (ClassTotal, Discrepancy, ImportHeader, MatchClass, Run,
-                                  Statement, StatementLine)
+from clearing.recon import match, payout_match, store
+from clearing.recon.model import (NOT_IN_FILE_CLASSES, ClassTotal, Discrepancy, ImportHeader,
+                                  MatchClass, Run, Statement, StatementFormat, StatementLine)
 from clearing.recon.parse import StatementParser
 
 # Splits an order (serialized by the API layer) under a request id; answers the split id.
@@ -147,9 +148,13 @@ async def _reconcile(deps: ReconDeps, conn: asyncpg.Connection, platform_id: int
     now = statement.imported_at
     run_id = await store.insert_run(conn, platform_id, statement, deps.time_zone, now)
     start, end = day_bounds(statement.settlement_date, deps.time_zone)
-    rows = await conn.fetch(match.SQL_MATCH, statement.statement_id, platform_id, run_id,
-                            statement.channel, _ns(start), _ns(end), start, end,
-                            statement.currency_code, now)
+    if statement.format == StatementFormat.BANK_PAYOUTS:
+        rows = await conn.fetch(payout_match.SQL_MATCH_PAYOUTS, statement.statement_id,
+                                platform_id, run_id, start, end, statement.currency_code, now)
+    else:
+        rows = await conn.fetch(match.SQL_MATCH, statement.statement_id, platform_id, run_id,
+                                statement.channel, _ns(start), _ns(end), start, end,
+                                statement.currency_code, now)
     totals = tuple(ClassTotal(MatchClass(r["cls"]), r["item_count"], r["amount_minor"],
                               r["difference_minor"]) for r in rows)
     stated = sum(r["stated_minor"] for r in rows)
@@ -169,7 +174,7 @@ def _check_totals(statement: Statement, totals: Sequence[ClassTotal], stated: in
     invariant(explained == stated - info,
               f"statement {statement.statement_id}: explained {explained} != difference "
               f"{stated - info}")
-    lines = sum(t.item_count for t in totals if t.match_class != MatchClass.MISSING_IN_STATEMENT)
+    lines = sum(t.item_count for t in totals if t.match_class not in NOT_IN_FILE_CLASSES)
     invariant(lines == statement.line_count,
               f"statement {statement.statement_id}: {lines} lines classified of "
               f"{statement.line_count}")

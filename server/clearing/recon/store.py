@@ -28,8 +28,17 @@ async def next_statement_id(conn: asyncpg.Connection) -> int:
 
 async def copy_lines(conn: asyncpg.Connection, statement_id: int, platform_id: int,
                      lines: Sequence[StatementLine]) -> None:
-    """Write a batch of a statement's lines with one COPY."""
+    """Write a batch of a statement's lines with one COPY (a payout file's with the payout
+    ids its lines name)."""
     if not lines:
+        return
+    if lines[0].line_type == LineType.PAYOUT:
+        await conn.copy_records_to_table(
+            "recon_statement_lines", columns=LINE_COLUMNS + ("payout_id",),
+            records=[(statement_id, x.line_number, platform_id, int(x.line_type),
+                      x.channel_transaction_id, x.order_id, x.paid_at, x.amount_minor,
+                      x.channel_fee_minor, x.settled_minor, x.currency_code, x.payout_id)
+                     for x in lines])
         return
     await conn.copy_records_to_table(
         "recon_statement_lines", columns=LINE_COLUMNS,
@@ -195,11 +204,13 @@ async def list_runs(conn: asyncpg.Connection, platform_id: int, *, channel: str,
 
 def discrepancy(r: asyncpg.Record) -> Discrepancy:
     return Discrepancy(
-        r["discrepancy_id"], r["run_id"], MatchClass(r["class"]), DiscrepancyState(r["state"]),
-        r["order_id"], r["channel_transaction_id"], r["line_number"], LineType(r["line_type"]),
-        r["split_id"], r["statement_amount_minor"], r["statement_fee_minor"],
-        r["statement_currency_code"], r["split_amount_minor"], r["split_fee_minor"],
-        r["split_currency_code"], r["difference_minor"], r["created_at"], r["resolution_id"])
+        r["discrepancy_id"], r["run_id"] or 0, MatchClass(r["class"]),
+        DiscrepancyState(r["state"]), r["order_id"], r["channel_transaction_id"],
+        r["line_number"], LineType(r["line_type"]), r["split_id"],
+        r["statement_amount_minor"], r["statement_fee_minor"], r["statement_currency_code"],
+        r["split_amount_minor"], r["split_fee_minor"], r["split_currency_code"],
+        r["difference_minor"], r["created_at"], r["resolution_id"], r["description"], r["payout_id"],
+        r["bank_transfer_id"])
 
 
 async def list_discrepancies(conn: asyncpg.Connection, platform_id: int, *, run_id: int,

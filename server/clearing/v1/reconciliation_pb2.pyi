@@ -16,12 +16,14 @@ class StatementFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATEMENT_FORMAT_UNSPECIFIED: _ClassVar[StatementFormat]
     STATEMENT_FORMAT_CANONICAL: _ClassVar[StatementFormat]
     STATEMENT_FORMAT_WECHAT: _ClassVar[StatementFormat]
+    STATEMENT_FORMAT_BANK_PAYOUTS: _ClassVar[StatementFormat]
 
 class StatementLineType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STATEMENT_LINE_TYPE_UNSPECIFIED: _ClassVar[StatementLineType]
     STATEMENT_LINE_TYPE_PAYMENT: _ClassVar[StatementLineType]
     STATEMENT_LINE_TYPE_REFUND: _ClassVar[StatementLineType]
+    STATEMENT_LINE_TYPE_PAYOUT: _ClassVar[StatementLineType]
 
 class ReconciliationClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +35,11 @@ class ReconciliationClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECONCILIATION_CLASS_FEE_MISMATCH: _ClassVar[ReconciliationClass]
     RECONCILIATION_CLASS_CURRENCY_MISMATCH: _ClassVar[ReconciliationClass]
     RECONCILIATION_CLASS_DUPLICATE: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_SPLIT_LEDGER_MISMATCH: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_PAYOUT_BANK_MISMATCH: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_MISSING_IN_BANK_FILE: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_UNKNOWN_BANK_TRANSFER: _ClassVar[ReconciliationClass]
+    RECONCILIATION_CLASS_STATUS_MISMATCH: _ClassVar[ReconciliationClass]
 
 class DiscrepancyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -66,9 +73,11 @@ class ResolutionStep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 STATEMENT_FORMAT_UNSPECIFIED: StatementFormat
 STATEMENT_FORMAT_CANONICAL: StatementFormat
 STATEMENT_FORMAT_WECHAT: StatementFormat
+STATEMENT_FORMAT_BANK_PAYOUTS: StatementFormat
 STATEMENT_LINE_TYPE_UNSPECIFIED: StatementLineType
 STATEMENT_LINE_TYPE_PAYMENT: StatementLineType
 STATEMENT_LINE_TYPE_REFUND: StatementLineType
+STATEMENT_LINE_TYPE_PAYOUT: StatementLineType
 RECONCILIATION_CLASS_UNSPECIFIED: ReconciliationClass
 RECONCILIATION_CLASS_MATCHED: ReconciliationClass
 RECONCILIATION_CLASS_MISSING_SPLIT: ReconciliationClass
@@ -77,6 +86,11 @@ RECONCILIATION_CLASS_AMOUNT_MISMATCH: ReconciliationClass
 RECONCILIATION_CLASS_FEE_MISMATCH: ReconciliationClass
 RECONCILIATION_CLASS_CURRENCY_MISMATCH: ReconciliationClass
 RECONCILIATION_CLASS_DUPLICATE: ReconciliationClass
+RECONCILIATION_CLASS_SPLIT_LEDGER_MISMATCH: ReconciliationClass
+RECONCILIATION_CLASS_PAYOUT_BANK_MISMATCH: ReconciliationClass
+RECONCILIATION_CLASS_MISSING_IN_BANK_FILE: ReconciliationClass
+RECONCILIATION_CLASS_UNKNOWN_BANK_TRANSFER: ReconciliationClass
+RECONCILIATION_CLASS_STATUS_MISMATCH: ReconciliationClass
 DISCREPANCY_STATE_UNSPECIFIED: DiscrepancyState
 DISCREPANCY_STATE_OPEN: DiscrepancyState
 DISCREPANCY_STATE_RESOLVED: DiscrepancyState
@@ -219,7 +233,7 @@ class Settlement(_message.Message):
     def __init__(self, transfer_id: _Optional[int] = ..., amount_minor: _Optional[int] = ..., posted_before_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., channel_clearing_account_id: _Optional[int] = ..., custodial_account_id: _Optional[int] = ..., posting_request_id: _Optional[str] = ..., request_id: _Optional[str] = ..., posted_by_key_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Discrepancy(_message.Message):
-    __slots__ = ("discrepancy_id", "run_id", "reconciliation_class", "state", "order_id", "channel_transaction_id", "line_number", "line_type", "split_id", "statement_amount_minor", "statement_fee_minor", "statement_currency_code", "split_amount_minor", "split_fee_minor", "split_currency_code", "difference_minor", "create_time", "resolution_id")
+    __slots__ = ("discrepancy_id", "run_id", "reconciliation_class", "state", "order_id", "channel_transaction_id", "line_number", "line_type", "split_id", "statement_amount_minor", "statement_fee_minor", "statement_currency_code", "split_amount_minor", "split_fee_minor", "split_currency_code", "difference_minor", "create_time", "resolution_id", "description", "payout_id", "bank_transfer_id")
     DISCREPANCY_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     RECONCILIATION_CLASS_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +252,9 @@ class Discrepancy(_message.Message):
     DIFFERENCE_MINOR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     RESOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PAYOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    BANK_TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     discrepancy_id: int
     run_id: int
     reconciliation_class: ReconciliationClass
@@ -256,7 +273,10 @@ class Discrepancy(_message.Message):
     difference_minor: int
     create_time: _timestamp_pb2.Timestamp
     resolution_id: int
-    def __init__(self, discrepancy_id: _Optional[int] = ..., run_id: _Optional[int] = ..., reconciliation_class: _Optional[_Union[ReconciliationClass, str]] = ..., state: _Optional[_Union[DiscrepancyState, str]] = ..., order_id: _Optional[str] = ..., channel_transaction_id: _Optional[str] = ..., line_number: _Optional[int] = ..., line_type: _Optional[_Union[StatementLineType, str]] = ..., split_id: _Optional[int] = ..., statement_amount_minor: _Optional[int] = ..., statement_fee_minor: _Optional[int] = ..., statement_currency_code: _Optional[str] = ..., split_amount_minor: _Optional[int] = ..., split_fee_minor: _Optional[int] = ..., split_currency_code: _Optional[str] = ..., difference_minor: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolution_id: _Optional[int] = ...) -> None: ...
+    description: str
+    payout_id: int
+    bank_transfer_id: int
+    def __init__(self, discrepancy_id: _Optional[int] = ..., run_id: _Optional[int] = ..., reconciliation_class: _Optional[_Union[ReconciliationClass, str]] = ..., state: _Optional[_Union[DiscrepancyState, str]] = ..., order_id: _Optional[str] = ..., channel_transaction_id: _Optional[str] = ..., line_number: _Optional[int] = ..., line_type: _Optional[_Union[StatementLineType, str]] = ..., split_id: _Optional[int] = ..., statement_amount_minor: _Optional[int] = ..., statement_fee_minor: _Optional[int] = ..., statement_currency_code: _Optional[str] = ..., split_amount_minor: _Optional[int] = ..., split_fee_minor: _Optional[int] = ..., split_currency_code: _Optional[str] = ..., difference_minor: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolution_id: _Optional[int] = ..., description: _Optional[str] = ..., payout_id: _Optional[int] = ..., bank_transfer_id: _Optional[int] = ...) -> None: ...
 
 class ResolutionEvent(_message.Message):
     __slots__ = ("step", "key_id", "request_id", "note", "transfer_id", "create_time")
