@@ -28,6 +28,7 @@ from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
 from clearing.api import payout as payout_api
 from clearing.api import reconciliation as recon_api
+from clearing.api import report as report_api
 from clearing.api import split as split_api
 from clearing.clock import Clock
 from clearing.config import BANK_CONNECTOR_NONE, BANK_CONNECTOR_SIMULATOR, Settings
@@ -46,15 +47,16 @@ from clearing.rules.cache import PlanCache
 from clearing.rules.counters import Counters
 from clearing.rules.store import PgSource
 from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
-                         reconciliation_pb2, reconciliation_pb2_grpc, split_pb2,
-                         split_pb2_grpc)
+                         reconciliation_pb2, reconciliation_pb2_grpc, report_pb2,
+                         report_pb2_grpc, split_pb2, split_pb2_grpc)
 
 log = logging.getLogger("clearing.server")
 
 # Every clearing service the server registers (listed by reflection and health).
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for pb, name in (
     (ledger_pb2, "LedgerService"), (split_pb2, "SplitService"),
-    (payout_pb2, "PayoutService"), (reconciliation_pb2, "ReconciliationService")))
+    (payout_pb2, "PayoutService"), (reconciliation_pb2, "ReconciliationService"),
+    (report_pb2, "ReportService")))
 REDIS_CONNECT_TIMEOUT_S = 2.0
 WORKER_JOIN_TIMEOUT_S = 60.0
 GC_GEN0_THRESHOLD = 20_000
@@ -182,6 +184,7 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles.update(split_api.METHOD_ROLES)
     roles.update(payout_api.METHOD_ROLES)
     roles.update(recon_api.METHOD_ROLES)
+    roles.update(report_api.METHOD_ROLES)
     keys = KeyStore(pool)
     keys.start()  # its poll refuses a revoked key within a second
     calls = ClearingInterceptor(keys, roles)
@@ -208,6 +211,8 @@ async def start(settings: Settings, *, migrate: bool = True,
     calls.register(server, reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server,
                    recon_api.ReconciliationServicer(ReconDeps(
                        pool, clock, writer=writer, split_now=split_servicer.split_order)))
+    calls.register(server, report_pb2_grpc.add_ReportServiceServicer_to_server,
+                   report_api.ReportServicer(pool, clock))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -14,13 +14,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clearing import logs, metrics
-from clearing.v1 import ledger_pb2 as pb, payout_pb2, payout_pb2_grpc, reconciliation_pb2, split_pb2
+from clearing.v1 import (ledger_pb2 as pb, payout_pb2, payout_pb2_grpc, reconciliation_pb2,
+                         report_pb2, report_pb2_grpc, split_pb2)
+from tests.split_support import new_key
 from tests.support import Client, details
 
 
 SERVICES = {
     "clearing.v1.LedgerService", "clearing.v1.SplitService", "clearing.v1.PayoutService",
-    "clearing.v1.ReconciliationService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+    "clearing.v1.ReconciliationService", "clearing.v1.ReportService", "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
 }
 
 
@@ -71,13 +74,17 @@ async def test_contract_method_names():
     recon = {m.name for m in
              reconciliation_pb2.DESCRIPTOR.services_by_name["ReconciliationService"].methods}
     assert recon == {"ImportStatement", "GetReconciliationRun", "ListReconciliationRuns",
-                     "ListDiscrepancies"}
+                     "ListDiscrepancies", "PostSettlement", "ProposeResolution",
+                     "ApproveResolution", "RejectResolution", "GetResolution"}
+    report = {m.name for m in report_pb2.DESCRIPTOR.services_by_name["ReportService"].methods}
+    assert report == {"GetVoucher", "VerifyVoucher", "ExportReport"}
 
 
 async def test_health_serves_every_service(channel):
     stub = health_pb2_grpc.HealthStub(channel)
     for name in ("", "clearing.v1.LedgerService", "clearing.v1.SplitService",
-                 "clearing.v1.PayoutService", "clearing.v1.ReconciliationService"):
+                 "clearing.v1.PayoutService", "clearing.v1.ReconciliationService",
+                 "clearing.v1.ReportService"):
         r = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
         assert r.status == health_pb2.HealthCheckResponse.SERVING, name
 
@@ -92,6 +99,23 @@ async def test_payout_methods_authenticate_before_validating(channel, client: Cl
                              timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details(err.value)[1] == ["payout_id"]
+
+
+async def test_a_server_stream_authenticates_and_checks_roles_first(channel, platform,
+                                                                   database_url):
+    """ExportReport (server streaming) goes through the interceptor as unary calls do: no
+    key UNAUTHENTICATED, a gateway key PERMISSION_DENIED, before the method runs."""
+    stub = report_pb2_grpc.ReportServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in stub.ExportReport(report_pb2.ExportReportRequest(), timeout=10):
+            pass
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    gateway = await new_key(database_url, platform.platform_id, {"gateway"})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in stub.ExportReport(report_pb2.ExportReportRequest(), timeout=10,
+                                         metadata=(("authorization", f"Bearer {gateway}"),)):
+            pass
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_metrics_count_calls_by_method_and_code(client: Client):

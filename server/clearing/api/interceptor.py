@@ -156,6 +156,29 @@ class ClearingInterceptor:
                 unary, request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
 
+        if handler.unary_stream:
+            inner_download = handler.unary_stream
+
+            async def download(request, context):
+                started, code = time.perf_counter(), "OK"
+                try:
+                    await self._enter(method, short, context, request)
+                    _check_decoded(request)
+                    async for response in inner_download(request, context):
+                        yield response
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    code = code_name(exc)
+                    await fail(context, exc)
+                finally:
+                    done(started, code)
+
+            return grpc.unary_stream_rpc_method_handler(
+                download, request_deserializer=_lenient(handler.request_deserializer),
+                response_serializer=handler.response_serializer)
+
         if handler.stream_stream:
             inner_stream = handler.stream_stream
 

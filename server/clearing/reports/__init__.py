@@ -1,0 +1,1 @@
+"""Vouchers (PDF and their verification), reports and their exports, roll-ups. No grpc."""
