@@ -140,6 +140,8 @@ async def _reconcile(deps: ReconDeps, conn: asyncpg.Connection, platform_id: int
     now = statement.imported_at
     run_id = await store.insert_run(conn, platform_id, statement, deps.time_zone, now)
     start, end = day_bounds(statement.settlement_date, deps.time_zone)
+    for sql in match.SQL_BEFORE_MATCH:
+        await conn.execute(sql)
     rows = await conn.fetch(match.SQL_MATCH, statement.statement_id, platform_id, run_id,
                             statement.channel, _ns(start), _ns(end), start, end,
                             statement.currency_code, now)
