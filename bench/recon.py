@@ -265,7 +265,7 @@ def _activity(rows) -> str:
     queries = [(r["state"], r["q"] or "") for r in rows]
     if any(s == "active" and q.lstrip().startswith("COPY") for s, q in queries):
         return "copy"
-    if any(s == "active" and "WITH l AS" in q for s, q in queries):
+    if any(s == "active" and ("WITH l AS" in q or q.startswith("ANALYZE")) for s, q in queries):
         return "match"
     if any(s == "active" for s, _ in queries):
         return "other_sql"
@@ -300,6 +300,31 @@ async def import_statement(addr: str, key: str, path: Path, day: dt.date, chunk_
             _requests(path, header, chunk_bytes), metadata=(("authorization", f"Bearer {key}"),),
             timeout=CALL_TIMEOUT_S)
         return response, time.monotonic() - t0
+
+
+async def explain_match(dsn: str, platform_id: int, run) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the match statement of `run` again, rolled back."""
+    import asyncpg
+
+    from clearing.recon import match, service
+
+    st = run.statement
+    day = dt.date.fromisoformat(st.settlement_date)
+    start, end = service.day_bounds(day, run.time_zone)
+    conn = await asyncpg.connect(dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            rows = await conn.fetch(
+                "EXPLAIN (ANALYZE, BUFFERS) " + match.SQL_MATCH, st.statement_id, platform_id,
+                run.run_id, st.channel, service._ns(start), service._ns(end), start, end,
+                st.currency_code, dt.datetime.now(dt.timezone.utc))
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+    return "\n".join(r[0] for r in rows) + "\n"
 
 
 # ---- the check -------------------------------------------------------------------------------
@@ -367,7 +392,12 @@ class ReconBench(Bench):
         print(f"bench-recon: bare COPY {ceiling_s:.1f} s; ImportStatement", file=sys.stderr,
               flush=True)
         measured = await self.measure(key, path, day)
-        problems = check(measured.pop("response").run, exp)
+        response = measured.pop("response")
+        problems = check(response.run, exp)
+        if a.explain:
+            (out / "explain.txt").parent.mkdir(parents=True, exist_ok=True)
+            (out / "explain.txt").write_text(await explain_match(self.dsn, platform_id,
+                                                                 response.run))
         return self.figures(plan, exp, path, load_s, ceiling_s, measured, problems)
 
     async def measure(self, key: str, path: Path, day: dt.date) -> dict:
@@ -461,6 +491,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chunk-bytes", type=int, default=CHUNK_BYTES)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--out", default=None, help="results directory")
+    p.add_argument("--explain", action="store_true",
+                   help="write <out>/explain.txt: EXPLAIN ANALYZE of the match statement run "
+                        "again after the import (rolled back)")
     p.add_argument("--timeout", type=float, default=HARD_TIMEOUT_S, help="hard limit, s")
     p.add_argument("--server-env", action="append", default=[], metavar="CLEARING_X=V")
     a = p.parse_args(argv)
