@@ -136,7 +136,8 @@ async def make_templates(ch, key: str, seed: int) -> list[str]:
 
 async def read_templates(conn, platform_id: int, refunded_order: str
                          ) -> tuple[dict[tuple[str, int], gen.Template], int, int]:
-    """The templates by (currency, amount), the refunded split's status, the next split id."""
+    """The templates by (currency, amount), the refunded split's status, the first split id
+    of the day's rows."""
     rows = await conn.fetch("SELECT * FROM splits WHERE platform_id = $1", platform_id)
     templates, refunded_status = {}, 0
     for row in rows:
@@ -145,8 +146,7 @@ async def read_templates(conn, platform_id: int, refunded_order: str
         else:
             templates[(row["currency_code"], row["amount_minor"])] = gen.Template.of_row(
                 dict(row))
-    next_id = await conn.fetchval("SELECT max(split_id) + 1 FROM splits")
-    return templates, refunded_status, next_id
+    return templates, refunded_status, gen.SPLIT_ID_BASE + platform_id * gen.SPLIT_IDS_PER_PLATFORM
 
 
 async def _aiter(it: Iterator[bytes]) -> AsyncIterator[bytes]:

@@ -76,6 +76,11 @@ SPLIT_COLUMNS = ("split_id", "platform_id", "order_id", "request_id", "payload_h
 CTID_MARK = "BENCHCTIDMARK"
 PAID_NS_MARK = 946684800123456000  # 2000-01-01T00:00:00.123456Z, a paid time no order has
 CHANNEL_MARK = "BENCHCHANNELMARK"
+# Split ids of the generated rows: far above any the ledger gives (a split's id is its first
+# transfer's, batch id x 65,536 + position; batch ids come from a sequence), so splits made
+# later on the same database never collide with them; a range per platform.
+SPLIT_ID_BASE = 1 << 62
+SPLIT_IDS_PER_PLATFORM = 10**9
 # Channel transaction ids look random, as a channel's do (and compress like them): i times an
 # odd number not divisible by 5 is a bijection modulo 10**10.
 CTID_SPREAD = 2_654_435_761
@@ -190,6 +195,8 @@ class Plan:
     seed: int = 11
 
     def __post_init__(self) -> None:
+        if self.lines > SPLIT_IDS_PER_PLATFORM:
+            raise ValueError(f"at most {SPLIT_IDS_PER_PLATFORM} lines")
         if self.per_class < 1 or self.lines < 10 * self.per_class + 1:
             raise ValueError(f"{self.lines} lines cannot hold {self.per_class} of each class "
                              f"(at least {10 * self.per_class + 1})")
