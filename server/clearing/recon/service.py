@@ -18,7 +18,8 @@ import asyncpg
 
 from clearing.clock import Clock
 from clearing.errors import AlreadyExists, NotFound, ResourceExhausted, invariant
-from clearing.limits import DEFAULT_TIME_ZONE, RECON_IMPORTS_MAX, STATEMENT_COPY_ROWS_MAX
+from clearing.limits import (DEFAULT_TIME_ZONE, RECON_IMPORTS_MAX, RECON_MATCH_TIMEOUT_S,
+                             STATEMENT_COPY_ROWS_MAX)
 from clearing.reasons import Reason
 from clearing.recon import match, store
 from clearing.recon.model import (ClassTotal, Discrepancy, ImportHeader, MatchClass, Run,
@@ -144,7 +145,7 @@ async def _reconcile(deps: ReconDeps, conn: asyncpg.Connection, platform_id: int
         await conn.execute(sql)
     rows = await conn.fetch(match.SQL_MATCH, statement.statement_id, platform_id, run_id,
                             statement.channel, _ns(start), _ns(end), start, end,
-                            statement.currency_code, now)
+                            statement.currency_code, now, timeout=RECON_MATCH_TIMEOUT_S)
     totals = tuple(ClassTotal(MatchClass(r["cls"]), r["item_count"], r["amount_minor"],
                               r["difference_minor"]) for r in rows)
     stated = sum(r["stated_minor"] for r in rows)
