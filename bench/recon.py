@@ -43,7 +43,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from bench import recon_gen as gen
-from bench.harness import (Bench, RunFailed, begin, cpu_snapshot, finish, new_platform,
+from bench.harness import (Bench, RunFailed, _tail, begin, cpu_snapshot, finish,
+                           new_platform,
                            publish_and_activate, run_bounded)
 
 LINES_DEFAULT = 2_000_000
@@ -401,6 +402,8 @@ class ReconBench(Bench):
         return self.figures(plan, exp, path, load_s, ceiling_s, measured, problems)
 
     async def measure(self, key: str, path: Path, day: dt.date) -> dict:
+        import grpc
+
         pid = self.server.pid
         rss_before = _status_kb(pid)
         sampler = Sampler(self.admin_dsn, self.db_name, pid)
@@ -411,6 +414,9 @@ class ReconBench(Bench):
         try:
             response, wall_s = await import_statement(self.server_addr, key, path, day,
                                                       self.args.chunk_bytes)
+        except grpc.aio.AioRpcError as exc:
+            raise RunFailed(f"ImportStatement answered {exc.code().name} {exc.details()!r}; "
+                            f"the server's log:\n{_tail(self.tmp / 'server.log', 40)}") from None
         finally:
             sampler.stop()
             await sampling
