@@ -150,9 +150,9 @@ class Template:
             values[name] + part for name, part in zip(self.detail_order, self.detail_parts[1:]))
         request_id = "req-" + order_id
         digest = hashlib.sha256(request_id.encode()).hexdigest()
-        return (f"{split_id}\t{self.platform_id}\t{order_id}\t{request_id}\t\\\\x{digest}\t{status}\t"
-                f"{self.constant}\t{refunded_minor}\t{self.counter_values}\t{detail}\t{channel}\t"
-                f"{ctid}\t{paid_ns}\t{paid_text}\t{paid_text}\n")
+        return (f"{split_id}\t{self.platform_id}\t{order_id}\t{request_id}\t\\\\x{digest}\t"
+                f"{status}\t{self.constant}\t{refunded_minor}\t{self.counter_values}\t"
+                f"{detail}\t{channel}\t{ctid}\t{paid_ns}\t{paid_text}\t{paid_text}\n")
 
 
 @dataclass
