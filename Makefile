@@ -7,7 +7,7 @@ PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 CLIENT_GEN_DIR := clients/python
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench loadtest mutation clean
+.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -19,6 +19,7 @@ help:
 	@echo "                   -> bench/results/<UTC>/results.json, report.html"
 	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
+	@echo "make bench-recon   a day's statement (LINES=2000000) imported and reconciled vs a bare COPY"
 	@echo "make mutation      mutmut on money, evaluator, writer, verifier, payout rules; the score"
 	@echo "                   (MUTATION_ARGS='money evaluate --survivors')"
 
@@ -80,6 +81,12 @@ loadtest: $(STAMP)
 # The driver's Transfer scenarios (python -m bench.ledger_bench is the same).
 bench-ledger: $(STAMP)
 	$(PY) -m bench.ledger_bench $(BENCH_ARGS)
+
+# A day's statement of LINES lines (and as many splits) imported and reconciled through the
+# real server, beside a bare COPY of the same file (bench/recon.py; BENCH_ARGS for the rest).
+LINES ?= 2000000
+bench-recon: $(STAMP)
+	$(PY) -m bench.recon --lines $(LINES) $(BENCH_ARGS)
 
 # Mutation testing, one module at a time on one core (tests/mutation.py; not in CI).
 mutation: $(STAMP)

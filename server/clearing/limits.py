@@ -172,6 +172,12 @@ STATEMENT_CHANNEL_LEN_MAX = 32
 # Statement imports one server process runs at once (each holds a database connection while
 # its file streams in); one more answers RESOURCE_EXHAUSTED.
 RECON_IMPORTS_MAX = 2
+# The match statement of one import (recon/match.py), instead of the pool's command timeout
+# (CLEARING_DB_COMMAND_TIMEOUT_S, 30 s): it reads the whole statement and the day's splits in
+# one statement, 27 to 30 s for 2,000,000 lines on the 2-core development machine
+# (`make bench-recon`), so 30 s cut the seeds' volume off with INTERNAL; STATEMENT_LINES_MAX
+# lines take about 2.5 times that.
+RECON_MATCH_TIMEOUT_S = 600.0
 # Decompressed bytes one step of gzip inflation may produce (the bound on what a step adds
 # before the decompressed size is checked).
 STATEMENT_INFLATE_STEP_BYTES = 1 << 20

@@ -24,6 +24,16 @@ COLUMNS = ("channel", "channel_transaction_id", "order_id", "paid_time", "amount
 LINE_TYPES = {"payment": LineType.PAYMENT, "refund": LineType.REFUND}
 _MINOR = re.compile(r"0|[1-9][0-9]{0,15}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# The common case of a record, read in one match (CanonicalLayout._fast): ten unquoted fields
+# without NUL or CR, the paid time without a fraction, amounts in their forms. Whatever else a
+# line is, the general path reads it (and says what is wrong with it).
+_FIELD = r'([^,"\x00\r]'
+_FAST = re.compile(
+    _FIELD + r'*),' + _FIELD + r'{1,%d}),' % CHANNEL_TRANSACTION_ID_LEN_MAX
+    + _FIELD + r'{1,%d}),' % ORDER_ID_LEN_MAX
+    + r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(Z|[+-][0-9]{2}:[0-9]{2}),"
+    r"([1-9][0-9]{0,15}),(0|[1-9][0-9]{0,15}),(0|[1-9][0-9]{0,15}),([A-Z]{3}),"
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}),(payment|refund)")
 # RFC 3339: a date, "T", a time with optional fraction, and "Z" or an offset.
 _RFC3339 = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})"
                       r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})")
@@ -162,8 +172,43 @@ class CanonicalLayout:
     def __init__(self, header: ImportHeader) -> None:
         self._header = header
         self._header_seen = False
+        self._day = header.settlement_date.isoformat()
 
     def line(self, raw: RawLine, problems: Problems) -> StatementLine | None:
+        if raw.number > 1 and raw.data is not None:
+            line = self._fast(raw)
+            if line is not None:
+                return line
+        return self._general(raw, problems)
+
+    def _fast(self, raw: RawLine) -> StatementLine | None:
+        """The line read in one match when it is the common case with nothing wrong (the
+        StatementLine `_general` would give); None when `_general` must read it. Statements
+        are millions of lines: this path is about 4x faster (bench/README.md, bench-recon)."""
+        try:
+            m = _FAST.fullmatch(raw.data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+        if m is None:
+            return None
+        (channel, ctid, order_id, clock, offset, amount_text, fee_text, settled_text,
+         currency, day, line_type) = m.groups()
+        if channel != self._header.channel or day != self._day or not is_currency(currency):
+            return None
+        amount, fee, settled = int(amount_text), int(fee_text), int(settled_text)
+        if (amount > AMOUNT_MINOR_MAX or fee > amount or settled != amount - fee):
+            return None
+        try:
+            paid_at = dt.datetime.fromisoformat(
+                clock + ("+00:00" if offset == "Z" else offset))
+        except ValueError:
+            return None
+        if paid_at < PAID_TIME_MIN:
+            return None
+        return StatementLine(raw.number, LINE_TYPES[line_type], ctid, order_id, paid_at,
+                             amount, fee, settled, currency)
+
+    def _general(self, raw: RawLine, problems: Problems) -> StatementLine | None:
         fields = split_record(raw, problems)
         if fields is None:
             return None

@@ -111,17 +111,23 @@ class LineReader:
 
     def _cut(self, data: bytes, out: list[RawLine]) -> None:
         self._sha256.update(data)
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                self._append(data[start:])
-                return
-            self._append(data[start:end])
-            self._line(bytes(self._pending), out)
-            self._pending.clear()
-            self._skipping = False
-            start = end + 1
+        end = data.find(b"\n")
+        if end < 0:
+            self._append(data)
+            return
+        self._append(data[:end])  # the line begun in earlier data ends here
+        self._line(bytes(self._pending), out)
+        self._pending.clear()
+        self._skipping = False
+        *whole, rest = data[end + 1:].split(b"\n")
+        for line in whole:  # lines wholly in `data`: no copy through _pending
+            if len(line) > STATEMENT_LINE_BYTES_MAX + 1:  # as _append would: skipped
+                self._skipping = True
+                self._line(b"", out)
+                self._skipping = False
+            else:
+                self._line(line, out)
+        self._append(rest)
 
     def _append(self, data: bytes) -> None:
         if self._skipping:

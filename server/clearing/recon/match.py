@@ -34,17 +34,36 @@ _SPLIT_PAID_IN_DAY = """
        OR s.paid_time_ns IS NULL AND s.created_at >= $7 AND s.created_at < $8)
 """
 
+# Run in the import's transaction before SQL_MATCH, so that its plan is sound whatever the
+# size of the statement (measured with `make bench-recon`, bench/README.md):
+# - ANALYZE: the statement's lines were just COPYed in this transaction, so the table's
+#   statistics know nothing of them (the planner took 2,000,000 lines for 759) and the plan
+#   may join them as if they were a handful; ANALYZE samples this transaction's own rows too.
+#   It holds a SHARE UPDATE EXCLUSIVE lock on recon_statement_lines until the commit: two
+#   imports reach the match one after the other (their COPYs still run together).
+# - force_custom_plan (SET LOCAL: this transaction only): the pool caches prepared
+#   statements, and from a statement's sixth execution PostgreSQL may choose a generic plan,
+#   one for any statement id and day; the generic plan of SQL_MATCH joined the day's splits
+#   to the lines by a nested loop over all of them (quadratic: 200,000 lines took over ten
+#   minutes instead of 4 s).
+SQL_BEFORE_MATCH = ("ANALYZE recon_statement_lines",
+                    "SET LOCAL plan_cache_mode = force_custom_plan")
+
 SQL_MATCH = f"""
 WITH l AS (
-  SELECT l.*, row_number() OVER (PARTITION BY l.line_type, l.channel_transaction_id
-                                 ORDER BY l.line_number) AS nth
+  SELECT l.line_number, l.line_type, l.channel_transaction_id, l.order_id, l.amount_minor,
+         l.channel_fee_minor, l.settled_minor, l.currency_code,
+         row_number() OVER (PARTITION BY l.line_type, l.channel_transaction_id
+                            ORDER BY l.line_number) AS nth
   FROM recon_statement_lines l WHERE l.statement_id = $1
+), r AS (
+  SELECT l.*, sum(l.amount_minor) FILTER (WHERE l.nth = 1 AND l.line_type = {REFUND})
+                  OVER (PARTITION BY l.order_id) AS refunds_minor
+  FROM l
 ), j AS (
-  SELECT l.*, s.split_id, s.amount_minor AS s_amount, s.channel_fee_minor AS s_fee,
-         s.currency_code AS s_currency, s.refunded_minor AS s_refunded,
-         sum(l.amount_minor) FILTER (WHERE l.nth = 1 AND l.line_type = {REFUND})
-             OVER (PARTITION BY l.order_id) AS refunds_minor
-  FROM l LEFT JOIN splits s ON s.platform_id = $2 AND s.order_id = l.order_id
+  SELECT r.*, s.split_id, s.amount_minor AS s_amount, s.channel_fee_minor AS s_fee,
+         s.currency_code AS s_currency, s.refunded_minor AS s_refunded
+  FROM r LEFT JOIN splits s ON s.platform_id = $2 AND s.order_id = r.order_id
 ), c AS (
   SELECT j.*, CASE
       WHEN j.nth > 1 THEN {C.DUPLICATE:d}

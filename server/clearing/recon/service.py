@@ -20,7 +20,8 @@ import asyncpg
 from clearing.clock import Clock
 from clearing.errors import AlreadyExists, NotFound, ResourceExhausted, invariant
 from clearing.ledger.writer import LedgerWriter
-from clearing.limits import DEFAULT_TIME_ZONE, RECON_IMPORTS_MAX, STATEMENT_COPY_ROWS_MAX
+from clearing.limits import (DEFAULT_TIME_ZONE, RECON_IMPORTS_MAX, RECON_MATCH_TIMEOUT_S,
+                             STATEMENT_COPY_ROWS_MAX)
 from clearing.reasons import Reason
 from clearing.recon import match, payout_match, store
 from clearing.recon.model import (NOT_IN_FILE_CLASSES, ClassTotal, Discrepancy, ImportHeader,
@@ -148,13 +149,16 @@ async def _reconcile(deps: ReconDeps, conn: asyncpg.Connection, platform_id: int
     now = statement.imported_at
     run_id = await store.insert_run(conn, platform_id, statement, deps.time_zone, now)
     start, end = day_bounds(statement.settlement_date, deps.time_zone)
+    for sql in match.SQL_BEFORE_MATCH:
+        await conn.execute(sql)
     if statement.format == StatementFormat.BANK_PAYOUTS:
         rows = await conn.fetch(payout_match.SQL_MATCH_PAYOUTS, statement.statement_id,
-                                platform_id, run_id, start, end, statement.currency_code, now)
+                                platform_id, run_id, start, end, statement.currency_code, now,
+                                timeout=RECON_MATCH_TIMEOUT_S)
     else:
         rows = await conn.fetch(match.SQL_MATCH, statement.statement_id, platform_id, run_id,
                                 statement.channel, _ns(start), _ns(end), start, end,
-                                statement.currency_code, now)
+                                statement.currency_code, now, timeout=RECON_MATCH_TIMEOUT_S)
     totals = tuple(ClassTotal(MatchClass(r["cls"]), r["item_count"], r["amount_minor"],
                               r["difference_minor"]) for r in rows)
     stated = sum(r["stated_minor"] for r in rows)
