@@ -24,7 +24,7 @@ from clearing.v1 import payout_pb2 as ppb
 from clearing.v1 import split_pb2 as spb
 from tests.payout_support import MASKED, Payouts, party, set_config
 from tests.split_support import file_examples, new_key, order
-from tests.support import CALL_TIMEOUT_S, Client, details, rid
+from tests.support import CALL_TIMEOUT_S, Client, cli, details, rid
 
 # The `held` example on 11.14 CNY with a channel fee of 0.06: 11.08 is split, PLAT_001 10%
 # = 1.10 at once, SUP_2025001 the remaining 9.98 held (4.99 on SHIPPED, 4.99 on RECEIVED).
@@ -293,3 +293,24 @@ async def test_bad_verify_requests_are_invalid(channel, platform, request_fields
         await reports.verify(**request_fields)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details(err.value) == ("INVALID_ARGUMENT", [field])
+
+
+async def test_cli_gets_and_verifies_a_voucher(world, running, platform, tmp_path):
+    _, _, split, _ = world
+    out = tmp_path / "split.pdf"
+    code, stdout, stderr = await cli(running, platform.key, "vouchers", "get",
+                                     str(split.split_id), "--kind", "split", "-o", str(out),
+                                     "--field", "voucher_id")
+    assert code == 0, stderr
+    voucher_id = int(stdout)
+    assert_shows(out.read_bytes(), "分账电子凭证", f"Voucher id {voucher_id}", split.order_id)
+    code, stdout, _ = await cli(running, platform.key, "vouchers", "verify", "--file", str(out),
+                                "--field", "valid")
+    assert (code, stdout.strip()) == (0, "True")
+    code, stdout, _ = await cli(running, platform.key, "vouchers", "get", str(voucher_id),
+                                "-o", str(tmp_path / "again.pdf"), "--field", "digest")
+    assert code == 0 and (tmp_path / "again.pdf").read_bytes() == out.read_bytes()
+    out.write_bytes(out.read_bytes().replace(b"/Title (Voucher ", b"/Title (Vouchex ", 1))
+    code, stdout, _ = await cli(running, platform.key, "vouchers", "verify", "--file", str(out),
+                                "--field", "problems.kind")
+    assert (code, stdout.strip()) == (1, "VOUCHER_PROBLEM_KIND_PDF_EDITED")
