@@ -116,6 +116,39 @@ async def test_split_voucher_shows_every_figure(world, database_url, tmp_path):
     assert ok.valid and ok.pdf_checked and not ok.problems and ok.voucher == v
 
 
+# The seed's B2B order (REQUIREMENTS.md, worked example 1), with the parties' names in
+# Chinese and the logistics party's bank card bound: docs/voucher-example.png is this page.
+B2B_NAMES = {"GOV_ACCOUNT": "政府采购专户", "PLAT_001": "建材平台",
+             "SUP_2025001": "华东建材供应有限公司", "LOGISTICS_B": "物流承运人 B"}
+
+
+async def test_the_seed_b2b_split_voucher(world, channel, platform, database_url, tmp_path):
+    splits, ids, _, reports = world
+    await _sql(database_url, *(("UPDATE accounts SET display_name = $2 WHERE account_id = $1",
+                                ids[ref], name) for ref, name in B2B_NAMES.items()))
+    await Payouts(channel, platform.key).bind(ids["LOGISTICS_B"])
+    split = await splits.split(order(
+        85_000_000, order_id="ORD202601200001", channel="BANK_TRANSFER", rule_set_name="b2b",
+        tags=["enterprise purchase", "government purchase"],
+        attributes={"customer_type": "enterprise"}))
+    got = await reports.get(split_id=split.split_id)
+    legs = [(leg["party"]["external_ref"], leg["amount_minor"], leg["state"])
+            for leg in json.loads(got.voucher.content_json)["legs"]]
+    assert legs == [("GOV_ACCOUNT", 1_700_000, "RELEASED"), ("PLAT_001", 8_330_000, "RELEASED"),
+                    ("SUP_2025001", 62_475_000, "RELEASED"),
+                    ("LOGISTICS_B", 12_495_000, "RELEASED")]
+    assert_shows(got.pdf, "ORD202601200001", "Amount 850000.00 CNY", "Channel fee 0.00 CNY",
+                 "BANK_TRANSFER", "Distributed 850000.00 CNY", "b2b v1",
+                 *(f"{ref} {name} (#{ids[ref]})" for ref, name in B2B_NAMES.items()),
+                 "- 17000.00 CNY 0.00 CNY RELEASED", "- 83300.00 CNY 0.00 CNY RELEASED",
+                 "- 624750.00 CNY 0.00 CNY RELEASED",
+                 f"{MASKED} 124950.00 CNY 0.00 CNY RELEASED",
+                 *(str(leg.transfer_ids[0]) for leg in split.legs))
+    page = pypdfium2.PdfDocument(got.pdf)[0]
+    page.render(scale=1.5).to_pil().save(tmp_path / "b2b-voucher.png")
+    assert (await reports.verify(pdf=got.pdf)).valid
+
+
 async def test_release_voucher_references_the_split_voucher(world):
     splits, ids, split, reports = world
     done = await splits.call("ReleaseSplit", spb.ReleaseSplitRequest(

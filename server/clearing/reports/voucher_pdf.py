@@ -122,7 +122,7 @@ def _split(doc: _Doc, c: dict[str, Any]) -> None:
                ("分账时间 Split time (UTC)", s["created_at"])])
     doc.heading("分账明细 Legs")
     doc.table((6, 40, 24, 26, 26, 22, 28),
-              ("#", "收款方 Party", "银行账户 Bank account", "金额 Amount", "冻结 Held",
+              ("#", "收款方 Party", "银行卡 Bank card", "金额 Amount", "冻结 Held",
                "状态 State", "转账 Transfer"),
               [(str(leg["leg_index"]), _party(leg["party"]),
                 leg["party"]["bound_bank_account"] or "-", _money(leg["amount_minor"], cur),
