@@ -7,6 +7,7 @@ field for bad ids."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -347,3 +348,29 @@ async def test_cli_gets_and_verifies_a_voucher(world, running, platform, tmp_pat
     code, stdout, _ = await cli(running, platform.key, "vouchers", "verify", "--file", str(out),
                                 "--field", "problems.kind")
     assert (code, stdout.strip()) == (1, "VOUCHER_PROBLEM_KIND_PDF_EDITED")
+
+
+async def test_refund_voucher_and_first_requests_at_once(world):
+    splits, ids, split, reports = world
+    # five first requests at once: one voucher is issued, all five answer it
+    got = await asyncio.gather(*(reports.get(split_id=split.split_id) for _ in range(5)))
+    assert len({g.voucher.voucher_id for g in got}) == 1 and len({g.pdf for g in got}) == 1
+    split_voucher = got[0].voucher
+    done = await splits.call("RefundSplit", spb.RefundSplitRequest(
+        request_id=rid(), order_id=split.order_id, amount_minor=300, currency_code="CNY",
+        refund_ref="RF-0001", reason="退货 returned"))
+    refund = await reports.get(split_action_id=done.action.action_id)
+    content = json.loads(refund.voucher.content_json)
+    assert refund.voucher.references_voucher_id == split_voucher.voucher_id
+    assert content["action"]["kind"] == "REFUND" and content["action"]["amount_minor"] == 300
+    # 3.00 of the order reverses 1108 x 300 / 1114 = 2.98 of what the legs have (the rest
+    # is the channel fee's share), in proportion: PLAT_001 0.30 posted, SUP_2025001 2.68 held
+    assert [(c["leg_index"], c["refunded_held_minor"], c["refunded_posted_minor"])
+            for c in content["leg_changes"]] == [(0, 0, 30), (1, 268, 0)]
+    assert_shows(refund.pdf, "Kind REFUND", "Amount 3.00 CNY", "Refund ref RF-0001",
+                 f"0 PLAT_001 (#{ids['PLAT_001']}) 0.00 CNY 0.00 CNY 0.00 CNY 0.30 CNY",
+                 f"1 SUP_2025001 (#{ids['SUP_2025001']}) 0.00 CNY 0.00 CNY 2.68 CNY 0.00 CNY",
+                 "退货 returned", f"voucher {split_voucher.voucher_id} digest"
+                                 f" {split_voucher.digest}")
+    assert (await reports.verify(voucher_id=refund.voucher.voucher_id)).valid
+    assert (await reports.get(split_id=split.split_id)).voucher == split_voucher
