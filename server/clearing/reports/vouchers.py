@@ -5,7 +5,9 @@ Issue (`get_by_subject`): the body is built from the records (`voucher_content`)
 voucher id is taken from the sequence, the header added, the content's canonical text and
 digest computed, the PDF rendered and its SHA-256 taken, and the row inserted (append-only
 table, migration 0015). Two first requests at once: one insert wins, the other reads the
-winner's row. An action's voucher references its split's voucher, issued first if need be.
+winner's row (within a process, requests for one subject at once share one issue, and
+requests for one voucher share one render: `_Renders`). An action's voucher references
+its split's voucher, issued first if need be.
 
 Verify (`verify`): (1) the stored content hashes to the stored digest, (2) a file given is
 the file issued (its SHA-256), (3) the body built now from the records equals the issued
@@ -22,6 +24,9 @@ import asyncio
 import hashlib
 import json
 import re
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -29,7 +34,8 @@ import asyncpg
 from clearing.clock import Clock
 from clearing.errors import FieldViolation, InvalidArgument, NotFound, invariant
 from clearing.ledger import journal
-from clearing.limits import BATCH_SPAN, VOUCHER_PROBLEMS_MAX, VOUCHER_RENDERS_MAX
+from clearing.limits import (BATCH_SPAN, VOUCHER_PDF_CACHE_MAX, VOUCHER_PROBLEMS_MAX,
+                             VOUCHER_RENDERS_MAX)
 from clearing.reasons import Reason
 from clearing.reports import voucher_content as content_of
 from clearing.reports import voucher_pdf
@@ -47,14 +53,87 @@ ON CONFLICT (platform_id, kind, subject_id) DO NOTHING
 """
 _FIELDS = {VoucherKind.SPLIT: "split_id", VoucherKind.SPLIT_ACTION: "split_action_id",
            VoucherKind.PAYOUT: "payout_id"}
-_renders = asyncio.Semaphore(VOUCHER_RENDERS_MAX)
+
+
+class _Renders:
+    """An event loop's rendering: at most VOUCHER_RENDERS_MAX at once, one flight per
+    voucher or subject however many requests ask at once (the others await its result),
+    and the last VOUCHER_PDF_CACHE_MAX files, each checked against its pdf_sha256."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Semaphore(VOUCHER_RENDERS_MAX)
+        self.flights: dict[object, asyncio.Future] = {}
+        self.pdfs: OrderedDict[int, bytes] = OrderedDict()
+
+    def keep(self, voucher_id: int, pdf: bytes) -> None:
+        self.pdfs[voucher_id] = pdf
+        self.pdfs.move_to_end(voucher_id)
+        while len(self.pdfs) > VOUCHER_PDF_CACHE_MAX:
+            self.pdfs.popitem(last=False)
+
+    async def once(self, key: object, make: Callable[[], Awaitable[Any]]) -> Any:
+        """`make()`'s result; a call while another with the same key runs awaits that one."""
+        flight = self.flights.get(key)
+        if flight is not None:
+            try:
+                return await asyncio.shield(flight)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if flight.cancelled() and task is not None and not task.cancelling():
+                    return await self.once(key, make)  # its owner was cancelled, not us
+                raise
+        flight = asyncio.get_running_loop().create_future()
+        self.flights[key] = flight
+        try:
+            result = await make()
+        except asyncio.CancelledError:
+            flight.cancel()
+            raise
+        except BaseException as exc:
+            flight.set_exception(exc)
+            flight.exception()  # retrieved: a flight nobody awaited is not an error
+            raise
+        finally:
+            del self.flights[key]
+        flight.set_result(result)
+        return result
+
+
+# One per event loop (a semaphore and futures belong to the loop they are used in).
+_RENDERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Renders] = (
+    weakref.WeakKeyDictionary())
+
+
+def _renders() -> _Renders:
+    loop = asyncio.get_running_loop()
+    if loop not in _RENDERS:
+        _RENDERS[loop] = _Renders()
+    return _RENDERS[loop]
 
 
 async def render(voucher: Voucher) -> bytes:
     """The voucher's PDF, rendered in a thread (VOUCHER_RENDERS_MAX at a time)."""
-    async with _renders:
+    async with _renders().gate:
         return await asyncio.to_thread(voucher_pdf.render, json.loads(voucher.content),
                                        voucher.digest_hex)
+
+
+async def pdf_of(voucher: Voucher) -> bytes:
+    """An issued voucher's PDF: the file issued, byte for byte (checked)."""
+    renders = _renders()
+    if voucher.voucher_id in renders.pdfs:
+        renders.pdfs.move_to_end(voucher.voucher_id)
+        return renders.pdfs[voucher.voucher_id]
+
+    async def make() -> bytes:
+        pdf = await render(voucher)
+        invariant(hashlib.sha256(pdf).digest() == voucher.pdf_sha256,
+                  f"voucher {voucher.voucher_id} no longer renders to the file issued"
+                  " (VerifyVoucher it)")
+        renders.keep(voucher.voucher_id, pdf)
+        return pdf
+
+    return await renders.once(("pdf", voucher.voucher_id), make)
 
 
 def _voucher(row: asyncpg.Record) -> Voucher:
@@ -82,23 +161,21 @@ async def get_by_id(pool: asyncpg.Pool, platform_id: int,
         voucher = await _load(conn, platform_id, "voucher_id = $2", voucher_id)
     if voucher is None:
         raise _not_found("voucher_id", voucher_id)
-    pdf = await render(voucher)
-    invariant(hashlib.sha256(pdf).digest() == voucher.pdf_sha256,
-              f"voucher {voucher_id} no longer renders to the file issued (VerifyVoucher it)")
-    return voucher, pdf
+    return voucher, await pdf_of(voucher)
 
 
 async def get_by_subject(pool: asyncpg.Pool, clock: Clock, platform_id: int,
                          kind: VoucherKind, subject_id: int) -> tuple[Voucher, bytes]:
     """The subject's voucher, issued now if it has none."""
-    async with pool.acquire() as conn:
-        voucher = await _load(conn, platform_id, "kind = $2 AND subject_id = $3", kind,
-                              subject_id)
-        if voucher is None:
-            voucher, pdf = await _issue(conn, clock, platform_id, kind, subject_id)
-            if pdf is not None:
-                return voucher, pdf
-    return await get_by_id(pool, platform_id, voucher.voucher_id)
+
+    async def load_or_issue() -> Voucher:
+        async with pool.acquire() as conn:
+            voucher = await _load(conn, platform_id, "kind = $2 AND subject_id = $3", kind,
+                                  subject_id)
+            return voucher or await _issue(conn, clock, platform_id, kind, subject_id)
+
+    voucher = await _renders().once(("subject", platform_id, kind, subject_id), load_or_issue)
+    return voucher, await pdf_of(voucher)
 
 
 async def _body(conn: asyncpg.Connection, platform_id: int, kind: VoucherKind,
@@ -111,17 +188,17 @@ async def _body(conn: asyncpg.Connection, platform_id: int, kind: VoucherKind,
 
 
 async def _issue(conn: asyncpg.Connection, clock: Clock, platform_id: int, kind: VoucherKind,
-                 subject_id: int) -> tuple[Voucher, bytes | None]:
-    """Issue the subject's voucher; (voucher, its PDF), or (another request's voucher, None)
-    when that request issued it first."""
+                 subject_id: int) -> Voucher:
+    """Issue the subject's voucher (its PDF is kept for the request), or answer the voucher
+    another process issued first."""
     reference = None
     if kind == VoucherKind.SPLIT_ACTION:
         split_id = await content_of.action_split_id(conn, platform_id, subject_id)
         split_voucher = await _load(conn, platform_id, "kind = $2 AND subject_id = $3",
                                     VoucherKind.SPLIT, split_id)
         if split_voucher is None:
-            split_voucher, _ = await _issue(conn, clock, platform_id, VoucherKind.SPLIT,
-                                            split_id)
+            split_voucher = await _issue(conn, clock, platform_id, VoucherKind.SPLIT,
+                                         split_id)
         reference = (split_voucher.voucher_id, split_voucher.digest_hex)
     body = await _body(conn, platform_id, kind, subject_id, for_issue=True)
     if body is None:
@@ -141,10 +218,11 @@ async def _issue(conn: asyncpg.Connection, clock: Clock, platform_id: int, kind:
     if status == "INSERT 0 1":
         stored = await _load(conn, platform_id, "voucher_id = $2", voucher_id)
         invariant(stored is not None, f"voucher {voucher_id} inserted but not read back")
-        return stored, pdf
+        _renders().keep(voucher_id, pdf)
+        return stored
     winner = await _load(conn, platform_id, "kind = $2 AND subject_id = $3", kind, subject_id)
     invariant(winner is not None, f"voucher of {kind.name} {subject_id}: conflict, no row")
-    return winner, None
+    return winner
 
 
 # ---- verification ----------------------------------------------------------------------------
