@@ -374,3 +374,22 @@ async def test_refund_voucher_and_first_requests_at_once(world):
                                  f" {split_voucher.digest}")
     assert (await reports.verify(voucher_id=refund.voucher.voucher_id)).valid
     assert (await reports.get(split_id=split.split_id)).voucher == split_voucher
+
+
+async def test_a_rejected_payouts_voucher(channel, client: Client, platform, database_url):
+    payouts = Payouts(channel, platform.key)
+    who = await party(client, payouts, funds=200_000)
+    await set_config(database_url, platform.platform_id, fee_fixed_minor=400,
+                     fee_account_id=who.fee, review_threshold_minor=100_000)
+    p = await payouts.request(who.account, 150_000)
+    approver = Payouts(channel, await new_key(database_url, platform.platform_id, {"approver"}))
+    await approver.reject(p.payout_id, reason="不符合 policy")
+    reports = Reports(channel, platform.key)
+    got = await reports.get(payout_id=p.payout_id)
+    content = json.loads(got.voucher.content_json)
+    assert content["payout"]["state"] == "FAILED" and content["payout"]["paid_minor"] == 0
+    assert sorted(t["mode"] for t in content["transfers"]) == [
+        "PENDING", "PENDING", "VOID_PENDING", "VOID_PENDING"]
+    assert_shows(got.pdf, "State FAILED (REJECTED)", "Amount 1500.00 CNY", "Fee 4.00 CNY",
+                 "Net 1496.00 CNY", "Paid 0.00 CNY", f"1 {MASKED} 1496.00 CNY FAILED 0 -")
+    assert (await reports.verify(voucher_id=got.voucher.voucher_id)).valid
