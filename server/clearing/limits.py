@@ -189,6 +189,18 @@ STATEMENT_DAY_MAX = dt.date(9998, 12, 31)
 RECON_FILTERS_MAX = 8
 
 
+# ---- vouchers (report.proto; docs/reports.md) ------------------------------------------------
+# A voucher PDF given to VerifyVoucher (an issued one is a few tens of KiB; a split of
+# 256 legs a few hundred): well under the server's default message size of 4 MiB.
+VOUCHER_PDF_BYTES_MAX = 2 << 20
+# Problems one VerifyVoucher reports (the first ones found).
+VOUCHER_PROBLEMS_MAX = 100
+# Voucher PDFs one server process renders at once (each takes about a second of CPU, most
+# of it reading the CJK font): more wait their turn.
+VOUCHER_RENDERS_MAX = 2
+# Voucher PDFs one server process keeps after rendering them (the most recent ones).
+VOUCHER_PDF_CACHE_MAX = 32
+
 # ---- how they bind ---------------------------------------------------------------------------
 
 def _require(holds: bool, relationship: str) -> None:

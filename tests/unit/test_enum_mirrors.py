@@ -27,6 +27,7 @@ import clearing.splits
 from clearing.ledger import model as ledger
 from clearing.payout import calendar, model as payout
 from clearing.recon import model as recon
+from clearing.reports import voucher_model
 from clearing.rules import counters, model as rules
 from clearing.splits import model as split_model
 from clearing.v1 import (ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, rule_set_pb2,
@@ -74,6 +75,8 @@ PAIRS = [
     (recon.ResolutionAction, reconciliation_pb2.ResolutionAction.DESCRIPTOR),
     (recon.ResolutionState, reconciliation_pb2.ResolutionState.DESCRIPTOR),
     (recon.ResolutionStep, reconciliation_pb2.ResolutionStep.DESCRIPTOR),
+    (voucher_model.VoucherKind, report_pb2.VoucherKind.DESCRIPTOR),
+    (voucher_model.ProblemKind, report_pb2.VoucherProblemKind.DESCRIPTOR),
 ]
 # IntEnums of the domain packages that mirror no proto enum: the bank's answer states
 # (clearing.dev's simulator has its own, outside the domain packages).

@@ -11,7 +11,7 @@ answers a replay with the first result, so retrying is always safe.
 
 The messages and stubs are in `clearing_client.v1` (generated from proto/clearing/v1, the
 contract): `from clearing_client.v1 import ledger_pb2, rule_set_pb2, split_pb2, payout_pb2,
-reconciliation_pb2`
+reconciliation_pb2, report_pb2`
 (rule_set_pb2: RuleSet and its parts, split_pb2: SplitService and splits). The package
 installs on its own (`pip install clients/python`), without the server.
 """

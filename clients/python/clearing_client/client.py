@@ -1,4 +1,4 @@
-"""The client: stubs for the four services, bearer auth, retries with the same request.
+"""The client: stubs for the five services, bearer auth, retries with the same request.
 
 Typed methods cover the calls the `clearing` command line makes (and more): they return
 the resource when a response holds only it (an Account, a Transfer, a Payout, a RuleSet)
@@ -23,6 +23,7 @@ from clearing_client.v1 import ledger_pb2 as pb
 from clearing_client.v1 import ledger_pb2_grpc, payout_pb2
 from clearing_client.v1 import payout_pb2_grpc, rule_set_pb2, split_pb2, split_pb2_grpc
 from clearing_client.v1 import reconciliation_pb2, reconciliation_pb2_grpc
+from clearing_client.v1 import report_pb2, report_pb2_grpc
 
 # The chunk of a statement file per ImportStatement message (the server takes up to 1 MiB).
 STATEMENT_CHUNK_BYTES = 256 * 1024
@@ -92,6 +93,7 @@ class ClearingClient:
         self.split = split_pb2_grpc.SplitServiceStub(self.channel)
         self.payout = payout_pb2_grpc.PayoutServiceStub(self.channel)
         self.recon = reconciliation_pb2_grpc.ReconciliationServiceStub(self.channel)
+        self.report = report_pb2_grpc.ReportServiceStub(self.channel)
 
     async def __aenter__(self) -> "ClearingClient":
         return self
@@ -396,3 +398,20 @@ class ClearingClient:
                                reconciliation_pb2.ListDiscrepanciesRequest(
                                    run_id=run_id, classes=list(classes), states=list(states),
                                    page_size=page_size, page_token=page_token))
+
+    # ---- vouchers (ReportService) ----------------------------------------------------------
+
+    async def get_voucher(self, *, voucher_id: int = 0, split_id: int = 0,
+                          split_action_id: int = 0, payout_id: int = 0,
+                          ) -> report_pb2.GetVoucherResponse:
+        """A voucher (its PDF and record), named by exactly one id; the first request for a
+        split, action or payout issues its voucher."""
+        return await self.call(self.report.GetVoucher, report_pb2.GetVoucherRequest(
+            voucher_id=voucher_id, split_id=split_id, split_action_id=split_action_id,
+            payout_id=payout_id))
+
+    async def verify_voucher(self, *, voucher_id: int = 0,
+                             pdf: bytes = b"") -> report_pb2.VerifyVoucherResponse:
+        """Verify a voucher, by id or as its PDF file: `valid`, and every problem found."""
+        return await self.call(self.report.VerifyVoucher, report_pb2.VerifyVoucherRequest(
+            voucher_id=voucher_id, pdf=pdf))

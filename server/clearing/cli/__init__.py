@@ -37,6 +37,11 @@
                                               import a bank's payout result file (operator)
     clearing recon bank-file --date D [--platform NAME] [--out FILE]
                                               the bank simulator's result file of a day
+    clearing vouchers get ID [--kind split|action|payout] -o FILE.pdf
+                                              a voucher's PDF (issued on the first request)
+    clearing vouchers verify ID | --file FILE.pdf
+                                              check it against the ledger and the hash
+                                              chain (operator key); exits 1 if not valid
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units
@@ -47,12 +52,12 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import admin, client, recon, serve
+from clearing.cli import admin, client, recon, serve, vouchers
 from clearing.config import Settings
 
-# The commands live in four modules: serve (serve), admin (on the database directly:
-# migrate, platform, keys, payout-config, calendar, verify --all), client and recon (calls
-# to a server through the clearing_client SDK).
+# The commands live in five modules: serve (serve), admin (on the database directly:
+# migrate, platform, keys, payout-config, calendar, verify --all), client, recon and
+# vouchers (calls to a server through the clearing_client SDK).
 
 
 def parser() -> argparse.ArgumentParser:
@@ -65,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     client.add_payouts_parser(sub)
     admin.add_calendar_parser(sub)
     recon.add_parser(sub)
+    vouchers.add_parser(sub)
     return top
 
 

@@ -71,14 +71,27 @@ class ReportServiceServicer:
     """
 
     def GetVoucher(self, request, context):
-        """The voucher of a split or a payout. Roles: gateway, operator, approver.
+        """The voucher of a split, of an action on a split (release, cancellation, refund) or of a
+        finished payout, as a PDF with its record. Named by exactly one of voucher_id, split_id,
+        split_action_id or payout_id (none or several: INVALID_ARGUMENT). The first request for
+        a subject issues its voucher: its content is frozen then (stored with its SHA-256
+        digest, never changed, never deleted) and every later request answers the same
+        voucher, byte for byte. An action's voucher references its split's voucher (issued
+        with it if need be). A payout has a voucher once it is SUCCEEDED or FAILED (before:
+        FAILED_PRECONDITION, reason VOUCHER_NOT_READY). Another platform's subject, or none:
+        NOT_FOUND, reason VOUCHER_NOT_FOUND. Roles: gateway, operator, approver.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def VerifyVoucher(self, request, context):
-        """Verifies a voucher against the ledger and the hash chain. Roles: operator, approver.
+        """Verifies an issued voucher, named by its id or given as its PDF file: the stored content
+        against its digest, the file against the file issued, the content against the split's or
+        payout's rows and the ledger's transfers as they are now, the journal batches holding
+        those transfers against their rows digests and the hash chain, and the voucher it
+        references. Every disagreement is a problem of the response (valid false); a file that
+        carries no voucher id answers INVALID_ARGUMENT on `pdf`. Roles: operator, approver.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
