@@ -26,7 +26,8 @@ machine:
 - point reads: rows by transfer id alone (the idempotency probe and GetSplit's reads), 10
   random ids a statement.
 
-Prints the figures and the ratio partitioned / flat. Exit status 0 when the run completed.
+Prints the figures and the ratio partitioned / flat. Exit status 0 when the run completed
+(whatever the figures), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class Plan:
     def first_row(self, month: int) -> int:
         return month * self.args.rows_per_month
 
-    def span(self, month: int) -> dt.timedelta:
+    def row_gap(self) -> dt.timedelta:
         """Time between two generated rows of a month: they fill its first 27 days, which
         every month has."""
         return dt.timedelta(days=27) / self.args.rows_per_month
@@ -165,7 +166,7 @@ async def build(conn: asyncpg.Connection, plan: Plan, say) -> dict:
         await conn.execute(GENERATE.format(names=NAMES, batch=BATCH_ROWS, span=BATCH_SPAN,
                                            first=RECEIVER_FIRST_ID),
                            first, first + args.rows_per_month, args.platforms, args.accounts,
-                           plan.starts[m], plan.span(m))
+                           plan.starts[m], plan.row_gap())
     say(f"generated {plan.rows:,} rows in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
     await conn.execute(f"CREATE TABLE journal_flat ({COLUMNS})")
