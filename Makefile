@@ -7,7 +7,7 @@ PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 CLIENT_GEN_DIR := clients/python
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon loadtest mutation clean
+.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon bench-partitions loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -20,6 +20,8 @@ help:
 	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
 	@echo "make bench-recon   a day's statement (LINES=2000000) imported and reconciled vs a bare COPY"
+	@echo "make bench-partitions  the journal partitioned by month vs as it is, 12M rows (~5 min;"
+	@echo "                   PARTITIONS_ARGS='--months 30 --rows-per-month 1000000')"
 	@echo "make mutation      mutmut on money, evaluator, writer, verifier, payout rules; the score"
 	@echo "                   (MUTATION_ARGS='money evaluate --survivors')"
 
@@ -87,6 +89,11 @@ bench-ledger: $(STAMP)
 LINES ?= 2000000
 bench-recon: $(STAMP)
 	$(PY) -m bench.recon --lines $(LINES) $(BENCH_ARGS)
+
+# The journal partitioned by month beside the journal as it is, same rows, one run
+# (bench/journal_partitions.py; docs/scaling.md). Size and counts: PARTITIONS_ARGS.
+bench-partitions: $(STAMP)
+	$(PY) -m bench.journal_partitions $(PARTITIONS_ARGS)
 
 # Mutation testing, one module at a time on one core (tests/mutation.py; not in CI).
 mutation: $(STAMP)

@@ -31,7 +31,7 @@ from tests.conftest import RUN_ID, _replace_db, server_settings
 from tests.payout_support import Payouts, set_config
 from tests.payout_worker_support import FAST, POOL_MAX
 from tests.split_support import Splits
-from tests.support import CALL_TIMEOUT_S, Client, rid
+from tests.support import AS_TAMPERING_SUPERUSER, CALL_TIMEOUT_S, Client, rid
 
 HELD_RULES = """
 name: sweep-held
@@ -123,6 +123,7 @@ class World:
     async def sql(self, query: str, *args):
         conn = await asyncpg.connect(self.dsn)
         try:
+            await conn.execute(AS_TAMPERING_SUPERUSER)
             return await conn.fetch(query, *args)
         finally:
             await conn.close()

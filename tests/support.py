@@ -22,6 +22,11 @@ from clearing.v1 import ledger_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 CALL_TIMEOUT_S = 30.0
+# Tests that edit or delete recorded rows play a superuser tampering with the database: the
+# retention triggers (migration 0017) refuse that to everyone else, so the tampering
+# connection turns them off first, as such a superuser would.
+AS_TAMPERING_SUPERUSER = "SET session_replication_role = replica"
+AS_TAMPERING_SUPERUSER_LOCAL = "SET LOCAL session_replication_role = replica"  # in a transaction
 
 
 def rid() -> str:

@@ -15,7 +15,7 @@ from clearing.limits import BATCH_SPAN
 from clearing.tenancy import create_platform
 from clearing.v1 import ledger_pb2 as pb
 from tests.conftest import _replace_db, server_settings
-from tests.support import Client
+from tests.support import AS_TAMPERING_SUPERUSER, Client
 
 
 
@@ -35,6 +35,7 @@ async def private(pg_admin_dsn, redis_url, redis_prefix):
     for amount in (100, 200, 300):
         await client.transfer(custodial.account_id, merchant.account_id, amount, memo="sale")
     assert (await client.verify()).ok
+    await conn.execute(AS_TAMPERING_SUPERUSER)
     try:
         yield client, conn, merchant
     finally:

@@ -20,7 +20,7 @@ from clearing import db, server
 from clearing.tenancy import create_platform
 from clearing.v1 import ledger_pb2 as pb
 from tests.conftest import _replace_db, server_settings
-from tests.support import ROOT, Client
+from tests.support import AS_TAMPERING_SUPERUSER, ROOT, Client
 
 A_AMOUNTS = (100, 200, 300)
 B_AMOUNTS = (7_000, 11_000)
@@ -50,6 +50,7 @@ async def two(pg_admin_dsn, redis_url, redis_prefix):
     try:
         a = await _platform(conn, channel, "a", A_AMOUNTS)
         b = await _platform(conn, channel, "b", B_AMOUNTS)
+        await conn.execute(AS_TAMPERING_SUPERUSER)
         yield dsn, conn, a, b
     finally:
         await channel.close()

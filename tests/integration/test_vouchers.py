@@ -25,7 +25,7 @@ from clearing.v1 import payout_pb2 as ppb
 from clearing.v1 import split_pb2 as spb
 from tests.payout_support import MASKED, Payouts, party, set_config
 from tests.split_support import file_examples, new_key, order
-from tests.support import CALL_TIMEOUT_S, Client, cli, details, rid
+from tests.support import AS_TAMPERING_SUPERUSER, CALL_TIMEOUT_S, Client, cli, details, rid
 
 # The `held` example on 11.14 CNY with a channel fee of 0.06: 11.08 is split, PLAT_001 10%
 # = 1.10 at once, SUP_2025001 the remaining 9.98 held (4.99 on SHIPPED, 4.99 on RECEIVED).
@@ -217,9 +217,13 @@ async def test_edited_pdf_is_reported(world):
     assert [p.kind for p in result.problems] == [PROBLEM.VOUCHER_PROBLEM_KIND_PDF_EDITED]
 
 
-async def _sql(database_url: str, *statements: tuple) -> None:
+async def _sql(database_url: str, *statements: tuple, tamper: bool = False) -> None:
+    """Run statements; `tamper`: as a superuser who switches the record tables' triggers off
+    (migration 0017 refuses such edits to anyone else), to see verification catch it."""
     conn = await asyncpg.connect(database_url)
     try:
+        if tamper:
+            await conn.execute(AS_TAMPERING_SUPERUSER)
         for statement in statements:
             await conn.execute(*statement)
     finally:
@@ -230,11 +234,11 @@ async def test_edited_split_row_is_reported(world, database_url):
     _, _, split, reports = world
     v = (await reports.get(split_id=split.split_id)).voucher
     edit = "UPDATE splits SET channel_fee_minor = channel_fee_minor + $2 WHERE split_id = $1"
-    await _sql(database_url, (edit, split.split_id, 1))
+    await _sql(database_url, (edit, split.split_id, 1), tamper=True)
     try:
         result = await reports.verify(voucher_id=v.voucher_id)
     finally:
-        await _sql(database_url, (edit, split.split_id, -1))
+        await _sql(database_url, (edit, split.split_id, -1), tamper=True)
     assert not result.valid
     assert [(p.kind, p.detail.split(":")[0]) for p in result.problems] == [
         (PROBLEM.VOUCHER_PROBLEM_KIND_RECORD_EDITED, "order.channel_fee_minor")]
@@ -248,17 +252,18 @@ async def test_edited_journal_row_is_reported(world, database_url):
     transfer_id = split.legs[0].transfer_ids[0]
     edit = "UPDATE transfers SET memo = $2 WHERE transfer_id = $1"
     memo = await _memo(database_url, transfer_id)
-    await _sql(database_url, (edit, transfer_id, memo + "!"))
+    await _sql(database_url, (edit, transfer_id, memo + "!"), tamper=True)
     try:
         memo_edited = await reports.verify(voucher_id=v.voucher_id)
         amount = "UPDATE transfers SET amount = amount + $2 WHERE transfer_id = $1"
-        await _sql(database_url, (edit, transfer_id, memo), (amount, transfer_id, 1))
+        await _sql(database_url, (edit, transfer_id, memo), (amount, transfer_id, 1),
+                   tamper=True)
         try:
             amount_edited = await reports.verify(voucher_id=v.voucher_id)
         finally:
-            await _sql(database_url, (amount, transfer_id, -1))
+            await _sql(database_url, (amount, transfer_id, -1), tamper=True)
     finally:
-        await _sql(database_url, (edit, transfer_id, memo))
+        await _sql(database_url, (edit, transfer_id, memo), tamper=True)
     assert [p.kind for p in memo_edited.problems] == [
         PROBLEM.VOUCHER_PROBLEM_KIND_JOURNAL_EDITED]
     assert "its rows hash to" in memo_edited.problems[0].detail
@@ -282,9 +287,9 @@ async def test_vouchers_are_append_only(world, database_url):
     v = (await reports.get(split_id=split.split_id)).voucher
     for statement in ("UPDATE vouchers SET content = '{}' WHERE voucher_id = $1",
                       "DELETE FROM vouchers WHERE voucher_id = $1"):
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        with pytest.raises(asyncpg.RaiseError, match="vouchers is append-only"):
             await _sql(database_url, (statement, v.voucher_id))
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+    with pytest.raises(asyncpg.RaiseError, match="vouchers is append-only: TRUNCATE refused"):
         await _sql(database_url, ("TRUNCATE vouchers CASCADE",))
 
 

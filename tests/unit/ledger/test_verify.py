@@ -20,6 +20,7 @@ from clearing.ledger.model import AccountKind, Leg, Mode, OwnerType, Posting
 from clearing.ledger.writer import LedgerWriter
 from clearing.limits import BATCH_SPAN
 from tests.conftest import _replace_db
+from tests.support import AS_TAMPERING_SUPERUSER_LOCAL
 
 TABLES = ("accounts", "transfers", "journal_batches", "journal_head")
 _E = OwnerType.ENTERPRISE
@@ -98,12 +99,14 @@ async def env(ledger):
     finally:
         async with pool.acquire() as conn:
             async with conn.transaction():
+                await conn.execute(AS_TAMPERING_SUPERUSER_LOCAL)
                 for t in TABLES:
                     await conn.execute(f"DELETE FROM {t}; INSERT INTO {t} SELECT * FROM snap_{t}")
 
 
 async def sql(pool, query: str, *args) -> None:
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(AS_TAMPERING_SUPERUSER_LOCAL)
         await conn.execute(query, *args)
 
 
