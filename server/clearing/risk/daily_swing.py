@@ -64,9 +64,10 @@ def flagged(in_today: int, total_today: int, in_before: int, total_before: int,
 
 
 def swing_bps(in_today: int, total_today: int, in_before: int, total_before: int) -> int:
-    """The relative swing in basis points (rounded down), for the evidence."""
+    """The relative swing in basis points, rounded up (a flagged swing always shows above
+    the threshold), for the event's `observed`."""
     moved = abs(in_today * total_before - in_before * total_today)
-    return moved * BPS_ONE // (in_before * total_today)
+    return -(-moved * BPS_ONE // (in_before * total_today))
 
 
 async def run_day(pool: asyncpg.Pool, platform_id: int, day: dt.date,
