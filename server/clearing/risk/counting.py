@@ -19,7 +19,10 @@ What a restart can lose: an order reserved before the restart whose posting comm
 rebuild that ran meanwhile is not in the rebuilt key until the key is rebuilt again (at most
 the orders in flight at the restart; the rows in PostgreSQL are complete). Redis down or
 slow: the counts are read from PostgreSQL directly (one query per receiver; `source`
-"postgres").
+"postgres"); they see committed splits only, so splits in flight at the same moment may not
+count each other (a degradation like the tier counters', logged). A connection error is
+retried on another connection first (a pool's connections from before a Redis restart each
+fail once).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from clearing.risk.model import FREQUENCY_WINDOW_S_MAX, Policy
 log = logging.getLogger("clearing.risk.counting")
 
 REDIS_OP_TIMEOUT_S = 0.2
+CONNECT_ATTEMPTS = 4  # connection errors (stale pooled connections after a restart)
 EVIDENCE_ORDERS_MAX = 20
 KEEP_S = 2 * FREQUENCY_WINDOW_S_MAX  # what the sorted sets keep
 DAY_KEY_TTL_S = 3 * 86_400
@@ -143,13 +147,19 @@ class RiskCounters:
         limits = policy.of(currency_code)
         if limits is None or not policy.counts or not shares:
             return {}, None
-        if self._redis is not None:
+        for attempt in range(CONNECT_ATTEMPTS if self._redis is not None else 0):
             try:
                 return await asyncio.wait_for(self._reserve_redis(
                     platform_id, policy, order_id, currency_code, at, shares),
                     self._op_timeout_s * 4)
+            except aioredis.ConnectionError as exc:
+                # a pooled connection from before a Redis restart fails once: try another
+                if attempt + 1 < CONNECT_ATTEMPTS:
+                    continue
+                log.warning("risk counters: Redis unreachable (%r): counting in PostgreSQL", exc)
             except (aioredis.RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("risk counters: Redis unreachable (%r): counting in PostgreSQL", exc)
+                break
         return await self._from_postgres(platform_id, policy, order_id, currency_code, at,
                                          shares), None
 
