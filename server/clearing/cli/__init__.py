@@ -37,6 +37,11 @@
                                               import a bank's payout result file (operator)
     clearing recon bank-file --date D [--platform NAME] [--out FILE]
                                               the bank simulator's result file of a day
+    clearing risk publish FILE | activate VERSION | policy [VERSION]
+                                              the risk policy (JSON RiskPolicy; maker-checker)
+    clearing risk events [--state S] [--rule R] [--account ID] | event ID
+    clearing risk resolve ID --decision release|reject --note N
+                                              propose, or confirm another key's (approver)
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units
@@ -47,7 +52,7 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import admin, client, recon, serve
+from clearing.cli import admin, client, recon, risk, serve
 from clearing.config import Settings
 
 # The commands live in four modules: serve (serve), admin (on the database directly:
@@ -65,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     client.add_payouts_parser(sub)
     admin.add_calendar_parser(sub)
     recon.add_parser(sub)
+    risk.add_parser(sub)
     return top
 
 
