@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from clearing import db
+from clearing import db, metrics
 from clearing.risk import daily_swing, policy_store
 from clearing.v1 import risk_pb2 as rpb
 from tests.risk_support import World, limits, make_world
@@ -110,6 +110,7 @@ async def test_the_job_compares_yesterday_for_platforms_with_a_policy(world: Wor
     assert len(await world.approver_a.events(rule=rpb.RISK_RULE_RATIO_SWING)) == 2
     await job.tick()  # done: nothing twice
     assert len(await world.approver_a.events(rule=rpb.RISK_RULE_RATIO_SWING)) == 2
+    assert metrics.RISK_EVENTS_OPEN._value.get() >= 2  # the open events gauge
 
 
 def test_flagged_arithmetic_is_exact():
