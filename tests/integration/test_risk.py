@@ -301,3 +301,23 @@ async def test_list_filters_and_pages(world: World):
     assert len(seen) == 3 == len(set(seen))
     assert await world.approver_a.events(state=rpb.RISK_EVENT_STATE_RELEASED) == []
     assert len(await world.approver_a.events(rule=rpb.RISK_RULE_LARGE_SPLIT)) == 4
+
+
+async def test_a_batch_counts_each_order_once_and_replays_decide_nothing_new(world: World):
+    await world.file_policy(limits=[limits(frequency_amount_minor=10_000)],
+                            frequency_count_max=2, frequency_window_s=3600)
+    requests = [pb.SplitRequest(request_id=rid(), order=order(11_001, rule_set_name="to-m"))
+                for _ in range(4)]
+    batch = pb.SplitBatchRequest(request_id=rid(), requests=requests)
+    first = await world.splits.call("SplitBatch", batch)
+    held = sorted(_merchant_leg(o.split).held_minor for o in first.outcomes)
+    assert held == [0, 0, 10_001, 10_001]  # counts 1..4, each order once: 3 and 4 > 2
+    again = await world.splits.call("SplitBatch", batch)
+    assert again == first
+    # the same orders in a new batch under their own request ids: their first responses
+    replay = await world.splits.call("SplitBatch", pb.SplitBatchRequest(
+        request_id=rid(), requests=requests))
+    assert [o.split for o in replay.outcomes] == [o.split for o in first.outcomes]
+    events = await world.approver_a.events()
+    assert sorted(e.observed for e in events) == [3, 4]
+    assert await _balance(world, "M_10086") == (20_002, 20_002)
