@@ -32,7 +32,7 @@ from clearing.clock import Clock
 from clearing.config import RiskSettings
 from clearing.money import BPS_ONE
 from clearing.risk import events
-from clearing.risk.model import Policy, RiskRule
+from clearing.risk.model import Policy, RiskEventState, RiskRule
 
 log = logging.getLogger("clearing.risk.daily_swing")
 
@@ -45,11 +45,11 @@ FROM risk_inflows
 WHERE platform_id = $1 AND paid_at >= $2 AND paid_at < $3
 GROUP BY 1, 2, 3
 """
-_SQL_EVENT = """
+_SQL_EVENT = f"""
 INSERT INTO risk_events (platform_id, rule, state, account_id, split_id, order_id,
                          currency_code, amount_minor, held_minor, observed, limit_value,
                          evidence, swing_day, created_at, updated_at)
-VALUES ($1, $2, 1, $3, 0, '', $4, $5, 0, $6, $7, $8::jsonb, $9, now(), now())
+VALUES ($1, $2, {RiskEventState.OPEN:d}, $3, 0, '', $4, $5, 0, $6, $7, $8::jsonb, $9, now(), now())
 RETURNING event_id
 """
 

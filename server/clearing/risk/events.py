@@ -26,12 +26,12 @@ INSERT INTO risk_inflows (platform_id, account_id, paid_at, split_id, order_id,
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::bigint[], $5::text[],
                      $6::text[], $7::bigint[])
 """
-_SQL_EVENTS = """
+_SQL_EVENTS = f"""
 WITH e AS (
   INSERT INTO risk_events (platform_id, rule, state, account_id, split_id, order_id,
                            currency_code, amount_minor, held_minor, observed, limit_value,
                            evidence, created_at, updated_at)
-  SELECT u.p, u.rule, 1, u.a, u.s, u.o, u.c, u.amount, u.held, u.obs, u.lim, u.ev::jsonb,
+  SELECT u.p, u.rule, {RiskEventState.OPEN:d}, u.a, u.s, u.o, u.c, u.amount, u.held, u.obs, u.lim, u.ev::jsonb,
          $12, $12
   FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
               $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[])
@@ -125,4 +125,6 @@ async def add_step(conn: asyncpg.Connection, event_id: int, step: str, key_id: i
 
 async def open_count(conn: asyncpg.Connection) -> int:
     """Events waiting for a reviewer, every platform (the metric)."""
-    return await conn.fetchval("SELECT count(*) FROM risk_events WHERE state IN (1, 2)")
+    return await conn.fetchval(
+        "SELECT count(*) FROM risk_events WHERE state IN"
+        f" ({RiskEventState.OPEN:d}, {RiskEventState.RESOLUTION_PROPOSED:d})")
