@@ -321,3 +321,20 @@ async def test_a_batch_counts_each_order_once_and_replays_decide_nothing_new(wor
     events = await world.approver_a.events()
     assert sorted(e.observed for e in events) == [3, 4]
     assert await _balance(world, "M_10086") == (20_002, 20_002)
+
+
+async def test_a_refused_release_can_be_confirmed_again_later(world: World):
+    _, event = await _held_event(world)
+    await world.approver_a.resolve(event.event_id, rpb.RISK_DECISION_RELEASE)
+    merchant = world.ids["M_10086"]
+    await world.client.call("FreezeAccount", lpb.FreezeAccountRequest(
+        request_id=rid(), account_id=merchant, reason="investigation"))
+    code, reason, _ = await _refused(world.approver_b.resolve(event.event_id,
+                                                              rpb.RISK_DECISION_RELEASE))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and reason == "ACCOUNT_FROZEN"
+    assert await _balance(world, "M_10086") == (0, 50_001)
+    await world.client.call("UnfreezeAccount", lpb.UnfreezeAccountRequest(
+        request_id=rid(), account_id=merchant, reason="cleared"))
+    done = await world.approver_b.resolve(event.event_id, rpb.RISK_DECISION_RELEASE)
+    assert done.state == rpb.RISK_EVENT_STATE_RELEASED
+    assert await _balance(world, "M_10086") == (50_001, 0)

@@ -18,6 +18,7 @@ state and step are written with the caller's request id.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from clearing.splits.model import ActionKind, LegChange, ReleaseRequest, Split, 
 from clearing.splits.records import ActionRecord, LegDelta, pending_action
 from clearing.splits.store import ACTION_SINK_NAME, load_split
 
+_ALL_REASONS = frozenset(Reason)
 METHOD = "ResolveRiskEvent"
 POSTING_METHOD = "RiskResolution"
 Encode = Callable[[RiskEvent], bytes]
@@ -147,7 +149,10 @@ async def _move(deps: ResolveDeps, platform_id: int, event: RiskEvent) -> None:
             deps.pool, platform_id, suspense_ref(split.currency_code), AccountKind.SUSPENSE,
             split.currency_code, f"risk suspense ({split.currency_code})")
         posting = _reject_posting(platform_id, split, held, posting_id, payload, suspense)
-    await deps.writer.submit(posting)  # a Replay: committed before (a retried confirmation)
+    # Records: committed now; a Replay: committed before (a retried confirmation). A refusal
+    # (a frozen receiver...) is not recorded under the posting's request id, so a later
+    # confirmation tries afresh; the action claim keeps two from both moving the money.
+    await deps.writer.submit(dataclasses.replace(posting, unrecorded_reasons=_ALL_REASONS))
 
 
 def _release_posting(platform_id: int, split: Split, held, posting_id: str,
