@@ -349,6 +349,21 @@ class ReconSettings(_FromEnv):
 
 
 @dataclass(frozen=True, slots=True)
+class RiskSettings(_FromEnv):
+    """Risk controls (`clearing.risk`, docs/risk.md): the policy cache and the daily
+    ratio-swing job."""
+
+    policy_cache_ms: int = env("CLEARING_RISK_POLICY_CACHE_MS", 1000,
+                               "how long a process reuses a platform's active risk policy",
+                               low=0, high=600_000)
+    swing_job: bool = env("CLEARING_RISK_SWING_JOB", True,
+                          "1: run the daily ratio-swing job in this process", low=0, high=1)
+    swing_interval_s: int = env("CLEARING_RISK_SWING_INTERVAL_S", 300,
+                                "pause between looks for a finished day to compare",
+                                low=1, high=86_400)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings(_FromEnv):
     """Everything the server reads from its environment."""
 
@@ -383,6 +398,7 @@ class Settings(_FromEnv):
                          upper=True)
     payout: PayoutSettings = group(PayoutSettings)
     recon: ReconSettings = group(ReconSettings)
+    risk: RiskSettings = group(RiskSettings)
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -43,6 +43,13 @@ RECON_SWEEP_DISCREPANCIES = Counter(
     "Discrepancies the 7x24 reconciliation sweep raised (an alert each), by class"
     " (SPLIT_LEDGER_MISMATCH, PAYOUT_BANK_MISMATCH)", ["class"])
 
+RISK_EVENTS_OPEN = Gauge(
+    "clearing_risk_events_open",
+    "Risk events waiting for a reviewer (OPEN or RESOLUTION_PROPOSED), every platform; read"
+    " by the risk job of this process every CLEARING_RISK_SWING_INTERVAL_S")
+RISK_SWING_EVENTS = Counter("clearing_risk_swing_events_total",
+                            "Risk events the daily ratio-swing job opened")
+
 
 def watch(pool, writer) -> None:
     """Read pool usage and queue depth when scraped (nothing to update on the hot path)."""

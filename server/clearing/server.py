@@ -29,6 +29,7 @@ from clearing.api.ledger import METHOD_ROLES, LedgerServicer
 from clearing.api import payout as payout_api
 from clearing.api import reconciliation as recon_api
 from clearing.api import report as report_api
+from clearing.api import risk as risk_api
 from clearing.api import split as split_api
 from clearing.clock import Clock
 from clearing.config import BANK_CONNECTOR_NONE, BANK_CONNECTOR_SIMULATOR, Settings
@@ -40,6 +41,11 @@ from clearing.payout.service import PayoutDeps
 from clearing.payout.worker import PayoutWorker
 from clearing.recon.service import ReconDeps
 from clearing.recon.sweep import Sweeper
+from clearing.risk.counting import RiskCounters
+from clearing.risk.daily_swing import SwingJob
+from clearing.risk.gate import RiskGate
+from clearing.risk.policy_store import PolicyCache
+from clearing.risk.resolve import ResolveDeps
 from clearing.rules import compile as plans
 from clearing.api import split_upgrade
 from clearing.splits import store as split_store
@@ -48,7 +54,7 @@ from clearing.rules.counters import Counters
 from clearing.rules.store import PgSource
 from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
                          reconciliation_pb2, reconciliation_pb2_grpc, report_pb2,
-                         report_pb2_grpc, split_pb2, split_pb2_grpc)
+                         report_pb2_grpc, risk_pb2, risk_pb2_grpc, split_pb2, split_pb2_grpc)
 
 log = logging.getLogger("clearing.server")
 
@@ -56,7 +62,7 @@ log = logging.getLogger("clearing.server")
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for pb, name in (
     (ledger_pb2, "LedgerService"), (split_pb2, "SplitService"),
     (payout_pb2, "PayoutService"), (reconciliation_pb2, "ReconciliationService"),
-    (report_pb2, "ReportService")))
+    (report_pb2, "ReportService"), (risk_pb2, "RiskService")))
 REDIS_CONNECT_TIMEOUT_S = 2.0
 WORKER_JOIN_TIMEOUT_S = 60.0
 GC_GEN0_THRESHOLD = 20_000
@@ -82,6 +88,7 @@ class Running:
     scheduler: Scheduler | None = None
     keys: KeyStore | None = None
     sweeper: Sweeper | None = None
+    swing_job: SwingJob | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
@@ -90,6 +97,8 @@ class Running:
         await self.server.stop(self.settings.grace_s)
         if self.sweeper is not None:
             await self.sweeper.stop()
+        if self.swing_job is not None:
+            await self.swing_job.stop()
         if self.scheduler is not None:  # it makes payouts through the writer
             await self.scheduler.stop()
         if self.payout_worker is not None:  # it posts through the writer: stop it first
@@ -185,6 +194,7 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles.update(payout_api.METHOD_ROLES)
     roles.update(recon_api.METHOD_ROLES)
     roles.update(report_api.METHOD_ROLES)
+    roles.update(risk_api.METHOD_ROLES)
     keys = KeyStore(pool)
     keys.start()  # its poll refuses a revoked key within a second
     calls = ClearingInterceptor(keys, roles)
@@ -202,9 +212,11 @@ async def start(settings: Settings, *, migrate: bool = True,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
     calls.register(server, ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
                    LedgerServicer(pool, writer))
+    policies = PolicyCache(pool, settings.risk.policy_cache_ms / 1000)
+    risk_gate = RiskGate(policies, RiskCounters(pool, redis_client, settings.redis_prefix))
     split_servicer = split_api.SplitServicer(pool, writer, plan_cache,
                                              Counters(redis_client, settings.redis_prefix),
-                                             clock)
+                                             clock, risk_gate)
     calls.register(server, split_pb2_grpc.add_SplitServiceServicer_to_server, split_servicer)
     calls.register(server, payout_pb2_grpc.add_PayoutServiceServicer_to_server,
                    payout_api.PayoutServicer(payout_deps))
@@ -213,6 +225,8 @@ async def start(settings: Settings, *, migrate: bool = True,
                        pool, clock, writer=writer, split_now=split_servicer.split_order)))
     calls.register(server, report_pb2_grpc.add_ReportServiceServicer_to_server,
                    report_api.ReportServicer(pool, clock))
+    calls.register(server, risk_pb2_grpc.add_RiskServiceServicer_to_server,
+                   risk_api.RiskServicer(pool, policies, ResolveDeps(pool, writer)))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -232,10 +246,14 @@ async def start(settings: Settings, *, migrate: bool = True,
     sweeper = Sweeper(pool, clock, settings.recon) if settings.recon.sweep else None
     if sweeper is not None:
         sweeper.start()
+    swing_job = SwingJob(pool, clock, settings.risk) if settings.risk.swing_job else None
+    if swing_job is not None:
+        swing_job.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Running(server, port, pool, redis_client, writer, health_servicer, settings,
-                   plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper)
+                   plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper,
+                   swing_job)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

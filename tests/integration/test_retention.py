@@ -53,6 +53,11 @@ KEPT: dict[str, tuple[str, ...] | None] = {
                           "split_id", "reviewed_at", "attempt"),
     "recon_resolution_events": None,
     "vouchers": None,
+    "risk_policies": ("activated_by", "activated_at"),
+    "risk_policy_activations": None,
+    "risk_events": ("state", "decision", "proposed_by", "posting_request_id", "updated_at"),
+    "risk_event_steps": None,
+    "risk_inflows": None,
 }
 # Tables that are not records: configuration, caches of state, the runner's own. Deletable.
 MUTABLE = {
@@ -64,6 +69,8 @@ MUTABLE = {
     "payout_schedules": "configuration",
     "calendar_days": "configuration (clearing calendar unsets a day)",
     "recon_sweep_cursors": "the sweep's watermark",
+    "risk_policy_heads": "which risk policy version is active: the activations are the record",
+    "risk_swing_runs": "the daily swing job's claims",
 }
 # A recorded column of each table with fixed columns, to show its UPDATE refused.
 FIXED_SAMPLE = {"transfers": "amount", "splits": "amount_minor", "split_legs": "amount_minor",

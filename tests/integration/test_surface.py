@@ -15,14 +15,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clearing import logs, metrics
 from clearing.v1 import (ledger_pb2 as pb, payout_pb2, payout_pb2_grpc, reconciliation_pb2,
-                         report_pb2, report_pb2_grpc, split_pb2)
+                         report_pb2, report_pb2_grpc, risk_pb2, split_pb2)
 from tests.split_support import new_key
 from tests.support import Client, details
 
 
 SERVICES = {
     "clearing.v1.LedgerService", "clearing.v1.SplitService", "clearing.v1.PayoutService",
-    "clearing.v1.ReconciliationService", "clearing.v1.ReportService", "grpc.health.v1.Health",
+    "clearing.v1.ReconciliationService", "clearing.v1.ReportService", "clearing.v1.RiskService",
+    "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }
 
@@ -78,6 +79,9 @@ async def test_contract_method_names():
                      "ApproveResolution", "RejectResolution", "GetResolution"}
     report = {m.name for m in report_pb2.DESCRIPTOR.services_by_name["ReportService"].methods}
     assert report == {"GetVoucher", "VerifyVoucher", "ExportReport"}
+    risk = {m.name for m in risk_pb2.DESCRIPTOR.services_by_name["RiskService"].methods}
+    assert risk == {"PublishRiskPolicy", "ActivateRiskPolicy", "GetRiskPolicy",
+                    "ListRiskEvents", "GetRiskEvent", "ResolveRiskEvent"}
 
 
 async def test_health_serves_every_service(channel):

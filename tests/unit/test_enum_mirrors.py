@@ -22,21 +22,24 @@ import clearing.ledger
 import clearing.payout
 import clearing.recon
 import clearing.reports
+import clearing.risk
 import clearing.rules
 import clearing.splits
 from clearing.ledger import model as ledger
 from clearing.payout import calendar, model as payout
 from clearing.recon import model as recon
 from clearing.reports import voucher_model
+from clearing.risk import model as risk
 from clearing.rules import counters, model as rules
 from clearing.splits import model as split_model
-from clearing.v1 import (ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, rule_set_pb2,
-                         split_pb2)
+from clearing.v1 import (ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, risk_pb2,
+                         rule_set_pb2, split_pb2)
 from tests.support import ROOT
 
 # The generated modules whose enums are paired here: every .proto file's but errors.proto's
 # (ErrorReason has its mirror in clearing.reasons, tests/unit/test_reasons.py).
-MODULES = (ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, rule_set_pb2, split_pb2)
+MODULES = (ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, risk_pb2, rule_set_pb2,
+           split_pb2)
 
 # (domain enum, proto enum descriptor)
 PAIRS = [
@@ -77,6 +80,10 @@ PAIRS = [
     (recon.ResolutionStep, reconciliation_pb2.ResolutionStep.DESCRIPTOR),
     (voucher_model.VoucherKind, report_pb2.VoucherKind.DESCRIPTOR),
     (voucher_model.ProblemKind, report_pb2.VoucherProblemKind.DESCRIPTOR),
+    (risk.RiskRule, risk_pb2.RiskRule.DESCRIPTOR),
+    (risk.RiskAction, risk_pb2.RiskAction.DESCRIPTOR),
+    (risk.RiskEventState, risk_pb2.RiskEventState.DESCRIPTOR),
+    (risk.RiskDecision, risk_pb2.RiskDecision.DESCRIPTOR),
 ]
 # IntEnums of the domain packages that mirror no proto enum: the bank's answer states
 # (clearing.dev's simulator has its own, outside the domain packages).
@@ -129,7 +136,7 @@ def test_domain_enum_mirrors_proto(domain, descriptor):
 def _domain_int_enums() -> set[str]:
     found = set()
     for package in (clearing.ledger, clearing.payout, clearing.recon, clearing.reports,
-                    clearing.rules, clearing.splits):
+                    clearing.rules, clearing.risk, clearing.splits):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             module = importlib.import_module(info.name)
             for value in vars(module).values():

@@ -1,4 +1,4 @@
-"""The client: stubs for the five services, bearer auth, retries with the same request.
+"""The client: stubs for the services, bearer auth, retries with the same request.
 
 Typed methods cover the calls the `clearing` command line makes (and more): they return
 the resource when a response holds only it (an Account, a Transfer, a Payout, a RuleSet)
@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 from clearing_client.v1 import ledger_pb2 as pb
 from clearing_client.v1 import ledger_pb2_grpc, payout_pb2
 from clearing_client.v1 import payout_pb2_grpc, rule_set_pb2, split_pb2, split_pb2_grpc
-from clearing_client.v1 import reconciliation_pb2, reconciliation_pb2_grpc
+from clearing_client.v1 import reconciliation_pb2, reconciliation_pb2_grpc, risk_pb2_grpc
 from clearing_client.v1 import report_pb2, report_pb2_grpc
 
 # The chunk of a statement file per ImportStatement message (the server takes up to 1 MiB).
@@ -94,6 +94,7 @@ class ClearingClient:
         self.payout = payout_pb2_grpc.PayoutServiceStub(self.channel)
         self.recon = reconciliation_pb2_grpc.ReconciliationServiceStub(self.channel)
         self.report = report_pb2_grpc.ReportServiceStub(self.channel)
+        self.risk = risk_pb2_grpc.RiskServiceStub(self.channel)
 
     async def __aenter__(self) -> "ClearingClient":
         return self

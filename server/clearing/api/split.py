@@ -30,6 +30,7 @@ from clearing.ledger.model import Replay, Role
 from clearing.ledger.writer import LedgerWriter
 from clearing.limits import SPLIT_BATCH_SIZE_MAX, SPLIT_STREAM_IN_FLIGHT_MAX, STREAM_GROUPS_MAX
 from clearing.reasons import Reason
+from clearing.risk.gate import RiskGate
 from clearing.rules.cache import PlanCache
 from clearing.rules.counters import Counters
 from clearing.splits import service as splits
@@ -126,11 +127,11 @@ class SplitServicer(RuleSetMethods, split_pb2_grpc.SplitServiceServicer):
     """Rule sets and splits of the caller's platform."""
 
     def __init__(self, pool: asyncpg.Pool, writer: LedgerWriter, plans_cache: PlanCache,
-                 counters: Counters, clock: Clock) -> None:
+                 counters: Counters, clock: Clock, risk: RiskGate | None = None) -> None:
         self._pool = pool
         self._plans = plans_cache
         self._clock = clock
-        self._splits = splits.SplitService(pool, writer, plans_cache, counters, clock)
+        self._splits = splits.SplitService(pool, writer, plans_cache, counters, clock, risk)
 
     # ---- splits -------------------------------------------------------------------------
 

@@ -42,6 +42,11 @@
     clearing vouchers verify ID | --file FILE.pdf
                                               check it against the ledger and the hash
                                               chain (operator key); exits 1 if not valid
+    clearing risk publish FILE | activate VERSION | policy [VERSION]
+                                              the risk policy (JSON RiskPolicy; maker-checker)
+    clearing risk events [--state S] [--rule R] [--account ID] | event ID
+    clearing risk resolve ID --decision release|reject --note N
+                                              propose, or confirm another key's (approver)
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units
@@ -52,7 +57,7 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import admin, client, recon, serve, vouchers
+from clearing.cli import admin, client, recon, risk, serve, vouchers
 from clearing.config import Settings
 
 # The commands live in five modules: serve (serve), admin (on the database directly:
@@ -71,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
     admin.add_calendar_parser(sub)
     recon.add_parser(sub)
     vouchers.add_parser(sub)
+    risk.add_parser(sub)
     return top
 
 

@@ -80,6 +80,7 @@ class HoldReason(IntEnum):
     UNSPECIFIED = 0
     RELEASE_POLICY = 1
     RECEIVER_UNAVAILABLE = 2
+    RISK_REVIEW = 3  # the platform's risk policy flagged the receiver (clearing.risk)
 
 
 class RuleSetStatus(IntEnum):

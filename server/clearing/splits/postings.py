@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple
 from clearing.errors import FailedPrecondition, invariant
 from clearing.ledger.model import Claim, Leg, Mode, Posting, TransferRecord
 from clearing.reasons import Reason
+from clearing.risk.check import RiskNote
 from clearing.rules.compile import Plan
 from clearing.rules.counters import CounterSpec, Period, Reading, Source
 from clearing.rules.evaluate import Evaluation, counter_requests, evaluate
@@ -142,14 +143,17 @@ class Prepared:
 
 def prepare(platform_id: int, command: SplitCommand, order: Order, plan: Plan,
             custodial_id: int, accounts: Mapping, readings: list[Reading],
-            respond: RespondSplit) -> Prepared:
-    """Evaluate an order and build its posting (raises what evaluation raises)."""
-    ev = evaluate(plan, order, counter_inputs(readings, {}), accounts=accounts)
+            respond: RespondSplit, *, evaluated: Evaluation | None = None,
+            risk: RiskNote | None = None) -> Prepared:
+    """Evaluate an order (unless `evaluated` is given: the evaluation as the risk check
+    left it, with its `risk` note) and build its posting (raises what evaluation
+    raises)."""
+    ev = evaluated or evaluate(plan, order, counter_inputs(readings, {}), accounts=accounts)
     legs, positions = ledger_legs(ev, custodial_id, order.memo)
     used = counter_values(ev, readings, {})
     record = SplitRecord(platform_id, command.request_id, command.payload_hash, order, ev,
                          used, counters_json(readings), positions, custodial_id,
-                         detail.encode_split(order, ev, used))
+                         detail.encode_split(order, ev, used), risk)
     claim = Claim.of("order", order.order_id, Reason.ORDER_ALREADY_SPLIT,
                      f"order {order.order_id!r} is already split")
     prepared = Prepared(command, order, plan, readings, record, respond)

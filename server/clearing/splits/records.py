@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from clearing.errors import invariant
 from clearing.ledger.model import TransferRecord
+from clearing.risk.check import RiskNote
 from clearing.rules.evaluate import Evaluation
 from clearing.rules.model import Order
 from clearing.splits.model import (Action, ActionKind, CounterValue, LegChange, LegState,
@@ -38,6 +39,7 @@ class SplitRecord:
     transfer_positions: list[int]
     custodial_id: int
     detail: str
+    risk: RiskNote | None = None  # a platform with an active risk policy: inflows, flags
 
     @property
     def status(self) -> SplitStatus:

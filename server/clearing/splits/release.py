@@ -33,6 +33,7 @@ from clearing.limits import ACTIONS_PER_SPLIT_MAX, MEMO_LEN_MAX
 from clearing.money import BPS_ONE, allocate
 from clearing.reasons import Reason
 from clearing.rules.evaluate import StepAmount
+from clearing.rules.model import HoldReason
 from clearing.splits.accounts import AccountState
 from clearing.splits.model import (ActionKind, CancelRequest, LegChange, ReleaseRequest, Split,
                                    SplitStatus)
@@ -70,6 +71,8 @@ def release_changes(split: Split, request: ReleaseRequest,
     for leg in split.legs:
         if not leg.held_minor or (request.account_ids and leg.account_id not in request.account_ids):
             continue
+        if leg.hold_reason == HoldReason.RISK_REVIEW:
+            continue  # a reviewer releases it (ResolveRiskEvent)
         state = states.get(leg.account_id)
         if not can_move(state.status if state else None):
             continue  # stays held until the receiver is active again
@@ -93,7 +96,8 @@ def release_changes(split: Split, request: ReleaseRequest,
 def cancel_changes(split: Split) -> list[LegChange]:
     """Every held leg voids what it holds; FailedPrecondition NOTHING_HELD if none does."""
     require_room(split)
-    held = [leg for leg in split.legs if leg.held_minor]
+    held = [leg for leg in split.legs
+            if leg.held_minor and leg.hold_reason != HoldReason.RISK_REVIEW]
     if not held:
         raise FailedPrecondition(f"split of order {split.order_id!r} holds nothing",
                                  reason=Reason.NOTHING_HELD, metadata={"order_id": split.order_id})

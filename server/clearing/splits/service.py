@@ -40,6 +40,7 @@ from clearing.ledger.writer import LedgerWriter
 from clearing.reasons import Reason
 from clearing.rules.cache import PlanCache
 from clearing.rules.compile import Plan
+from clearing.risk.gate import RiskGate
 from clearing.rules.counters import Counters, Reading
 from clearing.rules.evaluate import SplitInvariantError, evaluate
 from clearing.rules.model import Order
@@ -80,8 +81,9 @@ class SplitService:
     """Splits of every platform's orders (each call names its platform)."""
 
     def __init__(self, pool: asyncpg.Pool, writer: LedgerWriter, plans: PlanCache,
-                 counters: Counters, clock: Clock) -> None:
+                 counters: Counters, clock: Clock, risk: RiskGate | None = None) -> None:
         self._pool = pool
+        self._risk = risk
         self._writer = writer
         self._plans = plans
         self._counters = counters
@@ -180,9 +182,14 @@ class SplitService:
         require_custodial(custodial, order.currency_code)
         readings = await self._counters.reserve(counter_specs(platform_id, plan, order))
         committed = False
+        taken = None
         try:
+            ev = evaluate(plan, order, counter_inputs(readings, {}), accounts=accounts)
+            note = None
+            if self._risk is not None:  # decided once, before the posting, recorded with it
+                ev, note, taken = await self._risk.decide(platform_id, order, ev)
             prepared = prepare(platform_id, command, order, plan, custodial, accounts,
-                                readings, respond)
+                                readings, respond, evaluated=ev, risk=note)
             sent = await self._writer.submit(prepared.posting)
             committed = prepared.committed(sent)
         except SplitInvariantError as exc:
@@ -191,6 +198,8 @@ class SplitService:
         finally:
             if not committed:
                 await self._counters.undo(readings)
+                if taken is not None:
+                    await self._risk.undo(taken)  # type: ignore[union-attr]
         if committed:
             return prepared.split  # type: ignore[return-value]
         if isinstance(sent, Replay):  # this request id has a first response
@@ -213,6 +222,12 @@ class SplitService:
         and ONE writer call (`submit_many`) for the orders on the usual path. An order
         leaving that path (no plan, a refusal by the evaluator or the writer, a replay)
         goes on with the unary path's own steps from where it left it."""
+        if self._risk is not None and await self._risk.applies(platform_id):
+            # the risk check reserves per split: every order takes the unary path (they still
+            # share the writer's group commits)
+            return list(await asyncio.gather(
+                *(self.split(platform_id, c, r) for c, r in zip(commands, responds)),
+                return_exceptions=True))
         outcomes: list[Split | Replay | BaseException | None] = [None] * len(commands)
         rest: dict[int, Callable[[], Awaitable[Split | Replay]]] = {}  # the unary path
         ready = await self._ready(platform_id, commands, responds, rest)

@@ -12,6 +12,7 @@ import asyncpg
 from clearing.errors import invariant
 from clearing.ledger.batch_sql import int_array
 from clearing.ledger.model import Posting, TransferRecord
+from clearing.risk import events as risk_events
 from clearing.rules.model import HoldReason
 from clearing.splits import detail
 from clearing.splits.model import LegState, Split, SplitStatus
@@ -131,6 +132,10 @@ class SplitSink:
             sents[0][0].created_at, *_literals(legs, range(9)),
             *_literals(alerts, (0, 1, 3, 4)))
         invariant(row["splits"] == len(records), f"split rows written: {dict(row)}")
+        risky = [(rec.platform_id, split_id, rec.order.order_id, rec.order.paid_time_ns,
+                  rec.risk) for rec, split_id in zip(records, ids) if rec.risk is not None]
+        if risky:  # the risk counters' truth and the events, in the splits' transaction
+            await risk_events.write_from_splits(conn, risky, sents[0][0].created_at)
 
 
 # ---- actions on splits (release, cancel, refund) ---------------------------------------------

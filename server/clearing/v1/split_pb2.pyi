@@ -47,6 +47,7 @@ class HoldReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HOLD_REASON_UNSPECIFIED: _ClassVar[HoldReason]
     HOLD_REASON_RELEASE_POLICY: _ClassVar[HoldReason]
     HOLD_REASON_RECEIVER_UNAVAILABLE: _ClassVar[HoldReason]
+    HOLD_REASON_RISK_REVIEW: _ClassVar[HoldReason]
 
 class CounterSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -84,6 +85,7 @@ RELEASE_STATE_VOIDED: ReleaseState
 HOLD_REASON_UNSPECIFIED: HoldReason
 HOLD_REASON_RELEASE_POLICY: HoldReason
 HOLD_REASON_RECEIVER_UNAVAILABLE: HoldReason
+HOLD_REASON_RISK_REVIEW: HoldReason
 COUNTER_SOURCE_UNSPECIFIED: CounterSource
 COUNTER_SOURCE_LIVE: CounterSource
 COUNTER_SOURCE_OVERRIDE: CounterSource

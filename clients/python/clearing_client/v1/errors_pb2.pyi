@@ -94,6 +94,10 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECEIVER_FROZEN: _ClassVar[ErrorReason]
     RECEIVER_CLOSED: _ClassVar[ErrorReason]
     PLAN_CACHE_MISMATCH: _ClassVar[ErrorReason]
+    RISK_POLICY_NOT_FOUND: _ClassVar[ErrorReason]
+    RISK_EVENT_NOT_FOUND: _ClassVar[ErrorReason]
+    RISK_EVENT_NOT_OPEN: _ClassVar[ErrorReason]
+    RISK_HOLD: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 UNAUTHENTICATED: ErrorReason
@@ -182,3 +186,7 @@ BANK_CONNECTOR_NOT_CONFIGURED: ErrorReason
 RECEIVER_FROZEN: ErrorReason
 RECEIVER_CLOSED: ErrorReason
 PLAN_CACHE_MISMATCH: ErrorReason
+RISK_POLICY_NOT_FOUND: ErrorReason
+RISK_EVENT_NOT_FOUND: ErrorReason
+RISK_EVENT_NOT_OPEN: ErrorReason
+RISK_HOLD: ErrorReason
