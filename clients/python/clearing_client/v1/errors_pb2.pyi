@@ -86,6 +86,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOLUTION_NOT_FOUND: _ClassVar[ErrorReason]
     RESOLUTION_NOT_PROPOSED: _ClassVar[ErrorReason]
     RESOLUTION_POSTED: _ClassVar[ErrorReason]
+    RATIO_SWING_NEEDS_SECOND_APPROVER: _ClassVar[ErrorReason]
+    BACKTEST_BUSY: _ClassVar[ErrorReason]
     BANK_RETRIES_EXHAUSTED: _ClassVar[ErrorReason]
     REJECTED: _ClassVar[ErrorReason]
     BANK_CONNECTOR_NOT_CONFIGURED: _ClassVar[ErrorReason]
@@ -172,6 +174,8 @@ RESOLUTION_NOT_APPLICABLE: ErrorReason
 RESOLUTION_NOT_FOUND: ErrorReason
 RESOLUTION_NOT_PROPOSED: ErrorReason
 RESOLUTION_POSTED: ErrorReason
+RATIO_SWING_NEEDS_SECOND_APPROVER: ErrorReason
+BACKTEST_BUSY: ErrorReason
 BANK_RETRIES_EXHAUSTED: ErrorReason
 REJECTED: ErrorReason
 BANK_CONNECTOR_NOT_CONFIGURED: ErrorReason
