@@ -1,0 +1,1 @@
+"""Risk controls: risk policies, holds and events, ratio-swing checks, backtests."""
