@@ -7,7 +7,7 @@ PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 CLIENT_GEN_DIR := clients/python
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon loadtest mutation clean
+.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon loadtest bench-backtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -20,6 +20,7 @@ help:
 	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
 	@echo "make bench-recon   a day's statement (LINES=2000000) imported and reconciled vs a bare COPY"
+	@echo "make bench-backtest SimulateRuleSet over ORDERS=1000000 recorded orders vs the bare read"
 	@echo "make mutation      mutmut on money, evaluator, writer, verifier, payout rules; the score"
 	@echo "                   (MUTATION_ARGS='money evaluate --survivors')"
 
@@ -87,6 +88,12 @@ bench-ledger: $(STAMP)
 LINES ?= 2000000
 bench-recon: $(STAMP)
 	$(PY) -m bench.recon --lines $(LINES) $(BENCH_ARGS)
+
+# SimulateRuleSet over ORDERS recorded orders (COPYed as the server writes them) through the
+# real server, beside the bare read of the same rows (bench/backtest.py; target < 60 s).
+ORDERS ?= 1000000
+bench-backtest: $(STAMP)
+	$(PY) -m bench.backtest --orders $(ORDERS) $(BENCH_ARGS)
 
 # Mutation testing, one module at a time on one core (tests/mutation.py; not in CI).
 mutation: $(STAMP)

@@ -50,11 +50,10 @@ class Backtests:
                                     reason=Reason.BACKTEST_BUSY)
         end = self._clock.now()
         async with self._slots:
-            async with self._pool.acquire() as conn:
-                return await backtest.run(
-                    conn, platform_id, active, candidate,
-                    start_ns=_ns(end - dt.timedelta(days=days)), end_ns=_ns(end),
-                    order_count_max=order_count_max)
+            return await backtest.run(
+                self._pool, platform_id, active, candidate,
+                start_ns=_ns(end - dt.timedelta(days=days)), end_ns=_ns(end),
+                order_count_max=order_count_max)
 
     async def plans(self, platform_id: int, name: str, version: int) -> tuple[Plan, Plan]:
         """(the active plan, the candidate's); NOT_FOUND for an unknown version,

@@ -197,9 +197,9 @@ def _rules_of(ev: Evaluation) -> tuple:
 class _Run:
     """The state of one backtest."""
 
-    def __init__(self, conn: asyncpg.Connection, platform_id: int, active: Plan,
+    def __init__(self, db: asyncpg.Pool | asyncpg.Connection, platform_id: int, active: Plan,
                  candidate: Plan, result: Backtest) -> None:
-        self.conn = conn
+        self.db = db  # for the parties' accounts (not the cursor's connection)
         self.platform_id = platform_id
         self.active = active
         self.candidate = candidate
@@ -218,7 +218,7 @@ class _Run:
         if len(self.accounts) + len(wanted) > BACKTEST_ACCOUNTS_MAX:
             self.accounts.clear()
             self.missing.clear()
-        found = await accounts_by_ref(self.conn, self.platform_id, wanted)
+        found = await accounts_by_ref(self.db, self.platform_id, wanted)
         self.accounts.update(found)
         self.missing |= wanted - found.keys()
 
@@ -302,13 +302,16 @@ class _Run:
         return r
 
 
-async def run(conn: asyncpg.Connection, platform_id: int, active: Plan, candidate: Plan, *,
+async def run(pool: asyncpg.Pool, platform_id: int, active: Plan, candidate: Plan, *,
               start_ns: int, end_ns: int, order_count_max: int = BACKTEST_ORDERS_MAX,
               threshold_bps: int = RATIO_SWING_THRESHOLD_BPS,
               fetch_rows: int = BACKTEST_FETCH_ROWS) -> Backtest:
     """Backtest `candidate` against `active` (two versions of one rule set) on the rule
     set's orders paid in [start_ns, end_ns), the most recent `order_count_max` first.
-    `conn` must not be in a transaction (the cursor opens one, read-only)."""
+
+    One connection of `pool` holds the read-only transaction and its cursor; the next
+    batch is fetched while this one is evaluated (PostgreSQL reads as Python works);
+    parties' accounts are read through another connection of the pool."""
     invariant(active.rule_set_name == candidate.rule_set_name,
               "a backtest compares two versions of one rule set")
     invariant(1 <= order_count_max <= BACKTEST_ORDERS_MAX and fetch_rows >= 1,
@@ -316,25 +319,27 @@ async def run(conn: asyncpg.Connection, platform_id: int, active: Plan, candidat
     result = Backtest(candidate.rule_set_name, active.rule_set_version,
                       candidate.rule_set_version, candidate.currency_code, start_ns, end_ns,
                       threshold_bps)
-    state = _Run(conn, platform_id, active, candidate, result)
-    async with conn.transaction(readonly=True):
+    state = _Run(pool, platform_id, active, candidate, result)
+    fetched = 0
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
         cursor = await conn.cursor(SQL_ORDERS, platform_id, candidate.rule_set_name,
                                    start_ns, end_ns, order_count_max + 1)
-        left = order_count_max
-        while True:
-            rows = await cursor.fetch(fetch_rows)
-            if not rows:
-                break
-            if len(rows) > left:
-                result.truncated = True
-                rows = rows[:left]
-            await _batch(state, rows)
-            left -= len(rows)
-            if left == 0 or len(rows) < fetch_rows:
-                # one row past the limit tells a truncated period
-                if left == 0 and not result.truncated:
-                    result.truncated = bool(await cursor.fetch(1))
-                break
+        pending: asyncio.Future | None = asyncio.ensure_future(cursor.fetch(fetch_rows))
+        try:
+            while pending is not None:
+                rows = await pending
+                pending = None
+                fetched += len(rows)
+                if len(rows) == fetch_rows:  # maybe more: read them meanwhile
+                    pending = asyncio.ensure_future(cursor.fetch(fetch_rows))
+                    await asyncio.sleep(0)  # the FETCH goes out now
+                take = rows[:order_count_max - result.order_count]
+                if take:
+                    await _batch(state, take)
+        finally:
+            if pending is not None:  # a failure: let the statement finish, then unwind
+                await asyncio.gather(pending, return_exceptions=True)
+    result.truncated = fetched > order_count_max
     return state.finish()
 
 
