@@ -28,10 +28,12 @@ Receivers
     Totals per receiving account (legs crediting the custodial account, subsidies into
     the split base, are no receiver's); shares and swings: `clearing.risk.swing`.
 
-Speed: the detail is decoded by msgspec into the few fields needed (the recorded legs'
-accounts and amounts, the matched rules' names), the Order is built once, and the loop
-yields to the event loop every YIELD_EVERY orders so that a long backtest does not stall
-the server's other calls. `bench/backtest.py` measures it (bench/README.md).
+Speed: rows come through a server-side cursor in batches of BACKTEST_FETCH_ROWS, the next
+batch fetched while this one is evaluated; the detail is decoded by msgspec into the few
+fields needed (the recorded legs' accounts and amounts, the matched rules' names), the
+Order is built once, and the loop yields to the event loop every YIELD_EVERY orders so
+that a long backtest does not stall the server's other calls. `make bench-backtest`
+(bench/backtest.py) measures it (bench/README.md).
 """
 
 from __future__ import annotations
