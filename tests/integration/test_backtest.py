@@ -399,3 +399,15 @@ async def test_the_cli_backtests(running, world, platform):
     doc = json.loads(out)
     assert (doc["changed_rule_count"], doc["candidate_refused_count"]) == ("1", "1")
     assert doc["receivers"][0]["external_ref"] == "LOGISTICS_B"
+
+
+async def test_one_backtest_at_a_time_per_process():
+    from clearing.api.rule_set_backtest import Backtests
+    from clearing.clock import Clock
+    from clearing.errors import ResourceExhausted
+
+    runs = Backtests(None, None, Clock())  # type: ignore[arg-type]
+    async with runs._slots:  # another backtest is running
+        with pytest.raises(ResourceExhausted) as err:
+            await runs.run(1, None, None, days=7, order_count_max=1)  # type: ignore[arg-type]
+    assert err.value.reason == "BACKTEST_BUSY"

@@ -197,7 +197,7 @@ class SplitServiceServicer:
 
         The static ratio-swing check: when another version is active, the activation first
         backtests this version on the rule set's recent orders (those paid in the last 7
-        days, the most recent 100,000 at most: SimulateRuleSet's figures). If the effective
+        days, the most recent 20,000 at most: SimulateRuleSet's figures). If the effective
         share of any receiver (its total over the total of every receiver) moves by more
         than the swing threshold (30%, 3000 bps, relative to its share under the active
         version; a receiver the active version pays nothing to counts as more), the version
@@ -210,7 +210,9 @@ class SplitServiceServicer:
         PUBLISHED. A later call by an approver key that is neither the publisher nor a key
         whose approval is recorded activates it (its answer's `ratio_swing` shows the
         figures and the first approver). A swing of exactly the threshold needs no second
-        approver. Figures are recomputed on every call.
+        approver. Figures are recomputed on every call. The backtest answers
+        RESOURCE_EXHAUSTED, reason BACKTEST_BUSY, while this server process runs another
+        (retry later), and ACTIVE_VERSION_CHANGED if another version became active meanwhile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
