@@ -411,3 +411,53 @@ async def test_one_backtest_at_a_time_per_process():
         with pytest.raises(ResourceExhausted) as err:
             await runs.run(1, None, None, days=7, order_count_max=1)  # type: ignore[arg-type]
     assert err.value.reason == "BACKTEST_BUSY"
+
+
+def _tiers(counter: str, min_value: int) -> str:
+    """SUP_2025001 90%, +5 points from the `min_value`-th order it receives (counter
+    `counter`, lifetime); PLAT_001 the rest."""
+    return f"""
+name: tiers
+currency_code: CNY
+counters:
+  - {{name: {counter}, metric: COUNTER_METRIC_ORDER_COUNT, period: COUNTER_PERIOD_LIFETIME,
+     account_ref: SUP_2025001}}
+rules:
+  - rule_name: all
+    priority: 1
+    shares:
+      - label: supplier
+        type: SHARE_TYPE_RATIO
+        ratio_bps: 9000
+        receiver: {{account_ref: SUP_2025001}}
+        tiers:
+          counter_name: {counter}
+          effect: TIER_EFFECT_ADD
+          tiers: [{{min_counter_value: {min_value}, ratio_bps: 500}}]
+      - {{label: platform, type: SHARE_TYPE_REMAINDER, receiver: {{account_ref: PLAT_001}}}}
+"""
+
+
+async def test_counters_are_the_values_the_orders_recorded(world):
+    """Three orders of 10000 split by version 1 (tier from the 1000th order: 90% each)
+    recorded the counter at 1, 2, 3. Version 2 (tier from the 2nd order, same counter)
+    reads those values: 9000 + 9500 + 9500. Version 3's counter is one the orders never
+    raised: it reads 0 (no tier) and each order counts as unrecorded."""
+    maker, first, second, _ = world
+    await maker.publish(_tiers("sup_orders", 1000))
+    await first.activate("tiers", 1)
+    for _ in range(3):
+        await maker.split(order(10_000, rule_set_name="tiers"))
+    await maker.publish(_tiers("sup_orders", 2))
+    await maker.publish(_tiers("sup_orders_new", 1))
+    call = maker.call
+    same = await call("SimulateRuleSet", pb.SimulateRuleSetRequest(rule_set_name="tiers",
+                                                                   rule_set_version=2))
+    assert {x.external_ref: (x.active_minor, x.candidate_minor) for x in same.receivers} == {
+        "SUP_2025001": (27_000, 28_000), "PLAT_001": (3_000, 2_000)}
+    assert same.counter_unrecorded_count == 0
+    new = await call("SimulateRuleSet", pb.SimulateRuleSetRequest(rule_set_name="tiers",
+                                                                  rule_set_version=3))
+    assert {x.external_ref: (x.active_minor, x.candidate_minor) for x in new.receivers} == {
+        "SUP_2025001": (27_000, 27_000), "PLAT_001": (3_000, 3_000)}
+    assert new.counter_unrecorded_count == 3

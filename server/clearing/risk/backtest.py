@@ -39,7 +39,6 @@ that a long backtest does not stall the server's other calls. `make bench-backte
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -224,25 +223,28 @@ class _Run:
         self.accounts.update(found)
         self.missing |= wanted - found.keys()
 
-    def counters(self, plan: Plan, order: Order, readings: str) -> tuple[dict[str, int], bool]:
-        """The order's recorded values of the plan's counters; whether one is missing."""
+    def counters(self, plan: Plan, order: Order,
+                 readings: str) -> tuple[dict[str, int], frozenset[str]]:
+        """The order's recorded values of the plan's counters, and the names of those it
+        has no recorded value of (they read 0)."""
         if not plan.counters:
-            return {}, False
+            return {}, frozenset()
         recorded = ({(r.name, r.subject): r.value for r in _DECODE_READINGS(readings)}
                     if readings != "[]" else {})
-        values, missing = {}, False
+        values, missing = {}, set()
         for req in counter_requests(plan, order):
             value = recorded.get((req.counter_name, req.subject))
             if value is None:
-                missing = True
+                missing.add(req.counter_name)
             else:
                 values[req.counter_name] = value
-        return values, missing
+        return values, frozenset(missing)
 
     def evaluate(self, plan: Plan, order: Order, readings: str) -> Evaluation:
         values, missing = self.counters(plan, order, readings)
         ev = evaluate(plan, order, values, accounts=self.accounts)
-        if missing and plan is self.candidate and ev.counter_values:
+        if missing and plan is self.candidate and any(
+                use.counter_name in missing for use in ev.counter_values):
             self.result.counter_unrecorded_count += 1
         return ev
 
@@ -398,8 +400,3 @@ def reproduces(recorded: Evaluation, again: Evaluation) -> bool:
                  leg.amount_minor, leg.rule_set_name, leg.rule_name, leg.label, leg.level,
                  leg.ratio_bps) for leg in ev.legs]
     return key(recorded) == key(again)
-
-
-def totals_by_ref(result: Backtest) -> Mapping[str, tuple[int, int]]:
-    """(active, candidate) totals per receiver's external_ref (for tests and the CLI)."""
-    return {r.external_ref: (r.active_minor, r.candidate_minor) for r in result.receivers}
