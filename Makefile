@@ -7,7 +7,7 @@ PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 CLIENT_GEN_DIR := clients/python
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon bench-partitions loadtest mutation clean
+.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-recon   a day's statement (LINES=2000000) imported and reconciled vs a bare COPY"
 	@echo "make bench-partitions  the journal partitioned by month vs as it is, 12M rows (~5 min;"
 	@echo "                   PARTITIONS_ARGS='--months 30 --rows-per-month 1000000')"
+	@echo "make bench-backtest SimulateRuleSet over ORDERS=1000000 recorded orders vs the bare read"
 	@echo "make mutation      mutmut on money, evaluator, writer, verifier, payout rules; the score"
 	@echo "                   (MUTATION_ARGS='money evaluate --survivors')"
 
@@ -94,6 +95,12 @@ bench-recon: $(STAMP)
 # (bench/journal_partitions.py; docs/scaling.md). Size and counts: PARTITIONS_ARGS.
 bench-partitions: $(STAMP)
 	$(PY) -m bench.journal_partitions $(PARTITIONS_ARGS)
+
+# SimulateRuleSet over ORDERS recorded orders (COPYed as the server writes them) through the
+# real server, beside the bare read of the same rows (bench/backtest.py; target < 60 s).
+ORDERS ?= 1000000
+bench-backtest: $(STAMP)
+	$(PY) -m bench.backtest --orders $(ORDERS) $(BENCH_ARGS)
 
 # Mutation testing, one module at a time on one core (tests/mutation.py; not in CI).
 mutation: $(STAMP)

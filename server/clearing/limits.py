@@ -242,3 +242,29 @@ _require(STATEMENT_LINE_BYTES_MAX <= STATEMENT_CHUNK_BYTES_MAX <= STATEMENT_BYTE
          "STATEMENT_LINE_BYTES_MAX <= STATEMENT_CHUNK_BYTES_MAX <= STATEMENT_BYTES_MAX"
          " <= STATEMENT_DECOMPRESSED_BYTES_MAX")
 _require(STATEMENT_DAY_MIN == PAID_TIME_MIN.date(), "STATEMENT_DAY_MIN == PAID_TIME_MIN.date()")
+
+# ---- backtests and the static ratio swing (clearing/risk/backtest.py, swing.py) ----------
+# The static ratio-swing threshold: activating a rule-set version that moves a receiver's
+# effective share by more than this (relative to its share under the active version) needs
+# a second approver. 3000 bps = 30% (REQUIREMENTS.md, risk). One named value; the risk
+# policy may carry its own later.
+RATIO_SWING_THRESHOLD_BPS = 3000
+# SimulateRuleSet: the period in days (0 means the default) and the orders re-evaluated.
+BACKTEST_DAYS_DEFAULT = 7
+BACKTEST_DAYS_MAX = 31
+BACKTEST_ORDERS_MAX = 2_000_000
+# What an activation backtests: the last SWING_BACKTEST_DAYS days, at most
+# SWING_BACKTEST_ORDERS_MAX orders, the most recent first: about 0.3 s on the idle machine,
+# 2 s on the loaded one (bench/README.md), inside the CLI's 10 s deadline.
+SWING_BACKTEST_DAYS = 7
+SWING_BACKTEST_ORDERS_MAX = 20_000
+# Orders read per round trip of the backtest's server-side cursor.
+BACKTEST_FETCH_ROWS = 5000
+# Samples in an answer: orders whose matched rules change, orders refused; receivers listed.
+BACKTEST_SAMPLE_MAX = 20
+BACKTEST_RECEIVERS_MAX = 1000
+# Backtests one server process runs at once (each is CPU-bound: it yields to the event
+# loop between batches); one more answers RESOURCE_EXHAUSTED, BACKTEST_BUSY.
+BACKTESTS_CONCURRENT_MAX = 1
+# Accounts (by external_ref) a backtest keeps in memory for the orders' parties.
+BACKTEST_ACCOUNTS_MAX = 100_000

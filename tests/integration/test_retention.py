@@ -58,6 +58,7 @@ KEPT: dict[str, tuple[str, ...] | None] = {
     "risk_events": ("state", "decision", "proposed_by", "posting_request_id", "updated_at"),
     "risk_event_steps": None,
     "risk_inflows": None,
+    "rule_set_swing_approvals": None,
 }
 # Tables that are not records: configuration, caches of state, the runner's own. Deletable.
 MUTABLE = {

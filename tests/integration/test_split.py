@@ -239,7 +239,13 @@ async def test_splits_use_the_newly_activated_version(world, channel, database_u
     v2 = (await splits.call("PublishRuleSet", pb.PublishRuleSetRequest(
         request_id=rid(), rule_set=baby))).rule_set
     before = await splits.split(order(100_000, rule_set_name="baby"))
-    await checker.activate("baby", v2.version, content_sha256=v2.content_sha256)
+    # PLAT_001's share of the order split so far moves 15% -> 20% (33%, over the 30%
+    # ratio-swing threshold): a second approver activates it
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await checker.activate("baby", v2.version, content_sha256=v2.content_sha256)
+    assert details(err.value)[0] == "RATIO_SWING_NEEDS_SECOND_APPROVER"
+    second = Splits(channel, await new_key(database_url, platform.platform_id, {"approver"}))
+    await second.activate("baby", v2.version, content_sha256=v2.content_sha256)
     after = await splits.split(order(100_000, rule_set_name="baby"))
     assert (before.rule_set_version, [leg.amount_minor for leg in before.legs]) == (
         1, [15_000, 75_000, 10_000])

@@ -1,4 +1,4 @@
-"""The domain packages (ledger, rules, splits, payout, recon, reports) import neither grpc nor generated
+"""The domain packages (ledger, rules, splits, payout, recon, reports, risk) import neither grpc nor generated
 protobuf code nor the API layer: conversion to and from the wire lives in `clearing.api`
 (DESIGN.md). Read from the source files' import statements, so a lazy import inside a
 function counts too."""

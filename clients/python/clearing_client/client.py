@@ -237,6 +237,18 @@ class ClearingClient:
             request.expected_active_version = expected_active_version
         return await self.call(self.split.ActivateRuleSet, request)
 
+    async def simulate_rule_set(self, rule_set_name: str, rule_set_version: int, *,
+                                days: int = 0, order_count_max: int = 0,
+                                timeout_s: float | None = None,
+                                ) -> split_pb2.SimulateRuleSetResponse:
+        """Backtest a version that is not active on the rule set's recorded orders of the
+        last `days` days (0: 7), the most recent `order_count_max` (0: the server's
+        maximum); nothing is written. A backtest of many orders takes seconds: pass a
+        `timeout_s` that fits."""
+        return await self.call(self.split.SimulateRuleSet, split_pb2.SimulateRuleSetRequest(
+            rule_set_name=rule_set_name, rule_set_version=rule_set_version, days=days,
+            order_count_max=order_count_max), timeout_s=timeout_s)
+
     async def get_rule_set(self, rule_set_name: str,
                            rule_set_version: int = 0) -> rule_set_pb2.RuleSet:
         """One version of a rule set (0: the active one)."""

@@ -14,7 +14,11 @@ from clearing.api import split_validate as checks
 from clearing.api import validate
 from clearing.api.interceptor import principal
 from clearing.api.replies import encode
-from clearing.errors import Violations, invariant
+from clearing.api.rule_set_backtest import Backtests, ratio_swing
+from clearing.errors import FailedPrecondition, Violations, invariant
+from clearing.limits import SWING_BACKTEST_DAYS
+from clearing.reasons import Reason
+from clearing.risk import swing
 from clearing.rules import compile as plans
 from clearing.api import rules_proto as proto
 from clearing.rules import store as rule_store
@@ -30,6 +34,7 @@ class RuleSetMethods:
 
     _pool: asyncpg.Pool
     _plans: PlanCache
+    _backtests: Backtests
 
     # ---- rule sets ----------------------------------------------------------------------
 
@@ -78,17 +83,51 @@ class RuleSetMethods:
         sha = bytes.fromhex(request.content_sha256) if request.content_sha256 else None
         expected = (request.expected_active_version
                     if request.HasField("expected_active_version") else None)
+        payload = validate.payload_hash("ActivateRuleSet", request)
+        # The ratio-swing backtest runs before the activation's transaction (seconds, not
+        # under the name's lock); a known request id answers its first response instead.
+        check = None
+        if await idempotency.lookup(self._pool, who.platform_id, request.request_id) is None:
+            check = await self._backtests.swing_check(who, name, version)
+        refused_first: list[int] = []  # the key whose first approval to record
+        first_approver = 0
+
+        async def gate(conn: asyncpg.Connection, active: int) -> None:
+            nonlocal first_approver
+            if not active or active == version:
+                return
+            if check is None or check.active_version != active:
+                raise FailedPrecondition(
+                    f"the active version of {name!r} changed during the activation's"
+                    " ratio-swing backtest; retry", reason=Reason.ACTIVE_VERSION_CHANGED,
+                    metadata={"active_version": str(active)})
+            if not check.swing_exceeded:
+                return
+            first_approver = swing.other_approver(
+                await swing.approvers(conn, who.platform_id, name, version), who.key_id)
+            if not first_approver:
+                refused_first.append(who.key_id)
+                raise swing.second_approver_needed(check, who.key_id, SWING_BACKTEST_DAYS)
 
         async def op(conn: asyncpg.Connection) -> bytes:
             rule_set_id, previous = await rule_store.activate_checked(
-                conn, who, name, version, sha, expected, request.comment)
+                conn, who, name, version, sha, expected, request.comment, gate=gate)
             row = await rule_store.get_version_by_id(conn, who.platform_id, rule_set_id)
-            return encode(pb.ActivateRuleSetResponse(rule_set=convert.rule_set(row),
-                                                     previous_active_version=previous))
+            out = pb.ActivateRuleSetResponse(rule_set=convert.rule_set(row),
+                                             previous_active_version=previous)
+            if check is not None and previous and previous != version:
+                out.ratio_swing.CopyFrom(ratio_swing(check, first_approver))
+            return encode(out)
 
-        response = pb.ActivateRuleSetResponse.FromString(await idempotency.run(
-            self._pool, who.platform_id, request.request_id, "ActivateRuleSet",
-            validate.payload_hash("ActivateRuleSet", request), op))
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                outcome = await idempotency.run_in(conn, who.platform_id, request.request_id,
+                                                   "ActivateRuleSet", payload, op)
+                if refused_first and check is not None:
+                    # recorded with the refusal (run_in rolled op's work back)
+                    await swing.record_approval(conn, who.platform_id, check, who.key_id,
+                                                request.comment)
+        response = pb.ActivateRuleSetResponse.FromString(outcome.answer())
         await self._plans.activated(who.platform_id, name, version)
         return response
 

@@ -23,6 +23,7 @@ from clearing.api import split_validate as checks
 from clearing.api import validate
 from clearing.api.interceptor import principal
 from clearing.api.replies import encode
+from clearing.api.rule_set_backtest import BacktestMethods, Backtests
 from clearing.api.rule_sets import RuleSetMethods
 from clearing.clock import Clock
 from clearing.errors import ClearingError, NotFound, ResourceExhausted
@@ -52,6 +53,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _SERVICE + "GetRuleSet": _READ,
     _SERVICE + "ListRuleSets": _READ,
     _SERVICE + "PreviewSplit": _READ,
+    _SERVICE + "SimulateRuleSet": frozenset({Role.OPERATOR, Role.APPROVER}),
     _SERVICE + "Split": frozenset({Role.GATEWAY}),
     _SERVICE + "SplitBatch": frozenset({Role.GATEWAY}),
     _SERVICE + "SplitStream": frozenset({Role.GATEWAY}),
@@ -123,7 +125,7 @@ class _ActionReply:
         return self.message
 
 
-class SplitServicer(RuleSetMethods, split_pb2_grpc.SplitServiceServicer):
+class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitServiceServicer):
     """Rule sets and splits of the caller's platform."""
 
     def __init__(self, pool: asyncpg.Pool, writer: LedgerWriter, plans_cache: PlanCache,
@@ -132,6 +134,7 @@ class SplitServicer(RuleSetMethods, split_pb2_grpc.SplitServiceServicer):
         self._plans = plans_cache
         self._clock = clock
         self._splits = splits.SplitService(pool, writer, plans_cache, counters, clock, risk)
+        self._backtests = Backtests(pool, plans_cache, clock)
 
     # ---- splits -------------------------------------------------------------------------
 

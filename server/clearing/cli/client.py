@@ -194,7 +194,8 @@ def _accounts_call(args, rid: str) -> Call:
 
 
 def cmd_rules(args, settings: Settings) -> int:
-    """`clearing rules publish|activate|list|get`: SplitService's rule-set methods."""
+    """`clearing rules publish|activate|backtest|list|get`: SplitService's rule-set
+    methods."""
     from clearing_client.v1 import split_pb2 as pb
 
     rid = args.request_id or str(uuid.uuid4())
@@ -217,6 +218,10 @@ def cmd_rules(args, settings: Settings) -> int:
                 args.name, args.version, content_sha256=args.sha256 or "",
                 expected_active_version=args.expected_active, comment=args.comment or "",
                 request_id=rid)
+    elif args.action == "backtest":
+        async def call(client):
+            return await client.simulate_rule_set(
+                args.name, args.version, days=args.days, order_count_max=args.orders_max)
     elif args.action == "get":
         async def call(client):
             return pb.GetRuleSetResponse(rule_set=await client.get_rule_set(args.name,
@@ -353,6 +358,14 @@ def _rules_parser(sub) -> None:
     p.add_argument("--sha256", help="the content_sha256 you reviewed")
     p.add_argument("--expected-active", type=int, help="the version you expect active (0: none)")
     p.add_argument("--comment", help="note for the audit trail")
+    p = rules.add_parser("backtest", help="re-evaluate recent orders with a version that is"
+                                          " not active (operator or approver; writes nothing)")
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p.add_argument("--days", type=int, default=7, help="orders paid in the last DAYS days"
+                                                       " (1 to 31, default 7)")
+    p.add_argument("--orders-max", type=int, default=0,
+                   help="at most this many orders, the most recent first (0: 2,000,000)")
     p = rules.add_parser("get", help="one version (0 or omitted: the active one)")
     p.add_argument("name")
     p.add_argument("version", type=int, nargs="?", default=0)
@@ -364,6 +377,7 @@ def _rules_parser(sub) -> None:
     for sp in rules.choices.values():
         _client_options(sp)
         sp.set_defaults(func=cmd_rules)
+    rules.choices["backtest"].set_defaults(timeout=300.0)  # 2,000,000 orders take ~2 min
 
 
 def add_payouts_parser(sub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 import asyncpg
 
@@ -183,9 +183,13 @@ async def list_versions(conn: asyncpg.Connection, platform_id: int, *, name: str
 
 async def activate_checked(conn: asyncpg.Connection, principal: Principal, name: str,
                            version: int, content_sha256: bytes | None,
-                           expected_active: int | None, comment: str) -> tuple[int, int]:
-    """Activate a version after the maker-checker, content and active-version checks;
-    returns (rule_set_id, previous active version or 0). Run inside a transaction."""
+                           expected_active: int | None, comment: str, *,
+                           gate: Callable[[asyncpg.Connection, int], Awaitable[None]] | None
+                           = None) -> tuple[int, int]:
+    """Activate a version after the maker-checker, content and active-version checks and
+    `gate` (given the active version, 0 if none, under the name's lock: it raises to
+    refuse, e.g. the ratio-swing check); returns (rule_set_id, previous active version or
+    0). Run inside a transaction."""
     pid = principal.platform_id
     active = await conn.fetchval(
         "SELECT coalesce(active_version, 0) FROM rule_set_heads WHERE platform_id = $1"
@@ -206,6 +210,8 @@ async def activate_checked(conn: asyncpg.Connection, principal: Principal, name:
         raise FailedPrecondition(
             f"the active version of {name!r} is {active}, not {expected_active}",
             reason=Reason.ACTIVE_VERSION_CHANGED, metadata={"active_version": str(active)})
+    if gate is not None:
+        await gate(conn, active)
     if active and active != version:
         await conn.execute(
             "UPDATE rule_sets SET superseded_at = now() WHERE platform_id = $1 AND name = $2"

@@ -437,12 +437,143 @@ class ActivateRuleSetRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., rule_set_name: _Optional[str] = ..., rule_set_version: _Optional[int] = ..., content_sha256: _Optional[str] = ..., expected_active_version: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class ActivateRuleSetResponse(_message.Message):
-    __slots__ = ("rule_set", "previous_active_version")
+    __slots__ = ("rule_set", "previous_active_version", "ratio_swing")
     RULE_SET_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RATIO_SWING_FIELD_NUMBER: _ClassVar[int]
     rule_set: _rule_set_pb2.RuleSet
     previous_active_version: int
-    def __init__(self, rule_set: _Optional[_Union[_rule_set_pb2.RuleSet, _Mapping]] = ..., previous_active_version: _Optional[int] = ...) -> None: ...
+    ratio_swing: RatioSwingCheck
+    def __init__(self, rule_set: _Optional[_Union[_rule_set_pb2.RuleSet, _Mapping]] = ..., previous_active_version: _Optional[int] = ..., ratio_swing: _Optional[_Union[RatioSwingCheck, _Mapping]] = ...) -> None: ...
+
+class RatioSwingCheck(_message.Message):
+    __slots__ = ("swing_threshold_bps", "max_swing_bps", "receiver_account_id", "receiver_external_ref", "swing_exceeded", "order_count", "first_approver_key_id", "period_days")
+    SWING_THRESHOLD_BPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SWING_BPS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
+    SWING_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
+    ORDER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_APPROVER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_DAYS_FIELD_NUMBER: _ClassVar[int]
+    swing_threshold_bps: int
+    max_swing_bps: int
+    receiver_account_id: int
+    receiver_external_ref: str
+    swing_exceeded: bool
+    order_count: int
+    first_approver_key_id: int
+    period_days: int
+    def __init__(self, swing_threshold_bps: _Optional[int] = ..., max_swing_bps: _Optional[int] = ..., receiver_account_id: _Optional[int] = ..., receiver_external_ref: _Optional[str] = ..., swing_exceeded: _Optional[bool] = ..., order_count: _Optional[int] = ..., first_approver_key_id: _Optional[int] = ..., period_days: _Optional[int] = ...) -> None: ...
+
+class SimulateRuleSetRequest(_message.Message):
+    __slots__ = ("rule_set_name", "rule_set_version", "days", "order_count_max")
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_COUNT_MAX_FIELD_NUMBER: _ClassVar[int]
+    rule_set_name: str
+    rule_set_version: int
+    days: int
+    order_count_max: int
+    def __init__(self, rule_set_name: _Optional[str] = ..., rule_set_version: _Optional[int] = ..., days: _Optional[int] = ..., order_count_max: _Optional[int] = ...) -> None: ...
+
+class SimulateRuleSetResponse(_message.Message):
+    __slots__ = ("rule_set_name", "active_version", "candidate_version", "currency_code", "period_start_time", "period_end_time", "order_count", "truncated", "candidate_split_count", "candidate_refused_count", "active_refused_count", "changed_rule_count", "counter_unrecorded_count", "active_total_minor", "candidate_total_minor", "receivers", "receiver_count", "max_swing_bps", "swing_threshold_bps", "swing_exceeded", "changed_orders", "refused_orders", "refused_count_by_reason")
+    class RefusedCountByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    RULE_SET_NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ORDER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SPLIT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_REFUSED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_REFUSED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_RULE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_UNRECORDED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_TOTAL_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_TOTAL_MINOR_FIELD_NUMBER: _ClassVar[int]
+    RECEIVERS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_SWING_BPS_FIELD_NUMBER: _ClassVar[int]
+    SWING_THRESHOLD_BPS_FIELD_NUMBER: _ClassVar[int]
+    SWING_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_COUNT_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    rule_set_name: str
+    active_version: int
+    candidate_version: int
+    currency_code: str
+    period_start_time: _timestamp_pb2.Timestamp
+    period_end_time: _timestamp_pb2.Timestamp
+    order_count: int
+    truncated: bool
+    candidate_split_count: int
+    candidate_refused_count: int
+    active_refused_count: int
+    changed_rule_count: int
+    counter_unrecorded_count: int
+    active_total_minor: int
+    candidate_total_minor: int
+    receivers: _containers.RepeatedCompositeFieldContainer[ReceiverBacktest]
+    receiver_count: int
+    max_swing_bps: int
+    swing_threshold_bps: int
+    swing_exceeded: bool
+    changed_orders: _containers.RepeatedCompositeFieldContainer[BacktestChangedOrder]
+    refused_orders: _containers.RepeatedCompositeFieldContainer[BacktestRefusedOrder]
+    refused_count_by_reason: _containers.ScalarMap[str, int]
+    def __init__(self, rule_set_name: _Optional[str] = ..., active_version: _Optional[int] = ..., candidate_version: _Optional[int] = ..., currency_code: _Optional[str] = ..., period_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., order_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., candidate_split_count: _Optional[int] = ..., candidate_refused_count: _Optional[int] = ..., active_refused_count: _Optional[int] = ..., changed_rule_count: _Optional[int] = ..., counter_unrecorded_count: _Optional[int] = ..., active_total_minor: _Optional[int] = ..., candidate_total_minor: _Optional[int] = ..., receivers: _Optional[_Iterable[_Union[ReceiverBacktest, _Mapping]]] = ..., receiver_count: _Optional[int] = ..., max_swing_bps: _Optional[int] = ..., swing_threshold_bps: _Optional[int] = ..., swing_exceeded: _Optional[bool] = ..., changed_orders: _Optional[_Iterable[_Union[BacktestChangedOrder, _Mapping]]] = ..., refused_orders: _Optional[_Iterable[_Union[BacktestRefusedOrder, _Mapping]]] = ..., refused_count_by_reason: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class ReceiverBacktest(_message.Message):
+    __slots__ = ("account_id", "external_ref", "active_minor", "candidate_minor", "active_share_bps", "candidate_share_bps", "swing_bps", "new_receiver", "swing_exceeded")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SHARE_BPS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SHARE_BPS_FIELD_NUMBER: _ClassVar[int]
+    SWING_BPS_FIELD_NUMBER: _ClassVar[int]
+    NEW_RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    SWING_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
+    account_id: int
+    external_ref: str
+    active_minor: int
+    candidate_minor: int
+    active_share_bps: int
+    candidate_share_bps: int
+    swing_bps: int
+    new_receiver: bool
+    swing_exceeded: bool
+    def __init__(self, account_id: _Optional[int] = ..., external_ref: _Optional[str] = ..., active_minor: _Optional[int] = ..., candidate_minor: _Optional[int] = ..., active_share_bps: _Optional[int] = ..., candidate_share_bps: _Optional[int] = ..., swing_bps: _Optional[int] = ..., new_receiver: _Optional[bool] = ..., swing_exceeded: _Optional[bool] = ...) -> None: ...
+
+class BacktestChangedOrder(_message.Message):
+    __slots__ = ("order_id", "active", "candidate")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    active: Split
+    candidate: Split
+    def __init__(self, order_id: _Optional[str] = ..., active: _Optional[_Union[Split, _Mapping]] = ..., candidate: _Optional[_Union[Split, _Mapping]] = ...) -> None: ...
+
+class BacktestRefusedOrder(_message.Message):
+    __slots__ = ("order_id", "error")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    error: SplitError
+    def __init__(self, order_id: _Optional[str] = ..., error: _Optional[_Union[SplitError, _Mapping]] = ...) -> None: ...
 
 class GetRuleSetRequest(_message.Message):
     __slots__ = ("rule_set_name", "rule_set_version")

@@ -93,6 +93,11 @@ class SplitServiceStub:
                 request_serializer=clearing_dot_v1_dot_split__pb2.PreviewSplitRequest.SerializeToString,
                 response_deserializer=clearing_dot_v1_dot_split__pb2.PreviewSplitResponse.FromString,
                 _registered_method=True)
+        self.SimulateRuleSet = channel.unary_unary(
+                '/clearing.v1.SplitService/SimulateRuleSet',
+                request_serializer=clearing_dot_v1_dot_split__pb2.SimulateRuleSetRequest.SerializeToString,
+                response_deserializer=clearing_dot_v1_dot_split__pb2.SimulateRuleSetResponse.FromString,
+                _registered_method=True)
         self.Split = channel.unary_unary(
                 '/clearing.v1.SplitService/Split',
                 request_serializer=clearing_dot_v1_dot_split__pb2.SplitRequest.SerializeToString,
@@ -189,6 +194,25 @@ class SplitServiceServicer:
         SUPERSEDED. A SUPERSEDED version, or an older PUBLISHED one, can be activated
         again (a roll-back). Role: approver, and not the key that published this version
         (maker-checker): otherwise PERMISSION_DENIED with reason MAKER_CHECKER.
+
+        The static ratio-swing check: when another version is active, the activation first
+        backtests this version on the rule set's recent orders (those paid in the last 7
+        days, the most recent 20,000 at most: SimulateRuleSet's figures). If the effective
+        share of any receiver (its total over the total of every receiver) moves by more
+        than the swing threshold (30%, 3000 bps, relative to its share under the active
+        version; a receiver the active version pays nothing to counts as more), the version
+        needs a second, different approver: the first approver's call records its approval
+        and answers FAILED_PRECONDITION, reason RATIO_SWING_NEEDS_SECOND_APPROVER, with the
+        backtest figures in the ErrorInfo metadata (swing_threshold_bps, max_swing_bps,
+        receiver_external_ref and receiver_account_id of the largest swing,
+        active_share_bps and candidate_share_bps of that receiver, receivers_over_threshold,
+        order_count, active_version, first_approver_key_id, period_days); the version stays
+        PUBLISHED. A later call by an approver key that is neither the publisher nor a key
+        whose approval is recorded activates it (its answer's `ratio_swing` shows the
+        figures and the first approver). A swing of exactly the threshold needs no second
+        approver. Figures are recomputed on every call. The backtest answers
+        RESOURCE_EXHAUSTED, reason BACKTEST_BUSY, while this server process runs another
+        (retry later), and ACTIVE_VERSION_CHANGED if another version became active meanwhile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -216,6 +240,26 @@ class SplitServiceServicer:
         nothing. It can evaluate a PUBLISHED version that is not active yet, so an
         approver can try a version before activating it.
         Roles: gateway, operator or approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SimulateRuleSet(self, request, context):
+        """A backtest: re-evaluates the rule set's recorded orders of the last `days` days
+        (by paid time) with a PUBLISHED version that is not active, and answers per
+        receiver the totals under the active version and under this one and the swing of
+        its share, the orders whose matched rules change (a sample, with both results) and
+        the orders this version refuses, with their reasons. Writes nothing: no ledger
+        posting, no counter, no split. An order recorded under the active version counts
+        under it with its recorded legs (the backtest reproduces them exactly); an order
+        recorded under an older version is evaluated again with the active one. Counter
+        values are the ones the order recorded (its own contribution included). A rule
+        set with no active version answers FAILED_PRECONDITION, reason NO_ACTIVE_RULE_SET;
+        an unknown version NOT_FOUND, reason RULE_SET_NOT_FOUND; the active version itself
+        INVALID_ARGUMENT on rule_set_version. One backtest at a time per server process: another answers
+        RESOURCE_EXHAUSTED, reason BACKTEST_BUSY (retry later).
+        Roles: operator or approver.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -345,6 +389,11 @@ def add_SplitServiceServicer_to_server(servicer, server):
                     servicer.PreviewSplit,
                     request_deserializer=clearing_dot_v1_dot_split__pb2.PreviewSplitRequest.FromString,
                     response_serializer=clearing_dot_v1_dot_split__pb2.PreviewSplitResponse.SerializeToString,
+            ),
+            'SimulateRuleSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimulateRuleSet,
+                    request_deserializer=clearing_dot_v1_dot_split__pb2.SimulateRuleSetRequest.FromString,
+                    response_serializer=clearing_dot_v1_dot_split__pb2.SimulateRuleSetResponse.SerializeToString,
             ),
             'Split': grpc.unary_unary_rpc_method_handler(
                     servicer.Split,
@@ -551,6 +600,33 @@ class SplitService:
             '/clearing.v1.SplitService/PreviewSplit',
             clearing_dot_v1_dot_split__pb2.PreviewSplitRequest.SerializeToString,
             clearing_dot_v1_dot_split__pb2.PreviewSplitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimulateRuleSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearing.v1.SplitService/SimulateRuleSet',
+            clearing_dot_v1_dot_split__pb2.SimulateRuleSetRequest.SerializeToString,
+            clearing_dot_v1_dot_split__pb2.SimulateRuleSetResponse.FromString,
             options,
             channel_credentials,
             insecure,

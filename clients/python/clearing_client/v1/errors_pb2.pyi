@@ -86,6 +86,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOLUTION_NOT_FOUND: _ClassVar[ErrorReason]
     RESOLUTION_NOT_PROPOSED: _ClassVar[ErrorReason]
     RESOLUTION_POSTED: _ClassVar[ErrorReason]
+    RATIO_SWING_NEEDS_SECOND_APPROVER: _ClassVar[ErrorReason]
+    BACKTEST_BUSY: _ClassVar[ErrorReason]
     VOUCHER_NOT_FOUND: _ClassVar[ErrorReason]
     VOUCHER_NOT_READY: _ClassVar[ErrorReason]
     BANK_RETRIES_EXHAUSTED: _ClassVar[ErrorReason]
@@ -178,6 +180,8 @@ RESOLUTION_NOT_APPLICABLE: ErrorReason
 RESOLUTION_NOT_FOUND: ErrorReason
 RESOLUTION_NOT_PROPOSED: ErrorReason
 RESOLUTION_POSTED: ErrorReason
+RATIO_SWING_NEEDS_SECOND_APPROVER: ErrorReason
+BACKTEST_BUSY: ErrorReason
 VOUCHER_NOT_FOUND: ErrorReason
 VOUCHER_NOT_READY: ErrorReason
 BANK_RETRIES_EXHAUSTED: ErrorReason
