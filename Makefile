@@ -15,7 +15,7 @@ help:
 	@echo "make proto         regenerate the Python code from proto/"
 	@echo "make proto-check   fail if the generated code is stale"
 	@echo "make lint          buf lint"
-	@echo "make bench         the ceiling driver's standard suite (~10 min; BENCH_QUICK=1: ~4 min)"
+	@echo "make bench         the ceiling driver's standard suite (~10 min; BENCH_QUICK=1: ~4 min), then bench-backtest"
 	@echo "                   -> bench/results/<UTC>/results.json, report.html"
 	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
@@ -75,8 +75,11 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 # Load and benchmark harness (bench/README.md). Extra options: BENCH_ARGS / LOADTEST_ARGS.
+# The ceiling driver, then the backtest of ORDERS recorded orders (issue 13: `make bench`
+# reports it; `make bench-backtest` alone).
 bench: $(STAMP)
 	$(PY) -m bench.driver $(BENCH_ARGS)
+	$(PY) -m bench.backtest --orders $(ORDERS)
 
 loadtest: $(STAMP)
 	$(PY) -m bench.loadtest $(LOADTEST_ARGS)
