@@ -349,6 +349,21 @@ class ReconSettings(_FromEnv):
 
 
 @dataclass(frozen=True, slots=True)
+class ReportSettings(_FromEnv):
+    """The reports' daily roll-ups (`clearing.reports.rollup`, docs/reports.md)."""
+
+    rollup: bool = env("CLEARING_REPORT_ROLLUP", True,
+                       "1: run the reports' daily roll-up job in this process", low=0, high=1)
+    rollup_interval_s: int = env("CLEARING_REPORT_ROLLUP_INTERVAL_S", 60,
+                                 "pause between roll-up passes", low=1, high=86_400)
+    rollup_grace_s: int = env("CLEARING_REPORT_ROLLUP_GRACE_S", 300,
+                              "a day is rolled once it ended this long ago", low=0, high=86_400)
+    rollup_recheck_days: int = env("CLEARING_REPORT_ROLLUP_RECHECK_DAYS", 2,
+                                   "rolled days checked each pass for late rows (re-rolled)",
+                                   low=0, high=31)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings(_FromEnv):
     """Everything the server reads from its environment."""
 
@@ -383,6 +398,7 @@ class Settings(_FromEnv):
                          upper=True)
     payout: PayoutSettings = group(PayoutSettings)
     recon: ReconSettings = group(ReconSettings)
+    report: ReportSettings = group(ReportSettings)
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

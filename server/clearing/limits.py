@@ -183,6 +183,18 @@ STATEMENT_DAY_MAX = dt.date(9998, 12, 31)
 RECON_FILTERS_MAX = 8
 
 
+# ---- reports (report.proto, ExportReport; docs/reports.md) ----------------------------------
+# A report's period: at most this many days (a year, a leap year's included).
+REPORT_DAYS_MAX = 366
+# One ExportReport message's chunk of the file.
+REPORT_CHUNK_BYTES_MAX = 64 << 10
+# Rows fetched from the server-side cursor at a time (and handed to the XLSX encoder's
+# thread at a time).
+REPORT_FETCH_ROWS = 1000
+# Days one roll-up pass rolls at most per platform (the rest wait for the next pass).
+ROLLUP_DAYS_PER_PASS_MAX = 31
+
+
 # ---- how they bind ---------------------------------------------------------------------------
 
 def _require(holds: bool, relationship: str) -> None:

@@ -40,6 +40,7 @@ from clearing.payout.service import PayoutDeps
 from clearing.payout.worker import PayoutWorker
 from clearing.recon.service import ReconDeps
 from clearing.recon.sweep import Sweeper
+from clearing.reports.rollup import RollupJob
 from clearing.rules import compile as plans
 from clearing.api import split_upgrade
 from clearing.splits import store as split_store
@@ -82,6 +83,7 @@ class Running:
     scheduler: Scheduler | None = None
     keys: KeyStore | None = None
     sweeper: Sweeper | None = None
+    rollup: RollupJob | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
@@ -90,6 +92,8 @@ class Running:
         await self.server.stop(self.settings.grace_s)
         if self.sweeper is not None:
             await self.sweeper.stop()
+        if self.rollup is not None:
+            await self.rollup.stop()
         if self.scheduler is not None:  # it makes payouts through the writer
             await self.scheduler.stop()
         if self.payout_worker is not None:  # it posts through the writer: stop it first
@@ -232,10 +236,14 @@ async def start(settings: Settings, *, migrate: bool = True,
     sweeper = Sweeper(pool, clock, settings.recon) if settings.recon.sweep else None
     if sweeper is not None:
         sweeper.start()
+    rollup = RollupJob(pool, clock, settings.report) if settings.report.rollup else None
+    if rollup is not None:
+        rollup.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Running(server, port, pool, redis_client, writer, health_servicer, settings,
-                   plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper)
+                   plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper,
+                   rollup)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

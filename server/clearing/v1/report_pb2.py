@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63learing/v1/report.proto\x12\x0b\x63learing.v1\"\'\n\x11GetVoucherRequest\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\"!\n\x12GetVoucherResponse\x12\x0b\n\x03pdf\x18\x01 \x01(\x0c\"*\n\x14VerifyVoucherRequest\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\"&\n\x15VerifyVoucherResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\"*\n\x13\x45xportReportRequest\x12\x13\n\x0breport_name\x18\x01 \x01(\t\"%\n\x14\x45xportReportResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x32\x8d\x02\n\rReportService\x12M\n\nGetVoucher\x12\x1e.clearing.v1.GetVoucherRequest\x1a\x1f.clearing.v1.GetVoucherResponse\x12V\n\rVerifyVoucher\x12!.clearing.v1.VerifyVoucherRequest\x1a\".clearing.v1.VerifyVoucherResponse\x12U\n\x0c\x45xportReport\x12 .clearing.v1.ExportReportRequest\x1a!.clearing.v1.ExportReportResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63learing/v1/report.proto\x12\x0b\x63learing.v1\"\'\n\x11GetVoucherRequest\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\"!\n\x12GetVoucherResponse\x12\x0b\n\x03pdf\x18\x01 \x01(\x0c\"*\n\x14VerifyVoucherRequest\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\"&\n\x15VerifyVoucherResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\"y\n\x13\x45xportReportRequest\x12\x13\n\x0breport_name\x18\x01 \x01(\t\x12\x11\n\tfrom_date\x18\x02 \x01(\t\x12\x0f\n\x07to_date\x18\x03 \x01(\t\x12)\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x19.clearing.v1.ReportFormat\"m\n\x14\x45xportReportResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x11\n\trow_count\x18\x02 \x01(\x03\x12%\n\x04info\x18\x03 \x01(\x0b\x32\x17.clearing.v1.ReportInfo\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"\x92\x01\n\nReportInfo\x12\x13\n\x0breport_name\x18\x01 \x01(\t\x12\x11\n\tfrom_date\x18\x02 \x01(\t\x12\x0f\n\x07to_date\x18\x03 \x01(\t\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x05 \x03(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x11\n\tfile_name\x18\x07 \x01(\t*\\\n\x0cReportFormat\x12\x1d\n\x19REPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11REPORT_FORMAT_CSV\x10\x01\x12\x16\n\x12REPORT_FORMAT_XLSX\x10\x02\x32\x8d\x02\n\rReportService\x12M\n\nGetVoucher\x12\x1e.clearing.v1.GetVoucherRequest\x1a\x1f.clearing.v1.GetVoucherResponse\x12V\n\rVerifyVoucher\x12!.clearing.v1.VerifyVoucherRequest\x1a\".clearing.v1.VerifyVoucherResponse\x12U\n\x0c\x45xportReport\x12 .clearing.v1.ExportReportRequest\x1a!.clearing.v1.ExportReportResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearing.v1.report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REPORTFORMAT']._serialized_start=584
+  _globals['_REPORTFORMAT']._serialized_end=676
   _globals['_GETVOUCHERREQUEST']._serialized_start=41
   _globals['_GETVOUCHERREQUEST']._serialized_end=80
   _globals['_GETVOUCHERRESPONSE']._serialized_start=82
@@ -40,9 +42,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYVOUCHERRESPONSE']._serialized_start=161
   _globals['_VERIFYVOUCHERRESPONSE']._serialized_end=199
   _globals['_EXPORTREPORTREQUEST']._serialized_start=201
-  _globals['_EXPORTREPORTREQUEST']._serialized_end=243
-  _globals['_EXPORTREPORTRESPONSE']._serialized_start=245
-  _globals['_EXPORTREPORTRESPONSE']._serialized_end=282
-  _globals['_REPORTSERVICE']._serialized_start=285
-  _globals['_REPORTSERVICE']._serialized_end=554
+  _globals['_EXPORTREPORTREQUEST']._serialized_end=322
+  _globals['_EXPORTREPORTRESPONSE']._serialized_start=324
+  _globals['_EXPORTREPORTRESPONSE']._serialized_end=433
+  _globals['_REPORTINFO']._serialized_start=436
+  _globals['_REPORTINFO']._serialized_end=582
+  _globals['_REPORTSERVICE']._serialized_start=679
+  _globals['_REPORTSERVICE']._serialized_end=948
 # @@protoc_insertion_point(module_scope)
