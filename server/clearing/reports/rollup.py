@@ -137,11 +137,10 @@ async def due_days(pool: asyncpg.Pool, platform_id: int, created_at: dt.datetime
     while day <= closed and len(days) < ROLLUP_DAYS_PER_PASS_MAX:
         days.append(day)
         day += dt.timedelta(days=1)
-    if last is not None:
-        for back in range(settings.rollup_recheck_days):
-            again = last - dt.timedelta(days=back)
-            if again <= closed:
-                days.append(again)
+    recent = await pool.fetch("SELECT day FROM report_rollup_days WHERE platform_id = $1"
+                              " ORDER BY day DESC LIMIT $2", platform_id,
+                              settings.rollup_recheck_days)
+    days.extend(r["day"] for r in recent if r["day"] <= closed)
     return days
 
 
