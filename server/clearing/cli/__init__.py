@@ -37,6 +37,8 @@
                                               import a bank's payout result file (operator)
     clearing recon bank-file --date D [--platform NAME] [--out FILE]
                                               the bank simulator's result file of a day
+    clearing reports NAME --from D --to D|--day D|--week D|--month M [--format csv|xlsx] -o FILE
+                                              export a report (operator or approver)
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units
@@ -47,7 +49,7 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import admin, client, recon, serve
+from clearing.cli import admin, client, recon, reports, serve
 from clearing.config import Settings
 
 # The commands live in four modules: serve (serve), admin (on the database directly:
@@ -65,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     client.add_payouts_parser(sub)
     admin.add_calendar_parser(sub)
     recon.add_parser(sub)
+    reports.add_parser(sub)
     return top
 
 
