@@ -7,7 +7,7 @@ PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 CLIENT_GEN_DIR := clients/python
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench loadtest mutation clean
+.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench-reports bench loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -19,6 +19,8 @@ help:
 	@echo "                   -> bench/results/<UTC>/results.json, report.html"
 	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
+	@echo "make bench-reports split summary of 2,000,000 splits a day and of a month of roll-ups,"
+	@echo "                   beside the raw aggregate query (BENCH_ARGS='--splits 20000')"
 	@echo "make mutation      mutmut on money, evaluator, writer, verifier, payout rules; the score"
 	@echo "                   (MUTATION_ARGS='money evaluate --survivors')"
 
@@ -80,6 +82,11 @@ loadtest: $(STAMP)
 # The driver's Transfer scenarios (python -m bench.ledger_bench is the same).
 bench-ledger: $(STAMP)
 	$(PY) -m bench.ledger_bench $(BENCH_ARGS)
+
+# The reports' figures: a day of --splits (2,000,000) splits and a month of roll-ups against
+# the raw aggregate query, in one run (bench/reports_bench.py).
+bench-reports: $(STAMP)
+	$(PY) -m bench.reports_bench $(BENCH_ARGS)
 
 # Mutation testing, one module at a time on one core (tests/mutation.py; not in CI).
 mutation: $(STAMP)
