@@ -94,3 +94,32 @@ async def test_days_are_local_days(channel, client, platform, database_url):
     lo, hi = day_bounds(dt.date(2026, 1, 20), dt.date(2026, 1, 20))
     assert lo.astimezone(dt.timezone.utc) == dt.datetime(2026, 1, 19, 16, tzinfo=dt.timezone.utc)
     assert hi - lo == dt.timedelta(days=1)
+
+
+async def test_the_job_rolls_closed_days(channel, client, platform, database_url):
+    """The background job of a process (RollupJob): started on a clock a day ahead, it rolls
+    today, which is closed for it; stopped, it ends."""
+    from clearing.clock import ManualClock
+    from clearing.reports.rollup import RollupJob
+
+    world = await b2b_world(channel, client, database_url, platform)
+    await world.splits.split(order_c())
+    day = today()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    job = RollupJob(pool, ManualClock(day_bounds(day, day)[1] + dt.timedelta(hours=1)),
+                    ReportSettings(rollup_interval_s=1, rollup_grace_s=300))
+    try:
+        job.start()
+
+        async def rolled() -> bool:
+            return await pool.fetchval("SELECT split_count FROM report_rollup_days"
+                                       " WHERE platform_id = $1 AND day = $2",
+                                       platform.platform_id, day) == 1
+        for _ in range(1200):  # it rolls every platform of the test database, in id order
+            if await rolled():
+                break
+            await asyncio.sleep(0.05)
+        assert await rolled()
+    finally:
+        await job.stop()
+        await pool.close()

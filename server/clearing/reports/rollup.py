@@ -33,14 +33,11 @@ from clearing.reports.period import day_start, local_day, platform_time_zone
 log = logging.getLogger(__name__)
 
 _SQL_FINGERPRINT = """
-SELECT (SELECT count(*) FROM splits WHERE platform_id = $1 AND created_at >= $2
-          AND created_at < $3) AS split_count,
-       (SELECT coalesce(max(split_id), 0) FROM splits WHERE platform_id = $1
-          AND created_at >= $2 AND created_at < $3) AS split_id_max,
-       (SELECT count(*) FROM transfers WHERE platform_id = $1 AND created_at >= $2
-          AND created_at < $3) AS transfer_count,
-       (SELECT coalesce(max(transfer_id), 0) FROM transfers WHERE platform_id = $1
-          AND created_at >= $2 AND created_at < $3) AS transfer_id_max"""
+SELECT s.split_count, s.split_id_max, t.transfer_count, t.transfer_id_max
+FROM (SELECT count(*) AS split_count, coalesce(max(split_id), 0) AS split_id_max FROM splits
+      WHERE platform_id = $1 AND created_at >= $2 AND created_at < $3) s,
+     (SELECT count(*) AS transfer_count, coalesce(max(transfer_id), 0) AS transfer_id_max
+      FROM transfers WHERE platform_id = $1 AND created_at >= $2 AND created_at < $3) t"""
 
 _SQL_RECORDED = """
 SELECT split_count, split_id_max, transfer_count, transfer_id_max FROM report_rollup_days
