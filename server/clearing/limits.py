@@ -191,6 +191,9 @@ REPORT_CHUNK_BYTES_MAX = 64 << 10
 # Rows fetched from the server-side cursor at a time (and handed to the XLSX encoder's
 # thread at a time).
 REPORT_FETCH_ROWS = 1000
+# Exports one server process streams at once (each holds a database connection and a
+# snapshot for as long as its client reads); one more answers RESOURCE_EXHAUSTED.
+REPORT_EXPORTS_MAX = 4
 # Days one roll-up pass rolls at most per platform (the rest wait for the next pass).
 ROLLUP_DAYS_PER_PASS_MAX = 31
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from clearing.api.interceptor import principal
-from clearing.errors import Violations
-from clearing.limits import REPORT_DAYS_MAX, STATEMENT_DAY_MAX, STATEMENT_DAY_MIN
+from clearing.errors import ResourceExhausted, Violations
+from clearing.limits import REPORT_DAYS_MAX, REPORT_EXPORTS_MAX, STATEMENT_DAY_MAX, STATEMENT_DAY_MIN
 from clearing.recon.canonical import parse_date
 from clearing.reports import encode
 from clearing.reports.export import REPORTS, content_type, export, file_name, header
@@ -49,10 +50,27 @@ def _request(request: pb.ExportReportRequest, platform_id: int) -> tuple[str, Pe
 class ExportMethods:
     """ExportReport, mixed into ReportServicer."""
 
+    _exports: asyncio.Semaphore | None = None
+
+    def _export_slots(self) -> asyncio.Semaphore:
+        if self._exports is None:
+            self._exports = asyncio.Semaphore(REPORT_EXPORTS_MAX)
+        return self._exports
+
     async def ExportReport(self, request: pb.ExportReportRequest,
                            context) -> AsyncIterator[pb.ExportReportResponse]:
         platform_id = principal().platform_id
         name, period, fmt = _request(request, platform_id)
+        slots = self._export_slots()
+        if slots.locked():
+            raise ResourceExhausted(f"{REPORT_EXPORTS_MAX} report exports are running in this "
+                                    "process; retry later")
+        async with slots:
+            async for message in self._export(platform_id, name, period, fmt):
+                yield message
+
+    async def _export(self, platform_id: int, name: str, period: Period,
+                      fmt: str) -> AsyncIterator[pb.ExportReportResponse]:
         yield pb.ExportReportResponse(info=pb.ReportInfo(
             report_name=name, from_date=period.first.isoformat(),
             to_date=period.last.isoformat(), time_zone=period.zone,
