@@ -361,6 +361,8 @@ class ReportSettings(_FromEnv):
     rollup_recheck_days: int = env("CLEARING_REPORT_ROLLUP_RECHECK_DAYS", 2,
                                    "rolled days checked each pass for late rows (re-rolled)",
                                    low=0, high=31)
+    rollup_timeout_s: int = env("CLEARING_REPORT_ROLLUP_TIMEOUT_S", 1800,
+                                "per-statement timeout of a day's roll-up", low=1, high=86_400)
 
 
 @dataclass(frozen=True, slots=True)

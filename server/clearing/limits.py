@@ -191,6 +191,10 @@ REPORT_CHUNK_BYTES_MAX = 64 << 10
 # Rows fetched from the server-side cursor at a time (and handed to the XLSX encoder's
 # thread at a time).
 REPORT_FETCH_ROWS = 1000
+# The export's cursor reads: a report over raw rows of a busy day aggregates millions of
+# rows before its first row comes (minutes; bench/README.md), far beyond the pool's
+# per-statement CLEARING_DB_COMMAND_TIMEOUT_S.
+REPORT_QUERY_TIMEOUT_S = 1800
 # Exports one server process streams at once (each holds a database connection and a
 # snapshot for as long as its client reads); one more answers RESOURCE_EXHAUSTED.
 REPORT_EXPORTS_MAX = 4

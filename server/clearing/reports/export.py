@@ -14,7 +14,7 @@ import asyncpg
 
 from clearing.errors import invariant
 from clearing.ledger.model import AccountKind
-from clearing.limits import REPORT_CHUNK_BYTES_MAX, REPORT_FETCH_ROWS
+from clearing.limits import REPORT_CHUNK_BYTES_MAX, REPORT_FETCH_ROWS, REPORT_QUERY_TIMEOUT_S
 from clearing.money import format_minor
 from clearing.reports import sql
 from clearing.reports.encode import CONTENT_TYPES, CSV, CsvEncoder, XlsxEncoder
@@ -194,7 +194,8 @@ async def export(pool: asyncpg.Pool, platform_id: int, name: str, period: Period
             q = report.query(platform_id, period, await _rolled_days(conn, platform_id,
                                                                      period.first))
             batch: list[list[str | int]] = []
-            async for record in conn.cursor(q.sql, *q.args, prefetch=REPORT_FETCH_ROWS):
+            async for record in conn.cursor(q.sql, *q.args, prefetch=REPORT_FETCH_ROWS,
+                                            timeout=REPORT_QUERY_TIMEOUT_S):
                 values = tuple(record)
                 totals.add(values)
                 batch.append(_cells(report, values, "detail"))

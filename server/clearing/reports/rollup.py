@@ -91,9 +91,10 @@ class RollOutcome:
     split_count: int = 0
 
 
-async def roll_day(pool: asyncpg.Pool, clock: Clock, platform_id: int,
-                   day: dt.date) -> RollOutcome:
-    """Roll one local day of one platform (idempotent; see the module docstring)."""
+async def roll_day(pool: asyncpg.Pool, clock: Clock, platform_id: int, day: dt.date, *,
+                   timeout_s: float = ReportSettings().rollup_timeout_s) -> RollOutcome:
+    """Roll one local day of one platform (idempotent; see the module docstring); each
+    statement within `timeout_s` (a busy day's roll-up reads millions of rows)."""
     zone = platform_time_zone(platform_id)
     lo, hi = day_start(day, zone), day_start(day + dt.timedelta(days=1), zone)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
@@ -101,15 +102,15 @@ async def roll_day(pool: asyncpg.Pool, clock: Clock, platform_id: int,
                                      f"clearing.report-rollup:{platform_id}:{day}")
         if not locked:
             return RollOutcome("busy")
-        seen = await conn.fetchrow(_SQL_FINGERPRINT, platform_id, lo, hi)
+        seen = await conn.fetchrow(_SQL_FINGERPRINT, platform_id, lo, hi, timeout=timeout_s)
         recorded = await conn.fetchrow(_SQL_RECORDED, platform_id, day)
         if recorded is not None and tuple(recorded) == tuple(seen):
             return RollOutcome("fresh", seen["split_count"])
         for table in _TABLES:
             await conn.execute(f"DELETE FROM {table} WHERE platform_id = $1 AND day = $2",
-                               platform_id, day)
+                               platform_id, day, timeout=timeout_s)
         for q in _inserts(platform_id, day, zone, lo, hi):
-            await conn.execute(q.sql, *q.args)
+            await conn.execute(q.sql, *q.args, timeout=timeout_s)
         await conn.execute(_SQL_RECORD, platform_id, day, zone, *seen, clock.now())
     return RollOutcome("rolled", seen["split_count"])
 
@@ -152,7 +153,8 @@ async def roll_due(pool: asyncpg.Pool, clock: Clock, settings: ReportSettings,
         for day in await due_days(pool, row["platform_id"], row["created_at"], now, settings):
             if stopping is not None and stopping.is_set():
                 return counts
-            outcome = await roll_day(pool, clock, row["platform_id"], day)
+            outcome = await roll_day(pool, clock, row["platform_id"], day,
+                                     timeout_s=settings.rollup_timeout_s)
             counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
     return counts
 
