@@ -7,7 +7,7 @@ PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 CLIENT_GEN_DIR := clients/python
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest loadtest mutation clean
+.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -23,6 +23,8 @@ help:
 	@echo "make bench-partitions  the journal partitioned by month vs as it is, 12M rows (~5 min;"
 	@echo "                   PARTITIONS_ARGS='--months 30 --rows-per-month 1000000')"
 	@echo "make bench-backtest SimulateRuleSet over ORDERS=1000000 recorded orders vs the bare read"
+	@echo "make bench-reports split summary of 2,000,000 splits a day and of a month of roll-ups,"
+	@echo "                   beside the raw aggregate query (BENCH_ARGS='--splits 20000')"
 	@echo "make mutation      mutmut on money, evaluator, writer, verifier, payout rules; the score"
 	@echo "                   (MUTATION_ARGS='money evaluate --survivors')"
 
@@ -104,6 +106,11 @@ bench-partitions: $(STAMP)
 ORDERS ?= 1000000
 bench-backtest: $(STAMP)
 	$(PY) -m bench.backtest --orders $(ORDERS) $(BENCH_ARGS)
+
+# The reports' figures: a day of --splits (2,000,000) splits and a month of roll-ups against
+# the raw aggregate query, in one run (bench/reports_bench.py).
+bench-reports: $(STAMP)
+	$(PY) -m bench.reports_bench $(BENCH_ARGS)
 
 # Mutation testing, one module at a time on one core (tests/mutation.py; not in CI).
 mutation: $(STAMP)

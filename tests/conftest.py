@@ -21,7 +21,7 @@ from clearing.dev.embedded_postgres import postgres_answers, start_postgres
 from clearing.dev.embedded_redis import redis_answers, start_redis
 from clearing.tenancy import create_platform
 from clearing.config import (BANK_CONNECTOR_SIMULATOR, BankSettings, BankSimSettings,
-                             ReconSettings,
+                             ReconSettings, ReportSettings,
                              SchedulerSettings, Settings, WorkerSettings, WriterSettings)
 from tests.support import Client, Platform
 
@@ -168,7 +168,9 @@ def server_settings(database_url: str, redis_url: str, redis_prefix: str, *,
     """A test server's settings. Its bank is the simulator, chosen explicitly (a plain
     `clearing serve` has none), with the fault injection `bank`. The reconciliation sweep
     is off unless `recon` turns it on: it checks every platform's splits and payouts, so the
-    tests of the sweep run it on databases of their own."""
+    tests of the sweep run it on databases of their own. The reports' roll-up job is off too
+    (a server on a moved clock would roll every platform's days): the roll-up tests roll
+    days themselves."""
     base = Settings(grpc_addr="127.0.0.1:0", database_url=database_url, redis_url=redis_url,
                     redis_prefix=redis_prefix, metrics_addr="", db_pool_max=20,
                     writer=WriterSettings(batch_size_max=1000, flush_ms_max=2,
@@ -177,6 +179,7 @@ def server_settings(database_url: str, redis_url: str, redis_prefix: str, *,
                      bank=BankSettings(connector, bank or BankSimSettings()),
                      worker_limits=worker_limits or base.payout.worker_limits,
                      scheduler=scheduler or base.payout.scheduler)
+    changes.setdefault("report", ReportSettings(rollup=False))
     return base.with_(payout=payout, recon=recon or ReconSettings(sweep=False), **changes)
 
 

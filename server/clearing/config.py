@@ -364,6 +364,23 @@ class RiskSettings(_FromEnv):
 
 
 @dataclass(frozen=True, slots=True)
+class ReportSettings(_FromEnv):
+    """The reports' daily roll-ups (`clearing.reports.rollup`, docs/reports.md)."""
+
+    rollup: bool = env("CLEARING_REPORT_ROLLUP", True,
+                       "1: run the reports' daily roll-up job in this process", low=0, high=1)
+    rollup_interval_s: int = env("CLEARING_REPORT_ROLLUP_INTERVAL_S", 60,
+                                 "pause between roll-up passes", low=1, high=86_400)
+    rollup_grace_s: int = env("CLEARING_REPORT_ROLLUP_GRACE_S", 300,
+                              "a day is rolled once it ended this long ago", low=0, high=86_400)
+    rollup_recheck_days: int = env("CLEARING_REPORT_ROLLUP_RECHECK_DAYS", 2,
+                                   "rolled days checked each pass for late rows (re-rolled)",
+                                   low=0, high=31)
+    rollup_timeout_s: int = env("CLEARING_REPORT_ROLLUP_TIMEOUT_S", 1800,
+                                "per-statement timeout of a day's roll-up", low=1, high=86_400)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings(_FromEnv):
     """Everything the server reads from its environment."""
 
@@ -399,6 +416,7 @@ class Settings(_FromEnv):
     payout: PayoutSettings = group(PayoutSettings)
     recon: ReconSettings = group(ReconSettings)
     risk: RiskSettings = group(RiskSettings)
+    report: ReportSettings = group(ReportSettings)
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -201,6 +201,25 @@ VOUCHER_RENDERS_MAX = 2
 # Voucher PDFs one server process keeps after rendering them (the most recent ones).
 VOUCHER_PDF_CACHE_MAX = 32
 
+# ---- reports (report.proto, ExportReport; docs/reports.md) ----------------------------------
+# A report's period: at most this many days (a year, a leap year's included).
+REPORT_DAYS_MAX = 366
+# One ExportReport message's chunk of the file.
+REPORT_CHUNK_BYTES_MAX = 64 << 10
+# Rows fetched from the server-side cursor at a time (and handed to the XLSX encoder's
+# thread at a time).
+REPORT_FETCH_ROWS = 1000
+# The export's cursor reads: a report over raw rows of a busy day aggregates millions of
+# rows before its first row comes (minutes; bench/README.md), far beyond the pool's
+# per-statement CLEARING_DB_COMMAND_TIMEOUT_S.
+REPORT_QUERY_TIMEOUT_S = 1800
+# Exports one server process streams at once (each holds a database connection and a
+# snapshot for as long as its client reads); one more answers RESOURCE_EXHAUSTED.
+REPORT_EXPORTS_MAX = 4
+# Days one roll-up pass rolls at most per platform (the rest wait for the next pass).
+ROLLUP_DAYS_PER_PASS_MAX = 31
+
+
 # ---- how they bind ---------------------------------------------------------------------------
 
 def _require(holds: bool, relationship: str) -> None:

@@ -46,6 +46,7 @@ from clearing.risk.daily_swing import SwingJob
 from clearing.risk.gate import RiskGate
 from clearing.risk.policy_store import PolicyCache
 from clearing.risk.resolve import ResolveDeps
+from clearing.reports.rollup import RollupJob
 from clearing.rules import compile as plans
 from clearing.api import split_upgrade
 from clearing.splits import store as split_store
@@ -89,6 +90,7 @@ class Running:
     keys: KeyStore | None = None
     sweeper: Sweeper | None = None
     swing_job: SwingJob | None = None
+    rollup: RollupJob | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
@@ -99,6 +101,8 @@ class Running:
             await self.sweeper.stop()
         if self.swing_job is not None:
             await self.swing_job.stop()
+        if self.rollup is not None:
+            await self.rollup.stop()
         if self.scheduler is not None:  # it makes payouts through the writer
             await self.scheduler.stop()
         if self.payout_worker is not None:  # it posts through the writer: stop it first
@@ -249,11 +253,14 @@ async def start(settings: Settings, *, migrate: bool = True,
     swing_job = SwingJob(pool, clock, settings.risk) if settings.risk.swing_job else None
     if swing_job is not None:
         swing_job.start()
+    rollup = RollupJob(pool, clock, settings.report) if settings.report.rollup else None
+    if rollup is not None:
+        rollup.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Running(server, port, pool, redis_client, writer, health_servicer, settings,
                    plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper,
-                   swing_job)
+                   swing_job, rollup)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

@@ -72,6 +72,10 @@ MUTABLE = {
     "recon_sweep_cursors": "the sweep's watermark",
     "risk_policy_heads": "which risk policy version is active: the activations are the record",
     "risk_swing_runs": "the daily swing job's claims",
+    "report_rollup_days": "the roll-up job's bookkeeping (which days are rolled)",
+    "report_split_days": "a roll-up: derived from the splits, rolled again when late rows come",
+    "report_account_days": "a roll-up: derived from the journal, rolled again",
+    "report_channel_days": "a roll-up: derived from the statements and splits, rolled again",
 }
 # A recorded column of each table with fixed columns, to show its UPDATE refused.
 FIXED_SAMPLE = {"transfers": "amount", "splits": "amount_minor", "split_legs": "amount_minor",

@@ -89,7 +89,10 @@ PAIRS = [
 # (clearing.dev's simulator has its own, outside the domain packages).
 DOMAIN_ONLY = {"clearing.payout.bank.BankState"}
 # Proto enums with no domain mirror: only the API layer reads and writes them.
-API_ONLY: set[str] = set()
+API_ONLY: set[str] = {
+    # ExportReport's file format: api/report_export.py maps it to the encoder's name
+    "clearing.v1.ReportFormat",
+}
 
 
 def proto_prefix(proto_enum_name: str) -> str:

@@ -47,6 +47,8 @@
     clearing risk events [--state S] [--rule R] [--account ID] | event ID
     clearing risk resolve ID --decision release|reject --note N
                                               propose, or confirm another key's (approver)
+    clearing reports NAME --from D --to D|--day D|--week D|--month M [--format csv|xlsx] -o FILE
+                                              export a report (operator or approver)
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units
@@ -57,7 +59,7 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import admin, client, recon, risk, serve, vouchers
+from clearing.cli import admin, client, recon, reports, risk, serve, vouchers
 from clearing.config import Settings
 
 # The commands live in five modules: serve (serve), admin (on the database directly:
@@ -77,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
     recon.add_parser(sub)
     vouchers.add_parser(sub)
     risk.add_parser(sub)
+    reports.add_parser(sub)
     return top
 
 

@@ -26,6 +26,12 @@ class VoucherProblemKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VOUCHER_PROBLEM_KIND_JOURNAL_EDITED: _ClassVar[VoucherProblemKind]
     VOUCHER_PROBLEM_KIND_CHAIN_BROKEN: _ClassVar[VoucherProblemKind]
     VOUCHER_PROBLEM_KIND_REFERENCE_BROKEN: _ClassVar[VoucherProblemKind]
+
+class ReportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPORT_FORMAT_UNSPECIFIED: _ClassVar[ReportFormat]
+    REPORT_FORMAT_CSV: _ClassVar[ReportFormat]
+    REPORT_FORMAT_XLSX: _ClassVar[ReportFormat]
 VOUCHER_KIND_UNSPECIFIED: VoucherKind
 VOUCHER_KIND_SPLIT: VoucherKind
 VOUCHER_KIND_SPLIT_ACTION: VoucherKind
@@ -37,6 +43,9 @@ VOUCHER_PROBLEM_KIND_RECORD_EDITED: VoucherProblemKind
 VOUCHER_PROBLEM_KIND_JOURNAL_EDITED: VoucherProblemKind
 VOUCHER_PROBLEM_KIND_CHAIN_BROKEN: VoucherProblemKind
 VOUCHER_PROBLEM_KIND_REFERENCE_BROKEN: VoucherProblemKind
+REPORT_FORMAT_UNSPECIFIED: ReportFormat
+REPORT_FORMAT_CSV: ReportFormat
+REPORT_FORMAT_XLSX: ReportFormat
 
 class GetVoucherRequest(_message.Message):
     __slots__ = ("voucher_id", "split_id", "split_action_id", "payout_id")
@@ -107,13 +116,43 @@ class VerifyVoucherResponse(_message.Message):
     def __init__(self, valid: _Optional[bool] = ..., voucher: _Optional[_Union[Voucher, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[VoucherProblem, _Mapping]]] = ..., pdf_checked: _Optional[bool] = ...) -> None: ...
 
 class ExportReportRequest(_message.Message):
-    __slots__ = ("report_name",)
+    __slots__ = ("report_name", "from_date", "to_date", "format")
     REPORT_NAME_FIELD_NUMBER: _ClassVar[int]
+    FROM_DATE_FIELD_NUMBER: _ClassVar[int]
+    TO_DATE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     report_name: str
-    def __init__(self, report_name: _Optional[str] = ...) -> None: ...
+    from_date: str
+    to_date: str
+    format: ReportFormat
+    def __init__(self, report_name: _Optional[str] = ..., from_date: _Optional[str] = ..., to_date: _Optional[str] = ..., format: _Optional[_Union[ReportFormat, str]] = ...) -> None: ...
 
 class ExportReportResponse(_message.Message):
-    __slots__ = ("chunk",)
+    __slots__ = ("chunk", "row_count", "info", "done")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
     chunk: bytes
-    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+    row_count: int
+    info: ReportInfo
+    done: bool
+    def __init__(self, chunk: _Optional[bytes] = ..., row_count: _Optional[int] = ..., info: _Optional[_Union[ReportInfo, _Mapping]] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class ReportInfo(_message.Message):
+    __slots__ = ("report_name", "from_date", "to_date", "time_zone", "columns", "content_type", "file_name")
+    REPORT_NAME_FIELD_NUMBER: _ClassVar[int]
+    FROM_DATE_FIELD_NUMBER: _ClassVar[int]
+    TO_DATE_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    report_name: str
+    from_date: str
+    to_date: str
+    time_zone: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    content_type: str
+    file_name: str
+    def __init__(self, report_name: _Optional[str] = ..., from_date: _Optional[str] = ..., to_date: _Optional[str] = ..., time_zone: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., content_type: _Optional[str] = ..., file_name: _Optional[str] = ...) -> None: ...

@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63learing/v1/report.proto\x12\x0b\x63learing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n\x11GetVoucherRequest\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\x12\x10\n\x08split_id\x18\x02 \x01(\x03\x12\x17\n\x0fsplit_action_id\x18\x03 \x01(\x03\x12\x11\n\tpayout_id\x18\x04 \x01(\x03\"H\n\x12GetVoucherResponse\x12\x0b\n\x03pdf\x18\x01 \x01(\x0c\x12%\n\x07voucher\x18\x02 \x01(\x0b\x32\x14.clearing.v1.Voucher\"\xe2\x01\n\x07Voucher\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.clearing.v1.VoucherKind\x12\x12\n\nsubject_id\x18\x03 \x01(\x03\x12\x1d\n\x15references_voucher_id\x18\x04 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12.\n\nissue_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_json\x18\x07 \x01(\t\x12\x12\n\npdf_sha256\x18\x08 \x01(\t\"7\n\x14VerifyVoucherRequest\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\x12\x0b\n\x03pdf\x18\x02 \x01(\x0c\"O\n\x0eVoucherProblem\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.clearing.v1.VoucherProblemKind\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"\x91\x01\n\x15VerifyVoucherResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12%\n\x07voucher\x18\x02 \x01(\x0b\x32\x14.clearing.v1.Voucher\x12-\n\x08problems\x18\x03 \x03(\x0b\x32\x1b.clearing.v1.VoucherProblem\x12\x13\n\x0bpdf_checked\x18\x04 \x01(\x08\"*\n\x13\x45xportReportRequest\x12\x13\n\x0breport_name\x18\x01 \x01(\t\"%\n\x14\x45xportReportResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c*{\n\x0bVoucherKind\x12\x1c\n\x18VOUCHER_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12VOUCHER_KIND_SPLIT\x10\x01\x12\x1d\n\x19VOUCHER_KIND_SPLIT_ACTION\x10\x02\x12\x17\n\x13VOUCHER_KIND_PAYOUT\x10\x03*\xab\x02\n\x12VoucherProblemKind\x12$\n VOUCHER_PROBLEM_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fVOUCHER_PROBLEM_KIND_PDF_EDITED\x10\x01\x12\'\n#VOUCHER_PROBLEM_KIND_VOUCHER_EDITED\x10\x02\x12&\n\"VOUCHER_PROBLEM_KIND_RECORD_EDITED\x10\x03\x12\'\n#VOUCHER_PROBLEM_KIND_JOURNAL_EDITED\x10\x04\x12%\n!VOUCHER_PROBLEM_KIND_CHAIN_BROKEN\x10\x05\x12)\n%VOUCHER_PROBLEM_KIND_REFERENCE_BROKEN\x10\x06\x32\x8d\x02\n\rReportService\x12M\n\nGetVoucher\x12\x1e.clearing.v1.GetVoucherRequest\x1a\x1f.clearing.v1.GetVoucherResponse\x12V\n\rVerifyVoucher\x12!.clearing.v1.VerifyVoucherRequest\x1a\".clearing.v1.VerifyVoucherResponse\x12U\n\x0c\x45xportReport\x12 .clearing.v1.ExportReportRequest\x1a!.clearing.v1.ExportReportResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63learing/v1/report.proto\x12\x0b\x63learing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n\x11GetVoucherRequest\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\x12\x10\n\x08split_id\x18\x02 \x01(\x03\x12\x17\n\x0fsplit_action_id\x18\x03 \x01(\x03\x12\x11\n\tpayout_id\x18\x04 \x01(\x03\"H\n\x12GetVoucherResponse\x12\x0b\n\x03pdf\x18\x01 \x01(\x0c\x12%\n\x07voucher\x18\x02 \x01(\x0b\x32\x14.clearing.v1.Voucher\"\xe2\x01\n\x07Voucher\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.clearing.v1.VoucherKind\x12\x12\n\nsubject_id\x18\x03 \x01(\x03\x12\x1d\n\x15references_voucher_id\x18\x04 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12.\n\nissue_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_json\x18\x07 \x01(\t\x12\x12\n\npdf_sha256\x18\x08 \x01(\t\"7\n\x14VerifyVoucherRequest\x12\x12\n\nvoucher_id\x18\x01 \x01(\x03\x12\x0b\n\x03pdf\x18\x02 \x01(\x0c\"O\n\x0eVoucherProblem\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.clearing.v1.VoucherProblemKind\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"\x91\x01\n\x15VerifyVoucherResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12%\n\x07voucher\x18\x02 \x01(\x0b\x32\x14.clearing.v1.Voucher\x12-\n\x08problems\x18\x03 \x03(\x0b\x32\x1b.clearing.v1.VoucherProblem\x12\x13\n\x0bpdf_checked\x18\x04 \x01(\x08\"y\n\x13\x45xportReportRequest\x12\x13\n\x0breport_name\x18\x01 \x01(\t\x12\x11\n\tfrom_date\x18\x02 \x01(\t\x12\x0f\n\x07to_date\x18\x03 \x01(\t\x12)\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x19.clearing.v1.ReportFormat\"m\n\x14\x45xportReportResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x11\n\trow_count\x18\x02 \x01(\x03\x12%\n\x04info\x18\x03 \x01(\x0b\x32\x17.clearing.v1.ReportInfo\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"\x92\x01\n\nReportInfo\x12\x13\n\x0breport_name\x18\x01 \x01(\t\x12\x11\n\tfrom_date\x18\x02 \x01(\t\x12\x0f\n\x07to_date\x18\x03 \x01(\t\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x05 \x03(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x11\n\tfile_name\x18\x07 \x01(\t*{\n\x0bVoucherKind\x12\x1c\n\x18VOUCHER_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12VOUCHER_KIND_SPLIT\x10\x01\x12\x1d\n\x19VOUCHER_KIND_SPLIT_ACTION\x10\x02\x12\x17\n\x13VOUCHER_KIND_PAYOUT\x10\x03*\xab\x02\n\x12VoucherProblemKind\x12$\n VOUCHER_PROBLEM_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fVOUCHER_PROBLEM_KIND_PDF_EDITED\x10\x01\x12\'\n#VOUCHER_PROBLEM_KIND_VOUCHER_EDITED\x10\x02\x12&\n\"VOUCHER_PROBLEM_KIND_RECORD_EDITED\x10\x03\x12\'\n#VOUCHER_PROBLEM_KIND_JOURNAL_EDITED\x10\x04\x12%\n!VOUCHER_PROBLEM_KIND_CHAIN_BROKEN\x10\x05\x12)\n%VOUCHER_PROBLEM_KIND_REFERENCE_BROKEN\x10\x06*\\\n\x0cReportFormat\x12\x1d\n\x19REPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11REPORT_FORMAT_CSV\x10\x01\x12\x16\n\x12REPORT_FORMAT_XLSX\x10\x02\x32\x8d\x02\n\rReportService\x12M\n\nGetVoucher\x12\x1e.clearing.v1.GetVoucherRequest\x1a\x1f.clearing.v1.GetVoucherResponse\x12V\n\rVerifyVoucher\x12!.clearing.v1.VerifyVoucherRequest\x1a\".clearing.v1.VerifyVoucherResponse\x12U\n\x0c\x45xportReport\x12 .clearing.v1.ExportReportRequest\x1a!.clearing.v1.ExportReportResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearing_client.v1.report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VOUCHERKIND']._serialized_start=849
-  _globals['_VOUCHERKIND']._serialized_end=972
-  _globals['_VOUCHERPROBLEMKIND']._serialized_start=975
-  _globals['_VOUCHERPROBLEMKIND']._serialized_end=1274
+  _globals['_VOUCHERKIND']._serialized_start=1149
+  _globals['_VOUCHERKIND']._serialized_end=1272
+  _globals['_VOUCHERPROBLEMKIND']._serialized_start=1275
+  _globals['_VOUCHERPROBLEMKIND']._serialized_end=1574
+  _globals['_REPORTFORMAT']._serialized_start=1576
+  _globals['_REPORTFORMAT']._serialized_end=1668
   _globals['_GETVOUCHERREQUEST']._serialized_start=74
   _globals['_GETVOUCHERREQUEST']._serialized_end=175
   _globals['_GETVOUCHERRESPONSE']._serialized_start=177
@@ -49,9 +51,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYVOUCHERRESPONSE']._serialized_start=619
   _globals['_VERIFYVOUCHERRESPONSE']._serialized_end=764
   _globals['_EXPORTREPORTREQUEST']._serialized_start=766
-  _globals['_EXPORTREPORTREQUEST']._serialized_end=808
-  _globals['_EXPORTREPORTRESPONSE']._serialized_start=810
-  _globals['_EXPORTREPORTRESPONSE']._serialized_end=847
-  _globals['_REPORTSERVICE']._serialized_start=1277
-  _globals['_REPORTSERVICE']._serialized_end=1546
+  _globals['_EXPORTREPORTREQUEST']._serialized_end=887
+  _globals['_EXPORTREPORTRESPONSE']._serialized_start=889
+  _globals['_EXPORTREPORTRESPONSE']._serialized_end=998
+  _globals['_REPORTINFO']._serialized_start=1001
+  _globals['_REPORTINFO']._serialized_end=1147
+  _globals['_REPORTSERVICE']._serialized_start=1671
+  _globals['_REPORTSERVICE']._serialized_end=1940
 # @@protoc_insertion_point(module_scope)

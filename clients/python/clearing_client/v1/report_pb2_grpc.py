@@ -98,7 +98,9 @@ class ReportServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportReport(self, request, context):
-        """Exports a report in chunks (server streaming). Roles: operator, approver.
+        """Exports a report in chunks (server streaming). Roles: operator, approver. A server
+        process streams at most 4 exports at once; one more answers RESOURCE_EXHAUSTED
+        (OVERLOADED): retry later.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
