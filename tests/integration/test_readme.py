@@ -2,7 +2,8 @@
 
 The README's shell blocks are read from the file. The blocks marked `run by
 tests/integration/test_readme.py` (the quick start's first split, then the reconciliation
-of a day on the same platform) are run here as written, in order,
+of a day on the same platform, then its voucher and reports) are run here as written, in
+order,
 with bash, against the test server, from a directory laid out like the repository after
 `make run`: `.venv` and `server` linked to the real ones, `var/demo.key` (gateway and
 operator) and `var/demo-approver.key` (approver) holding keys of a fresh platform. Every
@@ -14,6 +15,8 @@ link of the README, bench/README.md and docs/ leads to a file and heading that e
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
 import re
@@ -104,7 +107,7 @@ def test_the_parser_sees_blocks_and_commands():
 
 def test_every_readme_command_is_run_by_a_test():
     blocks = shell_blocks(README.read_text())
-    assert sum(marked for marked, _ in blocks) == 2, "two blocks of the README run here"
+    assert sum(marked for marked, _ in blocks) == 3, "three blocks of the README run here"
     unrun = [cmd for marked, body in blocks if not marked for cmd in command_lines(body)
              if cmd not in RUN_ELSEWHERE]
     assert not unrun, ("README commands no test runs (run them in a test and list them in "
@@ -130,7 +133,7 @@ def _json_documents(text: str) -> list[dict]:
 async def test_the_quick_start_first_split_runs_as_written(running, database_url, platform,
                                                            tmp_path):
     assert (VENV / "bin" / "clearing").exists(), f"no {VENV}/bin/clearing (make venv)"
-    first, recon = [body for marked, body in shell_blocks(README.read_text()) if marked]
+    first, recon, reports = [body for marked, body in shell_blocks(README.read_text()) if marked]
     repo = tmp_path / "repo"
     (repo / "var").mkdir(parents=True)
     (repo / ".venv").symlink_to(VENV)
@@ -167,6 +170,38 @@ async def test_the_quick_start_first_split_runs_as_written(running, database_url
     # The reconciliation example, on the same platform after the first split.
     stdout, stderr = await _bash(recon, repo, env)
     _check_recon_example(stdout, stderr)
+
+    # Vouchers and reports, of the same day.
+    stdout, _ = await _bash(reports, repo, env)
+    _check_reports_example(stdout, repo / "var")
+
+
+def _check_reports_example(stdout: str, var: Path) -> None:
+    """The voucher verifies; the reports of yesterday (the statement's day) and today (when
+    the quick start's split and the day's splits were made), worked out here: the splits
+    distribute their amount less the channel's fee (0.6%; none on the BANK_TRANSFER order)."""
+    fee = lambda minor: minor * 6 // 1000  # noqa: E731
+    digest, valid, *row_counts = stdout.split()
+    assert re.fullmatch(r"[0-9a-f]{64}", digest) and valid == "True", stdout
+    # 9 receivers and rules (PLAT_001, SUP_2025001, LOGISTICS_B under the base rule and the
+    # promotion, GOV_ACCOUNT's top slice; two USD receivers), 10 accounts, 4 channel days
+    # (the statement's; today BANK_TRANSFER, WECHAT_PAY in CNY and in USD); no payout.
+    assert row_counts == ["9", "10", "4"], stdout
+
+    def rows(name: str) -> list[dict[str, str]]:
+        return list(csv.DictReader(io.StringIO((var / f"{name}.csv").read_text("utf-8"))))
+
+    cny = 85_000_000 + sum(a - fee(a) for a in (12_000_000, 56_000_000, 8_000_000, 3_000_000,
+                                                 4_500_000, 980_000))  # RD06: SPLIT_NOW
+    totals = {r["currency_code"]: int(r["amount_minor"]) for r in rows("split_summary")
+              if r["line"] == "total"}
+    assert totals == {"CNY": cny, "USD": 200_000 - fee(200_000)}
+    for r in rows("transaction_flow"):
+        if r["line"] == "total":  # double entry: every debit is someone's credit
+            assert r["debits_minor"] == r["credits_minor"] and r["closing_minor"] == "0", r
+    [statement] = [r for r in rows("channel_analysis") if r["source"] == "statement"]
+    assert int(statement["settled_minor"]) == 135_363_019  # the statement's settled total
+    assert [r["line"] for r in rows("payouts")] == []
 
 
 async def _bash(body: str, repo: Path, env: dict[str, str]) -> tuple[str, str]:

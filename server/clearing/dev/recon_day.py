@@ -2,8 +2,9 @@
 `python -m clearing.dev.recon_day` splits yesterday's (Asia/Shanghai) WECHAT_PAY orders of
 the platform whose key is var/demo.key and writes the channel's statement of that day, with
 one discrepancy of each class. It prints shell assignments (`eval` them): DAY, STATEMENT (the
-file) and ORDER (a JSON file of the order the channel was paid for and nobody split, for a
-SPLIT_NOW resolution).
+file), ORDER (a JSON file of the order the channel was paid for and nobody split, for a
+SPLIT_NOW resolution), SPLIT (the split id of the day's first order) and TODAY (the day the
+splits were made, in the same time zone).
 
 Needs the README's quick start first (the b2b rule set active, its CNY accounts open); it
 opens what the USD order needs (a USD custodial account, two receivers, the rule set
@@ -134,10 +135,12 @@ async def make_day(addr: str, key: str, approver_key: str, day: dt.date,
               for n, (suffix, amount, currency, _, _) in enumerate(ORDERS)]
     async with ClearingClient(addr, key) as client, ClearingClient(addr, approver_key) as ok:
         await _usd_setup(client, ok, day)
+        split_ids = []
         for (_, _, _, split, _), order in zip(ORDERS, orders):
             if split:
-                await client.call(client.split.Split, split_pb2.SplitRequest(
+                done = await client.call(client.split.Split, split_pb2.SplitRequest(
                     request_id=f"recon-day-{order.order_id}", order=order))
+                split_ids.append(done.split.split_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"statement-{CHANNEL}-{day}.csv"
     path.write_text(statement(day, orders), "utf-8")
@@ -145,7 +148,9 @@ async def make_day(addr: str, key: str, approver_key: str, day: dt.date,
     order_path = out_dir / f"order-{missing.order_id}.json"
     order_path.write_text(json.dumps(json_format.MessageToDict(
         missing, preserving_proto_field_name=True), indent=2) + "\n", "utf-8")
-    return {"DAY": day.isoformat(), "STATEMENT": str(path), "ORDER": str(order_path)}
+    return {"DAY": day.isoformat(), "STATEMENT": str(path), "ORDER": str(order_path),
+            "SPLIT": str(split_ids[0]),
+            "TODAY": dt.datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).date().isoformat()}
 
 
 def main() -> int:
