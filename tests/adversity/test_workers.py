@@ -22,6 +22,10 @@ def _ok_calls(metrics_port: int) -> float:
         r'clearing_rpc_calls_total\{code="OK",method="[A-Za-z]+"\} ([0-9.e+]+)', text))
 
 
+# Rounds of fresh connections at most before a worker that served nothing fails the test.
+ROUNDS_MAX = 10
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_two_workers_share_the_port(database_url, redis_url, platform):
@@ -41,6 +45,17 @@ async def test_two_workers_share_the_port(database_url, redis_url, platform):
                                for c in clients for _ in range(5)])
         assert (await clients[0].balance(merchant.account_id)).posted_minor == 5 * CONNECTIONS
         served = [_ok_calls(metrics_port), _ok_calls(metrics_port + 1)]
+        for _ in range(ROUNDS_MAX):  # a worker still starting on a loaded machine: new
+            if all(n > 0 for n in served):  # connections until the kernel spreads some to it
+                break
+            await asyncio.sleep(0.5)
+            more = [grpc.aio.insecure_channel(
+                f"127.0.0.1:{proc.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(CONNECTIONS)]
+            channels += more
+            await asyncio.gather(*[Client(ch, platform.key).balance(merchant.account_id)
+                                   for ch in more])
+            served = [_ok_calls(metrics_port), _ok_calls(metrics_port + 1)]
         assert all(n > 0 for n in served), served
         assert (await clients[0].verify()).ok
     finally:

@@ -19,6 +19,7 @@ import sys
 from zoneinfo import ZoneInfo
 
 import grpc
+import pytest
 
 from clearing.clock import Clock
 from clearing.config import BankSimSettings
@@ -129,6 +130,13 @@ async def test_a_day_of_payouts_with_every_class(pg_admin_dsn, redis_url, redis_
 
         again = await _import(w, _csv([header] + body), day)
         assert again.replayed and again.run.run_id == run.run_id
+        # the bank paid this money out: it is not a channel's money to settle
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await w.recon.PostSettlement(rpb.PostSettlementRequest(
+                request_id="settle-a-bank-file", run_id=run.run_id), metadata=w.metadata,
+                timeout=CALL_TIMEOUT_S)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert details(refused.value)[0] == "SETTLEMENT_NOT_APPLICABLE"
 
 
 async def test_a_malformed_payout_file_is_refused_whole(pg_admin_dsn, redis_url,

@@ -157,6 +157,28 @@ async def test_a_crash_after_the_posting_moves_nothing_twice(world: ReconWorld, 
     assert await posted(client, "custodial-CNY") == -9_941
 
 
+async def test_a_posting_without_its_row_counts_when_a_correction_supersedes_it(
+        world: ReconWorld, day: HandDay, client: Client, running, platform):
+    """The first statement's posting committed, its row not (the call was cut off); then a
+    corrected file supersedes it, so its row can never be written: the correction's
+    settlement counts that posting and moves only the difference (not its whole total)."""
+    async with running.pool.acquire() as conn:
+        run = await recon_store.load_run(conn, platform.platform_id, day.run.run_id)
+        custodial_id = await accounts.custodial(conn, platform.platform_id, "CNY")
+    clearing_id = await accounts.ensure_clearing(running.pool, platform.platform_id, CHANNEL,
+                                                 "CNY")
+    await running.writer.submit(settle.settlement_posting(
+        platform.platform_id, run, clearing_id, custodial_id, STATEMENT_MINOR, "CNY"))
+    # the corrected file drops g's line (19,880): the channel settled 149,099
+    second = (await world.import_file(day.csv(day.lines[:2]), day=day.day)).run
+    s = (await settle_run(world, second.run_id)).settlement
+    assert (s.amount_minor, s.posted_before_minor) == (149_099 - STATEMENT_MINOR,
+                                                       STATEMENT_MINOR)
+    assert await posted(client, CLEARING_REF) == -149_099
+    assert await posted(client, "custodial-CNY") == -SPLITS_NET_MINOR + 149_099
+    assert (await client.verify()).ok
+
+
 async def test_concurrent_settlements_post_once(world: ReconWorld, day: HandDay,
                                                 client: Client):
     outcomes = await asyncio.gather(*(settle_run(world, day.run.run_id) for _ in range(4)),

@@ -136,7 +136,7 @@ async def test_large_split_at_the_threshold_passes_one_unit_above_is_held(world:
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOTHING_DUE")
     code, reason, _ = await _refused(world.splits.call("CancelSplit", pb.CancelSplitRequest(
         request_id=rid(), order_id=above.order.order_id, reason="x")))
-    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOTHING_HELD")
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RISK_REVIEW_PENDING")
     assert (await world.client.verify()).ok
 
 

@@ -325,6 +325,9 @@ async def test_bad_ids_are_invalid(channel, platform, request_fields, field):
 @pytest.mark.parametrize("request_fields, field", [
     ({}, "voucher_id"), ({"voucher_id": -3}, "voucher_id"), ({"pdf": b"%PDF-1.3 no id"}, "pdf"),
     ({"voucher_id": 1, "pdf": b"%PDF-"}, "pdf"),
+    # a crafted file whose id is beyond int64 (was INTERNAL; found in review)
+    ({"pdf": b"%PDF-1.3 clearing-voucher:9999999999999999999:" + b"ab" * 32}, "pdf"),
+    ({"pdf": b"%PDF-1.3 clearing-voucher:0:" + b"ab" * 32}, "pdf"),
 ])
 async def test_bad_verify_requests_are_invalid(channel, platform, request_fields, field):
     reports = Reports(channel, platform.key)

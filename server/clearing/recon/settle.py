@@ -31,7 +31,7 @@ from clearing.errors import FailedPrecondition, NotFound, invariant
 from clearing.ledger.model import Claim, Leg, Mode, Posting
 from clearing.reasons import Reason
 from clearing.recon import accounts, store
-from clearing.recon.model import Run
+from clearing.recon.model import Run, StatementFormat
 from clearing.recon.service import ReconDeps
 
 METHOD = "PostSettlement"
@@ -45,6 +45,24 @@ _SQL_DAY_POSTED = """
 SELECT currency_code, sum(amount_minor)::bigint AS posted_minor FROM recon_settlements
 WHERE platform_id = $1 AND channel = $2 AND settlement_date = $3 AND currency_code <> ''
 GROUP BY currency_code
+"""
+# What the day's other statements' settlement postings moved into the custodial account
+# although no settlement row records them: a posting commits in the writer's transaction and
+# its row in the call's, so a call cut off between the two (a crash, a client's deadline:
+# the posting stands) leaves the posting alone; once a corrected file supersedes that
+# statement, its row can never be written. Counted in what the day posted before, so that
+# the superseding statement posts only the difference (found in review).
+_SQL_IN_DOUBT = """
+SELECT coalesce(sum(CASE WHEN t.debit_account_id = $2 THEN t.amount ELSE -t.amount END), 0)
+           ::bigint
+FROM transfers t
+WHERE (t.debit_account_id = $2 OR t.credit_account_id = $2) AND t.platform_id = $1
+  AND t.request_id = ANY($3::text[])
+"""
+_SQL_UNRECORDED = """
+SELECT s.statement_id FROM recon_statements s
+WHERE s.platform_id = $1 AND s.channel = $2 AND s.settlement_date = $3 AND s.statement_id <> $4
+  AND NOT EXISTS (SELECT 1 FROM recon_settlements x WHERE x.statement_id = s.statement_id)
 """
 _SQL_INSERT = """
 INSERT INTO recon_settlements (statement_id, platform_id, run_id, channel, settlement_date,
@@ -75,6 +93,16 @@ async def _day_posted(conn, platform_id: int, run: Run) -> tuple[str, int]:
             f"{s.settlement_date} are in {', '.join(sorted(posted))}",
             reason=Reason.CURRENCY_MISMATCH, metadata={"currency_code": currency})
     return currency, posted.get(currency, 0)
+
+
+async def _in_doubt(conn, platform_id: int, run: Run, clearing_id: int) -> int:
+    """What the day's other statements' postings with no settlement row moved (_SQL_IN_DOUBT)."""
+    s = run.statement
+    ids = [posting_request_id(r["statement_id"]) for r in await conn.fetch(
+        _SQL_UNRECORDED, platform_id, s.channel, s.settlement_date, s.statement_id)]
+    if not ids or not clearing_id:
+        return 0
+    return await conn.fetchval(_SQL_IN_DOUBT, platform_id, clearing_id, ids)
 
 
 def settlement_posting(platform_id: int, run: Run, clearing_id: int, custodial_id: int,
@@ -112,6 +140,11 @@ async def post_settlement(deps: ReconDeps, platform_id: int, key_id: int, reques
     clearing_id = 0
     async with deps.pool.acquire() as conn:
         found = await store.load_run(conn, platform_id, run_id)
+        if found is not None and found.statement.format == StatementFormat.BANK_PAYOUTS:
+            raise FailedPrecondition(
+                f"run {run_id} is of a bank payout result file: the bank paid that money "
+                "out; only a channel statement's run is settled",
+                reason=Reason.SETTLEMENT_NOT_APPLICABLE, metadata={"field": "run_id"})
         currency = "" if found is None else (await _day_posted(conn, platform_id, found))[0]
     if currency:  # opened and committed before the writer's transaction looks for it
         clearing_id = await accounts.ensure_clearing(deps.pool, platform_id,
@@ -136,6 +169,7 @@ async def post_settlement(deps: ReconDeps, platform_id: int, key_id: int, reques
         if day_currency != currency:  # an earlier settlement came meanwhile: retry
             raise FailedPrecondition(f"the day's settlement currency is now {day_currency}",
                                      reason=Reason.CURRENCY_MISMATCH)
+        before += await _in_doubt(conn, platform_id, run, clearing_id)
         amount = s.settled_minor - before
         custodial_id, transfer_id = 0, 0
         if amount:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from clearing.payout.model import PayoutState, TransferState
 from clearing.reports.period import Range
 
 # Transfer modes that move posted balances (ledger.model.Mode): IMMEDIATE, POST_PENDING.
@@ -183,21 +184,21 @@ def payouts(platform_id: int, start: dt.datetime, end: dt.datetime) -> Query:
     """Per party: its payouts requested in the period (no roll-up: a payout is a party's
     withdrawal, thousands a day, not millions)."""
     q = Query(platform_id, start, end)
-    q.sql = """
+    q.sql = f"""
 SELECT p.currency_code, p.account_id, a.external_ref, count(*) AS payout_count,
        sum(p.amount_minor)::bigint AS amount_minor, sum(p.fee_minor)::bigint AS fee_minor,
        sum(p.net_minor)::bigint AS net_minor, sum(p.paid_minor)::bigint AS paid_minor,
-       count(*) FILTER (WHERE p.state = 5) AS succeeded_count,
-       count(*) FILTER (WHERE p.state = 6) AS failed_count,
-       coalesce(sum(p.amount_minor) FILTER (WHERE p.state = 6), 0)::bigint AS failed_minor,
-       count(*) FILTER (WHERE p.state NOT IN (5, 6)) AS open_count,
+       count(*) FILTER (WHERE p.state = {PayoutState.SUCCEEDED:d}) AS succeeded_count,
+       count(*) FILTER (WHERE p.state = {PayoutState.FAILED:d}) AS failed_count,
+       coalesce(sum(p.amount_minor) FILTER (WHERE p.state = {PayoutState.FAILED:d}), 0)::bigint AS failed_minor,
+       count(*) FILTER (WHERE p.state NOT IN ({PayoutState.SUCCEEDED:d}, {PayoutState.FAILED:d})) AS open_count,
        coalesce(sum(f.attempts), 0)::bigint AS failed_attempt_count
 FROM payouts p
 JOIN accounts a ON a.account_id = p.account_id
 LEFT JOIN LATERAL (
   SELECT count(*) AS attempts FROM bank_transfers b
   JOIN bank_transfer_attempts t ON t.bank_transfer_id = b.bank_transfer_id
-  WHERE b.payout_id = p.payout_id AND t.state = 5) f ON true
+  WHERE b.payout_id = p.payout_id AND t.state = {TransferState.FAILED:d}) f ON true
 WHERE p.platform_id = $1 AND p.created_at >= $2 AND p.created_at < $3
 GROUP BY 1, 2, 3
 ORDER BY 1, 2"""

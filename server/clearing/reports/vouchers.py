@@ -225,6 +225,9 @@ async def _issue(conn: asyncpg.Connection, clock: Clock, platform_id: int, kind:
     return winner
 
 
+INT64_MAX = 2**63 - 1
+
+
 # ---- verification ----------------------------------------------------------------------------
 
 def voucher_id_in_pdf(pdf: bytes) -> int:
@@ -233,7 +236,11 @@ def voucher_id_in_pdf(pdf: bytes) -> int:
     if found is None:
         raise InvalidArgument([FieldViolation("pdf", "not a voucher PDF: it carries no"
                                                      " voucher id")])
-    return int(found.group(1))
+    voucher_id = int(found.group(1))
+    if not 1 <= voucher_id <= INT64_MAX:  # an edited file: no voucher has such an id
+        raise InvalidArgument([FieldViolation("pdf", f"the voucher id it carries, {voucher_id},"
+                                                     " is out of range")])
+    return voucher_id
 
 
 async def verify(pool: asyncpg.Pool, platform_id: int, voucher_id: int,

@@ -96,8 +96,14 @@ def release_changes(split: Split, request: ReleaseRequest,
 def cancel_changes(split: Split) -> list[LegChange]:
     """Every held leg voids what it holds; FailedPrecondition NOTHING_HELD if none does."""
     require_room(split)
-    held = [leg for leg in split.legs
-            if leg.held_minor and leg.hold_reason != HoldReason.RISK_REVIEW]
+    if any(leg.held_minor and leg.hold_reason == HoldReason.RISK_REVIEW for leg in split.legs):
+        # a risk review decides that share (release or reject): a cancelled split must not
+        # keep a share that a later release would pay (found in review)
+        raise FailedPrecondition(
+            f"split of order {split.order_id!r} has a share under risk review: resolve its "
+            "risk event first (ResolveRiskEvent)", reason=Reason.RISK_REVIEW_PENDING,
+            metadata={"order_id": split.order_id})
+    held = [leg for leg in split.legs if leg.held_minor]
     if not held:
         raise FailedPrecondition(f"split of order {split.order_id!r} holds nothing",
                                  reason=Reason.NOTHING_HELD, metadata={"order_id": split.order_id})

@@ -183,6 +183,10 @@ class SplitService:
         readings = await self._counters.reserve(counter_specs(platform_id, plan, order))
         committed = False
         taken = None
+        # the risk counters count an order once, by its order id: when another call booked
+        # this order (a replay of its request id, or ORDER_ALREADY_SPLIT), undoing this
+        # call's reservation would take away that committed order's count (found in review)
+        booked_elsewhere = False
         try:
             ev = evaluate(plan, order, counter_inputs(readings, {}), accounts=accounts)
             note = None
@@ -192,13 +196,17 @@ class SplitService:
                                 readings, respond, evaluated=ev, risk=note)
             sent = await self._writer.submit(prepared.posting)
             committed = prepared.committed(sent)
+            booked_elsewhere = not committed
         except SplitInvariantError as exc:
             await self._invariant_broken(platform_id, order, exc)
+            raise
+        except ClearingError as exc:
+            booked_elsewhere = exc.reason == Reason.ORDER_ALREADY_SPLIT
             raise
         finally:
             if not committed:
                 await self._counters.undo(readings)
-                if taken is not None:
+                if taken is not None and not booked_elsewhere:
                     await self._risk.undo(taken)  # type: ignore[union-attr]
         if committed:
             return prepared.split  # type: ignore[return-value]

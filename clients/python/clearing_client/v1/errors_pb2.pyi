@@ -88,6 +88,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOLUTION_POSTED: _ClassVar[ErrorReason]
     RATIO_SWING_NEEDS_SECOND_APPROVER: _ClassVar[ErrorReason]
     BACKTEST_BUSY: _ClassVar[ErrorReason]
+    SETTLEMENT_NOT_APPLICABLE: _ClassVar[ErrorReason]
+    RISK_REVIEW_PENDING: _ClassVar[ErrorReason]
     VOUCHER_NOT_FOUND: _ClassVar[ErrorReason]
     VOUCHER_NOT_READY: _ClassVar[ErrorReason]
     BANK_RETRIES_EXHAUSTED: _ClassVar[ErrorReason]
@@ -182,6 +184,8 @@ RESOLUTION_NOT_PROPOSED: ErrorReason
 RESOLUTION_POSTED: ErrorReason
 RATIO_SWING_NEEDS_SECOND_APPROVER: ErrorReason
 BACKTEST_BUSY: ErrorReason
+SETTLEMENT_NOT_APPLICABLE: ErrorReason
+RISK_REVIEW_PENDING: ErrorReason
 VOUCHER_NOT_FOUND: ErrorReason
 VOUCHER_NOT_READY: ErrorReason
 BANK_RETRIES_EXHAUSTED: ErrorReason
