@@ -34,7 +34,7 @@ import asyncpg
 from clearing.clock import Clock
 from clearing.errors import FieldViolation, InvalidArgument, NotFound, invariant
 from clearing.ledger import journal
-from clearing.limits import (BATCH_SPAN, VOUCHER_PDF_CACHE_MAX, VOUCHER_PROBLEMS_MAX,
+from clearing.limits import (BATCH_SPAN, INT64_MAX, VOUCHER_PDF_CACHE_MAX, VOUCHER_PROBLEMS_MAX,
                              VOUCHER_RENDERS_MAX)
 from clearing.reasons import Reason
 from clearing.reports import voucher_content as content_of
@@ -223,9 +223,6 @@ async def _issue(conn: asyncpg.Connection, clock: Clock, platform_id: int, kind:
     winner = await _load(conn, platform_id, "kind = $2 AND subject_id = $3", kind, subject_id)
     invariant(winner is not None, f"voucher of {kind.name} {subject_id}: conflict, no row")
     return winner
-
-
-INT64_MAX = 2**63 - 1
 
 
 # ---- verification ----------------------------------------------------------------------------
