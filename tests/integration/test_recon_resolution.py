@@ -314,6 +314,26 @@ async def test_a_crash_after_the_posting_moves_nothing_twice(desk: Desk, client:
     assert await posted(client, "custodial-CNY") == -29_821
 
 
+async def test_a_posted_resolution_is_finished_after_a_correction(desk: Desk, client: Client,
+                                                                   running, platform):
+    """The write-off's posting committed, its approval not; then a corrected file supersedes
+    the statement: the next approval still finishes it (its money moved), once."""
+    proposal = await desk.propose(desk.day.g, A.RESOLUTION_ACTION_WRITE_OFF)
+    pid = platform.platform_id
+    suspense_id = await accounts.ensure_suspense(running.pool, pid, "CNY")
+    async with running.pool.acquire() as conn:
+        r = await rstore.load(conn, pid, proposal.resolution_id)
+        d = await rstore.lock_discrepancy(conn, pid, r.discrepancy_id)
+        custodial_id = await accounts.custodial(conn, pid, "CNY")
+    sent = await running.writer.submit(resolve.resolution_posting(pid, r, d, custodial_id,
+                                                                  suspense_id))
+    await desk.world.import_file(desk.day.csv(desk.day.lines[:2]), day=desk.day.day)
+    done = await desk.approve(proposal.resolution_id)
+    assert (done.state, done.transfer_id) == (A.RESOLUTION_STATE_APPROVED, sent[0].transfer_id)
+    assert await posted(client, SUSPENSE_REF) == 19_880
+    assert await posted(client, "custodial-CNY") == -29_821
+
+
 async def test_concurrent_approvals_move_money_once(desk: Desk, client: Client, database_url,
                                                     platform):
     second = (("authorization",

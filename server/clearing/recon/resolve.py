@@ -274,7 +274,13 @@ async def approve(deps: ReconDeps, platform_id: int, key_id: int, request_id: st
     async def op(conn: asyncpg.Connection) -> bytes:
         r = await _reviewable(conn, platform_id, resolution_id, key_id)
         d = await _discrepancy(conn, platform_id, r)
-        await _check_active(conn, platform_id, d)
+        posting = posting_request_id(r)
+        prior = await idempotency.lookup(conn, platform_id, posting) if posting else None
+        if prior is None or prior.error:
+            await _check_active(conn, platform_id, d)
+        # else its money moved already (the approval was cut off after the posting): finish
+        # the approval even if a correction has superseded the statement since, or the
+        # resolution would stay PROPOSED with its money moved (found in review)
         try:
             transfer_id, split_id = await _carry_out(deps, conn, platform_id, r, d, found)
         except ClearingError as exc:
