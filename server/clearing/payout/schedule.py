@@ -31,7 +31,6 @@ CLEARING_PAYOUT_D0_RETRY_S; the configuration table of docs/operations.md).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from clearing.payout.calendar import (BusinessCalendar, NoBusinessDay, PayoutCyc
                                       next_run, t_plus_1_cutoff)
 from clearing.payout.model import SCHEDULER, PayoutOrigin
 from clearing.reasons import Reason
+from clearing.tasks import Periodic
 
 log = logging.getLogger("clearing.payout.schedule")
 
@@ -233,7 +233,7 @@ def run_request_id(account_id: int, due_at: dt.datetime) -> str:
     return f"schedule:{account_id}:{due_at.astimezone(dt.timezone.utc).isoformat()}"
 
 
-class Scheduler:
+class Scheduler(Periodic):
     """Sweeps due schedules every `settings.tick_s` (see the module docstring). `tick()` is
     one sweep, callable directly (tests)."""
 
@@ -241,32 +241,14 @@ class Scheduler:
         self._deps = deps
         self._settings = settings
         self.calendar = CalendarCache(deps.pool, deps.clock, settings.calendar_refresh_s)
-        self._task: asyncio.Task | None = None
-        self._stopping = asyncio.Event()
+        super().__init__()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._loop(), name="payout-scheduler")
+    task_name = "payout-scheduler"
+    failure = "payout schedule sweep failed"
 
-    async def stop(self) -> None:
-        """Stop after the run in progress (a run is never cut between payout and row)."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        await self._task
-        self._task = None
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except Exception:  # noqa: BLE001 - a failed sweep is logged; the next one retries
-                log.exception("payout schedule sweep failed")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self._settings.tick_s)
-            except asyncio.TimeoutError:
-                pass
+    @property
+    def interval_s(self) -> float:
+        return self._settings.tick_s
 
     async def tick(self) -> list[RunOutcome]:
         """Run due schedules, one transaction each, at most `batch_max`."""

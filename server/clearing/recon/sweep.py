@@ -19,7 +19,6 @@ discrepancy of its class.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from clearing.errors import invariant
 from clearing.recon.model import MatchClass
 from clearing.recon.sweep_sql import (SQL_SWEEP_PAYOUTS, SQL_SWEEP_SPLITS,
                                       SQL_UNCHECKABLE_PAYOUT, SQL_UNCHECKABLE_SPLIT)
+from clearing.tasks import Periodic
 
 log = logging.getLogger("clearing.recon.sweep")
 # The database's message kept in an unreadable item's description at most.
@@ -87,7 +87,7 @@ class SweepOutcome:
     skipped: list[str]
 
 
-class Sweeper:
+class Sweeper(Periodic):
     """Sweeps every `settings.sweep_interval_ms` (sooner while batches come back full).
     `tick()` is one sweep, callable directly (tests)."""
 
@@ -95,33 +95,14 @@ class Sweeper:
         self._pool = pool
         self._clock = clock
         self._settings = settings
-        self._task: asyncio.Task | None = None
-        self._stopping = asyncio.Event()
+        super().__init__()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._loop(), name="recon-sweep")
+    task_name = "recon-sweep"
+    failure = "reconciliation sweep failed"
 
-    async def stop(self) -> None:
-        """Stop after the batch in progress (a batch is one transaction)."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        await self._task
-        self._task = None
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except Exception:  # noqa: BLE001 - a failed sweep is logged; the next one retries
-                log.exception("reconciliation sweep failed")
-            try:
-                await asyncio.wait_for(self._stopping.wait(),
-                                       self._settings.sweep_interval_ms / 1000)
-            except asyncio.TimeoutError:
-                pass
+    @property
+    def interval_s(self) -> float:
+        return self._settings.sweep_interval_ms / 1000
 
     async def tick(self) -> SweepOutcome:
         """Check every kind's items up to the settle limit, batch after batch, at most

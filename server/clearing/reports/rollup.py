@@ -29,6 +29,7 @@ from clearing.config import ReportSettings
 from clearing.limits import ROLLUP_DAYS_PER_PASS_MAX
 from clearing.reports import sql
 from clearing.reports.period import day_start, local_day, platform_time_zone
+from clearing.tasks import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -159,37 +160,24 @@ async def roll_due(pool: asyncpg.Pool, clock: Clock, settings: ReportSettings,
     return counts
 
 
-class RollupJob:
+class RollupJob(Periodic):
     """The background task of one process: a pass, then `rollup_interval_s` of rest."""
 
     def __init__(self, pool: asyncpg.Pool, clock: Clock, settings: ReportSettings) -> None:
         self._pool, self._clock, self._settings = pool, clock, settings
-        self._task: asyncio.Task | None = None
-        self._stopping = asyncio.Event()
+        super().__init__()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._loop(), name="report-rollup")
+    task_name = "report-rollup"
+    failure = "report roll-up pass failed"
 
-    async def stop(self) -> None:
-        """Stop after the day in progress (a day is one transaction)."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        await self._task
-        self._task = None
+    @property
+    def interval_s(self) -> float:
+        return self._settings.rollup_interval_s
 
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                counts = await roll_due(self._pool, self._clock, self._settings,
-                                        stopping=self._stopping)
-                if counts.get("rolled"):
-                    log.info("report roll-up pass", extra={"days": counts})
-            except Exception:  # noqa: BLE001 - a failed pass is logged; the next one retries
-                log.exception("report roll-up pass failed")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self._settings.rollup_interval_s)
-            except asyncio.TimeoutError:
-                pass
+    async def tick(self) -> dict:
+        """One pass: every due day rolled (stops between days once `stop()` is asked)."""
+        counts = await roll_due(self._pool, self._clock, self._settings,
+                                stopping=self._stopping)
+        if counts.get("rolled"):
+            log.info("report roll-up pass", extra={"days": counts})
+        return counts

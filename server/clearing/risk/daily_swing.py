@@ -19,7 +19,6 @@ events, so the next look does the day again.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
@@ -33,6 +32,7 @@ from clearing.config import RiskSettings
 from clearing.money import BPS_ONE
 from clearing.risk import events
 from clearing.risk.model import Policy, RiskEventState, RiskRule
+from clearing.tasks import Periodic
 
 log = logging.getLogger("clearing.risk.daily_swing")
 
@@ -123,7 +123,7 @@ async def _compare(conn: asyncpg.Connection, platform_id: int, day: dt.date, cur
     return opened
 
 
-class SwingJob:
+class SwingJob(Periodic):
     """Looks every `swing_interval_s` for platforms with an active policy whose previous
     UTC day is not compared yet, and refreshes the open-events gauge. `tick()` is one look."""
 
@@ -131,31 +131,14 @@ class SwingJob:
         self._pool = pool
         self._clock = clock
         self._settings = settings
-        self._task: asyncio.Task | None = None
-        self._stopping = asyncio.Event()
+        super().__init__()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._loop(), name="risk-swing")
+    task_name = "risk-swing"
+    failure = "risk swing job failed"
 
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._stopping.set()
-        await self._task
-        self._task = None
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except Exception:  # noqa: BLE001 - logged; the next look retries
-                log.exception("risk swing job failed")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self._settings.swing_interval_s)
-            except asyncio.TimeoutError:
-                pass
+    @property
+    def interval_s(self) -> float:
+        return self._settings.swing_interval_s
 
     async def tick(self) -> int:
         """Compare yesterday (UTC) for every platform with an active policy not done yet;
