@@ -70,11 +70,15 @@ breaking: $(STAMP)
 run: $(STAMP)
 	$(PY) -m clearing.cli serve --dev
 
+# Two pytest-xdist workers, a test file each at a time (--dist loadfile keeps a module's
+# fixtures in one process; each worker has its own database, Redis prefix and server).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) proto-check lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # Load and benchmark harness (bench/README.md). Extra options: BENCH_ARGS / LOADTEST_ARGS.
 # The ceiling driver, then the backtest of ORDERS recorded orders (issue 13: `make bench`

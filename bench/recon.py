@@ -438,7 +438,7 @@ class ReconBench(Bench):
         return {
             "lines": exp.line_count, "splits": exp.split_count, "per_class": plan.per_class,
             "day": plan.day.isoformat(), "statement_gzip_bytes": path.stat().st_size,
-            "setup_load_s": round(load_s, 1), "ceiling_copy_s": round(ceiling_s, 2),
+            "setup_load_s": round(load_s, 1), "ceiling_copy_s": round(ceiling_s, 4),
             "import_wall_s": round(wall, 2), "ratio": round(wall / ceiling_s, 2),
             "lines_per_s": round(exp.line_count / wall), **{k: v for k, v in m.items()
                                                            if k != "wall_s"},

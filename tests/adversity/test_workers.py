@@ -16,14 +16,17 @@ CONNECTIONS = 24
 
 
 def _ok_calls(metrics_port: int) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
-                                  timeout=5).read().decode()
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                      timeout=5).read().decode()
+    except OSError:  # a worker still starting has no metrics endpoint yet: nothing served
+        return 0.0
     return sum(float(v) for v in re.findall(
         r'clearing_rpc_calls_total\{code="OK",method="[A-Za-z]+"\} ([0-9.e+]+)', text))
 
 
 # Rounds of fresh connections at most before a worker that served nothing fails the test.
-ROUNDS_MAX = 10
+ROUNDS_MAX = 40
 
 
 @pytest.mark.slow
