@@ -72,13 +72,18 @@ run: $(STAMP)
 
 # Two pytest-xdist workers, a test file each at a time (--dist loadfile keeps a module's
 # fixtures in one process; each worker has its own database, Redis prefix and server).
+# A temporary folder of the run's own: under root, the embedded PostgreSQL's initdb runs as
+# the `pgserver` user and needs to traverse it, and any pytest started meanwhile makes the
+# shared /tmp/pytest-of-<user> private again.
 TEST_WORKERS ?= 2
+PYTEST := tmp=$$(mktemp -d -t clearing-tests-XXXXXX); $(PY) -m pytest -q -n $(TEST_WORKERS) \
+	--dist loadfile --basetemp=$$tmp/t
 
 test: $(STAMP) proto-check lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST); rc=$$?; rm -rf $$tmp; exit $$rc
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PYTEST) -m "not slow"; rc=$$?; rm -rf $$tmp; exit $$rc
 
 # Load and benchmark harness (bench/README.md). Extra options: BENCH_ARGS / LOADTEST_ARGS.
 # The ceiling driver, then the backtest of ORDERS recorded orders (issue 13: `make bench`
