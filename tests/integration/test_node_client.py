@@ -40,7 +40,7 @@ async def test_node_client_against_the_server(running, client, platform, databas
            "CLEARING_KEY": platform.key, "CLEARING_APPROVER_KEY": approver,
            "CLEARING_PAYOUT_FEE_MINOR": str(PAYOUT_FEE_MINOR), "NO_COLOR": "1"}
     proc = await asyncio.create_subprocess_exec(
-        node, "--test", "--test-reporter=spec", *TEST_FILES, cwd=NODE_DIR, env=env,
+        node, "--test", "--test-reporter=spec", "--test-concurrency=4", *TEST_FILES, cwd=NODE_DIR, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT_S)

@@ -35,7 +35,7 @@ function int64(value, name) {
 
 function readPem(value) {
   if (value === undefined || value === null) return undefined;
-  return Buffer.isBuffer(value) || value.includes("-----BEGIN") ? value : readFileSync(value);
+  return value instanceof Uint8Array || value.includes("-----BEGIN") ? value : readFileSync(value);
 }
 
 /** The http2 options of a TLS connection: `ca`, `cert` and `key` are PEM text or buffers,

@@ -64,10 +64,10 @@ export declare class ClearingRpcError extends Error {
 
 export interface TlsOptions {
   /** PEM text or buffer, or the path of a PEM file: the CA that signed the server's certificate. */
-  ca?: string | Buffer;
+  ca?: string | Uint8Array;
   /** The client's certificate and key (mutual TLS), PEM or paths. */
-  cert?: string | Buffer;
-  key?: string | Buffer;
+  cert?: string | Uint8Array;
+  key?: string | Uint8Array;
   /** The name checked in the server's certificate (default: the target's host). */
   serverName?: string;
 }
@@ -129,7 +129,7 @@ export declare class ClearingClient {
   verify(): Promise<ledger.VerifyLedgerResponse>;
 
   // SplitService: rule sets
-  publishRuleSet(ruleSet: MessageInitShape<typeof ruleSet.RuleSetSchema>,
+  publishRuleSet(message: MessageInitShape<typeof ruleSet.RuleSetSchema>,
     options?: Writes & { validateOnly?: boolean }): Promise<ruleSet.RuleSet>;
   activateRuleSet(ruleSetName: string, ruleSetVersion: Int64, options?: Writes & {
     contentSha256?: string; expectedActiveVersion?: Int64; comment?: string;
