@@ -151,4 +151,27 @@ describe("a platform's day", () => {
       const report = await c.verify();
       assert.ok(report.ok && report.chainOk);
     });
+
+  test("another split: read by its id, refunded; release and cancel reach their calls",
+    async () => {
+      const order = {
+        orderId: ref("ORD"), amountMinor: 10_000n, currencyCode: "CNY", channel: "ALIPAY",
+        ruleSetName: RULE_SET.name, parties: { merchant: MERCHANT },
+      };
+      const done = await c.splitOrder(order);
+      assert.equal((await c.getSplit("", { splitId: done.splitId })).orderId, order.orderId);
+      const refunded = await c.refundSplit(order.orderId, 1_000, "CNY", {
+        refundRef: "R1", reason: "returned",
+      });
+      assert.equal(refunded.action.amountMinor, 1_000n);
+      // nothing of this split is held: refused, with a reason
+      for (const call of [
+        () => c.releaseSplit(order.orderId, { fractionBps: 10_000 }),
+        () => c.releaseSplit(order.orderId, { eventName: "DELIVERED" }),
+        () => c.cancelSplit(order.orderId, { reason: "test" }),
+      ]) {
+        await assert.rejects(call(), (err) => err instanceof ClearingRpcError
+          && err.code === Code.FailedPrecondition && err.reason !== "");
+      }
+    });
 });
