@@ -89,8 +89,9 @@ export class ClearingClient {
     return Promise.resolve();
   }
 
-  /** Call a client method (e.g. `client.ledger.transfer`), retrying retryable failures with
-   * the same request. Throws ClearingRpcError. */
+  /** Call a unary or client-streaming method (e.g. `client.ledger.transfer`), retrying
+   * retryable failures with the same request. Throws ClearingRpcError. (A server stream,
+   * ExportReport, is the connect client's own call.) */
   call(method, request, { timeoutMs } = {}) {
     return this._attempts(method, () => request, timeoutMs);
   }

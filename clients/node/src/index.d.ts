@@ -102,7 +102,8 @@ export declare class ClearingClient {
   readonly risk: Client<typeof risk.RiskService>;
   close(): void;
   [Symbol.asyncDispose](): Promise<void>;
-  /** Call a client method (e.g. `client.ledger.transfer`) with retries; throws ClearingRpcError. */
+  /** Call a unary client method (e.g. `client.ledger.transfer`) with retries; throws
+   * ClearingRpcError. (A server stream is the connect client's own call.) */
   call<I, O>(method: UnaryMethod<I, O>, request: I, options?: { timeoutMs?: number }): Promise<O>;
 
   // LedgerService
