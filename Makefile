@@ -1,4 +1,5 @@
-# The clearing core. `make run` and `make test` work on a fresh machine with only Python.
+# The clearing core. `make run` works on a fresh machine with only Python; `make venv` and
+# `make test` also need Node 20+ and npm (the Node client, clients/node).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -6,13 +7,17 @@ STAMP  := $(VENV)/.installed
 PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 CLIENT_GEN_DIR := clients/python
+# The Node client: its packages (`npm ci` from the committed lock file) and generated code.
+NODE_DIR := clients/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+BUF := $(abspath $(VENV)/bin/buf)
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
+.PHONY: help venv node proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
 	@echo "make test          the whole test suite against real PostgreSQL and Redis"
-	@echo "make proto         regenerate the Python code from proto/"
+	@echo "make proto         regenerate the Python and Node code from proto/"
 	@echo "make proto-check   fail if the generated code is stale"
 	@echo "make lint          buf lint"
 	@echo "make bench         the ceiling driver's standard suite (~10 min; BENCH_QUICK=1: ~4 min), then bench-backtest"
@@ -36,15 +41,29 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PY) -m pip install -qq -e clients/python -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+# clients/node's packages, installed once per change of its lock file.
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+node: $(NODE_STAMP)
+
+venv: $(STAMP) $(NODE_STAMP)
 
 # Generated code lives in server/clearing/v1 (the `clearing.v1` package) and, for the client
-# SDK, in clients/python/clearing_client/v1 (`clearing_client.v1`); both are committed.
-proto: $(STAMP)
+# SDK, in clients/python/clearing_client/v1 (`clearing_client.v1`); both are committed. The
+# Node client's, in clients/node/gen, is made by buf with protoc-gen-es from node_modules
+# (clients/node/buf.gen.yaml) and committed too.
+proto: $(STAMP) $(NODE_STAMP)
 	$(PY) -m clearing.tools.protogen --out $(GEN_DIR) --client-out $(CLIENT_GEN_DIR)
+	cd $(NODE_DIR) && $(BUF) generate
 
-proto-check: $(STAMP)
+proto-check: $(STAMP) $(NODE_STAMP)
 	$(PY) -m clearing.tools.protogen --out $(GEN_DIR) --client-out $(CLIENT_GEN_DIR) --check
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd $(NODE_DIR) && \
+	$(BUF) generate -o "$$tmp" && if diff -r gen "$$tmp/gen" >/dev/null; then \
+	  echo "Node generated code is up to date"; else diff -rq gen "$$tmp/gen"; \
+	  echo "Node generated code is stale; run \`make proto\` and commit" >&2; exit 1; fi
 
 lint: $(STAMP)
 	cd proto && ../$(VENV)/bin/buf lint
@@ -79,10 +98,10 @@ TEST_WORKERS ?= 2
 PYTEST := tmp=$$(mktemp -d -t clearing-tests-XXXXXX); $(PY) -m pytest -q -n $(TEST_WORKERS) \
 	--dist loadfile --basetemp=$$tmp/t
 
-test: $(STAMP) proto-check lint
+test: $(STAMP) $(NODE_STAMP) proto-check lint
 	$(PYTEST); rc=$$?; rm -rf $$tmp; exit $$rc
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(NODE_STAMP)
 	$(PYTEST) -m "not slow"; rc=$$?; rm -rf $$tmp; exit $$rc
 
 # Load and benchmark harness (bench/README.md). Extra options: BENCH_ARGS / LOADTEST_ARGS.
@@ -126,4 +145,4 @@ mutation: $(STAMP)
 	$(PY) tests/mutation.py --max-children 1 $(MUTATION_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info server/*.egg-info clients/python/*.egg-info
+	rm -rf $(VENV) build *.egg-info server/*.egg-info clients/python/*.egg-info $(NODE_DIR)/node_modules

@@ -264,6 +264,56 @@ class ClearingClient:
             page_size=page_size, page_token=page_token, rule_set_name=rule_set_name,
             status=status, include_rules=include_rules))
 
+    # ---- SplitService: splits (the Node client's previewSplit ... refundSplit) -------------
+
+    async def preview_split(self, order: split_pb2.Order, *, rule_set_version: int = 0,
+                            counter_overrides: dict[str, int] | None = None) -> split_pb2.Split:
+        """What a split of `order` would be, written nowhere (rule_set_version 0: the
+        active version)."""
+        return (await self.call(self.split.PreviewSplit, split_pb2.PreviewSplitRequest(
+            order=order, rule_set_version=rule_set_version,
+            counter_overrides=counter_overrides or {}))).split
+
+    async def split_order(self, order: split_pb2.Order, *,
+                          request_id: str | None = None) -> split_pb2.Split:
+        """Split a paid order by its rule set. The same request id answers the first split."""
+        return (await self.call(self.split.Split, split_pb2.SplitRequest(
+            request_id=request_id or new_request_id(), order=order))).split
+
+    async def get_split(self, order_id: str = "", *, split_id: int = 0) -> split_pb2.Split:
+        """One split, by the order's id or the split's id."""
+        return (await self.call(self.split.GetSplit, split_pb2.GetSplitRequest(
+            order_id=order_id, split_id=split_id))).split
+
+    async def release_split(self, order_id: str, *, event_name: str | None = None,
+                            fraction_bps: int | None = None, account_ids: Iterable[int] = (),
+                            request_id: str | None = None) -> split_pb2.ReleaseSplitResponse:
+        """Release held legs of a split: on an event (`event_name`) or a fraction
+        (`fraction_bps`), of the given accounts only (`account_ids`) when given."""
+        request = split_pb2.ReleaseSplitRequest(request_id=request_id or new_request_id(),
+                                                order_id=order_id, account_ids=list(account_ids))
+        if event_name is not None:
+            request.event_name = event_name
+        elif fraction_bps is not None:
+            request.fraction_bps = fraction_bps
+        return await self.call(self.split.ReleaseSplit, request)
+
+    async def cancel_split(self, order_id: str, *, reason: str,
+                           request_id: str | None = None) -> split_pb2.Split:
+        """Cancel a split whose money is all still held."""
+        return (await self.call(self.split.CancelSplit, split_pb2.CancelSplitRequest(
+            request_id=request_id or new_request_id(), order_id=order_id,
+            reason=reason))).split
+
+    async def refund_split(self, order_id: str, amount_minor: int, currency_code: str, *,
+                           refund_ref: str = "", reason: str = "",
+                           request_id: str | None = None) -> split_pb2.RefundSplitResponse:
+        """Refund amount_minor of a split order (`refund_ref`: the refund's reference)."""
+        return await self.call(self.split.RefundSplit, split_pb2.RefundSplitRequest(
+            request_id=request_id or new_request_id(), order_id=order_id,
+            amount_minor=amount_minor, currency_code=currency_code, refund_ref=refund_ref,
+            reason=reason))
+
     # ---- PayoutService -------------------------------------------------------------------
 
     async def bind_bank_account(self, account_id: int, *, bank_code: str, bank_name: str,

@@ -1,0 +1,54 @@
+"""The Node client (clients/node): its own tests (`node --test clients/node/test/`) run
+against the real server of this session, as a fresh platform with a maker key (gateway and
+operator) and an approver key, its payout fee set (4.00 to its PLAT_ORD account). Node and
+the packages of clients/node (`npm ci`, run by `make venv`) are required: without them this
+test fails, it does not skip (CI has Node)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+
+import pytest
+
+from clearing.v1 import ledger_pb2 as lpb
+from tests.payout_support import set_config
+from tests.split_support import new_key
+from tests.support import ROOT
+
+pytestmark = [pytest.mark.timeout(180)]
+
+NODE_DIR = ROOT / "clients" / "node"
+NODE_TIMEOUT_S = 150.0
+PAYOUT_FEE_MINOR = 400
+# clients/node/test/*.test.js (Node 20's --test takes no patterns; a folder would run
+# test/support.js as a test too)
+TEST_FILES = sorted(str(p.relative_to(NODE_DIR)) for p in (NODE_DIR / "test").glob("*.test.js"))
+
+
+async def test_node_client_against_the_server(running, client, platform, database_url):
+    node = shutil.which("node")
+    assert node, "node is not installed: the Node client's tests need Node 20 or later"
+    assert (NODE_DIR / "node_modules" / "@connectrpc" / "connect-node").is_dir(), (
+        "clients/node/node_modules is missing: run `make venv` (it runs `npm ci` there)")
+    approver = await new_key(database_url, platform.platform_id, {"approver"})
+    fee_account = await client.open("PLAT_ORD", kind=lpb.ACCOUNT_KIND_ORDINARY)
+    await set_config(database_url, platform.platform_id, fee_fixed_minor=PAYOUT_FEE_MINOR,
+                     fee_account_id=fee_account.account_id)
+    env = {**os.environ, "CLEARING_ADDR": f"127.0.0.1:{running.port}",
+           "CLEARING_KEY": platform.key, "CLEARING_APPROVER_KEY": approver,
+           "CLEARING_PAYOUT_FEE_MINOR": str(PAYOUT_FEE_MINOR), "NO_COLOR": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        node, "--test", "--test-reporter=spec", "--test-concurrency=4", *TEST_FILES, cwd=NODE_DIR, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+        pytest.fail(f"node --test ran over {NODE_TIMEOUT_S} s:\n{out.decode()}")
+    text = out.decode()
+    assert proc.returncode == 0, f"node --test failed ({proc.returncode}):\n{text}"
+    assert "ℹ fail 0" in text, text
+    print(text)
