@@ -54,7 +54,10 @@ def _make_run_is_the_dev_run() -> None:
 
 def _make_test_is_ci() -> None:
     # `make test` is the suite itself; CI runs exactly it.
-    assert "-m pytest -q" in _makefile_recipe("test")
+    recipe = _makefile_recipe("test")
+    assert "$(PYTEST)" in recipe, recipe
+    pytest_line = re.search(r"^PYTEST :=.*$", (ROOT / "Makefile").read_text(), re.M)
+    assert pytest_line and "-m pytest -q" in pytest_line.group(0)
     assert re.search(r"^\s*make test\b", (ROOT / ".ci" / "run").read_text(), re.M)
 
 
