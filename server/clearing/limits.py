@@ -98,6 +98,9 @@ PAID_TIME_AHEAD_S_MAX = 300
 PAID_TIME_MIN = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 # SplitBatch: at most this many orders per call.
 SPLIT_BATCH_SIZE_MAX = 1000
+# `clearing split batch`: its SplitBatch calls are cut at this many bytes too, well under the
+# server's default message size (CLEARING_MAX_MESSAGE_BYTES, 4 MiB).
+SPLIT_BATCH_REQUEST_BYTES_MAX = 2 << 20
 # SplitStream: at most this many orders read ahead of the outcomes sent.
 SPLIT_STREAM_IN_FLIGHT_MAX = 1000
 # SplitStream: at most this many groups of a stream's orders are being split at once.
