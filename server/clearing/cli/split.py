@@ -29,13 +29,14 @@ import json
 import sys
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clearing.cli.client import _client_options, _key, field_values
 from clearing.config import Settings
-from clearing.limits import INT64_MAX, SPLIT_BATCH_REQUEST_BYTES_MAX, SPLIT_BATCH_SIZE_MAX
+from clearing.limits import (INT64_MAX, SPLIT_BATCH_ID_LEN_MAX, SPLIT_BATCH_REQUEST_BYTES_MAX,
+                             SPLIT_BATCH_SIZE_MAX)
 
 if TYPE_CHECKING:
     from clearing_client import ClearingClient, ClearingRpcError
@@ -470,76 +471,106 @@ def _load(args) -> list[Item]:
     return items
 
 
-def cmd_batch(args, settings: Settings) -> int:
-    """`clearing split batch FILE`: SplitBatch calls of at most --batch-size orders."""
+@dataclass
+class BatchRun:
+    """What a batch did so far."""
+
+    items: list[Item]
+    split_count: int = 0
+    sent_count: int = 0  # orders answered one by one
+    failures: list[Failure] = field(default_factory=list)
+    call_error: ClearingRpcError | None = None
+    unanswered_count: int = 0  # orders of the call refused whole
+
+    @property
+    def not_sent_count(self) -> int:
+        return len(self.items) - self.sent_count - self.unanswered_count
+
+
+async def _send(client: ClearingClient, run: BatchRun, calls: list[list[Item]], batch_id: str,
+                quiet: bool) -> None:
+    """The calls one after the other; the first call refused whole ends the batch."""
     from clearing_client import ClearingRpcError
     from clearing_client.v1 import split_pb2 as pb
 
-    if not 1 <= args.batch_size <= SPLIT_BATCH_SIZE_MAX:
-        raise BadInput(f"--batch-size: 1 to {SPLIT_BATCH_SIZE_MAX}")
-    if not args.batch_id or len(args.batch_id) > 64:
-        raise BadInput("--batch-id: 1 to 64 characters")
-    items = _load(args)
-    assign_request_ids(items, args.batch_id)
-    runs = chunks(items, args.batch_size)
-    failures: list[Failure] = []
-    split_count, sent, call_error, unanswered = 0, 0, None, 0
+    for call in calls:
+        ids = "\n".join(item.request_id for item in call)
+        request = pb.SplitBatchRequest(
+            request_id=f"{batch_id}:calls:{hashlib.sha256(ids.encode()).hexdigest()[:40]}",
+            requests=[pb.SplitRequest(request_id=i.request_id, order=i.order) for i in call])
+        try:
+            response = await client.call(client.split.SplitBatch, request)
+        except ClearingRpcError as err:
+            run.call_error, run.unanswered_count = err, len(call)
+            run.failures.extend(Failure(i.line, i.order.order_id, err.reason or err.code.name,
+                                        err.message) for i in call)
+            return
+        for item, outcome in zip(call, response.outcomes):
+            if outcome.WhichOneof("result") == "split":
+                run.split_count += 1
+            else:
+                run.failures.append(Failure(item.line, item.order.order_id,
+                                            outcome.error.reason, _message(outcome.error)))
+        run.sent_count += len(call)
+        if not quiet:
+            _progress(run.sent_count, len(run.items), len(run.failures))
 
-    async def go() -> None:
-        nonlocal split_count, sent, call_error, unanswered
-        # Retrying is safe: every order and every call carries the same request id again.
-        async with _client(args, settings, attempts_max=args.attempts) as client:
-            for run in runs:
-                ids = "\n".join(item.request_id for item in run)
-                request = pb.SplitBatchRequest(
-                    request_id=f"{args.batch_id}:calls:"
-                               f"{hashlib.sha256(ids.encode()).hexdigest()[:40]}",
-                    requests=[pb.SplitRequest(request_id=i.request_id, order=i.order)
-                              for i in run])
-                try:
-                    response = await client.call(client.split.SplitBatch, request)
-                except ClearingRpcError as err:
-                    call_error, unanswered = err, len(run)
-                    failures.extend(Failure(i.line, i.order.order_id,
-                                            err.reason or err.code.name, err.message)
-                                    for i in run)
-                    return
-                for item, outcome in zip(run, response.outcomes):
-                    if outcome.WhichOneof("result") == "split":
-                        split_count += 1
-                    else:
-                        e = outcome.error
-                        failures.append(Failure(item.line, item.order.order_id, e.reason,
-                                                _message(e)))
-                sent += len(run)
-                if not args.quiet:
-                    _progress(sent, len(items), len(failures))
 
-    asyncio.run(go())
-    if call_error is not None:
-        if not args.quiet and sent:
+def _report(run: BatchRun, calls: list[list[Item]], failures_out, args) -> int:
+    """The failures file, the summary by reason on stderr, the counts as JSON on stdout."""
+    if run.call_error is not None:
+        if not args.quiet and run.sent_count:
             sys.stderr.write("\n")
-        print_error(call_error)
-    failures.sort(key=lambda f: f.line)
-    by_reason = Counter(f.reason for f in failures)
-    not_sent = len(items) - sent - unanswered
-    if args.failures:
-        with open(args.failures, "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(["line", "order_id", "reason", "message"])
-            writer.writerows([f.line, f.order_id, f.reason, f.message] for f in failures)
-    lines = [f"{len(items)} orders: {split_count} split, {len(failures)} failed"
-             + (f", {not_sent} not sent" if not_sent else "")]
+        print_error(run.call_error)
+    run.failures.sort(key=lambda f: f.line)
+    by_reason = Counter(f.reason for f in run.failures)
+    if failures_out is not None:
+        writer = csv.writer(failures_out, lineterminator="\n")
+        writer.writerow(["line", "order_id", "reason", "message"])
+        writer.writerows([f.line, f.order_id, f.reason, f.message] for f in run.failures)
+        failures_out.close()
+    lines = [f"{len(run.items)} orders: {run.split_count} split, {len(run.failures)} failed"
+             + (f", {run.not_sent_count} not sent" if run.not_sent_count else "")]
     lines += [f"  {reason:32} {count:>7}" for reason, count in
               sorted(by_reason.items(), key=lambda rc: (-rc[1], rc[0]))]
-    if failures and args.failures:
+    if run.failures and failures_out is not None:
         lines.append(f"failures: {args.failures}")
     print("\n".join(lines), file=sys.stderr)
-    _print({"order_count": len(items), "split_count": split_count,
-            "failed_count": len(failures), "not_sent_count": not_sent,
-            "call_count": len(runs), "failed_by_reason": dict(sorted(by_reason.items()))},
+    _print({"order_count": len(run.items), "split_count": run.split_count,
+            "failed_count": len(run.failures), "not_sent_count": run.not_sent_count,
+            "call_count": len(calls), "failed_by_reason": dict(sorted(by_reason.items()))},
            args)
-    return 1 if failures or not_sent else 0
+    return 1 if run.failures or run.not_sent_count else 0
+
+
+def cmd_batch(args, settings: Settings) -> int:
+    """`clearing split batch FILE`: SplitBatch calls of at most --batch-size orders."""
+    if not 1 <= args.batch_size <= SPLIT_BATCH_SIZE_MAX:
+        raise BadInput(f"--batch-size: 1 to {SPLIT_BATCH_SIZE_MAX}")
+    if not args.batch_id or len(args.batch_id) > SPLIT_BATCH_ID_LEN_MAX:
+        raise BadInput(f"--batch-id: 1 to {SPLIT_BATCH_ID_LEN_MAX} characters")
+    items = _load(args)
+    assign_request_ids(items, args.batch_id)
+    calls = chunks(items, args.batch_size)
+    try:  # opened first: a path that cannot be written fails before anything is booked
+        failures_out = (open(args.failures, "w", newline="", encoding="utf-8")
+                        if args.failures else None)
+    except OSError as exc:
+        raise BadInput(f"--failures: {exc.strerror}: {args.failures}") from None
+    run = BatchRun(items)
+
+    async def go() -> None:
+        # Retrying is safe: every order and every call carries the same request id again.
+        async with _client(args, settings, attempts_max=args.attempts) as client:
+            await _send(client, run, calls, args.batch_id, args.quiet)
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after {run.sent_count} of {len(items)} orders: run the same "
+              "file again to finish (orders sent answer their first result)", file=sys.stderr)
+        return 130
+    return _report(run, calls, failures_out, args)
 
 
 # ---- argument parsing ------------------------------------------------------------------------
