@@ -103,6 +103,8 @@ SPLIT_BATCH_SIZE_MAX = 1000
 SPLIT_BATCH_REQUEST_BYTES_MAX = 2 << 20
 # ...and its --batch-id, the prefix of the request ids it derives (ID:<40 hex digits>[:N]).
 SPLIT_BATCH_ID_LEN_MAX = 64
+# ...and the attempts of one of its calls (UNAVAILABLE, RESOURCE_EXHAUSTED: same request ids).
+SPLIT_BATCH_ATTEMPTS_MAX = 10
 # SplitStream: at most this many orders read ahead of the outcomes sent.
 SPLIT_STREAM_IN_FLIGHT_MAX = 1000
 # SplitStream: at most this many groups of a stream's orders are being split at once.

@@ -223,6 +223,10 @@ async def test_bad_input_is_refused_clearly(running, platform, world, tmp_path):
     code, _, err = await cli(running, key, "split", "batch", str(csv_path), "--batch-size",
                              "1001")
     assert (code, err) == (1, "error: --batch-size: 1 to 1000\n")
+    code, _, err = await cli(running, key, "split", "batch", str(csv_path), "--attempts", "0")
+    assert (code, err) == (1, "error: --attempts: 1 to 10\n")
+    code, _, err = await cli(running, key, "split", "release", "B-1", "--fraction-bps", "1e3")
+    assert code == 2 and err.endswith("argument --fraction-bps: not an integer: '1e3'\n"), err
     code, _, err = await cli(running, key, "split", "get", "B-1")
     assert code == 1 and err.startswith("error: NOT_FOUND SPLIT_NOT_FOUND: "), err
 

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 
 from clearing.cli.client import _client_options, _key, field_values
 from clearing.config import Settings
-from clearing.limits import (INT64_MAX, SPLIT_BATCH_ID_LEN_MAX, SPLIT_BATCH_REQUEST_BYTES_MAX,
-                             SPLIT_BATCH_SIZE_MAX)
+from clearing.limits import (INT64_MAX, SPLIT_BATCH_ATTEMPTS_MAX, SPLIT_BATCH_ID_LEN_MAX,
+                             SPLIT_BATCH_REQUEST_BYTES_MAX, SPLIT_BATCH_SIZE_MAX)
 
 if TYPE_CHECKING:
     from clearing_client import ClearingClient, ClearingRpcError
@@ -268,11 +268,25 @@ def _request(args):
         shortfall_account_ref=args.shortfall_ref or "")
 
 
-def _int(text: str, what: str) -> int:
+def _int(text: str, what: str, bits: int = 64) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise BadInput(f"{what}: not an integer: {text!r}") from None
+    if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
+        raise BadInput(f"{what}: {text!r} is out of range")
+    return value
+
+
+def _typed(bits: int):
+    """An argparse type: an integer that fits the field's int32 or int64."""
+    def parse(text: str) -> int:
+        try:
+            return _int(text, "value", bits)
+        except BadInput as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+    parse.__name__ = f"int{bits}"
+    return parse
 
 
 def cmd_split(args, settings: Settings) -> int:
@@ -547,6 +561,8 @@ def cmd_batch(args, settings: Settings) -> int:
     """`clearing split batch FILE`: SplitBatch calls of at most --batch-size orders."""
     if not 1 <= args.batch_size <= SPLIT_BATCH_SIZE_MAX:
         raise BadInput(f"--batch-size: 1 to {SPLIT_BATCH_SIZE_MAX}")
+    if not 1 <= args.attempts <= SPLIT_BATCH_ATTEMPTS_MAX:
+        raise BadInput(f"--attempts: 1 to {SPLIT_BATCH_ATTEMPTS_MAX}")
     if not args.batch_id or len(args.batch_id) > SPLIT_BATCH_ID_LEN_MAX:
         raise BadInput(f"--batch-id: 1 to {SPLIT_BATCH_ID_LEN_MAX} characters")
     items = _load(args)
@@ -604,7 +620,7 @@ def add_parser(sub) -> None:
     p = split.add_parser("preview", help="a dry run: the legs Split would book (nothing "
                                          "stored)")
     _order_options(p)
-    p.add_argument("--version", type=int, default=0,
+    p.add_argument("--version", type=_typed(64), default=0,
                    help="the rule set's version (default: the active one)")
     p.add_argument("--counter", action="append", metavar="NAME=VALUE",
                    help="a counter value to assume (a count, or minor units; repeat)")
@@ -612,14 +628,14 @@ def add_parser(sub) -> None:
     _order_options(p)
     p = split.add_parser("get", help="the split of an order, with its legs and history")
     p.add_argument("order_id", nargs="?")
-    p.add_argument("--split-id", type=int, help="by split id instead of order id")
+    p.add_argument("--split-id", type=_typed(64), help="by split id instead of order id")
     p = split.add_parser("release", help="post held legs: an event's steps or a fraction")
     p.add_argument("order_id")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--event", help="the event, e.g. SHIPPED")
-    what.add_argument("--fraction-bps", type=int,
+    what.add_argument("--fraction-bps", type=_typed(32),
                       help="basis points of each held leg's original hold (10000: all)")
-    p.add_argument("--account", type=int, action="append",
+    p.add_argument("--account", type=_typed(64), action="append",
                    help="only legs credited to this account id (repeat)")
     p.add_argument("--event-time", help="when the event happened, ISO 8601 with offset")
     p.add_argument("--reason", help="for the audit trail")
@@ -648,7 +664,8 @@ def add_parser(sub) -> None:
                    help="prefix of the derived request ids; another one sends every order "
                         "anew (orders already split then answer ORDER_ALREADY_SPLIT)")
     p.add_argument("--attempts", type=int, default=5,
-                   help="attempts per call on UNAVAILABLE or RESOURCE_EXHAUSTED (same ids)")
+                   help="attempts per call on UNAVAILABLE or RESOURCE_EXHAUSTED (same ids; "
+                        f"1 to {SPLIT_BATCH_ATTEMPTS_MAX})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     for sp in split.choices.values():
         _client_options(sp)
