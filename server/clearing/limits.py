@@ -105,6 +105,8 @@ SPLIT_BATCH_REQUEST_BYTES_MAX = 2 << 20
 SPLIT_BATCH_ID_LEN_MAX = 64
 # ...and the attempts of one of its calls (UNAVAILABLE, RESOURCE_EXHAUSTED: same request ids).
 SPLIT_BATCH_ATTEMPTS_MAX = 10
+# ...and the lines of its file, all read before anything is sent (a bad line sends nothing).
+SPLIT_BATCH_FILE_LINES_MAX = 1_000_000
 # SplitStream: at most this many orders read ahead of the outcomes sent.
 SPLIT_STREAM_IN_FLIGHT_MAX = 1000
 # SplitStream: at most this many groups of a stream's orders are being split at once.

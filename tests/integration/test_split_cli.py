@@ -172,13 +172,19 @@ async def test_bad_input_is_refused_clearly(running, platform, world, tmp_path):
     unknown.write_text('{"order_id": "B-2", "amount": "1.00"}')
     broken = tmp_path / "broken.json"
     broken.write_text('{"order_id": "B-2",')
+    listed = tmp_path / "listed.json"
+    listed.write_text('[{"order_id": "B-2"}]')
     refusals += [
         (["split", "create", "--json", str(unknown)],
          f'error: {unknown}: Message type "clearing.v1.Order" has no field named "amount" at'
          ' "Order".\n'),
         (["split", "preview", "--json", str(broken)],
-         f"error: {broken}: Failed to load JSON: Expecting property name enclosed in double "
-         "quotes: line 1 column 20 (char 19).\n"),
+         f"error: {broken}: not JSON: Expecting property name enclosed in double quotes: "
+         "line 1 column 20 (char 19)\n"),
+        (["split", "create", "--json", str(listed)], f"error: {listed}: not a JSON object (an "
+                                                     "Order message)\n"),
+        (["split", "create", "--json", str(listed), "--channel", "ALIPAY"],
+         "error: give the order either as --json or on the command line, not both\n"),
         (["split", "create", "--json", str(tmp_path / "none.json")],
          f"error: {tmp_path / 'none.json'}: no such file\n"),
     ]
@@ -218,8 +224,8 @@ async def test_bad_input_is_refused_clearly(running, platform, world, tmp_path):
     jsonl = tmp_path / "orders.jsonl"
     jsonl.write_text('{"order_id": "L-1", "amount_minor": "100"}\n\nnot json\n')
     code, _, err = await cli(running, key, "split", "batch", str(jsonl))
-    assert (code, err) == (1, f"error: {jsonl}:3: Failed to load JSON: Expecting value: line 1"
-                              " column 1 (char 0).\nnothing was sent\n")
+    assert (code, err) == (1, f"error: {jsonl}:3: not JSON: Expecting value: line 1 column 1"
+                              " (char 0)\nnothing was sent\n")
     code, _, err = await cli(running, key, "split", "batch", str(csv_path), "--batch-size",
                              "1001")
     assert (code, err) == (1, "error: --batch-size: 1 to 1000\n")

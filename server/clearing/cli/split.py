@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING
 
 from clearing.cli.client import _client_options, _key, field_values
 from clearing.config import Settings
-from clearing.limits import (INT64_MAX, SPLIT_BATCH_ATTEMPTS_MAX, SPLIT_BATCH_ID_LEN_MAX,
-                             SPLIT_BATCH_REQUEST_BYTES_MAX, SPLIT_BATCH_SIZE_MAX)
+from clearing.limits import (INT64_MAX, SPLIT_BATCH_ATTEMPTS_MAX, SPLIT_BATCH_FILE_LINES_MAX,
+                             SPLIT_BATCH_ID_LEN_MAX, SPLIT_BATCH_REQUEST_BYTES_MAX,
+                             SPLIT_BATCH_SIZE_MAX)
 
 if TYPE_CHECKING:
     from clearing_client import ClearingClient, ClearingRpcError
@@ -54,6 +55,10 @@ CSV_LIST_SEPARATOR = ";"  # tags and coupons in one cell
 ERRORS_SHOWN_MAX = 20
 PROGRESS_WIDTH = 30
 DEFAULT_BATCH_ID = "batch"
+# The options of an order on the command line (none of them goes with --json; --currency has
+# a default, so it is not checked).
+ORDER_DESTS = ("order_id", "amount", "channel", "channel_fee", "channel_transaction_id",
+               "rule_set", "tag", "attr", "party", "coupon", "paid_time", "memo")
 
 
 class BadInput(Exception):
@@ -144,7 +149,13 @@ def _order_json(text: str, where: str):
     from google.protobuf import json_format
 
     try:
-        return json_format.Parse(text, pb.Order())
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{where}: not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadInput(f"{where}: not a JSON object (an Order message)")
+    try:
+        return json_format.ParseDict(doc, pb.Order())
     except json_format.ParseError as exc:
         # The first line says what; the next ones list every field of Order.
         raise BadInput(f"{where}: {str(exc).splitlines()[0]}") from None
@@ -152,7 +163,7 @@ def _order_json(text: str, where: str):
 
 def _order_of_args(args):
     if args.json:
-        if args.order_id or args.amount:
+        if any(getattr(args, dest) not in (None, []) for dest in ORDER_DESTS):
             raise BadInput("give the order either as --json or on the command line, not both")
         return _order_json(_read_text(args.json), args.json)
     if not args.order_id or args.amount is None:
@@ -470,6 +481,8 @@ def _progress(done: int, total: int, failed: int) -> None:
 def _load(args) -> list[Item]:
     text = _read_text(args.file)
     where = "stdin" if args.file == "-" else args.file
+    if text.count("\n") > SPLIT_BATCH_FILE_LINES_MAX:
+        raise BadInput(f"{where}: more than {SPLIT_BATCH_FILE_LINES_MAX} lines: split the file")
     fmt = _format_of(args.file, text, args.format)
     if fmt == "csv":
         items, errors = parse_csv(text, where, args.currency)
