@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clearing.cli.client import _client_options, _key, field_values
+from clearing.cli.common import parse_minor
 from clearing.config import Settings
-from clearing.limits import (INT64_MAX, SPLIT_BATCH_ATTEMPTS_MAX, SPLIT_BATCH_FILE_LINES_MAX,
+from clearing.limits import (SPLIT_BATCH_ATTEMPTS_MAX, SPLIT_BATCH_FILE_LINES_MAX,
                              SPLIT_BATCH_ID_LEN_MAX, SPLIT_BATCH_REQUEST_BYTES_MAX,
                              SPLIT_BATCH_SIZE_MAX)
 
@@ -68,17 +69,10 @@ class BadInput(Exception):
 # ---- the order from the command line, JSON or CSV ------------------------------------------
 
 def _minor(text: str, currency: str, what: str) -> int:
-    from clearing.money import is_currency, parse_major
-
-    if not is_currency(currency):
-        raise BadInput(f"{what}: unknown currency {currency!r}")
     try:
-        amount = parse_major(text, currency)
+        return parse_minor(text, currency)
     except ValueError as exc:
         raise BadInput(f"{what}: {exc}") from None
-    if not -INT64_MAX - 1 <= amount <= INT64_MAX:
-        raise BadInput(f"{what}: {text!r} is out of range")
-    return amount
 
 
 def _pairs(values, what: str) -> dict[str, str]:
