@@ -98,6 +98,15 @@ PAID_TIME_AHEAD_S_MAX = 300
 PAID_TIME_MIN = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 # SplitBatch: at most this many orders per call.
 SPLIT_BATCH_SIZE_MAX = 1000
+# `clearing split batch`: its SplitBatch calls are cut at this many bytes too, well under the
+# server's default message size (CLEARING_MAX_MESSAGE_BYTES, 4 MiB).
+SPLIT_BATCH_REQUEST_BYTES_MAX = 2 << 20
+# ...and its --batch-id, the prefix of the request ids it derives (ID:<40 hex digits>[:N]).
+SPLIT_BATCH_ID_LEN_MAX = 64
+# ...and the attempts of one of its calls (UNAVAILABLE, RESOURCE_EXHAUSTED: same request ids).
+SPLIT_BATCH_ATTEMPTS_MAX = 10
+# ...and the lines of its file, all read before anything is sent (a bad line sends nothing).
+SPLIT_BATCH_FILE_LINES_MAX = 1_000_000
 # SplitStream: at most this many orders read ahead of the outcomes sent.
 SPLIT_STREAM_IN_FLIGHT_MAX = 1000
 # SplitStream: at most this many groups of a stream's orders are being split at once.
@@ -239,6 +248,10 @@ _require(ORDER_AMOUNT_MINOR_MAX * BPS_MAX <= INT64_MAX,
          "ORDER_AMOUNT_MINOR_MAX * BPS_MAX <= INT64_MAX")
 # The preload resolves one level per round, and needs one more to see a chain too deep.
 _require(RESOLVE_ROUNDS_MAX >= LEVELS_MAX + 1, "RESOLVE_ROUNDS_MAX >= LEVELS_MAX + 1")
+# `clearing split batch`: a derived request id (batch id, ':', 40 hex digits, ':' and the
+# repetition of an order repeated in the file, or ':calls:' and 40 hex digits) is a request id.
+_require(SPLIT_BATCH_ID_LEN_MAX + 7 + 40 <= REQUEST_ID_LEN_MAX,
+         "SPLIT_BATCH_ID_LEN_MAX + 7 + 40 <= REQUEST_ID_LEN_MAX")
 # An order names at most one party per role a rule set may declare.
 _require(ORDER_PARTIES_MAX == PARTY_ROLES_MAX, "ORDER_PARTIES_MAX == PARTY_ROLES_MAX")
 # A release may name every account of a split.

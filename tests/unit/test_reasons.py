@@ -49,6 +49,8 @@ PASSED_ON = {
     ("api/split_convert.py", "a.reason_text"): "SplitAction.reason: the caller's free text",
     ("cli/client.py", "args.reason"): "a request's free-text reason",
     ("cli/client.py", "args.reason or ''"): "a request's free-text reason",
+    ("cli/split.py", "args.reason"): "a request's free-text reason",
+    ("cli/split.py", "args.reason or ''"): "a request's free-text reason",
 }
 # Members no code sends yet (kept so that clients may already handle them).
 RESERVED: set[str] = set()

@@ -18,6 +18,15 @@
     clearing rules activate NAME VERSION      activate it (another key, approver role:
                                               --key-file var/demo-approver.key)
     clearing rules list|get ...               rule-set versions
+    clearing split preview|create ORDER_ID --amount 850000.00 --channel C --rule-set R
+                   [--tag T] [--attr K=V] [--party ROLE=REF] | --json ORDER.json
+                                              split an order (gateway), or a dry run
+    clearing split get|release|cancel|refund ORDER_ID ...
+                                              a split; post held legs (--event E or
+                                              --fraction-bps N), void them, refund
+    clearing split batch FILE [--failures PATH]
+                                              the orders of a CSV or JSON-lines file, as
+                                              SplitBatch calls (re-runs book nothing twice)
     clearing platform payout-config NAME ...  a platform's payout fee, limits and review
                                               threshold per currency (--show to read)
     clearing payouts bind|request|get|list|approve|reject ...
@@ -59,7 +68,7 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import admin, client, recon, reports, risk, serve, vouchers
+from clearing.cli import admin, client, recon, reports, risk, serve, split, vouchers
 from clearing.config import Settings
 
 # The commands live in five modules: serve (serve), admin (on the database directly:
@@ -80,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
     vouchers.add_parser(sub)
     risk.add_parser(sub)
     reports.add_parser(sub)
+    split.add_parser(sub)
     return top
 
 

@@ -1,0 +1,680 @@
+"""`clearing split preview|create|get|release|cancel|refund|batch`: SplitService through the
+clearing_client SDK (see `clearing.cli.client` for the key, the address and the output: the
+response as JSON on stdout, `--field PATH` for one field of it).
+
+The order of `preview` and `create` is given on the command line (amounts in major units of
+`--currency`, converted exactly by clearing.money) or as JSON (`--json FILE`, `-` for stdin:
+the clearing.v1.Order message with its proto field names, amounts in minor units as the
+message has them). An error prints its status, its ErrorInfo reason and every field
+violation on stderr (exit status 1); bad input on the command line is refused before any
+call.
+
+`split batch FILE` sends the orders of a CSV file (a header row; amounts in major units) or
+of a JSON-lines file (one Order message a line) as SplitBatch calls, with a progress bar on
+stderr, a summary of the failures by reason on stderr (and, one line each, in `--failures
+PATH`), and exit status 1 if any order failed. Every order's request id is derived from the
+order itself (and `--batch-id`), so running the same file again books nothing twice: each
+order answers its first result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import sys
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from clearing.cli.client import _client_options, _key, field_values
+from clearing.cli.common import parse_minor
+from clearing.config import Settings
+from clearing.limits import (SPLIT_BATCH_ATTEMPTS_MAX, SPLIT_BATCH_FILE_LINES_MAX,
+                             SPLIT_BATCH_ID_LEN_MAX, SPLIT_BATCH_REQUEST_BYTES_MAX,
+                             SPLIT_BATCH_SIZE_MAX)
+
+if TYPE_CHECKING:
+    from clearing_client import ClearingClient, ClearingRpcError
+    from clearing_client.v1 import split_pb2
+
+FUNDINGS = ("platform", "seller")
+FORMATS = ("csv", "jsonl")
+# CSV columns: the Order's fields (amounts in major units), then `attributes.KEY` and
+# `parties.ROLE` columns, one per attribute or party role (an empty cell leaves it out).
+CSV_COLUMNS = ("order_id", "amount", "currency", "channel", "channel_fee",
+               "channel_transaction_id", "rule_set", "paid_time", "memo", "tags", "coupons")
+CSV_REQUIRED = ("order_id", "amount")
+CSV_LIST_SEPARATOR = ";"  # tags and coupons in one cell
+# Input errors listed before the command gives up (the rest are counted).
+ERRORS_SHOWN_MAX = 20
+PROGRESS_WIDTH = 30
+DEFAULT_BATCH_ID = "batch"
+# The options of an order on the command line (none of them goes with --json; --currency has
+# a default, so it is not checked).
+ORDER_DESTS = ("order_id", "amount", "channel", "channel_fee", "channel_transaction_id",
+               "rule_set", "tag", "attr", "party", "coupon", "paid_time", "memo")
+
+
+class BadInput(Exception):
+    """Input refused before anything is sent; the message names the option or column."""
+
+
+# ---- the order from the command line, JSON or CSV ------------------------------------------
+
+def _minor(text: str, currency: str, what: str) -> int:
+    try:
+        return parse_minor(text, currency)
+    except ValueError as exc:
+        raise BadInput(f"{what}: {exc}") from None
+
+
+def _pairs(values, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for text in values or ():
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise BadInput(f"{what}: expected KEY=VALUE, got {text!r}")
+        if key in out:
+            raise BadInput(f"{what}: {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def _coupon(text: str, currency: str, what: str):
+    """ID:AMOUNT:FUNDING, e.g. C1:20.00:platform."""
+    from clearing_client.v1 import split_pb2 as pb
+
+    parts = text.split(":")
+    if len(parts) != 3 or parts[2] not in FUNDINGS:
+        raise BadInput(f"{what}: expected ID:AMOUNT:{'|'.join(FUNDINGS)}, got {text!r}")
+    funding = pb.CouponFunding.Value(f"COUPON_FUNDING_{parts[2].upper()}")
+    return pb.Coupon(coupon_id=parts[0], amount_minor=_minor(parts[1], currency, what),
+                     funding=funding)
+
+
+def _timestamp(text: str, what: str):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadInput(f"{what}: not an ISO 8601 time: {text!r}") from None
+    if when.tzinfo is None:
+        raise BadInput(f"{what}: give the time's offset, e.g. {text}+08:00 or {text}Z")
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def _order(order_id: str, amount: str, currency: str, *, channel: str = "",
+           channel_fee: str = "", channel_transaction_id: str = "", rule_set: str = "",
+           paid_time: str = "", memo: str = "", tags=(), coupons=(),
+           attributes: dict[str, str] | None = None, parties: dict[str, str] | None = None,
+           names: dict[str, str] | None = None):
+    """An Order from texts typed by people; `names` maps each argument to what the user
+    calls it (an option or a column) for the messages."""
+    from clearing_client.v1 import split_pb2 as pb
+
+    n = {"amount": "--amount", "channel_fee": "--channel-fee", "coupons": "--coupon",
+         "paid_time": "--paid-time", **(names or {})}
+    order = pb.Order(order_id=order_id, amount_minor=_minor(amount, currency, n["amount"]),
+                     currency_code=currency, channel=channel,
+                     channel_transaction_id=channel_transaction_id, rule_set_name=rule_set,
+                     memo=memo, tags=list(tags), attributes=attributes or {},
+                     parties=parties or {},
+                     coupons=[_coupon(c, currency, n["coupons"]) for c in coupons])
+    if channel_fee:
+        order.channel_fee_minor = _minor(channel_fee, currency, n["channel_fee"])
+    if paid_time:
+        order.paid_time.CopyFrom(_timestamp(paid_time, n["paid_time"]))
+    return order
+
+
+def _order_json(text: str, where: str):
+    """An Order from its JSON (proto field names or their lowerCamel forms)."""
+    from clearing_client.v1 import split_pb2 as pb
+    from google.protobuf import json_format
+
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{where}: not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadInput(f"{where}: not a JSON object (an Order message)")
+    try:
+        return json_format.ParseDict(doc, pb.Order())
+    except json_format.ParseError as exc:
+        # The first line says what; the next ones list every field of Order.
+        raise BadInput(f"{where}: {str(exc).splitlines()[0]}") from None
+
+
+def _order_of_args(args):
+    if args.json:
+        if any(getattr(args, dest) not in (None, []) for dest in ORDER_DESTS):
+            raise BadInput("give the order either as --json or on the command line, not both")
+        return _order_json(_read_text(args.json), args.json)
+    if not args.order_id or args.amount is None:
+        raise BadInput("give ORDER_ID and --amount (or the order as --json FILE)")
+    return _order(args.order_id, args.amount, args.currency, channel=args.channel or "",
+                  channel_fee=args.channel_fee or "", rule_set=args.rule_set or "",
+                  channel_transaction_id=args.channel_transaction_id or "",
+                  paid_time=args.paid_time or "", memo=args.memo or "", tags=args.tag or (),
+                  coupons=args.coupon or (), attributes=_pairs(args.attr, "--attr"),
+                  parties=_pairs(args.party, "--party"))
+
+
+def _read_bytes(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"{path}: no such file")
+    return p.read_bytes()
+
+
+def _read_text(path: str) -> str:
+    try:
+        return _read_bytes(path).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+# ---- calls -----------------------------------------------------------------------------------
+
+def print_error(err: ClearingRpcError) -> None:
+    """The status and its reason, then every field violation and metadata entry."""
+    reason = f" {err.reason}" if err.reason and err.reason != err.code.name else ""
+    print(f"error: {err.code.name}{reason}: {err.message}", file=sys.stderr)
+    for v in err.violations:
+        print(f"  {v.field}: {v.description}", file=sys.stderr)
+    for key, value in sorted(err.metadata.items()):
+        print(f"  {key} = {value}", file=sys.stderr)
+
+
+def _client(args, settings: Settings, attempts_max: int) -> ClearingClient:
+    try:
+        from clearing_client import ClearingClient
+    except ImportError:
+        raise SystemExit("the client commands need the clearing_client package: "
+                         "pip install clients/python") from None
+    return ClearingClient(args.addr or settings.grpc_addr, _key(args, settings),
+                          timeout_s=args.timeout, attempts_max=attempts_max)
+
+
+def _print(doc: dict, args) -> None:
+    if args.field:
+        for value in field_values(doc, args.field):
+            print(value if not isinstance(value, (dict, list)) else json.dumps(value))
+    else:
+        print(json.dumps(doc, indent=2))
+
+
+def _one_call(args, settings: Settings, method: str, request) -> int:
+    """One attempt of a SplitService method (a failure is reported as it happened)."""
+    from clearing_client import ClearingRpcError
+    from google.protobuf import json_format
+
+    async def go():
+        async with _client(args, settings, attempts_max=1) as client:
+            return await client.call(getattr(client.split, method), request)
+
+    try:
+        response = asyncio.run(go())
+    except ClearingRpcError as err:
+        print_error(err)
+        return 1
+    _print(json_format.MessageToDict(response, preserving_proto_field_name=True), args)
+    return 0
+
+
+def _request(args):
+    """The method and the request of a one-call command."""
+    from clearing_client.v1 import split_pb2 as pb
+
+    rid = args.request_id or str(uuid.uuid4())
+    a = args.action
+    if a == "preview":
+        counters = {k: _int(v, "--counter") for k, v in _pairs(args.counter, "--counter").items()}
+        return "PreviewSplit", pb.PreviewSplitRequest(
+            order=_order_of_args(args), rule_set_version=args.version,
+            counter_overrides=counters)
+    if a == "create":
+        return "Split", pb.SplitRequest(request_id=rid, order=_order_of_args(args))
+    if a == "get":
+        if bool(args.order_id) == bool(args.split_id):
+            raise BadInput("give ORDER_ID or --split-id")
+        return "GetSplit", pb.GetSplitRequest(order_id=args.order_id or "",
+                                              split_id=args.split_id or 0)
+    if a == "release":
+        request = pb.ReleaseSplitRequest(request_id=rid, order_id=args.order_id,
+                                         account_ids=args.account or (),
+                                         reason=args.reason or "")
+        if args.event is not None:
+            request.event_name = args.event
+        else:
+            request.fraction_bps = args.fraction_bps
+        if args.event_time:
+            request.event_time.CopyFrom(_timestamp(args.event_time, "--event-time"))
+        return "ReleaseSplit", request
+    if a == "cancel":
+        return "CancelSplit", pb.CancelSplitRequest(request_id=rid, order_id=args.order_id,
+                                                    reason=args.reason)
+    return "RefundSplit", pb.RefundSplitRequest(
+        request_id=rid, order_id=args.order_id,
+        amount_minor=_minor(args.amount, args.currency, "--amount"),
+        currency_code=args.currency, refund_ref=args.refund_ref or "", reason=args.reason,
+        shortfall_account_ref=args.shortfall_ref or "")
+
+
+def _int(text: str, what: str, bits: int = 64) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadInput(f"{what}: not an integer: {text!r}") from None
+    if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
+        raise BadInput(f"{what}: {text!r} is out of range")
+    return value
+
+
+def _typed(bits: int):
+    """An argparse type: an integer that fits the field's int32 or int64."""
+    def parse(text: str) -> int:
+        try:
+            return _int(text, "value", bits)
+        except BadInput as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+    parse.__name__ = f"int{bits}"
+    return parse
+
+
+def cmd_split(args, settings: Settings) -> int:
+    """`clearing split ...`."""
+    try:
+        if args.action == "batch":
+            return cmd_batch(args, settings)
+        method, request = _request(args)
+    except BadInput as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except ValueError as exc:  # an integer option out of its field's range
+        raise SystemExit(f"error: {exc}") from None
+    return _one_call(args, settings, method, request)
+
+
+# ---- batch -----------------------------------------------------------------------------------
+
+@dataclass
+class Item:
+    """One order of a batch file: its line (where its record starts) and request id."""
+
+    line: int
+    order: split_pb2.Order
+    request_id: str = ""
+
+
+@dataclass
+class Failure:
+    line: int
+    order_id: str
+    reason: str
+    message: str
+
+
+def _format_of(path: str, text: str, given: str | None) -> str:
+    if given:
+        return given
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    return "jsonl" if text.lstrip().startswith("{") else "csv"
+
+
+def parse_csv(text: str, where: str, currency: str) -> tuple[list[Item], list[str]]:
+    """The orders of a CSV file with a header row, and the problems found (each with its
+    line number). Columns: CSV_COLUMNS, `attributes.KEY` and `parties.ROLE`."""
+    items: list[Item] = []
+    errors: list[str] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    end = 0
+    try:
+        for row in reader:
+            line, end = end + 1, reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = [cell.strip() for cell in row]
+                errors.extend(f"{where}:{line}: {e}" for e in _header_errors(header))
+                if errors:
+                    return [], errors
+                continue
+            if len(row) != len(header):
+                missing = header[len(row):]
+                errors.append(f"{where}:{line}: {len(row)} values, the header has "
+                              f"{len(header)} columns" + (
+                                  f" (missing: {', '.join(missing)})" if missing else ""))
+                continue
+            try:
+                items.append(Item(line, _csv_order(dict(zip(header, row)), currency)))
+            except BadInput as exc:
+                errors.append(f"{where}:{line}: {exc}")
+    except csv.Error as exc:
+        errors.append(f"{where}:{reader.line_num}: {exc}")
+    if header is None:
+        errors.append(f"{where}: no header row")
+    return items, errors
+
+
+def _header_errors(header: list[str]) -> list[str]:
+    errors = []
+    for name, count in Counter(header).items():
+        if count > 1:
+            errors.append(f"column {name!r} given {count} times")
+    for name in header:
+        prefix, dot, rest = name.partition(".")
+        if name not in CSV_COLUMNS and not (dot and rest and prefix in ("attributes",
+                                                                        "parties")):
+            errors.append(f"unknown column {name!r} (columns: {', '.join(CSV_COLUMNS)}, "
+                          "attributes.KEY, parties.ROLE)")
+    errors.extend(f"missing column {name!r}" for name in CSV_REQUIRED if name not in header)
+    return errors
+
+
+def _csv_order(cells: dict[str, str], currency: str):
+    def cell(name: str) -> str:
+        return cells.get(name, "").strip()
+
+    def listed(name: str) -> list[str]:
+        return [v.strip() for v in cell(name).split(CSV_LIST_SEPARATOR) if v.strip()]
+
+    def keyed(prefix: str) -> dict[str, str]:
+        return {k.partition(".")[2]: v.strip() for k, v in cells.items()
+                if k.startswith(prefix + ".") and v.strip()}
+
+    return _order(cell("order_id"), cell("amount"), cell("currency") or currency,
+                  channel=cell("channel"), channel_fee=cell("channel_fee"),
+                  channel_transaction_id=cell("channel_transaction_id"),
+                  rule_set=cell("rule_set"), paid_time=cell("paid_time"), memo=cell("memo"),
+                  tags=listed("tags"), coupons=listed("coupons"),
+                  attributes=keyed("attributes"), parties=keyed("parties"),
+                  names={"amount": "column amount", "channel_fee": "column channel_fee",
+                         "coupons": "column coupons", "paid_time": "column paid_time"})
+
+
+def parse_jsonl(text: str, where: str) -> tuple[list[Item], list[str]]:
+    """The orders of a JSON-lines file (one Order message a line; blank lines skipped)."""
+    items, errors = [], []
+    for line, raw in enumerate(text.splitlines(), 1):
+        if raw.strip():
+            try:
+                items.append(Item(line, _order_json(raw, f"{where}:{line}")))
+            except BadInput as exc:
+                errors.append(str(exc))
+    return items, errors
+
+
+def assign_request_ids(items: list[Item], batch_id: str) -> None:
+    """Each order's request id: the batch id and a hash of the order (its deterministic
+    bytes), so the same order in a re-run of the file (even edited, reordered or renamed)
+    answers its first result. An order repeated in the file gets another id per repetition
+    (`:2`, `:3`...): the server refuses it as the order already split, in any chunk."""
+    seen: Counter[str] = Counter()
+    for item in items:
+        digest = hashlib.sha256(item.order.SerializeToString(deterministic=True)).hexdigest()
+        seen[digest] += 1
+        repeat = f":{seen[digest]}" if seen[digest] > 1 else ""
+        item.request_id = f"{batch_id}:{digest[:40]}{repeat}"
+
+
+def chunks(items: list[Item], size: int) -> list[list[Item]]:
+    """Consecutive runs of at most `size` orders and SPLIT_BATCH_REQUEST_BYTES_MAX bytes."""
+    from clearing_client.v1 import split_pb2 as pb
+
+    out: list[list[Item]] = []
+    current: list[Item] = []
+    current_bytes = 0
+    for item in items:
+        size_bytes = pb.SplitRequest(request_id=item.request_id,
+                                     order=item.order).ByteSize() + 8
+        if current and (len(current) >= size
+                        or current_bytes + size_bytes > SPLIT_BATCH_REQUEST_BYTES_MAX):
+            out.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += size_bytes
+    if current:
+        out.append(current)
+    return out
+
+
+def _message(error) -> str:
+    """A SplitError's message, with the field violations it does not already say."""
+    extra = [f"{v.field}: {v.description}" for v in error.field_violations
+             if f"{v.field}: {v.description}" not in error.message]
+    return f"{error.message} ({'; '.join(extra)})" if extra else error.message
+
+
+def _progress(done: int, total: int, failed: int) -> None:
+    """A progress bar on stderr (one line, redrawn)."""
+    filled = PROGRESS_WIDTH * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (PROGRESS_WIDTH - filled)}] "
+                     f"{done}/{total} orders, {failed} failed")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _load(args) -> list[Item]:
+    text = _read_text(args.file)
+    where = "stdin" if args.file == "-" else args.file
+    if text.count("\n") > SPLIT_BATCH_FILE_LINES_MAX:
+        raise BadInput(f"{where}: more than {SPLIT_BATCH_FILE_LINES_MAX} lines: split the file")
+    fmt = _format_of(args.file, text, args.format)
+    if fmt == "csv":
+        items, errors = parse_csv(text, where, args.currency)
+    else:
+        items, errors = parse_jsonl(text, where)
+    if errors:
+        shown = errors[:ERRORS_SHOWN_MAX]
+        more = len(errors) - len(shown)
+        raise BadInput("\n".join(shown + ([f"... and {more} more"] if more else []))
+                       + "\nnothing was sent")
+    if not items:
+        raise BadInput(f"{where}: no orders")
+    return items
+
+
+@dataclass
+class BatchRun:
+    """What a batch did so far."""
+
+    items: list[Item]
+    split_count: int = 0
+    sent_count: int = 0  # orders answered one by one
+    failures: list[Failure] = field(default_factory=list)
+    call_error: ClearingRpcError | None = None
+    unanswered_count: int = 0  # orders of the call refused whole
+
+    @property
+    def not_sent_count(self) -> int:
+        return len(self.items) - self.sent_count - self.unanswered_count
+
+
+async def _send(client: ClearingClient, run: BatchRun, calls: list[list[Item]], batch_id: str,
+                quiet: bool) -> None:
+    """The calls one after the other; the first call refused whole ends the batch."""
+    from clearing_client import ClearingRpcError
+    from clearing_client.v1 import split_pb2 as pb
+
+    for call in calls:
+        ids = "\n".join(item.request_id for item in call)
+        request = pb.SplitBatchRequest(
+            request_id=f"{batch_id}:calls:{hashlib.sha256(ids.encode()).hexdigest()[:40]}",
+            requests=[pb.SplitRequest(request_id=i.request_id, order=i.order) for i in call])
+        try:
+            response = await client.call(client.split.SplitBatch, request)
+        except ClearingRpcError as err:
+            run.call_error, run.unanswered_count = err, len(call)
+            run.failures.extend(Failure(i.line, i.order.order_id, err.reason or err.code.name,
+                                        err.message) for i in call)
+            return
+        for item, outcome in zip(call, response.outcomes):
+            if outcome.WhichOneof("result") == "split":
+                run.split_count += 1
+            else:
+                run.failures.append(Failure(item.line, item.order.order_id,
+                                            outcome.error.reason, _message(outcome.error)))
+        run.sent_count += len(call)
+        if not quiet:
+            _progress(run.sent_count, len(run.items), len(run.failures))
+
+
+def _report(run: BatchRun, calls: list[list[Item]], failures_out, args) -> int:
+    """The failures file, the summary by reason on stderr, the counts as JSON on stdout."""
+    if run.call_error is not None:
+        if not args.quiet and run.sent_count:
+            sys.stderr.write("\n")
+        print_error(run.call_error)
+    run.failures.sort(key=lambda f: f.line)
+    by_reason = Counter(f.reason for f in run.failures)
+    if failures_out is not None:
+        writer = csv.writer(failures_out, lineterminator="\n")
+        writer.writerow(["line", "order_id", "reason", "message"])
+        writer.writerows([f.line, f.order_id, f.reason, f.message] for f in run.failures)
+        failures_out.close()
+    lines = [f"{len(run.items)} orders: {run.split_count} split, {len(run.failures)} failed"
+             + (f", {run.not_sent_count} not sent" if run.not_sent_count else "")]
+    lines += [f"  {reason:32} {count:>7}" for reason, count in
+              sorted(by_reason.items(), key=lambda rc: (-rc[1], rc[0]))]
+    if run.failures and failures_out is not None:
+        lines.append(f"failures: {args.failures}")
+    print("\n".join(lines), file=sys.stderr)
+    _print({"order_count": len(run.items), "split_count": run.split_count,
+            "failed_count": len(run.failures), "not_sent_count": run.not_sent_count,
+            "call_count": len(calls), "failed_by_reason": dict(sorted(by_reason.items()))},
+           args)
+    return 1 if run.failures or run.not_sent_count else 0
+
+
+def cmd_batch(args, settings: Settings) -> int:
+    """`clearing split batch FILE`: SplitBatch calls of at most --batch-size orders."""
+    if not 1 <= args.batch_size <= SPLIT_BATCH_SIZE_MAX:
+        raise BadInput(f"--batch-size: 1 to {SPLIT_BATCH_SIZE_MAX}")
+    if not 1 <= args.attempts <= SPLIT_BATCH_ATTEMPTS_MAX:
+        raise BadInput(f"--attempts: 1 to {SPLIT_BATCH_ATTEMPTS_MAX}")
+    if not args.batch_id or len(args.batch_id) > SPLIT_BATCH_ID_LEN_MAX:
+        raise BadInput(f"--batch-id: 1 to {SPLIT_BATCH_ID_LEN_MAX} characters")
+    items = _load(args)
+    assign_request_ids(items, args.batch_id)
+    calls = chunks(items, args.batch_size)
+    try:  # opened first: a path that cannot be written fails before anything is booked
+        failures_out = (open(args.failures, "w", newline="", encoding="utf-8")
+                        if args.failures else None)
+    except OSError as exc:
+        raise BadInput(f"--failures: {exc.strerror}: {args.failures}") from None
+    run = BatchRun(items)
+
+    async def go() -> None:
+        # Retrying is safe: every order and every call carries the same request id again.
+        async with _client(args, settings, attempts_max=args.attempts) as client:
+            await _send(client, run, calls, args.batch_id, args.quiet)
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after {run.sent_count} of {len(items)} orders: run the same "
+              "file again to finish (orders sent answer their first result)", file=sys.stderr)
+        return 130
+    return _report(run, calls, failures_out, args)
+
+
+# ---- argument parsing ------------------------------------------------------------------------
+
+def _order_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("order_id", nargs="?", help="the gateway's order id")
+    p.add_argument("--json", metavar="FILE",
+                   help="the order as JSON (the Order message; amounts in minor units), "
+                        "'-' for stdin; instead of the options below")
+    p.add_argument("--amount", help="what the buyer paid, major units, e.g. 850000.00")
+    p.add_argument("--currency", default="CNY")
+    p.add_argument("--channel", help="payment channel, e.g. WECHAT_PAY")
+    p.add_argument("--channel-fee", help="the channel's fee withheld, major units")
+    p.add_argument("--channel-txn", dest="channel_transaction_id",
+                   help="the channel's transaction id")
+    p.add_argument("--rule-set", help="the rule set (default: 'default')")
+    p.add_argument("--tag", action="append", help="a tag (repeat)")
+    p.add_argument("--attr", action="append", metavar="KEY=VALUE", help="an attribute (repeat)")
+    p.add_argument("--party", action="append", metavar="ROLE=REF",
+                   help="a party role's account external_ref (repeat)")
+    p.add_argument("--coupon", action="append", metavar="ID:AMOUNT:platform|seller",
+                   help="a coupon used, amount in major units (repeat)")
+    p.add_argument("--paid-time", help="ISO 8601 with offset, e.g. 2026-01-20T10:00:00+08:00")
+    p.add_argument("--memo")
+
+
+def add_parser(sub) -> None:
+    """split preview|create|get|release|cancel|refund|batch."""
+    split = sub.add_parser("split", help="split orders; release, cancel, refund splits"
+                           ).add_subparsers(dest="action", required=True)
+    p = split.add_parser("preview", help="a dry run: the legs Split would book (nothing "
+                                         "stored)")
+    _order_options(p)
+    p.add_argument("--version", type=_typed(64), default=0,
+                   help="the rule set's version (default: the active one)")
+    p.add_argument("--counter", action="append", metavar="NAME=VALUE",
+                   help="a counter value to assume (a count, or minor units; repeat)")
+    p = split.add_parser("create", help="split a paid order (gateway key)")
+    _order_options(p)
+    p = split.add_parser("get", help="the split of an order, with its legs and history")
+    p.add_argument("order_id", nargs="?")
+    p.add_argument("--split-id", type=_typed(64), help="by split id instead of order id")
+    p = split.add_parser("release", help="post held legs: an event's steps or a fraction")
+    p.add_argument("order_id")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--event", help="the event, e.g. SHIPPED")
+    what.add_argument("--fraction-bps", type=_typed(32),
+                      help="basis points of each held leg's original hold (10000: all)")
+    p.add_argument("--account", type=_typed(64), action="append",
+                   help="only legs credited to this account id (repeat)")
+    p.add_argument("--event-time", help="when the event happened, ISO 8601 with offset")
+    p.add_argument("--reason", help="for the audit trail")
+    p = split.add_parser("cancel", help="void everything a split still holds")
+    p.add_argument("order_id")
+    p.add_argument("--reason", required=True)
+    p = split.add_parser("refund", help="reverse a split, fully or in part")
+    p.add_argument("order_id")
+    p.add_argument("--amount", required=True, help="what the buyer gets back, major units")
+    p.add_argument("--currency", default="CNY", help="the split's currency")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--refund-ref", help="the gateway's refund reference")
+    p.add_argument("--shortfall-ref", help="an account (external_ref) that covers what a "
+                                           "receiver cannot pay back")
+    p = split.add_parser("batch", help="split the orders of a CSV or JSON-lines file "
+                                       "(SplitBatch calls)")
+    p.add_argument("file", help="CSV with a header row (amounts in major units), or one "
+                                "Order JSON a line; '-' for stdin")
+    p.add_argument("--format", choices=FORMATS, help="default: by the file's suffix")
+    p.add_argument("--currency", default="CNY", help="of CSV rows without a currency column")
+    p.add_argument("--failures", metavar="PATH",
+                   help="write the failed orders here (CSV: line, order_id, reason, message)")
+    p.add_argument("--batch-size", type=int, default=SPLIT_BATCH_SIZE_MAX,
+                   help=f"orders per SplitBatch call (1 to {SPLIT_BATCH_SIZE_MAX})")
+    p.add_argument("--batch-id", default=DEFAULT_BATCH_ID,
+                   help="prefix of the derived request ids; another one sends every order "
+                        "anew (orders already split then answer ORDER_ALREADY_SPLIT)")
+    p.add_argument("--attempts", type=int, default=5,
+                   help="attempts per call on UNAVAILABLE or RESOURCE_EXHAUSTED (same ids; "
+                        f"1 to {SPLIT_BATCH_ATTEMPTS_MAX})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    for sp in split.choices.values():
+        _client_options(sp)
+        sp.set_defaults(func=cmd_split)
+    split.choices["batch"].set_defaults(timeout=60.0)
