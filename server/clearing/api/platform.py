@@ -19,6 +19,7 @@ from clearing.limits import (BPS_MAX, CALENDAR_DAYS_PER_CHANGE_MAX,
                              DECISION_NOTE_LEN_MAX, PLATFORM_NAME_LEN_MAX)
 from clearing.payout.model import PayoutConfig
 from clearing.platforms import service
+from clearing.tenancy import PREFIX_LEN
 from clearing.platforms.model import ApiKey, CalendarDay, ConfigChange, DayKind, Platform
 from clearing.v1 import platform_pb2 as pb
 from clearing.v1 import platform_pb2_grpc
@@ -160,13 +161,15 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
     async def ListApiKeys(self, request: pb.ListApiKeysRequest,
                           context) -> pb.ListApiKeysResponse:
         v = Violations()
-        validate.object_id(v, request.platform_id, "platform_id")
+        validate.object_id(v, request.platform_id, "platform_id", required=False)
         size = validate.page_size(v, request.page_size)
+        validate.text(v, request.key_prefix, "key_prefix", length_max=PREFIX_LEN)
         v.raise_if_any()
         async with self._pool.acquire() as conn:
             found, token = await service.list_api_keys(conn, request.platform_id,
                                                        page_size=size,
-                                                       page_token=request.page_token)
+                                                       page_token=request.page_token,
+                                                       key_prefix=request.key_prefix)
         return pb.ListApiKeysResponse(api_keys=[key_message(k) for k in found],
                                       next_page_token=token)
 
@@ -176,8 +179,9 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
         validate.object_id(v, request.key_id, "key_id")
         v.raise_if_any()
         async with self._pool.acquire() as conn:
-            info = await service.revoke_api_key(conn, principal().key_id, request.key_id)
-        return pb.RevokeApiKeyResponse(api_key=key_message(info))
+            info, before = await service.revoke_api_key(conn, principal().key_id,
+                                                        request.key_id)
+        return pb.RevokeApiKeyResponse(api_key=key_message(info), revoked_before=before)
 
     async def GetPayoutConfig(self, request: pb.GetPayoutConfigRequest,
                               context) -> pb.GetPayoutConfigResponse:

@@ -2,9 +2,14 @@
 
     clearing serve [--dev] [--workers N]      run the server
     clearing migrate                          apply schema migrations
+    clearing admin init [--out FILE]          an admin key (on the server host, straight in
+                                              the database; `make run` writes var/admin.key)
+  through PlatformService, with an admin key (--admin-key-file, default var/admin.key):
     clearing platform create NAME             create a platform; prints its API key once
+    clearing platform list                    every platform
     clearing keys create PLATFORM --roles R   another key for a platform
-    clearing keys list --platform P           its keys: id, prefix, roles, created, revoked
+    clearing keys list --platform P           its keys: id, prefix, roles, created, last
+                                              used, revoked
     clearing keys revoke KEY_PREFIX_OR_ID     refused by every server within a second
     clearing accounts create|list|get|freeze|unfreeze|close ...
     clearing balance ACCOUNT_ID               balances of an account
@@ -19,7 +24,9 @@
                                               --key-file var/demo-approver.key)
     clearing rules list|get ...               rule-set versions
     clearing platform payout-config NAME ...  a platform's payout fee, limits and review
-                                              threshold per currency (--show to read)
+                                              threshold per currency (--show to read); a
+                                              fee change waits for another admin key:
+    clearing platform approve-change|reject-change CHANGE_ID
     clearing payouts bind|request|get|list|approve|reject ...
                                               PayoutService (approve/reject: approver key)
     clearing calendar set DAY --holiday|--workday [--note N]
@@ -62,9 +69,10 @@ import argparse
 from clearing.cli import admin, client, recon, reports, risk, serve, vouchers
 from clearing.config import Settings
 
-# The commands live in five modules: serve (serve), admin (on the database directly:
-# migrate, platform, keys, payout-config, calendar, verify --all), client, recon and
-# vouchers (calls to a server through the clearing_client SDK).
+# The commands live in these modules: serve (serve), admin (migrate, admin init and
+# verify --all on the database directly; platform, keys, payout-config and calendar through
+# PlatformService with an admin key), client, recon and vouchers (calls to a server through
+# the clearing_client SDK).
 
 
 def parser() -> argparse.ArgumentParser:

@@ -120,13 +120,15 @@ async def create_api_key(conn: asyncpg.Connection, admin_key_id: int, platform_i
 
 
 async def list_api_keys(conn: asyncpg.Connection, platform_id: int, *, page_size: int,
-                        page_token: str) -> tuple[list[ApiKey], str]:
-    """The platform's keys, oldest first; NotFound if there is no such platform."""
-    await get_platform(conn, platform_id)
+                        page_token: str, key_prefix: str = "") -> tuple[list[ApiKey], str]:
+    """The platform's keys (platform_id 0: every platform's), only those whose prefix starts
+    with `key_prefix` if given, oldest first; NotFound if there is no such platform."""
+    if platform_id:
+        await get_platform(conn, platform_id)
     after = values.decode_page_token(page_token, _KEYS_KIND, platform_id)
-    rows = await conn.fetch(f"{_SQL_KEY} WHERE platform_id = $1 AND key_id > $2"
-                            " ORDER BY key_id LIMIT $3", platform_id,
-                            after[0] if after else 0, page_size + 1)
+    rows = await conn.fetch(f"{_SQL_KEY} WHERE ($1 = 0 OR platform_id = $1) AND key_id > $2"
+                            " AND starts_with(key_prefix, $3) ORDER BY key_id LIMIT $4",
+                            platform_id, after[0] if after else 0, key_prefix, page_size + 1)
     keys = [_key(r) for r in rows[:page_size]]
     token = ""
     if len(rows) > page_size:
@@ -134,22 +136,24 @@ async def list_api_keys(conn: asyncpg.Connection, platform_id: int, *, page_size
     return keys, token
 
 
-async def revoke_api_key(conn: asyncpg.Connection, admin_key_id: int, key_id: int) -> ApiKey:
-    """Revoke a key (a revoked one is answered unchanged); every server refuses it within
-    clearing.api.auth.REVOCATION_BOUND_S. NotFound (API_KEY_NOT_FOUND)."""
+async def revoke_api_key(conn: asyncpg.Connection, admin_key_id: int,
+                         key_id: int) -> tuple[ApiKey, bool]:
+    """Revoke a key; returns it and whether it was revoked before (then nothing changes).
+    Every server refuses it within clearing.api.auth.REVOCATION_BOUND_S. NotFound
+    (API_KEY_NOT_FOUND)."""
     async with conn.transaction():
         row = await conn.fetchrow(f"{_SQL_KEY} WHERE key_id = $1 FOR UPDATE", key_id)
         if row is None:
             raise NotFound("no such API key", reason=Reason.API_KEY_NOT_FOUND,
                            metadata={"key_id": str(key_id)})
         if row["revoked_at"] is not None:
-            return _key(row)
+            return _key(row), True
         await tenancy.revoke_key(conn, key_id)
         info = _key(await conn.fetchrow(f"{_SQL_KEY} WHERE key_id = $1", key_id))
         await audit(conn, admin_key_id, "RevokeApiKey",
                     {"platform_id": info.platform_id, "key_id": key_id,
                      "key_prefix": info.key_prefix})
-    return info
+    return info, False
 
 
 # ---- payout configuration (maker-checker for fees) --------------------------------------------

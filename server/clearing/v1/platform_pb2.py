@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63learing/v1/platform.proto\x12\x0b\x63learing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x08Platform\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x15\x43reatePlatformRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x16\x43reatePlatformResponse\x12\'\n\x08platform\x18\x01 \x01(\x0b\x32\x15.clearing.v1.Platform\"7\n\x12GetPlatformRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\">\n\x13GetPlatformResponse\x12\'\n\x08platform\x18\x01 \x01(\x0b\x32\x15.clearing.v1.Platform\"=\n\x14ListPlatformsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x15ListPlatformsResponse\x12(\n\tplatforms\x18\x01 \x03(\x0b\x32\x15.clearing.v1.Platform\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe5\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\x03\x12\x13\n\x0bplatform_id\x18\x02 \x01(\x03\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x13\x43reateApiKeyRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\r\n\x05roles\x18\x02 \x03(\t\"I\n\x14\x43reateApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.clearing.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"P\n\x12ListApiKeysRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.clearing.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\x03\"<\n\x14RevokeApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.clearing.v1.ApiKey\"\x9d\x02\n\x0cPayoutConfig\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x65\x65_fixed_minor\x18\x03 \x01(\x03\x12\x0f\n\x07\x66\x65\x65_bps\x18\x04 \x01(\x05\x12\x16\n\x0e\x66\x65\x65_account_id\x18\x05 \x01(\x03\x12\x18\n\x10min_amount_minor\x18\x06 \x01(\x03\x12\x18\n\x10max_amount_minor\x18\x07 \x01(\x03\x12\x17\n\x0f\x64\x61ily_max_minor\x18\x08 \x01(\x03\x12\x1e\n\x16review_threshold_minor\x18\t \x01(\x03\x12\x1f\n\x17\x62\x61nk_transfer_max_minor\x18\n \x01(\x03\x12\x11\n\ttime_zone\x18\x0b \x01(\t\"\xbb\x02\n\x12PayoutConfigChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.clearing.v1.PayoutConfigChangeState\x12!\n\x19requested_by_admin_key_id\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17\x64\x65\x63ided_by_admin_key_id\x18\x06 \x01(\x03\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04note\x18\x08 \x01(\t\"D\n\x16GetPayoutConfigRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"}\n\x17GetPayoutConfigResponse\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\x12\x37\n\x0epending_change\x18\x02 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"W\n\x16SetPayoutConfigRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\"J\n\x17SetPayoutConfigResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"C\n ApprovePayoutConfigChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"T\n!ApprovePayoutConfigChangeResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"B\n\x1fRejectPayoutConfigChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"S\n RejectPayoutConfigChangeResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"T\n\x0b\x43\x61lendarDay\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.clearing.v1.CalendarDayKind\x12\x0c\n\x04note\x18\x03 \x01(\t\"@\n\x1aGetBusinessCalendarRequest\x12\x11\n\tstart_day\x18\x01 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x02 \x01(\t\"E\n\x1bGetBusinessCalendarResponse\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay\"D\n\x1aSetBusinessCalendarRequest\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay\"E\n\x1bSetBusinessCalendarResponse\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay*\x92\x02\n\x17PayoutConfigChangeState\x12*\n&PAYOUT_CONFIG_CHANGE_STATE_UNSPECIFIED\x10\x00\x12&\n\"PAYOUT_CONFIG_CHANGE_STATE_PENDING\x10\x01\x12&\n\"PAYOUT_CONFIG_CHANGE_STATE_APPLIED\x10\x02\x12\'\n#PAYOUT_CONFIG_CHANGE_STATE_APPROVED\x10\x03\x12\'\n#PAYOUT_CONFIG_CHANGE_STATE_REJECTED\x10\x04\x12)\n%PAYOUT_CONFIG_CHANGE_STATE_SUPERSEDED\x10\x05*\x8f\x01\n\x0f\x43\x61lendarDayKind\x12!\n\x1d\x43\x41LENDAR_DAY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LENDAR_DAY_KIND_HOLIDAY\x10\x01\x12\x1d\n\x19\x43\x41LENDAR_DAY_KIND_WORKDAY\x10\x02\x12\x1b\n\x17\x43\x41LENDAR_DAY_KIND_UNSET\x10\x03\x32\x97\t\n\x0fPlatformService\x12Y\n\x0e\x43reatePlatform\x12\".clearing.v1.CreatePlatformRequest\x1a#.clearing.v1.CreatePlatformResponse\x12P\n\x0bGetPlatform\x12\x1f.clearing.v1.GetPlatformRequest\x1a .clearing.v1.GetPlatformResponse\x12V\n\rListPlatforms\x12!.clearing.v1.ListPlatformsRequest\x1a\".clearing.v1.ListPlatformsResponse\x12S\n\x0c\x43reateApiKey\x12 .clearing.v1.CreateApiKeyRequest\x1a!.clearing.v1.CreateApiKeyResponse\x12P\n\x0bListApiKeys\x12\x1f.clearing.v1.ListApiKeysRequest\x1a .clearing.v1.ListApiKeysResponse\x12S\n\x0cRevokeApiKey\x12 .clearing.v1.RevokeApiKeyRequest\x1a!.clearing.v1.RevokeApiKeyResponse\x12\\\n\x0fGetPayoutConfig\x12#.clearing.v1.GetPayoutConfigRequest\x1a$.clearing.v1.GetPayoutConfigResponse\x12\\\n\x0fSetPayoutConfig\x12#.clearing.v1.SetPayoutConfigRequest\x1a$.clearing.v1.SetPayoutConfigResponse\x12z\n\x19\x41pprovePayoutConfigChange\x12-.clearing.v1.ApprovePayoutConfigChangeRequest\x1a..clearing.v1.ApprovePayoutConfigChangeResponse\x12w\n\x18RejectPayoutConfigChange\x12,.clearing.v1.RejectPayoutConfigChangeRequest\x1a-.clearing.v1.RejectPayoutConfigChangeResponse\x12h\n\x13GetBusinessCalendar\x12\'.clearing.v1.GetBusinessCalendarRequest\x1a(.clearing.v1.GetBusinessCalendarResponse\x12h\n\x13SetBusinessCalendar\x12\'.clearing.v1.SetBusinessCalendarRequest\x1a(.clearing.v1.SetBusinessCalendarResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63learing/v1/platform.proto\x12\x0b\x63learing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x08Platform\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x15\x43reatePlatformRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x16\x43reatePlatformResponse\x12\'\n\x08platform\x18\x01 \x01(\x0b\x32\x15.clearing.v1.Platform\"7\n\x12GetPlatformRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\">\n\x13GetPlatformResponse\x12\'\n\x08platform\x18\x01 \x01(\x0b\x32\x15.clearing.v1.Platform\"=\n\x14ListPlatformsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x15ListPlatformsResponse\x12(\n\tplatforms\x18\x01 \x03(\x0b\x32\x15.clearing.v1.Platform\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe5\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\x03\x12\x13\n\x0bplatform_id\x18\x02 \x01(\x03\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x13\x43reateApiKeyRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\r\n\x05roles\x18\x02 \x03(\t\"I\n\x14\x43reateApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.clearing.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"d\n\x12ListApiKeysRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.clearing.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\x03\"T\n\x14RevokeApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.clearing.v1.ApiKey\x12\x16\n\x0erevoked_before\x18\x02 \x01(\x08\"\x9d\x02\n\x0cPayoutConfig\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x65\x65_fixed_minor\x18\x03 \x01(\x03\x12\x0f\n\x07\x66\x65\x65_bps\x18\x04 \x01(\x05\x12\x16\n\x0e\x66\x65\x65_account_id\x18\x05 \x01(\x03\x12\x18\n\x10min_amount_minor\x18\x06 \x01(\x03\x12\x18\n\x10max_amount_minor\x18\x07 \x01(\x03\x12\x17\n\x0f\x64\x61ily_max_minor\x18\x08 \x01(\x03\x12\x1e\n\x16review_threshold_minor\x18\t \x01(\x03\x12\x1f\n\x17\x62\x61nk_transfer_max_minor\x18\n \x01(\x03\x12\x11\n\ttime_zone\x18\x0b \x01(\t\"\xbb\x02\n\x12PayoutConfigChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.clearing.v1.PayoutConfigChangeState\x12!\n\x19requested_by_admin_key_id\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17\x64\x65\x63ided_by_admin_key_id\x18\x06 \x01(\x03\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04note\x18\x08 \x01(\t\"D\n\x16GetPayoutConfigRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"}\n\x17GetPayoutConfigResponse\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\x12\x37\n\x0epending_change\x18\x02 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"W\n\x16SetPayoutConfigRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\"J\n\x17SetPayoutConfigResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"C\n ApprovePayoutConfigChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"T\n!ApprovePayoutConfigChangeResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"B\n\x1fRejectPayoutConfigChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"S\n RejectPayoutConfigChangeResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"T\n\x0b\x43\x61lendarDay\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.clearing.v1.CalendarDayKind\x12\x0c\n\x04note\x18\x03 \x01(\t\"@\n\x1aGetBusinessCalendarRequest\x12\x11\n\tstart_day\x18\x01 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x02 \x01(\t\"E\n\x1bGetBusinessCalendarResponse\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay\"D\n\x1aSetBusinessCalendarRequest\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay\"E\n\x1bSetBusinessCalendarResponse\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay*\x92\x02\n\x17PayoutConfigChangeState\x12*\n&PAYOUT_CONFIG_CHANGE_STATE_UNSPECIFIED\x10\x00\x12&\n\"PAYOUT_CONFIG_CHANGE_STATE_PENDING\x10\x01\x12&\n\"PAYOUT_CONFIG_CHANGE_STATE_APPLIED\x10\x02\x12\'\n#PAYOUT_CONFIG_CHANGE_STATE_APPROVED\x10\x03\x12\'\n#PAYOUT_CONFIG_CHANGE_STATE_REJECTED\x10\x04\x12)\n%PAYOUT_CONFIG_CHANGE_STATE_SUPERSEDED\x10\x05*\x8f\x01\n\x0f\x43\x61lendarDayKind\x12!\n\x1d\x43\x41LENDAR_DAY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LENDAR_DAY_KIND_HOLIDAY\x10\x01\x12\x1d\n\x19\x43\x41LENDAR_DAY_KIND_WORKDAY\x10\x02\x12\x1b\n\x17\x43\x41LENDAR_DAY_KIND_UNSET\x10\x03\x32\x97\t\n\x0fPlatformService\x12Y\n\x0e\x43reatePlatform\x12\".clearing.v1.CreatePlatformRequest\x1a#.clearing.v1.CreatePlatformResponse\x12P\n\x0bGetPlatform\x12\x1f.clearing.v1.GetPlatformRequest\x1a .clearing.v1.GetPlatformResponse\x12V\n\rListPlatforms\x12!.clearing.v1.ListPlatformsRequest\x1a\".clearing.v1.ListPlatformsResponse\x12S\n\x0c\x43reateApiKey\x12 .clearing.v1.CreateApiKeyRequest\x1a!.clearing.v1.CreateApiKeyResponse\x12P\n\x0bListApiKeys\x12\x1f.clearing.v1.ListApiKeysRequest\x1a .clearing.v1.ListApiKeysResponse\x12S\n\x0cRevokeApiKey\x12 .clearing.v1.RevokeApiKeyRequest\x1a!.clearing.v1.RevokeApiKeyResponse\x12\\\n\x0fGetPayoutConfig\x12#.clearing.v1.GetPayoutConfigRequest\x1a$.clearing.v1.GetPayoutConfigResponse\x12\\\n\x0fSetPayoutConfig\x12#.clearing.v1.SetPayoutConfigRequest\x1a$.clearing.v1.SetPayoutConfigResponse\x12z\n\x19\x41pprovePayoutConfigChange\x12-.clearing.v1.ApprovePayoutConfigChangeRequest\x1a..clearing.v1.ApprovePayoutConfigChangeResponse\x12w\n\x18RejectPayoutConfigChange\x12,.clearing.v1.RejectPayoutConfigChangeRequest\x1a-.clearing.v1.RejectPayoutConfigChangeResponse\x12h\n\x13GetBusinessCalendar\x12\'.clearing.v1.GetBusinessCalendarRequest\x1a(.clearing.v1.GetBusinessCalendarResponse\x12h\n\x13SetBusinessCalendar\x12\'.clearing.v1.SetBusinessCalendarRequest\x1a(.clearing.v1.SetBusinessCalendarResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearing.v1.platform_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYOUTCONFIGCHANGESTATE']._serialized_start=2831
-  _globals['_PAYOUTCONFIGCHANGESTATE']._serialized_end=3105
-  _globals['_CALENDARDAYKIND']._serialized_start=3108
-  _globals['_CALENDARDAYKIND']._serialized_end=3251
+  _globals['_PAYOUTCONFIGCHANGESTATE']._serialized_start=2875
+  _globals['_PAYOUTCONFIGCHANGESTATE']._serialized_end=3149
+  _globals['_CALENDARDAYKIND']._serialized_start=3152
+  _globals['_CALENDARDAYKIND']._serialized_end=3295
   _globals['_PLATFORM']._serialized_start=76
   _globals['_PLATFORM']._serialized_end=170
   _globals['_CREATEPLATFORMREQUEST']._serialized_start=172
@@ -57,43 +57,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAPIKEYRESPONSE']._serialized_start=845
   _globals['_CREATEAPIKEYRESPONSE']._serialized_end=918
   _globals['_LISTAPIKEYSREQUEST']._serialized_start=920
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1000
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1002
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1087
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1089
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1126
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1128
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1188
-  _globals['_PAYOUTCONFIG']._serialized_start=1191
-  _globals['_PAYOUTCONFIG']._serialized_end=1476
-  _globals['_PAYOUTCONFIGCHANGE']._serialized_start=1479
-  _globals['_PAYOUTCONFIGCHANGE']._serialized_end=1794
-  _globals['_GETPAYOUTCONFIGREQUEST']._serialized_start=1796
-  _globals['_GETPAYOUTCONFIGREQUEST']._serialized_end=1864
-  _globals['_GETPAYOUTCONFIGRESPONSE']._serialized_start=1866
-  _globals['_GETPAYOUTCONFIGRESPONSE']._serialized_end=1991
-  _globals['_SETPAYOUTCONFIGREQUEST']._serialized_start=1993
-  _globals['_SETPAYOUTCONFIGREQUEST']._serialized_end=2080
-  _globals['_SETPAYOUTCONFIGRESPONSE']._serialized_start=2082
-  _globals['_SETPAYOUTCONFIGRESPONSE']._serialized_end=2156
-  _globals['_APPROVEPAYOUTCONFIGCHANGEREQUEST']._serialized_start=2158
-  _globals['_APPROVEPAYOUTCONFIGCHANGEREQUEST']._serialized_end=2225
-  _globals['_APPROVEPAYOUTCONFIGCHANGERESPONSE']._serialized_start=2227
-  _globals['_APPROVEPAYOUTCONFIGCHANGERESPONSE']._serialized_end=2311
-  _globals['_REJECTPAYOUTCONFIGCHANGEREQUEST']._serialized_start=2313
-  _globals['_REJECTPAYOUTCONFIGCHANGEREQUEST']._serialized_end=2379
-  _globals['_REJECTPAYOUTCONFIGCHANGERESPONSE']._serialized_start=2381
-  _globals['_REJECTPAYOUTCONFIGCHANGERESPONSE']._serialized_end=2464
-  _globals['_CALENDARDAY']._serialized_start=2466
-  _globals['_CALENDARDAY']._serialized_end=2550
-  _globals['_GETBUSINESSCALENDARREQUEST']._serialized_start=2552
-  _globals['_GETBUSINESSCALENDARREQUEST']._serialized_end=2616
-  _globals['_GETBUSINESSCALENDARRESPONSE']._serialized_start=2618
-  _globals['_GETBUSINESSCALENDARRESPONSE']._serialized_end=2687
-  _globals['_SETBUSINESSCALENDARREQUEST']._serialized_start=2689
-  _globals['_SETBUSINESSCALENDARREQUEST']._serialized_end=2757
-  _globals['_SETBUSINESSCALENDARRESPONSE']._serialized_start=2759
-  _globals['_SETBUSINESSCALENDARRESPONSE']._serialized_end=2828
-  _globals['_PLATFORMSERVICE']._serialized_start=3254
-  _globals['_PLATFORMSERVICE']._serialized_end=4429
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1020
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1022
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1107
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1109
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1146
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1148
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1232
+  _globals['_PAYOUTCONFIG']._serialized_start=1235
+  _globals['_PAYOUTCONFIG']._serialized_end=1520
+  _globals['_PAYOUTCONFIGCHANGE']._serialized_start=1523
+  _globals['_PAYOUTCONFIGCHANGE']._serialized_end=1838
+  _globals['_GETPAYOUTCONFIGREQUEST']._serialized_start=1840
+  _globals['_GETPAYOUTCONFIGREQUEST']._serialized_end=1908
+  _globals['_GETPAYOUTCONFIGRESPONSE']._serialized_start=1910
+  _globals['_GETPAYOUTCONFIGRESPONSE']._serialized_end=2035
+  _globals['_SETPAYOUTCONFIGREQUEST']._serialized_start=2037
+  _globals['_SETPAYOUTCONFIGREQUEST']._serialized_end=2124
+  _globals['_SETPAYOUTCONFIGRESPONSE']._serialized_start=2126
+  _globals['_SETPAYOUTCONFIGRESPONSE']._serialized_end=2200
+  _globals['_APPROVEPAYOUTCONFIGCHANGEREQUEST']._serialized_start=2202
+  _globals['_APPROVEPAYOUTCONFIGCHANGEREQUEST']._serialized_end=2269
+  _globals['_APPROVEPAYOUTCONFIGCHANGERESPONSE']._serialized_start=2271
+  _globals['_APPROVEPAYOUTCONFIGCHANGERESPONSE']._serialized_end=2355
+  _globals['_REJECTPAYOUTCONFIGCHANGEREQUEST']._serialized_start=2357
+  _globals['_REJECTPAYOUTCONFIGCHANGEREQUEST']._serialized_end=2423
+  _globals['_REJECTPAYOUTCONFIGCHANGERESPONSE']._serialized_start=2425
+  _globals['_REJECTPAYOUTCONFIGCHANGERESPONSE']._serialized_end=2508
+  _globals['_CALENDARDAY']._serialized_start=2510
+  _globals['_CALENDARDAY']._serialized_end=2594
+  _globals['_GETBUSINESSCALENDARREQUEST']._serialized_start=2596
+  _globals['_GETBUSINESSCALENDARREQUEST']._serialized_end=2660
+  _globals['_GETBUSINESSCALENDARRESPONSE']._serialized_start=2662
+  _globals['_GETBUSINESSCALENDARRESPONSE']._serialized_end=2731
+  _globals['_SETBUSINESSCALENDARREQUEST']._serialized_start=2733
+  _globals['_SETBUSINESSCALENDARREQUEST']._serialized_end=2801
+  _globals['_SETBUSINESSCALENDARRESPONSE']._serialized_start=2803
+  _globals['_SETBUSINESSCALENDARRESPONSE']._serialized_end=2872
+  _globals['_PLATFORMSERVICE']._serialized_start=3298
+  _globals['_PLATFORMSERVICE']._serialized_end=4473
 # @@protoc_insertion_point(module_scope)

@@ -123,14 +123,16 @@ class CreateApiKeyResponse(_message.Message):
     def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
 
 class ListApiKeysRequest(_message.Message):
-    __slots__ = ("platform_id", "page_size", "page_token")
+    __slots__ = ("platform_id", "page_size", "page_token", "key_prefix")
     PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
     platform_id: int
     page_size: int
     page_token: str
-    def __init__(self, platform_id: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    key_prefix: str
+    def __init__(self, platform_id: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., key_prefix: _Optional[str] = ...) -> None: ...
 
 class ListApiKeysResponse(_message.Message):
     __slots__ = ("api_keys", "next_page_token")
@@ -147,10 +149,12 @@ class RevokeApiKeyRequest(_message.Message):
     def __init__(self, key_id: _Optional[int] = ...) -> None: ...
 
 class RevokeApiKeyResponse(_message.Message):
-    __slots__ = ("api_key",)
+    __slots__ = ("api_key", "revoked_before")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     api_key: ApiKey
-    def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
+    revoked_before: bool
+    def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ..., revoked_before: _Optional[bool] = ...) -> None: ...
 
 class PayoutConfig(_message.Message):
     __slots__ = ("platform_id", "currency_code", "fee_fixed_minor", "fee_bps", "fee_account_id", "min_amount_minor", "max_amount_minor", "daily_max_minor", "review_threshold_minor", "bank_transfer_max_minor", "time_zone")

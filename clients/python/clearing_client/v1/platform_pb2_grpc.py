@@ -150,7 +150,8 @@ class PlatformServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListApiKeys(self, request, context):
-        """A platform's keys, oldest first (never the keys themselves).
+        """A platform's keys (or every platform's, or those of a prefix), oldest first (never the
+        keys themselves).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
