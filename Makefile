@@ -7,10 +7,11 @@ PROTO_FILES := $(wildcard proto/clearing/v1/*.proto)
 GEN_DIR := server
 CLIENT_GEN_DIR := clients/python
 
-.PHONY: help venv proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
+.PHONY: help venv proto proto-check lint breaking run demo test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
+	@echo "make demo          the seed's B2B example end to end, against the server make run started"
 	@echo "make test          the whole test suite against real PostgreSQL and Redis"
 	@echo "make proto         regenerate the Python code from proto/"
 	@echo "make proto-check   fail if the generated code is stale"
@@ -69,6 +70,11 @@ breaking: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m clearing.cli serve --dev
+
+# The seed's B2B example end to end (clearing.dev.demo), against the server `make run`
+# started: it reads var/admin.key, var/admin-approver.key and var/grpc.addr. Rerunnable.
+demo: $(STAMP)
+	$(PY) -m clearing.dev.demo
 
 test: $(STAMP) proto-check lint
 	$(PY) -m pytest -q

@@ -48,6 +48,8 @@ async def _dev_bootstrap(settings: Settings) -> None:
                                                      frozenset({"gateway", "operator"})))
         if not approver_file.exists():
             _write_secret(approver_file, await create_key(conn, pid, frozenset({"approver"})))
+        # Where this server listens, for `make demo` (clearing.dev.demo).
+        (settings.data_dir / "grpc.addr").write_text(settings.grpc_addr + "\n")
         # The operator's admin keys (PlatformService; `make demo`): a maker and a checker.
         for name in (ADMIN_KEY_FILE, ADMIN_APPROVER_KEY_FILE):
             path = settings.data_dir / name
