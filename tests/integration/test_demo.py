@@ -10,7 +10,7 @@ import re
 import secrets
 
 from clearing.dev import demo
-from tests.support import ROOT, new_admin_key
+from tests.support import ROOT, cli, new_admin_key
 
 
 def _makefile_recipe(target: str) -> str:
@@ -53,3 +53,14 @@ async def test_the_demo_runs_twice_and_prints_the_seeds_figures(running, databas
     assert lines[-1] == "VerifyLedger: ok (6 accounts, chain ok)"
     for key in (f"{name}.key", f"{name}-approver.key"):
         assert (tmp_path / key).stat().st_mode & 0o777 == 0o600
+
+
+async def test_publishing_the_b2b_rule_set_names_each_missing_account(running, platform):
+    """The README's `clearing rules publish ...b2b.yaml` before the accounts exist says
+    which accounts to open (the demo and the quick start open them first)."""
+    code, _, err = await cli(running, platform.key, "rules", "publish",
+                             "server/clearing/rules/examples/b2b.yaml")
+    assert code == 1
+    for ref in ("GOV_ACCOUNT", "PLAT_001", "SUP_2025001", "LOGISTICS_B"):
+        assert f"unknown account {ref!r}" in err and f"--ref {ref}" in err, err
+    assert "open it first" in err

@@ -314,3 +314,40 @@ async def test_the_business_calendar_is_set_and_read(maker, database_url):
                                " AND '2098-10-31'")
         finally:
             await conn.close()
+
+
+async def test_admin_init_makes_a_key_the_platform_commands_use(running, database_url,
+                                                                tmp_path):
+    import asyncio
+    import os
+    import sys
+
+    from tests.support import ROOT, admin_cli
+
+    out = tmp_path / "admin.key"
+    env = {**os.environ, "CLEARING_DATABASE_URL": database_url, "CLEARING_LOG_LEVEL": "WARNING"}
+
+    async def init() -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "clearing.cli", "admin", "init", "--name", "ops",
+            "--out", str(out), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        o, e = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, o.decode(), e.decode()
+
+    code, stdout, err = await init()
+    assert code == 0 and f"written to {out}" in stdout, err
+    assert out.stat().st_mode & 0o777 == 0o600
+    code, _, err = await init()
+    assert code != 0 and "exists" in err  # never overwritten unasked
+    key = out.read_text().strip()
+    assert key.startswith("ca_")
+    name = _name()
+    code, stdout, err = await admin_cli(running.port, key, "platform", "create", name)
+    assert code == 0 and f"platform {name} (id " in stdout, err
+    platform_key = stdout.splitlines()[-1]
+    assert platform_key.startswith("ck_")
+    code, stdout, err = await admin_cli(running.port, platform_key, "platform", "list")
+    assert code != 0 and "PERMISSION_DENIED" in err  # a platform's key is no admin key
+    code, stdout, err = await admin_cli(running.port, key, "platform", "create", name)
+    assert code != 0 and "already exists" in err
