@@ -66,6 +66,20 @@ async def insert_key(conn: asyncpg.Connection, platform_id: int,
     return key_id, key
 
 
+async def list_admin_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every admin key (never the key): id, name, prefix, created, last used, revoked."""
+    return await conn.fetch("SELECT admin_key_id, name, key_prefix, created_at, last_used_at,"
+                            " revoked_at FROM admin_keys ORDER BY admin_key_id")
+
+
+async def revoke_admin_key(conn: asyncpg.Connection, admin_key_id: int) -> bool:
+    """Revoke an admin key (False if it was revoked already, or is unknown); every server
+    refuses it within clearing.api.auth.REVOCATION_BOUND_S."""
+    return await conn.fetchval(
+        "UPDATE admin_keys SET revoked_at = now() WHERE admin_key_id = $1"
+        " AND revoked_at IS NULL RETURNING true", admin_key_id) or False
+
+
 async def create_admin_key(conn: asyncpg.Connection, name: str) -> tuple[int, str]:
     """An admin key (PlatformService), made on the server host by `clearing admin init`;
     returns (admin_key_id, key). Only its SHA-256 and prefix are stored."""

@@ -5,6 +5,7 @@ RequestPayout's fee); the business calendar; invalid input answered with its fie
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import asyncpg
@@ -351,3 +352,31 @@ async def test_admin_init_makes_a_key_the_platform_commands_use(running, databas
     assert code != 0 and "PERMISSION_DENIED" in err  # a platform's key is no admin key
     code, stdout, err = await admin_cli(running.port, key, "platform", "create", name)
     assert code != 0 and "already exists" in err
+
+
+async def test_a_revoked_admin_key_is_refused_within_a_second(channel, database_url):
+    import os
+    import sys
+    import time
+
+    from tests.support import ROOT
+
+    key_id, key = await _admin_key(database_url)
+    admin = Admin(channel, key)
+    await admin.call("ListPlatforms", pb.ListPlatformsRequest(page_size=1))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clearing.cli", "admin", "revoke", str(key_id),
+        env={**os.environ, "CLEARING_DATABASE_URL": database_url}, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    revoked = time.monotonic()
+    assert proc.returncode == 0 and f"admin key {key_id} revoked" in out.decode(), err
+    while True:
+        started = time.monotonic()
+        try:
+            await admin.call("ListPlatforms", pb.ListPlatformsRequest(page_size=1))
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+            break
+        assert started - revoked < 1.0, "a revoked admin key was accepted after a second"
+        await asyncio.sleep(0.02)

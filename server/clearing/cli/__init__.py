@@ -4,6 +4,7 @@
     clearing migrate                          apply schema migrations
     clearing admin init [--out FILE]          an admin key (on the server host, straight in
                                               the database; `make run` writes var/admin.key)
+    clearing admin list | revoke ID           the admin keys (on the database too)
   through PlatformService, with an admin key (--admin-key-file, default var/admin.key):
     clearing platform create NAME             create a platform; prints its API key once
     clearing platform list                    every platform

@@ -70,6 +70,32 @@ def cmd_admin_init(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_admin_keys(args, settings: Settings) -> int:
+    """`clearing admin list|revoke ID`: the admin keys, on the server host (the database)."""
+    from clearing import tenancy
+
+    async def go() -> int:
+        conn = await _admin_connect(settings)
+        try:
+            if args.action == "revoke":
+                done = await tenancy.revoke_admin_key(conn, args.admin_key_id)
+                print(f"admin key {args.admin_key_id} "
+                      + ("revoked" if done else "was revoked already (or does not exist)"))
+                return 0
+            print(f"{'id':>6}  {'name':<20}  {'prefix':<8}  {'created':<19}  "
+                  f"{'last_used':<19}  revoked")
+            for r in await tenancy.list_admin_keys(conn):
+                when = [r[c].isoformat(timespec="seconds") if r[c] else "-"
+                        for c in ("created_at", "last_used_at", "revoked_at")]
+                print(f"{r['admin_key_id']:>6}  {r['name']:<20}  {r['key_prefix']:<8}  "
+                      f"{when[0]:<19}  {when[1]:<19}  {when[2]}")
+            return 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
 # ---- through PlatformService (an admin key) ------------------------------------------------
 
 def _admin_key(args, settings: Settings) -> str:
@@ -430,6 +456,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="the file (0600) to write the key to")
     p.add_argument("--force", action="store_true", help="replace the file if it exists")
     p.set_defaults(func=cmd_admin_init)
+    admin.add_parser("list", help="the admin keys (never the keys)").set_defaults(
+        func=cmd_admin_keys)
+    p = admin.add_parser("revoke", help="revoke an admin key: refused within 1 s")
+    p.add_argument("admin_key_id", type=int)
+    p.set_defaults(func=cmd_admin_keys)
 
     plat = sub.add_parser("platform", help="platforms (tenants), through PlatformService"
                           ).add_subparsers(dest="action", required=True)
