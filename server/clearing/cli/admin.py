@@ -134,11 +134,13 @@ async def _platform(client, name: str):
     from clearing_client import ClearingRpcError
     from clearing_client.v1 import platform_pb2 as pb
 
+    from clearing.reasons import Reason
+
     try:
         return (await client.call(client.platform.GetPlatform,
                                   pb.GetPlatformRequest(name=name))).platform
     except ClearingRpcError as err:
-        if err.reason == "PLATFORM_NOT_FOUND":
+        if err.reason == Reason.PLATFORM_NOT_FOUND:
             raise SystemExit(f"no platform named {name!r}") from None
         raise
 
@@ -308,7 +310,6 @@ def cmd_verify_all(args, settings: Settings) -> int:
 
 _CONFIG_AMOUNTS = ("fee_fixed_minor", "min_amount_minor", "max_amount_minor", "daily_max_minor",
                    "review_threshold_minor", "bank_transfer_max_minor")
-_STATES = {1: "PENDING", 2: "APPLIED", 3: "APPROVED", 4: "REJECTED", 5: "SUPERSEDED"}
 
 
 def _print_config(config, currency: str) -> None:
@@ -322,7 +323,10 @@ def _print_config(config, currency: str) -> None:
 
 
 def _print_change(change) -> None:
-    state = _STATES.get(change.state, str(change.state))
+    from clearing_client.v1 import platform_pb2 as pb
+
+    state = pb.PayoutConfigChangeState.Name(change.state).removeprefix(
+        "PAYOUT_CONFIG_CHANGE_STATE_")
     print(f"change {change.change_id}: {state}")
     if state == "PENDING":
         print(f"  the fee changes: another admin key approves it: clearing platform "
