@@ -12,10 +12,11 @@ NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 BUF := $(abspath $(VENV)/bin/buf)
 
-.PHONY: help venv node proto proto-check lint breaking run test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
+.PHONY: help venv node proto proto-check lint breaking run demo test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
+	@echo "make demo          the seed's B2B example end to end, against the server make run started"
 	@echo "make test          the whole test suite against real PostgreSQL and Redis"
 	@echo "make proto         regenerate the Python and Node code from proto/"
 	@echo "make proto-check   fail if the generated code is stale"
@@ -88,6 +89,11 @@ breaking: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m clearing.cli serve --dev
+
+# The seed's B2B example end to end (clearing.dev.demo), against the server `make run`
+# started: it reads var/admin.key, var/admin-approver.key and var/grpc.addr. Rerunnable.
+demo: $(STAMP)
+	$(PY) -m clearing.dev.demo
 
 # Two pytest-xdist workers, a test file each at a time (--dist loadfile keeps a module's
 # fixtures in one process; each worker has its own database, Redis prefix and server).

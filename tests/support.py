@@ -186,3 +186,30 @@ async def cli(running, key: str, *argv: str) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=CLI_TIMEOUT_S)
     return proc.returncode, out.decode(), err.decode()
+
+
+async def new_admin_key(database_url: str) -> str:
+    """An admin key (PlatformService), as `clearing admin init` makes it."""
+    import secrets
+
+    import asyncpg
+
+    from clearing.tenancy import create_admin_key
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return (await create_admin_key(conn, f"test-{secrets.token_hex(3)}"))[1]
+    finally:
+        await conn.close()
+
+
+async def admin_cli(port: int, admin_key: str, *argv: str) -> tuple[int, str, str]:
+    """`python -m clearing.cli ARGV` against the server on `port` with an admin key:
+    (exit status, stdout, stderr)."""
+    env = {**os.environ, "CLEARING_GRPC_ADDR": f"127.0.0.1:{port}",
+           "CLEARING_ADMIN_KEY": admin_key, "CLEARING_LOG_LEVEL": "WARNING"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clearing.cli", *argv, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=CLI_TIMEOUT_S)
+    return proc.returncode, out.decode(), err.decode()

@@ -432,6 +432,12 @@ def client_api_key(raw_env: Mapping[str, str] | None = None) -> str:
     return (os.environ if raw_env is None else raw_env).get("CLEARING_API_KEY", "")
 
 
+def client_admin_key(raw_env: Mapping[str, str] | None = None) -> str:
+    """The admin commands' admin key from CLEARING_ADMIN_KEY ("" if unset): a credential of
+    the `clearing` client (PlatformService), not a server setting."""
+    return (os.environ if raw_env is None else raw_env).get("CLEARING_ADMIN_KEY", "")
+
+
 assert len({var.name for var, _ in variables()}) == len(variables()), "a variable twice"
 
 if __name__ == "__main__":

@@ -157,6 +157,17 @@ SHIFT_DAYS_MAX = 31
 # Calendar rows loaded at most (about 13 years of exceptions).
 CALENDAR_DAYS_MAX = 5000
 
+# ---- the admin API (platform.proto, PlatformService) ----------------------------------------
+PLATFORM_NAME_LEN_MAX = 64  # platforms.name's CHECK
+# Calendar days one SetBusinessCalendar changes, and the days one GetBusinessCalendar spans.
+CALENDAR_DAYS_PER_CHANGE_MAX = 366
+CALENDAR_RANGE_DAYS_MAX = 3660
+CALENDAR_NOTE_LEN_MAX = 200
+# The note of a payout configuration change's decision.
+DECISION_NOTE_LEN_MAX = 512
+# How often each server process writes the last use of the keys it authenticated.
+KEY_LAST_USE_FLUSH_S = 30.0
+
 # ---- reconciliation (reconciliation.proto; docs/recon.md) -----------------------------------
 # A statement file as uploaded (gzip or not), and once decompressed: a file beyond either is
 # refused whole (STATEMENT_TOO_LARGE), so a small gzip cannot expand without bound.
@@ -300,3 +311,5 @@ BACKTEST_RECEIVERS_MAX = 1000
 BACKTESTS_CONCURRENT_MAX = 1
 # Accounts (by external_ref) a backtest keeps in memory for the orders' parties.
 BACKTEST_ACCOUNTS_MAX = 100_000
+_require(CALENDAR_DAYS_PER_CHANGE_MAX <= CALENDAR_DAYS_MAX,
+         "CALENDAR_DAYS_PER_CHANGE_MAX <= CALENDAR_DAYS_MAX")

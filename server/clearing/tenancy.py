@@ -19,11 +19,14 @@ from clearing.errors import FieldViolation, InvalidArgument
 from clearing.ledger.model import Role
 
 KEY_PREFIX = "ck_"
+# An admin key's (PlatformService; `clearing admin init`): the servers look it up among the
+# admin keys, never among the platforms' keys.
+ADMIN_KEY_PREFIX = "ca_"
 PREFIX_LEN = 8  # the characters of a key stored and logged to recognise it
 
 
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
+def new_key(prefix: str = KEY_PREFIX) -> str:
+    return prefix + secrets.token_urlsafe(32)
 
 
 def hash_key(key: str) -> bytes:
@@ -47,14 +50,44 @@ async def create_platform(conn: asyncpg.Connection, name: str,
 
 async def create_key(conn: asyncpg.Connection, platform_id: int, roles: frozenset[str]) -> str:
     """Another key for a platform, with these roles (Role.ALL); returns the key."""
+    return (await insert_key(conn, platform_id, roles))[1]
+
+
+async def insert_key(conn: asyncpg.Connection, platform_id: int,
+                     roles: frozenset[str]) -> tuple[int, str]:
+    """Another key for a platform, with these roles (Role.ALL); returns (key_id, key)."""
     unknown = set(roles) - Role.ALL
     if not roles or unknown:
         raise InvalidArgument([FieldViolation("roles", f"unknown or no roles: {sorted(unknown)}")])
     key = new_key()
-    await conn.execute(
-        "INSERT INTO api_keys (platform_id, key_hash, key_prefix, roles) VALUES ($1, $2, $3, $4)",
-        platform_id, hash_key(key), key[:PREFIX_LEN], sorted(roles))
-    return key
+    key_id = await conn.fetchval(
+        "INSERT INTO api_keys (platform_id, key_hash, key_prefix, roles) VALUES ($1, $2, $3, $4)"
+        " RETURNING key_id", platform_id, hash_key(key), key[:PREFIX_LEN], sorted(roles))
+    return key_id, key
+
+
+async def list_admin_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every admin key (never the key): id, name, prefix, created, last used, revoked."""
+    return await conn.fetch("SELECT admin_key_id, name, key_prefix, created_at, last_used_at,"
+                            " revoked_at FROM admin_keys ORDER BY admin_key_id")
+
+
+async def revoke_admin_key(conn: asyncpg.Connection, admin_key_id: int) -> bool:
+    """Revoke an admin key (False if it was revoked already, or is unknown); every server
+    refuses it within clearing.api.auth.REVOCATION_BOUND_S."""
+    return await conn.fetchval(
+        "UPDATE admin_keys SET revoked_at = now() WHERE admin_key_id = $1"
+        " AND revoked_at IS NULL RETURNING true", admin_key_id) or False
+
+
+async def create_admin_key(conn: asyncpg.Connection, name: str) -> tuple[int, str]:
+    """An admin key (PlatformService), made on the server host by `clearing admin init`;
+    returns (admin_key_id, key). Only its SHA-256 and prefix are stored."""
+    key = new_key(ADMIN_KEY_PREFIX)
+    key_id = await conn.fetchval(
+        "INSERT INTO admin_keys (name, key_hash, key_prefix) VALUES ($1, $2, $3)"
+        " RETURNING admin_key_id", name, hash_key(key), key[:PREFIX_LEN])
+    return key_id, key
 
 
 @dataclass(frozen=True, slots=True)

@@ -292,6 +292,12 @@ def test_dev_run_ctrl_c_and_restart():
         key = (data_dir / "demo.key").read_text().strip()
         assert key and (data_dir / "demo-approver.key").read_text().strip()
         assert (data_dir / "demo.key").stat().st_mode & 0o077 == 0
+        # the operator's admin keys and the address, for `make demo`
+        admin_key = (data_dir / "admin.key").read_text().strip()
+        assert admin_key.startswith("ca_") and (data_dir / "admin-approver.key").exists()
+        for name in ("admin.key", "admin-approver.key"):
+            assert (data_dir / name).stat().st_mode & 0o777 == 0o600
+        assert (data_dir / "grpc.addr").read_text().strip() == f"127.0.0.1:{grpc_port}"
         exports, commands, grpcurl_line = _banner_commands(banner)
         client_env = _client_env(env, exports)
 
@@ -353,6 +359,7 @@ def test_dev_run_ctrl_c_and_restart():
         servers.append(second)
         banner = second.banner(RESTART_TIMEOUT_S)
         assert (data_dir / "demo.key").read_text().strip() == key  # demo made once
+        assert (data_dir / "admin.key").read_text().strip() == admin_key
         exports, commands, _ = _banner_commands(banner)
         client_env = _client_env(env, exports)
         list_cmd = next(argv for argv in commands if argv[1:3] == ["accounts", "list"])

@@ -1,12 +1,10 @@
-"""`clearing keys revoke`: a revoked key is refused (UNAUTHENTICATED) by every server process
-within a second, while the platform's other keys keep working; `clearing keys list` shows
-the keys with their state."""
+"""`clearing keys revoke` (through PlatformService, an admin key): a revoked key is refused
+(UNAUTHENTICATED) by every server process within a second, while the platform's other keys
+keep working; `clearing keys list` shows the keys with their state."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 
 import grpc
@@ -14,20 +12,15 @@ import pytest
 
 from clearing.v1 import ledger_pb2 as pb
 from tests.split_support import new_key
-from tests.support import ROOT, Client, ServerProcess
+from tests.support import Client, ServerProcess, admin_cli, new_admin_key
 
 REFUSED_WITHIN_S = 1.0
 # The extra processes share the session's database: no payout worker nor scheduler there.
 QUIET = {"CLEARING_PAYOUT_WORKER": "0", "CLEARING_PAYOUT_SCHEDULER": "0"}
 
 
-async def _cli(database_url: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clearing.cli", "keys", *args,
-        env={**os.environ, "CLEARING_DATABASE_URL": database_url}, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, out.decode(), err.decode()
+async def _cli(port: int, admin_key: str, *args: str) -> tuple[int, str, str]:
+    return await admin_cli(port, admin_key, "keys", *args)
 
 
 async def _works(client: Client) -> bool:
@@ -52,7 +45,8 @@ async def test_a_revoked_key_is_refused_by_every_process_within_a_second(
         kept_clients = [Client(ch, platform.key) for ch in channels]
         for c in doomed_clients + kept_clients:  # every process has both keys cached
             assert await _works(c)
-        code, out, err = await _cli(database_url, "revoke", doomed[:8])
+        admin_key = await new_admin_key(database_url)
+        code, out, err = await _cli(servers[0].port, admin_key, "revoke", doomed[:8])
         revoked = time.monotonic()
         assert code == 0, err
         assert "revoked" in out and doomed[:8] in out
@@ -73,7 +67,7 @@ async def test_a_revoked_key_is_refused_by_every_process_within_a_second(
             assert not await _works(c)
         for c in kept_clients:
             assert await _works(c)
-        code, out, _ = await _cli(database_url, "revoke", doomed[:8])
+        code, out, _ = await _cli(servers[0].port, admin_key, "revoke", doomed[:8])
         assert code == 0 and "revoked already" in out
     finally:
         for ch in channels:
@@ -82,34 +76,43 @@ async def test_a_revoked_key_is_refused_by_every_process_within_a_second(
             s.terminate()
 
 
-async def test_keys_list_shows_prefix_roles_and_revocation(database_url, platform):
+async def test_keys_list_shows_prefix_roles_and_revocation(database_url, platform, running):
+    admin_key = await new_admin_key(database_url)
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        return await _cli(running.port, admin_key, *args)
+
     second = await new_key(database_url, platform.platform_id, {"approver"})
-    code, out, err = await _cli(database_url, "list", "--platform", platform.name)
+    code, out, err = await cli("list", "--platform", platform.name)
     assert code == 0, err
     header, first_line, second_line = out.strip().splitlines()
-    assert header.split() == ["id", "prefix", "roles", "created", "revoked"]
+    assert header.split() == ["id", "prefix", "roles", "created", "last_used", "revoked"]
     assert first_line.split()[1:3] == [platform.key[:8], "gateway,operator"]
     assert second_line.split()[1:3] == [second[:8], "approver"]
     assert first_line.split()[-1] == second_line.split()[-1] == "-"
     key_id = second_line.split()[0]
-    code, out, err = await _cli(database_url, "revoke", key_id)
+    code, out, err = await cli("revoke", key_id)
     assert code == 0 and f"key {key_id} " in out, err
-    _, out, _ = await _cli(database_url, "list", "--platform", platform.name)
+    _, out, _ = await cli("list", "--platform", platform.name)
     lines = out.strip().splitlines()
     assert lines[1].split()[-1] == "-" and lines[2].split()[-1] != "-"
-    code, _, err = await _cli(database_url, "revoke", "ck_zzzzz")
+    code, _, err = await cli("revoke", "ck_zzzzz")
     assert code != 0 and "no key matches" in err
-    code, _, err = await _cli(database_url, "list", "--platform", "no-such-platform")
+    code, _, err = await cli("list", "--platform", "no-such-platform")
     assert code != 0 and "no platform" in err
 
 
 async def test_keys_create_takes_known_roles_and_refuses_others_without_a_traceback(
-        database_url, platform):
-    code, out, err = await _cli(database_url, "create", platform.name, "--roles", "approver")
+        database_url, platform, running):
+    admin_key = await new_admin_key(database_url)
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        return await _cli(running.port, admin_key, *args)
+
+    code, out, err = await cli("create", platform.name, "--roles", "approver")
     assert code == 0 and out.startswith("ck_") and err == "", err
-    code, out, err = await _cli(database_url, "create", platform.name, "--roles",
-                                "approver,nope")
-    assert (code, out, err) == (1, "", "roles: unknown or no roles: ['nope']\n")
-    _, out, _ = await _cli(database_url, "list", "--platform", platform.name)
+    code, out, err = await cli("create", platform.name, "--roles", "approver,nope")
+    assert (code, out) == (1, "") and err.startswith("roles[1]: 'nope' is not one of"), err
+    _, out, _ = await cli("list", "--platform", platform.name)
     assert [line.split()[2] for line in out.strip().splitlines()[1:]] == [
         "gateway,operator", "approver"]

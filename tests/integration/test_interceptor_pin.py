@@ -27,8 +27,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clearing.api import interceptor as interceptor_module
 from clearing.api import ledger as ledger_api, payout as payout_api, split as split_api
+from clearing.api import platform as platform_api
 from clearing.api import reconciliation as recon_api
 from clearing.api.interceptor import ClearingInterceptor
+from clearing.v1 import platform_pb2, platform_pb2_grpc
 from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
                          reconciliation_pb2, reconciliation_pb2_grpc, split_pb2, split_pb2_grpc)
 from tests.support import details
@@ -44,9 +46,11 @@ SERVICES = [
     (reconciliation_pb2.DESCRIPTOR.services_by_name["ReconciliationService"],
      reconciliation_pb2_grpc,
      reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server),
+    (platform_pb2.DESCRIPTOR.services_by_name["PlatformService"], platform_pb2_grpc,
+     platform_pb2_grpc.add_PlatformServiceServicer_to_server),
 ]
 ROLES = {**ledger_api.METHOD_ROLES, **split_api.METHOD_ROLES, **payout_api.METHOD_ROLES,
-         **recon_api.METHOD_ROLES}
+         **recon_api.METHOD_ROLES, **platform_api.METHOD_ROLES}
 METHODS = [(service, method) for service, _, _ in SERVICES for method in service.methods]
 HANDLER_FIELDS = ("request_streaming", "response_streaming", "request_deserializer",
                   "response_serializer", "unary_unary", "unary_stream", "stream_unary",

@@ -12,11 +12,8 @@ party held until SHIPPED, plus the order's platform coupons paid to the seller f
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
-import os
-import sys
 import textwrap
 import time
 
@@ -33,7 +30,7 @@ from clearing.v1 import rule_set_pb2
 from clearing.v1 import split_pb2 as pb
 from tests.payout_support import Payouts
 from tests.split_support import Splits, new_key
-from tests.support import ROOT, Client, details, rid
+from tests.support import Client, admin_cli, details, new_admin_key, rid
 
 UTC = dt.timezone.utc
 YEAR_1 = -62_135_596_800
@@ -294,21 +291,15 @@ async def test_an_empty_time_zone_is_the_default(world: World):
         request_id=rid(), rule_set=msg))).rule_set.version == 2
 
 
-async def _cli(database_url: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clearing.cli", "platform", "payout-config", *args,
-        env={**os.environ, "CLEARING_DATABASE_URL": database_url}, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, out.decode(), err.decode()
-
-
-async def test_payout_config_refuses_a_time_zone_folder(platform, database_url):
+async def test_payout_config_refuses_a_time_zone_folder(platform, database_url, running):
+    admin_key = await new_admin_key(database_url)
     for zone in ("America", "UTC/../x"):
-        code, _, err = await _cli(database_url, platform.name, "--time-zone", zone)
+        code, _, err = await admin_cli(running.port, admin_key, "platform", "payout-config",
+                                       platform.name, "--time-zone", zone)
         assert code != 0 and "time_zone:" in err and "IANA" in err, err
         assert "Traceback" not in err, err
-    code, out, err = await _cli(database_url, platform.name, "--time-zone", "Europe/Paris")
+    code, out, err = await admin_cli(running.port, admin_key, "platform", "payout-config",
+                                     platform.name, "--time-zone", "Europe/Paris")
     assert code == 0 and "time_zone: Europe/Paris" in out, err
 
 

@@ -1,36 +1,43 @@
-"""`clearing calendar set|unset|list` against the real database, and the scheduler's
-calendar cache picking a change up when it refreshes."""
+"""`clearing calendar set|unset|list` through PlatformService (an admin key), and the
+scheduler's calendar cache picking a change up when it refreshes."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 
 import asyncpg
+import pytest
 
 from clearing.clock import ManualClock
 from clearing.payout.schedule import CalendarCache, load_calendar
-from tests.support import ROOT
+from tests.support import admin_cli, new_admin_key
 
 # Days far from any other test's (all of them Mondays-Fridays or weekends of 2099).
 HOLIDAY = dt.date(2099, 6, 3)    # Wednesday
 WORKDAY = dt.date(2099, 6, 6)    # Saturday
 
 
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CLEARING_DATABASE_URL": database_url, "CLEARING_LOG_LEVEL": "WARNING"}
-    return subprocess.run([sys.executable, "-m", "clearing.cli", "calendar", *args], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+class _Done:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.returncode, self.stdout, self.stderr = code, out, err
 
 
-async def test_calendar_cli_sets_lists_and_unsets_days(database_url):
-    done = cli(database_url, "set", HOLIDAY.isoformat(), "--holiday", "--note", "test")
+@pytest.fixture
+async def cli(running, database_url):
+    admin_key = await new_admin_key(database_url)
+
+    async def run(*args: str) -> _Done:
+        return _Done(*await admin_cli(running.port, admin_key, "calendar", *args))
+
+    return run
+
+
+async def test_calendar_cli_sets_lists_and_unsets_days(database_url, cli):
+    done = await cli("set", HOLIDAY.isoformat(), "--holiday", "--note", "test")
     assert done.returncode == 0, done.stderr
-    done = cli(database_url, "set", WORKDAY.isoformat(), "--workday")
+    done = await cli("set", WORKDAY.isoformat(), "--workday")
     assert done.returncode == 0, done.stderr
-    listed = cli(database_url, "list", "--from", "2099-06-01", "--to", "2099-06-30")
+    listed = await cli("list", "--from", "2099-06-01", "--to", "2099-06-30")
     assert listed.stdout.splitlines() == ["2099-06-03 Wed holiday  test",
                                           "2099-06-06 Sat working day"]
     conn = await asyncpg.connect(database_url)
@@ -38,8 +45,8 @@ async def test_calendar_cli_sets_lists_and_unsets_days(database_url):
         cal = await load_calendar(conn, dt.date(2099, 6, 1))
         assert (cal.is_business_day(HOLIDAY), cal.is_business_day(WORKDAY)) == (False, True)
         assert cal.is_business_day(dt.date(2099, 6, 4)) is True
-        assert cli(database_url, "unset", HOLIDAY.isoformat()).returncode == 0
-        assert cli(database_url, "unset", WORKDAY.isoformat()).returncode == 0
+        assert (await cli("unset", HOLIDAY.isoformat())).returncode == 0
+        assert (await cli("unset", WORKDAY.isoformat())).returncode == 0
         cal = await load_calendar(conn, dt.date(2099, 6, 1))
         assert (cal.is_business_day(HOLIDAY), cal.is_business_day(WORKDAY)) == (True, False)
     finally:
@@ -47,10 +54,10 @@ async def test_calendar_cli_sets_lists_and_unsets_days(database_url):
         await conn.close()
 
 
-async def test_calendar_cli_refuses_bad_input(database_url):
-    done = cli(database_url, "set", "2099-02-30", "--holiday")
+async def test_calendar_cli_refuses_bad_input(cli):
+    done = await cli("set", "2099-02-30", "--holiday")
     assert done.returncode != 0 and "is not a date" in done.stderr
-    done = cli(database_url, "set", "2099-06-03")
+    done = await cli("set", "2099-06-03")
     assert done.returncode == 2   # --holiday or --workday is required
 
 

@@ -61,10 +61,18 @@ def _make_test_is_ci() -> None:
     assert re.search(r"^\s*make test\b", (ROOT / ".ci" / "run").read_text(), re.M)
 
 
+def _make_demo_is_tested() -> None:
+    # `make demo` is clearing.dev.demo, which test_demo runs (twice) against a test server.
+    assert "-m clearing.dev.demo" in _makefile_recipe("demo")
+    test = (ROOT / "tests" / "integration" / "test_demo.py").read_text()
+    assert "await demo.run(" in test
+
+
 # Commands the README shows that other tests run, with the check that they still do.
 RUN_ELSEWHERE = {
     "make run": _make_run_is_the_dev_run,
     "make test": _make_test_is_ci,
+    "make demo": _make_demo_is_tested,
 }
 
 

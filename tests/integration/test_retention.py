@@ -59,12 +59,14 @@ KEPT: dict[str, tuple[str, ...] | None] = {
     "risk_event_steps": None,
     "risk_inflows": None,
     "rule_set_swing_approvals": None,
+    "payout_config_changes": ("state", "decided_by", "decided_at", "note"),
 }
 # Tables that are not records: configuration, caches of state, the runner's own. Deletable.
 MUTABLE = {
     "schema_migrations": "the migration runner's",
     "api_keys": "credentials (revoked, not deleted, by the CLI); records name the key id",
     "api_key_changes": "a counter the key caches poll",
+    "admin_keys": "the operator's credentials (revoked, not deleted); changes name the key id",
     "rule_set_heads": "which version is active: the activations are the record",
     "payout_configs": "configuration",
     "payout_schedules": "configuration",

@@ -14,8 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clearing import logs, metrics
-from clearing.v1 import (ledger_pb2 as pb, payout_pb2, payout_pb2_grpc, reconciliation_pb2,
-                         report_pb2, report_pb2_grpc, risk_pb2, split_pb2)
+from clearing.v1 import (ledger_pb2 as pb, payout_pb2, payout_pb2_grpc, platform_pb2,
+                         reconciliation_pb2, report_pb2, report_pb2_grpc, risk_pb2, split_pb2)
 from tests.split_support import new_key
 from tests.support import Client, details
 
@@ -23,6 +23,7 @@ from tests.support import Client, details
 SERVICES = {
     "clearing.v1.LedgerService", "clearing.v1.SplitService", "clearing.v1.PayoutService",
     "clearing.v1.ReconciliationService", "clearing.v1.ReportService", "clearing.v1.RiskService",
+    "clearing.v1.PlatformService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }
@@ -82,6 +83,12 @@ async def test_contract_method_names():
     risk = {m.name for m in risk_pb2.DESCRIPTOR.services_by_name["RiskService"].methods}
     assert risk == {"PublishRiskPolicy", "ActivateRiskPolicy", "GetRiskPolicy",
                     "ListRiskEvents", "GetRiskEvent", "ResolveRiskEvent"}
+    admin = {m.name for m in
+             platform_pb2.DESCRIPTOR.services_by_name["PlatformService"].methods}
+    assert admin == {"CreatePlatform", "GetPlatform", "ListPlatforms", "CreateApiKey",
+                     "ListApiKeys", "RevokeApiKey", "GetPayoutConfig", "SetPayoutConfig",
+                     "ApprovePayoutConfigChange", "RejectPayoutConfigChange",
+                     "GetBusinessCalendar", "SetBusinessCalendar"}
 
 
 async def test_health_serves_every_service(channel):

@@ -1,4 +1,4 @@
-"""The domain packages (ledger, rules, splits, payout, recon, reports, risk) import neither grpc nor generated
+"""The domain packages (ledger, rules, splits, payout, recon, reports, risk, platforms) import neither grpc nor generated
 protobuf code nor the API layer: conversion to and from the wire lives in `clearing.api`
 (DESIGN.md). Read from the source files' import statements, so a lazy import inside a
 function counts too."""
@@ -13,7 +13,8 @@ import pytest
 import clearing
 
 SERVER = Path(clearing.__file__).parent
-DOMAIN_PACKAGES = ("ledger", "rules", "splits", "payout", "recon", "reports", "risk")
+DOMAIN_PACKAGES = ("ledger", "rules", "splits", "payout", "recon", "reports", "risk",
+                   "platforms")
 FORBIDDEN = ("grpc", "google.protobuf", "google.rpc", "clearing.v1", "clearing.api",
              "clearing.cli", "clearing.server")
 

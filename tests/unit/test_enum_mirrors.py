@@ -20,6 +20,7 @@ import pytest
 
 import clearing.ledger
 import clearing.payout
+import clearing.platforms
 import clearing.recon
 import clearing.reports
 import clearing.risk
@@ -27,19 +28,20 @@ import clearing.rules
 import clearing.splits
 from clearing.ledger import model as ledger
 from clearing.payout import calendar, model as payout
+from clearing.platforms import model as platforms
 from clearing.recon import model as recon
 from clearing.reports import voucher_model
 from clearing.risk import model as risk
 from clearing.rules import counters, model as rules
 from clearing.splits import model as split_model
-from clearing.v1 import (ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, risk_pb2,
-                         rule_set_pb2, split_pb2)
+from clearing.v1 import (ledger_pb2, payout_pb2, platform_pb2, reconciliation_pb2, report_pb2,
+                         risk_pb2, rule_set_pb2, split_pb2)
 from tests.support import ROOT
 
 # The generated modules whose enums are paired here: every .proto file's but errors.proto's
 # (ErrorReason has its mirror in clearing.reasons, tests/unit/test_reasons.py).
-MODULES = (ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, risk_pb2, rule_set_pb2,
-           split_pb2)
+MODULES = (ledger_pb2, payout_pb2, platform_pb2, reconciliation_pb2, report_pb2, risk_pb2,
+           rule_set_pb2, split_pb2)
 
 # (domain enum, proto enum descriptor)
 PAIRS = [
@@ -84,6 +86,8 @@ PAIRS = [
     (risk.RiskAction, risk_pb2.RiskAction.DESCRIPTOR),
     (risk.RiskEventState, risk_pb2.RiskEventState.DESCRIPTOR),
     (risk.RiskDecision, risk_pb2.RiskDecision.DESCRIPTOR),
+    (platforms.ChangeState, platform_pb2.PayoutConfigChangeState.DESCRIPTOR),
+    (platforms.DayKind, platform_pb2.CalendarDayKind.DESCRIPTOR),
 ]
 # IntEnums of the domain packages that mirror no proto enum: the bank's answer states
 # (clearing.dev's simulator has its own, outside the domain packages).
@@ -138,8 +142,8 @@ def test_domain_enum_mirrors_proto(domain, descriptor):
 
 def _domain_int_enums() -> set[str]:
     found = set()
-    for package in (clearing.ledger, clearing.payout, clearing.recon, clearing.reports,
-                    clearing.rules, clearing.risk, clearing.splits):
+    for package in (clearing.ledger, clearing.payout, clearing.platforms, clearing.recon,
+                    clearing.reports, clearing.rules, clearing.risk, clearing.splits):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             module = importlib.import_module(info.name)
             for value in vars(module).values():

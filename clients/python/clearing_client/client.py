@@ -24,6 +24,7 @@ from clearing_client.v1 import ledger_pb2_grpc, payout_pb2
 from clearing_client.v1 import payout_pb2_grpc, rule_set_pb2, split_pb2, split_pb2_grpc
 from clearing_client.v1 import reconciliation_pb2, reconciliation_pb2_grpc, risk_pb2_grpc
 from clearing_client.v1 import report_pb2, report_pb2_grpc
+from clearing_client.v1 import platform_pb2_grpc
 
 # The chunk of a statement file per ImportStatement message (the server takes up to 1 MiB).
 STATEMENT_CHUNK_BYTES = 256 * 1024
@@ -95,6 +96,8 @@ class ClearingClient:
         self.recon = reconciliation_pb2_grpc.ReconciliationServiceStub(self.channel)
         self.report = report_pb2_grpc.ReportServiceStub(self.channel)
         self.risk = risk_pb2_grpc.RiskServiceStub(self.channel)
+        # PlatformService answers admin keys only (`clearing admin init`, var/admin.key).
+        self.platform = platform_pb2_grpc.PlatformServiceStub(self.channel)
 
     async def __aenter__(self) -> "ClearingClient":
         return self

@@ -12,9 +12,10 @@ from typing import Callable
 import asyncpg
 
 from clearing.errors import Unauthenticated
-from clearing.ledger.model import Principal
+from clearing.ledger.model import Principal, Role
+from clearing.limits import KEY_LAST_USE_FLUSH_S
 from clearing.tasks import cancel_and_wait
-from clearing.tenancy import hash_key
+from clearing.tenancy import ADMIN_KEY_PREFIX, hash_key
 from clearing.reasons import Reason
 
 KEY_LEN_MAX = 128
@@ -52,6 +53,9 @@ class KeyStore:
         self._confirmed_at = float("-inf")  # start of the last poll that saw no change
         self._poller: asyncio.Task | None = None
         self._poll_failing = False
+        # keys authenticated since the last write of their last use: (admin?, key id)
+        self._used: set[tuple[bool, int]] = set()
+        self._used_flushed_at = clock()
 
     async def principal(self, key: str) -> Principal:
         if not key or len(key) > KEY_LEN_MAX:
@@ -63,13 +67,14 @@ class KeyStore:
             found = hit[2]
         else:
             generation = self._generation
-            found = await self._load(digest)
+            found = await self._load(digest, key.startswith(ADMIN_KEY_PREFIX))
             if generation == self._generation:  # no change seen while it loaded
                 if len(self._cache) >= CACHE_ENTRIES_MAX:
                     self._cache.clear()
                 self._cache[digest] = (now, generation, found)
         if found is None:
             raise Unauthenticated("unknown or revoked API key", reason=Reason.API_KEY_INVALID)
+        self._used.add((found.is_admin, found.key_id))
         return found
 
     def _fresh(self, hit: tuple[float, int, Principal | None], now: float) -> bool:
@@ -78,7 +83,13 @@ class KeyStore:
             return False
         return max(loaded_at, self._confirmed_at) > now - CONFIRMED_MAX_AGE_S
 
-    async def _load(self, digest: bytes) -> Principal | None:
+    async def _load(self, digest: bytes, admin: bool) -> Principal | None:
+        if admin:  # an admin key (`clearing admin init`): PlatformService's, platform 0
+            row = await self._pool.fetchrow(
+                "SELECT admin_key_id FROM admin_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                digest)
+            return None if row is None else Principal(0, row["admin_key_id"],
+                                                      frozenset({Role.ADMIN}))
         row = await self._pool.fetchrow(
             "SELECT key_id, platform_id, roles FROM api_keys"
             " WHERE key_hash = $1 AND revoked_at IS NULL", digest)
@@ -109,6 +120,10 @@ class KeyStore:
         if self._poller is not None:
             await cancel_and_wait(self._poller)
             self._poller = None
+            try:
+                await self.flush_last_use()
+            except Exception as exc:  # noqa: BLE001 - a key's last use is a hint
+                log.warning("could not write the keys' last use: %r", exc)
 
     async def _poll_loop(self) -> None:
         while True:
@@ -123,4 +138,25 @@ class KeyStore:
                 if not self._poll_failing:
                     log.warning("api key poll failed (%r): keys are looked up per call", exc)
                 self._poll_failing = True
+            if self._clock() - self._used_flushed_at >= KEY_LAST_USE_FLUSH_S:
+                try:
+                    await self.flush_last_use()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a key's last use is a hint
+                    log.warning("could not write the keys' last use: %r", exc)
             await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def flush_last_use(self) -> None:
+        """Write the last use of the keys authenticated since the previous write (the
+        update names no column the key table's change counter watches: caches stay)."""
+        used, self._used = self._used, set()
+        self._used_flushed_at = self._clock()
+        platform_keys = sorted(k for admin, k in used if not admin)
+        admin_keys = sorted(k for admin, k in used if admin)
+        if platform_keys:
+            await self._pool.execute("UPDATE api_keys SET last_used_at = now()"
+                                     " WHERE key_id = ANY($1::bigint[])", platform_keys)
+        if admin_keys:
+            await self._pool.execute("UPDATE admin_keys SET last_used_at = now()"
+                                     " WHERE admin_key_id = ANY($1::bigint[])", admin_keys)

@@ -19,7 +19,7 @@ from clearing.api.auth import KeyStore
 from clearing.api.errors import code_name, status_for
 from clearing.errors import (ClearingError, FieldViolation, InvalidArgument,
                              PermissionDenied, Unauthenticated)
-from clearing.ledger.model import Principal
+from clearing.ledger.model import Principal, Role
 from clearing.reasons import Reason
 
 log = logging.getLogger("clearing.api")
@@ -108,6 +108,11 @@ class ClearingInterceptor:
     async def _enter(self, method: str, short: str, context, request) -> Principal:
         who = await self._keys.principal(_bearer(context))
         allowed = self._roles[method]
+        if who.is_admin != (Role.ADMIN in allowed):  # admin keys: PlatformService only
+            raise PermissionDenied(
+                f"{short} is not for an admin key" if who.is_admin
+                else f"{short} needs an admin key (`clearing admin init`)",
+                metadata={"roles": ",".join(sorted(allowed))})
         if allowed and not (who.roles & allowed):
             raise PermissionDenied(f"{short} needs one of the roles {sorted(allowed)}",
                                    metadata={"roles": ",".join(sorted(allowed))})

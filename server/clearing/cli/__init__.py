@@ -2,9 +2,15 @@
 
     clearing serve [--dev] [--workers N]      run the server
     clearing migrate                          apply schema migrations
+    clearing admin init [--out FILE]          an admin key (on the server host, straight in
+                                              the database; `make run` writes var/admin.key)
+    clearing admin list | revoke ID           the admin keys (on the database too)
+  through PlatformService, with an admin key (--admin-key-file, default var/admin.key):
     clearing platform create NAME             create a platform; prints its API key once
+    clearing platform list                    every platform
     clearing keys create PLATFORM --roles R   another key for a platform
-    clearing keys list --platform P           its keys: id, prefix, roles, created, revoked
+    clearing keys list --platform P           its keys: id, prefix, roles, created, last
+                                              used, revoked
     clearing keys revoke KEY_PREFIX_OR_ID     refused by every server within a second
     clearing accounts create|list|get|freeze|unfreeze|close ...
     clearing balance ACCOUNT_ID               balances of an account
@@ -28,7 +34,9 @@
                                               the orders of a CSV or JSON-lines file, as
                                               SplitBatch calls (re-runs book nothing twice)
     clearing platform payout-config NAME ...  a platform's payout fee, limits and review
-                                              threshold per currency (--show to read)
+                                              threshold per currency (--show to read); a
+                                              fee change waits for another admin key:
+    clearing platform approve-change|reject-change CHANGE_ID
     clearing payouts bind|request|get|list|approve|reject ...
                                               PayoutService (approve/reject: approver key)
     clearing calendar set DAY --holiday|--workday [--note N]
@@ -71,9 +79,10 @@ import argparse
 from clearing.cli import admin, client, recon, reports, risk, serve, split, vouchers
 from clearing.config import Settings
 
-# The commands live in five modules: serve (serve), admin (on the database directly:
-# migrate, platform, keys, payout-config, calendar, verify --all), client, recon and
-# vouchers (calls to a server through the clearing_client SDK).
+# The commands live in these modules: serve (serve), admin (migrate, admin init and
+# verify --all on the database directly; platform, keys, payout-config and calendar through
+# PlatformService with an admin key), client, recon and vouchers (calls to a server through
+# the clearing_client SDK).
 
 
 def parser() -> argparse.ArgumentParser:

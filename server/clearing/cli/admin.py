@@ -1,19 +1,18 @@
-"""Admin commands that work on the database directly (CLEARING_DATABASE_URL), no server
-needed: migrate, platform create, keys create|list|revoke, platform payout-config,
-calendar set|unset|list, verify --all."""
+"""Admin commands. On the database directly (CLEARING_DATABASE_URL), no server needed:
+`migrate`, `admin init` (an admin key: the bootstrap) and `verify --all`. Through the
+server's PlatformService with an admin key (--admin-key, CLEARING_ADMIN_KEY or
+--admin-key-file, default var/admin.key): platform create|get|list|payout-config|
+approve-change|reject-change, keys create|list|revoke, calendar set|unset|list."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from pathlib import Path
 
 from clearing.cli.common import minor
-from clearing.config import Settings
-
-
-def _refused(exc) -> SystemExit:
-    """An InvalidArgument as the command's last words: `field: description; ...`."""
-    return SystemExit("; ".join(f"{v.field}: {v.description}" for v in exc.violations))
-
+from clearing.config import Settings, client_admin_key
 
 async def _admin_connect(settings: Settings):
     import asyncpg
@@ -42,117 +41,247 @@ def cmd_migrate(args, settings: Settings) -> int:
     return 0
 
 
-def cmd_platform_create(args, settings: Settings) -> int:
+def cmd_admin_init(args, settings: Settings) -> int:
+    """`clearing admin init`: make an admin key on the server host, straight in the
+    database (the bootstrap: PlatformService needs an admin key to make anything), and
+    write it to a file only its owner reads (default: $CLEARING_DATA_DIR/admin.key)."""
     from clearing import db
-    from clearing.tenancy import create_platform
+    from clearing.tenancy import create_admin_key
+
+    out = Path(args.out) if args.out else settings.data_dir / "admin.key"
+    if out.exists() and not args.force:
+        raise SystemExit(f"{out} exists: give another --out, or --force to replace it")
 
     async def go() -> tuple[int, str]:
         conn = await _admin_connect(settings)
         try:
             await db.migrate(conn)
-            return await create_platform(conn, args.name, frozenset(args.roles.split(",")))
+            return await create_admin_key(conn, args.name)
         finally:
             await conn.close()
 
-    from clearing.errors import InvalidArgument
+    key_id, key = asyncio.run(go())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(out, 0o600)
+    print(f"admin key {key_id} ({key[:8]}, {args.name}) written to {out}")
+    return 0
+
+
+def cmd_admin_keys(args, settings: Settings) -> int:
+    """`clearing admin list|revoke ID`: the admin keys, on the server host (the database)."""
+    from clearing import tenancy
+
+    async def go() -> int:
+        conn = await _admin_connect(settings)
+        try:
+            if args.action == "revoke":
+                done = await tenancy.revoke_admin_key(conn, args.admin_key_id)
+                print(f"admin key {args.admin_key_id} "
+                      + ("revoked" if done else "was revoked already (or does not exist)"))
+                return 0
+            print(f"{'id':>6}  {'name':<20}  {'prefix':<8}  {'created':<19}  "
+                  f"{'last_used':<19}  revoked")
+            for r in await tenancy.list_admin_keys(conn):
+                when = [r[c].isoformat(timespec="seconds") if r[c] else "-"
+                        for c in ("created_at", "last_used_at", "revoked_at")]
+                print(f"{r['admin_key_id']:>6}  {r['name']:<20}  {r['key_prefix']:<8}  "
+                      f"{when[0]:<19}  {when[1]:<19}  {when[2]}")
+            return 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+# ---- through PlatformService (an admin key) ------------------------------------------------
+
+def _admin_key(args, settings: Settings) -> str:
+    if args.admin_key:
+        return args.admin_key
+    if client_admin_key():
+        return client_admin_key()
+    path = Path(args.admin_key_file) if args.admin_key_file else settings.data_dir / "admin.key"
+    if not path.exists():
+        raise SystemExit(f"no admin key: pass --admin-key, set CLEARING_ADMIN_KEY, or create "
+                         f"{path} (`clearing admin init` on the server host)")
+    return path.read_text().strip()
+
+
+def _admin_run(args, settings: Settings, work) -> int:
+    """Run `work(client)` with a client of the server holding the admin key; an error of
+    the server ends the command with its status and field violations."""
+    from clearing_client import ClearingClient, ClearingRpcError
+
+    async def go():
+        async with ClearingClient(args.addr or settings.grpc_addr, _admin_key(args, settings),
+                                  timeout_s=args.timeout, attempts_max=1) as client:
+            return await work(client)
 
     try:
-        platform_id, key = asyncio.run(go())
-    except InvalidArgument as exc:
-        raise _refused(exc) from None
-    except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not trace back
-        import asyncpg
-        if isinstance(exc, asyncpg.UniqueViolationError):
-            raise SystemExit(f"platform {args.name!r} already exists") from None
+        return asyncio.run(go()) or 0
+    except ClearingRpcError as err:
+        if err.violations:
+            raise SystemExit("; ".join(f"{v.field}: {v.description}"
+                                       for v in err.violations)) from None
+        raise SystemExit(f"{err.code.name} {err.reason}: {err.message}") from None
+
+
+async def _platform(client, name: str):
+    """The platform named `name`, or the command ends."""
+    from clearing_client import ClearingRpcError
+    from clearing_client.v1 import platform_pb2 as pb
+
+    from clearing.reasons import Reason
+
+    try:
+        return (await client.call(client.platform.GetPlatform,
+                                  pb.GetPlatformRequest(name=name))).platform
+    except ClearingRpcError as err:
+        if err.reason == Reason.PLATFORM_NOT_FOUND:
+            raise SystemExit(f"no platform named {name!r}") from None
         raise
-    print(f"platform {args.name} (id {platform_id}) created; its API key (shown once):")
-    print(key)
-    return 0
+
+
+def _roles(text: str) -> list[str]:
+    return [r for r in text.split(",") if r]
+
+
+def cmd_platform_create(args, settings: Settings) -> int:
+    """`clearing platform create NAME`: the platform and its first API key (shown once)."""
+    from clearing_client import ClearingRpcError
+    from clearing_client.v1 import platform_pb2 as pb
+
+    async def work(client) -> int:
+        try:
+            made = (await client.call(client.platform.CreatePlatform,
+                                      pb.CreatePlatformRequest(name=args.name))).platform
+        except ClearingRpcError as err:
+            if err.code.name == "ALREADY_EXISTS":
+                raise SystemExit(f"platform {args.name!r} already exists") from None
+            raise
+        key = await client.call(client.platform.CreateApiKey, pb.CreateApiKeyRequest(
+            platform_id=made.platform_id, roles=_roles(args.roles)))
+        print(f"platform {made.name} (id {made.platform_id}) created; its API key "
+              "(shown once):")
+        print(key.key)
+        return 0
+
+    return _admin_run(args, settings, work)
+
+
+def cmd_platform_list(args, settings: Settings) -> int:
+    """`clearing platform list`: every platform (id, name, created)."""
+    from clearing_client.v1 import platform_pb2 as pb
+
+    async def work(client) -> int:
+        token = ""
+        while True:
+            page = await client.call(client.platform.ListPlatforms, pb.ListPlatformsRequest(
+                page_size=1000, page_token=token))
+            for p in page.platforms:
+                print(f"{p.platform_id:>6}  {p.name:<24}  "
+                      f"{p.create_time.ToDatetime().isoformat(timespec='seconds')}")
+            token = page.next_page_token
+            if not token:
+                return 0
+
+    return _admin_run(args, settings, work)
 
 
 def cmd_keys_create(args, settings: Settings) -> int:
-    from clearing import tenancy
+    """`clearing keys create PLATFORM --roles R`: another key (printed once)."""
+    from clearing_client.v1 import platform_pb2 as pb
 
-    async def go() -> str:
-        conn = await _admin_connect(settings)
-        try:
-            pid = await tenancy.find_platform(conn, args.platform)
-            if pid is None:
-                raise SystemExit(f"no platform named {args.platform!r}")
-            return await tenancy.create_key(conn, pid, frozenset(args.roles.split(",")))
-        finally:
-            await conn.close()
+    async def work(client) -> int:
+        platform = await _platform(client, args.platform)
+        made = await client.call(client.platform.CreateApiKey, pb.CreateApiKeyRequest(
+            platform_id=platform.platform_id, roles=_roles(args.roles)))
+        print(made.key)
+        return 0
 
-    from clearing.errors import InvalidArgument
+    return _admin_run(args, settings, work)
 
-    try:
-        print(asyncio.run(go()))
-    except InvalidArgument as exc:
-        raise _refused(exc) from None
-    return 0
+
+def _when(msg, name: str) -> str:
+    if not msg.HasField(name):
+        return "-"
+    return getattr(msg, name).ToDatetime().isoformat(timespec="seconds")
 
 
 def _key_line(k) -> str:
-    revoked = k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "-"
     return (f"{k.key_id:>6}  {k.key_prefix:<8}  {','.join(k.roles):<24}  "
-            f"{k.created_at.isoformat(timespec='seconds')}  {revoked}")
+            f"{_when(k, 'create_time'):<19}  {_when(k, 'last_use_time'):<19}  "
+            f"{_when(k, 'revoke_time')}")
 
 
-_KEY_HEADER = f"{'id':>6}  {'prefix':<8}  {'roles':<24}  {'created':<25}  revoked"
+_KEY_HEADER = (f"{'id':>6}  {'prefix':<8}  {'roles':<24}  {'created':<19}  {'last_used':<19}  "
+               "revoked")
+
+
+async def _all_keys(client, platform_id: int, key_prefix: str = "") -> list:
+    from clearing_client.v1 import platform_pb2 as pb
+
+    keys, token = [], ""
+    while True:
+        page = await client.call(client.platform.ListApiKeys, pb.ListApiKeysRequest(
+            platform_id=platform_id, key_prefix=key_prefix, page_size=1000, page_token=token))
+        keys += page.api_keys
+        token = page.next_page_token
+        if not token:
+            return keys
 
 
 def cmd_keys_list(args, settings: Settings) -> int:
-    """`clearing keys list --platform P`: a platform's keys (never the keys themselves;
-    last use is not tracked)."""
-    from clearing import tenancy
+    """`clearing keys list --platform P`: a platform's keys (never the keys themselves)."""
 
-    async def go():
-        conn = await _admin_connect(settings)
-        try:
-            if await tenancy.find_platform(conn, args.platform) is None:
-                raise SystemExit(f"no platform named {args.platform!r}")
-            return await tenancy.list_keys(conn, args.platform)
-        finally:
-            await conn.close()
+    async def work(client) -> int:
+        platform = await _platform(client, args.platform)
+        print(_KEY_HEADER)
+        for k in await _all_keys(client, platform.platform_id):
+            print(_key_line(k))
+        return 0
 
-    print(_KEY_HEADER)
-    for k in asyncio.run(go()):
-        print(_key_line(k))
-    return 0
+    return _admin_run(args, settings, work)
 
 
 def cmd_keys_revoke(args, settings: Settings) -> int:
     """`clearing keys revoke KEY_PREFIX_OR_ID`: revoke one key, named by its id, its prefix
     (as `keys list` and the logs show it; it must name one key) or the whole key. Every
     server refuses it (UNAUTHENTICATED) within a second."""
-    from clearing.tenancy import find_keys, revoke_key
+    from clearing_client.v1 import platform_pb2 as pb
+
+    from clearing.tenancy import PREFIX_LEN
 
     which = args.key.strip()
     if not which:
         raise SystemExit("name a key: its id, its prefix or the key")
 
-    async def go():
-        conn = await _admin_connect(settings)
-        try:
-            found = await find_keys(conn, which)
+    async def work(client) -> int:
+        if which.isdigit():
+            key_id = int(which)
+            if key_id > 2**63 - 1:
+                raise SystemExit(f"no key matches {which!r}")
+        else:
+            found = await _all_keys(client, 0, which[:PREFIX_LEN])
             if not found:
                 raise SystemExit(f"no key matches {which!r}")
-            active = [k for k in found if k.revoked_at is None]
+            active = [k for k in found if not k.HasField("revoke_time")]
             if len(found) > 1 and len(active) != 1:
                 lines = "\n".join(_key_line(k) for k in found)
                 raise SystemExit(f"{which!r} names {len(found)} keys; give its id:\n"
                                  f"{_KEY_HEADER}\n{lines}")
-            key = active[0] if active else found[0]
-            return key, await revoke_key(conn, key.key_id)
-        finally:
-            await conn.close()
+            key_id = (active[0] if active else found[0]).key_id
+        done = await client.call(client.platform.RevokeApiKey,
+                                 pb.RevokeApiKeyRequest(key_id=key_id))
+        key = done.api_key
+        print(f"key {key.key_id} ({key.key_prefix}, platform {key.platform_id}) "
+              + ("was revoked already" if done.revoked_before else "revoked"))
+        return 0
 
-    key, revoked = asyncio.run(go())
-    if revoked:
-        print(f"key {key.key_id} ({key.key_prefix}, platform {key.platform}) revoked")
-    else:
-        print(f"key {key.key_id} ({key.key_prefix}, platform {key.platform}) was revoked already")
-    return 0
+    return _admin_run(args, settings, work)
 
 
 def cmd_verify_all(args, settings: Settings) -> int:
@@ -179,63 +308,98 @@ def cmd_verify_all(args, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+_CONFIG_AMOUNTS = ("fee_fixed_minor", "min_amount_minor", "max_amount_minor", "daily_max_minor",
+                   "review_threshold_minor", "bank_transfer_max_minor")
+
+
+def _print_config(config, currency: str) -> None:
+    from clearing.money import format_minor
+
+    for name in ("platform_id", "currency_code", "fee_fixed_minor", "fee_bps", "fee_account_id",
+                 "min_amount_minor", "max_amount_minor", "daily_max_minor",
+                 "review_threshold_minor", "bank_transfer_max_minor", "time_zone"):
+        value = getattr(config, name)
+        print(f"{name}: {format_minor(value, currency) if name in _CONFIG_AMOUNTS else value}")
+
+
+def _print_change(change) -> None:
+    from clearing_client.v1 import platform_pb2 as pb
+
+    state = pb.PayoutConfigChangeState.Name(change.state).removeprefix(
+        "PAYOUT_CONFIG_CHANGE_STATE_")
+    print(f"change {change.change_id}: {state}")
+    if state == "PENDING":
+        print(f"  the fee changes: another admin key approves it: clearing platform "
+              f"approve-change {change.change_id} --admin-key-file var/admin-approver.key",
+              file=sys.stderr)
+
+
 def cmd_payout_config(args, settings: Settings) -> int:
     """`clearing platform payout-config NAME`: set (or --show) a platform's payout rules for
-    a currency; amounts in major units. Options not given keep their current value (or the
-    server's default, CLEARING_PAYOUT_*)."""
-    from dataclasses import asdict, replace
+    a currency through PlatformService; amounts in major units. Options not given keep
+    their current value (or the server's default, CLEARING_PAYOUT_*). A change of the fee
+    waits for another admin key (`platform approve-change`); other changes apply at once."""
+    import uuid
 
-    from clearing.errors import InvalidArgument
-    from clearing.money import format_minor
-    from clearing import tenancy
-    from clearing.payout import store
+    from clearing_client.v1 import platform_pb2 as pb
 
     cur = args.currency
-    changes = {name: minor(getattr(args, name), cur) for name in (
-        "fee_fixed_minor", "min_amount_minor", "max_amount_minor", "daily_max_minor",
-        "review_threshold_minor", "bank_transfer_max_minor") if getattr(args, name)}
+    changes = {name: minor(getattr(args, name), cur) for name in _CONFIG_AMOUNTS
+               if getattr(args, name)}
     for name in ("fee_bps", "fee_account_id"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.time_zone:
         changes["time_zone"] = args.time_zone
 
-    async def go():
-        conn = await _admin_connect(settings)
-        try:
-            pid = await tenancy.find_platform(conn, args.name)
-            if pid is None:
-                raise SystemExit(f"no platform named {args.name!r}")
-            config = await store.load_config(conn, settings.payout, pid, cur)
-            if not args.show:
-                config = replace(config, **changes)
-                await store.save_config(conn, config)
-            return config
-        finally:
-            await conn.close()
+    async def work(client) -> int:
+        platform = await _platform(client, args.name)
+        got = await client.call(client.platform.GetPayoutConfig, pb.GetPayoutConfigRequest(
+            platform_id=platform.platform_id, currency_code=cur))
+        config = got.config
+        if args.show:
+            _print_config(config, cur)
+            if got.HasField("pending_change"):
+                _print_change(got.pending_change)
+            return 0
+        for name, value in changes.items():
+            setattr(config, name, value)
+        change = (await client.call(client.platform.SetPayoutConfig, pb.SetPayoutConfigRequest(
+            request_id=args.request_id or str(uuid.uuid4()), config=config))).change
+        _print_config(change.config, cur)
+        _print_change(change)
+        return 0
 
-    try:
-        config = asyncio.run(go())
-    except InvalidArgument as exc:
-        raise _refused(exc) from None
-    except Exception as exc:  # noqa: BLE001 - a database CHECK: report it, no traceback
-        import asyncpg
-        if isinstance(exc, asyncpg.CheckViolationError):
-            raise SystemExit(f"refused by the database: {exc}") from None
-        raise
-    for key, value in asdict(config).items():
-        shown = format_minor(value, cur) if key.endswith("_minor") else value
-        print(f"{key}: {shown}")
-    return 0
+    return _admin_run(args, settings, work)
+
+
+def cmd_config_decision(args, settings: Settings) -> int:
+    """`clearing platform approve-change|reject-change CHANGE_ID`: decide a pending payout
+    configuration change (approval: not by the admin key that made it)."""
+    from clearing_client.v1 import platform_pb2 as pb
+
+    async def work(client) -> int:
+        if args.action == "approve-change":
+            done = await client.call(client.platform.ApprovePayoutConfigChange,
+                                     pb.ApprovePayoutConfigChangeRequest(
+                                         change_id=args.change_id, note=args.note or ""))
+        else:
+            done = await client.call(client.platform.RejectPayoutConfigChange,
+                                     pb.RejectPayoutConfigChangeRequest(
+                                         change_id=args.change_id, note=args.note or ""))
+        _print_change(done.change)
+        return 0
+
+    return _admin_run(args, settings, work)
 
 
 def cmd_calendar(args, settings: Settings) -> int:
     """`clearing calendar set|unset|list`: the business-day calendar of payout schedules
-    (Monday-Friday, except holidays, plus make-up working days). Servers pick a change up
-    within CLEARING_CALENDAR_REFRESH_S."""
+    (Monday-Friday, except holidays, plus make-up working days), through PlatformService.
+    Servers pick a change up within CLEARING_CALENDAR_REFRESH_S."""
     import datetime as dt
 
-    from clearing.payout import schedule
+    from clearing_client.v1 import platform_pb2 as pb
 
     def day(text: str) -> dt.date:
         try:
@@ -243,55 +407,100 @@ def cmd_calendar(args, settings: Settings) -> int:
         except ValueError:
             raise SystemExit(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
-    async def go() -> int:
-        conn = await _admin_connect(settings)
-        try:
-            if args.action == "set":
-                await schedule.set_calendar_day(conn, day(args.day), args.workday,
-                                                args.note or "")
-                kind = "working day" if args.workday else "holiday"
-                print(f"{args.day}: {kind}")
-            elif args.action == "unset":
-                found = await schedule.unset_calendar_day(conn, day(args.day))
-                print(f"{args.day}: {'back to the default' if found else 'no exception'}")
-            else:
-                start = day(args.start) if args.start else dt.date.today() - dt.timedelta(30)
-                end = day(args.end) if args.end else start + dt.timedelta(days=400)
-                for d, business, note in await schedule.calendar_days(conn, start, end):
-                    kind = "working day" if business else "holiday"
-                    print(f"{d} {d.strftime('%a')} {kind}" + (f"  {note}" if note else ""))
-            return 0
-        finally:
-            await conn.close()
+    async def work(client) -> int:
+        if args.action == "set":
+            kind = pb.CALENDAR_DAY_KIND_WORKDAY if args.workday else pb.CALENDAR_DAY_KIND_HOLIDAY
+            await client.call(client.platform.SetBusinessCalendar, pb.SetBusinessCalendarRequest(
+                days=[pb.CalendarDay(day=day(args.day).isoformat(), kind=kind,
+                                     note=args.note or "")]))
+            print(f"{args.day}: {'working day' if args.workday else 'holiday'}")
+        elif args.action == "unset":
+            start = day(args.day).isoformat()
+            had = (await client.call(client.platform.GetBusinessCalendar,
+                                     pb.GetBusinessCalendarRequest(start_day=start,
+                                                                   end_day=start))).days
+            await client.call(client.platform.SetBusinessCalendar, pb.SetBusinessCalendarRequest(
+                days=[pb.CalendarDay(day=start, kind=pb.CALENDAR_DAY_KIND_UNSET)]))
+            print(f"{args.day}: {'back to the default' if had else 'no exception'}")
+        else:
+            start = day(args.start) if args.start else dt.date.today() - dt.timedelta(30)
+            end = day(args.end) if args.end else start + dt.timedelta(days=400)
+            days = (await client.call(client.platform.GetBusinessCalendar,
+                                      pb.GetBusinessCalendarRequest(
+                                          start_day=start.isoformat(),
+                                          end_day=end.isoformat()))).days
+            for d in days:
+                when = dt.date.fromisoformat(d.day)
+                kind = "working day" if d.kind == pb.CALENDAR_DAY_KIND_WORKDAY else "holiday"
+                print(f"{when} {when.strftime('%a')} {kind}" + (f"  {d.note}" if d.note else ""))
+        return 0
 
-    return asyncio.run(go())
-
+    return _admin_run(args, settings, work)
 
 # ---- argument parsing --------------------------------------------------------------------
 
-def add_parsers(sub) -> None:
-    """migrate, platform create|payout-config, keys create|list|revoke."""
-    sub.add_parser("migrate", help="apply schema migrations").set_defaults(func=cmd_migrate)
+def _admin_options(p) -> None:
+    p.add_argument("--addr", help="server address (default: CLEARING_GRPC_ADDR)")
+    p.add_argument("--admin-key", help="admin key (default: CLEARING_ADMIN_KEY or "
+                                       "--admin-key-file)")
+    p.add_argument("--admin-key-file", help="file holding the admin key (default: "
+                                            "var/admin.key, written by `make run`)")
+    p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
 
-    plat = sub.add_parser("platform", help="platforms (tenants)").add_subparsers(
+
+def add_parsers(sub) -> None:
+    """migrate, admin init, platform create|list|payout-config|approve-change|reject-change,
+    keys create|list|revoke."""
+    sub.add_parser("migrate", help="apply schema migrations").set_defaults(func=cmd_migrate)
+    admin = sub.add_parser("admin", help="admin keys (on the server host)").add_subparsers(
         dest="action", required=True)
+    p = admin.add_parser("init", help="make an admin key in the database and write it to a "
+                                      "file (default var/admin.key)")
+    p.add_argument("--name", default="admin", help="whose key it is (records name it)")
+    p.add_argument("--out", help="the file (0600) to write the key to")
+    p.add_argument("--force", action="store_true", help="replace the file if it exists")
+    p.set_defaults(func=cmd_admin_init)
+    admin.add_parser("list", help="the admin keys (never the keys)").set_defaults(
+        func=cmd_admin_keys)
+    p = admin.add_parser("revoke", help="revoke an admin key: refused within 1 s")
+    p.add_argument("admin_key_id", type=int)
+    p.set_defaults(func=cmd_admin_keys)
+
+    plat = sub.add_parser("platform", help="platforms (tenants), through PlatformService"
+                          ).add_subparsers(dest="action", required=True)
     p = plat.add_parser("create", help="create a platform and print its first API key")
     p.add_argument("name")
     p.add_argument("--roles", default="gateway,operator", help="comma-separated roles")
     p.set_defaults(func=cmd_platform_create)
+    p = plat.add_parser("list", help="every platform: id, name, created")
+    p.set_defaults(func=cmd_platform_list)
     _payout_config_parser(plat)
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    for action, what in (("approve-change", "approve a pending payout configuration change "
+                                            "(another admin key than its maker's)"),
+                         ("reject-change", "reject a pending payout configuration change")):
+        p = plat.add_parser(action, help=what)
+        p.add_argument("change_id", type=int)
+        p.add_argument("--note")
+        p.set_defaults(func=cmd_config_decision)
+    for p in plat.choices.values():
+        _admin_options(p)
+
+    keys = sub.add_parser("keys", help="API keys, through PlatformService").add_subparsers(
+        dest="action", required=True)
     p = keys.add_parser("create", help="create another key for a platform")
     p.add_argument("platform")
     p.add_argument("--roles", required=True, help="comma-separated: gateway,operator,approver")
     p.set_defaults(func=cmd_keys_create)
-    p = keys.add_parser("list", help="a platform's keys (prefix, roles, created, revoked)")
+    p = keys.add_parser("list", help="a platform's keys (prefix, roles, created, last used, "
+                                     "revoked)")
     p.add_argument("--platform", required=True)
     p.set_defaults(func=cmd_keys_list)
     p = keys.add_parser("revoke", help="revoke a key: every server refuses it within 1 s")
     p.add_argument("key", metavar="KEY_PREFIX_OR_ID",
                    help="the key's id, its prefix (as `keys list` shows it) or the key")
     p.set_defaults(func=cmd_keys_revoke)
+    for p in keys.choices.values():
+        _admin_options(p)
 
 
 def _payout_config_parser(plat) -> None:
@@ -311,6 +520,7 @@ def _payout_config_parser(plat) -> None:
     p.add_argument("--bank-max", dest="bank_transfer_max_minor",
                    help="the bank's per-transfer limit (500000.00 in CNY)")
     p.add_argument("--time-zone", help="IANA zone of the daily maximum's day")
+    p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     p.set_defaults(func=cmd_payout_config)
 
 
@@ -331,3 +541,4 @@ def add_calendar_parser(sub) -> None:
     p.add_argument("--to", dest="end", help="YYYY-MM-DD (default: --from + 400 days)")
     for sp in cal.choices.values():
         sp.set_defaults(func=cmd_calendar)
+        _admin_options(sp)

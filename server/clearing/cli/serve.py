@@ -17,6 +17,8 @@ from clearing.config import BANK_CONNECTOR_SIMULATOR, Settings
 
 DEV_DATABASE = "clearing"
 DEMO_PLATFORM = "demo"
+ADMIN_KEY_FILE = "admin.key"
+ADMIN_APPROVER_KEY_FILE = "admin-approver.key"
 DEFAULT_GRPC_ADDR = Settings().grpc_addr
 DEFAULT_DATA_DIR = Settings().data_dir
 BANNER_WAIT_S = 60.0
@@ -29,7 +31,7 @@ async def _dev_bootstrap(settings: Settings) -> None:
     import asyncpg
 
     from clearing import db
-    from clearing.tenancy import create_key, create_platform, find_platform
+    from clearing.tenancy import create_admin_key, create_key, create_platform, find_platform
 
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -46,6 +48,13 @@ async def _dev_bootstrap(settings: Settings) -> None:
                                                      frozenset({"gateway", "operator"})))
         if not approver_file.exists():
             _write_secret(approver_file, await create_key(conn, pid, frozenset({"approver"})))
+        # Where this server listens, for `make demo` (clearing.dev.demo).
+        (settings.data_dir / "grpc.addr").write_text(settings.grpc_addr + "\n")
+        # The operator's admin keys (PlatformService; `make demo`): a maker and a checker.
+        for name in (ADMIN_KEY_FILE, ADMIN_APPROVER_KEY_FILE):
+            path = settings.data_dir / name
+            if not path.exists():
+                _write_secret(path, (await create_admin_key(conn, name.removesuffix(".key")))[1])
     finally:
         await conn.close()
 
@@ -83,6 +92,7 @@ def _banner(settings: Settings) -> str:
     return f"""
 clearing core listening on {addr}  (Ctrl-C stops it; data stays in {settings.data_dir}/)
   demo platform keys: {key_file} (gateway, operator), {settings.data_dir}/demo-approver.key
+  admin keys (PlatformService): {settings.data_dir}/admin.key, {settings.data_dir}/admin-approver.key
   try it (from {Path.cwd()}):
 {export}    {exe} accounts create --ref custodial --kind custodial --owner enterprise --currency CNY
     {exe} accounts create --ref merchant-1 --kind merchant --owner enterprise --currency CNY

@@ -59,6 +59,9 @@ class Role:
     OPERATOR = "operator"
     APPROVER = "approver"
     ALL = frozenset({GATEWAY, OPERATOR, APPROVER})
+    # An admin key's only role (the operator of the core, PlatformService): never a
+    # platform key's, and a key with it is refused by every platform service.
+    ADMIN = "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,3 +201,8 @@ class Principal:
     platform_id: int
     key_id: int
     roles: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        """An admin key (platform_id 0, key_id the admin key's id): PlatformService only."""
+        return Role.ADMIN in self.roles

@@ -67,30 +67,38 @@ ON CONFLICT (platform_id, currency_code) DO UPDATE SET
 
 
 async def save_config(conn, config: PayoutConfig) -> None:
-    """Insert or replace a platform's payout rules for a currency. The fee account must be
-    an account of the platform in that currency, the time zone a known IANA zone, and the
-    maximum payout one that TRANSFERS_PER_PAYOUT_MAX bank transfers can carry (checked
-    here)."""
+    """Insert or replace a platform's payout rules for a currency, checked first
+    (`check_config`)."""
+    await check_config(conn, config)
+    await conn.execute(
+        _SQL_UPSERT_CONFIG, config.platform_id, config.currency_code, config.fee_fixed_minor,
+        config.fee_bps, config.fee_account_id, config.min_amount_minor,
+        config.max_amount_minor, config.daily_max_minor, config.review_threshold_minor,
+        config.bank_transfer_max_minor, config.time_zone)
+
+
+async def check_config(conn, config: PayoutConfig, field_prefix: str = "") -> None:
+    """The checks of a payout configuration beyond each field's range: the fee account must
+    be an account of the platform in that currency, the time zone a known IANA zone, and the
+    maximum payout one that TRANSFERS_PER_PAYOUT_MAX bank transfers can carry.
+    InvalidArgument names the field (after `field_prefix`, e.g. "config.")."""
     problem = values.time_zone_problem(config.time_zone)
     if problem is not None:
-        raise InvalidArgument([FieldViolation("time_zone", problem)])
+        raise InvalidArgument([FieldViolation(field_prefix + "time_zone", problem)])
     if config.max_amount_minor > TRANSFERS_PER_PAYOUT_MAX * config.bank_transfer_max_minor:
         raise InvalidArgument([FieldViolation(
-            "max_amount_minor", f"more than {TRANSFERS_PER_PAYOUT_MAX} bank transfers of at"
-            f" most {config.bank_transfer_max_minor} minor units each can carry")])
+            field_prefix + "max_amount_minor", f"more than {TRANSFERS_PER_PAYOUT_MAX} bank"
+            f" transfers of at most {config.bank_transfer_max_minor} minor units each can"
+            " carry")])
     if config.fee_account_id:
         row = await conn.fetchrow(
             "SELECT currency_code FROM accounts WHERE account_id = $1 AND platform_id = $2",
             config.fee_account_id, config.platform_id)
         if row is None or row["currency_code"] != config.currency_code:
             raise InvalidArgument([FieldViolation(
-                "fee_account_id", f"not an account of the platform in {config.currency_code}")],
+                field_prefix + "fee_account_id",
+                f"not an account of the platform in {config.currency_code}")],
                 reason=Reason.FEE_ACCOUNT_INVALID)
-    await conn.execute(
-        _SQL_UPSERT_CONFIG, config.platform_id, config.currency_code, config.fee_fixed_minor,
-        config.fee_bps, config.fee_account_id, config.min_amount_minor,
-        config.max_amount_minor, config.daily_max_minor, config.review_threshold_minor,
-        config.bank_transfer_max_minor, config.time_zone)
 
 
 # ---- bank accounts ------------------------------------------------------------------------

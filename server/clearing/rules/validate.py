@@ -367,7 +367,9 @@ def _account(ctx: Ctx, path: str, ref: str,
         return
     account = ctx.accounts.get(ref)
     if account is None:
-        ctx.add(path, f"unknown account {ref!r}")
+        ctx.add(path, f"unknown account {ref!r}: the platform has no account with this"
+                      " external_ref; open it first (CreateAccount, `clearing accounts create"
+                      f" --ref {ref} ...`)")
         return
     currency = ctx.rule_set.currency_code
     if account.currency_code != currency:

@@ -102,6 +102,10 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RISK_EVENT_NOT_FOUND: _ClassVar[ErrorReason]
     RISK_EVENT_NOT_OPEN: _ClassVar[ErrorReason]
     RISK_HOLD: _ClassVar[ErrorReason]
+    PLATFORM_NOT_FOUND: _ClassVar[ErrorReason]
+    API_KEY_NOT_FOUND: _ClassVar[ErrorReason]
+    PAYOUT_CONFIG_CHANGE_NOT_FOUND: _ClassVar[ErrorReason]
+    PAYOUT_CONFIG_CHANGE_NOT_PENDING: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 UNAUTHENTICATED: ErrorReason
@@ -198,3 +202,7 @@ RISK_POLICY_NOT_FOUND: ErrorReason
 RISK_EVENT_NOT_FOUND: ErrorReason
 RISK_EVENT_NOT_OPEN: ErrorReason
 RISK_HOLD: ErrorReason
+PLATFORM_NOT_FOUND: ErrorReason
+API_KEY_NOT_FOUND: ErrorReason
+PAYOUT_CONFIG_CHANGE_NOT_FOUND: ErrorReason
+PAYOUT_CONFIG_CHANGE_NOT_PENDING: ErrorReason

@@ -101,7 +101,8 @@ export enum ErrorReason {
   API_KEY_INVALID = 10,
 
   /**
-   * PERMISSION_DENIED: The key's role does not allow the method.
+   * PERMISSION_DENIED: The key's role does not allow the method (also a platform's key on
+   * PlatformService, and an admin key on any other service).
    *
    * @generated from enum value: ROLE_REQUIRED = 11;
    */
@@ -739,6 +740,37 @@ export enum ErrorReason {
    * @generated from enum value: RISK_HOLD = 91;
    */
   RISK_HOLD = 91,
+
+  /**
+   * NOT_FOUND: GetPlatform, or a call naming a platform, with no platform of that id or name;
+   * metadata platform_id or name.
+   *
+   * @generated from enum value: PLATFORM_NOT_FOUND = 96;
+   */
+  PLATFORM_NOT_FOUND = 96,
+
+  /**
+   * NOT_FOUND: RevokeApiKey of a key id that no API key has; metadata key_id.
+   *
+   * @generated from enum value: API_KEY_NOT_FOUND = 97;
+   */
+  API_KEY_NOT_FOUND = 97,
+
+  /**
+   * NOT_FOUND: ApprovePayoutConfigChange or RejectPayoutConfigChange of an unknown change;
+   * metadata change_id.
+   *
+   * @generated from enum value: PAYOUT_CONFIG_CHANGE_NOT_FOUND = 98;
+   */
+  PAYOUT_CONFIG_CHANGE_NOT_FOUND = 98,
+
+  /**
+   * FAILED_PRECONDITION: ApprovePayoutConfigChange or RejectPayoutConfigChange of a change
+   * that is not PENDING (decided, applied, or superseded by a later one); metadata state.
+   *
+   * @generated from enum value: PAYOUT_CONFIG_CHANGE_NOT_PENDING = 99;
+   */
+  PAYOUT_CONFIG_CHANGE_NOT_PENDING = 99,
 }
 
 /**
