@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clearing import db, logs, metrics, redisconn
+from clearing import audit, db, logs, metrics, redisconn
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
@@ -176,7 +176,8 @@ async def start(settings: Settings, *, migrate: bool = True,
     redis_client = await _connect_redis(settings)
     clock = clock or Clock()  # tests pass a ManualClock
     writer = LedgerWriter(pool, settings.writer, clock,
-                          sinks={split_store.SINK_NAME: split_store.SplitSink(),
+                          sinks={audit.SINK_NAME: audit.AuditSink(),
+                                 split_store.SINK_NAME: split_store.SplitSink(),
                                  split_store.ACTION_SINK_NAME: split_store.ActionSink(),
                                  payout_store.SINK_NAME: payout_store.PayoutSink()})
     writer.start()

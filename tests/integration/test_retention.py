@@ -59,6 +59,8 @@ KEPT: dict[str, tuple[str, ...] | None] = {
     "risk_event_steps": None,
     "risk_inflows": None,
     "rule_set_swing_approvals": None,
+    "audit_events": None,
+    "audit_head": ("seq", "hash"),
 }
 # Tables that are not records: configuration, caches of state, the runner's own. Deletable.
 MUTABLE = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from clearing import idempotency
+from clearing import audit, idempotency
 from clearing.api import convert, validate
 from clearing.api.interceptor import principal
 from clearing.api.replies import Reply, encode
@@ -170,8 +170,10 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     async def Transfer(self, request: pb.TransferRequest, context) -> pb.TransferResponse:
         leg = _transfer_leg(request)
         reply = Reply(lambda records: pb.TransferResponse(transfer=convert.transfer(records[0])))
-        posting = Posting(principal().platform_id, request.request_id, "Transfer",
-                          validate.payload_hash("Transfer", request), (leg,), respond=reply)
+        who = principal()
+        posting = Posting(who.platform_id, request.request_id, "Transfer",
+                          validate.payload_hash("Transfer", request), (leg,), respond=reply,
+                          sink=audit.SINK_NAME, attachment=audit.Actor.of(who))
         return reply.answer(await self._writer.submit(posting), pb.TransferResponse)
 
     async def VerifyLedger(self, request: pb.VerifyLedgerRequest, context) -> pb.VerifyLedgerResponse:
