@@ -26,6 +26,7 @@ from clearing import audit, db, logs, metrics, redisconn
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
+from clearing.api import audit as audit_api
 from clearing.api import payout as payout_api
 from clearing.api import reconciliation as recon_api
 from clearing.api import report as report_api
@@ -53,6 +54,7 @@ from clearing.splits import store as split_store
 from clearing.rules.cache import PlanCache
 from clearing.rules.counters import Counters
 from clearing.rules.store import PgSource
+from clearing.v1 import audit_pb2, audit_pb2_grpc
 from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
                          reconciliation_pb2, reconciliation_pb2_grpc, report_pb2,
                          report_pb2_grpc, risk_pb2, risk_pb2_grpc, split_pb2, split_pb2_grpc)
@@ -63,7 +65,8 @@ log = logging.getLogger("clearing.server")
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for pb, name in (
     (ledger_pb2, "LedgerService"), (split_pb2, "SplitService"),
     (payout_pb2, "PayoutService"), (reconciliation_pb2, "ReconciliationService"),
-    (report_pb2, "ReportService"), (risk_pb2, "RiskService")))
+    (report_pb2, "ReportService"), (risk_pb2, "RiskService"),
+    (audit_pb2, "AuditService")))
 REDIS_CONNECT_TIMEOUT_S = 2.0
 WORKER_JOIN_TIMEOUT_S = 60.0
 GC_GEN0_THRESHOLD = 20_000
@@ -200,6 +203,7 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles.update(recon_api.METHOD_ROLES)
     roles.update(report_api.METHOD_ROLES)
     roles.update(risk_api.METHOD_ROLES)
+    roles.update(audit_api.METHOD_ROLES)
     keys = KeyStore(pool)
     keys.start()  # its poll refuses a revoked key within a second
     calls = ClearingInterceptor(keys, roles)
@@ -232,6 +236,8 @@ async def start(settings: Settings, *, migrate: bool = True,
                    report_api.ReportServicer(pool, clock))
     calls.register(server, risk_pb2_grpc.add_RiskServiceServicer_to_server,
                    risk_api.RiskServicer(pool, policies, ResolveDeps(pool, writer)))
+    calls.register(server, audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                   audit_api.AuditServicer(pool))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -177,9 +177,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return reply.answer(await self._writer.submit(posting), pb.TransferResponse)
 
     async def VerifyLedger(self, request: pb.VerifyLedgerRequest, context) -> pb.VerifyLedgerResponse:
-        report = await verify.verify(self._pool, principal().platform_id)
+        pid = principal().platform_id
+        report = await verify.verify(self._pool, pid)
+        trail = await audit.verify(self._pool, pid)
         return pb.VerifyLedgerResponse(
-            ok=report.ok, account_count=report.account_count,
+            ok=report.ok and trail.ok, account_count=report.account_count,
             totals=[pb.CurrencyTotals(
                 currency_code=t.currency_code, debits_posted_minor=t.debits_posted,
                 credits_posted_minor=t.credits_posted, debits_pending_minor=t.debits_pending,
@@ -187,7 +189,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 for t in report.totals],
             mismatched_account_ids=report.mismatched_account_ids, chain_ok=report.chain_ok,
             batch_count=report.batch_count, transfer_count=report.transfer_count,
-            first_bad_batch_seq=report.first_bad_batch_seq)
+            first_bad_batch_seq=report.first_bad_batch_seq, audit_chain_ok=trail.ok,
+            audit_event_count=trail.event_count, first_bad_audit_seq=trail.first_bad_seq)
 
 
 def _transfer_leg(request: pb.TransferRequest) -> Leg:
