@@ -435,12 +435,20 @@ async def test_the_audit_export_and_the_cli(channel, running, client: Client, pl
     assert [e["method"] for e in listed] == ["BindBankAccount", "FreezeAccount"]
     code, out = await _audit_verify(database_url, platform.name)
     assert code == 0 and out["ok"] is True and out["event_count"] == 3
+    code, out = await _admin_cli(database_url, "audit", "list", "--platform", platform.name,
+                                 "--method", "BindBankAccount")
+    assert code == 0 and [e["resource"] for e in out["events"]] == [
+        f"account:{account.account_id}"]
 
 
 async def _audit_verify(database_url: str, name: str) -> tuple[int, dict]:
     """`clearing audit verify --platform NAME` on the database: (exit status, its JSON)."""
+    return await _admin_cli(database_url, "audit", "verify", "--platform", name)
+
+
+async def _admin_cli(database_url: str, *argv: str) -> tuple[int, dict]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clearing.cli", "audit", "verify", "--platform", name,
+        sys.executable, "-m", "clearing.cli", *argv,
         env={**os.environ, "CLEARING_DATABASE_URL": database_url}, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -7,6 +7,11 @@ event), from 32 zero bytes. `audit_head` holds the last link of each platform; `
 locks that row, so one platform's operator actions are ordered (they are rare, and a split
 never writes here). `verify` recomputes a platform's chain (or every chain).
 
+Call `record` last in the transaction, after the change, and never wait for the ledger
+writer after it: the head's lock is then held for the commit only, and a writer batch (whose
+`AuditSink` takes the same lock for a Transfer) never waits on a transaction that waits on
+the writer.
+
 Nothing sensitive is written: `sanitize` masks bank account numbers and drops keys, secrets
 and hashes of them from the before/after documents, whoever the caller.
 """

@@ -50,7 +50,8 @@
     clearing reports NAME --from D --to D|--day D|--week D|--month M [--format csv|xlsx] -o FILE
                                               export a report (operator or approver)
     clearing audit list [--resource R] [--key-id N] [--method M] [--since T] [--until T]
-                                              the platform's audit trail (operator key)
+                                              the platform's audit trail (operator key;
+                                              --platform NAME: from the database)
     clearing audit verify [--platform NAME]   its hash chains, from the database; exits 1
                                               if one is broken
 
