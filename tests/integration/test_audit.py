@@ -28,8 +28,8 @@ from clearing.v1 import report_pb2 as repb
 from clearing.v1 import risk_pb2 as kpb
 from tests.payout_support import CARD, Payouts, party, set_config
 from tests.report_support import Reports, read_csv, read_xlsx
-from tests.risk_support import make_world, limits
-from tests.split_support import new_key, order
+from tests.risk_support import limits, make_world, rule_set
+from tests.split_support import Splits, new_key, order
 from tests.support import (AS_TAMPERING_SUPERUSER, CALL_TIMEOUT_S, ROOT, Client, cli, details,
                            rid)
 
@@ -115,6 +115,21 @@ async def test_account_actions_and_transfers_leave_one_event_each(channel, clien
     assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + 5))
     v = await client.verify()
     assert v.ok and v.audit_chain_ok and v.audit_event_count == before + 5
+
+
+async def test_concurrent_operator_actions_queue_up_on_the_chain(channel, client: Client,
+                                                                 platform):
+    accounts = [await client.open(f"m{i}") for i in range(8)]
+    await asyncio.gather(*(client.call("FreezeAccount", lpb.FreezeAccountRequest(
+        request_id=rid(), account_id=a.account_id, reason="r")) for a in accounts))
+    events = await Trail(channel, platform.key).events(method="FreezeAccount")
+    assert sorted(e.resource for e in events) == sorted(f"account:{a.account_id}"
+                                                         for a in accounts)
+    assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + 8))
+    times = [e.create_time.ToDatetime() for e in events]
+    assert times == sorted(times)
+    v = await client.verify()
+    assert v.audit_chain_ok and v.audit_event_count == 9  # with the fixture's key
 
 
 async def test_a_change_whose_audit_write_fails_does_not_happen(channel, client: Client,
@@ -235,12 +250,34 @@ async def test_rule_sets_and_risk_policies_and_risk_event_resolution(channel, cl
     world = await make_world(channel, client, database_url, platform.platform_id)
     await world.file_policy(limits=[limits(large_split_minor=50_000)])
     await world.splits.split(order(51_001, rule_set_name="to-m"))
+    # an activation the database refuses leaves no event (its transaction rolls back)
+    checker = Splits(channel, await new_key(database_url, platform.platform_id, {"approver"}))
+    await world.splits.publish(rule_set("to-x", "M_10086"))
+    conn = await asyncpg.connect(database_url)
+    fn = f"refuse_activation_{platform.platform_id}"
+    await conn.execute(f"""
+        CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'refused for the test'; END $$;
+        CREATE TRIGGER {fn} BEFORE INSERT ON rule_set_activations FOR EACH ROW
+        WHEN (NEW.platform_id = {platform.platform_id}) EXECUTE FUNCTION {fn}();""")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await checker.activate("to-x", 1)
+    finally:
+        await conn.execute(f"DROP TRIGGER {fn} ON rule_set_activations; DROP FUNCTION {fn}()")
+        await conn.close()
+    trail = Trail(channel, platform.key)
+    assert [e.method for e in await trail.events(resource="rule_set:to-x")] == [
+        "PublishRuleSet"]
+    await checker.activate("to-x", 1)
+    assert [e.method for e in await trail.events(resource="rule_set:to-x")] == [
+        "PublishRuleSet", "ActivateRuleSet"]
     [event] = await world.approver_a.events()
     await world.approver_a.resolve(event.event_id, kpb.RISK_DECISION_RELEASE)
     await world.approver_b.resolve(event.event_id, kpb.RISK_DECISION_RELEASE, note="known")
     events = await Trail(channel, platform.key).events()
     methods = [e.method for e in events]
-    assert methods.count("PublishRuleSet") == methods.count("ActivateRuleSet") == 2
+    assert methods.count("PublishRuleSet") == methods.count("ActivateRuleSet") == 3
     assert methods.count("PublishRiskPolicy") == methods.count("ActivateRiskPolicy") == 1
     assert methods.count("ResolveRiskEvent") == 2
     assert "Split" not in methods  # splits never write the trail

@@ -146,7 +146,8 @@ def link(prev: bytes, event_line: bytes) -> bytes:
 _SQL_HEAD = (
     "INSERT INTO audit_head (platform_id, seq, hash) VALUES ($1, 0, $2)"
     " ON CONFLICT (platform_id) DO UPDATE SET seq = audit_head.seq"
-    " RETURNING seq, hash, (SELECT key_prefix FROM api_keys WHERE key_id = $3)")
+    " RETURNING seq, hash, (SELECT key_prefix FROM api_keys WHERE key_id = $3),"
+    " clock_timestamp()")
 _SQL_APPEND = """
 WITH e AS (
   INSERT INTO audit_events (platform_id, seq, key_id, key_prefix, roles, cert_subject, method,
@@ -165,7 +166,8 @@ async def record(conn: asyncpg.Connection, actor: Actor, method: str, resource: 
     """Append one event to the platform's chain; returns its event id. Call it inside the
     transaction of the change it records (it fails outside one). `platform_id` is the
     platform the change belongs to (the actor's by default); `request_id` is the current
-    call's by default."""
+    call's by default; `at` the database's clock once the head is locked (so a chain's
+    times never go back) unless given."""
     if not conn.is_in_transaction():
         raise RuntimeError("audit.record must run in the transaction of the change it records")
     pid = actor.platform_id if platform_id is None else platform_id
@@ -177,7 +179,7 @@ async def record(conn: asyncpg.Connection, actor: Actor, method: str, resource: 
     prefix = head[2] or ""
     b = canonical(sanitize(before)) if before is not None else ""
     a = canonical(sanitize(after)) if after is not None else ""
-    created_at = at or dt.datetime.now(dt.timezone.utc)
+    created_at = at or head[3]  # the database's clock, read under the head's lock
     h = link(head[1], line(platform_id=pid, seq=seq, key_id=actor.key_id, key_prefix=prefix,
                            roles=actor.roles, cert_subject=actor.cert_subject, method=method,
                            resource=resource, before=b, after=a, request_id=request_id,
