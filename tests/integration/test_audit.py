@@ -128,8 +128,16 @@ async def test_concurrent_operator_actions_queue_up_on_the_chain(channel, client
     assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + 8))
     times = [e.create_time.ToDatetime() for e in events]
     assert times == sorted(times)
+    # Transfers of one writer batch: one statement for the batch's events, chained in order
+    custodial = await client.open("c", kind=lpb.ACCOUNT_KIND_CUSTODIAL)
+    merchant = await client.open("m")
+    made = await asyncio.gather(*(client.transfer(custodial.account_id, merchant.account_id,
+                                                  100 + i) for i in range(12)))
+    transfers = await Trail(channel, platform.key).events(method="Transfer")
+    assert sorted(e.resource for e in transfers) == sorted(f"transfer:{t.transfer_id}"
+                                                            for t in made)
     v = await client.verify()
-    assert v.audit_chain_ok and v.audit_event_count == 9  # with the fixture's key
+    assert v.audit_chain_ok and v.audit_event_count == 1 + 8 + 12  # with the fixture's key
 
 
 async def test_a_change_whose_audit_write_fails_does_not_happen(channel, client: Client,
