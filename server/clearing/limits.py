@@ -48,6 +48,9 @@ PAGE_SIZE_DEFAULT = 100
 PAGE_SIZE_MAX = 1000
 # VerifyLedger: mismatched accounts listed at most.
 MISMATCHES_LISTED_MAX = 100
+# ListAuditEvents filters (audit.proto): a resource name, a method name.
+AUDIT_RESOURCE_LEN_MAX = 128
+AUDIT_METHOD_LEN_MAX = 64
 
 # ---- rule sets (rule_set.proto, RuleSet) -----------------------------------------------------
 RULES_MAX = 200

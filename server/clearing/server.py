@@ -22,10 +22,11 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clearing import db, logs, metrics, redisconn
+from clearing import audit, db, logs, metrics, redisconn
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
+from clearing.api import audit as audit_api
 from clearing.api import payout as payout_api
 from clearing.api import platform as platform_api
 from clearing.api import reconciliation as recon_api
@@ -55,6 +56,7 @@ from clearing.rules.cache import PlanCache
 from clearing.rules.counters import Counters
 from clearing.rules.store import PgSource
 from clearing.v1 import platform_pb2, platform_pb2_grpc
+from clearing.v1 import audit_pb2, audit_pb2_grpc
 from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
                          reconciliation_pb2, reconciliation_pb2_grpc, report_pb2,
                          report_pb2_grpc, risk_pb2, risk_pb2_grpc, split_pb2, split_pb2_grpc)
@@ -66,7 +68,8 @@ SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for pb, nam
     (ledger_pb2, "LedgerService"), (split_pb2, "SplitService"),
     (payout_pb2, "PayoutService"), (reconciliation_pb2, "ReconciliationService"),
     (report_pb2, "ReportService"), (risk_pb2, "RiskService"),
-    (platform_pb2, "PlatformService")))
+    (platform_pb2, "PlatformService"),
+    (audit_pb2, "AuditService")))
 REDIS_CONNECT_TIMEOUT_S = 2.0
 WORKER_JOIN_TIMEOUT_S = 60.0
 GC_GEN0_THRESHOLD = 20_000
@@ -179,7 +182,8 @@ async def start(settings: Settings, *, migrate: bool = True,
     redis_client = await _connect_redis(settings)
     clock = clock or Clock()  # tests pass a ManualClock
     writer = LedgerWriter(pool, settings.writer, clock,
-                          sinks={split_store.SINK_NAME: split_store.SplitSink(),
+                          sinks={audit.SINK_NAME: audit.AuditSink(),
+                                 split_store.SINK_NAME: split_store.SplitSink(),
                                  split_store.ACTION_SINK_NAME: split_store.ActionSink(),
                                  payout_store.SINK_NAME: payout_store.PayoutSink()})
     writer.start()
@@ -203,6 +207,7 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles.update(report_api.METHOD_ROLES)
     roles.update(risk_api.METHOD_ROLES)
     roles.update(platform_api.METHOD_ROLES)
+    roles.update(audit_api.METHOD_ROLES)
     keys = KeyStore(pool)
     keys.start()  # its poll refuses a revoked key within a second
     calls = ClearingInterceptor(keys, roles)
@@ -237,6 +242,8 @@ async def start(settings: Settings, *, migrate: bool = True,
                    risk_api.RiskServicer(pool, policies, ResolveDeps(pool, writer)))
     calls.register(server, platform_pb2_grpc.add_PlatformServiceServicer_to_server,
                    platform_api.PlatformServicer(pool, settings.payout))
+    calls.register(server, audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                   audit_api.AuditServicer(pool))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from clearing import audit
 from clearing.errors import FieldViolation, InvalidArgument
 from clearing.ledger.model import Role
 
@@ -48,21 +49,30 @@ async def create_platform(conn: asyncpg.Connection, name: str,
     return platform_id, key
 
 
-async def create_key(conn: asyncpg.Connection, platform_id: int, roles: frozenset[str]) -> str:
+async def create_key(conn: asyncpg.Connection, platform_id: int, roles: frozenset[str], *,
+                     actor: audit.Actor | None = None) -> str:
     """Another key for a platform, with these roles (Role.ALL); returns the key."""
-    return (await insert_key(conn, platform_id, roles))[1]
+    return (await insert_key(conn, platform_id, roles, actor=actor))[1]
 
 
-async def insert_key(conn: asyncpg.Connection, platform_id: int,
-                     roles: frozenset[str]) -> tuple[int, str]:
-    """Another key for a platform, with these roles (Role.ALL); returns (key_id, key)."""
+async def insert_key(conn: asyncpg.Connection, platform_id: int, roles: frozenset[str], *,
+                     actor: audit.Actor | None = None) -> tuple[int, str]:
+    """Another key for a platform, with these roles (Role.ALL); returns (key_id, key).
+    Recorded in the audit trail (its id, prefix and roles, never the key) with the key, in
+    one transaction; `actor` by default the core's admin."""
     unknown = set(roles) - Role.ALL
     if not roles or unknown:
         raise InvalidArgument([FieldViolation("roles", f"unknown or no roles: {sorted(unknown)}")])
     key = new_key()
-    key_id = await conn.fetchval(
-        "INSERT INTO api_keys (platform_id, key_hash, key_prefix, roles) VALUES ($1, $2, $3, $4)"
-        " RETURNING key_id", platform_id, hash_key(key), key[:PREFIX_LEN], sorted(roles))
+    async with conn.transaction():
+        key_id = await conn.fetchval(
+            "INSERT INTO api_keys (platform_id, key_hash, key_prefix, roles)"
+            " VALUES ($1, $2, $3, $4) RETURNING key_id",
+            platform_id, hash_key(key), key[:PREFIX_LEN], sorted(roles))
+        await audit.record(conn, actor or audit.Actor.core_admin(platform_id), "CreateApiKey",
+                           f"api_key:{key_id}", platform_id=platform_id,
+                           after={"key_id": key_id, "key_prefix": key[:PREFIX_LEN],
+                                  "roles": sorted(roles)})
     return key_id, key
 
 
@@ -131,9 +141,20 @@ async def find_keys(conn: asyncpg.Connection, which: str) -> list[KeyInfo]:
     return [_key_info(r) for r in rows]
 
 
-async def revoke_key(conn: asyncpg.Connection, key_id: int) -> bool:
+async def revoke_key(conn: asyncpg.Connection, key_id: int, *,
+                     actor: audit.Actor | None = None) -> bool:
     """Revoke a key (False if it was revoked already). Every server refuses it within
-    clearing.api.auth.REVOCATION_BOUND_S."""
-    return await conn.fetchval(
-        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL"
-        " RETURNING true", key_id) or False
+    clearing.api.auth.REVOCATION_BOUND_S. Recorded in the audit trail in the same
+    transaction; `actor` by default the core's admin."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL"
+            " RETURNING platform_id, key_prefix, roles", key_id)
+        if row is None:
+            return False
+        await audit.record(conn, actor or audit.Actor.core_admin(row["platform_id"]),
+                           "RevokeApiKey", f"api_key:{key_id}", platform_id=row["platform_id"],
+                           before={"key_id": key_id, "key_prefix": row["key_prefix"],
+                                   "roles": list(row["roles"]), "revoked": False},
+                           after={"key_id": key_id, "revoked": True})
+    return True

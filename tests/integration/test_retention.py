@@ -60,6 +60,8 @@ KEPT: dict[str, tuple[str, ...] | None] = {
     "risk_inflows": None,
     "rule_set_swing_approvals": None,
     "payout_config_changes": ("state", "decided_by", "decided_at", "note"),
+    "audit_events": None,
+    "audit_head": ("seq", "hash"),
 }
 # Tables that are not records: configuration, caches of state, the runner's own. Deletable.
 MUTABLE = {

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clearing import logs, metrics
+from clearing.v1 import audit_pb2
 from clearing.v1 import (ledger_pb2 as pb, payout_pb2, payout_pb2_grpc, platform_pb2,
                          reconciliation_pb2, report_pb2, report_pb2_grpc, risk_pb2, split_pb2)
 from tests.split_support import new_key
@@ -24,6 +25,7 @@ SERVICES = {
     "clearing.v1.LedgerService", "clearing.v1.SplitService", "clearing.v1.PayoutService",
     "clearing.v1.ReconciliationService", "clearing.v1.ReportService", "clearing.v1.RiskService",
     "clearing.v1.PlatformService",
+    "clearing.v1.AuditService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }
@@ -89,13 +91,15 @@ async def test_contract_method_names():
                      "ListApiKeys", "RevokeApiKey", "GetPayoutConfig", "SetPayoutConfig",
                      "ApprovePayoutConfigChange", "RejectPayoutConfigChange",
                      "GetBusinessCalendar", "SetBusinessCalendar"}
+    trail = {m.name for m in audit_pb2.DESCRIPTOR.services_by_name["AuditService"].methods}
+    assert trail == {"ListAuditEvents"}
 
 
 async def test_health_serves_every_service(channel):
     stub = health_pb2_grpc.HealthStub(channel)
     for name in ("", "clearing.v1.LedgerService", "clearing.v1.SplitService",
                  "clearing.v1.PayoutService", "clearing.v1.ReconciliationService",
-                 "clearing.v1.ReportService"):
+                 "clearing.v1.ReportService", "clearing.v1.AuditService"):
         r = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
         assert r.status == health_pb2.HealthCheckResponse.SERVING, name
 

@@ -34,13 +34,13 @@ from clearing.reports import voucher_model
 from clearing.risk import model as risk
 from clearing.rules import counters, model as rules
 from clearing.splits import model as split_model
-from clearing.v1 import (ledger_pb2, payout_pb2, platform_pb2, reconciliation_pb2, report_pb2,
+from clearing.v1 import (audit_pb2, ledger_pb2, payout_pb2, platform_pb2, reconciliation_pb2, report_pb2,
                          risk_pb2, rule_set_pb2, split_pb2)
 from tests.support import ROOT
 
 # The generated modules whose enums are paired here: every .proto file's but errors.proto's
 # (ErrorReason has its mirror in clearing.reasons, tests/unit/test_reasons.py).
-MODULES = (ledger_pb2, payout_pb2, platform_pb2, reconciliation_pb2, report_pb2, risk_pb2,
+MODULES = (audit_pb2, ledger_pb2, payout_pb2, platform_pb2, reconciliation_pb2, report_pb2, risk_pb2,
            rule_set_pb2, split_pb2)
 
 # (domain enum, proto enum descriptor)

@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 from clearing_client.v1 import ledger_pb2 as pb
 from clearing_client.v1 import ledger_pb2_grpc, payout_pb2
 from clearing_client.v1 import payout_pb2_grpc, rule_set_pb2, split_pb2, split_pb2_grpc
+from clearing_client.v1 import audit_pb2_grpc
 from clearing_client.v1 import reconciliation_pb2, reconciliation_pb2_grpc, risk_pb2_grpc
 from clearing_client.v1 import report_pb2, report_pb2_grpc
 from clearing_client.v1 import platform_pb2_grpc
@@ -98,6 +99,7 @@ class ClearingClient:
         self.risk = risk_pb2_grpc.RiskServiceStub(self.channel)
         # PlatformService answers admin keys only (`clearing admin init`, var/admin.key).
         self.platform = platform_pb2_grpc.PlatformServiceStub(self.channel)
+        self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
 
     async def __aenter__(self) -> "ClearingClient":
         return self

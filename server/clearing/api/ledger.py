@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from clearing import idempotency
+from clearing import audit, idempotency
 from clearing.api import convert, validate
 from clearing.api.interceptor import principal
 from clearing.api.replies import Reply, encode
@@ -170,14 +170,18 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     async def Transfer(self, request: pb.TransferRequest, context) -> pb.TransferResponse:
         leg = _transfer_leg(request)
         reply = Reply(lambda records: pb.TransferResponse(transfer=convert.transfer(records[0])))
-        posting = Posting(principal().platform_id, request.request_id, "Transfer",
-                          validate.payload_hash("Transfer", request), (leg,), respond=reply)
+        who = principal()
+        posting = Posting(who.platform_id, request.request_id, "Transfer",
+                          validate.payload_hash("Transfer", request), (leg,), respond=reply,
+                          sink=audit.SINK_NAME, attachment=audit.Actor.of(who))
         return reply.answer(await self._writer.submit(posting), pb.TransferResponse)
 
     async def VerifyLedger(self, request: pb.VerifyLedgerRequest, context) -> pb.VerifyLedgerResponse:
-        report = await verify.verify(self._pool, principal().platform_id)
+        pid = principal().platform_id
+        report = await verify.verify(self._pool, pid)
+        trail = await audit.verify(self._pool, pid)
         return pb.VerifyLedgerResponse(
-            ok=report.ok, account_count=report.account_count,
+            ok=report.ok and trail.ok, account_count=report.account_count,
             totals=[pb.CurrencyTotals(
                 currency_code=t.currency_code, debits_posted_minor=t.debits_posted,
                 credits_posted_minor=t.credits_posted, debits_pending_minor=t.debits_pending,
@@ -185,7 +189,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 for t in report.totals],
             mismatched_account_ids=report.mismatched_account_ids, chain_ok=report.chain_ok,
             batch_count=report.batch_count, transfer_count=report.transfer_count,
-            first_bad_batch_seq=report.first_bad_batch_seq)
+            first_bad_batch_seq=report.first_bad_batch_seq, audit_chain_ok=trail.ok,
+            audit_event_count=trail.event_count, first_bad_audit_seq=trail.first_bad_seq)
 
 
 def _transfer_leg(request: pb.TransferRequest) -> Leg:

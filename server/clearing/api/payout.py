@@ -10,6 +10,7 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from clearing import audit
 from clearing.api import payout_schedule, validate
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
@@ -77,7 +78,8 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
             service.BindRequest(request.account_id, request.bank_code, request.bank_name,
                                 request.branch_code, number, request.holder_name,
                                 BankAccountType(request.account_type), request.kyc_verified),
-            lambda b: encode(pb.BindBankAccountResponse(bank_account=bank_account(b)))))
+            lambda b: encode(pb.BindBankAccountResponse(bank_account=bank_account(b))),
+            actor=audit.Actor.of(who)))
 
     async def SetPayoutSchedule(self, request: pb.SetPayoutScheduleRequest, context) -> pb.SetPayoutScheduleResponse:
         return await payout_schedule.set_payout_schedule(self._deps, request, principal())
@@ -142,7 +144,8 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
         return pb.ApprovePayoutResponse.FromString(await review.approve_payout(
             self._deps, who.platform_id, who.key_id, request.request_id,
             validate.payload_hash("ApprovePayout", request), request.payout_id, request.reason,
-            lambda p: encode(pb.ApprovePayoutResponse(payout=payout(p)))))
+            lambda p: encode(pb.ApprovePayoutResponse(payout=payout(p))),
+            actor=audit.Actor.of(who)))
 
     async def RejectPayout(self, request: pb.RejectPayoutRequest, context) -> pb.RejectPayoutResponse:
         self._review_args(request, reason_required=True)
@@ -150,7 +153,8 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
         return pb.RejectPayoutResponse.FromString(await review.reject_payout(
             self._deps, who.platform_id, who.key_id, request.request_id,
             validate.payload_hash("RejectPayout", request), request.payout_id, request.reason,
-            lambda p: encode(pb.RejectPayoutResponse(payout=payout(p)))))
+            lambda p: encode(pb.RejectPayoutResponse(payout=payout(p))),
+            actor=audit.Actor.of(who)))
 
 
 def _digits(text: str) -> bool:

@@ -3,7 +3,7 @@ delegates to `set_payout_schedule`). Cycles and run times: `clearing.payout.cale
 
 from __future__ import annotations
 
-from clearing import idempotency
+from clearing import audit, idempotency
 from clearing.api import validate
 from clearing.api.convert import timestamp
 from clearing.api.replies import encode
@@ -70,7 +70,7 @@ async def set_payout_schedule(deps: PayoutDeps, request: pb.SetPayoutScheduleReq
             await schedules.save_schedule(
                 conn, platform_id=who.platform_id, account_id=account_id, spec=spec,
                 min_amount_minor=min_amount, now=now, calendar=calendar,
-                run_hour=settings.run_hour)
+                run_hour=settings.run_hour, actor=audit.Actor.of(who))
         except NoBusinessDay as exc:
             raise FailedPrecondition(f"the business-day calendar is invalid: {exc}",
                                      reason=Reason.CALENDAR_NO_BUSINESS_DAY) from exc

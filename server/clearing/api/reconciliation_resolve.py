@@ -4,6 +4,7 @@ conversion; the domain is `clearing.recon.settle` and `clearing.recon.resolve`."
 
 from __future__ import annotations
 
+from clearing import audit
 from clearing.api import split_validate, validate
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
@@ -37,7 +38,8 @@ class ResolutionMethods:
         return pb.PostSettlementResponse.FromString(await settle.post_settlement(
             self._deps, who.platform_id, who.key_id, request.request_id,
             validate.payload_hash("PostSettlement", request), request.run_id,
-            lambda r: encode(pb.PostSettlementResponse(run=self.run_message(r)))))
+            lambda r: encode(pb.PostSettlementResponse(run=self.run_message(r))),
+            actor=audit.Actor.of(who)))
 
     async def ProposeResolution(self, request: pb.ProposeResolutionRequest,
                                 context) -> pb.ProposeResolutionResponse:
@@ -69,7 +71,8 @@ class ResolutionMethods:
         return pb.ProposeResolutionResponse.FromString(await resolve.propose(
             self._deps, who.platform_id, who.key_id, request.request_id,
             validate.payload_hash("ProposeResolution", request), proposal,
-            lambda r: encode(pb.ProposeResolutionResponse(resolution=resolution(r)))))
+            lambda r: encode(pb.ProposeResolutionResponse(resolution=resolution(r))),
+            actor=audit.Actor.of(who)))
 
     def _review_args(self, request, *, note_required: bool) -> None:
         v = Violations()
@@ -87,7 +90,8 @@ class ResolutionMethods:
             self._deps, who.platform_id, who.key_id, request.request_id,
             validate.payload_hash("ApproveResolution", request), request.resolution_id,
             request.note,
-            lambda r: encode(pb.ApproveResolutionResponse(resolution=resolution(r)))))
+            lambda r: encode(pb.ApproveResolutionResponse(resolution=resolution(r))),
+            actor=audit.Actor.of(who)))
 
     async def RejectResolution(self, request: pb.RejectResolutionRequest,
                                context) -> pb.RejectResolutionResponse:
@@ -97,7 +101,8 @@ class ResolutionMethods:
             self._deps, who.platform_id, who.key_id, request.request_id,
             validate.payload_hash("RejectResolution", request), request.resolution_id,
             request.note,
-            lambda r: encode(pb.RejectResolutionResponse(resolution=resolution(r)))))
+            lambda r: encode(pb.RejectResolutionResponse(resolution=resolution(r))),
+            actor=audit.Actor.of(who)))
 
     async def GetResolution(self, request: pb.GetResolutionRequest,
                             context) -> pb.GetResolutionResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from clearing import idempotency, values
+from clearing import audit, idempotency, values
 from clearing.api import validate
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
@@ -92,7 +92,8 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         policy = policy_from_proto(request.policy)
 
         async def op(conn: asyncpg.Connection) -> bytes:
-            row = await policy_store.publish(conn, who.platform_id, policy, who.key_id)
+            row = await policy_store.publish(conn, who.platform_id, policy, who.key_id,
+                                             actor=audit.Actor.of(who))
             return encode(pb.PublishRiskPolicyResponse(policy=policy_message(row)))
 
         return pb.PublishRiskPolicyResponse.FromString(await idempotency.run(

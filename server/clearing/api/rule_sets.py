@@ -8,7 +8,7 @@ import dataclasses
 
 import asyncpg
 
-from clearing import idempotency, values
+from clearing import audit, idempotency, values
 from clearing.api import split_convert as convert
 from clearing.api import split_validate as checks
 from clearing.api import validate
@@ -70,6 +70,10 @@ class RuleSetMethods:
             rule_set_id = await rule_store.set_level_count(conn, who.platform_id, model.name,
                                                            stored, versioned.level_count)
             row = await rule_store.get_version_by_id(conn, who.platform_id, rule_set_id)
+            await audit.record(conn, audit.Actor.of(who), "PublishRuleSet",
+                               f"rule_set:{model.name}",
+                               after={"version": stored, "rule_set_id": rule_set_id,
+                                      "content_sha256": sha})
             return encode(pb.PublishRuleSetResponse(rule_set=convert.rule_set(row)))
 
         return pb.PublishRuleSetResponse.FromString(await idempotency.run(

@@ -66,6 +66,11 @@
                                               propose, or confirm another key's (approver)
     clearing reports NAME --from D --to D|--day D|--week D|--month M [--format csv|xlsx] -o FILE
                                               export a report (operator or approver)
+    clearing audit list [--resource R] [--key-id N] [--method M] [--since T] [--until T]
+                                              the platform's audit trail (operator key;
+                                              --platform NAME: from the database)
+    clearing audit verify [--platform NAME]   its hash chains, from the database; exits 1
+                                              if one is broken
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`). Amounts are in major units
@@ -76,7 +81,7 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import admin, client, recon, reports, risk, serve, split, vouchers
+from clearing.cli import admin, audit, client, recon, reports, risk, serve, split, vouchers
 from clearing.config import Settings
 
 # The commands live in these modules: serve (serve), admin (migrate, admin init and
@@ -99,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     risk.add_parser(sub)
     reports.add_parser(sub)
     split.add_parser(sub)
+    audit.add_parser(sub)
     return top
 
 

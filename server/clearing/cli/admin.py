@@ -290,22 +290,23 @@ def cmd_verify_all(args, settings: Settings) -> int:
     import json
     from dataclasses import asdict
 
+    from clearing import audit
     from clearing.ledger import verify
 
-    async def go() -> verify.Report:
+    async def go() -> tuple[verify.Report, audit.ChainReport]:
         conn = await _admin_connect(settings)
         try:
-            return await verify.verify_on(conn, None)
+            return await verify.verify_on(conn, None), await audit.verify_on(conn, None)
         finally:
             await conn.close()
 
-    report = asyncio.run(go())
-    doc = {"ok": report.ok, **asdict(report)}
+    report, trail = asyncio.run(go())
+    doc = {"ok": report.ok and trail.ok, **asdict(report), "audit": asdict(trail)}
     for t in doc["totals"]:
         t["balanced"] = t["debits_posted"] == t["credits_posted"] and (
             t["debits_pending"] == t["credits_pending"])
     print(json.dumps(doc, indent=2))
-    return 0 if report.ok else 1
+    return 0 if report.ok and trail.ok else 1
 
 
 _CONFIG_AMOUNTS = ("fee_fixed_minor", "min_amount_minor", "max_amount_minor", "daily_max_minor",

@@ -14,7 +14,7 @@ from pathlib import Path
 from clearing.cli.client import _client_options, _run
 from clearing.config import Settings
 
-NAMES = ("split_summary", "transaction_flow", "channel_analysis", "payouts")
+NAMES = ("split_summary", "transaction_flow", "channel_analysis", "payouts", "audit")
 FORMATS = ("csv", "xlsx")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from clearing import audit
 from clearing.errors import (AlreadyExists, FailedPrecondition, FieldViolation,
                              InvalidArgument, NotFound)
 from clearing.ledger.model import (Account, AccountKind, AccountStatus, Balance, EntrySide, Mode,
@@ -62,12 +63,21 @@ async def _lock_account(conn, platform_id: int, account_id: int) -> asyncpg.Reco
     return row
 
 
+def _state(acct: Account) -> dict:
+    """An account's operator-visible state, as the audit trail records it."""
+    return {"status": acct.status.name, "frozen_minor": acct.balance.frozen}
+
+
 async def _event(conn, principal: Principal, account_id: int, action: str, amount: int,
-                 reason: str) -> None:
+                 reason: str, before: Account, method: str) -> None:
     await conn.execute(
         "INSERT INTO account_events (platform_id, account_id, action, amount, reason, key_id)"
         " VALUES ($1, $2, $3, $4, $5, $6)",
         principal.platform_id, account_id, action, amount, reason, principal.key_id)
+    after = await get_account(conn, principal.platform_id, account_id=account_id)
+    await audit.record(conn, audit.Actor.of(principal), method, f"account:{account_id}",
+                       before=_state(before), after={**_state(after), "amount_minor": amount,
+                                                    "reason": reason})
 
 
 async def freeze(conn, principal: Principal, account_id: int, amount: int, reason: str) -> int:
@@ -88,7 +98,7 @@ async def freeze(conn, principal: Principal, account_id: int, amount: int, reaso
                 f"cannot freeze {amount}", reason=Reason.INSUFFICIENT_FUNDS)
         await conn.execute("UPDATE accounts SET frozen = frozen + $2 WHERE account_id = $1",
                            account_id, amount)
-    await _event(conn, principal, account_id, "freeze", amount, reason)
+    await _event(conn, principal, account_id, "freeze", amount, reason, acct, "FreezeAccount")
     return account_id
 
 
@@ -109,7 +119,8 @@ async def unfreeze(conn, principal: Principal, account_id: int, amount: int,
                 reason=Reason.AMOUNT_EXCEEDS_FROZEN)
         await conn.execute("UPDATE accounts SET frozen = frozen - $2 WHERE account_id = $1",
                            account_id, amount)
-    await _event(conn, principal, account_id, "unfreeze", amount, reason)
+    await _event(conn, principal, account_id, "unfreeze", amount, reason, acct,
+                 "UnfreezeAccount")
     return account_id
 
 
@@ -127,7 +138,7 @@ async def close(conn, principal: Principal, account_id: int) -> int:
             reason=Reason.ACCOUNT_NOT_EMPTY)
     await conn.execute("UPDATE accounts SET status = $2 WHERE account_id = $1",
                        account_id, int(AccountStatus.CLOSED))
-    await _event(conn, principal, account_id, "close", 0, "")
+    await _event(conn, principal, account_id, "close", 0, "", acct, "CloseAccount")
     return account_id
 
 

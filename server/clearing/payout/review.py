@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from clearing import idempotency
+from clearing import audit, idempotency
 from clearing.errors import FailedPrecondition, NotFound, PermissionDenied
 from clearing.ledger import status
 from clearing.payout import lifecycle, store
@@ -64,7 +64,8 @@ WHERE payout_id = $1 AND platform_id = $2
 
 async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int,
                          request_id: str, payload_hash: bytes, payout_id: int,
-                         reason: str, encode: Callable[[Payout], bytes]) -> bytes:
+                         reason: str, encode: Callable[[Payout], bytes], *,
+                         actor: audit.Actor) -> bytes:
     """PENDING_REVIEW -> QUEUED (its transfers due now); MANUAL_REVIEW: the lifecycle's
     retry_payout (its transfers queued again, a blocked send's kept key queried first, the
     payout SUBMITTED); in one transaction with the idempotency record. Answers the first
@@ -88,7 +89,8 @@ async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: in
                 " AND state = $3", payout_id, now, int(TransferState.QUEUED))
         else:
             await lifecycle.retry_in(conn, payout_id, now)
-        return encode(await store.get_payout(conn, platform_id, payout_id))
+        return await _recorded(conn, actor, "ApprovePayout", platform_id, payout_id, state,
+                               reason, encode)
 
     return await idempotency.run(deps.pool, platform_id, request_id, "ApprovePayout",
                                  payload_hash, op)
@@ -96,7 +98,8 @@ async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: in
 
 async def reject_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int,
                         request_id: str, payload_hash: bytes, payout_id: int,
-                        reason: str, encode: Callable[[Payout], bytes]) -> bytes:
+                        reason: str, encode: Callable[[Payout], bytes], *,
+                        actor: audit.Actor) -> bytes:
     """PENDING_REVIEW or MANUAL_REVIEW -> FAILED (REJECTED) in one transaction with the
     idempotency record (the lifecycle's fail_payout), then what was not paid is voided
     (`release_holds`: idempotent, also run on a replay to finish what a crash cut short).
@@ -104,14 +107,27 @@ async def reject_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int
     Maker-checker: the requesting key cannot reject."""
     async def op(conn) -> bytes:
         row = await _lock_payout(conn, payout_id, platform_id)
-        _check_reviewable(row, payout_id, reviewer_key_id)
+        state = _check_reviewable(row, payout_id, reviewer_key_id)
         now = deps.clock.now()
         await conn.execute(_SQL_REVIEWED, payout_id, platform_id, str(reviewer_key_id),
                            reason, now)
         await lifecycle.fail_in(conn, payout_id, Reason.REJECTED, reason, now)
-        return encode(await store.get_payout(conn, platform_id, payout_id))
+        return await _recorded(conn, actor, "RejectPayout", platform_id, payout_id, state,
+                               reason, encode)
 
     first = await idempotency.run(deps.pool, platform_id, request_id, "RejectPayout",
                                   payload_hash, op)
     await lifecycle.release_holds(deps, payout_id)
     return first
+
+
+async def _recorded(conn, actor: audit.Actor, method: str, platform_id: int, payout_id: int,
+                    before: PayoutState, reason: str, encode: Callable[[Payout], bytes]) -> bytes:
+    """The review decision's audit record (in its transaction) and its response."""
+    after = await store.get_payout(conn, platform_id, payout_id)
+    await audit.record(conn, actor, method, f"payout:{payout_id}",
+                       before={"state": before.name},
+                       after={"state": after.state.name, "reason": reason,
+                              "amount_minor": after.amount_minor,
+                              "currency_code": after.currency_code})
+    return encode(after)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from clearing import audit
 from clearing.config import SchedulerSettings
 from clearing.errors import ClearingError, ResourceExhausted, Unavailable
 from clearing.ledger.model import Mode
@@ -171,11 +172,24 @@ ON CONFLICT (account_id) DO UPDATE SET
 
 async def save_schedule(conn, *, platform_id: int, account_id: int, spec: ScheduleSpec,
                         min_amount_minor: int, now: dt.datetime, calendar: BusinessCalendar,
-                        run_hour: int) -> None:
-    """Insert or replace an account's schedule; its first run is next_run(after=now)."""
+                        run_hour: int, actor: audit.Actor) -> None:
+    """Insert or replace an account's schedule; its first run is next_run(after=now).
+    Recorded in the audit trail (run it in the caller's transaction)."""
+    before = await get_schedule(conn, platform_id, account_id)
+    first = next_run(spec, now, calendar, run_hour=run_hour)
     await conn.execute(_SQL_UPSERT, account_id, platform_id, int(spec.cycle), spec.weekday,
-                       spec.month_day, min_amount_minor, spec.time_zone,
-                       next_run(spec, now, calendar, run_hour=run_hour), now)
+                       spec.month_day, min_amount_minor, spec.time_zone, first, now)
+
+    def doc(cycle: PayoutCycle, weekday: int, month_day: int, minimum: int, zone: str) -> dict:
+        return {"cycle": cycle.name, "weekday": weekday, "month_day": month_day,
+                "min_amount_minor": minimum, "time_zone": zone}
+
+    await audit.record(
+        conn, actor, "SetPayoutSchedule", f"payout_schedule:{account_id}",
+        before=None if before is None else doc(before.cycle, before.weekday, before.month_day,
+                                               before.min_amount_minor, before.time_zone),
+        after={**doc(spec.cycle, spec.weekday, spec.month_day, min_amount_minor,
+                     spec.time_zone), "next_run_at": first})
 
 
 # ---- the scheduler --------------------------------------------------------------------------

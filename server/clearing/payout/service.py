@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from clearing import idempotency
+from clearing import audit, idempotency
 from clearing.clock import Clock
 from clearing.config import BANK_CONNECTOR_NONE, PayoutSettings
 from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, FieldViolation,
@@ -392,9 +392,11 @@ class BindRequest:
 
 async def bind_bank_account(deps: PayoutDeps, platform_id: int, request_id: str,
                             payload_hash: bytes, req: BindRequest,
-                            encode: Callable[[BankAccount], bytes]) -> bytes:
+                            encode: Callable[[BankAccount], bytes], *,
+                            actor: audit.Actor) -> bytes:
     """Bind (replacing any earlier binding) once per request id (`clearing.idempotency`);
-    answers the first response, `encode` of the binding made; see payout.proto."""
+    answers the first response, `encode` of the binding made; see payout.proto. Recorded
+    in the audit trail with the number masked."""
     async def op(conn) -> bytes:
         acct = await conn.fetchrow(_SQL_ACCOUNT + " FOR UPDATE", req.account_id,
                                    platform_id)
@@ -411,6 +413,7 @@ async def bind_bank_account(deps: PayoutDeps, platform_id: int, request_id: str,
         if acct["status"] == AccountStatus.CLOSED:
             raise FailedPrecondition(f"account {req.account_id} is closed",
                                      reason=Reason.ACCOUNT_CLOSED)
+        before = await store.active_bank_account(conn, platform_id, req.account_id)
         bank_account_id = await store.replace_bank_account(
             conn, platform_id=platform_id, account_id=req.account_id,
             bank_code=req.bank_code, bank_name=req.bank_name,
@@ -418,7 +421,16 @@ async def bind_bank_account(deps: PayoutDeps, platform_id: int, request_id: str,
             masked_number=mask_number(req.account_number),
             holder_name=req.holder_name, account_type=req.account_type,
             kyc_verified=req.kyc_verified, now=deps.clock.now())
-        return encode(await store.get_bank_account(conn, platform_id, bank_account_id))
+        bound = await store.get_bank_account(conn, platform_id, bank_account_id)
+
+        def doc(b: BankAccount) -> dict:
+            return {"bank_account_id": b.bank_account_id, "bank_code": b.bank_code,
+                    "account_number": b.masked_number, "holder_name": b.holder_name,
+                    "account_type": b.account_type.name}
+
+        await audit.record(conn, actor, "BindBankAccount", f"account:{req.account_id}",
+                           before=None if before is None else doc(before), after=doc(bound))
+        return encode(bound)
 
     return await idempotency.run(deps.pool, platform_id, request_id, "BindBankAccount",
                                  payload_hash, op)

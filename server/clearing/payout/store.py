@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from clearing import values
+from clearing import audit, values
 from clearing.config import PayoutSettings
 from clearing.errors import FieldViolation, InvalidArgument, NotFound, invariant
 from clearing.ledger.model import Posting, TransferRecord
@@ -66,15 +66,31 @@ ON CONFLICT (platform_id, currency_code) DO UPDATE SET
 """
 
 
-async def save_config(conn, config: PayoutConfig) -> None:
+async def save_config(conn, config: PayoutConfig, *, actor: audit.Actor | None = None) -> None:
     """Insert or replace a platform's payout rules for a currency, checked first
-    (`check_config`)."""
+    (`check_config`), with its audit record in the same transaction (`actor` by default the
+    core's admin)."""
     await check_config(conn, config)
-    await conn.execute(
-        _SQL_UPSERT_CONFIG, config.platform_id, config.currency_code, config.fee_fixed_minor,
-        config.fee_bps, config.fee_account_id, config.min_amount_minor,
-        config.max_amount_minor, config.daily_max_minor, config.review_threshold_minor,
-        config.bank_transfer_max_minor, config.time_zone)
+    async with conn.transaction():  # the change and its audit record
+        before = await conn.fetchrow(
+            f"SELECT {_CONFIG_AUDITED} FROM payout_configs"
+            " WHERE platform_id = $1 AND currency_code = $2 FOR UPDATE",
+            config.platform_id, config.currency_code)
+        await conn.execute(
+            _SQL_UPSERT_CONFIG, config.platform_id, config.currency_code,
+            config.fee_fixed_minor, config.fee_bps, config.fee_account_id,
+            config.min_amount_minor, config.max_amount_minor, config.daily_max_minor,
+            config.review_threshold_minor, config.bank_transfer_max_minor, config.time_zone)
+        after = {c: getattr(config, c) for c in _CONFIG_AUDITED.split(", ")}
+        await audit.record(conn, actor or audit.Actor.core_admin(config.platform_id),
+                           "SetPayoutConfig", f"payout_config:{config.currency_code}",
+                           platform_id=config.platform_id,
+                           before=dict(before) if before is not None else None, after=after)
+
+
+_CONFIG_AUDITED = ("fee_fixed_minor, fee_bps, fee_account_id, min_amount_minor,"
+                   " max_amount_minor, daily_max_minor, review_threshold_minor,"
+                   " bank_transfer_max_minor, time_zone")
 
 
 async def check_config(conn, config: PayoutConfig, field_prefix: str = "") -> None:

@@ -14,6 +14,7 @@ import datetime as dt
 
 import asyncpg
 
+from clearing import audit as audit_trail
 from clearing import tenancy, values
 from clearing.config import PayoutSettings
 from clearing.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
@@ -29,11 +30,33 @@ _KEYS_KIND = "api-keys"
 
 
 async def audit(conn: asyncpg.Connection, admin_key_id: int, action: str,
-                subject: dict[str, object]) -> None:
+                subject: dict[str, object], *, resource: str = "") -> None:
     """The one place every admin change passes, inside its transaction, with who made it
-    (`admin_key_id`), what (`action`: the PlatformService method) and on what (`subject`).
-    The audit trail (issue 14, "every admin change audited") writes its row here: same
-    connection, same transaction, so a change and its record commit together."""
+    (`admin_key_id`), what (`action`: the PlatformService method) and on what (`subject`):
+    one event in the audit trail of the platform it concerns (platform 0, the core's own
+    chain, for the business calendar), same connection, same transaction, so a change and
+    its record commit together."""
+    platform_id = int(subject.get("platform_id") or 0)  # type: ignore[call-overload]
+    await audit_trail.record(conn, admin_actor(admin_key_id, platform_id), action,
+                             resource or action_resource(action, subject), after=subject,
+                             platform_id=platform_id)
+
+
+def admin_actor(admin_key_id: int, platform_id: int) -> audit_trail.Actor:
+    """An admin key as the audit trail records it (admin keys are not platform keys: the
+    role names the admin key, key_id stays 0)."""
+    return audit_trail.Actor(platform_id, 0, (f"{ADMIN_ROLE_PREFIX}{admin_key_id}",))
+
+
+ADMIN_ROLE_PREFIX = "admin-key:"
+
+
+def action_resource(action: str, subject: dict[str, object]) -> str:
+    for key, kind in (("change_id", "payout_config_change"), ("key_id", "api_key"),
+                      ("platform_id", "platform")):
+        if key in subject:
+            return f"{kind}:{subject[key]}"
+    return "business_calendar" if action == "SetBusinessCalendar" else action
 
 
 # ---- platforms -------------------------------------------------------------------------------
@@ -111,11 +134,9 @@ async def create_api_key(conn: asyncpg.Connection, admin_key_id: int, platform_i
     """A new key of the platform; returns it as listed and the key itself (shown once)."""
     async with conn.transaction():
         await _lock_platform(conn, platform_id)
-        key_id, key = await tenancy.insert_key(conn, platform_id, roles)
+        key_id, key = await tenancy.insert_key(  # recorded there, by this admin key
+            conn, platform_id, roles, actor=admin_actor(admin_key_id, platform_id))
         info = _key(await conn.fetchrow(f"{_SQL_KEY} WHERE key_id = $1", key_id))
-        await audit(conn, admin_key_id, "CreateApiKey",
-                    {"platform_id": platform_id, "key_id": key_id,
-                     "key_prefix": info.key_prefix, "roles": list(info.roles)})
     return info, key
 
 
@@ -148,11 +169,9 @@ async def revoke_api_key(conn: asyncpg.Connection, admin_key_id: int,
                            metadata={"key_id": str(key_id)})
         if row["revoked_at"] is not None:
             return _key(row), True
-        await tenancy.revoke_key(conn, key_id)
+        await tenancy.revoke_key(  # recorded there, by this admin key
+            conn, key_id, actor=admin_actor(admin_key_id, row["platform_id"]))
         info = _key(await conn.fetchrow(f"{_SQL_KEY} WHERE key_id = $1", key_id))
-        await audit(conn, admin_key_id, "RevokeApiKey",
-                    {"platform_id": info.platform_id, "key_id": key_id,
-                     "key_prefix": info.key_prefix})
     return info, False
 
 
@@ -238,12 +257,13 @@ async def _set_payout_config(conn, admin_key_id: int, settings: PayoutSettings,
             config.review_threshold_minor, config.bank_transfer_max_minor, config.time_zone,
             int(state), admin_key_id, fee_changed)
         if state is ChangeState.APPLIED:
-            await payout_store.save_config(conn, config)
+            await payout_store.save_config(
+                conn, config, actor=admin_actor(admin_key_id, config.platform_id))
         change = _change(await conn.fetchrow(f"{_SQL_CHANGE} WHERE change_id = $1",
                                              row["change_id"]))
         await audit(conn, admin_key_id, "SetPayoutConfig",
-                    {"change_id": change.change_id, "state": state.name,
-                     "config": dataclasses.asdict(config)})
+                    {"change_id": change.change_id, "platform_id": config.platform_id,
+                     "state": state.name, "config": dataclasses.asdict(config)})
     return change
 
 
@@ -277,7 +297,9 @@ async def _decide(conn, admin_key_id: int, change_id: int, note: str, *,
             raise PermissionDenied("the admin key that made a fee change may not approve it",
                                    reason=Reason.MAKER_CHECKER)
         if approve:
-            await payout_store.save_config(conn, change.config)
+            await payout_store.save_config(
+                conn, change.config,
+                actor=admin_actor(admin_key_id, change.config.platform_id))
         state = ChangeState.APPROVED if approve else ChangeState.REJECTED
         await conn.execute(
             "UPDATE payout_config_changes SET state = $2, decided_by = $3, decided_at = now(),"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from clearing import idempotency
+from clearing import audit, idempotency
 from clearing.errors import (ClearingError, FailedPrecondition, FieldViolation,
                              InvalidArgument, NotFound, PermissionDenied, invariant)
 from clearing.ledger.model import Claim, Leg, Mode, Posting
@@ -135,7 +135,8 @@ def _check_order(d: Discrepancy, order: OrderFacts | None) -> None:
 
 
 async def propose(deps: ReconDeps, platform_id: int, key_id: int, request_id: str,
-                  payload_hash: bytes, p: Proposal, encode: Encode) -> bytes:
+                  payload_hash: bytes, p: Proposal, encode: Encode, *,
+                  actor: audit.Actor) -> bytes:
     """ProposeResolution: an OPEN discrepancy gets a PROPOSED resolution (nothing moves)."""
     async def op(conn: asyncpg.Connection) -> bytes:
         d = await rstore.lock_discrepancy(conn, platform_id, p.discrepancy_id)
@@ -153,7 +154,8 @@ async def propose(deps: ReconDeps, platform_id: int, key_id: int, request_id: st
         resolution_id = await rstore.insert(
             conn, platform_id, d, p.action, p.note, amount, d.currency_code, p.order_message,
             key_id, request_id, deps.clock.now())
-        return encode(await rstore.load(conn, platform_id, resolution_id))
+        return await _recorded(conn, actor, PROPOSE_METHOD, platform_id, resolution_id,
+                               d.state, encode)
 
     return await idempotency.run(deps.pool, platform_id, request_id, PROPOSE_METHOD,
                                  payload_hash, op)
@@ -264,7 +266,7 @@ def resolution_posting(platform_id: int, r: Resolution, d: Discrepancy, custodia
 
 async def approve(deps: ReconDeps, platform_id: int, key_id: int, request_id: str,
                   payload_hash: bytes, resolution_id: int, note: str,
-                  encode: Encode) -> bytes:
+                  encode: Encode, *, actor: audit.Actor) -> bytes:
     """ApproveResolution: the money action, then APPROVED and the discrepancy RESOLVED
     (see the module docstring)."""
     invariant(deps.writer is not None, "ApproveResolution needs the ledger writer")
@@ -294,7 +296,8 @@ async def approve(deps: ReconDeps, platform_id: int, key_id: int, request_id: st
                            request_id, note, transfer_id or split_id, now)
         await rstore.set_discrepancy(conn, platform_id, d.discrepancy_id,
                                      DiscrepancyState.RESOLVED, resolution_id)
-        return encode(await rstore.load(conn, platform_id, resolution_id))
+        return await _recorded(conn, actor, APPROVE_METHOD, platform_id, resolution_id,
+                               r.state, encode)
 
     try:
         return await idempotency.run(deps.pool, platform_id, request_id, APPROVE_METHOD,
@@ -317,7 +320,8 @@ async def _posting_refused(deps: ReconDeps, platform_id: int, resolution_id: int
 
 
 async def reject(deps: ReconDeps, platform_id: int, key_id: int, request_id: str,
-                 payload_hash: bytes, resolution_id: int, note: str, encode: Encode) -> bytes:
+                 payload_hash: bytes, resolution_id: int, note: str, encode: Encode, *,
+                 actor: audit.Actor) -> bytes:
     """RejectResolution: REJECTED, its discrepancy OPEN again; refused once its posting
     committed (RESOLUTION_POSTED)."""
     async def op(conn: asyncpg.Connection) -> bytes:
@@ -336,7 +340,8 @@ async def reject(deps: ReconDeps, platform_id: int, key_id: int, request_id: str
                            request_id, note, 0, now)
         await rstore.set_discrepancy(conn, platform_id, d.discrepancy_id, DiscrepancyState.OPEN,
                                      resolution_id)
-        return encode(await rstore.load(conn, platform_id, resolution_id))
+        return await _recorded(conn, actor, REJECT_METHOD, platform_id, resolution_id,
+                               r.state, encode)
 
     return await idempotency.run(deps.pool, platform_id, request_id, REJECT_METHOD,
                                  payload_hash, op)
@@ -349,3 +354,18 @@ async def get(deps: ReconDeps, platform_id: int, resolution_id: int) -> Resoluti
         raise NotFound(f"no resolution {resolution_id}", reason=Reason.RESOLUTION_NOT_FOUND,
                        metadata={"field": "resolution_id"})
     return r
+
+
+async def _recorded(conn: asyncpg.Connection, actor: audit.Actor, method: str, platform_id: int,
+                    resolution_id: int, before, encode: Encode) -> bytes:
+    """The step's audit record (in its transaction) and its response. `before`: the
+    resolution's state (the discrepancy's, for a proposal)."""
+    r = await rstore.load(conn, platform_id, resolution_id)
+    await audit.record(conn, actor, method, f"recon_resolution:{resolution_id}",
+                       before={"state": before.name},
+                       after={"state": r.state.name, "discrepancy_id": r.discrepancy_id,
+                              "action": r.action.name, "amount_minor": r.amount_minor,
+                              "currency_code": r.currency_code,
+                              "note": r.review_note or r.note,
+                              "transfer_id": r.transfer_id, "split_id": r.split_id})
+    return encode(r)

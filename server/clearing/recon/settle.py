@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from clearing import idempotency
+from clearing import audit, idempotency
 from clearing.errors import FailedPrecondition, NotFound, invariant
 from clearing.ledger.model import Claim, Leg, Mode, Posting
 from clearing.reasons import Reason
@@ -133,7 +133,7 @@ async def _run_or_404(conn, platform_id: int, run_id: int) -> Run:
 
 async def post_settlement(deps: ReconDeps, platform_id: int, key_id: int, request_id: str,
                           payload_hash: bytes, run_id: int,
-                          encode: Callable[[Run], bytes]) -> bytes:
+                          encode: Callable[[Run], bytes], *, actor: audit.Actor) -> bytes:
     """PostSettlement once per request id; answers the first response (`encode` of the run
     as the settlement left it) or raises the recorded refusal. See the module docstring."""
     invariant(deps.writer is not None, "PostSettlement needs the ledger writer")
@@ -183,6 +183,11 @@ async def post_settlement(deps: ReconDeps, platform_id: int, key_id: int, reques
                            clearing_id, custodial_id,
                            posting_request_id(s.statement_id) if amount else "", request_id,
                            key_id, deps.clock.now())
+        await audit.record(conn, actor, METHOD, f"recon_run:{run_id}",
+                           before={"settled": False, "day_posted_minor": before},
+                           after={"settled": True, "statement_id": s.statement_id,
+                                  "amount_minor": amount, "currency_code": currency,
+                                  "transfer_id": transfer_id})
         return encode(await _run_or_404(conn, platform_id, run_id))
 
     return await idempotency.run(deps.pool, platform_id, request_id, METHOD, payload_hash, op)

@@ -38,6 +38,7 @@ class Report:
     columns: tuple[Column, ...]  # the first is currency_code; the query's columns in order
     query: Callable[[int, Period, set[dt.date]], sql.Query]
     check: Callable[[dict[str, int]], None] | None = None  # on each currency's totals
+    totals: bool = True  # False: no totals rows (a report of records, not money: audit)
 
 
 def _split_summary(platform_id: int, p: Period, rolled: set[dt.date]) -> sql.Query:
@@ -69,6 +70,10 @@ def _flow_balances(t: dict[str, int]) -> None:
               f"transaction flow: opening + credits - debits != closing: {t}")
 
 
+def _audit(platform_id: int, p: Period, rolled: set[dt.date]) -> sql.Query:
+    return sql.audit(platform_id, p.start, p.end)
+
+
 def _payout_amounts(t: dict[str, int]) -> None:
     invariant(t["amount"] == t["fee"] + t["net"], f"payouts: amount != fee + net: {t}")
     invariant(t["paid"] <= t["net"], f"payouts: paid above net: {t}")
@@ -96,6 +101,12 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
         Column("paid", AMOUNT), Column("succeeded_count", COUNT),
         Column("failed_count", COUNT), Column("failed", AMOUNT), Column("open_count", COUNT),
         Column("failed_attempt_count", COUNT)), _payouts, _payout_amounts),
+    # The audit trail (clearing.audit): one row per event of the period, no totals.
+    Report("audit", (
+        Column("event_id", ID), Column("seq", ID), Column("created_at"), Column("key_id", ID),
+        Column("key_prefix"), Column("roles"), Column("cert_subject"), Column("method"),
+        Column("resource"), Column("before"), Column("after"), Column("request_id"),
+        Column("hash")), _audit, totals=False),
 )}
 
 
@@ -144,7 +155,9 @@ class _Totals:
                 t[c.name] += int(value)
 
     def rows(self) -> list[list[str | int]]:
-        out = []
+        out: list[list[str | int]] = []
+        if not self._report.totals:
+            return out
         for currency, t in self.by_currency.items():
             if self._report.check is not None:
                 self._report.check(t)

@@ -203,3 +203,17 @@ WHERE p.platform_id = $1 AND p.created_at >= $2 AND p.created_at < $3
 GROUP BY 1, 2, 3
 ORDER BY 1, 2"""
     return q
+
+
+def audit(platform_id: int, start: dt.datetime, end: dt.datetime) -> Query:
+    """The platform's audit events of the period, in chain order (clearing.audit: bank
+    numbers are masked and keys absent when written)."""
+    q = Query(platform_id, start, end)
+    q.sql = """
+SELECT event_id, seq, created_at, coalesce(key_id, 0), key_prefix,
+       array_to_string(roles, ','), cert_subject, method, resource,
+       coalesce(before::text, ''), coalesce(after::text, ''), request_id, encode(hash, 'hex')
+FROM audit_events
+WHERE platform_id = $1 AND created_at >= $2 AND created_at < $3
+ORDER BY seq"""
+    return q

@@ -8,10 +8,12 @@ records that version in the event's evidence."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import asyncpg
 
+from clearing import audit
 from clearing.errors import NotFound, PermissionDenied
 from clearing.ledger.model import Principal
 from clearing.reasons import Reason
@@ -36,7 +38,7 @@ def _not_found(version: int) -> NotFound:
 
 
 async def publish(conn: asyncpg.Connection, platform_id: int, policy: Policy,
-                  key_id: int) -> PolicyVersion:
+                  key_id: int, *, actor: audit.Actor | None) -> PolicyVersion:
     """Store a new version (run inside a transaction; publishers of a platform queue up on
     its head row)."""
     version = await conn.fetchval(
@@ -47,7 +49,12 @@ async def publish(conn: asyncpg.Connection, platform_id: int, policy: Policy,
     await conn.execute(
         "INSERT INTO risk_policies (platform_id, version, content, published_by)"
         " VALUES ($1, $2, $3::jsonb, $4)", platform_id, version, policy.to_json(), key_id)
-    return await get(conn, platform_id, version)
+    published = await get(conn, platform_id, version)
+    if actor is not None:
+        await audit.record(conn, actor, "PublishRiskPolicy", "risk_policy",
+                           platform_id=platform_id,
+                           after={"version": version, "policy": json.loads(policy.to_json())})
+    return published
 
 
 async def get(conn: asyncpg.Connection, platform_id: int, version: int) -> PolicyVersion:
@@ -87,6 +94,8 @@ async def activate(conn: asyncpg.Connection, who: Principal,
     await conn.execute(
         "INSERT INTO risk_policy_activations (platform_id, version, previous_version, key_id)"
         " VALUES ($1, $2, $3, $4)", pid, version, active or None, who.key_id)
+    await audit.record(conn, audit.Actor.of(who), "ActivateRiskPolicy", "risk_policy",
+                       before={"active_version": active}, after={"active_version": version})
     return await get(conn, pid, version), active
 
 

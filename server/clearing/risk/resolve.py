@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from clearing import idempotency
+from clearing import audit, idempotency
 from clearing.errors import FailedPrecondition, PermissionDenied, invariant
 from clearing.ledger.model import (AccountKind, Claim, Leg, Mode, Posting, Principal, Role)
 from clearing.ledger.writer import LedgerWriter
@@ -107,7 +107,7 @@ async def _propose(deps: ResolveDeps, who: Principal, request_id: str, payload_h
             int(RiskEventState.RESOLUTION_PROPOSED), int(decision), who.key_id)
         await events.add_step(conn, event_id, events.STEP_PROPOSED, who.key_id, note,
                               decision, request_id)
-        return encode(await events.get(conn, who.platform_id, event_id))
+        return await _recorded(conn, who, event, decision, note, encode)
 
     return await idempotency.run(deps.pool, who.platform_id, request_id, METHOD,
                                  payload_hash, op)
@@ -126,7 +126,7 @@ def _confirm_op(who: Principal, request_id: str, event_id: int, decision: RiskDe
         await events.add_step(conn, event_id,
                               events.STEP_RELEASED if released else events.STEP_REJECTED,
                               who.key_id, note, decision, request_id)
-        return encode(await events.get(conn, who.platform_id, event_id))
+        return await _recorded(conn, who, event, decision, note, encode)
     return op
 
 
@@ -186,3 +186,15 @@ def _reject_posting(platform_id: int, split: Split, held, posting_id: str, paylo
     record = ActionRecord(platform_id, split.split_id, action, tuple(deltas), status)
     return Posting(platform_id, posting_id, POSTING_METHOD, payload, tuple(legs),
                    (releases.action_claim(split),), ACTION_SINK_NAME, record)
+
+
+async def _recorded(conn: asyncpg.Connection, who: Principal, before: RiskEvent,
+                    decision: RiskDecision, note: str, encode: Encode) -> bytes:
+    """The step's audit record (in its transaction) and its response."""
+    after = await events.get(conn, who.platform_id, before.event_id)
+    await audit.record(conn, audit.Actor.of(who), METHOD, f"risk_event:{before.event_id}",
+                       before={"state": before.state.name},
+                       after={"state": after.state.name, "decision": decision.name,
+                              "note": note, "account_id": after.account_id,
+                              "held_minor": after.held_minor})
+    return encode(after)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 import asyncpg
 
+from clearing import audit
 from clearing.errors import FailedPrecondition, NotFound, PermissionDenied
 from clearing.limits import ALERT_MESSAGE_LEN_MAX, RESOLVE_ROUNDS_MAX, RULE_SET_VERSION_MAX
 from clearing.ledger.model import Principal
@@ -221,6 +222,11 @@ async def activate_checked(conn: asyncpg.Connection, principal: Principal, name:
         "INSERT INTO rule_set_activations (platform_id, name, version, previous_version,"
         " key_id, comment) VALUES ($1, $2, $3, $4, $5, $6)",
         pid, name, version, active or None, principal.key_id, comment)
+    await audit.record(conn, audit.Actor.of(principal), "ActivateRuleSet",
+                       f"rule_set:{name}", before={"active_version": active},
+                       after={"active_version": version, "rule_set_id": row.rule_set_id,
+                              "content_sha256": row.content_sha256.hex(),
+                              "comment": comment})
     return row.rule_set_id, active
 
 

@@ -369,7 +369,7 @@ class CurrencyTotals(_message.Message):
     def __init__(self, currency_code: _Optional[str] = ..., debits_posted_minor: _Optional[int] = ..., credits_posted_minor: _Optional[int] = ..., debits_pending_minor: _Optional[int] = ..., credits_pending_minor: _Optional[int] = ..., balanced: _Optional[bool] = ...) -> None: ...
 
 class VerifyLedgerResponse(_message.Message):
-    __slots__ = ("ok", "totals", "account_count", "mismatched_account_ids", "chain_ok", "batch_count", "transfer_count", "first_bad_batch_seq")
+    __slots__ = ("ok", "totals", "account_count", "mismatched_account_ids", "chain_ok", "batch_count", "transfer_count", "first_bad_batch_seq", "audit_chain_ok", "audit_event_count", "first_bad_audit_seq")
     OK_FIELD_NUMBER: _ClassVar[int]
     TOTALS_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -378,6 +378,9 @@ class VerifyLedgerResponse(_message.Message):
     BATCH_COUNT_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_COUNT_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_BATCH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_CHAIN_OK_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_BAD_AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     totals: _containers.RepeatedCompositeFieldContainer[CurrencyTotals]
     account_count: int
@@ -386,4 +389,7 @@ class VerifyLedgerResponse(_message.Message):
     batch_count: int
     transfer_count: int
     first_bad_batch_seq: int
-    def __init__(self, ok: _Optional[bool] = ..., totals: _Optional[_Iterable[_Union[CurrencyTotals, _Mapping]]] = ..., account_count: _Optional[int] = ..., mismatched_account_ids: _Optional[_Iterable[int]] = ..., chain_ok: _Optional[bool] = ..., batch_count: _Optional[int] = ..., transfer_count: _Optional[int] = ..., first_bad_batch_seq: _Optional[int] = ...) -> None: ...
+    audit_chain_ok: bool
+    audit_event_count: int
+    first_bad_audit_seq: int
+    def __init__(self, ok: _Optional[bool] = ..., totals: _Optional[_Iterable[_Union[CurrencyTotals, _Mapping]]] = ..., account_count: _Optional[int] = ..., mismatched_account_ids: _Optional[_Iterable[int]] = ..., chain_ok: _Optional[bool] = ..., batch_count: _Optional[int] = ..., transfer_count: _Optional[int] = ..., first_bad_batch_seq: _Optional[int] = ..., audit_chain_ok: _Optional[bool] = ..., audit_event_count: _Optional[int] = ..., first_bad_audit_seq: _Optional[int] = ...) -> None: ...

@@ -1057,6 +1057,29 @@ export declare type VerifyLedgerResponse = Message<"clearing.v1.VerifyLedgerResp
    * @generated from field: int64 first_bad_batch_seq = 8;
    */
   firstBadBatchSeq: bigint;
+
+  /**
+   * Whether the platform's audit trail (AuditService) is intact: every event's hash
+   * recomputes from the previous one, positions run 1, 2, ... without a gap, and the
+   * chain's head names the last event. `ok` is false when it is not.
+   *
+   * @generated from field: bool audit_chain_ok = 9;
+   */
+  auditChainOk: boolean;
+
+  /**
+   * Number of the platform's audit events checked.
+   *
+   * @generated from field: int64 audit_event_count = 10;
+   */
+  auditEventCount: bigint;
+
+  /**
+   * The first failing audit event, as its position in the platform's chain, or 0.
+   *
+   * @generated from field: int64 first_bad_audit_seq = 11;
+   */
+  firstBadAuditSeq: bigint;
 };
 
 /**
