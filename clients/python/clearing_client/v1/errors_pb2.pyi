@@ -102,6 +102,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RISK_EVENT_NOT_FOUND: _ClassVar[ErrorReason]
     RISK_EVENT_NOT_OPEN: _ClassVar[ErrorReason]
     RISK_HOLD: _ClassVar[ErrorReason]
+    CLIENT_CERTIFICATE_PLATFORM_MISMATCH: _ClassVar[ErrorReason]
+    CLIENT_CERTIFICATE_UNBOUND: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 UNAUTHENTICATED: ErrorReason
@@ -198,3 +200,5 @@ RISK_POLICY_NOT_FOUND: ErrorReason
 RISK_EVENT_NOT_FOUND: ErrorReason
 RISK_EVENT_NOT_OPEN: ErrorReason
 RISK_HOLD: ErrorReason
+CLIENT_CERTIFICATE_PLATFORM_MISMATCH: ErrorReason
+CLIENT_CERTIFICATE_UNBOUND: ErrorReason
