@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 import secrets
 import socket
 import ssl
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -203,6 +205,39 @@ async def test_mutual_tls_refuses_no_or_unknown_certificates_and_binds_platforms
         subject = await asyncio.get_running_loop().create_task(
             enter(), context=contextvars.Context())
         assert subject == f"CN=gateway {a_name},O=clearing core (dev)"
+
+
+async def test_the_clearing_commands_speak_mutual_tls(database_url, redis_url, redis_prefix,
+                                                      pki, tmp_path):
+    """`clearing accounts list` with CLEARING_CLIENT_TLS_* (CA, certificate bound to A):
+    A's key works, B's is refused; without the CA the command cannot connect."""
+    cert, key = pki.server_files()
+    a_name, a_key = await new_platform(database_url)
+    _, b_key = await new_platform(database_url)
+    client_cert, client_key = pki.client(a_name)
+    async with tls_server(database_url, redis_url, redis_prefix,
+                          TlsSettings(cert=cert, key=key, client_ca=pki.write(
+                              "clients.pem", pki.ca))) as running:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARING_")}
+        env.update(CLEARING_GRPC_ADDR=f"127.0.0.1:{running.port}",
+                   CLEARING_DATA_DIR=str(tmp_path),  # no var/tls there
+                   CLEARING_CLIENT_TLS_CA=pki.write("ca.pem", pki.ca),
+                   CLEARING_CLIENT_TLS_CERT=pki.write("client-a.pem", client_cert),
+                   CLEARING_CLIENT_TLS_KEY=pki.write("client-a.key", client_key))
+
+        async def accounts_list(key: str, **extra: str) -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "clearing.cli", "accounts", "list", "--key", key,
+                "--timeout", "5", env={**env, **extra}, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+            return proc.returncode, out.decode() + err.decode()
+
+        results = await asyncio.gather(accounts_list(a_key), accounts_list(b_key),
+                                       accounts_list(a_key, CLEARING_CLIENT_TLS_CA=""))
+        assert results[0][0] == 0, results[0][1]
+        assert results[1][0] == 1 and "PERMISSION_DENIED" in results[1][1], results[1][1]
+        assert results[2][0] == 1 and "UNAVAILABLE" in results[2][1], results[2][1]
 
 
 async def test_binding_required_refuses_an_unbound_certificate(database_url, redis_url,
