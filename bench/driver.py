@@ -468,12 +468,17 @@ class Driver(Bench):
             self.server = one
             _stop(proc)
         echo_addr, echo = await self.spawn_echo("echo-tls", tls=True)
+        plain_echo = self.echo
         try:
             for kind in kinds:
                 out[f"echo_plain.{kind}"] = await self.load(f"echo-off-{kind}",
                                                             self.echo_addr, kind)
-                out[f"echo_tls.{kind}"] = await self.load(f"echo-tls-{kind}", echo_addr,
-                                                          kind, ca=self.ca, echo=True)
+                self.echo = echo  # CPU accounting follows the echo server under load
+                try:
+                    out[f"echo_tls.{kind}"] = await self.load(f"echo-tls-{kind}", echo_addr,
+                                                              kind, ca=self.ca, echo=True)
+                finally:
+                    self.echo = plain_echo
         finally:
             _stop(echo)
         return out
