@@ -65,20 +65,34 @@ DEV_RENEW_BEFORE = dt.timedelta(days=7)
 
 # ---- server credentials and their reload -------------------------------------------------
 
-def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
-    """The gRPC port's credentials; None means plaintext, which only an explicit
-    CLEARING_TLS_ALLOW_PLAINTEXT=1 allows. A bad file stops the server (SystemExit)."""
+def check(tls: TlsSettings) -> CertificateFiles | None:
+    """Refuse (SystemExit, saying why) plaintext that is not allowed explicitly, and TLS
+    files that are missing or not a valid set; the files, None for plaintext. `clearing
+    serve` calls it before it starts anything, the server again when it starts."""
     if not tls.enabled:
         if not tls.allow_plaintext:
             raise SystemExit(PLAINTEXT_REFUSED)
-        log.warning("serving PLAINTEXT (CLEARING_TLS_ALLOW_PLAINTEXT=1): API keys and "
-                    "payment data cross the network unencrypted; local development only")
         return None
     if not (tls.cert and tls.key):
         raise SystemExit("CLEARING_TLS_CERT and CLEARING_TLS_KEY are set together (and "
                          "CLEARING_TLS_CLIENT_CA needs both)")
     files = CertificateFiles(Path(tls.cert), Path(tls.key),
                              Path(tls.client_ca) if tls.client_ca else None)
+    try:
+        files.load()
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"TLS: {exc}") from None
+    return files
+
+
+def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
+    """The gRPC port's credentials; None means plaintext, which only an explicit
+    CLEARING_TLS_ALLOW_PLAINTEXT=1 allows. A bad file stops the server (SystemExit)."""
+    files = check(tls)
+    if files is None:
+        log.warning("serving PLAINTEXT (CLEARING_TLS_ALLOW_PLAINTEXT=1): API keys and "
+                    "payment data cross the network unencrypted; local development only")
+        return None
     try:
         initial = files.load()
     except (OSError, ValueError) as exc:

@@ -299,6 +299,18 @@ async def test_plaintext_is_refused_unless_allowed(database_url, redis_url, redi
             await server.start(base.with_(tls=bad), migrate=False)
 
 
+async def test_clearing_serve_without_tls_settings_refuses_to_start(database_url, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARING_")}
+    env.update(CLEARING_DATABASE_URL=database_url, CLEARING_DATA_DIR=str(tmp_path),
+               CLEARING_GRPC_ADDR="127.0.0.1:0", CLEARING_METRICS_ADDR="")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clearing.cli", "serve", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode != 0
+    assert "refusing to serve plaintext" in err.decode() and "--allow-plaintext" in err.decode()
+
+
 class _Context:
     """What the interceptor reads of a call's context: its metadata and auth context."""
 

@@ -112,6 +112,8 @@ def _banner(settings: Settings) -> str:
         exports.append(f"CLEARING_GRPC_ADDR={shlex.quote(addr)}")
     if settings.data_dir != DEFAULT_DATA_DIR.resolve():
         exports.append(f"CLEARING_DATA_DIR={shlex.quote(str(settings.data_dir))}")
+    if not settings.tls.enabled:  # --allow-plaintext: not var/tls from an earlier run
+        exports.append("CLEARING_CLIENT_PLAINTEXT=1")
     export = f"    export {' '.join(exports)}\n" if exports else ""
     tls_files = (f" (development CA {settings.data_dir}/tls/ca.pem; the `clearing` commands "
                  "use it)" if settings.tls.cert == str(settings.data_dir / "tls" / "server.pem")
@@ -164,8 +166,9 @@ def cmd_serve(args, settings: Settings) -> int:
         # Stopping the embedded PostgreSQL forks (pg_ctl) while gRPC's threads run: gRPC's
         # fork support is off for that (set in clearing/__init__.py, before gRPC loads).
         return _serve_dev(settings)
-    from clearing import server
+    from clearing import server, tls
 
+    tls.check(settings.tls)  # before any worker starts: plaintext only when allowed
     try:
         server.run_workers(settings)
     except KeyboardInterrupt:
