@@ -188,11 +188,17 @@ def check_pair(cert_pem: bytes, key_pem: bytes, cert_name: str, key_name: str) -
 
 @dataclass(frozen=True, slots=True)
 class ClientCertificate:
-    """A connection's client certificate: its subject (RFC 4514) and the platform its URI
-    SAN urn:clearing:platform:NAME names ("" if none)."""
+    """A connection's client certificate: its subject (RFC 4514) and the platforms its URI
+    SANs urn:clearing:platform:NAME name (sorted, distinct; normally one or none). A
+    certificate naming two platforms is bound to neither: every key is refused on it."""
 
     subject: str
-    platform: str
+    platforms: tuple[str, ...]
+
+    @property
+    def platform(self) -> str:
+        """The one platform the certificate is bound to ("" if none, or several)."""
+        return self.platforms[0] if len(self.platforms) == 1 else ""
 
 
 def peer_certificate(context) -> ClientCertificate | None:
@@ -207,13 +213,9 @@ def peer_certificate(context) -> ClientCertificate | None:
 def identity(pem: bytes) -> ClientCertificate:
     """What a client certificate says (parsed once per certificate)."""
     cert = x509.load_pem_x509_certificate(pem)
-    platforms = [uri[len(PLATFORM_URI_PREFIX):] for uri in _uris(cert)
-                 if uri.startswith(PLATFORM_URI_PREFIX)]
-    # Two different platforms in one certificate bind it to none of them: refused by
-    # the interceptor like a mismatch (the set is never a platform name).
-    platform = platforms[0] if len(set(platforms)) == 1 else (
-        "\n".join(sorted(set(platforms))) if platforms else "")
-    return ClientCertificate(cert.subject.rfc4514_string(), platform)
+    platforms = {uri[len(PLATFORM_URI_PREFIX):] for uri in _uris(cert)
+                 if uri.startswith(PLATFORM_URI_PREFIX)}
+    return ClientCertificate(cert.subject.rfc4514_string(), tuple(sorted(platforms)))
 
 
 def _uris(cert: x509.Certificate) -> list[str]:

@@ -192,6 +192,12 @@ async def test_mutual_tls_refuses_no_or_unknown_certificates_and_binds_platforms
 
         async with secure(port, pki.ca, pki.client()) as ch:  # names no platform: any key
             await list_accounts(ch, b_key)
+        both = tls.issue_certificate(pki.ca, pki.ca_key, "two platforms", uris=(
+            tls.PLATFORM_URI_PREFIX + a_name, tls.PLATFORM_URI_PREFIX + "another"))
+        async with secure(port, pki.ca, both) as ch:  # names two: bound to neither
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await list_accounts(ch, a_key)
+            assert details(err.value)[0] == "CLIENT_CERTIFICATE_PLATFORM_MISMATCH"
 
         # The interceptor exposes the certificate's subject to the call (CERT_SUBJECT).
         interceptor = ClearingInterceptor(running.keys, {"/t/T": frozenset()},

@@ -46,6 +46,6 @@ def test_a_certificate_naming_two_platforms_is_bound_to_neither(tmp_path):
     two, _ = tls.issue_certificate(ca, ca_key, "two", uris=(
         tls.PLATFORM_URI_PREFIX + "a", tls.PLATFORM_URI_PREFIX + "b", "https://example.test/"))
     none, _ = tls.issue_certificate(ca, ca_key, "none", uris=("https://example.test/",))
-    assert tls.identity(one).platform == "a"
-    assert tls.identity(two).platform not in ("", "a", "b")
-    assert tls.identity(none).platform == ""
+    assert tls.identity(one).platforms == ("a",) and tls.identity(one).platform == "a"
+    assert tls.identity(two).platforms == ("a", "b") and tls.identity(two).platform == ""
+    assert tls.identity(none).platforms == () and tls.identity(none).platform == ""

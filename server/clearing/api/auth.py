@@ -100,19 +100,19 @@ class KeyStore:
         `required`, a certificate must name one. PERMISSION_DENIED otherwise."""
         if cert is None or binding == TLS_BINDING_OFF:
             return
-        if not cert.platform:
+        if not cert.platforms:
             if binding == TLS_BINDING_REQUIRED:
                 raise PermissionDenied(
                     "this connection's client certificate names no platform "
                     f"(a URI SAN {PLATFORM_URI_PREFIX}NAME) and the server requires one",
                     reason=Reason.CLIENT_CERTIFICATE_UNBOUND)
             return
-        if cert.platform != await self.platform_name(who.platform_id):
+        if cert.platforms != (await self.platform_name(who.platform_id),):
             raise PermissionDenied(
                 "the API key belongs to another platform than the one this connection's "
                 "client certificate is bound to",
                 reason=Reason.CLIENT_CERTIFICATE_PLATFORM_MISMATCH,
-                metadata={"certificate_platform": cert.platform})
+                metadata={"certificate_platform": ",".join(cert.platforms)})
 
     async def _load(self, digest: bytes) -> Principal | None:
         row = await self._pool.fetchrow(
