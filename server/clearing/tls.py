@@ -148,7 +148,7 @@ class CertificateFiles:
                 if stamp == self._stamp or stamp == self._refused:
                     return None
                 config = self.load()
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - never fail a handshake over a file
                 # Mid-rotation (the certificate written, its key not yet) or a bad file:
                 # keep serving the previous certificate; try again on the next handshake.
                 try:
