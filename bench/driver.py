@@ -24,7 +24,10 @@ Scenarios, in this order (--scenarios picks some):
             (SplitBatch calls of --hold-batch-size 40, the default) or stream (SplitStream),
             for --hold-duration (300 s), open loop, the server's RSS sampled every second;
   workers   the server with --scale-workers (2) processes: unary Split and SplitStream,
-            closed loop, beside the 1-process figures.
+            closed loop, beside the 1-process figures;
+  tls       what TLS costs: unary Split and SplitBatch, closed loop, against the server in
+            plaintext and against a second server process over TLS, back to back; and the
+            echo ceiling of both modes in plaintext and over TLS.
 Then VerifyLedger (trial balance and hash chain) on the bench database.
 
 Everything runs on this machine: a fresh database `clearing_bench_<random>` on the local
@@ -76,7 +79,7 @@ METHODS = {"transfer": "/clearing.v1.LedgerService/Transfer",
 MODES = tuple(METHODS)
 NAMES = {"transfer": "Transfer", "split": "Split (unary)", "batch": "SplitBatch",
          "stream": "SplitStream"}
-SCENARIOS = ("eval", "ceilings", "closed", "open", "hold", "workers")
+SCENARIOS = ("eval", "ceilings", "closed", "open", "hold", "workers", "tls")
 
 # Issue 5, section 3.
 TARGET_UNARY_RATIO = 0.8           # unary Split / echo Split
@@ -286,16 +289,26 @@ class Driver(Bench):
         self.accounts = await open_accounts(self.server_addr, self.key, self.args.accounts,
                                             fund=self.args.m2m_fraction > 0)
 
-        self.echo_addr = f"127.0.0.1:{free_port()}"
-        elog = self.tmp / "echo.log"
+        self.echo_addr, self.echo = await self.spawn_echo("echo")
+
+    async def spawn_echo(self, name: str, *, tls: bool = False
+                         ) -> tuple[str, subprocess.Popen]:
+        """The echo server (bench/echo_server.py) on a free port; over TLS with the run's
+        certificate when `tls`."""
+        addr = f"127.0.0.1:{free_port()}"
+        elog = self.tmp / f"{name}.log"
+        argv = ["bench.echo_server", "--addr", addr,
+                "--gov", str(self.tmp / "template-gov.bin"),
+                "--plain", str(self.tmp / "template-plain.bin"),
+                "--workers", str(self.args.server_workers)]
+        if tls:
+            argv += ["--tls-cert", str(self.pki.server_cert),
+                     "--tls-key", str(self.pki.server_key)]
         with open(elog, "wb") as out:
-            self.echo = self.children.spawn(
-                "echo", ["bench.echo_server", "--addr", self.echo_addr,
-                         "--gov", str(self.tmp / "template-gov.bin"),
-                         "--plain", str(self.tmp / "template-plain.bin"),
-                         "--workers", str(self.args.server_workers)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        await _wait_grpc_ready(self.echo_addr, self.echo, "echo server", elog)
+            proc = self.children.spawn(name, argv, stdin=subprocess.DEVNULL, stdout=out,
+                                       stderr=out)
+        await _wait_grpc_ready(addr, proc, f"{name} server", elog, self.ca if tls else None)
+        return addr, proc
 
     async def rows_written(self) -> dict:
         """What the server wrote per split so far (all splits, probes included)."""
@@ -322,8 +335,8 @@ class Driver(Bench):
                 "body_bytes_mean": int(row["body_bytes"])}
 
     def cfgs(self, label: str, addr: str, kind: str, mode: str, duration_s: float,
-             warmup_s: float, rate: float = 0.0,
-             batch_size: int | None = None) -> tuple[list[dict], list[int]]:
+             warmup_s: float, rate: float = 0.0, batch_size: int | None = None,
+             ca: str | None = None) -> tuple[list[dict], list[int]]:
         a = self.args
         if kind in ("transfer", "split"):
             concurrency, procs = a.concurrency, a.client_processes
@@ -334,7 +347,8 @@ class Driver(Bench):
         out = []
         for i in range(procs):
             out.append({
-                "target": addr, "method": METHODS[kind], "key": self.key, "mode": mode,
+                "target": addr, "ca": ca or "", "method": METHODS[kind], "key": self.key,
+                "mode": mode,
                 "kind": kind, "concurrency": callers[i],
                 "channels": min(a.channels, callers[i]), "warmup_s": warmup_s,
                 "duration_s": duration_s, "rate": rate / procs,
@@ -354,8 +368,10 @@ class Driver(Bench):
     async def load(self, label: str, addr: str, kind: str, mode: str = "closed", *,
                    duration_s: float | None = None, warmup_s: float | None = None,
                    rate: float = 0.0, marks: dict | None = None,
-                   batch_size: int | None = None) -> dict:
-        """One phase: `kind` against `addr`, closed loop or open loop at `rate` units/s.
+                   batch_size: int | None = None, ca: str | None = None,
+                   echo: bool | None = None) -> dict:
+        """One phase: `kind` against `addr`, closed loop or open loop at `rate` units/s
+        (over TLS trusting `ca` when given; `echo`: whether `addr` is an echo server).
         `marks["window_start"]` gets the time.monotonic() of the measured window's start."""
         a = self.args
         duration_s = a.duration if duration_s is None else duration_s
@@ -363,11 +379,11 @@ class Driver(Bench):
         unit = (batch_size or a.batch_size) if kind == "batch" else 1
         call_rate = rate / unit  # open-loop batches are sent at units / batch size per second
         cfgs, callers = self.cfgs(label, addr, kind, mode, duration_s, warmup_s, call_rate,
-                                  batch_size)
+                                  batch_size, ca)
         print(f"bench: {label}: {kind} {mode} loop, {warmup_s:g}+{duration_s:g} s"
               + (f" at {rate:g} units/s" if mode == "open" else ""), file=sys.stderr,
               flush=True)
-        on_server = addr != self.echo_addr
+        on_server = addr != self.echo_addr if echo is None else not echo
         seen: dict = {}
 
         async def window_start() -> None:
@@ -429,6 +445,44 @@ class Driver(Bench):
         out["rss"] = sampler.summary(marks.get("window_start", sampler.t0) - sampler.t0)
         return out
 
+    async def tls_cost(self) -> dict[str, dict]:
+        """What TLS costs, in one run: unary Split and SplitBatch, closed loop, against the
+        server in plaintext (the run's server) and over TLS (a second server process of as
+        many workers on the same database, serving TLS with the run's certificate), back to
+        back; and the echo ceiling of both modes in plaintext and over TLS. Each measured
+        server runs alone (the other idles)."""
+        a = self.args
+        kinds = [k for k in ("split", "batch") if k in a.modes]
+        out: dict[str, dict] = {}
+        for kind in kinds:
+            out[f"plain.{kind}"] = await self.load(f"tls-off-{kind}", self.server_addr, kind)
+        addr, proc = await self.start_server(self.dsn, a.server_workers, name="server-tls",
+                                             tls=True)
+        one = self.server
+        self.server = proc  # CPU accounting and liveness checks follow the server under load
+        try:
+            for kind in kinds:
+                out[f"tls.{kind}"] = await self.load(f"tls-on-{kind}", addr, kind, ca=self.ca,
+                                                     echo=False)
+        finally:
+            self.server = one
+            _stop(proc)
+        echo_addr, echo = await self.spawn_echo("echo-tls", tls=True)
+        plain_echo = self.echo
+        try:
+            for kind in kinds:
+                out[f"echo_plain.{kind}"] = await self.load(f"echo-off-{kind}",
+                                                            self.echo_addr, kind)
+                self.echo = echo  # CPU accounting follows the echo server under load
+                try:
+                    out[f"echo_tls.{kind}"] = await self.load(f"echo-tls-{kind}", echo_addr,
+                                                              kind, ca=self.ca, echo=True)
+                finally:
+                    self.echo = plain_echo
+        finally:
+            _stop(echo)
+        return out
+
     async def scaled(self) -> dict[str, dict]:
         """Unary Split and SplitStream against a server of --scale-workers processes (same
         database); the 1-process server idles meanwhile."""
@@ -450,6 +504,14 @@ class Driver(Bench):
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 async def run(d: Driver) -> dict:
@@ -482,6 +544,9 @@ async def run(d: Driver) -> dict:
     if "workers" in a.scenarios:
         for kind, ph in (await d.scaled()).items():
             phases[f"workers.{kind}"] = ph
+    if "tls" in a.scenarios:
+        for key, ph in (await d.tls_cost()).items():
+            phases[f"tls.{key}"] = ph
     verify = None if a.no_verify else await verify_ledger(d.server_addr, d.key,
                                                           a.call_timeout)
     d.check_alive()
@@ -561,6 +626,14 @@ def figures(res: dict, args: argparse.Namespace) -> list[dict]:
     for kind in ("split", "stream"):
         row(f"workers.{kind}", f"{kind}, closed loop, --workers {args.scale_workers}",
             [("same mode, 1 worker", f"closed.{kind}")], "scaling (reported)")
+    for kind, name in (("split", "Split (unary)"), ("batch", "SplitBatch")):
+        row(f"tls.plain.{kind}", f"{name}, plaintext (TLS pair)",
+            [("transport (echo, plaintext)", f"tls.echo_plain.{kind}")])
+        row(f"tls.tls.{kind}", f"{name}, over TLS",
+            [("same, plaintext", f"tls.plain.{kind}"),
+             ("transport (echo over TLS)", f"tls.echo_tls.{kind}")], "TLS cost (reported)")
+        row(f"tls.echo_tls.{kind}", f"echo {name} over TLS (ceiling)",
+            [("echo, plaintext", f"tls.echo_plain.{kind}")])
     return rows
 
 

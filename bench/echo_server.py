@@ -113,7 +113,8 @@ def make_handlers(gov: pb.SplitResponse, plain: pb.SplitResponse) -> dict:
     }
 
 
-async def serve(addr: str, gov: pb.SplitResponse, plain: pb.SplitResponse) -> None:
+async def serve(addr: str, gov: pb.SplitResponse, plain: pb.SplitResponse,
+                tls_files: tuple[str, str] | None = None) -> None:
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 1),
                  ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -123,7 +124,15 @@ async def serve(addr: str, gov: pb.SplitResponse, plain: pb.SplitResponse) -> No
     server.add_generic_rpc_handlers((
         grpc.method_handlers_generic_handler(SPLIT_SERVICE, make_handlers(gov, plain)),
         grpc.method_handlers_generic_handler(LEDGER_SERVICE, {"Transfer": transfer_handler()})))
-    if server.add_insecure_port(addr) == 0:
+    if tls_files:  # the real server's credentials (clearing.tls), for the same handshake
+        from clearing.config import TlsSettings
+        from clearing.tls import server_credentials
+
+        port = server.add_secure_port(addr, server_credentials(
+            TlsSettings(cert=tls_files[0], key=tls_files[1])))
+    else:
+        port = server.add_insecure_port(addr)
+    if port == 0:
         raise SystemExit(f"echo server cannot listen on {addr}")
     await server.start()
     stop = asyncio.Event()
@@ -134,14 +143,15 @@ async def serve(addr: str, gov: pb.SplitResponse, plain: pb.SplitResponse) -> No
     await server.stop(1)
 
 
-def run_process(addr: str, gov_path: str, plain_path: str) -> None:
+def run_process(addr: str, gov_path: str, plain_path: str,
+                tls_files: tuple[str, str] | None = None) -> None:
     import uvloop
 
     with open(gov_path, "rb") as f:
         gov = pb.SplitResponse.FromString(f.read())
     with open(plain_path, "rb") as f:
         plain = pb.SplitResponse.FromString(f.read())
-    uvloop.run(serve(addr, gov, plain))
+    uvloop.run(serve(addr, gov, plain, tls_files))
 
 
 def main() -> None:
@@ -150,12 +160,15 @@ def main() -> None:
     ap.add_argument("--gov", required=True, help="serialized SplitResponse, 4 legs")
     ap.add_argument("--plain", required=True, help="serialized SplitResponse, 3 legs")
     ap.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    ap.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="and this key (PEM)")
     args = ap.parse_args()
+    tls_files = (args.tls_cert, args.tls_key) if args.tls_cert else None
     if args.workers == 1:
-        run_process(args.addr, args.gov, args.plain)
+        run_process(args.addr, args.gov, args.plain, tls_files)
         return
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=run_process, args=(args.addr, args.gov, args.plain),
+    procs = [ctx.Process(target=run_process, args=(args.addr, args.gov, args.plain, tls_files),
                          daemon=True) for _ in range(args.workers)]
     for p in procs:
         p.start()

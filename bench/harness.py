@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -265,11 +266,20 @@ def _replace_db(dsn: str, name: str) -> str:
     return f"{head.rsplit('/', 1)[0]}/{name}{sep}{tail}"
 
 
-async def _wait_grpc_ready(addr: str, proc: subprocess.Popen, name: str, log: Path) -> None:
+def channel(addr: str, ca: str | None = None, options=None):
+    """A grpc.aio channel to `addr`: TLS trusting the CA file `ca`, plaintext without."""
     import grpc
 
+    if not ca:
+        return grpc.aio.insecure_channel(addr, options=options)
+    creds = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+    return grpc.aio.secure_channel(addr, creds, options=options)
+
+
+async def _wait_grpc_ready(addr: str, proc: subprocess.Popen, name: str, log: Path,
+                           ca: str | None = None) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
-    async with grpc.aio.insecure_channel(addr) as ch:
+    async with channel(addr, ca) as ch:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RunFailed(f"{name} exited with {proc.returncode} at start:\n{_tail(log)}")
@@ -281,16 +291,15 @@ async def _wait_grpc_ready(addr: str, proc: subprocess.Popen, name: str, log: Pa
     raise RunFailed(f"{name} did not listen on {addr} within {START_TIMEOUT_S:.0f} s")
 
 
-async def open_accounts(addr: str, key: str, merchants: int, fund: bool) -> dict:
+async def open_accounts(addr: str, key: str, merchants: int, fund: bool,
+                        ca: str | None = None) -> dict:
     """The custodial account, the merchants (and their funds when merchants pay each
     other), and one probe Transfer for the size of a real response."""
-    import grpc
-
     from clearing.v1 import ledger_pb2 as pb
     from clearing.v1 import ledger_pb2_grpc
 
     md = (("authorization", f"Bearer {key}"),)
-    async with grpc.aio.insecure_channel(addr) as ch:
+    async with channel(addr, ca) as ch:
         stub = ledger_pb2_grpc.LedgerServiceStub(ch)
         custodial = (await stub.CreateAccount(pb.CreateAccountRequest(
             request_id=str(uuid.uuid4()), external_ref="bench-custodial",
@@ -327,13 +336,11 @@ async def open_accounts(addr: str, key: str, merchants: int, fund: bool) -> dict
             "transfer_response_bytes": probe.ByteSize()}
 
 
-async def verify_ledger(addr: str, key: str, timeout_s: float) -> dict:
-    import grpc
-
+async def verify_ledger(addr: str, key: str, timeout_s: float, ca: str | None = None) -> dict:
     from clearing.v1 import ledger_pb2 as pb
     from clearing.v1 import ledger_pb2_grpc
 
-    async with grpc.aio.insecure_channel(addr) as ch:
+    async with channel(addr, ca) as ch:
         r = await ledger_pb2_grpc.LedgerServiceStub(ch).VerifyLedger(
             pb.VerifyLedgerRequest(), metadata=(("authorization", f"Bearer {key}"),),
             timeout=timeout_s)
@@ -421,17 +428,36 @@ class Bench:
         finally:
             await conn.close()
 
-    async def start_server(self, dsn: str, workers: int,
-                           name: str = "server") -> tuple[str, subprocess.Popen]:
+    @property
+    def ca(self) -> str:
+        """The run's CA file (made on first use, with a server certificate for 127.0.0.1,
+        under <tmp>/tls by clearing.tls.ensure_dev_pki): what TLS clients trust."""
+        return str(self.pki.ca)
+
+    @functools.cached_property
+    def pki(self):
+        from clearing.tls import ensure_dev_pki
+
+        return ensure_dev_pki(self.tmp / "tls")[0]
+
+    async def start_server(self, dsn: str, workers: int, name: str = "server", *,
+                           tls: bool = False) -> tuple[str, subprocess.Popen]:
         """The real server (`clearing.cli serve`, `workers` processes) on a free loopback
         port, on the bench's database, its own Redis prefix, --server-env on top; returns
-        its address and process once it listens. Its log is `<tmp>/<name>.log`."""
+        its address and process once it listens. Its log is `<tmp>/<name>.log`. With
+        `tls`, it serves TLS with the run's certificate (`ca` verifies it); otherwise
+        plaintext, allowed explicitly (CLEARING_TLS_ALLOW_PLAINTEXT=1)."""
         addr = f"127.0.0.1:{free_port()}"
         env = {**os.environ, "CLEARING_DATABASE_URL": dsn, "CLEARING_REDIS_URL": REDIS_URL,
                "CLEARING_REDIS_PREFIX": f"clearing-bench:{self.run_tag}:",
                "CLEARING_GRPC_ADDR": addr, "CLEARING_METRICS_ADDR": "",
                "CLEARING_WORKERS": str(workers),
                "CLEARING_LOG_LEVEL": "WARNING", "CLEARING_GRACE_S": "2"}
+        if tls:
+            env.update(CLEARING_TLS_CERT=str(self.pki.server_cert),
+                       CLEARING_TLS_KEY=str(self.pki.server_key))
+        else:
+            env["CLEARING_TLS_ALLOW_PLAINTEXT"] = "1"
         if self.metrics_port and name == "server":
             env["CLEARING_METRICS_ADDR"] = f"127.0.0.1:{self.metrics_port}"
         for item in self.args.server_env:
@@ -443,7 +469,7 @@ class Bench:
         with open(log, "wb") as out:
             proc = self.children.spawn(name, ["clearing.cli", "serve"], env=env,
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        await _wait_grpc_ready(addr, proc, name, log)
+        await _wait_grpc_ready(addr, proc, name, log, self.ca if tls else None)
         return addr, proc
 
     async def pg_pids(self) -> list[int]:

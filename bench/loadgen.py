@@ -433,9 +433,17 @@ UNARY = {"transfer": (Requests, pb.TransferRequest, pb.TransferResponse),
          "batch": (SplitRequests, spb.SplitBatchRequest, spb.SplitBatchResponse)}
 
 
+def _channel(cfg: dict) -> grpc.aio.Channel:
+    """A channel to the target: TLS trusting cfg["ca"] (a PEM file) when set."""
+    if not cfg.get("ca"):
+        return grpc.aio.insecure_channel(cfg["target"], options=CHANNEL_OPTIONS)
+    with open(cfg["ca"], "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    return grpc.aio.secure_channel(cfg["target"], creds, options=CHANNEL_OPTIONS)
+
+
 async def main_async(cfg: dict) -> dict:
-    channels = [grpc.aio.insecure_channel(cfg["target"], options=CHANNEL_OPTIONS)
-                for _ in range(cfg["channels"])]
+    channels = [_channel(cfg) for _ in range(cfg["channels"])]
     try:
         for ch in channels:
             await asyncio.wait_for(ch.channel_ready(), timeout=cfg["connect_timeout_s"])

@@ -38,9 +38,9 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.harness import (ROOT, Bench, RunFailed, _in_thread, _tail, begin, example_rule_set,
-                           finish, new_platform, publish_and_activate, run_bounded,
-                           verify_ledger)
+from bench.harness import (ROOT, Bench, RunFailed, _in_thread, _tail, begin, channel,
+                           example_rule_set, finish, new_platform, publish_and_activate,
+                           run_bounded, verify_ledger)
 
 CURRENCY = "CNY"
 SETUP_CONCURRENCY = 16
@@ -65,18 +65,18 @@ class LoadTest(Bench):
             keys = [await new_platform(conn, f"sale-day-{i + 1}")
                     for i in range(self.args.platforms)]
         self.server_addr, self.server = await self.start_server(self.dsn,
-                                                                self.args.server_workers)
+                                                                self.args.server_workers,
+                                                                tls=True)
         self.key = keys[0][1]
         for pid, key, approver in keys:
             self.platforms.append(await self.populate(pid, key, approver))
         path = self.out / "setup.json"
-        path.write_text(json.dumps({"target": self.server_addr, "platforms": self.platforms},
-                                   indent=2) + "\n")
+        path.write_text(json.dumps({"target": self.server_addr, "ca": self.ca,
+                                    "platforms": self.platforms}, indent=2) + "\n")
         return path
 
     async def populate(self, platform_id: int, key: str, approver: str) -> dict:
         """One platform's accounts and rule sets, through the API."""
-        import grpc
 
         from clearing.v1 import ledger_pb2 as lpb
         from clearing.v1 import ledger_pb2_grpc
@@ -87,7 +87,7 @@ class LoadTest(Bench):
         sellers = [f"SELLER_{i + 1:04d}" for i in range(self.args.merchants)]
         specs = [(ref, kind, neg) for ref, (kind, neg) in FIXED_ACCOUNTS.items()]
         specs += [(ref, lpb.ACCOUNT_KIND_MERCHANT, False) for ref in sellers]
-        async with grpc.aio.insecure_channel(self.server_addr) as ch:
+        async with channel(self.server_addr, self.ca) as ch:
             ledger = ledger_pb2_grpc.LedgerServiceStub(ch)
 
             async def open_one(ref: str, kind: int, neg: bool) -> int:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             while True:
                 await asyncio.sleep(3600)
         code = await lt.locust(setup_path)
-        verify = await verify_ledger(lt.server_addr, lt.key, 60)
+        verify = await verify_ledger(lt.server_addr, lt.key, 60, lt.ca)
         return {"setup_s": setup_s, "locust_exit": code, "verify": verify}
 
     print(f"loadtest: database {lt.db_name}, {args.platforms} platforms x {args.merchants} "

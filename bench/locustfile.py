@@ -80,6 +80,15 @@ def setup() -> dict:
     return _setup
 
 
+def _channel(target: str, ca: str | None) -> grpc.Channel:
+    """The server's channel: TLS trusting the set-up's CA (the server `bench.loadtest`
+    starts serves TLS), plaintext for a set-up without one."""
+    if not ca:
+        return grpc.insecure_channel(target)
+    with open(ca, "rb") as f:
+        return grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()))
+
+
 class GrpcCall:
     """One stub method, timed and reported to Locust as request_type "grpc"."""
 
@@ -124,7 +133,7 @@ class SaleDayUser(User):
         self.rng = random.Random(f"{os.getpid()}-{n}")
         self.platform = s["platforms"][(n + os.getpid()) % len(s["platforms"])]
         self.metadata = (("authorization", f"Bearer {self.platform['key']}"),)
-        self.channel = grpc.insecure_channel(self.host or s["target"])
+        self.channel = _channel(self.host or s["target"], s.get("ca"))
         splits = split_pb2_grpc.SplitServiceStub(self.channel)
         ledger = ledger_pb2_grpc.LedgerServiceStub(self.channel)
         self.split_call = GrpcCall(self, splits, "Split")

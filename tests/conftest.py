@@ -22,7 +22,8 @@ from clearing.dev.embedded_redis import redis_answers, start_redis
 from clearing.tenancy import create_platform
 from clearing.config import (BANK_CONNECTOR_SIMULATOR, BankSettings, BankSimSettings,
                              ReconSettings, ReportSettings,
-                             SchedulerSettings, Settings, WorkerSettings, WriterSettings)
+                             SchedulerSettings, Settings, TlsSettings, WorkerSettings,
+                             WriterSettings)
 from tests.support import Client, Platform
 
 # Under `make mutation` (tests/mutation.py) a failing property need not be shrunk: the
@@ -174,7 +175,8 @@ def server_settings(database_url: str, redis_url: str, redis_prefix: str, *,
     base = Settings(grpc_addr="127.0.0.1:0", database_url=database_url, redis_url=redis_url,
                     redis_prefix=redis_prefix, metrics_addr="", db_pool_max=20,
                     writer=WriterSettings(batch_size_max=1000, flush_ms_max=2,
-                                          queue_max=20_000), grace_s=5)
+                                          queue_max=20_000), grace_s=5,
+                    tls=TlsSettings(allow_plaintext=True))  # TLS: tests/integration/test_tls.py
     payout = replace(base.payout, worker=run_worker,
                      bank=BankSettings(connector, bank or BankSimSettings()),
                      worker_limits=worker_limits or base.payout.worker_limits,

@@ -135,7 +135,9 @@ class ServerProcess:
                     # the tests' bank, chosen explicitly (a plain `clearing serve` has none)
                     "CLEARING_BANK_CONNECTOR": "simulator",
                     # the reconciliation sweep checks every platform: its tests turn it on
-                    "CLEARING_RECON_SWEEP": "0", **(extra_env or {})}
+                    "CLEARING_RECON_SWEEP": "0",
+                    # plaintext, explicitly (TLS: tests/integration/test_tls.py)
+                    "CLEARING_TLS_ALLOW_PLAINTEXT": "1", **(extra_env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServerProcess":
@@ -180,7 +182,7 @@ async def cli(running, key: str, *argv: str) -> tuple[int, str, str]:
     """`python -m clearing.cli ARGV` against the server `running` (its port) with `key`:
     (exit status, stdout, stderr)."""
     env = {**os.environ, "CLEARING_GRPC_ADDR": f"127.0.0.1:{running.port}",
-           "CLEARING_API_KEY": key}
+           "CLEARING_API_KEY": key, "CLEARING_CLIENT_PLAINTEXT": "1"}  # the test servers
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "clearing.cli", *argv, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -1,7 +1,8 @@
 """The settings tree: everything the server reads from its environment, read once
 (`Settings.from_env`) and passed down. No other module reads `os.environ` (a test greps for
 it; the exceptions are `GRPC_ENABLE_FORK_SUPPORT` in `clearing/__init__.py`, which must be set
-before grpc loads, and the client commands' API key, `client_api_key` below).
+before grpc loads, and the client commands' API key and TLS files, `client_api_key` and
+`client_tls` below).
 
 Each setting is declared once, as a dataclass field made by `env(...)`: its variable, its
 default, its bounds and its meaning. The configuration table of docs/operations.md is
@@ -380,6 +381,39 @@ class ReportSettings(_FromEnv):
                                 "per-statement timeout of a day's roll-up", low=1, high=86_400)
 
 
+# CLEARING_TLS_PLATFORM_BINDING: how a client certificate's platform (a URI SAN
+# urn:clearing:platform:NAME) restricts the API keys used on its connection (clearing.tls).
+TLS_BINDING_OPTIONAL = "optional"
+TLS_BINDING_REQUIRED = "required"
+TLS_BINDING_OFF = "off"
+TLS_BINDINGS = (TLS_BINDING_OPTIONAL, TLS_BINDING_REQUIRED, TLS_BINDING_OFF)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings(_FromEnv):
+    """Transport security of the gRPC port (`clearing.tls`, docs/operations.md "TLS"): the
+    server's certificate and key, re-read when their files change; with a client CA, mutual
+    TLS (a client certificate is required). Without a certificate the server refuses to
+    start unless plaintext is allowed explicitly (local development, tests). The files are
+    checked together when the server starts (a certificate without its key stops it)."""
+
+    cert: str | None = env("CLEARING_TLS_CERT", None,
+                           "server certificate chain (PEM file); set: TLS")
+    key: str | None = env("CLEARING_TLS_KEY", None, "server private key (PEM file)")
+    client_ca: str | None = env("CLEARING_TLS_CLIENT_CA", None,
+                                "CA bundle of client certificates (PEM); set: mutual TLS")
+    allow_plaintext: bool = env("CLEARING_TLS_ALLOW_PLAINTEXT", False,
+                                "1: serve plaintext when no certificate is set (dev only)",
+                                low=0, high=1)
+    platform_binding: str = env("CLEARING_TLS_PLATFORM_BINDING", TLS_BINDING_OPTIONAL,
+                                "optional|required|off: client certs bind platforms",
+                                choices=TLS_BINDINGS)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert or self.key or self.client_ca)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings(_FromEnv):
     """Everything the server reads from its environment."""
@@ -417,6 +451,7 @@ class Settings(_FromEnv):
     recon: ReconSettings = group(ReconSettings)
     risk: RiskSettings = group(RiskSettings)
     report: ReportSettings = group(ReportSettings)
+    tls: TlsSettings = group(TlsSettings)
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -436,6 +471,29 @@ def client_admin_key(raw_env: Mapping[str, str] | None = None) -> str:
     """The admin commands' admin key from CLEARING_ADMIN_KEY ("" if unset): a credential of
     the `clearing` client (PlatformService), not a server setting."""
     return (os.environ if raw_env is None else raw_env).get("CLEARING_ADMIN_KEY", "")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """How the client commands reach the server (not server settings, so not in the tree):
+    CLEARING_CLIENT_TLS_CA (the CA that signed the server's certificate),
+    CLEARING_CLIENT_TLS_CERT / CLEARING_CLIENT_TLS_KEY (a client certificate for mutual TLS)
+    and CLEARING_CLIENT_PLAINTEXT=1 (no TLS). Unset, the commands use <data dir>/tls from
+    `make run` when it is there (clearing.cli.client)."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    plaintext: bool = False
+
+
+def client_tls(raw_env: Mapping[str, str] | None = None) -> ClientTls:
+    """The client commands' TLS files from their variables (see ClientTls)."""
+    e = os.environ if raw_env is None else raw_env
+    return ClientTls(e.get("CLEARING_CLIENT_TLS_CA") or None,
+                     e.get("CLEARING_CLIENT_TLS_CERT") or None,
+                     e.get("CLEARING_CLIENT_TLS_KEY") or None,
+                     e.get("CLEARING_CLIENT_PLAINTEXT", "").strip() == "1")
 
 
 assert len({var.name for var, _ in variables()}) == len(variables()), "a variable twice"

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clearing import audit, db, logs, metrics, redisconn
+from clearing import audit, db, logs, metrics, redisconn, tls
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
@@ -172,6 +172,8 @@ async def start(settings: Settings, *, migrate: bool = True,
     if not settings.database_url:
         raise SystemExit("CLEARING_DATABASE_URL is not set (use `clearing serve --dev` for an "
                          "embedded database)")
+    # TLS (or plaintext, only when allowed explicitly) is settled before anything starts.
+    credentials = tls.server_credentials(settings.tls)
     pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min,
                                 max_size=settings.db_pool_max,
                                 command_timeout_s=settings.db_command_timeout_s)
@@ -210,7 +212,8 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles.update(audit_api.METHOD_ROLES)
     keys = KeyStore(pool)
     keys.start()  # its poll refuses a revoked key within a second
-    calls = ClearingInterceptor(keys, roles)
+    calls = ClearingInterceptor(keys, roles, mutual_tls=settings.tls.client_ca is not None,
+                                binding=settings.tls.platform_binding)
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 1),
                  # gRPC core cancels calls (status CANCELLED) beyond this many received but
@@ -249,7 +252,8 @@ async def start(settings: Settings, *, migrate: bool = True,
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(settings.grpc_addr)
+    port = (server.add_secure_port(settings.grpc_addr, credentials) if credentials is not None
+            else server.add_insecure_port(settings.grpc_addr))
     if port == 0:
         raise SystemExit(f"cannot listen on {settings.grpc_addr}")
     await server.start()

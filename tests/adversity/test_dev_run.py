@@ -214,12 +214,12 @@ class TransferLoad:
     """Threads moving 1 minor unit at a time until the server goes away; acknowledged
     transfer ids are recorded."""
 
-    def __init__(self, addr: str, key: str, debit: int, credit: int) -> None:
+    def __init__(self, addr: str, key: str, debit: int, credit: int, ca: bytes) -> None:
         self.acked: list[int] = []
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._channel = grpc.insecure_channel(addr)
+        self._channel = grpc.secure_channel(addr, grpc.ssl_channel_credentials(ca))
         self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {key}"),)
         self._debit, self._credit = debit, credit
@@ -342,7 +342,20 @@ def test_dev_run_ctrl_c_and_restart():
             first.wait_for_line(serving, timeout_s=10)
 
         # ---- Ctrl-C under load ----------------------------------------------------------
-        load = TransferLoad(f"127.0.0.1:{grpc_port}", key, custodial, merchant).start()
+        # ---- TLS by default: the development CA under var/tls, plaintext refused -------
+        tls_dir = data_dir / "tls"
+        assert "transport: TLS" in "\n".join(banner), banner
+        for name in ("ca.key", "server.key", "client.key"):
+            assert (tls_dir / name).stat().st_mode & 0o777 == 0o600, name
+        ca = (tls_dir / "ca.pem").read_bytes()
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as plain:
+            with pytest.raises(grpc.RpcError) as refused:
+                ledger_pb2_grpc.LedgerServiceStub(plain).ListAccounts(
+                    pb.ListAccountsRequest(), metadata=(("authorization", f"Bearer {key}"),),
+                    timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        load = TransferLoad(f"127.0.0.1:{grpc_port}", key, custodial, merchant, ca).start()
         load.wait_acked(LOAD_MIN_ACKED, timeout_s=60)
         first.ctrl_c()
         assert first.wait_exit(STOP_TIMEOUT_S) == 0, first.output()
@@ -360,6 +373,7 @@ def test_dev_run_ctrl_c_and_restart():
         banner = second.banner(RESTART_TIMEOUT_S)
         assert (data_dir / "demo.key").read_text().strip() == key  # demo made once
         assert (data_dir / "admin.key").read_text().strip() == admin_key
+        assert (tls_dir / "ca.pem").read_bytes() == ca  # the development CA reused
         exports, commands, _ = _banner_commands(banner)
         client_env = _client_env(env, exports)
         list_cmd = next(argv for argv in commands if argv[1:3] == ["accounts", "list"])

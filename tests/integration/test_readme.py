@@ -4,9 +4,10 @@ The README's shell blocks are read from the file. The blocks marked `run by
 tests/integration/test_readme.py` (the quick start's first split, then the reconciliation
 of a day on the same platform, then its voucher and reports) are run here as written, in
 order,
-with bash, against the test server, from a directory laid out like the repository after
-`make run`: `.venv` and `server` linked to the real ones, `var/demo.key` (gateway and
-operator) and `var/demo-approver.key` (approver) holding keys of a fresh platform. Every
+with bash, against a test server over TLS, from a directory laid out like the repository
+after `make run`: `.venv` and `server` linked to the real ones, `var/tls/` the development
+CA and certificates the server uses, `var/demo.key` (gateway and operator) and
+`var/demo-approver.key` (approver) holding keys of a fresh platform. Every
 other command line must be one that another test runs (RUN_ELSEWHERE, each checked to be
 still so); a new command in the README fails here until a test runs it. And every relative
 link of the README, bench/README.md and docs/ leads to a file and heading that exist.
@@ -141,19 +142,36 @@ def _json_documents(text: str) -> list[dict]:
     return out
 
 
-async def test_the_quick_start_first_split_runs_as_written(running, database_url, platform,
-                                                           tmp_path):
+@pytest.fixture
+async def tls_running(database_url, redis_url, redis_prefix, tmp_path):
+    """A server over TLS, as `make run` serves: the development CA and certificates made by
+    clearing.tls.ensure_dev_pki under <tmp>/var/tls, as under the repository's var/."""
+    from clearing import server
+    from clearing.config import TlsSettings
+    from clearing.tls import ensure_dev_pki
+    from tests.conftest import server_settings
+
+    pki, _ = ensure_dev_pki(tmp_path / "repo" / "var" / "tls")
+    srv = await server.start(server_settings(
+        database_url, redis_url, redis_prefix,
+        tls=TlsSettings(cert=str(pki.server_cert), key=str(pki.server_key))), migrate=False)
+    yield srv
+    await srv.stop()
+
+
+async def test_the_quick_start_first_split_runs_as_written(tls_running, database_url,
+                                                           platform, tmp_path):
     assert (VENV / "bin" / "clearing").exists(), f"no {VENV}/bin/clearing (make venv)"
     first, recon, reports = [body for marked, body in shell_blocks(README.read_text()) if marked]
     repo = tmp_path / "repo"
-    (repo / "var").mkdir(parents=True)
+    (repo / "var").mkdir(parents=True, exist_ok=True)  # var/tls: the server's (TLS)
     (repo / ".venv").symlink_to(VENV)
     (repo / "server").symlink_to(ROOT / "server")
     (repo / "var" / "demo.key").write_text(platform.key + "\n")
     approver = await new_key(database_url, platform.platform_id, {"approver"})
     (repo / "var" / "demo-approver.key").write_text(approver + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARING_")}
-    env["CLEARING_GRPC_ADDR"] = f"127.0.0.1:{running.port}"
+    env["CLEARING_GRPC_ADDR"] = f"127.0.0.1:{tls_running.port}"
 
     stdout, _ = await _bash(first, repo, env)
 

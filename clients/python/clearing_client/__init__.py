@@ -1,6 +1,7 @@
 """clearing_client: a typed asyncio client for the clearing core.
 
-    async with ClearingClient("127.0.0.1:50051", api_key) as c:
+    creds = tls_credentials("var/tls/ca.pem")  # the CA of the server's certificate
+    async with ClearingClient("127.0.0.1:50051", api_key, credentials=creds) as c:
         custodial = await c.create_account("custodial", kind=ACCOUNT_KIND_CUSTODIAL)
         t = await c.transfer(custodial.account_id, merchant_id, 1470, "CNY")
 
@@ -17,7 +18,7 @@ installs on its own (`pip install clients/python`), without the server.
 """
 
 from clearing_client.client import (RETRYABLE_CODES, ClearingClient, ClearingRpcError,
-                                    new_request_id)
+                                    new_request_id, tls_credentials)
 from clearing_client.v1.ledger_pb2 import (ACCOUNT_KIND_CUSTODIAL, ACCOUNT_KIND_FEE,
                                            ACCOUNT_KIND_FUNCTIONAL, ACCOUNT_KIND_MARKETING,
                                            ACCOUNT_KIND_MERCHANT, ACCOUNT_KIND_ORDINARY,
@@ -27,7 +28,7 @@ from clearing_client.v1.ledger_pb2 import (ACCOUNT_KIND_CUSTODIAL, ACCOUNT_KIND_
                                            TRANSFER_MODE_VOID_PENDING)
 
 __all__ = [
-    "ClearingClient", "ClearingRpcError", "RETRYABLE_CODES", "new_request_id",
+    "ClearingClient", "ClearingRpcError", "RETRYABLE_CODES", "new_request_id", "tls_credentials",
     "ACCOUNT_KIND_CUSTODIAL", "ACCOUNT_KIND_PLATFORM", "ACCOUNT_KIND_MERCHANT",
     "ACCOUNT_KIND_ORDINARY", "ACCOUNT_KIND_FEE", "ACCOUNT_KIND_MARKETING",
     "ACCOUNT_KIND_FUNCTIONAL", "OWNER_TYPE_ENTERPRISE", "OWNER_TYPE_INDIVIDUAL",

@@ -78,14 +78,41 @@ class ClearingRpcError(Exception):
         return out
 
 
+def tls_credentials(ca_file: str | os.PathLike | None = None,
+                    cert_file: str | os.PathLike | None = None,
+                    key_file: str | os.PathLike | None = None) -> grpc.ChannelCredentials:
+    """TLS channel credentials from PEM files: the CA that signed the server's certificate
+    (None: the system's roots) and, for mutual TLS, the client certificate and its key.
+    `make run` writes them under var/tls/: ca.pem, client.pem, client.key."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate and its key go together")
+
+    def read(path: str | os.PathLike | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca_file),
+                                        private_key=read(key_file),
+                                        certificate_chain=read(cert_file))
+
+
 class ClearingClient:
-    """An asyncio client of one platform (its API key)."""
+    """An asyncio client of one platform (its API key).
+
+    The connection is TLS when `credentials` are given (`tls_credentials(ca_file, ...)`),
+    plaintext otherwise (a server accepts plaintext only when told to, for development)."""
 
     def __init__(self, target: str, api_key: str, *, timeout_s: float = 10.0,
                  attempts_max: int = 5, backoff_s: float = 0.05, backoff_max_s: float = 2.0,
-                 channel: grpc.aio.Channel | None = None) -> None:
+                 channel: grpc.aio.Channel | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self._own_channel = channel is None
-        self.channel = channel or grpc.aio.insecure_channel(target)
+        if channel is None:
+            channel = (grpc.aio.secure_channel(target, credentials) if credentials is not None
+                       else grpc.aio.insecure_channel(target))
+        self.channel = channel
         self.metadata = (("authorization", f"Bearer {api_key}"),)
         self.timeout_s = timeout_s
         self.attempts_max = attempts_max

@@ -1,6 +1,7 @@
 """API keys on the servers: a bearer key resolved to its principal through a small cache
 that honours revocation within REVOCATION_BOUND_S. Keys are made, listed and revoked in
-`clearing.tenancy`."""
+`clearing.tenancy`. Under mutual TLS, `check_certificate` refuses a key of another platform
+than the one the connection's client certificate is bound to."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from typing import Callable
 
 import asyncpg
 
-from clearing.errors import Unauthenticated
+from clearing.config import TLS_BINDING_OFF, TLS_BINDING_REQUIRED
+from clearing.errors import PermissionDenied, Unauthenticated
 from clearing.ledger.model import Principal, Role
 from clearing.limits import KEY_LAST_USE_FLUSH_S
 from clearing.tasks import cancel_and_wait
 from clearing.tenancy import ADMIN_KEY_PREFIX, hash_key
 from clearing.reasons import Reason
+from clearing.tls import PLATFORM_URI_PREFIX, ClientCertificate
 
 KEY_LEN_MAX = 128
 # A revoked (or deleted) key is refused by every process within REVOCATION_BOUND_S: a cached
@@ -56,6 +59,7 @@ class KeyStore:
         # keys authenticated since the last write of their last use: (admin?, key id)
         self._used: set[tuple[bool, int]] = set()
         self._used_flushed_at = clock()
+        self._names: dict[int, str] = {}  # platform id -> name (mutual TLS bindings)
 
     async def principal(self, key: str) -> Principal:
         if not key or len(key) > KEY_LEN_MAX:
@@ -82,6 +86,38 @@ class KeyStore:
         if loaded_at <= now - (CACHE_TTL_S if found is not None else NEGATIVE_TTL_S):
             return False
         return max(loaded_at, self._confirmed_at) > now - CONFIRMED_MAX_AGE_S
+
+    async def platform_name(self, platform_id: int) -> str:
+        """A platform's name (names never change: cached for the process's life)."""
+        name = self._names.get(platform_id)
+        if name is None:
+            name = await self._pool.fetchval(
+                "SELECT name FROM platforms WHERE platform_id = $1", platform_id) or ""
+            if len(self._names) >= CACHE_ENTRIES_MAX:
+                self._names.clear()
+            self._names[platform_id] = name
+        return name
+
+    async def check_certificate(self, who: Principal, cert: ClientCertificate | None,
+                                binding: str) -> None:
+        """Mutual TLS: a client certificate bound to a platform (its URI SAN
+        urn:clearing:platform:NAME) carries only that platform's keys; with binding
+        `required`, a certificate must name one. PERMISSION_DENIED otherwise."""
+        if cert is None or binding == TLS_BINDING_OFF:
+            return
+        if not cert.platforms:
+            if binding == TLS_BINDING_REQUIRED:
+                raise PermissionDenied(
+                    "this connection's client certificate names no platform "
+                    f"(a URI SAN {PLATFORM_URI_PREFIX}NAME) and the server requires one",
+                    reason=Reason.CLIENT_CERTIFICATE_UNBOUND)
+            return
+        if cert.platforms != (await self.platform_name(who.platform_id),):
+            raise PermissionDenied(
+                "the API key belongs to another platform than the one this connection's "
+                "client certificate is bound to",
+                reason=Reason.CLIENT_CERTIFICATE_PLATFORM_MISMATCH,
+                metadata={"certificate_platform": ",".join(cert.platforms)})
 
     async def _load(self, digest: bytes, admin: bool) -> Principal | None:
         if admin:  # an admin key (`clearing admin init`): PlatformService's, platform 0

@@ -1,5 +1,6 @@
-"""One interceptor for every clearing RPC: authentication and roles, the call context for
-logs, metrics by method and status code, and the mapping of errors to statuses.
+"""One interceptor for every clearing RPC: authentication and roles (and, under mutual TLS,
+the client certificate's subject and platform binding), the call context for logs, metrics
+by method and status code, and the mapping of errors to statuses.
 
 Handlers are wrapped once per method (cached); health and reflection pass untouched.
 """
@@ -14,9 +15,10 @@ from typing import Any, Callable
 
 import grpc
 
-from clearing import logs, metrics
+from clearing import logs, metrics, tls
 from clearing.api.auth import KeyStore
 from clearing.api.errors import code_name, status_for
+from clearing.config import TLS_BINDING_OPTIONAL
 from clearing.errors import (ClearingError, FieldViolation, InvalidArgument,
                              PermissionDenied, Unauthenticated)
 from clearing.ledger.model import Principal, Role
@@ -25,11 +27,20 @@ from clearing.reasons import Reason
 log = logging.getLogger("clearing.api")
 
 PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("clearing_principal")
+# The subject (RFC 4514) of the current call's client certificate under mutual TLS; "" when
+# the connection has none (no mutual TLS). What an audit record names as the certificate.
+CERT_SUBJECT: contextvars.ContextVar[str] = contextvars.ContextVar("clearing_cert_subject",
+                                                                   default="")
 
 
 def principal() -> Principal:
     """The authenticated caller of the current RPC."""
     return PRINCIPAL.get()
+
+
+def cert_subject() -> str:
+    """The current call's client certificate subject ("" without mutual TLS)."""
+    return CERT_SUBJECT.get()
 
 
 def _bearer(context: grpc.aio.ServicerContext) -> str:
@@ -91,9 +102,14 @@ class ClearingInterceptor:
     pins both, and that every method of every service is wrapped.
     """
 
-    def __init__(self, keys: KeyStore, method_roles: dict[str, frozenset[str]]) -> None:
+    def __init__(self, keys: KeyStore, method_roles: dict[str, frozenset[str]], *,
+                 mutual_tls: bool = False, binding: str = TLS_BINDING_OPTIONAL) -> None:
         self._keys = keys
         self._roles = method_roles
+        # Under mutual TLS every call reads its connection's client certificate (the
+        # subject for CERT_SUBJECT, the platform it is bound to); otherwise nothing is read.
+        self._mutual_tls = mutual_tls
+        self._binding = binding
 
     def register(self, server: grpc.aio.Server, add_to_server: Callable[[Any, Any], None],
                  servicer: Any) -> None:
@@ -107,6 +123,11 @@ class ClearingInterceptor:
 
     async def _enter(self, method: str, short: str, context, request) -> Principal:
         who = await self._keys.principal(_bearer(context))
+        if self._mutual_tls:
+            cert = tls.peer_certificate(context)
+            if cert is not None:
+                CERT_SUBJECT.set(cert.subject)
+            await self._keys.check_certificate(who, cert, self._binding)
         allowed = self._roles[method]
         if who.is_admin != (Role.ADMIN in allowed):  # admin keys: PlatformService only
             raise PermissionDenied(

@@ -73,7 +73,8 @@
                                               if one is broken
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
---key-file (default: var/demo.key, written by `make run`). Amounts are in major units
+--key-file (default: var/demo.key, written by `make run`), over TLS with --tls-ca (and
+--tls-cert/--tls-key for mutual TLS; default: var/tls/ from `make run`). Amounts are in major units
 ("12.34"), converted exactly to minor units.
 """
 

@@ -115,9 +115,14 @@ def _admin_run(args, settings: Settings, work) -> int:
     the server ends the command with its status and field violations."""
     from clearing_client import ClearingClient, ClearingRpcError
 
+    from clearing.cli.client import credentials_for
+
+    target = args.addr or settings.grpc_addr
+    credentials = credentials_for(args, settings, target)
+
     async def go():
-        async with ClearingClient(args.addr or settings.grpc_addr, _admin_key(args, settings),
-                                  timeout_s=args.timeout, attempts_max=1) as client:
+        async with ClearingClient(target, _admin_key(args, settings), timeout_s=args.timeout,
+                                  attempts_max=1, credentials=credentials) as client:
             return await work(client)
 
     try:
@@ -441,7 +446,10 @@ def cmd_calendar(args, settings: Settings) -> int:
 # ---- argument parsing --------------------------------------------------------------------
 
 def _admin_options(p) -> None:
+    from clearing.cli.client import tls_options
+
     p.add_argument("--addr", help="server address (default: CLEARING_GRPC_ADDR)")
+    tls_options(p)
     p.add_argument("--admin-key", help="admin key (default: CLEARING_ADMIN_KEY or "
                                        "--admin-key-file)")
     p.add_argument("--admin-key-file", help="file holding the admin key (default: "

@@ -1,5 +1,7 @@
 """Client commands: calls to a server (--addr, else CLEARING_GRPC_ADDR) with a platform's
-key (--key, CLEARING_API_KEY or --key-file, default var/demo.key), made through the
+key (--key, CLEARING_API_KEY or --key-file, default var/demo.key), over TLS with the CA and
+client certificate of --tls-ca/--tls-cert/--tls-key (default: var/tls/ from `make run`;
+`credentials_for` says the rest), made through the
 clearing_client SDK (clients/python); each prints the response as JSON with the proto's
 field names, or the error and its field violations on stderr (exit status 1).
 
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clearing.cli.common import minor
-from clearing.config import Settings, client_api_key
+from clearing.config import Settings, client_api_key, client_tls
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -39,6 +41,37 @@ def _key(args, settings: Settings) -> str:
     return path.read_text().strip()
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def credentials_for(args, settings: Settings, target: str):
+    """The connection's TLS credentials, None for plaintext. Options first, then the
+    CLEARING_CLIENT_TLS_* variables, then the development CA of `make run` (<data
+    dir>/tls) when it is there; with none of them, TLS with the system's roots, except to
+    a loopback address (a development server's key never leaves the machine), which is
+    reached in plaintext. --plaintext (CLEARING_CLIENT_PLAINTEXT=1) turns TLS off."""
+    from clearing.tls import CA_CERT, CLIENT_CERT, CLIENT_KEY, DEV_TLS_DIR
+    from clearing_client import tls_credentials
+
+    env = client_tls()
+    if getattr(args, "plaintext", False) or env.plaintext:
+        return None
+    ca = getattr(args, "tls_ca", None) or env.ca
+    cert = getattr(args, "tls_cert", None) or env.cert
+    key = getattr(args, "tls_key", None) or env.key
+    dev = settings.data_dir / DEV_TLS_DIR
+    if ca is None and (dev / CA_CERT).exists():
+        ca = str(dev / CA_CERT)
+        if cert is None and (dev / CLIENT_CERT).exists() and (dev / CLIENT_KEY).exists():
+            cert, key = str(dev / CLIENT_CERT), str(dev / CLIENT_KEY)
+    if ca is None and cert is None and target.rpartition(":")[0] in LOOPBACK_HOSTS:
+        return None
+    try:
+        return tls_credentials(ca, cert, key)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"TLS: {exc}") from None
+
+
 def _print_error(err: ClearingRpcError) -> None:
     """The status, then every field violation of a BadRequest detail (one per line)."""
     print(f"error: {err.code.name}: {err.message}", file=sys.stderr)
@@ -56,9 +89,12 @@ def _run(args, settings: Settings, call: Call) -> int:
         raise SystemExit("the client commands need the clearing_client package: "
                          "pip install clients/python") from None
 
+    target = args.addr or settings.grpc_addr
+    credentials = credentials_for(args, settings, target)
+
     async def go() -> Message:
-        async with ClearingClient(args.addr or settings.grpc_addr, _key(args, settings),
-                                  timeout_s=args.timeout, attempts_max=1) as client:
+        async with ClearingClient(target, _key(args, settings), timeout_s=args.timeout,
+                                  attempts_max=1, credentials=credentials) as client:
             return await call(client)
 
     try:
@@ -280,12 +316,25 @@ def cmd_payouts(args, settings: Settings) -> int:
 
 def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--addr", help="server address (default: CLEARING_GRPC_ADDR)")
+    tls_options(p)
     p.add_argument("--key", help="API key (default: CLEARING_API_KEY or --key-file)")
     p.add_argument("--key-file", help="file holding the API key (default: var/demo.key)")
     p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
     p.add_argument("--field", help="print only this field of the response, one value a line "
                    "(a dotted path; lists are followed: runs.run_id)")
+
+
+def tls_options(p: argparse.ArgumentParser) -> None:
+    """--tls-ca, --tls-cert, --tls-key, --plaintext (read by credentials_for)."""
+    p.add_argument("--tls-ca", help="CA of the server's certificate (default: "
+                   "CLEARING_CLIENT_TLS_CA, else var/tls/ca.pem when present)")
+    p.add_argument("--tls-cert", help="client certificate for mutual TLS (default: "
+                   "CLEARING_CLIENT_TLS_CERT, else var/tls/client.pem when present)")
+    p.add_argument("--tls-key", help="its private key (default: CLEARING_CLIENT_TLS_KEY, "
+                   "else var/tls/client.key)")
+    p.add_argument("--plaintext", action="store_true",
+                   help="no TLS (a server allowing plaintext; CLEARING_CLIENT_PLAINTEXT=1)")
 
 
 def add_parsers(sub) -> None:

@@ -1,5 +1,6 @@
 """`clearing serve`: the server; with --dev, embedded PostgreSQL/Redis for what is not
-configured, the demo platform and its keys, and a banner of commands to try."""
+configured, the demo platform and its keys, TLS with a development CA (var/tls/), and a
+banner of commands to try."""
 
 from __future__ import annotations
 
@@ -77,10 +78,42 @@ def _client_exe() -> str:
         return str(script)
 
 
+def _dev_tls(settings: Settings) -> Settings:
+    """`make run` serves TLS: with the certificate configured (CLEARING_TLS_*) if there is
+    one, else with the development CA under <data dir>/tls (made on first start, reused
+    while valid); plaintext only when allowed explicitly (--allow-plaintext)."""
+    from clearing.tls import DEV_TLS_DIR, ensure_dev_pki
+
+    if settings.tls.enabled or settings.tls.allow_plaintext:
+        return settings
+    pki, made = ensure_dev_pki(settings.data_dir / DEV_TLS_DIR, platform=DEMO_PLATFORM)
+    logging.getLogger("clearing.cli").info(
+        "development CA %s under %s", "made" if made else "reused", pki.directory)
+    return settings.with_(tls=replace(settings.tls, cert=str(pki.server_cert),
+                                      key=str(pki.server_key)))
+
+
+def _grpcurl_tls(settings: Settings) -> str:
+    """grpcurl's transport options for this server."""
+    from clearing.tls import DEV_TLS_DIR
+
+    if not settings.tls.enabled:
+        return "-plaintext"
+    dev = settings.data_dir / DEV_TLS_DIR
+    if settings.tls.cert == str(dev / "server.pem"):
+        mutual = (f" -cert {dev / 'client.pem'} -key {dev / 'client.key'}"
+                  if settings.tls.client_ca else "")
+        return f"-cacert {dev / 'ca.pem'}{mutual}"
+    return "-cacert CA.pem" + (" -cert CLIENT.pem -key CLIENT.key"
+                               if settings.tls.client_ca else "")
+
+
 def _banner(settings: Settings) -> str:
     key_file = settings.data_dir / "demo.key"
     addr = settings.grpc_addr
     exe = _client_exe()
+    transport = ("TLS" + (", mutual" if settings.tls.client_ca else "")
+                 if settings.tls.enabled else "PLAINTEXT")
     # The client commands read CLEARING_GRPC_ADDR and CLEARING_DATA_DIR (for the key file);
     # say so when this server does not use the defaults they fall back to.
     exports = []
@@ -88,9 +121,15 @@ def _banner(settings: Settings) -> str:
         exports.append(f"CLEARING_GRPC_ADDR={shlex.quote(addr)}")
     if settings.data_dir != DEFAULT_DATA_DIR.resolve():
         exports.append(f"CLEARING_DATA_DIR={shlex.quote(str(settings.data_dir))}")
+    if not settings.tls.enabled:  # --allow-plaintext: not var/tls from an earlier run
+        exports.append("CLEARING_CLIENT_PLAINTEXT=1")
     export = f"    export {' '.join(exports)}\n" if exports else ""
+    tls_files = (f" (development CA {settings.data_dir}/tls/ca.pem; the `clearing` commands "
+                 "use it)" if settings.tls.cert == str(settings.data_dir / "tls" / "server.pem")
+                 else "")
     return f"""
 clearing core listening on {addr}  (Ctrl-C stops it; data stays in {settings.data_dir}/)
+  transport: {transport}{tls_files}
   demo platform keys: {key_file} (gateway, operator), {settings.data_dir}/demo-approver.key
   admin keys (PlatformService): {settings.data_dir}/admin.key, {settings.data_dir}/admin-approver.key
   try it (from {Path.cwd()}):
@@ -99,7 +138,7 @@ clearing core listening on {addr}  (Ctrl-C stops it; data stays in {settings.dat
     {exe} transfer --from-ref custodial --to-ref merchant-1 --amount 99.00
     {exe} accounts list
   or with grpcurl:
-    grpcurl -plaintext -H "authorization: Bearer $(cat {key_file})" -d '{{}}' {addr} clearing.v1.LedgerService/ListAccounts
+    grpcurl {_grpcurl_tls(settings)} -H "authorization: Bearer $(cat {key_file})" -d '{{}}' {addr} clearing.v1.LedgerService/ListAccounts
 """
 
 
@@ -131,12 +170,15 @@ def _print_banner_when_listening(settings: Settings) -> None:
 def cmd_serve(args, settings: Settings) -> int:
     if args.workers:
         settings = settings.with_(workers=args.workers)
+    if args.allow_plaintext:
+        settings = settings.with_(tls=replace(settings.tls, allow_plaintext=True))
     if args.dev:
         # Stopping the embedded PostgreSQL forks (pg_ctl) while gRPC's threads run: gRPC's
         # fork support is off for that (set in clearing/__init__.py, before gRPC loads).
         return _serve_dev(settings)
-    from clearing import server
+    from clearing import server, tls
 
+    tls.check(settings.tls)  # before any worker starts: plaintext only when allowed
     try:
         server.run_workers(settings)
     except KeyboardInterrupt:
@@ -173,7 +215,7 @@ def _serve_dev(settings: Settings) -> int:
     previous = {sig: signal.signal(sig, defer) for sig in STOP_SIGNALS}
     try:
         try:
-            settings = _dev_services(settings, started)
+            settings = _dev_tls(_dev_services(settings, started))
             if not signals:
                 asyncio.run(_dev_bootstrap(settings))
         finally:
@@ -237,4 +279,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--dev", action="store_true",
                    help="start embedded PostgreSQL/Redis when not configured; demo platform")
     p.add_argument("--workers", type=int, help="processes sharing the port")
+    p.add_argument("--allow-plaintext", action="store_true",
+                   help="serve plaintext when no TLS certificate is configured (local "
+                        "development only; CLEARING_TLS_ALLOW_PLAINTEXT=1)")
     p.set_defaults(func=cmd_serve)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clearing.cli.client import _client_options, _key, field_values
+from clearing.cli.client import _client_options, _key, credentials_for, field_values
 from clearing.cli.common import parse_minor
 from clearing.config import Settings
 from clearing.limits import (SPLIT_BATCH_ATTEMPTS_MAX, SPLIT_BATCH_FILE_LINES_MAX,
@@ -204,8 +204,10 @@ def _client(args, settings: Settings, attempts_max: int) -> ClearingClient:
     except ImportError:
         raise SystemExit("the client commands need the clearing_client package: "
                          "pip install clients/python") from None
-    return ClearingClient(args.addr or settings.grpc_addr, _key(args, settings),
-                          timeout_s=args.timeout, attempts_max=attempts_max)
+    target = args.addr or settings.grpc_addr
+    return ClearingClient(target, _key(args, settings), timeout_s=args.timeout,
+                          attempts_max=attempts_max,
+                          credentials=credentials_for(args, settings, target))
 
 
 def _print(doc: dict, args) -> None:

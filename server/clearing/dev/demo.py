@@ -74,14 +74,15 @@ async def _platform(admin, name: str):
                              pb.GetPlatformRequest(name=name))).platform
 
 
-async def _key(admin, addr: str, platform_id: int, path: Path, roles: list[str]) -> str:
+async def _key(admin, addr: str, platform_id: int, path: Path, roles: list[str],
+               credentials=None) -> str:
     """The platform's key kept in `path`, made (and written, 0600) if missing or refused."""
     from clearing_client import ClearingClient, ClearingRpcError
     from clearing_client.v1 import ledger_pb2, platform_pb2 as pb
 
     if path.exists():
         key = path.read_text().strip()
-        async with ClearingClient(addr, key) as probe:
+        async with ClearingClient(addr, key, credentials=credentials) as probe:
             try:
                 await probe.call(probe.ledger.ListAccounts,
                                  ledger_pb2.ListAccountsRequest(page_size=1))
@@ -159,9 +160,9 @@ async def _payout(client, account_id: int):
 
 
 async def run(addr: str, data_dir: Path, out: TextIO = sys.stdout,
-              platform_name: str = PLATFORM) -> bool:
-    """The demo against the server at `addr`, with the admin keys in `data_dir`; prints to
-    `out`. True if the ledger verifies."""
+              platform_name: str = PLATFORM, credentials=None) -> bool:
+    """The demo against the server at `addr` (over TLS with `credentials`), with the admin
+    keys in `data_dir`; prints to `out`. True if the ledger verifies."""
     from clearing_client import ClearingClient
     from clearing_client.v1 import payout_pb2, split_pb2
 
@@ -170,17 +171,18 @@ async def run(addr: str, data_dir: Path, out: TextIO = sys.stdout,
 
     admin_key = (data_dir / "admin.key").read_text().strip()
     checker_key = (data_dir / "admin-approver.key").read_text().strip()
-    async with ClearingClient(addr, admin_key) as admin, \
-            ClearingClient(addr, checker_key) as checker:
+    async with ClearingClient(addr, admin_key, credentials=credentials) as admin, \
+            ClearingClient(addr, checker_key, credentials=credentials) as checker:
         platform = await _platform(admin, platform_name)
         key = await _key(admin, addr, platform.platform_id, data_dir / f"{platform_name}.key",
-                         ["gateway", "operator"])
+                         ["gateway", "operator"], credentials)
         approver_key = await _key(admin, addr, platform.platform_id,
-                                  data_dir / f"{platform_name}-approver.key", ["approver"])
+                                  data_dir / f"{platform_name}-approver.key", ["approver"],
+                                  credentials)
         say(f"platform {platform.name} (id {platform.platform_id}); its keys: "
             f"{platform_name}.key (gateway, operator), {platform_name}-approver.key (approver)")
-        async with ClearingClient(addr, key) as client, \
-                ClearingClient(addr, approver_key) as approver:
+        async with ClearingClient(addr, key, credentials=credentials) as client, \
+                ClearingClient(addr, approver_key, credentials=credentials) as approver:
             ids = await _accounts(client)
             say("accounts: " + ", ".join(f"{ref} {i}" for ref, i in ids.items()))
             version = await _rule_set(client, approver)
@@ -241,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     from clearing_client import ClearingRpcError
 
     try:
-        ok = asyncio.run(run(args.addr or _address(settings), settings.data_dir,
-                             platform_name=args.platform))
+        from clearing.cli.client import credentials_for  # TLS as the `clearing` commands
+
+        addr = args.addr or _address(settings)
+        ok = asyncio.run(run(addr, settings.data_dir, platform_name=args.platform,
+                             credentials=credentials_for(None, settings, addr)))
     except ClearingRpcError as err:
         raise SystemExit(f"error: {err}") from None
     return 0 if ok else 1

@@ -127,13 +127,14 @@ async def _usd_setup(client, approver, day: dt.date) -> None:
 
 
 async def make_day(addr: str, key: str, approver_key: str, day: dt.date,
-                   out_dir: Path) -> dict[str, str]:
+                   out_dir: Path, credentials=None) -> dict[str, str]:
     from clearing_client import ClearingClient
     from clearing_client.v1 import split_pb2
 
     orders = [order_message(day, suffix, amount, currency, 600 * n)
               for n, (suffix, amount, currency, _, _) in enumerate(ORDERS)]
-    async with ClearingClient(addr, key) as client, ClearingClient(addr, approver_key) as ok:
+    async with ClearingClient(addr, key, credentials=credentials) as client, \
+            ClearingClient(addr, approver_key, credentials=credentials) as ok:
         await _usd_setup(client, ok, day)
         split_ids = []
         for (_, _, _, split, _), order in zip(ORDERS, orders):
@@ -159,7 +160,10 @@ def main() -> int:
     key = (var / "demo.key").read_text().strip()
     approver = (var / "demo-approver.key").read_text().strip()
     day = dt.datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).date() - dt.timedelta(days=1)
-    found = asyncio.run(make_day(settings.grpc_addr, key, approver, day, var))
+    from clearing.cli.client import credentials_for  # TLS as the `clearing` commands
+
+    credentials = credentials_for(None, settings, settings.grpc_addr)
+    found = asyncio.run(make_day(settings.grpc_addr, key, approver, day, var, credentials))
     for name, value in found.items():
         print(f"{name}={shlex.quote(value)}")
     return 0

@@ -771,6 +771,23 @@ export enum ErrorReason {
    * @generated from enum value: PAYOUT_CONFIG_CHANGE_NOT_PENDING = 99;
    */
   PAYOUT_CONFIG_CHANGE_NOT_PENDING = 99,
+
+  /**
+   * PERMISSION_DENIED: The connection's client certificate is bound to a platform (a URI SAN
+   * urn:clearing:platform:NAME) and the call's API key belongs to another platform; metadata
+   * certificate_platform, the platform the certificate names.
+   *
+   * @generated from enum value: CLIENT_CERTIFICATE_PLATFORM_MISMATCH = 100;
+   */
+  CLIENT_CERTIFICATE_PLATFORM_MISMATCH = 100,
+
+  /**
+   * PERMISSION_DENIED: CLEARING_TLS_PLATFORM_BINDING=required and the connection's client
+   * certificate names no platform (no URI SAN urn:clearing:platform:NAME).
+   *
+   * @generated from enum value: CLIENT_CERTIFICATE_UNBOUND = 101;
+   */
+  CLIENT_CERTIFICATE_UNBOUND = 101,
 }
 
 /**
