@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -34,9 +35,19 @@ if os.environ.get("CLEARING_MUTATION"):
         "mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
     _hypothesis_settings.load_profile("mutation")
 
+# The tests never read what `make run` left in the checkout's var/ (its keys, its development
+# CA, which the `clearing` commands would otherwise use to reach the plaintext test servers
+# over TLS): their data folder is one of their own. Tests that need one set their own.
+TEST_DATA_DIR = tempfile.mkdtemp(prefix="clearing-test-data-")
+os.environ["CLEARING_DATA_DIR"] = TEST_DATA_DIR
+
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
 
 
 def pytest_addoption(parser):
