@@ -39,15 +39,20 @@ async def counters(redis_url, redis_prefix):
     await client.aclose()
 
 
-async def test_concurrent_orders_get_distinct_ranks(counters: Counters):
+@pytest.mark.parametrize("at", [
+    AT,  # a period long closed (past its grace): the key kept a grace from now
+    dt.datetime.now(UTC),  # the current one
+], ids=["closed-period", "current-period"])
+async def test_concurrent_orders_get_distinct_ranks(counters: Counters, at: dt.datetime):
     name = "supplier_orders_month"
-    readings = await asyncio.gather(*[counters.reserve([_spec(name)]) for _ in range(200)])
+    readings = await asyncio.gather(*[counters.reserve([_spec(name, at=at)])
+                                      for _ in range(200)])
     values = sorted(r[0].value for r in readings)
     assert values == list(range(1, 201))
     assert all(r[0].source is Source.LIVE for r in readings)
-    peek = await counters.peek([_spec(name)])
+    peek = await counters.peek([_spec(name, at=at)])
     assert peek[0].value == 201 and peek[0].source is Source.LIVE
-    assert (await counters.peek([_spec(name)]))[0].value == 201  # peek adds nothing
+    assert (await counters.peek([_spec(name, at=at)]))[0].value == 201  # peek adds nothing
 
 
 async def test_amounts_periods_and_undo(counters: Counters):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from enum import IntEnum
 from zoneinfo import ZoneInfo
@@ -168,8 +169,12 @@ class Counters:
             for spec, key, start in keyed:
                 pipe.incrby(key, -spec.delta if undo else spec.delta)
                 if start is not None:
+                    # kept until its period's end and a grace; a late order of a period
+                    # past that (its key expired) keeps it a grace from now: an expiry in
+                    # the past deleted the key at once and every such order ranked 1
                     end = _period_end(spec.period, start) + PERIOD_GRACE
-                    pipe.expireat(key, int(end.timestamp()))
+                    pipe.expireat(key, max(int(end.timestamp()),
+                                           int(time.time() + PERIOD_GRACE.total_seconds())))
             return await pipe.execute()
 
         results = await self._call(run)
