@@ -183,8 +183,9 @@ async def test_the_quick_start_first_split_runs_as_written(tls_running, database
     legs = [("GOV_ACCOUNT", gov), ("PLAT_001", rest * 1000 // 10_000),
             ("SUP_2025001", rest * 7500 // 10_000), ("LOGISTICS_B", rest * 1500 // 10_000)]
     assert sum(minor for _, minor in legs) == amount
-    printed = [line for line in stdout.splitlines() if re.fullmatch(r"[A-Z_0-9]+ \d+", line)]
-    assert printed == [f"{ref} {minor}" for ref, minor in legs]
+    printed = [(d["external_ref"], int(d["amount_minor"])) for d in _json_documents(stdout)
+               if "leg_index" in d or "amount_minor" in d and "external_ref" in d]
+    assert printed == legs
     readme = README.read_text()
     for ref, minor in legs:  # what the README says the block prints
         assert f"`{ref} {minor}`" in readme
