@@ -13,7 +13,7 @@ import pytest
 import clearing
 
 SERVER = Path(clearing.__file__).parent
-DOMAIN_PACKAGES = ("ledger", "rules", "splits", "payout", "recon", "reports", "risk")
+DOMAIN_PACKAGES = ("ledger", "rules", "splits", "payout", "recon", "reports", "risk", "events")
 FORBIDDEN = ("grpc", "google.protobuf", "google.rpc", "clearing.v1", "clearing.api",
              "clearing.cli", "clearing.server")
 

@@ -18,6 +18,7 @@ import re
 
 import pytest
 
+import clearing.events
 import clearing.ledger
 import clearing.payout
 import clearing.recon
@@ -25,6 +26,7 @@ import clearing.reports
 import clearing.risk
 import clearing.rules
 import clearing.splits
+from clearing.events import model as events_model
 from clearing.ledger import model as ledger
 from clearing.payout import calendar, model as payout
 from clearing.recon import model as recon
@@ -34,11 +36,12 @@ from clearing.rules import counters, model as rules
 from clearing.splits import model as split_model
 from clearing.v1 import (ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, risk_pb2,
                          rule_set_pb2, split_pb2)
+from clearing.v1 import event_pb2
 from tests.support import ROOT
 
 # The generated modules whose enums are paired here: every .proto file's but errors.proto's
 # (ErrorReason has its mirror in clearing.reasons, tests/unit/test_reasons.py).
-MODULES = (ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, risk_pb2, rule_set_pb2,
+MODULES = (event_pb2, ledger_pb2, payout_pb2, reconciliation_pb2, report_pb2, risk_pb2, rule_set_pb2,
            split_pb2)
 
 # (domain enum, proto enum descriptor)
@@ -83,6 +86,7 @@ PAIRS = [
     (risk.RiskRule, risk_pb2.RiskRule.DESCRIPTOR),
     (risk.RiskAction, risk_pb2.RiskAction.DESCRIPTOR),
     (risk.RiskEventState, risk_pb2.RiskEventState.DESCRIPTOR),
+    (events_model.DeliveryState, event_pb2.WebhookDeliveryState.DESCRIPTOR),
     (risk.RiskDecision, risk_pb2.RiskDecision.DESCRIPTOR),
 ]
 # IntEnums of the domain packages that mirror no proto enum: the bank's answer states
@@ -138,7 +142,7 @@ def test_domain_enum_mirrors_proto(domain, descriptor):
 
 def _domain_int_enums() -> set[str]:
     found = set()
-    for package in (clearing.ledger, clearing.payout, clearing.recon, clearing.reports,
+    for package in (clearing.events, clearing.ledger, clearing.payout, clearing.recon, clearing.reports,
                     clearing.rules, clearing.risk, clearing.splits):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             module = importlib.import_module(info.name)

@@ -12,7 +12,7 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -24,9 +24,14 @@ from clearing_client.v1 import ledger_pb2_grpc, payout_pb2
 from clearing_client.v1 import payout_pb2_grpc, rule_set_pb2, split_pb2, split_pb2_grpc
 from clearing_client.v1 import reconciliation_pb2, reconciliation_pb2_grpc, risk_pb2_grpc
 from clearing_client.v1 import report_pb2, report_pb2_grpc
+from clearing_client.v1 import event_pb2, event_pb2_grpc
 
 # The chunk of a statement file per ImportStatement message (the server takes up to 1 MiB).
 STATEMENT_CHUNK_BYTES = 256 * 1024
+# Statuses after which `watch` opens its stream again (from the last event it yielded).
+WATCH_RESUMABLE_CODES = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                              grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED})
 
@@ -95,6 +100,7 @@ class ClearingClient:
         self.recon = reconciliation_pb2_grpc.ReconciliationServiceStub(self.channel)
         self.report = report_pb2_grpc.ReportServiceStub(self.channel)
         self.risk = risk_pb2_grpc.RiskServiceStub(self.channel)
+        self.events = event_pb2_grpc.EventServiceStub(self.channel)
 
     async def __aenter__(self) -> "ClearingClient":
         return self
@@ -428,3 +434,39 @@ class ClearingClient:
         """Verify a voucher, by id or as its PDF file: `valid`, and every problem found."""
         return await self.call(self.report.VerifyVoucher, report_pb2.VerifyVoucherRequest(
             voucher_id=voucher_id, pdf=pdf))
+
+    # ---- events (EventService) -------------------------------------------------------------
+
+    async def list_events(self, cursor: int = 0, *, types: Iterable[str] = (),
+                          page_size: int = 0) -> event_pb2.ListEventsResponse:
+        """A page of the platform's events after `cursor`, oldest first."""
+        return await self.call(self.events.ListEvents, event_pb2.ListEventsRequest(
+            cursor=cursor, types=list(types), page_size=page_size))
+
+    async def watch(self, cursor: int = 0, *, types: Iterable[str] = (),
+                    reconnect_max_s: float = 5.0) -> AsyncIterator[event_pb2.Event]:
+        """The platform's events after `cursor`, history then live, for ever. A broken
+        stream (the server restarts, the network drops, the stream fell too far behind:
+        RESOURCE_EXHAUSTED EVENT_CONSUMER_TOO_SLOW) is opened again from the last event
+        yielded, after a growing pause, so nothing is skipped or repeated. Keep the last
+        `event.seq` you processed durably and pass it as `cursor` after a restart. Errors
+        that retrying cannot fix (a pruned cursor: OUT_OF_RANGE, a bad key) are raised as
+        ClearingRpcError."""
+        kinds = list(types)
+        delay = self.backoff_s
+        while True:
+            stream = self.events.WatchEvents(
+                event_pb2.WatchEventsRequest(cursor=cursor, types=kinds),
+                metadata=self.metadata)
+            try:
+                async for response in stream:
+                    delay = self.backoff_s
+                    cursor = response.event.seq
+                    yield response.event
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in WATCH_RESUMABLE_CODES:
+                    raise ClearingRpcError.from_call(err) from None
+            finally:
+                stream.cancel()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, reconnect_max_s)

@@ -8,6 +8,8 @@ import dataclasses
 
 import asyncpg
 
+from clearing.events import outbox
+from clearing.events.model import EventType
 from clearing import idempotency, values
 from clearing.api import split_convert as convert
 from clearing.api import split_validate as checks
@@ -70,7 +72,11 @@ class RuleSetMethods:
             rule_set_id = await rule_store.set_level_count(conn, who.platform_id, model.name,
                                                            stored, versioned.level_count)
             row = await rule_store.get_version_by_id(conn, who.platform_id, rule_set_id)
-            return encode(pb.PublishRuleSetResponse(rule_set=convert.rule_set(row)))
+            message = convert.rule_set(row)
+            await outbox.write_one(conn, who.platform_id, EventType.RULE_SET_PUBLISHED,
+                                   f"{model.name}/{stored}", request.request_id, message,
+                                   row.published_at)
+            return encode(pb.PublishRuleSetResponse(rule_set=message))
 
         return pb.PublishRuleSetResponse.FromString(await idempotency.run(
             self._pool, who.platform_id, request.request_id, "PublishRuleSet",
@@ -115,6 +121,9 @@ class RuleSetMethods:
             row = await rule_store.get_version_by_id(conn, who.platform_id, rule_set_id)
             out = pb.ActivateRuleSetResponse(rule_set=convert.rule_set(row),
                                              previous_active_version=previous)
+            await outbox.write_one(conn, who.platform_id, EventType.RULE_SET_ACTIVATED,
+                                   f"{name}/{version}", request.request_id, out.rule_set,
+                                   row.activated_at or row.published_at)
             if check is not None and previous and previous != version:
                 out.ratio_swing.CopyFrom(ratio_swing(check, first_approver))
             return encode(out)

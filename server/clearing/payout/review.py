@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from clearing.events.model import EventType
+from clearing.payout import events as payout_events
 from clearing import idempotency
 from clearing.errors import FailedPrecondition, NotFound, PermissionDenied
 from clearing.ledger import status
@@ -88,6 +90,7 @@ async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: in
                 " AND state = $3", payout_id, now, int(TransferState.QUEUED))
         else:
             await lifecycle.retry_in(conn, payout_id, now)
+        await payout_events.record(conn, [payout_id], EventType.PAYOUT_APPROVED, request_id)
         return encode(await store.get_payout(conn, platform_id, payout_id))
 
     return await idempotency.run(deps.pool, platform_id, request_id, "ApprovePayout",
@@ -108,7 +111,8 @@ async def reject_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int
         now = deps.clock.now()
         await conn.execute(_SQL_REVIEWED, payout_id, platform_id, str(reviewer_key_id),
                            reason, now)
-        await lifecycle.fail_in(conn, payout_id, Reason.REJECTED, reason, now)
+        await lifecycle.fail_in(conn, payout_id, Reason.REJECTED, reason, now,
+                                event=EventType.PAYOUT_REJECTED, request_id=request_id)
         return encode(await store.get_payout(conn, platform_id, payout_id))
 
     first = await idempotency.run(deps.pool, platform_id, request_id, "RejectPayout",

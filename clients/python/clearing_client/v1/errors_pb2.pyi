@@ -102,6 +102,12 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RISK_EVENT_NOT_FOUND: _ClassVar[ErrorReason]
     RISK_EVENT_NOT_OPEN: _ClassVar[ErrorReason]
     RISK_HOLD: _ClassVar[ErrorReason]
+    EVENT_CURSOR_EXPIRED: _ClassVar[ErrorReason]
+    EVENT_CURSOR_AHEAD: _ClassVar[ErrorReason]
+    EVENT_CONSUMER_TOO_SLOW: _ClassVar[ErrorReason]
+    WEBHOOK_ENDPOINT_NOT_FOUND: _ClassVar[ErrorReason]
+    WEBHOOK_ENDPOINTS_FULL: _ClassVar[ErrorReason]
+    WEBHOOK_DELIVERY_NOT_FOUND: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 UNAUTHENTICATED: ErrorReason
@@ -198,3 +204,9 @@ RISK_POLICY_NOT_FOUND: ErrorReason
 RISK_EVENT_NOT_FOUND: ErrorReason
 RISK_EVENT_NOT_OPEN: ErrorReason
 RISK_HOLD: ErrorReason
+EVENT_CURSOR_EXPIRED: ErrorReason
+EVENT_CURSOR_AHEAD: ErrorReason
+EVENT_CONSUMER_TOO_SLOW: ErrorReason
+WEBHOOK_ENDPOINT_NOT_FOUND: ErrorReason
+WEBHOOK_ENDPOINTS_FULL: ErrorReason
+WEBHOOK_DELIVERY_NOT_FOUND: ErrorReason

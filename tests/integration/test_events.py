@@ -1,0 +1,209 @@
+"""EventService's feed: every kind of change writes its event in its transaction (a
+refused change writes none), numbered per platform without gaps; WatchEvents replays then
+follows live, filters, ends a stream that falls too far behind with the cursor to resume
+from, and works across server processes; tenancy."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import asyncpg
+import grpc
+import pytest
+
+from clearing import server
+from clearing.config import EventSettings
+from clearing.v1 import event_pb2 as pb
+from clearing.v1 import ledger_pb2 as lpb
+from clearing.v1 import split_pb2 as spb
+from tests.conftest import server_settings
+from tests.events_support import Events, held_world, wait_events
+from tests.split_support import order
+from tests.support import Client, ServerProcess, details, rid
+
+
+@pytest.fixture
+async def world(channel, client: Client, database_url, platform):
+    return await held_world(channel, client, database_url, platform.platform_id)
+
+
+@pytest.fixture
+def events(channel, platform) -> Events:
+    return Events(channel, platform.key)
+
+
+async def _refused(coro) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await coro
+    return err.value.code(), details(err.value)[0]
+
+
+async def test_each_change_writes_its_event_and_a_refused_one_none(world, events: Events):
+    setup = await wait_events(events, 2)
+    assert [e.type for e in setup] == ["rule_set.published", "rule_set.activated"]
+    assert setup[1].rule_set.name == "held" and setup[1].resource_id == "held/1"
+
+    split = await world.splits.split(order(1_114, rule_set_name="held"), request_id="s-1")
+    await world.splits.call("ReleaseSplit", spb.ReleaseSplitRequest(
+        request_id="r-1", order_id=split.order_id, event_name="SHIPPED"))
+    await world.splits.call("CancelSplit", spb.CancelSplitRequest(
+        request_id="c-1", order_id=split.order_id, reason="order cancelled"))
+    sup = world.ids["SUP_2025001"]
+    await world.client.call("FreezeAccount", lpb.FreezeAccountRequest(
+        request_id=rid(), account_id=sup, reason="kyc"))
+    # refused changes: no event
+    assert (await _refused(world.client.call("FreezeAccount", lpb.FreezeAccountRequest(
+        request_id=rid(), account_id=sup, reason="again"))))[0] == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    assert (await _refused(world.splits.split(order(1_114, rule_set_name="held",
+                                                    order_id=split.order_id))))[0] == \
+        grpc.StatusCode.ALREADY_EXISTS
+    await world.client.call("UnfreezeAccount", lpb.UnfreezeAccountRequest(
+        request_id=rid(), account_id=sup, reason="ok"))
+
+    await wait_events(events, 5, cursor=2)
+    await asyncio.sleep(0.2)  # nothing more comes (the refused calls wrote nothing)
+    got = await events.all(2)
+    assert [(e.seq, e.type) for e in got] == [
+        (3, "split.held"), (4, "split.released"), (5, "split.cancelled"),
+        (6, "account.frozen"), (7, "account.unfrozen")]
+    held, released, cancelled, frozen, unfrozen = got
+    assert held.resource_id == str(split.split_id) and held.request_id == "s-1"
+    assert held.split.split_id == split.split_id and held.split.status == spb.SPLIT_STATUS_HOLDING
+    assert released.request_id == "r-1" and released.split.legs[1].released_minor == 501
+    assert cancelled.split.status == spb.SPLIT_STATUS_CANCELLED
+    assert frozen.account.status == lpb.ACCOUNT_STATUS_FROZEN
+    assert unfrozen.account.status == lpb.ACCOUNT_STATUS_ACTIVE
+    assert all(e.HasField("created_at") for e in got)
+
+    # filters and paging
+    only = await events.all(0, types=["split.released", "account.frozen"])
+    assert [e.seq for e in only] == [4, 6]
+    page = await events.call("ListEvents", pb.ListEventsRequest(cursor=3, page_size=2))
+    assert [e.seq for e in page.events] == [4, 5] and page.next_cursor == 5
+
+
+async def test_a_batch_of_splits_writes_one_event_each(world, events: Events):
+    start = len(await wait_events(events, 2))
+    orders = [order(1_000 + i, rule_set_name="held") for i in range(30)]
+    response = await world.splits.call("SplitBatch", spb.SplitBatchRequest(
+        request_id=rid(), requests=[spb.SplitRequest(request_id=rid(), order=o)
+                                    for o in orders]))
+    ids = {o.split.split_id for o in response.outcomes}
+    got = await wait_events(events, 30, cursor=start)
+    assert {int(e.resource_id) for e in got} == ids and len(got) == 30
+    assert [e.seq for e in got] == list(range(start + 1, start + 31))
+
+
+async def test_watch_replays_then_follows_live_in_order(world, events: Events):
+    await wait_events(events, 2)
+    stream = events.watch(0, types=["split.held", "split.released"])
+    seen: list[pb.Event] = []
+
+    async def read(n: int) -> None:
+        async for response in stream:
+            seen.append(response.event)
+            if len(seen) == n:
+                return
+
+    first = await world.splits.split(order(1_114, rule_set_name="held"))
+    await asyncio.wait_for(read(1), 10)  # history
+    await world.splits.call("ReleaseSplit", spb.ReleaseSplitRequest(
+        request_id=rid(), order_id=first.order_id, event_name="SHIPPED"))
+    await world.client.call("FreezeAccount", lpb.FreezeAccountRequest(
+        request_id=rid(), account_id=world.ids["PLAT_001"], reason="filtered out"))
+    second = await world.splits.split(order(2_000, rule_set_name="held"))
+    await asyncio.wait_for(read(3), 10)  # live
+    stream.cancel()
+    assert [e.type for e in seen] == ["split.held", "split.released", "split.held"]
+    assert [e.resource_id for e in seen] == [str(first.split_id)] * 2 + [str(second.split_id)]
+    assert seen == sorted(seen, key=lambda e: e.seq)
+
+
+async def test_cursor_errors_and_invalid_input(world, events: Events):
+    await wait_events(events, 2)
+    code, reason = await _refused(events.call("ListEvents", pb.ListEventsRequest(cursor=99)))
+    assert (code, reason) == (grpc.StatusCode.OUT_OF_RANGE, "EVENT_CURSOR_AHEAD")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in events.watch(0, types=["split.nope"]):
+            pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(err.value)[1] == ["types[0]"]
+    code, _ = await _refused(events.call("ListEvents", pb.ListEventsRequest(cursor=-1)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_another_platform_sees_none_of_them(world, events: Events, channel,
+                                                  database_url):
+    from clearing.tenancy import create_platform
+    await wait_events(events, 2)
+    conn = await asyncpg.connect(database_url)
+    try:
+        _, key = await create_platform(conn, f"other_{rid()[:8]}", frozenset({"gateway"}))
+    finally:
+        await conn.close()
+    assert await Events(channel, key).all() == []
+
+
+async def test_a_slow_stream_ends_with_the_cursor_to_resume_from(
+        world, events: Events, database_url, redis_url, redis_prefix, platform):
+    base = server_settings(database_url, redis_url, redis_prefix)
+    srv = await server.start(dataclasses.replace(
+        base, events=dataclasses.replace(base.events, watch_lag_max=3, sequencer=False)),
+        migrate=False)
+    try:
+        ch = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")
+        slow = Events(ch, platform.key)
+        head = len(await wait_events(events, 2))
+        stream = slow.watch(head)
+        reader = asyncio.ensure_future(stream.read())
+        await asyncio.sleep(0.3)  # the stream is live
+        # a burst: ten events in one transaction, numbered in one sequencer round
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "INSERT INTO event_outbox (platform_id, type, resource_id, payload, created_at)"
+                " SELECT $1, 'account.frozen', g::text, '', now() FROM generate_series(1, 10) g",
+                platform.platform_id)
+        finally:
+            await conn.close()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(reader, 10)
+            await stream.read()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details(err.value)[0] == "EVENT_CONSUMER_TOO_SLOW"
+        assert f"cursor {head}" in err.value.details()
+        resumed = await slow.all(head)  # nothing lost: resume from the cursor
+        assert [e.seq for e in resumed] == list(range(head + 1, head + 11))
+        await ch.close()
+    finally:
+        await srv.stop()
+
+
+@pytest.mark.slow
+async def test_two_server_processes(world, events: Events, database_url, redis_url,
+                                    platform):
+    """A stream on another process (`clearing serve`) sees the changes made through this
+    one, live: the sequencer's notification crosses processes."""
+    other = ServerProcess(database_url, redis_url,
+                          extra_env={"CLEARING_EVENTS_WATCH_POLL_MS": "60000"}).start()
+    try:
+        ch = grpc.aio.insecure_channel(f"127.0.0.1:{other.port}")
+        remote = Events(ch, platform.key)
+        head = len(await wait_events(events, 2))
+        stream = remote.watch(head)
+        await asyncio.sleep(0.3)
+        made = [await world.splits.split(order(1_000 + i, rule_set_name="held"))
+                for i in range(3)]
+        got = []
+        async for response in stream:
+            got.append(response.event)
+            if len(got) == 3:
+                break
+        stream.cancel()
+        assert [e.resource_id for e in got] == [str(s.split_id) for s in made]
+        assert [e.seq for e in got] == [head + 1, head + 2, head + 3]
+        await ch.close()
+    finally:
+        other.terminate()
