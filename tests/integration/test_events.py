@@ -207,3 +207,39 @@ async def test_two_server_processes(world, events: Events, database_url, redis_u
         await ch.close()
     finally:
         other.terminate()
+
+
+async def test_payout_events_through_review_and_the_bank(channel, client: Client, platform,
+                                                         database_url):
+    from clearing.v1 import payout_pb2 as ppb
+    from tests.payout_support import Payouts, party, set_config
+    from tests.split_support import new_key
+
+    events = Events(channel, platform.key)
+    maker = Payouts(channel, platform.key)
+    checker = Payouts(channel, await new_key(database_url, platform.platform_id, {"approver"}))
+    p = await party(client, maker, funds=100_000)
+    await set_config(database_url, platform.platform_id, review_threshold_minor=10_000)
+    start = await events.head()
+    big = await maker.request(p.account, 20_000, request_id="big")
+    other = await maker.request(p.account, 20_001)
+    await checker.reject(other.payout_id)
+    await checker.approve(big.payout_id, request_id="approve-big")
+    await maker.wait_state(big.payout_id, {ppb.PAYOUT_STATE_SUCCEEDED})
+    got = await wait_events(events, 6, cursor=start,
+                            types=[t for t in _PAYOUT_TYPES])
+    mine = [(e.type, e.resource_id) for e in got]
+    assert mine == [("payout.in_review", str(big.payout_id)),
+                    ("payout.in_review", str(other.payout_id)),
+                    ("payout.rejected", str(other.payout_id)),
+                    ("payout.approved", str(big.payout_id)),
+                    ("payout.sent", str(big.payout_id)),
+                    ("payout.succeeded", str(big.payout_id))]
+    assert got[0].request_id == "big" and got[3].request_id == "approve-big"
+    assert got[-1].payout.state == ppb.PAYOUT_STATE_SUCCEEDED
+    assert got[2].payout.state == ppb.PAYOUT_STATE_FAILED
+
+
+_PAYOUT_TYPES = ("payout.requested", "payout.in_review", "payout.approved",
+                 "payout.rejected", "payout.sent", "payout.succeeded", "payout.failed",
+                 "payout.manual_review")
