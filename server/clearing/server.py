@@ -103,6 +103,8 @@ class Running:
         """Graceful shutdown; see the module docstring."""
         log.info("shutting down", extra={"grace_s": self.settings.grace_s})
         await self.health.enter_graceful_shutdown()
+        if self.events is not None:  # live WatchEvents streams end now, with their cursor
+            self.events.hub.close_streams()
         await self.server.stop(self.settings.grace_s)
         if self.sweeper is not None:
             await self.sweeper.stop()

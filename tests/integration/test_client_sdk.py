@@ -18,6 +18,7 @@ from tests.support import free_port
 def test_public_surface_is_pinned():
     assert set(clearing_client.__all__) == {
         "ClearingClient", "ClearingRpcError", "RETRYABLE_CODES", "new_request_id",
+        "WebhookSignatureError", "verify_signature", "verify_webhook",
         "ACCOUNT_KIND_CUSTODIAL", "ACCOUNT_KIND_PLATFORM", "ACCOUNT_KIND_MERCHANT",
         "ACCOUNT_KIND_ORDINARY", "ACCOUNT_KIND_FEE", "ACCOUNT_KIND_MARKETING",
         "ACCOUNT_KIND_FUNCTIONAL", "OWNER_TYPE_ENTERPRISE", "OWNER_TYPE_INDIVIDUAL",

@@ -243,3 +243,30 @@ async def test_payout_events_through_review_and_the_bank(channel, client: Client
 _PAYOUT_TYPES = ("payout.requested", "payout.in_review", "payout.approved",
                  "payout.rejected", "payout.sent", "payout.succeeded", "payout.failed",
                  "payout.manual_review")
+
+
+async def test_the_client_watch_resumes_after_a_server_restart(
+        world, events: Events, database_url, redis_url, redis_prefix, platform):
+    from clearing_client import ClearingClient
+    from tests.support import free_port
+
+    port = free_port()
+    settings = dataclasses.replace(server_settings(database_url, redis_url, redis_prefix),
+                                   grpc_addr=f"127.0.0.1:{port}")
+    srv = await server.start(settings, migrate=False)
+    head = len(await wait_events(events, 2))
+    got: list[pb.Event] = []
+    async with ClearingClient(f"127.0.0.1:{port}", platform.key, backoff_s=0.05) as c:
+        watch = c.watch(head)
+        try:
+            first = await world.splits.split(order(1_000, rule_set_name="held"))
+            got.append(await asyncio.wait_for(watch.__anext__(), 10))
+            await srv.stop()  # the stream breaks; watch() reconnects
+            second = await world.splits.split(order(1_001, rule_set_name="held"))
+            srv = await server.start(settings, migrate=False)
+            got.append(await asyncio.wait_for(watch.__anext__(), 15))
+        finally:
+            await watch.aclose()
+            await srv.stop()
+    assert [(e.seq, e.resource_id) for e in got] == [
+        (head + 1, str(first.split_id)), (head + 2, str(second.split_id))]

@@ -23,6 +23,7 @@ from tests.support import Client, details
 SERVICES = {
     "clearing.v1.LedgerService", "clearing.v1.SplitService", "clearing.v1.PayoutService",
     "clearing.v1.ReconciliationService", "clearing.v1.ReportService", "clearing.v1.RiskService",
+    "clearing.v1.EventService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }

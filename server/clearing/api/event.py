@@ -19,7 +19,7 @@ from clearing.api import split_convert
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
 from clearing.config import EventSettings
-from clearing.errors import ResourceExhausted, Violations
+from clearing.errors import ResourceExhausted, Unavailable, Violations
 from clearing.events import feed, outbox, webhooks
 from clearing.events.model import Delivery, Endpoint, Event, Resource
 from clearing.ledger.model import Role
@@ -143,6 +143,11 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             position = max(position, reached)
             if len(events) < EVENTS_READ_BATCH_MAX and reached == position:
                 live = True
+                if self._hub.closing:
+                    raise Unavailable(f"the server is shutting down; resume with cursor"
+                                      f" {position} on another server",
+                                      reason=Reason.SHUTTING_DOWN,
+                                      metadata={"cursor": str(position)})
                 await self._hub.wait(poll_s)
         yield  # pragma: no cover - an async generator; events go out through context.write
 

@@ -79,6 +79,13 @@ class Hub:
         self._pool = pool
         self._conn: asyncpg.Connection | None = None
         self._changed = asyncio.Event()
+        self.closing = False
+
+    def close_streams(self) -> None:
+        """The server is stopping: wake every live stream so that it ends now (each tells
+        its client the cursor to resume from) instead of holding the shutdown's grace."""
+        self.closing = True
+        self._changed.set()
 
     async def start(self) -> None:
         try:
@@ -111,5 +118,5 @@ class Hub:
             await asyncio.wait_for(changed.wait(), timeout_s)
         except asyncio.TimeoutError:
             return
-        if changed is self._changed and changed.is_set():
+        if changed is self._changed and changed.is_set() and not self.closing:
             self._changed = asyncio.Event()  # the next wait waits for the next round
