@@ -142,9 +142,10 @@ async def lag(ch, splits, md, a) -> dict:
 
     async def receive() -> None:
         async for response in stream:
-            e = response.event
-            lags_us.append(int(time.time() * 1e6) - (e.created_at.seconds * 1_000_000
-                                                      + e.created_at.nanos // 1000))
+            now_us = int(time.time() * 1e6)
+            for e in response.events:
+                lags_us.append(now_us - (e.created_at.seconds * 1_000_000
+                                         + e.created_at.nanos // 1000))
 
     receiver = asyncio.ensure_future(receive())
     await send()

@@ -103,8 +103,8 @@ async def test_watch_replays_then_follows_live_in_order(world, events: Events):
 
     async def read(n: int) -> None:
         async for response in stream:
-            seen.append(response.event)
-            if len(seen) == n:
+            seen.extend(response.events)
+            if len(seen) >= n:
                 return
 
     first = await world.splits.split(order(1_114, rule_set_name="held"))
@@ -198,8 +198,8 @@ async def test_two_server_processes(world, events: Events, database_url, redis_u
                 for i in range(3)]
         got = []
         async for response in stream:
-            got.append(response.event)
-            if len(got) == 3:
+            got.extend(response.events)
+            if len(got) >= 3:
                 break
         stream.cancel()
         assert [e.resource_id for e in got] == [str(s.split_id) for s in made]
@@ -270,3 +270,34 @@ async def test_the_client_watch_resumes_after_a_server_restart(
             await srv.stop()
     assert [(e.seq, e.resource_id) for e in got] == [
         (head + 1, str(first.split_id)), (head + 2, str(second.split_id))]
+
+
+async def test_refund_close_and_plain_split_events(channel, client: Client, platform,
+                                                   database_url, events: Events):
+    from tests.split_support import SUPPLIER_OWN
+
+    world = await held_world(channel, client, database_url, platform.platform_id)
+    own = (await client.open("DIST_01")).account_id
+    assert own
+    checker = await _approver(channel, database_url, platform.platform_id)
+    published = await world.splits.publish(SUPPLIER_OWN)
+    await checker.activate(published.name, published.version)
+    start = len(await wait_events(events, 4))
+    plain = await world.splits.split(order(1_000, rule_set_name="supplier-own"))
+    await world.splits.call("RefundSplit", spb.RefundSplitRequest(
+        request_id="refund-1", order_id=plain.order_id, amount_minor=300,
+        currency_code="CNY", refund_ref="rf-1", reason="returned"))
+    spare = await client.open("to-close")
+    await client.call("CloseAccount", lpb.CloseAccountRequest(request_id=rid(),
+                                                              account_id=spare.account_id))
+    got = await wait_events(events, 3, cursor=start)
+    assert [(e.type, e.resource_id) for e in got] == [
+        ("split.committed", str(plain.split_id)), ("split.refunded", str(plain.split_id)),
+        ("account.closed", str(spare.account_id))]
+    assert got[1].request_id == "refund-1" and got[1].split.refunded_minor == 300
+    assert got[2].account.status == lpb.ACCOUNT_STATUS_CLOSED
+
+
+async def _approver(channel, database_url, platform_id):
+    from tests.split_support import Splits, new_key
+    return Splits(channel, await new_key(database_url, platform_id, {"approver"}))

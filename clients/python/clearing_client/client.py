@@ -461,8 +461,9 @@ class ClearingClient:
             try:
                 async for response in stream:
                     delay = self.backoff_s
-                    cursor = response.event.seq
-                    yield response.event
+                    for event in response.events:
+                        cursor = event.seq
+                        yield event
             except grpc.aio.AioRpcError as err:
                 if err.code() not in WATCH_RESUMABLE_CODES:
                     raise ClearingRpcError.from_call(err) from None

@@ -102,6 +102,23 @@ def _cursor_and_types(v: Violations, cursor: int, types) -> list[str]:
     return types
 
 
+# The payload bytes one WatchEvents message carries at most (then the next message).
+_MESSAGE_PAYLOAD_BYTES = 1 << 20
+
+
+def _chunks(events: list[Event]) -> list[list[Event]]:
+    """`events` in runs whose payloads fit one message (each run has at least one)."""
+    out: list[list[Event]] = []
+    size = _MESSAGE_PAYLOAD_BYTES
+    for e in events:
+        if size + len(e.payload) > _MESSAGE_PAYLOAD_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += len(e.payload) + 64
+    return out
+
+
 class TooSlow(ResourceExhausted):
     """WatchEvents fell too far behind; metadata "cursor" is where to resume."""
 
@@ -132,14 +149,13 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
                 newest = await feed.head(conn, pid) if live else 0
             if live and newest - position > self._settings.watch_lag_max:
                 raise self._too_slow(position, f"{newest - position} events behind")
-            for e in events:
+            for chunk in _chunks(events):
                 try:
-                    await asyncio.wait_for(
-                        context.write(pb.WatchEventsResponse(event=event_message(e))),
-                        write_timeout)
+                    await asyncio.wait_for(context.write(pb.WatchEventsResponse(
+                        events=[event_message(e) for e in chunk])), write_timeout)
                 except asyncio.TimeoutError:
                     raise self._too_slow(position, f"no event taken for {write_timeout} s")
-                position = e.seq
+                position = chunk[-1].seq
             position = max(position, reached)
             if len(events) < EVENTS_READ_BATCH_MAX and reached == position:
                 live = True

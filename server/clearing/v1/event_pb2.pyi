@@ -59,10 +59,10 @@ class WatchEventsRequest(_message.Message):
     def __init__(self, cursor: _Optional[int] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchEventsResponse(_message.Message):
-    __slots__ = ("event",)
-    EVENT_FIELD_NUMBER: _ClassVar[int]
-    event: Event
-    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("cursor", "types", "page_size")
