@@ -301,3 +301,27 @@ async def test_refund_close_and_plain_split_events(channel, client: Client, plat
 async def _approver(channel, database_url, platform_id):
     from tests.split_support import Splits, new_key
     return Splits(channel, await new_key(database_url, platform_id, {"approver"}))
+
+
+async def test_retention_prunes_old_events_and_an_old_cursor_is_refused(
+        events: Events, platform, database_url):
+    from clearing.events.sequencer import prune
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        pid = platform.platform_id
+        await conn.execute(
+            "INSERT INTO events (platform_id, seq, outbox_id, type, resource_id, request_id,"
+            " payload, created_at) SELECT $1, g, 0, 'account.frozen', g::text, '', '',"
+            " now() - make_interval(days => CASE WHEN g < 3 THEN 40 ELSE 0 END)"
+            " FROM generate_series(1, 3) g", pid)
+        await conn.execute("INSERT INTO event_heads (platform_id, seq) VALUES ($1, 3)", pid)
+        assert [e.seq for e in await events.all()] == [1, 2, 3]
+        assert await prune(conn, 30) >= 2  # this run's other old rows too, if any
+    finally:
+        await conn.close()
+    assert [e.seq for e in await events.all()] == [3]  # 0: from the oldest kept
+    code, reason = await _refused(events.call("ListEvents", pb.ListEventsRequest(cursor=1)))
+    assert (code, reason) == (grpc.StatusCode.OUT_OF_RANGE, "EVENT_CURSOR_EXPIRED")
+    assert [e.seq for e in (await events.call("ListEvents", pb.ListEventsRequest(
+        cursor=2))).events] == [3]

@@ -136,9 +136,8 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         types = _cursor_and_types(v, request.cursor, request.types)
         v.raise_if_any()
         pid = principal().platform_id
-        position = request.cursor
         async with self._pool.acquire() as conn:
-            await feed.check_cursor(conn, pid, position)
+            position = await feed.check_cursor(conn, pid, request.cursor)
         poll_s = self._settings.watch_poll_ms / 1000.0
         write_timeout = self._settings.watch_write_timeout_s
         live = False
@@ -180,8 +179,8 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         v.raise_if_any()
         pid = principal().platform_id
         async with self._pool.acquire() as conn:
-            await feed.check_cursor(conn, pid, request.cursor)
-            events, reached = await feed.read(conn, pid, request.cursor, types, size)
+            start = await feed.check_cursor(conn, pid, request.cursor)
+            events, reached = await feed.read(conn, pid, start, types, size)
         return pb.ListEventsResponse(events=[event_message(e) for e in events],
                                      next_cursor=reached)
 

@@ -33,8 +33,9 @@ async def head(conn: asyncpg.Connection, platform_id: int) -> int:
 
 
 async def check_cursor(conn: asyncpg.Connection, platform_id: int, cursor: int) -> int:
-    """The platform's head; raises CursorOutOfRange for a cursor beyond it or whose next
-    events were pruned."""
+    """Where to read from: `cursor`, or for 0 just before the oldest event kept. Raises
+    CursorOutOfRange for a cursor beyond the platform's newest event or whose next events
+    were pruned."""
     row = await conn.fetchrow(
         "SELECT coalesce((SELECT seq FROM event_heads WHERE platform_id = $1), 0) AS head,"
         " (SELECT min(seq) FROM events WHERE platform_id = $1) AS oldest", platform_id)
@@ -43,12 +44,14 @@ async def check_cursor(conn: asyncpg.Connection, platform_id: int, cursor: int) 
             f"cursor {cursor} is beyond the platform's newest event ({row['head']})",
             reason=Reason.EVENT_CURSOR_AHEAD)
     oldest = row["oldest"] if row["oldest"] is not None else row["head"] + 1
+    if cursor == 0:
+        return oldest - 1
     if cursor + 1 < oldest:
         raise CursorOutOfRange(
             f"the events after cursor {cursor} were pruned (retention); the oldest kept is"
             f" {oldest}: resume from cursor {oldest - 1} (events were missed)",
             reason=Reason.EVENT_CURSOR_EXPIRED)
-    return row["head"]
+    return cursor
 
 
 async def read(conn: asyncpg.Connection, platform_id: int, after: int,
@@ -56,13 +59,16 @@ async def read(conn: asyncpg.Connection, platform_id: int, after: int,
     """Up to `limit` events after `after` (of `types`, if any), oldest first, and the seq
     the read reached (the last event read, or with a filter the last seq looked at)."""
     if types:
-        # bound the look ahead: the filtered page reaches at most `after + span`
+        # Bound the look ahead: the filtered page reaches at most `after + span`, and never
+        # beyond the head read BEFORE the rows (a round numbered between the two statements
+        # would otherwise be skipped: READ COMMITTED gives each statement its own snapshot).
+        newest = await head(conn, platform_id)
+        span = min(limit * 20, max(newest - after, 0))
         rows = await conn.fetch(
             f"SELECT {_COLUMNS} FROM events WHERE platform_id = $1 AND seq > $2"
             " AND seq <= $2 + $4 AND type = ANY($3::text[]) ORDER BY seq LIMIT $5",
-            platform_id, after, list(types), limit * 20, limit)
-        reached = rows[-1]["seq"] if len(rows) == limit else min(
-            after + limit * 20, await head(conn, platform_id))
+            platform_id, after, list(types), span, limit)
+        reached = rows[-1]["seq"] if len(rows) == limit else after + span
     else:
         rows = await conn.fetch(
             f"SELECT {_COLUMNS} FROM events WHERE platform_id = $1 AND seq > $2"
