@@ -70,6 +70,7 @@ class EventsBench(Bench):
                     print("bench-events: event lag at the hold rate", file=sys.stderr,
                           flush=True)
                     figures["lag"] = await lag(ch, splits, md, a)
+                    figures["lag"]["sequencer_ms"] = await sequencer_lag(self.dsn)
             proc.terminate()
             await asyncio.to_thread(proc.wait, 30)
         for phase in ("baseline", "outbox"):  # the rounds alternate: the mean of each
@@ -163,6 +164,24 @@ async def lag(ch, splits, md, a) -> dict:
             "lag_ms": percentiles(lags_us)}
 
 
+async def sequencer_lag(dsn: str) -> dict:
+    """Commit to numbering (the sequencer's part of the lag), from the events table:
+    sequenced_at (the sequencer's transaction time) minus created_at."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d) AS p50,"
+            " percentile_disc(0.99) WITHIN GROUP (ORDER BY d) AS p99, max(d) AS max"
+            " FROM (SELECT extract(epoch FROM sequenced_at - created_at) * 1000 AS d"
+            "       FROM events WHERE type IN ('split.committed', 'split.held')"
+            "       ORDER BY seq DESC LIMIT 200000) x")
+    finally:
+        await conn.close()
+    return {k: round(float(v), 1) for k, v in row.items() if v is not None}
+
+
 def summary(f: dict) -> str:
     lag = f["lag"]
     rows = [
@@ -172,6 +191,8 @@ def summary(f: dict) -> str:
         (f"event lag at {lag['rate']:,.0f} splits/s (commit -> stream)",
          ", ".join(f"{k} {v} ms" for k, v in lag["lag_ms"].items()
                    if k in ("p50", "p90", "p99", "max"))),
+        ("  of it, commit -> numbered by the sequencer",
+         ", ".join(f"{k} {v} ms" for k, v in lag.get("sequencer_ms", {}).items())),
         ("events received / splits made", f"{lag['received']:,} / {lag['made']:,}"),
     ]
     width = max(len(r[0]) for r in rows)

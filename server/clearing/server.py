@@ -266,12 +266,13 @@ async def start(settings: Settings, *, migrate: bool = True,
                    report_api.ReportServicer(pool, clock))
     calls.register(server, risk_pb2_grpc.add_RiskServiceServicer_to_server,
                    risk_api.RiskServicer(pool, policies, ResolveDeps(pool, writer)))
-    hub = Hub(pool)
+    hub = Hub(settings.database_url)
     await hub.start()
     calls.register(server, event_pb2_grpc.add_EventServiceServicer_to_server,
                    event_api.EventServicer(pool, settings.events, hub))
     events = _Events(
-        hub, Sequencer(pool, settings.events, clock) if settings.events.sequencer else None,
+        hub, Sequencer(settings.database_url, settings.events)
+        if settings.events.sequencer else None,
         Deliverer(pool, settings.events, clock, event_api.webhook_body)
         if settings.events.webhooks else None)
     health_servicer = health.aio.HealthServicer()

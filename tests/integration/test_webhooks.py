@@ -69,6 +69,7 @@ async def test_http_endpoints_need_the_dev_setting(channel, platform):
 
 async def test_a_receiver_down_then_back_gets_everything_in_order(hooks, world, platform):
     events = Events(hooks, platform.key)
+    await wait_events(events, 2)  # the rule set's events: numbered before the endpoint
     receiver = Receiver()  # not listening yet: connections are refused
     made = await events.call("CreateWebhookEndpoint", pb.CreateWebhookEndpointRequest(
         url=receiver.url, description="erp"))

@@ -79,10 +79,12 @@ async def read(conn: asyncpg.Connection, platform_id: int, after: int,
 
 
 class Hub:
-    """Wakes this process's live streams when events were numbered (see the module)."""
+    """Wakes this process's live streams when events were numbered (see the module). Its
+    LISTEN is on a connection of its own, not a pooled one (pooled connections carry no
+    session state: `clearing.db.create_pool`)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, database_url: str) -> None:
+        self._dsn = database_url
         self._conn: asyncpg.Connection | None = None
         self._changed = asyncio.Event()
         self.closing = False
@@ -95,9 +97,9 @@ class Hub:
 
     async def start(self) -> None:
         try:
-            self._conn = await self._pool.acquire()
+            self._conn = await asyncpg.connect(self._dsn, timeout=10)
             await self._conn.add_listener(CHANNEL, self._notified)
-        except (asyncpg.PostgresError, OSError) as exc:  # streams poll anyway
+        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:  # streams poll
             log.warning("events listener not started; streams poll: %s", exc)
             await self._release()
 
@@ -109,10 +111,9 @@ class Hub:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await conn.remove_listener(CHANNEL, self._notified)
-            except Exception:  # noqa: BLE001 - the connection is released anyway
-                pass
-            await self._pool.release(conn)
+                await conn.close(timeout=5)
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                conn.terminate()
 
     def _notified(self, *_args) -> None:
         self._changed.set()

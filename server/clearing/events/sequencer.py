@@ -16,21 +16,25 @@ round.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 import asyncpg
 
-from clearing.clock import Clock
 from clearing.config import EventSettings
 from clearing.events.model import DeliveryState
 from clearing.limits import EVENTS_PRUNE_BATCH_MAX, EVENTS_SEQUENCE_BATCH_MAX
-from clearing.tasks import Periodic
 
 log = logging.getLogger("clearing.events.sequencer")
 
 EVENTS_LOCK_KEY = 0x6576656E7473  # "events"
 CHANNEL = "clearing_events"
 PRUNE_EVERY_ROUNDS = 500
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 60.0
+ERROR_PAUSE_S = 1.0
+STOP_TIMEOUT_S = 30.0
 
 _SQL_ROUND = f"""
 WITH moved AS (
@@ -108,29 +112,61 @@ async def prune(conn: asyncpg.Connection, retention_days: int) -> int:
     return removed
 
 
-class Sequencer(Periodic):
-    """This process's sequencer loop (see the module docstring)."""
+class Sequencer:
+    """This process's sequencer loop (see the module docstring), in a thread of its own
+    with its own event loop and connection: the server's loop, busy with splits at the
+    sale-day rate, would delay every await of a round (commit to feed lag: 450 ms at 2,000
+    splits/s in the loop, bench/README.md); the thread gets the GIL at least every
+    switch interval. Same `start()` / `stop()` as a `clearing.tasks.Periodic`."""
 
-    task_name = "events-sequencer"
-    failure = "events sequencer round failed"
-
-    def __init__(self, pool: asyncpg.Pool, settings: EventSettings, clock: Clock) -> None:
-        super().__init__()
-        self._pool = pool
+    def __init__(self, database_url: str, settings: EventSettings) -> None:
+        self._dsn = database_url
         self._settings = settings
-        self._clock = clock
         self._rounds = 0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    @property
-    def interval_s(self) -> float:
-        return self._settings.sequencer_interval_ms / 1000.0
+    def start(self) -> None:
+        if self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name="events-sequencer",
+                                            daemon=True)
+            self._thread.start()
 
-    async def tick(self) -> None:
-        async with self._pool.acquire() as conn:
-            while True:  # a full round: more are waiting
-                moved = await sequence_round(conn)
-                if moved is None or moved < EVENTS_SEQUENCE_BATCH_MAX:
-                    break
-            self._rounds += 1
-            if moved is not None and self._rounds % PRUNE_EVERY_ROUNDS == 1:
-                await prune(conn, self._settings.retention_days)
+    async def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping.set()
+        await asyncio.to_thread(self._thread.join, STOP_TIMEOUT_S)
+        self._thread = None
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        conn: asyncpg.Connection | None = None
+        interval = self._settings.sequencer_interval_ms / 1000.0
+        while not self._stopping.is_set():
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S,
+                                                 command_timeout=COMMAND_TIMEOUT_S)
+                await self.tick(conn)
+            except Exception:  # noqa: BLE001 - logged; the next round retries
+                log.exception("events sequencer round failed")
+                if conn is not None:
+                    conn.terminate()
+                conn = None
+                await asyncio.sleep(ERROR_PAUSE_S)
+            await asyncio.sleep(interval)
+        if conn is not None:
+            await conn.close()
+
+    async def tick(self, conn: asyncpg.Connection) -> None:
+        while True:  # a full round: more are waiting
+            moved = await sequence_round(conn)
+            if moved is None or moved < EVENTS_SEQUENCE_BATCH_MAX:
+                break
+        self._rounds += 1
+        if moved is not None and self._rounds % PRUNE_EVERY_ROUNDS == 1:
+            await prune(conn, self._settings.retention_days)
