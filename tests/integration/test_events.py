@@ -13,7 +13,6 @@ import grpc
 import pytest
 
 from clearing import server
-from clearing.config import EventSettings
 from clearing.v1 import event_pb2 as pb
 from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import split_pb2 as spb
