@@ -190,3 +190,23 @@ async def test_a_server_killed_mid_delivery_loses_nothing(world, platform, datab
 async def _delivered(events: Events, endpoint_id: int) -> bool:
     listed = await _deliveries(events, endpoint_id)
     return bool(listed) and all(d.state == pb.WEBHOOK_DELIVERY_STATE_DELIVERED for d in listed)
+
+
+async def test_a_hanging_receiver_does_not_hold_the_others(hooks, world, platform):
+    events = Events(hooks, platform.key)
+    await wait_events(events, 2)
+    stuck, fine = Receiver(hang=asyncio.Event()), Receiver()
+    await stuck.start()
+    await fine.start()
+    try:
+        for r in (stuck, fine):
+            await events.call("CreateWebhookEndpoint", pb.CreateWebhookEndpointRequest(
+                url=r.url))
+        for amount in (1_000, 1_001, 1_002):
+            await world.splits.split(order(amount, rule_set_name="held"))
+        await wait_for(lambda: _count(fine, 3), timeout_s=10)  # while the other hangs
+        assert 1 <= len(stuck.got) <= 3
+    finally:
+        stuck.hang.set()
+        await stuck.stop()
+        await fine.stop()

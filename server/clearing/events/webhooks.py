@@ -2,7 +2,8 @@
 
 Deliveries are rows the sequencer makes (one per event and matching endpoint). The worker
 (`Deliverer`, one per process beside the core: a receiver that is down never slows a split)
-claims due deliveries with FOR UPDATE SKIP LOCKED and a lease (`claimed_until`), posts them,
+claims due deliveries with FOR UPDATE SKIP LOCKED and a lease (`claimed_until`), posts them
+(at most WEBHOOK_INFLIGHT_MAX at once; a slow receiver holds only its own attempts' slots),
 and records each attempt. A delivery is due when its next attempt time has come, no process
 holds its lease, and no earlier delivery of the same resource to the same endpoint is still
 pending: in order per resource. A process that crashes mid-delivery leaves a lease that runs
@@ -290,7 +291,7 @@ class Deliverer(Periodic):
         self._clock = clock
         self._body_of = body_of
         self._session = None
-        self._inflight = asyncio.Semaphore(WEBHOOK_INFLIGHT_MAX)
+        self._inflight: set[asyncio.Task] = set()
 
     @property
     def interval_s(self) -> float:
@@ -298,6 +299,9 @@ class Deliverer(Periodic):
 
     async def stop(self) -> None:
         await super().stop()
+        for task in list(self._inflight):  # an attempt cut short: its lease runs out and
+            task.cancel()                  # another process (or the next start) retries it
+        await asyncio.gather(*self._inflight, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -312,20 +316,27 @@ class Deliverer(Periodic):
         return self._session
 
     async def tick(self) -> None:
+        """Claim what is due, up to the free attempt slots, and start the attempts without
+        waiting for them: a slow receiver holds its slots, not the other endpoints'."""
         while not self._stopping.is_set():
+            room = min(WEBHOOK_CLAIM_MAX, WEBHOOK_INFLIGHT_MAX - len(self._inflight))
+            if room <= 0:
+                return
             async with self._pool.acquire() as conn:
-                claimed = await conn.fetch(_SQL_CLAIM, self._clock.now(), WEBHOOK_CLAIM_MAX,
+                claimed = await conn.fetch(_SQL_CLAIM, self._clock.now(), room,
                                            float(self._settings.webhook_lease_s))
             if not claimed:
                 return
-            await asyncio.gather(*(self._deliver(row) for row in claimed))
+            for row in claimed:
+                task = asyncio.create_task(self._deliver(row))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
 
     async def _deliver(self, claim: asyncpg.Record) -> None:
-        async with self._inflight:
-            try:
-                await self._attempt(claim)
-            except Exception:  # noqa: BLE001 - the lease runs out; another try takes it
-                log.exception("webhook delivery %s failed", claim["delivery_id"])
+        try:
+            await self._attempt(claim)
+        except Exception:  # noqa: BLE001 - the lease runs out; another try takes it
+            log.exception("webhook delivery %s failed", claim["delivery_id"])
 
     async def _attempt(self, claim: asyncpg.Record) -> None:
         delivery_id, attempt = claim["delivery_id"], claim["attempts"] + 1
