@@ -225,8 +225,14 @@ async def test_payout_events_through_review_and_the_bank(channel, client: Client
     await checker.reject(other.payout_id)
     await checker.approve(big.payout_id, request_id="approve-big")
     await maker.wait_state(big.payout_id, {ppb.PAYOUT_STATE_SUCCEEDED})
-    got = await wait_events(events, 6, cursor=start,
+    small = await maker.request(p.account, 5_000, request_id="small")  # no review
+    await maker.wait_state(small.payout_id, {ppb.PAYOUT_STATE_SUCCEEDED})
+    got = await wait_events(events, 9, cursor=start,
                             types=[t for t in _PAYOUT_TYPES])
+    assert [(e.type, e.request_id) for e in got[6:]] == [
+        ("payout.requested", "small"), ("payout.sent", ""), ("payout.succeeded", "")]
+    assert {e.resource_id for e in got[6:]} == {str(small.payout_id)}
+    got = got[:6]
     mine = [(e.type, e.resource_id) for e in got]
     assert mine == [("payout.in_review", str(big.payout_id)),
                     ("payout.in_review", str(other.payout_id)),
@@ -324,3 +330,19 @@ async def test_retention_prunes_old_events_and_an_old_cursor_is_refused(
     assert (code, reason) == (grpc.StatusCode.OUT_OF_RANGE, "EVENT_CURSOR_EXPIRED")
     assert [e.seq for e in (await events.call("ListEvents", pb.ListEventsRequest(
         cursor=2))).events] == [3]
+
+
+async def test_a_risk_hold_writes_its_risk_event_with_the_split(channel, client: Client,
+                                                                platform, database_url,
+                                                                events: Events):
+    from tests.risk_support import limits, make_world
+
+    world = await make_world(channel, client, database_url, platform.platform_id)
+    await world.file_policy(limits=[limits(large_split_minor=50_000)])
+    start = await events.head()
+    above = await world.splits.split(order(51_001, rule_set_name="to-m"))
+    got = await wait_events(events, 2, cursor=start)
+    assert [(e.type, e.resource_id) for e in got] == [
+        ("split.held", str(above.split_id)), ("risk_event.opened", got[1].resource_id)]
+    assert got[1].risk_event.split_id == above.split_id
+    assert got[1].risk_event.event_id == int(got[1].resource_id)

@@ -134,11 +134,8 @@ class SplitSink:
             sents[0][0].created_at, *_literals(legs, range(9)),
             *_literals(alerts, (0, 1, 3, 4)))
         invariant(row["splits"] == len(records), f"split rows written: {dict(row)}")
-        risky = [(rec.platform_id, split_id, rec.order.order_id, rec.order.paid_time_ns,
-                  rec.risk) for rec, split_id in zip(records, ids) if rec.risk is not None]
-        if risky:  # the risk counters' truth and the events, in the splits' transaction
-            await risk_events.write_from_splits(conn, risky, sents[0][0].created_at)
-        if outbox.enabled():  # the batch's events: one multi-row INSERT
+        if outbox.enabled():  # the batch's events: one multi-row INSERT, before
+            # their risk events'
             at = sents[0][0].created_at
             await outbox.write(conn, [
                 outbox.Row(rec.platform_id,
@@ -146,6 +143,10 @@ class SplitSink:
                            else EventType.SPLIT_COMMITTED, str(split_id), rec.request_id,
                            rec.committed(sent), at)
                 for rec, sent, split_id in zip(records, sents, ids)])
+        risky = [(rec.platform_id, split_id, rec.order.order_id, rec.order.paid_time_ns,
+                  rec.risk) for rec, split_id in zip(records, ids) if rec.risk is not None]
+        if risky:  # the risk counters' truth and the events, in the splits' transaction
+            await risk_events.write_from_splits(conn, risky, sents[0][0].created_at)
 
 
 # ---- actions on splits (release, cancel, refund) ---------------------------------------------
