@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import urllib.error
 import urllib.request
 
 import grpc
@@ -16,8 +17,11 @@ CONNECTIONS = 24
 
 
 def _ok_calls(metrics_port: int) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
-                                  timeout=5).read().decode()
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                      timeout=5).read().decode()
+    except urllib.error.URLError:  # a worker still starting: no metrics server yet
+        return 0.0
     return sum(float(v) for v in re.findall(
         r'clearing_rpc_calls_total\{code="OK",method="[A-Za-z]+"\} ([0-9.e+]+)', text))
 
