@@ -12,7 +12,7 @@ NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 BUF := $(abspath $(VENV)/bin/buf)
 
-.PHONY: help venv node proto proto-check lint breaking run demo test test-fast bench-ledger bench bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
+.PHONY: help venv node proto proto-check lint breaking run demo test test-fast bench-ledger bench bench-events bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -24,6 +24,8 @@ help:
 	@echo "make bench         the ceiling driver's standard suite (~10 min; BENCH_QUICK=1: ~4 min), then bench-backtest"
 	@echo "                   -> bench/results/<UTC>/results.json, report.html"
 	@echo "make loadtest      the sale-day Locust scenario, headless (LOADTEST_ARGS='--rate 300')"
+	@echo "make bench-events  event lag at 3,800 splits/s and the outbox's cost on SplitBatch"
+	@echo "                   (EVENTS_BENCH_ARGS='--duration 10'; also run by make bench)"
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
 	@echo "make bench-recon   a day's statement (LINES=2000000) imported and reconciled vs a bare COPY"
 	@echo "make bench-partitions  the journal partitioned by month vs as it is, 12M rows (~5 min;"
@@ -116,6 +118,12 @@ test-fast: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.driver $(BENCH_ARGS)
 	$(PY) -m bench.backtest --orders $(ORDERS)
+	$(PY) -m bench.events_bench $(EVENTS_BENCH_ARGS)
+
+# Events (issue 18): the outbox's cost on SplitBatch throughput (outbox off vs on, same run)
+# and the event lag, commit to WatchEvents, at 3,800 splits/s (bench/events_bench.py).
+bench-events: $(STAMP)
+	$(PY) -m bench.events_bench $(EVENTS_BENCH_ARGS)
 
 loadtest: $(STAMP)
 	$(PY) -m bench.loadtest $(LOADTEST_ARGS)

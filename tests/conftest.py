@@ -22,7 +22,7 @@ from clearing.dev.embedded_postgres import postgres_answers, start_postgres
 from clearing.dev.embedded_redis import redis_answers, start_redis
 from clearing.tenancy import create_platform
 from clearing.config import (BANK_CONNECTOR_SIMULATOR, BankSettings, BankSimSettings,
-                             ReconSettings, ReportSettings,
+                             EventSettings, ReconSettings, ReportSettings,
                              SchedulerSettings, Settings, TlsSettings, WorkerSettings,
                              WriterSettings)
 from tests.support import Client, Platform
@@ -193,6 +193,8 @@ def server_settings(database_url: str, redis_url: str, redis_prefix: str, *,
                      worker_limits=worker_limits or base.payout.worker_limits,
                      scheduler=scheduler or base.payout.scheduler)
     changes.setdefault("report", ReportSettings(rollup=False))
+    # the webhook worker delivers every platform's endpoints: its tests run their own
+    changes.setdefault("events", EventSettings(webhooks=False))
     return base.with_(payout=payout, recon=recon or ReconSettings(sweep=False), **changes)
 
 

@@ -365,6 +365,51 @@ class RiskSettings(_FromEnv):
 
 
 @dataclass(frozen=True, slots=True)
+class EventSettings(_FromEnv):
+    """Events and webhooks (`clearing.events`, docs/events.md)."""
+
+    outbox: bool = env("CLEARING_EVENTS_OUTBOX", True,
+                       "1: changes write events (0: a benchmark's baseline only)", low=0, high=1)
+    sequencer: bool = env("CLEARING_EVENTS_SEQUENCER", True,
+                          "1: this process may number events (one at a time does)", low=0, high=1)
+    sequencer_interval_ms: int = env("CLEARING_EVENTS_SEQUENCER_INTERVAL_MS", 20,
+                                     "pause between the events sequencer's rounds", low=1, high=60_000)
+    retention_days: int = env("CLEARING_EVENTS_RETENTION_DAYS", 30,
+                              "events older than this are pruned (reading never deletes)", low=1, high=3650)
+    watch_poll_ms: int = env("CLEARING_EVENTS_WATCH_POLL_MS", 250,
+                             "a live WatchEvents stream polls at least this often", low=10, high=60_000)
+    watch_lag_max: int = env("CLEARING_EVENTS_WATCH_LAG_MAX", 100_000,
+                             "a live WatchEvents this many events behind ends",
+                             low=1, high=100_000_000)
+    watch_write_timeout_s: int = env("CLEARING_EVENTS_WATCH_WRITE_TIMEOUT_S", 30,
+                                     "a WatchEvents whose client takes nothing this long ends",
+                                     low=1, high=3600)
+    webhooks: bool = env("CLEARING_WEBHOOKS", True,
+                         "1: run the webhook delivery worker in this process", low=0, high=1)
+    webhook_interval_ms: int = env("CLEARING_WEBHOOK_INTERVAL_MS", 200,
+                                   "pause between looks for due webhook deliveries", low=10, high=60_000)
+    webhook_timeout_s: int = env("CLEARING_WEBHOOK_TIMEOUT_S", 10,
+                                 "one webhook delivery attempt's HTTP timeout", low=1, high=120)
+    webhook_retry_s: int = env("CLEARING_WEBHOOK_RETRY_S", 86_400,
+                               "a webhook delivery is retried this long, then failed",
+                               low=1, high=7 * 86_400)
+    webhook_backoff_max_s: int = env("CLEARING_WEBHOOK_BACKOFF_MAX_S", 3600,
+                                     "the longest pause between two webhook attempts", low=1,
+                                     high=86_400)
+    webhook_backoff_first_ms: int = env("CLEARING_WEBHOOK_BACKOFF_FIRST_MS", 1000,
+                                        "pause after a first failed attempt (doubled each time)", low=1, high=3_600_000)
+    webhook_lease_s: int = env("CLEARING_WEBHOOK_LEASE_S", 60,
+                               "a claimed delivery is retaken after this (above timeout)", low=1,
+                               high=3600)
+    webhook_allow_http_loopback: bool = env(
+        "CLEARING_WEBHOOK_ALLOW_HTTP_LOOPBACK", False,
+        "1: http:// endpoints on loopback (dev and tests only)",
+        low=0, high=1)
+    webhook_previous_secret_s: int = env("CLEARING_WEBHOOK_PREVIOUS_SECRET_S", 86_400,
+                                         "a rotated-out webhook secret still signs this long", low=0, high=30 * 86_400)
+
+
+@dataclass(frozen=True, slots=True)
 class ReportSettings(_FromEnv):
     """The reports' daily roll-ups (`clearing.reports.rollup`, docs/reports.md)."""
 
@@ -452,6 +497,7 @@ class Settings(_FromEnv):
     risk: RiskSettings = group(RiskSettings)
     report: ReportSettings = group(ReportSettings)
     tls: TlsSettings = group(TlsSettings)
+    events: EventSettings = group(EventSettings)
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

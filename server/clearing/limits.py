@@ -316,3 +316,25 @@ BACKTESTS_CONCURRENT_MAX = 1
 BACKTEST_ACCOUNTS_MAX = 100_000
 _require(CALENDAR_DAYS_PER_CHANGE_MAX <= CALENDAR_DAYS_MAX,
          "CALENDAR_DAYS_PER_CHANGE_MAX <= CALENDAR_DAYS_MAX")
+
+# ---- events and webhooks (event.proto, clearing/events, docs/events.md) ------------------
+# Outbox rows the sequencer numbers per round (one transaction); more wait for the next.
+EVENTS_SEQUENCE_BATCH_MAX = 20_000
+# Events one WatchEvents/ListEvents read takes from the feed at once.
+EVENTS_READ_BATCH_MAX = 500
+# Type filters per WatchEvents/ListEvents call, and a type's length.
+EVENT_TYPES_MAX = 32
+EVENT_TYPE_LEN_MAX = 64
+# Events older than the retention pruned per sequencer round (the rest next round).
+EVENTS_PRUNE_BATCH_MAX = 10_000
+# Webhook endpoints per platform (enabled), a URL's and a description's length.
+WEBHOOK_ENDPOINTS_MAX = 16
+WEBHOOK_URL_LEN_MAX = 2048
+WEBHOOK_DESCRIPTION_LEN_MAX = 256
+# Deliveries one worker claims per round, and attempts in flight at once per process.
+WEBHOOK_CLAIM_MAX = 100
+WEBHOOK_INFLIGHT_MAX = 32
+# A receiver's answer read (the rest is not kept) and kept per attempt.
+WEBHOOK_RESPONSE_BYTES_MAX = 1024
+_require(EVENTS_READ_BATCH_MAX <= EVENTS_SEQUENCE_BATCH_MAX,
+         "EVENTS_READ_BATCH_MAX <= EVENTS_SEQUENCE_BATCH_MAX")

@@ -27,6 +27,7 @@ from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
 from clearing.api import audit as audit_api
+from clearing.api import event as event_api
 from clearing.api import payout as payout_api
 from clearing.api import platform as platform_api
 from clearing.api import reconciliation as recon_api
@@ -35,6 +36,10 @@ from clearing.api import risk as risk_api
 from clearing.api import split as split_api
 from clearing.clock import Clock
 from clearing.config import BANK_CONNECTOR_NONE, BANK_CONNECTOR_SIMULATOR, Settings
+from clearing.events import outbox
+from clearing.events.feed import Hub
+from clearing.events.sequencer import Sequencer
+from clearing.events.webhooks import Deliverer
 from clearing.ledger.writer import LedgerWriter
 from clearing.payout import store as payout_store
 from clearing.payout.bank import BankConnector
@@ -60,6 +65,7 @@ from clearing.v1 import audit_pb2, audit_pb2_grpc
 from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
                          reconciliation_pb2, reconciliation_pb2_grpc, report_pb2,
                          report_pb2_grpc, risk_pb2, risk_pb2_grpc, split_pb2, split_pb2_grpc)
+from clearing.v1 import event_pb2, event_pb2_grpc
 
 log = logging.getLogger("clearing.server")
 
@@ -68,8 +74,8 @@ SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for pb, nam
     (ledger_pb2, "LedgerService"), (split_pb2, "SplitService"),
     (payout_pb2, "PayoutService"), (reconciliation_pb2, "ReconciliationService"),
     (report_pb2, "ReportService"), (risk_pb2, "RiskService"),
-    (platform_pb2, "PlatformService"),
-    (audit_pb2, "AuditService")))
+    (platform_pb2, "PlatformService"), (audit_pb2, "AuditService"),
+    (event_pb2, "EventService")))
 REDIS_CONNECT_TIMEOUT_S = 2.0
 WORKER_JOIN_TIMEOUT_S = 60.0
 GC_GEN0_THRESHOLD = 20_000
@@ -97,11 +103,14 @@ class Running:
     sweeper: Sweeper | None = None
     swing_job: SwingJob | None = None
     rollup: RollupJob | None = None
+    events: "_Events | None" = None
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
         log.info("shutting down", extra={"grace_s": self.settings.grace_s})
         await self.health.enter_graceful_shutdown()
+        if self.events is not None:  # live WatchEvents streams end now, with their cursor
+            self.events.hub.close_streams()
         await self.server.stop(self.settings.grace_s)
         if self.sweeper is not None:
             await self.sweeper.stop()
@@ -109,6 +118,8 @@ class Running:
             await self.swing_job.stop()
         if self.rollup is not None:
             await self.rollup.stop()
+        if self.events is not None:
+            await self.events.stop()
         if self.scheduler is not None:  # it makes payouts through the writer
             await self.scheduler.stop()
         if self.payout_worker is not None:  # it posts through the writer: stop it first
@@ -124,6 +135,27 @@ class Running:
             await self.redis.aclose()
         await self.pool.close()
         log.info("stopped")
+
+
+@dataclass
+class _Events:
+    """The process's events machinery (clearing.events): the live streams' hub, the
+    sequencer and the webhook delivery worker."""
+
+    hub: Hub
+    sequencer: Sequencer | None
+    deliverer: Deliverer | None
+
+    def start(self) -> None:
+        for job in (self.sequencer, self.deliverer):
+            if job is not None:
+                job.start()
+
+    async def stop(self) -> None:
+        for job in (self.deliverer, self.sequencer):
+            if job is not None:
+                await job.stop()
+        await self.hub.stop()
 
 
 async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
@@ -183,6 +215,8 @@ async def start(settings: Settings, *, migrate: bool = True,
             await split_upgrade.upgrade(conn)
     redis_client = await _connect_redis(settings)
     clock = clock or Clock()  # tests pass a ManualClock
+    event_api.register_encoders()
+    outbox.configure(enabled=settings.events.outbox)
     writer = LedgerWriter(pool, settings.writer, clock,
                           sinks={audit.SINK_NAME: audit.AuditSink(),
                                  split_store.SINK_NAME: split_store.SplitSink(),
@@ -210,6 +244,7 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles.update(risk_api.METHOD_ROLES)
     roles.update(platform_api.METHOD_ROLES)
     roles.update(audit_api.METHOD_ROLES)
+    roles.update(event_api.METHOD_ROLES)
     keys = KeyStore(pool)
     keys.start()  # its poll refuses a revoked key within a second
     calls = ClearingInterceptor(keys, roles, mutual_tls=settings.tls.client_ca is not None,
@@ -247,6 +282,15 @@ async def start(settings: Settings, *, migrate: bool = True,
                    platform_api.PlatformServicer(pool, settings.payout))
     calls.register(server, audit_pb2_grpc.add_AuditServiceServicer_to_server,
                    audit_api.AuditServicer(pool))
+    hub = Hub(settings.database_url)
+    await hub.start()
+    calls.register(server, event_pb2_grpc.add_EventServiceServicer_to_server,
+                   event_api.EventServicer(pool, settings.events, hub))
+    events = _Events(
+        hub, Sequencer(settings.database_url, settings.events)
+        if settings.events.sequencer else None,
+        Deliverer(pool, settings.events, clock, event_api.webhook_body)
+        if settings.events.webhooks else None)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -273,11 +317,12 @@ async def start(settings: Settings, *, migrate: bool = True,
     rollup = RollupJob(pool, clock, settings.report) if settings.report.rollup else None
     if rollup is not None:
         rollup.start()
+    events.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Running(server, port, pool, redis_client, writer, health_servicer, settings,
                    plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper,
-                   swing_job, rollup)
+                   swing_job, rollup, events)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

@@ -18,7 +18,8 @@ from tests.support import free_port
 def test_public_surface_is_pinned():
     assert set(clearing_client.__all__) == {
         "ClearingClient", "ClearingRpcError", "RETRYABLE_CODES", "new_request_id",
-        "tls_credentials", "ACCOUNT_KIND_CUSTODIAL", "ACCOUNT_KIND_PLATFORM", "ACCOUNT_KIND_MERCHANT",
+        "tls_credentials", "WebhookSignatureError", "verify_signature", "verify_webhook",
+        "ACCOUNT_KIND_CUSTODIAL", "ACCOUNT_KIND_PLATFORM", "ACCOUNT_KIND_MERCHANT",
         "ACCOUNT_KIND_ORDINARY", "ACCOUNT_KIND_FEE", "ACCOUNT_KIND_MARKETING",
         "ACCOUNT_KIND_FUNCTIONAL", "OWNER_TYPE_ENTERPRISE", "OWNER_TYPE_INDIVIDUAL",
         "TRANSFER_MODE_IMMEDIATE", "TRANSFER_MODE_PENDING", "TRANSFER_MODE_POST_PENDING",

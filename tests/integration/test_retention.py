@@ -80,6 +80,12 @@ MUTABLE = {
     "report_split_days": "a roll-up: derived from the splits, rolled again when late rows come",
     "report_account_days": "a roll-up: derived from the journal, rolled again",
     "report_channel_days": "a roll-up: derived from the statements and splits, rolled again",
+    "event_outbox": "a queue: the sequencer moves its rows into events",
+    "events": "a feed derived from the records, pruned after CLEARING_EVENTS_RETENTION_DAYS",
+    "event_heads": "the sequencer's per-platform counter",
+    "webhook_endpoints": "configuration (disabled, not deleted)",
+    "webhook_deliveries": "delivery bookkeeping, pruned with the events",
+    "webhook_attempts": "delivery bookkeeping, pruned with the events",
 }
 # A recorded column of each table with fixed columns, to show its UPDATE refused.
 FIXED_SAMPLE = {"transfers": "amount", "splits": "amount_minor", "split_legs": "amount_minor",

@@ -26,6 +26,7 @@ SERVICES = {
     "clearing.v1.ReconciliationService", "clearing.v1.ReportService", "clearing.v1.RiskService",
     "clearing.v1.PlatformService",
     "clearing.v1.AuditService",
+    "clearing.v1.EventService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }

@@ -14,7 +14,7 @@ import clearing
 
 SERVER = Path(clearing.__file__).parent
 DOMAIN_PACKAGES = ("ledger", "rules", "splits", "payout", "recon", "reports", "risk",
-                   "platforms", "audit")
+                   "platforms", "audit", "events")
 FORBIDDEN = ("grpc", "google.protobuf", "google.rpc", "clearing.v1", "clearing.api",
              "clearing.cli", "clearing.server")
 

@@ -18,6 +18,7 @@ import re
 
 import pytest
 
+import clearing.events
 import clearing.ledger
 import clearing.payout
 import clearing.platforms
@@ -26,6 +27,7 @@ import clearing.reports
 import clearing.risk
 import clearing.rules
 import clearing.splits
+from clearing.events import model as events_model
 from clearing.ledger import model as ledger
 from clearing.payout import calendar, model as payout
 from clearing.platforms import model as platforms
@@ -36,12 +38,13 @@ from clearing.rules import counters, model as rules
 from clearing.splits import model as split_model
 from clearing.v1 import (audit_pb2, ledger_pb2, payout_pb2, platform_pb2, reconciliation_pb2, report_pb2,
                          risk_pb2, rule_set_pb2, split_pb2)
+from clearing.v1 import event_pb2
 from tests.support import ROOT
 
 # The generated modules whose enums are paired here: every .proto file's but errors.proto's
 # (ErrorReason has its mirror in clearing.reasons, tests/unit/test_reasons.py).
-MODULES = (audit_pb2, ledger_pb2, payout_pb2, platform_pb2, reconciliation_pb2, report_pb2, risk_pb2,
-           rule_set_pb2, split_pb2)
+MODULES = (audit_pb2, event_pb2, ledger_pb2, payout_pb2, platform_pb2, reconciliation_pb2,
+           report_pb2, risk_pb2, rule_set_pb2, split_pb2)
 
 # (domain enum, proto enum descriptor)
 PAIRS = [
@@ -85,6 +88,7 @@ PAIRS = [
     (risk.RiskRule, risk_pb2.RiskRule.DESCRIPTOR),
     (risk.RiskAction, risk_pb2.RiskAction.DESCRIPTOR),
     (risk.RiskEventState, risk_pb2.RiskEventState.DESCRIPTOR),
+    (events_model.DeliveryState, event_pb2.WebhookDeliveryState.DESCRIPTOR),
     (risk.RiskDecision, risk_pb2.RiskDecision.DESCRIPTOR),
     (platforms.ChangeState, platform_pb2.PayoutConfigChangeState.DESCRIPTOR),
     (platforms.DayKind, platform_pb2.CalendarDayKind.DESCRIPTOR),
@@ -142,8 +146,9 @@ def test_domain_enum_mirrors_proto(domain, descriptor):
 
 def _domain_int_enums() -> set[str]:
     found = set()
-    for package in (clearing.ledger, clearing.payout, clearing.platforms, clearing.recon,
-                    clearing.reports, clearing.rules, clearing.risk, clearing.splits):
+    for package in (clearing.events, clearing.ledger, clearing.payout, clearing.platforms,
+                    clearing.recon, clearing.reports, clearing.rules, clearing.risk,
+                    clearing.splits):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             module = importlib.import_module(info.name)
             for value in vars(module).values():

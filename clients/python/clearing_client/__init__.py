@@ -13,12 +13,16 @@ answers a replay with the first result, so retrying is always safe.
 The messages and stubs are in `clearing_client.v1` (generated from proto/clearing/v1, the
 contract): `from clearing_client.v1 import ledger_pb2, rule_set_pb2, split_pb2, payout_pb2,
 reconciliation_pb2, report_pb2`
-(rule_set_pb2: RuleSet and its parts, split_pb2: SplitService and splits). The package
+(rule_set_pb2: RuleSet and its parts, split_pb2: SplitService and splits, event_pb2: the
+events feed; `ClearingClient.watch(cursor)` follows it, `verify_webhook` checks a webhook
+delivery's signature). The package
 installs on its own (`pip install clients/python`), without the server.
 """
 
 from clearing_client.client import (RETRYABLE_CODES, ClearingClient, ClearingRpcError,
                                     new_request_id, tls_credentials)
+from clearing_client.webhooks import (WebhookSignatureError, verify_signature,
+                                      verify_webhook)
 from clearing_client.v1.ledger_pb2 import (ACCOUNT_KIND_CUSTODIAL, ACCOUNT_KIND_FEE,
                                            ACCOUNT_KIND_FUNCTIONAL, ACCOUNT_KIND_MARKETING,
                                            ACCOUNT_KIND_MERCHANT, ACCOUNT_KIND_ORDINARY,
@@ -29,6 +33,7 @@ from clearing_client.v1.ledger_pb2 import (ACCOUNT_KIND_CUSTODIAL, ACCOUNT_KIND_
 
 __all__ = [
     "ClearingClient", "ClearingRpcError", "RETRYABLE_CODES", "new_request_id", "tls_credentials",
+    "WebhookSignatureError", "verify_signature", "verify_webhook",
     "ACCOUNT_KIND_CUSTODIAL", "ACCOUNT_KIND_PLATFORM", "ACCOUNT_KIND_MERCHANT",
     "ACCOUNT_KIND_ORDINARY", "ACCOUNT_KIND_FEE", "ACCOUNT_KIND_MARKETING",
     "ACCOUNT_KIND_FUNCTIONAL", "OWNER_TYPE_ENTERPRISE", "OWNER_TYPE_INDIVIDUAL",

@@ -12,7 +12,7 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -26,9 +26,14 @@ from clearing_client.v1 import audit_pb2_grpc
 from clearing_client.v1 import reconciliation_pb2, reconciliation_pb2_grpc, risk_pb2_grpc
 from clearing_client.v1 import report_pb2, report_pb2_grpc
 from clearing_client.v1 import platform_pb2_grpc
+from clearing_client.v1 import event_pb2, event_pb2_grpc
 
 # The chunk of a statement file per ImportStatement message (the server takes up to 1 MiB).
 STATEMENT_CHUNK_BYTES = 256 * 1024
+# Statuses after which `watch` opens its stream again (from the last event it yielded).
+WATCH_RESUMABLE_CODES = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                              grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED})
 
@@ -127,6 +132,7 @@ class ClearingClient:
         # PlatformService answers admin keys only (`clearing admin init`, var/admin.key).
         self.platform = platform_pb2_grpc.PlatformServiceStub(self.channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
+        self.events = event_pb2_grpc.EventServiceStub(self.channel)
 
     async def __aenter__(self) -> "ClearingClient":
         return self
@@ -510,3 +516,40 @@ class ClearingClient:
         """Verify a voucher, by id or as its PDF file: `valid`, and every problem found."""
         return await self.call(self.report.VerifyVoucher, report_pb2.VerifyVoucherRequest(
             voucher_id=voucher_id, pdf=pdf))
+
+    # ---- events (EventService) -------------------------------------------------------------
+
+    async def list_events(self, cursor: int = 0, *, types: Iterable[str] = (),
+                          page_size: int = 0) -> event_pb2.ListEventsResponse:
+        """A page of the platform's events after `cursor`, oldest first."""
+        return await self.call(self.events.ListEvents, event_pb2.ListEventsRequest(
+            cursor=cursor, types=list(types), page_size=page_size))
+
+    async def watch(self, cursor: int = 0, *, types: Iterable[str] = (),
+                    reconnect_max_s: float = 5.0) -> AsyncIterator[event_pb2.Event]:
+        """The platform's events after `cursor`, history then live, for ever. A broken
+        stream (the server restarts, the network drops, the stream fell too far behind:
+        RESOURCE_EXHAUSTED EVENT_CONSUMER_TOO_SLOW) is opened again from the last event
+        yielded, after a growing pause, so nothing is skipped or repeated. Keep the last
+        `event.seq` you processed durably and pass it as `cursor` after a restart. Errors
+        that retrying cannot fix (a pruned cursor: OUT_OF_RANGE, a bad key) are raised as
+        ClearingRpcError."""
+        kinds = list(types)
+        delay = self.backoff_s
+        while True:
+            stream = self.events.WatchEvents(
+                event_pb2.WatchEventsRequest(cursor=cursor, types=kinds),
+                metadata=self.metadata)
+            try:
+                async for response in stream:
+                    delay = self.backoff_s
+                    for event in response.events:
+                        cursor = event.seq
+                        yield event
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in WATCH_RESUMABLE_CODES:
+                    raise ClearingRpcError.from_call(err) from None
+            finally:
+                stream.cancel()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, reconnect_max_s)

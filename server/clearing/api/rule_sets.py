@@ -9,6 +9,8 @@ import dataclasses
 import asyncpg
 
 from clearing import audit, idempotency, values
+from clearing.events import outbox
+from clearing.events.model import EventType
 from clearing.api import split_convert as convert
 from clearing.api import split_validate as checks
 from clearing.api import validate
@@ -70,11 +72,15 @@ class RuleSetMethods:
             rule_set_id = await rule_store.set_level_count(conn, who.platform_id, model.name,
                                                            stored, versioned.level_count)
             row = await rule_store.get_version_by_id(conn, who.platform_id, rule_set_id)
+            message = convert.rule_set(row)
+            await outbox.write_one(conn, who.platform_id, EventType.RULE_SET_PUBLISHED,
+                                   f"{model.name}/{stored}", request.request_id, message,
+                                   row.published_at)
             await audit.record(conn, audit.Actor.of(who), "PublishRuleSet",
                                f"rule_set:{model.name}",
                                after={"version": stored, "rule_set_id": rule_set_id,
                                       "content_sha256": sha})
-            return encode(pb.PublishRuleSetResponse(rule_set=convert.rule_set(row)))
+            return encode(pb.PublishRuleSetResponse(rule_set=message))
 
         return pb.PublishRuleSetResponse.FromString(await idempotency.run(
             self._pool, who.platform_id, request.request_id, "PublishRuleSet",
@@ -119,6 +125,9 @@ class RuleSetMethods:
             row = await rule_store.get_version_by_id(conn, who.platform_id, rule_set_id)
             out = pb.ActivateRuleSetResponse(rule_set=convert.rule_set(row),
                                              previous_active_version=previous)
+            await outbox.write_one(conn, who.platform_id, EventType.RULE_SET_ACTIVATED,
+                                   f"{name}/{version}", request.request_id, out.rule_set,
+                                   row.activated_at or row.published_at)
             if check is not None and previous and previous != version:
                 out.ratio_swing.CopyFrom(ratio_swing(check, first_approver))
             return encode(out)

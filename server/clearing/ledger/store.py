@@ -5,10 +5,14 @@ that do not exist."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 
 import asyncpg
 
 from clearing import audit
+from clearing.events import outbox
+from clearing.events.model import EventType
 from clearing.errors import (AlreadyExists, FailedPrecondition, FieldViolation,
                              InvalidArgument, NotFound)
 from clearing.ledger.model import (Account, AccountKind, AccountStatus, Balance, EntrySide, Mode,
@@ -75,9 +79,16 @@ async def _event(conn, principal: Principal, account_id: int, action: str, amoun
         " VALUES ($1, $2, $3, $4, $5, $6)",
         principal.platform_id, account_id, action, amount, reason, principal.key_id)
     after = await get_account(conn, principal.platform_id, account_id=account_id)
+    if outbox.enabled():  # the account as the change left it (clearing.events)
+        await outbox.write_one(conn, principal.platform_id, _EVENT_TYPES[action], account_id,
+                               "", after, dt.datetime.now(dt.timezone.utc))
     await audit.record(conn, audit.Actor.of(principal), method, f"account:{account_id}",
                        before=_state(before), after={**_state(after), "amount_minor": amount,
                                                     "reason": reason})
+
+
+_EVENT_TYPES = {"freeze": EventType.ACCOUNT_FROZEN, "unfreeze": EventType.ACCOUNT_UNFROZEN,
+                "close": EventType.ACCOUNT_CLOSED}
 
 
 async def freeze(conn, principal: Principal, account_id: int, amount: int, reason: str) -> int:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from clearing.events.model import EventType
+from clearing.payout import events as payout_events
 from clearing.config import WorkerSettings
 from clearing.db import sql_list
 from clearing.errors import invariant
@@ -68,6 +70,7 @@ WHERE t.bank_transfer_id = u.id
 _SQL_PAYOUTS_SUBMITTED = f"""
 UPDATE payouts SET state = {PayoutState.SUBMITTED:d}, updated_at = $2
 WHERE payout_id = ANY($1::bigint[]) AND state = {PayoutState.QUEUED:d}
+RETURNING payout_id
 """
 
 
@@ -107,5 +110,7 @@ async def claim(pool: asyncpg.Pool, now: dt.datetime, settings: WorkerSettings,
             await conn.execute(_SQL_NEW_ATTEMPTS, [f[0] for f in fresh], [f[1] for f in fresh],
                                [f[2] for f in fresh], now)
         await conn.execute(_SQL_LEASE, ids, attempts, keys, lease_until)
-        await conn.execute(_SQL_PAYOUTS_SUBMITTED, sorted({j.payout_id for j in jobs}), now)
+        sent = await conn.fetch(_SQL_PAYOUTS_SUBMITTED, sorted({j.payout_id for j in jobs}),
+                                now)
+        await payout_events.record(conn, [r["payout_id"] for r in sent], EventType.PAYOUT_SENT)
     return jobs

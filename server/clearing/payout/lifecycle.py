@@ -30,6 +30,8 @@ from typing import Any
 
 import asyncpg
 
+from clearing.events.model import EventType
+from clearing.payout import events as payout_events
 from clearing.db import sql_list
 from clearing.errors import FailedPrecondition, NotFound, invariant
 from clearing.ledger.model import Leg, Mode, Posting
@@ -145,7 +147,8 @@ async def fail_payout(deps: Any, payout_id: int, reason: str, message: str) -> N
 
 
 async def fail_in(conn: asyncpg.Connection, payout_id: int, reason: str, message: str,
-                  now: dt.datetime) -> None:
+                  now: dt.datetime, *, event: str = EventType.PAYOUT_FAILED,
+                  request_id: str = "") -> None:
     """`fail_payout`'s state change, in the caller's transaction (then `release_holds`)."""
     payout, transfers = await _lock_for_action(conn, payout_id)
     state = PayoutState(payout["state"])
@@ -156,6 +159,7 @@ async def fail_in(conn: asyncpg.Connection, payout_id: int, reason: str, message
         await conn.execute(_SQL_FAIL_TRANSFERS, payout_id, now)
         await conn.execute(_SQL_FAIL_PAYOUT, payout_id, reason,
                            message[:FAILURE_MESSAGE_LEN_MAX], now)
+        await payout_events.record(conn, [payout_id], event, request_id)
 
 
 async def release_holds(deps: Any, payout_id: int) -> None:

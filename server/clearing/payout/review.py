@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from clearing import audit, idempotency
+from clearing.events.model import EventType
+from clearing.payout import events as payout_events
 from clearing.errors import FailedPrecondition, NotFound, PermissionDenied
 from clearing.ledger import status
 from clearing.payout import lifecycle, store
@@ -89,6 +91,7 @@ async def approve_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: in
                 " AND state = $3", payout_id, now, int(TransferState.QUEUED))
         else:
             await lifecycle.retry_in(conn, payout_id, now)
+        await payout_events.record(conn, [payout_id], EventType.PAYOUT_APPROVED, request_id)
         return await _recorded(conn, actor, "ApprovePayout", platform_id, payout_id, state,
                                reason, encode)
 
@@ -111,7 +114,8 @@ async def reject_payout(deps: PayoutDeps, platform_id: int, reviewer_key_id: int
         now = deps.clock.now()
         await conn.execute(_SQL_REVIEWED, payout_id, platform_id, str(reviewer_key_id),
                            reason, now)
-        await lifecycle.fail_in(conn, payout_id, Reason.REJECTED, reason, now)
+        await lifecycle.fail_in(conn, payout_id, Reason.REJECTED, reason, now,
+                                event=EventType.PAYOUT_REJECTED, request_id=request_id)
         return await _recorded(conn, actor, "RejectPayout", platform_id, payout_id, state,
                                reason, encode)
 

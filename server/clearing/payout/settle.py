@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from clearing.events.model import EventType
+from clearing.payout import events as payout_events
 from clearing.config import WorkerSettings
 from clearing.db import sql_list
 from clearing.errors import ClearingError, invariant
@@ -300,6 +302,7 @@ async def _settle_payout(conn: asyncpg.Connection, payout_id: int, now: dt.datet
     counts = await conn.fetchrow(_SQL_TRANSFER_COUNTS, payout_id)
     if counts["succeeded"] == counts["total"]:
         await conn.execute(_SQL_PAYOUT_SUCCEEDED, payout_id, now)
+        await payout_events.record(conn, [payout_id], EventType.PAYOUT_SUCCEEDED)
     elif counts["succeeded"] + counts["failed"] == counts["total"]:
         last = await conn.fetchrow(_SQL_BLOCKED, payout_id)
         reason = last["failure_code"] if last else REASON_RETRIES_EXHAUSTED
@@ -307,3 +310,4 @@ async def _settle_payout(conn: asyncpg.Connection, payout_id: int, now: dt.datet
         message = f"{last['failure_code']}: {last['failure_message']}" if last else ""
         await conn.execute(_SQL_PAYOUT_MANUAL_REVIEW, payout_id, reason,
                            message[:FAILURE_MESSAGE_LEN_MAX], now)
+        await payout_events.record(conn, [payout_id], EventType.PAYOUT_MANUAL_REVIEW)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import asyncpg
 
 from clearing import audit, values
+from clearing.events import outbox
+from clearing.events.model import EventType
 from clearing.config import PayoutSettings
 from clearing.errors import FieldViolation, InvalidArgument, NotFound, invariant
 from clearing.ledger.model import Posting, TransferRecord
@@ -237,6 +239,12 @@ class PayoutSink:
         row = await conn.fetchrow(_SQL_STORE, *_columns(payouts, 20), *_columns(transfers, 8))
         invariant(row["payouts"] == len(payouts) and row["transfers"] == len(transfers),
                   f"payout rows written: {dict(row)}")
+        if outbox.enabled():
+            await outbox.write(conn, [outbox.Row(
+                d.platform_id, EventType.PAYOUT_IN_REVIEW if d.state is PayoutState.PENDING_REVIEW
+                else EventType.PAYOUT_REQUESTED, str(d.payout_id), d.request_id,
+                payout_of_draft(d, sent), d.created_at or sent[0].created_at)
+                for d, sent in ((p.attachment, s) for p, s in committed)])
 
 
 def payout_of_draft(d: PayoutDraft, sent: list[TransferRecord]) -> Payout:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from clearing.events import outbox
+from clearing.events.model import EventType
 from clearing.errors import NotFound
 from clearing.reasons import Reason
 from clearing.risk.check import RiskNote
@@ -40,6 +42,7 @@ WITH e AS (
 )
 INSERT INTO risk_event_steps (event_id, step, key_id, note, decision, request_id, at)
 SELECT event_id, 'opened', 0, '', 0, '', $12 FROM e
+RETURNING event_id
 """
 
 
@@ -66,7 +69,17 @@ async def write_from_splits(conn: asyncpg.Connection,
     if inflows[0]:
         await conn.execute(_SQL_INFLOWS, *inflows)
     if events[0]:
-        await conn.execute(_SQL_EVENTS, *events, at)
+        opened = await conn.fetch(_SQL_EVENTS, *events, at)
+        if outbox.enabled():  # risk_event.opened, in the splits' transaction
+            by_id = {r["event_id"] for r in opened}
+            rows = []
+            for platform_id, event_id in await conn.fetch(
+                    "SELECT platform_id, event_id FROM risk_events"
+                    " WHERE event_id = ANY($1::bigint[]) ORDER BY event_id", sorted(by_id)):
+                event = await get(conn, platform_id, event_id)
+                rows.append(outbox.Row(platform_id, EventType.RISK_EVENT_OPENED,
+                                       str(event_id), "", event, at))
+            await outbox.write(conn, rows)
 
 
 _COLUMNS = ("event_id, rule, state, account_id, split_id, order_id, currency_code,"

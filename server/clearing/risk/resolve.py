@@ -183,7 +183,8 @@ def _reject_posting(platform_id: int, split: Split, held, posting_id: str, paylo
               if split.refunded_minor else SplitStatus.POSTED)
     action = pending_action(ActionKind.CANCEL, posting_id, payload, amount,
                             reason_text="risk event rejected: moved to risk suspense")
-    record = ActionRecord(platform_id, split.split_id, action, tuple(deltas), status)
+    record = ActionRecord(platform_id, split.split_id, action, tuple(deltas), status,
+                          before=split)
     return Posting(platform_id, posting_id, POSTING_METHOD, payload, tuple(legs),
                    (releases.action_claim(split),), ACTION_SINK_NAME, record)
 

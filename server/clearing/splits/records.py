@@ -86,6 +86,7 @@ class ActionRecord:
     deltas: tuple[LegDelta, ...]
     status: SplitStatus
     refunded_minor: int = 0
+    before: Split | None = None  # the split planned from (its event's state: `apply`)
 
     def committed(self, sent: Sequence[TransferRecord]) -> Action:
         """The action as committed: id and time of its first transfer, transfer ids."""

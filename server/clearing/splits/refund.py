@@ -225,6 +225,6 @@ def posting(platform_id: int, split: Split, request: RefundRequest, payload: byt
                             request.amount_minor, refund_ref=request.refund_ref,
                             reason_text=request.reason_text)
     record = ActionRecord(platform_id, split.split_id, action, tuple(deltas), status,
-                          request.amount_minor)
+                          request.amount_minor, before=split)
     return Posting(platform_id, request.request_id, METHOD, payload, tuple(legs),
                    (action_claim(split),), ACTION_SINK_NAME, record)

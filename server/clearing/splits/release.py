@@ -181,6 +181,7 @@ def posting(platform_id: int, split: Split, request: ReleaseRequest | CancelRequ
                   "event_time_ns": request.event_time_ns}
     action = pending_action(kind, request.request_id, payload, amount, reason_text=request.reason_text,
                             **fields)
-    record = ActionRecord(platform_id, split.split_id, action, tuple(deltas), status)
+    record = ActionRecord(platform_id, split.split_id, action, tuple(deltas), status,
+                          before=split)
     return Posting(platform_id, request.request_id, method, payload, tuple(legs),
                    (action_claim(split),), ACTION_SINK_NAME, record)

@@ -10,13 +10,15 @@ from collections.abc import Iterable
 import asyncpg
 
 from clearing.errors import invariant
+from clearing.events import outbox
+from clearing.events.model import EventType
 from clearing.ledger.batch_sql import int_array
 from clearing.ledger.model import Posting, TransferRecord
 from clearing.risk import events as risk_events
 from clearing.rules.model import HoldReason
 from clearing.splits import detail
-from clearing.splits.model import LegState, Split, SplitStatus
-from clearing.splits.records import ActionRecord, SplitRecord
+from clearing.splits.model import ActionKind, LegState, Split, SplitStatus
+from clearing.splits.records import ActionRecord, SplitRecord, apply
 
 SINK_NAME = "splits"
 ACTION_SINK_NAME = "split_actions"
@@ -132,6 +134,15 @@ class SplitSink:
             sents[0][0].created_at, *_literals(legs, range(9)),
             *_literals(alerts, (0, 1, 3, 4)))
         invariant(row["splits"] == len(records), f"split rows written: {dict(row)}")
+        if outbox.enabled():  # the batch's events: one multi-row INSERT, before
+            # their risk events'
+            at = sents[0][0].created_at
+            await outbox.write(conn, [
+                outbox.Row(rec.platform_id,
+                           EventType.SPLIT_HELD if rec.status == SplitStatus.HOLDING
+                           else EventType.SPLIT_COMMITTED, str(split_id), rec.request_id,
+                           rec.committed(sent), at)
+                for rec, sent, split_id in zip(records, sents, ids)])
         risky = [(rec.platform_id, split_id, rec.order.order_id, rec.order.paid_time_ns,
                   rec.risk) for rec, split_id in zip(records, ids) if rec.risk is not None]
         if risky:  # the risk counters' truth and the events, in the splits' transaction
@@ -160,16 +171,29 @@ VALUES ($1, $2, $3, $4, $5, $6, '{}', $7)
 """
 
 
+_ACTION_EVENTS = {ActionKind.RELEASE: EventType.SPLIT_RELEASED,
+                  ActionKind.CANCEL: EventType.SPLIT_CANCELLED,
+                  ActionKind.REFUND: EventType.SPLIT_REFUNDED}
+
+
 class ActionSink:
     """Writes committed releases, cancellations and refunds: the legs' amounts, the
-    split's status, the action (the same changes as `records.apply`)."""
+    split's status, the action (the same changes as `records.apply`), and their events
+    (one statement for the batch)."""
 
     async def write(self, conn: asyncpg.Connection,
                     committed: list[tuple[Posting, list[TransferRecord]]]) -> None:
+        events: list[outbox.Row] = []
         for posting, sent in committed:
             rec = posting.attachment
             invariant(isinstance(rec, ActionRecord), "the actions sink got a foreign attachment")
             await self._write_one(conn, rec, sent)
+            if rec.before is not None and outbox.enabled():
+                after, _ = apply(rec.before, rec, sent)
+                events.append(outbox.Row(rec.platform_id, _ACTION_EVENTS[rec.action.kind],
+                                         str(rec.split_id), rec.action.request_id, after,
+                                         sent[0].created_at))
+        await outbox.write(conn, events)
 
     @staticmethod
     async def _write_one(conn: asyncpg.Connection, rec: ActionRecord,

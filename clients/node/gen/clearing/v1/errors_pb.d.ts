@@ -788,6 +788,50 @@ export enum ErrorReason {
    * @generated from enum value: CLIENT_CERTIFICATE_UNBOUND = 101;
    */
   CLIENT_CERTIFICATE_UNBOUND = 101,
+
+  /**
+   * OUT_OF_RANGE: WatchEvents or ListEvents from a cursor whose next events were pruned
+   * (older than the retention); the message names the oldest sequence number kept.
+   *
+   * @generated from enum value: EVENT_CURSOR_EXPIRED = 108;
+   */
+  EVENT_CURSOR_EXPIRED = 108,
+
+  /**
+   * OUT_OF_RANGE: WatchEvents or ListEvents from a cursor beyond the platform's newest event.
+   *
+   * @generated from enum value: EVENT_CURSOR_AHEAD = 109;
+   */
+  EVENT_CURSOR_AHEAD = 109,
+
+  /**
+   * RESOURCE_EXHAUSTED: WatchEvents fell too far behind (the client reads too slowly); the
+   * ErrorInfo metadata "cursor" is the cursor to resume from.
+   *
+   * @generated from enum value: EVENT_CONSUMER_TOO_SLOW = 110;
+   */
+  EVENT_CONSUMER_TOO_SLOW = 110,
+
+  /**
+   * NOT_FOUND: no enabled webhook endpoint with that id for this platform.
+   *
+   * @generated from enum value: WEBHOOK_ENDPOINT_NOT_FOUND = 111;
+   */
+  WEBHOOK_ENDPOINT_NOT_FOUND = 111,
+
+  /**
+   * RESOURCE_EXHAUSTED: CreateWebhookEndpoint: the platform has the maximum of endpoints.
+   *
+   * @generated from enum value: WEBHOOK_ENDPOINTS_FULL = 112;
+   */
+  WEBHOOK_ENDPOINTS_FULL = 112,
+
+  /**
+   * NOT_FOUND: RedeliverWebhook: no delivery with that id for this platform.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_NOT_FOUND = 113;
+   */
+  WEBHOOK_DELIVERY_NOT_FOUND = 113,
 }
 
 /**
