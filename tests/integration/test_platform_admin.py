@@ -380,3 +380,52 @@ async def test_a_revoked_admin_key_is_refused_within_a_second(channel, database_
             break
         assert started - revoked < 1.0, "a revoked admin key was accepted after a second"
         await asyncio.sleep(0.02)
+
+
+async def test_a_change_made_while_a_fee_is_approved_does_not_undo_the_fee(
+        maker, checker, client, platform, database_url):
+    """Found in review: an approval locked only its change, so a SetPayoutConfig arriving
+    while it committed read the old fee, waited on the change row, then applied the old fee
+    again (APPLIED, no approval): the approved fee was silently undone. Both now queue on
+    the platform's row: the later change sees the approved fee, and putting the old fee
+    back is itself a fee change that waits for another admin key."""
+    from clearing.platforms import service
+
+    pid = platform.platform_id
+    fees = (await client.open("fees", kind=lpb.ACCOUNT_KIND_PLATFORM)).account_id
+    current = (await maker.call("GetPayoutConfig", pb.GetPayoutConfigRequest(
+        platform_id=pid, currency_code="CNY"))).config
+    current.review_threshold_minor = 8_000_000  # the platform's own row, no fee yet
+    assert (await maker.call("SetPayoutConfig", pb.SetPayoutConfigRequest(
+        request_id=rid(), config=current))).change.state == pb.PAYOUT_CONFIG_CHANGE_STATE_APPLIED
+    wanted = pb.PayoutConfig()
+    wanted.CopyFrom(current)
+    wanted.fee_fixed_minor, wanted.fee_account_id = 400, fees
+    change = (await maker.call("SetPayoutConfig", pb.SetPayoutConfigRequest(
+        request_id=rid(), config=wanted))).change
+    assert change.state == pb.PAYOUT_CONFIG_CHANGE_STATE_PENDING
+    limits = pb.PayoutConfig()
+    limits.CopyFrom(current)  # the fee as it was before the approval
+    limits.review_threshold_minor = 7_000_000
+    approving = await asyncpg.connect(database_url)
+    try:
+        async with approving.transaction():
+            await service.approve_payout_config_change(approving, checker.key_id,
+                                                       change.change_id)
+            later = asyncio.create_task(maker.call("SetPayoutConfig", pb.SetPayoutConfigRequest(
+                request_id=rid(), config=limits)))
+
+            async def waiting() -> bool:
+                return bool(await approving.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"))
+
+            await wait_for(waiting)
+        made = (await later).change
+    finally:
+        await approving.close()
+    got = await maker.call("GetPayoutConfig", pb.GetPayoutConfigRequest(
+        platform_id=pid, currency_code="CNY"))
+    assert (got.config.fee_fixed_minor, got.config.fee_account_id) == (400, fees)
+    assert made.state == pb.PAYOUT_CONFIG_CHANGE_STATE_PENDING
+    assert got.pending_change.change_id == made.change_id

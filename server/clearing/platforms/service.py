@@ -283,6 +283,13 @@ async def reject_payout_config_change(conn: asyncpg.Connection, admin_key_id: in
 async def _decide(conn, admin_key_id: int, change_id: int, note: str, *,
                   approve: bool) -> ConfigChange:
     async with conn.transaction():
+        # The platform's row first, as SetPayoutConfig takes it: a change set meanwhile
+        # waits for this decision and compares its fee with the one approved here (found in
+        # review: it read the fee before, then applied the old fee again, APPLIED).
+        platform_id = await conn.fetchval(
+            "SELECT platform_id FROM payout_config_changes WHERE change_id = $1", change_id)
+        if platform_id is not None:
+            await _lock_platform(conn, platform_id)
         row = await conn.fetchrow(f"{_SQL_CHANGE} WHERE change_id = $1 FOR UPDATE", change_id)
         if row is None:
             raise NotFound("no such payout configuration change",
