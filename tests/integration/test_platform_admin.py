@@ -429,3 +429,28 @@ async def test_a_change_made_while_a_fee_is_approved_does_not_undo_the_fee(
     assert (got.config.fee_fixed_minor, got.config.fee_account_id) == (400, fees)
     assert made.state == pb.PAYOUT_CONFIG_CHANGE_STATE_PENDING
     assert got.pending_change.change_id == made.change_id
+
+
+async def test_an_admin_change_in_progress_does_not_hold_up_the_ledger_writer(
+        channel, maker, client, platform, database_url):
+    """Found in review: PlatformService's changes locked the platform's row FOR UPDATE,
+    which also blocks the foreign-key check of every row inserted naming the platform, the
+    ledger writer's payouts among them: one admin change held up the process's writer (the
+    splits and transfers of every platform) until it committed, and with a Transfer of the
+    platform earlier in the same batch (its audit head taken first) the two deadlocked. The
+    platform's row is locked FOR NO KEY UPDATE now: admin changes still queue on it, a
+    foreign-key check does not."""
+    from clearing.platforms import service
+    from tests.payout_support import Payouts, party
+
+    payouts = Payouts(channel, platform.key)
+    p = await party(client, payouts, funds=100_000)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():  # the change made, not yet committed
+            await service.create_api_key(conn, maker.key_id, platform.platform_id,
+                                         frozenset({"gateway"}))
+            made = await asyncio.wait_for(payouts.request(p.account, 5_000), 5)
+        assert made.payout_id and made.amount_minor == 5_000
+    finally:
+        await conn.close()

@@ -111,9 +111,10 @@ async def list_platforms(conn: asyncpg.Connection, *, page_size: int,
 
 async def _lock_platform(conn: asyncpg.Connection, platform_id: int) -> None:
     """Lock the platform's row for the transaction (its changes are serialised);
-    NotFound if there is none."""
-    if await conn.fetchval("SELECT true FROM platforms WHERE platform_id = $1 FOR UPDATE",
-                           platform_id) is None:
+    NotFound if there is none. FOR NO KEY UPDATE: a row inserted naming the platform (the
+    ledger writer's payouts) checks its foreign key without waiting for the change."""
+    if await conn.fetchval("SELECT true FROM platforms WHERE platform_id = $1"
+                           " FOR NO KEY UPDATE", platform_id) is None:
         raise NotFound("no such platform", reason=Reason.PLATFORM_NOT_FOUND,
                        metadata={"platform_id": str(platform_id)})
 
