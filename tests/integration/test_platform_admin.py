@@ -418,7 +418,8 @@ async def test_a_change_made_while_a_fee_is_approved_does_not_undo_the_fee(
             async def waiting() -> bool:
                 return bool(await approving.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock'"))
+                    " AND wait_event_type = 'Lock' AND (query LIKE '%FROM platforms%'"
+                    " OR query LIKE '%UPDATE payout_config_changes%')"))
 
             await wait_for(waiting)
         made = (await later).change
