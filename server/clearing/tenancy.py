@@ -84,19 +84,36 @@ async def list_admin_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def revoke_admin_key(conn: asyncpg.Connection, admin_key_id: int) -> bool:
     """Revoke an admin key (False if it was revoked already, or is unknown); every server
-    refuses it within clearing.api.auth.REVOCATION_BOUND_S."""
-    return await conn.fetchval(
-        "UPDATE admin_keys SET revoked_at = now() WHERE admin_key_id = $1"
-        " AND revoked_at IS NULL RETURNING true", admin_key_id) or False
+    refuses it within clearing.api.auth.REVOCATION_BOUND_S. Recorded in the core's own
+    audit chain (platform 0) in the same transaction."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE admin_keys SET revoked_at = now() WHERE admin_key_id = $1"
+            " AND revoked_at IS NULL RETURNING name, key_prefix", admin_key_id)
+        if row is None:
+            return False
+        await audit.record(conn, audit.Actor.core_admin(0), "RevokeAdminKey",
+                           f"admin_key:{admin_key_id}",
+                           before={"admin_key_id": admin_key_id, "name": row["name"],
+                                   "key_prefix": row["key_prefix"], "revoked": False},
+                           after={"admin_key_id": admin_key_id, "revoked": True})
+    return True
 
 
 async def create_admin_key(conn: asyncpg.Connection, name: str) -> tuple[int, str]:
     """An admin key (PlatformService), made on the server host by `clearing admin init`;
-    returns (admin_key_id, key). Only its SHA-256 and prefix are stored."""
+    returns (admin_key_id, key). Only its SHA-256 and prefix are stored. Recorded in the
+    core's own audit chain (platform 0; its id, name and prefix, never the key) in the same
+    transaction."""
     key = new_key(ADMIN_KEY_PREFIX)
-    key_id = await conn.fetchval(
-        "INSERT INTO admin_keys (name, key_hash, key_prefix) VALUES ($1, $2, $3)"
-        " RETURNING admin_key_id", name, hash_key(key), key[:PREFIX_LEN])
+    async with conn.transaction():
+        key_id = await conn.fetchval(
+            "INSERT INTO admin_keys (name, key_hash, key_prefix) VALUES ($1, $2, $3)"
+            " RETURNING admin_key_id", name, hash_key(key), key[:PREFIX_LEN])
+        await audit.record(conn, audit.Actor.core_admin(0), "CreateAdminKey",
+                           f"admin_key:{key_id}",
+                           after={"admin_key_id": key_id, "name": name,
+                                  "key_prefix": key[:PREFIX_LEN]})
     return key_id, key
 
 

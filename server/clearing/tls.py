@@ -380,6 +380,7 @@ def _write(path: Path, data: bytes, *, secret: bool = False) -> None:
     """Replace `path` whole (a temporary file renamed over it); secrets 0600."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+    os.fchmod(fd, 0o600 if secret else 0o644)  # a leftover temporary file keeps its mode
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)

@@ -380,3 +380,78 @@ async def test_a_revoked_admin_key_is_refused_within_a_second(channel, database_
             break
         assert started - revoked < 1.0, "a revoked admin key was accepted after a second"
         await asyncio.sleep(0.02)
+
+
+async def test_a_change_made_while_a_fee_is_approved_does_not_undo_the_fee(
+        maker, checker, client, platform, database_url):
+    """Found in review: an approval locked only its change, so a SetPayoutConfig arriving
+    while it committed read the old fee, waited on the change row, then applied the old fee
+    again (APPLIED, no approval): the approved fee was silently undone. Both now queue on
+    the platform's row: the later change sees the approved fee, and putting the old fee
+    back is itself a fee change that waits for another admin key."""
+    from clearing.platforms import service
+
+    pid = platform.platform_id
+    fees = (await client.open("fees", kind=lpb.ACCOUNT_KIND_PLATFORM)).account_id
+    current = (await maker.call("GetPayoutConfig", pb.GetPayoutConfigRequest(
+        platform_id=pid, currency_code="CNY"))).config
+    current.review_threshold_minor = 8_000_000  # the platform's own row, no fee yet
+    assert (await maker.call("SetPayoutConfig", pb.SetPayoutConfigRequest(
+        request_id=rid(), config=current))).change.state == pb.PAYOUT_CONFIG_CHANGE_STATE_APPLIED
+    wanted = pb.PayoutConfig()
+    wanted.CopyFrom(current)
+    wanted.fee_fixed_minor, wanted.fee_account_id = 400, fees
+    change = (await maker.call("SetPayoutConfig", pb.SetPayoutConfigRequest(
+        request_id=rid(), config=wanted))).change
+    assert change.state == pb.PAYOUT_CONFIG_CHANGE_STATE_PENDING
+    limits = pb.PayoutConfig()
+    limits.CopyFrom(current)  # the fee as it was before the approval
+    limits.review_threshold_minor = 7_000_000
+    approving = await asyncpg.connect(database_url)
+    try:
+        async with approving.transaction():
+            await service.approve_payout_config_change(approving, checker.key_id,
+                                                       change.change_id)
+            later = asyncio.create_task(maker.call("SetPayoutConfig", pb.SetPayoutConfigRequest(
+                request_id=rid(), config=limits)))
+
+            async def waiting() -> bool:
+                return bool(await approving.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND (query LIKE '%FROM platforms%'"
+                    " OR query LIKE '%UPDATE payout_config_changes%')"))
+
+            await wait_for(waiting)
+        made = (await later).change
+    finally:
+        await approving.close()
+    got = await maker.call("GetPayoutConfig", pb.GetPayoutConfigRequest(
+        platform_id=pid, currency_code="CNY"))
+    assert (got.config.fee_fixed_minor, got.config.fee_account_id) == (400, fees)
+    assert made.state == pb.PAYOUT_CONFIG_CHANGE_STATE_PENDING
+    assert got.pending_change.change_id == made.change_id
+
+
+async def test_an_admin_change_in_progress_does_not_hold_up_the_ledger_writer(
+        channel, maker, client, platform, database_url):
+    """Found in review: PlatformService's changes locked the platform's row FOR UPDATE,
+    which also blocks the foreign-key check of every row inserted naming the platform, the
+    ledger writer's payouts among them: one admin change held up the process's writer (the
+    splits and transfers of every platform) until it committed, and with a Transfer of the
+    platform earlier in the same batch (its audit head taken first) the two deadlocked. The
+    platform's row is locked FOR NO KEY UPDATE now: admin changes still queue on it, a
+    foreign-key check does not."""
+    from clearing.platforms import service
+    from tests.payout_support import Payouts, party
+
+    payouts = Payouts(channel, platform.key)
+    p = await party(client, payouts, funds=100_000)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():  # the change made, not yet committed
+            await service.create_api_key(conn, maker.key_id, platform.platform_id,
+                                         frozenset({"gateway"}))
+            made = await asyncio.wait_for(payouts.request(p.account, 5_000), 5)
+        assert made.payout_id and made.amount_minor == 5_000
+    finally:
+        await conn.close()

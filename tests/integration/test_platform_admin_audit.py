@@ -82,3 +82,25 @@ async def test_the_calendar_is_recorded_in_the_cores_own_chain(channel, database
     assert (seq, method, resource, roles) == (before + 1, "SetBusinessCalendar",
                                               "business_calendar", [f"admin-key:{maker_id}"])
     assert after == {"days": [["2097-05-01", "HOLIDAY", "labour"]]}
+
+
+async def test_admin_keys_made_and_revoked_are_in_the_cores_own_chain(database_url):
+    """Found in review: `clearing admin init` and `clearing admin revoke` changed the most
+    powerful keys with no audit event. Both are recorded in platform 0's chain, in their
+    transaction, with the key's id, name and prefix, never the key."""
+    from clearing.tenancy import revoke_admin_key
+
+    before = len(await _trail(database_url, 0))
+    key_id, key = await _admin_key(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await revoke_admin_key(conn, key_id)
+        assert not await revoke_admin_key(conn, key_id)  # revoked already: no second event
+    finally:
+        await conn.close()
+    trail = (await _trail(database_url, 0))[before:]
+    assert [(method, resource, roles) for _, method, resource, roles, _ in trail] == [
+        ("CreateAdminKey", f"admin_key:{key_id}", ["core-admin"]),
+        ("RevokeAdminKey", f"admin_key:{key_id}", ["core-admin"])]
+    assert trail[0][4]["key_prefix"] == key[:8] and trail[1][4]["revoked"] is True
+    assert key not in json.dumps([t[4] for t in trail])

@@ -29,11 +29,12 @@ from clearing import server, tls
 from clearing.api.interceptor import CERT_SUBJECT, ClearingInterceptor
 from clearing.config import TLS_BINDING_REQUIRED, TlsSettings
 from clearing.tenancy import create_platform
+from clearing.v1 import audit_pb2, audit_pb2_grpc
 from clearing.v1 import (ledger_pb2 as pb, ledger_pb2_grpc, reconciliation_pb2,
                          reconciliation_pb2_grpc, report_pb2, report_pb2_grpc, split_pb2,
                          split_pb2_grpc)
 from tests.conftest import server_settings
-from tests.support import details
+from tests.support import Client, details
 
 CALL_S = 5.0
 REFUSED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -257,8 +258,20 @@ async def test_binding_required_refuses_an_unbound_certificate(database_url, red
                 await list_accounts(ch, platform.key)
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert details(err.value)[0] == "CLIENT_CERTIFICATE_UNBOUND"
-        async with secure(running.port, pki.ca, pki.client(platform.name)) as ch:
+        bound = pki.client(platform.name)
+        async with secure(running.port, pki.ca, bound) as ch:
             await list_accounts(ch, platform.key)
+            # The audit trail names the certificate of the call that made a change (found in
+            # review: cert_subject stayed empty, nothing passed the call's subject on).
+            client = Client(ch, platform.key)
+            custodial = await client.open("custodial", kind=pb.ACCOUNT_KIND_CUSTODIAL)
+            seller = await client.open("seller")
+            made = await client.transfer(custodial.account_id, seller.account_id, 100)
+            events = (await audit_pb2_grpc.AuditServiceStub(ch).ListAuditEvents(
+                audit_pb2.ListAuditEventsRequest(resource=f"transfer:{made.transfer_id}"),
+                metadata=client.metadata, timeout=CALL_S)).events
+            assert [e.cert_subject for e in events] == [tls.identity(bound[0]).subject]
+            assert events[0].cert_subject.startswith("CN=gateway ")
 
 
 async def test_certificates_reload_on_the_next_handshake(database_url, redis_url,

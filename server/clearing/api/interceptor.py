@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import grpc
 
-from clearing import logs, metrics, tls
+from clearing import audit, logs, metrics, tls
 from clearing.api.auth import KeyStore
 from clearing.api.errors import code_name, status_for
 from clearing.config import TLS_BINDING_OPTIONAL
@@ -29,8 +29,7 @@ log = logging.getLogger("clearing.api")
 PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("clearing_principal")
 # The subject (RFC 4514) of the current call's client certificate under mutual TLS; "" when
 # the connection has none (no mutual TLS). What an audit record names as the certificate.
-CERT_SUBJECT: contextvars.ContextVar[str] = contextvars.ContextVar("clearing_cert_subject",
-                                                                   default="")
+CERT_SUBJECT: contextvars.ContextVar[str] = audit.CERT_SUBJECT  # Actor.of records it
 
 
 def principal() -> Principal:

@@ -18,6 +18,7 @@ and hashes of them from the before/after documents, whoever the caller.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
 import json
@@ -37,6 +38,11 @@ _CURSOR_PREFETCH = 2_000
 _DROPPED = ("secret", "password", "api_key", "key_hash", "token", "plaintext")
 # Keys whose values are bank account numbers: masked 6225****1234.
 _MASKED = ("account_number", "bank_account_number", "number")
+# The subject (RFC 4514) of the current call's client certificate under mutual TLS ("" with
+# none), set by the interceptor (clearing.api.interceptor.CERT_SUBJECT is this variable):
+# what `Actor.of` records as the certificate.
+CERT_SUBJECT: contextvars.ContextVar[str] = contextvars.ContextVar("clearing_cert_subject",
+                                                                   default="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +57,10 @@ class Actor:
 
     @classmethod
     def of(cls, principal: Principal, cert_subject: str = "") -> "Actor":
-        """The actor of an authenticated call (the certificate subject, when the
-        principal carries one, is taken from it)."""
+        """The actor of an authenticated call; the certificate subject, unless given, is
+        the current call's (CERT_SUBJECT)."""
         return cls(principal.platform_id, principal.key_id, tuple(sorted(principal.roles)),
-                   cert_subject or getattr(principal, "cert_subject", "") or "")
+                   cert_subject or CERT_SUBJECT.get())
 
     @classmethod
     def core_admin(cls, platform_id: int) -> "Actor":

@@ -63,6 +63,7 @@ async def _dev_bootstrap(settings: Settings) -> None:
 def _write_secret(path: Path, value: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_TRUNC
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
 

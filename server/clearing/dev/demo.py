@@ -56,6 +56,7 @@ def _write_secret(path: Path, value: str) -> None:
     import os
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_TRUNC
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
 

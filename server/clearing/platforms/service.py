@@ -111,9 +111,10 @@ async def list_platforms(conn: asyncpg.Connection, *, page_size: int,
 
 async def _lock_platform(conn: asyncpg.Connection, platform_id: int) -> None:
     """Lock the platform's row for the transaction (its changes are serialised);
-    NotFound if there is none."""
-    if await conn.fetchval("SELECT true FROM platforms WHERE platform_id = $1 FOR UPDATE",
-                           platform_id) is None:
+    NotFound if there is none. FOR NO KEY UPDATE: a row inserted naming the platform (the
+    ledger writer's payouts) checks its foreign key without waiting for the change."""
+    if await conn.fetchval("SELECT true FROM platforms WHERE platform_id = $1"
+                           " FOR NO KEY UPDATE", platform_id) is None:
         raise NotFound("no such platform", reason=Reason.PLATFORM_NOT_FOUND,
                        metadata={"platform_id": str(platform_id)})
 
@@ -283,6 +284,13 @@ async def reject_payout_config_change(conn: asyncpg.Connection, admin_key_id: in
 async def _decide(conn, admin_key_id: int, change_id: int, note: str, *,
                   approve: bool) -> ConfigChange:
     async with conn.transaction():
+        # The platform's row first, as SetPayoutConfig takes it: a change set meanwhile
+        # waits for this decision and compares its fee with the one approved here (found in
+        # review: it read the fee before, then applied the old fee again, APPLIED).
+        platform_id = await conn.fetchval(
+            "SELECT platform_id FROM payout_config_changes WHERE change_id = $1", change_id)
+        if platform_id is not None:
+            await _lock_platform(conn, platform_id)
         row = await conn.fetchrow(f"{_SQL_CHANGE} WHERE change_id = $1 FOR UPDATE", change_id)
         if row is None:
             raise NotFound("no such payout configuration change",
