@@ -416,6 +416,9 @@ async def test_a_change_made_while_a_fee_is_approved_does_not_undo_the_fee(
                 request_id=rid(), config=limits)))
 
             async def waiting() -> bool:
+                # pg_stat_clear_snapshot: inside a transaction, pg_stat_activity is read once
+                # and kept (a first look before the call waits would be seen again and again)
+                await approving.execute("SELECT pg_stat_clear_snapshot()")
                 return bool(await approving.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                     " AND wait_event_type = 'Lock' AND (query LIKE '%FROM platforms%'"
