@@ -7,12 +7,14 @@ test fails, it does not skip (CI has Node)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 
 import pytest
 
 from clearing.v1 import ledger_pb2 as lpb
+from clearing_client.webhooks import sign
 from tests.payout_support import set_config
 from tests.split_support import new_key
 from tests.support import ROOT
@@ -36,7 +38,13 @@ async def test_node_client_against_the_server(running, client, platform, databas
     fee_account = await client.open("PLAT_ORD", kind=lpb.ACCOUNT_KIND_ORDINARY)
     await set_config(database_url, platform.platform_id, fee_fixed_minor=PAYOUT_FEE_MINOR,
                      fee_account_id=fee_account.account_id)
+    body = b'{"seq": "1", "type": "account.frozen", "resource_id": "42"}'
+    stamp = 1_800_000_000
+    signed = sign("whsec_test", stamp, body)
+    vector = {"secret": "whsec_test", "t": stamp, "body": body.decode(), "v1": signed,
+              "header": f"t={stamp},v1={signed}"}
     env = {**os.environ, "CLEARING_ADDR": f"127.0.0.1:{running.port}",
+           "CLEARING_WEBHOOK_VECTOR": json.dumps(vector),
            "CLEARING_KEY": platform.key, "CLEARING_APPROVER_KEY": approver,
            "CLEARING_PAYOUT_FEE_MINOR": str(PAYOUT_FEE_MINOR), "NO_COLOR": "1"}
     proc = await asyncio.create_subprocess_exec(

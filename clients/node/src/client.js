@@ -11,13 +11,16 @@ import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
+import * as audit from "../gen/clearing/v1/audit_pb.js";
+import * as event from "../gen/clearing/v1/event_pb.js";
 import * as ledger from "../gen/clearing/v1/ledger_pb.js";
 import * as payout from "../gen/clearing/v1/payout_pb.js";
+import * as platform from "../gen/clearing/v1/platform_pb.js";
 import * as recon from "../gen/clearing/v1/reconciliation_pb.js";
 import * as report from "../gen/clearing/v1/report_pb.js";
 import * as risk from "../gen/clearing/v1/risk_pb.js";
 import * as split from "../gen/clearing/v1/split_pb.js";
-import { ClearingRpcError, RETRYABLE_CODES } from "./errors.js";
+import { ClearingRpcError, RETRYABLE_CODES, WATCH_RESUMABLE_CODES } from "./errors.js";
 
 /** The chunk of a statement file per ImportStatement message (the server takes up to 1 MiB). */
 export const STATEMENT_CHUNK_BYTES = 256 * 1024;
@@ -77,6 +80,52 @@ export class ClearingClient {
     this.recon = createClient(recon.ReconciliationService, this.transport);
     this.report = createClient(report.ReportService, this.transport);
     this.risk = createClient(risk.RiskService, this.transport);
+    this.events = createClient(event.EventService, this.transport);
+    this.audit = createClient(audit.AuditService, this.transport);
+    // PlatformService answers admin keys only (`clearing admin init`, var/admin.key).
+    this.platform = createClient(platform.PlatformService, this.transport);
+  }
+
+  /**
+   * The platform's events after `cursor` (a sequence number; 0: from the first kept), history
+   * then live, for ever: `for await (const e of client.watch(lastSeq)) ...`. A broken stream
+   * (the server restarts, the network drops, the stream fell too far behind:
+   * RESOURCE_EXHAUSTED EVENT_CONSUMER_TOO_SLOW) is opened again from the last event yielded,
+   * after a growing pause, so nothing is skipped or repeated. Keep the last `event.seq` you
+   * processed durably and pass it after a restart. Errors retrying cannot fix (a pruned
+   * cursor: OUT_OF_RANGE, a bad key) are thrown as ClearingRpcError. `signal` ends it.
+   * The same as the Python client's `watch`.
+   */
+  async *watch(cursor = 0n, { types = [], reconnectMaxMs = 5_000, signal } = {}) {
+    let at = int64(cursor, "cursor");
+    let delay = this.backoffMs;
+    while (!signal?.aborted) {
+      try {
+        const stream = this.events.watchEvents(
+          create(event.WatchEventsRequestSchema, { cursor: at, types }),
+          { headers: this.headers, signal });
+        for await (const response of stream) {
+          delay = this.backoffMs;
+          for (const e of response.events) {
+            at = e.seq;
+            yield e;
+          }
+        }
+      } catch (err) {
+        if (signal?.aborted) return;
+        const error = ClearingRpcError.fromError(err);
+        if (!WATCH_RESUMABLE_CODES.has(error.code)) throw error;
+      }
+      await sleep(delay * (0.5 + Math.random()));
+      delay = Math.min(delay * 2, reconnectMaxMs);
+    }
+  }
+
+  /** A page of the platform's events after `cursor` (ListEvents; `nextCursor` continues). */
+  listEvents(cursor = 0n, { types = [], pageSize = 0 } = {}) {
+    return this.call(this.events.listEvents, create(event.ListEventsRequestSchema, {
+      cursor: int64(cursor, "cursor"), types, pageSize,
+    }));
   }
 
   /** Close the connection (calls in flight fail). */

@@ -27,6 +27,10 @@ export const RETRYABLE_CODES = Object.freeze(new Set([
   Code.Unavailable, Code.ResourceExhausted, Code.Aborted, Code.DeadlineExceeded,
 ]));
 
+/** A broken WatchEvents stream is opened again from its last event on these codes (the
+ * Python client's WATCH_RESUMABLE_CODES): the retryable ones and CANCELLED. */
+export const WATCH_RESUMABLE_CODES = Object.freeze(new Set([...RETRYABLE_CODES, Code.Canceled]));
+
 /** A call whose connection was lost before its status came: connect-node reports the stream
  * Node closed as CANCELLED (an RST_STREAM CANCEL of its own making), where gRPC's own clients
  * report UNAVAILABLE. This client never cancels a call itself, so it is UNAVAILABLE here, and

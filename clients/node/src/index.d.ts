@@ -9,6 +9,9 @@ import type * as payout from "../gen/clearing/v1/payout_pb.js";
 import type * as recon from "../gen/clearing/v1/reconciliation_pb.js";
 import type * as report from "../gen/clearing/v1/report_pb.js";
 import type * as risk from "../gen/clearing/v1/risk_pb.js";
+import type * as event from "../gen/clearing/v1/event_pb.js";
+import type * as audit from "../gen/clearing/v1/audit_pb.js";
+import type * as platform from "../gen/clearing/v1/platform_pb.js";
 
 export { Code } from "@connectrpc/connect";
 export { create } from "@bufbuild/protobuf";
@@ -22,6 +25,9 @@ export * as recon from "../gen/clearing/v1/reconciliation_pb.js";
 export * as report from "../gen/clearing/v1/report_pb.js";
 export * as risk from "../gen/clearing/v1/risk_pb.js";
 export * as errors from "../gen/clearing/v1/errors_pb.js";
+export * as event from "../gen/clearing/v1/event_pb.js";
+export * as audit from "../gen/clearing/v1/audit_pb.js";
+export * as platform from "../gen/clearing/v1/platform_pb.js";
 
 /** An int64 value: a bigint, or a safe integer number. Results carry bigints. */
 export type Int64 = bigint | number;
@@ -30,6 +36,21 @@ export declare const DOMAIN: "clearing.v1";
 export declare const STATEMENT_CHUNK_BYTES: number;
 /** UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED: retried with the same request. */
 export declare const RETRYABLE_CODES: ReadonlySet<Code>;
+/** The retryable codes and CANCELLED: a broken WatchEvents stream is opened again. */
+export declare const WATCH_RESUMABLE_CODES: ReadonlySet<Code>;
+
+export declare const SIGNATURE_HEADER: "Clearing-Signature";
+export declare const TOLERANCE_S: number;
+/** The delivery is not signed by the given secret(s), or is too old. */
+export declare class WebhookSignatureError extends Error {}
+/** The v1 signature (hex) of `body` at `timestamp` under `secret`. */
+export declare function sign(secret: string, timestamp: number, body: string | Uint8Array): string;
+/** The delivery's timestamp if signed by one of `secrets` and recent; else throws. */
+export declare function verifySignature(body: string | Uint8Array, header: string,
+  secrets: string | string[], options?: { toleranceS?: number; nowS?: number }): number;
+/** verifySignature, then the event parsed from the JSON body. */
+export declare function verifyWebhook(body: string | Uint8Array, header: string,
+  secrets: string | string[], options?: { toleranceS?: number; nowS?: number }): unknown;
 export declare function newRequestId(): string;
 /** The gRPC name of a status code ("INVALID_ARGUMENT" for 3). */
 export declare function codeName(code: Code): string;
@@ -100,7 +121,18 @@ export declare class ClearingClient {
   readonly recon: Client<typeof recon.ReconciliationService>;
   readonly report: Client<typeof report.ReportService>;
   readonly risk: Client<typeof risk.RiskService>;
+  readonly events: Client<typeof event.EventService>;
+  readonly audit: Client<typeof audit.AuditService>;
+  /** PlatformService: admin keys only. */
+  readonly platform: Client<typeof platform.PlatformService>;
   close(): void;
+  /** The platform's events after `cursor`, history then live, resumed after a broken stream
+   * from the last event yielded; `signal` ends it. */
+  watch(cursor?: Int64, options?: { types?: string[]; reconnectMaxMs?: number;
+    signal?: AbortSignal }): AsyncGenerator<event.Event, void, undefined>;
+  /** A page of the platform's events after `cursor` (ListEvents). */
+  listEvents(cursor?: Int64, options?: { types?: string[]; pageSize?: number }):
+    Promise<event.ListEventsResponse>;
   [Symbol.asyncDispose](): Promise<void>;
   /** Call a unary client method (e.g. `client.ledger.transfer`) with retries; throws
    * ClearingRpcError. (A server stream is the connect client's own call.) */
