@@ -60,3 +60,57 @@ async def test_node_client_against_the_server(running, client, platform, databas
     assert proc.returncode == 0, f"node --test failed ({proc.returncode}):\n{text}"
     assert "ℹ fail 0" in text, text
     print(text)
+
+
+# The Node client over mutual TLS against the core (issue 15: the clients connect over TLS):
+# the development CA of `make run` made for this platform, a server requiring client
+# certificates; the platform's key on its certificate is served, another platform's refused.
+NODE_TLS_SCRIPT = """
+import { ClearingClient, ClearingRpcError } from "./src/index.js";
+const tls = { ca: process.env.TLS_CA, cert: process.env.TLS_CERT, key: process.env.TLS_KEY };
+const ok = new ClearingClient(process.env.TLS_ADDR, process.env.KEY, { tls, attemptsMax: 1 });
+const page = await ok.listAccounts();
+console.log("accounts", page.accounts.length);
+ok.close();
+const other = new ClearingClient(process.env.TLS_ADDR, process.env.OTHER_KEY,
+                                 { tls, attemptsMax: 1 });
+try {
+  await other.listAccounts();
+  console.log("other: served");
+} catch (e) {
+  console.log("other:", e instanceof ClearingRpcError ? `${e.codeName} ${e.reason}` : String(e));
+}
+other.close();
+"""
+
+
+async def test_node_client_over_mutual_tls(database_url, redis_url, redis_prefix, platform,
+                                           client, tmp_path):
+    from clearing import server
+    from clearing.config import TlsSettings
+    from clearing.tls import ensure_dev_pki
+    from tests.conftest import server_settings
+    from tests.integration.test_tls import new_platform
+
+    node = shutil.which("node")
+    assert node, "node is not installed"
+    await client.open("tls-seen")
+    pki, _ = ensure_dev_pki(tmp_path / "tls", platform=platform.name)
+    srv = await server.start(server_settings(
+        database_url, redis_url, redis_prefix,
+        tls=TlsSettings(cert=str(pki.server_cert), key=str(pki.server_key),
+                        client_ca=str(pki.ca))), migrate=False)
+    try:
+        env = {**os.environ, "TLS_ADDR": f"127.0.0.1:{srv.port}", "TLS_CA": str(pki.ca),
+               "TLS_CERT": str(pki.client_cert), "TLS_KEY": str(pki.client_key),
+               "KEY": platform.key, "OTHER_KEY": (await new_platform(database_url))[1]}
+        proc = await asyncio.create_subprocess_exec(
+            node, "--input-type=module", "-e", NODE_TLS_SCRIPT, cwd=NODE_DIR, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT_S)
+    finally:
+        await srv.stop()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "accounts 1" in text, text
+    assert "other: PERMISSION_DENIED CLIENT_CERTIFICATE_PLATFORM_MISMATCH" in text, text
