@@ -29,11 +29,13 @@ from clearing import server, tls
 from clearing.api.interceptor import CERT_SUBJECT, ClearingInterceptor
 from clearing.config import TLS_BINDING_REQUIRED, TlsSettings
 from clearing.tenancy import create_platform
+from clearing.v1 import platform_pb2, platform_pb2_grpc
 from clearing.v1 import audit_pb2, audit_pb2_grpc
 from clearing.v1 import (ledger_pb2 as pb, ledger_pb2_grpc, reconciliation_pb2,
                          reconciliation_pb2_grpc, report_pb2, report_pb2_grpc, split_pb2,
                          split_pb2_grpc)
 from tests.conftest import server_settings
+from tests.integration.test_platform_admin import _admin_key
 from tests.support import Client, details
 
 CALL_S = 5.0
@@ -272,6 +274,22 @@ async def test_binding_required_refuses_an_unbound_certificate(database_url, red
                 metadata=client.metadata, timeout=CALL_S)).events
             assert [e.cert_subject for e in events] == [tls.identity(bound[0]).subject]
             assert events[0].cert_subject.startswith("CN=gateway ")
+        # The core's admin keys belong to no platform: served on a certificate naming none
+        # (found in review: `required` refused them everywhere, PlatformService unusable),
+        # refused on a platform's.
+        admin_key = (await _admin_key(database_url))[1]
+        request = platform_pb2.ListPlatformsRequest(page_size=1)
+        admin_metadata = (("authorization", f"Bearer {admin_key}"),)
+        async with secure(running.port, pki.ca, pki.client()) as ch:
+            got = await platform_pb2_grpc.PlatformServiceStub(ch).ListPlatforms(
+                request, metadata=admin_metadata, timeout=CALL_S)
+            assert got.platforms
+        async with secure(running.port, pki.ca, bound) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await platform_pb2_grpc.PlatformServiceStub(ch).ListPlatforms(
+                    request, metadata=admin_metadata, timeout=CALL_S)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert details(err.value)[0] == "CLIENT_CERTIFICATE_PLATFORM_MISMATCH"
 
 
 async def test_certificates_reload_on_the_next_handshake(database_url, redis_url,

@@ -102,11 +102,13 @@ class KeyStore:
                                 binding: str) -> None:
         """Mutual TLS: a client certificate bound to a platform (its URI SAN
         urn:clearing:platform:NAME) carries only that platform's keys; with binding
-        `required`, a certificate must name one. PERMISSION_DENIED otherwise."""
+        `required`, a platform's key must come on a certificate naming one. The core's
+        admin keys (PlatformService) belong to no platform: they come on a certificate that
+        names none, `required` or not, never on a platform's. PERMISSION_DENIED otherwise."""
         if cert is None or binding == TLS_BINDING_OFF:
             return
         if not cert.platforms:
-            if binding == TLS_BINDING_REQUIRED:
+            if binding == TLS_BINDING_REQUIRED and not who.is_admin:
                 raise PermissionDenied(
                     "this connection's client certificate names no platform "
                     f"(a URI SAN {PLATFORM_URI_PREFIX}NAME) and the server requires one",
