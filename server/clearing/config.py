@@ -423,7 +423,7 @@ class ConsoleSettings(_FromEnv):
     HTTPS (CLEARING_CONSOLE_TLS_CERT and _KEY)."""
 
     addr: str = env("CLEARING_CONSOLE_ADDR", "127.0.0.1:8080",
-                    "web console listen address (host:port)")
+                    'web console address (host:port); "" = not in make run')
     session_s: int = env("CLEARING_CONSOLE_SESSION_S", 1800,
                          "console session ends after this long idle",
                          low=10, high=86_400)
