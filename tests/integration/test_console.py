@@ -212,3 +212,42 @@ async def test_the_cookie_is_secure_under_tls(running):
 
 def test_payout_state_names_are_the_api_ones():
     assert ppb.PayoutState.Name(ppb.PAYOUT_STATE_PENDING_REVIEW) == "PAYOUT_STATE_PENDING_REVIEW"
+
+
+async def test_a_discrepancy_is_resolved_maker_then_checker(console, channel, database_url):
+    from clearing.v1 import reconciliation_pb2 as rpb
+    from tests.payout_support import keys
+    from tests.recon_support import ReconWorld, hand_day
+    from tests.support import Client, rid
+
+    pid, key, approver = await keys(database_url)
+    world = await ReconWorld.make(channel, Client(channel, key), database_url, pid, key)
+    day = await hand_day(world)
+    await world.call("PostSettlement", rpb.PostSettlementRequest(request_id=rid(),
+                                                                 run_id=day.run.run_id))
+    async with console.http() as maker:
+        await sign_in(maker, key)
+        runs = (await maker.get("/recon")).text
+        assert f"/recon/discrepancies?run_id={day.run.run_id}" in runs
+        listed = await maker.get("/recon/discrepancies", params={"run_id": day.run.run_id,
+                                                                 "state": "open"})
+        assert listed.status_code == 200 and day.g.order_id in listed.text
+        ghost = [d for d in await world.discrepancies(run_id=day.run.run_id)
+                 if d.order_id == day.g.order_id][0]
+        proposed = await maker.post(
+            f"/recon/discrepancies/{ghost.discrepancy_id}/propose",
+            data={"csrf": csrf_of(listed.text), "action": "write_off", "note": "console"})
+        assert proposed.status_code == 303, proposed.text
+        location = proposed.headers["location"]
+        page = await maker.get(location)
+        assert "PROPOSED" in page.text and "WRITE_OFF" in page.text
+        own = await maker.post(location.split("?")[0] + "/approve",
+                               data={"csrf": csrf_of(page.text)})
+        assert own.status_code == 403 and "PERMISSION_DENIED" in own.text
+    async with console.http() as checker:
+        await sign_in(checker, approver)
+        page = await checker.get(location)
+        done = await checker.post(location.split("?")[0] + "/approve",
+                                  data={"csrf": csrf_of(page.text), "note": "agreed"})
+        assert done.status_code == 303, done.text
+        assert "APPROVED" in (await checker.get(done.headers["location"])).text
