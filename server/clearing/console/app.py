@@ -175,16 +175,18 @@ def create_app(config: ConsoleConfig) -> Starlette:
         return response
 
     def error_page(request: Request, session: Session | None, err: Exception) -> Response:
+        # after a refused action, back to the page it was made from (its path's parent)
+        back = request.url.path.rsplit("/", 1)[0] if request.method == "POST" else ""
         if isinstance(err, ClearingRpcError):
             if err.code == grpc.StatusCode.UNAUTHENTICATED and session is not None:
                 sessions.drop(session.session_id)  # the key was revoked: sign in again
                 return _to_signin(request, "Your API key is no longer accepted: sign in again.")
             status = HTTP_STATUS.get(err.code, 502)
-            return page(request, "error.html", session, status, code=err.code.name,
+            return page(request, "error.html", session, status, back=back, code=err.code.name,
                         error_reason=err.reason, message=err.message,
                         violations=[(v.field, v.description) for v in err.violations])
         assert isinstance(err, Refused)
-        return page(request, "error.html", session, err.status, code="INVALID_INPUT",
+        return page(request, "error.html", session, err.status, back=back, code="INVALID_INPUT",
                     error_reason="", message="The form was refused by the console.",
                     violations=[(err.field, err.message)] if err.field else [])
 
