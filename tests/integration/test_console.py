@@ -191,13 +191,6 @@ async def test_the_split_voucher_is_a_pdf(console, world):
         assert "attachment" in pdf.headers["content-disposition"]
 
 
-async def test_the_key_is_never_logged(console, world):
-    # runs after the others of this module: every sign-in, page and refusal above logged
-    assert console.logs.lines, "nothing was logged"
-    for key in (world.platform.key, world.approver):
-        assert not [line for line in console.logs.lines if key in line]
-
-
 async def test_the_cookie_is_secure_under_tls(running):
     from clearing.console.app import ConsoleConfig, create_app
     import httpx
@@ -251,3 +244,66 @@ async def test_a_discrepancy_is_resolved_maker_then_checker(console, channel, da
                                   data={"csrf": csrf_of(page.text), "note": "agreed"})
         assert done.status_code == 303, done.text
         assert "APPROVED" in (await checker.get(done.headers["location"])).text
+
+
+async def test_a_risk_event_is_shown_and_resolved_by_two_approvers(console, channel,
+                                                                   database_url):
+    from tests.payout_support import keys
+    from tests.risk_support import limits
+    from tests.risk_support import make_world as risk_world
+    from tests.split_support import order
+    from tests.support import Client
+
+    pid, key, _ = await keys(database_url)
+    world = await risk_world(channel, Client(channel, key), database_url, pid)
+    await world.file_policy(limits=[limits(large_split_minor=50_000)])
+    held = await world.splits.split(order(51_001, rule_set_name="to-m"))
+    async with console.http() as first:
+        await sign_in(first, world.approver_a.key)
+        listed = (await first.get("/risk", params={"state": "open"})).text
+        assert "LARGE_SPLIT" in listed and held.order_id in listed
+        [event] = await world.approver_a.events()
+        page = await first.get(f"/risk/{event.event_id}")
+        assert "policy_version" in page.text and "OPEN" in page.text
+        proposed = await first.post(f"/risk/{event.event_id}/resolve",
+                                    data={"csrf": csrf_of(page.text), "decision": "release",
+                                          "note": "known customer"})
+        assert proposed.status_code == 303, proposed.text
+        assert "RESOLUTION_PROPOSED" in (await first.get(proposed.headers["location"])).text
+        missing = await first.post(f"/risk/{event.event_id}/resolve",
+                                   data={"csrf": csrf_of(page.text), "decision": "release"})
+        assert missing.status_code == 400 and "note" in missing.text
+    async with console.http() as second:
+        await sign_in(second, world.approver_b.key)
+        page = await second.get(f"/risk/{event.event_id}")
+        done = await second.post(f"/risk/{event.event_id}/resolve",
+                                 data={"csrf": csrf_of(page.text), "decision": "release",
+                                       "note": "agreed"})
+        assert done.status_code == 303, done.text
+        assert "RELEASED" in (await second.get(done.headers["location"])).text
+
+
+async def test_split_release_and_refund_from_the_console(console, world):
+    async with console.http() as http:
+        await sign_in(http, world.platform.key)
+        page = await http.get(f"/splits/{world.split.split_id}")
+        nothing = await http.post(f"/splits/{world.split.split_id}/release",
+                                  data={"csrf": csrf_of(page.text), "fraction_bps": "10000"})
+        # everything was released when split: the API's refusal, shown with its status
+        assert nothing.status_code == 409 and "FAILED_PRECONDITION" in nothing.text
+        bad = await http.post(f"/splits/{world.split.split_id}/refund",
+                              data={"csrf": csrf_of(page.text), "amount": "1.234"})
+        assert bad.status_code == 400 and "amount" in bad.text
+        refunded = await http.post(f"/splits/{world.split.split_id}/refund",
+                                   data={"csrf": csrf_of(page.text), "amount": "10.00",
+                                         "reason": "returned", "refund_ref": "RF-1"})
+        assert refunded.status_code == 303, refunded.text
+        after = (await http.get(refunded.headers["location"])).text
+        assert "Done: refunded" in after and "10.00 CNY" in after
+
+
+async def test_the_key_is_never_logged(console, world):
+    # runs after the others of this module: every sign-in, page and refusal above logged
+    assert console.logs.lines, "nothing was logged"
+    for key in (world.platform.key, world.approver):
+        assert not [line for line in console.logs.lines if key in line]
