@@ -52,6 +52,13 @@ def parse_channel_analysis(data: bytes) -> Volume:
     return out
 
 
+def _major(amount: int, currency: str) -> str:
+    try:
+        return format_minor(amount, currency)
+    except (KeyError, ValueError):  # a currency this server does not know: minor units
+        return str(amount)
+
+
 def bar_chart(currency: str, per_day: dict[dt.date, tuple[int, int]], first: dt.date,
               last: dt.date, *, width: int = 640, height: int = 180) -> str:
     """An inline SVG of the daily amounts from `first` to `last` (one bar a day)."""
@@ -64,7 +71,7 @@ def bar_chart(currency: str, per_day: dict[dt.date, tuple[int, int]], first: dt.
         amount, count = per_day.get(d, (0, 0))
         h = round((base - 10) * max(amount, 0) / top)
         x = pad + i * slot
-        label = escape(f"{d.isoformat()}: {format_minor(amount, currency)} {currency}, "
+        label = escape(f"{d.isoformat()}: {_major(amount, currency)} {currency}, "
                        f"{count} payments")
         bars.append(f'<rect x="{x + 1:.1f}" y="{base - h}" width="{max(slot - 2, 1):.1f}" '
                     f'height="{h}" class="bar"><title>{label}</title></rect>')
@@ -73,6 +80,6 @@ def bar_chart(currency: str, per_day: dict[dt.date, tuple[int, int]], first: dt.
                         f'text-anchor="middle">{d.day}</text>')
     return (f'<svg role="img" aria-label="daily volume {escape(currency)}" viewBox="0 0 '
             f'{width} {height}" width="{width}" height="{height}" class="chart">'
-            f'<text x="0" y="12">{escape(format_minor(top, currency))}</text>'
+            f'<text x="0" y="12">{escape(_major(top, currency))}</text>'
             f'<line x1="{pad}" y1="{base}" x2="{width}" y2="{base}" class="axis"/>'
             + "".join(bars) + "</svg>")
