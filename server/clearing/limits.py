@@ -324,6 +324,8 @@ CONSOLE_SESSIONS_MAX = 10_000
 CONSOLE_PAGE_SIZE = 50
 # Items counted on the overview per state before it shows "N+" (one list page each).
 CONSOLE_COUNT_MAX = 500
+# The overview's month of volume (one ExportReport) is kept this long per session, seconds.
+CONSOLE_VOLUME_CACHE_S = 30
 # A sign-in form's key, and any text field of a console form, at most (characters).
 CONSOLE_FIELD_LEN_MAX = 1024
 _require(CONSOLE_PAGE_SIZE <= PAGE_SIZE_MAX and CONSOLE_COUNT_MAX <= PAGE_SIZE_MAX,

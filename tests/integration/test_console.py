@@ -302,6 +302,15 @@ async def test_split_release_and_refund_from_the_console(console, world):
         assert "Done: refunded" in after and "10.00 CNY" in after
 
 
+async def test_ids_out_of_range_are_not_found(console, world):
+    async with console.http() as http:
+        await sign_in(http, world.platform.key)
+        for path in ("/splits/99999999999999999999", "/payouts/9223372036854775808",
+                     "/splits/0"):
+            page = await http.get(path)
+            assert page.status_code == 404 and "NOT_FOUND" in page.text, path
+
+
 async def test_the_key_is_never_logged(console, world):
     # runs after the others of this module: every sign-in, page and refusal above logged
     assert console.logs.lines, "nothing was logged"

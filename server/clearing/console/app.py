@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from starlette.templating import Jinja2Templates
 
 from clearing.console.overview import bar_chart, parse_channel_analysis, platform_today
 from clearing.console.sessions import Session, SessionStore
-from clearing.limits import CONSOLE_COUNT_MAX, CONSOLE_FIELD_LEN_MAX, CONSOLE_PAGE_SIZE
+from clearing.limits import (CONSOLE_COUNT_MAX, CONSOLE_FIELD_LEN_MAX, CONSOLE_PAGE_SIZE,
+                             CONSOLE_VOLUME_CACHE_S, INT64_MAX)
 from clearing.money import format_minor
 from clearing_client import ClearingClient, ClearingRpcError
 from clearing_client.v1 import ledger_pb2, payout_pb2, reconciliation_pb2 as rpb
@@ -214,6 +216,10 @@ def create_app(config: ConsoleConfig) -> Starlette:
                     return Response("session expired: sign in again", status_code=403)
                 return _to_signin(request, "Sign in to continue."
                                   if request.cookies.get(SESSION_COOKIE) else "")
+            if any(isinstance(v, int) and not 0 < v <= INT64_MAX
+                   for v in request.path_params.values()):
+                return page(request, "error.html", session, 404, code="NOT_FOUND",
+                            error_reason="", message="No such id.", violations=[])
             form = None
             if post:
                 if not _same_origin(request):
@@ -298,18 +304,26 @@ def create_app(config: ConsoleConfig) -> Starlette:
         first = today.replace(day=1)
         volume_error = ""
         volume = None
-        try:
-            chunks = []
-            stream = c.report.ExportReport(report_pb2.ExportReportRequest(
-                report_name="channel_analysis", from_date=first.isoformat(),
-                to_date=today.isoformat(), format=report_pb2.REPORT_FORMAT_CSV),
-                metadata=c.metadata, timeout=config.call_timeout_s)
-            async for message in stream:
-                chunks.append(message.chunk)
-            volume = parse_channel_analysis(b"".join(chunks))
-        except grpc.aio.AioRpcError as err:
-            e = ClearingRpcError.from_call(err)
-            volume_error = f"{e.code.name} {e.reason}: {e.message}"
+        # The month's report is read once per CONSOLE_VOLUME_CACHE_S per session: a
+        # reload does not start another export (a server streams a few at once).
+        cached = session.cache.get("volume")
+        if cached and cached[0] > time.monotonic() and cached[1] == today:
+            volume = cached[2]
+        else:
+            try:
+                chunks = []
+                stream = c.report.ExportReport(report_pb2.ExportReportRequest(
+                    report_name="channel_analysis", from_date=first.isoformat(),
+                    to_date=today.isoformat(), format=report_pb2.REPORT_FORMAT_CSV),
+                    metadata=c.metadata, timeout=config.call_timeout_s)
+                async for message in stream:
+                    chunks.append(message.chunk)
+                volume = parse_channel_analysis(b"".join(chunks))
+                session.cache["volume"] = (time.monotonic() + CONSOLE_VOLUME_CACHE_S, today,
+                                           volume)
+            except grpc.aio.AioRpcError as err:
+                e = ClearingRpcError.from_call(err)
+                volume_error = f"{e.code.name} {e.reason}: {e.message}"
         currencies = []
         for currency in sorted(volume.days) if volume else ():
             currencies.append({

@@ -3,7 +3,8 @@ the API key it signs in with, its CSRF token and its times. Nothing of a session
 cookie but its id; a restart of the console signs everyone out.
 
 A session ends on sign-out, after `idle_s` without a request, or `max_s` after sign-in,
-whichever comes first; when CONSOLE_SESSIONS_MAX are held, a new one ends the oldest."""
+whichever comes first; when CONSOLE_SESSIONS_MAX are held, a new one ends the least
+recently used."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class Session:
     csrf: str = field(repr=False)
     created: float
     seen: float
+    # what a page keeps for a while (the overview's month): a few entries, named by code
+    cache: dict = field(default_factory=dict, repr=False)
 
     def csrf_ok(self, token: str) -> bool:
         return bool(token) and hmac.compare_digest(token.encode(), self.csrf.encode())
