@@ -18,13 +18,15 @@ import uvicorn
 from clearing.config import ConsoleSettings, Settings
 from clearing.console.app import create_app
 from clearing.console.serve import config_for, uvicorn_config
-from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import payout_pb2 as ppb
 from clearing.v1 import split_pb2 as spb
 from tests.payout_support import Payouts, keys, party, set_config
 from tests.report_support import b2b_world, order_b
 from tests.support import Client, Platform
 
+# Every page of the menu.
+PAGES = ("/", "/splits", "/accounts", "/payouts", "/recon", "/recon/discrepancies", "/risk",
+         "/rules", "/events")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 REVIEW_THRESHOLD_MINOR = 1_000
 PAYOUT_MINOR = 5_000
@@ -132,5 +134,3 @@ async def empty_platform(database_url: str) -> Platform:
     pid, key, _ = await keys(database_url)
     return Platform(pid, key, f"p{pid}")
 
-
-__all__ = ["lpb"]

@@ -9,11 +9,8 @@ from __future__ import annotations
 import pytest
 
 from clearing.v1 import payout_pb2 as ppb
-from tests.console_support import (PAYOUT_MINOR, csrf_of, empty_platform, make_world,
-                                   serve_console, sign_in)
-
-PAGES = ("/", "/splits", "/accounts", "/payouts", "/recon", "/recon/discrepancies", "/risk",
-         "/rules", "/events")
+from tests.console_support import (PAGES, PAYOUT_MINOR, csrf_of, empty_platform,
+                                   make_world, serve_console, sign_in)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The console in a real browser: Debian's Chromium (/usr/bin/chromium, headless) driven
 by Playwright (no browser downloaded): sign in, find the seed's B2B split by its order id
 and download its voucher, see a payout's approval refused with the maker's key, then
-approve it with the approver's. Screenshots of each page go under the test's tmp dir.
+approve it with the approver's. Screenshots of every page go under the test's tmp dir.
 A missing browser fails the test (`.ci/run` installs it)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console_support import make_world, serve_console
+from tests.console_support import PAGES, make_world, serve_console
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -75,6 +75,12 @@ async def test_find_a_split_download_its_voucher_and_review_a_payout(console, wo
     await download.save_as(saved)
     assert saved.read_bytes().startswith(b"%PDF-")
 
+    for path in PAGES:  # every page of the menu renders in the browser
+        response = await page.goto(url + path)
+        assert response.status == 200, path
+        await page.screenshot(path=shots / f"page-{path.strip('/').replace('/', '-') or 'home'}.png",
+                              full_page=True)
+
     payout = f"{url}/payouts/{world.payout.payout_id}"
     await page.goto(payout)
     await page.click("button[name=approve]")
@@ -94,4 +100,4 @@ async def test_find_a_split_download_its_voucher_and_review_a_payout(console, wo
     assert "Done: approved" in await page.inner_text("main")
     await page.screenshot(path=shots / "payout-approved.png", full_page=True)
     await approver.close()
-    assert len(list(shots.iterdir())) == 4
+    assert len(list(shots.iterdir())) == 4 + len(PAGES)
