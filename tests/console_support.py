@@ -6,6 +6,7 @@ review, and an approver key; plus an empty platform."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
@@ -66,7 +67,7 @@ async def serve_console(port: int, **console):
     sock.bind(("127.0.0.1", 0))
     config = uvicorn_config(app, settings, "127.0.0.1:0")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # the test process keeps its own
+    server.capture_signals = contextlib.nullcontext  # the test process keeps its handlers
     captured = Captured()
     loggers = [logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.access", "uvicorn.error",
                                               "clearing.console")]
