@@ -25,6 +25,7 @@ DEFAULT_DATA_DIR = Settings().data_dir
 BANNER_WAIT_S = 60.0
 BANNER_POLL_S = 0.1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 async def _dev_bootstrap(settings: Settings) -> None:
@@ -173,7 +174,18 @@ def _start_console(settings: Settings):
     argv = [sys.executable, "-m", "clearing.cli", "console", "--addr", settings.grpc_addr]
     if not settings.tls.enabled:
         argv.append("--plaintext")
-    return subprocess.Popen(argv, start_new_session=True)
+    return subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the console's child process, before it runs: SIGTERM when its parent dies (Linux
+    PR_SET_PDEATHSIG), so that a server killed outright leaves no console behind."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the server's own stop still ends it
+        pass
 
 
 def _stop_console(proc) -> None:
