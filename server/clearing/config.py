@@ -460,6 +460,28 @@ class TlsSettings(_FromEnv):
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleSettings(_FromEnv):
+    """The back-office web console (`clearing console`, `clearing.console`, docs/console.md):
+    a client of the gRPC API at CLEARING_GRPC_ADDR, over TLS as the client commands
+    connect (CLEARING_CLIENT_TLS_*, else <data dir>/tls). Sessions are held in the console's
+    memory (a restart signs everyone out); the cookie is Secure when the console serves
+    HTTPS (CLEARING_CONSOLE_TLS_CERT and _KEY)."""
+
+    addr: str = env("CLEARING_CONSOLE_ADDR", "127.0.0.1:8080",
+                    'web console address (host:port); "" = not in make run')
+    session_s: int = env("CLEARING_CONSOLE_SESSION_S", 1800,
+                         "console session ends after this long idle",
+                         low=10, high=86_400)
+    session_max_s: int = env("CLEARING_CONSOLE_SESSION_MAX_S", 43_200,
+                             "console session ends this long after sign-in", low=10, high=604_800)
+    tls_cert: str | None = env("CLEARING_CONSOLE_TLS_CERT", None,
+                               "console HTTPS certificate (PEM); set: HTTPS, Secure cookie")
+    tls_key: str | None = env("CLEARING_CONSOLE_TLS_KEY", None, "console HTTPS private key")
+    call_timeout_s: int = env("CLEARING_CONSOLE_CALL_TIMEOUT_S", 10,
+                              "deadline of each gRPC call the console makes", low=1, high=300)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings(_FromEnv):
     """Everything the server reads from its environment."""
 
@@ -498,6 +520,7 @@ class Settings(_FromEnv):
     report: ReportSettings = group(ReportSettings)
     tls: TlsSettings = group(TlsSettings)
     events: EventSettings = group(EventSettings)
+    console: ConsoleSettings = group(ConsoleSettings)
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -338,3 +338,17 @@ WEBHOOK_INFLIGHT_MAX = 32
 WEBHOOK_RESPONSE_BYTES_MAX = 1024
 _require(EVENTS_READ_BATCH_MAX <= EVENTS_SEQUENCE_BATCH_MAX,
          "EVENTS_READ_BATCH_MAX <= EVENTS_SEQUENCE_BATCH_MAX")
+
+# ---- the web console (clearing.console) ---------------------------------------------------
+# Sessions held at once (in the console's memory); one more signs the oldest out.
+CONSOLE_SESSIONS_MAX = 10_000
+# Rows a console page asks for (one page of a list call; the next page is a link).
+CONSOLE_PAGE_SIZE = 50
+# Items counted on the overview per state before it shows "N+" (one list page each).
+CONSOLE_COUNT_MAX = 500
+# The overview's month of volume (one ExportReport) is kept this long per session, seconds.
+CONSOLE_VOLUME_CACHE_S = 30
+# A sign-in form's key, and any text field of a console form, at most (characters).
+CONSOLE_FIELD_LEN_MAX = 1024
+_require(CONSOLE_PAGE_SIZE <= PAGE_SIZE_MAX and CONSOLE_COUNT_MAX <= PAGE_SIZE_MAX,
+         "console pages are list pages")

@@ -277,11 +277,11 @@ def test_dev_run_ctrl_c_and_restart():
     assert CLEARING_SCRIPT.exists(), f"no {CLEARING_SCRIPT}: install the project (make venv)"
     data_root = Path(tempfile.mkdtemp(prefix="clearing-devrun-"))
     data_dir = data_root / "var"
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, console_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARING_")}
     env.update(CLEARING_DATA_DIR=str(data_dir), CLEARING_GRPC_ADDR=f"127.0.0.1:{grpc_port}",
                CLEARING_METRICS_ADDR=f"127.0.0.1:{metrics_port}", CLEARING_LOG_LEVEL="INFO",
-               PYTHONUNBUFFERED="1")
+               CLEARING_CONSOLE_ADDR=f"127.0.0.1:{console_port}", PYTHONUNBUFFERED="1")
     servers: list[DevServer] = []
     try:
         # ---- first start: embedded services, demo platform, banner -------------------
@@ -298,6 +298,18 @@ def test_dev_run_ctrl_c_and_restart():
         for name in ("admin.key", "admin-approver.key"):
             assert (data_dir / name).stat().st_mode & 0o777 == 0o600
         assert (data_dir / "grpc.addr").read_text().strip() == f"127.0.0.1:{grpc_port}"
+        # the web console beside it (clearing.console), its URL in the banner
+        console_url = f"http://127.0.0.1:{console_port}/"
+        assert any(line.startswith(f"web console: {console_url}") for line in banner)
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(console_url + "signin", timeout=5) as page:
+                    assert page.status == 200 and b'name="api_key"' in page.read()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"no console at {console_url}"
+                time.sleep(0.2)
         exports, commands, grpcurl_line = _banner_commands(banner)
         client_env = _client_env(env, exports)
 

@@ -51,6 +51,7 @@ PASSED_ON = {
     ("cli/client.py", "args.reason or ''"): "a request's free-text reason",
     ("cli/split.py", "args.reason"): "a request's free-text reason",
     ("cli/split.py", "args.reason or ''"): "a request's free-text reason",
+    ("console/app.py", "why"): "a request's free-text reason, typed in a console form",
 }
 # Members no code sends yet (kept so that clients may already handle them).
 RESERVED: set[str] = set()

@@ -25,6 +25,7 @@ DEFAULT_DATA_DIR = Settings().data_dir
 BANNER_WAIT_S = 60.0
 BANNER_POLL_S = 0.1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 async def _dev_bootstrap(settings: Settings) -> None:
@@ -133,7 +134,7 @@ clearing core listening on {addr}  (Ctrl-C stops it; data stays in {settings.dat
   transport: {transport}{tls_files}
   demo platform keys: {key_file} (gateway, operator), {settings.data_dir}/demo-approver.key
   admin keys (PlatformService): {settings.data_dir}/admin.key, {settings.data_dir}/admin-approver.key
-  try it (from {Path.cwd()}):
+{_console_line(settings)}  try it (from {Path.cwd()}):
 {export}    {exe} accounts create --ref custodial --kind custodial --owner enterprise --currency CNY
     {exe} accounts create --ref merchant-1 --kind merchant --owner enterprise --currency CNY
     {exe} transfer --from-ref custodial --to-ref merchant-1 --amount 99.00
@@ -141,6 +142,64 @@ clearing core listening on {addr}  (Ctrl-C stops it; data stays in {settings.dat
   or with grpcurl:
     grpcurl {_grpcurl_tls(settings)} -H "authorization: Bearer $(cat {key_file})" -d '{{}}' {addr} clearing.v1.LedgerService/ListAccounts
 """
+
+
+def _console_url(settings: Settings) -> str | None:
+    """The web console's URL when `make run` starts it (CLEARING_CONSOLE_ADDR not "")."""
+    addr = settings.console.addr
+    if not addr:
+        return None
+    host, _, port = addr.rpartition(":")
+    scheme = "https" if settings.console.tls_cert else "http"
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1"}.get(host, host)
+    return f"{scheme}://{host}:{port}/"
+
+
+def _console_line(settings: Settings) -> str:
+    url = _console_url(settings)
+    if url is None:
+        return ""
+    return (f"  web console: {url}  (sign in with the key in {settings.data_dir}/demo.key, "
+            "or demo-approver.key)\n")
+
+
+def _start_console(settings: Settings):
+    """`clearing console` beside the dev server, in a session of its own (the terminal's
+    Ctrl-C goes to the server, which stops it), connecting as the client commands do."""
+    import subprocess
+
+    if _console_url(settings) is None:
+        return None
+    # The environment is this process's (CLEARING_DATA_DIR, the console's settings): the
+    # console finds the development CA under the same data directory.
+    argv = [sys.executable, "-m", "clearing.cli", "console", "--addr", settings.grpc_addr]
+    if not settings.tls.enabled:
+        argv.append("--plaintext")
+    return subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the console's child process, before it runs: SIGTERM when its parent dies (Linux
+    PR_SET_PDEATHSIG), so that a server killed outright leaves no console behind."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the server's own stop still ends it
+        pass
+
+
+def _stop_console(proc) -> None:
+    import subprocess
+
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _print_banner_when_listening(settings: Settings) -> None:
@@ -224,8 +283,12 @@ def _serve_dev(settings: Settings) -> int:
                 signal.signal(sig, handler)
         if signals:
             return 0
-        _print_banner_when_listening(settings)
-        server.run_workers(settings)
+        console = _start_console(settings)
+        try:
+            _print_banner_when_listening(settings)
+            server.run_workers(settings)
+        finally:
+            _stop_console(console)
     except KeyboardInterrupt:
         pass
     finally:
