@@ -253,7 +253,8 @@ WITH b AS (
   DO NOTHING
   RETURNING discrepancy_id
 )
-SELECT b.updated_at AS last_updated_at, b.id AS last_id, (SELECT count(*) FROM ins) AS inserted,
+SELECT b.updated_at AS last_updated_at, b.id AS last_id,
+       (SELECT count(*) FROM ins) AS inserted,
        (SELECT coalesce(array_agg(discrepancy_id), ARRAY[]::bigint[]) FROM ins) AS inserted_ids
 FROM b"""
 
@@ -276,6 +277,7 @@ WITH b AS (
   DO NOTHING
   RETURNING discrepancy_id
 )
-SELECT b.updated_at AS last_updated_at, b.id AS last_id, (SELECT count(*) FROM ins) AS inserted,
+SELECT b.updated_at AS last_updated_at, b.id AS last_id,
+       (SELECT count(*) FROM ins) AS inserted,
        (SELECT coalesce(array_agg(discrepancy_id), ARRAY[]::bigint[]) FROM ins) AS inserted_ids
 FROM b"""
