@@ -327,6 +327,9 @@ EVENT_TYPES_MAX = 32
 EVENT_TYPE_LEN_MAX = 64
 # Events older than the retention pruned per sequencer round (the rest next round).
 EVENTS_PRUNE_BATCH_MAX = 10_000
+# Discrepancy events (discrepancy.opened) a reconciliation run reads back and writes to the
+# outbox per statement (a run with more writes them in slices of this many).
+DISCREPANCY_EVENTS_BATCH_MAX = 10_000
 # Webhook endpoints per platform (enabled), a URL's and a description's length.
 WEBHOOK_ENDPOINTS_MAX = 16
 WEBHOOK_URL_LEN_MAX = 2048

@@ -20,6 +20,7 @@ from clearing.v1 import ledger_pb2 as lpb
 from clearing.v1 import payout_pb2 as ppb
 from clearing.v1 import reconciliation_pb2 as rpb
 from clearing.v1 import split_pb2 as spb
+from tests.events_support import Events, wait_events
 from tests.recon_sweep_support import (SWEEP, own_database, payout_fee, payout_party,
                                        tampered_detail, world)
 from tests.support import CALL_TIMEOUT_S, ServerProcess, free_port, rid, wait_for
@@ -241,11 +242,20 @@ async def test_a_sweep_discrepancy_is_resolved_by_accept_only(pg_admin_dsn, redi
             action=rpb.RESOLUTION_ACTION_ACCEPT, note="transfer repaired from the journal"),
             metadata=w.metadata, timeout=CALL_TIMEOUT_S)).resolution
         approved = (await w.recon.ApproveResolution(rpb.ApproveResolutionRequest(
-            request_id=rid(), resolution_id=proposed.resolution_id, note="checked"),
+            request_id="accept-1", resolution_id=proposed.resolution_id, note="checked"),
             metadata=w.approver_metadata, timeout=CALL_TIMEOUT_S)).resolution
         assert approved.state == rpb.RESOLUTION_STATE_APPROVED
         [after] = await w.discrepancies()
         assert after.state == rpb.DISCREPANCY_STATE_RESOLVED
+        # the feed: opened by the sweep (its batch's transaction), resolved by the approval
+        feed = Events(w.channel, w.metadata[0][1].split(" ", 1)[1])
+        opened, resolved = await wait_events(
+            feed, 2, types=["discrepancy.opened", "discrepancy.resolved"])
+        assert (opened.type, opened.resource_id, opened.request_id) == (
+            "discrepancy.opened", str(found.discrepancy_id), "")
+        assert opened.discrepancy == found
+        assert (resolved.type, resolved.request_id, resolved.discrepancy) == (
+            "discrepancy.resolved", "accept-1", after)
 
 
 async def _checked(w) -> bool:

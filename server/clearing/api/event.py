@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from clearing import values
 from clearing.api import convert, validate
 from clearing.api import payout as payout_api
+from clearing.api import reconciliation as recon_api
 from clearing.api import risk as risk_api
 from clearing.api import split_convert
 from clearing.api.convert import timestamp
@@ -47,7 +48,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
 
 # The Event message's field of each resource kind.
 _FIELDS = {Resource.SPLIT: "split", Resource.PAYOUT: "payout", Resource.ACCOUNT: "account",
-           Resource.RULE_SET: "rule_set", Resource.RISK_EVENT: "risk_event"}
+           Resource.RULE_SET: "rule_set", Resource.RISK_EVENT: "risk_event",
+           Resource.DISCREPANCY: "discrepancy"}
 
 
 def _serialize(message) -> bytes:
@@ -61,6 +63,7 @@ def register_encoders() -> None:
     outbox.register(Resource.ACCOUNT, lambda a: _serialize(convert.account(a)))
     outbox.register(Resource.RULE_SET, _serialize)  # already the RuleSet message
     outbox.register(Resource.RISK_EVENT, lambda e: _serialize(risk_api.event_message(e)))
+    outbox.register(Resource.DISCREPANCY, lambda d: _serialize(recon_api.discrepancy(d)))
 
 
 def event_message(e: Event) -> pb.Event:

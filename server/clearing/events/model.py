@@ -29,6 +29,8 @@ class EventType:
     RULE_SET_PUBLISHED = "rule_set.published"
     RULE_SET_ACTIVATED = "rule_set.activated"
     RISK_EVENT_OPENED = "risk_event.opened"
+    DISCREPANCY_OPENED = "discrepancy.opened"
+    DISCREPANCY_RESOLVED = "discrepancy.resolved"
 
     ALL = frozenset(v for k, v in vars().items() if k.isupper() and isinstance(v, str))
 
@@ -40,6 +42,7 @@ class Resource:
     ACCOUNT = "account"
     RULE_SET = "rule_set"
     RISK_EVENT = "risk_event"
+    DISCREPANCY = "discrepancy"
 
 
 def resource_of(event_type: str) -> str:

@@ -10,7 +10,8 @@ Money: REFUND and WRITE_OFF are ONE ledger posting, SPLIT_NOW one split through 
 service, each under the resolution's own request id (`posting_request_id`: the resolution
 and its attempt). `approve` holds the resolution locked (FOR UPDATE) in the transaction
 that records its request id, submits the posting (the writer commits it in its own
-transaction), then writes the review, the APPROVED event and the discrepancy RESOLVED.
+transaction), then writes the review, the APPROVED event and the discrepancy RESOLVED (with its
+discrepancy.resolved event in the feed, `clearing.recon.events`).
 - A crash between the posting's commit and that transaction's leaves the resolution
   PROPOSED with its posting made: the next `approve` submits the same posting again, which
   the writer (or the split service) answers with what it committed, so nothing moves
@@ -34,7 +35,7 @@ from clearing.errors import (ClearingError, FailedPrecondition, FieldViolation,
                              InvalidArgument, NotFound, PermissionDenied, invariant)
 from clearing.ledger.model import Claim, Leg, Mode, Posting
 from clearing.reasons import Reason
-from clearing.recon import accounts
+from clearing.recon import accounts, events
 from clearing.recon import resolution_store as rstore
 from clearing.recon.model import (Discrepancy, DiscrepancyState, LineType, MatchClass,
                                   Resolution, ResolutionAction, ResolutionState,
@@ -296,6 +297,7 @@ async def approve(deps: ReconDeps, platform_id: int, key_id: int, request_id: st
                            request_id, note, transfer_id or split_id, now)
         await rstore.set_discrepancy(conn, platform_id, d.discrepancy_id,
                                      DiscrepancyState.RESOLVED, resolution_id)
+        await events.resolved(conn, platform_id, d, resolution_id, request_id, now)
         return await _recorded(conn, actor, APPROVE_METHOD, platform_id, resolution_id,
                                r.state, encode)
 

@@ -23,7 +23,7 @@ from clearing.ledger.writer import LedgerWriter
 from clearing.limits import (DEFAULT_TIME_ZONE, RECON_IMPORTS_MAX, RECON_MATCH_TIMEOUT_S,
                              STATEMENT_COPY_ROWS_MAX)
 from clearing.reasons import Reason
-from clearing.recon import match, payout_match, store
+from clearing.recon import events, match, payout_match, store
 from clearing.recon.model import (NOT_IN_FILE_CLASSES, ClassTotal, Discrepancy, ImportHeader,
                                   MatchClass, Run, Statement, StatementFormat, StatementLine)
 from clearing.recon.parse import StatementParser
@@ -145,7 +145,8 @@ async def _replay_of(conn: asyncpg.Connection, platform_id: int, header: ImportH
 
 async def _reconcile(deps: ReconDeps, conn: asyncpg.Connection, platform_id: int,
                      statement: Statement) -> Run:
-    """Match the statement (one SQL statement) and write the run with its totals."""
+    """Match the statement (one SQL statement) and write the run with its totals and the
+    discrepancy.opened events of its discrepancies."""
     now = statement.imported_at
     run_id = await store.insert_run(conn, platform_id, statement, deps.time_zone, now)
     start, end = day_bounds(statement.settlement_date, deps.time_zone)
@@ -166,6 +167,10 @@ async def _reconcile(deps: ReconDeps, conn: asyncpg.Connection, platform_id: int
     explained = sum(t.difference_minor for t in totals if t.match_class != MatchClass.MATCHED)
     _check_totals(statement, totals, stated, info, explained, rows)
     await store.finish_run(conn, run_id, totals, stated, info, explained)
+    # discrepancy.opened of each discrepancy the match inserted, in the import's transaction
+    opened = await events.opened_in_run(conn, run_id, statement.request_id, now)
+    invariant(opened in (0, rows[0]["inserted"] if rows else 0),
+              f"statement {statement.statement_id}: {opened} discrepancy events written")
     return Run(run_id, statement, deps.time_zone, totals, stated, info, explained, now)
 
 

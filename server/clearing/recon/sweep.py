@@ -8,7 +8,8 @@ Checked once, by one process: each kind of item has a watermark row in recon_swe
 (migration 0014). A sweep of a kind takes its row with FOR UPDATE SKIP LOCKED (a process
 whose neighbour is sweeping that kind skips it rather than wait), checks the next batch of
 items in (updated_at, id) order whose updated_at is older than the settle delay, writes the
-discrepancies and moves the watermark, all in one transaction: a crash checks nothing twice
+discrepancies with their discrepancy.opened events (`clearing.recon.events`) and moves the
+watermark, all in one transaction: a crash checks nothing twice
 and loses nothing. An item that changes later (a release, a refund, a bank transfer paid)
 gets a later updated_at and is checked again in its new version. The settle delay keeps the
 sweep behind the writers: an item's updated_at is its transaction's time, so a transaction
@@ -29,6 +30,7 @@ from clearing import metrics
 from clearing.clock import Clock
 from clearing.config import ReconSettings
 from clearing.errors import invariant
+from clearing.recon import events
 from clearing.recon.model import MatchClass
 from clearing.recon.sweep_sql import (SQL_SWEEP_PAYOUTS, SQL_SWEEP_SPLITS,
                                       SQL_UNCHECKABLE_PAYOUT, SQL_UNCHECKABLE_SPLIT)
@@ -65,6 +67,7 @@ class Checked:
     checked_count: int
     wrong_count: int
     inserted_count: int
+    inserted_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,12 @@ class Sweeper(Periodic):
                                  sum(c.inserted_count for c in done))
             invariant(batch.inserted_count <= batch.wrong_count <= batch.checked_count
                       <= self._settings.sweep_batch_max, f"sweep of {kind.name}: {batch}")
+            # discrepancy.opened of the batch's new discrepancies, in its transaction
+            opened = await events.opened(conn, [i for c in done for i in c.inserted_ids], "",
+                                         now)
+            invariant(opened in (0, batch.inserted_count),
+                      f"sweep of {kind.name}: {opened} discrepancy events, "
+                      f"{batch.inserted_count} inserted")
             if batch.checked_count:
                 await conn.execute(
                     "UPDATE recon_sweep_cursors SET checked_updated_at = $2, checked_id = $3,"
@@ -185,7 +194,8 @@ class Sweeper(Periodic):
             return None
         log.warning("reconciliation sweep: a %s cannot be checked: %s", kind.name, message,
                     extra={"kind": kind.name, "item_id": row["last_id"]})
-        return Checked(row["last_updated_at"], row["last_id"], 1, 1, row["inserted"])
+        return Checked(row["last_updated_at"], row["last_id"], 1, 1, row["inserted"],
+                       tuple(row["inserted_ids"]))
 
     @staticmethod
     def _report(batch: BatchOutcome, cls: MatchClass) -> None:
@@ -200,4 +210,4 @@ class Sweeper(Periodic):
 
 def _checked(row: asyncpg.Record) -> Checked:
     return Checked(row["last_updated_at"], row["last_id"], row["checked_count"],
-                   row["wrong_count"], row["inserted_count"])
+                   row["wrong_count"], row["inserted_count"], tuple(row["inserted_ids"]))

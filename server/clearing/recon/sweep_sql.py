@@ -3,7 +3,8 @@
 most $4 of them. Each statement inserts a discrepancy per item found wrong (one per class
 and item while it is OPEN: ON CONFLICT DO NOTHING) with every problem in its description,
 and returns the batch's last (updated_at, id), the items checked, the items wrong and the
-discrepancies inserted. docs/recon.md, "The 7x24 sweep", lists the checks.
+discrepancies inserted (their count and ids: the sweep writes their discrepancy.opened events,
+`clearing.recon.events`). docs/recon.md, "The 7x24 sweep", lists the checks.
 
 Splits: the legs of the stored detail (clearing/splits/detail.py, its rows by format) against
 the split's split_legs rows (the same legs, amounts and accounts; adding up to what the
@@ -55,7 +56,8 @@ _RESULT = """
 SELECT (SELECT max(b.updated_at) FROM b) AS last_updated_at,
        (SELECT b.id FROM b ORDER BY b.updated_at DESC, b.id DESC LIMIT 1) AS last_id,
        (SELECT count(*) FROM b) AS checked_count, (SELECT count(*) FROM wrong) AS wrong_count,
-       (SELECT count(*) FROM ins) AS inserted_count
+       (SELECT count(*) FROM ins) AS inserted_count,
+       (SELECT coalesce(array_agg(discrepancy_id), ARRAY[]::bigint[]) FROM ins) AS inserted_ids
 """
 
 SQL_SWEEP_SPLITS = f"""
@@ -153,7 +155,7 @@ WITH b AS (
   ORDER BY b.updated_at, b.id
   ON CONFLICT (class, split_id, payout_id) WHERE run_id IS NULL AND state = {DiscrepancyState.OPEN:d}
   DO NOTHING
-  RETURNING 1
+  RETURNING discrepancy_id
 ){_RESULT}"""
 
 SQL_SWEEP_PAYOUTS = f"""
@@ -222,7 +224,7 @@ WITH b AS (
   ORDER BY b.updated_at, b.id
   ON CONFLICT (class, split_id, payout_id) WHERE run_id IS NULL AND state = {DiscrepancyState.OPEN:d}
   DO NOTHING
-  RETURNING 1
+  RETURNING discrepancy_id
 ){_RESULT}"""
 
 # An item whose stored values the check cannot read (a detail that is not JSON, a leg field
@@ -249,9 +251,11 @@ WITH b AS (
   FROM b
   ON CONFLICT (class, split_id, payout_id) WHERE run_id IS NULL AND state = {DiscrepancyState.OPEN:d}
   DO NOTHING
-  RETURNING 1
+  RETURNING discrepancy_id
 )
-SELECT b.updated_at AS last_updated_at, b.id AS last_id, (SELECT count(*) FROM ins) AS inserted
+SELECT b.updated_at AS last_updated_at, b.id AS last_id,
+       (SELECT count(*) FROM ins) AS inserted,
+       (SELECT coalesce(array_agg(discrepancy_id), ARRAY[]::bigint[]) FROM ins) AS inserted_ids
 FROM b"""
 
 SQL_UNCHECKABLE_PAYOUT = f"""
@@ -271,7 +275,9 @@ WITH b AS (
   FROM b
   ON CONFLICT (class, split_id, payout_id) WHERE run_id IS NULL AND state = {DiscrepancyState.OPEN:d}
   DO NOTHING
-  RETURNING 1
+  RETURNING discrepancy_id
 )
-SELECT b.updated_at AS last_updated_at, b.id AS last_id, (SELECT count(*) FROM ins) AS inserted
+SELECT b.updated_at AS last_updated_at, b.id AS last_id,
+       (SELECT count(*) FROM ins) AS inserted,
+       (SELECT coalesce(array_agg(discrepancy_id), ARRAY[]::bigint[]) FROM ins) AS inserted_ids
 FROM b"""

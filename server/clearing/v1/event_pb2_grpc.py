@@ -38,7 +38,8 @@ class EventServiceStub:
     split.cancelled, split.refunded; payout.requested, payout.in_review, payout.approved,
     payout.rejected, payout.sent, payout.succeeded, payout.failed, payout.manual_review;
     account.frozen, account.unfrozen, account.closed; rule_set.published,
-    rule_set.activated; risk_event.opened.
+    rule_set.activated; risk_event.opened; discrepancy.opened (a reconciliation run or the
+    7x24 sweep found it), discrepancy.resolved (a resolution of it was approved).
     """
 
     def __init__(self, channel):
@@ -102,7 +103,8 @@ class EventServiceServicer:
     split.cancelled, split.refunded; payout.requested, payout.in_review, payout.approved,
     payout.rejected, payout.sent, payout.succeeded, payout.failed, payout.manual_review;
     account.frozen, account.unfrozen, account.closed; rule_set.published,
-    rule_set.activated; risk_event.opened.
+    rule_set.activated; risk_event.opened; discrepancy.opened (a reconciliation run or the
+    7x24 sweep found it), discrepancy.resolved (a resolution of it was approved).
     """
 
     def WatchEvents(self, request, context):
@@ -240,7 +242,8 @@ class EventService:
     split.cancelled, split.refunded; payout.requested, payout.in_review, payout.approved,
     payout.rejected, payout.sent, payout.succeeded, payout.failed, payout.manual_review;
     account.frozen, account.unfrozen, account.closed; rule_set.published,
-    rule_set.activated; risk_event.opened.
+    rule_set.activated; risk_event.opened; discrepancy.opened (a reconciliation run or the
+    7x24 sweep found it), discrepancy.resolved (a resolution of it was approved).
     """
 
     @staticmethod

@@ -24,61 +24,62 @@ _sym_db = _symbol_database.Default()
 
 from clearing_client.v1 import ledger_pb2 as clearing_dot_v1_dot_ledger__pb2
 from clearing_client.v1 import payout_pb2 as clearing_dot_v1_dot_payout__pb2
+from clearing_client.v1 import reconciliation_pb2 as clearing_dot_v1_dot_reconciliation__pb2
 from clearing_client.v1 import risk_pb2 as clearing_dot_v1_dot_risk__pb2
 from clearing_client.v1 import rule_set_pb2 as clearing_dot_v1_dot_rule__set__pb2
 from clearing_client.v1 import split_pb2 as clearing_dot_v1_dot_split__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63learing/v1/event.proto\x12\x0b\x63learing.v1\x1a\x18\x63learing/v1/ledger.proto\x1a\x18\x63learing/v1/payout.proto\x1a\x16\x63learing/v1/risk.proto\x1a\x1a\x63learing/v1/rule_set.proto\x1a\x17\x63learing/v1/split.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x02\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12#\n\x05split\x18\n \x01(\x0b\x32\x12.clearing.v1.SplitH\x00\x12%\n\x06payout\x18\x0b \x01(\x0b\x32\x13.clearing.v1.PayoutH\x00\x12\'\n\x07\x61\x63\x63ount\x18\x0c \x01(\x0b\x32\x14.clearing.v1.AccountH\x00\x12(\n\x08rule_set\x18\r \x01(\x0b\x32\x14.clearing.v1.RuleSetH\x00\x12,\n\nrisk_event\x18\x0e \x01(\x0b\x32\x16.clearing.v1.RiskEventH\x00\x42\n\n\x08resource\"3\n\x12WatchEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12\r\n\x05types\x18\x02 \x03(\t\"9\n\x13WatchEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.clearing.v1.Event\"E\n\x11ListEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12\r\n\x05types\x18\x02 \x03(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"M\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.clearing.v1.Event\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"\x98\x01\n\x0fWebhookEndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05types\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x1c\x43reateWebhookEndpointRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"_\n\x1d\x43reateWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x1d\n\x1bListWebhookEndpointsRequest\"O\n\x1cListWebhookEndpointsResponse\x12/\n\tendpoints\x18\x01 \x03(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\"4\n\x1d\x44isableWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"P\n\x1e\x44isableWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\"1\n\x1aRotateWebhookSecretRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"\x96\x01\n\x1bRotateWebhookSecretResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x37\n\x13previous_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x0eWebhookAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x05\x12\x13\n\x0bstatus_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xa3\x02\n\x0fWebhookDelivery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\x03\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12\x30\n\x05state\x18\x05 \x01(\x0e\x32!.clearing.v1.WebhookDeliveryState\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_attempt_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x1b.clearing.v1.WebhookAttempt\"Z\n\x1cListWebhookDeliveriesRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x1dListWebhookDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.clearing.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x17RedeliverWebhookRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x03\"J\n\x18RedeliverWebhookResponse\x12.\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookDelivery*\xab\x01\n\x14WebhookDeliveryState\x12&\n\"WEBHOOK_DELIVERY_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eWEBHOOK_DELIVERY_STATE_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATE_DELIVERED\x10\x02\x12!\n\x1dWEBHOOK_DELIVERY_STATE_FAILED\x10\x03\x32\xbc\x06\n\x0c\x45ventService\x12R\n\x0bWatchEvents\x12\x1f.clearing.v1.WatchEventsRequest\x1a .clearing.v1.WatchEventsResponse0\x01\x12M\n\nListEvents\x12\x1e.clearing.v1.ListEventsRequest\x1a\x1f.clearing.v1.ListEventsResponse\x12n\n\x15\x43reateWebhookEndpoint\x12).clearing.v1.CreateWebhookEndpointRequest\x1a*.clearing.v1.CreateWebhookEndpointResponse\x12k\n\x14ListWebhookEndpoints\x12(.clearing.v1.ListWebhookEndpointsRequest\x1a).clearing.v1.ListWebhookEndpointsResponse\x12q\n\x16\x44isableWebhookEndpoint\x12*.clearing.v1.DisableWebhookEndpointRequest\x1a+.clearing.v1.DisableWebhookEndpointResponse\x12h\n\x13RotateWebhookSecret\x12\'.clearing.v1.RotateWebhookSecretRequest\x1a(.clearing.v1.RotateWebhookSecretResponse\x12n\n\x15ListWebhookDeliveries\x12).clearing.v1.ListWebhookDeliveriesRequest\x1a*.clearing.v1.ListWebhookDeliveriesResponse\x12_\n\x10RedeliverWebhook\x12$.clearing.v1.RedeliverWebhookRequest\x1a%.clearing.v1.RedeliverWebhookResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63learing/v1/event.proto\x12\x0b\x63learing.v1\x1a\x18\x63learing/v1/ledger.proto\x1a\x18\x63learing/v1/payout.proto\x1a clearing/v1/reconciliation.proto\x1a\x16\x63learing/v1/risk.proto\x1a\x1a\x63learing/v1/rule_set.proto\x1a\x17\x63learing/v1/split.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x03\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12#\n\x05split\x18\n \x01(\x0b\x32\x12.clearing.v1.SplitH\x00\x12%\n\x06payout\x18\x0b \x01(\x0b\x32\x13.clearing.v1.PayoutH\x00\x12\'\n\x07\x61\x63\x63ount\x18\x0c \x01(\x0b\x32\x14.clearing.v1.AccountH\x00\x12(\n\x08rule_set\x18\r \x01(\x0b\x32\x14.clearing.v1.RuleSetH\x00\x12,\n\nrisk_event\x18\x0e \x01(\x0b\x32\x16.clearing.v1.RiskEventH\x00\x12/\n\x0b\x64iscrepancy\x18\x0f \x01(\x0b\x32\x18.clearing.v1.DiscrepancyH\x00\x42\n\n\x08resource\"3\n\x12WatchEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12\r\n\x05types\x18\x02 \x03(\t\"9\n\x13WatchEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.clearing.v1.Event\"E\n\x11ListEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12\r\n\x05types\x18\x02 \x03(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"M\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.clearing.v1.Event\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"\x98\x01\n\x0fWebhookEndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05types\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x1c\x43reateWebhookEndpointRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"_\n\x1d\x43reateWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x1d\n\x1bListWebhookEndpointsRequest\"O\n\x1cListWebhookEndpointsResponse\x12/\n\tendpoints\x18\x01 \x03(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\"4\n\x1d\x44isableWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"P\n\x1e\x44isableWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\"1\n\x1aRotateWebhookSecretRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"\x96\x01\n\x1bRotateWebhookSecretResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x37\n\x13previous_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x0eWebhookAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x05\x12\x13\n\x0bstatus_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xa3\x02\n\x0fWebhookDelivery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\x03\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12\x30\n\x05state\x18\x05 \x01(\x0e\x32!.clearing.v1.WebhookDeliveryState\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_attempt_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x1b.clearing.v1.WebhookAttempt\"Z\n\x1cListWebhookDeliveriesRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x1dListWebhookDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.clearing.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x17RedeliverWebhookRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x03\"J\n\x18RedeliverWebhookResponse\x12.\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookDelivery*\xab\x01\n\x14WebhookDeliveryState\x12&\n\"WEBHOOK_DELIVERY_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eWEBHOOK_DELIVERY_STATE_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATE_DELIVERED\x10\x02\x12!\n\x1dWEBHOOK_DELIVERY_STATE_FAILED\x10\x03\x32\xbc\x06\n\x0c\x45ventService\x12R\n\x0bWatchEvents\x12\x1f.clearing.v1.WatchEventsRequest\x1a .clearing.v1.WatchEventsResponse0\x01\x12M\n\nListEvents\x12\x1e.clearing.v1.ListEventsRequest\x1a\x1f.clearing.v1.ListEventsResponse\x12n\n\x15\x43reateWebhookEndpoint\x12).clearing.v1.CreateWebhookEndpointRequest\x1a*.clearing.v1.CreateWebhookEndpointResponse\x12k\n\x14ListWebhookEndpoints\x12(.clearing.v1.ListWebhookEndpointsRequest\x1a).clearing.v1.ListWebhookEndpointsResponse\x12q\n\x16\x44isableWebhookEndpoint\x12*.clearing.v1.DisableWebhookEndpointRequest\x1a+.clearing.v1.DisableWebhookEndpointResponse\x12h\n\x13RotateWebhookSecret\x12\'.clearing.v1.RotateWebhookSecretRequest\x1a(.clearing.v1.RotateWebhookSecretResponse\x12n\n\x15ListWebhookDeliveries\x12).clearing.v1.ListWebhookDeliveriesRequest\x1a*.clearing.v1.ListWebhookDeliveriesResponse\x12_\n\x10RedeliverWebhook\x12$.clearing.v1.RedeliverWebhookRequest\x1a%.clearing.v1.RedeliverWebhookResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearing_client.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WEBHOOKDELIVERYSTATE']._serialized_start=2352
-  _globals['_WEBHOOKDELIVERYSTATE']._serialized_end=2523
-  _globals['_EVENT']._serialized_start=203
-  _globals['_EVENT']._serialized_end=543
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=545
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=596
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=598
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=655
-  _globals['_LISTEVENTSREQUEST']._serialized_start=657
-  _globals['_LISTEVENTSREQUEST']._serialized_end=726
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=728
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=805
-  _globals['_WEBHOOKENDPOINT']._serialized_start=808
-  _globals['_WEBHOOKENDPOINT']._serialized_end=960
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=962
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=1041
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=1043
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=1138
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=1140
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=1169
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=1171
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=1250
-  _globals['_DISABLEWEBHOOKENDPOINTREQUEST']._serialized_start=1252
-  _globals['_DISABLEWEBHOOKENDPOINTREQUEST']._serialized_end=1304
-  _globals['_DISABLEWEBHOOKENDPOINTRESPONSE']._serialized_start=1306
-  _globals['_DISABLEWEBHOOKENDPOINTRESPONSE']._serialized_end=1386
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1388
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1437
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1440
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1590
-  _globals['_WEBHOOKATTEMPT']._serialized_start=1593
-  _globals['_WEBHOOKATTEMPT']._serialized_end=1731
-  _globals['_WEBHOOKDELIVERY']._serialized_start=1734
-  _globals['_WEBHOOKDELIVERY']._serialized_end=2025
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2027
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2117
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2119
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2225
-  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_start=2227
-  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_end=2273
-  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_start=2275
-  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_end=2349
-  _globals['_EVENTSERVICE']._serialized_start=2526
-  _globals['_EVENTSERVICE']._serialized_end=3354
+  _globals['_WEBHOOKDELIVERYSTATE']._serialized_start=2435
+  _globals['_WEBHOOKDELIVERYSTATE']._serialized_end=2606
+  _globals['_EVENT']._serialized_start=237
+  _globals['_EVENT']._serialized_end=626
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=628
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=679
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=681
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=738
+  _globals['_LISTEVENTSREQUEST']._serialized_start=740
+  _globals['_LISTEVENTSREQUEST']._serialized_end=809
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=811
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=888
+  _globals['_WEBHOOKENDPOINT']._serialized_start=891
+  _globals['_WEBHOOKENDPOINT']._serialized_end=1043
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=1045
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=1124
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=1126
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=1221
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=1223
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=1252
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=1254
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=1333
+  _globals['_DISABLEWEBHOOKENDPOINTREQUEST']._serialized_start=1335
+  _globals['_DISABLEWEBHOOKENDPOINTREQUEST']._serialized_end=1387
+  _globals['_DISABLEWEBHOOKENDPOINTRESPONSE']._serialized_start=1389
+  _globals['_DISABLEWEBHOOKENDPOINTRESPONSE']._serialized_end=1469
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1471
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1520
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1523
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1673
+  _globals['_WEBHOOKATTEMPT']._serialized_start=1676
+  _globals['_WEBHOOKATTEMPT']._serialized_end=1814
+  _globals['_WEBHOOKDELIVERY']._serialized_start=1817
+  _globals['_WEBHOOKDELIVERY']._serialized_end=2108
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2110
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2200
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2202
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2308
+  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_start=2310
+  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_end=2356
+  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_start=2358
+  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_end=2432
+  _globals['_EVENTSERVICE']._serialized_start=2609
+  _globals['_EVENTSERVICE']._serialized_end=3437
 # @@protoc_insertion_point(module_scope)

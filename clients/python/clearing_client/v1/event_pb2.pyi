@@ -2,6 +2,7 @@ import datetime
 
 from clearing_client.v1 import ledger_pb2 as _ledger_pb2
 from clearing_client.v1 import payout_pb2 as _payout_pb2
+from clearing_client.v1 import reconciliation_pb2 as _reconciliation_pb2
 from clearing_client.v1 import risk_pb2 as _risk_pb2
 from clearing_client.v1 import rule_set_pb2 as _rule_set_pb2
 from clearing_client.v1 import split_pb2 as _split_pb2
@@ -27,7 +28,7 @@ WEBHOOK_DELIVERY_STATE_DELIVERED: WebhookDeliveryState
 WEBHOOK_DELIVERY_STATE_FAILED: WebhookDeliveryState
 
 class Event(_message.Message):
-    __slots__ = ("seq", "type", "created_at", "resource_id", "request_id", "split", "payout", "account", "rule_set", "risk_event")
+    __slots__ = ("seq", "type", "created_at", "resource_id", "request_id", "split", "payout", "account", "rule_set", "risk_event", "discrepancy")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +39,7 @@ class Event(_message.Message):
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     RULE_SET_FIELD_NUMBER: _ClassVar[int]
     RISK_EVENT_FIELD_NUMBER: _ClassVar[int]
+    DISCREPANCY_FIELD_NUMBER: _ClassVar[int]
     seq: int
     type: str
     created_at: _timestamp_pb2.Timestamp
@@ -48,7 +50,8 @@ class Event(_message.Message):
     account: _ledger_pb2.Account
     rule_set: _rule_set_pb2.RuleSet
     risk_event: _risk_pb2.RiskEvent
-    def __init__(self, seq: _Optional[int] = ..., type: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resource_id: _Optional[str] = ..., request_id: _Optional[str] = ..., split: _Optional[_Union[_split_pb2.Split, _Mapping]] = ..., payout: _Optional[_Union[_payout_pb2.Payout, _Mapping]] = ..., account: _Optional[_Union[_ledger_pb2.Account, _Mapping]] = ..., rule_set: _Optional[_Union[_rule_set_pb2.RuleSet, _Mapping]] = ..., risk_event: _Optional[_Union[_risk_pb2.RiskEvent, _Mapping]] = ...) -> None: ...
+    discrepancy: _reconciliation_pb2.Discrepancy
+    def __init__(self, seq: _Optional[int] = ..., type: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resource_id: _Optional[str] = ..., request_id: _Optional[str] = ..., split: _Optional[_Union[_split_pb2.Split, _Mapping]] = ..., payout: _Optional[_Union[_payout_pb2.Payout, _Mapping]] = ..., account: _Optional[_Union[_ledger_pb2.Account, _Mapping]] = ..., rule_set: _Optional[_Union[_rule_set_pb2.RuleSet, _Mapping]] = ..., risk_event: _Optional[_Union[_risk_pb2.RiskEvent, _Mapping]] = ..., discrepancy: _Optional[_Union[_reconciliation_pb2.Discrepancy, _Mapping]] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
     __slots__ = ("cursor", "types")

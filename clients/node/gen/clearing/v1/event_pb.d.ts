@@ -10,6 +10,7 @@ import type { Payout } from "./payout_pb.js";
 import type { Account } from "./ledger_pb.js";
 import type { RuleSet } from "./rule_set_pb.js";
 import type { RiskEvent } from "./risk_pb.js";
+import type { Discrepancy } from "./reconciliation_pb.js";
 
 /**
  * Describes the file clearing/v1/event.proto.
@@ -44,8 +45,8 @@ export declare type Event = Message<"clearing.v1.Event"> & {
   createdAt?: Timestamp | undefined;
 
   /**
-   * The changed resource's id (a split, payout, account or risk event id; a rule set's
-   * "name/version").
+   * The changed resource's id (a split, payout, account, risk event or discrepancy id; a
+   * rule set's "name/version").
    *
    * @generated from field: string resource_id = 4;
    */
@@ -93,6 +94,12 @@ export declare type Event = Message<"clearing.v1.Event"> & {
      */
     value: RiskEvent;
     case: "riskEvent";
+  } | {
+    /**
+     * @generated from field: clearing.v1.Discrepancy discrepancy = 15;
+     */
+    value: Discrepancy;
+    case: "discrepancy";
   } | { case: undefined; value?: undefined };
 };
 
@@ -615,7 +622,8 @@ export declare const WebhookDeliveryStateSchema: GenEnum<WebhookDeliveryState>;
  * split.cancelled, split.refunded; payout.requested, payout.in_review, payout.approved,
  * payout.rejected, payout.sent, payout.succeeded, payout.failed, payout.manual_review;
  * account.frozen, account.unfrozen, account.closed; rule_set.published,
- * rule_set.activated; risk_event.opened.
+ * rule_set.activated; risk_event.opened; discrepancy.opened (a reconciliation run or the
+ * 7x24 sweep found it), discrepancy.resolved (a resolution of it was approved).
  *
  * @generated from service clearing.v1.EventService
  */
