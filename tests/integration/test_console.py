@@ -118,7 +118,14 @@ async def test_pages_render_with_data(console, world):
         assert "rule_name" in yaml
         diff = await http.get("/rules/b2b/1", params={"diff": 1})
         assert diff.status_code == 200 and "same rules" in diff.text
-        assert "not in the API yet" in (await http.get("/events")).text
+        events = (await http.get("/events", params={"type": "split.committed"})).text
+        assert f'href="/splits/{s.split_id}"' in events and "split.committed" in events
+        assert "<td>split.committed</td>" in events
+        assert "<td>rule_set.activated</td>" not in events  # the filter
+        ahead = await http.get("/events", params={"after": 10**12})
+        assert ahead.status_code == 400 and "EVENT_CURSOR_AHEAD" in ahead.text
+        bad = await http.get("/events", params={"type": "no.such"})
+        assert bad.status_code == 400 and "type" in bad.text
 
 
 async def test_pages_render_empty(console, database_url):
@@ -132,6 +139,7 @@ async def test_pages_render_empty(console, database_url):
         assert "No payouts" in (await http.get("/payouts")).text
         assert "No reconciliation runs" in (await http.get("/recon")).text
         assert "No risk events" in (await http.get("/risk")).text
+        assert "No events" in (await http.get("/events")).text
         assert "No payments this month" in (await http.get("/")).text
         missing = await http.get("/splits", params={"order_id": "no-such-order"})
         assert missing.status_code == 404 and "NOT_FOUND" in missing.text

@@ -33,6 +33,7 @@ from starlette.templating import Jinja2Templates
 
 from clearing.console.overview import bar_chart, parse_channel_analysis, platform_today
 from clearing.console.sessions import Session, SessionStore
+from clearing.events.model import EventType
 from clearing.limits import (CONSOLE_COUNT_MAX, CONSOLE_FIELD_LEN_MAX, CONSOLE_PAGE_SIZE,
                              CONSOLE_VOLUME_CACHE_S, INT64_MAX)
 from clearing.money import format_minor
@@ -128,6 +129,22 @@ def _text(source: Any, name: str, *, required: bool = False) -> str:
     if required and not value:
         raise Refused(400, "required", name)
     return value
+
+
+def _event_link(e) -> str:
+    """The console page of an event's resource ("" if it has none)."""
+    case = e.WhichOneof("resource")
+    if case == "split":
+        return f"/splits/{e.split.split_id}"
+    if case == "payout":
+        return f"/payouts/{e.payout.payout_id}"
+    if case == "account":
+        return f"/accounts/{e.account.account_id}"
+    if case == "risk_event":
+        return f"/risk/{e.risk_event.event_id}"
+    if case == "rule_set":
+        return f"/rules/{e.rule_set.name}/{e.rule_set.version}"
+    return ""
 
 
 def _token(request: Request) -> str:
@@ -581,7 +598,17 @@ def create_app(config: ConsoleConfig) -> Starlette:
                     diff=diff, other=other or "")
 
     async def events(request: Request, session: Session, c: ClearingClient, _f) -> Response:
-        return page(request, "events.html", session)
+        kind = _text(request.query_params, "type")
+        if kind and kind not in EventType.ALL:
+            raise Refused(400, "not an event type", "type")
+        after = _int(request, "after")
+        response = await c.list_events(after, types=[kind] if kind else [],
+                                       page_size=CONSOLE_PAGE_SIZE)
+        rows = [(e, _event_link(e)) for e in response.events]
+        more = len(response.events) == CONSOLE_PAGE_SIZE and response.next_cursor > after
+        return page(request, "events.html", session, rows=rows, kind=kind, after=after,
+                    next_after=response.next_cursor if more else 0,
+                    kinds=sorted(EventType.ALL))
 
     routes = [
         Route("/signin", signin_form, methods=["GET"]),
