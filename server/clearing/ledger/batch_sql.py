@@ -70,6 +70,73 @@ SELECT (SELECT count(*) FROM req) AS recorded, (SELECT count(*) FROM t) AS journ
 """
 
 
+# Lock late (CLEARING_WRITER_LOCK_LATE=1): the batch is written in two statements. First
+# everything that locks no shared row: the journal rows, the older pending transfers acted
+# on (locked by the writer already) and the idempotency records; the sinks' attachments
+# follow. Then, last before COMMIT, the rows every batch contends for: the journal head
+# (hash chain), then the touched accounts' balances, as increments (`deltas`), so an
+# account that may go negative, read without a lock, ends exact whatever committed since it
+# was read. The head's row lock is taken first (the accounts' UPDATE waits on the head's
+# sub-select): it orders the late steps of all writers, so two of them never hold balance
+# rows in opposite orders. An account whose status changed since it was read is not
+# updated (`a.status = u.st`): fewer balances than sent, and the writer redoes the batch.
+WRITE_ROWS = """
+WITH t AS (
+  INSERT INTO transfers (transfer_id, platform_id, batch_id, request_id, debit_account_id,
+                         credit_account_id, amount, currency_code, mode, pending_id,
+                         pending_remaining, pending_state, memo, created_at)
+  SELECT u.id, u.p, $1, u.r, u.d, u.c, u.a, u.cur, u.m, u.pid, u.rem, u.st, u.memo, $2
+  FROM unnest($3::text::bigint[], $4::text::bigint[], $5::text[], $6::text::bigint[],
+              $7::text::bigint[], $8::text::bigint[], $9::text[], $10::text::smallint[],
+              $11::text::bigint[], $12::text::bigint[], $13::text::smallint[], $14::text[])
+       AS u(id, p, r, d, c, a, cur, m, pid, rem, st, memo)
+  RETURNING 1
+), pend AS (
+  UPDATE transfers AS x SET pending_remaining = u.remaining, pending_state = u.state
+  FROM unnest($15::text::bigint[], $16::text::bigint[], $17::text::smallint[])
+       AS u(transfer_id, remaining, state)
+  WHERE x.transfer_id = u.transfer_id
+  RETURNING 1
+), req AS (
+  INSERT INTO requests (platform_id, request_id, method, payload_hash, ok, result_ids,
+                        error_code, error_reason, error_message, response, error)
+  SELECT u.p, u.r, u.m, u.h, u.ok, string_to_array(u.ids, ',')::bigint[], u.c, u.rs, u.msg,
+         u.resp, u.err
+  FROM unnest($18::text::bigint[], $19::text[], $20::text[], $21::bytea[], $22::text::bool[],
+              $23::text[], $24::text[], $25::text[], $26::text[], $27::bytea[], $28::text[])
+       AS u(p, r, m, h, ok, ids, c, rs, msg, resp, err)
+  ON CONFLICT DO NOTHING
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM req) AS recorded, (SELECT count(*) FROM t) AS journal,
+       (SELECT count(*) FROM pend) AS pendings
+"""
+WRITE_LATE = """
+WITH head AS (
+  UPDATE journal_head SET seq = seq + 1, hash = sha256(hash || $2::bytea)
+  WHERE $3::integer > 0
+  RETURNING seq, hash
+), link AS (
+  INSERT INTO journal_batches (seq, batch_id, transfer_count, rows_digest, hash)
+  SELECT seq, $1, $3, $2, hash FROM head
+  RETURNING 1
+), acc AS (
+  UPDATE accounts AS a
+  SET debits_posted = a.debits_posted + u.dp, credits_posted = a.credits_posted + u.cp,
+      debits_pending = a.debits_pending + u.dpend,
+      credits_pending = a.credits_pending + u.cpend
+  FROM (SELECT * FROM unnest($4::text::bigint[], $5::text::bigint[], $6::text::bigint[],
+                             $7::text::bigint[], $8::text::bigint[], $9::text::smallint[])
+                      AS v(account_id, dp, cp, dpend, cpend, st)
+        ORDER BY account_id) AS u
+  WHERE a.account_id = u.account_id AND a.status = u.st
+    AND (SELECT count(*) FROM head) >= 0
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM acc) AS balances, (SELECT count(*) FROM link) AS links
+"""
+
+
 def int_array(values: Iterable[int]) -> str:
     """Integers as one PostgreSQL array literal, for a `$n::text::bigint[]` parameter:
     asyncpg encodes a list parameter element by element (an abc.Iterable check each), which
@@ -126,6 +193,56 @@ def write_arguments(writes: BatchWrites) -> tuple:
         # $34, $35: the records' first responses and recorded failures
         _texts("response", requests), _texts("error", requests),
     )
+
+
+def rows_arguments(writes: BatchWrites) -> tuple:
+    """The parameters of `WRITE_ROWS` ($1 .. $28) for a batch's writes."""
+    rows, updates, requests = writes.journal, writes.pending_updates, writes.requests
+    return (
+        writes.batch_id, writes.created_at,
+        # $3 .. $14: the journal rows
+        _ints("transfer_id", rows), _ints("platform_id", rows), _texts("request_id", rows),
+        _ints("debit_account_id", rows), _ints("credit_account_id", rows),
+        _ints("amount_minor", rows), _texts("currency_code", rows), _enums("mode", rows),
+        _ints("pending_id", rows), _ints("pending_remaining", rows),
+        _enums("pending_state", rows), _texts("memo", rows),
+        # $15 .. $17: the older pending transfers acted on
+        _ints("transfer_id", updates), _ints("remaining", updates), _enums("state", updates),
+        # $18 .. $28: the idempotency records
+        _ints("platform_id", requests), _texts("request_id", requests),
+        _texts("method", requests), _texts("payload_hash", requests),
+        bool_array(r.ok for r in requests),
+        [",".join(map(str, r.result_ids)) for r in requests],
+        _texts("error_code", requests), _texts("error_reason", requests),
+        _texts("error_message", requests), _texts("response", requests),
+        _texts("error", requests),
+    )
+
+
+# What an account's totals were when the batch read it: (debits_posted, credits_posted,
+# debits_pending, credits_pending, status).
+Initial = tuple[int, int, int, int, int]
+
+
+def late_arguments(writes: BatchWrites, initial: Mapping[int, Initial]) -> tuple:
+    """The parameters of `WRITE_LATE` ($1 .. $9): the hash-chain link, and each touched
+    account's increments since it was read (`initial`), with the status it was read with."""
+    rows, balances = writes.journal, writes.balances
+    digest = journal.records_digest(rows) if rows else b""
+    deltas = []
+    for a in balances:
+        dp, cp, dpend, cpend, st = initial[a.account_id]
+        deltas.append((a.account_id, a.debits_posted - dp, a.credits_posted - cp,
+                       a.debits_pending - dpend, a.credits_pending - cpend, st))
+    return (writes.batch_id, digest, len(rows),
+            *(int_array(d[i] for d in deltas) for i in range(6)))
+
+
+def check_row_counts(counts: Mapping[str, int], writes: BatchWrites) -> None:
+    """`WRITE_ROWS`'s counts but `recorded` (see `check_counts`) are the batch's."""
+    invariant(counts["journal"] == len(writes.journal)
+              and counts["pendings"] == len(writes.pending_updates),
+              f"batch row counts differ: {dict(counts)}")
 
 
 def check_counts(counts: Mapping[str, int], writes: BatchWrites) -> None:
