@@ -73,13 +73,16 @@ SELECT (SELECT count(*) FROM req) AS recorded, (SELECT count(*) FROM t) AS journ
 # Lock late (CLEARING_WRITER_LOCK_LATE=1): the batch is written in two statements. First
 # everything that locks no shared row: the journal rows, the older pending transfers acted
 # on (locked by the writer already) and the idempotency records; the sinks' attachments
-# follow. Then, last before COMMIT, the rows every batch contends for: the journal head
-# (hash chain), then the touched accounts' balances, as increments (`deltas`), so an
-# account that may go negative, read without a lock, ends exact whatever committed since it
-# was read. The head's row lock is taken first (the accounts' UPDATE waits on the head's
-# sub-select): it orders the late steps of all writers, so two of them never hold balance
-# rows in opposite orders. An account whose status changed since it was read is not
-# updated (`a.status = u.st`): fewer balances than sent, and the writer redoes the batch.
+# follow. Then, last before COMMIT, the rows every batch contends for: the touched
+# accounts' balance rows, locked in id order (`lk`; those that may not go negative are
+# locked by the writer already), then the journal head (hash chain: its sub-select makes it
+# wait for `lk`), then the balances updated by increments (`deltas`: they wait for `head`),
+# so an account that may go negative, read without a lock, ends exact whatever committed
+# since it was read. Every writer thus locks accounts that may not go negative (id order),
+# then the others (id order), then the head: one order, no deadlock; and a writer that
+# waits for a balance row does not hold the head. An account whose status changed since it
+# was read is not updated (`a.status = u.st`): fewer balances than sent, and the writer
+# redoes the batch.
 WRITE_ROWS = """
 WITH t AS (
   INSERT INTO transfers (transfer_id, platform_id, batch_id, request_id, debit_account_id,
@@ -112,9 +115,12 @@ SELECT (SELECT count(*) FROM req) AS recorded, (SELECT count(*) FROM t) AS journ
        (SELECT count(*) FROM pend) AS pendings
 """
 WRITE_LATE = """
-WITH head AS (
+WITH lk AS (
+  SELECT account_id FROM accounts WHERE account_id = ANY($4::text::bigint[])
+  ORDER BY account_id FOR UPDATE
+), head AS (
   UPDATE journal_head SET seq = seq + 1, hash = sha256(hash || $2::bytea)
-  WHERE $3::integer > 0
+  WHERE $3::integer > 0 AND (SELECT count(*) FROM lk) >= 0
   RETURNING seq, hash
 ), link AS (
   INSERT INTO journal_batches (seq, batch_id, transfer_count, rows_digest, hash)
