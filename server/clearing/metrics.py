@@ -28,6 +28,10 @@ WRITER_LOCK_WAIT_SECONDS = Histogram(
     "clearing_writer_lock_wait_seconds",
     "Per batch: the statement that takes the balance row locks (the wait, and its own work)",
     buckets=_LOCK_BUCKETS_S)
+WRITER_LOCK_COMMIT_SECONDS = Histogram(
+    "clearing_writer_lock_commit_seconds",
+    "Per batch that took the balance row locks: its COMMIT (the WAL flush), part of the hold",
+    buckets=_LOCK_BUCKETS_S)
 WRITER_QUEUE_DEPTH = Gauge("clearing_writer_queue_depth", "Postings waiting for a flush")
 WRITER_REJECTED = Counter("clearing_writer_rejected_total",
                           "Postings refused because the queue was full")

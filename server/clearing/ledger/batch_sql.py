@@ -74,15 +74,14 @@ SELECT (SELECT count(*) FROM req) AS recorded, (SELECT count(*) FROM t) AS journ
 # everything that locks no shared row: the journal rows, the older pending transfers acted
 # on (locked by the writer already) and the idempotency records; the sinks' attachments
 # follow. Then, last before COMMIT, the rows every batch contends for: the touched
-# accounts' balance rows, locked in id order (`lk`; those that may not go negative are
-# locked by the writer already), then the journal head (hash chain: its sub-select makes it
-# wait for `lk`), then the balances updated by increments (`deltas`: they wait for `head`),
-# so an account that may go negative, read without a lock, ends exact whatever committed
-# since it was read. Every writer thus locks accounts that may not go negative (id order),
-# then the others (id order), then the head: one order, no deadlock; and a writer that
-# waits for a balance row does not hold the head. An account whose status changed since it
-# was read is not updated (`a.status = u.st`): fewer balances than sent, and the writer
-# redoes the batch.
+# accounts' balance rows, locked in id order (`lk`; the debited ones that may not go
+# negative are locked by the writer already), then the journal head (hash chain: its
+# sub-select makes it wait for `lk`), then the balances updated by increments (`deltas`:
+# they wait for `head`), so an account read without a lock ends exact whatever committed
+# since it was read. A writer that waits for a balance row does not hold the head. An
+# account whose status changed since it was read is not updated (`a.status = u.st`): fewer
+# balances than sent, and the writer redoes the batch (clearing.ledger.writer, "Lock
+# late").
 WRITE_ROWS = """
 WITH t AS (
   INSERT INTO transfers (transfer_id, platform_id, batch_id, request_id, debit_account_id,

@@ -8,9 +8,10 @@ in ONE PostgreSQL transaction:
    their recorded failure;
 2. the accounts touched are locked (`FOR UPDATE`, in id order: no deadlocks between
    processes), and open pending transfers that are posted or voided; with
-   `lock_late` (CLEARING_WRITER_LOCK_LATE, the default) the accounts that may go negative
-   (a platform's custodial account, debited by every split) are only read here: their
-   rows are locked in step 4's last statement (see "Lock late" below);
+   `lock_late` (CLEARING_WRITER_LOCK_LATE, the default) only the accounts whose funds the
+   batch checks are locked here; the others (a platform's custodial account, debited by
+   every split; the accounts splits only credit) are only read: their rows are locked in
+   step 4's last statement (see "Lock late" below);
 3. every posting is applied in memory, in arrival order (`clearing.ledger.batch`, the
    batch's state machine, no I/O): a posting that fails its own checks (insufficient
    funds, a frozen or closed account on either side: `clearing.ledger.status`, wrong
@@ -25,19 +26,28 @@ in ONE PostgreSQL transaction:
 
 A request id that comes twice in one batch is applied once (`batch.answer_duplicate`).
 
-Lock late (issue 16): an account that may go negative has no funds check, so nothing the
-batch decides depends on its balances; only its status (frozen, closed) matters. Its row
-is read without a lock, and everything is computed, encoded and written (journal, pending
-transfers, idempotency records, the sinks' attachments: `batch_sql.WRITE_ROWS`) before
-the last statement (`batch_sql.WRITE_LATE`) takes the journal head's row lock, then the
-balance rows', and updates them by increments; COMMIT follows at once. So the lock every
-split of a platform contends for is held for one short statement and the COMMIT, instead
-of the whole flush. Accounts that may not go negative are locked first, as before: their
-funds are checked on balances no one else can change. If such an account's status changed
-after it was read (a freeze, a close), the late statement updates fewer rows than sent:
-the transaction rolls back and the batch is redone with every account locked first (the
-old order), which refuses the orders that account no longer takes and books the others.
-The statements that take the balance row locks are timed (`metrics.WRITER_LOCK_*`).
+Lock late (issue 16): the funds rule reads an account's balances only where the account
+is debited and may not go negative. An account that may go negative, and an account the
+batch only credits (IMMEDIATE and PENDING legs; both accounts of a pending transfer posted
+or voided count as debited), has no funds check: nothing the batch decides depends on its
+balances, only its status (frozen, closed) and the 64-bit bound of its totals. Its row is
+read without a lock, and everything is computed, encoded and written (journal, pending
+transfers, idempotency records, the sinks' attachments: `batch_sql.WRITE_ROWS`) before the
+last statement (`batch_sql.WRITE_LATE`) locks the balance rows (id order), then the journal
+head, and updates the balances by increments; COMMIT follows at once. So the rows every
+split of a platform contends for (its custodial account, its fee and supplier accounts)
+are locked for one short statement and the COMMIT instead of the whole flush. Accounts the
+batch debits and that may not go negative are locked first, as before: their funds are
+checked on balances no one else can change, so an overdraft is refused alone, before
+anything is written. If an account read without a lock changed its status meanwhile (a
+freeze, a close), the late statement updates fewer rows than sent; if its totals would
+pass 64 bits, PostgreSQL refuses the update; and an account debited in one writer's batch
+and only credited in another's is locked early by one and late by the other, so two
+writers can deadlock (PostgreSQL breaks it after deadlock_timeout). In all three cases the
+transaction rolls back and the batch is redone with every account locked first (the old
+order, one id order, no deadlock), which refuses the orders those accounts no longer take
+and books the others. The statements that take the balance row locks are timed
+(`metrics.WRITER_LOCK_*`).
 
 A batch is flushed `flush_ms_max` after its first posting arrived (what arrived meanwhile
 joins it), or at once when `batch_size_max` postings are already waiting. While one batch
@@ -110,11 +120,14 @@ class _LockTiming:
         self.asked, self.locked = asked, locked
         self.held_from = asked if late else locked
 
-    def observe_commit(self) -> None:
-        """At the end of COMMIT: the batch's lock wait and hold time, if it took the lock."""
+    def observe_commit(self, committing: float) -> None:
+        """At the end of COMMIT (asked for at `committing`): the batch's lock wait, hold
+        time and COMMIT time, if it took the lock."""
         if self.held_from:
+            now = time.perf_counter()
             metrics.WRITER_LOCK_WAIT_SECONDS.observe(self.locked - self.asked)
-            metrics.WRITER_LOCK_HOLD_SECONDS.observe(time.perf_counter() - self.held_from)
+            metrics.WRITER_LOCK_HOLD_SECONDS.observe(now - self.held_from)
+            metrics.WRITER_LOCK_COMMIT_SECONDS.observe(now - committing)
 
 
 class _Group:
@@ -181,19 +194,20 @@ SELECT account_id, platform_id, currency_code, status, allow_negative,
        debits_posted, credits_posted, debits_pending, credits_pending, frozen
 FROM accounts WHERE account_id = ANY($1::bigint[]) ORDER BY account_id FOR UPDATE
 """
-# Lock late: the accounts that may not go negative locked (in id order), the others read.
-# `allow_negative` never changes once an account is made.
+# Lock late: of the accounts $1, those debited ($2) that may not go negative are locked
+# (in id order), the others read. `allow_negative` never changes once an account is made.
 _SQL_LOCK_ACCOUNTS_EARLY = """
 WITH locked AS (
   SELECT account_id, platform_id, currency_code, status, allow_negative,
          debits_posted, credits_posted, debits_pending, credits_pending, frozen
-  FROM accounts WHERE account_id = ANY($1::bigint[]) AND NOT allow_negative
+  FROM accounts WHERE account_id = ANY($2::bigint[]) AND NOT allow_negative
   ORDER BY account_id FOR UPDATE)
 SELECT * FROM locked
 UNION ALL
 SELECT account_id, platform_id, currency_code, status, allow_negative,
        debits_posted, credits_posted, debits_pending, credits_pending, frozen
-FROM accounts WHERE account_id = ANY($1::bigint[]) AND allow_negative
+FROM accounts WHERE account_id = ANY($1::bigint[])
+  AND (allow_negative OR NOT account_id = ANY($2::bigint[]))
 """
 _SQL_LOCK_PENDING = f"""
 SELECT transfer_id, platform_id, debit_account_id, credit_account_id, currency_code,
@@ -358,12 +372,13 @@ class LedgerWriter:
         for attempt in range(BATCH_ATTEMPTS_MAX):
             try:
                 return await self._commit(items, lock_late)
-            except (_LateRaceLost, asyncpg.NumericValueOutOfRangeError) as exc:
-                if not lock_late:
+            except (_LateRaceLost, asyncpg.NumericValueOutOfRangeError,
+                    asyncpg.DeadlockDetectedError) as exc:
+                if not lock_late and not isinstance(exc, asyncpg.DeadlockDetectedError):
                     raise
-                error = exc  # an account read unlocked moved: redo it all locked first
+                error = exc  # redo it with every account locked first (module docstring)
                 lock_late = False
-            except (_RaceLost, asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
+            except (_RaceLost, asyncpg.SerializationError,
                     asyncpg.UniqueViolationError) as exc:
                 error = exc
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -395,7 +410,8 @@ class LedgerWriter:
                     outcomes[id(item)] = decision.outcome
                     if decision.response is not None:
                         responses[id(item)] = decision.response
-        timing.observe_commit()
+            committing = time.perf_counter()
+        timing.observe_commit(committing)
         return outcomes, responses
 
     async def _connection(self) -> asyncpg.Connection:
@@ -523,24 +539,29 @@ async def _lock(conn: asyncpg.Connection, items: list[_Item], *, late: bool = Fa
                 timing: _LockTiming | None = None
                 ) -> tuple[list[LockedAccount], list[PendingTransfer]]:
     """Lock the accounts the postings touch and the pending transfers they post or void
-    (in id order: no deadlocks between processes); with `late`, the accounts that may go
-    negative are only read."""
+    (in id order: no deadlocks between processes); with `late`, only the debited accounts
+    that may not go negative are locked, the others read (module docstring)."""
     account_ids: set[int] = set()
+    debited: set[int] = set()
     pending_ids: set[int] = set()
     for item in items:
         for leg in item.posting.legs:
             account_ids.add(leg.debit_account_id)
             account_ids.add(leg.credit_account_id)
+            debited.add(leg.debit_account_id)
             if leg.pending_id:
                 pending_ids.add(leg.pending_id)
+                debited.add(leg.credit_account_id)
     if pending_ids:  # learn the accounts of pending transfers (immutable columns)
         for r in await conn.fetch(_SQL_PENDING_PEEK, list(pending_ids)):
             account_ids.add(r["debit_account_id"])
             account_ids.add(r["credit_account_id"])
+            debited.add(r["debit_account_id"])
+            debited.add(r["credit_account_id"])
     account_ids.discard(0)
     if late:
-        accounts = _locked_accounts(await conn.fetch(_SQL_LOCK_ACCOUNTS_EARLY,
-                                                     sorted(account_ids)))
+        accounts = _locked_accounts(await conn.fetch(
+            _SQL_LOCK_ACCOUNTS_EARLY, sorted(account_ids), sorted(debited & account_ids)))
     else:
         asked = time.perf_counter()
         accounts = _locked_accounts(await conn.fetch(_SQL_LOCK_ACCOUNTS, sorted(account_ids)))

@@ -176,3 +176,43 @@ async def test_a_custodial_account_frozen_while_the_batch_waits_is_refused(
     assert await _balances(pool, pid, [custodial, m0, m1, m2]) == [
         (40, 0, 0, 0), (15, 40, 0, 0), (0, 0, 0, 0), (0, 15, 0, 0)]
     assert (await verify.verify(pool, pid)).ok
+
+
+async def test_a_deadlock_of_the_late_order_is_redone_in_the_old_order(pool, accounts, started):
+    """Writer A debits m0 (locked first) and only credits m1 (locked last); another writer,
+    played by a connection, has m1 locked first and then wants m0: a deadlock, which
+    PostgreSQL breaks by failing A (A waits the shorter deadlock_timeout); A redoes its
+    batch with every account locked first, in id order, and books it."""
+    pid, custodial, (m0, m1, m2) = accounts
+    writer = started(_writer(pool, True))
+    await writer.submit(posting(pid, custodial, m0, 30))
+    other = await pool.acquire()
+    watch = await pool.acquire()
+    try:
+        retries = metrics.WRITER_BATCH_RETRIES._value.get()
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("SET LOCAL deadlock_timeout = '10s'")
+        await other.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", m1)
+        booked = asyncio.ensure_future(writer.submit(posting(pid, m0, m1, 12)))
+        writer_pid = await _next_waiter(watch, {other.get_server_pid()}, set())
+        crossing = asyncio.ensure_future(other.execute(
+            "SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", m0))
+        # A (deadlock_timeout 1 s) finds the deadlock and fails; `other` then gets m0
+        await asyncio.wait_for(crossing, 10)
+        for _ in range(200):  # the writer counts its retry after PostgreSQL failed it
+            if metrics.WRITER_BATCH_RETRIES._value.get() - retries:
+                break
+            await asyncio.sleep(0.01)
+        assert metrics.WRITER_BATCH_RETRIES._value.get() - retries == 1
+        await tx.rollback()
+        records = await asyncio.wait_for(booked, 10)
+    finally:
+        await pool.release(other)
+        await pool.release(watch)
+    await writer.drain_and_stop()
+    assert writer_pid
+    assert [r.amount_minor for r in records] == [12]
+    assert await _balances(pool, pid, [custodial, m0, m1]) == [
+        (30, 0, 0, 0), (12, 30, 0, 0), (0, 12, 0, 0)]
+    assert (await verify.verify(pool, pid)).ok
