@@ -235,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     res, code = run_bounded("bench-lock", b, lambda: run(b, rounds), args.timeout)
     if code:
         return code
+    meta["services"] = b.services
     text, means = summary(res, meta)
+    text += f"\nPostgreSQL {b.services.get('postgresql')}, Redis {b.services.get('redis')}"
     print(text)
     problems = [f"{p['label']}: errors {p['errors']}" for p in res["phases"] if p["errors"]]
     if not (res.get("verify") or {}).get("ok"):
