@@ -243,6 +243,48 @@ def late_arguments(writes: BatchWrites, initial: Mapping[int, Initial]) -> tuple
             *(int_array(d[i] for d in deltas) for i in range(6)))
 
 
+# `late_and_commit`: WRITE_LATE and COMMIT sent as ONE message (simple query protocol), so
+# PostgreSQL commits as soon as the balances are updated, without waiting for the writer's
+# event loop to read the answer and send COMMIT: the rows' locks are held for the statement
+# and the WAL flush only. A stale status (fewer balances updated than sent) raises
+# LATE_STALE, which aborts the transaction before the COMMIT of the same message runs.
+LATE_STALE = "CLW01"  # SQLSTATE: an account read without a lock changed its status
+LATE_LINKS = "CLW02"  # SQLSTATE: the chain link count is not the batch's (a bug)
+_LATE_BLOCK = """DO $late$
+DECLARE balances bigint; links bigint;
+BEGIN
+{statement}
+  SELECT (SELECT count(*) FROM acc), (SELECT count(*) FROM link) INTO balances, links;
+  IF links <> {links} THEN
+    RAISE EXCEPTION 'clearing writer: % chain links written, {links} expected', links
+      USING ERRCODE = '{links_code}';
+  END IF;
+  IF balances <> {balances} THEN
+    RAISE EXCEPTION 'clearing writer: % of {balances} balances updated (a status changed)',
+      balances USING ERRCODE = '{stale_code}';
+  END IF;
+END
+$late$;
+COMMIT"""
+
+
+def late_and_commit(writes: BatchWrites, initial: Mapping[int, Initial]) -> str:
+    """`WRITE_LATE` with its parameters as literals (integers, integer array literals and
+    the digest in hex: nothing a caller typed), checked in PL/pgSQL, then COMMIT: one
+    simple-protocol message (see LATE_STALE)."""
+    args = late_arguments(writes, initial)
+    literals = [str(int(args[0])), f"'\\x{args[1].hex()}'::bytea", str(int(args[2]))]
+    for array in args[3:]:
+        invariant(set(array) <= set("{},-0123456789"), "an integer array literal")
+        literals.append(f"'{array}'")
+    statement = WRITE_LATE.rsplit("SELECT (SELECT count(*) FROM acc)", 1)[0].strip()
+    for n in range(len(literals), 0, -1):  # $9 before $1
+        statement = statement.replace(f"${n}", literals[n - 1])
+    return _LATE_BLOCK.format(statement=statement, links=1 if writes.journal else 0,
+                              balances=len(writes.balances), links_code=LATE_LINKS,
+                              stale_code=LATE_STALE)
+
+
 def check_row_counts(counts: Mapping[str, int], writes: BatchWrites) -> None:
     """`WRITE_ROWS`'s counts but `recorded` (see `check_counts`) are the batch's."""
     invariant(counts["journal"] == len(writes.journal)

@@ -400,6 +400,8 @@ class LedgerWriter:
                       ) -> tuple[dict[int, object], dict[int, bytes]]:
         conn = await self._connection()
         timing = _LockTiming()
+        if lock_late:
+            return await self._commit_late(conn, items, timing)
         async with conn.transaction():
             outcomes, fresh = await self._replays(conn, items)
             responses: dict[int, bytes] = {}
@@ -412,6 +414,36 @@ class LedgerWriter:
                         responses[id(item)] = decision.response
             committing = time.perf_counter()
         timing.observe_commit(committing)
+        return outcomes, responses
+
+    async def _commit_late(self, conn: asyncpg.Connection, items: list[_Item],
+                           timing: _LockTiming
+                           ) -> tuple[dict[int, object], dict[int, bytes]]:
+        """`_commit` in the late order. Its transaction is begun here and committed by the
+        batch's last message (`batch_sql.late_and_commit`), so it is not an asyncpg
+        Transaction; any failure rolls it back."""
+        await conn.execute("BEGIN")
+        try:
+            outcomes, fresh = await self._replays(conn, items)
+            responses: dict[int, bytes] = {}
+            if fresh:
+                decisions = await _commit_fresh(conn, self._clock.now(), self._sinks, fresh,
+                                                True, timing)
+                for item, decision in zip(fresh, decisions):
+                    outcomes[id(item)] = decision.outcome
+                    if decision.response is not None:
+                        responses[id(item)] = decision.response
+            else:
+                await conn.execute("COMMIT")
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                try:
+                    await conn.execute("ROLLBACK")
+                except Exception:  # noqa: BLE001 - the connection is dropped by the caller
+                    log.warning("writer rollback failed", exc_info=True)
+            raise
+        invariant(not conn.is_in_transaction(), "the late batch left its transaction open")
+        timing.observe_commit(timing.asked)
         return outcomes, responses
 
     async def _connection(self) -> asyncpg.Connection:
@@ -524,14 +556,17 @@ async def _commit_fresh_late(conn: asyncpg.Connection, now: dt.datetime,
         raise _RaceLost()
     batch_sql.check_row_counts(counts, writes)
     await _write_attachments(conn, sinks, items, decisions)
-    late = batch_sql.late_arguments(writes, initial)
+    message = batch_sql.late_and_commit(writes, initial)
     asked = time.perf_counter()
-    counts = await conn.fetchrow(batch_sql.WRITE_LATE, *late)
+    try:
+        await conn.execute(message)  # the late statement and COMMIT, one round trip
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == batch_sql.LATE_STALE:
+            raise _LateRaceLost() from exc
+        if exc.sqlstate == batch_sql.LATE_LINKS:
+            raise InvariantViolation(str(exc)) from exc
+        raise
     timing.statement(asked, time.perf_counter(), late=True)
-    if counts["balances"] != len(writes.balances):
-        raise _LateRaceLost()
-    invariant(counts["links"] == (1 if writes.journal else 0),
-              f"batch link count differs: {dict(counts)}")
     return decisions
 
 
