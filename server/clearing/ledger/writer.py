@@ -34,7 +34,9 @@ balances, only its status (frozen, closed) and the 64-bit bound of its totals. I
 read without a lock, and everything is computed, encoded and written (journal, pending
 transfers, idempotency records, the sinks' attachments: `batch_sql.WRITE_ROWS`) before the
 last statement (`batch_sql.WRITE_LATE`) locks the balance rows (id order), then the journal
-head, and updates the balances by increments; COMMIT follows at once. So the rows every
+head, and updates the balances by increments; it goes with COMMIT as one message
+(`batch_sql.late_and_commit`), so the rows are unlocked without waiting for this event
+loop to read the answer and send COMMIT. So the rows every
 split of a platform contends for (its custodial account, its fee and supplier accounts)
 are locked for one short statement and the COMMIT instead of the whole flush. Accounts the
 batch debits and that may not go negative are locked first, as before: their funds are
