@@ -270,10 +270,10 @@ COMMIT"""
 
 def late_and_commit(writes: BatchWrites, initial: Mapping[int, Initial]) -> str:
     """`WRITE_LATE` with its parameters as literals (integers, integer array literals and
-    the digest in hex: nothing a caller typed), checked in PL/pgSQL, then COMMIT: one
+    the digest decoded from hex: nothing a caller typed), checked in PL/pgSQL, then COMMIT: one
     simple-protocol message (see LATE_STALE)."""
     args = late_arguments(writes, initial)
-    literals = [str(int(args[0])), f"'\\x{args[1].hex()}'::bytea", str(int(args[2]))]
+    literals = [str(int(args[0])), f"decode('{args[1].hex()}', 'hex')", str(int(args[2]))]
     for array in args[3:]:
         invariant(set(array) <= set("{},-0123456789"), "an integer array literal")
         literals.append(f"'{array}'")

@@ -441,8 +441,10 @@ class LedgerWriter:
             if not conn.is_closed() and conn.is_in_transaction():
                 try:
                     await conn.execute("ROLLBACK")
-                except Exception:  # noqa: BLE001 - the connection is dropped by the caller
-                    log.warning("writer rollback failed", exc_info=True)
+                except Exception:  # noqa: BLE001 - never reuse a connection in that state
+                    log.warning("writer rollback failed; connection dropped", exc_info=True)
+                    self._conn = None
+                    conn.terminate()
             raise
         invariant(not conn.is_in_transaction(), "the late batch left its transaction open")
         timing.observe_commit(timing.asked)
