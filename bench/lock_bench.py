@@ -15,12 +15,12 @@ Measured in each window, summed over the server's processes (their Prometheus en
 
 - the lock's hold time per batch (`clearing_writer_lock_hold_seconds`, time.perf_counter in
   the writer; old order: from the end of the FOR UPDATE statement to the end of COMMIT; late
-  order: from the START of the statement that takes it to the end of COMMIT, its wait
+  order: from sending the one message that takes it and commits to its answer, its wait
   counted as held: a bound above), per split, and the ceiling it implies for any number of
   processes: 1 / (hold per split), splits per second;
 - the lock's busy fraction: sum of hold times / window (every hold is of the same row);
-- the lock wait of each writer: the locking statement's time (`..._lock_wait_seconds`) /
-  window / processes; and, from PostgreSQL, the share of pg_stat_activity samples (every
+- the lock wait of each writer: the locking statement's time (`..._lock_wait_seconds`;
+  late order: the whole last message, a bound above) / window / processes; and, from PostgreSQL, the share of pg_stat_activity samples (every
   20 ms) in which a backend of the bench database waits on a lock (wait_event_type 'Lock').
 
 Results: bench/results/<UTC>/lock.json and lock.txt. The machine is shared: compare the
