@@ -32,7 +32,9 @@ Then VerifyLedger (trial balance and hash chain) on the bench database.
 
 Everything runs on this machine: a fresh database `clearing_bench_<random>` on the local
 PostgreSQL (CLEARING_BENCH_DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres),
-Redis (CLEARING_BENCH_REDIS_URL, default redis://127.0.0.1:6379/0) under a prefix of its own,
+Redis (CLEARING_BENCH_REDIS_URL, default redis://127.0.0.1:6379/0) under a prefix of its own
+(neither set and no local service answering: the embedded ones `make run` uses, see
+bench/README.md),
 the real server (`clearing.cli serve`) and the echo server as child processes, and the load
 from separate load-generator processes (bench/loadgen.py, bench/split_baseline.py) so the
 driver's own CPU is not in the server's loop. Every child dies with the driver; the database
@@ -896,7 +898,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     rows = figures(res, args)
     problems = problems_of(res)
-    text = table(meta, res, rows, ev)
+    meta["services"] = driver.services
+    text = table(meta, res, rows, ev) + (f"\nPostgreSQL {driver.services.get('postgresql')}, "
+                                         f"Redis {driver.services.get('redis')}")
     print(text)
     from bench import report
 

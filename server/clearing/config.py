@@ -161,6 +161,9 @@ class WriterSettings(_FromEnv):
                             "longest a posting waits for its batch to fill", low=0, high=1000)
     queue_max: int = env("CLEARING_WRITER_QUEUE_MAX", 20_000,
                          "queued postings before RESOURCE_EXHAUSTED", low=1, high=1_000_000)
+    lock_late: bool = env("CLEARING_WRITER_LOCK_LATE", True,
+                          "1: lock custodial balance rows last (docs/scaling.md)",
+                          low=0, high=1)
 
 
 @dataclass(frozen=True, slots=True)

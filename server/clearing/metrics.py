@@ -14,6 +14,24 @@ WRITER_BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000))
 WRITER_FLUSH_SECONDS = Histogram("clearing_writer_flush_seconds",
                                  "Time to commit one batch", buckets=_LATENCY_BUCKETS_S)
+# The balance row lock of a batch (issue 16): from when the writer holds the lock of the
+# accounts that may go negative (the platforms' custodial accounts, debited by every split)
+# to the end of COMMIT; and how long the statement that takes it ran (its wait, plus its
+# own work). CLEARING_WRITER_LOCK_LATE says which statement that is.
+_LOCK_BUCKETS_S = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1, 2.5)
+WRITER_LOCK_HOLD_SECONDS = Histogram(
+    "clearing_writer_lock_hold_seconds",
+    "Per batch: the balance row lock held, from the locking statement to the end of COMMIT",
+    buckets=_LOCK_BUCKETS_S)
+WRITER_LOCK_WAIT_SECONDS = Histogram(
+    "clearing_writer_lock_wait_seconds",
+    "Per batch: the statement that takes the balance row locks (the wait, and its own work)",
+    buckets=_LOCK_BUCKETS_S)
+WRITER_LOCK_COMMIT_SECONDS = Histogram(
+    "clearing_writer_lock_commit_seconds",
+    "Per batch that took the balance row locks: its COMMIT (the WAL flush), part of the hold",
+    buckets=_LOCK_BUCKETS_S)
 WRITER_QUEUE_DEPTH = Gauge("clearing_writer_queue_depth", "Postings waiting for a flush")
 WRITER_REJECTED = Counter("clearing_writer_rejected_total",
                           "Postings refused because the queue was full")

@@ -70,6 +70,78 @@ SELECT (SELECT count(*) FROM req) AS recorded, (SELECT count(*) FROM t) AS journ
 """
 
 
+# Lock late (CLEARING_WRITER_LOCK_LATE=1): the batch is written in two statements. First
+# everything that locks no shared row: the journal rows, the older pending transfers acted
+# on (locked by the writer already) and the idempotency records; the sinks' attachments
+# follow. Then, last before COMMIT, the rows every batch contends for: the touched
+# accounts' balance rows, locked in id order (`lk`; the debited ones that may not go
+# negative are locked by the writer already), then the journal head (hash chain: its
+# sub-select makes it wait for `lk`), then the balances updated by increments (`deltas`:
+# they wait for `head`), so an account read without a lock ends exact whatever committed
+# since it was read. A writer that waits for a balance row does not hold the head. An
+# account whose status changed since it was read is not updated (`a.status = u.st`): fewer
+# balances than sent, and the writer redoes the batch (clearing.ledger.writer, "Lock
+# late").
+WRITE_ROWS = """
+WITH t AS (
+  INSERT INTO transfers (transfer_id, platform_id, batch_id, request_id, debit_account_id,
+                         credit_account_id, amount, currency_code, mode, pending_id,
+                         pending_remaining, pending_state, memo, created_at)
+  SELECT u.id, u.p, $1, u.r, u.d, u.c, u.a, u.cur, u.m, u.pid, u.rem, u.st, u.memo, $2
+  FROM unnest($3::text::bigint[], $4::text::bigint[], $5::text[], $6::text::bigint[],
+              $7::text::bigint[], $8::text::bigint[], $9::text[], $10::text::smallint[],
+              $11::text::bigint[], $12::text::bigint[], $13::text::smallint[], $14::text[])
+       AS u(id, p, r, d, c, a, cur, m, pid, rem, st, memo)
+  RETURNING 1
+), pend AS (
+  UPDATE transfers AS x SET pending_remaining = u.remaining, pending_state = u.state
+  FROM unnest($15::text::bigint[], $16::text::bigint[], $17::text::smallint[])
+       AS u(transfer_id, remaining, state)
+  WHERE x.transfer_id = u.transfer_id
+  RETURNING 1
+), req AS (
+  INSERT INTO requests (platform_id, request_id, method, payload_hash, ok, result_ids,
+                        error_code, error_reason, error_message, response, error)
+  SELECT u.p, u.r, u.m, u.h, u.ok, string_to_array(u.ids, ',')::bigint[], u.c, u.rs, u.msg,
+         u.resp, u.err
+  FROM unnest($18::text::bigint[], $19::text[], $20::text[], $21::bytea[], $22::text::bool[],
+              $23::text[], $24::text[], $25::text[], $26::text[], $27::bytea[], $28::text[])
+       AS u(p, r, m, h, ok, ids, c, rs, msg, resp, err)
+  ON CONFLICT DO NOTHING
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM req) AS recorded, (SELECT count(*) FROM t) AS journal,
+       (SELECT count(*) FROM pend) AS pendings
+"""
+WRITE_LATE = """
+WITH lk AS (
+  SELECT account_id FROM accounts WHERE account_id = ANY($4::text::bigint[])
+  ORDER BY account_id FOR UPDATE
+), head AS (
+  UPDATE journal_head SET seq = seq + 1, hash = sha256(hash || $2::bytea)
+  WHERE $3::integer > 0 AND (SELECT count(*) FROM lk) >= 0
+  RETURNING seq, hash
+), link AS (
+  INSERT INTO journal_batches (seq, batch_id, transfer_count, rows_digest, hash)
+  SELECT seq, $1, $3, $2, hash FROM head
+  RETURNING 1
+), acc AS (
+  UPDATE accounts AS a
+  SET debits_posted = a.debits_posted + u.dp, credits_posted = a.credits_posted + u.cp,
+      debits_pending = a.debits_pending + u.dpend,
+      credits_pending = a.credits_pending + u.cpend
+  FROM (SELECT * FROM unnest($4::text::bigint[], $5::text::bigint[], $6::text::bigint[],
+                             $7::text::bigint[], $8::text::bigint[], $9::text::smallint[])
+                      AS v(account_id, dp, cp, dpend, cpend, st)
+        ORDER BY account_id) AS u
+  WHERE a.account_id = u.account_id AND a.status = u.st
+    AND (SELECT count(*) FROM head) >= 0
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM acc) AS balances, (SELECT count(*) FROM link) AS links
+"""
+
+
 def int_array(values: Iterable[int]) -> str:
     """Integers as one PostgreSQL array literal, for a `$n::text::bigint[]` parameter:
     asyncpg encodes a list parameter element by element (an abc.Iterable check each), which
@@ -126,6 +198,98 @@ def write_arguments(writes: BatchWrites) -> tuple:
         # $34, $35: the records' first responses and recorded failures
         _texts("response", requests), _texts("error", requests),
     )
+
+
+def rows_arguments(writes: BatchWrites) -> tuple:
+    """The parameters of `WRITE_ROWS` ($1 .. $28) for a batch's writes."""
+    rows, updates, requests = writes.journal, writes.pending_updates, writes.requests
+    return (
+        writes.batch_id, writes.created_at,
+        # $3 .. $14: the journal rows
+        _ints("transfer_id", rows), _ints("platform_id", rows), _texts("request_id", rows),
+        _ints("debit_account_id", rows), _ints("credit_account_id", rows),
+        _ints("amount_minor", rows), _texts("currency_code", rows), _enums("mode", rows),
+        _ints("pending_id", rows), _ints("pending_remaining", rows),
+        _enums("pending_state", rows), _texts("memo", rows),
+        # $15 .. $17: the older pending transfers acted on
+        _ints("transfer_id", updates), _ints("remaining", updates), _enums("state", updates),
+        # $18 .. $28: the idempotency records
+        _ints("platform_id", requests), _texts("request_id", requests),
+        _texts("method", requests), _texts("payload_hash", requests),
+        bool_array(r.ok for r in requests),
+        [",".join(map(str, r.result_ids)) for r in requests],
+        _texts("error_code", requests), _texts("error_reason", requests),
+        _texts("error_message", requests), _texts("response", requests),
+        _texts("error", requests),
+    )
+
+
+# What an account's totals were when the batch read it: (debits_posted, credits_posted,
+# debits_pending, credits_pending, status).
+Initial = tuple[int, int, int, int, int]
+
+
+def late_arguments(writes: BatchWrites, initial: Mapping[int, Initial]) -> tuple:
+    """The parameters of `WRITE_LATE` ($1 .. $9): the hash-chain link, and each touched
+    account's increments since it was read (`initial`), with the status it was read with."""
+    rows, balances = writes.journal, writes.balances
+    digest = journal.records_digest(rows) if rows else b""
+    deltas = []
+    for a in balances:
+        dp, cp, dpend, cpend, st = initial[a.account_id]
+        deltas.append((a.account_id, a.debits_posted - dp, a.credits_posted - cp,
+                       a.debits_pending - dpend, a.credits_pending - cpend, st))
+    return (writes.batch_id, digest, len(rows),
+            *(int_array(d[i] for d in deltas) for i in range(6)))
+
+
+# `late_and_commit`: WRITE_LATE and COMMIT sent as ONE message (simple query protocol), so
+# PostgreSQL commits as soon as the balances are updated, without waiting for the writer's
+# event loop to read the answer and send COMMIT: the rows' locks are held for the statement
+# and the WAL flush only. A stale status (fewer balances updated than sent) raises
+# LATE_STALE, which aborts the transaction before the COMMIT of the same message runs.
+LATE_STALE = "CLW01"  # SQLSTATE: an account read without a lock changed its status
+LATE_LINKS = "CLW02"  # SQLSTATE: the chain link count is not the batch's (a bug)
+_LATE_BLOCK = """DO $late$
+DECLARE balances bigint; links bigint;
+BEGIN
+{statement}
+  SELECT (SELECT count(*) FROM acc), (SELECT count(*) FROM link) INTO balances, links;
+  IF links <> {links} THEN
+    RAISE EXCEPTION 'clearing writer: % chain links written, {links} expected', links
+      USING ERRCODE = '{links_code}';
+  END IF;
+  IF balances <> {balances} THEN
+    RAISE EXCEPTION 'clearing writer: % of {balances} balances updated (a status changed)',
+      balances USING ERRCODE = '{stale_code}';
+  END IF;
+END
+$late$;
+COMMIT"""
+
+
+def late_and_commit(writes: BatchWrites, initial: Mapping[int, Initial]) -> str:
+    """`WRITE_LATE` with its parameters as literals (integers, integer array literals and
+    the digest decoded from hex: nothing a caller typed), checked in PL/pgSQL, then COMMIT: one
+    simple-protocol message (see LATE_STALE)."""
+    args = late_arguments(writes, initial)
+    literals = [str(int(args[0])), f"decode('{args[1].hex()}', 'hex')", str(int(args[2]))]
+    for array in args[3:]:
+        invariant(set(array) <= set("{},-0123456789"), "an integer array literal")
+        literals.append(f"'{array}'")
+    statement = WRITE_LATE.rsplit("SELECT (SELECT count(*) FROM acc)", 1)[0].strip()
+    for n in range(len(literals), 0, -1):  # $9 before $1
+        statement = statement.replace(f"${n}", literals[n - 1])
+    return _LATE_BLOCK.format(statement=statement, links=1 if writes.journal else 0,
+                              balances=len(writes.balances), links_code=LATE_LINKS,
+                              stale_code=LATE_STALE)
+
+
+def check_row_counts(counts: Mapping[str, int], writes: BatchWrites) -> None:
+    """`WRITE_ROWS`'s counts but `recorded` (see `check_counts`) are the batch's."""
+    invariant(counts["journal"] == len(writes.journal)
+              and counts["pendings"] == len(writes.pending_updates),
+              f"batch row counts differ: {dict(counts)}")
 
 
 def check_counts(counts: Mapping[str, int], writes: BatchWrites) -> None:

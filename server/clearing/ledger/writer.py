@@ -7,7 +7,11 @@ in ONE PostgreSQL transaction:
    their first response (`Replay`, or the records of a posting without `respond`) or
    their recorded failure;
 2. the accounts touched are locked (`FOR UPDATE`, in id order: no deadlocks between
-   processes), and open pending transfers that are posted or voided;
+   processes), and open pending transfers that are posted or voided; with
+   `lock_late` (CLEARING_WRITER_LOCK_LATE, the default) only the accounts whose funds the
+   batch checks are locked here; the others (a platform's custodial account, debited by
+   every split; the accounts splits only credit) are only read: their rows are locked in
+   step 4's last statement (see "Lock late" below);
 3. every posting is applied in memory, in arrival order (`clearing.ledger.batch`, the
    batch's state machine, no I/O): a posting that fails its own checks (insufficient
    funds, a frozen or closed account on either side: `clearing.ledger.status`, wrong
@@ -22,6 +26,31 @@ in ONE PostgreSQL transaction:
 
 A request id that comes twice in one batch is applied once (`batch.answer_duplicate`).
 
+Lock late (issue 16): the funds rule reads an account's balances only where the account
+is debited and may not go negative. An account that may go negative, and an account the
+batch only credits (IMMEDIATE and PENDING legs; both accounts of a pending transfer posted
+or voided count as debited), has no funds check: nothing the batch decides depends on its
+balances, only its status (frozen, closed) and the 64-bit bound of its totals. Its row is
+read without a lock, and everything is computed, encoded and written (journal, pending
+transfers, idempotency records, the sinks' attachments: `batch_sql.WRITE_ROWS`) before the
+last statement (`batch_sql.WRITE_LATE`) locks the balance rows (id order), then the journal
+head, and updates the balances by increments; it goes with COMMIT as one message
+(`batch_sql.late_and_commit`), so the rows are unlocked without waiting for this event
+loop to read the answer and send COMMIT. So the rows every
+split of a platform contends for (its custodial account, its fee and supplier accounts)
+are locked for one short statement and the COMMIT instead of the whole flush. Accounts the
+batch debits and that may not go negative are locked first, as before: their funds are
+checked on balances no one else can change, so an overdraft is refused alone, before
+anything is written. If an account read without a lock changed its status meanwhile (a
+freeze, a close), the late statement updates fewer rows than sent; if its totals would
+pass 64 bits, PostgreSQL refuses the update; and an account debited in one writer's batch
+and only credited in another's is locked early by one and late by the other, so two
+writers can deadlock (PostgreSQL breaks it after deadlock_timeout). In all three cases the
+transaction rolls back and the batch is redone with every account locked first (the old
+order, one id order, no deadlock), which refuses the orders those accounts no longer take
+and books the others. The statements that take the balance row locks are timed
+(`metrics.WRITER_LOCK_*`).
+
 A batch is flushed `flush_ms_max` after its first posting arrived (what arrived meanwhile
 joins it), or at once when `batch_size_max` postings are already waiting. While one batch
 commits, the next one fills, so under load batches grow by themselves. The queue holds at
@@ -34,6 +63,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
@@ -70,6 +100,36 @@ class BatchSink(Protocol):
 
 class _RaceLost(Exception):
     """Another process recorded one of this batch's request ids first: redo the batch."""
+
+
+class _LateRaceLost(Exception):
+    """An account read without a lock changed its status before the late statement:
+    redo the batch with every account locked first."""
+
+
+class _LockTiming:
+    """A batch's balance row lock (time.perf_counter): the locking statement's start and
+    end, and from when the lock counts as held: the statement's end in the old order (the
+    lock is taken by its first row); its start in the late order (its lock is taken
+    somewhere inside it: a bound above, the statement's wait counted as held)."""
+
+    __slots__ = ("asked", "locked", "held_from")
+
+    def __init__(self) -> None:
+        self.asked = self.locked = self.held_from = 0.0
+
+    def statement(self, asked: float, locked: float, *, late: bool) -> None:
+        self.asked, self.locked = asked, locked
+        self.held_from = asked if late else locked
+
+    def observe_commit(self, committing: float) -> None:
+        """At the end of COMMIT (asked for at `committing`): the batch's lock wait, hold
+        time and COMMIT time, if it took the lock."""
+        if self.held_from:
+            now = time.perf_counter()
+            metrics.WRITER_LOCK_WAIT_SECONDS.observe(self.locked - self.asked)
+            metrics.WRITER_LOCK_HOLD_SECONDS.observe(now - self.held_from)
+            metrics.WRITER_LOCK_COMMIT_SECONDS.observe(now - committing)
 
 
 class _Group:
@@ -135,6 +195,21 @@ _SQL_LOCK_ACCOUNTS = """
 SELECT account_id, platform_id, currency_code, status, allow_negative,
        debits_posted, credits_posted, debits_pending, credits_pending, frozen
 FROM accounts WHERE account_id = ANY($1::bigint[]) ORDER BY account_id FOR UPDATE
+"""
+# Lock late: of the accounts $1, those debited ($2) that may not go negative are locked
+# (in id order), the others read. `allow_negative` never changes once an account is made.
+_SQL_LOCK_ACCOUNTS_EARLY = """
+WITH locked AS (
+  SELECT account_id, platform_id, currency_code, status, allow_negative,
+         debits_posted, credits_posted, debits_pending, credits_pending, frozen
+  FROM accounts WHERE account_id = ANY($2::bigint[]) AND NOT allow_negative
+  ORDER BY account_id FOR UPDATE)
+SELECT * FROM locked
+UNION ALL
+SELECT account_id, platform_id, currency_code, status, allow_negative,
+       debits_posted, credits_posted, debits_pending, credits_pending, frozen
+FROM accounts WHERE account_id = ANY($1::bigint[])
+  AND (allow_negative OR NOT account_id = ANY($2::bigint[]))
 """
 _SQL_LOCK_PENDING = f"""
 SELECT transfer_id, platform_id, debit_account_id, credit_account_id, currency_code,
@@ -295,10 +370,17 @@ class LedgerWriter:
             self, items: list[_Item]) -> tuple[dict[int, object], dict[int, bytes]]:
         """Each item's outcome, and the first responses made by committed postings."""
         error: Exception | None = None
+        lock_late = self._settings.lock_late
         for attempt in range(BATCH_ATTEMPTS_MAX):
             try:
-                return await self._commit(items)
-            except (_RaceLost, asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
+                return await self._commit(items, lock_late)
+            except (_LateRaceLost, asyncpg.NumericValueOutOfRangeError,
+                    asyncpg.DeadlockDetectedError) as exc:
+                if not lock_late and not isinstance(exc, asyncpg.DeadlockDetectedError):
+                    raise
+                error = exc  # redo it with every account locked first (module docstring)
+                lock_late = False
+            except (_RaceLost, asyncpg.SerializationError,
                     asyncpg.UniqueViolationError) as exc:
                 error = exc
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -316,18 +398,57 @@ class LedgerWriter:
             "retry with the same request_id", reason=Reason.DATABASE_UNAVAILABLE)
         return {id(item): unavailable for item in items}, {}
 
-    async def _commit(self, items: list[_Item]) -> tuple[dict[int, object], dict[int, bytes]]:
+    async def _commit(self, items: list[_Item], lock_late: bool
+                      ) -> tuple[dict[int, object], dict[int, bytes]]:
         conn = await self._connection()
+        timing = _LockTiming()
+        if lock_late:
+            return await self._commit_late(conn, items, timing)
         async with conn.transaction():
             outcomes, fresh = await self._replays(conn, items)
             responses: dict[int, bytes] = {}
             if fresh:
-                decisions = await _commit_fresh(conn, self._clock.now(), self._sinks, fresh)
+                decisions = await _commit_fresh(conn, self._clock.now(), self._sinks, fresh,
+                                                lock_late, timing)
                 for item, decision in zip(fresh, decisions):
                     outcomes[id(item)] = decision.outcome
                     if decision.response is not None:
                         responses[id(item)] = decision.response
-            return outcomes, responses
+            committing = time.perf_counter()
+        timing.observe_commit(committing)
+        return outcomes, responses
+
+    async def _commit_late(self, conn: asyncpg.Connection, items: list[_Item],
+                           timing: _LockTiming
+                           ) -> tuple[dict[int, object], dict[int, bytes]]:
+        """`_commit` in the late order. Its transaction is begun here and committed by the
+        batch's last message (`batch_sql.late_and_commit`), so it is not an asyncpg
+        Transaction; any failure rolls it back."""
+        await conn.execute("BEGIN")
+        try:
+            outcomes, fresh = await self._replays(conn, items)
+            responses: dict[int, bytes] = {}
+            if fresh:
+                decisions = await _commit_fresh(conn, self._clock.now(), self._sinks, fresh,
+                                                True, timing)
+                for item, decision in zip(fresh, decisions):
+                    outcomes[id(item)] = decision.outcome
+                    if decision.response is not None:
+                        responses[id(item)] = decision.response
+            else:
+                await conn.execute("COMMIT")
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                try:
+                    await conn.execute("ROLLBACK")
+                except Exception:  # noqa: BLE001 - never reuse a connection in that state
+                    log.warning("writer rollback failed; connection dropped", exc_info=True)
+                    self._conn = None
+                    conn.terminate()
+            raise
+        invariant(not conn.is_in_transaction(), "the late batch left its transaction open")
+        timing.observe_commit(timing.asked)
+        return outcomes, responses
 
     async def _connection(self) -> asyncpg.Connection:
         """The writer's own connection, held across batches (no pool round trips). Its
@@ -399,11 +520,17 @@ def _resolve(future: asyncio.Future | _Slot, outcome: object) -> None:
 # ---- one transaction's fresh postings -------------------------------------------------------
 
 async def _commit_fresh(conn: asyncpg.Connection, now: dt.datetime,
-                        sinks: Mapping[str, BatchSink], items: list[_Item]) -> list[Decision]:
+                        sinks: Mapping[str, BatchSink], items: list[_Item],
+                        lock_late: bool = False,
+                        timing: _LockTiming | None = None) -> list[Decision]:
     """Lock what the postings touch, apply them in memory (`clearing.ledger.batch`), write
     everything in one statement (`clearing.ledger.batch_sql`), then the sinks'
-    attachments; in the caller's transaction. Each item's decision, in order."""
-    accounts, pendings = await _lock(conn, items)
+    attachments; in the caller's transaction. Each item's decision, in order. With
+    `lock_late`, see "Lock late" in the module docstring."""
+    timing = timing or _LockTiming()
+    if lock_late:
+        return await _commit_fresh_late(conn, now, sinks, items, timing)
+    accounts, pendings = await _lock(conn, items, timing=timing)
     batch_id = await conn.fetchval("SELECT nextval('journal_batch_id_seq')")
     batch = Batch(batch_id, now, accounts, pendings)
     decisions = [batch.add(item.posting) for item in items]
@@ -416,24 +543,69 @@ async def _commit_fresh(conn: asyncpg.Connection, now: dt.datetime,
     return decisions
 
 
-async def _lock(conn: asyncpg.Connection,
-                items: list[_Item]) -> tuple[list[LockedAccount], list[PendingTransfer]]:
+async def _commit_fresh_late(conn: asyncpg.Connection, now: dt.datetime,
+                             sinks: Mapping[str, BatchSink], items: list[_Item],
+                             timing: _LockTiming) -> list[Decision]:
+    """`_commit_fresh` in the late order: the balance rows of accounts that may go
+    negative are locked by the last statement before COMMIT."""
+    accounts, pendings = await _lock(conn, items, late=True)
+    initial = {a.account_id: (a.debits_posted, a.credits_posted, a.debits_pending,
+                              a.credits_pending, a.status) for a in accounts}
+    batch_id = await conn.fetchval("SELECT nextval('journal_batch_id_seq')")
+    batch = Batch(batch_id, now, accounts, pendings)
+    decisions = [batch.add(item.posting) for item in items]
+    writes = batch.writes()
+    counts = await conn.fetchrow(batch_sql.WRITE_ROWS, *batch_sql.rows_arguments(writes))
+    if counts["recorded"] != len(writes.requests):
+        raise _RaceLost()
+    batch_sql.check_row_counts(counts, writes)
+    await _write_attachments(conn, sinks, items, decisions)
+    message = batch_sql.late_and_commit(writes, initial)
+    asked = time.perf_counter()
+    try:
+        await conn.execute(message)  # the late statement and COMMIT, one round trip
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == batch_sql.LATE_STALE:
+            raise _LateRaceLost() from exc
+        if exc.sqlstate == batch_sql.LATE_LINKS:
+            raise InvariantViolation(str(exc)) from exc
+        raise
+    timing.statement(asked, time.perf_counter(), late=True)
+    return decisions
+
+
+async def _lock(conn: asyncpg.Connection, items: list[_Item], *, late: bool = False,
+                timing: _LockTiming | None = None
+                ) -> tuple[list[LockedAccount], list[PendingTransfer]]:
     """Lock the accounts the postings touch and the pending transfers they post or void
-    (in id order: no deadlocks between processes)."""
+    (in id order: no deadlocks between processes); with `late`, only the debited accounts
+    that may not go negative are locked, the others read (module docstring)."""
     account_ids: set[int] = set()
+    debited: set[int] = set()
     pending_ids: set[int] = set()
     for item in items:
         for leg in item.posting.legs:
             account_ids.add(leg.debit_account_id)
             account_ids.add(leg.credit_account_id)
+            debited.add(leg.debit_account_id)
             if leg.pending_id:
                 pending_ids.add(leg.pending_id)
+                debited.add(leg.credit_account_id)
     if pending_ids:  # learn the accounts of pending transfers (immutable columns)
         for r in await conn.fetch(_SQL_PENDING_PEEK, list(pending_ids)):
             account_ids.add(r["debit_account_id"])
             account_ids.add(r["credit_account_id"])
+            debited.add(r["debit_account_id"])
+            debited.add(r["credit_account_id"])
     account_ids.discard(0)
-    accounts = _locked_accounts(await conn.fetch(_SQL_LOCK_ACCOUNTS, sorted(account_ids)))
+    if late:
+        accounts = _locked_accounts(await conn.fetch(
+            _SQL_LOCK_ACCOUNTS_EARLY, sorted(account_ids), sorted(debited & account_ids)))
+    else:
+        asked = time.perf_counter()
+        accounts = _locked_accounts(await conn.fetch(_SQL_LOCK_ACCOUNTS, sorted(account_ids)))
+        if timing is not None:
+            timing.statement(asked, time.perf_counter(), late=False)
     pendings = [_pending_transfer(row)
                 for row in await conn.fetch(_SQL_LOCK_PENDING, sorted(pending_ids))] \
         if pending_ids else []
