@@ -84,6 +84,10 @@ def url_violations(v: Violations, url: str, *, allow_http_loopback: bool) -> Non
         return
     if not host or parts.username or parts.password:
         v.add("url", "a host is required, credentials are not allowed in the URL")
+    elif _is_private_literal(host) or (
+            parts.scheme == "https" and _is_loopback(host) and not allow_http_loopback):
+        v.add("url", "must be a public address (not loopback, private, link-local or"
+                     " reserved)")
     elif parts.scheme == "https":
         return
     elif parts.scheme == "http" and allow_http_loopback and _is_loopback(host):
@@ -102,6 +106,68 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_private_literal(host: str) -> bool:
+    """An IP address that is neither public nor loopback (loopback: `_is_loopback`)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not ip.is_loopback and not address_allowed(ip, allow_loopback=False)
+
+
+def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *,
+                    allow_loopback: bool) -> bool:
+    """Whether a webhook may be posted to `ip`: a public address (not private, link-local,
+    reserved, multicast...; an IPv4-mapped IPv6 address as its IPv4 one), or loopback with
+    CLEARING_WEBHOOK_ALLOW_HTTP_LOOPBACK (dev and tests). So an endpoint cannot make this
+    server post to its own network (SSRF), whether its URL names the address or a name
+    that resolves to it (checked again at every attempt: DNS can change)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return allow_loopback
+    return ip.is_global and not ip.is_multicast
+
+
+class PublicResolver:
+    """An aiohttp resolver that answers only the addresses `address_allowed` (none left:
+    OSError, the attempt fails). aiohttp does not resolve an IP literal: the deliverer
+    checks those itself (`target_refused`)."""
+
+    def __init__(self, *, allow_loopback: bool) -> None:
+        import aiohttp.resolver
+
+        self._inner = aiohttp.resolver.DefaultResolver()
+        self._allow_loopback = allow_loopback
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list:
+        import socket
+
+        found = await self._inner.resolve(host, port, family or socket.AF_INET)
+        kept = [r for r in found if address_allowed(ipaddress.ip_address(r["host"]),
+                                                    allow_loopback=self._allow_loopback)]
+        if not kept:
+            raise OSError(f"{host} resolves to no public address")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def target_refused(url: str, *, allow_loopback: bool) -> str:
+    """Why a delivery must not be posted to `url` (its host an IP literal that is not
+    allowed), or ""."""
+    host = urlsplit(url).hostname or ""
+    if host in _LOOPBACK_NAMES and not allow_loopback:
+        return f"{host} is not a public address"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return ""
+    return "" if address_allowed(ip, allow_loopback=allow_loopback) \
+        else f"{host} is not a public address"
 
 
 def type_violations(v: Violations, types: list[str], field: str = "types") -> None:
@@ -311,6 +377,8 @@ class Deliverer(Periodic):
             import aiohttp
 
             self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=PublicResolver(
+                    allow_loopback=self._settings.webhook_allow_http_loopback)),
                 timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout_s),
                 headers={"User-Agent": USER_AGENT})
         return self._session
@@ -363,8 +431,11 @@ class Deliverer(Periodic):
                    "Clearing-Event-Seq": str(event.seq),
                    "Clearing-Event-Type": event.type}
         started = time.monotonic()
-        status, error = 0, ""
+        status, error = 0, target_refused(
+            row["url"], allow_loopback=self._settings.webhook_allow_http_loopback)
         try:
+            if error:
+                raise OSError(error)
             async with self._http().post(row["url"], data=body, headers=headers,
                                          allow_redirects=False) as resp:
                 status = resp.status
