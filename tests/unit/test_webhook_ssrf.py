@@ -58,3 +58,17 @@ async def test_a_name_resolving_to_loopback_is_refused_by_the_resolver():
             "127.0.0.1", "::1"}
     finally:
         await resolver.close()
+
+
+@pytest.mark.parametrize("url, description", [
+    ("https://hooks.example.com/\x00", ""), ("https://exa\x00mple.com/x", ""),
+    ("https://hooks.example.com/a b", ""), ("https://hooks.example.com/\r\nX: y", ""),
+    ("https://hooks.example.com/x", "a\x00b")])
+def test_nul_and_control_characters_are_field_violations(url, description):
+    """PostgreSQL text cannot hold NUL: such a URL or description answered INTERNAL."""
+    from clearing.events.webhooks import description_violations
+
+    v = Violations()
+    url_violations(v, url, allow_http_loopback=False)
+    description_violations(v, description)
+    assert [f.field for f in v.items] == ["description" if description else "url"]

@@ -41,6 +41,7 @@ from clearing.limits import (EVENT_TYPES_MAX, WEBHOOK_CLAIM_MAX, WEBHOOK_DESCRIP
                              WEBHOOK_RESPONSE_BYTES_MAX, WEBHOOK_URL_LEN_MAX)
 from clearing.reasons import Reason
 from clearing.tasks import Periodic
+from clearing.values import text_problem
 
 log = logging.getLogger("clearing.events.webhooks")
 
@@ -74,6 +75,9 @@ def url_violations(v: Violations, url: str, *, allow_http_loopback: bool) -> Non
         return
     if len(url) > WEBHOOK_URL_LEN_MAX:
         v.add("url", f"at most {WEBHOOK_URL_LEN_MAX} characters")
+        return
+    if any(c <= " " or c == "\x7f" for c in url):
+        v.add("url", "must not contain spaces or control characters")
         return
     try:
         parts = urlsplit(url)
@@ -179,8 +183,8 @@ def type_violations(v: Violations, types: list[str], field: str = "types") -> No
 
 
 def description_violations(v: Violations, text: str) -> None:
-    if len(text) > WEBHOOK_DESCRIPTION_LEN_MAX:
-        v.add("description", f"at most {WEBHOOK_DESCRIPTION_LEN_MAX} characters")
+    if (problem := text_problem(text, WEBHOOK_DESCRIPTION_LEN_MAX)) is not None:
+        v.add("description", problem)
 
 
 _ENDPOINT_COLUMNS = "endpoint_id, platform_id, url, types, description, enabled, created_at"
