@@ -289,18 +289,40 @@ async def list_deliveries(conn: asyncpg.Connection, platform_id: int, endpoint_i
     return await _deliveries(conn, rows)
 
 
+_SQL_REDELIVERY_PENDING = f"""
+SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d
+WHERE d.endpoint_id = $1 AND d.resource_id = $2 AND d.seq = $3
+  AND d.state = {DeliveryState.PENDING:d}
+ORDER BY d.delivery_id LIMIT 1
+"""
+
+
 async def redeliver(conn: asyncpg.Connection, platform_id: int, delivery_id: int) -> Delivery:
-    """The delivery's event again, as a new delivery (to an enabled endpoint)."""
-    row = await conn.fetchrow(
-        "INSERT INTO webhook_deliveries (endpoint_id, platform_id, seq, resource_id, state)"
-        f" SELECT d.endpoint_id, d.platform_id, d.seq, d.resource_id, {DeliveryState.PENDING:d}"
-        " FROM webhook_deliveries d JOIN webhook_endpoints e USING (endpoint_id)"
-        " WHERE d.delivery_id = $1 AND d.platform_id = $2 AND e.enabled"
-        f" RETURNING {_DELIVERY_COLUMNS.replace('d.', '')}", delivery_id, platform_id)
-    if row is None:
-        raise NotFound(f"no delivery {delivery_id} to an enabled endpoint",
-                       reason=Reason.WEBHOOK_DELIVERY_NOT_FOUND)
-    return (await _deliveries(conn, [row]))[0]
+    """The delivery's event again, as a new delivery (to an enabled endpoint); while a
+    delivery of that event to that endpoint is pending, that one: repeated calls never
+    queue more than one delivery per event and endpoint (a bounded queue; review)."""
+    async with conn.transaction():
+        source = await conn.fetchrow(
+            "SELECT d.endpoint_id, d.seq, d.resource_id FROM webhook_deliveries d"
+            " JOIN webhook_endpoints e USING (endpoint_id)"
+            " WHERE d.delivery_id = $1 AND d.platform_id = $2 AND e.enabled",
+            delivery_id, platform_id)
+        if source is None:
+            raise NotFound(f"no delivery {delivery_id} to an enabled endpoint",
+                           reason=Reason.WEBHOOK_DELIVERY_NOT_FOUND)
+        # one redelivery at a time per endpoint, so the pending check holds (NO KEY: the
+        # sequencer's deliveries only KEY SHARE the endpoint)
+        await conn.execute("SELECT 1 FROM webhook_endpoints WHERE endpoint_id = $1"
+                           " FOR NO KEY UPDATE", source["endpoint_id"])
+        row = await conn.fetchrow(_SQL_REDELIVERY_PENDING, source["endpoint_id"],
+                                  source["resource_id"], source["seq"])
+        if row is None:
+            row = await conn.fetchrow(
+                "INSERT INTO webhook_deliveries (endpoint_id, platform_id, seq, resource_id,"
+                f" state) VALUES ($1, $2, $3, $4, {DeliveryState.PENDING:d})"
+                f" RETURNING {_DELIVERY_COLUMNS.replace('d.', '')}",
+                source["endpoint_id"], platform_id, source["seq"], source["resource_id"])
+        return (await _deliveries(conn, [row]))[0]
 
 
 # ---- the worker ---------------------------------------------------------------------------
