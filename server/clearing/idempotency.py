@@ -35,7 +35,9 @@ finished response (`finish`).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -45,6 +47,8 @@ from clearing.errors import (AlreadyExists, ClearingError, FailedPrecondition, F
                              InvalidArgument, NotFound, PermissionDenied, ResourceExhausted,
                              Unauthenticated, Unavailable, Unimplemented, invariant)
 from clearing.reasons import Reason
+
+log = logging.getLogger("clearing.idempotency")
 
 # Failures recorded as the first response of a request id (see the module docstring).
 RECORDED_CODES = frozenset({"FAILED_PRECONDITION", "NOT_FOUND", "ALREADY_EXISTS"})
@@ -161,11 +165,33 @@ async def run(pool: asyncpg.Pool, platform_id: int, request_id: str, method: str
     response: `op` does the work and returns the serialized response (built inside the
     transaction, so it is the state the work left). A recorded failure (see `recorded`)
     rolls `op`'s work back and is stored instead; any other failure leaves no trace.
-    A replay answers the recorded response or failure; another payload REQUEST_ID_REUSED."""
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            outcome = await run_in(conn, platform_id, request_id, method, payload_hash, op)
-    return outcome.answer()
+    A replay answers the recorded response or failure; another payload REQUEST_ID_REUSED.
+
+    A transaction PostgreSQL aborts for a deadlock or a serialization failure left nothing
+    (claim and work roll back together) and is run again, CONFLICT_ATTEMPTS_MAX times in
+    all; then UNAVAILABLE DATABASE_UNAVAILABLE (retry with the same request id), never
+    INTERNAL. Such a deadlock is expected: an operator action locks its rows, then the
+    platform's audit_head; the ledger writer's late order takes audit_head (a sink's audit
+    record) before the balance rows (clearing.ledger.writer, "Lock late")."""
+    for attempt in range(CONFLICT_ATTEMPTS_MAX):
+        try:
+            async with pool.acquire() as conn:
+                async with conn.transaction():
+                    outcome = await run_in(conn, platform_id, request_id, method,
+                                           payload_hash, op)
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+            log.warning("%s aborted by the database (%r), attempt %d", method, exc, attempt + 1)
+            await asyncio.sleep(CONFLICT_BACKOFF_S * (attempt + 1))
+            continue
+        return outcome.answer()
+    raise Unavailable(
+        "the database aborted this request's transaction (a lock conflict); nothing was "
+        "committed, retry with the same request_id", reason=Reason.DATABASE_UNAVAILABLE)
+
+
+# `run`: attempts of a transaction the database aborts (deadlock, serialization failure).
+CONFLICT_ATTEMPTS_MAX = 4
+CONFLICT_BACKOFF_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)

@@ -346,3 +346,36 @@ async def test_a_risk_hold_writes_its_risk_event_with_the_split(channel, client:
         ("split.held", str(above.split_id)), ("risk_event.opened", got[1].resource_id)]
     assert got[1].risk_event.split_id == above.split_id
     assert got[1].risk_event.event_id == int(got[1].resource_id)
+
+
+async def test_a_pruned_hole_in_the_feed_is_never_skipped_silently(
+        events: Events, platform, database_url):
+    """The prune deletes old events by created_at (the change's clock, not in seq order;
+    a bounded slice, any of the old rows) and a reader's cursor check and its read are two
+    statements: a reader must never jump over events that were pruned meanwhile. The page
+    stops before the hole; a read that starts at it is EVENT_CURSOR_EXPIRED with the cursor
+    to resume from."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        pid = platform.platform_id
+        await conn.execute(
+            "INSERT INTO events (platform_id, seq, outbox_id, type, resource_id, request_id,"
+            " payload, created_at) SELECT $1, g, 0, 'account.frozen', g::text, '', '', now()"
+            " FROM generate_series(1, 6) g WHERE g <> 4", pid)  # 4: pruned
+        await conn.execute("INSERT INTO event_heads (platform_id, seq) VALUES ($1, 6)", pid)
+    finally:
+        await conn.close()
+    for types in ((), ("account.frozen",)):
+        page = await events.call("ListEvents", pb.ListEventsRequest(cursor=1, types=types))
+        assert [e.seq for e in page.events] == [2, 3] and page.next_cursor == 3, types
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await events.call("ListEvents", pb.ListEventsRequest(cursor=3, types=types))
+        assert (err.value.code(), details(err.value)[0]) == (
+            grpc.StatusCode.OUT_OF_RANGE, "EVENT_CURSOR_EXPIRED"), types
+        assert "cursor 4" in err.value.details()
+        page = await events.call("ListEvents", pb.ListEventsRequest(cursor=4, types=types))
+        assert [e.seq for e in page.events] == [5, 6], types
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # a stream stops at the hole too
+        async for reply in events.watch(cursor=1):
+            assert [e.seq for e in reply.events] == [2, 3]
+    assert details(err.value)[0] == "EVENT_CURSOR_EXPIRED"

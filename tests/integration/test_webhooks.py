@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import asyncpg
 import grpc
 import pytest
 
 from clearing import server
+from clearing.events.model import DeliveryState
 from clearing_client import WebhookSignatureError, verify_signature, verify_webhook
 from clearing.v1 import event_pb2 as pb
 from clearing.v1 import ledger_pb2 as lpb
@@ -210,3 +212,33 @@ async def test_a_hanging_receiver_does_not_hold_the_others(hooks, world, platfor
         stuck.hang.set()
         await stuck.stop()
         await fine.stop()
+
+
+async def test_redeliveries_never_queue_more_than_one_per_event(channel, platform,
+                                                                database_url):
+    """RedeliverWebhook called again and again (or at once) while a redelivery of that event
+    is pending answers that one: the deliveries queue stays bounded (review)."""
+    events = Events(channel, platform.key)
+    made = await events.call("CreateWebhookEndpoint", pb.CreateWebhookEndpointRequest(
+        url="https://hooks.example.invalid/clearing"))
+    endpoint_id = made.endpoint.endpoint_id
+    conn = await asyncpg.connect(database_url)
+    try:  # its event (so a try of the pending one fails to post and stays pending)
+        await conn.execute(
+            "INSERT INTO events (platform_id, seq, outbox_id, type, resource_id, request_id,"
+            " payload, created_at) VALUES ($1, 1, 0, 'account.frozen', 'r1', '', '', now())",
+            platform.platform_id)
+        delivered = await conn.fetchval(
+            "INSERT INTO webhook_deliveries (endpoint_id, platform_id, seq, resource_id, state,"
+            " attempts, finished_at) VALUES ($1, $2, 1, 'r1', $3, 1, now())"
+            " RETURNING delivery_id", endpoint_id, platform.platform_id,
+            int(DeliveryState.DELIVERED))
+        again = await asyncio.gather(*(events.call("RedeliverWebhook", pb.RedeliverWebhookRequest(
+            delivery_id=delivered)) for _ in range(5)))
+        assert len({r.delivery.delivery_id for r in again}) == 1
+        assert again[0].delivery.delivery_id != delivered and again[0].delivery.seq == 1
+        assert await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND state = $2",
+            endpoint_id, int(DeliveryState.PENDING)) == 1
+    finally:
+        await conn.close()

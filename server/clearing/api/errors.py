@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from clearing.errors import ClearingError, InvalidArgument
+from clearing.errors import ClearingError, InvalidArgument, Unavailable
 from clearing.reasons import Reason
 
 DOMAIN = "clearing.v1"
@@ -24,8 +25,20 @@ def bug_reason(exc: BaseException) -> Reason:
     return reason if isinstance(reason, Reason) else Reason.INTERNAL
 
 
+def _aborted(exc: BaseException) -> BaseException:
+    """A transaction PostgreSQL aborted (a lock cycle, e.g. an operator action against the
+    writer's late order; a serialization failure) as UNAVAILABLE: nothing of that
+    transaction stands and a retry with the same request id is safe. Anything else as is."""
+    if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)):
+        return Unavailable("the database aborted a transaction of this request (a lock"
+                           " conflict); retry with the same request_id",
+                           reason=Reason.DATABASE_UNAVAILABLE)
+    return exc
+
+
 def status_for(exc: BaseException) -> grpc.Status:
     """The gRPC status (with details in trailing metadata) for any exception."""
+    exc = _aborted(exc)
     if isinstance(exc, ClearingError):
         code_name, reason, message = exc.code, exc.reason, exc.message
         metadata = exc.metadata
@@ -85,4 +98,5 @@ def _bad_request(exc: InvalidArgument) -> tuple[error_details_pb2.BadRequest, in
 
 
 def code_name(exc: BaseException) -> str:
+    exc = _aborted(exc)
     return exc.code if isinstance(exc, ClearingError) else "INTERNAL"

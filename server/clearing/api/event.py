@@ -112,9 +112,9 @@ _MESSAGE_PAYLOAD_BYTES = 1 << 20
 def _chunks(events: list[Event]) -> list[list[Event]]:
     """`events` in runs whose payloads fit one message (each run has at least one)."""
     out: list[list[Event]] = []
-    size = _MESSAGE_PAYLOAD_BYTES
+    size = 0
     for e in events:
-        if size + len(e.payload) > _MESSAGE_PAYLOAD_BYTES:
+        if not out or size + len(e.payload) > _MESSAGE_PAYLOAD_BYTES:
             out.append([])
             size = 0
         out[-1].append(e)

@@ -41,6 +41,7 @@ from clearing.limits import (EVENT_TYPES_MAX, WEBHOOK_CLAIM_MAX, WEBHOOK_DESCRIP
                              WEBHOOK_RESPONSE_BYTES_MAX, WEBHOOK_URL_LEN_MAX)
 from clearing.reasons import Reason
 from clearing.tasks import Periodic
+from clearing.values import text_problem
 
 log = logging.getLogger("clearing.events.webhooks")
 
@@ -75,6 +76,9 @@ def url_violations(v: Violations, url: str, *, allow_http_loopback: bool) -> Non
     if len(url) > WEBHOOK_URL_LEN_MAX:
         v.add("url", f"at most {WEBHOOK_URL_LEN_MAX} characters")
         return
+    if any(c <= " " or c == "\x7f" for c in url):
+        v.add("url", "must not contain spaces or control characters")
+        return
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -84,6 +88,10 @@ def url_violations(v: Violations, url: str, *, allow_http_loopback: bool) -> Non
         return
     if not host or parts.username or parts.password:
         v.add("url", "a host is required, credentials are not allowed in the URL")
+    elif _is_private_literal(host) or (
+            parts.scheme == "https" and _is_loopback(host) and not allow_http_loopback):
+        v.add("url", "must be a public address (not loopback, private, link-local or"
+                     " reserved)")
     elif parts.scheme == "https":
         return
     elif parts.scheme == "http" and allow_http_loopback and _is_loopback(host):
@@ -104,6 +112,68 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_private_literal(host: str) -> bool:
+    """An IP address that is neither public nor loopback (loopback: `_is_loopback`)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not ip.is_loopback and not address_allowed(ip, allow_loopback=False)
+
+
+def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *,
+                    allow_loopback: bool) -> bool:
+    """Whether a webhook may be posted to `ip`: a public address (not private, link-local,
+    reserved, multicast...; an IPv4-mapped IPv6 address as its IPv4 one), or loopback with
+    CLEARING_WEBHOOK_ALLOW_HTTP_LOOPBACK (dev and tests). So an endpoint cannot make this
+    server post to its own network (SSRF), whether its URL names the address or a name
+    that resolves to it (checked again at every attempt: DNS can change)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return allow_loopback
+    return ip.is_global and not ip.is_multicast
+
+
+class PublicResolver:
+    """An aiohttp resolver that answers only the addresses `address_allowed` (none left:
+    OSError, the attempt fails). aiohttp does not resolve an IP literal: the deliverer
+    checks those itself (`target_refused`)."""
+
+    def __init__(self, *, allow_loopback: bool) -> None:
+        import aiohttp.resolver
+
+        self._inner = aiohttp.resolver.DefaultResolver()
+        self._allow_loopback = allow_loopback
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list:
+        import socket
+
+        found = await self._inner.resolve(host, port, family or socket.AF_INET)
+        kept = [r for r in found if address_allowed(ipaddress.ip_address(r["host"]),
+                                                    allow_loopback=self._allow_loopback)]
+        if not kept:
+            raise OSError(f"{host} resolves to no public address")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def target_refused(url: str, *, allow_loopback: bool) -> str:
+    """Why a delivery must not be posted to `url` (its host an IP literal that is not
+    allowed), or ""."""
+    host = urlsplit(url).hostname or ""
+    if host in _LOOPBACK_NAMES and not allow_loopback:
+        return f"{host} is not a public address"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return ""
+    return "" if address_allowed(ip, allow_loopback=allow_loopback) \
+        else f"{host} is not a public address"
+
+
 def type_violations(v: Violations, types: list[str], field: str = "types") -> None:
     if len(types) > EVENT_TYPES_MAX:
         v.add(field, f"at most {EVENT_TYPES_MAX} types")
@@ -113,8 +183,8 @@ def type_violations(v: Violations, types: list[str], field: str = "types") -> No
 
 
 def description_violations(v: Violations, text: str) -> None:
-    if len(text) > WEBHOOK_DESCRIPTION_LEN_MAX:
-        v.add("description", f"at most {WEBHOOK_DESCRIPTION_LEN_MAX} characters")
+    if (problem := text_problem(text, WEBHOOK_DESCRIPTION_LEN_MAX)) is not None:
+        v.add("description", problem)
 
 
 _ENDPOINT_COLUMNS = "endpoint_id, platform_id, url, types, description, enabled, created_at"
@@ -219,18 +289,40 @@ async def list_deliveries(conn: asyncpg.Connection, platform_id: int, endpoint_i
     return await _deliveries(conn, rows)
 
 
+_SQL_REDELIVERY_PENDING = f"""
+SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d
+WHERE d.endpoint_id = $1 AND d.resource_id = $2 AND d.seq = $3
+  AND d.state = {DeliveryState.PENDING:d}
+ORDER BY d.delivery_id LIMIT 1
+"""
+
+
 async def redeliver(conn: asyncpg.Connection, platform_id: int, delivery_id: int) -> Delivery:
-    """The delivery's event again, as a new delivery (to an enabled endpoint)."""
-    row = await conn.fetchrow(
-        "INSERT INTO webhook_deliveries (endpoint_id, platform_id, seq, resource_id, state)"
-        f" SELECT d.endpoint_id, d.platform_id, d.seq, d.resource_id, {DeliveryState.PENDING:d}"
-        " FROM webhook_deliveries d JOIN webhook_endpoints e USING (endpoint_id)"
-        " WHERE d.delivery_id = $1 AND d.platform_id = $2 AND e.enabled"
-        f" RETURNING {_DELIVERY_COLUMNS.replace('d.', '')}", delivery_id, platform_id)
-    if row is None:
-        raise NotFound(f"no delivery {delivery_id} to an enabled endpoint",
-                       reason=Reason.WEBHOOK_DELIVERY_NOT_FOUND)
-    return (await _deliveries(conn, [row]))[0]
+    """The delivery's event again, as a new delivery (to an enabled endpoint); while a
+    delivery of that event to that endpoint is pending, that one: repeated calls never
+    queue more than one delivery per event and endpoint (a bounded queue; review)."""
+    async with conn.transaction():
+        source = await conn.fetchrow(
+            "SELECT d.endpoint_id, d.seq, d.resource_id FROM webhook_deliveries d"
+            " JOIN webhook_endpoints e USING (endpoint_id)"
+            " WHERE d.delivery_id = $1 AND d.platform_id = $2 AND e.enabled",
+            delivery_id, platform_id)
+        if source is None:
+            raise NotFound(f"no delivery {delivery_id} to an enabled endpoint",
+                           reason=Reason.WEBHOOK_DELIVERY_NOT_FOUND)
+        # one redelivery at a time per endpoint, so the pending check holds (NO KEY: the
+        # sequencer's deliveries only KEY SHARE the endpoint)
+        await conn.execute("SELECT 1 FROM webhook_endpoints WHERE endpoint_id = $1"
+                           " FOR NO KEY UPDATE", source["endpoint_id"])
+        row = await conn.fetchrow(_SQL_REDELIVERY_PENDING, source["endpoint_id"],
+                                  source["resource_id"], source["seq"])
+        if row is None:
+            row = await conn.fetchrow(
+                "INSERT INTO webhook_deliveries (endpoint_id, platform_id, seq, resource_id,"
+                f" state) VALUES ($1, $2, $3, $4, {DeliveryState.PENDING:d})"
+                f" RETURNING {_DELIVERY_COLUMNS.replace('d.', '')}",
+                source["endpoint_id"], platform_id, source["seq"], source["resource_id"])
+        return (await _deliveries(conn, [row]))[0]
 
 
 # ---- the worker ---------------------------------------------------------------------------
@@ -311,6 +403,8 @@ class Deliverer(Periodic):
             import aiohttp
 
             self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=PublicResolver(
+                    allow_loopback=self._settings.webhook_allow_http_loopback)),
                 timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout_s),
                 headers={"User-Agent": USER_AGENT})
         return self._session
@@ -363,8 +457,11 @@ class Deliverer(Periodic):
                    "Clearing-Event-Seq": str(event.seq),
                    "Clearing-Event-Type": event.type}
         started = time.monotonic()
-        status, error = 0, ""
+        status, error = 0, target_refused(
+            row["url"], allow_loopback=self._settings.webhook_allow_http_loopback)
         try:
+            if error:
+                raise OSError(error)
             async with self._http().post(row["url"], data=body, headers=headers,
                                          allow_redirects=False) as resp:
                 status = resp.status
