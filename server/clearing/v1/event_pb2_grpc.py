@@ -171,7 +171,8 @@ class EventServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RedeliverWebhook(self, request, context):
-        """Delivers a delivery's event again (a new delivery, answered). NOT_FOUND,
+        """Delivers a delivery's event again: a new delivery, answered; while one of that event
+        to that endpoint is still pending, that one is answered (no second). NOT_FOUND,
         WEBHOOK_DELIVERY_NOT_FOUND. Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -713,7 +713,8 @@ export declare const EventService: GenService<{
     output: typeof ListWebhookDeliveriesResponseSchema;
   },
   /**
-   * Delivers a delivery's event again (a new delivery, answered). NOT_FOUND,
+   * Delivers a delivery's event again: a new delivery, answered; while one of that event
+   * to that endpoint is still pending, that one is answered (no second). NOT_FOUND,
    * WEBHOOK_DELIVERY_NOT_FOUND. Role: operator.
    *
    * @generated from rpc clearing.v1.EventService.RedeliverWebhook
