@@ -350,10 +350,16 @@ async def test_admin_init_makes_a_key_the_platform_commands_use(running, databas
     key = out.read_text().strip()
     assert key.startswith("ca_")
     name = _name()
-    code, stdout, err = await admin_cli(running.port, key, "platform", "create", name)
+    request_id = rid()
+    code, stdout, err = await admin_cli(running.port, key, "platform", "create", name,
+                                        "--request-id", request_id)
     assert code == 0 and f"platform {name} (id " in stdout, err
     platform_key = stdout.splitlines()[-1]
     assert platform_key.startswith("ck_")
+    # A rerun with the request id (its answer lost, say) makes nothing and shows no key.
+    code, stdout, err = await admin_cli(running.port, key, "platform", "create", name,
+                                        "--request-id", request_id)
+    assert code == 0 and "ck_" not in stdout and "shown then only" in err, (stdout, err)
     code, stdout, err = await admin_cli(running.port, platform_key, "platform", "list")
     assert code != 0 and "PERMISSION_DENIED" in err  # a platform's key is no admin key
     code, stdout, err = await admin_cli(running.port, key, "platform", "create", name)
