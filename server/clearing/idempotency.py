@@ -27,6 +27,11 @@ RequestPayout) have their row written by the writer in the batch's one statement
 the response bytes the posting's `respond` callback made in memory from the committed
 records (`clearing.ledger.model.Posting`). The others run through `run`.
 
+Admin writes of PlatformService (CreatePlatform, CreateApiKey) run through `run` under
+platform 0, the core's own: one namespace for every admin key. CreateApiKey records the
+answer a replay gets, the key as listed without the key itself (never stored) and flagged
+`key_shown_before`; the first call answers the key it made (clearing.api.platform).
+
 A row with neither response nor error is "unfinished": a request whose work goes on after
 its first transaction (a SplitBatch records its whole response once its orders are split).
 A replay of an unfinished request does the (idempotent) work again and records the first

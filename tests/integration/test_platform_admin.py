@@ -81,11 +81,11 @@ async def test_admin_keys_and_platform_keys_stay_on_their_side(channel, maker, c
 
 async def test_platforms_are_created_got_and_listed_by_pages(maker):
     names = [_name() for _ in range(3)]
-    made = [(await maker.call("CreatePlatform", pb.CreatePlatformRequest(name=n))).platform
-            for n in names]
+    made = [(await maker.call("CreatePlatform", pb.CreatePlatformRequest(
+        name=n, request_id=rid()))).platform for n in names]
     assert [p.name for p in made] == names and made[0].platform_id < made[2].platform_id
     reason, _ = await _refused(maker.call("CreatePlatform", pb.CreatePlatformRequest(
-        name=names[0])), grpc.StatusCode.ALREADY_EXISTS)
+        name=names[0], request_id=rid())), grpc.StatusCode.ALREADY_EXISTS)
     assert reason == "ALREADY_EXISTS"
     got = (await maker.call("GetPlatform", pb.GetPlatformRequest(name=names[1]))).platform
     assert got == made[1]
@@ -109,10 +109,10 @@ async def test_platforms_are_created_got_and_listed_by_pages(maker):
 
 async def test_keys_are_made_listed_and_revoked(channel, maker):
     pid = (await maker.call("CreatePlatform", pb.CreatePlatformRequest(
-        name=_name()))).platform.platform_id
+        name=_name(), request_id=rid()))).platform.platform_id
     made = [await maker.call("CreateApiKey", pb.CreateApiKeyRequest(
-        platform_id=pid, roles=roles)) for roles in (["gateway", "operator"], ["approver"],
-                                                     ["gateway"])]
+        platform_id=pid, roles=roles, request_id=rid()))
+        for roles in (["gateway", "operator"], ["approver"], ["gateway"])]
     assert made[0].key.startswith("ck_") and made[0].key[:8] == made[0].api_key.key_prefix
     keys = []
     token = ""
@@ -150,9 +150,9 @@ async def test_keys_are_made_listed_and_revoked(channel, maker):
 
 async def test_a_keys_last_use_is_recorded(channel, running, maker):
     pid = (await maker.call("CreatePlatform", pb.CreatePlatformRequest(
-        name=_name()))).platform.platform_id
-    made = await maker.call("CreateApiKey", pb.CreateApiKeyRequest(platform_id=pid,
-                                                                   roles=["operator"]))
+        name=_name(), request_id=rid()))).platform.platform_id
+    made = await maker.call("CreateApiKey", pb.CreateApiKeyRequest(
+        platform_id=pid, roles=["operator"], request_id=rid()))
     assert not made.api_key.HasField("last_use_time")
     await Client(channel, made.key).call("ListAccounts", lpb.ListAccountsRequest())
     await running.keys.flush_last_use()
@@ -162,12 +162,18 @@ async def test_a_keys_last_use_is_recorded(channel, running, maker):
 
 async def test_invalid_input_names_its_field(maker, platform):
     cases = [
-        ("CreatePlatform", pb.CreatePlatformRequest(name="has space"), "name"),
-        ("CreatePlatform", pb.CreatePlatformRequest(), "name"),
+        ("CreatePlatform", pb.CreatePlatformRequest(request_id=rid(), name="has space"), "name"),
+        ("CreatePlatform", pb.CreatePlatformRequest(request_id=rid()), "name"),
         ("GetPlatform", pb.GetPlatformRequest(), "platform_id"),
-        ("CreateApiKey", pb.CreateApiKeyRequest(platform_id=platform.platform_id,
+        ("CreatePlatform", pb.CreatePlatformRequest(name=_name()), "request_id"),
+        ("CreateApiKey", pb.CreateApiKeyRequest(request_id=rid(),
+                                                platform_id=platform.platform_id,
                                                 roles=["gateway", "root"]), "roles[1]"),
-        ("CreateApiKey", pb.CreateApiKeyRequest(platform_id=platform.platform_id), "roles"),
+        ("CreateApiKey", pb.CreateApiKeyRequest(request_id=rid(),
+                                                platform_id=platform.platform_id), "roles"),
+        ("CreateApiKey", pb.CreateApiKeyRequest(platform_id=platform.platform_id,
+                                                roles=["gateway"], request_id="x" * 129),
+         "request_id"),
         ("ListApiKeys", pb.ListApiKeysRequest(platform_id=platform.platform_id,
                                               page_size=1001), "page_size"),
         ("ListPlatforms", pb.ListPlatformsRequest(page_token="forged"), "page_token"),
@@ -344,10 +350,16 @@ async def test_admin_init_makes_a_key_the_platform_commands_use(running, databas
     key = out.read_text().strip()
     assert key.startswith("ca_")
     name = _name()
-    code, stdout, err = await admin_cli(running.port, key, "platform", "create", name)
+    request_id = rid()
+    code, stdout, err = await admin_cli(running.port, key, "platform", "create", name,
+                                        "--request-id", request_id)
     assert code == 0 and f"platform {name} (id " in stdout, err
     platform_key = stdout.splitlines()[-1]
     assert platform_key.startswith("ck_")
+    # A rerun with the request id (its answer lost, say) makes nothing and shows no key.
+    code, stdout, err = await admin_cli(running.port, key, "platform", "create", name,
+                                        "--request-id", request_id)
+    assert code == 0 and "ck_" not in stdout and "shown then only" in err, (stdout, err)
     code, stdout, err = await admin_cli(running.port, platform_key, "platform", "list")
     assert code != 0 and "PERMISSION_DENIED" in err  # a platform's key is no admin key
     code, stdout, err = await admin_cli(running.port, key, "platform", "create", name)
@@ -458,3 +470,36 @@ async def test_an_admin_change_in_progress_does_not_hold_up_the_ledger_writer(
         assert made.payout_id and made.amount_minor == 5_000
     finally:
         await conn.close()
+
+
+async def test_retried_creates_answer_the_same_platform_and_key_and_make_one_key(maker,
+                                                                                checker):
+    # Platform: a replay (by any admin key: admin request ids are one namespace) answers the
+    # same platform; the request id with another name is refused.
+    create = pb.CreatePlatformRequest(name=_name(), request_id=rid())
+    platform = (await maker.call("CreatePlatform", create)).platform
+    assert (await checker.call("CreatePlatform", create)).platform == platform
+    reason, _ = await _refused(maker.call("CreatePlatform", pb.CreatePlatformRequest(
+        name=_name(), request_id=create.request_id)), grpc.StatusCode.ALREADY_EXISTS)
+    assert reason == "REQUEST_ID_REUSED"
+    # Key: the first answer shows it; a retry answers the same key without it, flagged.
+    ask = pb.CreateApiKeyRequest(platform_id=platform.platform_id, roles=["gateway"],
+                                 request_id=rid())
+    first = await maker.call("CreateApiKey", ask)
+    assert first.key.startswith("ck_") and not first.key_shown_before
+    again = await maker.call("CreateApiKey", ask)
+    assert again.api_key == first.api_key and again.key == "" and again.key_shown_before
+    reason, _ = await _refused(maker.call("CreateApiKey", pb.CreateApiKeyRequest(
+        platform_id=platform.platform_id, roles=["gateway", "operator"],
+        request_id=ask.request_id)), grpc.StatusCode.ALREADY_EXISTS)
+    assert reason == "REQUEST_ID_REUSED"
+    # Concurrent retries of another request id: one key made, shown to one of them.
+    ask2 = pb.CreateApiKeyRequest(platform_id=platform.platform_id, roles=["operator"],
+                                  request_id=rid())
+    both = await asyncio.gather(*(maker.call("CreateApiKey", ask2) for _ in range(2)))
+    assert both[0].api_key.key_id == both[1].api_key.key_id
+    assert sorted(bool(r.key) for r in both) == [False, True]
+    assert sorted(r.key_shown_before for r in both) == [False, True]
+    listed = (await maker.call("ListApiKeys", pb.ListApiKeysRequest(
+        platform_id=platform.platform_id))).api_keys
+    assert [k.key_id for k in listed] == [first.api_key.key_id, both[0].api_key.key_id]

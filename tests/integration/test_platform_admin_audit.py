@@ -39,10 +39,10 @@ async def test_admin_changes_are_recorded_by_the_admin_key_that_made_them(
     by_maker, by_checker = [f"admin-key:{maker_id}"], [f"admin-key:{checker_id}"]
 
     platform = (await maker.call("CreatePlatform", pb.CreatePlatformRequest(
-        name=f"audited-{secrets.token_hex(4)}"))).platform
+        name=f"audited-{secrets.token_hex(4)}", request_id=rid()))).platform
     pid = platform.platform_id
     made = await maker.call("CreateApiKey", pb.CreateApiKeyRequest(
-        platform_id=pid, roles=["gateway", "operator"]))
+        platform_id=pid, roles=["gateway", "operator"], request_id=rid()))
     key_id = made.api_key.key_id
     fees = (await Client(channel, made.key).open(
         "fees", kind=lpb.ACCOUNT_KIND_PLATFORM)).account_id  # not an admin change: no record

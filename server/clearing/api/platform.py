@@ -8,7 +8,9 @@ import re
 
 import asyncpg
 
+from clearing import idempotency
 from clearing.api import validate
+from clearing.api.replies import encode
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
 from clearing.config import PayoutSettings
@@ -33,6 +35,9 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     for m in pb.DESCRIPTOR.services_by_name["PlatformService"].methods}
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
+# The request ids of admin writes (CreatePlatform, CreateApiKey) are recorded in `requests`
+# under platform 0, the core's own (as its audit chain): one namespace for every admin key.
+ADMIN_REQUESTS_PLATFORM = 0
 
 
 def platform_message(p: Platform) -> pb.Platform:
@@ -110,14 +115,21 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
     async def CreatePlatform(self, request: pb.CreatePlatformRequest,
                              context) -> pb.CreatePlatformResponse:
         v = Violations()
+        validate.request_id(v, request.request_id)
         if not request.name:
             v.add("name", "required")
         elif len(request.name) > PLATFORM_NAME_LEN_MAX or not _NAME.fullmatch(request.name):
             v.add("name", f"1 to {PLATFORM_NAME_LEN_MAX} letters, digits, '.', '_' or '-'")
         v.raise_if_any()
-        async with self._pool.acquire() as conn:
-            p = await service.create_platform(conn, principal().key_id, request.name)
-        return pb.CreatePlatformResponse(platform=platform_message(p))
+        admin_key_id = principal().key_id
+
+        async def op(conn) -> bytes:
+            p = await service.create_platform(conn, admin_key_id, request.name)
+            return encode(pb.CreatePlatformResponse(platform=platform_message(p)))
+
+        return pb.CreatePlatformResponse.FromString(await idempotency.run(
+            self._pool, ADMIN_REQUESTS_PLATFORM, request.request_id, "CreatePlatform",
+            validate.payload_hash("CreatePlatform", request), op))
 
     async def GetPlatform(self, request: pb.GetPlatformRequest,
                           context) -> pb.GetPlatformResponse:
@@ -145,6 +157,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
     async def CreateApiKey(self, request: pb.CreateApiKeyRequest,
                            context) -> pb.CreateApiKeyResponse:
         v = Violations()
+        validate.request_id(v, request.request_id)
         validate.object_id(v, request.platform_id, "platform_id")
         if not request.roles:
             v.add("roles", f"required: one or more of {sorted(Role.ALL)}")
@@ -152,11 +165,28 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
             if role not in Role.ALL:
                 v.add(f"roles[{i}]", f"{role!r} is not one of {sorted(Role.ALL)}")
         v.raise_if_any()
-        async with self._pool.acquire() as conn:
-            info, key = await service.create_api_key(conn, principal().key_id,
-                                                     request.platform_id,
+        admin_key_id = principal().key_id
+        made: dict[int, str] = {}  # key id -> the key, of the keys this call made
+
+        async def op(conn) -> bytes:
+            # The recorded response is a replay's: the key is never stored (only its hash).
+            info, key = await service.create_api_key(conn, admin_key_id, request.platform_id,
                                                      frozenset(request.roles))
-        return pb.CreateApiKeyResponse(api_key=key_message(info), key=key)
+            made[info.key_id] = key
+            return encode(pb.CreateApiKeyResponse(api_key=key_message(info),
+                                                  key_shown_before=True))
+
+        out = pb.CreateApiKeyResponse.FromString(await idempotency.run(
+            self._pool, ADMIN_REQUESTS_PLATFORM, request.request_id, "CreateApiKey",
+            validate.payload_hash("CreateApiKey", request), op))
+        # A key made by an attempt that committed is this call's: shown now, and only now.
+        # (An attempt the database aborted left no key; a concurrent retry that committed
+        # first answers its key id, not one of ours.)
+        key = made.get(out.api_key.key_id)
+        if key is not None:
+            out.key = key
+            out.key_shown_before = False
+        return out
 
     async def ListApiKeys(self, request: pb.ListApiKeysRequest,
                           context) -> pb.ListApiKeysResponse:

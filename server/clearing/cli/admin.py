@@ -154,24 +154,43 @@ def _roles(text: str) -> list[str]:
     return [r for r in text.split(",") if r]
 
 
+def _request_id(args) -> str:
+    import uuid
+
+    return args.request_id or str(uuid.uuid4())
+
+
+def _print_key(made) -> None:
+    """The key of a CreateApiKey answer; a replay of the request id has none to show."""
+    if made.key_shown_before:
+        print(f"key {made.api_key.key_id} (prefix {made.api_key.key_prefix}) was made by the "
+              "first run of this request id and shown then only; if it was lost, revoke it "
+              "(keys revoke) and create another", file=sys.stderr)
+        return
+    print(made.key)
+
+
 def cmd_platform_create(args, settings: Settings) -> int:
     """`clearing platform create NAME`: the platform and its first API key (shown once)."""
     from clearing_client import ClearingRpcError
     from clearing_client.v1 import platform_pb2 as pb
 
+    request_id = _request_id(args)
+
     async def work(client) -> int:
         try:
-            made = (await client.call(client.platform.CreatePlatform,
-                                      pb.CreatePlatformRequest(name=args.name))).platform
+            made = (await client.call(client.platform.CreatePlatform, pb.CreatePlatformRequest(
+                name=args.name, request_id=request_id))).platform
         except ClearingRpcError as err:
             if err.code.name == "ALREADY_EXISTS":
                 raise SystemExit(f"platform {args.name!r} already exists") from None
             raise
         key = await client.call(client.platform.CreateApiKey, pb.CreateApiKeyRequest(
-            platform_id=made.platform_id, roles=_roles(args.roles)))
+            platform_id=made.platform_id, roles=_roles(args.roles),
+            request_id=f"{request_id}/key"))
         print(f"platform {made.name} (id {made.platform_id}) created; its API key "
               "(shown once):")
-        print(key.key)
+        _print_key(key)
         return 0
 
     return _admin_run(args, settings, work)
@@ -200,11 +219,14 @@ def cmd_keys_create(args, settings: Settings) -> int:
     """`clearing keys create PLATFORM --roles R`: another key (printed once)."""
     from clearing_client.v1 import platform_pb2 as pb
 
+    request_id = _request_id(args)
+
     async def work(client) -> int:
         platform = await _platform(client, args.platform)
         made = await client.call(client.platform.CreateApiKey, pb.CreateApiKeyRequest(
-            platform_id=platform.platform_id, roles=_roles(args.roles)))
-        print(made.key)
+            platform_id=platform.platform_id, roles=_roles(args.roles),
+            request_id=request_id))
+        _print_key(made)
         return 0
 
     return _admin_run(args, settings, work)
@@ -480,6 +502,8 @@ def add_parsers(sub) -> None:
     p = plat.add_parser("create", help="create a platform and print its first API key")
     p.add_argument("name")
     p.add_argument("--roles", default="gateway,operator", help="comma-separated roles")
+    p.add_argument("--request-id", help="idempotency key, at most 124 characters (default: a "
+                   "new UUID); its key's is REQUEST_ID/key")
     p.set_defaults(func=cmd_platform_create)
     p = plat.add_parser("list", help="every platform: id, name, created")
     p.set_defaults(func=cmd_platform_list)
@@ -499,6 +523,7 @@ def add_parsers(sub) -> None:
     p = keys.add_parser("create", help="create another key for a platform")
     p.add_argument("platform")
     p.add_argument("--roles", required=True, help="comma-separated: gateway,operator,approver")
+    p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     p.set_defaults(func=cmd_keys_create)
     p = keys.add_parser("list", help="a platform's keys (prefix, roles, created, last used, "
                                      "revoked)")

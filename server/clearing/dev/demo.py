@@ -66,8 +66,8 @@ async def _platform(admin, name: str):
     from clearing_client.v1 import platform_pb2 as pb
 
     try:
-        return (await admin.call(admin.platform.CreatePlatform,
-                                 pb.CreatePlatformRequest(name=name))).platform
+        return (await admin.call(admin.platform.CreatePlatform, pb.CreatePlatformRequest(
+            name=name, request_id=f"demo-platform-{name}"))).platform
     except ClearingRpcError as err:
         if err.code.name != "ALREADY_EXISTS":
             raise
@@ -91,8 +91,18 @@ async def _key(admin, addr: str, platform_id: int, path: Path, roles: list[str],
             except ClearingRpcError as err:
                 if err.code.name not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
                     raise
-    made = await admin.call(admin.platform.CreateApiKey, pb.CreateApiKeyRequest(
-        platform_id=platform_id, roles=roles))
+    # Stable request ids: a rerun (or a retry) makes no second key. A replay answers the key
+    # made before without the key itself (key_shown_before): it is lost (not in `path`, or
+    # refused), so revoke it and go on to the next request id of the chain, named by it.
+    request_id = f"demo-key-{platform_id}-{path.name}"
+    while True:
+        made = await admin.call(admin.platform.CreateApiKey, pb.CreateApiKeyRequest(
+            platform_id=platform_id, roles=roles, request_id=request_id))
+        if not made.key_shown_before:
+            break
+        await admin.call(admin.platform.RevokeApiKey,
+                         pb.RevokeApiKeyRequest(key_id=made.api_key.key_id))
+        request_id = f"demo-key-{platform_id}-{path.name}-after-{made.api_key.key_id}"
     _write_secret(path, made.key)
     return made.key
 

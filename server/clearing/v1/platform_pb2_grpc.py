@@ -121,7 +121,9 @@ class PlatformServiceServicer:
 
     def CreatePlatform(self, request, context):
         """Creates a platform. A name taken answers ALREADY_EXISTS (reason ALREADY_EXISTS,
-        metadata name). It has no key yet: CreateApiKey makes them.
+        metadata name). It has no key yet: CreateApiKey makes them. Once per request id: a
+        retry answers the same platform (another request with it: ALREADY_EXISTS, reason
+        REQUEST_ID_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +146,10 @@ class PlatformServiceServicer:
     def CreateApiKey(self, request, context):
         """Makes an API key for a platform, with roles among gateway, operator and approver. The
         key is in the response and nowhere else: only its SHA-256 and its prefix are kept.
+        Once per request id: a retry answers the same key as listed, with `key` empty and
+        `key_shown_before` true (the key was in the first answer only). If that first answer
+        was lost, revoke the key (RevokeApiKey) and make another with a new request id. Another
+        request with the request id: ALREADY_EXISTS, reason REQUEST_ID_REUSED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

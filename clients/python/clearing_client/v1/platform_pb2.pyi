@@ -47,10 +47,12 @@ class Platform(_message.Message):
     def __init__(self, platform_id: _Optional[int] = ..., name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreatePlatformRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreatePlatformResponse(_message.Message):
     __slots__ = ("platform",)
@@ -107,20 +109,24 @@ class ApiKey(_message.Message):
     def __init__(self, key_id: _Optional[int] = ..., platform_id: _Optional[int] = ..., key_prefix: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_use_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
-    __slots__ = ("platform_id", "roles")
+    __slots__ = ("platform_id", "roles", "request_id")
     PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     ROLES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     platform_id: int
     roles: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, platform_id: _Optional[int] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, platform_id: _Optional[int] = ..., roles: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateApiKeyResponse(_message.Message):
-    __slots__ = ("api_key", "key")
+    __slots__ = ("api_key", "key", "key_shown_before")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_SHOWN_BEFORE_FIELD_NUMBER: _ClassVar[int]
     api_key: ApiKey
     key: str
-    def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
+    key_shown_before: bool
+    def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ..., key: _Optional[str] = ..., key_shown_before: _Optional[bool] = ...) -> None: ...
 
 class ListApiKeysRequest(_message.Message):
     __slots__ = ("platform_id", "page_size", "page_token", "key_prefix")

@@ -57,6 +57,13 @@ export declare type CreatePlatformRequest = Message<"clearing.v1.CreatePlatformR
    * @generated from field: string name = 1;
    */
   name: string;
+
+  /**
+   * Idempotency key, 1 to 128 characters: a retry with it answers the same platform.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
 };
 
 /**
@@ -267,6 +274,14 @@ export declare type CreateApiKeyRequest = Message<"clearing.v1.CreateApiKeyReque
    * @generated from field: repeated string roles = 2;
    */
   roles: string[];
+
+  /**
+   * Idempotency key, 1 to 128 characters: a retry with it answers the same key (without
+   * the key itself, see CreateApiKeyResponse.key_shown_before).
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
 };
 
 /**
@@ -289,11 +304,21 @@ export declare type CreateApiKeyResponse = Message<"clearing.v1.CreateApiKeyResp
   apiKey?: ApiKey | undefined;
 
   /**
-   * The key itself: send it as `authorization: Bearer <key>`. It is not stored.
+   * The key itself: send it as `authorization: Bearer <key>`. It is not stored, so it is
+   * empty in the answer to a retry (key_shown_before).
    *
    * @generated from field: string key = 2;
    */
   key: string;
+
+  /**
+   * True in the answer to a retry of the request id: the key was made and shown in the
+   * first answer only, and `key` is empty. If that answer was lost, revoke the key and make
+   * another with a new request id.
+   *
+   * @generated from field: bool key_shown_before = 3;
+   */
+  keyShownBefore: boolean;
 };
 
 /**
@@ -1006,7 +1031,9 @@ export declare const CalendarDayKindSchema: GenEnum<CalendarDayKind>;
 export declare const PlatformService: GenService<{
   /**
    * Creates a platform. A name taken answers ALREADY_EXISTS (reason ALREADY_EXISTS,
-   * metadata name). It has no key yet: CreateApiKey makes them.
+   * metadata name). It has no key yet: CreateApiKey makes them. Once per request id: a
+   * retry answers the same platform (another request with it: ALREADY_EXISTS, reason
+   * REQUEST_ID_REUSED).
    *
    * @generated from rpc clearing.v1.PlatformService.CreatePlatform
    */
@@ -1038,6 +1065,10 @@ export declare const PlatformService: GenService<{
   /**
    * Makes an API key for a platform, with roles among gateway, operator and approver. The
    * key is in the response and nowhere else: only its SHA-256 and its prefix are kept.
+   * Once per request id: a retry answers the same key as listed, with `key` empty and
+   * `key_shown_before` true (the key was in the first answer only). If that first answer
+   * was lost, revoke the key (RevokeApiKey) and make another with a new request id. Another
+   * request with the request id: ALREADY_EXISTS, reason REQUEST_ID_REUSED.
    *
    * @generated from rpc clearing.v1.PlatformService.CreateApiKey
    */
