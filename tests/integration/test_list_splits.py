@@ -242,3 +242,50 @@ async def test_invalid_input_names_the_field(world):
                   dict(account_id=ids["PLAT_001"], amount_max_minor=5_000),
                   dict(account_id=ids["PLAT_001"], currency_code="CNY")):
         assert await _refused(gateway, page_token=token, **other) == ["page_token"], other
+
+
+async def test_cli_split_list(world, running, platform):
+    """`clearing split list`: dates in the platform's time zone (Asia/Shanghai: T0 is 08:00
+    on 2026-01-10 there), ISO times, major units, a state, paging with the token."""
+    from tests.integration.test_split_cli import cli, ok
+
+    _, _, ids, made = world
+    key = platform.key
+
+    async def listed(*argv: str) -> list[int]:
+        return [int(s["split_id"]) for s in (await ok(running, key, "split", "list",
+                                                       *argv)).get("splits", [])]
+
+    every = [m.split_id for m in made]
+    assert await listed("--from", "2026-01-10", "--to", "2026-01-10") == every
+    assert await listed("--to", "2026-01-09") == []
+    assert await listed("--from", "2026-01-11") == []
+    assert await listed("--from", "2026-01-10", "--time-zone", "UTC") == every
+    assert await listed("--from", "2026-01-11", "--time-zone", "America/Los_Angeles") == []
+    start = made[-1].paid_ns + 2 * HOUR_NS  # 2026-01-10T02:00Z, 10:00 in Shanghai
+    assert await listed("--from", "2026-01-10T10:00:00+08:00") == [
+        m.split_id for m in made if m.paid_ns >= start]
+    assert await listed("--to", "2026-01-10T02:00:00Z") == [
+        m.split_id for m in made if m.paid_ns < start]
+    assert await listed("--min-amount", "10.00", "--max-amount", "20") == [
+        m.split_id for m in made if 1_000 <= m.amount <= 2_000]
+    assert await listed("--state", "cancelled") == [
+        m.split_id for m in made if m.state == pb.SPLIT_STATUS_CANCELLED]
+    seen, token = [], ""
+    while True:
+        page = await ok(running, key, "split", "list", "--account", str(ids["DIST_01"]),
+                        "--page-size", "2", *(("--page-token", token) if token else ()))
+        seen += [int(s["split_id"]) for s in page.get("splits", [])]
+        if not (token := page.get("next_page_token", "")):
+            break
+    assert seen == [m.split_id for m in made if "DIST_01" in m.refs]
+
+    code, _, err = await cli(running, key, "split", "list", "--min-amount", "1.234")
+    assert code == 1 and "--min-amount" in err and "Traceback" not in err
+    code, _, err = await cli(running, key, "split", "list", "--from", "2026-13-01")
+    assert code == 1 and "--from" in err and "Traceback" not in err
+    code, _, err = await cli(running, key, "split", "list", "--time-zone", "Mars/Base")
+    assert code == 1 and "--time-zone" in err
+    code, _, err = await cli(running, key, "split", "list", "--min-amount", "2",
+                             "--max-amount", "1")
+    assert code == 1 and "amount_max_minor" in err and "Traceback" not in err
