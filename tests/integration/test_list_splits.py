@@ -289,3 +289,28 @@ async def test_cli_split_list(world, running, platform):
     code, _, err = await cli(running, key, "split", "list", "--min-amount", "2",
                              "--max-amount", "1")
     assert code == 1 and "amount_max_minor" in err and "Traceback" not in err
+
+
+async def test_python_client_list_splits(world, channel, platform):
+    from clearing_client import ClearingClient
+
+    _, _, ids, made = world
+    c = ClearingClient("", platform.key, channel=channel)
+    start = T0 + dt.timedelta(hours=2)
+    page = await c.list_splits(paid_time_start=start, paid_time_end=T0 + dt.timedelta(hours=6),
+                               account_id=ids["SUP_2025001"], page_size=2)
+    want = [m.split_id for m in made
+            if start.timestamp() * 10**9 <= m.paid_ns < (start.timestamp() + 4 * 3600) * 10**9
+            and "SUP_2025001" in m.refs]
+    got = [s.split_id for s in page.splits]
+    while page.next_page_token:
+        page = await c.list_splits(paid_time_start=start,
+                                   paid_time_end=T0 + dt.timedelta(hours=6),
+                                   account_id=ids["SUP_2025001"], page_size=2,
+                                   page_token=page.next_page_token)
+        got += [s.split_id for s in page.splits]
+    assert got == want and len(want) == 3
+    page = await c.list_splits(state=pb.SPLIT_STATUS_HOLDING, currency_code="CNY",
+                               amount_min_minor=1_114, amount_max_minor=1_114)
+    assert [s.split_id for s in page.splits] == [
+        m.split_id for m in made if m.state == pb.SPLIT_STATUS_HOLDING and m.amount == 1_114]
