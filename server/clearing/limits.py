@@ -51,6 +51,9 @@ MISMATCHES_LISTED_MAX = 100
 # ListAuditEvents filters (audit.proto): a resource name, a method name.
 AUDIT_RESOURCE_LEN_MAX = 128
 AUDIT_METHOD_LEN_MAX = 64
+# ListSplits: splits of the paid-time range one page examines at most (the other filters
+# apply to those); a page that reaches it ends there, with a next_page_token.
+LIST_SPLITS_SCAN_MAX = 10_000
 
 # ---- rule sets (rule_set.proto, RuleSet) -----------------------------------------------------
 RULES_MAX = 200
@@ -275,6 +278,7 @@ _require(RELEASE_ACCOUNTS_MAX >= LEGS_PER_SPLIT_MAX, "RELEASE_ACCOUNTS_MAX >= LE
 _require(ACTIONS_PER_SPLIT_MAX >= RELEASE_STEPS_MAX + 1,
          "ACTIONS_PER_SPLIT_MAX >= RELEASE_STEPS_MAX + 1")
 _require(1 <= PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX, "1 <= PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX")
+_require(PAGE_SIZE_MAX <= LIST_SPLITS_SCAN_MAX, "PAGE_SIZE_MAX <= LIST_SPLITS_SCAN_MAX")
 # The mask shows 4 + 4 characters: a shorter number would be shown whole.
 _require(8 <= ACCOUNT_NUMBER_LEN_MIN <= ACCOUNT_NUMBER_LEN_MAX,
          "8 <= ACCOUNT_NUMBER_LEN_MIN <= ACCOUNT_NUMBER_LEN_MAX")

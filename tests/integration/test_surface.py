@@ -72,7 +72,7 @@ async def test_contract_method_names():
     split = {m.name for m in split_pb2.DESCRIPTOR.services_by_name["SplitService"].methods}
     assert split == {"PublishRuleSet", "ActivateRuleSet", "GetRuleSet", "ListRuleSets",
                      "PreviewSplit", "Split", "SplitBatch", "SplitStream", "GetSplit",
-                     "ReleaseSplit", "CancelSplit", "RefundSplit", "SimulateRuleSet"}
+                     "ListSplits", "ReleaseSplit", "CancelSplit", "RefundSplit", "SimulateRuleSet"}
     payout = {m.name for m in payout_pb2.DESCRIPTOR.services_by_name["PayoutService"].methods}
     assert payout == {"BindBankAccount", "SetPayoutSchedule", "RequestPayout", "GetPayout",
                       "ListPayouts", "ApprovePayout", "RejectPayout"}

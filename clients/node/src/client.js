@@ -8,6 +8,7 @@ import { createReadStream, readFileSync, statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
@@ -333,6 +334,23 @@ export class ClearingClient {
     return (await this.call(this.split.getSplit, create(split.GetSplitRequestSchema, {
       orderId, splitId: int64(splitId, "splitId"),
     }))).split;
+  }
+
+  /**
+   * A page of the platform's splits, newest paid first. Every filter given applies: a
+   * SplitStatus (`state`), paid times in [paidTimeStart, paidTimeEnd) (Dates), a leg's
+   * credited account, amounts in [amountMinMinor, amountMaxMinor], a currency. A page may be
+   * short; the listing ends when `nextPageToken` is empty. Pass the same filters with the token.
+   */
+  listSplits({ state = 0, paidTimeStart, paidTimeEnd, accountId = 0n, amountMinMinor = 0n,
+    amountMaxMinor = 0n, currencyCode = "", pageSize = 0, pageToken = "" } = {}) {
+    return this.call(this.split.listSplits, create(split.ListSplitsRequestSchema, {
+      pageSize, pageToken, state, accountId: int64(accountId, "accountId"),
+      amountMinMinor: int64(amountMinMinor, "amountMinMinor"),
+      amountMaxMinor: int64(amountMaxMinor, "amountMaxMinor"), currencyCode,
+      paidTimeStart: paidTimeStart === undefined ? undefined : timestampFromDate(paidTimeStart),
+      paidTimeEnd: paidTimeEnd === undefined ? undefined : timestampFromDate(paidTimeEnd),
+    }));
   }
 
   /** Release held legs of a split: on an event (`eventName`) or a fraction (`fractionBps`),

@@ -182,6 +182,10 @@ export declare class ClearingClient {
   splitOrder(order: MessageInitShape<typeof split.OrderSchema>, options?: Writes):
     Promise<split.Split>;
   getSplit(orderId?: string, options?: { splitId?: Int64 }): Promise<split.Split>;
+  listSplits(options?: Page & {
+    state?: split.SplitStatus; paidTimeStart?: Date; paidTimeEnd?: Date; accountId?: Int64;
+    amountMinMinor?: Int64; amountMaxMinor?: Int64; currencyCode?: string;
+  }): Promise<split.ListSplitsResponse>;
   releaseSplit(orderId: string, options?: Writes & {
     eventName?: string; fractionBps?: number; accountIds?: Int64[];
   }): Promise<split.ReleaseSplitResponse>;

@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import {
-  AccountKind, ClearingRpcError, Code, ErrorReason, newRequestId, payout, ruleSet,
+  AccountKind, ClearingRpcError, Code, ErrorReason, newRequestId, payout, ruleSet, split,
 } from "../src/index.js";
 import { APPROVER_KEY, PAYOUT_FEE_MINOR, connect, ref } from "./support.js";
 
@@ -120,6 +120,12 @@ describe("a platform's day", () => {
     assert.deepEqual(first.legs.map((l) => [l.externalRef, l.amountMinor]),
       [["PLAT_FUNC", 400n], [MERCHANT, 99_000n]]);
     assert.equal((await c.getSplit(order.orderId)).splitId, first.splitId);
+    const found = await c.listSplits({ accountId: ids.merchant, amountMinMinor: 100_000n,
+      amountMaxMinor: 100_000n, state: split.SplitStatus.POSTED, currencyCode: "CNY",
+      paidTimeEnd: new Date(Date.now() + 60_000) });
+    assert.ok(found.splits.some((s) => s.splitId === first.splitId));
+    const none = await c.listSplits({ paidTimeStart: new Date(Date.now() + 60_000) });
+    assert.deepEqual(none.splits, []);
     assert.equal((await c.balance(ids.merchant)).postedMinor, 99_000n);
     assert.equal((await c.balance(ids.functional)).postedMinor, 400n);
   });

@@ -9,6 +9,7 @@ ActivateRuleSet). Every other method is one `call(client.<service>.<Method>, req
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import random
 import uuid
@@ -322,6 +323,28 @@ class ClearingClient:
         """One split, by the order's id or the split's id."""
         return (await self.call(self.split.GetSplit, split_pb2.GetSplitRequest(
             order_id=order_id, split_id=split_id))).split
+
+    async def list_splits(self, *, state: int = split_pb2.SPLIT_STATUS_UNSPECIFIED,
+                          paid_time_start: datetime.datetime | None = None,
+                          paid_time_end: datetime.datetime | None = None,
+                          account_id: int = 0, amount_min_minor: int = 0,
+                          amount_max_minor: int = 0, currency_code: str = "",
+                          page_size: int = 0,
+                          page_token: str = "") -> split_pb2.ListSplitsResponse:
+        """A page of the platform's splits, newest paid first. Every filter given applies:
+        a SplitStatus, paid times in [paid_time_start, paid_time_end) (aware datetimes), a
+        leg's credited account, amounts in [amount_min_minor, amount_max_minor], a currency.
+        A page may be short (a page walks at most 10,000 splits); the listing ends when
+        `next_page_token` is empty. Pass the same filters with the token."""
+        request = split_pb2.ListSplitsRequest(
+            page_size=page_size, page_token=page_token, state=state, account_id=account_id,
+            amount_min_minor=amount_min_minor, amount_max_minor=amount_max_minor,
+            currency_code=currency_code)
+        if paid_time_start is not None:
+            request.paid_time_start.FromDatetime(paid_time_start)
+        if paid_time_end is not None:
+            request.paid_time_end.FromDatetime(paid_time_end)
+        return await self.call(self.split.ListSplits, request)
 
     async def release_split(self, order_id: str, *, event_name: str | None = None,
                             fraction_bps: int | None = None, account_ids: Iterable[int] = (),

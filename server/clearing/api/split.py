@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
-from clearing import idempotency, metrics
+from clearing import idempotency, metrics, values
 from clearing.api import split_convert as convert
 from clearing.api import split_validate as checks
 from clearing.api import validate
@@ -29,7 +30,8 @@ from clearing.clock import Clock
 from clearing.errors import ClearingError, NotFound, ResourceExhausted
 from clearing.ledger.model import Replay, Role
 from clearing.ledger.writer import LedgerWriter
-from clearing.limits import SPLIT_BATCH_SIZE_MAX, SPLIT_STREAM_IN_FLIGHT_MAX, STREAM_GROUPS_MAX
+from clearing.limits import (PAGE_SIZE_DEFAULT, SPLIT_BATCH_SIZE_MAX, SPLIT_STREAM_IN_FLIGHT_MAX,
+                             STREAM_GROUPS_MAX)
 from clearing.reasons import Reason
 from clearing.risk.gate import RiskGate
 from clearing.rules.cache import PlanCache
@@ -37,10 +39,18 @@ from clearing.rules.counters import Counters
 from clearing.splits import service as splits
 from clearing.splits.model import (Action, CancelRequest, RefundRequest, ReleaseRequest, Split)
 from clearing.splits.postings import SplitCommand
+from clearing.splits.store import SplitFilter
 from clearing.v1 import split_pb2 as pb
 from clearing.v1 import split_pb2_grpc
 
 log = logging.getLogger("clearing.api.split")
+
+
+def _list_token_kind(flt: SplitFilter) -> str:
+    """ListSplits' page-token kind: bound to the filters (a token made with other filters
+    is refused on `page_token`, not read as a position in this listing)."""
+    digest = hashlib.blake2b(flt.key().encode(), digest_size=8).hexdigest()
+    return f"splits-{digest}"
 
 _SERVICE = "/clearing.v1.SplitService/"
 _READ = frozenset({Role.GATEWAY, Role.OPERATOR, Role.APPROVER})
@@ -58,6 +68,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _SERVICE + "SplitBatch": frozenset({Role.GATEWAY}),
     _SERVICE + "SplitStream": frozenset({Role.GATEWAY}),
     _SERVICE + "GetSplit": _READ,
+    _SERVICE + "ListSplits": _READ,
     _SERVICE + "ReleaseSplit": _ACT,
     _SERVICE + "CancelSplit": _ACT,
     _SERVICE + "RefundSplit": _ACT,
@@ -225,6 +236,26 @@ class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitService
             raise NotFound(f"no split with {key} {value}", reason=Reason.SPLIT_NOT_FOUND,
                            metadata={key: str(value)})
         return pb.GetSplitResponse(split=convert.split(stored))
+
+    async def ListSplits(self, request: pb.ListSplitsRequest, context) -> pb.ListSplitsResponse:
+        v, flt = checks.list_splits_filter(request)
+        v.raise_if_any()
+        size = request.page_size or PAGE_SIZE_DEFAULT
+        pid = principal().platform_id
+        kind = _list_token_kind(flt)
+        after = None
+        if (position := validate.page_token(request.page_token, kind, pid, 3)) is not None:
+            negative, magnitude, split_id = position
+            if negative > 1 or (negative and magnitude == 0):
+                raise values.page_token_invalid()
+            after = (-magnitude if negative else magnitude, split_id)
+        page = await self._splits.search(pid, flt, after=after, limit=size)
+        token = ""
+        if page.after is not None:
+            paid, split_id = page.after
+            token = values.encode_page_token(kind, pid, int(paid < 0), abs(paid), split_id)
+        return pb.ListSplitsResponse(splits=[convert.split(s) for s in page.splits],
+                                     next_page_token=token)
 
     async def ReleaseSplit(self, request: pb.ReleaseSplitRequest,
                            context) -> pb.ReleaseSplitResponse:

@@ -22,6 +22,8 @@ from clearing.limits import (ACTION_REASON_LEN_MAX, ACTIVATION_COMMENT_LEN_MAX, 
 from clearing.money import BPS_ONE, is_currency
 from clearing.reasons import Reason
 from clearing.rules.validate import NAME_RE
+from clearing.splits.model import SplitStatus
+from clearing.splits.store import SplitFilter
 from clearing.v1 import split_pb2 as pb
 
 EVENT_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
@@ -215,3 +217,42 @@ def get_split_violations(request: pb.GetSplitRequest) -> Violations:
     validate.text(v, request.order_id, "order_id", length_max=ORDER_ID_LEN_MAX)
     validate.object_id(v, request.split_id, "split_id", required=False)
     return v
+
+
+_STORED_STATES = frozenset({SplitStatus.POSTED, SplitStatus.HOLDING, SplitStatus.CANCELLED,
+                            SplitStatus.PARTLY_REFUNDED, SplitStatus.REFUNDED})
+
+
+def _ns(v: Violations, request: pb.ListSplitsRequest, name: str) -> int | None:
+    """A valid Timestamp field as nanoseconds, clamped to int64 (paid times are int64)."""
+    if validate.timestamp(v, request, name) is None:
+        return None
+    ts = getattr(request, name)
+    return max(-(2**63), min(2**63 - 1, ts.seconds * 10**9 + ts.nanos))
+
+
+def list_splits_filter(request: pb.ListSplitsRequest) -> tuple[Violations, SplitFilter]:
+    """The violations of a ListSplits request and its filters."""
+    v = Violations()
+    validate.page_size(v, request.page_size)
+    status = None
+    if request.state:
+        if request.state in {int(s) for s in _STORED_STATES}:
+            status = SplitStatus(request.state)
+        else:
+            v.add("state", f"unknown value {request.state}: POSTED to REFUNDED, or unset")
+    start = _ns(v, request, "paid_time_start")
+    end = _ns(v, request, "paid_time_end")
+    if start is not None and end is not None and end <= start:
+        v.add("paid_time_end", "must be after paid_time_start")
+    validate.object_id(v, request.account_id, "account_id", required=False)
+    validate.amount_or_zero(v, request.amount_min_minor, "amount_min_minor")
+    validate.amount_or_zero(v, request.amount_max_minor, "amount_max_minor")
+    if 0 < request.amount_max_minor < request.amount_min_minor:
+        v.add("amount_max_minor", "must not be below amount_min_minor")
+    validate.currency(v, request.currency_code, required=False)
+    return v, SplitFilter(status=status, paid_start_ns=start, paid_end_ns=end,
+                          account_id=request.account_id or None,
+                          amount_min=request.amount_min_minor or None,
+                          amount_max=request.amount_max_minor or None,
+                          currency_code=request.currency_code)

@@ -38,7 +38,7 @@ from clearing.cli.common import parse_minor
 from clearing.config import Settings
 from clearing.limits import (SPLIT_BATCH_ATTEMPTS_MAX, SPLIT_BATCH_FILE_LINES_MAX,
                              SPLIT_BATCH_ID_LEN_MAX, SPLIT_BATCH_REQUEST_BYTES_MAX,
-                             SPLIT_BATCH_SIZE_MAX)
+                             SPLIT_BATCH_SIZE_MAX, DEFAULT_TIME_ZONE)
 
 if TYPE_CHECKING:
     from clearing_client import ClearingClient, ClearingRpcError
@@ -254,6 +254,8 @@ def _request(args):
             raise BadInput("give ORDER_ID or --split-id")
         return "GetSplit", pb.GetSplitRequest(order_id=args.order_id or "",
                                               split_id=args.split_id or 0)
+    if a == "list":
+        return "ListSplits", _list_request(args)
     if a == "release":
         request = pb.ReleaseSplitRequest(request_id=rid, order_id=args.order_id,
                                          account_ids=args.account or (),
@@ -273,6 +275,59 @@ def _request(args):
         amount_minor=_minor(args.amount, args.currency, "--amount"),
         currency_code=args.currency, refund_ref=args.refund_ref or "", reason=args.reason,
         shortfall_account_ref=args.shortfall_ref or "")
+
+
+STATES = ("posted", "holding", "cancelled", "partly_refunded", "refunded")
+
+
+def _day_or_time(text: str, what: str, zone: str, *, end: bool):
+    """A Timestamp from YYYY-MM-DD (midnight in `zone`; for an end, the next midnight: the
+    day is included) or an ISO 8601 time with its offset."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        day = dt.date.fromisoformat(text.strip()) if len(text.strip()) == 10 else None
+    except ValueError:
+        raise BadInput(f"{what}: not a date YYYY-MM-DD: {text!r}") from None
+    if day is None:
+        return _timestamp(text, what)
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    if end:
+        day += dt.timedelta(days=1)
+    stamp = Timestamp()
+    stamp.FromDatetime(dt.datetime.combine(day, dt.time(0), ZoneInfo(zone)))
+    return stamp
+
+
+def _list_request(args):
+    """ListSplits of `split list`: amounts in major units of --currency (CNY when not
+    given), dates in the platform's time zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from clearing_client.v1 import split_pb2 as pb
+
+    try:
+        ZoneInfo(args.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadInput(f"--time-zone: not an IANA time zone: {args.time_zone!r}") from None
+    units = args.currency or "CNY"
+    request = pb.ListSplitsRequest(
+        page_size=args.page_size, page_token=args.page_token or "",
+        account_id=args.account or 0, currency_code=args.currency or "",
+        state=(pb.SplitStatus.Value(f"SPLIT_STATUS_{args.state.upper()}")
+               if args.state else 0),
+        amount_min_minor=(_minor(args.min_amount, units, "--min-amount")
+                          if args.min_amount else 0),
+        amount_max_minor=(_minor(args.max_amount, units, "--max-amount")
+                          if args.max_amount else 0))
+    if args.since:
+        request.paid_time_start.CopyFrom(_day_or_time(args.since, "--from", args.time_zone,
+                                                      end=False))
+    if args.until:
+        request.paid_time_end.CopyFrom(_day_or_time(args.until, "--to", args.time_zone,
+                                                    end=True))
+    return request
 
 
 def _int(text: str, what: str, bits: int = 64) -> int:
@@ -623,7 +678,7 @@ def _order_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub) -> None:
-    """split preview|create|get|release|cancel|refund|batch."""
+    """split preview|create|get|list|release|cancel|refund|batch."""
     split = sub.add_parser("split", help="split orders; release, cancel, refund splits"
                            ).add_subparsers(dest="action", required=True)
     p = split.add_parser("preview", help="a dry run: the legs Split would book (nothing "
@@ -638,6 +693,22 @@ def add_parser(sub) -> None:
     p = split.add_parser("get", help="the split of an order, with its legs and history")
     p.add_argument("order_id", nargs="?")
     p.add_argument("--split-id", type=_typed(64), help="by split id instead of order id")
+    p = split.add_parser("list", help="search the platform's splits, newest paid first "
+                                      "(one page; pass --page-token for the next)")
+    p.add_argument("--state", choices=STATES)
+    p.add_argument("--from", dest="since", metavar="DATE|TIME",
+                   help="paid on or after: YYYY-MM-DD (in --time-zone) or ISO 8601 with offset")
+    p.add_argument("--to", dest="until", metavar="DATE|TIME",
+                   help="paid up to: YYYY-MM-DD (that whole day included) or ISO 8601 with "
+                        "offset (excluded)")
+    p.add_argument("--time-zone", default=DEFAULT_TIME_ZONE,
+                   help=f"of the dates (the platform's; default {DEFAULT_TIME_ZONE})")
+    p.add_argument("--account", type=_typed(64), help="a leg credits this account id")
+    p.add_argument("--min-amount", help="the order's amount at least, major units")
+    p.add_argument("--max-amount", help="the order's amount at most, major units")
+    p.add_argument("--currency", help="only this currency (and the amounts' unit; default CNY)")
+    p.add_argument("--page-size", type=_typed(32), default=0, help="splits a page (default 100)")
+    p.add_argument("--page-token", help="the previous page's next_page_token (same filters)")
     p = split.add_parser("release", help="post held legs: an event's steps or a fraction")
     p.add_argument("order_id")
     what = p.add_mutually_exclusive_group(required=True)

@@ -34,6 +34,7 @@ from starlette.templating import Jinja2Templates
 from clearing.console.overview import bar_chart, parse_channel_analysis, platform_today
 from clearing.console.sessions import Session, SessionStore
 from clearing.events.model import EventType
+from clearing.limits import DEFAULT_TIME_ZONE
 from clearing.limits import (CONSOLE_COUNT_MAX, CONSOLE_FIELD_LEN_MAX, CONSOLE_PAGE_SIZE,
                              CONSOLE_VOLUME_CACHE_S, INT64_MAX)
 from clearing.money import format_minor
@@ -369,7 +370,16 @@ def create_app(config: ConsoleConfig) -> Starlette:
         if order_id or split_id:
             found = await c.get_split(order_id, split_id=split_id)
             return RedirectResponse(f"/splits/{found.split_id}", status_code=303)
-        return page(request, "splits.html", session)
+        search = _split_search(request)
+        response = await c.list_splits(**search.filters, page_size=CONSOLE_PAGE_SIZE,
+                                       page_token=_token(request))
+        names = [_enum_name(split_pb2.SplitStatus, s, "SPLIT_STATUS_")
+                 for s in split_pb2.SplitStatus.values()
+                 if s not in (split_pb2.SPLIT_STATUS_UNSPECIFIED, split_pb2.SPLIT_STATUS_PREVIEW)]
+        return page(request, "splits.html", session, splits=response.splits,
+                    next_token=response.next_page_token, states=names, q=search.params,
+                    link={k: v for k, v in search.params.items() if v},
+                    time_zone=DEFAULT_TIME_ZONE)
 
     async def split_detail(request: Request, session: Session, c: ClearingClient,
                            _f) -> Response:
@@ -689,6 +699,66 @@ def _amount(form, name: str, currency: str) -> int:
     if amount <= 0:
         raise Refused(400, "must be positive", name)
     return amount
+
+
+@dataclass
+class _SplitSearch:
+    """The Splits page's search: ListSplits keyword arguments and the form's values (for
+    the form and the next-page link)."""
+
+    filters: dict
+    params: dict
+
+
+_SPLIT_SEARCH_FIELDS = ("state", "from", "to", "account_id", "min_amount", "max_amount",
+                        "currency")
+
+
+def _split_search(request: Request) -> _SplitSearch:
+    """The search of the Splits page from its query: a state, paid dates (YYYY-MM-DD, both
+    included, in the platform's time zone), an account id, amounts in major units (of the
+    currency given, else CNY), a currency."""
+    from zoneinfo import ZoneInfo
+
+    from clearing.cli.common import parse_minor
+    from clearing.money import is_currency
+
+    q = request.query_params
+    params = {name: _text(q, name) for name in _SPLIT_SEARCH_FIELDS}
+    filters: dict[str, Any] = {}
+    if params["state"]:
+        try:
+            filters["state"] = split_pb2.SplitStatus.Value(
+                "SPLIT_STATUS_" + params["state"].upper())
+        except ValueError:
+            raise Refused(400, "not a split state", "state") from None
+    currency = params["currency"].upper()
+    if currency:
+        if not is_currency(currency):
+            raise Refused(400, "not an ISO 4217 currency code", "currency")
+        filters["currency_code"] = params["currency"] = currency
+    zone = ZoneInfo(DEFAULT_TIME_ZONE)
+    for name, key, days in (("from", "paid_time_start", 0), ("to", "paid_time_end", 1)):
+        if params[name]:
+            try:
+                day = dt.date.fromisoformat(params[name])
+            except ValueError:
+                raise Refused(400, "not a date YYYY-MM-DD", name) from None
+            filters[key] = dt.datetime.combine(day + dt.timedelta(days=days), dt.time(0),
+                                               zone)
+    if "paid_time_start" in filters and "paid_time_end" in filters and (
+            filters["paid_time_end"] <= filters["paid_time_start"]):
+        raise Refused(400, "must not be before the start date", "to")
+    filters["account_id"] = _int(request, "account_id", low=1)
+    for name, key in (("min_amount", "amount_min_minor"), ("max_amount", "amount_max_minor")):
+        if params[name]:
+            try:
+                filters[key] = parse_minor(params[name], currency or "CNY")
+            except ValueError as exc:
+                raise Refused(400, str(exc), name) from None
+            if filters[key] <= 0:
+                raise Refused(400, "must be positive", name)
+    return _SplitSearch(filters, params)
 
 
 def _back(path: str, done: str) -> Response:

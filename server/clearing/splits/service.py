@@ -37,6 +37,7 @@ from clearing.clock import Clock
 from clearing.errors import AlreadyExists, ClearingError, FailedPrecondition, NotFound, invariant
 from clearing.ledger.model import Posting, Replay, TransferRecord
 from clearing.ledger.writer import LedgerWriter
+from clearing.limits import LIST_SPLITS_SCAN_MAX
 from clearing.reasons import Reason
 from clearing.rules.cache import PlanCache
 from clearing.rules.compile import Plan
@@ -54,7 +55,7 @@ from clearing.splits.model import (Action, CancelRequest, Preview, RefundRequest
 from clearing.splits.postings import (SPLIT_METHOD, Prepared, RespondSplit, SplitCommand,
                                       counter_inputs, counter_specs, counter_values, prepare)
 from clearing.splits.records import ActionRecord, apply
-from clearing.splits.store import load_split
+from clearing.splits.store import SplitFilter, SplitPage, list_splits, load_split
 
 log = logging.getLogger("clearing.splits")
 
@@ -123,6 +124,14 @@ class SplitService:
         """A split by order_id, split_id or request_id; None if there is none."""
         async with self._pool.acquire() as conn:
             return await load_split(conn, platform_id, key, value)
+
+    async def search(self, platform_id: int, flt: SplitFilter, *,
+                     after: tuple[int, int] | None,
+                     limit: int) -> SplitPage:
+        """A page of the platform's splits matching `flt` (`store.list_splits`)."""
+        async with self._pool.acquire() as conn:
+            return await list_splits(conn, platform_id, flt, after=after, limit=limit,
+                                     scan_max=LIST_SPLITS_SCAN_MAX)
 
     # ---- preview ----------------------------------------------------------------------------
 

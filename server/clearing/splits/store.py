@@ -6,6 +6,7 @@ of a stored split. Tables: migrations 0003-0005 and 0011 (a split's and an actio
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -228,8 +229,6 @@ async def load_split(conn: asyncpg.Connection, platform_id: int, key: str,
         platform_id, value)
     if row is None:
         return None
-    invariant(row["detail"] is not None,
-              f"split {row['split_id']} has no detail (run the 0011 conversion)")
     legs = await conn.fetch(
         "SELECT leg_index, account_id, debit_account_id, amount_minor, held_minor,"
         " released_minor, voided_minor, refunded_minor, hold_reason, transfer_ids,"
@@ -238,6 +237,13 @@ async def load_split(conn: asyncpg.Connection, platform_id: int, key: str,
     actions = await conn.fetch(
         "SELECT action_id, request_id, payload_hash, detail, created_at"
         " FROM split_actions WHERE split_id = $1 ORDER BY action_id", row["split_id"])
+    return _split(row, legs, actions)
+
+
+def _split(row: asyncpg.Record, legs, actions) -> Split:
+    """A Split from its row, its leg rows (by leg index) and action rows (by action id)."""
+    invariant(row["detail"] is not None,
+              f"split {row['split_id']} has no detail (run the 0011 conversion)")
     order, ev, counter_values = detail.decode_split(row["detail"], order_id=row["order_id"])
     return Split(
         row["split_id"], row["request_id"], row["payload_hash"], SplitStatus(row["status"]),
@@ -257,3 +263,120 @@ def _leg_state(row: asyncpg.Record) -> LegState:
         hold_reason=HoldReason(row["hold_reason"]), transfer_ids=tuple(row["transfer_ids"]),
         refunded_posted_minor=row["refunded_posted_minor"],
         pending_transfer_id=row["pending_transfer_id"])
+
+
+# ---- ListSplits ------------------------------------------------------------------------------
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class SplitFilter:
+    """What ListSplits keeps (every set filter applies): a state, a paid-time range
+    [paid_start_ns, paid_end_ns), an account credited by a leg, an amount range (inclusive)
+    and a currency; None (or '') means any."""
+
+    status: SplitStatus | None = None
+    paid_start_ns: int | None = None
+    paid_end_ns: int | None = None
+    account_id: int | None = None
+    amount_min: int | None = None
+    amount_max: int | None = None
+    currency_code: str = ""
+
+    def key(self) -> str:
+        """The filters as text, to bind a page token to them."""
+        return repr((None if self.status is None else int(self.status), self.paid_start_ns,
+                     self.paid_end_ns, self.account_id, self.amount_min, self.amount_max,
+                     self.currency_code))
+
+
+@dataclass(frozen=True, slots=True)
+class SplitPage:
+    """A page of ListSplits: the splits, newest paid first, and the (paid time, split id)
+    the next page starts after, None on the last page."""
+
+    splits: tuple[Split, ...]
+    after: tuple[int, int] | None
+
+
+# The walk reads at most $6 splits of the paid-time range below the position ($4, $5), by
+# splits_platform_paid_idx (0023); the other filters apply to the walked rows. Rows with
+# `tail` true: the last walked row, when the walk reached its maximum (the next page
+# starts after it).
+_SQL_LIST = """
+WITH walk AS MATERIALIZED (
+  SELECT split_id, paid_time_ns, status, amount_minor, currency_code FROM splits
+  WHERE platform_id = $1 AND paid_time_ns >= $2 AND paid_time_ns < $3
+    AND (paid_time_ns, split_id) < ($4, $5)
+  ORDER BY paid_time_ns DESC, split_id DESC
+  LIMIT $6
+), hits AS (
+  SELECT w.split_id, w.paid_time_ns FROM walk w
+  WHERE ($7::smallint IS NULL OR w.status = $7)
+    AND ($8::bigint IS NULL OR w.amount_minor >= $8)
+    AND ($9::bigint IS NULL OR w.amount_minor <= $9)
+    AND ($10::text = '' OR w.currency_code = $10)
+    AND ($11::bigint IS NULL OR EXISTS (
+          SELECT 1 FROM split_legs l WHERE l.split_id = w.split_id AND l.account_id = $11))
+  ORDER BY w.paid_time_ns DESC, w.split_id DESC
+  LIMIT $12
+)
+SELECT split_id, paid_time_ns, false AS tail FROM hits
+UNION ALL
+SELECT split_id, paid_time_ns, true FROM (
+  SELECT split_id, paid_time_ns FROM walk ORDER BY paid_time_ns, split_id LIMIT 1) t
+WHERE (SELECT count(*) FROM walk) >= $6
+"""
+
+
+async def list_splits(conn: asyncpg.Connection, platform_id: int, flt: SplitFilter, *,
+                      after: tuple[int, int] | None, limit: int, scan_max: int) -> SplitPage:
+    """A page of the platform's splits matching `flt`, newest paid first (then by
+    decreasing split id), starting after the position `after` (None: from the newest): at
+    most `limit` splits, found among at most `scan_max` splits of the paid-time range."""
+    invariant(1 <= limit <= scan_max, "1 <= limit <= scan_max")
+    paid, sid = after if after is not None else (INT64_MAX, INT64_MAX)
+    rows = await conn.fetch(
+        _SQL_LIST, platform_id,
+        INT64_MIN if flt.paid_start_ns is None else flt.paid_start_ns,
+        INT64_MAX if flt.paid_end_ns is None else flt.paid_end_ns,
+        paid, sid, scan_max, None if flt.status is None else int(flt.status),
+        flt.amount_min, flt.amount_max, flt.currency_code, flt.account_id, limit + 1)
+    hits = sorted(((r["paid_time_ns"], r["split_id"]) for r in rows if not r["tail"]),
+                  reverse=True)
+    tail = [(r["paid_time_ns"], r["split_id"]) for r in rows if r["tail"]]
+    if len(hits) > limit:
+        hits, next_after = hits[:limit], hits[limit - 1]
+    else:
+        next_after = tail[0] if tail else None
+    found = await load_splits(conn, platform_id, [s for _, s in hits])
+    return SplitPage(tuple(found), next_after)
+
+
+async def load_splits(conn: asyncpg.Connection, platform_id: int,
+                      split_ids: list[int]) -> list[Split]:
+    """The platform's stored splits of `split_ids`, in that order, with their legs and
+    actions (three queries whatever their number); ids of no split of it are left out."""
+    if not split_ids:
+        return []
+    rows = await conn.fetch(
+        f"SELECT {_SPLIT_COLUMNS} FROM splits WHERE platform_id = $1"
+        " AND split_id = ANY($2::bigint[])", platform_id, split_ids)
+    legs: dict[int, list] = {}
+    for r in await conn.fetch(
+            "SELECT split_id, leg_index, account_id, debit_account_id, amount_minor,"
+            " held_minor, released_minor, voided_minor, refunded_minor, hold_reason,"
+            " transfer_ids, refunded_posted_minor, pending_transfer_id"
+            " FROM split_legs WHERE split_id = ANY($1::bigint[])"
+            " ORDER BY split_id, leg_index", split_ids):
+        legs.setdefault(r["split_id"], []).append(r)
+    actions: dict[int, list] = {}
+    for a in await conn.fetch(
+            "SELECT split_id, action_id, request_id, payload_hash, detail, created_at"
+            " FROM split_actions WHERE split_id = ANY($1::bigint[])"
+            " ORDER BY split_id, action_id", split_ids):
+        actions.setdefault(a["split_id"], []).append(a)
+    by_id = {r["split_id"]: _split(r, legs.get(r["split_id"], ()),
+                                   actions.get(r["split_id"], ())) for r in rows}
+    return [by_id[i] for i in split_ids if i in by_id]

@@ -690,6 +690,36 @@ class GetSplitResponse(_message.Message):
     split: Split
     def __init__(self, split: _Optional[_Union[Split, _Mapping]] = ...) -> None: ...
 
+class ListSplitsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "state", "paid_time_start", "paid_time_end", "account_id", "amount_min_minor", "amount_max_minor", "currency_code")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAID_TIME_START_FIELD_NUMBER: _ClassVar[int]
+    PAID_TIME_END_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MIN_MINOR_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MAX_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    state: SplitStatus
+    paid_time_start: _timestamp_pb2.Timestamp
+    paid_time_end: _timestamp_pb2.Timestamp
+    account_id: int
+    amount_min_minor: int
+    amount_max_minor: int
+    currency_code: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[SplitStatus, str]] = ..., paid_time_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paid_time_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., account_id: _Optional[int] = ..., amount_min_minor: _Optional[int] = ..., amount_max_minor: _Optional[int] = ..., currency_code: _Optional[str] = ...) -> None: ...
+
+class ListSplitsResponse(_message.Message):
+    __slots__ = ("splits", "next_page_token")
+    SPLITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    splits: _containers.RepeatedCompositeFieldContainer[Split]
+    next_page_token: str
+    def __init__(self, splits: _Optional[_Iterable[_Union[Split, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class ReleaseSplitRequest(_message.Message):
     __slots__ = ("request_id", "order_id", "event_name", "fraction_bps", "account_ids", "event_time", "reason")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

@@ -118,6 +118,11 @@ class SplitServiceStub:
                 request_serializer=clearing_dot_v1_dot_split__pb2.GetSplitRequest.SerializeToString,
                 response_deserializer=clearing_dot_v1_dot_split__pb2.GetSplitResponse.FromString,
                 _registered_method=True)
+        self.ListSplits = channel.unary_unary(
+                '/clearing.v1.SplitService/ListSplits',
+                request_serializer=clearing_dot_v1_dot_split__pb2.ListSplitsRequest.SerializeToString,
+                response_deserializer=clearing_dot_v1_dot_split__pb2.ListSplitsResponse.FromString,
+                _registered_method=True)
         self.ReleaseSplit = channel.unary_unary(
                 '/clearing.v1.SplitService/ReleaseSplit',
                 request_serializer=clearing_dot_v1_dot_split__pb2.ReleaseSplitRequest.SerializeToString,
@@ -310,6 +315,21 @@ class SplitServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSplits(self, request, context):
+        """Lists the platform's splits, newest paid first (by the order's paid time, then by
+        decreasing split id), paginated, with optional filters that all apply together: a
+        state, a paid-time range [paid_time_start, paid_time_end), an account credited by a
+        leg, an amount range (inclusive) and a currency. A platform sees only its own splits.
+        A page examines at most 10,000 splits of the paid-time range: with selective filters
+        it may hold fewer than `page_size` splits (even none) and still carry a
+        `next_page_token`; the listing ends when the token is empty. A page token is bound to
+        the filters it was made with: another filter with it answers INVALID_ARGUMENT on
+        `page_token`. Roles: gateway, operator or approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReleaseSplit(self, request, context):
         """Posts held legs of a split: the parts due on an event (e.g. SHIPPED), or a
         fraction of every held leg. A release that moves nothing answers
@@ -414,6 +434,11 @@ def add_SplitServiceServicer_to_server(servicer, server):
                     servicer.GetSplit,
                     request_deserializer=clearing_dot_v1_dot_split__pb2.GetSplitRequest.FromString,
                     response_serializer=clearing_dot_v1_dot_split__pb2.GetSplitResponse.SerializeToString,
+            ),
+            'ListSplits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSplits,
+                    request_deserializer=clearing_dot_v1_dot_split__pb2.ListSplitsRequest.FromString,
+                    response_serializer=clearing_dot_v1_dot_split__pb2.ListSplitsResponse.SerializeToString,
             ),
             'ReleaseSplit': grpc.unary_unary_rpc_method_handler(
                     servicer.ReleaseSplit,
@@ -735,6 +760,33 @@ class SplitService:
             '/clearing.v1.SplitService/GetSplit',
             clearing_dot_v1_dot_split__pb2.GetSplitRequest.SerializeToString,
             clearing_dot_v1_dot_split__pb2.GetSplitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSplits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearing.v1.SplitService/ListSplits',
+            clearing_dot_v1_dot_split__pb2.ListSplitsRequest.SerializeToString,
+            clearing_dot_v1_dot_split__pb2.ListSplitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

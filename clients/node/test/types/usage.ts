@@ -14,6 +14,11 @@ export async function usage(): Promise<bigint[]> {
   const t = await c.transfer(accountId, 2, 3n, "CNY", { memo: "m", requestId: "r" });
   const order = create(split.OrderSchema, { orderId: "o", amountMinor: 1n });
   const s = await c.splitOrder({ ...order, parties: { merchant: "M_1" } });
+  const page: split.ListSplitsResponse = await c.listSplits({
+    state: split.SplitStatus.HOLDING, paidTimeStart: new Date(), accountId, amountMinMinor: 1,
+    pageSize: 10, pageToken: "",
+  });
+  const next: string = page.nextPageToken;
   const published = await c.publishRuleSet({
     name: "x", rules: [{ shares: [{ type: ruleSet.ShareType.REMAINDER }] }],
   });

@@ -2010,6 +2010,110 @@ export declare type GetSplitResponse = Message<"clearing.v1.GetSplitResponse"> &
 export declare const GetSplitResponseSchema: GenMessage<GetSplitResponse>;
 
 /**
+ * A search of the platform's splits.
+ *
+ * @generated from message clearing.v1.ListSplitsRequest
+ */
+export declare type ListSplitsRequest = Message<"clearing.v1.ListSplitsRequest"> & {
+  /**
+   * At most this many splits (1 to 1000; 0 means 100).
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of the previous page (made with the same filters), or empty for
+   * the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only splits in this state, if set (POSTED to REFUNDED; PREVIEW is never stored).
+   *
+   * @generated from field: clearing.v1.SplitStatus state = 3;
+   */
+  state: SplitStatus;
+
+  /**
+   * Only splits whose order was paid at or after this time, if set.
+   *
+   * @generated from field: google.protobuf.Timestamp paid_time_start = 4;
+   */
+  paidTimeStart?: Timestamp | undefined;
+
+  /**
+   * Only splits whose order was paid before this time, if set; after paid_time_start.
+   *
+   * @generated from field: google.protobuf.Timestamp paid_time_end = 5;
+   */
+  paidTimeEnd?: Timestamp | undefined;
+
+  /**
+   * Only splits with a leg crediting this account, if set (> 0).
+   *
+   * @generated from field: int64 account_id = 6;
+   */
+  accountId: bigint;
+
+  /**
+   * Only splits of at least this amount (the order's `amount_minor`), if set (> 0).
+   *
+   * @generated from field: int64 amount_min_minor = 7;
+   */
+  amountMinMinor: bigint;
+
+  /**
+   * Only splits of at most this amount, if set (> 0); not below amount_min_minor.
+   *
+   * @generated from field: int64 amount_max_minor = 8;
+   */
+  amountMaxMinor: bigint;
+
+  /**
+   * Only splits in this ISO 4217 currency, if set.
+   *
+   * @generated from field: string currency_code = 9;
+   */
+  currencyCode: string;
+};
+
+/**
+ * Describes the message clearing.v1.ListSplitsRequest.
+ * Use `create(ListSplitsRequestSchema)` to create a new message.
+ */
+export declare const ListSplitsRequestSchema: GenMessage<ListSplitsRequest>;
+
+/**
+ * A page of splits.
+ *
+ * @generated from message clearing.v1.ListSplitsResponse
+ */
+export declare type ListSplitsResponse = Message<"clearing.v1.ListSplitsResponse"> & {
+  /**
+   * Newest paid first (then by decreasing split id), each with its legs and history.
+   *
+   * @generated from field: repeated clearing.v1.Split splits = 1;
+   */
+  splits: Split[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message clearing.v1.ListSplitsResponse.
+ * Use `create(ListSplitsResponseSchema)` to create a new message.
+ */
+export declare const ListSplitsResponseSchema: GenMessage<ListSplitsResponse>;
+
+/**
  * Posts held legs.
  *
  * @generated from message clearing.v1.ReleaseSplitRequest
@@ -2793,6 +2897,24 @@ export declare const SplitService: GenService<{
     methodKind: "unary";
     input: typeof GetSplitRequestSchema;
     output: typeof GetSplitResponseSchema;
+  },
+  /**
+   * Lists the platform's splits, newest paid first (by the order's paid time, then by
+   * decreasing split id), paginated, with optional filters that all apply together: a
+   * state, a paid-time range [paid_time_start, paid_time_end), an account credited by a
+   * leg, an amount range (inclusive) and a currency. A platform sees only its own splits.
+   * A page examines at most 10,000 splits of the paid-time range: with selective filters
+   * it may hold fewer than `page_size` splits (even none) and still carry a
+   * `next_page_token`; the listing ends when the token is empty. A page token is bound to
+   * the filters it was made with: another filter with it answers INVALID_ARGUMENT on
+   * `page_token`. Roles: gateway, operator or approver.
+   *
+   * @generated from rpc clearing.v1.SplitService.ListSplits
+   */
+  listSplits: {
+    methodKind: "unary";
+    input: typeof ListSplitsRequestSchema;
+    output: typeof ListSplitsResponseSchema;
   },
   /**
    * Posts held legs of a split: the parts due on an event (e.g. SHIPPED), or a
