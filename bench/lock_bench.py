@@ -67,6 +67,25 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
+# How long the workers' metrics endpoints may take to answer after the server is up.
+METRICS_UP_S = 60.0
+
+
+async def _metrics_up(ports: list[int]) -> None:
+    """Wait until every worker's metrics endpoint answers (the server's address answers as
+    soon as one worker serves; the others may still be starting)."""
+    deadline = time.monotonic() + METRICS_UP_S
+    for port in ports:
+        while True:
+            try:
+                await _in_thread(_scrape, port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+
 class LockBench(driver.Driver):
     async def stats(self, ports: list[int]) -> dict[str, float]:
         total = dict.fromkeys(_METRICS, 0.0)
@@ -91,6 +110,7 @@ class LockBench(driver.Driver):
         finally:
             a.server_env = saved
         ports = [port + i for i in range(workers)]
+        await _metrics_up(ports)  # a worker still starting has no metrics endpoint yet
         one, self.server = self.server, proc
         seen: dict = {}
         samples = {"n": 0, "waiting": 0, "any_waiting": 0, "active": 0, "what": Counter()}
