@@ -60,12 +60,10 @@ most `queue_max` postings; beyond that `submit()` raises ResourceExhausted at on
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from typing import Mapping, Sequence
 
 import asyncpg
 
@@ -74,10 +72,11 @@ from clearing.clock import Clock
 from clearing.config import WriterSettings
 from clearing.errors import (ClearingError, InvariantViolation, ResourceExhausted,
                              Unavailable, error_from_record, invariant)
-from clearing.ledger import batch_sql, journal
-from clearing.ledger.batch import (Batch, Decision, LockedAccount, PendingTransfer,
-                                   answer_duplicate, claim_taken)
-from clearing.ledger.model import Claim, Mode, PendingState, Posting, Replay, TransferRecord
+from clearing.ledger import journal
+from clearing.ledger.batch import answer_duplicate, claim_taken
+from clearing.ledger.batch_commit import (BatchSink, LateRaceLost, LockTiming, RaceLost,
+                                          commit_fresh)
+from clearing.ledger.model import Claim, Mode, Posting, Replay, TransferRecord
 from clearing.limits import BATCH_SPAN
 from clearing.reasons import Reason
 from clearing.tasks import cancel_and_wait
@@ -87,49 +86,6 @@ log = logging.getLogger("clearing.ledger.writer")
 # How often one batch is tried again after a transient database failure.
 BATCH_ATTEMPTS_MAX = 4
 BATCH_RETRY_BACKOFF_S = 0.05
-
-
-class BatchSink(Protocol):
-    """Writes the attachments of a batch's committed postings, in the batch's transaction,
-    in one statement (no round trip per posting). It must not fail on business rules:
-    those are checked before a posting is submitted."""
-
-    async def write(self, conn: asyncpg.Connection,
-                    committed: list[tuple[Posting, list[TransferRecord]]]) -> None: ...
-
-
-class _RaceLost(Exception):
-    """Another process recorded one of this batch's request ids first: redo the batch."""
-
-
-class _LateRaceLost(Exception):
-    """An account read without a lock changed its status before the late statement:
-    redo the batch with every account locked first."""
-
-
-class _LockTiming:
-    """A batch's balance row lock (time.perf_counter): the locking statement's start and
-    end, and from when the lock counts as held: the statement's end in the old order (the
-    lock is taken by its first row); its start in the late order (its lock is taken
-    somewhere inside it: a bound above, the statement's wait counted as held)."""
-
-    __slots__ = ("asked", "locked", "held_from")
-
-    def __init__(self) -> None:
-        self.asked = self.locked = self.held_from = 0.0
-
-    def statement(self, asked: float, locked: float, *, late: bool) -> None:
-        self.asked, self.locked = asked, locked
-        self.held_from = asked if late else locked
-
-    def observe_commit(self, committing: float) -> None:
-        """At the end of COMMIT (asked for at `committing`): the batch's lock wait, hold
-        time and COMMIT time, if it took the lock."""
-        if self.held_from:
-            now = time.perf_counter()
-            metrics.WRITER_LOCK_WAIT_SECONDS.observe(self.locked - self.asked)
-            metrics.WRITER_LOCK_HOLD_SECONDS.observe(now - self.held_from)
-            metrics.WRITER_LOCK_COMMIT_SECONDS.observe(now - committing)
 
 
 class _Group:
@@ -186,36 +142,6 @@ FROM unnest($1::bigint[], $2::text[]) AS k(platform_id, request_id)
 CROSS JOIN LATERAL (
   SELECT * FROM requests q
   WHERE q.platform_id = k.platform_id AND q.request_id = k.request_id LIMIT 1) AS r
-"""
-_SQL_PENDING_PEEK = f"""
-SELECT transfer_id, debit_account_id, credit_account_id FROM transfers
-WHERE transfer_id = ANY($1::bigint[]) AND mode = {Mode.PENDING:d}
-"""
-_SQL_LOCK_ACCOUNTS = """
-SELECT account_id, platform_id, currency_code, status, allow_negative,
-       debits_posted, credits_posted, debits_pending, credits_pending, frozen
-FROM accounts WHERE account_id = ANY($1::bigint[]) ORDER BY account_id FOR UPDATE
-"""
-# Lock late: of the accounts $1, those debited ($2) that may not go negative are locked
-# (in id order), the others read. `allow_negative` never changes once an account is made.
-_SQL_LOCK_ACCOUNTS_EARLY = """
-WITH locked AS (
-  SELECT account_id, platform_id, currency_code, status, allow_negative,
-         debits_posted, credits_posted, debits_pending, credits_pending, frozen
-  FROM accounts WHERE account_id = ANY($2::bigint[]) AND NOT allow_negative
-  ORDER BY account_id FOR UPDATE)
-SELECT * FROM locked
-UNION ALL
-SELECT account_id, platform_id, currency_code, status, allow_negative,
-       debits_posted, credits_posted, debits_pending, credits_pending, frozen
-FROM accounts WHERE account_id = ANY($1::bigint[])
-  AND (allow_negative OR NOT account_id = ANY($2::bigint[]))
-"""
-_SQL_LOCK_PENDING = f"""
-SELECT transfer_id, platform_id, debit_account_id, credit_account_id, currency_code,
-       pending_remaining, pending_state
-FROM transfers WHERE transfer_id = ANY($1::bigint[]) AND mode = {Mode.PENDING:d}
-ORDER BY transfer_id FOR UPDATE
 """
 _SQL_REPLAY_TRANSFERS = f"""
 SELECT {journal.TRANSFER_COLUMNS} FROM transfers
@@ -374,13 +300,13 @@ class LedgerWriter:
         for attempt in range(BATCH_ATTEMPTS_MAX):
             try:
                 return await self._commit(items, lock_late)
-            except (_LateRaceLost, asyncpg.NumericValueOutOfRangeError,
+            except (LateRaceLost, asyncpg.NumericValueOutOfRangeError,
                     asyncpg.DeadlockDetectedError) as exc:
                 if not lock_late and not isinstance(exc, asyncpg.DeadlockDetectedError):
                     raise
                 error = exc  # redo it with every account locked first (module docstring)
                 lock_late = False
-            except (_RaceLost, asyncpg.SerializationError,
+            except (RaceLost, asyncpg.SerializationError,
                     asyncpg.UniqueViolationError) as exc:
                 error = exc
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -401,41 +327,25 @@ class LedgerWriter:
     async def _commit(self, items: list[_Item], lock_late: bool
                       ) -> tuple[dict[int, object], dict[int, bytes]]:
         conn = await self._connection()
-        timing = _LockTiming()
+        timing = LockTiming()
         if lock_late:
             return await self._commit_late(conn, items, timing)
         async with conn.transaction():
-            outcomes, fresh = await self._replays(conn, items)
-            responses: dict[int, bytes] = {}
-            if fresh:
-                decisions = await _commit_fresh(conn, self._clock.now(), self._sinks, fresh,
-                                                lock_late, timing)
-                for item, decision in zip(fresh, decisions):
-                    outcomes[id(item)] = decision.outcome
-                    if decision.response is not None:
-                        responses[id(item)] = decision.response
+            outcomes, responses, _ = await self._apply(conn, items, False, timing)
             committing = time.perf_counter()
         timing.observe_commit(committing)
         return outcomes, responses
 
     async def _commit_late(self, conn: asyncpg.Connection, items: list[_Item],
-                           timing: _LockTiming
+                           timing: LockTiming
                            ) -> tuple[dict[int, object], dict[int, bytes]]:
         """`_commit` in the late order. Its transaction is begun here and committed by the
         batch's last message (`batch_sql.late_and_commit`), so it is not an asyncpg
         Transaction; any failure rolls it back."""
         await conn.execute("BEGIN")
         try:
-            outcomes, fresh = await self._replays(conn, items)
-            responses: dict[int, bytes] = {}
-            if fresh:
-                decisions = await _commit_fresh(conn, self._clock.now(), self._sinks, fresh,
-                                                True, timing)
-                for item, decision in zip(fresh, decisions):
-                    outcomes[id(item)] = decision.outcome
-                    if decision.response is not None:
-                        responses[id(item)] = decision.response
-            else:
+            outcomes, responses, any_fresh = await self._apply(conn, items, True, timing)
+            if not any_fresh:  # nothing sent the late message, which commits
                 await conn.execute("COMMIT")
         except BaseException:
             if not conn.is_closed() and conn.is_in_transaction():
@@ -449,6 +359,23 @@ class LedgerWriter:
         invariant(not conn.is_in_transaction(), "the late batch left its transaction open")
         timing.observe_commit(timing.asked)
         return outcomes, responses
+
+    async def _apply(self, conn: asyncpg.Connection, items: list[_Item], lock_late: bool,
+                     timing: LockTiming
+                     ) -> tuple[dict[int, object], dict[int, bytes], bool]:
+        """In the caller's transaction: each item's outcome (replays answered from their
+        records, fresh postings committed by `batch_commit.commit_fresh`), the first
+        responses committed postings made, and whether there were fresh postings."""
+        outcomes, fresh = await self._replays(conn, items)
+        responses: dict[int, bytes] = {}
+        if fresh:
+            decisions = await commit_fresh(conn, self._clock.now(), self._sinks,
+                                           [item.posting for item in fresh], lock_late, timing)
+            for item, decision in zip(fresh, decisions):
+                outcomes[id(item)] = decision.outcome
+                if decision.response is not None:
+                    responses[id(item)] = decision.response
+        return outcomes, responses, bool(fresh)
 
     async def _connection(self) -> asyncpg.Connection:
         """The writer's own connection, held across batches (no pool round trips). Its
@@ -515,129 +442,3 @@ def _resolve(future: asyncio.Future | _Slot, outcome: object) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
-
-
-# ---- one transaction's fresh postings -------------------------------------------------------
-
-async def _commit_fresh(conn: asyncpg.Connection, now: dt.datetime,
-                        sinks: Mapping[str, BatchSink], items: list[_Item],
-                        lock_late: bool = False,
-                        timing: _LockTiming | None = None) -> list[Decision]:
-    """Lock what the postings touch, apply them in memory (`clearing.ledger.batch`), write
-    everything in one statement (`clearing.ledger.batch_sql`), then the sinks'
-    attachments; in the caller's transaction. Each item's decision, in order. With
-    `lock_late`, see "Lock late" in the module docstring."""
-    timing = timing or _LockTiming()
-    if lock_late:
-        return await _commit_fresh_late(conn, now, sinks, items, timing)
-    accounts, pendings = await _lock(conn, items, timing=timing)
-    batch_id = await conn.fetchval("SELECT nextval('journal_batch_id_seq')")
-    batch = Batch(batch_id, now, accounts, pendings)
-    decisions = [batch.add(item.posting) for item in items]
-    writes = batch.writes()
-    counts = await conn.fetchrow(batch_sql.WRITE_BATCH, *batch_sql.write_arguments(writes))
-    if counts["recorded"] != len(writes.requests):
-        raise _RaceLost()
-    batch_sql.check_counts(counts, writes)
-    await _write_attachments(conn, sinks, items, decisions)
-    return decisions
-
-
-async def _commit_fresh_late(conn: asyncpg.Connection, now: dt.datetime,
-                             sinks: Mapping[str, BatchSink], items: list[_Item],
-                             timing: _LockTiming) -> list[Decision]:
-    """`_commit_fresh` in the late order: the balance rows of accounts that may go
-    negative are locked by the last statement before COMMIT."""
-    accounts, pendings = await _lock(conn, items, late=True)
-    initial = {a.account_id: (a.debits_posted, a.credits_posted, a.debits_pending,
-                              a.credits_pending, a.status) for a in accounts}
-    batch_id = await conn.fetchval("SELECT nextval('journal_batch_id_seq')")
-    batch = Batch(batch_id, now, accounts, pendings)
-    decisions = [batch.add(item.posting) for item in items]
-    writes = batch.writes()
-    counts = await conn.fetchrow(batch_sql.WRITE_ROWS, *batch_sql.rows_arguments(writes))
-    if counts["recorded"] != len(writes.requests):
-        raise _RaceLost()
-    batch_sql.check_row_counts(counts, writes)
-    await _write_attachments(conn, sinks, items, decisions)
-    message = batch_sql.late_and_commit(writes, initial)
-    asked = time.perf_counter()
-    try:
-        await conn.execute(message)  # the late statement and COMMIT, one round trip
-    except asyncpg.PostgresError as exc:
-        if exc.sqlstate == batch_sql.LATE_STALE:
-            raise _LateRaceLost() from exc
-        if exc.sqlstate == batch_sql.LATE_LINKS:
-            raise InvariantViolation(str(exc)) from exc
-        raise
-    timing.statement(asked, time.perf_counter(), late=True)
-    return decisions
-
-
-async def _lock(conn: asyncpg.Connection, items: list[_Item], *, late: bool = False,
-                timing: _LockTiming | None = None
-                ) -> tuple[list[LockedAccount], list[PendingTransfer]]:
-    """Lock the accounts the postings touch and the pending transfers they post or void
-    (in id order: no deadlocks between processes); with `late`, only the debited accounts
-    that may not go negative are locked, the others read (module docstring)."""
-    account_ids: set[int] = set()
-    debited: set[int] = set()
-    pending_ids: set[int] = set()
-    for item in items:
-        for leg in item.posting.legs:
-            account_ids.add(leg.debit_account_id)
-            account_ids.add(leg.credit_account_id)
-            debited.add(leg.debit_account_id)
-            if leg.pending_id:
-                pending_ids.add(leg.pending_id)
-                debited.add(leg.credit_account_id)
-    if pending_ids:  # learn the accounts of pending transfers (immutable columns)
-        for r in await conn.fetch(_SQL_PENDING_PEEK, list(pending_ids)):
-            account_ids.add(r["debit_account_id"])
-            account_ids.add(r["credit_account_id"])
-            debited.add(r["debit_account_id"])
-            debited.add(r["credit_account_id"])
-    account_ids.discard(0)
-    if late:
-        accounts = _locked_accounts(await conn.fetch(
-            _SQL_LOCK_ACCOUNTS_EARLY, sorted(account_ids), sorted(debited & account_ids)))
-    else:
-        asked = time.perf_counter()
-        accounts = _locked_accounts(await conn.fetch(_SQL_LOCK_ACCOUNTS, sorted(account_ids)))
-        if timing is not None:
-            timing.statement(asked, time.perf_counter(), late=False)
-    pendings = [_pending_transfer(row)
-                for row in await conn.fetch(_SQL_LOCK_PENDING, sorted(pending_ids))] \
-        if pending_ids else []
-    return accounts, pendings
-
-
-# `LockedAccount`'s fields but `touched`: the columns of _SQL_LOCK_ACCOUNTS, in order.
-_LOCKED_ACCOUNT_COLUMNS = tuple(f.name for f in dataclasses.fields(LockedAccount))[:-1]
-
-
-def _locked_accounts(rows: list[asyncpg.Record]) -> list[LockedAccount]:
-    """The locked rows as batch state. A row is unpacked by position (a third of the time
-    of reading ten columns by name, on thousands of rows per batch), so the columns are
-    checked to be the fields, by name and in order, once per batch."""
-    invariant(not rows or tuple(rows[0].keys()) == _LOCKED_ACCOUNT_COLUMNS,
-              "the locked account columns are not LockedAccount's fields")
-    return [LockedAccount(*row) for row in rows]
-
-
-def _pending_transfer(row: asyncpg.Record) -> PendingTransfer:
-    return PendingTransfer(
-        transfer_id=row["transfer_id"], platform_id=row["platform_id"],
-        debit_account_id=row["debit_account_id"], credit_account_id=row["credit_account_id"],
-        currency_code=row["currency_code"], remaining=row["pending_remaining"],
-        state=PendingState(row["pending_state"]))
-
-
-async def _write_attachments(conn: asyncpg.Connection, sinks: Mapping[str, BatchSink],
-                             items: list[_Item], decisions: list[Decision]) -> None:
-    by_sink: dict[str, list[tuple[Posting, list[TransferRecord]]]] = {}
-    for item, decision in zip(items, decisions):
-        if item.posting.sink and not isinstance(decision.outcome, BaseException):
-            by_sink.setdefault(item.posting.sink, []).append((item.posting, decision.outcome))
-    for name, committed in by_sink.items():
-        await sinks[name].write(conn, committed)
