@@ -33,9 +33,7 @@ Prints orders/s, the wall time beside the bare read's and the target; writes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import json
 import os
 import sys
 import time
@@ -44,8 +42,8 @@ from collections import Counter
 from pathlib import Path
 
 from bench import recon_gen as gen
-from bench.harness import (Bench, RunFailed, _tail, begin, example_rule_set, finish,
-                           new_platform, publish_and_activate, run_bounded)
+from bench.harness import (_tail, begin, Bench, example_rule_set, new_platform,
+                           publish_and_activate, run_and_report, RunFailed)
 
 ORDERS_DEFAULT = 1_000_000
 TARGET_S = 60.0
@@ -343,16 +341,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _, out = begin(args.out)
-    bench = BacktestBench(args)
-    figures, code = run_bounded("bench-backtest", bench, lambda: bench.run(out), args.timeout)
-    if figures is None:
-        return code
-    out.mkdir(parents=True, exist_ok=True)
-    text = summary(figures)
-    print(text)
-    (out / "summary.txt").write_text(text + "\n")
-    (out / "backtest.json").write_text(json.dumps(figures, indent=2) + "\n")
-    return finish("bench-backtest", out, ("backtest.json", "summary.txt"), figures["problems"])
+    return run_and_report("bench-backtest", BacktestBench(args), out, args.timeout, summary, "backtest.json")
 
 
 if __name__ == "__main__":

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 import uuid
 from pathlib import Path
 
 from bench.driver import ACCOUNTS, CURRENCY, RULE_SET
-from bench.harness import (Bench, begin, example_rule_set, finish, new_platform, percentiles,
-                           publish_and_activate, run_bounded)
+from bench.harness import (begin, Bench, example_rule_set, new_platform, percentiles,
+                           publish_and_activate, run_and_report)
 from bench.loadgen import SplitRequests
 
 CALL_TIMEOUT_S = 60.0
@@ -233,16 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _, out = begin(args.out)
-    bench = EventsBench(args)
-    figures, code = run_bounded("bench-events", bench, lambda: bench.run(out), args.timeout)
-    if figures is None:
-        return code
-    out.mkdir(parents=True, exist_ok=True)
-    text = summary(figures)
-    print(text)
-    (out / "summary.txt").write_text(text + "\n")
-    (out / "events.json").write_text(json.dumps(figures, indent=2) + "\n")
-    return finish("bench-events", out, ("events.json", "summary.txt"), figures["problems"])
+    return run_and_report("bench-events", EventsBench(args), out, args.timeout, summary, "events.json")
 
 
 if __name__ == "__main__":

@@ -830,6 +830,22 @@ def finish(prog: str, out: Path, files: tuple[str, ...], problems: list[str]) ->
     return 1 if problems else 0
 
 
+def run_and_report(prog: str, bench: Bench, out: Path, timeout_s: float,
+                   summary: Callable[[dict], str], figures_file: str) -> int:
+    """A one-phase bench command's run: `bench.run(out)` within `timeout_s` (run_bounded),
+    then its summary printed and written beside its figures (JSON) in `out`; the exit status
+    (`finish`)."""
+    figures, code = run_bounded(prog, bench, lambda: bench.run(out), timeout_s)
+    if figures is None:
+        return code
+    out.mkdir(parents=True, exist_ok=True)
+    text = summary(figures)
+    print(text)
+    (out / "summary.txt").write_text(text + "\n")
+    (out / figures_file).write_text(json.dumps(figures, indent=2) + "\n")
+    return finish(prog, out, (figures_file, "summary.txt"), figures["problems"])
+
+
 def run_bounded(prog: str, bench: Bench, body: Callable[[], Awaitable[T]],
                 timeout_s: float | None) -> tuple[T | None, int]:
     """Run a bench command's async `body()` to the end, within `timeout_s` seconds (None: no

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import sys
 import time
@@ -43,9 +42,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from bench import recon_gen as gen
-from bench.harness import (Bench, RunFailed, _tail, begin, cpu_snapshot, finish,
-                           new_platform,
-                           publish_and_activate, run_bounded)
+from bench.harness import (_tail, begin, Bench, cpu_snapshot, new_platform,
+                           publish_and_activate, run_and_report, RunFailed)
 
 LINES_DEFAULT = 2_000_000
 CHUNK_BYTES = 1 << 20  # STATEMENT_CHUNK_BYTES_MAX: the largest chunk the server takes
@@ -510,16 +508,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _, out = begin(args.out)
-    bench = ReconBench(args)
-    figures, code = run_bounded("bench-recon", bench, lambda: bench.run(out), args.timeout)
-    if figures is None:
-        return code
-    out.mkdir(parents=True, exist_ok=True)
-    text = summary(figures)
-    print(text)
-    (out / "summary.txt").write_text(text + "\n")
-    (out / "recon.json").write_text(json.dumps(figures, indent=2) + "\n")
-    return finish("bench-recon", out, ("recon.json", "summary.txt"), figures["problems"])
+    return run_and_report("bench-recon", ReconBench(args), out, args.timeout, summary, "recon.json")
 
 
 if __name__ == "__main__":
