@@ -4,7 +4,7 @@ and by bytes."""
 
 from __future__ import annotations
 
-from clearing.cli.split import Item, assign_request_ids, chunks, parse_csv, parse_jsonl
+from clearing.cli.split_batch import Item, assign_request_ids, chunks, parse_csv, parse_jsonl
 from clearing.limits import (REQUEST_ID_LEN_MAX, SPLIT_BATCH_ID_LEN_MAX,
                              SPLIT_BATCH_REQUEST_BYTES_MAX)
 from clearing_client.v1 import split_pb2 as pb
