@@ -5,8 +5,8 @@ and rolls a day again when rows arrive late.
 - A day is rolled once it is closed: its end (local midnight of the platform's time zone)
   plus `rollup_grace_s` has passed. The open day (and any day not rolled yet) is read from
   the raw rows by the reports, so a report is exact at any time.
-- One (platform, day) is rolled in one REPEATABLE READ transaction holding the advisory
-  lock of that (platform, day): processes running the job at once never roll the same day
+- One (platform, day) is rolled in one REPEATABLE READ transaction under the advisory
+  lock of that (platform, day), taken before it: processes running the job at once never roll the same day
   together; one that finds the lock taken skips the day.
 - What a roll read is recorded (`report_rollup_days`: count and highest id of the day's
   splits and transfers). A pass re-checks the last `rollup_recheck_days` rolled days and
@@ -98,21 +98,30 @@ async def roll_day(pool: asyncpg.Pool, clock: Clock, platform_id: int, day: dt.d
     statement within `timeout_s` (a busy day's roll-up reads millions of rows)."""
     zone = platform_time_zone(platform_id)
     lo, hi = day_start(day, zone), day_start(day + dt.timedelta(days=1), zone)
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        locked = await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                                     f"clearing.report-rollup:{platform_id}:{day}")
-        if not locked:
+    key = f"clearing.report-rollup:{platform_id}:{day}"
+    async with pool.acquire() as conn:
+        # the day's lock is taken before the transaction: its snapshot must begin after the
+        # commit of a process that rolled the day meanwhile (taken inside, by its first
+        # statement, the snapshot could predate that commit and the DELETE fail to serialize)
+        if not await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
             return RollOutcome("busy")
-        seen = await conn.fetchrow(_SQL_FINGERPRINT, platform_id, lo, hi, timeout=timeout_s)
-        recorded = await conn.fetchrow(_SQL_RECORDED, platform_id, day)
-        if recorded is not None and tuple(recorded) == tuple(seen):
-            return RollOutcome("fresh", seen["split_count"])
-        for table in _TABLES:
-            await conn.execute(f"DELETE FROM {table} WHERE platform_id = $1 AND day = $2",
-                               platform_id, day, timeout=timeout_s)
-        for q in _inserts(platform_id, day, zone, lo, hi):
-            await conn.execute(q.sql, *q.args, timeout=timeout_s)
-        await conn.execute(_SQL_RECORD, platform_id, day, zone, *seen, clock.now())
+        try:
+            async with conn.transaction(isolation="repeatable_read"):
+                seen = await conn.fetchrow(_SQL_FINGERPRINT, platform_id, lo, hi,
+                                           timeout=timeout_s)
+                recorded = await conn.fetchrow(_SQL_RECORDED, platform_id, day)
+                if recorded is not None and tuple(recorded) == tuple(seen):
+                    return RollOutcome("fresh", seen["split_count"])
+                for table in _TABLES:
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE platform_id = $1 AND day = $2",
+                        platform_id, day, timeout=timeout_s)
+                for q in _inserts(platform_id, day, zone, lo, hi):
+                    await conn.execute(q.sql, *q.args, timeout=timeout_s)
+                await conn.execute(_SQL_RECORD, platform_id, day, zone, *seen, clock.now())
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
     return RollOutcome("rolled", seen["split_count"])
 
 
