@@ -38,7 +38,7 @@ import urllib.request
 
 from bench import driver
 from bench.harness import merge, verify_ledger
-from bench.harness import RunFailed, _in_thread, begin, finish, free_port, run_bounded
+from bench.harness import RunFailed, _in_thread, begin, finish, free_port_run, run_bounded
 
 ARGS = ["--scenarios", "closed", "--modes", "batch", "--preset", "quick"]
 _METRICS = ("clearing_writer_lock_hold_seconds_sum", "clearing_writer_lock_hold_seconds_count",
@@ -101,7 +101,7 @@ class LockBench(driver.Driver):
 
         a = self.args
         workers = a.scale_workers
-        port = free_port()  # worker i serves its metrics on port + i
+        port = free_port_run(workers)  # worker i serves its metrics on port + i
         saved = list(a.server_env)
         a.server_env = saved + [f"CLEARING_WRITER_LOCK_LATE={int(lock_late)}",
                                 f"CLEARING_METRICS_ADDR=127.0.0.1:{port}"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from bench.harness import free_port, free_port_run  # noqa: F401 - the tests' too
 from clearing.v1 import ledger_pb2 as pb
 from clearing.v1 import ledger_pb2_grpc
 
@@ -31,32 +31,6 @@ AS_TAMPERING_SUPERUSER_LOCAL = "SET LOCAL session_replication_role = replica"  #
 
 def rid() -> str:
     return str(uuid.uuid4())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_port_run(count: int) -> int:
-    """The first of `count` consecutive free ports (each server worker i of a process takes
-    the metrics port + i)."""
-    for _ in range(100):
-        first = free_port()
-        sockets = []
-        try:
-            for port in range(first, first + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError(f"no run of {count} free ports")
 
 
 @dataclass

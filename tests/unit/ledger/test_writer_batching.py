@@ -39,7 +39,9 @@ async def test_a_batch_takes_at_most_batch_size_max_postings(pool, accounts, sta
     outcomes = await writer.submit_many([posting(pid, c, m0, 1) for _ in range(7)])
     assert _batches(outcomes) == [0, 0, 0, 1, 1, 1, 2]
     # the metrics see each flush: its postings, and the time it took
-    assert metrics.WRITER_BATCH_SIZE._sum.get() == sizes + 7
+    # (at least: the metric is the process's, and a server of another test module in this
+    # process may flush meanwhile)
+    assert metrics.WRITER_BATCH_SIZE._sum.get() >= sizes + 7
     assert metrics.WRITER_FLUSH_SECONDS._sum.get() > seconds
 
 
