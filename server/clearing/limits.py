@@ -343,6 +343,10 @@ WEBHOOK_CLAIM_MAX = 100
 WEBHOOK_INFLIGHT_MAX = 32
 # A receiver's answer read (the rest is not kept) and kept per attempt.
 WEBHOOK_RESPONSE_BYTES_MAX = 1024
+# The most deliveries one endpoint may have pending (CLEARING_WEBHOOK_PENDING_MAX's ceiling):
+# above its setting the endpoint is disabled (reason BACKLOG), so a receiver that stays down
+# for the retry window does not grow the table without bound.
+WEBHOOK_PENDING_MAX = 1_000_000
 _require(EVENTS_READ_BATCH_MAX <= EVENTS_SEQUENCE_BATCH_MAX,
          "EVENTS_READ_BATCH_MAX <= EVENTS_SEQUENCE_BATCH_MAX")
 
