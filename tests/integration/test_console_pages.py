@@ -200,10 +200,10 @@ async def test_overview_charts_splits_per_minute_and_receivers(console, world):
         r'<figure class="chart" id="([^"]+)">.*?<script type="application/json" '
         r'class="chart-data">(.*?)</script>', page, re.S)}
     minutes = specs["minutes"]
-    assert minutes["type"] == "line" and minutes["labels"][0] == minute
+    assert minutes["type"] == "bar" and minutes["labels"][0] == minute
     assert minutes["datasets"][0]["data"][0] == 1 and sum(minutes["datasets"][0]["data"]) == 1
     assert minutes["datasets"][0]["tips"][0] == f"{minute}: 1 splits"
-    assert "1 splits." in page
+    assert "Splits today: 1." in page
     receivers = specs["receivers-1"]
     assert receivers["labels"] == ["SUP_2025001", "LOGISTICS_B", "PLAT_001"]
     assert receivers["datasets"][1]["tips"] == [
@@ -241,3 +241,19 @@ async def test_a_large_swing_needs_a_second_approver_and_shows_its_figures(conso
                 facts["active_version"]) == ("31666", "3000", "PLAT_001", "1200", "5000", "1",
                                              "2")
         assert "v3 · PUBLISHED" in first.text
+
+
+def test_minute_counts_are_local_minutes_of_the_day_up_to_now():
+    from clearing.console.overview import minute_counts
+
+    day = dt.date(2026, 12, 8)
+
+    def at(d: int, h: int, m: int, s: int) -> dt.datetime:
+        return dt.datetime(2026, 12, d, h, m, s, tzinfo=ZONE).astimezone(dt.timezone.utc)
+
+    times = [at(8, 10, 3, 59), at(8, 10, 3, 0), at(8, 10, 5, 30), at(7, 23, 59, 59)]
+    assert minute_counts(times, day, at(8, 10, 5, 31)) == (
+        ["10:03", "10:04", "10:05"], [2, 0, 1])
+    # a past day runs to its last minute
+    labels, counts = minute_counts(times, day, at(9, 1, 0, 0))
+    assert labels[0] == "10:03" and labels[-1] == "23:59" and sum(counts) == 3

@@ -160,7 +160,7 @@ def receivers_chart(currency: str, receivers: list[Receiver]) -> dict:
 
 
 def minutes_chart(labels: list[str], counts: list[int]) -> dict:
-    return chart_spec("line", "Splits per minute, today", labels, [{
+    return chart_spec("bar", "Splits per minute, today", labels, [{
         "label": "splits", "data": counts,
         "tips": [f"{label}: {n} splits" for label, n in zip(labels, counts)]}])
 
