@@ -242,18 +242,3 @@ async def test_a_large_swing_needs_a_second_approver_and_shows_its_figures(conso
                                              "2")
         assert "v3 · PUBLISHED" in first.text
 
-
-def test_minute_counts_are_local_minutes_of_the_day_up_to_now():
-    from clearing.console.overview import minute_counts
-
-    day = dt.date(2026, 12, 8)
-
-    def at(d: int, h: int, m: int, s: int) -> dt.datetime:
-        return dt.datetime(2026, 12, d, h, m, s, tzinfo=ZONE).astimezone(dt.timezone.utc)
-
-    times = [at(8, 10, 3, 59), at(8, 10, 3, 0), at(8, 10, 5, 30), at(7, 23, 59, 59)]
-    assert minute_counts(times, day, at(8, 10, 5, 31)) == (
-        ["10:03", "10:04", "10:05"], [2, 0, 1])
-    # a past day runs to its last minute
-    labels, counts = minute_counts(times, day, at(9, 1, 0, 0))
-    assert labels[0] == "10:03" and labels[-1] == "23:59" and sum(counts) == 3

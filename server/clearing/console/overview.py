@@ -86,7 +86,7 @@ def parse_split_summary(data: bytes) -> dict[tuple[str, int, str], int]:
     """split_summary CSV: (currency, account id, external ref) -> the sum of its rows."""
     out: dict[tuple[str, int, str], int] = {}
     for row in csv.DictReader(io.StringIO(data.decode("utf-8-sig"))):
-        if row.get("line") != "detail":
+        if row.get("line") == "total" or not row.get("account_id"):
             continue
         key = (row["currency_code"], int(row["account_id"]), row["external_ref"])
         out[key] = out.get(key, 0) + int(row["amount_minor"] or 0)
