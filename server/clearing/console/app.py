@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -40,7 +39,7 @@ from clearing.limits import (CONSOLE_COUNT_MAX, CONSOLE_FIELD_LEN_MAX, CONSOLE_P
                              CONSOLE_EXPORT_ROWS_MAX, CONSOLE_TOP_RECEIVERS, INT64_MAX)
 from clearing_client import ClearingClient, ClearingRpcError
 from clearing_client.v1 import ledger_pb2, payout_pb2, reconciliation_pb2 as rpb
-from clearing_client.v1 import report_pb2, risk_pb2, rule_set_pb2, split_pb2
+from clearing_client.v1 import risk_pb2, rule_set_pb2, split_pb2
 
 log = logging.getLogger("clearing.console")
 HERE = Path(__file__).parent
