@@ -1,0 +1,121 @@
+"""A three-node Redis Cluster on loopback for tests: `redis-server` children with
+`--cluster-enabled yes` on free ports (each also needs its port + 10000, the cluster bus),
+the 16,384 slots split in three ranges (CLUSTER ADDSLOTSRANGE), the nodes introduced by
+CLUSTER MEET, and the whole stopped at the end. No replicas: the tests are about where keys
+go, not about failover."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import redis
+
+from clearing.dev.embedded_redis import _redis_server_path
+
+SLOTS = 16_384
+BUS_OFFSET = 10_000
+START_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Cluster:
+    ports: tuple[int, ...]
+    ranges: tuple[tuple[int, int], ...]  # the slots node i serves, first..last
+
+    @property
+    def url(self) -> str:
+        """The URL the server is given: any one node."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def node_of_slot(self, slot: int) -> int:
+        return next(i for i, (lo, hi) in enumerate(self.ranges) if lo <= slot <= hi)
+
+
+def _free_with_bus() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + BUS_OFFSET >= 65_536:
+            continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + BUS_OFFSET))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _ranges(n: int) -> tuple[tuple[int, int], ...]:
+    step = SLOTS // n
+    return tuple((i * step, SLOTS - 1 if i == n - 1 else (i + 1) * step - 1)
+                 for i in range(n))
+
+
+@contextlib.contextmanager
+def redis_cluster(data_dir: Path, nodes: int = 3) -> Iterator[Cluster]:
+    binary = str(_redis_server_path())
+    processes: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    try:
+        for i in range(nodes):
+            port = _free_with_bus()
+            node_dir = data_dir / f"node{i}"
+            node_dir.mkdir(parents=True)
+            processes.append(subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", str(node_dir / "nodes.conf"),
+                 "--dir", str(node_dir), "--save", "", "--appendonly", "no",
+                 "--protected-mode", "no"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            ports.append(port)
+        clients = [redis.Redis(port=p, socket_timeout=2) for p in ports]
+        _wait(lambda: all(_pings(c) for c in clients), "the nodes to answer")
+        ranges = _ranges(nodes)
+        for client, (lo, hi) in zip(clients, ranges):
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(lo, hi + 1))
+        for port in ports[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        _wait(lambda: all(c.execute_command("CLUSTER", "INFO").decode().count(
+            "cluster_state:ok") and _known(c) == nodes for c in clients), "the cluster state ok")
+        for c in clients:
+            c.close()
+        yield Cluster(tuple(ports), ranges)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _known(client: redis.Redis) -> int:
+    info = client.execute_command("CLUSTER", "INFO").decode()
+    return int(info.split("cluster_known_nodes:")[1].split()[0])
+
+
+def _wait(ready, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis cluster: timed out waiting for {what}")
+        time.sleep(0.05)
