@@ -7,6 +7,7 @@ and an activation's invalidation reaches a listener through the cluster's pub/su
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import secrets
 
@@ -17,12 +18,15 @@ import redis
 from redis.crc import key_slot
 
 from clearing import db, rediskeys, redisconn, server
+from clearing.dev.redis_cluster import Cluster, redis_cluster
+from clearing.risk.counting import RiskCounters
+from clearing.risk.model import CurrencyLimits, Policy
 from clearing.rules.cache import LOOKUPS, PlanCache
+from clearing.rules import store
 from clearing.rules.store import PgSource
 from clearing.tenancy import create_platform
 from clearing.v1 import split_pb2 as pb
 from tests.conftest import server_settings
-from tests.redis_cluster_support import Cluster, redis_cluster
 from tests.split_support import Splits, new_key, open_accounts, order
 from tests.support import Client
 
@@ -94,6 +98,7 @@ async def _platforms_on_every_node(database_url: str, cluster: Cluster, prefix: 
 async def test_splits_of_platforms_on_three_nodes(cluster_server, cluster: Cluster,
                                                   database_url):
     running, prefix = cluster_server
+    await asyncio.wait_for(running.plans.subscribed.wait(), 10)  # pub/sub on the cluster
     platforms = await _platforms_on_every_node(database_url, cluster, prefix)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
@@ -131,7 +136,7 @@ async def test_splits_of_platforms_on_three_nodes(cluster_server, cluster: Clust
         base = rediskeys.platform_base(prefix, pid)
         direct = redis.Redis(port=cluster.ports[node])
         try:
-            counter_keys = direct.keys(base.replace("{", "[{]") + "ctr:*")
+            counter_keys = direct.keys(base + "ctr:*")
             assert [direct.get(k) for k in counter_keys] == [b"4"]
             assert counter_keys[0].decode().startswith(base + "ctr:supplier_orders_month:")
             assert direct.exists(rediskeys.plan(prefix, pid, "cluster-tiers", 1)) == 1
@@ -172,7 +177,6 @@ async def test_plans_read_back_and_invalidation_over_the_cluster(cluster: Cluste
 
 
 async def _platform_with_rule_set(pool) -> int:
-    from clearing.rules import store
     async with pool.acquire() as conn:
         pid = await conn.fetchval("INSERT INTO platforms (name) VALUES ($1) RETURNING platform_id",
                                   f"cp_{secrets.token_hex(5)}")
@@ -181,3 +185,30 @@ async def _platform_with_rule_set(pool) -> int:
             assert await store.insert_version(conn, pid, "b2b", b"rule set", b"h", blob, 1) == v
         await store.activate(conn, pid, "b2b", 1, 2)
     return pid
+
+
+async def test_risk_counters_of_one_split_in_one_script_call(cluster: Cluster, database_url,
+                                                             redis_prefix):
+    """One split's receivers are counted by one Lua script call: on a cluster its keys must
+    share a slot, which the platform's tag gives them."""
+    prefix = f"{redis_prefix}cr{secrets.token_hex(3)}:"
+    pool = await db.create_pool(database_url, min_size=1, max_size=4, command_timeout_s=30)
+    client = redisconn.connect(cluster.url, cluster=True)
+    try:
+        pid = await _platform_with_rule_set(pool)
+        counters = RiskCounters(pool, client, prefix, op_timeout_s=5.0)
+        policy = Policy((CurrencyLimits("CNY", frequency_amount_minor=10_000,
+                                        daily_inflow_cap_minor=10**9),),
+                        frequency_count_max=5, frequency_window_s=3_600)
+        at = dt.datetime.now(dt.timezone.utc)
+        first, _ = await counters.reserve(pid, policy, "o1", "CNY", at, {7: 20_000, 8: 5_000})
+        second, _ = await counters.reserve(pid, policy, "o2", "CNY", at, {7: 30_000, 8: 6_000})
+        # receiver 7's shares are above 10,000 (counted), receiver 8's are not
+        assert [(c.frequency_count, c.day_inflow_minor, c.source)
+                for c in (first[7], first[8])] == [(1, 20_000, "redis"), (0, 5_000, "redis")]
+        assert [(c.frequency_count, c.day_inflow_minor, c.frequency_orders)
+                for c in (second[7], second[8])] == [(2, 50_000, ("o1", "o2")),
+                                                     (0, 11_000, ())]
+    finally:
+        await client.aclose()
+        await pool.close()

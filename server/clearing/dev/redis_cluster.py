@@ -1,8 +1,8 @@
-"""A three-node Redis Cluster on loopback for tests: `redis-server` children with
+"""A Redis Cluster on loopback for tests and benchmarks: `redis-server` children with
 `--cluster-enabled yes` on free ports (each also needs its port + 10000, the cluster bus),
 the 16,384 slots split in three ranges (CLUSTER ADDSLOTSRANGE), the nodes introduced by
 CLUSTER MEET, and the whole stopped at the end. No replicas: the tests are about where keys
-go, not about failover."""
+go, not about failover. Not for production: no persistence, no password."""
 
 from __future__ import annotations
 
@@ -61,22 +61,50 @@ def _ranges(n: int) -> tuple[tuple[int, int], ...]:
                  for i in range(n))
 
 
+def _spawn(node_dir: Path, port: int, cluster: bool) -> subprocess.Popen[bytes]:
+    node_dir.mkdir(parents=True)
+    extra = ["--cluster-enabled", "yes", "--cluster-config-file",
+             str(node_dir / "nodes.conf")] if cluster else []
+    return subprocess.Popen(
+        [str(_redis_server_path()), "--port", str(port), "--bind", "127.0.0.1", *extra,
+         "--dir", str(node_dir), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def start_node(data_dir: Path) -> Iterator[int]:
+    """One plain (not cluster) node started the same way, for comparisons: its port."""
+    port = _free_with_bus()
+    process = _spawn(data_dir, port, cluster=False)
+    try:
+        client = redis.Redis(port=port, socket_timeout=2)
+        _wait(lambda: _pings(client), "the node to answer")
+        client.close()
+        yield port
+    finally:
+        _stop([process])
+
+
 @contextlib.contextmanager
 def redis_cluster(data_dir: Path, nodes: int = 3) -> Iterator[Cluster]:
-    binary = str(_redis_server_path())
+    """A cluster of `nodes` primaries, each serving an equal range of the slots."""
     processes: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     try:
         for i in range(nodes):
             port = _free_with_bus()
-            node_dir = data_dir / f"node{i}"
-            node_dir.mkdir(parents=True)
-            processes.append(subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", str(node_dir / "nodes.conf"),
-                 "--dir", str(node_dir), "--save", "", "--appendonly", "no",
-                 "--protected-mode", "no"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            processes.append(_spawn(data_dir / f"node{i}", port, cluster=True))
             ports.append(port)
         clients = [redis.Redis(port=p, socket_timeout=2) for p in ports]
         _wait(lambda: all(_pings(c) for c in clients), "the nodes to answer")
@@ -91,14 +119,7 @@ def redis_cluster(data_dir: Path, nodes: int = 3) -> Iterator[Cluster]:
             c.close()
         yield Cluster(tuple(ports), ranges)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop(processes)
 
 
 def _pings(client: redis.Redis) -> bool:
