@@ -212,3 +212,21 @@ async def test_risk_counters_of_one_split_in_one_script_call(cluster: Cluster, d
     finally:
         await client.aclose()
         await pool.close()
+
+
+async def test_more_callers_than_connections_wait_for_one(cluster: Cluster):
+    """redis-py's cluster client fails a command at once (MaxConnectionsError) when all of a
+    node's connections are busy; the server's waits for one, like the single-node pool."""
+    client = redisconn.connect(cluster.url, cluster=True, connections_max=4)
+    key = f"{rediskeys.platform_base('gate:', 1)}n"
+    try:
+        await client.delete(key)
+        results = await asyncio.gather(*[client.incr(key) for _ in range(200)],
+                                       return_exceptions=True)
+        assert [r for r in results if isinstance(r, Exception)] == []
+        assert sorted(results) == list(range(1, 201))
+        pipe_results = await asyncio.gather(*[client.pipeline().incr(key).execute()
+                                              for _ in range(50)], return_exceptions=True)
+        assert sorted(r[0] for r in pipe_results) == list(range(201, 251))
+    finally:
+        await client.aclose()
