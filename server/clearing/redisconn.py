@@ -7,7 +7,9 @@ clearing/rediskeys.py)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+import contextvars
+from typing import Any, AsyncIterator
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
@@ -19,46 +21,61 @@ SOCKET_TIMEOUT_S = 2.0
 
 
 def connect(url: str, *, connections_max: int = CONNECTIONS_MAX,
-            socket_timeout_s: float = SOCKET_TIMEOUT_S,
+            socket_timeout_s: float = SOCKET_TIMEOUT_S, pool_wait_s: float = POOL_WAIT_S,
             cluster: bool = False) -> aioredis.Redis:
     """A client of the Redis at `url`; with `cluster`, of the Redis Cluster it is a node
     of (`connections_max` then bounds the commands in flight, so each node's
     connections)."""
     if cluster:
-        client = GatedCluster.from_url(
-            url, max_connections=connections_max, socket_connect_timeout=socket_timeout_s,
+        client = GatedCluster.from_url(  # headroom for a pipeline's redirected commands
+            url, max_connections=2 * connections_max, socket_connect_timeout=socket_timeout_s,
             socket_timeout=socket_timeout_s)
         client.gate = asyncio.Semaphore(connections_max)
+        client.gate_wait_s = pool_wait_s
         return client  # type: ignore[return-value] - the same command API
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=connections_max, timeout=POOL_WAIT_S,
+        url, max_connections=connections_max, timeout=pool_wait_s,
         socket_connect_timeout=socket_timeout_s, socket_timeout=socket_timeout_s,
         health_check_interval=30)
     return aioredis.Redis(connection_pool=pool)
 
 
-async def _enter(gate: asyncio.Semaphore) -> None:
+# Set while a task holds a place: a pipeline's retry of a redirected command (MOVED/ASK)
+# runs inside the pipeline's place and takes no second one.
+_HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("redis_place", default=False)
+
+
+@contextlib.asynccontextmanager
+async def _place(gate: asyncio.Semaphore, wait_s: float) -> AsyncIterator[None]:
+    if _HOLDING.get():
+        yield
+        return
     try:
-        await asyncio.wait_for(gate.acquire(), POOL_WAIT_S)
+        await asyncio.wait_for(gate.acquire(), wait_s)
     except asyncio.TimeoutError:
         raise RedisConnectionError("No connection available.") from None
+    token = _HOLDING.set(True)
+    try:
+        yield
+    finally:
+        _HOLDING.reset(token)
+        gate.release()
 
 
 class GatedCluster(RedisCluster):
-    """The cluster client, whose callers wait (up to POOL_WAIT_S) for one of
+    """The cluster client, whose callers wait (up to `pool_wait_s`) for one of
     `connections_max` places the way the single-node pool makes them wait for a connection:
     redis-py's cluster node pool fails at once (MaxConnectionsError) when all its
     connections are busy. A command or pipeline holds one place and at most one connection
-    per node, so no node's pool runs out."""
+    per node (a pipeline's redirected commands, retried one by one, a second), so no
+    node's pool runs out."""
 
     gate: asyncio.Semaphore
+    gate_wait_s: float
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        await _enter(self.gate)
-        try:
+        async with _place(self.gate, self.gate_wait_s):
             return await super().execute_command(*args, **kwargs)
-        finally:
-            self.gate.release()
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
         if shard_hint:
@@ -69,9 +86,6 @@ class GatedCluster(RedisCluster):
 class _GatedPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True,
                       allow_redirections: bool = True) -> list[Any]:
-        gate = self.cluster_client.gate  # type: ignore[attr-defined]
-        await _enter(gate)
-        try:
+        client = self.cluster_client
+        async with _place(client.gate, client.gate_wait_s):  # type: ignore[attr-defined]
             return await super().execute(raise_on_error, allow_redirections)
-        finally:
-            gate.release()

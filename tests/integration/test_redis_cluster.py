@@ -217,7 +217,8 @@ async def test_risk_counters_of_one_split_in_one_script_call(cluster: Cluster, d
 async def test_more_callers_than_connections_wait_for_one(cluster: Cluster):
     """redis-py's cluster client fails a command at once (MaxConnectionsError) when all of a
     node's connections are busy; the server's waits for one, like the single-node pool."""
-    client = redisconn.connect(cluster.url, cluster=True, connections_max=4)
+    # a long wait: the test is about waiting rather than failing, not about how long
+    client = redisconn.connect(cluster.url, cluster=True, connections_max=4, pool_wait_s=60)
     key = f"{rediskeys.platform_base('gate:', 1)}n"
     try:
         await client.delete(key)
