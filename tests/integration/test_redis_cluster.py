@@ -16,12 +16,14 @@ import grpc
 import pytest
 import redis
 from redis.crc import key_slot
+from redis.exceptions import MovedError
 
 from clearing import db, rediskeys, redisconn, server
 from clearing.dev.redis_cluster import Cluster, redis_cluster
 from clearing.risk.counting import RiskCounters
 from clearing.risk.model import CurrencyLimits, Policy
 from clearing.rules.cache import LOOKUPS, PlanCache
+from clearing.rules.counters import CounterSpec, Counters, Period, Source
 from clearing.rules import store
 from clearing.rules.store import PgSource
 from clearing.tenancy import create_platform
@@ -54,6 +56,7 @@ rules:
          receiver: {account_ref: LOGISTICS_B}}
       - {label: platform, type: SHARE_TYPE_REMAINDER, receiver: {account_ref: PLAT_001}}
 """
+AT_MOVE = dt.datetime(2026, 11, 11, 15, 30, tzinfo=dt.timezone.utc)
 REFS = ["CUSTODIAL", "SUP_2025001", "LOGISTICS_B", "PLAT_001"]
 # by hand: orders 1-2 give the supplier 70% (70,000), orders 3-4 75% (75,000); logistics
 # 10% each; the platform the rest (20,000, then 15,000); the custodial account pays it all
@@ -100,6 +103,10 @@ async def test_splits_of_platforms_on_three_nodes(cluster_server, cluster: Clust
     running, prefix = cluster_server
     await asyncio.wait_for(running.plans.subscribed.wait(), 10)  # pub/sub on the cluster
     platforms = await _platforms_on_every_node(database_url, cluster, prefix)
+    # the server's client has a connection to each node before the first reservation (which
+    # has 0.2 s before it falls back; a first connection on a loaded machine can take that)
+    for pid, _ in platforms:
+        await running.redis.exists(rediskeys.platform_base(prefix, pid) + "warm")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         async def one_platform(pid: int, key: str) -> tuple[list[int], list[int], dict]:
@@ -164,7 +171,7 @@ async def test_plans_read_back_and_invalidation_over_the_cluster(cluster: Cluste
         assert LOOKUPS.labels("redis")._value.get() == redis_before + 1  # from the cluster
         assert (pid, "b2b") in reader._pointers
         await writer.activated(pid, "b2b", 2)  # PUBLISH on one node reaches every node
-        for _ in range(200):
+        for _ in range(1000):
             if (pid, "b2b") not in reader._pointers:
                 break
             await asyncio.sleep(0.01)
@@ -231,3 +238,43 @@ async def test_more_callers_than_connections_wait_for_one(cluster: Cluster):
         assert sorted(r[0] for r in pipe_results) == list(range(201, 251))
     finally:
         await client.aclose()
+
+
+async def test_counters_follow_a_slot_moved_to_another_node(cluster: Cluster, redis_prefix):
+    """The client learned the slots, then a platform's (still empty) slot moves to another
+    node: its next reservation (a pipeline) is redirected (MOVED), retried inside the
+    pipeline's place, and counted on the new node."""
+    prefix = f"{redis_prefix}mv{secrets.token_hex(3)}:"
+    client = redisconn.connect(cluster.url, cluster=True, connections_max=2, pool_wait_s=60)
+    counters = Counters(client, prefix, op_timeout_s=30.0)
+    try:
+        await client.ping()  # the slot map is learned now
+        nodes = [redis.Redis(port=port) for port in cluster.ports]
+        try:
+            # a platform id no other test uses, on node 0, its slot empty (a slot with keys
+            # moves only with its keys: MIGRATE; not what this test is about)
+            pid = next(p for p in range(2_000_000_000, 2_000_001_000)
+                       if cluster.node_of_slot(_slot_of(prefix, p)) == 0
+                       and nodes[0].execute_command("CLUSTER", "COUNTKEYSINSLOT",
+                                                    _slot_of(prefix, p)) == 0)
+            slot = _slot_of(prefix, pid)
+            target = nodes[1].execute_command("CLUSTER", "MYID")
+            for node in nodes:
+                node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
+            spec = CounterSpec(pid, "orders", "SUP", Period.LIFETIME, "UTC", 1, AT_MOVE)
+            readings = await asyncio.gather(*[counters.reserve([spec]) for _ in range(5)])
+            assert sorted(r[0].value for r in readings) == [1, 2, 3, 4, 5]
+            assert {r[0].source for r in readings} == {Source.LIVE}
+            key = readings[0][0].key
+            assert nodes[1].get(key) == b"5"
+            with pytest.raises(MovedError, match=f"127.0.0.1:{cluster.ports[1]}"):
+                nodes[0].get(key)  # the old node sends callers to the new one
+        finally:
+            for node in nodes:
+                node.close()
+    finally:
+        await client.aclose()
+
+
+def _slot_of(prefix: str, platform_id: int) -> int:
+    return key_slot(rediskeys.platform_base(prefix, platform_id).encode())
