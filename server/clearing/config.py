@@ -499,7 +499,11 @@ class Settings(_FromEnv):
                                    "PostgreSQL DSN; `make run` starts one if unset")
     redis_url: str | None = env("CLEARING_REDIS_URL", None,
                                 "Redis URL; `make run` starts one if unset")
-    redis_prefix: str = env("CLEARING_REDIS_PREFIX", "clearing:", "prefix of every Redis key")
+    redis_prefix: str = env("CLEARING_REDIS_PREFIX", "clearing:",
+                            "prefix of every Redis key (no `{` or `}`)")
+    redis_cluster: bool = env("CLEARING_REDIS_CLUSTER", False,
+                              "1: the Redis URL is a Redis Cluster node (docs/scaling.md)",
+                              low=0, high=1)
     workers: int = env("CLEARING_WORKERS", 1, "server processes sharing the port",
                        low=1, high=64)
     metrics_addr: str = env("CLEARING_METRICS_ADDR", "127.0.0.1:9464",
@@ -529,6 +533,11 @@ class Settings(_FromEnv):
     tls: TlsSettings = group(TlsSettings)
     events: EventSettings = group(EventSettings)
     console: ConsoleSettings = group(ConsoleSettings)
+
+    def __post_init__(self) -> None:
+        if "{" in self.redis_prefix or "}" in self.redis_prefix:
+            raise ValueError("CLEARING_REDIS_PREFIX must not hold { or }: the text after it"
+                             " is the platform's hash tag (docs/scaling.md)")
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clearing import audit, db, logs, metrics, redisconn, tls
+from clearing import audit, db, logs, metrics, rediskeys, redisconn, tls
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
@@ -35,6 +35,7 @@ from clearing.api import report as report_api
 from clearing.api import risk as risk_api
 from clearing.api import split as split_api
 from clearing.clock import Clock
+from clearing.tasks import cancel_and_wait
 from clearing.config import BANK_CONNECTOR_NONE, BANK_CONNECTOR_SIMULATOR, Settings
 from clearing.events import outbox
 from clearing.events.feed import Hub
@@ -104,6 +105,7 @@ class Running:
     swing_job: SwingJob | None = None
     rollup: RollupJob | None = None
     events: "_Events | None" = None
+    redis_fold: asyncio.Task | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
@@ -131,6 +133,8 @@ class Running:
             await self.plans.stop()
         if self.keys is not None:
             await self.keys.stop()
+        if self.redis_fold is not None:
+            await cancel_and_wait(self.redis_fold)
         if self.redis is not None:
             await self.redis.aclose()
         await self.pool.close()
@@ -161,12 +165,22 @@ class _Events:
 async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
     if not settings.redis_url:
         return None
-    client = redisconn.connect(settings.redis_url, socket_timeout_s=REDIS_CONNECT_TIMEOUT_S)
+    client = redisconn.connect(settings.redis_url, socket_timeout_s=REDIS_CONNECT_TIMEOUT_S,
+                               cluster=settings.redis_cluster)
     try:
         await client.ping()
     except (aioredis.RedisError, OSError) as exc:  # Redis must never stop the ledger
         log.warning("redis not reachable at start; continuing without it: %s", exc)
     return client
+
+
+def _fold_legacy_keys(settings: Settings, client: aioredis.Redis | None) -> asyncio.Task | None:
+    """Keys an older version wrote on a single Redis are folded into the per-platform layout
+    in the background (clearing/rediskeys.py); a cluster never held them."""
+    if client is None or settings.redis_cluster:
+        return None
+    return asyncio.get_running_loop().create_task(
+        rediskeys.fold_legacy_quietly(client, settings.redis_prefix), name="redis-fold-legacy")
 
 
 def _pending_max(settings: Settings) -> int:
@@ -322,7 +336,7 @@ async def start(settings: Settings, *, migrate: bool = True,
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Running(server, port, pool, redis_client, writer, health_servicer, settings,
                    plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper,
-                   swing_job, rollup, events)
+                   swing_job, rollup, events, _fold_legacy_keys(settings, redis_client))
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

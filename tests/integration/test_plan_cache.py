@@ -10,7 +10,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from clearing import db
+from clearing import db, rediskeys
 from clearing.dev.embedded_redis import start_redis
 from clearing.rules import store
 from clearing.rules.cache import LOOKUPS, MISMATCHES, PlanCache
@@ -128,7 +128,7 @@ async def test_a_plan_not_matching_postgres_hash_is_dropped(pool, rule_set, redi
                                                             redis_prefix):
     redis = aioredis.from_url(redis_url)
     try:
-        key = f"{redis_prefix}rules:plan:{rule_set}:b2b:1"
+        key = rediskeys.plan(redis_prefix, rule_set, "b2b", 1)
         await redis.set(key, _plan(2))  # version 2's plan under version 1's key
         cache = PlanCache(PgSource(pool), json.loads, redis, redis_prefix)
         before = MISMATCHES._value.get()

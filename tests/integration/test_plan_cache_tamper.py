@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from clearing import rediskeys
 from clearing.v1 import ledger_pb2 as lpb
 from tests.split_support import Splits, by_ref, new_key, open_accounts, order
 from tests.support import Client
@@ -49,7 +50,7 @@ async def filed(channel, client: Client, database_url, platform, redis_url, redi
 
 
 def _plan_key(prefix: str, pid: int, version: int) -> str:
-    return f"{prefix}rules:plan:{pid}:tamper:{version}"
+    return rediskeys.plan(prefix, pid, "tamper", version)
 
 
 async def _plan(conn, pid: int, version: int) -> bytes:

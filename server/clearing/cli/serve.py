@@ -334,7 +334,7 @@ def _dev_services(settings: Settings, started: list) -> Settings:
     if not settings.redis_url:
         rd = start_redis(data_dir / "redis")
         started.append(rd)
-        settings = settings.with_(redis_url=rd.url)
+        settings = settings.with_(redis_url=rd.url, redis_cluster=False)  # one node
     return settings
 
 

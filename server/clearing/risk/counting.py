@@ -4,9 +4,11 @@ window and its inflow of the day, across every server process.
 Source of truth: PostgreSQL. The splits sink writes one `risk_inflows` row per receiver of
 every committed split of a platform with an active policy, in the split's own transaction
 (migration 0018). Redis holds a cache of the recent rows, per receiver:
-- `risk:{p:a}:f:X`: a sorted set of the order ids of its shares above X (score: paid time
+- `{pP}:risk:A:f:X`: a sorted set of the order ids of its shares above X (score: paid time
   in seconds); trimmed to two days;
-- `risk:{p:a}:d:DAY`: a hash order id -> share of that UTC day, and `_sum`.
+- `{pP}:risk:A:d:DAY`: a hash order id -> share of that UTC day, and `_sum`
+(after the prefix; `{pP}` is the platform's hash tag, so one split's keys, of all its
+receivers, are in one Redis Cluster slot and one script call: clearing/rediskeys.py).
 Each holds a `_loaded` marker. A key without it (a Redis restart, eviction, a new day, a new
 X) is rebuilt from PostgreSQL before it is counted: the rows of the window and of the day,
 added by order id, so two processes rebuilding at once build the same set.
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
+from clearing import rediskeys
 from clearing.risk.check import Counts
 from clearing.risk.model import FREQUENCY_WINDOW_S_MAX, Policy
 
@@ -137,7 +140,7 @@ class RiskCounters:
 
     def _keys(self, platform_id: int, account_id: int, x_minor: int, at: dt.datetime
               ) -> tuple[str, str]:
-        base = f"{self._prefix}risk:{{{platform_id}:{account_id}}}"
+        base = rediskeys.risk(self._prefix, platform_id, account_id)
         return f"{base}:f:{x_minor}", f"{base}:d:{day_start(at).date().isoformat()}"
 
     async def reserve(self, platform_id: int, policy: Policy, order_id: str,

@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
+from clearing import rediskeys
 from clearing.reasons import Reason
 from clearing.tasks import cancel_and_wait
 
@@ -105,7 +106,7 @@ class PlanCache(Generic[P]):
     # ---- keys --------------------------------------------------------------------------
 
     def _plan_key(self, platform_id: int, name: str, version: int) -> str:
-        return f"{self._prefix}rules:plan:{platform_id}:{name}:{version}"
+        return rediskeys.plan(self._prefix, platform_id, name, version)
 
     @property
     def channel(self) -> str:
@@ -201,6 +202,9 @@ class PlanCache(Generic[P]):
         attempt = 0
         while True:
             try:
+                # a cluster client must know the slots before its pub/sub picks a node (it
+                # learns them on its first command, which may not have run yet)
+                await self._redis.initialize()
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
                     self._pointers.clear()  # activations may have been missed meanwhile

@@ -1,6 +1,8 @@
 """Running counters for tiered shares (a supplier's orders this month, a host's GMV).
 
-Counters live in Redis, one integer per (platform, counter, subject, period). A split
+Counters live in Redis, one integer per (platform, counter, subject, period), under the
+platform's hash tag (clearing/rediskeys.py: a platform's counters are in one slot of a Redis
+Cluster; a server starting adds the counters of the untagged layout into these). A split
 *reserves* its contribution with INCRBY before it is evaluated, so every order gets its own
 exact rank ("the 1,000th order of the month") even when many are split at once, and the
 value recorded in the split includes the order itself. If the split then does not commit,
@@ -27,6 +29,7 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 from prometheus_client import Counter as PromCounter
 
+from clearing import rediskeys
 from clearing.limits import DEFAULT_TIME_ZONE
 
 log = logging.getLogger("clearing.rules.counters")
@@ -120,8 +123,8 @@ class Counters:
     def key(self, spec: CounterSpec) -> tuple[str, dt.datetime | None]:
         start = period_start(spec.period, spec.at, spec.time_zone)
         bucket = start.date().isoformat() if start else "lifetime"
-        return (f"{self._prefix}ctr:{spec.platform_id}:{spec.name}:{spec.subject}:{bucket}",
-                start)
+        return (rediskeys.counter(self._prefix, spec.platform_id, spec.name, spec.subject,
+                                  bucket), start)
 
     async def reserve(self, specs: list[CounterSpec]) -> list[Reading]:
         """Add each order's contribution; the readings include it."""
@@ -132,7 +135,8 @@ class Counters:
     async def peek(self, specs: list[CounterSpec]) -> list[Reading]:
         """What reserve() would read, without adding anything (PreviewSplit)."""
         keyed = [(spec, *self.key(spec)) for spec in specs]
-        raw = await self._call(lambda r: r.mget([k for _, k, _ in keyed])) if keyed else []
+        raw = await self._call(lambda r: self._get_all(r, [k for _, k, _ in keyed])) \
+            if keyed else []
         values = None if raw is None else [int(v or 0) + s.delta
                                            for (s, _, _), v in zip(keyed, raw)]
         return self._readings(keyed, values)
@@ -159,6 +163,15 @@ class Counters:
         if len(self._last) >= LAST_KNOWN_MAX and key not in self._last:
             self._last.clear()
         self._last[key] = value
+
+    @staticmethod
+    async def _get_all(r: aioredis.Redis, keys: list[str]) -> list:
+        # GETs in a pipeline rather than MGET: the keys may be of several platforms, so of
+        # several slots of a Redis Cluster
+        pipe = r.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return await pipe.execute()
 
     async def _pipeline(self, keyed, *, undo: bool) -> list[int] | None:
         if not keyed:
