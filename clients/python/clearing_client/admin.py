@@ -5,10 +5,10 @@ client made with an admin key calls these; a platform's key is refused (PERMISSI
 ROLE_REQUIRED). Retries are safe like every other call's: CreatePlatform, CreateApiKey and
 SetPayoutConfig carry a request id (a new UUID unless given; a retry sends the same one,
 and the server answers the first result: CreateApiKey's replay has `key_shown_before` set
-and no key, since a key is shown once). RevokeApiKey and SetBusinessCalendar are
-idempotent. Approving or rejecting a change twice is refused (FAILED_PRECONDITION
-PAYOUT_CONFIG_CHANGE_NOT_PENDING, its `metadata["state"]` the decision made), so a retry
-after a lost answer never decides twice.
+and no key, a key being shown once: revoke it and make another). RevokeApiKey and
+SetBusinessCalendar are idempotent. Approving or rejecting a change twice is refused
+(FAILED_PRECONDITION PAYOUT_CONFIG_CHANGE_NOT_PENDING, its `metadata["state"]` the
+decision made), so a retry after a lost answer never decides twice.
 """
 
 from __future__ import annotations
