@@ -59,6 +59,7 @@ from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grp
                          split_pb2_grpc)
 from clearing.v1 import (audit_pb2, audit_pb2_grpc, event_pb2, event_pb2_grpc, report_pb2,
                          report_pb2_grpc, risk_pb2, risk_pb2_grpc)
+from clearing.v1 import platform_pb2, platform_pb2_grpc
 from tests.payout_support import CARD
 from tests.support import Client
 
@@ -823,7 +824,10 @@ def _server_internal_answers() -> float:
                if sample.name.endswith("_total") and sample.labels.get("code") == "INTERNAL")
 
 
-STUBS = {name: getattr(grpc_module, f"{name}Stub") for pb2, grpc_module in SERVICES
+# Every service's stub, PlatformService's too (fuzzed by test_fuzz_admin.py on a server of
+# its own, through `_one`).
+STUBS = {name: getattr(grpc_module, f"{name}Stub")
+         for pb2, grpc_module in (*SERVICES, (platform_pb2, platform_pb2_grpc))
          for name in pb2.DESCRIPTOR.services_by_name}
 
 

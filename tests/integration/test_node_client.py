@@ -1,6 +1,7 @@
 """The Node client (clients/node): its own tests (`node --test clients/node/test/`) run
 against the real server of this session, as a fresh platform with a maker key (gateway and
-operator) and an approver key, its payout fee set (4.00 to its PLAT_ORD account). Node and
+operator) and an approver key, its payout fee set (4.00 to its PLAT_ORD account), and two
+admin keys (PlatformService: clients/node/test/admin.test.js). Node and
 the packages of clients/node (`npm ci`, run by `make venv`) are required: without them this
 test fails, it does not skip (CI has Node)."""
 
@@ -9,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 
+import asyncpg
 import pytest
 
+from clearing.tenancy import create_admin_key
 from clearing.v1 import ledger_pb2 as lpb
 from clearing_client.webhooks import sign
 from tests.payout_support import set_config
@@ -29,12 +33,23 @@ PAYOUT_FEE_MINOR = 400
 TEST_FILES = sorted(str(p.relative_to(NODE_DIR)) for p in (NODE_DIR / "test").glob("*.test.js"))
 
 
+async def _admin_keys(database_url: str) -> list[str]:
+    """Two admin keys (PlatformService: clients/node/test/admin.test.js)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return [(await create_admin_key(conn, f"node-{secrets.token_hex(3)}"))[1]
+                for _ in range(2)]
+    finally:
+        await conn.close()
+
+
 async def test_node_client_against_the_server(running, client, platform, database_url):
     node = shutil.which("node")
     assert node, "node is not installed: the Node client's tests need Node 20 or later"
     assert (NODE_DIR / "node_modules" / "@connectrpc" / "connect-node").is_dir(), (
         "clients/node/node_modules is missing: run `make venv` (it runs `npm ci` there)")
     approver = await new_key(database_url, platform.platform_id, {"approver"})
+    admin_keys = await _admin_keys(database_url)
     fee_account = await client.open("PLAT_ORD", kind=lpb.ACCOUNT_KIND_ORDINARY)
     await set_config(database_url, platform.platform_id, fee_fixed_minor=PAYOUT_FEE_MINOR,
                      fee_account_id=fee_account.account_id)
@@ -46,6 +61,7 @@ async def test_node_client_against_the_server(running, client, platform, databas
     env = {**os.environ, "CLEARING_ADDR": f"127.0.0.1:{running.port}",
            "CLEARING_WEBHOOK_VECTOR": json.dumps(vector),
            "CLEARING_KEY": platform.key, "CLEARING_APPROVER_KEY": approver,
+           "CLEARING_ADMIN_KEY": admin_keys[0], "CLEARING_ADMIN_CHECKER_KEY": admin_keys[1],
            "CLEARING_PAYOUT_FEE_MINOR": str(PAYOUT_FEE_MINOR), "NO_COLOR": "1"}
     proc = await asyncio.create_subprocess_exec(
         node, "--test", "--test-reporter=spec", "--test-concurrency=4", *TEST_FILES, cwd=NODE_DIR, env=env,

@@ -3,7 +3,6 @@
 // client's (clients/python/clearing_client/client.py) in camelCase; every other call is
 // `client.call(client.<service>.<method>, request)`.
 
-import { randomUUID } from "node:crypto";
 import { createReadStream, readFileSync, statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -21,21 +20,14 @@ import * as recon from "../gen/clearing/v1/reconciliation_pb.js";
 import * as report from "../gen/clearing/v1/report_pb.js";
 import * as risk from "../gen/clearing/v1/risk_pb.js";
 import * as split from "../gen/clearing/v1/split_pb.js";
+import { adminMethods } from "./admin.js";
 import { ClearingRpcError, RETRYABLE_CODES, WATCH_RESUMABLE_CODES } from "./errors.js";
+import { int64, newRequestId } from "./values.js";
 
 /** The chunk of a statement file per ImportStatement message (the server takes up to 1 MiB). */
 export const STATEMENT_CHUNK_BYTES = 256 * 1024;
 
-export function newRequestId() {
-  return randomUUID();
-}
-
-/** An int64 field's value: a bigint, or a safe integer number. */
-function int64(value, name) {
-  if (typeof value === "bigint") return value;
-  if (Number.isSafeInteger(value)) return BigInt(value);
-  throw new TypeError(`${name} must be a bigint or a safe integer, not ${value}`);
-}
+export { newRequestId };
 
 function readPem(value) {
   if (value === undefined || value === null) return undefined;
@@ -545,3 +537,6 @@ export class ClearingClient {
     }));
   }
 }
+
+// PlatformService (admin keys): createPlatform, createApiKey, setPayoutConfig, ... (admin.js).
+Object.assign(ClearingClient.prototype, adminMethods);

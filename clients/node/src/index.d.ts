@@ -229,6 +229,28 @@ export declare class ClearingClient {
     runId?: Int64; classes?: recon.ReconciliationClass[]; states?: recon.DiscrepancyState[];
   }): Promise<recon.ListDiscrepanciesResponse>;
 
+  // PlatformService (admin keys only)
+  createPlatform(name: string, options?: Writes): Promise<platform.Platform>;
+  getPlatform(platformId?: Int64, options?: { name?: string }): Promise<platform.Platform>;
+  listPlatforms(options?: Page): Promise<platform.ListPlatformsResponse>;
+  createApiKey(platformId: Int64, roles: string[], options?: Writes):
+    Promise<platform.CreateApiKeyResponse>;
+  listApiKeys(platformId?: Int64, options?: Page & { keyPrefix?: string }):
+    Promise<platform.ListApiKeysResponse>;
+  revokeApiKey(keyId: Int64): Promise<platform.RevokeApiKeyResponse>;
+  getPayoutConfig(platformId: Int64, currencyCode: string):
+    Promise<platform.GetPayoutConfigResponse>;
+  setPayoutConfig(config: MessageInitShape<typeof platform.PayoutConfigSchema>,
+    options?: Writes): Promise<platform.PayoutConfigChange>;
+  approvePayoutConfigChange(changeId: Int64, options?: { note?: string }):
+    Promise<platform.PayoutConfigChange>;
+  rejectPayoutConfigChange(changeId: Int64, options?: { note?: string }):
+    Promise<platform.PayoutConfigChange>;
+  getBusinessCalendar(startDay: string | Date, endDay: string | Date):
+    Promise<platform.CalendarDay[]>;
+  setBusinessCalendar(days: Array<{ day: string | Date; kind: platform.CalendarDayKind;
+    note?: string }>): Promise<platform.CalendarDay[]>;
+
   // ReportService: vouchers
   getVoucher(options: {
     voucherId?: Int64; splitId?: Int64; splitActionId?: Int64; payoutId?: Int64;

@@ -9,7 +9,7 @@ import {
   AccountKind, ClearingClient, ClearingRpcError, Code, ErrorReason, FieldViolation,
   RETRYABLE_CODES, newRequestId,
 } from "../src/index.js";
-import { ADDR, KEY, connect, ref } from "./support.js";
+import { ADDR, ADMIN_KEY, KEY, connect, ref } from "./support.js";
 
 let c;
 before(() => { c = connect(); });
@@ -95,6 +95,34 @@ test("a reply lost on the way: the retry with the same request id is answered by
   } finally {
     retrying.close();
     proxy.close();
+  }
+});
+
+test("an admin write's reply lost: the retry with the same request id makes one platform and"
+  + " one key (the key's secret, shown once, was in the lost reply)", async () => {
+  const admin = connect(ADMIN_KEY);
+  const retrying = [];
+  try {
+    const calls = async (call) => {
+      const proxy = await lossyProxy(ADDR);
+      const client = new ClearingClient(`127.0.0.1:${proxy.port}`, ADMIN_KEY, {
+        attemptsMax: 5, backoffMs: 20, timeoutMs: 10_000,
+      });
+      retrying.push(client, proxy);
+      const out = await call(client);
+      assert.equal(proxy.connections(), 2, "the first connection lost the reply; one retry");
+      return out;
+    };
+    const name = ref("node-lost");
+    const p = await calls((client) => client.createPlatform(name));
+    assert.deepEqual(await admin.getPlatform(0n, { name }), p);
+    const made = await calls((client) => client.createApiKey(p.platformId, ["gateway"]));
+    assert.deepEqual([made.key, made.keyShownBefore], ["", true]);
+    const keys = (await admin.listApiKeys(p.platformId)).apiKeys;
+    assert.deepEqual(keys.map((k) => k.keyId), [made.apiKey.keyId]);
+  } finally {
+    admin.close();
+    for (const x of retrying) x.close();
   }
 });
 

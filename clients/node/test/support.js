@@ -25,3 +25,7 @@ export function connect(key = KEY, options = {}) {
 export function ref(prefix) {
   return `${prefix}-${randomUUID().slice(0, 8)}`;
 }
+
+/** Two admin keys of the server (PlatformService): a fee change's maker and its checker. */
+export const ADMIN_KEY = env("CLEARING_ADMIN_KEY");
+export const CHECKER_KEY = env("CLEARING_ADMIN_CHECKER_KEY");

@@ -15,7 +15,8 @@ contract): `from clearing_client.v1 import ledger_pb2, rule_set_pb2, split_pb2, 
 reconciliation_pb2, report_pb2`
 (rule_set_pb2: RuleSet and its parts, split_pb2: SplitService and splits, event_pb2: the
 events feed; `ClearingClient.watch(cursor)` follows it, `verify_webhook` checks a webhook
-delivery's signature). The package
+delivery's signature). With an admin key the client calls PlatformService too
+(clearing_client.admin: create_platform, create_api_key, set_payout_config, ...). The package
 installs on its own (`pip install clients/python`), without the server.
 """
 

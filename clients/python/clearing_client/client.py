@@ -28,6 +28,7 @@ from clearing_client.v1 import reconciliation_pb2, reconciliation_pb2_grpc, risk
 from clearing_client.v1 import report_pb2, report_pb2_grpc
 from clearing_client.v1 import platform_pb2_grpc
 from clearing_client.v1 import event_pb2, event_pb2_grpc
+from clearing_client.admin import AdminMethods
 
 # The chunk of a statement file per ImportStatement message (the server takes up to 1 MiB).
 STATEMENT_CHUNK_BYTES = 256 * 1024
@@ -104,10 +105,11 @@ def tls_credentials(ca_file: str | os.PathLike | None = None,
                                         certificate_chain=read(cert_file))
 
 
-class ClearingClient:
+class ClearingClient(AdminMethods):
     """An asyncio client of one platform (its API key).
 
-    The connection is TLS when `credentials` are given (`tls_credentials(ca_file, ...)`),
+    With an admin key, it calls PlatformService (clearing_client.admin: create_platform,
+    create_api_key, set_payout_config, ...). The connection is TLS when `credentials` are given (`tls_credentials(ca_file, ...)`),
     plaintext otherwise (a server accepts plaintext only when told to, for development)."""
 
     def __init__(self, target: str, api_key: str, *, timeout_s: float = 10.0,

@@ -2,7 +2,7 @@
 // writes, and refuse what it must not.
 import {
   AccountKind, ClearingClient, ClearingRpcError, Code, ErrorReason, FieldViolation, create,
-  payout, ruleSet, split,
+  payout, platform, ruleSet, split,
 } from "@clearing/client";
 
 export async function usage(): Promise<bigint[]> {
@@ -35,6 +35,14 @@ export async function usage(): Promise<bigint[]> {
       console.log(v, fields, err.reason === ErrorReason[ErrorReason.INVALID_ARGUMENT]);
     }
   }
+  const made = await c.createApiKey(1n, ["gateway"], { requestId: "k" });
+  const secret: string = made.key;
+  const change = await c.setPayoutConfig({ platformId: 1n, currencyCode: "CNY", feeBps: 3 });
+  const days: platform.CalendarDay[] = await c.setBusinessCalendar([
+    { day: new Date(), kind: platform.CalendarDayKind.HOLIDAY, note: "n" }]);
+  console.log(secret, change.state, days);
+  // @ts-expect-error a platform id is an integer
+  await c.getPayoutConfig("1", "CNY");
   // @ts-expect-error an account's kind is required
   await c.createAccount("M_2", {});
   // @ts-expect-error amounts are integers (bigint or number), not text
