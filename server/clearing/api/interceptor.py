@@ -140,6 +140,11 @@ class ClearingInterceptor:
                 f"{short} is not for an admin key" if who.is_admin
                 else f"{short} needs an admin key (`clearing admin init`)",
                 metadata={"roles": ",".join(sorted(allowed))})
+        if who.is_party and Role.PARTY not in allowed:
+            raise PermissionDenied(
+                f"{short} is not for a party key (it reads its own splits, vouchers, "
+                "accounts and payouts only)", reason=Reason.PARTY_KEY_METHOD_DENIED,
+                metadata={"method": short})
         if allowed and not (who.roles & allowed):
             raise PermissionDenied(f"{short} needs one of the roles {sorted(allowed)}",
                                    metadata={"roles": ",".join(sorted(allowed))})
