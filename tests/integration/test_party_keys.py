@@ -30,7 +30,7 @@ from clearing.v1 import report_pb2 as rpb
 from clearing.v1 import report_pb2_grpc
 from clearing.v1 import split_pb2 as spb
 from tests.integration.test_platform_admin import Admin, _admin_key
-from tests.payout_support import Payouts, set_config
+from tests.payout_support import TERMINAL, Payouts, set_config
 from tests.split_support import Splits, new_key, open_accounts, order
 from tests.support import CALL_TIMEOUT_S, Client, admin_cli, details, rid
 
@@ -88,6 +88,8 @@ async def world(channel, client: Client, database_url, platform):
     for ref, amount in (("SUP_2025001", 500), ("DIST_01", 700)):
         await payouts.bind(ids[ref])
         made_payouts[ref] = (await payouts.request(ids[ref], amount)).payout_id
+        paid = await payouts.wait_state(made_payouts[ref], TERMINAL)  # the bank simulator's
+        assert paid.state == ppb.PAYOUT_STATE_SUCCEEDED, paid
     _, admin_key = await _admin_key(database_url)
     maker = Admin(channel, admin_key)
     sup = await _party_key(maker, platform.platform_id, ids["SUP_2025001"])
@@ -147,11 +149,13 @@ async def test_a_party_key_reads_only_its_accounts(channel, world):
     assert [a.account_id for a in listed.accounts] == [sup_id]
     assert (await sup.call("GetAccount", lpb.GetAccountRequest(
         external_ref="SUP_2025001"))).account.account_id == sup_id
-    # 900 + 2700 credited by its two splits, 500 held by its payout
+    # 900 + 2700 credited by its two splits, 500 paid out (held, then posted)
     balance = await sup.balance(sup_id)
-    assert (balance.posted_minor, balance.available_minor) == (3_600, 3_100)
+    assert (balance.posted_minor, balance.available_minor) == (3_100, 3_100)
     entries = (await sup.call("ListEntries", lpb.ListEntriesRequest(account_id=sup_id))).entries
-    assert sorted(e.amount_minor for e in entries) == [500, 900, 2_700]
+    assert sorted((e.amount_minor, e.mode) for e in entries) == [
+        (500, lpb.TRANSFER_MODE_PENDING), (500, lpb.TRANSFER_MODE_POST_PENDING),
+        (900, lpb.TRANSFER_MODE_IMMEDIATE), (2_700, lpb.TRANSFER_MODE_IMMEDIATE)]
     for call in (sup.call("GetAccount", lpb.GetAccountRequest(account_id=dist_id)),
                  sup.call("GetBalance", lpb.GetBalanceRequest(account_id=dist_id)),
                  sup.call("ListEntries", lpb.ListEntriesRequest(account_id=dist_id))):
