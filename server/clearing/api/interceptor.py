@@ -98,7 +98,8 @@ async def _decoded(request_iterator):
 
 class ClearingInterceptor:
     """Wraps the handlers of the methods named in `method_roles` (full method name ->
-    roles allowed; an empty set means any authenticated key).
+    roles allowed; an empty set means any authenticated key but a party key, which may call
+    only the methods naming Role.PARTY: clearing.api.party).
 
     The handlers are wrapped once, when they are registered (`register`), not per call
     through grpc.aio's interceptor chain: the chain costs an extra coroutine on every call,
