@@ -135,3 +135,17 @@ async def empty_platform(database_url: str) -> Platform:
     pid, key, _ = await keys(database_url)
     return Platform(pid, key, f"p{pid}")
 
+
+
+async def party_key(database_url: str, platform_id: int, *account_ids: int) -> str:
+    """A party key of the platform bound to these accounts (as CreateApiKey with
+    party_account_ids makes it)."""
+    import asyncpg
+
+    from clearing.tenancy import create_key
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await create_key(conn, platform_id, frozenset({"party"}),
+                                party_account_ids=account_ids)
+    finally:
+        await conn.close()

@@ -173,6 +173,8 @@ CALENDAR_NOTE_LEN_MAX = 200
 DECISION_NOTE_LEN_MAX = 512
 # How often each server process writes the last use of the keys it authenticated.
 KEY_LAST_USE_FLUSH_S = 30.0
+# The accounts one party key may be bound to (CreateApiKey.party_account_ids).
+PARTY_ACCOUNTS_MAX = 64
 
 # ---- reconciliation (reconciliation.proto; docs/recon.md) -----------------------------------
 # A statement file as uploaded (gzip or not), and once decompressed: a file beyond either is

@@ -18,6 +18,7 @@ import asyncpg
 from clearing import audit
 from clearing.errors import FieldViolation, InvalidArgument
 from clearing.ledger.model import Role
+from clearing.reasons import Reason
 
 KEY_PREFIX = "ck_"
 # An admin key's (PlatformService; `clearing admin init`): the servers look it up among the
@@ -50,30 +51,61 @@ async def create_platform(conn: asyncpg.Connection, name: str,
 
 
 async def create_key(conn: asyncpg.Connection, platform_id: int, roles: frozenset[str], *,
-                     actor: audit.Actor | None = None) -> str:
-    """Another key for a platform, with these roles (Role.ALL); returns the key."""
-    return (await insert_key(conn, platform_id, roles, actor=actor))[1]
+                     actor: audit.Actor | None = None,
+                     party_account_ids: tuple[int, ...] = ()) -> str:
+    """Another key for a platform, with these roles (Role.ALL), or a party key bound to
+    `party_account_ids` (`insert_key`); returns the key."""
+    return (await insert_key(conn, platform_id, roles, actor=actor,
+                             party_account_ids=party_account_ids))[1]
 
 
 async def insert_key(conn: asyncpg.Connection, platform_id: int, roles: frozenset[str], *,
-                     actor: audit.Actor | None = None) -> tuple[int, str]:
+                     actor: audit.Actor | None = None,
+                     party_account_ids: tuple[int, ...] = ()) -> tuple[int, str]:
     """Another key for a platform, with these roles (Role.ALL); returns (key_id, key).
-    Recorded in the audit trail (its id, prefix and roles, never the key) with the key, in
-    one transaction; `actor` by default the core's admin."""
-    unknown = set(roles) - Role.ALL
-    if not roles or unknown:
-        raise InvalidArgument([FieldViolation("roles", f"unknown or no roles: {sorted(unknown)}")])
+    With `party_account_ids`, a party key (the one role Role.PARTY) bound to those accounts,
+    each of which must be the platform's (InvalidArgument PARTY_ACCOUNT_UNKNOWN naming
+    the field otherwise). Recorded in the audit trail (its id, prefix, roles and party
+    accounts, never the key) with the key, in one transaction; `actor` by default the
+    core's admin."""
+    party = sorted(set(party_account_ids))
+    if party:
+        if roles != {Role.PARTY}:
+            raise InvalidArgument([FieldViolation("roles", "a party key has the one role "
+                                                  f"{Role.PARTY!r}")])
+    else:
+        unknown = set(roles) - Role.ALL
+        if not roles or unknown:
+            raise InvalidArgument([FieldViolation("roles",
+                                                  f"unknown or no roles: {sorted(unknown)}")])
     key = new_key()
     async with conn.transaction():
+        if party:
+            await _check_party_accounts(conn, platform_id, party_account_ids)
         key_id = await conn.fetchval(
-            "INSERT INTO api_keys (platform_id, key_hash, key_prefix, roles)"
-            " VALUES ($1, $2, $3, $4) RETURNING key_id",
-            platform_id, hash_key(key), key[:PREFIX_LEN], sorted(roles))
+            "INSERT INTO api_keys (platform_id, key_hash, key_prefix, roles, party_account_ids)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING key_id",
+            platform_id, hash_key(key), key[:PREFIX_LEN], sorted(roles), party or None)
+        after = {"key_id": key_id, "key_prefix": key[:PREFIX_LEN], "roles": sorted(roles)}
+        if party:
+            after["party_account_ids"] = party
         await audit.record(conn, actor or audit.Actor.core_admin(platform_id), "CreateApiKey",
-                           f"api_key:{key_id}", platform_id=platform_id,
-                           after={"key_id": key_id, "key_prefix": key[:PREFIX_LEN],
-                                  "roles": sorted(roles)})
+                           f"api_key:{key_id}", platform_id=platform_id, after=after)
     return key_id, key
+
+
+async def _check_party_accounts(conn: asyncpg.Connection, platform_id: int,
+                                account_ids: tuple[int, ...]) -> None:
+    """InvalidArgument (PARTY_ACCOUNT_UNKNOWN) naming each party_account_ids[i] that is
+    not an account of the platform."""
+    found = {r["account_id"] for r in await conn.fetch(
+        "SELECT account_id FROM accounts WHERE platform_id = $1"
+        " AND account_id = ANY($2::bigint[])", platform_id, list(account_ids))}
+    missing = [FieldViolation(f"party_account_ids[{i}]",
+                              f"account {a} is not an account of this platform")
+               for i, a in enumerate(account_ids) if a not in found]
+    if missing:
+        raise InvalidArgument(missing, reason=Reason.PARTY_ACCOUNT_UNKNOWN)
 
 
 async def list_admin_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:

@@ -10,7 +10,7 @@ import pytest
 
 from clearing.v1 import payout_pb2 as ppb
 from tests.console_support import (PAGES, PAYOUT_MINOR, csrf_of, empty_platform,
-                                   make_world, serve_console, sign_in)
+                                   make_world, party_key, serve_console, sign_in)
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +153,50 @@ async def test_another_platforms_split_is_not_found_by_url(console, world):
             page = await http.get(path)
             assert page.status_code == 404, path
             assert "NOT_FOUND" in page.text and world.other_split.order_id not in page.text
+
+
+async def test_a_party_key_sees_its_own_pages_only(console, world, database_url):
+    """The supplier of the B2B split sees it (and its own account only); the merchant paid
+    out by the payout sees its payout, not the split, whose URL answers not found."""
+    supplier = world.ids["SUP_2025001"]
+    merchant = world.payout.account_id
+    async with console.http() as http:
+        signed = await sign_in(http, await party_key(database_url, world.platform.platform_id,
+                                                     supplier))
+        assert signed.headers["location"] == "/splits"
+        assert (await http.get("/")).headers["location"] == "/splits"
+        page = await http.get("/splits")
+        assert world.split.order_id in page.text
+        nav = page.text.split("<nav>", 1)[1].split("</nav>", 1)[0]
+        assert [label for label in ("Overview", "Splits", "Accounts", "Payouts",
+                                    "Reconciliation", "Risk", "Rule sets", "Events")
+                if f">{label}</a>" in nav] == ["Splits", "Accounts", "Payouts"]
+        split = await http.get(f"/splits/{world.split.split_id}")
+        assert split.status_code == 200 and "/release" not in split.text
+        assert f'href="/accounts/{supplier}"' in split.text
+        assert f'href="/accounts/{world.ids["PLAT_001"]}"' not in split.text
+        accounts = await http.get("/accounts")
+        assert f'href="/accounts/{supplier}"' in accounts.text
+        assert f'href="/accounts/{world.ids["PLAT_001"]}"' not in accounts.text
+        page = await http.get("/recon")
+        assert page.status_code == 403 and "PARTY_KEY_METHOD_DENIED" in page.text
+    async with console.http() as http:
+        await sign_in(http, await party_key(database_url, world.platform.platform_id,
+                                            merchant))
+        assert world.split.order_id not in (await http.get("/splits")).text
+        for path in (f"/splits/{world.split.split_id}",
+                     f"/splits/{world.split.split_id}/voucher.pdf",
+                     f"/splits?order_id={world.split.order_id}",
+                     f"/accounts/{supplier}", f"/payouts?account_id={supplier}"):
+            page = await http.get(path)
+            if path.startswith("/payouts"):
+                assert page.status_code == 200 and "/payouts/" not in page.text, path
+                continue
+            assert page.status_code == 404 and "NOT_FOUND" in page.text, path
+            if "order_id" not in path:  # (a search shows the order id it was given)
+                assert world.split.order_id not in page.text, path
+        payouts = await http.get("/payouts")
+        assert f'href="/payouts/{world.payout.payout_id}"' in payouts.text
 
 
 async def test_bad_input_shows_the_field(console, world):

@@ -3,7 +3,9 @@ by Playwright (no browser downloaded): sign in, find the seed's B2B split by its
 and download its voucher, see a payout's approval refused with the maker's key, then
 approve it with the approver's; the overview's charts drawn by Chart.js (no CSP
 violation); a rule-set version published with an error shown at its field path, then a
-valid one, backtested; a discrepancy resolved (the maker proposes, the approver approves).
+valid one, backtested; a discrepancy resolved (the maker proposes, the approver approves); a party key (bound to
+the merchant paid out) sees its payout but not the B2B split, neither in the list nor by its
+URL.
 Screenshots of every page go under the test's tmp dir; with CLEARING_CONSOLE_SCREENSHOTS=DIR
 the two the README shows are written there too (`make console-screenshots` refreshes
 docs/). A missing browser fails the test (`.ci/run` installs it)."""
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console_support import PAGES, make_world, serve_console
+from tests.console_support import PAGES, make_world, party_key, serve_console
 from tests.report_support import B2B
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -211,3 +213,41 @@ async def test_resolve_a_discrepancy_maker_then_approver(console, browser, chann
     assert await page.inner_text("td.state") == "APPROVED"
     await page.screenshot(path=tmp_path / "resolution-approved.png", full_page=True)
     await checker.close()
+
+
+async def test_a_party_key_cannot_see_another_partys_split(console, world, browser, tmp_path,
+                                                           database_url):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    url = console.url
+    key = await party_key(database_url, world.platform.platform_id, world.payout.account_id)
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(url + "/signin")
+    await page.fill("input[name=api_key]", key)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(url + "/splits")
+    assert await page.locator("nav a").all_inner_texts() == ["Splits", "Accounts", "Payouts"]
+    assert world.split.order_id not in await page.inner_text("main")
+    await page.screenshot(path=shots / "party-splits.png", full_page=True)
+
+    await page.fill("input[name=order_id]", world.split.order_id)  # searched by order id
+    await page.click("form.search button")
+    await page.wait_for_load_state()
+    assert "SPLIT_NOT_FOUND" in await page.inner_text("[role=alert]")
+
+    response = await page.goto(f"{url}/splits/{world.split.split_id}")  # and by its URL
+    assert response.status == 404
+    alert = await page.inner_text("[role=alert]")
+    assert "NOT_FOUND" in alert and "SPLIT_NOT_FOUND" in alert
+    assert world.split.order_id not in await page.inner_text("main")
+    await page.screenshot(path=shots / "party-split-not-found.png", full_page=True)
+
+    await page.click("nav >> text=Payouts")
+    await page.wait_for_url(url + "/payouts")
+    await page.click(f"a[href='/payouts/{world.payout.payout_id}']")
+    await page.wait_for_url(f"{url}/payouts/{world.payout.payout_id}")
+    assert await page.locator("button[name=approve]").count() == 0  # read-only
+    await page.screenshot(path=shots / "party-payout.png", full_page=True)
+    await context.close()
+    assert len(list(shots.iterdir())) == 3

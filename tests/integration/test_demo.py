@@ -51,13 +51,15 @@ async def test_the_demo_runs_twice_and_prints_the_seeds_figures(running, databas
                         "SUP_2025001": "24,750.00", "LOGISTICS_B": "124,950.00",
                         "GOV_ACCOUNT": "17,000.00", "FEES": "4.00"}
     assert lines[-1] == "VerifyLedger: ok (6 accounts, chain ok)"
-    for key in (f"{name}.key", f"{name}-approver.key"):
+    for key in (f"{name}.key", f"{name}-approver.key", f"{name}-supplier.key"):
         assert (tmp_path / key).stat().st_mode & 0o777 == 0o600
+    assert f"party key {name}-supplier.key: SUP_2025001's splits" in runs[0]
     await _the_reruns_made_no_second_key(f"127.0.0.1:{running.port}", tmp_path, name)
 
 
 async def _the_reruns_made_no_second_key(addr: str, data_dir, name: str) -> None:
-    """The demo's stable request ids: two runs made two keys; a lost key file makes one more
+    """The demo's stable request ids: two runs made three keys (the third the supplier's
+    party key, bound to SUP_2025001 only); a lost key file makes one more
     (the next request id of its chain) and revokes the lost key, nobody's to use."""
     from clearing_client import ClearingClient
     from clearing_client.v1 import platform_pb2 as pb
@@ -71,15 +73,17 @@ async def _the_reruns_made_no_second_key(addr: str, data_dir, name: str) -> None
         platform = (await admin.call(admin.platform.GetPlatform,
                                      pb.GetPlatformRequest(name=name))).platform
         before = await keys(admin, platform.platform_id)
-        assert len(before) == 2 and not any(k.HasField("revoke_time") for k in before)
+        assert len(before) == 3 and not any(k.HasField("revoke_time") for k in before)
+        assert [list(k.roles) for k in before][2] == ["party"]
+        assert len(before[2].party_account_ids) == 1
         path = data_dir / f"{name}-approver.key"
         path.unlink()
         made = await demo._key(admin, addr, platform.platform_id, path, ["approver"])
         assert made.startswith("ck_") and path.read_text().strip() == made
         assert await demo._key(admin, addr, platform.platform_id, path, ["approver"]) == made
         after = await keys(admin, platform.platform_id)
-        assert [k.key_id for k in after[:2]] == [k.key_id for k in before] and len(after) == 3
-        assert [k.HasField("revoke_time") for k in after] == [False, True, False]
+        assert [k.key_id for k in after[:3]] == [k.key_id for k in before] and len(after) == 4
+        assert [k.HasField("revoke_time") for k in after] == [False, True, False, False]
 
 
 async def test_publishing_the_b2b_rule_set_names_each_missing_account(running, platform):

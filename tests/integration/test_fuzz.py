@@ -10,13 +10,13 @@ random oneof choices. Half of the values are "valid-ish" (the platform's real ac
 refs, order ids, payout ids, rule-set names, tokens of other listings), and half of the
 requests start from a valid request of the method with one to three fields replaced, so
 calls go past validation into the services. Each call goes through the generated stub to
-the real test server with one caller: the gateway+operator key, the approver key, a key of
-another platform, a made-up key or none. SplitStream gets a few short streams.
+the real test server with one caller: the gateway+operator key, the approver key, a party
+key (bound to two sellers' accounts), a key of another platform, a made-up key or none. SplitStream gets a few short streams.
 
 Checked for every call: the status is never INTERNAL, UNKNOWN or DEADLINE_EXCEEDED (a
 hang), no status message or detail (ErrorInfo metadata, BadRequest descriptions, a
 SplitError of SplitBatch/SplitStream) contains a traceback or SQL, and the server logged no
-error while answering. Afterwards VerifyLedger is clean for both platforms.
+error while answering; a party key is answered OK only by the methods open to it. Afterwards VerifyLedger is clean for both platforms.
 
 A fixed seed by default (`FUZZ_SEED`, `FUZZ_CALLS`); explore with
 `pytest tests/integration/test_fuzz.py --fuzz-seed=N --fuzz-calls=M` (tests/conftest.py).
@@ -44,6 +44,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from clearing import metrics, values
+from clearing.ledger.model import Role
 from clearing.tenancy import create_key, create_platform
 from clearing.api import ledger as ledger_api
 from clearing.api import payout as payout_api
@@ -101,11 +102,11 @@ TIME_ZONES = ("Asia/Shanghai", "America/New_York", "UTC", "Etc/GMT+8", "America"
               "Etc", "", "UTC/../x", "a\0b", "zone.tab", "America/", "/etc/localtime",
               "../../../etc/passwd", "Asia//Shanghai", "posix", "right/UTC", "z" * 65)
 
-ROLES = ("main", "approver", "other", "made_up", "none")
+ROLES = ("main", "approver", "party", "other", "made_up", "none")
 # Most calls come from a key the method allows (its roles: clearing.api.*.METHOD_ROLES),
 # the others from any caller.
 ALLOWED_SHARE = 0.75
-ROLE_WEIGHTS = (40, 30, 10, 10, 10)
+ROLE_WEIGHTS = (40, 30, 10, 10, 10, 10)
 MAIN_ROLES = frozenset({"gateway", "operator"})
 METHOD_ROLES = {**ledger_api.METHOD_ROLES, **split_api.METHOD_ROLES,
                 **payout_api.METHOD_ROLES, **recon_api.METHOD_ROLES,
@@ -200,6 +201,12 @@ async def _world(channel, database_url: str) -> World:
                                                      lpb.ACCOUNT_KIND_MARKETING) else {}
         ids[ref] = (await client.open(ref, kind=kind, **extra)).account_id
     ids["usd"] = (await client.open("usd", currency="USD")).account_id
+    conn = await asyncpg.connect(database_url)
+    try:
+        keys["party"] = await create_key(conn, pid, frozenset({Role.PARTY}),
+                                         party_account_ids=(ids["seller-1"], ids["seller-2"]))
+    finally:
+        await conn.close()
     other_client = Client(channel, other)
     other_ids = [(await other_client.open(ref)).account_id for ref in ("theirs-1", "theirs-2")]
 
@@ -810,6 +817,8 @@ class _Errors(logging.Handler):
 def _role(gen: Gen, service: str, method: str) -> str:
     allowed = METHOD_ROLES.get(f"/clearing.v1.{service}/{method}", frozenset())
     if gen.chance(ALLOWED_SHARE):
+        if Role.PARTY in allowed and gen.chance(0.3):
+            return "party"
         if not allowed or allowed & MAIN_ROLES:
             return "main" if gen.chance(0.85) else "other"
         if "approver" in allowed:
@@ -859,6 +868,9 @@ async def _one(channel, gen_role: str, key, service: str, method, request,
     else:
         codes[(method.name, "OK")] += 1
         problem = _check_response(response)
+        full = f"/clearing.v1.{service}/{method.name}"
+        if gen_role == "party" and Role.PARTY not in METHOD_ROLES.get(full, frozenset()):
+            problem = "a party key was answered OK by a method not open to party keys"
     if problem:
         findings.append(Finding(f"{service}/{method.name}", gen_role, problem, _short(request)))
 

@@ -134,11 +134,12 @@ class KeyStore:
             return None if row is None else Principal(0, row["admin_key_id"],
                                                       frozenset({Role.ADMIN}))
         row = await self._pool.fetchrow(
-            "SELECT key_id, platform_id, roles FROM api_keys"
+            "SELECT key_id, platform_id, roles, party_account_ids FROM api_keys"
             " WHERE key_hash = $1 AND revoked_at IS NULL", digest)
         if row is None:
             return None
-        return Principal(row["platform_id"], row["key_id"], frozenset(row["roles"]))
+        return Principal(row["platform_id"], row["key_id"], frozenset(row["roles"]),
+                         frozenset(row["party_account_ids"] or ()))
 
     # ---- revocation: the poll of the key table -------------------------------------------
 

@@ -98,7 +98,8 @@ async def _decoded(request_iterator):
 
 class ClearingInterceptor:
     """Wraps the handlers of the methods named in `method_roles` (full method name ->
-    roles allowed; an empty set means any authenticated key).
+    roles allowed; an empty set means any authenticated key but a party key, which may call
+    only the methods naming Role.PARTY: clearing.api.party).
 
     The handlers are wrapped once, when they are registered (`register`), not per call
     through grpc.aio's interceptor chain: the chain costs an extra coroutine on every call,
@@ -140,6 +141,11 @@ class ClearingInterceptor:
                 f"{short} is not for an admin key" if who.is_admin
                 else f"{short} needs an admin key (`clearing admin init`)",
                 metadata={"roles": ",".join(sorted(allowed))})
+        if who.is_party and Role.PARTY not in allowed:
+            raise PermissionDenied(
+                f"{short} is not for a party key (it reads its own splits, vouchers, "
+                "accounts and payouts only)", reason=Reason.PARTY_KEY_METHOD_DENIED,
+                metadata={"method": short})
         if allowed and not (who.roles & allowed):
             raise PermissionDenied(f"{short} needs one of the roles {sorted(allowed)}",
                                    metadata={"roles": ",".join(sorted(allowed))})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from clearing import audit, idempotency
-from clearing.api import convert, validate
+from clearing.api import convert, party, validate
 from clearing.api.interceptor import principal
 from clearing.api.replies import Reply, encode
 from clearing.errors import Violations
@@ -18,10 +18,11 @@ from clearing.v1 import ledger_pb2 as pb
 from clearing.v1 import ledger_pb2_grpc
 
 _SERVICE = "/clearing.v1.LedgerService/"
-_ANY: frozenset[str] = frozenset()
 _OPERATOR = frozenset({Role.OPERATOR})
+# Any platform key, a party key too (narrowed to its accounts: clearing.api.party).
+_ANY = Role.ALL | {Role.PARTY}
 
-# Roles allowed per method (empty: any authenticated key).
+# Roles allowed per method.
 METHOD_ROLES: dict[str, frozenset[str]] = {
     _SERVICE + "CreateAccount": _OPERATOR,
     _SERVICE + "GetAccount": _ANY,
@@ -79,10 +80,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         validate.object_id(v, request.account_id, "account_id", required=False)
         validate.text(v, request.external_ref, "external_ref", length_max=EXTERNAL_REF_LEN_MAX)
         v.raise_if_any()
+        who = principal()
         async with self._pool.acquire() as conn:
-            account = await store.get_account(conn, principal().platform_id,
+            account = await store.get_account(conn, who.platform_id,
                                               account_id=request.account_id,
                                               external_ref=request.external_ref)
+        party.check_account(who, account.account_id,
+                            request.external_ref or request.account_id)
         return pb.GetAccountResponse(account=convert.account(account))
 
     async def ListAccounts(self, request: pb.ListAccountsRequest, context) -> pb.ListAccountsResponse:
@@ -91,10 +95,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         validate.enum(v, request.kind, AccountKind, "kind", required=False)
         validate.enum(v, request.status, AccountStatus, "status", required=False)
         v.raise_if_any()
+        who = principal()
         async with self._pool.acquire() as conn:
             accounts, token = await store.list_accounts(
-                conn, principal().platform_id, page_size=size, page_token=request.page_token,
-                kind=request.kind, status=request.status)
+                conn, who.platform_id, page_size=size, page_token=request.page_token,
+                kind=request.kind, status=request.status, account_ids=party.scope(who))
         return pb.ListAccountsResponse(accounts=[convert.account(a) for a in accounts],
                                        next_page_token=token)
 
@@ -148,8 +153,10 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         v = Violations()
         validate.object_id(v, request.account_id, "account_id")
         v.raise_if_any()
+        who = principal()
+        party.check_account(who, request.account_id)
         async with self._pool.acquire() as conn:
-            account = await store.get_account(conn, principal().platform_id,
+            account = await store.get_account(conn, who.platform_id,
                                               account_id=request.account_id)
         return pb.GetBalanceResponse(balance=convert.balance(account.balance))
 
@@ -158,9 +165,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         validate.object_id(v, request.account_id, "account_id")
         size = validate.page_size(v, request.page_size)
         v.raise_if_any()
+        who = principal()
+        party.check_account(who, request.account_id)
         async with self._pool.acquire() as conn:
             entries, token = await store.list_entries(
-                conn, principal().platform_id, request.account_id, page_size=size,
+                conn, who.platform_id, request.account_id, page_size=size,
                 page_token=request.page_token)
         return pb.ListEntriesResponse(entries=[convert.entry(r, s) for r, s in entries],
                                       next_page_token=token)

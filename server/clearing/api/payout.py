@@ -11,7 +11,7 @@ import datetime as dt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearing import audit
-from clearing.api import payout_schedule, validate
+from clearing.api import party, payout_schedule, validate
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
 from clearing.api.replies import encode
@@ -38,8 +38,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _SERVICE + "BindBankAccount": _OPERATOR,
     _SERVICE + "SetPayoutSchedule": _OPERATOR,
     _SERVICE + "RequestPayout": _OPERATOR,
-    _SERVICE + "GetPayout": _READERS,
-    _SERVICE + "ListPayouts": _READERS,
+    _SERVICE + "GetPayout": _READERS | {Role.PARTY},
+    _SERVICE + "ListPayouts": _READERS | {Role.PARTY},
     _SERVICE + "ApprovePayout": _APPROVER,
     _SERVICE + "RejectPayout": _APPROVER,
 }
@@ -104,7 +104,9 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
         v = Violations()
         validate.object_id(v, request.payout_id, "payout_id")
         v.raise_if_any()
-        found = await service.get_payout(self._deps, principal().platform_id, request.payout_id)
+        who = principal()
+        found = await service.get_payout(self._deps, who.platform_id, request.payout_id)
+        party.check_payout(who, found.payout_id, found.account_id)
         return pb.GetPayoutResponse(payout=payout(
             found, service.waiting_reason(self._deps, found.state)))
 
@@ -121,10 +123,11 @@ class PayoutServicer(payout_pb2_grpc.PayoutServiceServicer):
         if start and end and end <= start:
             v.add("end_time", "must be after start_time")
         v.raise_if_any()
+        who = principal()
         payouts, token = await service.list_payouts(
-            self._deps, principal().platform_id, page_size=size, page_token=request.page_token,
+            self._deps, who.platform_id, page_size=size, page_token=request.page_token,
             account_id=request.account_id, states=sorted(set(request.states)), start=start,
-            end=end)
+            end=end, account_ids=party.scope(who))
         return pb.ListPayoutsResponse(payouts=[payout(p, service.waiting_reason(self._deps,
                                                                                p.state))
                                                for p in payouts],

@@ -18,7 +18,8 @@ from clearing.errors import Violations
 from clearing.ledger.model import Role
 from clearing.limits import (BPS_MAX, CALENDAR_DAYS_PER_CHANGE_MAX,
                              CALENDAR_NOTE_LEN_MAX, CALENDAR_RANGE_DAYS_MAX,
-                             DECISION_NOTE_LEN_MAX, PLATFORM_NAME_LEN_MAX)
+                             DECISION_NOTE_LEN_MAX, PARTY_ACCOUNTS_MAX,
+                             PLATFORM_NAME_LEN_MAX)
 from clearing.payout.model import PayoutConfig
 from clearing.platforms import service
 from clearing.tenancy import PREFIX_LEN
@@ -52,6 +53,7 @@ def key_message(k: ApiKey) -> pb.ApiKey:
         out.last_use_time.CopyFrom(timestamp(k.last_used_at))
     if k.revoked_at is not None:
         out.revoke_time.CopyFrom(timestamp(k.revoked_at))
+    out.party_account_ids.extend(k.party_account_ids)
     return out
 
 
@@ -103,6 +105,33 @@ def _day(v: Violations, text: str, field: str) -> dt.date | None:
         pass
     v.add(field, "required: a day as YYYY-MM-DD")
     return None
+
+
+def _key_roles(v: Violations, request: pb.CreateApiKeyRequest) -> frozenset[str]:
+    """The roles of the key CreateApiKey makes: `roles` (of Role.ALL), or the one role
+    party for a key with party_account_ids (then `roles` is empty or ['party'])."""
+    party = request.party_account_ids
+    if party:
+        if len(party) > PARTY_ACCOUNTS_MAX:
+            v.add("party_account_ids", f"at most {PARTY_ACCOUNTS_MAX} accounts")
+        seen: set[int] = set()
+        for i, account_id in enumerate(party):
+            validate.object_id(v, account_id, f"party_account_ids[{i}]")
+            if account_id in seen:
+                v.add(f"party_account_ids[{i}]", f"account {account_id} is named twice")
+            seen.add(account_id)
+        if list(request.roles) not in ([], [Role.PARTY]):
+            v.add("roles", f"a key with party_account_ids has the one role {Role.PARTY!r}:"
+                           " leave roles empty or set it to ['party']")
+        return frozenset({Role.PARTY})
+    if not request.roles:
+        v.add("roles", f"required: one or more of {sorted(Role.ALL)}")
+    for i, role in enumerate(request.roles):
+        if role == Role.PARTY:
+            v.add(f"roles[{i}]", "a party key needs party_account_ids: the accounts it reads")
+        elif role not in Role.ALL:
+            v.add(f"roles[{i}]", f"{role!r} is not one of {sorted(Role.ALL)}")
+    return frozenset(request.roles)
 
 
 class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
@@ -159,19 +188,16 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
         v = Violations()
         validate.request_id(v, request.request_id)
         validate.object_id(v, request.platform_id, "platform_id")
-        if not request.roles:
-            v.add("roles", f"required: one or more of {sorted(Role.ALL)}")
-        for i, role in enumerate(request.roles):
-            if role not in Role.ALL:
-                v.add(f"roles[{i}]", f"{role!r} is not one of {sorted(Role.ALL)}")
+        roles = _key_roles(v, request)
         v.raise_if_any()
         admin_key_id = principal().key_id
+        party = tuple(request.party_account_ids)
         made: dict[int, str] = {}  # key id -> the key, of the keys this call made
 
         async def op(conn) -> bytes:
             # The recorded response is a replay's: the key is never stored (only its hash).
             info, key = await service.create_api_key(conn, admin_key_id, request.platform_id,
-                                                     frozenset(request.roles))
+                                                     roles, party_account_ids=party)
             made[info.key_id] = key
             return encode(pb.CreateApiKeyResponse(api_key=key_message(info),
                                                   key_shown_before=True))

@@ -16,7 +16,7 @@ _FINANCE = frozenset({Role.OPERATOR, Role.APPROVER})
 
 # Roles allowed per method.
 METHOD_ROLES: dict[str, frozenset[str]] = {
-    _SERVICE + "GetVoucher": _READERS,
+    _SERVICE + "GetVoucher": _READERS | {Role.PARTY},
     _SERVICE + "VerifyVoucher": _FINANCE,
     _SERVICE + "ExportReport": _FINANCE,
 }

@@ -10,6 +10,7 @@ is made here (`_SplitReply`), in the ledger writer's batch, from the committed s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -21,7 +22,7 @@ import asyncpg
 from clearing import idempotency, metrics, values
 from clearing.api import split_convert as convert
 from clearing.api import split_validate as checks
-from clearing.api import validate
+from clearing.api import party, validate
 from clearing.api.interceptor import principal
 from clearing.api.replies import encode
 from clearing.api.rule_set_backtest import BacktestMethods, Backtests
@@ -67,8 +68,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     _SERVICE + "Split": frozenset({Role.GATEWAY}),
     _SERVICE + "SplitBatch": frozenset({Role.GATEWAY}),
     _SERVICE + "SplitStream": frozenset({Role.GATEWAY}),
-    _SERVICE + "GetSplit": _READ,
-    _SERVICE + "ListSplits": _READ,
+    _SERVICE + "GetSplit": _READ | {Role.PARTY},
+    _SERVICE + "ListSplits": _READ | {Role.PARTY},
     _SERVICE + "ReleaseSplit": _ACT,
     _SERVICE + "CancelSplit": _ACT,
     _SERVICE + "RefundSplit": _ACT,
@@ -231,8 +232,9 @@ class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitService
         checks.get_split_violations(request).raise_if_any()
         key, value = (("order_id", request.order_id) if request.order_id
                       else ("split_id", request.split_id))
-        stored = await self._splits.get(principal().platform_id, key, value)
-        if stored is None:
+        who = principal()
+        stored = await self._splits.get(who.platform_id, key, value)
+        if stored is None or not party.owns_split(who, stored):  # another party's: unknown
             raise NotFound(f"no split with {key} {value}", reason=Reason.SPLIT_NOT_FOUND,
                            metadata={key: str(value)})
         return pb.GetSplitResponse(split=convert.split(stored))
@@ -241,7 +243,10 @@ class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitService
         v, flt = checks.list_splits_filter(request)
         v.raise_if_any()
         size = request.page_size or PAGE_SIZE_DEFAULT
-        pid = principal().platform_id
+        who = principal()
+        pid = who.platform_id
+        if who.is_party:  # only the splits paying one of its accounts
+            flt = dataclasses.replace(flt, account_ids=party.scope(who))
         kind = _list_token_kind(flt)
         after = None
         if (position := validate.page_token(request.page_token, kind, pid, 3)) is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from clearing.api import party
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
 from clearing.clock import Clock
@@ -48,11 +49,16 @@ class VoucherMethods:
         v = Violations()
         field = _one_id(v, request, ("voucher_id", *(name for name, _ in _SUBJECTS)))
         v.raise_if_any()
-        platform_id = principal().platform_id
+        who = principal()
+        platform_id = who.platform_id
         if field == "voucher_id":
             voucher, pdf = await vouchers.get_by_id(self._pool, platform_id, request.voucher_id)
+            await party.check_voucher(self._pool, who, voucher.kind, voucher.subject_id,
+                                      field, request.voucher_id)
         else:
             kind = dict(_SUBJECTS)[field]
+            await party.check_voucher(self._pool, who, kind, getattr(request, field), field,
+                                      getattr(request, field))
             voucher, pdf = await vouchers.get_by_subject(
                 self._pool, self._clock, platform_id, kind, getattr(request, field))
         return pb.GetVoucherResponse(pdf=pdf, voucher=voucher_message(voucher))

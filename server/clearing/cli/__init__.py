@@ -9,6 +9,9 @@
     clearing platform create NAME             create a platform; prints its API key once
     clearing platform list                    every platform
     clearing keys create PLATFORM --roles R   another key for a platform
+    clearing keys create PLATFORM --party-account ID [--party-account ID ...]
+                                              a party key, reading only those accounts'
+                                              splits, statements, vouchers, payouts
     clearing keys list --platform P           its keys: id, prefix, roles, created, last
                                               used, revoked
     clearing keys revoke KEY_PREFIX_OR_ID     refused by every server within a second

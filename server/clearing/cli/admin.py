@@ -216,16 +216,21 @@ def cmd_platform_list(args, settings: Settings) -> int:
 
 
 def cmd_keys_create(args, settings: Settings) -> int:
-    """`clearing keys create PLATFORM --roles R`: another key (printed once)."""
+    """`clearing keys create PLATFORM --roles R`: another key (printed once); with
+    `--party-account ID` (repeated), a party key bound to those accounts."""
     from clearing_client.v1 import platform_pb2 as pb
 
     request_id = _request_id(args)
+    party = args.party_account or []
+    if not party and not args.roles:
+        print("give --roles, or --party-account for a party key", file=sys.stderr)
+        return 2
 
     async def work(client) -> int:
         platform = await _platform(client, args.platform)
         made = await client.call(client.platform.CreateApiKey, pb.CreateApiKeyRequest(
-            platform_id=platform.platform_id, roles=_roles(args.roles),
-            request_id=request_id))
+            platform_id=platform.platform_id, roles=_roles(args.roles or ""),
+            party_account_ids=party, request_id=request_id))
         _print_key(made)
         return 0
 
@@ -239,7 +244,9 @@ def _when(msg, name: str) -> str:
 
 
 def _key_line(k) -> str:
-    return (f"{k.key_id:>6}  {k.key_prefix:<8}  {','.join(k.roles):<24}  "
+    roles = (f"party:{','.join(map(str, k.party_account_ids))}" if k.party_account_ids
+             else ",".join(k.roles))
+    return (f"{k.key_id:>6}  {k.key_prefix:<8}  {roles:<24}  "
             f"{_when(k, 'create_time'):<19}  {_when(k, 'last_use_time'):<19}  "
             f"{_when(k, 'revoke_time')}")
 
@@ -522,7 +529,10 @@ def add_parsers(sub) -> None:
         dest="action", required=True)
     p = keys.add_parser("create", help="create another key for a platform")
     p.add_argument("platform")
-    p.add_argument("--roles", required=True, help="comma-separated: gateway,operator,approver")
+    p.add_argument("--roles", help="comma-separated: gateway,operator,approver")
+    p.add_argument("--party-account", type=int, action="append", metavar="ACCOUNT_ID",
+                   help="a party key (read-only, role party) bound to this account of the "
+                        "platform; repeat for each of the party's accounts")
     p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     p.set_defaults(func=cmd_keys_create)
     p = keys.add_parser("list", help="a platform's keys (prefix, roles, created, last used, "

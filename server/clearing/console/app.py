@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from clearing.console import exports, rule_pages
 from clearing.console.overview import figures
-from clearing.console.sessions import Session, SessionStore
+from clearing.console.sessions import Session, SessionStore, party_accounts
 from clearing.console.web import (Refused, SecurityHeaders, _amount, _as_dict, _back,
                                   _enum_name, _event_link, _int, _money, _pdf,
                                   _split_search, _text, _token, _ts)
@@ -57,6 +57,8 @@ HTTP_STATUS = {
 NAV = (("/", "Overview"), ("/splits", "Splits"), ("/accounts", "Accounts"),
        ("/payouts", "Payouts"), ("/recon", "Reconciliation"), ("/risk", "Risk"),
        ("/rules", "Rule sets"), ("/events", "Events"))
+# A party key's pages (the API answers it nothing else: docs/console.md, "Party keys").
+PARTY_NAV = (("/splits", "Splits"), ("/accounts", "Accounts"), ("/payouts", "Payouts"))
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ def create_app(config: ConsoleConfig) -> Starlette:
     def page(request: Request, template: str, session: Session | None, status: int = 200,
              **context) -> Response:
         context.setdefault("notice", request.query_params.get("done", "")[:200])
+        if session is not None and session.party:
+            context.setdefault("nav", PARTY_NAV)
         response = templates.TemplateResponse(
             request, template, {"session": session, "csrf": session.csrf if session else "",
                             "path": request.url.path, **context}, status_code=status)
@@ -152,6 +156,8 @@ def create_app(config: ConsoleConfig) -> Starlette:
                     return Response("session expired: sign in again", status_code=403)
                 return _to_signin(request, "Sign in to continue."
                                   if request.cookies.get(SESSION_COOKIE) else "")
+            if session.party and request.url.path == "/":  # no overview for a party
+                return RedirectResponse("/splits", status_code=303)
             if any(isinstance(v, int) and not 0 < v <= INT64_MAX
                    for v in request.path_params.values()):
                 return page(request, "error.html", session, 404, code="NOT_FOUND",
@@ -211,9 +217,11 @@ def create_app(config: ConsoleConfig) -> Starlette:
                 grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
                 else f"The API could not be reached: {err.code.name}.")
             return page(request, "signin.html", None, 401, why=why, signin_csrf=cookie)
-        session = sessions.create(key)
-        log.info("console: signed in (session %s...)", session.session_id[:6])
-        response = RedirectResponse("/", status_code=303)
+        party = await party_accounts(probe)
+        session = sessions.create(key, party_account_ids=party)
+        log.info("console: signed in (session %s...%s)", session.session_id[:6],
+                 ", a party key" if party is not None else "")
+        response = RedirectResponse("/splits" if party is not None else "/", status_code=303)
         response.set_cookie(SESSION_COOKIE, session.session_id, httponly=True,
                             samesite="strict", secure=config.secure_cookie, path="/")
         response.delete_cookie(SIGNIN_CSRF_COOKIE, path="/signin")

@@ -14,7 +14,23 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from clearing.limits import CONSOLE_SESSIONS_MAX
+from clearing.limits import CONSOLE_SESSIONS_MAX, PARTY_ACCOUNTS_MAX
+from clearing.reasons import Reason
+from clearing_client import ClearingClient, ClearingRpcError
+
+
+async def party_accounts(probe: ClearingClient) -> frozenset[int] | None:
+    """A party key's accounts, None for any other key (at sign-in): the API refuses a party
+    key ListRuleSets (which every other platform key may call) with PARTY_KEY_METHOD_DENIED,
+    and lists it its own accounts only."""
+    try:
+        await probe.list_rule_sets(page_size=1)
+        return None
+    except ClearingRpcError as err:
+        if err.reason != Reason.PARTY_KEY_METHOD_DENIED:
+            return None
+    listed = await probe.list_accounts(page_size=PARTY_ACCOUNTS_MAX)
+    return frozenset(a.account_id for a in listed.accounts)
 
 
 @dataclass(slots=True)
@@ -26,6 +42,17 @@ class Session:
     seen: float
     # what a page keeps for a while (the overview's month): a few entries, named by code
     cache: dict = field(default_factory=dict, repr=False)
+    # A party key's accounts (as the API listed them at sign-in); None for any other key.
+    # Only what the console shows depends on it (navigation, links): the API filters.
+    party_account_ids: frozenset[int] | None = None
+
+    @property
+    def party(self) -> bool:
+        return self.party_account_ids is not None
+
+    def linkable(self, account_id: int) -> bool:
+        """Whether a page links to this account's page (a party key reads only its own)."""
+        return self.party_account_ids is None or account_id in self.party_account_ids
 
     def csrf_ok(self, token: str) -> bool:
         return bool(token) and hmac.compare_digest(token.encode(), self.csrf.encode())
@@ -43,12 +70,13 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, api_key: str) -> Session:
+    def create(self, api_key: str, *,
+               party_account_ids: frozenset[int] | None = None) -> Session:
         now = self.clock()
         while len(self._sessions) >= self.sessions_max:
             self._sessions.popitem(last=False)
         session = Session(secrets.token_urlsafe(32), api_key, secrets.token_urlsafe(32),
-                          now, now)
+                          now, now, party_account_ids=party_account_ids)
         self._sessions[session.session_id] = session
         return session
 

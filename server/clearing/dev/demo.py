@@ -4,7 +4,8 @@ the server `make run` started, through the Python client (clearing_client).
 As the operator (var/admin.key, the maker, and var/admin-approver.key, the checker, both
 written by `make run`), it creates the platform `b2b` and its keys (var/b2b.key: gateway
 and operator; var/b2b-approver.key: approver); as the platform it opens the five accounts
-of server/clearing/rules/examples/b2b.yaml and a fee account, publishes the rule set and has
+of server/clearing/rules/examples/b2b.yaml and a fee account (and var/b2b-supplier.key, a
+party key bound to SUP_2025001: the supplier's read-only view, in the console too), publishes the rule set and has
 the approver key activate it, splits order ORD202601200001 of 850,000.00 CNY and prints the
 legs; the operator sets a withdrawal fee of 4.00 (a fee change: the maker sets it, the
 checker approves it); the supplier binds a bank account and is paid 600,000.00 out (the fee,
@@ -76,8 +77,9 @@ async def _platform(admin, name: str):
 
 
 async def _key(admin, addr: str, platform_id: int, path: Path, roles: list[str],
-               credentials=None) -> str:
-    """The platform's key kept in `path`, made (and written, 0600) if missing or refused."""
+               credentials=None, party_account_ids: tuple[int, ...] = ()) -> str:
+    """The platform's key kept in `path`, made (and written, 0600) if missing or refused
+    (with `party_account_ids`: a party key bound to those accounts)."""
     from clearing_client import ClearingClient, ClearingRpcError
     from clearing_client.v1 import ledger_pb2, platform_pb2 as pb
 
@@ -97,7 +99,8 @@ async def _key(admin, addr: str, platform_id: int, path: Path, roles: list[str],
     request_id = f"demo-key-{platform_id}-{path.name}"
     while True:
         made = await admin.call(admin.platform.CreateApiKey, pb.CreateApiKeyRequest(
-            platform_id=platform_id, roles=roles, request_id=request_id))
+            platform_id=platform_id, roles=roles, party_account_ids=party_account_ids,
+            request_id=request_id))
         if not made.key_shown_before:
             break
         await admin.call(admin.platform.RevokeApiKey,
@@ -196,6 +199,11 @@ async def run(addr: str, data_dir: Path, out: TextIO = sys.stdout,
                 ClearingClient(addr, approver_key, credentials=credentials) as approver:
             ids = await _accounts(client)
             say("accounts: " + ", ".join(f"{ref} {i}" for ref, i in ids.items()))
+            await _key(admin, addr, platform.platform_id,
+                       data_dir / f"{platform_name}-supplier.key", [], credentials,
+                       party_account_ids=(ids["SUP_2025001"],))
+            say(f"party key {platform_name}-supplier.key: SUP_2025001's splits, statement, "
+                "vouchers and payouts, read-only")
             version = await _rule_set(client, approver)
             say(f"rule set b2b version {version}: published (gateway/operator key), "
                 "activated (approver key)")

@@ -59,6 +59,9 @@ class Role:
     OPERATOR = "operator"
     APPROVER = "approver"
     ALL = frozenset({GATEWAY, OPERATOR, APPROVER})
+    # A party key's only role: it reads what concerns its accounts (Principal.party_account_ids;
+    # clearing.api.party) and nothing else. Never combined with another role.
+    PARTY = "party"
     # An admin key's only role (the operator of the core, PlatformService): never a
     # platform key's, and a key with it is refused by every platform service.
     ADMIN = "admin"
@@ -201,6 +204,13 @@ class Principal:
     platform_id: int
     key_id: int
     roles: frozenset[str]
+    # A party key's accounts (its role Role.PARTY); empty for every other key.
+    party_account_ids: frozenset[int] = frozenset()
+
+    @property
+    def is_party(self) -> bool:
+        """A party key: reads only what concerns party_account_ids."""
+        return Role.PARTY in self.roles
 
     @property
     def is_admin(self) -> bool:

@@ -171,12 +171,16 @@ async def get_account(conn, platform_id: int, *, account_id: int = 0,
 
 
 async def list_accounts(conn, platform_id: int, *, page_size: int, page_token: str,
-                        kind: int, status: int) -> tuple[list[Account], str]:
+                        kind: int, status: int,
+                        account_ids: frozenset[int] | None = None) -> tuple[list[Account], str]:
+    """By id; `account_ids` (a party key's accounts): only those."""
     after, = decode_page_token(page_token, "accounts", platform_id) or (0,)
     rows = await conn.fetch(
         f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE platform_id = $1 AND account_id > $2"
         " AND ($3 = 0 OR kind = $3) AND ($4 = 0 OR status = $4)"
-        " ORDER BY account_id LIMIT $5", platform_id, after, kind, status, page_size + 1)
+        " AND ($6::bigint[] IS NULL OR account_id = ANY($6::bigint[]))"
+        " ORDER BY account_id LIMIT $5", platform_id, after, kind, status, page_size + 1,
+        None if account_ids is None else sorted(account_ids))
     accounts = [account_from_row(r) for r in rows[:page_size]]
     more = len(rows) > page_size
     token = encode_page_token("accounts", platform_id, accounts[-1].account_id) if more else ""

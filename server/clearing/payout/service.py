@@ -445,12 +445,13 @@ async def get_payout(deps: PayoutDeps, platform_id: int, payout_id: int) -> Payo
 
 async def list_payouts(deps: PayoutDeps, platform_id: int, *, page_size: int,
                        page_token: str, account_id: int, states: list[int],
-                       start: dt.datetime | None,
-                       end: dt.datetime | None) -> tuple[list[Payout], str]:
+                       start: dt.datetime | None, end: dt.datetime | None,
+                       account_ids: frozenset[int] | None = None) -> tuple[list[Payout], str]:
     async with deps.pool.acquire() as conn:
         return await store.list_payouts(conn, platform_id, page_size=page_size,
                                         page_token=page_token, account_id=account_id,
-                                        states=states, start=start, end=end)
+                                        states=states, start=start, end=end,
+                                        account_ids=account_ids)
 
 
 __all__ = ["PayoutDeps", "create_payout", "request_payout", "SCHEDULER"]

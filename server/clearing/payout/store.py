@@ -388,6 +388,7 @@ WHERE p.platform_id = $1
   AND ($4::timestamptz IS NULL OR p.created_at >= $4)
   AND ($5::timestamptz IS NULL OR p.created_at < $5)
   AND ($6::timestamptz IS NULL OR (p.created_at, p.payout_id) < ($6, $7::bigint))
+  AND ($9::bigint[] IS NULL OR p.account_id = ANY($9::bigint[]))
 ORDER BY p.created_at DESC, p.payout_id DESC
 LIMIT $8
 """
@@ -395,12 +396,15 @@ LIMIT $8
 
 async def list_payouts(conn, platform_id: int, *, page_size: int, page_token: str,
                        account_id: int, states: list[int], start: dt.datetime | None,
-                       end: dt.datetime | None) -> tuple[list[Payout], str]:
-    """Newest first (create time, then payout id); the token resumes after the last row."""
+                       end: dt.datetime | None,
+                       account_ids: frozenset[int] | None = None) -> tuple[list[Payout], str]:
+    """Newest first (create time, then payout id); the token resumes after the last row.
+    `account_ids` (a party key's accounts): only the payouts of those accounts."""
     after = decode_page_token(page_token, platform_id)
     rows = await conn.fetch(_SQL_LIST, platform_id, account_id, states, start, end,
                             after[0] if after else None, after[1] if after else 0,
-                            page_size + 1)
+                            page_size + 1,
+                            None if account_ids is None else sorted(account_ids))
     payouts = await _payouts(conn, rows[:page_size])
     token = ""
     if len(rows) > page_size:

@@ -28,6 +28,8 @@ class ApiKey:
     created_at: dt.datetime
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    # A party key's accounts, ascending (its role is party); () for any other key.
+    party_account_ids: tuple[int, ...] = ()
 
 
 class ChangeState(enum.IntEnum):

@@ -122,21 +122,25 @@ async def _lock_platform(conn: asyncpg.Connection, platform_id: int) -> None:
 # ---- API keys --------------------------------------------------------------------------------
 
 _SQL_KEY = ("SELECT key_id, platform_id, key_prefix, roles, created_at, last_used_at,"
-            " revoked_at FROM api_keys")
+            " revoked_at, party_account_ids FROM api_keys")
 
 
 def _key(row) -> ApiKey:
     return ApiKey(row["key_id"], row["platform_id"], row["key_prefix"], tuple(row["roles"]),
-                  row["created_at"], row["last_used_at"], row["revoked_at"])
+                  row["created_at"], row["last_used_at"], row["revoked_at"],
+                  tuple(row["party_account_ids"] or ()))
 
 
 async def create_api_key(conn: asyncpg.Connection, admin_key_id: int, platform_id: int,
-                         roles: frozenset[str]) -> tuple[ApiKey, str]:
-    """A new key of the platform; returns it as listed and the key itself (shown once)."""
+                         roles: frozenset[str], *,
+                         party_account_ids: tuple[int, ...] = ()) -> tuple[ApiKey, str]:
+    """A new key of the platform (with `party_account_ids`, a party key bound to those
+    accounts of the platform); returns it as listed and the key itself (shown once)."""
     async with conn.transaction():
         await _lock_platform(conn, platform_id)
         key_id, key = await tenancy.insert_key(  # recorded there, by this admin key
-            conn, platform_id, roles, actor=admin_actor(admin_key_id, platform_id))
+            conn, platform_id, roles, actor=admin_actor(admin_key_id, platform_id),
+            party_account_ids=party_account_ids)
         info = _key(await conn.fetchrow(f"{_SQL_KEY} WHERE key_id = $1", key_id))
     return info, key
 

@@ -283,12 +283,17 @@ class SplitFilter:
     amount_min: int | None = None
     amount_max: int | None = None
     currency_code: str = ""
+    # A party key's accounts: only the splits with a leg crediting one of them (None: any).
+    account_ids: frozenset[int] | None = None
 
     def key(self) -> str:
         """The filters as text, to bind a page token to them."""
-        return repr((None if self.status is None else int(self.status), self.paid_start_ns,
-                     self.paid_end_ns, self.account_id, self.amount_min, self.amount_max,
-                     self.currency_code))
+        fields = (None if self.status is None else int(self.status), self.paid_start_ns,
+                  self.paid_end_ns, self.account_id, self.amount_min, self.amount_max,
+                  self.currency_code)
+        if self.account_ids is not None:  # a party key's listing
+            fields += (tuple(sorted(self.account_ids)),)
+        return repr(fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +324,9 @@ WITH walk AS MATERIALIZED (
     AND ($10::text = '' OR w.currency_code = $10)
     AND ($11::bigint IS NULL OR EXISTS (
           SELECT 1 FROM split_legs l WHERE l.split_id = w.split_id AND l.account_id = $11))
+    AND ($13::bigint[] IS NULL OR EXISTS (
+          SELECT 1 FROM split_legs l WHERE l.split_id = w.split_id
+            AND l.account_id = ANY($13::bigint[])))
   ORDER BY w.paid_time_ns DESC, w.split_id DESC
   LIMIT $12
 )
@@ -342,7 +350,8 @@ async def list_splits(conn: asyncpg.Connection, platform_id: int, flt: SplitFilt
         INT64_MIN if flt.paid_start_ns is None else flt.paid_start_ns,
         INT64_MAX if flt.paid_end_ns is None else flt.paid_end_ns,
         paid, sid, scan_max, None if flt.status is None else int(flt.status),
-        flt.amount_min, flt.amount_max, flt.currency_code, flt.account_id, limit + 1)
+        flt.amount_min, flt.amount_max, flt.currency_code, flt.account_id, limit + 1,
+        None if flt.account_ids is None else sorted(flt.account_ids))
     hits = sorted(((r["paid_time_ns"], r["split_id"]) for r in rows if not r["tail"]),
                   reverse=True)
     tail = [(r["paid_time_ns"], r["split_id"]) for r in rows if r["tail"]]

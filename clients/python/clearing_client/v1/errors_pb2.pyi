@@ -115,6 +115,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WEBHOOK_ENDPOINT_NOT_FOUND: _ClassVar[ErrorReason]
     WEBHOOK_ENDPOINTS_FULL: _ClassVar[ErrorReason]
     WEBHOOK_DELIVERY_NOT_FOUND: _ClassVar[ErrorReason]
+    PARTY_KEY_METHOD_DENIED: _ClassVar[ErrorReason]
+    PARTY_ACCOUNT_UNKNOWN: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 UNAUTHENTICATED: ErrorReason
@@ -224,3 +226,5 @@ EVENT_CONSUMER_TOO_SLOW: ErrorReason
 WEBHOOK_ENDPOINT_NOT_FOUND: ErrorReason
 WEBHOOK_ENDPOINTS_FULL: ErrorReason
 WEBHOOK_DELIVERY_NOT_FOUND: ErrorReason
+PARTY_KEY_METHOD_DENIED: ErrorReason
+PARTY_ACCOUNT_UNKNOWN: ErrorReason

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63learing/v1/platform.proto\x12\x0b\x63learing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x08Platform\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x15\x43reatePlatformRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"A\n\x16\x43reatePlatformResponse\x12\'\n\x08platform\x18\x01 \x01(\x0b\x32\x15.clearing.v1.Platform\"7\n\x12GetPlatformRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\">\n\x13GetPlatformResponse\x12\'\n\x08platform\x18\x01 \x01(\x0b\x32\x15.clearing.v1.Platform\"=\n\x14ListPlatformsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x15ListPlatformsResponse\x12(\n\tplatforms\x18\x01 \x03(\x0b\x32\x15.clearing.v1.Platform\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe5\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\x03\x12\x13\n\x0bplatform_id\x18\x02 \x01(\x03\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x13\x43reateApiKeyRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"c\n\x14\x43reateApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.clearing.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x18\n\x10key_shown_before\x18\x03 \x01(\x08\"d\n\x12ListApiKeysRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.clearing.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\x03\"T\n\x14RevokeApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.clearing.v1.ApiKey\x12\x16\n\x0erevoked_before\x18\x02 \x01(\x08\"\x9d\x02\n\x0cPayoutConfig\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x65\x65_fixed_minor\x18\x03 \x01(\x03\x12\x0f\n\x07\x66\x65\x65_bps\x18\x04 \x01(\x05\x12\x16\n\x0e\x66\x65\x65_account_id\x18\x05 \x01(\x03\x12\x18\n\x10min_amount_minor\x18\x06 \x01(\x03\x12\x18\n\x10max_amount_minor\x18\x07 \x01(\x03\x12\x17\n\x0f\x64\x61ily_max_minor\x18\x08 \x01(\x03\x12\x1e\n\x16review_threshold_minor\x18\t \x01(\x03\x12\x1f\n\x17\x62\x61nk_transfer_max_minor\x18\n \x01(\x03\x12\x11\n\ttime_zone\x18\x0b \x01(\t\"\xbb\x02\n\x12PayoutConfigChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.clearing.v1.PayoutConfigChangeState\x12!\n\x19requested_by_admin_key_id\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17\x64\x65\x63ided_by_admin_key_id\x18\x06 \x01(\x03\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04note\x18\x08 \x01(\t\"D\n\x16GetPayoutConfigRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"}\n\x17GetPayoutConfigResponse\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\x12\x37\n\x0epending_change\x18\x02 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"W\n\x16SetPayoutConfigRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\"J\n\x17SetPayoutConfigResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"C\n ApprovePayoutConfigChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"T\n!ApprovePayoutConfigChangeResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"B\n\x1fRejectPayoutConfigChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"S\n RejectPayoutConfigChangeResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"T\n\x0b\x43\x61lendarDay\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.clearing.v1.CalendarDayKind\x12\x0c\n\x04note\x18\x03 \x01(\t\"@\n\x1aGetBusinessCalendarRequest\x12\x11\n\tstart_day\x18\x01 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x02 \x01(\t\"E\n\x1bGetBusinessCalendarResponse\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay\"D\n\x1aSetBusinessCalendarRequest\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay\"E\n\x1bSetBusinessCalendarResponse\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay*\x92\x02\n\x17PayoutConfigChangeState\x12*\n&PAYOUT_CONFIG_CHANGE_STATE_UNSPECIFIED\x10\x00\x12&\n\"PAYOUT_CONFIG_CHANGE_STATE_PENDING\x10\x01\x12&\n\"PAYOUT_CONFIG_CHANGE_STATE_APPLIED\x10\x02\x12\'\n#PAYOUT_CONFIG_CHANGE_STATE_APPROVED\x10\x03\x12\'\n#PAYOUT_CONFIG_CHANGE_STATE_REJECTED\x10\x04\x12)\n%PAYOUT_CONFIG_CHANGE_STATE_SUPERSEDED\x10\x05*\x8f\x01\n\x0f\x43\x61lendarDayKind\x12!\n\x1d\x43\x41LENDAR_DAY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LENDAR_DAY_KIND_HOLIDAY\x10\x01\x12\x1d\n\x19\x43\x41LENDAR_DAY_KIND_WORKDAY\x10\x02\x12\x1b\n\x17\x43\x41LENDAR_DAY_KIND_UNSET\x10\x03\x32\x97\t\n\x0fPlatformService\x12Y\n\x0e\x43reatePlatform\x12\".clearing.v1.CreatePlatformRequest\x1a#.clearing.v1.CreatePlatformResponse\x12P\n\x0bGetPlatform\x12\x1f.clearing.v1.GetPlatformRequest\x1a .clearing.v1.GetPlatformResponse\x12V\n\rListPlatforms\x12!.clearing.v1.ListPlatformsRequest\x1a\".clearing.v1.ListPlatformsResponse\x12S\n\x0c\x43reateApiKey\x12 .clearing.v1.CreateApiKeyRequest\x1a!.clearing.v1.CreateApiKeyResponse\x12P\n\x0bListApiKeys\x12\x1f.clearing.v1.ListApiKeysRequest\x1a .clearing.v1.ListApiKeysResponse\x12S\n\x0cRevokeApiKey\x12 .clearing.v1.RevokeApiKeyRequest\x1a!.clearing.v1.RevokeApiKeyResponse\x12\\\n\x0fGetPayoutConfig\x12#.clearing.v1.GetPayoutConfigRequest\x1a$.clearing.v1.GetPayoutConfigResponse\x12\\\n\x0fSetPayoutConfig\x12#.clearing.v1.SetPayoutConfigRequest\x1a$.clearing.v1.SetPayoutConfigResponse\x12z\n\x19\x41pprovePayoutConfigChange\x12-.clearing.v1.ApprovePayoutConfigChangeRequest\x1a..clearing.v1.ApprovePayoutConfigChangeResponse\x12w\n\x18RejectPayoutConfigChange\x12,.clearing.v1.RejectPayoutConfigChangeRequest\x1a-.clearing.v1.RejectPayoutConfigChangeResponse\x12h\n\x13GetBusinessCalendar\x12\'.clearing.v1.GetBusinessCalendarRequest\x1a(.clearing.v1.GetBusinessCalendarResponse\x12h\n\x13SetBusinessCalendar\x12\'.clearing.v1.SetBusinessCalendarRequest\x1a(.clearing.v1.SetBusinessCalendarResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63learing/v1/platform.proto\x12\x0b\x63learing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x08Platform\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x15\x43reatePlatformRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"A\n\x16\x43reatePlatformResponse\x12\'\n\x08platform\x18\x01 \x01(\x0b\x32\x15.clearing.v1.Platform\"7\n\x12GetPlatformRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\">\n\x13GetPlatformResponse\x12\'\n\x08platform\x18\x01 \x01(\x0b\x32\x15.clearing.v1.Platform\"=\n\x14ListPlatformsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x15ListPlatformsResponse\x12(\n\tplatforms\x18\x01 \x03(\x0b\x32\x15.clearing.v1.Platform\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x80\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\x03\x12\x13\n\x0bplatform_id\x18\x02 \x01(\x03\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11party_account_ids\x18\x08 \x03(\x03\"h\n\x13\x43reateApiKeyRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x19\n\x11party_account_ids\x18\x04 \x03(\x03\"c\n\x14\x43reateApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.clearing.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x18\n\x10key_shown_before\x18\x03 \x01(\x08\"d\n\x12ListApiKeysRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.clearing.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\x03\"T\n\x14RevokeApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.clearing.v1.ApiKey\x12\x16\n\x0erevoked_before\x18\x02 \x01(\x08\"\x9d\x02\n\x0cPayoutConfig\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x65\x65_fixed_minor\x18\x03 \x01(\x03\x12\x0f\n\x07\x66\x65\x65_bps\x18\x04 \x01(\x05\x12\x16\n\x0e\x66\x65\x65_account_id\x18\x05 \x01(\x03\x12\x18\n\x10min_amount_minor\x18\x06 \x01(\x03\x12\x18\n\x10max_amount_minor\x18\x07 \x01(\x03\x12\x17\n\x0f\x64\x61ily_max_minor\x18\x08 \x01(\x03\x12\x1e\n\x16review_threshold_minor\x18\t \x01(\x03\x12\x1f\n\x17\x62\x61nk_transfer_max_minor\x18\n \x01(\x03\x12\x11\n\ttime_zone\x18\x0b \x01(\t\"\xbb\x02\n\x12PayoutConfigChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.clearing.v1.PayoutConfigChangeState\x12!\n\x19requested_by_admin_key_id\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17\x64\x65\x63ided_by_admin_key_id\x18\x06 \x01(\x03\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04note\x18\x08 \x01(\t\"D\n\x16GetPayoutConfigRequest\x12\x13\n\x0bplatform_id\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"}\n\x17GetPayoutConfigResponse\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\x12\x37\n\x0epending_change\x18\x02 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"W\n\x16SetPayoutConfigRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.clearing.v1.PayoutConfig\"J\n\x17SetPayoutConfigResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"C\n ApprovePayoutConfigChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"T\n!ApprovePayoutConfigChangeResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"B\n\x1fRejectPayoutConfigChangeRequest\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"S\n RejectPayoutConfigChangeResponse\x12/\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x1f.clearing.v1.PayoutConfigChange\"T\n\x0b\x43\x61lendarDay\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.clearing.v1.CalendarDayKind\x12\x0c\n\x04note\x18\x03 \x01(\t\"@\n\x1aGetBusinessCalendarRequest\x12\x11\n\tstart_day\x18\x01 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x02 \x01(\t\"E\n\x1bGetBusinessCalendarResponse\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay\"D\n\x1aSetBusinessCalendarRequest\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay\"E\n\x1bSetBusinessCalendarResponse\x12&\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x18.clearing.v1.CalendarDay*\x92\x02\n\x17PayoutConfigChangeState\x12*\n&PAYOUT_CONFIG_CHANGE_STATE_UNSPECIFIED\x10\x00\x12&\n\"PAYOUT_CONFIG_CHANGE_STATE_PENDING\x10\x01\x12&\n\"PAYOUT_CONFIG_CHANGE_STATE_APPLIED\x10\x02\x12\'\n#PAYOUT_CONFIG_CHANGE_STATE_APPROVED\x10\x03\x12\'\n#PAYOUT_CONFIG_CHANGE_STATE_REJECTED\x10\x04\x12)\n%PAYOUT_CONFIG_CHANGE_STATE_SUPERSEDED\x10\x05*\x8f\x01\n\x0f\x43\x61lendarDayKind\x12!\n\x1d\x43\x41LENDAR_DAY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LENDAR_DAY_KIND_HOLIDAY\x10\x01\x12\x1d\n\x19\x43\x41LENDAR_DAY_KIND_WORKDAY\x10\x02\x12\x1b\n\x17\x43\x41LENDAR_DAY_KIND_UNSET\x10\x03\x32\x97\t\n\x0fPlatformService\x12Y\n\x0e\x43reatePlatform\x12\".clearing.v1.CreatePlatformRequest\x1a#.clearing.v1.CreatePlatformResponse\x12P\n\x0bGetPlatform\x12\x1f.clearing.v1.GetPlatformRequest\x1a .clearing.v1.GetPlatformResponse\x12V\n\rListPlatforms\x12!.clearing.v1.ListPlatformsRequest\x1a\".clearing.v1.ListPlatformsResponse\x12S\n\x0c\x43reateApiKey\x12 .clearing.v1.CreateApiKeyRequest\x1a!.clearing.v1.CreateApiKeyResponse\x12P\n\x0bListApiKeys\x12\x1f.clearing.v1.ListApiKeysRequest\x1a .clearing.v1.ListApiKeysResponse\x12S\n\x0cRevokeApiKey\x12 .clearing.v1.RevokeApiKeyRequest\x1a!.clearing.v1.RevokeApiKeyResponse\x12\\\n\x0fGetPayoutConfig\x12#.clearing.v1.GetPayoutConfigRequest\x1a$.clearing.v1.GetPayoutConfigResponse\x12\\\n\x0fSetPayoutConfig\x12#.clearing.v1.SetPayoutConfigRequest\x1a$.clearing.v1.SetPayoutConfigResponse\x12z\n\x19\x41pprovePayoutConfigChange\x12-.clearing.v1.ApprovePayoutConfigChangeRequest\x1a..clearing.v1.ApprovePayoutConfigChangeResponse\x12w\n\x18RejectPayoutConfigChange\x12,.clearing.v1.RejectPayoutConfigChangeRequest\x1a-.clearing.v1.RejectPayoutConfigChangeResponse\x12h\n\x13GetBusinessCalendar\x12\'.clearing.v1.GetBusinessCalendarRequest\x1a(.clearing.v1.GetBusinessCalendarResponse\x12h\n\x13SetBusinessCalendar\x12\'.clearing.v1.SetBusinessCalendarRequest\x1a(.clearing.v1.SetBusinessCalendarResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearing_client.v1.platform_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYOUTCONFIGCHANGESTATE']._serialized_start=2941
-  _globals['_PAYOUTCONFIGCHANGESTATE']._serialized_end=3215
-  _globals['_CALENDARDAYKIND']._serialized_start=3218
-  _globals['_CALENDARDAYKIND']._serialized_end=3361
+  _globals['_PAYOUTCONFIGCHANGESTATE']._serialized_start=2995
+  _globals['_PAYOUTCONFIGCHANGESTATE']._serialized_end=3269
+  _globals['_CALENDARDAYKIND']._serialized_start=3272
+  _globals['_CALENDARDAYKIND']._serialized_end=3415
   _globals['_PLATFORM']._serialized_start=76
   _globals['_PLATFORM']._serialized_end=170
   _globals['_CREATEPLATFORMREQUEST']._serialized_start=172
@@ -51,49 +51,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPLATFORMSRESPONSE']._serialized_start=482
   _globals['_LISTPLATFORMSRESPONSE']._serialized_end=572
   _globals['_APIKEY']._serialized_start=575
-  _globals['_APIKEY']._serialized_end=804
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=806
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=883
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=885
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=984
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=986
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1086
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1088
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1173
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1175
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1212
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1214
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1298
-  _globals['_PAYOUTCONFIG']._serialized_start=1301
-  _globals['_PAYOUTCONFIG']._serialized_end=1586
-  _globals['_PAYOUTCONFIGCHANGE']._serialized_start=1589
-  _globals['_PAYOUTCONFIGCHANGE']._serialized_end=1904
-  _globals['_GETPAYOUTCONFIGREQUEST']._serialized_start=1906
-  _globals['_GETPAYOUTCONFIGREQUEST']._serialized_end=1974
-  _globals['_GETPAYOUTCONFIGRESPONSE']._serialized_start=1976
-  _globals['_GETPAYOUTCONFIGRESPONSE']._serialized_end=2101
-  _globals['_SETPAYOUTCONFIGREQUEST']._serialized_start=2103
-  _globals['_SETPAYOUTCONFIGREQUEST']._serialized_end=2190
-  _globals['_SETPAYOUTCONFIGRESPONSE']._serialized_start=2192
-  _globals['_SETPAYOUTCONFIGRESPONSE']._serialized_end=2266
-  _globals['_APPROVEPAYOUTCONFIGCHANGEREQUEST']._serialized_start=2268
-  _globals['_APPROVEPAYOUTCONFIGCHANGEREQUEST']._serialized_end=2335
-  _globals['_APPROVEPAYOUTCONFIGCHANGERESPONSE']._serialized_start=2337
-  _globals['_APPROVEPAYOUTCONFIGCHANGERESPONSE']._serialized_end=2421
-  _globals['_REJECTPAYOUTCONFIGCHANGEREQUEST']._serialized_start=2423
-  _globals['_REJECTPAYOUTCONFIGCHANGEREQUEST']._serialized_end=2489
-  _globals['_REJECTPAYOUTCONFIGCHANGERESPONSE']._serialized_start=2491
-  _globals['_REJECTPAYOUTCONFIGCHANGERESPONSE']._serialized_end=2574
-  _globals['_CALENDARDAY']._serialized_start=2576
-  _globals['_CALENDARDAY']._serialized_end=2660
-  _globals['_GETBUSINESSCALENDARREQUEST']._serialized_start=2662
-  _globals['_GETBUSINESSCALENDARREQUEST']._serialized_end=2726
-  _globals['_GETBUSINESSCALENDARRESPONSE']._serialized_start=2728
-  _globals['_GETBUSINESSCALENDARRESPONSE']._serialized_end=2797
-  _globals['_SETBUSINESSCALENDARREQUEST']._serialized_start=2799
-  _globals['_SETBUSINESSCALENDARREQUEST']._serialized_end=2867
-  _globals['_SETBUSINESSCALENDARRESPONSE']._serialized_start=2869
-  _globals['_SETBUSINESSCALENDARRESPONSE']._serialized_end=2938
-  _globals['_PLATFORMSERVICE']._serialized_start=3364
-  _globals['_PLATFORMSERVICE']._serialized_end=4539
+  _globals['_APIKEY']._serialized_end=831
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=833
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=937
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=939
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1038
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1040
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1140
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1142
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1227
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1229
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1266
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1268
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1352
+  _globals['_PAYOUTCONFIG']._serialized_start=1355
+  _globals['_PAYOUTCONFIG']._serialized_end=1640
+  _globals['_PAYOUTCONFIGCHANGE']._serialized_start=1643
+  _globals['_PAYOUTCONFIGCHANGE']._serialized_end=1958
+  _globals['_GETPAYOUTCONFIGREQUEST']._serialized_start=1960
+  _globals['_GETPAYOUTCONFIGREQUEST']._serialized_end=2028
+  _globals['_GETPAYOUTCONFIGRESPONSE']._serialized_start=2030
+  _globals['_GETPAYOUTCONFIGRESPONSE']._serialized_end=2155
+  _globals['_SETPAYOUTCONFIGREQUEST']._serialized_start=2157
+  _globals['_SETPAYOUTCONFIGREQUEST']._serialized_end=2244
+  _globals['_SETPAYOUTCONFIGRESPONSE']._serialized_start=2246
+  _globals['_SETPAYOUTCONFIGRESPONSE']._serialized_end=2320
+  _globals['_APPROVEPAYOUTCONFIGCHANGEREQUEST']._serialized_start=2322
+  _globals['_APPROVEPAYOUTCONFIGCHANGEREQUEST']._serialized_end=2389
+  _globals['_APPROVEPAYOUTCONFIGCHANGERESPONSE']._serialized_start=2391
+  _globals['_APPROVEPAYOUTCONFIGCHANGERESPONSE']._serialized_end=2475
+  _globals['_REJECTPAYOUTCONFIGCHANGEREQUEST']._serialized_start=2477
+  _globals['_REJECTPAYOUTCONFIGCHANGEREQUEST']._serialized_end=2543
+  _globals['_REJECTPAYOUTCONFIGCHANGERESPONSE']._serialized_start=2545
+  _globals['_REJECTPAYOUTCONFIGCHANGERESPONSE']._serialized_end=2628
+  _globals['_CALENDARDAY']._serialized_start=2630
+  _globals['_CALENDARDAY']._serialized_end=2714
+  _globals['_GETBUSINESSCALENDARREQUEST']._serialized_start=2716
+  _globals['_GETBUSINESSCALENDARREQUEST']._serialized_end=2780
+  _globals['_GETBUSINESSCALENDARRESPONSE']._serialized_start=2782
+  _globals['_GETBUSINESSCALENDARRESPONSE']._serialized_end=2851
+  _globals['_SETBUSINESSCALENDARREQUEST']._serialized_start=2853
+  _globals['_SETBUSINESSCALENDARREQUEST']._serialized_end=2921
+  _globals['_SETBUSINESSCALENDARRESPONSE']._serialized_start=2923
+  _globals['_SETBUSINESSCALENDARRESPONSE']._serialized_end=2992
+  _globals['_PLATFORMSERVICE']._serialized_start=3418
+  _globals['_PLATFORMSERVICE']._serialized_end=4593
 # @@protoc_insertion_point(module_scope)

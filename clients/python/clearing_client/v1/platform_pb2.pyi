@@ -91,7 +91,7 @@ class ListPlatformsResponse(_message.Message):
     def __init__(self, platforms: _Optional[_Iterable[_Union[Platform, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ApiKey(_message.Message):
-    __slots__ = ("key_id", "platform_id", "key_prefix", "roles", "create_time", "last_use_time", "revoke_time")
+    __slots__ = ("key_id", "platform_id", "key_prefix", "roles", "create_time", "last_use_time", "revoke_time", "party_account_ids")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class ApiKey(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_USE_TIME_FIELD_NUMBER: _ClassVar[int]
     REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ACCOUNT_IDS_FIELD_NUMBER: _ClassVar[int]
     key_id: int
     platform_id: int
     key_prefix: str
@@ -106,17 +107,20 @@ class ApiKey(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     last_use_time: _timestamp_pb2.Timestamp
     revoke_time: _timestamp_pb2.Timestamp
-    def __init__(self, key_id: _Optional[int] = ..., platform_id: _Optional[int] = ..., key_prefix: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_use_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    party_account_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, key_id: _Optional[int] = ..., platform_id: _Optional[int] = ..., key_prefix: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_use_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., party_account_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
-    __slots__ = ("platform_id", "roles", "request_id")
+    __slots__ = ("platform_id", "roles", "request_id", "party_account_ids")
     PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     ROLES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ACCOUNT_IDS_FIELD_NUMBER: _ClassVar[int]
     platform_id: int
     roles: _containers.RepeatedScalarFieldContainer[str]
     request_id: str
-    def __init__(self, platform_id: _Optional[int] = ..., roles: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    party_account_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, platform_id: _Optional[int] = ..., roles: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., party_account_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CreateApiKeyResponse(_message.Message):
     __slots__ = ("api_key", "key", "key_shown_before")

@@ -840,6 +840,23 @@ export enum ErrorReason {
    * @generated from enum value: WEBHOOK_DELIVERY_NOT_FOUND = 113;
    */
   WEBHOOK_DELIVERY_NOT_FOUND = 113,
+
+  /**
+   * PERMISSION_DENIED: a party key called a method it may not use (every write, and every
+   * read but GetSplit, ListSplits, GetAccount, ListAccounts, GetBalance, ListEntries,
+   * GetPayout, ListPayouts and GetVoucher); metadata method.
+   *
+   * @generated from enum value: PARTY_KEY_METHOD_DENIED = 116;
+   */
+  PARTY_KEY_METHOD_DENIED = 116,
+
+  /**
+   * INVALID_ARGUMENT: CreateApiKey names in party_account_ids an account that is not the
+   * platform's; the BadRequest names the field (party_account_ids[i]).
+   *
+   * @generated from enum value: PARTY_ACCOUNT_UNKNOWN = 117;
+   */
+  PARTY_ACCOUNT_UNKNOWN = 117,
 }
 
 /**

@@ -221,7 +221,7 @@ export declare type ApiKey = Message<"clearing.v1.ApiKey"> & {
   keyPrefix: string;
 
   /**
-   * Its roles: gateway, operator, approver.
+   * Its roles: gateway, operator, approver; or party alone, for a party key.
    *
    * @generated from field: repeated string roles = 4;
    */
@@ -247,6 +247,16 @@ export declare type ApiKey = Message<"clearing.v1.ApiKey"> & {
    * @generated from field: google.protobuf.Timestamp revoke_time = 7;
    */
   revokeTime?: Timestamp | undefined;
+
+  /**
+   * A party key's accounts (its role is party), ascending; empty for any other key. A party
+   * key only reads: the splits with a leg crediting one of these accounts, their vouchers,
+   * these accounts' balances and statements, and their payouts (docs/contract.md, "Party
+   * keys").
+   *
+   * @generated from field: repeated int64 party_account_ids = 8;
+   */
+  partyAccountIds: bigint[];
 };
 
 /**
@@ -269,7 +279,8 @@ export declare type CreateApiKeyRequest = Message<"clearing.v1.CreateApiKeyReque
   platformId: bigint;
 
   /**
-   * One or more of gateway, operator, approver.
+   * One or more of gateway, operator, approver; or, with party_account_ids, empty or party
+   * alone.
    *
    * @generated from field: repeated string roles = 2;
    */
@@ -282,6 +293,15 @@ export declare type CreateApiKeyRequest = Message<"clearing.v1.CreateApiKeyReque
    * @generated from field: string request_id = 3;
    */
   requestId: string;
+
+  /**
+   * Makes a party key (role party), bound to these accounts of the platform (1 to 64
+   * distinct ids; INVALID_ARGUMENT with reason PARTY_ACCOUNT_UNKNOWN naming the field of an
+   * account that is not the platform's). Empty: a key with `roles`.
+   *
+   * @generated from field: repeated int64 party_account_ids = 4;
+   */
+  partyAccountIds: bigint[];
 };
 
 /**
