@@ -580,10 +580,14 @@ def figures(res: dict, args: argparse.Namespace) -> list[dict]:
         cs = [{"name": cname, "phase": ckey, "units_per_s": units(ckey),
                "p99_ms": p99(ckey), "ratio": _ratio(p["units_per_s"], units(ckey))}
               for cname, ckey in ceilings if ckey in ph]
+        server_cores = (p.get("cpu_cores") or {}).get("server")
         rows.append({"phase": key, "name": name, "kind": p["kind"], "loop": p["mode"],
                      "units_per_s": p["units_per_s"], "latency_ms": p["latency_ms"],
                      "errors": sum(p["errors"].values()) + sum(p["warmup_errors"].values()),
-                     "ceilings": cs, "target": target, "met": met, **(extra or {})})
+                     "ceilings": cs, "target": target, "met": met,
+                     # the server's CPU time per unit (its processes' cores over the window)
+                     "server_cpu_us_per_unit": round(server_cores * 1e6 / p["units_per_s"], 1)
+                     if server_cores and p["units_per_s"] else None, **(extra or {})})
 
     echo = lambda k: ("transport (grpc.aio echo)", f"echo.{k}")  # noqa: E731
     db = ("database (asyncpg batched insert)", "asyncpg")
@@ -668,6 +672,8 @@ def table(meta: dict, res: dict, rows: list[dict], ev: dict | None) -> str:
         lines.append(f"{r['name'][:44]:<44}{_f(r['units_per_s']):>9}"
                      + "".join(f"{_ms(lat.get(k)):>9}" for k in ("p50", "p95", "p99", "p99.9"))
                      + f"{r['errors']:>7}  {ceil}")
+        if r.get("server_cpu_us_per_unit") is not None:
+            lines.append(f"{'':<4}server CPU {r['server_cpu_us_per_unit']:.0f} us per unit")
         if r["target"]:
             verdict = {True: "MET", False: "MISSED", None: ""}[r["met"]]
             extra = f"  (RSS growth {r['rss_growth']:.1%})" if r.get("rss_growth") is not None \

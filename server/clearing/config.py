@@ -165,6 +165,9 @@ class WriterSettings(_FromEnv):
     lock_late: bool = env("CLEARING_WRITER_LOCK_LATE", True,
                           "1: lock custodial balance rows last (docs/scaling.md)",
                           low=0, high=1)
+    pipeline: int = env("CLEARING_WRITER_PIPELINE", 2,
+                        "batches committing at once (1: one after another)",
+                        low=1, high=4)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,9 @@ DEFAULT_TIME_ZONE = "Asia/Shanghai"
 BATCH_SPAN = 65_536
 # Legs (transfers) one posting may carry.
 LEGS_PER_POSTING_MAX = 256
+# The ledger writer's pipelined flushes: accounts known to allow a negative balance, kept
+# at most (clearing.ledger.pipeline; a forgotten one only makes a batch wait).
+WRITER_NEGATIVE_OK_IDS_MAX = 100_000
 REQUEST_ID_LEN_MAX = 128
 EXTERNAL_REF_LEN_MAX = 128
 DISPLAY_NAME_LEN_MAX = 128

@@ -70,6 +70,7 @@ async def test_each_change_writes_its_event_and_a_refused_one_none(world, events
     held, released, cancelled, frozen, unfrozen = got
     assert held.resource_id == str(split.split_id) and held.request_id == "s-1"
     assert held.split.split_id == split.split_id and held.split.status == spb.SPLIT_STATUS_HOLDING
+    assert held.split == split  # the event's payload is the split's first response
     assert released.request_id == "r-1" and released.split.legs[1].released_minor == 501
     assert cancelled.split.status == spb.SPLIT_STATUS_CANCELLED
     assert frozen.account.status == lpb.ACCOUNT_STATUS_FROZEN

@@ -92,16 +92,10 @@ class _SplitReply:
 
     def __call__(self, split: Split) -> bytes:
         self.split = split
-        self.message = convert.split(split, into=self.into, order_msg=self._order(split))
-        return encode(self.message)
-
-    def _order(self, split: Split) -> pb.Order:
-        if self.order.HasField("paid_time"):
-            return self.order
-        recorded = pb.Order()
-        recorded.CopyFrom(self.order)
-        recorded.paid_time.FromNanoseconds(split.order.paid_time_ns)
-        return recorded
+        self.message = message = convert.split(split, into=self.into, order_msg=self.order)
+        if not self.order.HasField("paid_time"):  # set on the one copy the message holds
+            message.order.paid_time.FromNanoseconds(split.order.paid_time_ns)
+        return encode(message)
 
     def answer(self, outcome: Split | Replay) -> pb.Split:
         """The Split message of the service's answer."""
@@ -300,7 +294,8 @@ class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitService
                              validate.payload_hash(method, request), reply)
         return reply.answer(outcome)
 
-    async def _split_group(self, platform_id: int, requests: Sequence[pb.SplitRequest],
+    async def _split_group(self, platform_id: int,
+                           requests: Sequence[pb.SplitRequest | pb.SplitStreamRequest],
                            refused: dict[int, ClearingError],
                            outs: Sequence[pb.SplitOutcome]) -> None:
         """Fill `outs[i]` with the outcome of `requests[i]`: the split or the error the
@@ -343,8 +338,6 @@ class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitService
     async def _answer(self, platform_id: int, answers: asyncio.Queue,
                       items: list[pb.SplitStreamRequest]) -> None:
         """Split a group of a stream's orders and answer each."""
-        requests = [pb.SplitRequest(request_id=item.request_id, order=item.order)
-                    for item in items]
         responses = [pb.SplitStreamResponse() for _ in items]
         outs = []
         for response, item in zip(responses, items):
@@ -352,7 +345,10 @@ class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitService
             response.outcome.request_id = item.request_id
             outs.append(response.outcome)
         try:
-            await self._split_group(platform_id, requests, {}, outs)
+            # a SplitStreamRequest is read as the SplitRequest of its order, not copied
+            # into one: same fields, numbers and types, so the same payload hash
+            # (tests/unit/test_split_stream_request.py)
+            await self._split_group(platform_id, items, {}, outs)
         except Exception as exc:  # noqa: BLE001 - a bug: the group's orders fail alone
             log.error("split of a stream group failed unexpectedly", exc_info=True)
             for out in outs:

@@ -25,7 +25,9 @@ _enabled = True
 
 
 class Row(NamedTuple):
-    """One event of a change: `resource` is the domain object its encoder serializes."""
+    """One event of a change: `resource` is the domain object its encoder serializes;
+    `payload`, if given, is that serialization already made (the splits sink passes a
+    split's first response, the Split message the API layer made in the writer's batch)."""
 
     platform_id: int
     type: str
@@ -33,6 +35,7 @@ class Row(NamedTuple):
     request_id: str
     resource: object
     created_at: dt.datetime
+    payload: bytes | None = None
 
 
 def register(kind: str, encoder: Callable[[object], bytes]) -> None:
@@ -68,7 +71,8 @@ async def write(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
     await conn.execute(
         _SQL_INSERT, [r.platform_id for r in rows], [r.type for r in rows],
         [r.resource_id for r in rows], [r.request_id for r in rows],
-        [encode(r.type, r.resource) for r in rows], [r.created_at for r in rows])
+        [encode(r.type, r.resource) if r.payload is None else r.payload for r in rows],
+        [r.created_at for r in rows])
 
 
 async def write_one(conn: asyncpg.Connection, platform_id: int, event_type: str,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from typing import Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import asyncpg
 
@@ -97,15 +97,20 @@ ORDER BY transfer_id FOR UPDATE
 async def commit_fresh(conn: asyncpg.Connection, now: dt.datetime,
                         sinks: Mapping[str, BatchSink], postings: Sequence[Posting],
                         lock_late: bool = False,
-                        timing: LockTiming | None = None) -> list[Decision]:
+                        timing: LockTiming | None = None, *,
+                        negative_ok: Callable[[Iterable[int]], None] | None = None
+                        ) -> list[Decision]:
     """Lock what the postings touch, apply them in memory (`clearing.ledger.batch`), write
     everything in one statement (`clearing.ledger.batch_sql`), then the sinks'
     attachments; in the caller's transaction. Each item's decision, in order. With
-    `lock_late`, see "Lock late" in the module docstring."""
+    `lock_late`, see "Lock late" in the module docstring. `negative_ok` is told the ids
+    of the accounts read that may go negative (the writer's pipeline learns them)."""
     timing = timing or LockTiming()
     if lock_late:
-        return await _commit_fresh_late(conn, now, sinks, postings, timing)
+        return await _commit_fresh_late(conn, now, sinks, postings, timing, negative_ok)
     accounts, pendings = await _lock(conn, postings, timing=timing)
+    if negative_ok is not None:
+        negative_ok([a.account_id for a in accounts if a.allow_negative])
     batch_id = await conn.fetchval("SELECT nextval('journal_batch_id_seq')")
     batch = Batch(batch_id, now, accounts, pendings)
     decisions = [batch.add(posting) for posting in postings]
@@ -120,10 +125,14 @@ async def commit_fresh(conn: asyncpg.Connection, now: dt.datetime,
 
 async def _commit_fresh_late(conn: asyncpg.Connection, now: dt.datetime,
                              sinks: Mapping[str, BatchSink], postings: Sequence[Posting],
-                             timing: LockTiming) -> list[Decision]:
+                             timing: LockTiming,
+                             negative_ok: Callable[[Iterable[int]], None] | None
+                             ) -> list[Decision]:
     """`commit_fresh` in the late order: the balance rows of accounts that may go
     negative are locked by the last statement before COMMIT."""
     accounts, pendings = await _lock(conn, postings, late=True)
+    if negative_ok is not None:
+        negative_ok([a.account_id for a in accounts if a.allow_negative])
     initial = {a.account_id: (a.debits_posted, a.credits_posted, a.debits_pending,
                               a.credits_pending, a.status) for a in accounts}
     batch_id = await conn.fetchval("SELECT nextval('journal_batch_id_seq')")

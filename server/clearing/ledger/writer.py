@@ -55,6 +55,15 @@ A batch is flushed `flush_ms_max` after its first posting arrived (what arrived 
 joins it), or at once when `batch_size_max` postings are already waiting. While one batch
 commits, the next one fills, so under load batches grow by themselves. The queue holds at
 most `queue_max` postings; beyond that `submit()` raises ResourceExhausted at once.
+
+Pipelined flushes (issue 16): up to `pipeline` batches (CLEARING_WRITER_PIPELINE, 2 by
+default) commit at once, each on a connection of its own: batch n+1 is collected, read,
+applied, encoded and written while batch n waits for its statements and its COMMIT's WAL
+flush. A batch that could decide differently on what an in-flight batch has not committed
+yet (a shared request id or claim, pending transfers on both sides, an account it debits
+that the other credits and that may not go negative: `clearing.ledger.pipeline`) waits for
+that batch to end before its first statement. Each batch's callers are answered once its
+own COMMIT returned, as before.
 """
 
 from __future__ import annotations
@@ -77,6 +86,7 @@ from clearing.ledger.batch import answer_duplicate, claim_taken
 from clearing.ledger.batch_commit import (BatchSink, LateRaceLost, LockTiming, RaceLost,
                                           commit_fresh)
 from clearing.ledger.model import Claim, Mode, Posting, Replay, TransferRecord
+from clearing.ledger.pipeline import Flight, learn_negative_ok
 from clearing.limits import BATCH_SPAN
 from clearing.reasons import Reason
 from clearing.tasks import cancel_and_wait
@@ -162,8 +172,11 @@ class LedgerWriter:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=settings.queue_max)
         self._task: asyncio.Task | None = None
         self._accepting = False
-        self._conn: asyncpg.Connection | None = None
+        self._idle: list[asyncpg.Connection] = []  # the writer's own, held across batches
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots = asyncio.Semaphore(settings.pipeline)  # batches committing at once
+        self._flights: dict[Flight, asyncio.Task] = {}
+        self._negative_ok: set[int] = set()  # accounts known to allow a negative balance
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -181,7 +194,7 @@ class LedgerWriter:
         await self._queue.join()
         await cancel_and_wait(self._task)
         self._task = None
-        await self._drop_connection()
+        await self._drop_connections()
 
     @property
     def queue_depth(self) -> int:
@@ -243,18 +256,41 @@ class LedgerWriter:
     # ---- the flusher ------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            batch = await self._collect()
-            try:
-                await self._flush(batch)
-            except Exception:  # a bug: answer everyone, keep the writer alive
-                log.exception("ledger writer flush crashed")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(InvariantViolation("ledger writer crashed"))
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+        try:
+            while True:
+                await self._slots.acquire()  # at most `pipeline` batches committing
+                try:
+                    batch = await self._collect()
+                except BaseException:
+                    self._slots.release()
+                    raise
+                flight = Flight(item.posting for item in batch)
+                after = [f for f in self._flights if flight.must_follow(f, self._negative_ok)]
+                self._flights[flight] = self._loop.create_task(
+                    self._fly(flight, after, batch), name="ledger-writer-flush")
+        finally:  # stopped: a batch still committing is cancelled with the writer
+            for task in list(self._flights.values()):
+                task.cancel()
+            if self._flights:
+                await asyncio.gather(*self._flights.values(), return_exceptions=True)
+
+    async def _fly(self, flight: Flight, after: list[Flight], batch: list[_Item]) -> None:
+        """Flush a batch once the in-flight batches it must follow ended."""
+        try:
+            for earlier in after:
+                await earlier.done.wait()
+            await self._flush(batch)
+        except Exception:  # a bug: answer everyone, keep the writer alive
+            log.exception("ledger writer flush crashed")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(InvariantViolation("ledger writer crashed"))
+        finally:
+            flight.done.set()
+            del self._flights[flight]
+            self._slots.release()
+            for _ in batch:
+                self._queue.task_done()
 
     async def _collect(self) -> list[_Item]:
         first = await self._queue.get()
@@ -311,8 +347,7 @@ class LedgerWriter:
                 error = exc
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                     asyncpg.CannotConnectNowError, OSError, asyncio.TimeoutError) as exc:
-                error = exc
-                await self._drop_connection()
+                error = exc  # that connection was dropped (`_commit`)
             except asyncpg.CheckViolationError as exc:
                 log.critical("database refused a batch the writer accepted: %s", exc)
                 raise InvariantViolation(f"database check failed: {exc}") from exc
@@ -326,7 +361,25 @@ class LedgerWriter:
 
     async def _commit(self, items: list[_Item], lock_late: bool
                       ) -> tuple[dict[int, object], dict[int, bytes]]:
+        """One attempt, on one of the writer's connections (kept for the next batch
+        unless it broke: a connection error drops it)."""
         conn = await self._connection()
+        healthy = False
+        try:
+            result = await self._commit_on(conn, items, lock_late)
+            healthy = True
+            return result
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.CannotConnectNowError, OSError, asyncio.TimeoutError):
+            raise
+        except (asyncpg.PostgresError, RaceLost, LateRaceLost):
+            healthy = True  # rolled back: the connection serves on
+            raise
+        finally:
+            await self._put_back(conn, healthy)
+
+    async def _commit_on(self, conn: asyncpg.Connection, items: list[_Item], lock_late: bool
+                         ) -> tuple[dict[int, object], dict[int, bytes]]:
         timing = LockTiming()
         if lock_late:
             return await self._commit_late(conn, items, timing)
@@ -353,7 +406,6 @@ class LedgerWriter:
                     await conn.execute("ROLLBACK")
                 except Exception:  # noqa: BLE001 - never reuse a connection in that state
                     log.warning("writer rollback failed; connection dropped", exc_info=True)
-                    self._conn = None
                     conn.terminate()
             raise
         invariant(not conn.is_in_transaction(), "the late batch left its transaction open")
@@ -370,30 +422,45 @@ class LedgerWriter:
         responses: dict[int, bytes] = {}
         if fresh:
             decisions = await commit_fresh(conn, self._clock.now(), self._sinks,
-                                           [item.posting for item in fresh], lock_late, timing)
+                                           [item.posting for item in fresh], lock_late, timing,
+                                           negative_ok=self._learn_negative_ok)
             for item, decision in zip(fresh, decisions):
                 outcomes[id(item)] = decision.outcome
                 if decision.response is not None:
                     responses[id(item)] = decision.response
         return outcomes, responses, bool(fresh)
 
-    async def _connection(self) -> asyncpg.Connection:
-        """The writer's own connection, held across batches (no pool round trips). Its
-        statements keep PostgreSQL's cached (generic) plans, so every lookup is written as
-        `= ANY(array)` on a primary key, which plans as an index scan at any table size."""
-        if self._conn is not None and self._conn.is_closed():
-            await self._drop_connection()
-        if self._conn is None:
-            self._conn = await self._pool.acquire()
-        return self._conn
+    def _learn_negative_ok(self, account_ids) -> None:
+        learn_negative_ok(self._negative_ok, account_ids)
 
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await self._pool.release(conn)
-            except Exception:  # noqa: BLE001 - a broken connection is discarded anyway
-                log.warning("writer connection could not be released cleanly", exc_info=True)
+    async def _connection(self) -> asyncpg.Connection:
+        """One of the writer's own connections (one per batch committing), held across
+        batches (no pool round trips). Their statements keep PostgreSQL's cached (generic)
+        plans, so every lookup is written as `= ANY(array)` on a primary key, which plans
+        as an index scan at any table size."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+            await self._release(conn)
+        return await self._pool.acquire()
+
+    async def _put_back(self, conn: asyncpg.Connection, healthy: bool) -> None:
+        if healthy and not conn.is_closed() and not conn.is_in_transaction():
+            self._idle.append(conn)
+        else:
+            await self._release(conn)
+
+    async def _drop_connections(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._release(conn)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        try:
+            await self._pool.release(conn)
+        except Exception:  # noqa: BLE001 - a broken connection is discarded anyway
+            log.warning("writer connection could not be released cleanly", exc_info=True)
 
     async def _replays(self, conn: asyncpg.Connection,
                        items: list[_Item]) -> tuple[dict[int, object], list[_Item]]:

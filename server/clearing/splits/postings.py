@@ -132,7 +132,8 @@ class Prepared:
 
     def first_response(self, sent: list[TransferRecord]) -> bytes:
         self.split = self.record.committed(sent)
-        return self.respond(self.split)
+        self.record.response = self.respond(self.split)
+        return self.record.response
 
     def committed(self, sent: object) -> bool:
         """Whether `sent` (the writer's answer) is this posting committed, not an error

@@ -27,7 +27,10 @@ class SplitRecord:
     position of leg i's transfer in the posting, -1 if none (a custodial hold);
     `counters_json`: the counter readings for the splits row's counter_values column;
     `detail`: its stored form (`detail.encode_split`), made before the posting is queued
-    so that the writer's flush only copies it."""
+    so that the writer's flush only copies it. `response`: the split's first response once
+    its posting committed (`postings.Prepared.first_response`, in the writer's batch): the
+    serialized Split message, which is also its event's payload (the sink does not build
+    it twice)."""
 
     platform_id: int
     request_id: str
@@ -40,6 +43,7 @@ class SplitRecord:
     custodial_id: int
     detail: str
     risk: RiskNote | None = None  # a platform with an active risk policy: inflows, flags
+    response: bytes | None = None
 
     @property
     def status(self) -> SplitStatus:

@@ -142,7 +142,8 @@ class SplitSink:
                 outbox.Row(rec.platform_id,
                            EventType.SPLIT_HELD if rec.status == SplitStatus.HOLDING
                            else EventType.SPLIT_COMMITTED, str(split_id), rec.request_id,
-                           rec.committed(sent), at)
+                           None if rec.response is not None else rec.committed(sent), at,
+                           rec.response)
                 for rec, sent, split_id in zip(records, sents, ids)])
         risky = [(rec.platform_id, split_id, rec.order.order_id, rec.order.paid_time_ns,
                   rec.risk) for rec, split_id in zip(records, ids) if rec.risk is not None]

@@ -18,16 +18,18 @@ from tests.unit.ledger.conftest import posting as _posting
 
 async def test_full_queue_answers_resource_exhausted(pool, accounts, started):
     pid, custodial, (m0, *_) = accounts
-    writer = LedgerWriter(pool, WriterSettings(batch_size_max=1, flush_ms_max=0, queue_max=5),
-                          Clock())
+    settings = WriterSettings(batch_size_max=1, flush_ms_max=0, queue_max=5)
+    writer = LedgerWriter(pool, settings, Clock())
     started(writer)
     blocker = await pool.acquire()
     tx = blocker.transaction()
     await tx.start()
     await blocker.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", m0)
     try:
-        first = asyncio.create_task(writer.submit(_posting(pid, custodial, m0, 1)))
-        await asyncio.sleep(0.2)  # the flusher took it and now waits on the row lock
+        # the flusher takes one batch per pipeline slot, each waiting on the row lock
+        firsts = [asyncio.create_task(writer.submit(_posting(pid, custodial, m0, 1)))
+                  for _ in range(settings.pipeline)]
+        await asyncio.sleep(0.2)
         queued = [asyncio.create_task(writer.submit(_posting(pid, custodial, m0, 1)))
                   for _ in range(5)]
         await asyncio.sleep(0.05)
@@ -37,12 +39,12 @@ async def test_full_queue_answers_resource_exhausted(pool, accounts, started):
     finally:
         await tx.rollback()
         await pool.release(blocker)
-    done = await asyncio.gather(first, *queued)
-    assert len(done) == 6
+    done = await asyncio.gather(*firsts, *queued)
+    assert len(done) == settings.pipeline + 5
     await writer.drain_and_stop()
     async with pool.acquire() as conn:
         acct = await store.get_account(conn, pid, account_id=m0)
-    assert acct.balance.posted == 6
+    assert acct.balance.posted == settings.pipeline + 5
 
 
 async def test_a_failing_posting_fails_alone_in_its_batch(pool, accounts, started):

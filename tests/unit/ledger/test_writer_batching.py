@@ -77,7 +77,8 @@ async def test_what_arrives_while_a_batch_fills_joins_it(pool, accounts, started
 
 async def test_has_room_counts_the_queue_up_to_queue_max(pool, accounts, started):
     pid, c, (m0, *_) = accounts
-    writer = LedgerWriter(pool, WriterSettings(batch_size_max=1, flush_ms_max=0, queue_max=3),
+    writer = LedgerWriter(pool, WriterSettings(batch_size_max=1, flush_ms_max=0, queue_max=3,
+                                               pipeline=1),
                           Clock())
     assert not writer.has_room(1)  # not started: accepts nothing
     await writer.drain_and_stop()  # stopping a writer never started does nothing
