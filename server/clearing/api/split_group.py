@@ -1,0 +1,136 @@
+"""Concurrent unary Split calls split together (issue 16, section 3).
+
+A unary Split costs a plan look-up, a counters round trip and a writer submission of its
+own. Calls of one platform that arrive while earlier ones are being split wait and go
+together, as SplitStream's orders do: one `SplitService.split_many` per group (one plan
+look-up per rule set, one counters call, one writer submission). "Batch while busy", never
+a timer: a call finding its platform idle starts a group at once (a group of one at low
+load, so grouping adds no wait); calls arriving while a platform's groups are in flight
+(at most SPLIT_UNARY_GROUPS_MAX) wait for the next group, of at most `group_max` calls.
+
+Each call keeps its own answer: `split_many` answers each order as the unary path would
+(its split, the first response of its request id, or the exception it raises), after the
+group's postings committed. A group is split in a task of its own: a caller gone mid-group
+leaves its posting and counters as the group leaves them. Bounded: at most `queue_max`
+calls of the process waiting or being split; one more is refused RESOURCE_EXHAUSTED
+(WRITER_QUEUE_FULL: the queue in front of the ledger writer's; retry with the same request
+id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from clearing import metrics
+from clearing.errors import ResourceExhausted
+from clearing.ledger.model import Replay
+from clearing.limits import SPLIT_UNARY_GROUPS_MAX
+from clearing.reasons import Reason
+from clearing.splits.model import Split
+from clearing.splits.postings import RespondSplit, SplitCommand
+
+log = logging.getLogger("clearing.api.split_group")
+
+SplitMany = Callable[[int, Sequence[SplitCommand], Sequence[RespondSplit]],
+                     Awaitable[list[Split | Replay | BaseException]]]
+
+
+class _Call:
+    __slots__ = ("command", "respond", "future")
+
+    def __init__(self, command: SplitCommand, respond: RespondSplit,
+                 future: asyncio.Future) -> None:
+        self.command = command
+        self.respond = respond
+        self.future = future
+
+
+class _Platform:
+    """A platform's calls waiting for a group, and how many of its groups are in flight."""
+
+    __slots__ = ("waiting", "busy")
+
+    def __init__(self) -> None:
+        self.waiting: list[_Call] = []
+        self.busy = 0
+
+
+class UnaryGroups:
+    """The unary Split calls of every platform of the process, split in groups."""
+
+    def __init__(self, split_many: SplitMany, *, group_max: int, queue_max: int) -> None:
+        self._split_many = split_many
+        self._group_max = group_max
+        self._queue_max = queue_max
+        self._platforms: dict[int, _Platform] = {}
+        self._pending = 0  # calls accepted and not yet answered, every platform
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def split(self, platform_id: int, command: SplitCommand,
+                    respond: RespondSplit) -> Split | Replay:
+        """What `SplitService.split` answers for this command (a split or a first
+        response; raises what it raises), split in a group with the platform's concurrent
+        calls."""
+        if self._pending >= self._queue_max:
+            metrics.SPLIT_UNARY_REFUSED.inc()
+            raise ResourceExhausted(
+                "too many Split calls are waiting; retry with the same request id (a gateway"
+                " with many orders at once sends them with SplitBatch or SplitStream)",
+                reason=Reason.WRITER_QUEUE_FULL)
+        future = asyncio.get_running_loop().create_future()
+        platform = self._platforms.get(platform_id)
+        if platform is None:
+            platform = self._platforms[platform_id] = _Platform()
+        platform.waiting.append(_Call(command, respond, future))
+        self._pending += 1
+        metrics.SPLIT_UNARY_PENDING.inc()
+        if platform.busy < SPLIT_UNARY_GROUPS_MAX:
+            platform.busy += 1
+            task = asyncio.create_task(self._work(platform_id, platform))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # a cancelled caller cancels only its wait: its group goes on
+        return await asyncio.shield(future)
+
+    async def _work(self, platform_id: int, platform: _Platform) -> None:
+        """Split the platform's waiting calls, a group at a time, until none waits."""
+        try:
+            while platform.waiting:
+                group = platform.waiting[:self._group_max]
+                del platform.waiting[:self._group_max]
+                await self._split_group(platform_id, group)
+        finally:
+            platform.busy -= 1  # no await since the loop's test: no call is left behind
+            if not platform.busy and not platform.waiting:
+                self._platforms.pop(platform_id, None)
+
+    async def _split_group(self, platform_id: int, group: list[_Call]) -> None:
+        metrics.SPLIT_UNARY_GROUP_SIZE.observe(len(group))
+        try:
+            outcomes: Sequence[object] = await self._split_many(
+                platform_id, [c.command for c in group], [c.respond for c in group])
+        except Exception as exc:  # noqa: BLE001 - a bug: the group's calls fail alone
+            log.error("split of a group of unary calls failed unexpectedly", exc_info=True)
+            outcomes = [exc] * len(group)
+        except BaseException as exc:  # cancelled (the server stopping): answer, then go
+            self._answer(group, [exc] * len(group))
+            raise
+        self._answer(group, outcomes)
+
+    def _answer(self, group: list[_Call], outcomes: Sequence[object]) -> None:
+        for call, outcome in zip(group, outcomes):
+            if isinstance(outcome, asyncio.CancelledError):
+                call.future.cancel()
+            elif isinstance(outcome, BaseException):
+                call.future.set_exception(outcome)
+                call.future.exception()  # retrieved: no "never retrieved" log if gone
+            else:
+                call.future.set_result(outcome)
+        self._pending -= len(group)
+        metrics.SPLIT_UNARY_PENDING.dec(len(group))
