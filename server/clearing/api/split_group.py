@@ -5,8 +5,11 @@ own. Calls of one platform that arrive while earlier ones are being split wait a
 together, as SplitStream's orders do: one `SplitService.split_many` per group (one plan
 look-up per rule set, one counters call, one writer submission). "Batch while busy", never
 a timer: a call finding its platform idle starts a group at once (a group of one at low
-load, so grouping adds no wait); calls arriving while a platform's groups are in flight
-(at most SPLIT_UNARY_GROUPS_MAX) wait for the next group, of at most `group_max` calls.
+load, so grouping adds no wait). A group *prepares* (plan, accounts, counters, evaluation,
+postings) and then waits for its commit; while SPLIT_UNARY_PREPARING_MAX of the platform's
+groups prepare, or SPLIT_UNARY_GROUPS_MAX are not yet answered, calls arriving wait and go
+together in the next group (at most `group_max` calls). So the grouping follows the load:
+under a busy event loop many calls arrive while one group prepares.
 
 Each call keeps its own answer: `split_many` answers each order as the unary path would
 (its split, the first response of its request id, or the exception it raises), after the
@@ -26,15 +29,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from clearing import metrics
 from clearing.errors import ResourceExhausted
 from clearing.ledger.model import Replay
-from clearing.limits import SPLIT_UNARY_GROUPS_MAX
+from clearing.limits import SPLIT_UNARY_GROUPS_MAX, SPLIT_UNARY_PREPARING_MAX
 from clearing.reasons import Reason
 from clearing.splits.model import Split
 from clearing.splits.postings import RespondSplit, SplitCommand
 
 log = logging.getLogger("clearing.api.split_group")
 
-SplitMany = Callable[[int, Sequence[SplitCommand], Sequence[RespondSplit]],
-                     Awaitable[list[Split | Replay | BaseException]]]
+# SplitService.split_many: (platform id, commands, responds, on_submit=) -> outcomes
+SplitMany = Callable[..., Awaitable[list[Split | Replay | BaseException]]]
 
 
 class _Call:
@@ -48,22 +51,29 @@ class _Call:
 
 
 class _Platform:
-    """A platform's calls waiting for a group, and how many of its groups are in flight."""
+    """A platform's calls waiting for a group; how many of its groups are preparing
+    (between taking their calls and handing their postings to the writer) and how many are
+    not yet answered (preparing or waiting for their commit)."""
 
-    __slots__ = ("waiting", "busy")
+    __slots__ = ("waiting", "busy", "flying")
 
     def __init__(self) -> None:
         self.waiting: list[_Call] = []
         self.busy = 0
+        self.flying = 0
 
 
 class UnaryGroups:
     """The unary Split calls of every platform of the process, split in groups."""
 
-    def __init__(self, split_many: SplitMany, *, group_max: int, queue_max: int) -> None:
+    def __init__(self, split_many: SplitMany, *, group_max: int, queue_max: int,
+                 preparing_max: int = SPLIT_UNARY_PREPARING_MAX,
+                 groups_max: int = SPLIT_UNARY_GROUPS_MAX) -> None:
         self._split_many = split_many
         self._group_max = group_max
         self._queue_max = queue_max
+        self._preparing_max = preparing_max
+        self._groups_max = groups_max
         self._platforms: dict[int, _Platform] = {}
         self._pending = 0  # calls accepted and not yet answered, every platform
         self._tasks: set[asyncio.Task] = set()
@@ -90,31 +100,55 @@ class UnaryGroups:
         platform.waiting.append(_Call(command, respond, future))
         self._pending += 1
         metrics.SPLIT_UNARY_PENDING.inc()
-        if platform.busy < SPLIT_UNARY_GROUPS_MAX:
-            platform.busy += 1
-            task = asyncio.create_task(self._work(platform_id, platform))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._start(platform_id, platform)
         # a cancelled caller cancels only its wait: its group goes on
         return await asyncio.shield(future)
 
-    async def _work(self, platform_id: int, platform: _Platform) -> None:
-        """Split the platform's waiting calls, a group at a time, until none waits."""
-        try:
-            while platform.waiting:
-                group = platform.waiting[:self._group_max]
-                del platform.waiting[:self._group_max]
-                await self._split_group(platform_id, group)
-        finally:
-            platform.busy -= 1  # no await since the loop's test: no call is left behind
-            if not platform.busy and not platform.waiting:
-                self._platforms.pop(platform_id, None)
+    def _start(self, platform_id: int, platform: _Platform) -> None:
+        """A group for the platform's waiting calls, unless SPLIT_UNARY_PREPARING_MAX of
+        its groups are preparing or SPLIT_UNARY_GROUPS_MAX are not yet answered (the calls
+        then wait for one of them)."""
+        if (platform.waiting and platform.busy < self._preparing_max
+                and platform.flying < self._groups_max):
+            platform.busy += 1
+            platform.flying += 1
+            task = asyncio.create_task(self._group(platform_id, platform))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _split_group(self, platform_id: int, group: list[_Call]) -> None:
+    async def _group(self, platform_id: int, platform: _Platform) -> None:
+        """Split the calls waiting when this task runs (every call arrived since it was
+        started goes with it), at most `group_max`; the platform's next group may start
+        once this one's postings went to the writer."""
+        group = platform.waiting[:self._group_max]
+        del platform.waiting[:self._group_max]
+        freed = False
+
+        def free() -> None:  # prepared: the platform's next group may start
+            nonlocal freed
+            if not freed:
+                freed = True
+                platform.busy -= 1
+                self._start(platform_id, platform)
+
+        try:
+            if group:
+                await self._split_and_answer(platform_id, group, free)
+        finally:
+            free()
+            platform.flying -= 1
+            self._start(platform_id, platform)
+            if (not platform.flying and not platform.waiting
+                    and self._platforms.get(platform_id) is platform):
+                del self._platforms[platform_id]
+
+    async def _split_and_answer(self, platform_id: int, group: list[_Call],
+                                free: Callable[[], None]) -> None:
         metrics.SPLIT_UNARY_GROUP_SIZE.observe(len(group))
         try:
             outcomes: Sequence[object] = await self._split_many(
-                platform_id, [c.command for c in group], [c.respond for c in group])
+                platform_id, [c.command for c in group], [c.respond for c in group],
+                on_submit=free)
         except Exception as exc:  # noqa: BLE001 - a bug: the group's calls fail alone
             log.error("split of a group of unary calls failed unexpectedly", exc_info=True)
             outcomes = [exc] * len(group)
