@@ -169,10 +169,12 @@ class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitService
         error = checks.split_request_error(request, self._clock)
         if error is not None:
             raise error
-        reply = _SplitReply(request.order)
+        response = pb.SplitResponse()
+        reply = _SplitReply(request.order, response.split)  # built in place, not copied
         outcome = await self._split_one(principal().platform_id,
                                         _command(request, self._clock.now()), reply)
-        return pb.SplitResponse(split=reply.answer(outcome))
+        reply.answer(outcome)
+        return response
 
     async def split_order(self, platform_id: int, request_id: str,
                           order_message: bytes) -> int:
