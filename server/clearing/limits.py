@@ -122,7 +122,7 @@ STREAM_GROUPS_MAX = 2
 # answered (preparing or waiting for their commit); calls arriving meanwhile wait and go
 # together in the next group.
 SPLIT_UNARY_PREPARING_MAX = 1
-SPLIT_UNARY_GROUPS_MAX = 4
+SPLIT_UNARY_GROUPS_MAX = 64
 # SplitError.message: at most this many characters.
 SPLIT_ERROR_MESSAGE_LEN_MAX = 1024
 # Split alerts (an order that could not be split): message characters kept.
