@@ -67,13 +67,12 @@ class UnaryGroups:
     """The unary Split calls of every platform of the process, split in groups."""
 
     def __init__(self, split_many: SplitMany, *, group_max: int, queue_max: int,
-                 preparing_max: int = SPLIT_UNARY_PREPARING_MAX,
-                 groups_max: int = SPLIT_UNARY_GROUPS_MAX) -> None:
+                 preparing_max: int | None = None, groups_max: int | None = None) -> None:
         self._split_many = split_many
         self._group_max = group_max
         self._queue_max = queue_max
-        self._preparing_max = preparing_max
-        self._groups_max = groups_max
+        self._preparing_max = preparing_max or SPLIT_UNARY_PREPARING_MAX
+        self._groups_max = groups_max or SPLIT_UNARY_GROUPS_MAX
         self._platforms: dict[int, _Platform] = {}
         self._pending = 0  # calls accepted and not yet answered, every platform
         self._tasks: set[asyncio.Task] = set()
