@@ -12,7 +12,7 @@ NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 BUF := $(abspath $(VENV)/bin/buf)
 
-.PHONY: help venv node proto proto-check lint breaking run demo test test-fast bench-ledger bench bench-events bench-lock bench-unary bench-recon bench-partitions bench-backtest bench-reports loadtest mutation clean
+.PHONY: help venv node proto proto-check lint breaking run demo test test-fast bench-ledger bench bench-events bench-lock bench-unary bench-recon bench-partitions bench-backtest bench-reports loadtest mutation console-screenshots clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench-backtest SimulateRuleSet over ORDERS=1000000 recorded orders vs the bare read"
 	@echo "make bench-reports split summary of 2,000,000 splits a day and of a month of roll-ups,"
 	@echo "                   beside the raw aggregate query (BENCH_ARGS='--splits 20000')"
+	@echo "make console-screenshots  refresh docs/console-*.png (the README's) from the browser test"
 	@echo "make mutation      mutmut on money, evaluator, writer, verifier, payout rules; the score"
 	@echo "                   (MUTATION_ARGS='money evaluate --survivors')"
 
@@ -113,6 +114,11 @@ test: $(STAMP) $(NODE_STAMP) proto-check lint
 
 test-fast: $(STAMP) $(NODE_STAMP)
 	$(PYTEST) -m "not slow"; rc=$$?; rm -rf $$tmp; exit $$rc
+
+# The README's two console screenshots, taken by the browser test (Debian's chromium).
+console-screenshots: $(STAMP)
+	CLEARING_CONSOLE_SCREENSHOTS=$(abspath docs) $(PY) -m pytest -q -p no:xdist \
+		tests/integration/test_console_browser.py -k voucher
 
 # Load and benchmark harness (bench/README.md). Extra options: BENCH_ARGS / LOADTEST_ARGS.
 # The ceiling driver, then the backtest of ORDERS recorded orders (issue 13: `make bench`

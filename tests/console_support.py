@@ -25,9 +25,9 @@ from tests.payout_support import Payouts, keys, party, set_config
 from tests.report_support import b2b_world, order_b
 from tests.support import Client, Platform
 
-# Every page of the menu.
+# Every page of the menu, and the rule-set publish form.
 PAGES = ("/", "/splits", "/accounts", "/payouts", "/recon", "/recon/discrepancies", "/risk",
-         "/rules", "/events")
+         "/rules", "/rules/new", "/events")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 REVIEW_THRESHOLD_MINOR = 1_000
 PAYOUT_MINOR = 5_000

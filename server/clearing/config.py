@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from clearing.limits import AMOUNT_MINOR_MAX, RUN_HOUR_DEFAULT, TRANSFERS_PER_PAYOUT_MAX
+from clearing.limits import (AMOUNT_MINOR_MAX, RUN_HOUR_DEFAULT, TRANSFERS_PER_PAYOUT_MAX,
+                             WEBHOOK_PENDING_MAX)
 
 BIG_MINOR = AMOUNT_MINOR_MAX  # bound of the amounts settings accept
 
@@ -422,6 +423,10 @@ class EventSettings(_FromEnv):
         "CLEARING_WEBHOOK_ALLOW_HTTP_LOOPBACK", False,
         "1: http:// endpoints on loopback (dev and tests only)",
         low=0, high=1)
+    webhook_pending_max: int = env(
+        "CLEARING_WEBHOOK_PENDING_MAX", 100_000,
+        "an endpoint with more pending deliveries is disabled",
+        low=1, high=WEBHOOK_PENDING_MAX)
     webhook_previous_secret_s: int = env("CLEARING_WEBHOOK_PREVIOUS_SECRET_S", 86_400,
                                          "a rotated-out webhook secret still signs this long", low=0, high=30 * 86_400)
 

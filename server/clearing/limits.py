@@ -349,6 +349,10 @@ WEBHOOK_CLAIM_MAX = 100
 WEBHOOK_INFLIGHT_MAX = 32
 # A receiver's answer read (the rest is not kept) and kept per attempt.
 WEBHOOK_RESPONSE_BYTES_MAX = 1024
+# The most deliveries one endpoint may have pending (CLEARING_WEBHOOK_PENDING_MAX's ceiling):
+# above its setting the endpoint is disabled (reason BACKLOG), so a receiver that stays down
+# for the retry window does not grow the table without bound.
+WEBHOOK_PENDING_MAX = 1_000_000
 _require(EVENTS_READ_BATCH_MAX <= EVENTS_SEQUENCE_BATCH_MAX,
          "EVENTS_READ_BATCH_MAX <= EVENTS_SEQUENCE_BATCH_MAX")
 
@@ -363,5 +367,17 @@ CONSOLE_COUNT_MAX = 500
 CONSOLE_VOLUME_CACHE_S = 30
 # A sign-in form's key, and any text field of a console form, at most (characters).
 CONSOLE_FIELD_LEN_MAX = 1024
-_require(CONSOLE_PAGE_SIZE <= PAGE_SIZE_MAX and CONSOLE_COUNT_MAX <= PAGE_SIZE_MAX,
-         "console pages are list pages")
+# A statement export (CSV, XLSX) reads ListEntries pages of this size, and at most this many
+# rows: past it the file ends with a `truncated` line (CSV) or sheet note (XLSX).
+CONSOLE_EXPORT_PAGE_SIZE = 1000
+CONSOLE_EXPORT_ROWS_MAX = 100_000
+# The overview's splits per minute: today's splits read (ListSplits pages of
+# CONSOLE_EXPORT_PAGE_SIZE, newest first) at most; past it the chart starts at the oldest read.
+CONSOLE_CHART_SPLITS_MAX = 5_000
+# A backtest from the console (SimulateRuleSet) re-evaluates this many recent orders at most
+# (as the activation's swing check does).
+CONSOLE_BACKTEST_ORDERS_MAX = 20_000
+# The overview's receivers chart: the top this many receiving accounts.
+CONSOLE_TOP_RECEIVERS = 10
+_require(CONSOLE_PAGE_SIZE <= PAGE_SIZE_MAX and CONSOLE_COUNT_MAX <= PAGE_SIZE_MAX
+         and CONSOLE_EXPORT_PAGE_SIZE <= PAGE_SIZE_MAX, "console pages are list pages")

@@ -70,6 +70,11 @@ RECON_SWEEP_DISCREPANCIES = Counter(
     "Discrepancies the 7x24 reconciliation sweep raised (an alert each), by class"
     " (SPLIT_LEDGER_MISMATCH, PAYOUT_BANK_MISMATCH)", ["class"])
 
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "clearing_webhook_endpoints_disabled_total",
+    "Webhook endpoints the core disabled, by reason (backlog: more deliveries pending than"
+    " CLEARING_WEBHOOK_PENDING_MAX)", ["reason"])
+
 RISK_EVENTS_OPEN = Gauge(
     "clearing_risk_events_open",
     "Risk events waiting for a reviewer (OPEN or RESOLUTION_PROPOSED), every platform; read"

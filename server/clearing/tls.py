@@ -190,10 +190,12 @@ def check_pair(cert_pem: bytes, key_pem: bytes, cert_name: str, key_name: str) -
 class ClientCertificate:
     """A connection's client certificate: its subject (RFC 4514) and the platforms its URI
     SANs urn:clearing:platform:NAME name (sorted, distinct; normally one or none). A
-    certificate naming two platforms is bound to neither: every key is refused on it."""
+    certificate naming two platforms is bound to neither: every key is refused on it. A
+    certificate whose names cannot be parsed is `readable` False: every key is refused."""
 
     subject: str
     platforms: tuple[str, ...]
+    readable: bool = True
 
     @property
     def platform(self) -> str:
@@ -212,10 +214,17 @@ def peer_certificate(context) -> ClientCertificate | None:
 @functools.lru_cache(maxsize=IDENTITY_CACHE_MAX)
 def identity(pem: bytes) -> ClientCertificate:
     """What a client certificate says (parsed once per certificate)."""
-    cert = x509.load_pem_x509_certificate(pem)
-    platforms = {uri[len(PLATFORM_URI_PREFIX):] for uri in _uris(cert)
-                 if uri.startswith(PLATFORM_URI_PREFIX)}
-    return ClientCertificate(cert.subject.rfc4514_string(), tuple(sorted(platforms)))
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        subject = cert.subject.rfc4514_string()
+    except ValueError:  # the handshake's library accepted what `cryptography` cannot read
+        return ClientCertificate("", (), readable=False)
+    try:
+        platforms = {uri[len(PLATFORM_URI_PREFIX):] for uri in _uris(cert)
+                     if uri.startswith(PLATFORM_URI_PREFIX)}
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        return ClientCertificate(subject, (), readable=False)
+    return ClientCertificate(subject, tuple(sorted(platforms)))
 
 
 def _uris(cert: x509.Certificate) -> list[str]:

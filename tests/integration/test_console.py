@@ -101,7 +101,7 @@ async def test_pages_render_with_data(console, world):
             assert page.status_code == 200, (path, page.text[:2000])
             assert world.platform.key not in page.text
         overview = (await http.get("/")).text
-        assert "<svg" in overview and "CNY" in overview and "PENDING_REVIEW" in overview
+        assert "chart-data" in overview and "CNY" in overview and "PENDING_REVIEW" in overview
         found = await http.get("/splits", params={"order_id": s.order_id})
         assert found.status_code == 303 and found.headers["location"] == f"/splits/{s.split_id}"
         split = (await http.get(f"/splits/{s.split_id}")).text

@@ -49,10 +49,16 @@ from clearing.api import ledger as ledger_api
 from clearing.api import payout as payout_api
 from clearing.api import split as split_api
 from clearing.api import reconciliation as recon_api
+from clearing.api import audit as audit_api
+from clearing.api import event as event_api
+from clearing.api import report as report_api
+from clearing.api import risk as risk_api
 from clearing.api import rules_proto
 from clearing.v1 import (ledger_pb2, ledger_pb2_grpc, payout_pb2, payout_pb2_grpc,
                          reconciliation_pb2, reconciliation_pb2_grpc, rule_set_pb2, split_pb2,
                          split_pb2_grpc)
+from clearing.v1 import (audit_pb2, audit_pb2_grpc, event_pb2, event_pb2_grpc, report_pb2,
+                         report_pb2_grpc, risk_pb2, risk_pb2_grpc)
 from tests.payout_support import CARD
 from tests.support import Client
 
@@ -62,8 +68,13 @@ IN_FLIGHT = 16          # concurrent calls
 STREAMS = 8             # SplitStream calls, each with a few orders
 CALL_TIMEOUT_S = 30.0
 
+# Every service but PlatformService (the core's admin API: its calls change what every test
+# of the process shares, the business calendar and other platforms' keys; its validation is
+# tested in tests/integration/test_platform_admin*.py).
 SERVICES = ((ledger_pb2, ledger_pb2_grpc), (split_pb2, split_pb2_grpc),
-            (payout_pb2, payout_pb2_grpc), (reconciliation_pb2, reconciliation_pb2_grpc))
+            (payout_pb2, payout_pb2_grpc), (reconciliation_pb2, reconciliation_pb2_grpc),
+            (report_pb2, report_pb2_grpc), (risk_pb2, risk_pb2_grpc),
+            (audit_pb2, audit_pb2_grpc), (event_pb2, event_pb2_grpc))
 
 BAD_CODES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
              grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.DATA_LOSS}
@@ -96,7 +107,9 @@ ALLOWED_SHARE = 0.75
 ROLE_WEIGHTS = (40, 30, 10, 10, 10)
 MAIN_ROLES = frozenset({"gateway", "operator"})
 METHOD_ROLES = {**ledger_api.METHOD_ROLES, **split_api.METHOD_ROLES,
-                **payout_api.METHOD_ROLES, **recon_api.METHOD_ROLES}
+                **payout_api.METHOD_ROLES, **recon_api.METHOD_ROLES,
+                **report_api.METHOD_ROLES, **risk_api.METHOD_ROLES, **audit_api.METHOD_ROLES,
+                **event_api.METHOD_ROLES}
 
 RULE_SET = """
 name: default
@@ -157,11 +170,7 @@ def _meta(key: str | None) -> tuple:
 
 
 async def _call(channel, service: str, method: str, request, key: str | None):
-    stubs = {"LedgerService": ledger_pb2_grpc.LedgerServiceStub,
-             "SplitService": split_pb2_grpc.SplitServiceStub,
-             "PayoutService": payout_pb2_grpc.PayoutServiceStub,
-             "ReconciliationService": reconciliation_pb2_grpc.ReconciliationServiceStub}
-    stub = stubs[service](channel)
+    stub = STUBS[service](channel)
     return await getattr(stub, method)(request, metadata=_meta(key), timeout=CALL_TIMEOUT_S)
 
 
@@ -812,6 +821,10 @@ def _server_internal_answers() -> float:
     return sum(sample.value for metric in metrics.RPC_CALLS.collect()
                for sample in metric.samples
                if sample.name.endswith("_total") and sample.labels.get("code") == "INTERNAL")
+
+
+STUBS = {name: getattr(grpc_module, f"{name}Stub") for pb2, grpc_module in SERVICES
+         for name in pb2.DESCRIPTOR.services_by_name}
 
 
 def unary_methods() -> list[tuple[str, Any]]:

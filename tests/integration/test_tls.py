@@ -370,3 +370,51 @@ async def _no_messages(call):
 async def _drain(call) -> None:
     async for _ in call:
         pass
+
+
+def _unreadable_client(pki: Pki) -> tuple[bytes, bytes]:
+    """A client certificate the CA signed whose subjectAltName `cryptography` cannot parse
+    (a URI that is not IA5: the byte 0xff); TLS libraries accept it on the handshake."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+    import datetime as dt
+    ca = x509.load_pem_x509_certificate(pki.ca)
+    ca_key = serialization.load_pem_private_key(pki.ca_key, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd gateway")]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.UnrecognizedExtension(
+                ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x86\x01\xff"),
+                critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM,
+                              serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+async def test_a_client_certificate_whose_names_cannot_be_read_is_refused(
+        database_url, redis_url, redis_prefix, pki, platform):
+    """Found in review: a certificate the CA signed but whose subjectAltName `cryptography`
+    cannot parse answered INTERNAL on every call. It is refused with PERMISSION_DENIED and
+    CLIENT_CERTIFICATE_UNREADABLE: which platform it names cannot be known."""
+    cert, key = pki.server_files()
+    async with tls_server(database_url, redis_url, redis_prefix, TlsSettings(
+            cert=cert, key=key, client_ca=pki.write("clients.pem", pki.ca))) as running:
+        async with secure(running.port, pki.ca, _unreadable_client(pki)) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await list_accounts(ch, platform.key)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, err.value
+            assert details(err.value)[0] == "CLIENT_CERTIFICATE_UNREADABLE"
+        async with secure(running.port, pki.ca, pki.client(platform.name)) as ch:
+            await list_accounts(ch, platform.key)  # a readable one still works

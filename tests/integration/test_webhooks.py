@@ -242,3 +242,53 @@ async def test_redeliveries_never_queue_more_than_one_per_event(channel, platfor
             endpoint_id, int(DeliveryState.PENDING)) == 1
     finally:
         await conn.close()
+
+
+async def test_an_endpoint_over_the_pending_maximum_is_disabled(database_url, redis_url,
+                                                                  redis_prefix, platform):
+    """Found in review: the deliveries of an endpoint that stays down grew for the whole
+    retry window (a day) with no maximum. Above CLEARING_WEBHOOK_PENDING_MAX pending (here 3)
+    the endpoint is disabled with reason BACKLOG and its pending deliveries fail; one at the
+    maximum exactly stays enabled; a disabled-by-request endpoint says REQUESTED."""
+    srv = await server.start(_hook_settings(database_url, redis_url, redis_prefix,
+                                            webhook_pending_max=3), migrate=False)
+    ch = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")
+    conn = await asyncpg.connect(database_url)
+    try:
+        events = Events(ch, platform.key)
+        over, at = [(await events.call("CreateWebhookEndpoint", pb.CreateWebhookEndpointRequest(
+            url=f"https://hooks.example.invalid/{name}"))).endpoint.endpoint_id
+            for name in ("over", "at")]
+        for endpoint_id, pending in ((over, 4), (at, 3)):  # not due for an hour: no attempt
+            await conn.execute(
+                "INSERT INTO webhook_deliveries (endpoint_id, platform_id, seq, resource_id,"
+                " state, next_attempt_at) SELECT $1, $2, s, 'r' || s, $3,"
+                " now() + interval '1 hour' FROM generate_series(1, $4) s",
+                endpoint_id, platform.platform_id, int(DeliveryState.PENDING), pending)
+
+        async def endpoints() -> dict[int, pb.WebhookEndpoint]:
+            listed = await events.call("ListWebhookEndpoints", pb.ListWebhookEndpointsRequest())
+            return {e.endpoint_id: e for e in listed.endpoints}
+
+        async def over_disabled() -> bool:
+            return not (await endpoints())[over].enabled
+
+        await wait_for(over_disabled, timeout_s=15)
+        got = await endpoints()
+        assert got[over].disabled_reason == pb.WEBHOOK_DISABLED_REASON_BACKLOG
+        assert got[over].HasField("disabled_at")
+        assert got[at].enabled and got[at].disabled_reason == \
+            pb.WEBHOOK_DISABLED_REASON_UNSPECIFIED and not got[at].HasField("disabled_at")
+        states = {r["endpoint_id"]: sorted(r["states"]) for r in await conn.fetch(
+            "SELECT endpoint_id, array_agg(state) AS states FROM webhook_deliveries"
+            " WHERE endpoint_id = ANY($1) GROUP BY endpoint_id", [over, at])}
+        assert states == {over: [int(DeliveryState.FAILED)] * 4,
+                          at: [int(DeliveryState.PENDING)] * 3}
+
+        await events.call("DisableWebhookEndpoint", pb.DisableWebhookEndpointRequest(
+            endpoint_id=at))
+        assert (await endpoints())[at].disabled_reason == pb.WEBHOOK_DISABLED_REASON_REQUESTED
+    finally:
+        await conn.close()
+        await ch.close()
+        await srv.stop()

@@ -89,6 +89,7 @@ PAIRS = [
     (risk.RiskAction, risk_pb2.RiskAction.DESCRIPTOR),
     (risk.RiskEventState, risk_pb2.RiskEventState.DESCRIPTOR),
     (events_model.DeliveryState, event_pb2.WebhookDeliveryState.DESCRIPTOR),
+    (events_model.DisabledReason, event_pb2.WebhookDisabledReason.DESCRIPTOR),
     (risk.RiskDecision, risk_pb2.RiskDecision.DESCRIPTOR),
     (platforms.ChangeState, platform_pb2.PayoutConfigChangeState.DESCRIPTOR),
     (platforms.DayKind, platform_pb2.CalendarDayKind.DESCRIPTOR),

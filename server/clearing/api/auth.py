@@ -107,6 +107,11 @@ class KeyStore:
         names none, `required` or not, never on a platform's. PERMISSION_DENIED otherwise."""
         if cert is None or binding == TLS_BINDING_OFF:
             return
+        if not cert.readable:
+            raise PermissionDenied(
+                "this connection's client certificate has names (subjectAltName) that cannot "
+                "be read, so the platform it is bound to cannot be known",
+                reason=Reason.CLIENT_CERTIFICATE_UNREADABLE)
         if not cert.platforms:
             if binding == TLS_BINDING_REQUIRED and not who.is_admin:
                 raise PermissionDenied(

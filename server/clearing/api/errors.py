@@ -25,20 +25,34 @@ def bug_reason(exc: BaseException) -> Reason:
     return reason if isinstance(reason, Reason) else Reason.INTERNAL
 
 
-def _aborted(exc: BaseException) -> BaseException:
+def aborted(exc: BaseException) -> BaseException:
     """A transaction PostgreSQL aborted (a lock cycle, e.g. an operator action against the
-    writer's late order; a serialization failure) as UNAVAILABLE: nothing of that
-    transaction stands and a retry with the same request id is safe. Anything else as is."""
+    writer's late order; a serialization failure), or the database out of reach
+    (_CONNECTION_FAILURES), as UNAVAILABLE: nothing of that transaction stands and a retry
+    with the same request id is safe. Anything else as is."""
     if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)):
         return Unavailable("the database aborted a transaction of this request (a lock"
                            " conflict); retry with the same request_id",
                            reason=Reason.DATABASE_UNAVAILABLE)
+    if isinstance(exc, _CONNECTION_FAILURES):
+        return Unavailable("the database refused or lost this request's connection; retry"
+                           " with the same request_id", reason=Reason.DATABASE_UNAVAILABLE)
     return exc
+
+
+# The database out of reach, not the request's fault (found by the fuzz test on a loaded
+# machine: "sorry, too many clients already" answered INTERNAL): its connection refused (too
+# many clients, starting up or shutting down, the server gone) or lost mid-request. A retry
+# with the same request id is safe: a write either committed (the retry answers it) or not.
+_CONNECTION_FAILURES = (asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError,
+                        asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
+                        asyncpg.CrashShutdownError, asyncpg.ConnectionDoesNotExistError,
+                        ConnectionError)
 
 
 def status_for(exc: BaseException) -> grpc.Status:
     """The gRPC status (with details in trailing metadata) for any exception."""
-    exc = _aborted(exc)
+    exc = aborted(exc)
     if isinstance(exc, ClearingError):
         code_name, reason, message = exc.code, exc.reason, exc.message
         metadata = exc.metadata
@@ -98,5 +112,5 @@ def _bad_request(exc: InvalidArgument) -> tuple[error_details_pb2.BadRequest, in
 
 
 def code_name(exc: BaseException) -> str:
-    exc = _aborted(exc)
+    exc = aborted(exc)
     return exc.code if isinstance(exc, ClearingError) else "INTERNAL"

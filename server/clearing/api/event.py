@@ -84,7 +84,9 @@ def webhook_body(e: Event) -> bytes:
 def endpoint_message(e: Endpoint) -> pb.WebhookEndpoint:
     return pb.WebhookEndpoint(endpoint_id=e.endpoint_id, url=e.url, types=list(e.types),
                               description=e.description, enabled=e.enabled,
-                              created_at=timestamp(e.created_at))
+                              created_at=timestamp(e.created_at),
+                              disabled_at=timestamp(e.disabled_at) if e.disabled_at else None,
+                              disabled_reason=int(e.disabled_reason))
 
 
 def delivery_message(d: Delivery) -> pb.WebhookDelivery:

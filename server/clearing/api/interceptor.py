@@ -17,7 +17,7 @@ import grpc
 
 from clearing import audit, logs, metrics, tls
 from clearing.api.auth import KeyStore
-from clearing.api.errors import code_name, status_for
+from clearing.api.errors import aborted, code_name, status_for
 from clearing.config import TLS_BINDING_OPTIONAL
 from clearing.errors import (ClearingError, FieldViolation, InvalidArgument,
                              PermissionDenied, Unauthenticated)
@@ -154,8 +154,10 @@ class ClearingInterceptor:
         latency = metrics.RPC_LATENCY.labels(short)
 
         async def fail(context, exc: BaseException) -> None:
-            if not isinstance(exc, ClearingError):
+            if not isinstance(aborted(exc), ClearingError):
                 log.error("internal error in %s", short, exc_info=exc)
+            elif not isinstance(exc, ClearingError):  # the database aborted or out of reach
+                log.warning("%s answered UNAVAILABLE: %r", short, exc)
             status = status_for(exc)
             await context.abort(status.code, status.details, status.trailing_metadata)
 

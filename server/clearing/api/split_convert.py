@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2
 
 from clearing.api.convert import timestamp
-from clearing.api.errors import bug_reason, code_name
+from clearing.api.errors import aborted, bug_reason, code_name
 from clearing.errors import ClearingError, InvalidArgument
 from clearing.limits import SPLIT_ERROR_MESSAGE_LEN_MAX
 from clearing.rules.model import HoldReason, Order
@@ -267,6 +267,7 @@ def _add_action(split_msg: pb.Split, act: pb.SplitAction) -> None:
 def split_error(exc: BaseException) -> pb.SplitError:
     """What the unary Split would have answered for `exc`, as one order's SplitError (a
     bug shows only its reason, as on the wire)."""
+    exc = aborted(exc)
     if isinstance(exc, ClearingError):
         reason, message, metadata = exc.reason, exc.message, exc.metadata
     else:

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -28,18 +27,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from clearing.console.overview import bar_chart, parse_channel_analysis, platform_today
+from clearing.console import exports, rule_pages
+from clearing.console.overview import figures
 from clearing.console.sessions import Session, SessionStore
 from clearing.console.web import (Refused, SecurityHeaders, _amount, _as_dict, _back,
                                   _enum_name, _event_link, _int, _money, _pdf,
-                                  _rule_set_text, _split_search, _text, _token, _ts)
+                                  _split_search, _text, _token, _ts)
 from clearing.events.model import EventType
 from clearing.limits import DEFAULT_TIME_ZONE
 from clearing.limits import (CONSOLE_COUNT_MAX, CONSOLE_FIELD_LEN_MAX, CONSOLE_PAGE_SIZE,
-                             CONSOLE_VOLUME_CACHE_S, INT64_MAX)
+                             CONSOLE_EXPORT_ROWS_MAX, CONSOLE_TOP_RECEIVERS, INT64_MAX)
 from clearing_client import ClearingClient, ClearingRpcError
 from clearing_client.v1 import ledger_pb2, payout_pb2, reconciliation_pb2 as rpb
-from clearing_client.v1 import report_pb2, risk_pb2, rule_set_pb2, split_pb2
+from clearing_client.v1 import risk_pb2, rule_set_pb2, split_pb2
 
 log = logging.getLogger("clearing.console")
 HERE = Path(__file__).parent
@@ -236,36 +236,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
         return f"{n}+" if response.next_page_token else str(n)
 
     async def overview(request: Request, session: Session, c: ClearingClient, _f) -> Response:
-        today = platform_today()
-        first = today.replace(day=1)
-        volume_error = ""
-        volume = None
-        # The month's report is read once per CONSOLE_VOLUME_CACHE_S per session: a
-        # reload does not start another export (a server streams a few at once).
-        cached = session.cache.get("volume")
-        if cached and cached[0] > time.monotonic() and cached[1] == today:
-            volume = cached[2]
-        else:
-            try:
-                chunks = []
-                stream = c.report.ExportReport(report_pb2.ExportReportRequest(
-                    report_name="channel_analysis", from_date=first.isoformat(),
-                    to_date=today.isoformat(), format=report_pb2.REPORT_FORMAT_CSV),
-                    metadata=c.metadata, timeout=config.call_timeout_s)
-                async for message in stream:
-                    chunks.append(message.chunk)
-                volume = parse_channel_analysis(b"".join(chunks))
-                session.cache["volume"] = (time.monotonic() + CONSOLE_VOLUME_CACHE_S, today,
-                                           volume)
-            except grpc.aio.AioRpcError as err:
-                e = ClearingRpcError.from_call(err)
-                volume_error = f"{e.code.name} {e.reason}: {e.message}"
-        currencies = []
-        for currency in sorted(volume.days) if volume else ():
-            currencies.append({
-                "currency": currency, "today": volume.total(currency, today),
-                "month": volume.total(currency, first),
-                "chart": bar_chart(currency, volume.days[currency], first, today)})
+        found = await figures(c, session.cache, config.call_timeout_s)
         payout_states = [s for s in payout_pb2.PayoutState.values() if s]
         counts = await asyncio.gather(
             *(_count(c.list_payouts(states=[s], page_size=CONSOLE_COUNT_MAX), "payouts")
@@ -276,9 +247,9 @@ def create_app(config: ConsoleConfig) -> Starlette:
                 state=risk_pb2.RISK_EVENT_STATE_OPEN, page_size=CONSOLE_COUNT_MAX)), "events"))
         payouts = [(_enum_name(payout_pb2.PayoutState, s, "PAYOUT_STATE_"), n)
                    for s, n in zip(payout_states, counts)]
-        return page(request, "overview.html", session, today=today, first=first,
-                    currencies=currencies, volume_error=volume_error, payouts=payouts,
-                    open_discrepancies=counts[-2], open_risk=counts[-1])
+        return page(request, "overview.html", session, **found, payouts=payouts,
+                    open_discrepancies=counts[-2], open_risk=counts[-1],
+                    top_n=CONSOLE_TOP_RECEIVERS)
 
     # ---- splits ------------------------------------------------------------------------
 
@@ -344,7 +315,8 @@ def create_app(config: ConsoleConfig) -> Starlette:
         entries = await c.list_entries(account_id, page_size=CONSOLE_PAGE_SIZE,
                                        page_token=_token(request))
         return page(request, "account.html", session, account=account, balance=balance,
-                    entries=entries.entries, next_token=entries.next_page_token)
+                    entries=entries.entries, next_token=entries.next_page_token,
+                    export_max=CONSOLE_EXPORT_ROWS_MAX)
 
     # ---- payouts -----------------------------------------------------------------------
 
@@ -498,32 +470,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
             note=_text(form, "note", required=True)))
         return _back(f"/risk/{event_id}", "resolution recorded")
 
-    # ---- rule sets, events -------------------------------------------------------------
-
-    async def rules(request: Request, session: Session, c: ClearingClient, _f) -> Response:
-        response = await c.list_rule_sets(rule_set_name=_text(request.query_params, "name"),
-                                          page_size=CONSOLE_PAGE_SIZE,
-                                          page_token=_token(request))
-        return page(request, "rules.html", session, rule_sets=response.rule_sets,
-                    next_token=response.next_page_token,
-                    name=request.query_params.get("name", ""))
-
-    async def rule_set(request: Request, session: Session, c: ClearingClient,
-                       _f) -> Response:
-        name = request.path_params["name"]
-        version = request.path_params["version"]
-        found = await c.get_rule_set(name, version)
-        text = _rule_set_text(found)
-        other = _int(request, "diff", low=1)
-        diff = None
-        if other:
-            import difflib
-            against = _rule_set_text(await c.get_rule_set(name, other))
-            diff = list(difflib.unified_diff(against.splitlines(), text.splitlines(),
-                                             f"{name} v{other}", f"{name} v{version}",
-                                             lineterm=""))
-        return page(request, "rule_set.html", session, rule_set=found, text=text,
-                    diff=diff, other=other or "")
+    # ---- events ------------------------------------------------------------------------
 
     async def events(request: Request, session: Session, c: ClearingClient, _f) -> Response:
         kind = _text(request.query_params, "type")
@@ -567,8 +514,8 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/risk", view(risk)),
         Route("/risk/{event_id:int}", view(risk_event)),
         Route("/risk/{event_id:int}/resolve", view(risk_resolve, post=True), methods=["POST"]),
-        Route("/rules", view(rules)),
-        Route("/rules/{name}/{version:int}", view(rule_set)),
+        *rule_pages.routes(view, page, config.call_timeout_s),
+        *exports.routes(view),
         Route("/events", view(events)),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -189,8 +189,9 @@ def _rule_set_text(rule_set) -> str:
     import yaml
 
     doc = _as_dict(rule_set)
-    for key in ("version", "status", "content_sha256", "create_time", "activate_time",
-                "published_by", "activated_by"):
+    for key in ("rule_set_id", "version", "status", "content_sha256", "create_time",
+                "publish_time", "activate_time", "supersede_time", "published_by",
+                "activated_by", "level_count"):
         doc.pop(key, None)
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 

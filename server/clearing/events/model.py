@@ -49,6 +49,14 @@ def resource_of(event_type: str) -> str:
     return event_type.split(".", 1)[0]
 
 
+class DisabledReason(enum.IntEnum):
+    """Why a webhook endpoint was disabled (mirrors clearing.v1.WebhookDisabledReason)."""
+
+    UNSPECIFIED = 0
+    REQUESTED = 1
+    BACKLOG = 2
+
+
 class DeliveryState(enum.IntEnum):
     """A webhook delivery's state (mirrors clearing.v1.WebhookDeliveryState)."""
 
@@ -78,6 +86,8 @@ class Endpoint:
     description: str
     enabled: bool
     created_at: dt.datetime
+    disabled_at: dt.datetime | None = None
+    disabled_reason: DisabledReason = DisabledReason.UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from clearing import metrics
 from clearing.clock import Clock
 from clearing.config import EventSettings
 from clearing.errors import NotFound, ResourceExhausted, Violations
-from clearing.events.model import Attempt, Delivery, DeliveryState, Endpoint, Event, EventType
+from clearing.events.model import (Attempt, Delivery, DeliveryState, DisabledReason, Endpoint,
+                                   Event, EventType)
 from clearing.limits import (EVENT_TYPES_MAX, WEBHOOK_CLAIM_MAX, WEBHOOK_DESCRIPTION_LEN_MAX,
                              WEBHOOK_ENDPOINTS_MAX, WEBHOOK_INFLIGHT_MAX,
                              WEBHOOK_RESPONSE_BYTES_MAX, WEBHOOK_URL_LEN_MAX)
@@ -46,6 +48,7 @@ from clearing.values import text_problem
 log = logging.getLogger("clearing.events.webhooks")
 
 SIGNATURE_HEADER = "Clearing-Signature"
+BACKLOG_CHECK_S = 5.0  # how often a deliverer looks for endpoints over the pending maximum
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "clearing-webhooks/1"
 _LOOPBACK_NAMES = {"localhost"}
@@ -187,12 +190,14 @@ def description_violations(v: Violations, text: str) -> None:
         v.add("description", problem)
 
 
-_ENDPOINT_COLUMNS = "endpoint_id, platform_id, url, types, description, enabled, created_at"
+_ENDPOINT_COLUMNS = ("endpoint_id, platform_id, url, types, description, enabled, created_at,"
+                     " disabled_at, disabled_reason")
 
 
 def _endpoint(row: asyncpg.Record) -> Endpoint:
     return Endpoint(row["endpoint_id"], row["platform_id"], row["url"], tuple(row["types"]),
-                    row["description"], row["enabled"], row["created_at"])
+                    row["description"], row["enabled"], row["created_at"],
+                    row["disabled_at"], DisabledReason(row["disabled_reason"]))
 
 
 async def create_endpoint(conn: asyncpg.Connection, platform_id: int, url: str,
@@ -231,16 +236,48 @@ async def disable_endpoint(conn: asyncpg.Connection, platform_id: int,
     """Disabled: nothing more is delivered; its pending deliveries fail."""
     async with conn.transaction():
         row = await conn.fetchrow(
-            "UPDATE webhook_endpoints SET enabled = false, disabled_at = now()"
+            "UPDATE webhook_endpoints SET enabled = false, disabled_at = now(),"
+            f" disabled_reason = {DisabledReason.REQUESTED:d}"
             " WHERE endpoint_id = $1 AND platform_id = $2 AND enabled"
             f" RETURNING {_ENDPOINT_COLUMNS}", endpoint_id, platform_id)
         if row is None:
             raise _no_endpoint(endpoint_id)
-        await conn.execute(
-            f"UPDATE webhook_deliveries SET state = {DeliveryState.FAILED:d},"
-            " finished_at = now() WHERE endpoint_id = $1"
-            f" AND state = {DeliveryState.PENDING:d}", endpoint_id)
+        await conn.execute(_SQL_FAIL_PENDING, endpoint_id)
     return _endpoint(row)
+
+
+_SQL_FAIL_PENDING = (f"UPDATE webhook_deliveries SET state = {DeliveryState.FAILED:d},"
+                     " finished_at = now() WHERE endpoint_id = $1"
+                     f" AND state = {DeliveryState.PENDING:d}")
+
+# Endpoints with more than $1 deliveries pending (counted on the pending-only index).
+_SQL_BACKLOGGED = f"""
+SELECT endpoint_id FROM webhook_deliveries WHERE state = {DeliveryState.PENDING:d}
+GROUP BY endpoint_id HAVING count(*) > $1
+"""
+
+
+async def disable_backlogged(conn: asyncpg.Connection, pending_max: int) -> list[Endpoint]:
+    """Every enabled endpoint with more than `pending_max` deliveries pending is disabled
+    (reason BACKLOG) and its pending deliveries fail: the queue of a receiver that stays down
+    is bounded. The events stay readable (ListEvents); returns the endpoints disabled."""
+    disabled = []
+    for endpoint_id in [r["endpoint_id"] for r in await conn.fetch(_SQL_BACKLOGGED, pending_max)]:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE webhook_endpoints SET enabled = false, disabled_at = now(),"
+                f" disabled_reason = {DisabledReason.BACKLOG:d}"
+                f" WHERE endpoint_id = $1 AND enabled RETURNING {_ENDPOINT_COLUMNS}",
+                endpoint_id)
+            if row is None:  # disabled meanwhile (by request, or by another process)
+                continue
+            await conn.execute(_SQL_FAIL_PENDING, endpoint_id)
+        endpoint = _endpoint(row)
+        log.warning("webhook endpoint %s of platform %s disabled: more than %s deliveries "
+                    "pending", endpoint.endpoint_id, endpoint.platform_id, pending_max)
+        metrics.WEBHOOK_ENDPOINTS_DISABLED.labels("backlog").inc()
+        disabled.append(endpoint)
+    return disabled
 
 
 async def rotate_secret(conn: asyncpg.Connection, platform_id: int, endpoint_id: int,
@@ -384,6 +421,7 @@ class Deliverer(Periodic):
         self._body_of = body_of
         self._session = None
         self._inflight: set[asyncio.Task] = set()
+        self._backlog_checked = float("-inf")
 
     @property
     def interval_s(self) -> float:
@@ -411,7 +449,12 @@ class Deliverer(Periodic):
 
     async def tick(self) -> None:
         """Claim what is due, up to the free attempt slots, and start the attempts without
-        waiting for them: a slow receiver holds its slots, not the other endpoints'."""
+        waiting for them: a slow receiver holds its slots, not the other endpoints'. Every
+        BACKLOG_CHECK_S, endpoints with too many deliveries pending are disabled."""
+        if time.monotonic() - self._backlog_checked >= BACKLOG_CHECK_S:
+            self._backlog_checked = time.monotonic()
+            async with self._pool.acquire() as conn:
+                await disable_backlogged(conn, self._settings.webhook_pending_max)
         while not self._stopping.is_set():
             room = min(WEBHOOK_CLAIM_MAX, WEBHOOK_INFLIGHT_MAX - len(self._inflight))
             if room <= 0:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from clearing.console.overview import bar_chart, parse_channel_analysis
+from clearing.console.overview import (ZONE, chart_spec, daily_chart, minute_counts,
+                                       parse_channel_analysis, parse_split_summary,
+                                       receivers_chart, top_receivers)
 from clearing.console.sessions import SessionStore
 
 
@@ -77,12 +79,59 @@ def test_the_channel_analysis_csv_by_currency_and_day():
     assert volume.total("EUR", dt.date(2026, 12, 1)) == (0, 0)
 
 
-def test_the_chart_has_a_bar_a_day_and_escapes_its_labels():
+def test_the_daily_chart_has_a_bar_a_day_with_exact_tips():
     volume = parse_channel_analysis(CSV)
-    svg = bar_chart("CNY", volume.days["CNY"], dt.date(2026, 12, 1), dt.date(2026, 12, 4))
-    assert svg.startswith("<svg") and svg.count("<rect") == 4
-    assert "2026-12-01: 2500.00 CNY, 3 payments" in svg
-    empty = bar_chart("CNY", {}, dt.date(2026, 12, 1), dt.date(2026, 12, 1))
-    assert empty.count("<rect") == 1 and 'height="0"' in empty
-    assert "<script" not in bar_chart("<script>", {}, dt.date(2026, 12, 1),
-                                      dt.date(2026, 12, 1))
+    spec = daily_chart("CNY", volume.days["CNY"], dt.date(2026, 12, 1), dt.date(2026, 12, 4))
+    assert spec["type"] == "bar"
+    assert spec["labels"] == ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
+    [data] = spec["datasets"]
+    assert data["data"] == [2500.0, 0.0, 50.0, 0.0]
+    assert data["tips"] == ["2500.00 CNY, 3 payments", "0.00 CNY, 0 payments",
+                            "50.00 CNY, 1 payments", "0.00 CNY, 0 payments"]
+
+
+def test_a_chart_in_a_page_cannot_close_its_script_block():
+    import jinja2
+
+    spec = chart_spec("bar", "x", ["</script><script>alert(1)</script>"], [])
+    env = jinja2.Environment(autoescape=True)
+    out = env.from_string('<script type="application/json">{{ s | tojson }}</script>'
+                          ).render(s=spec)
+    assert out.count("</script>") == 1 and "<script>" not in out.split(">", 1)[1]
+
+
+SUMMARY = (b"line,currency_code,account_id,external_ref,rule_set_name,rule_set_version,"
+           b"rule_name,leg_count,amount_minor,amount\r\n"
+           b"detail,CNY,11,SUP,b2b,1,base,2,139160,1391.60\r\n"
+           b"detail,CNY,11,SUP,b2b,2,base,1,1000,10.00\r\n"
+           b"detail,CNY,12,LOG,b2b,1,base,2,39760,397.60\r\n"
+           b"detail,CNY,13,PLAT,b2b,1,base,2,39760,397.60\r\n"
+           b"detail,USD,21,US,us,1,base,1,500,5.00\r\n"
+           b"total,CNY,,,,,,7,219680,2196.80\r\n")
+
+
+def test_top_receivers_of_the_month_with_today_beside():
+    month = parse_split_summary(SUMMARY)
+    assert month[("CNY", 11, "SUP")] == 140_160
+    today = {("CNY", 12, "LOG"): 19_880}
+    top = top_receivers(today, month, n=2)
+    # CNY: SUP 1401.60, then LOG and PLAT tied at 397.60: the lower account id first
+    assert [(r.currency, r.account_id, r.today_minor, r.month_minor) for r in top] == [
+        ("CNY", 11, 0, 140_160), ("CNY", 12, 19_880, 39_760), ("USD", 21, 0, 500)]
+    spec = receivers_chart("CNY", top)
+    assert spec["labels"] == ["SUP", "LOG"]
+    assert spec["datasets"][1]["tips"] == ["this month 1401.60 CNY", "this month 397.60 CNY"]
+
+
+def test_minute_counts_are_local_minutes_of_the_day_up_to_now():
+    day = dt.date(2026, 12, 8)
+
+    def at(d: int, h: int, m: int, s: int) -> dt.datetime:
+        return dt.datetime(2026, 12, d, h, m, s, tzinfo=ZONE).astimezone(dt.timezone.utc)
+
+    times = [at(8, 10, 3, 59), at(8, 10, 3, 0), at(8, 10, 5, 30), at(7, 23, 59, 59)]
+    assert minute_counts(times, day, at(8, 10, 5, 31)) == (
+        ["10:03", "10:04", "10:05"], [2, 0, 1])
+    # a past day runs to its last minute
+    labels, counts = minute_counts(times, day, at(9, 1, 0, 0))
+    assert labels[0] == "10:03" and labels[-1] == "23:59" and sum(counts) == 3

@@ -31,15 +31,17 @@ from clearing_client.v1 import split_pb2 as clearing_dot_v1_dot_split__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63learing/v1/event.proto\x12\x0b\x63learing.v1\x1a\x18\x63learing/v1/ledger.proto\x1a\x18\x63learing/v1/payout.proto\x1a clearing/v1/reconciliation.proto\x1a\x16\x63learing/v1/risk.proto\x1a\x1a\x63learing/v1/rule_set.proto\x1a\x17\x63learing/v1/split.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x03\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12#\n\x05split\x18\n \x01(\x0b\x32\x12.clearing.v1.SplitH\x00\x12%\n\x06payout\x18\x0b \x01(\x0b\x32\x13.clearing.v1.PayoutH\x00\x12\'\n\x07\x61\x63\x63ount\x18\x0c \x01(\x0b\x32\x14.clearing.v1.AccountH\x00\x12(\n\x08rule_set\x18\r \x01(\x0b\x32\x14.clearing.v1.RuleSetH\x00\x12,\n\nrisk_event\x18\x0e \x01(\x0b\x32\x16.clearing.v1.RiskEventH\x00\x12/\n\x0b\x64iscrepancy\x18\x0f \x01(\x0b\x32\x18.clearing.v1.DiscrepancyH\x00\x42\n\n\x08resource\"3\n\x12WatchEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12\r\n\x05types\x18\x02 \x03(\t\"9\n\x13WatchEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.clearing.v1.Event\"E\n\x11ListEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12\r\n\x05types\x18\x02 \x03(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"M\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.clearing.v1.Event\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"\x98\x01\n\x0fWebhookEndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05types\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x1c\x43reateWebhookEndpointRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"_\n\x1d\x43reateWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x1d\n\x1bListWebhookEndpointsRequest\"O\n\x1cListWebhookEndpointsResponse\x12/\n\tendpoints\x18\x01 \x03(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\"4\n\x1d\x44isableWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"P\n\x1e\x44isableWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\"1\n\x1aRotateWebhookSecretRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"\x96\x01\n\x1bRotateWebhookSecretResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x37\n\x13previous_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x0eWebhookAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x05\x12\x13\n\x0bstatus_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xa3\x02\n\x0fWebhookDelivery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\x03\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12\x30\n\x05state\x18\x05 \x01(\x0e\x32!.clearing.v1.WebhookDeliveryState\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_attempt_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x1b.clearing.v1.WebhookAttempt\"Z\n\x1cListWebhookDeliveriesRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x1dListWebhookDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.clearing.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x17RedeliverWebhookRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x03\"J\n\x18RedeliverWebhookResponse\x12.\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookDelivery*\xab\x01\n\x14WebhookDeliveryState\x12&\n\"WEBHOOK_DELIVERY_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eWEBHOOK_DELIVERY_STATE_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATE_DELIVERED\x10\x02\x12!\n\x1dWEBHOOK_DELIVERY_STATE_FAILED\x10\x03\x32\xbc\x06\n\x0c\x45ventService\x12R\n\x0bWatchEvents\x12\x1f.clearing.v1.WatchEventsRequest\x1a .clearing.v1.WatchEventsResponse0\x01\x12M\n\nListEvents\x12\x1e.clearing.v1.ListEventsRequest\x1a\x1f.clearing.v1.ListEventsResponse\x12n\n\x15\x43reateWebhookEndpoint\x12).clearing.v1.CreateWebhookEndpointRequest\x1a*.clearing.v1.CreateWebhookEndpointResponse\x12k\n\x14ListWebhookEndpoints\x12(.clearing.v1.ListWebhookEndpointsRequest\x1a).clearing.v1.ListWebhookEndpointsResponse\x12q\n\x16\x44isableWebhookEndpoint\x12*.clearing.v1.DisableWebhookEndpointRequest\x1a+.clearing.v1.DisableWebhookEndpointResponse\x12h\n\x13RotateWebhookSecret\x12\'.clearing.v1.RotateWebhookSecretRequest\x1a(.clearing.v1.RotateWebhookSecretResponse\x12n\n\x15ListWebhookDeliveries\x12).clearing.v1.ListWebhookDeliveriesRequest\x1a*.clearing.v1.ListWebhookDeliveriesResponse\x12_\n\x10RedeliverWebhook\x12$.clearing.v1.RedeliverWebhookRequest\x1a%.clearing.v1.RedeliverWebhookResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63learing/v1/event.proto\x12\x0b\x63learing.v1\x1a\x18\x63learing/v1/ledger.proto\x1a\x18\x63learing/v1/payout.proto\x1a clearing/v1/reconciliation.proto\x1a\x16\x63learing/v1/risk.proto\x1a\x1a\x63learing/v1/rule_set.proto\x1a\x17\x63learing/v1/split.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x03\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12#\n\x05split\x18\n \x01(\x0b\x32\x12.clearing.v1.SplitH\x00\x12%\n\x06payout\x18\x0b \x01(\x0b\x32\x13.clearing.v1.PayoutH\x00\x12\'\n\x07\x61\x63\x63ount\x18\x0c \x01(\x0b\x32\x14.clearing.v1.AccountH\x00\x12(\n\x08rule_set\x18\r \x01(\x0b\x32\x14.clearing.v1.RuleSetH\x00\x12,\n\nrisk_event\x18\x0e \x01(\x0b\x32\x16.clearing.v1.RiskEventH\x00\x12/\n\x0b\x64iscrepancy\x18\x0f \x01(\x0b\x32\x18.clearing.v1.DiscrepancyH\x00\x42\n\n\x08resource\"3\n\x12WatchEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12\r\n\x05types\x18\x02 \x03(\t\"9\n\x13WatchEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.clearing.v1.Event\"E\n\x11ListEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12\r\n\x05types\x18\x02 \x03(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"M\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.clearing.v1.Event\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"\x86\x02\n\x0fWebhookEndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05types\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64isabled_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x0f\x64isabled_reason\x18\x08 \x01(\x0e\x32\".clearing.v1.WebhookDisabledReason\"O\n\x1c\x43reateWebhookEndpointRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"_\n\x1d\x43reateWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x1d\n\x1bListWebhookEndpointsRequest\"O\n\x1cListWebhookEndpointsResponse\x12/\n\tendpoints\x18\x01 \x03(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\"4\n\x1d\x44isableWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"P\n\x1e\x44isableWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\"1\n\x1aRotateWebhookSecretRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"\x96\x01\n\x1bRotateWebhookSecretResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x37\n\x13previous_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x0eWebhookAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x05\x12\x13\n\x0bstatus_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xa3\x02\n\x0fWebhookDelivery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\x03\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x13\n\x0bresource_id\x18\x04 \x01(\t\x12\x30\n\x05state\x18\x05 \x01(\x0e\x32!.clearing.v1.WebhookDeliveryState\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_attempt_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x1b.clearing.v1.WebhookAttempt\"Z\n\x1cListWebhookDeliveriesRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x1dListWebhookDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.clearing.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x17RedeliverWebhookRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x03\"J\n\x18RedeliverWebhookResponse\x12.\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1c.clearing.v1.WebhookDelivery*\x8c\x01\n\x15WebhookDisabledReason\x12\'\n#WEBHOOK_DISABLED_REASON_UNSPECIFIED\x10\x00\x12%\n!WEBHOOK_DISABLED_REASON_REQUESTED\x10\x01\x12#\n\x1fWEBHOOK_DISABLED_REASON_BACKLOG\x10\x02*\xab\x01\n\x14WebhookDeliveryState\x12&\n\"WEBHOOK_DELIVERY_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eWEBHOOK_DELIVERY_STATE_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATE_DELIVERED\x10\x02\x12!\n\x1dWEBHOOK_DELIVERY_STATE_FAILED\x10\x03\x32\xbc\x06\n\x0c\x45ventService\x12R\n\x0bWatchEvents\x12\x1f.clearing.v1.WatchEventsRequest\x1a .clearing.v1.WatchEventsResponse0\x01\x12M\n\nListEvents\x12\x1e.clearing.v1.ListEventsRequest\x1a\x1f.clearing.v1.ListEventsResponse\x12n\n\x15\x43reateWebhookEndpoint\x12).clearing.v1.CreateWebhookEndpointRequest\x1a*.clearing.v1.CreateWebhookEndpointResponse\x12k\n\x14ListWebhookEndpoints\x12(.clearing.v1.ListWebhookEndpointsRequest\x1a).clearing.v1.ListWebhookEndpointsResponse\x12q\n\x16\x44isableWebhookEndpoint\x12*.clearing.v1.DisableWebhookEndpointRequest\x1a+.clearing.v1.DisableWebhookEndpointResponse\x12h\n\x13RotateWebhookSecret\x12\'.clearing.v1.RotateWebhookSecretRequest\x1a(.clearing.v1.RotateWebhookSecretResponse\x12n\n\x15ListWebhookDeliveries\x12).clearing.v1.ListWebhookDeliveriesRequest\x1a*.clearing.v1.ListWebhookDeliveriesResponse\x12_\n\x10RedeliverWebhook\x12$.clearing.v1.RedeliverWebhookRequest\x1a%.clearing.v1.RedeliverWebhookResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearing_client.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WEBHOOKDELIVERYSTATE']._serialized_start=2435
-  _globals['_WEBHOOKDELIVERYSTATE']._serialized_end=2606
+  _globals['_WEBHOOKDISABLEDREASON']._serialized_start=2545
+  _globals['_WEBHOOKDISABLEDREASON']._serialized_end=2685
+  _globals['_WEBHOOKDELIVERYSTATE']._serialized_start=2688
+  _globals['_WEBHOOKDELIVERYSTATE']._serialized_end=2859
   _globals['_EVENT']._serialized_start=237
   _globals['_EVENT']._serialized_end=626
   _globals['_WATCHEVENTSREQUEST']._serialized_start=628
@@ -51,35 +53,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTEVENTSRESPONSE']._serialized_start=811
   _globals['_LISTEVENTSRESPONSE']._serialized_end=888
   _globals['_WEBHOOKENDPOINT']._serialized_start=891
-  _globals['_WEBHOOKENDPOINT']._serialized_end=1043
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=1045
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=1124
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=1126
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=1221
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=1223
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=1252
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=1254
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=1333
-  _globals['_DISABLEWEBHOOKENDPOINTREQUEST']._serialized_start=1335
-  _globals['_DISABLEWEBHOOKENDPOINTREQUEST']._serialized_end=1387
-  _globals['_DISABLEWEBHOOKENDPOINTRESPONSE']._serialized_start=1389
-  _globals['_DISABLEWEBHOOKENDPOINTRESPONSE']._serialized_end=1469
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1471
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1520
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1523
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1673
-  _globals['_WEBHOOKATTEMPT']._serialized_start=1676
-  _globals['_WEBHOOKATTEMPT']._serialized_end=1814
-  _globals['_WEBHOOKDELIVERY']._serialized_start=1817
-  _globals['_WEBHOOKDELIVERY']._serialized_end=2108
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2110
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2200
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2202
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2308
-  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_start=2310
-  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_end=2356
-  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_start=2358
-  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_end=2432
-  _globals['_EVENTSERVICE']._serialized_start=2609
-  _globals['_EVENTSERVICE']._serialized_end=3437
+  _globals['_WEBHOOKENDPOINT']._serialized_end=1153
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=1155
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=1234
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=1236
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=1331
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=1333
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=1362
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=1364
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=1443
+  _globals['_DISABLEWEBHOOKENDPOINTREQUEST']._serialized_start=1445
+  _globals['_DISABLEWEBHOOKENDPOINTREQUEST']._serialized_end=1497
+  _globals['_DISABLEWEBHOOKENDPOINTRESPONSE']._serialized_start=1499
+  _globals['_DISABLEWEBHOOKENDPOINTRESPONSE']._serialized_end=1579
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1581
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1630
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1633
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1783
+  _globals['_WEBHOOKATTEMPT']._serialized_start=1786
+  _globals['_WEBHOOKATTEMPT']._serialized_end=1924
+  _globals['_WEBHOOKDELIVERY']._serialized_start=1927
+  _globals['_WEBHOOKDELIVERY']._serialized_end=2218
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2220
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2310
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2312
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2418
+  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_start=2420
+  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_end=2466
+  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_start=2468
+  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_end=2542
+  _globals['_EVENTSERVICE']._serialized_start=2862
+  _globals['_EVENTSERVICE']._serialized_end=3690
 # @@protoc_insertion_point(module_scope)

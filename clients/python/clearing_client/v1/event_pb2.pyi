@@ -16,12 +16,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class WebhookDisabledReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEBHOOK_DISABLED_REASON_UNSPECIFIED: _ClassVar[WebhookDisabledReason]
+    WEBHOOK_DISABLED_REASON_REQUESTED: _ClassVar[WebhookDisabledReason]
+    WEBHOOK_DISABLED_REASON_BACKLOG: _ClassVar[WebhookDisabledReason]
+
 class WebhookDeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WEBHOOK_DELIVERY_STATE_UNSPECIFIED: _ClassVar[WebhookDeliveryState]
     WEBHOOK_DELIVERY_STATE_PENDING: _ClassVar[WebhookDeliveryState]
     WEBHOOK_DELIVERY_STATE_DELIVERED: _ClassVar[WebhookDeliveryState]
     WEBHOOK_DELIVERY_STATE_FAILED: _ClassVar[WebhookDeliveryState]
+WEBHOOK_DISABLED_REASON_UNSPECIFIED: WebhookDisabledReason
+WEBHOOK_DISABLED_REASON_REQUESTED: WebhookDisabledReason
+WEBHOOK_DISABLED_REASON_BACKLOG: WebhookDisabledReason
 WEBHOOK_DELIVERY_STATE_UNSPECIFIED: WebhookDeliveryState
 WEBHOOK_DELIVERY_STATE_PENDING: WebhookDeliveryState
 WEBHOOK_DELIVERY_STATE_DELIVERED: WebhookDeliveryState
@@ -86,20 +95,24 @@ class ListEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., next_cursor: _Optional[int] = ...) -> None: ...
 
 class WebhookEndpoint(_message.Message):
-    __slots__ = ("endpoint_id", "url", "types", "description", "enabled", "created_at")
+    __slots__ = ("endpoint_id", "url", "types", "description", "enabled", "created_at", "disabled_at", "disabled_reason")
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     TYPES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_AT_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_REASON_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: int
     url: str
     types: _containers.RepeatedScalarFieldContainer[str]
     description: str
     enabled: bool
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, endpoint_id: _Optional[int] = ..., url: _Optional[str] = ..., types: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., enabled: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    disabled_at: _timestamp_pb2.Timestamp
+    disabled_reason: WebhookDisabledReason
+    def __init__(self, endpoint_id: _Optional[int] = ..., url: _Optional[str] = ..., types: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., enabled: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disabled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disabled_reason: _Optional[_Union[WebhookDisabledReason, str]] = ...) -> None: ...
 
 class CreateWebhookEndpointRequest(_message.Message):
     __slots__ = ("url", "types", "description")

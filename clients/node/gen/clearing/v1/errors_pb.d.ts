@@ -790,6 +790,14 @@ export enum ErrorReason {
   CLIENT_CERTIFICATE_UNBOUND = 101,
 
   /**
+   * PERMISSION_DENIED: the connection's client certificate, though signed by a trusted CA,
+   * has a subjectAltName that cannot be parsed, so which platform it names cannot be known.
+   *
+   * @generated from enum value: CLIENT_CERTIFICATE_UNREADABLE = 127;
+   */
+  CLIENT_CERTIFICATE_UNREADABLE = 127,
+
+  /**
    * OUT_OF_RANGE: WatchEvents or ListEvents from a cursor whose next events were pruned
    * (older than the retention); the message names the oldest sequence number kept.
    *

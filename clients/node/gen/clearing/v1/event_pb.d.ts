@@ -239,6 +239,18 @@ export declare type WebhookEndpoint = Message<"clearing.v1.WebhookEndpoint"> & {
    * @generated from field: google.protobuf.Timestamp created_at = 6;
    */
   createdAt?: Timestamp | undefined;
+
+  /**
+   * When and why it was disabled (unset / UNSPECIFIED while enabled).
+   *
+   * @generated from field: google.protobuf.Timestamp disabled_at = 7;
+   */
+  disabledAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: clearing.v1.WebhookDisabledReason disabled_reason = 8;
+   */
+  disabledReason: WebhookDisabledReason;
 };
 
 /**
@@ -571,6 +583,40 @@ export declare type RedeliverWebhookResponse = Message<"clearing.v1.RedeliverWeb
  * Use `create(RedeliverWebhookResponseSchema)` to create a new message.
  */
 export declare const RedeliverWebhookResponseSchema: GenMessage<RedeliverWebhookResponse>;
+
+/**
+ * Why a webhook endpoint was disabled.
+ *
+ * @generated from enum clearing.v1.WebhookDisabledReason
+ */
+export enum WebhookDisabledReason {
+  /**
+   * @generated from enum value: WEBHOOK_DISABLED_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * DisableWebhookEndpoint was called.
+   *
+   * @generated from enum value: WEBHOOK_DISABLED_REASON_REQUESTED = 1;
+   */
+  REQUESTED = 1,
+
+  /**
+   * More than CLEARING_WEBHOOK_PENDING_MAX of its deliveries were pending (the receiver was
+   * down or too slow for that long): the core stopped queueing for it. Its pending
+   * deliveries failed; the events stay readable with ListEvents / WatchEvents from the last
+   * sequence the receiver handled, and a new endpoint takes the deliveries from now on.
+   *
+   * @generated from enum value: WEBHOOK_DISABLED_REASON_BACKLOG = 2;
+   */
+  BACKLOG = 2,
+}
+
+/**
+ * Describes the enum clearing.v1.WebhookDisabledReason.
+ */
+export declare const WebhookDisabledReasonSchema: GenEnum<WebhookDisabledReason>;
 
 /**
  * @generated from enum clearing.v1.WebhookDeliveryState
