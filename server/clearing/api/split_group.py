@@ -23,7 +23,6 @@ id).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from clearing import metrics
@@ -33,8 +32,6 @@ from clearing.limits import SPLIT_UNARY_GROUPS_MAX, SPLIT_UNARY_PREPARING_MAX
 from clearing.reasons import Reason
 from clearing.splits.model import Split
 from clearing.splits.postings import RespondSplit, SplitCommand
-
-log = logging.getLogger("clearing.api.split_group")
 
 # SplitService.split_many: (platform id, commands, responds, on_submit=) -> outcomes
 SplitMany = Callable[..., Awaitable[list[Split | Replay | BaseException]]]
@@ -148,8 +145,9 @@ class UnaryGroups:
             outcomes: Sequence[object] = await self._split_many(
                 platform_id, [c.command for c in group], [c.respond for c in group],
                 on_submit=free)
-        except Exception as exc:  # noqa: BLE001 - a bug: the group's calls fail alone
-            log.error("split of a group of unary calls failed unexpectedly", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - e.g. the database out of reach for the
+            # risk policy, before any posting: each call answers it as the unary path would
+            # (the interceptor maps and logs it per call)
             outcomes = [exc] * len(group)
         except BaseException as exc:  # cancelled (the server stopping): answer, then go
             self._answer(group, [exc] * len(group))
