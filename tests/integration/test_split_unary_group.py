@@ -178,7 +178,7 @@ async def test_a_call_at_an_idle_moment_goes_alone(world, client: Client):
 
 async def _private(database_url, redis_url, redis_prefix, platform, unary: SplitUnarySettings):
     srv = await server.start(server_settings(database_url, redis_url, redis_prefix,
-                                             split_unary=unary), migrate=False)
+                                             split_unary=unary, db_pool_max=6), migrate=False)
     ch = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")
     client = Client(ch, platform.key)
     splits, ids = await file_examples(ch, client, database_url, platform.platform_id)
