@@ -1,8 +1,8 @@
 """Concurrent unary Split calls split together (issue 16, section 3).
 
 A unary Split costs a plan look-up, a counters round trip and a writer submission of its
-own. Calls of one platform that arrive while earlier ones are being split wait and go
-together, as SplitStream's orders do: one `SplitService.split_many` per group (one plan
+own. Calls of one platform that arrive while an earlier group of its calls prepares wait and
+go together, as SplitStream's orders do: one `SplitService.split_many` per group (one plan
 look-up per rule set, one counters call, one writer submission). "Batch while busy", never
 a timer: a call finding its platform idle starts a group at once (a group of one at low
 load, so grouping adds no wait). A group *prepares* (plan, accounts, counters, evaluation,
