@@ -171,6 +171,20 @@ class WriterSettings(_FromEnv):
 
 
 @dataclass(frozen=True, slots=True)
+class SplitUnarySettings(_FromEnv):
+    """Unary Split calls split together (`clearing.api.split_group`)."""
+
+    grouping: bool = env("CLEARING_SPLIT_UNARY_GROUPING", True,
+                         "1: concurrent unary Split calls split in groups",
+                         low=0, high=1)
+    group_max: int = env("CLEARING_SPLIT_UNARY_GROUP_MAX", 256,
+                         "unary Split calls per group, most", low=1, high=1000)
+    queue_max: int = env("CLEARING_SPLIT_UNARY_QUEUE_MAX", 10_000,
+                         "unary Split calls pending before RESOURCE_EXHAUSTED",
+                         low=1, high=1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSettings(_FromEnv):
     """Limits and timings of the payout worker (`clearing.payout.worker`)."""
 
@@ -520,6 +534,7 @@ class Settings(_FromEnv):
     db_command_timeout_s: int = env("CLEARING_DB_COMMAND_TIMEOUT_S", 30,
                                     "per-statement timeout", low=1, high=3600)
     writer: WriterSettings = group(WriterSettings)
+    split_unary: SplitUnarySettings = group(SplitUnarySettings)
     max_concurrent_rpcs: int = env("CLEARING_MAX_CONCURRENT_RPCS", 10_000,
                                    "in-flight RPCs per process", low=1, high=1_000_000)
     max_message_bytes: int = env("CLEARING_MAX_MESSAGE_BYTES", 4 * 1024 * 1024,

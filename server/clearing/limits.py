@@ -120,6 +120,12 @@ SPLIT_BATCH_FILE_LINES_MAX = 1_000_000
 SPLIT_STREAM_IN_FLIGHT_MAX = 1000
 # SplitStream: at most this many groups of a stream's orders are being split at once.
 STREAM_GROUPS_MAX = 2
+# Unary Split calls of a platform split together (api/split_group.py): at most this many of
+# its groups preparing (plan, counters, evaluation: before the writer) and this many not yet
+# answered (preparing or waiting for their commit); calls arriving meanwhile wait and go
+# together in the next group.
+SPLIT_UNARY_PREPARING_MAX = 1
+SPLIT_UNARY_GROUPS_MAX = 64
 # SplitError.message: at most this many characters.
 SPLIT_ERROR_MESSAGE_LEN_MAX = 1024
 # Split alerts (an order that could not be split): message characters kept.

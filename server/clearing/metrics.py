@@ -41,6 +41,15 @@ DB_POOL_SIZE = Gauge("clearing_db_pool_connections", "asyncpg pool connections",
 SPLIT_STREAM_IN_FLIGHT = Gauge(
     "clearing_split_stream_in_flight",
     "SplitStream orders read and not yet answered, all streams of the process")
+SPLIT_UNARY_GROUP_SIZE = Histogram(
+    "clearing_split_unary_group_size",
+    "Unary Split calls split together per group (1: a call that found its platform idle)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+SPLIT_UNARY_PENDING = Gauge("clearing_split_unary_pending",
+                            "Unary Split calls waiting for their group or being split")
+SPLIT_UNARY_REFUSED = Counter(
+    "clearing_split_unary_refused_total",
+    "Unary Split calls refused RESOURCE_EXHAUSTED: CLEARING_SPLIT_UNARY_QUEUE_MAX pending")
 
 BANK_CALLS = Counter(
     "clearing_bank_calls_total",

@@ -281,7 +281,7 @@ async def start(settings: Settings, *, migrate: bool = True,
     risk_gate = RiskGate(policies, RiskCounters(pool, redis_client, settings.redis_prefix))
     split_servicer = split_api.SplitServicer(pool, writer, plan_cache,
                                              Counters(redis_client, settings.redis_prefix),
-                                             clock, risk_gate)
+                                             clock, risk_gate, settings.split_unary)
     calls.register(server, split_pb2_grpc.add_SplitServiceServicer_to_server, split_servicer)
     calls.register(server, payout_pb2_grpc.add_PayoutServiceServicer_to_server,
                    payout_api.PayoutServicer(payout_deps))

@@ -23,11 +23,13 @@ from clearing import idempotency, metrics, values
 from clearing.api import split_convert as convert
 from clearing.api import split_validate as checks
 from clearing.api import party, validate
+from clearing.api.split_group import UnaryGroups
 from clearing.api.interceptor import principal
 from clearing.api.replies import encode
 from clearing.api.rule_set_backtest import BacktestMethods, Backtests
 from clearing.api.rule_sets import RuleSetMethods
 from clearing.clock import Clock
+from clearing.config import SplitUnarySettings
 from clearing.errors import ClearingError, NotFound, ResourceExhausted
 from clearing.ledger.model import Replay, Role
 from clearing.ledger.writer import LedgerWriter
@@ -135,11 +137,17 @@ class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitService
     """Rule sets and splits of the caller's platform."""
 
     def __init__(self, pool: asyncpg.Pool, writer: LedgerWriter, plans_cache: PlanCache,
-                 counters: Counters, clock: Clock, risk: RiskGate | None = None) -> None:
+                 counters: Counters, clock: Clock, risk: RiskGate | None = None,
+                 unary: SplitUnarySettings | None = None) -> None:
         self._pool = pool
         self._plans = plans_cache
         self._clock = clock
         self._splits = splits.SplitService(pool, writer, plans_cache, counters, clock, risk)
+        unary = unary or SplitUnarySettings()
+        # Split's calls split together (api/split_group.py), or one by one
+        self._split_one = (UnaryGroups(self._splits.split_many, group_max=unary.group_max,
+                                       queue_max=unary.queue_max).split
+                           if unary.grouping else self._splits.split)
         self._backtests = Backtests(pool, plans_cache, clock)
 
     # ---- splits -------------------------------------------------------------------------
@@ -156,10 +164,12 @@ class SplitServicer(RuleSetMethods, BacktestMethods, split_pb2_grpc.SplitService
         error = checks.split_request_error(request, self._clock)
         if error is not None:
             raise error
-        reply = _SplitReply(request.order)
-        outcome = await self._splits.split(principal().platform_id,
-                                           _command(request, self._clock.now()), reply)
-        return pb.SplitResponse(split=reply.answer(outcome))
+        response = pb.SplitResponse()
+        reply = _SplitReply(request.order, response.split)  # built in place, not copied
+        outcome = await self._split_one(principal().platform_id,
+                                        _command(request, self._clock.now()), reply)
+        reply.answer(outcome)
+        return response
 
     async def split_order(self, platform_id: int, request_id: str,
                           order_message: bytes) -> int:

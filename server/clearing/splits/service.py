@@ -233,15 +233,21 @@ class SplitService:
     # ---- many orders ------------------------------------------------------------------------
 
     async def split_many(self, platform_id: int, commands: Sequence[SplitCommand],
-                         responds: Sequence[RespondSplit]) -> list[Split | Replay | BaseException]:
+                         responds: Sequence[RespondSplit], *,
+                         on_submit: Callable[[], None] | None = None
+                         ) -> list[Split | Replay | BaseException]:
         """The outcome of each command, as `split` gives it (a split, a first response, or
         the exception it raises), with one plan look-up per rule set, one counters call
         and ONE writer call (`submit_many`) for the orders on the usual path. An order
         leaving that path (no plan, a refusal by the evaluator or the writer, a replay)
-        goes on with the unary path's own steps from where it left it."""
+        goes on with the unary path's own steps from where it left it. `on_submit` is
+        called once the group's postings go to the writer (its work before the commit
+        done; at once when every order takes the unary path)."""
         if self._risk is not None and await self._risk.applies(platform_id):
             # the risk check reserves per split: every order takes the unary path (they still
             # share the writer's group commits)
+            if on_submit is not None:
+                on_submit()
             return list(await asyncio.gather(
                 *(self.split(platform_id, c, r) for c, r in zip(commands, responds)),
                 return_exceptions=True))
@@ -261,6 +267,8 @@ class SplitService:
             except Exception as exc:  # noqa: BLE001 - handled as the unary path does
                 rest[r.index] = self._unwinder(platform_id, commands[r.index], r.order,
                                                r.plan, taken, exc, responds[r.index])
+        if on_submit is not None:
+            on_submit()
         try:
             sent = await self._writer.submit_many([p.posting for p in prepared.values()])
         except Exception as exc:  # noqa: BLE001 - none was queued: each answers it
