@@ -114,6 +114,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WEBHOOK_ENDPOINT_NOT_FOUND: _ClassVar[ErrorReason]
     WEBHOOK_ENDPOINTS_FULL: _ClassVar[ErrorReason]
     WEBHOOK_DELIVERY_NOT_FOUND: _ClassVar[ErrorReason]
+    PLATFORM_MOVING: _ClassVar[ErrorReason]
+    POD_NOT_CONFIGURED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 UNAUTHENTICATED: ErrorReason
@@ -222,3 +224,5 @@ EVENT_CONSUMER_TOO_SLOW: ErrorReason
 WEBHOOK_ENDPOINT_NOT_FOUND: ErrorReason
 WEBHOOK_ENDPOINTS_FULL: ErrorReason
 WEBHOOK_DELIVERY_NOT_FOUND: ErrorReason
+PLATFORM_MOVING: ErrorReason
+POD_NOT_CONFIGURED: ErrorReason
