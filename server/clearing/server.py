@@ -236,13 +236,18 @@ async def start(settings: Settings, *, migrate: bool = True,
                                 max_size=settings.db_pool_max,
                                 command_timeout_s=settings.db_command_timeout_s)
     pod_set = {pod_routing.HOME: pod_routing.Pod(pod_routing.HOME, settings.database_url, pool)}
-    if migrate:
-        await _prepare_pod(pod_set[pod_routing.HOME])
-    for pod_id, dsn in settings.pod_dsns.items():  # every pod runs every migration
-        pod_set[pod_id] = pod_routing.Pod(pod_id, dsn, await db.create_pool(
-            dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
-            command_timeout_s=settings.db_command_timeout_s))
-        await _prepare_pod(pod_set[pod_id])
+    try:
+        if migrate:
+            await _prepare_pod(pod_set[pod_routing.HOME])
+        for pod_id, dsn in settings.pod_dsns.items():  # every pod runs every migration
+            pod_set[pod_id] = pod_routing.Pod(pod_id, dsn, await db.create_pool(
+                dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                command_timeout_s=settings.db_command_timeout_s))
+            await _prepare_pod(pod_set[pod_id])
+    except BaseException:
+        for pod in pod_set.values():
+            await pod.pool.close()
+        raise
     redis_client = await _connect_redis(settings)
     clock = clock or Clock()  # tests pass a ManualClock
     event_api.register_encoders()

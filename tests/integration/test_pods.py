@@ -1,0 +1,216 @@
+"""PostgreSQL pods (docs/scaling.md "Platform pods"): two PostgreSQL instances, the machine's
+(home, pod 0: a database of this module's own) and an embedded one started here (pod 1);
+one server with both. Platforms on each pod book splits, accounts and balances in their own
+pod only, VerifyLedger passes on each; a platform with a ledger moves from pod 0 to pod 1
+(`clearing pods move`): refused while it moves, then served from pod 1 with the same
+balances and the same verified totals."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import asyncpg
+import grpc
+import pytest
+
+from clearing import db, pods_move, server
+from clearing.dev.embedded_postgres import start_postgres
+from clearing.ledger import verify
+from clearing.limits import POD_ID_SPAN, POD_ROUTES_BOUND_S
+from clearing.tenancy import create_platform
+from clearing.v1 import split_pb2 as pb
+from tests.conftest import _replace_db, server_settings
+from tests.split_support import Splits, new_key, open_accounts, order
+from tests.support import Client, details
+from tests.unit.rules.helpers import EXAMPLES
+
+# REQUIREMENTS.md's B2B order: 850,000.00 to the government account, the platform, the
+# supplier and the logistics company (2%, 9.8%, 73.5%, 14.7%).
+B2B_LEGS = [1_700_000, 8_330_000, 62_475_000, 12_495_000]
+B2B_REFS = ["GOV_ACCOUNT", "PLAT_001", "SUP_2025001", "LOGISTICS_B"]
+
+
+def b2b_order(**kw) -> pb.Order:
+    return order(85_000_000, rule_set_name="b2b", tags=["government purchase"],
+                 attributes={"customer_type": "enterprise"}, **kw)
+
+
+@pytest.fixture(scope="module")
+async def pods(pg_admin_dsn, redis_url, redis_prefix, tmp_path_factory):
+    """(server, home DSN, pod 1 DSN): a home database of its own on the machine's
+    PostgreSQL, pod 1 an embedded PostgreSQL of its own."""
+    home_name = f"clearing_pods_{secrets.token_hex(4)}"
+    await db.ensure_database(pg_admin_dsn, home_name)
+    home = _replace_db(pg_admin_dsn, home_name)
+    pg = await asyncio.to_thread(start_postgres, tmp_path_factory.mktemp("pod1") / "pgdata")
+    pod1 = pg.dsn
+    running = await server.start(server_settings(home, redis_url, redis_prefix,
+                                                 run_worker=False, pods=f"1={pod1}"))
+    try:
+        yield running, home, pod1
+    finally:
+        await running.stop()
+        await asyncio.to_thread(pg.stop)
+        await db.drop_database(pg_admin_dsn, home_name)
+
+
+async def _platform(home: str) -> tuple[int, str]:
+    conn = await asyncpg.connect(home)
+    try:
+        return await create_platform(conn, f"p_{secrets.token_hex(6)}",
+                                     frozenset({"gateway", "operator"}))
+    finally:
+        await conn.close()
+
+
+async def _move(home: str, dsns: dict[int, str], platform_id: int, target: int):
+    conn = await asyncpg.connect(home)
+    try:
+        return await pods_move.move(conn, dsns, platform_id, target, settle_s=0)
+    finally:
+        await conn.close()
+
+
+async def _b2b(channel, home: str, platform_id: int, key: str) -> tuple[Client, Splits,
+                                                                         dict[str, int]]:
+    """The B2B rule set filed (maker, then another key approves) and its accounts opened."""
+    client = Client(channel, key)
+    ids = await open_accounts(client)
+    maker = Splits(channel, key)
+    published = await maker.publish((EXAMPLES / "b2b.yaml").read_text())
+    await Splits(channel, await new_key(home, platform_id, {"approver"})).activate(
+        published.name, published.version)
+    return client, maker, ids
+
+
+async def _count(dsn: str, sql: str, *args) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def _system_ok(dsn: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return (await verify.verify_on(conn, None)).ok
+    finally:
+        await conn.close()
+
+
+async def test_platforms_on_two_pods_book_each_in_its_own(pods):
+    running, home, pod1 = pods
+    a_id, a_key = await _platform(home)
+    b_id, b_key = await _platform(home)
+    await _move(home, {0: home, 1: pod1}, b_id, 1)  # empty yet: placing it on pod 1
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        for platform_id, key in ((a_id, a_key), (b_id, b_key)):
+            client, splits, ids = await _b2b(channel, home, platform_id, key)
+            split = await splits.split(b2b_order())
+            assert [leg.amount_minor for leg in split.legs] == B2B_LEGS
+            for ref, amount in zip(B2B_REFS, B2B_LEGS):
+                assert (await client.balance(ids[ref])).posted_minor == amount
+            assert (await client.balance(ids["CUSTODIAL"])).posted_minor == -85_000_000
+            report = await client.verify()
+            assert (report.ok, report.chain_ok, report.transfer_count) == (True, True, 4)
+            assert report.account_count == len(ids)
+            # pod 1's ids start at 2**32 (ids unique across pods)
+            assert (split.split_id >= POD_ID_SPAN) == (platform_id == b_id)
+            assert (ids["CUSTODIAL"] >= POD_ID_SPAN) == (platform_id == b_id)
+    accounts = "SELECT count(*) FROM accounts WHERE platform_id = $1"
+    splits_sql = "SELECT count(*) FROM splits WHERE platform_id = $1"
+    assert [await _count(home, accounts, p) for p in (a_id, b_id)] == [len(ids), 0]
+    assert [await _count(pod1, accounts, p) for p in (a_id, b_id)] == [0, len(ids)]
+    assert [await _count(home, splits_sql, p) for p in (a_id, b_id)] == [1, 0]
+    assert [await _count(pod1, splits_sql, p) for p in (a_id, b_id)] == [0, 1]
+    assert await _system_ok(home) and await _system_ok(pod1)
+
+
+async def test_a_platform_moves_with_its_ledger(pods):
+    running, home, pod1 = pods
+    platform_id, key = await _platform(home)
+    dsns = {0: home, 1: pod1}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        client, splits, ids = await _b2b(channel, home, platform_id, key)
+        first = b2b_order()
+        await splits.split(first)
+        await client.transfer(ids["SUP_2025001"], ids["PLAT_001"], 12_345)
+        before = await client.verify()
+        assert before.ok and before.transfer_count == 5
+
+        # marked moving: every call of the platform is refused, retryable
+        conn = await asyncpg.connect(home)
+        try:
+            await pods_move.set_route(conn, platform_id, 0, True)
+        finally:
+            await conn.close()
+        await asyncio.sleep(POD_ROUTES_BOUND_S + 0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await client.balance(ids["PLAT_001"])
+        assert (err.value.code(), details(err.value)[0]) == (grpc.StatusCode.UNAVAILABLE,
+                                                             "PLATFORM_MOVING")
+
+        moved = await _move(home, dsns, platform_id, 1)
+        assert (moved.source, moved.target) == (0, 1)
+        assert moved.rows["accounts"] == len(ids) and moved.rows["transfers"] == 5
+        assert moved.rows["splits"] == 1 and moved.rows["split_legs"] == 4
+        await asyncio.sleep(POD_ROUTES_BOUND_S + 0.3)
+
+        # served from pod 1: the same balances, split and verified totals
+        assert (await client.balance(ids["PLAT_001"])).posted_minor == 8_330_000 + 12_345
+        assert (await client.balance(ids["SUP_2025001"])).posted_minor == 62_475_000 - 12_345
+        got = await splits.call("GetSplit", pb.GetSplitRequest(order_id=first.order_id))
+        assert [leg.amount_minor for leg in got.split.legs] == B2B_LEGS
+        after = await client.verify()
+        assert after.ok and after.chain_ok
+        assert (list(after.totals), after.account_count, after.transfer_count) == (
+            list(before.totals), before.account_count, before.transfer_count)
+        # and it books there: a new split, ids of pod 1
+        split = await splits.split(b2b_order())
+        assert split.split_id >= POD_ID_SPAN
+        assert (await client.balance(ids["SUP_2025001"])).posted_minor == (
+            2 * 62_475_000 - 12_345)
+        assert (await client.verify()).transfer_count == 9
+
+    # the source keeps its rows (records are never deleted), no call reaches them
+    transfers = "SELECT count(*) FROM transfers WHERE platform_id = $1"
+    assert await _count(home, transfers, platform_id) == 5
+    assert await _count(pod1, transfers, platform_id) == 9
+    assert await _system_ok(home) and await _system_ok(pod1)
+    # so it never moves back onto them
+    with pytest.raises(pods_move.MoveError, match="holds rows of platform"):
+        await _move(home, dsns, platform_id, 0)
+
+
+async def test_a_platform_on_a_pod_the_server_lacks_is_refused(pods):
+    running, home, _ = pods
+    platform_id, key = await _platform(home)
+    conn = await asyncpg.connect(home)
+    try:
+        await pods_move.set_route(conn, platform_id, 7, False)
+    finally:
+        await conn.close()
+    await asyncio.sleep(POD_ROUTES_BOUND_S + 0.3)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await Client(channel, key).verify()
+    assert (err.value.code(), details(err.value)[0]) == (grpc.StatusCode.UNAVAILABLE,
+                                                         "POD_NOT_CONFIGURED")
+
+
+async def test_a_dsn_of_another_pod_stops_the_server(pods, redis_url, redis_prefix):
+    _, home, pod1 = pods
+    with pytest.raises(SystemExit, match="the database given for pod 2 is pod 1"):
+        await server.start(server_settings(home, redis_url, redis_prefix, run_worker=False,
+                                           pods=f"2={pod1}"))
+
+
+async def test_a_move_to_an_unknown_pod_or_in_place_is_refused(pods):
+    _, home, pod1 = pods
+    platform_id, _ = await _platform(home)
+    with pytest.raises(pods_move.MoveError, match="pod 3 has no DSN"):
+        await _move(home, {0: home, 1: pod1}, platform_id, 3)
+    with pytest.raises(pods_move.MoveError, match="on pod 0 already"):
+        await _move(home, {0: home, 1: pod1}, platform_id, 0)
