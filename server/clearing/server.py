@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clearing import audit, db, logs, metrics, pods as pod_routing, redisconn, tls
+from clearing import audit, db, logs, metrics, pod_jobs, pods as pod_routing, redisconn, tls
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
@@ -105,6 +105,7 @@ class Running:
     rollup: RollupJob | None = None
     events: "_Events | None" = None
     pods: pod_routing.Pods | None = None
+    pod_jobs: list[pod_jobs.PodJobs] | None = None  # the jobs of the pods beyond the home
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
@@ -127,6 +128,8 @@ class Running:
             await self.payout_worker.stop()
         if self.bank is not None:
             await self.bank.close()
+        for jobs in self.pod_jobs or ():
+            await jobs.stop()
         await self.writer.drain_and_stop()
         extra = [p for i, p in self.pods.by_id.items() if i != pod_routing.HOME] \
             if self.pods is not None else []
@@ -358,11 +361,15 @@ async def start(settings: Settings, *, migrate: bool = True,
     if rollup is not None:
         rollup.start()
     events.start()
+    extra_jobs = [await pod_jobs.start(pod, settings, clock, home_pool,
+                                       lambda p: _bank_connector(settings, p, clock),
+                                       event_api.webhook_body)
+                  for i, pod in sorted(pod_set.items()) if i != pod_routing.HOME]
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Running(server, port, home_pool, redis_client, home_writer, health_servicer, settings,
                    plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper,
-                   swing_job, rollup, events, pods)
+                   swing_job, rollup, events, pods, extra_jobs)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

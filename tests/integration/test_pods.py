@@ -20,7 +20,9 @@ from clearing.ledger import verify
 from clearing.limits import POD_ID_SPAN, POD_ROUTES_BOUND_S
 from clearing.tenancy import create_platform
 from clearing.v1 import split_pb2 as pb
+from clearing.v1 import payout_pb2 as ppb
 from tests.conftest import _replace_db, server_settings
+from tests.payout_support import MASKED, Payouts, party, set_config
 from tests.split_support import Splits, new_key, open_accounts, order
 from tests.support import Client, details
 from tests.unit.rules.helpers import EXAMPLES
@@ -46,7 +48,7 @@ async def pods(pg_admin_dsn, redis_url, redis_prefix, tmp_path_factory):
     pg = await asyncio.to_thread(start_postgres, tmp_path_factory.mktemp("pod1") / "pgdata")
     pod1 = pg.dsn
     running = await server.start(server_settings(home, redis_url, redis_prefix,
-                                                 run_worker=False, pods=f"1={pod1}"))
+                                                 pods=f"1={pod1}"))
     try:
         yield running, home, pod1
     finally:
@@ -182,6 +184,30 @@ async def test_a_platform_moves_with_its_ledger(pods):
     # so it never moves back onto them
     with pytest.raises(pods_move.MoveError, match="holds rows of platform"):
         await _move(home, dsns, platform_id, 0)
+
+
+async def test_a_payout_of_a_platform_on_pod_1_is_worked_by_pod_1s_worker(pods):
+    """Pod 1's payout worker claims it from pod 1 and sends it to pod 1's bank connector;
+    its posting goes through pod 1's ledger writer."""
+    running, home, pod1 = pods
+    platform_id, key = await _platform(home)
+    await _move(home, {0: home, 1: pod1}, platform_id, 1)
+    await set_config(pod1, platform_id)  # see docs/scaling.md: not yet through PlatformService
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        client, payouts = Client(channel, key), Payouts(channel, key)
+        parties = await party(client, payouts, funds=100_000)
+        payout = await payouts.request(parties.account, 60_000)
+        done = await payouts.wait_state(payout.payout_id, (ppb.PAYOUT_STATE_SUCCEEDED,))
+        assert done.paid_minor == 60_000
+        assert (await client.balance(parties.account)).posted_minor == 40_000
+        assert (await client.verify()).ok
+    [jobs] = running.pod_jobs
+    books = await jobs.bank.books(f"po{payout.payout_id}-")
+    assert [(e.amount_minor, e.paid, e.masked_account) for e in books] == [
+        (60_000, True, MASKED)]
+    payouts_sql = "SELECT count(*) FROM payouts WHERE platform_id = $1"
+    assert (await _count(home, payouts_sql, platform_id),
+            await _count(pod1, payouts_sql, platform_id)) == (0, 1)
 
 
 async def test_a_platform_on_a_pod_the_server_lacks_is_refused(pods):
