@@ -14,7 +14,8 @@ an offline operation for that platform alone, on the databases directly.
    pod's sequences start at pod * POD_ID_SPAN).
 3. VerifyLedger of the platform on both pods (after the target's commit): both ok, the same
    totals per currency, accounts and transfers. Only then is the routing switched (the row
-   says the target pod, not moving): calls go to the target within POD_ROUTES_BOUND_S.
+   says the target pod, not moving); the move returns POD_ROUTES_BOUND_S later, when every
+   process routes the platform's calls to the target.
    A failed check leaves the routing on the source (not moving) and says why.
 4. The source keeps its rows: records of money are never deleted (docs/retention.md; the
    retention triggers refuse it). They are an archive no call reaches. For the same reason
@@ -164,6 +165,7 @@ async def move(home: asyncpg.Connection, dsns: dict[int, str], platform_id: int,
             await set_route(home, platform_id, source, False)
             raise
         await set_route(home, platform_id, target, False)
+        await asyncio.sleep(POD_ROUTES_BOUND_S)  # on return, every process routes to target
         log.info("platform moved", extra={"platform": platform_id, "from": source,
                                           "to": target, "rows": sum(moved.rows.values())})
         return moved

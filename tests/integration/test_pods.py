@@ -8,7 +8,10 @@ balances and the same verified totals."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
+import sys
 
 import asyncpg
 import grpc
@@ -47,8 +50,10 @@ async def pods(pg_admin_dsn, redis_url, redis_prefix, tmp_path_factory):
     home = _replace_db(pg_admin_dsn, home_name)
     pg = await asyncio.to_thread(start_postgres, tmp_path_factory.mktemp("pod1") / "pgdata")
     pod1 = pg.dsn
+    # small pools: the machine's PostgreSQL is shared with the other test processes
     running = await server.start(server_settings(home, redis_url, redis_prefix,
-                                                 pods=f"1={pod1}"))
+                                                 pods=f"1={pod1}", db_pool_min=1,
+                                                 db_pool_max=6))
     try:
         yield running, home, pod1
     finally:
@@ -100,6 +105,17 @@ async def _system_ok(dsn: str) -> bool:
         return (await verify.verify_on(conn, None)).ok
     finally:
         await conn.close()
+
+
+async def _verify_all(home: str, pod1: str) -> dict:
+    """`clearing verify --all` with both pods configured."""
+    env = {**os.environ, "CLEARING_DATABASE_URL": home, "CLEARING_PODS": f"1={pod1}"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clearing.cli", "verify", "--all", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return json.loads(out)
 
 
 async def test_platforms_on_two_pods_book_each_in_its_own(pods):
@@ -158,7 +174,6 @@ async def test_a_platform_moves_with_its_ledger(pods):
         assert (moved.source, moved.target) == (0, 1)
         assert moved.rows["accounts"] == len(ids) and moved.rows["transfers"] == 5
         assert moved.rows["splits"] == 1 and moved.rows["split_legs"] == 4
-        await asyncio.sleep(POD_ROUTES_BOUND_S + 0.3)
 
         # served from pod 1: the same balances, split and verified totals
         assert (await client.balance(ids["PLAT_001"])).posted_minor == 8_330_000 + 12_345
@@ -181,6 +196,10 @@ async def test_a_platform_moves_with_its_ledger(pods):
     assert await _count(home, transfers, platform_id) == 5
     assert await _count(pod1, transfers, platform_id) == 9
     assert await _system_ok(home) and await _system_ok(pod1)
+    # the operator's whole-system check covers every pod
+    doc = await _verify_all(home, pod1)
+    assert doc["ok"] and doc["pods"]["1"]["ok"]
+    assert doc["pods"]["1"]["transfer_count"] >= 9 and doc["transfer_count"] >= 5
     # so it never moves back onto them
     with pytest.raises(pods_move.MoveError, match="holds rows of platform"):
         await _move(home, dsns, platform_id, 0)
@@ -230,7 +249,7 @@ async def test_a_dsn_of_another_pod_stops_the_server(pods, redis_url, redis_pref
     _, home, pod1 = pods
     with pytest.raises(SystemExit, match="the database given for pod 2 is pod 1"):
         await server.start(server_settings(home, redis_url, redis_prefix, run_worker=False,
-                                           pods=f"2={pod1}"))
+                                           pods=f"2={pod1}", db_pool_min=1, db_pool_max=2))
 
 
 async def test_a_move_to_an_unknown_pod_or_in_place_is_refused(pods):
