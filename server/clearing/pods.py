@@ -176,6 +176,11 @@ class Pods:
     def routed_writer(self) -> Any:
         return RoutedWriter(self.writers) if self.many else self.home.writer
 
+    def routed(self, per_pod: dict[int, Any]) -> Any:
+        """Any per-pod object (the events hubs) as the servicers use it: the current call's
+        pod's; the home pod's itself with one pod."""
+        return RoutedWriter(per_pod) if self.many else per_pod[HOME]
+
 
 class RoutedPool:
     """An asyncpg pool stand-in sending every use to the current call's pod's pool."""
@@ -193,7 +198,8 @@ class RoutedPool:
 
 
 class RoutedWriter:
-    """A ledger writer stand-in sending every posting to the current call's pod's writer."""
+    """A ledger writer stand-in sending every posting to the current call's pod's writer
+    (and the same for any object of which each pod has its own)."""
 
     __slots__ = ("_writers",)
 

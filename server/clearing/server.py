@@ -112,7 +112,7 @@ class Running:
         log.info("shutting down", extra={"grace_s": self.settings.grace_s})
         await self.health.enter_graceful_shutdown()
         if self.events is not None:  # live WatchEvents streams end now, with their cursor
-            self.events.hub.close_streams()
+            self.events.close_streams()
         await self.server.stop(self.settings.grace_s)
         if self.sweeper is not None:
             await self.sweeper.stop()
@@ -157,17 +157,23 @@ class _Events:
     hub: Hub
     sequencer: Sequencer | None
     deliverer: Deliverer | None
+    pod_hubs: tuple[Hub, ...] = ()  # the live streams' hubs of the pods beyond the home
 
     def start(self) -> None:
         for job in (self.sequencer, self.deliverer):
             if job is not None:
                 job.start()
 
+    def close_streams(self) -> None:
+        for hub in (self.hub, *self.pod_hubs):
+            hub.close_streams()
+
     async def stop(self) -> None:
         for job in (self.deliverer, self.sequencer):
             if job is not None:
                 await job.stop()
-        await self.hub.stop()
+        for hub in (self.hub, *self.pod_hubs):
+            await hub.stop()
 
 
 async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
@@ -325,15 +331,17 @@ async def start(settings: Settings, *, migrate: bool = True,
                    platform_api.PlatformServicer(home_pool, settings.payout))
     calls.register(server, audit_pb2_grpc.add_AuditServiceServicer_to_server,
                    audit_api.AuditServicer(pool))
-    hub = Hub(settings.database_url)
-    await hub.start()
+    hubs = {i: Hub(pod.dsn) for i, pod in pod_set.items()}  # each pod's LISTEN
+    for hub in hubs.values():
+        await hub.start()
     calls.register(server, event_pb2_grpc.add_EventServiceServicer_to_server,
-                   event_api.EventServicer(pool, settings.events, hub))
+                   event_api.EventServicer(pool, settings.events, pods.routed(hubs)))
     events = _Events(
-        hub, Sequencer(settings.database_url, settings.events)
+        hubs[pod_routing.HOME], Sequencer(settings.database_url, settings.events)
         if settings.events.sequencer else None,
         Deliverer(home_pool, settings.events, clock, event_api.webhook_body)
-        if settings.events.webhooks else None)
+        if settings.events.webhooks else None,
+        tuple(h for i, h in hubs.items() if i != pod_routing.HOME))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -23,8 +23,11 @@ from clearing.ledger import verify
 from clearing.limits import POD_ID_SPAN, POD_ROUTES_BOUND_S
 from clearing.tenancy import create_platform
 from clearing.v1 import split_pb2 as pb
+from clearing.config import EventSettings
+from clearing.v1 import event_pb2 as epb
 from clearing.v1 import payout_pb2 as ppb
 from tests.conftest import _replace_db, server_settings
+from tests.events_support import Events
 from tests.payout_support import MASKED, Payouts, party, set_config
 from tests.split_support import Splits, new_key, open_accounts, order
 from tests.support import Client, details
@@ -34,6 +37,7 @@ from tests.unit.rules.helpers import EXAMPLES
 # supplier and the logistics company (2%, 9.8%, 73.5%, 14.7%).
 B2B_LEGS = [1_700_000, 8_330_000, 62_475_000, 12_495_000]
 B2B_REFS = ["GOV_ACCOUNT", "PLAT_001", "SUP_2025001", "LOGISTICS_B"]
+WATCH_POLL_MS = 60_000
 
 
 def b2b_order(**kw) -> pb.Order:
@@ -51,9 +55,10 @@ async def pods(pg_admin_dsn, redis_url, redis_prefix, tmp_path_factory):
     pg = await asyncio.to_thread(start_postgres, tmp_path_factory.mktemp("pod1") / "pgdata")
     pod1 = pg.dsn
     # small pools: the machine's PostgreSQL is shared with the other test processes
-    running = await server.start(server_settings(home, redis_url, redis_prefix,
-                                                 pods=f"1={pod1}", db_pool_min=1,
-                                                 db_pool_max=6))
+    # live streams poll once a minute: an event reaches them by its pod's notification
+    running = await server.start(server_settings(
+        home, redis_url, redis_prefix, pods=f"1={pod1}", db_pool_min=1, db_pool_max=6,
+        events=EventSettings(webhooks=False, watch_poll_ms=WATCH_POLL_MS)))
     try:
         yield running, home, pod1
     finally:
@@ -227,6 +232,32 @@ async def test_a_payout_of_a_platform_on_pod_1_is_worked_by_pod_1s_worker(pods):
     payouts_sql = "SELECT count(*) FROM payouts WHERE platform_id = $1"
     assert (await _count(home, payouts_sql, platform_id),
             await _count(pod1, payouts_sql, platform_id)) == (0, 1)
+
+
+async def test_a_live_stream_of_a_platform_on_pod_1_hears_its_pod(pods):
+    """WatchEvents of a pod-1 platform is woken by pod 1's notification (the stream's own
+    poll is a minute away): each pod has its LISTEN connection."""
+    running, home, pod1 = pods
+    platform_id, key = await _platform(home)
+    await _move(home, {0: home, 1: pod1}, platform_id, 1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        _, splits, _ = await _b2b(channel, home, platform_id, key)
+        events = Events(channel, key)
+        stream = events.watch(0, types=["split.committed"])
+        seen: list[epb.Event] = []
+
+        async def read(n: int) -> None:
+            async for response in stream:
+                seen.extend(response.events)
+                if len(seen) >= n:
+                    return
+
+        first = await splits.split(b2b_order())
+        await asyncio.wait_for(read(1), 20)  # the history
+        second = await splits.split(b2b_order())
+        await asyncio.wait_for(read(2), WATCH_POLL_MS / 1000 / 3)  # live: not by the poll
+        stream.cancel()
+    assert [e.resource_id for e in seen] == [str(first.split_id), str(second.split_id)]
 
 
 async def test_a_platform_on_a_pod_the_server_lacks_is_refused(pods):
