@@ -152,7 +152,7 @@ async def move(home: asyncpg.Connection, dsns: dict[int, str], platform_id: int,
     dst = await asyncpg.connect(dsns[target])
     try:
         await _check_pod(src, source)
-        await _check_pod(dst, target)
+        await _prepare_target(dst, target)
         if await dst.fetchval("SELECT 1 FROM platforms WHERE platform_id = $1", platform_id):
             raise MoveError(f"pod {target} holds rows of platform {platform_id} already (an "
                             "earlier move from it: records are never deleted)")
@@ -172,6 +172,21 @@ async def move(home: asyncpg.Connection, dsns: dict[int, str], platform_id: int,
     finally:
         await src.close()
         await dst.close()
+
+
+async def _prepare_target(conn: asyncpg.Connection, pod_id: int) -> None:
+    """The target migrated and claimed as pod `pod_id` (its sequences then start at
+    pod_id * POD_ID_SPAN, clear of every copied id), as a server does at start: a pod no
+    server has opened yet is ready too."""
+    from clearing import db, pods
+    from clearing.api import split_upgrade
+
+    await db.migrate(conn)
+    await split_upgrade.upgrade(conn)
+    try:
+        await pods.claim(conn, pod_id)
+    except SystemExit as exc:
+        raise MoveError(str(exc)) from None
 
 
 async def _check_pod(conn: asyncpg.Connection, pod_id: int) -> None:

@@ -46,13 +46,16 @@ def b2b_order(**kw) -> pb.Order:
 
 
 @pytest.fixture(scope="module")
-async def pods(pg_admin_dsn, redis_url, redis_prefix, tmp_path_factory):
+async def pods(pg_admin_dsn, redis_url, redis_prefix, embedded_dir):
     """(server, home DSN, pod 1 DSN): a home database of its own on the machine's
     PostgreSQL, pod 1 an embedded PostgreSQL of its own."""
     home_name = f"clearing_pods_{secrets.token_hex(4)}"
     await db.ensure_database(pg_admin_dsn, home_name)
     home = _replace_db(pg_admin_dsn, home_name)
-    pg = await asyncio.to_thread(start_postgres, tmp_path_factory.mktemp("pod1") / "pgdata")
+    # in the run's own folder: pytest's shared /tmp/pytest-of-root may be made private to
+    # another user by a concurrent pytest, and initdb runs as `pgserver` under root
+    pg = await asyncio.to_thread(start_postgres,
+                                 embedded_dir / f"pod1-{secrets.token_hex(4)}" / "pgdata")
     pod1 = pg.dsn
     # small pools: the machine's PostgreSQL is shared with the other test processes
     # live streams poll once a minute: an event reaches them by its pod's notification
