@@ -12,7 +12,7 @@ NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 BUF := $(abspath $(VENV)/bin/buf)
 
-.PHONY: help venv node proto proto-check lint breaking run demo test test-fast bench-ledger bench bench-events bench-lock bench-unary bench-recon bench-partitions bench-backtest bench-reports loadtest mutation console-screenshots clean
+.PHONY: help venv node proto proto-check lint breaking run demo test test-fast bench-ledger bench bench-events bench-lock bench-unary bench-pods bench-recon bench-partitions bench-backtest bench-reports loadtest mutation console-screenshots clean
 
 help:
 	@echo "make run           start the server (embedded PostgreSQL/Redis unless configured)"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench-ledger  Transfer throughput vs a bare grpc.aio echo baseline"
 	@echo "make bench-lock    the split writer's custodial row lock: old order vs lock late (~2 min)"
 	@echo "make bench-unary   unary Split call by call vs grouped, against the echo (~5 min)"
+	@echo "make bench-pods    SplitBatch splits/s with one PostgreSQL pod vs two (~2 min)"
 	@echo "make bench-recon   a day's statement (LINES=2000000) imported and reconciled vs a bare COPY"
 	@echo "make bench-partitions  the journal partitioned by month vs as it is, 12M rows (~5 min;"
 	@echo "                   PARTITIONS_ARGS='--months 30 --rows-per-month 1000000')"
@@ -145,6 +146,10 @@ bench-lock: $(STAMP)
 # (bench/unary_bench.py; UNARY_ARGS='--rounds 2 --open-duration 60').
 bench-unary: $(STAMP)
 	$(PY) -m bench.unary_bench $(UNARY_ARGS)
+
+# Two PostgreSQL pods of its own: splits/s on one pod vs two, same run (PODS_ARGS).
+bench-pods: $(STAMP)
+	$(PY) -m bench.pods_bench $(PODS_ARGS)
 
 # The driver's Transfer scenarios (python -m bench.ledger_bench is the same).
 bench-ledger: $(STAMP)

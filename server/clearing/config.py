@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from clearing.limits import (AMOUNT_MINOR_MAX, RUN_HOUR_DEFAULT, TRANSFERS_PER_PAYOUT_MAX,
-                             WEBHOOK_PENDING_MAX)
+from clearing.limits import (AMOUNT_MINOR_MAX, POD_ID_MAX, RUN_HOUR_DEFAULT,
+                             TRANSFERS_PER_PAYOUT_MAX, WEBHOOK_PENDING_MAX)
 
 BIG_MINOR = AMOUNT_MINOR_MAX  # bound of the amounts settings accept
 
@@ -514,6 +514,8 @@ class Settings(_FromEnv):
                          "gRPC listen address (host:port)")
     database_url: str | None = env("CLEARING_DATABASE_URL", None,
                                    "PostgreSQL DSN; `make run` starts one if unset")
+    pods: str = env("CLEARING_PODS", "",
+                    "more PostgreSQL pods: `1=DSN;2=DSN` (docs/scaling.md)")
     redis_url: str | None = env("CLEARING_REDIS_URL", None,
                                 "Redis URL; `make run` starts one if unset")
     redis_prefix: str = env("CLEARING_REDIS_PREFIX", "clearing:",
@@ -556,6 +558,12 @@ class Settings(_FromEnv):
         if "{" in self.redis_prefix or "}" in self.redis_prefix:
             raise ValueError("CLEARING_REDIS_PREFIX must not hold { or }: the text after it"
                              " is the platform's hash tag (docs/scaling.md)")
+        parse_pods(self.pods)  # a malformed CLEARING_PODS stops the server at once
+
+    @property
+    def pod_dsns(self) -> dict[int, str]:
+        """The pods beyond pod 0 (CLEARING_PODS): {pod id: DSN}."""
+        return parse_pods(self.pods)
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -563,6 +571,26 @@ class Settings(_FromEnv):
     def with_payout(self, **changes: object) -> "Settings":
         """These settings with `changes` to the payout group."""
         return replace(self, payout=replace(self.payout, **changes))
+
+
+def parse_pods(text: str) -> dict[int, str]:
+    """CLEARING_PODS (`1=DSN;2=DSN`) as {pod id: DSN}; ValueError says what is wrong."""
+    pods: dict[int, str] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        pod, sep, dsn = part.partition("=")
+        pod, dsn = pod.strip(), dsn.strip()
+        if not sep or not pod.isdigit() or not dsn:
+            raise ValueError(f"CLEARING_PODS: {part!r} is not POD_ID=DSN")
+        pod_id = int(pod)
+        if not 1 <= pod_id <= POD_ID_MAX:
+            raise ValueError(f"CLEARING_PODS: pod id {pod_id} must be in 1..{POD_ID_MAX}"
+                             " (pod 0 is CLEARING_DATABASE_URL)")
+        if pod_id in pods:
+            raise ValueError(f"CLEARING_PODS: pod {pod_id} is given twice")
+        pods[pod_id] = dsn
+    return pods
 
 
 def client_api_key(raw_env: Mapping[str, str] | None = None) -> str:

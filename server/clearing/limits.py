@@ -386,3 +386,20 @@ CONSOLE_BACKTEST_ORDERS_MAX = 20_000
 CONSOLE_TOP_RECEIVERS = 10
 _require(CONSOLE_PAGE_SIZE <= PAGE_SIZE_MAX and CONSOLE_COUNT_MAX <= PAGE_SIZE_MAX
          and CONSOLE_EXPORT_PAGE_SIZE <= PAGE_SIZE_MAX, "console pages are list pages")
+
+# ---- PostgreSQL pods (clearing.pods, docs/scaling.md) -------------------------------------
+# Highest pod id (CLEARING_PODS, `clearing pods move --to`).
+POD_ID_MAX = 1023
+# Every sequence of pod N starts at N * POD_ID_SPAN: the ids of rows (accounts, splits,
+# journal batches...) are unique across pods, so a platform's rows keep their ids when it
+# moves. 2**32 ids of each kind per pod; journal transfer ids (batch * 65536 + position)
+# then stay below 2**63 for every pod up to POD_ID_MAX.
+POD_ID_SPAN = 2 ** 32
+# The routing table (platform -> pod) is re-read by every process this often, and a process
+# whose last good read is older than POD_ROUTES_BOUND_S reads it again before routing a call:
+# a routing change reaches every process within POD_ROUTES_BOUND_S.
+POD_ROUTES_POLL_S = 0.25
+POD_ROUTES_BOUND_S = 1.0
+_require(POD_ROUTES_POLL_S < POD_ROUTES_BOUND_S, "the poll runs within the bound")
+_require((POD_ID_MAX + 1) * POD_ID_SPAN * BATCH_SPAN < 2 ** 63,
+         "transfer ids of every pod fit a bigint")

@@ -150,3 +150,6 @@ class Reason(enum.StrEnum):
     # Party keys (a key bound to a party's accounts)
     PARTY_KEY_METHOD_DENIED = "PARTY_KEY_METHOD_DENIED"
     PARTY_ACCOUNT_UNKNOWN = "PARTY_ACCOUNT_UNKNOWN"
+    # PostgreSQL pods (clearing.pods, docs/scaling.md): every service
+    PLATFORM_MOVING = "PLATFORM_MOVING"
+    POD_NOT_CONFIGURED = "POD_NOT_CONFIGURED"

@@ -22,7 +22,8 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clearing import audit, db, logs, metrics, rediskeys, redisconn, tls
+from clearing import (audit, db, logs, metrics, pod_jobs, pods as pod_routing, rediskeys,
+                      redisconn, tls)
 from clearing.api.auth import KeyStore
 from clearing.api.interceptor import ClearingInterceptor
 from clearing.api.ledger import METHOD_ROLES, LedgerServicer
@@ -106,13 +107,15 @@ class Running:
     rollup: RollupJob | None = None
     events: "_Events | None" = None
     redis_fold: asyncio.Task | None = None
+    pods: pod_routing.Pods | None = None
+    pod_jobs: list[pod_jobs.PodJobs] | None = None  # the jobs of the pods beyond the home
 
     async def stop(self) -> None:
         """Graceful shutdown; see the module docstring."""
         log.info("shutting down", extra={"grace_s": self.settings.grace_s})
         await self.health.enter_graceful_shutdown()
         if self.events is not None:  # live WatchEvents streams end now, with their cursor
-            self.events.hub.close_streams()
+            self.events.close_streams()
         await self.server.stop(self.settings.grace_s)
         if self.sweeper is not None:
             await self.sweeper.stop()
@@ -128,7 +131,15 @@ class Running:
             await self.payout_worker.stop()
         if self.bank is not None:
             await self.bank.close()
+        for jobs in self.pod_jobs or ():
+            await jobs.stop()
         await self.writer.drain_and_stop()
+        extra = [p for i, p in self.pods.by_id.items() if i != pod_routing.HOME] \
+            if self.pods is not None else []
+        for pod in extra:
+            await pod.writer.drain_and_stop()
+        if self.pods is not None:
+            await self.pods.routes.stop()
         if self.plans is not None:
             await self.plans.stop()
         if self.keys is not None:
@@ -138,6 +149,8 @@ class Running:
         if self.redis is not None:
             await self.redis.aclose()
         await self.pool.close()
+        for pod in extra:
+            await pod.pool.close()
         log.info("stopped")
 
 
@@ -149,17 +162,23 @@ class _Events:
     hub: Hub
     sequencer: Sequencer | None
     deliverer: Deliverer | None
+    pod_hubs: tuple[Hub, ...] = ()  # the live streams' hubs of the pods beyond the home
 
     def start(self) -> None:
         for job in (self.sequencer, self.deliverer):
             if job is not None:
                 job.start()
 
+    def close_streams(self) -> None:
+        for hub in (self.hub, *self.pod_hubs):
+            hub.close_streams()
+
     async def stop(self) -> None:
         for job in (self.deliverer, self.sequencer):
             if job is not None:
                 await job.stop()
-        await self.hub.stop()
+        for hub in (self.hub, *self.pod_hubs):
+            await hub.stop()
 
 
 async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
@@ -207,6 +226,23 @@ def _bank_connector(settings: Settings, pool: asyncpg.Pool,
     return None
 
 
+def _ledger_writer(pool: asyncpg.Pool, settings: Settings, clock: Clock) -> LedgerWriter:
+    """A pod's ledger writer (one per pod and process)."""
+    return LedgerWriter(pool, settings.writer, clock,
+                        sinks={audit.SINK_NAME: audit.AuditSink(),
+                               split_store.SINK_NAME: split_store.SplitSink(),
+                               split_store.ACTION_SINK_NAME: split_store.ActionSink(),
+                               payout_store.SINK_NAME: payout_store.PayoutSink()})
+
+
+async def _prepare_pod(pod: pod_routing.Pod) -> None:
+    """Migrate a pod's database and check (or write, the first time) which pod it is."""
+    async with pod.pool.acquire() as conn:
+        await db.migrate(conn)
+        await split_upgrade.upgrade(conn)
+        await pod_routing.claim(conn, pod.pod_id)
+
+
 async def start(settings: Settings, *, migrate: bool = True,
                 clock: Clock | None = None) -> Running:
     """Start a server on settings.grpc_addr (port 0 picks a free port).
@@ -223,30 +259,44 @@ async def start(settings: Settings, *, migrate: bool = True,
     pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min,
                                 max_size=settings.db_pool_max,
                                 command_timeout_s=settings.db_command_timeout_s)
-    if migrate:
-        async with pool.acquire() as conn:
-            await db.migrate(conn)
-            await split_upgrade.upgrade(conn)
+    pod_set = {pod_routing.HOME: pod_routing.Pod(pod_routing.HOME, settings.database_url, pool)}
+    try:
+        if migrate:
+            await _prepare_pod(pod_set[pod_routing.HOME])
+        for pod_id, dsn in settings.pod_dsns.items():  # every pod runs every migration
+            pod_set[pod_id] = pod_routing.Pod(pod_id, dsn, await db.create_pool(
+                dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                command_timeout_s=settings.db_command_timeout_s))
+            await _prepare_pod(pod_set[pod_id])
+    except BaseException:
+        for pod in pod_set.values():
+            await pod.pool.close()
+        raise
     redis_client = await _connect_redis(settings)
     clock = clock or Clock()  # tests pass a ManualClock
     event_api.register_encoders()
     outbox.configure(enabled=settings.events.outbox)
-    writer = LedgerWriter(pool, settings.writer, clock,
-                          sinks={audit.SINK_NAME: audit.AuditSink(),
-                                 split_store.SINK_NAME: split_store.SplitSink(),
-                                 split_store.ACTION_SINK_NAME: split_store.ActionSink(),
-                                 payout_store.SINK_NAME: payout_store.PayoutSink()})
-    writer.start()
+    for pod in pod_set.values():
+        pod.writer = _ledger_writer(pod.pool, settings, clock)
+        pod.writer.start()
+    writer = pod_set[pod_routing.HOME].writer
+    routes = pod_routing.Routes(pool)
+    await routes.refresh()
+    routes.start()
+    pods = pod_routing.Pods(pod_set, routes)
+    home_pool, home_writer = pool, writer
+    # The servicers' pool and writer: each call's own pod's (the home pod's with one pod).
+    pool, writer = pods.routed_pool(), pods.routed_writer()
     payout_deps = PayoutDeps(pool, writer, clock, settings.payout)
     bank: BankConnector | None = None
     payout_worker: PayoutWorker | None = None
     if settings.payout.worker:
-        bank = _bank_connector(settings, pool, clock)
+        bank = _bank_connector(settings, home_pool, clock)
         if bank is not None:
             await bank.start()
         payout_worker = PayoutWorker(payout_deps, bank, settings.payout.worker_limits)
     metrics.PAYOUT_BANK_CONNECTOR_CONFIGURED.set(1 if bank is not None else 0)
-    metrics.watch(pool, writer)
+    metrics.watch(home_pool, home_writer)
     plan_cache = PlanCache(PgSource(pool), plans.from_bytes, redis_client,
                            settings.redis_prefix)
     plan_cache.start()
@@ -259,10 +309,10 @@ async def start(settings: Settings, *, migrate: bool = True,
     roles.update(platform_api.METHOD_ROLES)
     roles.update(audit_api.METHOD_ROLES)
     roles.update(event_api.METHOD_ROLES)
-    keys = KeyStore(pool)
+    keys = KeyStore(home_pool)
     keys.start()  # its poll refuses a revoked key within a second
     calls = ClearingInterceptor(keys, roles, mutual_tls=settings.tls.client_ca is not None,
-                                binding=settings.tls.platform_binding)
+                                binding=settings.tls.platform_binding, pods=pods)
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 1),
                  # gRPC core cancels calls (status CANCELLED) beyond this many received but
@@ -293,18 +343,20 @@ async def start(settings: Settings, *, migrate: bool = True,
     calls.register(server, risk_pb2_grpc.add_RiskServiceServicer_to_server,
                    risk_api.RiskServicer(pool, policies, ResolveDeps(pool, writer)))
     calls.register(server, platform_pb2_grpc.add_PlatformServiceServicer_to_server,
-                   platform_api.PlatformServicer(pool, settings.payout))
+                   platform_api.PlatformServicer(home_pool, settings.payout))
     calls.register(server, audit_pb2_grpc.add_AuditServiceServicer_to_server,
                    audit_api.AuditServicer(pool))
-    hub = Hub(settings.database_url)
-    await hub.start()
+    hubs = {i: Hub(pod.dsn) for i, pod in pod_set.items()}  # each pod's LISTEN
+    for hub in hubs.values():
+        await hub.start()
     calls.register(server, event_pb2_grpc.add_EventServiceServicer_to_server,
-                   event_api.EventServicer(pool, settings.events, hub))
+                   event_api.EventServicer(pool, settings.events, pods.routed(hubs)))
     events = _Events(
-        hub, Sequencer(settings.database_url, settings.events)
+        hubs[pod_routing.HOME], Sequencer(settings.database_url, settings.events)
         if settings.events.sequencer else None,
-        Deliverer(pool, settings.events, clock, event_api.webhook_body)
-        if settings.events.webhooks else None)
+        Deliverer(home_pool, settings.events, clock, event_api.webhook_body)
+        if settings.events.webhooks else None,
+        tuple(h for i, h in hubs.items() if i != pod_routing.HOME))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -322,21 +374,26 @@ async def start(settings: Settings, *, migrate: bool = True,
         payout_worker.start()
     if scheduler is not None:
         scheduler.start()
-    sweeper = Sweeper(pool, clock, settings.recon) if settings.recon.sweep else None
+    sweeper = Sweeper(home_pool, clock, settings.recon) if settings.recon.sweep else None
     if sweeper is not None:
         sweeper.start()
-    swing_job = SwingJob(pool, clock, settings.risk) if settings.risk.swing_job else None
+    swing_job = SwingJob(home_pool, clock, settings.risk) if settings.risk.swing_job else None
     if swing_job is not None:
         swing_job.start()
-    rollup = RollupJob(pool, clock, settings.report) if settings.report.rollup else None
+    rollup = RollupJob(home_pool, clock, settings.report) if settings.report.rollup else None
     if rollup is not None:
         rollup.start()
     events.start()
+    extra_jobs = [await pod_jobs.start(pod, settings, clock, home_pool,
+                                       lambda p: _bank_connector(settings, p, clock),
+                                       event_api.webhook_body)
+                  for i, pod in sorted(pod_set.items()) if i != pod_routing.HOME]
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Running(server, port, pool, redis_client, writer, health_servicer, settings,
+    return Running(server, port, home_pool, redis_client, home_writer, health_servicer, settings,
                    plan_cache, payout_deps, payout_worker, bank, scheduler, keys, sweeper,
-                   swing_job, rollup, events, _fold_legacy_keys(settings, redis_client))
+                   swing_job, rollup, events, _fold_legacy_keys(settings, redis_client),
+                   pods, extra_jobs)
 
 
 async def serve(settings: Settings, worker_index: int = 0) -> None:

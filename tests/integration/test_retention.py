@@ -86,6 +86,8 @@ MUTABLE = {
     "webhook_endpoints": "configuration (disabled, not deleted)",
     "webhook_deliveries": "delivery bookkeeping, pruned with the events",
     "webhook_attempts": "delivery bookkeeping, pruned with the events",
+    "platform_pods": "routing: which pod holds a platform (the ledger rows are the record)",
+    "pod_self": "which pod a database is: configuration",
 }
 # A recorded column of each table with fixed columns, to show its UPDATE refused.
 FIXED_SAMPLE = {"transfers": "amount", "splits": "amount_minor", "split_legs": "amount_minor",

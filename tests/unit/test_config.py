@@ -92,7 +92,13 @@ _COMPANIONS = {
 }
 
 
+# Text settings with a format of their own: a value of that format.
+_FORMATTED = {"CLEARING_PODS": "1=postgresql://127.0.0.1/pod1"}
+
+
 def _other(var: config.Var, default) -> str:
+    if var.name in _FORMATTED:
+        return _FORMATTED[var.name]
     if var.choices:
         return next(c for c in var.choices if c and c != default)
     if isinstance(default, float):
@@ -170,3 +176,16 @@ def test_cross_checks_stop_the_server():
 def test_client_api_key():
     assert config.client_api_key({"CLEARING_API_KEY": "k1"}) == "k1"
     assert config.client_api_key({}) == ""
+
+
+def test_pods_setting():
+    """CLEARING_PODS: `ID=DSN` parts split by `;`, ids 1..POD_ID_MAX once each; anything else
+    stops the server naming the variable."""
+    read = lambda raw: Settings.from_env({"CLEARING_PODS": raw}).pod_dsns  # noqa: E731
+    assert read("") == {}
+    assert read(" 2=postgresql://h:5433/a ; 1=postgresql://h/b;") == {
+        2: "postgresql://h:5433/a", 1: "postgresql://h/b"}
+    for bad in ("postgresql://h/a", "0=postgresql://h/a", "1=", "x=postgresql://h/a",
+                "1=postgresql://h/a;1=postgresql://h/b", f"{config.POD_ID_MAX + 1}=dsn"):
+        with pytest.raises(SystemExit, match="CLEARING_PODS"):
+            read(bad)

@@ -22,6 +22,7 @@ from clearing.config import TLS_BINDING_OPTIONAL
 from clearing.errors import (ClearingError, FieldViolation, InvalidArgument,
                              PermissionDenied, Unauthenticated)
 from clearing.ledger.model import Principal, Role
+from clearing.pods import Pods
 from clearing.reasons import Reason
 
 log = logging.getLogger("clearing.api")
@@ -110,8 +111,11 @@ class ClearingInterceptor:
     """
 
     def __init__(self, keys: KeyStore, method_roles: dict[str, frozenset[str]], *,
-                 mutual_tls: bool = False, binding: str = TLS_BINDING_OPTIONAL) -> None:
+                 mutual_tls: bool = False, binding: str = TLS_BINDING_OPTIONAL,
+                 pods: Pods | None = None) -> None:
         self._keys = keys
+        # The PostgreSQL pods (clearing.pods): each call is routed to its platform's pod.
+        self._pods = pods
         self._roles = method_roles
         # Under mutual TLS every call reads its connection's client certificate (the
         # subject for CERT_SUBJECT, the platform it is bound to); otherwise nothing is read.
@@ -149,6 +153,11 @@ class ClearingInterceptor:
         if allowed and not (who.roles & allowed):
             raise PermissionDenied(f"{short} needs one of the roles {sorted(allowed)}",
                                    metadata={"roles": ",".join(sorted(allowed))})
+        pods = self._pods
+        if pods is not None:
+            if pods.routes.stale:
+                await pods.routes.refresh()
+            pods.enter(who.platform_id)
         PRINCIPAL.set(who)
         logs.CALL.set((short, getattr(request, "request_id", "") if request else "",
                        who.platform_id))

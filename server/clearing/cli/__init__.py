@@ -76,6 +76,9 @@
                                               if one is broken
     clearing console [--listen HOST:PORT]     the back-office web console (sign in with an
                                               API key; CLEARING_CONSOLE_ADDR, 127.0.0.1:8080)
+    clearing pods list | move PLATFORM --to POD
+                                              PostgreSQL pods (CLEARING_PODS): move a
+                                              platform's ledger (on the databases directly)
 
 Client commands talk to CLEARING_GRPC_ADDR with the key in --key, CLEARING_API_KEY or
 --key-file (default: var/demo.key, written by `make run`), over TLS with --tls-ca (and
@@ -87,8 +90,8 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import (admin, audit, client, console, recon, reports, risk, serve, split,
-                          vouchers)
+from clearing.cli import (admin, audit, client, console, pods, recon, reports, risk, serve,
+                          split, vouchers)
 from clearing.config import Settings
 
 # The commands live in these modules: serve (serve), admin (migrate, admin init and
@@ -113,6 +116,7 @@ def parser() -> argparse.ArgumentParser:
     split.add_parser(sub)
     audit.add_parser(sub)
     console.add_parser(sub)
+    pods.add_parser(sub)
     return top
 
 

@@ -27,14 +27,26 @@ def cmd_migrate(args, settings: Settings) -> int:
 
     from clearing.api import split_upgrade
 
+    import asyncpg
+
+    from clearing import pods
+
     async def go() -> list[str]:
         conn = await _admin_connect(settings)
         try:
             applied = await db.migrate(conn)
             await split_upgrade.upgrade(conn)
-            return applied
         finally:
             await conn.close()
+        for pod_id, dsn in sorted(settings.pod_dsns.items()):  # CLEARING_PODS: every pod
+            conn = await asyncpg.connect(dsn)
+            try:
+                applied += [f"{name} (pod {pod_id})" for name in await db.migrate(conn)]
+                await split_upgrade.upgrade(conn)
+                await pods.claim(conn, pod_id)
+            finally:
+                await conn.close()
+        return applied
 
     applied = asyncio.run(go())
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
@@ -320,27 +332,46 @@ def cmd_keys_revoke(args, settings: Settings) -> int:
 
 def cmd_verify_all(args, settings: Settings) -> int:
     """`clearing verify --all`: every platform's accounts and rows and the whole hash chain,
-    read from the database directly (VerifyLedger shows a platform only its own)."""
+    read from the database directly (VerifyLedger shows a platform only its own). With
+    CLEARING_PODS, every pod's too: the home pod's figures at the top, each other pod's
+    under "pods"; ok only if every pod is."""
     import json
     from dataclasses import asdict
+
+    import asyncpg
 
     from clearing import audit
     from clearing.ledger import verify
 
-    async def go() -> tuple[verify.Report, audit.ChainReport]:
+    async def one(conn) -> dict:
+        report, trail = await verify.verify_on(conn, None), await audit.verify_on(conn, None)
+        doc = {"ok": report.ok and trail.ok, **asdict(report), "audit": asdict(trail)}
+        for t in doc["totals"]:
+            t["balanced"] = t["debits_posted"] == t["credits_posted"] and (
+                t["debits_pending"] == t["credits_pending"])
+        return doc
+
+    async def go() -> dict:
         conn = await _admin_connect(settings)
         try:
-            return await verify.verify_on(conn, None), await audit.verify_on(conn, None)
+            doc = await one(conn)
         finally:
             await conn.close()
+        pods = {}
+        for pod_id, dsn in sorted(settings.pod_dsns.items()):
+            conn = await asyncpg.connect(dsn)
+            try:
+                pods[str(pod_id)] = await one(conn)
+            finally:
+                await conn.close()
+        if pods:
+            doc["pods"] = pods
+            doc["ok"] = doc["ok"] and all(p["ok"] for p in pods.values())
+        return doc
 
-    report, trail = asyncio.run(go())
-    doc = {"ok": report.ok and trail.ok, **asdict(report), "audit": asdict(trail)}
-    for t in doc["totals"]:
-        t["balanced"] = t["debits_posted"] == t["credits_posted"] and (
-            t["debits_pending"] == t["credits_pending"])
+    doc = asyncio.run(go())
     print(json.dumps(doc, indent=2))
-    return 0 if report.ok and trail.ok else 1
+    return 0 if doc["ok"] else 1
 
 
 _CONFIG_AMOUNTS = ("fee_fixed_minor", "min_amount_minor", "max_amount_minor", "daily_max_minor",

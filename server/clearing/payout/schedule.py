@@ -251,10 +251,13 @@ class Scheduler(Periodic):
     """Sweeps due schedules every `settings.tick_s` (see the module docstring). `tick()` is
     one sweep, callable directly (tests)."""
 
-    def __init__(self, deps: service.PayoutDeps, settings: SchedulerSettings) -> None:
+    def __init__(self, deps: service.PayoutDeps, settings: SchedulerSettings, *,
+                 calendar_pool: asyncpg.Pool | None = None) -> None:
         self._deps = deps
         self._settings = settings
-        self.calendar = CalendarCache(deps.pool, deps.clock, settings.calendar_refresh_s)
+        # The business calendar is the core's (home pod); the schedules, deps.pool's.
+        self.calendar = CalendarCache(calendar_pool or deps.pool, deps.clock,
+                                      settings.calendar_refresh_s)
         super().__init__()
 
     task_name = "payout-scheduler"

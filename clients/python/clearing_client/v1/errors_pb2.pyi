@@ -117,6 +117,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WEBHOOK_DELIVERY_NOT_FOUND: _ClassVar[ErrorReason]
     PARTY_KEY_METHOD_DENIED: _ClassVar[ErrorReason]
     PARTY_ACCOUNT_UNKNOWN: _ClassVar[ErrorReason]
+    PLATFORM_MOVING: _ClassVar[ErrorReason]
+    POD_NOT_CONFIGURED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 UNAUTHENTICATED: ErrorReason
@@ -228,3 +230,5 @@ WEBHOOK_ENDPOINTS_FULL: ErrorReason
 WEBHOOK_DELIVERY_NOT_FOUND: ErrorReason
 PARTY_KEY_METHOD_DENIED: ErrorReason
 PARTY_ACCOUNT_UNKNOWN: ErrorReason
+PLATFORM_MOVING: ErrorReason
+POD_NOT_CONFIGURED: ErrorReason

@@ -857,6 +857,23 @@ export enum ErrorReason {
    * @generated from enum value: PARTY_ACCOUNT_UNKNOWN = 117;
    */
   PARTY_ACCOUNT_UNKNOWN = 117,
+
+  /**
+   * UNAVAILABLE: the platform is being moved to another PostgreSQL pod (`clearing pods
+   * move`, docs/scaling.md); its calls are refused until the copy is verified and the
+   * routing switched. Retry later with the same request id.
+   *
+   * @generated from enum value: PLATFORM_MOVING = 123;
+   */
+  PLATFORM_MOVING = 123,
+
+  /**
+   * UNAVAILABLE: the platform lives on a PostgreSQL pod this server process has no DSN for
+   * (CLEARING_PODS lacks it): a deployment error; another process may serve the call.
+   *
+   * @generated from enum value: POD_NOT_CONFIGURED = 124;
+   */
+  POD_NOT_CONFIGURED = 124,
 }
 
 /**
