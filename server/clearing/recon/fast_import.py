@@ -130,6 +130,7 @@ class Feeder:
         self._sha256 = hashlib.sha256()
         self._gzip: bool | None = None
         self._inflate = None
+        self._first = b""  # until gzip or not is known
         self._head = b""  # until the header line is whole
         self._header_done = False
         self._last = b"\n"  # the last byte of the content so far
@@ -146,14 +147,20 @@ class Feeder:
         if self.size_bytes > line_limits.STATEMENT_BYTES_MAX:
             self.ok = False
             return []
-        if self._gzip is None:
-            self._gzip = chunk.startswith(_GZIP_MAGIC)  # a 1-byte first chunk: not gzip
+        if self._gzip is None:  # known from the first two bytes
+            self._first += chunk
+            if len(self._first) < len(_GZIP_MAGIC):
+                return []
+            chunk, self._first = self._first, b""
+            self._gzip = chunk.startswith(_GZIP_MAGIC)
             if self._gzip:
                 self._inflate = zlib.decompressobj(_GZIP_WBITS)
         pieces = self._inflated(chunk) if self._gzip else [chunk]
         return [p for p in (self._checked(p) for p in pieces if self.ok) if p]
 
     def finish(self) -> None:
+        if self._gzip is None:  # a file of one byte
+            self.ok = False
         if self._gzip and not self._inflate.eof:
             self.ok = False  # truncated
         if not self._header_done or self.size_bytes == 0:
