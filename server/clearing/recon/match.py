@@ -52,30 +52,28 @@ SQL_BEFORE_MATCH = ("ANALYZE recon_statement_lines",
                     f"SET LOCAL work_mem = '{RECON_MATCH_WORK_MEM_MB}MB'")
 
 SQL_MATCH = f"""/*recon:match*/
-WITH d AS (
-  SELECT line_type, channel_transaction_id, min(line_number) AS first_line
-  FROM recon_statement_lines WHERE statement_id = $1
-  GROUP BY line_type, channel_transaction_id HAVING count(*) > 1
-), rf AS (
-  SELECT l.order_id, sum(l.amount_minor) AS refunds_minor
-  FROM recon_statement_lines l LEFT JOIN d
-    ON d.line_type = l.line_type AND d.channel_transaction_id = l.channel_transaction_id
-  WHERE l.statement_id = $1 AND l.line_type = {REFUND}
-    AND (d.first_line IS NULL OR l.line_number = d.first_line)
-  GROUP BY l.order_id
-), j AS (
+WITH rf AS (
+  SELECT r.order_id, sum(r.amount_minor) AS refunds_minor
+  FROM (SELECT x.order_id, x.amount_minor,
+               row_number() OVER (PARTITION BY x.channel_transaction_id COLLATE "C"
+                                  ORDER BY x.line_number) AS nth
+        FROM recon_statement_lines x
+        WHERE x.statement_id = $1 AND x.line_type = {REFUND}) r
+  WHERE r.nth = 1
+  GROUP BY r.order_id
+), l AS (
   SELECT l.line_number, l.line_type, l.channel_transaction_id, l.order_id, l.amount_minor,
          l.channel_fee_minor, l.settled_minor, l.currency_code,
-         CASE WHEN l.line_number > d.first_line THEN 2 ELSE 1 END AS nth,
-         rf.refunds_minor, s.split_id, s.amount_minor AS s_amount,
+         row_number() OVER (PARTITION BY l.line_type, l.channel_transaction_id COLLATE "C"
+                            ORDER BY l.line_number) AS nth
+  FROM recon_statement_lines l WHERE l.statement_id = $1
+), j AS (
+  SELECT l.*, rf.refunds_minor, s.split_id, s.amount_minor AS s_amount,
          s.channel_fee_minor AS s_fee, s.currency_code AS s_currency,
          s.refunded_minor AS s_refunded
-  FROM recon_statement_lines l
-  LEFT JOIN d ON d.line_type = l.line_type
-             AND d.channel_transaction_id = l.channel_transaction_id
+  FROM l
   LEFT JOIN rf ON l.line_type = {REFUND} AND rf.order_id = l.order_id
   LEFT JOIN splits s ON s.platform_id = $2 AND s.order_id = l.order_id
-  WHERE l.statement_id = $1
 ), c AS (
   SELECT j.*, CASE
       WHEN j.nth > 1 THEN {C.DUPLICATE:d}
