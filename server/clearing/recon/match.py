@@ -67,15 +67,31 @@ WITH rf AS (
          row_number() OVER (PARTITION BY l.line_type, l.channel_transaction_id COLLATE "C"
                             ORDER BY l.line_number) AS nth
   FROM recon_statement_lines l WHERE l.statement_id = $1
+), sd AS (
+  SELECT s.split_id, s.order_id, s.channel_transaction_id, s.amount_minor, s.channel_fee_minor,
+         s.currency_code, s.refunded_minor
+  FROM splits s WHERE {_SPLIT_PAID_IN_DAY}
 ), j AS (
-  SELECT l.*, rf.refunds_minor, s.split_id, s.amount_minor AS s_amount,
-         s.channel_fee_minor AS s_fee, s.currency_code AS s_currency,
-         s.refunded_minor AS s_refunded
+  SELECT l.*, rf.refunds_minor, sd.split_id AS d_split_id, sd.order_id AS d_order_id,
+         sd.channel_transaction_id AS d_ctid, sd.amount_minor AS d_amount,
+         sd.channel_fee_minor AS d_fee, sd.currency_code AS d_currency,
+         coalesce(sd.split_id, s2.split_id) AS split_id,
+         coalesce(sd.amount_minor, s2.amount_minor) AS s_amount,
+         coalesce(sd.channel_fee_minor, s2.channel_fee_minor) AS s_fee,
+         coalesce(sd.currency_code, s2.currency_code) AS s_currency,
+         coalesce(sd.refunded_minor, s2.refunded_minor) AS s_refunded
   FROM l
+  FULL JOIN sd ON sd.order_id = CASE WHEN l.line_type = {PAYMENT} THEN l.order_id END
   LEFT JOIN rf ON l.line_type = {REFUND} AND rf.order_id = l.order_id
-  LEFT JOIN splits s ON s.platform_id = $2 AND s.order_id = l.order_id
+  LEFT JOIN LATERAL (
+    SELECT s.split_id, s.amount_minor, s.channel_fee_minor, s.currency_code, s.refunded_minor
+    FROM splits s
+    WHERE sd.split_id IS NULL AND l.line_number IS NOT NULL
+      AND s.platform_id = $2 AND s.order_id = l.order_id
+    OFFSET 0) s2 ON true
 ), c AS (
   SELECT j.*, CASE
+      WHEN j.line_number IS NULL THEN {C.MISSING_IN_STATEMENT:d}
       WHEN j.nth > 1 THEN {C.DUPLICATE:d}
       WHEN j.split_id IS NULL THEN {C.MISSING_SPLIT:d}
       WHEN j.currency_code <> j.s_currency THEN {C.CURRENCY_MISMATCH:d}
@@ -85,30 +101,25 @@ WITH rf AS (
       ELSE {C.MATCHED:d} END AS cls
   FROM j
 ), items AS (
-  SELECT c.cls, c.order_id, c.channel_transaction_id, c.line_number, c.line_type,
-         coalesce(c.split_id, 0) AS split_id, c.amount_minor AS st_amount,
-         c.channel_fee_minor AS st_fee, c.currency_code AS st_currency,
+  SELECT c.cls, coalesce(c.order_id, c.d_order_id) AS order_id,
+         coalesce(c.channel_transaction_id, c.d_ctid) AS channel_transaction_id,
+         coalesce(c.line_number, 0) AS line_number, coalesce(c.line_type, {PAYMENT}) AS line_type,
+         coalesce(c.split_id, 0) AS split_id, coalesce(c.amount_minor, 0) AS st_amount,
+         coalesce(c.channel_fee_minor, 0) AS st_fee, coalesce(c.currency_code, '') AS st_currency,
          coalesce(CASE WHEN c.line_type = {REFUND} THEN c.s_refunded ELSE c.s_amount END, 0)
              AS sp_amount,
          coalesce(c.s_fee, 0) AS sp_fee, coalesce(c.s_currency, '') AS sp_currency,
-         CASE WHEN c.line_type = {PAYMENT} THEN c.settled_minor ELSE -c.settled_minor END
+         CASE WHEN c.line_number IS NULL THEN 0
+              WHEN c.line_type = {PAYMENT} THEN c.settled_minor ELSE -c.settled_minor END
              AS stated,
-         CASE WHEN c.cls IN ({C.DUPLICATE:d}, {C.MISSING_SPLIT:d}, {C.CURRENCY_MISMATCH:d})
+         CASE WHEN c.line_number IS NULL
+                  THEN CASE WHEN c.d_currency = $9 THEN c.d_amount - c.d_fee ELSE 0 END
+              WHEN c.cls IN ({C.DUPLICATE:d}, {C.MISSING_SPLIT:d}, {C.CURRENCY_MISMATCH:d})
                   THEN 0
               WHEN c.line_type = {PAYMENT} THEN c.s_amount - c.s_fee
               WHEN c.cls = {C.MATCHED:d} THEN -c.settled_minor
               ELSE 0 END AS info
   FROM c
-  UNION ALL
-  SELECT {C.MISSING_IN_STATEMENT:d}, s.order_id,
-         s.channel_transaction_id, 0, {PAYMENT}, s.split_id,
-         0, 0, '', s.amount_minor, s.channel_fee_minor, s.currency_code, 0,
-         CASE WHEN s.currency_code = $9 THEN s.amount_minor - s.channel_fee_minor ELSE 0 END
-  FROM splits s
-  WHERE {_SPLIT_PAID_IN_DAY}
-    AND NOT EXISTS (SELECT 1 FROM recon_statement_lines x
-                    WHERE x.statement_id = $1 AND x.order_id = s.order_id
-                      AND x.line_type = {PAYMENT})
 ), ins AS (
   INSERT INTO recon_discrepancies (
       platform_id, run_id, class, state, order_id, channel_transaction_id, line_number,
