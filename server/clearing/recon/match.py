@@ -19,6 +19,13 @@ MATCHED refund line, nothing for the other classes; a MISSING_IN_STATEMENT split
 amount - channel fee (in the statement's currency; 0 in another). A discrepancy's difference
 is stated - info, so the run's statement total minus the splits' total is the sum of the
 discrepancies' differences exactly (a MATCHED line's is 0: settled = amount - fee).
+
+The plan, in passes (`make bench-recon`, bench/README.md): the lines are read once, sorted
+in memory by (type, channel transaction id) for DUPLICATE; the refund lines alone give the
+refunded sums; the day's splits of the channel are read once, FULL JOINed to the payment
+lines (a split no payment line names is MISSING_IN_STATEMENT); a line with no split of the
+day (a refund, a late or unknown order) looks its split up by the (platform_id, order_id)
+index, in a lateral subquery whose one-time filter skips every other line.
 """
 
 from __future__ import annotations
