@@ -54,9 +54,13 @@ _SPLIT_PAID_IN_DAY = """
 #   one for any statement id and day; the generic plan of SQL_MATCH joined the day's splits
 #   to the lines by a nested loop over all of them (quadratic: 200,000 lines took over ten
 #   minutes instead of 4 s).
+# - work_mem (RECON_MATCH_WORK_MEM_MB) for the sort of the lines and the hash of the day's
+#   splits; jit off: the nested loop's estimated cost made PostgreSQL compile the statement
+#   with inlining and optimisation, about 3 s of a 2,000,000-line match for nothing.
 SQL_BEFORE_MATCH = ("ANALYZE recon_statement_lines",
                     "SET LOCAL plan_cache_mode = force_custom_plan",
-                    f"SET LOCAL work_mem = '{RECON_MATCH_WORK_MEM_MB}MB'")
+                    f"SET LOCAL work_mem = '{RECON_MATCH_WORK_MEM_MB}MB'",
+                    "SET LOCAL jit = off")
 
 SQL_MATCH = f"""/*recon:match*/
 WITH rf AS (
