@@ -205,8 +205,8 @@ RECON_IMPORTS_MAX = 2
 # lines take about 2.5 times that.
 RECON_MATCH_TIMEOUT_S = 600.0
 # work_mem of the import's transaction from its match on (SET LOCAL; PostgreSQL's default is
-# 4 MB): the match's aggregates and hash joins over 2,000,000 lines and the day's splits then
-# stay in memory instead of spilling to temporary files (`make bench-recon`, bench/README.md).
+# 4 MB): the hash of the day's splits (238 MB for 2,000,000) stays in memory, and the sort of
+# the lines for DUPLICATE spills far less (`make bench-recon`, bench/README.md).
 # Per sort or hash node of the one statement (x hash_mem_multiplier for hashes), and at most
 # RECON_IMPORTS_MAX imports per process run it at once.
 RECON_MATCH_WORK_MEM_MB = 256
