@@ -215,6 +215,16 @@ RECON_IMPORTS_MAX = 2
 # (`make bench-recon`), so 30 s cut the seeds' volume off with INTERNAL; STATEMENT_LINES_MAX
 # lines take about 2.5 times that.
 RECON_MATCH_TIMEOUT_S = 600.0
+# work_mem of the import's transaction from its match on (SET LOCAL; PostgreSQL's default is
+# 4 MB): the hash of the day's splits (238 MB for 2,000,000) stays in memory, and the sort of
+# the lines for DUPLICATE spills far less (`make bench-recon`, bench/README.md).
+# Per sort or hash node of the one statement (x hash_mem_multiplier for hashes), and at most
+# RECON_IMPORTS_MAX imports per process run it at once.
+RECON_MATCH_WORK_MEM_MB = 256
+# A canonical statement streams into PostgreSQL by one COPY for the whole upload
+# (recon/fast_import.py): its bound instead of the pool's command timeout (30 s), which a
+# large file sent by a slow client would outlast.
+STATEMENT_UPLOAD_TIMEOUT_S = 1800.0
 # Decompressed bytes one step of gzip inflation may produce (the bound on what a step adds
 # before the decompressed size is checked).
 STATEMENT_INFLATE_STEP_BYTES = 1 << 20

@@ -19,10 +19,18 @@ MATCHED refund line, nothing for the other classes; a MISSING_IN_STATEMENT split
 amount - channel fee (in the statement's currency; 0 in another). A discrepancy's difference
 is stated - info, so the run's statement total minus the splits' total is the sum of the
 discrepancies' differences exactly (a MATCHED line's is 0: settled = amount - fee).
+
+The plan, in passes (`make bench-recon`, bench/README.md): the lines are read once, sorted
+in memory by (type, channel transaction id) for DUPLICATE; the refund lines alone give the
+refunded sums; the day's splits of the channel are read once, FULL JOINed to the payment
+lines (a split no payment line names is MISSING_IN_STATEMENT); a line with no split of the
+day (a refund, a late or unknown order) looks its split up by the (platform_id, order_id)
+index, in a lateral subquery whose one-time filter skips every other line.
 """
 
 from __future__ import annotations
 
+from clearing.limits import RECON_MATCH_WORK_MEM_MB
 from clearing.recon.model import DiscrepancyState, LineType, MatchClass
 
 C = MatchClass
@@ -46,26 +54,55 @@ _SPLIT_PAID_IN_DAY = """
 #   one for any statement id and day; the generic plan of SQL_MATCH joined the day's splits
 #   to the lines by a nested loop over all of them (quadratic: 200,000 lines took over ten
 #   minutes instead of 4 s).
+# - work_mem (RECON_MATCH_WORK_MEM_MB) for the sort of the lines and the hash of the day's
+#   splits; jit off: the nested loop's estimated cost made PostgreSQL compile the statement
+#   with inlining and optimisation, about 3 s of a 2,000,000-line match for nothing.
 SQL_BEFORE_MATCH = ("ANALYZE recon_statement_lines",
-                    "SET LOCAL plan_cache_mode = force_custom_plan")
+                    "SET LOCAL plan_cache_mode = force_custom_plan",
+                    f"SET LOCAL work_mem = '{RECON_MATCH_WORK_MEM_MB}MB'",
+                    "SET LOCAL jit = off")
 
-SQL_MATCH = f"""
-WITH l AS (
+SQL_MATCH = f"""/*recon:match*/
+WITH rf AS (
+  SELECT r.order_id, sum(r.amount_minor) AS refunds_minor
+  FROM (SELECT x.order_id, x.amount_minor,
+               row_number() OVER (PARTITION BY x.channel_transaction_id COLLATE "C"
+                                  ORDER BY x.line_number) AS nth
+        FROM recon_statement_lines x
+        WHERE x.statement_id = $1 AND x.line_type = {REFUND}) r
+  WHERE r.nth = 1
+  GROUP BY r.order_id
+), l AS (
   SELECT l.line_number, l.line_type, l.channel_transaction_id, l.order_id, l.amount_minor,
          l.channel_fee_minor, l.settled_minor, l.currency_code,
-         row_number() OVER (PARTITION BY l.line_type, l.channel_transaction_id
+         row_number() OVER (PARTITION BY l.line_type, l.channel_transaction_id COLLATE "C"
                             ORDER BY l.line_number) AS nth
   FROM recon_statement_lines l WHERE l.statement_id = $1
-), r AS (
-  SELECT l.*, sum(l.amount_minor) FILTER (WHERE l.nth = 1 AND l.line_type = {REFUND})
-                  OVER (PARTITION BY l.order_id) AS refunds_minor
-  FROM l
+), sd AS (
+  SELECT s.split_id, s.order_id, s.channel_transaction_id, s.amount_minor, s.channel_fee_minor,
+         s.currency_code, s.refunded_minor
+  FROM splits s WHERE {_SPLIT_PAID_IN_DAY}
 ), j AS (
-  SELECT r.*, s.split_id, s.amount_minor AS s_amount, s.channel_fee_minor AS s_fee,
-         s.currency_code AS s_currency, s.refunded_minor AS s_refunded
-  FROM r LEFT JOIN splits s ON s.platform_id = $2 AND s.order_id = r.order_id
+  SELECT l.*, rf.refunds_minor, sd.split_id AS d_split_id, sd.order_id AS d_order_id,
+         sd.channel_transaction_id AS d_ctid, sd.amount_minor AS d_amount,
+         sd.channel_fee_minor AS d_fee, sd.currency_code AS d_currency,
+         coalesce(sd.split_id, s2.split_id) AS split_id,
+         coalesce(sd.amount_minor, s2.amount_minor) AS s_amount,
+         coalesce(sd.channel_fee_minor, s2.channel_fee_minor) AS s_fee,
+         coalesce(sd.currency_code, s2.currency_code) AS s_currency,
+         coalesce(sd.refunded_minor, s2.refunded_minor) AS s_refunded
+  FROM l
+  FULL JOIN sd ON sd.order_id = CASE WHEN l.line_type = {PAYMENT} THEN l.order_id END
+  LEFT JOIN rf ON l.line_type = {REFUND} AND rf.order_id = l.order_id
+  LEFT JOIN LATERAL (
+    SELECT s.split_id, s.amount_minor, s.channel_fee_minor, s.currency_code, s.refunded_minor
+    FROM splits s
+    WHERE sd.split_id IS NULL AND l.line_number IS NOT NULL
+      AND s.platform_id = $2 AND s.order_id = l.order_id
+    OFFSET 0) s2 ON true
 ), c AS (
   SELECT j.*, CASE
+      WHEN j.line_number IS NULL THEN {C.MISSING_IN_STATEMENT:d}
       WHEN j.nth > 1 THEN {C.DUPLICATE:d}
       WHEN j.split_id IS NULL THEN {C.MISSING_SPLIT:d}
       WHEN j.currency_code <> j.s_currency THEN {C.CURRENCY_MISMATCH:d}
@@ -75,30 +112,25 @@ WITH l AS (
       ELSE {C.MATCHED:d} END AS cls
   FROM j
 ), items AS (
-  SELECT c.cls, c.order_id, c.channel_transaction_id, c.line_number, c.line_type,
-         coalesce(c.split_id, 0) AS split_id, c.amount_minor AS st_amount,
-         c.channel_fee_minor AS st_fee, c.currency_code AS st_currency,
+  SELECT c.cls, coalesce(c.order_id, c.d_order_id) AS order_id,
+         coalesce(c.channel_transaction_id, c.d_ctid) AS channel_transaction_id,
+         coalesce(c.line_number, 0) AS line_number, coalesce(c.line_type, {PAYMENT}) AS line_type,
+         coalesce(c.split_id, 0) AS split_id, coalesce(c.amount_minor, 0) AS st_amount,
+         coalesce(c.channel_fee_minor, 0) AS st_fee, coalesce(c.currency_code, '') AS st_currency,
          coalesce(CASE WHEN c.line_type = {REFUND} THEN c.s_refunded ELSE c.s_amount END, 0)
              AS sp_amount,
          coalesce(c.s_fee, 0) AS sp_fee, coalesce(c.s_currency, '') AS sp_currency,
-         CASE WHEN c.line_type = {PAYMENT} THEN c.settled_minor ELSE -c.settled_minor END
+         CASE WHEN c.line_number IS NULL THEN 0
+              WHEN c.line_type = {PAYMENT} THEN c.settled_minor ELSE -c.settled_minor END
              AS stated,
-         CASE WHEN c.cls IN ({C.DUPLICATE:d}, {C.MISSING_SPLIT:d}, {C.CURRENCY_MISMATCH:d})
+         CASE WHEN c.line_number IS NULL
+                  THEN CASE WHEN c.d_currency = $9 THEN c.d_amount - c.d_fee ELSE 0 END
+              WHEN c.cls IN ({C.DUPLICATE:d}, {C.MISSING_SPLIT:d}, {C.CURRENCY_MISMATCH:d})
                   THEN 0
               WHEN c.line_type = {PAYMENT} THEN c.s_amount - c.s_fee
               WHEN c.cls = {C.MATCHED:d} THEN -c.settled_minor
               ELSE 0 END AS info
   FROM c
-  UNION ALL
-  SELECT {C.MISSING_IN_STATEMENT:d}, s.order_id,
-         s.channel_transaction_id, 0, {PAYMENT}, s.split_id,
-         0, 0, '', s.amount_minor, s.channel_fee_minor, s.currency_code, 0,
-         CASE WHEN s.currency_code = $9 THEN s.amount_minor - s.channel_fee_minor ELSE 0 END
-  FROM splits s
-  WHERE {_SPLIT_PAID_IN_DAY}
-    AND NOT EXISTS (SELECT 1 FROM recon_statement_lines x
-                    WHERE x.statement_id = $1 AND x.order_id = s.order_id
-                      AND x.line_type = {PAYMENT})
 ), ins AS (
   INSERT INTO recon_discrepancies (
       platform_id, run_id, class, state, order_id, channel_transaction_id, line_number,

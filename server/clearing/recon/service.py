@@ -23,7 +23,7 @@ from clearing.ledger.writer import LedgerWriter
 from clearing.limits import (DEFAULT_TIME_ZONE, RECON_IMPORTS_MAX, RECON_MATCH_TIMEOUT_S,
                              STATEMENT_COPY_ROWS_MAX)
 from clearing.reasons import Reason
-from clearing.recon import events, match, payout_match, store
+from clearing.recon import events, fast_import, match, payout_match, store
 from clearing.recon.model import (NOT_IN_FILE_CLASSES, ClassTotal, Discrepancy, ImportHeader,
                                   MatchClass, Run, Statement, StatementFormat, StatementLine)
 from clearing.recon.parse import StatementParser
@@ -92,19 +92,45 @@ async def _import(deps: ReconDeps, conn: asyncpg.Connection, platform_id: int, k
                   header: ImportHeader, chunks: AsyncIterator[bytes]) -> Run | Statement:
     """The new run, or the earlier identical statement (a replay)."""
     statement_id = await store.next_statement_id(conn)
-    parser = await _stream_lines(conn, statement_id, platform_id, header, chunks)
-    sha256 = parser.reader.content_sha256
+    lines = await _write_lines(conn, statement_id, platform_id, header, chunks)
     await store.lock_import(conn, platform_id, header.request_id, header.channel,
                             header.settlement_date)
-    earlier = await _replay_of(conn, platform_id, header, sha256)
+    earlier = await _replay_of(conn, platform_id, header, lines.content_sha256)
     if earlier is not None:
         return earlier
-    t = parser.totals
     statement = Statement(statement_id, header.channel, header.settlement_date, header.format,
-                          sha256, parser.reader.size_bytes, t.line_count, t.currency_code,
-                          t.settled_minor, None, key_id, header.request_id, deps.clock.now())
+                          lines.content_sha256, lines.size_bytes, lines.line_count,
+                          lines.currency_code, lines.settled_minor, None, key_id,
+                          header.request_id, deps.clock.now())
     await store.insert_statement(conn, platform_id, statement)
     return await _reconcile(deps, conn, platform_id, statement)
+
+
+async def _write_lines(conn: asyncpg.Connection, statement_id: int, platform_id: int,
+                       header: ImportHeader, chunks: AsyncIterator[bytes],
+                       ) -> fast_import.Imported:
+    """Write the statement's lines: a canonical file by the fast path (PostgreSQL parses
+    it), which gives way to the general path (Python reads every line) for anything it does
+    not take; the general path for the other formats. Raises the problems of a malformed
+    file."""
+    if header.format != StatementFormat.CANONICAL:
+        return _imported(await _stream_lines(conn, statement_id, platform_id, header, chunks))
+    spool = fast_import.Spool()
+    try:
+        done = await fast_import.import_lines(conn, statement_id, platform_id, header, chunks,
+                                              spool)
+        if done is not None:
+            return done
+        return _imported(await _stream_lines(conn, statement_id, platform_id, header,
+                                             spool.replay(chunks)))
+    finally:
+        spool.close()
+
+
+def _imported(parser: StatementParser) -> fast_import.Imported:
+    t = parser.totals
+    return fast_import.Imported(parser.reader.content_sha256, parser.reader.size_bytes,
+                                t.line_count, t.currency_code, t.settled_minor)
 
 
 async def _stream_lines(conn: asyncpg.Connection, statement_id: int, platform_id: int,
