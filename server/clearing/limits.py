@@ -251,6 +251,9 @@ VOUCHER_PDF_CACHE_MAX = 32
 # ---- reports (report.proto, ExportReport; docs/reports.md) ----------------------------------
 # A report's period: at most this many days (a year, a leap year's included).
 REPORT_DAYS_MAX = 366
+# The split_minutes report (splits per minute: one row per minute and currency, read from the
+# splits themselves, no roll-up) covers at most this many days.
+REPORT_MINUTES_DAYS_MAX = 7
 # One ExportReport message's chunk of the file.
 REPORT_CHUNK_BYTES_MAX = 64 << 10
 # Rows fetched from the server-side cursor at a time (and handed to the XLSX encoder's
@@ -386,9 +389,6 @@ CONSOLE_FIELD_LEN_MAX = 1024
 # rows: past it the file ends with a `truncated` line (CSV) or sheet note (XLSX).
 CONSOLE_EXPORT_PAGE_SIZE = 1000
 CONSOLE_EXPORT_ROWS_MAX = 100_000
-# The overview's splits per minute: today's splits read (ListSplits pages of
-# CONSOLE_EXPORT_PAGE_SIZE, newest first) at most; past it the chart starts at the oldest read.
-CONSOLE_CHART_SPLITS_MAX = 5_000
 # A backtest from the console (SimulateRuleSet) re-evaluates this many recent orders at most
 # (as the activation's swing check does).
 CONSOLE_BACKTEST_ORDERS_MAX = 20_000

@@ -241,3 +241,35 @@ async def test_a_year_is_allowed(channel, platform):
     reports = Reports(channel, platform.key)
     info, data, _ = await reports.export("payouts", "2024-01-01", "2024-12-31")
     assert read_csv(data) == [] and info.to_date == "2024-12-31"
+
+
+async def test_split_minutes_per_local_minute_and_currency(channel, client, platform,
+                                                           database_url):
+    """split_minutes (the console's splits-per-minute chart): splits counted and summed per
+    minute of their paid time in the platform's zone, worked out here from the paid times."""
+    from tests.report_support import ZONE
+    from tests.split_support import order
+
+    world = await b2b_world(channel, client, database_url, platform)
+    now = dt.datetime.now(ZONE).replace(second=0, microsecond=0)
+    early, late = now - dt.timedelta(minutes=3), now - dt.timedelta(minutes=1)
+    paid = [(early + dt.timedelta(seconds=5), 200_000), (early + dt.timedelta(seconds=59), 300_000),
+            (late, 400_000)]
+    for when, amount in paid:
+        o = order(amount, channel="WECHAT_PAY", rule_set_name="b2b")
+        o.paid_time.FromDatetime(when.astimezone(dt.timezone.utc))
+        await world.splits.split(o)
+    first, last = (now - dt.timedelta(days=1)).date(), now.date()
+    rows = await world.reports.rows("split_minutes", first, last)
+    got = [(r["minute"], int(r["split_count"]), int(r["amount_minor"]), r["amount"])
+           for r in rows if r["line"] == "detail"]
+    assert got == [(early.strftime("%Y-%m-%dT%H:%M"), 2, 500_000, "5000.00"),
+                   (late.strftime("%Y-%m-%dT%H:%M"), 1, 400_000, "4000.00")]
+    total = totals(rows)["CNY"]
+    assert (int(total["split_count"]), int(total["amount_minor"])) == (3, 900_000)
+    # a week at most (one row per minute, read from the splits): 7 days taken, 8 refused
+    reports = Reports(channel, platform.key)
+    await reports.export("split_minutes", "2026-01-01", "2026-01-07")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await reports.export("split_minutes", "2026-01-01", "2026-01-08")
+    assert details(err.value) == ("INVALID_ARGUMENT", ["to_date"])

@@ -40,6 +40,10 @@ def _request(request: pb.ExportReportRequest, platform_id: int) -> tuple[str, Pe
             v.add("to_date", "must not be before from_date")
         elif (last - first).days >= REPORT_DAYS_MAX:
             v.add("to_date", f"a period is at most {REPORT_DAYS_MAX} days")
+        elif request.report_name in REPORTS and \
+                (last - first).days >= REPORTS[request.report_name].days_max:
+            v.add("to_date", f"a {request.report_name} period is at most "
+                             f"{REPORTS[request.report_name].days_max} days")
     fmt = _FORMATS.get(request.format)
     if fmt is None:
         v.add("format", "must be REPORT_FORMAT_CSV or REPORT_FORMAT_XLSX")

@@ -3,8 +3,8 @@
 - Volume: the month's days from ExportReport's channel_analysis (CSV).
 - Amounts per receiver: ExportReport's split_summary (CSV) of today and of the month, the
   legs' amounts summed per receiving account; the top CONSOLE_TOP_RECEIVERS of the month.
-- Splits per minute: today's splits by paid time (ListSplits, newest first,
-  CONSOLE_CHART_SPLITS_MAX at most: past it the chart starts at the oldest one read).
+- Splits per minute: ExportReport's split_minutes (CSV) of today: splits per minute of
+  their paid time, counted by the server (every split of the day, however many).
 - Payouts, open discrepancies and risk events: counted one list page at a time
   (CONSOLE_COUNT_MAX at most: more shows as "N+"), in app.py.
 
@@ -28,8 +28,7 @@ from zoneinfo import ZoneInfo
 
 import grpc
 
-from clearing.limits import (CONSOLE_CHART_SPLITS_MAX, CONSOLE_EXPORT_PAGE_SIZE,
-                             CONSOLE_TOP_RECEIVERS, CONSOLE_VOLUME_CACHE_S, DEFAULT_TIME_ZONE)
+from clearing.limits import CONSOLE_TOP_RECEIVERS, CONSOLE_VOLUME_CACHE_S, DEFAULT_TIME_ZONE
 from clearing.money import exponent, format_minor
 from clearing_client import ClearingClient, ClearingRpcError
 from clearing_client.v1 import report_pb2
@@ -103,19 +102,27 @@ def top_receivers(today: dict, month: dict, n: int = CONSOLE_TOP_RECEIVERS) -> l
     return out
 
 
-def minute_counts(paid_times: list[dt.datetime], day: dt.date,
+def parse_split_minutes(data: bytes, day: dt.date) -> dict[int, int]:
+    """split_minutes CSV: minute of `day` (0 to 1439, local) -> its splits, every currency."""
+    out: dict[int, int] = {}
+    for row in csv.DictReader(io.StringIO(data.decode())):
+        if row["line"] != "detail":
+            continue
+        stamp = dt.datetime.strptime(row["minute"], "%Y-%m-%dT%H:%M")
+        if stamp.date() == day:
+            minute = stamp.hour * 60 + stamp.minute
+            out[minute] = out.get(minute, 0) + int(row["split_count"])
+    return out
+
+
+def minute_counts(per_minute: dict[int, int], day: dt.date,
                   now: dt.datetime) -> tuple[list[str], list[int]]:
     """Splits per minute of `day` (local), from its first minute with a split (else its
     first minute) to `now`'s minute (else the day's last): labels HH:MM and counts."""
-    local = [t.astimezone(ZONE) for t in paid_times]
-    minutes = sorted(t.hour * 60 + t.minute for t in local if t.date() == day)
     now_local = now.astimezone(ZONE)
     last = now_local.hour * 60 + now_local.minute if now_local.date() == day else 1439
-    first = min(minutes[0] if minutes else 0, last)
-    counts = [0] * (last - first + 1)
-    for m in minutes:
-        if first <= m <= last:
-            counts[m - first] += 1
+    first = min(min(per_minute) if per_minute else 0, last)
+    counts = [per_minute.get(m, 0) for m in range(first, last + 1)]
     return [f"{m // 60:02d}:{m % 60:02d}" for m in range(first, last + 1)], counts
 
 
@@ -180,27 +187,6 @@ async def export_csv(c: ClearingClient, report: str, first: dt.date, last: dt.da
         raise ClearingRpcError.from_call(err) from None
 
 
-async def todays_splits(c: ClearingClient, today: dt.date,
-                        limit: int = CONSOLE_CHART_SPLITS_MAX) -> tuple[list[dt.datetime], bool]:
-    """The paid times of today's splits (newest first), `limit` at most; and whether there
-    were more."""
-    start = dt.datetime.combine(today, dt.time(0), ZONE)
-    times: list[dt.datetime] = []
-    token = ""
-    while len(times) < limit:
-        page = await c.list_splits(paid_time_start=start,
-                                   paid_time_end=start + dt.timedelta(days=1),
-                                   page_size=min(CONSOLE_EXPORT_PAGE_SIZE, limit - len(times)),
-                                   page_token=token)
-        for s in page.splits:
-            ts = s.order.paid_time if s.order.HasField("paid_time") else s.create_time
-            times.append(ts.ToDatetime(dt.timezone.utc))
-        token = page.next_page_token
-        if not token:
-            return times, False
-    return times, True
-
-
 def _failed(err: ClearingRpcError) -> str:
     return f"{err.code.name} {err.reason}: {err.message}"
 
@@ -217,8 +203,7 @@ async def figures(c: ClearingClient, cache: dict, timeout_s: float,
         return cached[2]
     out: dict = {"today": today, "first": first, "currencies": [], "volume_error": "",
                  "receivers": [], "receiver_charts": [], "receivers_error": "",
-                 "minutes_chart": None, "minutes_total": 0, "minutes_truncated": False,
-                 "minutes_error": ""}
+                 "minutes_chart": None, "minutes_total": 0, "minutes_error": ""}
     try:
         volume = parse_channel_analysis(await export_csv(c, "channel_analysis", first, today,
                                                          timeout_s))
@@ -240,11 +225,11 @@ async def figures(c: ClearingClient, cache: dict, timeout_s: float,
     except ClearingRpcError as err:
         out["receivers_error"] = _failed(err)
     try:
-        times, truncated = await todays_splits(c, today)
-        labels, counts = minute_counts(times, today, now)
-        out.update(minutes_chart=minutes_chart(labels, counts) if times else None,
-                   minutes_total=len(times), minutes_truncated=truncated,
-                   minutes_from=labels[0] if labels else "")
+        per_minute = parse_split_minutes(await export_csv(c, "split_minutes", today, today,
+                                                          timeout_s), today)
+        labels, counts = minute_counts(per_minute, today, now)
+        out.update(minutes_chart=minutes_chart(labels, counts) if per_minute else None,
+                   minutes_total=sum(per_minute.values()))
     except ClearingRpcError as err:
         out["minutes_error"] = _failed(err)
     cache["overview"] = (time.monotonic() + CONSOLE_VOLUME_CACHE_S, today, out)

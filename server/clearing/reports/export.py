@@ -14,7 +14,8 @@ import asyncpg
 
 from clearing.errors import invariant
 from clearing.ledger.model import AccountKind
-from clearing.limits import REPORT_CHUNK_BYTES_MAX, REPORT_FETCH_ROWS, REPORT_QUERY_TIMEOUT_S
+from clearing.limits import (REPORT_CHUNK_BYTES_MAX, REPORT_DAYS_MAX, REPORT_FETCH_ROWS,
+                             REPORT_MINUTES_DAYS_MAX, REPORT_QUERY_TIMEOUT_S)
 from clearing.money import format_minor
 from clearing.reports import sql
 from clearing.reports.encode import CONTENT_TYPES, CSV, CsvEncoder, XlsxEncoder
@@ -39,6 +40,7 @@ class Report:
     query: Callable[[int, Period, set[dt.date]], sql.Query]
     check: Callable[[dict[str, int]], None] | None = None  # on each currency's totals
     totals: bool = True  # False: no totals rows (a report of records, not money: audit)
+    days_max: int = REPORT_DAYS_MAX  # the longest period it takes
 
 
 def _split_summary(platform_id: int, p: Period, rolled: set[dt.date]) -> sql.Query:
@@ -68,6 +70,10 @@ def _flow_balances(t: dict[str, int]) -> None:
     invariant(t["debits"] == t["credits"], f"transaction flow: debits != credits: {t}")
     invariant(t["opening"] + t["credits"] - t["debits"] == t["closing"],
               f"transaction flow: opening + credits - debits != closing: {t}")
+
+
+def _split_minutes(platform_id: int, p: Period, rolled: set[dt.date]) -> sql.Query:
+    return sql.split_minutes(platform_id, p.zone, p.start, p.end)
 
 
 def _audit(platform_id: int, p: Period, rolled: set[dt.date]) -> sql.Query:
@@ -101,6 +107,10 @@ REPORTS: dict[str, Report] = {r.name: r for r in (
         Column("paid", AMOUNT), Column("succeeded_count", COUNT),
         Column("failed_count", COUNT), Column("failed", AMOUNT), Column("open_count", COUNT),
         Column("failed_attempt_count", COUNT)), _payouts, _payout_amounts),
+    # Splits per minute of their paid time (local), per currency: the console's chart.
+    Report("split_minutes", (_CUR, Column("minute"), Column("split_count", COUNT),
+                             Column("amount", AMOUNT)), _split_minutes,
+           days_max=REPORT_MINUTES_DAYS_MAX),
     # The audit trail (clearing.audit): one row per event of the period, no totals.
     Report("audit", (
         Column("event_id", ID), Column("seq", ID), Column("created_at"), Column("key_id", ID),

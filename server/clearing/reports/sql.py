@@ -205,6 +205,28 @@ ORDER BY 1, 2"""
     return q
 
 
+def split_minutes(platform_id: int, zone: str, start: dt.datetime, end: dt.datetime) -> Query:
+    """Splits per local minute of their paid time and currency, in [start, end) (the
+    platform's split-list index: platform, paid time)."""
+    q = Query(platform_id, zone, _ns(start), _ns(end))
+    q.sql = """
+SELECT s.currency_code,
+       to_char(date_trunc('minute', to_timestamp(s.paid_time_ns / 1000000000.0)
+                                    AT TIME ZONE $2), 'YYYY-MM-DD"T"HH24:MI') AS minute,
+       count(*)::bigint AS split_count, sum(s.amount_minor)::bigint AS amount_minor
+FROM splits s
+WHERE s.platform_id = $1 AND s.paid_time_ns >= $3 AND s.paid_time_ns < $4
+GROUP BY 1, 2
+ORDER BY 1, 2"""
+    return q
+
+
+def _ns(instant: dt.datetime) -> int:
+    """An instant as integer nanoseconds since the epoch (splits.paid_time_ns)."""
+    delta = instant - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
 def audit(platform_id: int, start: dt.datetime, end: dt.datetime) -> Query:
     """The platform's audit events of the period, in chain order (clearing.audit: bank
     numbers are masked and keys absent when written)."""

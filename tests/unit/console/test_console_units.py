@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from clearing.console.overview import (ZONE, chart_spec, daily_chart, minute_counts,
+                                       parse_split_minutes,
                                        parse_channel_analysis, parse_split_summary,
                                        receivers_chart, top_receivers)
 from clearing.console.sessions import SessionStore
@@ -129,9 +130,17 @@ def test_minute_counts_are_local_minutes_of_the_day_up_to_now():
     def at(d: int, h: int, m: int, s: int) -> dt.datetime:
         return dt.datetime(2026, 12, d, h, m, s, tzinfo=ZONE).astimezone(dt.timezone.utc)
 
-    times = [at(8, 10, 3, 59), at(8, 10, 3, 0), at(8, 10, 5, 30), at(7, 23, 59, 59)]
-    assert minute_counts(times, day, at(8, 10, 5, 31)) == (
-        ["10:03", "10:04", "10:05"], [2, 0, 1])
+    report = ("line,currency_code,minute,split_count,amount_minor,amount\r\n"
+              "detail,CNY,2026-12-07T23:59,4,400,4.00\r\n"   # the day before: not counted
+              "detail,CNY,2026-12-08T10:03,2,200,2.00\r\n"
+              "detail,CNY,2026-12-08T10:05,1,100,1.00\r\n"
+              "detail,USD,2026-12-08T10:03,3,300,3.00\r\n"   # every currency counts
+              "total,CNY,,7,700,7.00\r\n").encode()
+    per_minute = parse_split_minutes(report, day)
+    assert per_minute == {603: 5, 605: 1}
+    assert minute_counts(per_minute, day, at(8, 10, 5, 31)) == (
+        ["10:03", "10:04", "10:05"], [5, 0, 1])
     # a past day runs to its last minute
-    labels, counts = minute_counts(times, day, at(9, 1, 0, 0))
-    assert labels[0] == "10:03" and labels[-1] == "23:59" and sum(counts) == 3
+    labels, counts = minute_counts(per_minute, day, at(9, 1, 0, 0))
+    assert labels[0] == "10:03" and labels[-1] == "23:59" and sum(counts) == 6
+    assert minute_counts({}, day, at(8, 0, 2, 0)) == (["00:00", "00:01", "00:02"], [0, 0, 0])

@@ -261,7 +261,8 @@ export declare type ExportReportRequest = Message<"clearing.v1.ExportReportReque
    * `transaction_flow` (per account: opening balance, debits, credits, closing balance),
    * `channel_analysis` (per day and channel: orders, amounts and fees, from the channel's
    * reconciled statement where one was imported for that day, else from the splits; the
-   * `source` column says which), `payouts` (per party: payouts, fees, paid, failures) or
+   * `source` column says which), `payouts` (per party: payouts, fees, paid, failures),
+   * `split_minutes` (per minute of the paid time: splits and amounts; at most 7 days) or
    * `audit` (the audit trail, AuditService: one row per event, no totals).
    *
    * @generated from field: string report_name = 1;
