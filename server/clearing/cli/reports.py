@@ -13,8 +13,9 @@ from pathlib import Path
 
 from clearing.cli.client import _client_options, _run
 from clearing.config import Settings
+from clearing.reports.export import REPORTS
 
-NAMES = ("split_summary", "transaction_flow", "channel_analysis", "payouts", "audit")
+NAMES = tuple(REPORTS)  # one list of the reports: the server's
 FORMATS = ("csv", "xlsx")
 
 
