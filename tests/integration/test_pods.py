@@ -328,3 +328,31 @@ async def test_the_source_pods_jobs_leave_a_moved_platform_alone(pods):
                      " AND next_run_at < now() + interval '8 days'")
         assert (await _count(home, schedules, platform_id),
                 await _count(pod1, schedules, platform_id)) == (0, 1)
+
+
+async def test_a_stream_opened_before_a_move_books_nothing_on_the_source(pods):
+    """A SplitStream is routed once, when it opens: kept open while its platform is marked
+    moving, its next order would be booked on the source while the move copies it (or
+    after: an archive no call reads). The writer refuses it, PLATFORM_MOVING, retryable."""
+    running, home, _ = pods
+    platform_id, key = await _platform(home)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        _, splits, _ = await _b2b(channel, home, platform_id, key)
+        stream = splits.stub.SplitStream(metadata=splits.metadata)
+        await stream.write(pb.SplitStreamRequest(request_id=rid(), order=b2b_order()))
+        first = await stream.read()
+        assert first.outcome.WhichOneof("result") == "split"
+        conn = await asyncpg.connect(home)
+        try:
+            await pods_move.set_route(conn, platform_id, 0, True)
+            await asyncio.sleep(POD_ROUTES_BOUND_S + 0.3)
+            await stream.write(pb.SplitStreamRequest(request_id=rid(), order=b2b_order()))
+            second = await stream.read()
+            await stream.done_writing()
+        finally:
+            await pods_move.set_route(conn, platform_id, 0, False)
+            await conn.close()
+    assert (second.outcome.error.reason, second.outcome.error.code) == (
+        "PLATFORM_MOVING", grpc.StatusCode.UNAVAILABLE.value[0])
+    splits_sql = "SELECT count(*) FROM splits WHERE platform_id = $1"
+    assert await _count(home, splits_sql, platform_id) == 1
