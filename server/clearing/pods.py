@@ -40,6 +40,10 @@ HOME = 0
 # uses the home pod or is given its pod's own pool).
 CURRENT: contextvars.ContextVar[int] = contextvars.ContextVar("clearing_pod", default=HOME)
 
+# Whether the current context is a call routed by `Pods.enter` (background work is not).
+ROUTED: contextvars.ContextVar[bool] = contextvars.ContextVar("clearing_pod_routed",
+                                                             default=False)
+
 _SQL_ROUTES = "SELECT platform_id, pod_id, moving FROM platform_pods"
 
 
@@ -167,6 +171,7 @@ class Pods:
                               reason=Reason.POD_NOT_CONFIGURED)
         if route.pod_id != HOME:
             CURRENT.set(route.pod_id)
+        ROUTED.set(True)
         return route.pod_id
 
     def routed_pool(self) -> Any:
@@ -174,7 +179,7 @@ class Pods:
         return RoutedPool(self.pools) if self.many else self.home.pool
 
     def routed_writer(self) -> Any:
-        return RoutedWriter(self.writers) if self.many else self.home.writer
+        return RoutedLedgerWriter(self.writers, self.routes) if self.many else self.home.writer
 
     def routed(self, per_pod: dict[int, Any]) -> Any:
         """Any per-pod object (the events hubs) as the servicers use it: the current call's
@@ -208,3 +213,39 @@ class RoutedWriter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._writers[CURRENT.get()], name)
+
+
+class RoutedLedgerWriter(RoutedWriter):
+    """The servicers' ledger writer (`RoutedWriter`) that also refuses a call's postings of
+    a platform no longer routed to the call's pod (UNAVAILABLE, PLATFORM_MOVING): a call
+    routed once, when it began, and still booking (a SplitStream kept open, a group of
+    unary calls) would otherwise write to the source pod while its platform moves or after
+    it moved (an archive no call reads: money booked there is lost to the platform).
+    Background work (not a routed call) is given its pod's own writer and is not checked."""
+
+    __slots__ = ("_routes",)
+
+    def __init__(self, writers: dict[int, Any], routes: Routes) -> None:
+        super().__init__(writers)
+        self._routes = routes
+
+    async def submit(self, posting: Any) -> Any:
+        writer = self._writers[CURRENT.get()]
+        self._check((posting,))
+        return await writer.submit(posting)
+
+    async def submit_many(self, postings: Any) -> Any:
+        writer = self._writers[CURRENT.get()]
+        self._check(postings)
+        return await writer.submit_many(postings)
+
+    def _check(self, postings: Any) -> None:
+        if not ROUTED.get():
+            return
+        pod = CURRENT.get()
+        for platform_id in {p.platform_id for p in postings}:
+            route = self._routes.route(platform_id)
+            if route.moving or route.pod_id != pod:
+                raise Unavailable(
+                    f"platform {platform_id} is being moved between pods (or moved); retry "
+                    "with the same request id on a new call", reason=Reason.PLATFORM_MOVING)

@@ -18,7 +18,9 @@ an offline operation for that platform alone, on the databases directly.
    process routes the platform's calls to the target.
    A failed check leaves the routing on the source (not moving) and says why.
 4. The source keeps its rows: records of money are never deleted (docs/retention.md; the
-   retention triggers refuse it). They are an archive no call reaches. For the same reason
+   retention triggers refuse it). They are an archive no call reaches, and no job of the
+   source pod: its payout schedules, due bank transfers and pending webhook deliveries are
+   retired (next time beyond any clock) in the transaction that commits with the check. For the same reason
    a move to a pod that holds rows of the platform already (an earlier move from it) is
    refused.
 
@@ -29,13 +31,17 @@ routing row and the admin's payout configuration changes (PlatformService).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import logging
 from dataclasses import dataclass
 
 import asyncpg
 
+from clearing.db import sql_list
+from clearing.events.model import DeliveryState
 from clearing.ledger import journal, verify
+from clearing.payout.claim import DUE
 from clearing.limits import BATCH_SPAN, POD_ROUTES_BOUND_S
 from clearing.pods import HOME
 
@@ -160,7 +166,11 @@ async def move(home: asyncpg.Connection, dsns: dict[int, str], platform_id: int,
         log.info("platform marked moving", extra={"platform": platform_id, "to": target})
         await asyncio.sleep(POD_ROUTES_BOUND_S + settle_s)
         try:
-            moved = await _copy_and_check(src, dst, platform_id, source, target)
+            retire = await asyncpg.connect(dsns[source])
+            try:
+                moved = await _copy_and_check(src, dst, retire, platform_id, source, target)
+            finally:
+                await retire.close()
         except BaseException:
             await set_route(home, platform_id, source, False)
             raise
@@ -195,8 +205,9 @@ async def _check_pod(conn: asyncpg.Connection, pod_id: int) -> None:
         raise MoveError(f"the DSN given for pod {pod_id} is pod {found}")
 
 
-async def _copy_and_check(src: asyncpg.Connection, dst: asyncpg.Connection, platform_id: int,
-                          source: int, target: int) -> Moved:
+async def _copy_and_check(src: asyncpg.Connection, dst: asyncpg.Connection,
+                          retire: asyncpg.Connection, platform_id: int, source: int,
+                          target: int) -> Moved:
     steps = (await plan(src)).steps
     rows: dict[str, int] = {}
     async with src.transaction(isolation="repeatable_read", readonly=True):
@@ -207,13 +218,39 @@ async def _copy_and_check(src: asyncpg.Connection, dst: asyncpg.Connection, plat
                     await dst.copy_records_to_table(table, records=records, columns=list(cols))
                 rows[table] = len(records)
             batches = await _chain_batches(src, dst, platform_id)
-    before = await verify.verify_on(src, platform_id)
-    after = await verify.verify_on(dst, platform_id)
-    problems = _compare(before, after)
-    if problems:
-        raise MoveError(f"platform {platform_id} copied to pod {target} but the check failed "
-                        f"({'; '.join(problems)}): routing left on pod {source}")
+    # the source's jobs retired, on a connection of its own (verify_on begins its own
+    # transaction); kept only if the check passes
+    async with retire.transaction():
+        await _retire_source(retire, platform_id)
+        before = await verify.verify_on(src, platform_id)
+        after = await verify.verify_on(dst, platform_id)
+        problems = _compare(before, after)
+        if problems:
+            raise MoveError(f"platform {platform_id} copied to pod {target} but the check "
+                            f"failed ({'; '.join(problems)}): routing left on pod {source}")
     return Moved(platform_id, source, target, rows, batches, after)
+
+
+# The source pod's background jobs (clearing.pod_jobs: they sweep every platform of their
+# database) must never act on a moved platform's archive: its payout schedules would pay its
+# old balances out again (the target pays the same money), its bank transfers and webhook
+# deliveries would be sent twice. Their next times are set beyond any clock. The rows are
+# locked from here to the commit (each job claims with SKIP LOCKED), and a job's write
+# before that shows in the check that follows.
+RETIRED_AT = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)
+_SQL_RETIRE = (
+    "UPDATE payout_schedules SET next_run_at = $2"
+    " WHERE platform_id = $1 AND next_run_at IS NOT NULL",
+    f"UPDATE bank_transfers SET next_attempt_at = $2 WHERE platform_id = $1"
+    f" AND state IN ({sql_list(DUE)})",
+    f"UPDATE webhook_deliveries SET next_attempt_at = $2 WHERE platform_id = $1"
+    f" AND state = {DeliveryState.PENDING:d}",
+)
+
+
+async def _retire_source(src: asyncpg.Connection, platform_id: int) -> None:
+    for sql in _SQL_RETIRE:
+        await src.execute(sql, platform_id, RETIRED_AT)
 
 
 async def _chain_batches(src: asyncpg.Connection, dst: asyncpg.Connection,

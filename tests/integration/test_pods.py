@@ -8,6 +8,8 @@ balances and the same verified totals."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import json
 import os
 import secrets
@@ -18,9 +20,11 @@ import grpc
 import pytest
 
 from clearing import db, pods_move, server
+from clearing.clock import ManualClock
 from clearing.dev.embedded_postgres import start_postgres
 from clearing.ledger import verify
 from clearing.limits import POD_ID_SPAN, POD_ROUTES_BOUND_S
+from clearing.payout.schedule import Scheduler, SchedulerSettings
 from clearing.tenancy import create_platform
 from clearing.v1 import split_pb2 as pb
 from clearing.config import EventSettings
@@ -30,7 +34,7 @@ from tests.conftest import _replace_db, server_settings
 from tests.events_support import Events
 from tests.payout_support import MASKED, Payouts, party, set_config
 from tests.split_support import Splits, new_key, open_accounts, order
-from tests.support import Client, details
+from tests.support import Client, details, rid
 from tests.unit.rules.helpers import EXAMPLES
 
 # REQUIREMENTS.md's B2B order: 850,000.00 to the government account, the platform, the
@@ -293,3 +297,62 @@ async def test_a_move_to_an_unknown_pod_or_in_place_is_refused(pods):
         await _move(home, {0: home, 1: pod1}, platform_id, 3)
     with pytest.raises(pods_move.MoveError, match="on pod 0 already"):
         await _move(home, {0: home, 1: pod1}, platform_id, 0)
+
+
+async def test_the_source_pods_jobs_leave_a_moved_platform_alone(pods):
+    """A moved platform's rows stay on the source (an archive), where the source pod's
+    payout scheduler sweeps every schedule of its database: a weekly schedule set before
+    the move would pay the archived balance out again once due, while the target holds and
+    pays the same money. The move retires the source's schedules (and due bank transfers
+    and webhook deliveries): a sweep of the source a month later makes no payout."""
+    running, home, pod1 = pods
+    platform_id, key = await _platform(home)
+    await set_config(home, platform_id)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        client, payouts = Client(channel, key), Payouts(channel, key)
+        parties = await party(client, payouts, funds=100_000)
+        await payouts.call("SetPayoutSchedule", ppb.SetPayoutScheduleRequest(
+            request_id=rid(), schedule=ppb.PayoutSchedule(
+                account_id=parties.account, cycle=ppb.PAYOUT_CYCLE_WEEKLY, weekday=3)))
+        await _move(home, {0: home, 1: pod1}, platform_id, 1)
+        # a month later, the source pod's scheduler (outside a call: the home pod's)
+        later = ManualClock(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=31))
+        source = Scheduler(dataclasses.replace(running.payouts, clock=later),
+                           SchedulerSettings())
+        assert [o for o in await source.tick() if o.platform_id == platform_id] == []
+        payouts_sql = "SELECT count(*) FROM payouts WHERE platform_id = $1"
+        assert await _count(home, payouts_sql, platform_id) == 0
+        # the target keeps the schedule as it was set, the money where it was
+        assert (await client.balance(parties.account)).posted_minor == 100_000
+        schedules = ("SELECT count(*) FROM payout_schedules WHERE platform_id = $1"
+                     " AND next_run_at < now() + interval '8 days'")
+        assert (await _count(home, schedules, platform_id),
+                await _count(pod1, schedules, platform_id)) == (0, 1)
+
+
+async def test_a_stream_opened_before_a_move_books_nothing_on_the_source(pods):
+    """A SplitStream is routed once, when it opens: kept open while its platform is marked
+    moving, its next order would be booked on the source while the move copies it (or
+    after: an archive no call reads). The writer refuses it, PLATFORM_MOVING, retryable."""
+    running, home, _ = pods
+    platform_id, key = await _platform(home)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        _, splits, _ = await _b2b(channel, home, platform_id, key)
+        stream = splits.stub.SplitStream(metadata=splits.metadata)
+        await stream.write(pb.SplitStreamRequest(request_id=rid(), order=b2b_order()))
+        first = await stream.read()
+        assert first.outcome.WhichOneof("result") == "split"
+        conn = await asyncpg.connect(home)
+        try:
+            await pods_move.set_route(conn, platform_id, 0, True)
+            await asyncio.sleep(POD_ROUTES_BOUND_S + 0.3)
+            await stream.write(pb.SplitStreamRequest(request_id=rid(), order=b2b_order()))
+            second = await stream.read()
+            await stream.done_writing()
+        finally:
+            await pods_move.set_route(conn, platform_id, 0, False)
+            await conn.close()
+    assert (second.outcome.error.reason, second.outcome.error.code) == (
+        "PLATFORM_MOVING", grpc.StatusCode.UNAVAILABLE.value[0])
+    splits_sql = "SELECT count(*) FROM splits WHERE platform_id = $1"
+    assert await _count(home, splits_sql, platform_id) == 1

@@ -23,6 +23,7 @@ id).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 
 from clearing import metrics
@@ -38,13 +39,19 @@ SplitMany = Callable[..., Awaitable[list[Split | Replay | BaseException]]]
 
 
 class _Call:
-    __slots__ = ("command", "respond", "future")
+    """A waiting call, with its context (its pod, clearing.pods.CURRENT, and its principal):
+    a group is split in the context of a call of its own, never in an earlier group's (which
+    starts it once prepared): while calls keep coming, groups would otherwise inherit the
+    first call's context for ever, its pod too after the platform moved."""
+
+    __slots__ = ("command", "respond", "future", "context")
 
     def __init__(self, command: SplitCommand, respond: RespondSplit,
                  future: asyncio.Future) -> None:
         self.command = command
         self.respond = respond
         self.future = future
+        self.context = contextvars.copy_context()
 
 
 class _Platform:
@@ -108,7 +115,8 @@ class UnaryGroups:
                 and platform.flying < self._groups_max):
             platform.busy += 1
             platform.flying += 1
-            task = asyncio.create_task(self._group(platform_id, platform))
+            task = asyncio.create_task(self._group(platform_id, platform),
+                                       context=platform.waiting[0].context)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

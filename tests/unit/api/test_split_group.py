@@ -11,6 +11,7 @@ import asyncio
 
 import pytest
 
+from clearing import pods
 from clearing.api.split_group import UnaryGroups
 from clearing.errors import InvalidArgument, ResourceExhausted
 from clearing.reasons import Reason
@@ -155,3 +156,35 @@ async def test_a_group_that_fails_answers_each_of_its_calls():
         with pytest.raises(RuntimeError):
             await call
     assert groups.pending == 0
+
+
+async def test_a_group_is_split_in_the_context_of_its_own_calls():
+    """A group started by an earlier group (once that one prepared) runs in its first
+    call's context (its pod, clearing.pods.CURRENT), not the earlier group's: else, while
+    calls keep coming, every group would run in the first call's pod, after a move too."""
+    seen: list[int] = []
+    writer = _Writer()
+
+    async def split_many(platform_id, commands, responds, *, on_submit):
+        seen.append(pods.CURRENT.get())
+        return await writer.split_many(platform_id, commands, responds, on_submit=on_submit)
+
+    groups = UnaryGroups(split_many, group_max=10, queue_max=10, preparing_max=1)
+
+    async def in_pod(pod: int, command: str):
+        pods.CURRENT.set(pod)
+        return await groups.split(1, command, None)
+
+    first = asyncio.ensure_future(in_pod(0, "a"))
+    await _settle()
+    second = asyncio.ensure_future(in_pod(1, "b"))  # waits: the first group prepares
+    await _settle()
+    assert writer.groups == [["a"]]
+    writer.events(0)[0].set()  # prepared: the next group starts
+    await _settle()
+    assert writer.groups == [["a"], ["b"]]
+    for n in (0, 1):
+        for event in writer.events(n):
+            event.set()
+    assert (await first, await second) == ("split of a", "split of b")
+    assert seen == [0, 1]
