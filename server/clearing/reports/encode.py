@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
@@ -20,6 +21,20 @@ CONTENT_TYPES = {CSV: "text/csv; charset=utf-8",
                  XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 Cell = str | int
 
+# A text cell a spreadsheet would read as a formula (CSV injection: `=HYPERLINK(...)` in a
+# memo or a reference) is written with a leading apostrophe, which spreadsheets show as text;
+# a plain decimal number ("-14.70", an amount in major units) is left as it is.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def csv_safe(cell: Cell) -> Cell:
+    """`cell`, or a text cell that starts like a formula with an apostrophe before it."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_START) and \
+            not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
 
 class CsvEncoder:
     """RFC 4180 CSV (UTF-8, CRLF line ends), buffered until taken."""
@@ -29,7 +44,7 @@ class CsvEncoder:
         self._writer = csv.writer(self._buffer, lineterminator="\r\n")
 
     def write_rows(self, rows: Sequence[Sequence[Cell]]) -> None:
-        self._writer.writerows(rows)
+        self._writer.writerows([csv_safe(c) for c in row] for row in rows)
 
     def buffered(self) -> int:
         return self._buffer.tell()
