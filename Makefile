@@ -108,7 +108,7 @@ demo: $(STAMP)
 # shared /tmp/pytest-of-<user> private again.
 TEST_WORKERS ?= 2
 PYTEST := tmp=$$(mktemp -d -t clearing-tests-XXXXXX); $(PY) -m pytest -q -n $(TEST_WORKERS) \
-	--dist loadfile --basetemp=$$tmp/t
+	--dist loadfile --durations=15 --basetemp=$$tmp/t
 
 test: $(STAMP) $(NODE_STAMP) proto-check lint
 	$(PYTEST); rc=$$?; rm -rf $$tmp; exit $$rc
