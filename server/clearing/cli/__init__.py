@@ -90,8 +90,8 @@ from __future__ import annotations
 
 import argparse
 
-from clearing.cli import (admin, audit, client, console, pods, recon, reports, risk, serve,
-                          split, vouchers)
+from clearing.cli import (admin, audit, client, console, payout_config, pods, recon, reports,
+                          risk, serve, split, vouchers)
 from clearing.config import Settings
 
 # The commands live in these modules: serve (serve), admin (migrate, admin init and
@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     admin.add_parsers(sub)
     client.add_parsers(sub)
     client.add_payouts_parser(sub)
-    admin.add_calendar_parser(sub)
+    payout_config.add_calendar_parser(sub)
     recon.add_parser(sub)
     vouchers.add_parser(sub)
     risk.add_parser(sub)
