@@ -21,9 +21,10 @@ is stated - info, so the run's statement total minus the splits' total is the su
 discrepancies' differences exactly (a MATCHED line's is 0: settled = amount - fee).
 
 The plan, in passes (`make bench-recon`, bench/README.md): the lines' (type, channel
-transaction id) are hashed once for DUPLICATE (a hash aggregate keeps the first line number
-of each key met twice, and every line is hash-joined to those few: no sort of every line);
-the refund lines alone give the refunded sums; the day's splits of the channel are read once, FULL JOINed to the payment
+transaction id, line number) alone are sorted in memory for DUPLICATE (the line numbers of
+the keys' later lines, hash-joined to every line: the sort of whole lines spilled past
+work_mem, and a hash aggregate of the keys measured slower); the refund lines alone give
+the refunded sums; the day's splits of the channel are read once, FULL JOINed to the payment
 lines (a split no payment line names is MISSING_IN_STATEMENT); a line with no split of the
 day (a refund, a late or unknown order) looks its split up by the (platform_id, order_id)
 index, in a lateral subquery whose one-time filter skips every other line.
@@ -55,8 +56,8 @@ _SPLIT_PAID_IN_DAY = """
 #   one for any statement id and day; the generic plan of SQL_MATCH joined the day's splits
 #   to the lines by a nested loop over all of them (quadratic: 200,000 lines took over ten
 #   minutes instead of 4 s).
-# - work_mem (RECON_MATCH_WORK_MEM_MB) for the hash of the lines' keys and of the day's
-#   splits; jit off: the nested loop's estimated cost made PostgreSQL compile the statement
+# - work_mem (RECON_MATCH_WORK_MEM_MB) for the sort of the lines' keys and the hash of the
+#   day's splits; jit off: the nested loop's estimated cost made PostgreSQL compile the statement
 #   with inlining and optimisation, about 3 s of a 2,000,000-line match for nothing.
 SQL_BEFORE_MATCH = ("ANALYZE recon_statement_lines",
                     "SET LOCAL plan_cache_mode = force_custom_plan",
@@ -74,16 +75,17 @@ WITH rf AS (
   WHERE r.nth = 1
   GROUP BY r.order_id
 ), dup AS (
-  SELECT d.line_type, d.channel_transaction_id, min(d.line_number) AS first_line
-  FROM recon_statement_lines d WHERE d.statement_id = $1
-  GROUP BY d.line_type, d.channel_transaction_id HAVING count(*) > 1
+  SELECT w.line_number
+  FROM (SELECT d.line_number,
+               row_number() OVER (PARTITION BY d.line_type, d.channel_transaction_id COLLATE "C"
+                                  ORDER BY d.line_number) AS nth
+        FROM recon_statement_lines d WHERE d.statement_id = $1) w
+  WHERE w.nth > 1
 ), l AS (
   SELECT l.line_number, l.line_type, l.channel_transaction_id, l.order_id, l.amount_minor,
          l.channel_fee_minor, l.settled_minor, l.currency_code,
-         CASE WHEN l.line_number > dp.first_line THEN 2 ELSE 1 END AS nth
-  FROM recon_statement_lines l
-  LEFT JOIN dup dp ON dp.line_type = l.line_type
-                  AND dp.channel_transaction_id = l.channel_transaction_id
+         CASE WHEN dp.line_number IS NULL THEN 1 ELSE 2 END AS nth
+  FROM recon_statement_lines l LEFT JOIN dup dp ON dp.line_number = l.line_number
   WHERE l.statement_id = $1
 ), sd AS (
   SELECT s.split_id, s.order_id, s.channel_transaction_id, s.amount_minor, s.channel_fee_minor,
