@@ -108,6 +108,9 @@ class Rows:
         data = self._tail + piece
         end = data.rfind(b"\n") + 1
         self._tail = data[end:]
+        if len(self._tail) > line_limits.STATEMENT_LINE_BYTES_MAX:  # no line of the forms
+            self.ok = False  # (and no copying of an ever longer tail)
+            return b""
         return self._block(data[:end])
 
     def finish(self) -> bytes:

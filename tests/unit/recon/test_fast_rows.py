@@ -75,3 +75,10 @@ def test_a_line_of_another_shape_makes_it_give_way(data):
 @pytest.mark.parametrize("channel", ["A,B", "", "x" * 65])
 def test_a_channel_it_cannot_match_makes_it_give_way(channel):
     assert not Rows(7, 3, channel, "2026-12-06").ok
+
+
+def test_a_line_longer_than_the_line_limit_makes_it_give_way(monkeypatch):
+    from clearing.recon import lines as recon_lines
+    monkeypatch.setattr(recon_lines, "STATEMENT_LINE_BYTES_MAX", 50)
+    rows, out = _rows(HEADER + PAY + b"\n" + PAY, [len(HEADER) + 60])
+    assert not rows.ok and out == b""
