@@ -20,10 +20,12 @@ amount - channel fee (in the statement's currency; 0 in another). A discrepancy'
 is stated - info, so the run's statement total minus the splits' total is the sum of the
 discrepancies' differences exactly (a MATCHED line's is 0: settled = amount - fee).
 
-The plan, in passes (`make bench-recon`, bench/README.md): the lines' (type, channel
-transaction id, line number) alone are sorted in memory for DUPLICATE (the line numbers of
-the keys' later lines, hash-joined to every line: the sort of whole lines spilled past
-work_mem, and a hash aggregate of the keys measured slower); the refund lines alone give
+The plan, in passes (`make bench-recon`, bench/README.md): for DUPLICATE the lines are
+sorted in memory by a 64-bit hash of (type, channel transaction id), a cheaper key than the
+text; only the lines whose hash another line shares (the duplicates, and any collision) are
+then numbered exactly by (type, channel transaction id, line number), and the later lines'
+numbers hash-joined to every line (the sort of whole lines spilled past work_mem; a hash
+aggregate of the keys and a sort by the text key measured slower); the refund lines alone give
 the refunded sums; the day's splits of the channel are read once, FULL JOINed to the payment
 lines (a split no payment line names is MISSING_IN_STATEMENT); a line with no split of the
 day (a refund, a late or unknown order) looks its split up by the (platform_id, order_id)
@@ -75,12 +77,16 @@ WITH rf AS (
   WHERE r.nth = 1
   GROUP BY r.order_id
 ), dup AS (
-  SELECT w.line_number
-  FROM (SELECT d.line_number,
-               row_number() OVER (PARTITION BY d.line_type, d.channel_transaction_id COLLATE "C"
-                                  ORDER BY d.line_number) AS nth
-        FROM recon_statement_lines d WHERE d.statement_id = $1) w
-  WHERE w.nth > 1
+  SELECT x.line_number
+  FROM (SELECT c.line_number,
+               row_number() OVER (PARTITION BY c.line_type, c.channel_transaction_id COLLATE "C"
+                                  ORDER BY c.line_number) AS nth
+        FROM (SELECT d.line_number, d.line_type, d.channel_transaction_id,
+                     count(*) OVER (PARTITION BY hashtextextended(d.channel_transaction_id,
+                                                                  d.line_type)) AS same_hash
+              FROM recon_statement_lines d WHERE d.statement_id = $1) c
+        WHERE c.same_hash > 1) x
+  WHERE x.nth > 1
 ), l AS (
   SELECT l.line_number, l.line_type, l.channel_transaction_id, l.order_id, l.amount_minor,
          l.channel_fee_minor, l.settled_minor, l.currency_code,
