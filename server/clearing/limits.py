@@ -216,8 +216,8 @@ RECON_IMPORTS_MAX = 2
 # lines take about 2.5 times that.
 RECON_MATCH_TIMEOUT_S = 600.0
 # work_mem of the import's transaction from its match on (SET LOCAL; PostgreSQL's default is
-# 4 MB): the hash of the day's splits (238 MB for 2,000,000) stays in memory, and the sort of
-# the lines for DUPLICATE spills far less (`make bench-recon`, bench/README.md).
+# 4 MB): the hash of the day's splits (238 MB for 2,000,000) and the sort of the lines' keys
+# for DUPLICATE stay in memory (`make bench-recon`, bench/README.md).
 # Per sort or hash node of the one statement (x hash_mem_multiplier for hashes), and at most
 # RECON_IMPORTS_MAX imports per process run it at once.
 RECON_MATCH_WORK_MEM_MB = 256

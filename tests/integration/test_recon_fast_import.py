@@ -129,11 +129,30 @@ async def test_what_the_fast_path_does_not_take_goes_the_general_way(world, day,
             == await _lines(database_url, reference.statement.statement_id))
 
 
-async def test_a_line_the_sql_checks_refuse_is_reported_by_the_general_path(world, day,
-                                                                            paths):
+@pytest.mark.parametrize("index, value, field", [
+    (4, b"01000", "amount_minor"),                        # a leading zero: not of the forms
+    (4, b"+1000", "amount_minor"),                        # a sign PostgreSQL's bigint takes
+    (4, b"1_000", "amount_minor"),                        # so are digit separators
+    (3, b"2026-02-30T10:00:00+08:00", "paid_time"),       # of the forms; the COPY's cast fails
+    (3, b"2026-12-06T24:00:00+08:00", "paid_time"),       # PostgreSQL reads 24:00:00
+    (3, b"1999-12-31T10:00:00+08:00", "paid_time"),       # before PAID_TIME_MIN: SQL_CHECK
+    (5, b"999999999", "channel_fee_minor"),               # a fee above the amount: SQL_CHECK
+    (6, b"1", "settled_minor"),                           # not amount - fee: SQL_CHECK
+])
+async def test_a_line_the_fast_checks_refuse_is_reported_by_the_general_path(
+        world, day, paths, index, value, field):
     rows = day.csv().split(b"\n")
-    rows[5] = _field(rows[5], 4, b"01000")  # a leading zero: the fast path writes nothing
+    rows[5] = _field(rows[5], index, value)  # nothing of the fast path's COPY is kept
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await world.import_file(b"\n".join(rows), day=day.day, chunk_bytes=100)
     assert paths == ["general"]
-    assert details(err.value) == ("STATEMENT_MALFORMED", ["lines[6].amount_minor"])
+    assert details(err.value) == ("STATEMENT_MALFORMED", [f"lines[6].{field}"])
+
+
+async def test_a_second_currency_makes_the_fast_path_give_way(world, day, paths):
+    rows = day.csv().split(b"\n")
+    rows[5] = _field(rows[5], 7, b"USD")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await world.import_file(b"\n".join(rows), day=day.day, chunk_bytes=100)
+    assert paths == ["general"]
+    assert details(err.value)[0] == "STATEMENT_MALFORMED"

@@ -1,24 +1,29 @@
-"""The fast import of a canonical statement: PostgreSQL parses and checks the lines, no line
-passes through Python (docs/recon.md, "Scale"; measured by `make bench-recon`).
+"""The fast import of a canonical statement: no line passes through Python's per-line
+reader (docs/recon.md, "Scale"; measured by `make bench-recon`).
 
-The file's chunks are inflated here and streamed as they come by one `COPY (FORMAT csv)`
-into a temporary staging table of text columns, whose identity column numbers the lines;
-one `INSERT ... SELECT` then checks every line in SQL as `CanonicalLayout._fast` does
-(the common case: the same rules, nothing looser) and writes the typed lines into
-recon_statement_lines, and returns the statement's totals.
+The file's chunks are inflated here; each block of whole lines is checked against the forms
+of `CanonicalLayout._fast` in one regular-expression match (`Rows`: the common case, the
+same rules, nothing looser), turned into the rows of recon_statement_lines (the channel and
+day taken off, the type as its number, the line number and ids put before) and streamed as
+it comes by one `COPY (FORMAT csv)` straight into recon_statement_lines: the server checks
+a block while PostgreSQL writes the previous one, on the other core. PostgreSQL's casts of
+the paid time and amounts, then one aggregate (SQL_CHECK), check what forms cannot (a 30
+February, the amounts' relations, the paid time's minimum) and return the statement's
+totals.
 
 Anything this path does not take for certain (a quote, NUL or carriage return anywhere, a
-header not exactly COLUMNS, a limit reached, a damaged gzip stream, a COPY error, a line
-its checks refuse, two currencies, fewer rows than lines) makes it give way: the savepoint
-is rolled back and the chunks, replayed from a spool file (the upload as received, so
-memory stays bounded) and then read on from the stream, go through the general path
-(`service._stream_lines`, the Python reader) which imports the file or says exactly what
-is wrong with it, line by line, as before. A valid file is imported identically either way
-(tests/integration/test_recon_fast_import.py)."""
+header not exactly COLUMNS, a line not of the forms, a limit reached, a damaged gzip stream,
+a COPY error, a line the check refuses, two currencies, fewer rows than lines) makes it give
+way: the savepoint is rolled back and the chunks, replayed from a spool file (the upload as
+received, so memory stays bounded) and then read on from the stream, go through the general
+path (`service._stream_lines`, the Python reader) which imports the file or says exactly
+what is wrong with it, line by line, as before. A valid file is imported identically either
+way (tests/integration/test_recon_fast_import.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 import zlib
 from collections.abc import AsyncIterator
@@ -40,61 +45,95 @@ _BOM = b"\xef\xbb\xbf"
 _HEADER_LINE = ",".join(COLUMNS).encode()
 _REFUSED = (b'"', b"\0", b"\r")  # bytes only the general path reads (or refuses)
 SPOOL_READ_BYTES = 1 << 20
-STAGE = "recon_stage"
 
-_SQL_STAGE = (f"CREATE TEMPORARY TABLE {STAGE} (n bigint GENERATED ALWAYS AS IDENTITY, "
-              + ", ".join(f"{c} text" for c in COLUMNS) + ") ON COMMIT DROP")
-# `CanonicalLayout._fast` in SQL: a line is written only if that path would read it (its
-# currency is checked in Python: the statement has one). Plain string functions, no regular
-# expressions (PostgreSQL's took about 8 us a field). The casts come after the forms are
-# checked (OFFSET 0 keeps the filter below them); a cast that fails anyway (30 February)
-# fails the statement, which gives way to the general path.
-_DIGITS = "'0123456789'"
-_PAID_FORMS = ("'9999-99-99T99:99:99Z'", "'9999-99-99T99:99:99+99:99'",
-               "'9999-99-99T99:99:99-99:99'")
+# The columns the fast path COPYs into recon_statement_lines (payout_id takes its default),
+# in the order `Rows` writes them.
+LINE_COLUMNS = ("line_number", "statement_id", "platform_id", "channel_transaction_id",
+                "order_id", "paid_at", "amount_minor", "channel_fee_minor", "settled_minor",
+                "currency_code", "line_type")
+# A line's forms (`CanonicalLayout._fast`, nothing looser): the import's channel and day as
+# they are, ids of 1 to 64 and 1 to 128 bytes (never more characters than the general path
+# takes), a paid time without fraction whose fields are in range, amounts without sign or
+# leading zero, three capitals, the type. The Feeder has already refused every quote, NUL
+# and carriage return. What the forms cannot say (a 30 February, the amounts' relations,
+# the paid time's minimum, one currency) PostgreSQL says: the COPY's casts fail, or the
+# check after it (SQL_CHECK) counts the line as refused.
+_LINE = (rb"%s,[^,\n]{1,%d},[^,\n]{1,%d},"
+         rb"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+         rb"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:Z|[+-](?:0[0-9]|1[0-5]):[0-5][0-9]),"
+         rb"[1-9][0-9]{0,15},(?:0|[1-9][0-9]{0,15}),(?:0|[1-9][0-9]{0,15}),[A-Z]{3},"
+         rb"%s,(?:payment|refund)\n")
+_CHANNEL_REFUSED = re.compile(rb"[,\n\"\x00\r]")
 
-
-def _minor(column: str) -> str:
-    """`column` is 0 or a whole number without leading zeros, of at most 16 digits."""
-    return (f"translate(s.{column}, {_DIGITS}, '') = '' AND length(s.{column}) BETWEEN 1 AND 16"
-            f" AND (left(s.{column}, 1) <> '0' OR s.{column} = '0')")
-
-
-SQL_LINES = f"""/*recon:lines*/
-WITH ins AS (
-  INSERT INTO recon_statement_lines (statement_id, line_number, platform_id, line_type,
-      channel_transaction_id, order_id, paid_at, amount_minor, channel_fee_minor,
-      settled_minor, currency_code)
-  SELECT $1, t.n + 1, $2, t.line_type, t.channel_transaction_id, t.order_id, t.paid_at,
-         t.amount_minor, t.channel_fee_minor, t.settled_minor, t.currency_code
-  FROM (
-    SELECT s.n, CASE s.type WHEN 'payment' THEN {int(LineType.PAYMENT)}
-                            ELSE {int(LineType.REFUND)} END AS line_type,
-           s.channel_transaction_id, s.order_id, s.paid_time::timestamptz AS paid_at,
-           s.amount_minor::bigint AS amount_minor,
-           s.channel_fee_minor::bigint AS channel_fee_minor,
-           s.settled_minor::bigint AS settled_minor, s.currency_code
-    FROM {STAGE} s
-    WHERE s.channel = $3 AND s.settlement_date = $4 AND s.type IN ('payment', 'refund')
-      AND length(s.channel_transaction_id) BETWEEN 1 AND {CHANNEL_TRANSACTION_ID_LEN_MAX}
-      AND length(s.order_id) BETWEEN 1 AND {ORDER_ID_LEN_MAX}
-      AND translate(s.paid_time, {_DIGITS}, '9999999999') IN ({", ".join(_PAID_FORMS)})
-      AND substr(s.paid_time, 12, 2) COLLATE "C" < '24'
-      AND substr(s.paid_time, 18, 2) COLLATE "C" < '60'
-      AND {_minor("amount_minor")} AND s.amount_minor <> '0'
-      AND {_minor("channel_fee_minor")} AND {_minor("settled_minor")}
-    OFFSET 0
-  ) t
-  WHERE t.amount_minor <= {AMOUNT_MINOR_MAX} AND t.channel_fee_minor <= t.amount_minor
-    AND t.settled_minor = t.amount_minor - t.channel_fee_minor AND t.paid_at >= $5
-  RETURNING line_type, amount_minor, settled_minor, currency_code
-)
-SELECT count(*) AS line_count, min(currency_code COLLATE "C") AS currency_min,
-       max(currency_code COLLATE "C") AS currency_max, coalesce(sum(amount_minor), 0) AS amounts_minor,
-       coalesce(sum(CASE WHEN line_type = {int(LineType.REFUND)} THEN -settled_minor
-                         ELSE settled_minor END), 0) AS settled_minor
-FROM ins
+# After the COPY: the statement's totals, and the lines whose values the forms could not
+# check (CanonicalLayout._fast's comparisons).
+SQL_CHECK = f"""/*recon:lines*/
+SELECT count(*) AS line_count, min(l.currency_code COLLATE "C") AS currency_min,
+       max(l.currency_code COLLATE "C") AS currency_max,
+       coalesce(sum(l.amount_minor), 0) AS amounts_minor,
+       coalesce(sum(CASE WHEN l.line_type = {int(LineType.REFUND)} THEN -l.settled_minor
+                         ELSE l.settled_minor END), 0) AS settled_minor,
+       count(*) FILTER (WHERE NOT (l.amount_minor <= {AMOUNT_MINOR_MAX}
+                                   AND l.channel_fee_minor <= l.amount_minor
+                                   AND l.settled_minor = l.amount_minor - l.channel_fee_minor
+                                   AND l.paid_at >= $2)) AS refused
+FROM recon_statement_lines l WHERE l.statement_id = $1
 """
+
+
+class Rows:
+    """The Feeder's pieces (the header line first) as the CSV rows COPY writes into
+    recon_statement_lines (LINE_COLUMNS): every line checked against the forms in one
+    regular-expression match per block of whole lines (C speed, in the server's process
+    while PostgreSQL COPYs the previous block on the other core), the channel and day
+    taken off, the type as its number, the line number and the ids put before. `ok` false:
+    a line not of the forms (the general path reads it)."""
+
+    def __init__(self, statement_id: int, platform_id: int, channel: str, day: str) -> None:
+        raw = channel.encode()
+        self.ok = not _CHANNEL_REFUSED.search(raw) and 0 < len(raw) <= 64
+        self._lines = re.compile(rb"(?:" + _LINE % (re.escape(raw),
+                                                    CHANNEL_TRANSACTION_ID_LEN_MAX,
+                                                    ORDER_ID_LEN_MAX, re.escape(day.encode()))
+                                 + rb")*")
+        self._start = b"\n" + raw + b","
+        self._types = ((b",%s,payment\n" % day.encode(), b",%d\n" % int(LineType.PAYMENT)),
+                       (b",%s,refund\n" % day.encode(), b",%d\n" % int(LineType.REFUND)))
+        self._row = b"%d," + b"%d,%d," % (statement_id, platform_id) + b"%b\n"
+        self._number = 2  # the next data line's; the header is 1
+        self._header = True
+        self._tail = b""
+
+    def feed(self, piece: bytes) -> bytes:
+        data = self._tail + piece
+        end = data.rfind(b"\n") + 1
+        self._tail = data[end:]
+        if len(self._tail) > line_limits.STATEMENT_LINE_BYTES_MAX:  # no line of the forms
+            self.ok = False  # (and no copying of an ever longer tail)
+            return b""
+        return self._block(data[:end])
+
+    def finish(self) -> bytes:
+        """The last line, if the file does not end with a line break."""
+        tail, self._tail = self._tail, b""
+        return self._block(tail + b"\n") if tail else b""
+
+    def _block(self, block: bytes) -> bytes:
+        if self._header and block:
+            block = block[block.index(b"\n") + 1:]
+            self._header = False
+        if not block or not self.ok:
+            return b""
+        if self._lines.fullmatch(block) is None:
+            self.ok = False
+            return b""
+        block = (b"\n" + block).replace(self._start, b"\n")
+        for text, number in self._types:
+            block = block.replace(text, number)
+        lines = block[1:].split(b"\n")
+        lines.pop()
+        first, self._number = self._number, self._number + len(lines)
+        return b"".join(map(self._row.__mod__, zip(range(first, self._number), lines)))
 
 
 class Spool:
@@ -225,26 +264,35 @@ class Imported:
 
 
 class _Source:
-    """The COPY's data: the stream's chunks, spooled, fed, and passed on while the fast
-    path holds; the stream's own error (a bad chunk) is kept to be raised after the COPY."""
+    """The COPY's data: the stream's chunks, spooled, fed, and passed on as rows while the
+    fast path holds; the stream's own error (a bad chunk) is kept to be raised after the
+    COPY."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], spool: Spool, feeder: Feeder) -> None:
-        self.chunks, self.spool, self.feeder = chunks, spool, feeder
+    def __init__(self, chunks: AsyncIterator[bytes], spool: Spool, feeder: Feeder,
+                 rows: Rows) -> None:
+        self.chunks, self.spool, self.feeder, self.rows = chunks, spool, feeder, rows
         self.error: BaseException | None = None
 
+    @property
+    def ok(self) -> bool:
+        return self.feeder.ok and self.rows.ok
+
     async def __aiter__(self):
-        while self.feeder.ok:
+        while self.ok:
             try:
                 chunk = await anext(self.chunks)
             except StopAsyncIteration:
                 self.feeder.finish()
+                if self.ok and (last := self.rows.finish()):
+                    yield last
                 return
             except Exception as exc:  # noqa: BLE001 - raised by the caller after the COPY
                 self.error = exc
                 return
             self.spool.write(chunk)
             for piece in self.feeder.feed(chunk):
-                yield piece
+                if self.ok and (data := self.rows.feed(piece)):
+                    yield data
 
 
 async def import_lines(conn: asyncpg.Connection, statement_id: int, platform_id: int,
@@ -253,21 +301,20 @@ async def import_lines(conn: asyncpg.Connection, statement_id: int, platform_id:
     """The statement's lines written by the fast path, or None: nothing of it kept, the
     chunks read so far in `spool` (the general path replays them, then reads on)."""
     feeder = Feeder()
-    source = _Source(chunks, spool, feeder)
+    rows = Rows(statement_id, platform_id, header.channel, header.settlement_date.isoformat())
+    source = _Source(chunks, spool, feeder, rows)
     tx = conn.transaction()  # a savepoint in the import's transaction
     await tx.start()
     try:
-        await conn.execute(_SQL_STAGE)
-        status = await conn.copy_to_table(STAGE, source=source.__aiter__(), columns=COLUMNS,
-                                          format="csv", header=True,
+        status = await conn.copy_to_table("recon_statement_lines", source=source.__aiter__(),
+                                          columns=LINE_COLUMNS, format="csv",
                                           timeout=STATEMENT_UPLOAD_TIMEOUT_S)
         if source.error is not None:
             raise source.error
-        if not feeder.ok or int(status.split()[-1]) != feeder.line_count() - 1:
+        if not source.ok or int(status.split()[-1]) != feeder.line_count() - 1:
             await tx.rollback()
             return None
-        row = await conn.fetchrow(SQL_LINES, statement_id, platform_id, header.channel,
-                                  header.settlement_date.isoformat(), PAID_TIME_MIN,
+        row = await conn.fetchrow(SQL_CHECK, statement_id, PAID_TIME_MIN,
                                   timeout=RECON_MATCH_TIMEOUT_S)
     except asyncpg.PostgresError:
         await tx.rollback()
@@ -278,12 +325,12 @@ async def import_lines(conn: asyncpg.Connection, statement_id: int, platform_id:
         await tx.rollback()
         raise
     currency = row["currency_min"] or ""
-    if (row["line_count"] != feeder.line_count() - 1 or currency != (row["currency_max"] or "")
+    if (row["line_count"] != feeder.line_count() - 1 or row["refused"]
+            or currency != (row["currency_max"] or "")
             or (currency and not is_currency(currency))
             or row["amounts_minor"] > STATEMENT_AMOUNTS_MINOR_MAX):
         await tx.rollback()
         return None
-    await conn.execute(f"DROP TABLE {STAGE}")
     await tx.commit()
     return Imported(feeder.content_sha256, feeder.size_bytes, row["line_count"], currency,
                     int(row["settled_minor"]))

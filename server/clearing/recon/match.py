@@ -20,9 +20,13 @@ amount - channel fee (in the statement's currency; 0 in another). A discrepancy'
 is stated - info, so the run's statement total minus the splits' total is the sum of the
 discrepancies' differences exactly (a MATCHED line's is 0: settled = amount - fee).
 
-The plan, in passes (`make bench-recon`, bench/README.md): the lines are read once, sorted
-in memory by (type, channel transaction id) for DUPLICATE; the refund lines alone give the
-refunded sums; the day's splits of the channel are read once, FULL JOINed to the payment
+The plan, in passes (`make bench-recon`, bench/README.md): for DUPLICATE the lines are
+sorted in memory by a 64-bit hash of (type, channel transaction id), a cheaper key than the
+text; only the lines whose hash another line shares (the duplicates, and any collision) are
+then numbered exactly by (type, channel transaction id, line number), and the later lines'
+numbers hash-joined to every line (the sort of whole lines spilled past work_mem; a hash
+aggregate of the keys and a sort by the text key measured slower); the refund lines alone give
+the refunded sums; the day's splits of the channel are read once, FULL JOINed to the payment
 lines (a split no payment line names is MISSING_IN_STATEMENT); a line with no split of the
 day (a refund, a late or unknown order) looks its split up by the (platform_id, order_id)
 index, in a lateral subquery whose one-time filter skips every other line.
@@ -54,8 +58,8 @@ _SPLIT_PAID_IN_DAY = """
 #   one for any statement id and day; the generic plan of SQL_MATCH joined the day's splits
 #   to the lines by a nested loop over all of them (quadratic: 200,000 lines took over ten
 #   minutes instead of 4 s).
-# - work_mem (RECON_MATCH_WORK_MEM_MB) for the sort of the lines and the hash of the day's
-#   splits; jit off: the nested loop's estimated cost made PostgreSQL compile the statement
+# - work_mem (RECON_MATCH_WORK_MEM_MB) for the sort of the lines' keys and the hash of the
+#   day's splits; jit off: the nested loop's estimated cost made PostgreSQL compile the statement
 #   with inlining and optimisation, about 3 s of a 2,000,000-line match for nothing.
 SQL_BEFORE_MATCH = ("ANALYZE recon_statement_lines",
                     "SET LOCAL plan_cache_mode = force_custom_plan",
@@ -72,12 +76,23 @@ WITH rf AS (
         WHERE x.statement_id = $1 AND x.line_type = {REFUND}) r
   WHERE r.nth = 1
   GROUP BY r.order_id
+), dup AS (
+  SELECT x.line_number
+  FROM (SELECT c.line_number,
+               row_number() OVER (PARTITION BY c.line_type, c.channel_transaction_id COLLATE "C"
+                                  ORDER BY c.line_number) AS nth
+        FROM (SELECT d.line_number, d.line_type, d.channel_transaction_id,
+                     count(*) OVER (PARTITION BY hashtextextended(d.channel_transaction_id,
+                                                                  d.line_type)) AS same_hash
+              FROM recon_statement_lines d WHERE d.statement_id = $1) c
+        WHERE c.same_hash > 1) x
+  WHERE x.nth > 1
 ), l AS (
   SELECT l.line_number, l.line_type, l.channel_transaction_id, l.order_id, l.amount_minor,
          l.channel_fee_minor, l.settled_minor, l.currency_code,
-         row_number() OVER (PARTITION BY l.line_type, l.channel_transaction_id COLLATE "C"
-                            ORDER BY l.line_number) AS nth
-  FROM recon_statement_lines l WHERE l.statement_id = $1
+         CASE WHEN dp.line_number IS NULL THEN 1 ELSE 2 END AS nth
+  FROM recon_statement_lines l LEFT JOIN dup dp ON dp.line_number = l.line_number
+  WHERE l.statement_id = $1
 ), sd AS (
   SELECT s.split_id, s.order_id, s.channel_transaction_id, s.amount_minor, s.channel_fee_minor,
          s.currency_code, s.refunded_minor
