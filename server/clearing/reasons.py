@@ -153,3 +153,4 @@ class Reason(enum.StrEnum):
     # PostgreSQL pods (clearing.pods, docs/scaling.md): every service
     PLATFORM_MOVING = "PLATFORM_MOVING"
     POD_NOT_CONFIGURED = "POD_NOT_CONFIGURED"
+    PAYOUT_CONFIG_NOT_ON_HOME_POD = "PAYOUT_CONFIG_NOT_ON_HOME_POD"

@@ -343,7 +343,8 @@ async def start(settings: Settings, *, migrate: bool = True,
     calls.register(server, risk_pb2_grpc.add_RiskServiceServicer_to_server,
                    risk_api.RiskServicer(pool, policies, ResolveDeps(pool, writer)))
     calls.register(server, platform_pb2_grpc.add_PlatformServiceServicer_to_server,
-                   platform_api.PlatformServicer(home_pool, settings.payout))
+                   platform_api.PlatformServicer(home_pool, settings.payout,
+                                                 routes if pods.many else None))
     calls.register(server, audit_pb2_grpc.add_AuditServiceServicer_to_server,
                    audit_api.AuditServicer(pool))
     hubs = {i: Hub(pod.dsn) for i, pod in pod_set.items()}  # each pod's LISTEN

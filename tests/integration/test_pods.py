@@ -356,3 +356,45 @@ async def test_a_stream_opened_before_a_move_books_nothing_on_the_source(pods):
         "PLATFORM_MOVING", grpc.StatusCode.UNAVAILABLE.value[0])
     splits_sql = "SELECT count(*) FROM splits WHERE platform_id = $1"
     assert await _count(home, splits_sql, platform_id) == 1
+
+
+async def test_payout_configuration_of_a_platform_off_the_home_pod_is_refused(pods):
+    """PlatformService keeps payout configuration in the home pod (not pod-aware yet): for a
+    platform on pod 1 it is refused (FAILED_PRECONDITION PAYOUT_CONFIG_NOT_ON_HOME_POD), never
+    written in the home where the platform's payouts would not read it; a change made before
+    the move cannot be approved after it. A home platform is served as before."""
+    from clearing.v1 import ledger_pb2 as lpb
+    from clearing.v1 import platform_pb2 as plpb
+    from tests.integration.test_platform_admin import Admin, _admin_key
+
+    running, home, pod1 = pods
+    home_id, _ = await _platform(home)
+    platform_id, key = await _platform(home)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        maker = Admin(channel, (await _admin_key(home))[1])
+        checker = Admin(channel, (await _admin_key(home))[1])
+        fees = (await Client(channel, key).open("fees", kind=lpb.ACCOUNT_KIND_PLATFORM))
+        wanted = (await maker.call("GetPayoutConfig", plpb.GetPayoutConfigRequest(
+            platform_id=platform_id, currency_code="CNY"))).config
+        wanted.fee_fixed_minor, wanted.fee_account_id = 400, fees.account_id
+        change = (await maker.call("SetPayoutConfig", plpb.SetPayoutConfigRequest(
+            request_id=rid(), config=wanted))).change
+        assert change.state == plpb.PAYOUT_CONFIG_CHANGE_STATE_PENDING
+        await _move(home, {0: home, 1: pod1}, platform_id, 1)
+        calls = [
+            maker.call("GetPayoutConfig", plpb.GetPayoutConfigRequest(
+                platform_id=platform_id, currency_code="CNY")),
+            maker.call("SetPayoutConfig", plpb.SetPayoutConfigRequest(
+                request_id=rid(), config=wanted)),
+            checker.call("ApprovePayoutConfigChange", plpb.ApprovePayoutConfigChangeRequest(
+                change_id=change.change_id)),
+            checker.call("RejectPayoutConfigChange", plpb.RejectPayoutConfigChangeRequest(
+                change_id=change.change_id))]
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert details(err.value)[0] == "PAYOUT_CONFIG_NOT_ON_HOME_POD"
+        got = await maker.call("GetPayoutConfig", plpb.GetPayoutConfigRequest(
+            platform_id=home_id, currency_code="CNY"))
+        assert got.config.platform_id == home_id

@@ -14,7 +14,7 @@ from clearing.api.replies import encode
 from clearing.api.convert import timestamp
 from clearing.api.interceptor import principal
 from clearing.config import PayoutSettings
-from clearing.errors import Violations
+from clearing.errors import FailedPrecondition, Violations
 from clearing.ledger.model import Role
 from clearing.limits import (BPS_MAX, CALENDAR_DAYS_PER_CHANGE_MAX,
                              CALENDAR_NOTE_LEN_MAX, CALENDAR_RANGE_DAYS_MAX,
@@ -22,6 +22,7 @@ from clearing.limits import (BPS_MAX, CALENDAR_DAYS_PER_CHANGE_MAX,
                              PLATFORM_NAME_LEN_MAX)
 from clearing.payout.model import PayoutConfig
 from clearing.platforms import service
+from clearing.reasons import Reason
 from clearing.tenancy import PREFIX_LEN
 from clearing.platforms.model import ApiKey, CalendarDay, ConfigChange, DayKind, Platform
 from clearing.v1 import platform_pb2 as pb
@@ -137,9 +138,33 @@ def _key_roles(v: Violations, request: pb.CreateApiKeyRequest) -> frozenset[str]
 class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
     """Platforms, their keys and payout configuration, and the calendar, for the operator."""
 
-    def __init__(self, pool: asyncpg.Pool, payout_settings: PayoutSettings) -> None:
+    def __init__(self, pool: asyncpg.Pool, payout_settings: PayoutSettings,
+                 routes=None) -> None:
         self._pool = pool
         self._payout = payout_settings
+        self._routes = routes  # clearing.pods.Routes with more than one pod, else None
+
+    async def _on_home_pod(self, platform_id: int) -> None:
+        """The payout configuration is kept in the home pod only (not pod-aware yet): a
+        platform of another pod is refused, never configured where its payouts do not look
+        (docs/scaling.md, "What is not pod-aware yet")."""
+        if self._routes is None:
+            return
+        if self._routes.stale:
+            await self._routes.refresh()
+        pod_id = self._routes.route(platform_id).pod_id
+        if pod_id != 0:
+            raise FailedPrecondition(
+                f"platform {platform_id} lives on pod {pod_id}: its payout configuration is "
+                "not set through PlatformService yet (docs/scaling.md)",
+                reason=Reason.PAYOUT_CONFIG_NOT_ON_HOME_POD, metadata={"pod_id": str(pod_id)})
+
+    async def _change_on_home_pod(self, change_id: int) -> None:
+        if self._routes is not None:
+            platform_id = await self._pool.fetchval(
+                "SELECT platform_id FROM payout_config_changes WHERE change_id = $1", change_id)
+            if platform_id is not None:
+                await self._on_home_pod(platform_id)
 
     async def CreatePlatform(self, request: pb.CreatePlatformRequest,
                              context) -> pb.CreatePlatformResponse:
@@ -245,6 +270,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
         validate.object_id(v, request.platform_id, "platform_id")
         validate.currency(v, request.currency_code)
         v.raise_if_any()
+        await self._on_home_pod(request.platform_id)
         async with self._pool.acquire() as conn:
             config, pending = await service.get_payout_config(
                 conn, self._payout, request.platform_id, request.currency_code)
@@ -267,6 +293,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
                               c.fee_account_id, c.min_amount_minor, c.max_amount_minor,
                               c.daily_max_minor, c.review_threshold_minor,
                               c.bank_transfer_max_minor, c.time_zone)
+        await self._on_home_pod(c.platform_id)
         async with self._pool.acquire() as conn:
             change = await service.set_payout_config(
                 conn, principal().key_id, self._payout, request_id=request.request_id,
@@ -282,6 +309,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
     async def ApprovePayoutConfigChange(self, request: pb.ApprovePayoutConfigChangeRequest,
                                         context) -> pb.ApprovePayoutConfigChangeResponse:
         self._decision(request)
+        await self._change_on_home_pod(request.change_id)
         async with self._pool.acquire() as conn:
             change = await service.approve_payout_config_change(
                 conn, principal().key_id, request.change_id, request.note)
@@ -290,6 +318,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
     async def RejectPayoutConfigChange(self, request: pb.RejectPayoutConfigChangeRequest,
                                        context) -> pb.RejectPayoutConfigChangeResponse:
         self._decision(request)
+        await self._change_on_home_pod(request.change_id)
         async with self._pool.acquire() as conn:
             change = await service.reject_payout_config_change(
                 conn, principal().key_id, request.change_id, request.note)

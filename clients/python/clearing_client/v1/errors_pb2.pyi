@@ -119,6 +119,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARTY_ACCOUNT_UNKNOWN: _ClassVar[ErrorReason]
     PLATFORM_MOVING: _ClassVar[ErrorReason]
     POD_NOT_CONFIGURED: _ClassVar[ErrorReason]
+    PAYOUT_CONFIG_NOT_ON_HOME_POD: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 UNAUTHENTICATED: ErrorReason
@@ -232,3 +233,4 @@ PARTY_KEY_METHOD_DENIED: ErrorReason
 PARTY_ACCOUNT_UNKNOWN: ErrorReason
 PLATFORM_MOVING: ErrorReason
 POD_NOT_CONFIGURED: ErrorReason
+PAYOUT_CONFIG_NOT_ON_HOME_POD: ErrorReason

@@ -874,6 +874,16 @@ export enum ErrorReason {
    * @generated from enum value: POD_NOT_CONFIGURED = 124;
    */
   POD_NOT_CONFIGURED = 124,
+
+  /**
+   * FAILED_PRECONDITION: PlatformService's payout configuration (Get/SetPayoutConfig,
+   * Approve/RejectPayoutConfigChange) of a platform that lives on a pod other than the home:
+   * not pod-aware yet (docs/scaling.md), refused rather than written where the platform's
+   * payouts would not read it. Metadata pod_id.
+   *
+   * @generated from enum value: PAYOUT_CONFIG_NOT_ON_HOME_POD = 125;
+   */
+  PAYOUT_CONFIG_NOT_ON_HOME_POD = 125,
 }
 
 /**
