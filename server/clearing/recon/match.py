@@ -90,7 +90,7 @@ WITH rf AS (
 ), l AS (
   SELECT l.line_number, l.line_type, l.channel_transaction_id, l.order_id, l.amount_minor,
          l.channel_fee_minor, l.settled_minor, l.currency_code,
-         CASE WHEN dp.line_number IS NULL THEN 1 ELSE 2 END AS nth
+         1 + (dp.line_number IS NOT NULL)::integer AS nth
   FROM recon_statement_lines l LEFT JOIN dup dp ON dp.line_number = l.line_number
   WHERE l.statement_id = $1
 ), sd AS (
