@@ -156,3 +156,18 @@ async def test_a_second_currency_makes_the_fast_path_give_way(world, day, paths)
         await world.import_file(b"\n".join(rows), day=day.day, chunk_bytes=100)
     assert paths == ["general"]
     assert details(err.value)[0] == "STATEMENT_MALFORMED"
+
+
+async def test_the_database_refuses_a_line_whose_settled_is_not_amount_less_fee(database_url):
+    """The match's totals rely on settled = amount - fee for every line (both import paths
+    refuse other lines); the database keeps it too (migration 0029)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO recon_statement_lines (statement_id, line_number, platform_id,"
+                " line_type, channel_transaction_id, order_id, paid_at, amount_minor,"
+                " channel_fee_minor, settled_minor, currency_code)"
+                " VALUES (-1, 2, -1, 1, 't', 'o', now(), 1000, 6, 995, 'CNY')")
+    finally:
+        await conn.close()
