@@ -108,13 +108,7 @@ async def commit_fresh(conn: asyncpg.Connection, now: dt.datetime,
     timing = timing or LockTiming()
     if lock_late:
         return await _commit_fresh_late(conn, now, sinks, postings, timing, negative_ok)
-    accounts, pendings = await _lock(conn, postings, timing=timing)
-    if negative_ok is not None:
-        negative_ok([a.account_id for a in accounts if a.allow_negative])
-    batch_id = await conn.fetchval("SELECT nextval('journal_batch_id_seq')")
-    batch = Batch(batch_id, now, accounts, pendings)
-    decisions = [batch.add(posting) for posting in postings]
-    writes = batch.writes()
+    _, decisions, writes = await _apply(conn, now, postings, negative_ok, timing=timing)
     counts = await conn.fetchrow(batch_sql.WRITE_BATCH, *batch_sql.write_arguments(writes))
     if counts["recorded"] != len(writes.requests):
         raise RaceLost()
@@ -130,15 +124,7 @@ async def _commit_fresh_late(conn: asyncpg.Connection, now: dt.datetime,
                              ) -> list[Decision]:
     """`commit_fresh` in the late order: the balance rows of accounts that may go
     negative are locked by the last statement before COMMIT."""
-    accounts, pendings = await _lock(conn, postings, late=True)
-    if negative_ok is not None:
-        negative_ok([a.account_id for a in accounts if a.allow_negative])
-    initial = {a.account_id: (a.debits_posted, a.credits_posted, a.debits_pending,
-                              a.credits_pending, a.status) for a in accounts}
-    batch_id = await conn.fetchval("SELECT nextval('journal_batch_id_seq')")
-    batch = Batch(batch_id, now, accounts, pendings)
-    decisions = [batch.add(posting) for posting in postings]
-    writes = batch.writes()
+    initial, decisions, writes = await _apply(conn, now, postings, negative_ok, late=True)
     counts = await conn.fetchrow(batch_sql.WRITE_ROWS, *batch_sql.rows_arguments(writes))
     if counts["recorded"] != len(writes.requests):
         raise RaceLost()
@@ -156,6 +142,23 @@ async def _commit_fresh_late(conn: asyncpg.Connection, now: dt.datetime,
         raise
     timing.statement(asked, time.perf_counter(), late=True)
     return decisions
+
+
+async def _apply(conn: asyncpg.Connection, now: dt.datetime, postings: Sequence[Posting],
+                 negative_ok: Callable[[Iterable[int]], None] | None, *, late: bool = False,
+                 timing: LockTiming | None = None):
+    """Both orders' first steps: lock (or, late, read) what the postings touch, tell
+    `negative_ok`, apply the postings in memory in a new journal batch. The accounts'
+    balances as read before the batch (late only), each posting's decision, the batch's writes."""
+    accounts, pendings = await _lock(conn, postings, late=late, timing=timing)
+    if negative_ok is not None:
+        negative_ok([a.account_id for a in accounts if a.allow_negative])
+    initial = {a.account_id: (a.debits_posted, a.credits_posted, a.debits_pending,
+                              a.credits_pending, a.status) for a in accounts} if late else {}
+    batch_id = await conn.fetchval("SELECT nextval('journal_batch_id_seq')")
+    batch = Batch(batch_id, now, accounts, pendings)
+    decisions = [batch.add(posting) for posting in postings]
+    return initial, decisions, batch.writes()
 
 
 async def _lock(conn: asyncpg.Connection, postings: Sequence[Posting], *, late: bool = False,
