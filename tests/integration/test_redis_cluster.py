@@ -31,31 +31,13 @@ from clearing.v1 import split_pb2 as pb
 from tests.conftest import server_settings
 from tests.split_support import Splits, new_key, open_accounts, order
 from tests.support import Client
+from tests.unit.rules.test_examples import SUPPLIER_TIERS
 
 ORDER_MINOR = 100_000
 ORDERS = 4
-RULE_SET = """
-name: cluster-tiers
-currency_code: CNY
-counters:
-  - {name: supplier_orders_month, metric: COUNTER_METRIC_ORDER_COUNT,
-     period: COUNTER_PERIOD_MONTH, account_ref: SUP_2025001}
-rules:
-  - rule_name: tiered
-    priority: 1
-    shares:
-      - label: supplier
-        type: SHARE_TYPE_RATIO
-        ratio_bps: 7000
-        receiver: {account_ref: SUP_2025001}
-        tiers:
-          counter_name: supplier_orders_month
-          effect: TIER_EFFECT_ADD
-          tiers: [{min_counter_value: 3, ratio_bps: 500}]
-      - {label: logistics, type: SHARE_TYPE_RATIO, ratio_bps: 1000,
-         receiver: {account_ref: LOGISTICS_B}}
-      - {label: platform, type: SHARE_TYPE_REMAINDER, receiver: {account_ref: PLAT_001}}
-"""
+# The engine test's supplier tiers, its tier reached at the 3rd order of the month
+RULE_SET = SUPPLIER_TIERS.replace("name: supplier-tiers", "name: cluster-tiers").replace(
+    "min_counter_value: 1000", "min_counter_value: 3")
 AT_MOVE = dt.datetime(2026, 11, 11, 15, 30, tzinfo=dt.timezone.utc)
 REFS = ["CUSTODIAL", "SUP_2025001", "LOGISTICS_B", "PLAT_001"]
 # by hand: orders 1-2 give the supplier 70% (70,000), orders 3-4 75% (75,000); logistics
