@@ -16,12 +16,14 @@ variable.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from clearing.limits import (AMOUNT_MINOR_MAX, POD_ID_MAX, RUN_HOUR_DEFAULT,
                              TRANSFERS_PER_PAYOUT_MAX, WEBHOOK_PENDING_MAX)
+from clearing.settings_env import (Var, check_bounded, check_rate, env, group, load,
+                                   markdown_table, shown)
 
 BIG_MINOR = AMOUNT_MINOR_MAX  # bound of the amounts settings accept
 
@@ -29,70 +31,6 @@ BIG_MINOR = AMOUNT_MINOR_MAX  # bound of the amounts settings accept
 BANK_CONNECTOR_NONE = "none"
 BANK_CONNECTOR_SIMULATOR = "simulator"
 BANK_CONNECTORS = (BANK_CONNECTOR_NONE, BANK_CONNECTOR_SIMULATOR)
-
-
-@dataclass(frozen=True, slots=True)
-class Var:
-    """How one setting is read: variable name, meaning, bounds or choices, and the default
-    as the table shows it when the value alone would not say it."""
-
-    name: str
-    meaning: str
-    low: int | None = None
-    high: int | None = None
-    choices: tuple[str, ...] = ()
-    shown: str | None = None
-    upper: bool = False
-
-
-def env(name: str, default: Any, meaning: str, **how: Any) -> Any:
-    """A setting read from the variable `name` (see `Var`)."""
-    return field(default=default, metadata={"var": Var(name, meaning, **how)})
-
-
-def group(cls: type) -> Any:
-    """A nested group of settings (its own dataclass)."""
-    return field(default_factory=cls, metadata={"group": cls})
-
-
-def _value(var: Var, default: Any, raw_env: Mapping[str, str]) -> Any:
-    if isinstance(default, str) or default is None:
-        if default is None:
-            return raw_env.get(var.name) or None
-        value = raw_env.get(var.name, default)
-        value = value.strip().upper() if var.upper else value
-        if var.choices and value not in var.choices:
-            raise SystemExit(f"{var.name}={value!r} is not one of "
-                             f"{', '.join(repr(c) for c in var.choices)}")
-        return value
-    raw = raw_env.get(var.name, "").strip()
-    if not raw:
-        return default
-    if isinstance(default, Path):
-        return Path(raw)
-    kind = float if isinstance(default, float) else int
-    try:
-        value = kind(raw)
-    except ValueError:
-        what = "a number" if kind is float else "an integer"
-        raise SystemExit(f"{var.name}={raw!r} is not {what}") from None
-    if var.low is not None and not var.low <= value <= var.high:
-        raise SystemExit(f"{var.name}={value} is outside {var.low}..{var.high}")
-    return value == 1 if isinstance(default, bool) else value
-
-
-def load(cls: type, raw_env: Mapping[str, str]) -> Any:
-    """An instance of the settings dataclass `cls` (and its groups) from `raw_env`."""
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        if "group" in f.metadata:
-            values[f.name] = load(f.metadata["group"], raw_env)
-        elif "var" in f.metadata:
-            values[f.name] = _value(f.metadata["var"], f.default, raw_env)
-    try:
-        return cls(**values)
-    except ValueError as exc:
-        raise SystemExit(f"{cls.__name__}: {exc}") from None
 
 
 def variables(cls: type | None = None) -> list[tuple[Var, Any]]:
@@ -107,40 +45,10 @@ def variables(cls: type | None = None) -> list[tuple[Var, Any]]:
     return out
 
 
-def _shown(var: Var, default: Any) -> str:
-    if var.shown is not None:
-        return var.shown
-    if isinstance(default, bool):
-        return str(int(default))
-    if default is None:
-        return "(none)"
-    if default == "":
-        return '""'
-    return str(default)
-
-
 def table() -> str:
     """The configuration table of docs/operations.md (markdown), from the declarations."""
-    rows = [(f"`{var.name}`", _shown(var, default), var.meaning)
-            for var, default in variables()]
-    head = ("variable", "default", "meaning")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
-
-    def line(cells) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *(line(r) for r in rows)])
-
-
-def _rate(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}={value!r} must be between 0 and 1")
-
-
-def _bounded(name: str, value: int, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name}={value!r} must be an integer in {low}..{high}")
+    return markdown_table([(f"`{var.name}`", shown(var, default), var.meaning)
+                           for var, default in variables()])
 
 
 class _FromEnv:
@@ -271,14 +179,14 @@ class BankSimSettings(_FromEnv):
     def __post_init__(self) -> None:
         for name in ("failure_rate", "timeout_rate", "duplicate_callback_rate",
                      "query_only_rate", "processing_rate", "lost_answer_share"):
-            _rate(name, getattr(self, name))
+            check_rate(name, getattr(self, name))
         if self.query_only_rate + self.processing_rate > 1.0:
             raise ValueError("query_only_rate + processing_rate must be at most 1")
-        _bounded("latency_ms", self.latency_ms, 0, 600_000)
-        _bounded("timeout_ms", self.timeout_ms, 0, 600_000)
-        _bounded("callback_delay_ms", self.callback_delay_ms, 0, 3_600_000)
-        _bounded("callbacks_max", self.callbacks_max, 1, 1_000_000)
-        _bounded("seed", self.seed, 0, 2**63 - 1)
+        check_bounded("latency_ms", self.latency_ms, 0, 600_000)
+        check_bounded("timeout_ms", self.timeout_ms, 0, 600_000)
+        check_bounded("callback_delay_ms", self.callback_delay_ms, 0, 3_600_000)
+        check_bounded("callbacks_max", self.callbacks_max, 1, 1_000_000)
+        check_bounded("seed", self.seed, 0, 2**63 - 1)
 
     @classmethod
     def from_env(cls, raw_env: Mapping[str, str] | None = None) -> "BankSimSettings":
