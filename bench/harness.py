@@ -840,6 +840,30 @@ def begin(out: str | None) -> tuple[dt.datetime, Path]:
     return now, Path(out) if out else RESULTS_DIR / now.strftime("%Y%m%dT%H%M%SZ")
 
 
+def begin_rounds(argv: list[str], base: list[str],
+                 timeout_of: Callable[[argparse.Namespace, int], float]
+                 ) -> tuple[int, argparse.Namespace, Path, dict]:
+    """The start of a bench of alternated rounds over the driver's options (bench-lock,
+    bench-unary): `--rounds N` (default 2) taken out of `argv`, the driver's options parsed
+    after `base`, the hard limit from `timeout_of(args, rounds)` unless --timeout is given;
+    returns the rounds, the options, the results folder and the run's metadata."""
+    from bench import driver
+
+    argv = list(argv)
+    rounds = 2
+    if "--rounds" in argv:
+        i = argv.index("--rounds")
+        rounds = int(argv[i + 1])
+        del argv[i:i + 2]
+    args = driver.parse_args(base + argv)
+    if "--timeout" not in argv:
+        args.timeout = timeout_of(args, rounds)
+    now, out_dir = begin(args.out)
+    meta = {"timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": driver.machine_info(),
+            "git": driver.git_info(), "parameters": {**vars(args), "rounds": rounds}}
+    return rounds, args, out_dir, meta
+
+
 def finish(prog: str, out: Path, files: tuple[str, ...], problems: list[str]) -> int:
     """Say where the results are and every problem (stderr, `<prog>: FAILED: ...`); the exit
     status: 1 when there is a problem, else 0."""

@@ -38,7 +38,8 @@ import urllib.request
 
 from bench import driver
 from bench.harness import merge, verify_ledger
-from bench.harness import RunFailed, _in_thread, begin, finish, free_port_run, run_bounded
+from bench.harness import (RunFailed, _in_thread, begin_rounds, finish, free_port_run,
+                           run_bounded)
 
 ARGS = ["--scenarios", "closed", "--modes", "batch", "--preset", "quick"]
 _METRICS = ("clearing_writer_lock_hold_seconds_sum", "clearing_writer_lock_hold_seconds_count",
@@ -237,18 +238,9 @@ def summary(res: dict, meta: dict) -> tuple[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    rounds = 2
-    if "--rounds" in argv:
-        i = argv.index("--rounds")
-        rounds = int(argv[i + 1])
-        del argv[i:i + 2]
-    args = driver.parse_args(ARGS + argv)
-    args.timeout = args.timeout if "--timeout" in argv else \
-        240 + rounds * 2 * (args.warmup + args.duration + 20)
-    now, out_dir = begin(args.out)
-    meta = {"timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": driver.machine_info(),
-            "git": driver.git_info(), "parameters": {**vars(args), "rounds": rounds}}
+    rounds, args, out_dir, meta = begin_rounds(
+        sys.argv[1:] if argv is None else argv, ARGS,
+        lambda a, n: 240 + n * 2 * (a.warmup + a.duration + 20))
     b = LockBench(args)
     print(f"bench: database {b.db_name}, {rounds} round(s) of early/late (hard limit "
           f"{args.timeout:.0f} s)", file=sys.stderr, flush=True)

@@ -26,7 +26,8 @@ import sys
 import urllib.request
 
 from bench import driver
-from bench.harness import _in_thread, begin, finish, free_port, run_bounded, verify_ledger
+from bench.harness import (_in_thread, begin_rounds, finish, free_port, run_bounded,
+                           verify_ledger)
 from bench.lock_bench import _metrics_up
 
 ARGS = ["--scenarios", "closed,open", "--modes", "split", "--preset", "quick",
@@ -150,18 +151,9 @@ def summary(res: dict, meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    rounds = 2
-    if "--rounds" in argv:
-        i = argv.index("--rounds")
-        rounds = int(argv[i + 1])
-        del argv[i:i + 2]
-    args = driver.parse_args(ARGS + argv)
-    args.timeout = args.timeout if "--timeout" in argv else \
-        300 + rounds * 3 * (args.warmup + args.duration + 20) + 2 * (args.open_duration + 30)
-    now, out_dir = begin(args.out)
-    meta = {"timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": driver.machine_info(),
-            "git": driver.git_info(), "parameters": {**vars(args), "rounds": rounds}}
+    rounds, args, out_dir, meta = begin_rounds(
+        sys.argv[1:] if argv is None else argv, ARGS,
+        lambda a, n: 300 + n * 3 * (a.warmup + a.duration + 20) + 2 * (a.open_duration + 30))
     b = UnaryBench(args)
     print(f"bench: database {b.db_name}, {rounds} round(s) of echo/off/on, then open loops "
           f"(hard limit {args.timeout:.0f} s)", file=sys.stderr, flush=True)
