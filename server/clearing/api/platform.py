@@ -148,10 +148,8 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
         """The payout configuration is kept in the home pod only (not pod-aware yet): a
         platform of another pod is refused, never configured where its payouts do not look
         (docs/scaling.md, "What is not pod-aware yet")."""
-        if self._routes is None:
+        if self._routes is None:  # (the interceptor has read a stale table again already)
             return
-        if self._routes.stale:
-            await self._routes.refresh()
         pod_id = self._routes.route(platform_id).pod_id
         if pod_id != 0:
             raise FailedPrecondition(
