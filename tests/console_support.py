@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import pytest
 import uvicorn
 
 from clearing.config import ConsoleSettings, Settings
@@ -149,3 +150,16 @@ async def party_key(database_url: str, platform_id: int, *account_ids: int) -> s
                                 party_account_ids=account_ids)
     finally:
         await conn.close()
+
+
+# The console test files' fixtures (imported by them): the seed's world of a platform, and
+# the console served against the module's test server.
+@pytest.fixture(scope="module")
+async def world(channel, database_url):
+    return await make_world(channel, database_url)
+
+
+@pytest.fixture(scope="module")
+async def console(running):
+    async with serve_console(running.port) as c:
+        yield c

@@ -10,18 +10,8 @@ import pytest
 
 from clearing.v1 import payout_pb2 as ppb
 from tests.console_support import (PAGES, PAYOUT_MINOR, csrf_of, empty_platform,
-                                   make_world, party_key, serve_console, sign_in)
-
-
-@pytest.fixture(scope="module")
-async def world(channel, database_url):
-    return await make_world(channel, database_url)
-
-
-@pytest.fixture(scope="module")
-async def console(running):
-    async with serve_console(running.port) as c:
-        yield c
+                                   make_world, party_key, sign_in)
+from tests.console_support import console, world  # noqa: F401 - fixtures
 
 
 async def test_sign_in_and_out_with_a_session_cookie(console, world):

@@ -18,24 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.console_support import PAGES, make_world, party_key, serve_console
+from tests.console_support import PAGES, party_key
+from tests.console_support import console, world  # noqa: F401 - fixtures
 from tests.report_support import B2B
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage"]
-
-
-@pytest.fixture(scope="module")
-async def world(channel, database_url):
-    return await make_world(channel, database_url)
-
-
-@pytest.fixture(scope="module")
-async def console(running):
-    async with serve_console(running.port) as c:
-        yield c
 
 
 @pytest.fixture

@@ -19,19 +19,9 @@ from clearing.console import exports
 from clearing.console.overview import ZONE
 from clearing.console.rule_pages import yaml_line
 from clearing_client import ClearingClient
-from tests.console_support import csrf_of, make_world, serve_console, sign_in
+from tests.console_support import csrf_of, make_world, sign_in
+from tests.console_support import console, world  # noqa: F401 - fixtures
 from tests.report_support import B2B
-
-
-@pytest.fixture(scope="module")
-async def world(channel, database_url):
-    return await make_world(channel, database_url)
-
-
-@pytest.fixture(scope="module")
-async def console(running):
-    async with serve_console(running.port) as c:
-        yield c
 
 
 def base_rule(text: str, platform_bps: int, supplier_bps: int) -> str:
