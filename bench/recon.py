@@ -305,7 +305,8 @@ async def import_statement(addr: str, key: str, path: Path, day: dt.date, chunk_
 
 
 async def explain_match(dsn: str, platform_id: int, run) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) of the match statement of `run` again, rolled back."""
+    """EXPLAIN (ANALYZE, BUFFERS) of the match's statements of `run` again (the import's
+    settings, its three steps and the totals), rolled back."""
     import asyncpg
 
     from clearing.recon import match, service
@@ -314,21 +315,34 @@ async def explain_match(dsn: str, platform_id: int, run) -> str:
     day = dt.date.fromisoformat(st.settlement_date)
     start, end = service.day_bounds(day, run.time_zone)
     conn = await asyncpg.connect(dsn)
+    out: list[str] = []
+
+    async def explain(name: str, sql: str, *args) -> list:
+        t0 = time.monotonic()
+        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+        out.append(f"-- {name}: {time.monotonic() - t0:.2f} s")
+        out.extend(r[0] for r in rows)
+        return rows
+
     try:
         tx = conn.transaction()
         await tx.start()
         try:
             for sql in match.SQL_BEFORE_MATCH[1:]:  # the import's settings (not ANALYZE)
                 await conn.execute(sql)
-            rows = await conn.fetch(
-                "EXPLAIN (ANALYZE, BUFFERS) " + match.SQL_MATCH, st.statement_id, platform_id,
-                run.run_id, st.channel, service._ns(start), service._ns(end), start, end,
-                st.currency_code, dt.datetime.now(dt.timezone.utc))
+            await explain("duplicates", match.SQL_DUPLICATES, st.statement_id)
+            await explain("unsure", match.SQL_UNSURE, st.statement_id, platform_id, st.channel,
+                          service._ns(start), service._ns(end), start, end)
+            await explain("totals", match.SQL_TOTALS, st.statement_id)
+            t = await conn.fetchrow(match.SQL_TOTALS, st.statement_id)
+            await explain("match", match.SQL_MATCH, platform_id, run.run_id, st.currency_code,
+                          dt.datetime.now(dt.timezone.utc), t["line_count"], t["amount_minor"],
+                          t["stated_minor"])
         finally:
             await tx.rollback()
     finally:
         await conn.close()
-    return "\n".join(r[0] for r in rows) + "\n"
+    return "\n".join(out) + "\n"
 
 
 # ---- the check -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Matching a statement against the splits, in one set-based SQL statement (no row of the
+"""Matching a statement against the splits, in set-based SQL statements (no row of the
 statement passes through Python): every line is classified against the split of its order,
 the splits of the channel paid on the statement's day that no payment line names are
 MISSING_IN_STATEMENT, the discrepancies are inserted, and the counts and sums per class
@@ -20,41 +20,49 @@ amount - channel fee (in the statement's currency; 0 in another). A discrepancy'
 is stated - info, so the run's statement total minus the splits' total is the sum of the
 discrepancies' differences exactly (a MATCHED line's is 0: settled = amount - fee).
 
-The plan, in passes (`make bench-recon`, bench/README.md): for DUPLICATE the lines are
-sorted in memory by a 64-bit hash of (type, channel transaction id), a cheaper key than the
-text; only the lines whose hash another line shares (the duplicates, and any collision) are
-then numbered exactly by (type, channel transaction id, line number), and the later lines'
-numbers hash-joined to every line (the sort of whole lines spilled past work_mem; a hash
-aggregate of the keys and a sort by the text key measured slower); the refund lines alone give
-the refunded sums; the day's splits of the channel are read once, FULL JOINed to the payment
-lines (a split no payment line names is MISSING_IN_STATEMENT); a line with no split of the
-day (a refund, a late or unknown order) looks its split up by the (platform_id, order_id)
-index, in a lateral subquery whose one-time filter skips every other line.
+The plan, in three statements in the import's transaction, so that PostgreSQL's parallel
+workers share the heavy part (`make bench-recon`, bench/README.md; PostgreSQL 15 runs no FULL
+JOIN and no window function in parallel workers, so the one-statement form of round 3 used one
+core while the other idled):
+1. SQL_DUPLICATES: the later lines of a shared (type, channel transaction id), whole, into a
+   temporary table. The lines are sorted by a 64-bit hash of the key (cheaper than the text);
+   only the lines whose hash another line shares (the duplicates, and any collision) are then
+   numbered exactly by (type, channel transaction id, line number).
+2. SQL_UNSURE: in parallel workers, every line joined to the day's split of its order (a
+   parallel hash join; payment lines only) and every split of the day no payment line names
+   (a parallel hash anti join: MISSING_IN_STATEMENT), keeping only what may not be MATCHED: a
+   line is certainly MATCHED, duplicates aside, when it is a payment line whose split of the
+   day has its currency, amount and fee (the same test as the classification below). Only
+   those rows (the discrepancies, the refund lines, the lines with no split of the day) leave
+   the workers, into a temporary table; SQL_TOTALS sums the statement in parallel too.
+3. SQL_MATCH, in the server's backend alone, on those few rows: the duplicates put back
+   (marked, in place of their unsure row if any), the refunded sums of the refund lines that
+   are not duplicates, a line with no split of the day (a refund, a late or unknown order)
+   looking its split up by the (platform_id, order_id) index, in a lateral subquery whose
+   one-time filter skips every other line; then the classification, the INSERT of the
+   discrepancies and the counts and sums per class.
+A duplicate's split is looked up by its order (the one split of the order: the same the day's
+join would give).
 
-The classified lines are read once, by the INSERT of the discrepancies (round 3, issue 11):
+The classified rows are read once, by the INSERT of the discrepancies (round 3, issue 11):
 the counts and sums per class come from the inserted rows (RETURNING) and the MATCHED row is
-the statement's lines (one scan of count, amount and stated) minus the discrepancies' lines.
-Aggregating the classified lines beside the INSERT made PostgreSQL materialise all 2,000,000
-of them in a CTE (spilled to a temporary file past work_mem) and read them twice. A MATCHED
-line's difference is 0 and its information equals what it states, since every line's
-settled = amount - fee (checked on both import paths) and a MATCHED line's amount and fee are
-its split's.
+the statement's lines (SQL_TOTALS: count, amount and stated) minus the discrepancies' lines.
+A MATCHED line's difference is 0 and its information equals what it states, since every
+line's settled = amount - fee (checked on both import paths, and by a CHECK of the table)
+and a MATCHED line's amount and fee are its split's.
 """
 
 from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
 
 from clearing.limits import RECON_MATCH_WORK_MEM_MB
 from clearing.recon.model import DiscrepancyState, LineType, MatchClass
 
 C = MatchClass
 PAYMENT, REFUND = int(LineType.PAYMENT), int(LineType.REFUND)
-# The paid time of a split: the order's paid time as recorded, else when it was split.
-_SPLIT_PAID_IN_DAY = """
-      s.platform_id = $2 AND s.channel = $4
-  AND (s.paid_time_ns >= $5 AND s.paid_time_ns < $6
-       OR s.paid_time_ns IS NULL AND s.created_at >= $7 AND s.created_at < $8)
-"""
-
 # Run in the import's transaction before SQL_MATCH, so that its plan is sound whatever the
 # size of the statement (measured with `make bench-recon`, bench/README.md):
 # - ANALYZE: the statement's lines were just COPYed in this transaction, so the table's
@@ -70,59 +78,110 @@ _SPLIT_PAID_IN_DAY = """
 # - work_mem (RECON_MATCH_WORK_MEM_MB) for the sort of the lines' keys and the hash of the
 #   day's splits; jit off: the nested loop's estimated cost made PostgreSQL compile the statement
 #   with inlining and optimisation, about 3 s of a 2,000,000-line match for nothing.
+# - parallel_setup_cost 0: SQL_UNSURE and SQL_TOTALS read the whole statement and the day's
+#   splits once each, in parallel workers (max_parallel_workers_per_gather, 2 by default),
+#   and hand the leader a few rows; the default cost of starting workers (1,000) kept the
+#   planner from them below a few hundred thousand lines. Workers see the lines this
+#   transaction has COPYed (they share its snapshot).
 SQL_BEFORE_MATCH = ("ANALYZE recon_statement_lines",
                     "SET LOCAL plan_cache_mode = force_custom_plan",
                     f"SET LOCAL work_mem = '{RECON_MATCH_WORK_MEM_MB}MB'",
-                    "SET LOCAL jit = off")
+                    "SET LOCAL jit = off",
+                    "SET LOCAL parallel_setup_cost = 0")
 
-SQL_MATCH = f"""/*recon:match*/
-WITH rf AS (
-  SELECT r.order_id, sum(r.amount_minor) AS refunds_minor
-  FROM (SELECT x.order_id, x.amount_minor,
-               row_number() OVER (PARTITION BY x.channel_transaction_id COLLATE "C"
-                                  ORDER BY x.line_number) AS nth
-        FROM recon_statement_lines x
-        WHERE x.statement_id = $1 AND x.line_type = {REFUND}) r
-  WHERE r.nth = 1
-  GROUP BY r.order_id
-), dup AS (
-  SELECT x.line_number
-  FROM (SELECT c.line_number,
-               row_number() OVER (PARTITION BY c.line_type, c.channel_transaction_id COLLATE "C"
-                                  ORDER BY c.line_number) AS nth
-        FROM (SELECT d.line_number, d.line_type, d.channel_transaction_id,
-                     count(*) OVER (PARTITION BY hashtextextended(d.channel_transaction_id,
-                                                                  d.line_type)) AS same_hash
-              FROM recon_statement_lines d WHERE d.statement_id = $1) c
-        WHERE c.same_hash > 1) x
-  WHERE x.nth > 1
-), l AS (
-  SELECT l.line_number, l.line_type, l.channel_transaction_id, l.order_id, l.amount_minor,
-         l.channel_fee_minor, l.settled_minor, l.currency_code,
-         1 + (dp.line_number IS NOT NULL)::integer AS nth
-  FROM recon_statement_lines l LEFT JOIN dup dp ON dp.line_number = l.line_number
-  WHERE l.statement_id = $1
-), sd AS (
+_DAY_SPLITS = """(
   SELECT s.split_id, s.order_id, s.channel_transaction_id, s.amount_minor, s.channel_fee_minor,
          s.currency_code, s.refunded_minor
-  FROM splits s WHERE {_SPLIT_PAID_IN_DAY}
+  FROM splits s
+  WHERE s.platform_id = $2 AND s.channel = $3
+    AND (s.paid_time_ns >= $4 AND s.paid_time_ns < $5
+         OR s.paid_time_ns IS NULL AND s.created_at >= $6 AND s.created_at < $7))"""
+_LINE = ("line_number, line_type, channel_transaction_id, order_id, amount_minor, "
+         "channel_fee_minor, settled_minor, currency_code")
+_SPLIT_OF_DAY = ("d_split_id, d_order_id, d_ctid, d_amount, d_fee, d_currency, d_refunded")
+
+# 1. The duplicates ($1 the statement): the later lines of a shared (type, channel
+# transaction id), whole.
+SQL_DUPLICATES = f"""/*recon:match*/
+CREATE TEMPORARY TABLE recon_match_duplicates ON COMMIT DROP AS
+SELECT {', '.join('x.' + c for c in _LINE.split(', '))}
+FROM (SELECT c.*, row_number() OVER (PARTITION BY c.line_type,
+                                                  c.channel_transaction_id COLLATE "C"
+                                     ORDER BY c.line_number) AS nth
+      FROM (SELECT {', '.join('d.' + c for c in _LINE.split(', '))},
+                   count(*) OVER (PARTITION BY hashtextextended(d.channel_transaction_id,
+                                                                d.line_type)) AS same_hash
+            FROM recon_statement_lines d WHERE d.statement_id = $1) c
+      WHERE c.same_hash > 1) x
+WHERE x.nth > 1
+"""
+
+# 2. What may not be MATCHED ($1 the statement, $2 the platform, $3 the channel, $4 and $5
+# the day in paid-time nanoseconds, $6 and $7 the day as instants): the lines, with the
+# day's split of a payment line's order if any, but those certainly MATCHED (duplicates
+# aside); and the splits of the day no payment line names (line_number NULL). Both halves
+# run in parallel workers.
+SQL_UNSURE = f"""/*recon:match*/
+CREATE TEMPORARY TABLE recon_match_unsure ON COMMIT DROP AS
+SELECT {', '.join('l.' + c for c in _LINE.split(', '))},
+       sd.split_id AS d_split_id, sd.order_id AS d_order_id, sd.channel_transaction_id AS d_ctid,
+       sd.amount_minor AS d_amount, sd.channel_fee_minor AS d_fee,
+       sd.currency_code AS d_currency, sd.refunded_minor AS d_refunded
+FROM recon_statement_lines l
+LEFT JOIN {_DAY_SPLITS} sd ON sd.order_id = l.order_id AND l.line_type = {PAYMENT}
+WHERE l.statement_id = $1
+  AND NOT (sd.split_id IS NOT NULL AND l.currency_code = sd.currency_code
+           AND l.amount_minor = sd.amount_minor AND l.channel_fee_minor = sd.channel_fee_minor)
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       sd.split_id, sd.order_id, sd.channel_transaction_id, sd.amount_minor,
+       sd.channel_fee_minor, sd.currency_code, sd.refunded_minor
+FROM {_DAY_SPLITS} sd
+WHERE NOT EXISTS (SELECT 1 FROM recon_statement_lines x
+                  WHERE x.statement_id = $1 AND x.line_type = {PAYMENT}
+                    AND x.order_id = sd.order_id)
+"""
+
+# The statement's lines ($1), summed (for MATCHED: these minus the discrepancies' lines).
+SQL_TOTALS = f"""/*recon:match*/
+SELECT count(*) AS line_count, coalesce(sum(x.amount_minor), 0) AS amount_minor,
+       coalesce(sum(CASE WHEN x.line_type = {PAYMENT} THEN x.settled_minor
+                         ELSE -x.settled_minor END), 0) AS stated_minor
+FROM recon_statement_lines x WHERE x.statement_id = $1
+"""
+
+# 3. The classification of the unsure rows and the duplicates, the discrepancies inserted,
+# the counts and sums per class ($1 the platform, $2 the run, $3 the statement's currency,
+# $4 now, $5 to $7 SQL_TOTALS's line count, amount and stated).
+SQL_MATCH = f"""/*recon:match*/
+WITH l AS (
+  SELECT {', '.join('u.' + c for c in _LINE.split(', '))}, 1 AS nth,
+         {', '.join('u.' + c for c in _SPLIT_OF_DAY.split(', '))}
+  FROM recon_match_unsure u
+  WHERE u.line_number IS NULL OR NOT EXISTS (
+      SELECT 1 FROM recon_match_duplicates x WHERE x.line_number = u.line_number)
+  UNION ALL
+  SELECT {', '.join('x.' + c for c in _LINE.split(', '))}, 2,
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM recon_match_duplicates x
+), rf AS (
+  SELECT r.order_id, sum(r.amount_minor) AS refunds_minor
+  FROM l r WHERE r.line_type = {REFUND} AND r.nth = 1
+  GROUP BY r.order_id
 ), j AS (
-  SELECT l.*, rf.refunds_minor, sd.split_id AS d_split_id, sd.order_id AS d_order_id,
-         sd.channel_transaction_id AS d_ctid, sd.amount_minor AS d_amount,
-         sd.channel_fee_minor AS d_fee, sd.currency_code AS d_currency,
-         coalesce(sd.split_id, s2.split_id) AS split_id,
-         coalesce(sd.amount_minor, s2.amount_minor) AS s_amount,
-         coalesce(sd.channel_fee_minor, s2.channel_fee_minor) AS s_fee,
-         coalesce(sd.currency_code, s2.currency_code) AS s_currency,
-         coalesce(sd.refunded_minor, s2.refunded_minor) AS s_refunded
+  SELECT l.*, rf.refunds_minor,
+         coalesce(l.d_split_id, s2.split_id) AS split_id,
+         coalesce(l.d_amount, s2.amount_minor) AS s_amount,
+         coalesce(l.d_fee, s2.channel_fee_minor) AS s_fee,
+         coalesce(l.d_currency, s2.currency_code) AS s_currency,
+         coalesce(l.d_refunded, s2.refunded_minor) AS s_refunded
   FROM l
-  FULL JOIN sd ON sd.order_id = CASE WHEN l.line_type = {PAYMENT} THEN l.order_id END
   LEFT JOIN rf ON l.line_type = {REFUND} AND rf.order_id = l.order_id
   LEFT JOIN LATERAL (
     SELECT s.split_id, s.amount_minor, s.channel_fee_minor, s.currency_code, s.refunded_minor
     FROM splits s
-    WHERE sd.split_id IS NULL AND l.line_number IS NOT NULL
-      AND s.platform_id = $2 AND s.order_id = l.order_id
+    WHERE l.d_split_id IS NULL AND l.line_number IS NOT NULL
+      AND s.platform_id = $1 AND s.order_id = l.order_id
     OFFSET 0) s2 ON true
 ), c AS (
   SELECT j.*, CASE
@@ -148,7 +207,7 @@ WITH rf AS (
               WHEN c.line_type = {PAYMENT} THEN c.settled_minor ELSE -c.settled_minor END
              AS stated,
          CASE WHEN c.line_number IS NULL
-                  THEN CASE WHEN c.d_currency = $9 THEN c.d_amount - c.d_fee ELSE 0 END
+                  THEN CASE WHEN c.d_currency = $3 THEN c.d_amount - c.d_fee ELSE 0 END
               WHEN c.cls IN ({C.DUPLICATE:d}, {C.MISSING_SPLIT:d}, {C.CURRENCY_MISMATCH:d})
                   THEN 0
               WHEN c.line_type = {PAYMENT} THEN c.s_amount - c.s_fee
@@ -161,9 +220,9 @@ WITH rf AS (
       line_type, split_id, statement_amount_minor, statement_fee_minor,
       statement_currency_code, split_amount_minor, split_fee_minor, split_currency_code,
       difference_minor, created_at)
-  SELECT $2, $3, i.cls, {DiscrepancyState.OPEN:d}, i.order_id, i.channel_transaction_id,
+  SELECT $1, $2, i.cls, {DiscrepancyState.OPEN:d}, i.order_id, i.channel_transaction_id,
          i.line_number, i.line_type, i.split_id, i.st_amount, i.st_fee, i.st_currency,
-         i.sp_amount, i.sp_fee, i.sp_currency, i.stated - i.info, $10
+         i.sp_amount, i.sp_fee, i.sp_currency, i.stated - i.info, $4
   FROM items i WHERE i.cls <> {C.MATCHED:d}
   ORDER BY i.line_number = 0, i.line_number, i.split_id
   RETURNING class, line_number, line_type, statement_amount_minor, statement_fee_minor,
@@ -181,10 +240,7 @@ WITH rf AS (
              AS line_amount_minor
   FROM ins n GROUP BY n.class
 ), t AS (
-  SELECT count(*) AS line_count, coalesce(sum(x.amount_minor), 0) AS amount_minor,
-         coalesce(sum(CASE WHEN x.line_type = {PAYMENT} THEN x.settled_minor
-                           ELSE -x.settled_minor END), 0) AS stated_minor
-  FROM recon_statement_lines x WHERE x.statement_id = $1
+  SELECT $5::bigint AS line_count, $6::numeric AS amount_minor, $7::numeric AS stated_minor
 ), m AS (
   SELECT {C.MATCHED:d} AS cls, t.line_count - coalesce(sum(d.line_count), 0) AS item_count,
          t.amount_minor - coalesce(sum(d.line_amount_minor), 0) AS amount_minor,
@@ -202,3 +258,19 @@ SELECT a.cls, a.item_count::bigint AS item_count, a.amount_minor::bigint AS amou
        (SELECT coalesce(sum(d.item_count), 0) FROM d)::bigint AS inserted
 FROM a ORDER BY a.cls
 """
+
+
+async def match_statement(conn: asyncpg.Connection, statement_id: int, platform_id: int,
+                          run_id: int, channel: str, day: tuple[int, int],
+                          day_at: tuple[dt.datetime, dt.datetime], currency_code: str,
+                          now: dt.datetime, timeout: float) -> list[asyncpg.Record]:
+    """Match the statement's lines (in this transaction, after SQL_BEFORE_MATCH): the
+    discrepancies inserted into run `run_id`; a row per class (SQL_MATCH's). `day`: the
+    statement's day in paid-time nanoseconds, `day_at` as instants."""
+    await conn.execute(SQL_DUPLICATES, statement_id, timeout=timeout)
+    await conn.execute(SQL_UNSURE, statement_id, platform_id, channel, *day, *day_at,
+                       timeout=timeout)
+    totals = await conn.fetchrow(SQL_TOTALS, statement_id, timeout=timeout)
+    return await conn.fetch(SQL_MATCH, platform_id, run_id, currency_code, now,
+                            totals["line_count"], totals["amount_minor"],
+                            totals["stated_minor"], timeout=timeout)

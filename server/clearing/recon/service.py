@@ -1,6 +1,6 @@
 """The reconciliation service: import a statement (stream its lines into PostgreSQL, refuse
 a malformed file whole, answer an identical one with its first run, supersede an earlier
-file of the day), match it (`match.SQL_MATCH`; a bank's payout result file:
+file of the day), match it (`match.match_statement`; a bank's payout result file:
 `payout_match.SQL_MATCH_PAYOUTS`), and read runs and discrepancies.
 
 Time: a statement's day is a day of the reconciliation time zone (the one default time
@@ -183,9 +183,10 @@ async def _reconcile(deps: ReconDeps, conn: asyncpg.Connection, platform_id: int
                                 platform_id, run_id, start, end, statement.currency_code, now,
                                 timeout=RECON_MATCH_TIMEOUT_S)
     else:
-        rows = await conn.fetch(match.SQL_MATCH, statement.statement_id, platform_id, run_id,
-                                statement.channel, _ns(start), _ns(end), start, end,
-                                statement.currency_code, now, timeout=RECON_MATCH_TIMEOUT_S)
+        rows = await match.match_statement(
+            conn, statement.statement_id, platform_id, run_id, statement.channel,
+            (_ns(start), _ns(end)), (start, end), statement.currency_code, now,
+            RECON_MATCH_TIMEOUT_S)
     totals = tuple(ClassTotal(MatchClass(r["cls"]), r["item_count"], r["amount_minor"],
                               r["difference_minor"]) for r in rows)
     stated = sum(r["stated_minor"] for r in rows)

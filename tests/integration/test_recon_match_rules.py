@@ -1,0 +1,233 @@
+"""The match's rules line by line, against a reference written here from docs/recon.md (not
+from the SQL): a statement of hand-picked cases the generated days do not hold (a duplicate
+of a mismatched line, of a refund line, of a line of another order, of a line with no split;
+a split of another day or channel named by a line; a split named by a refund line only; two
+payments of one order), imported through the API; then the same statement matched again by
+the match's own statements with parallel workers forced on (a small statement never gets
+them by cost), which must classify every line the same.
+
+The rules, in order: DUPLICATE (an earlier line has the same type and channel transaction
+id), MISSING_SPLIT (the platform has no split of the order), CURRENCY_MISMATCH, for a payment
+AMOUNT_MISMATCH then FEE_MISMATCH against its split, for a refund AMOUNT_MISMATCH when the
+order's refund lines that are not duplicates sum to more than the split has refunded, else
+MATCHED; MISSING_IN_STATEMENT for each split of the channel paid on the day that no payment
+line (duplicates included) names."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import asyncpg
+import pytest
+
+from clearing.recon import match, service
+from clearing.v1 import reconciliation_pb2 as rpb
+from clearing.v1 import split_pb2 as spb
+from tests.recon_support import (CHANNEL, OTHER_CHANNEL, Line, ReconWorld, canonical_csv,
+                                 local, statement_day)
+
+C = rpb
+FIRST_LINE = 2  # the header is line 1
+
+
+@dataclasses.dataclass
+class Split:
+    order: spb.Order
+    refunded_minor: int = 0
+    of_the_day: bool = True  # of the statement's channel and paid on its day
+
+
+def reference(lines: list[Line], splits: dict[str, Split]) -> dict[object, int]:
+    """The class of every line (by line number) and of every split no payment line names
+    (by order id: MISSING_IN_STATEMENT), from the rules in the module's docstring."""
+    seen: set[tuple[str, str]] = set()
+    duplicate: set[int] = set()
+    for n, line in enumerate(lines, FIRST_LINE):
+        key = (line.line_type, line.ctid)
+        if key in seen:
+            duplicate.add(n)
+        seen.add(key)
+    refunds: dict[str, int] = {}
+    for n, line in enumerate(lines, FIRST_LINE):
+        if line.line_type == "refund" and n not in duplicate:
+            refunds[line.order_id] = refunds.get(line.order_id, 0) + line.amount_minor
+    out: dict[object, int] = {}
+    for n, line in enumerate(lines, FIRST_LINE):
+        split = splits.get(line.order_id)
+        if n in duplicate:
+            out[n] = C.RECONCILIATION_CLASS_DUPLICATE
+        elif split is None:
+            out[n] = C.RECONCILIATION_CLASS_MISSING_SPLIT
+        elif line.currency_code != split.order.currency_code:
+            out[n] = C.RECONCILIATION_CLASS_CURRENCY_MISMATCH
+        elif line.line_type == "payment" and line.amount_minor != split.order.amount_minor:
+            out[n] = C.RECONCILIATION_CLASS_AMOUNT_MISMATCH
+        elif (line.line_type == "payment"
+              and line.fee_minor != split.order.channel_fee_minor):
+            out[n] = C.RECONCILIATION_CLASS_FEE_MISMATCH
+        elif line.line_type == "refund" and refunds[line.order_id] > split.refunded_minor:
+            out[n] = C.RECONCILIATION_CLASS_AMOUNT_MISMATCH
+        else:
+            out[n] = C.RECONCILIATION_CLASS_MATCHED
+    named = {line.order_id for line in lines if line.line_type == "payment"}
+    for order_id, split in splits.items():
+        if split.of_the_day and order_id not in named:
+            out[order_id] = C.RECONCILIATION_CLASS_MISSING_IN_STATEMENT
+    return out
+
+
+@dataclasses.dataclass
+class Case:
+    day: dt.date
+    lines: list[Line]
+    splits: dict[str, Split]
+    names: dict[str, str]  # the order id of each named order
+    run: rpb.ReconciliationRun
+
+
+@pytest.fixture
+async def case(channel, client, database_url, platform) -> Case:
+    world = await ReconWorld.make(channel, client, database_url, platform.platform_id,
+                                  platform.key)
+    day = statement_day()
+    clock = iter(range(600, 86_400, 600))
+    o = {name: world.order(local(day, next(clock)), amount)
+         for name, amount in (("plain", 10_000), ("amount", 20_000), ("refunded", 30_000),
+                              ("refund_over", 40_000), ("named_by_duplicate", 50_000),
+                              ("fee", 60_000), ("unnamed", 70_000), ("refund_only", 80_000),
+                              ("twice", 90_000))}
+    o["usd"] = world.order(local(day, next(clock)), 11_000, currency="USD")
+    o["day_before"] = world.order(local(day, -600), 12_000)
+    o["other_channel"] = world.order(local(day, next(clock)), 13_000, channel=OTHER_CHANNEL)
+    await world.split_all(list(o.values()))
+    splits = {x.order_id: Split(x, of_the_day=name not in ("day_before", "other_channel"))
+              for name, x in o.items()}
+    for name, share in (("refunded", 2), ("refund_over", 3), ("refund_only", 2)):
+        await world.refund(o[name], o[name].amount_minor // share)
+        splits[o[name].order_id].refunded_minor = o[name].amount_minor // share
+    ghost = world.order(local(day, next(clock)), 14_000)  # never split
+
+    def pay(x: spb.Order, *, amount: int | None = None, fee: int | None = None,
+            currency: str = "CNY", ctid: str | None = None, order_id: str | None = None
+            ) -> Line:
+        return Line(ctid or x.channel_transaction_id, order_id or x.order_id,
+                    x.paid_time.ToDatetime(dt.timezone.utc),
+                    x.amount_minor if amount is None else amount,
+                    x.channel_fee_minor if fee is None else fee, currency)
+
+    def refund(x: spb.Order, amount: int, ctid: str) -> Line:
+        return Line(ctid, x.order_id, local(day, 80_000), amount, 0, line_type="refund")
+
+    half, third = o["refunded"].amount_minor // 2, o["refund_over"].amount_minor // 3
+    lines = [
+        pay(o["plain"]),
+        pay(o["amount"], amount=20_001),
+        pay(o["amount"], amount=20_001),                      # its duplicate
+        pay(o["refunded"]),
+        refund(o["refunded"], half, "rf-1"),
+        refund(o["refunded"], half, "rf-1"),                  # counted once: MATCHED first
+        pay(o["refund_over"]),
+        refund(o["refund_over"], third, "rf-2"),
+        refund(o["refund_over"], 1, "rf-3"),                  # together above the refunded
+        pay(o["plain"], ctid=o["plain"].channel_transaction_id,
+            order_id=o["named_by_duplicate"].order_id),       # a duplicate naming another
+        pay(o["fee"], fee=o["fee"].channel_fee_minor + 1),
+        pay(o["usd"], currency="CNY"),
+        pay(o["usd"], currency="CNY"),                        # its duplicate
+        pay(ghost),
+        pay(ghost),                                           # its duplicate
+        refund(ghost, 100, "rf-4"),                           # a refund of no split
+        pay(o["day_before"]),                                 # looked up by its order
+        pay(o["other_channel"]),
+        refund(o["refund_only"], o["refund_only"].amount_minor // 2, "rf-5"),
+        pay(o["twice"], ctid="tw-1"),
+        pay(o["twice"], ctid="tw-2"),                         # two payments, one split
+    ]
+    response = await world.import_file(canonical_csv(lines, CHANNEL, day), day=day)
+    return Case(day, lines, splits, {name: x.order_id for name, x in o.items()},
+                response.run)
+
+
+def found_classes(rows) -> dict[object, int]:
+    """The classes of a run's discrepancies, by line number (by order id for a split with
+    no line), the MATCHED lines filled in."""
+    out = {r.line_number or r.order_id: r.reconciliation_class for r in rows}
+    assert len(out) == len(rows)  # one discrepancy per line, per split with no line
+    return out
+
+
+def with_matched(found: dict[object, int], lines: list[Line]) -> dict[object, int]:
+    return {**{n: C.RECONCILIATION_CLASS_MATCHED
+               for n in range(FIRST_LINE, FIRST_LINE + len(lines))}, **found}
+
+
+async def test_every_line_is_classified_by_the_rules(case: Case, channel, platform):
+    from clearing.v1 import reconciliation_pb2_grpc
+
+    stub = reconciliation_pb2_grpc.ReconciliationServiceStub(channel)
+    rows = (await stub.ListDiscrepancies(
+        rpb.ListDiscrepanciesRequest(run_id=case.run.run_id, page_size=100),
+        metadata=(("authorization", f"Bearer {platform.key}"),), timeout=30)).discrepancies
+    want = reference(case.lines, case.splits)
+    assert with_matched(found_classes(rows), case.lines) == want
+    # the reference's own reading of the hand-picked cases, line by line
+    assert [want[n] for n in range(FIRST_LINE, FIRST_LINE + len(case.lines))] == [
+        C.RECONCILIATION_CLASS_MATCHED, C.RECONCILIATION_CLASS_AMOUNT_MISMATCH,
+        C.RECONCILIATION_CLASS_DUPLICATE, C.RECONCILIATION_CLASS_MATCHED,
+        C.RECONCILIATION_CLASS_MATCHED, C.RECONCILIATION_CLASS_DUPLICATE,
+        C.RECONCILIATION_CLASS_MATCHED, C.RECONCILIATION_CLASS_AMOUNT_MISMATCH,
+        C.RECONCILIATION_CLASS_AMOUNT_MISMATCH, C.RECONCILIATION_CLASS_DUPLICATE,
+        C.RECONCILIATION_CLASS_FEE_MISMATCH, C.RECONCILIATION_CLASS_CURRENCY_MISMATCH,
+        C.RECONCILIATION_CLASS_DUPLICATE, C.RECONCILIATION_CLASS_MISSING_SPLIT,
+        C.RECONCILIATION_CLASS_DUPLICATE, C.RECONCILIATION_CLASS_MISSING_SPLIT,
+        C.RECONCILIATION_CLASS_MATCHED, C.RECONCILIATION_CLASS_MATCHED,
+        C.RECONCILIATION_CLASS_MATCHED, C.RECONCILIATION_CLASS_MATCHED,
+        C.RECONCILIATION_CLASS_MATCHED]
+    assert {k for k in want if isinstance(k, str)} == {
+        case.names["unnamed"], case.names["refund_only"]}  # no payment line names them
+    totals = {t.reconciliation_class: t.item_count for t in case.run.class_totals}
+    assert totals[C.RECONCILIATION_CLASS_MATCHED] == sum(
+        1 for v in want.values() if v == C.RECONCILIATION_CLASS_MATCHED)
+    assert case.run.explained_minor == case.run.difference_minor
+
+
+async def test_parallel_workers_classify_the_same(case: Case, database_url, platform):
+    """The match's statements again, in a transaction rolled back, with parallel plans
+    forced on: the same classes for every line and split."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        st = (await conn.fetchrow("SELECT statement_id, channel, currency_code, imported_at"
+                                  " FROM recon_statements WHERE platform_id = $1",
+                                  platform.platform_id))
+        start, end = service.day_bounds(case.day, case.run.time_zone)
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            for sql in match.SQL_BEFORE_MATCH[1:] + (
+                    "SET LOCAL min_parallel_table_scan_size = 0",
+                    "SET LOCAL min_parallel_index_scan_size = 0",
+                    "SET LOCAL parallel_tuple_cost = 0",
+                    "SET LOCAL max_parallel_workers_per_gather = 2"):
+                await conn.execute(sql)
+            plan = "\n".join(r[0] for r in await conn.fetch(
+                "EXPLAIN " + match.SQL_UNSURE.replace("CREATE TEMPORARY TABLE recon_match_unsure"
+                                                      " ON COMMIT DROP AS", ""),
+                st["statement_id"], platform.platform_id, st["channel"],
+                service._ns(start), service._ns(end), start, end))
+            assert "Parallel Hash" in plan and "Gather" in plan, plan
+            before = await conn.fetchval("SELECT max(discrepancy_id) FROM recon_discrepancies")
+            await match.match_statement(
+                conn, st["statement_id"], platform.platform_id, case.run.run_id,
+                st["channel"], (service._ns(start), service._ns(end)), (start, end),
+                st["currency_code"], st["imported_at"], 60)
+            rows = await conn.fetch(
+                "SELECT line_number, order_id, class FROM recon_discrepancies"
+                " WHERE run_id = $1 AND discrepancy_id > $2", case.run.run_id, before)
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+    found = {r["line_number"] or r["order_id"]: r["class"] for r in rows}
+    assert len(found) == len(rows)
+    assert with_matched(found, case.lines) == reference(case.lines, case.splits)
