@@ -204,7 +204,7 @@ async def test_parallel_workers_classify_the_same(case: Case, database_url, plat
         tx = conn.transaction()
         await tx.start()
         try:
-            for sql in match.SQL_BEFORE_MATCH[1:] + (
+            for sql in match.SQL_BEFORE_MATCH[:-1] + (
                     "SET LOCAL min_parallel_table_scan_size = 0",
                     "SET LOCAL min_parallel_index_scan_size = 0",
                     "SET LOCAL parallel_tuple_cost = 0",
