@@ -330,7 +330,10 @@ async def explain_match(dsn: str, platform_id: int, run) -> str:
         try:
             for sql in match.SQL_BEFORE_MATCH[:-1]:  # the import's settings (not ANALYZE)
                 await conn.execute(sql)
+            await conn.execute(match.SQL_ONE_PROCESS)
             await explain("duplicates", match.SQL_DUPLICATES, st.statement_id)
+            for sql in match.SQL_IN_PARALLEL:
+                await conn.execute(sql)
             await explain("unsure", match.SQL_UNSURE, st.statement_id, platform_id, st.channel,
                           service._ns(start), service._ns(end), start, end)
             await explain("totals", match.SQL_TOTALS, st.statement_id)

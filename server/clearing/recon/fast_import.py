@@ -81,6 +81,11 @@ FROM recon_statement_lines l WHERE l.statement_id = $1
 """
 
 
+# SQL_CHECK reads every line of the statement once: in parallel workers beside the server's
+# backend (they see this transaction's lines), whatever the planner's cost of starting them.
+SQL_CHECK_PARALLEL = "SET LOCAL parallel_setup_cost = 0"
+
+
 class Rows:
     """The Feeder's pieces (the header line first) as the CSV rows COPY writes into
     recon_statement_lines (LINE_COLUMNS): every line checked against the forms in one
@@ -314,6 +319,7 @@ async def import_lines(conn: asyncpg.Connection, statement_id: int, platform_id:
         if not source.ok or int(status.split()[-1]) != feeder.line_count() - 1:
             await tx.rollback()
             return None
+        await conn.execute(SQL_CHECK_PARALLEL)
         row = await conn.fetchrow(SQL_CHECK, statement_id, PAID_TIME_MIN,
                                   timeout=RECON_MATCH_TIMEOUT_S)
     except asyncpg.PostgresError:

@@ -123,6 +123,16 @@ FROM (SELECT c.*, row_number() OVER (PARTITION BY c.line_type,
 WHERE x.nth > 1
 """
 
+# Around SQL_DUPLICATES, one process: its parallel plan sorts in the workers but hands the
+# leader all the lines, whole, through one Gather Merge, as much work again as the sort it
+# shares out; the window functions run in the leader anyway.
+SQL_ONE_PROCESS = "SET LOCAL max_parallel_workers_per_gather = 0"
+# Before SQL_UNSURE: workers again (as many as configured), and no cost for the rows they hand
+# the leader: the planner cannot tell that the filter keeps a few lines of millions, and at
+# the default cost it joined the lines to the splits in one process.
+SQL_IN_PARALLEL = ("SET LOCAL max_parallel_workers_per_gather TO DEFAULT",
+                   "SET LOCAL parallel_tuple_cost = 0")
+
 # 2. What may not be MATCHED ($1 the statement, $2 the platform, $3 the channel, $4 and $5
 # the day in paid-time nanoseconds, $6 and $7 the day as instants): the lines, with the
 # day's split of a payment line's order if any, but those certainly MATCHED (duplicates
@@ -274,7 +284,10 @@ async def match_statement(conn: asyncpg.Connection, statement_id: int, platform_
     """Match the statement's lines (in this transaction, after SQL_BEFORE_MATCH): the
     discrepancies inserted into run `run_id`; a row per class (SQL_MATCH's). `day`: the
     statement's day in paid-time nanoseconds, `day_at` as instants."""
+    await conn.execute(SQL_ONE_PROCESS)
     await conn.execute(SQL_DUPLICATES, statement_id, timeout=timeout)
+    for sql in SQL_IN_PARALLEL:
+        await conn.execute(sql)
     await conn.execute(SQL_UNSURE, statement_id, platform_id, channel, *day, *day_at,
                        timeout=timeout)
     totals = await conn.fetchrow(SQL_TOTALS, statement_id, timeout=timeout)
