@@ -137,13 +137,15 @@ SQL_IN_PARALLEL = ("SET LOCAL max_parallel_workers_per_gather TO DEFAULT",
 # the day in paid-time nanoseconds, $6 and $7 the day as instants): the lines, with the
 # day's split of a payment line's order if any, but those certainly MATCHED (duplicates
 # aside); and the splits of the day no payment line names (line_number NULL). Both halves
-# run in parallel workers.
+# run in parallel workers. A line's row carries only what its classification reads of the
+# split (the split's order, transaction id and refunded sum are a MISSING_IN_STATEMENT
+# row's; a refund line never joins a split here): the hash of the day's splits stays narrow.
 SQL_UNSURE = f"""/*recon:match*/
 CREATE TEMPORARY TABLE recon_match_unsure ON COMMIT DROP AS
 SELECT {', '.join('l.' + c for c in _LINE.split(', '))},
-       sd.split_id AS d_split_id, sd.order_id AS d_order_id, sd.channel_transaction_id AS d_ctid,
+       sd.split_id AS d_split_id, NULL AS d_order_id, NULL AS d_ctid,
        sd.amount_minor AS d_amount, sd.channel_fee_minor AS d_fee,
-       sd.currency_code AS d_currency, sd.refunded_minor AS d_refunded
+       sd.currency_code AS d_currency, NULL::bigint AS d_refunded
 FROM recon_statement_lines l
 LEFT JOIN {_DAY_SPLITS} sd ON sd.order_id = l.order_id AND l.line_type = {PAYMENT}
 WHERE l.statement_id = $1
