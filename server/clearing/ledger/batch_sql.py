@@ -152,9 +152,11 @@ SELECT (SELECT count(*) FROM acc) AS balances, (SELECT count(*) FROM link) AS li
 def int_array(values: Iterable[int]) -> str:
     """Integers as one PostgreSQL array literal, for a `$n::text::bigint[]` parameter:
     asyncpg encodes a list parameter element by element (an abc.Iterable check each), which
-    costs the writer's process about twice the time of joining the digits, while the
-    server parses the literal in C."""
-    return "{" + ",".join(map(str, values)) + "}"
+    costs the writer's process about twice the time of printing the list, while the
+    server parses the literal in C. The list's repr ("[1, -2]": PostgreSQL allows the
+    spaces), a quarter cheaper than joining str() of each: so the elements are plain ints
+    (a bool or an IntEnum member would print its repr, which PostgreSQL refuses)."""
+    return "{" + repr(values if type(values) is list else list(values))[1:-1] + "}"
 
 
 def bool_array(values: Iterable[bool]) -> str:
@@ -310,7 +312,7 @@ def late_and_commit(writes: BatchWrites, initial: Mapping[int, Initial]) -> str:
     args = late_arguments(writes, initial)
     literals = [str(int(args[0])), f"decode('{args[1].hex()}', 'hex')", str(int(args[2]))]
     for array in args[3:]:
-        invariant(set(array) <= set("{},-0123456789"), "an integer array literal")
+        invariant(set(array) <= set("{}, -0123456789"), "an integer array literal")
         literals.append(f"'{array}'")
     statement = WRITE_LATE.rsplit("SELECT (SELECT count(*) FROM acc)", 1)[0].strip()
     for n in range(len(literals), 0, -1):  # $9 before $1
