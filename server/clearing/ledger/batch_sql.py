@@ -164,14 +164,18 @@ def bool_array(values: Iterable[bool]) -> str:
     return "{" + ",".join("t" if v else "f" for v in values) + "}"
 
 
-def text_array(values: list[str]) -> str:
-    """Strings as one PostgreSQL array literal, for a `$n::text::text[]` parameter (see
-    `int_array`): every element double-quoted (so an empty string, "NULL", commas, braces
-    and spaces are themselves), a double quote or backslash escaped with a backslash (the
-    only escapes a quoted element has). No element may be None."""
+def text_array(values: list[str | None]) -> str:
+    """Strings (None: NULL) as one PostgreSQL array literal, for a `$n::text::text[]`
+    parameter (see `int_array`): every element double-quoted (so an empty string, "NULL",
+    commas, braces and spaces are themselves), a double quote or backslash escaped with a
+    backslash (the only escapes a quoted element has)."""
     if not values:
         return "{}"
-    probe = "".join(values)
+    try:
+        probe = "".join(values)
+    except TypeError:  # a None among them: element by element
+        return "{" + ",".join("NULL" if v is None else text_array([v])[1:-1]
+                              for v in values) + "}"
     if '"' in probe or "\\" in probe:
         values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
     return '{"' + '","'.join(values) + '"}'

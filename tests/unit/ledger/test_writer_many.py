@@ -107,7 +107,7 @@ async def test_array_literals_round_trip_through_postgresql(pool):
                                    bool_array([True, False])) == [True, False]
         texts = ["", "NULL", "null", "a,b", "{x}", " padded ", 'say "hi"', "back\\slash",
                  '\\"', "tab\there\nline", "memo ✓ 分账", "'quoted'", "ROW(1)"]
-        for case in (texts, texts[:1], ["plain", "ORD-1"], []):
+        for case in (texts, texts[:1], ["plain", "ORD-1"], [], [None, 'a"b', None, ""]):
             assert await conn.fetchval("SELECT $1::text::text[]", text_array(case)) == case
         blobs = [b"", b"\x00\xff\\\"{},", bytes(range(256)), None, b"R"]
         for case in (blobs, [b for b in blobs if b is not None], [None], []):
