@@ -67,7 +67,10 @@ class Role:
     ADMIN = "admin"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (hashable and compared by value all the same): the split path makes one or more
+# per order, and a frozen dataclass's construction (object.__setattr__ per field) costs 4
+# to 5 times as much (TransferRecord 2.1 us against 0.45 us). Not changed after it is made.
+@dataclass(slots=True, unsafe_hash=True)
 class Leg:
     """One transfer asked of the writer. For POST/VOID, accounts and currency may be 0/""
     (taken from the pending transfer) or must match it."""
@@ -81,7 +84,8 @@ class Leg:
     memo: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: see Leg.
+@dataclass(slots=True, unsafe_hash=True)
 class Claim:
     """A key a posting takes for good if it commits (e.g. `order:ORD1`: an order is split
     once). A posting whose claim is taken fails with AlreadyExists(reason)."""
@@ -99,7 +103,8 @@ class Claim:
         return cls(f"{cls.PREFIX}{kind}:{value}", reason, message)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: see Leg.
+@dataclass(slots=True, unsafe_hash=True)
 class Posting:
     """An all-or-nothing group of legs under one request id.
 
@@ -144,7 +149,8 @@ class Replay:
     response: bytes
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: see Leg.
+@dataclass(slots=True, unsafe_hash=True)
 class TransferRecord:
     """A committed journal row."""
 

@@ -28,7 +28,7 @@ class SplitRecord:
     `counters_json`: the counter readings for the splits row's counter_values column;
     `detail`: its stored form (`detail.encode_split`), made before the posting is queued
     so that the writer's flush only copies it. `response`: the split's first response once
-    its posting committed (`postings.Prepared.first_response`, in the writer's batch): the
+    its posting committed (`postings._FirstResponse`, in the writer's batch): the
     serialized Split message, which is also its event's payload (the sink does not build
     it twice)."""
 

@@ -13,7 +13,7 @@ import asyncpg
 from clearing.errors import invariant
 from clearing.events import outbox
 from clearing.events.model import EventType
-from clearing.ledger.batch_sql import int_array
+from clearing.ledger.batch_sql import bytea_array, int_array, text_array
 from clearing.ledger.model import Posting, TransferRecord
 from clearing.risk import events as risk_events
 from clearing.rules.model import HoldReason
@@ -33,11 +33,11 @@ WITH s AS (
                       created_at, updated_at)
   SELECT u.id, u.p, u.o, u.r, u.h, u.st, u.n, u.v, u.cur, u.a, u.cf, u.d, u.sub, u.fee,
          u.cv::jsonb, u.detail, u.ch, u.ctx, u.paid, $20, $20
-  FROM unnest($1::text::bigint[], $2::text::bigint[], $3::text[], $4::text[], $5::bytea[],
-              $6::text::smallint[], $7::text[], $8::text::integer[], $9::text[],
-              $10::text::bigint[], $11::text::bigint[], $12::text::bigint[],
-              $13::text::bigint[], $14::text::bigint[], $15::text[], $16::text[], $17::text[],
-              $18::text[], $19::text::bigint[])
+  FROM unnest($1::text::bigint[], $2::text::bigint[], $3::text::text[], $4::text::text[],
+              $5::text::bytea[], $6::text::smallint[], $7::text::text[], $8::text::integer[],
+              $9::text::text[], $10::text::bigint[], $11::text::bigint[], $12::text::bigint[],
+              $13::text::bigint[], $14::text::bigint[], $15::text[], $16::text[],
+              $17::text::text[], $18::text::text[], $19::text::bigint[])
        AS u(id, p, o, r, h, st, n, v, cur, a, cf, d, sub, fee, cv, detail, ch, ctx, paid)
   RETURNING 1
 ), l AS (
@@ -54,8 +54,9 @@ WITH s AS (
   INSERT INTO split_alerts (platform_id, split_id, reason, account_id, leg_index, message,
                             created_at)
   SELECT u.p, u.id, u.r, u.acc, u.i, u.m, $20
-  FROM unnest($30::text::bigint[], $31::text::bigint[], $32::text[], $33::text::bigint[],
-              $34::text::integer[], $35::text[]) AS u(p, id, r, acc, i, m)
+  FROM unnest($30::text::bigint[], $31::text::bigint[], $32::text::text[],
+              $33::text::bigint[], $34::text::integer[], $35::text::text[])
+       AS u(p, id, r, acc, i, m)
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM s) AS splits, (SELECT count(*) FROM l) AS legs,
@@ -104,11 +105,16 @@ def _alert_columns(records: list[SplitRecord], ids: list[int]) -> list[list]:
     return cols
 
 
-def _literals(cols: list[list], integer_columns: Iterable[int]) -> list:
-    """`cols` with its integer columns as array literals (`int_array`)."""
+def _literals(cols: list[list], integer_columns: Iterable[int],
+              text_columns: Iterable[int] = (), bytea_columns: Iterable[int] = ()) -> list:
+    """`cols` as array literals (`batch_sql.int_array`, `text_array`, `bytea_array`)."""
     out: list = list(cols)
     for i in integer_columns:
         out[i] = int_array(cols[i])
+    for i in text_columns:
+        out[i] = text_array(cols[i])
+    for i in bytea_columns:
+        out[i] = bytea_array(cols[i])
     return out
 
 
@@ -130,10 +136,12 @@ class SplitSink:
         splits = _split_columns(records, ids)
         legs = _leg_columns(records, sents)
         alerts = _alert_columns(records, ids)
-        row = await conn.fetchrow(  # integer columns as array literals (see int_array)
-            _SQL_STORE, *_literals(splits, (0, 1, 5, 7, 9, 10, 11, 12, 13, 18)),
+        row = await conn.fetchrow(  # array literals (see batch_sql) but the JSON columns,
+            # whose quotes would all need escaping (asyncpg's encoding is cheaper for them)
+            _SQL_STORE, *_literals(splits, (0, 1, 5, 7, 9, 10, 11, 12, 13, 18),
+                                   (2, 3, 6, 8, 16, 17), (4,)),
             sents[0][0].created_at, *_literals(legs, range(9)),
-            *_literals(alerts, (0, 1, 3, 4)))
+            *_literals(alerts, (0, 1, 3, 4), (2, 5)))
         invariant(row["splits"] == len(records), f"split rows written: {dict(row)}")
         if outbox.enabled():  # the batch's events: one multi-row INSERT, before
             # their risk events'

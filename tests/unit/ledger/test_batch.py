@@ -431,13 +431,13 @@ def test_write_arguments_encode_every_column_in_order():
     args = batch_sql.write_arguments(writes)
     assert len(args) == 35  # $1 .. $35 of WRITE_BATCH
     assert args[:2] == (BATCH_ID, NOW)
-    ids = f"{FIRST},{FIRST + 1},{FIRST + 2}"
+    ids = f"{FIRST},{FIRST + 1},{FIRST + 2}"  # result ids: text joined by commas
     assert args[2:14] == (
-        "{" + ids + "}", "{7,7,7}", ["ok", "ok", "ok"], f"{{{CUSTODIAL},{CUSTODIAL},{M1}}}",
-        f"{{{M3},{M3},{M2}}}", "{70,20,500}", ["CNY", "CNY", "CNY"], "{2,3,3}",
-        f"{{0,{FIRST},{OLD_HOLD}}}",
-        "{50,0,0}", "{1,0,0}",  # the new hold as the batch leaves it: 50 left, OPEN
-        ["", "", ""])
+        "{" + ids.replace(",", ", ") + "}", "{7, 7, 7}", '{"ok","ok","ok"}',
+        f"{{{CUSTODIAL}, {CUSTODIAL}, {M1}}}", f"{{{M3}, {M3}, {M2}}}", "{70, 20, 500}",
+        '{"CNY","CNY","CNY"}', "{2, 3, 3}", f"{{0, {FIRST}, {OLD_HOLD}}}",
+        "{50, 0, 0}", "{1, 0, 0}",  # the new hold as the batch leaves it: 50 left, OPEN
+        '{"","",""}')
     touched = sorted(writes.balances, key=lambda a: a.account_id)
     assert [(a.account_id, a.debits_posted, a.credits_posted, a.debits_pending,
              a.credits_pending) for a in touched] == [
@@ -446,11 +446,13 @@ def test_write_arguments_encode_every_column_in_order():
     assert args[14] == batch_sql.int_array(a.account_id for a in writes.balances)
     assert args[19:22] == (f"{{{OLD_HOLD}}}", "{0}", "{2}")
     assert args[22:31] == (
-        "{7,7}", ["ok", "no"], ["Transfer", "Transfer"],
-        [ok.payload_hash, refused.payload_hash], "{t,f}", [ids, ""],
-        ["", "FAILED_PRECONDITION"], ["", "INSUFFICIENT_FUNDS"], ["", error.message])
+        "{7, 7}", '{"ok","no"}', '{"Transfer","Transfer"}',
+        batch_sql.bytea_array([ok.payload_hash, refused.payload_hash]), "{t,f}",
+        f'{{"{ids}",""}}', '{"","FAILED_PRECONDITION"}', '{"","INSUFFICIENT_FUNDS"}',
+        batch_sql.text_array(["", error.message]))
     assert args[31:33] == (journal.records_digest(writes.journal), 3)
-    assert args[33:] == ([b"R", None], ["", idempotency.encode_error(error)])
+    assert args[33:] == ('{"\\\\x52",NULL}',
+                         batch_sql.text_array(["", idempotency.encode_error(error)]))
     batch_sql.check_counts({"journal": 3, "balances": 4, "pendings": 1, "links": 1}, writes)
     with pytest.raises(InvariantViolation):
         batch_sql.check_counts({"journal": 3, "balances": 3, "pendings": 1, "links": 1},

@@ -9,7 +9,7 @@ from clearing.clock import Clock
 from clearing.config import WriterSettings
 from clearing.errors import AlreadyExists, FailedPrecondition, ResourceExhausted, Unavailable
 from clearing.ledger import store, verify
-from clearing.ledger.batch_sql import bool_array, int_array
+from clearing.ledger.batch_sql import bool_array, bytea_array, int_array, text_array
 from clearing.ledger.writer import LedgerWriter
 
 from tests.unit.ledger.conftest import posting as _posting
@@ -105,3 +105,10 @@ async def test_array_literals_round_trip_through_postgresql(pool):
         assert await conn.fetchval("SELECT $1::text::bigint[]", int_array([])) == []
         assert await conn.fetchval("SELECT $1::text::bool[]",
                                    bool_array([True, False])) == [True, False]
+        texts = ["", "NULL", "null", "a,b", "{x}", " padded ", 'say "hi"', "back\\slash",
+                 '\\"', "tab\there\nline", "memo ✓ 分账", "'quoted'", "ROW(1)"]
+        for case in (texts, texts[:1], ["plain", "ORD-1"], [], [None, 'a"b', None, ""]):
+            assert await conn.fetchval("SELECT $1::text::text[]", text_array(case)) == case
+        blobs = [b"", b"\x00\xff\\\"{},", bytes(range(256)), None, b"R"]
+        for case in (blobs, [b for b in blobs if b is not None], [None], []):
+            assert await conn.fetchval("SELECT $1::text::bytea[]", bytea_array(case)) == case
