@@ -5,9 +5,11 @@ later GetSplit never disagree on the order."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from hypothesis import given, settings, strategies as st
 
-from clearing.api import split_convert
+from clearing.api import convert, split_convert
 from clearing.v1 import split_pb2 as pb
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
@@ -39,3 +41,15 @@ def test_the_recorded_order_converts_back_to_the_request_s_message(msg):
     again = split_convert.order_message(split_convert.order(msg))
     assert again.SerializeToString(deterministic=True) == msg.SerializeToString(
         deterministic=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30),
+                    timezones=st.just(dt.timezone.utc)))
+def test_a_received_time_in_nanoseconds_is_its_timestamp_s(at):
+    """A Split's received time becomes its order's paid time (when the gateway did not say)
+    in integer arithmetic (`convert.nanoseconds`), not through a Timestamp message: the
+    same nanoseconds, before the epoch too."""
+    assert convert.nanoseconds(at) == convert.timestamp(at).ToNanoseconds()
+    msg = pb.Order(order_id="o1", amount_minor=100, currency_code="CNY", channel="c")
+    assert split_convert.order(msg, at).paid_time_ns == convert.timestamp(at).ToNanoseconds()
