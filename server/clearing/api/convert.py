@@ -20,6 +20,14 @@ def timestamp(value: dt.datetime) -> Timestamp:
                      nanos=delta.microseconds * 1000)
 
 
+def nanoseconds(value: dt.datetime) -> int:
+    """An aware datetime in nanoseconds since the epoch: `timestamp(value).ToNanoseconds()`
+    without the message (every Split call's received time)."""
+    delta = value - _EPOCH
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000_000
+            + delta.microseconds * 1000)
+
+
 def balance(b: Balance) -> pb.Balance:
     return pb.Balance(
         account_id=b.account_id, currency_code=b.currency_code, posted_minor=b.posted,

@@ -166,15 +166,22 @@ def rule_set_from_proto(msg: rule_set_pb2.RuleSet, *, prefix: str = "") -> RuleS
 
 def order_from_proto(msg: pb.Order, *, prefix: str = "order.",
                      paid_time_ns_default: int | None = None) -> Order:
-    """The model of an Order message. InvalidArgument for an unknown coupon funding."""
-    p = _Problems(prefix)
-    coupons = tuple(Coupon(c.coupon_id, c.amount_minor,
-                           p.enum(CouponFunding, c.funding, f"coupons[{i}].funding"))
-                    for i, c in enumerate(msg.coupons))
-    paid_time_ns = p.time_ns(msg, "paid_time", "paid_time")
-    if paid_time_ns is None and not msg.HasField("paid_time"):
+    """The model of an Order message. InvalidArgument for an unknown coupon funding. (No
+    problem list, generator or Timestamp read for an order without coupons or paid time:
+    every Split converts one: 6.9-7.5 -> 5.7-6.0 us for the bench's order.)"""
+    p = None
+    coupons: tuple[Coupon, ...] = ()
+    if msg.coupons:
+        p = _Problems(prefix)
+        coupons = tuple(Coupon(c.coupon_id, c.amount_minor,
+                               p.enum(CouponFunding, c.funding, f"coupons[{i}].funding"))
+                        for i, c in enumerate(msg.coupons))
+    if msg.HasField("paid_time"):
+        p = p or _Problems(prefix)
+        paid_time_ns = p.time_ns(msg, "paid_time", "paid_time")
+    else:
         paid_time_ns = paid_time_ns_default
-    if p.items:
+    if p is not None and p.items:
         raise InvalidArgument(p.items, reason=Reason.INVALID_ORDER)
     return Order(order_id=msg.order_id, amount_minor=msg.amount_minor,
                  currency_code=msg.currency_code, channel=msg.channel,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2
 
-from clearing.api.convert import timestamp
+from clearing.api.convert import nanoseconds, timestamp
 from clearing.api.errors import aborted, bug_reason, code_name
 from clearing.errors import ClearingError, InvalidArgument
 from clearing.limits import SPLIT_ERROR_MESSAGE_LEN_MAX
@@ -70,7 +70,7 @@ def order(msg: pb.Order, received_at: dt.datetime | None = None) -> Order:
     """The order of a (validated) Order message; its paid time `received_at` when the
     gateway did not say (None: unset, the split service then takes its clock's now)."""
     return order_from_proto(msg, paid_time_ns_default=None if received_at is None
-                            else timestamp(received_at).ToNanoseconds())
+                            else nanoseconds(received_at))
 
 
 def _ns_timestamp(ns: int) -> Timestamp:

@@ -104,8 +104,10 @@ class UnaryGroups:
         self._pending += 1
         metrics.SPLIT_UNARY_PENDING.inc()
         self._start(platform_id, platform)
-        # a cancelled caller cancels only its wait: its group goes on
-        return await asyncio.shield(future)
+        # a cancelled caller cancels only its wait (its future; `_answer` passes it by):
+        # its group goes on. Not asyncio.shield: its second future and callbacks cost
+        # 4 to 8 us a call for the same effect
+        return await future
 
     def _start(self, platform_id: int, platform: _Platform) -> None:
         """A group for the platform's waiting calls, unless SPLIT_UNARY_PREPARING_MAX of
@@ -164,11 +166,13 @@ class UnaryGroups:
 
     def _answer(self, group: list[_Call], outcomes: Sequence[object]) -> None:
         for call, outcome in zip(group, outcomes):
+            if call.future.done():  # its caller went away (cancelled its wait)
+                continue
             if isinstance(outcome, asyncio.CancelledError):
                 call.future.cancel()
             elif isinstance(outcome, BaseException):
                 call.future.set_exception(outcome)
-                call.future.exception()  # retrieved: no "never retrieved" log if gone
+                call.future.exception()  # retrieved: no "never retrieved" log
             else:
                 call.future.set_result(outcome)
         self._pending -= len(group)

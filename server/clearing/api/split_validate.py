@@ -107,28 +107,44 @@ def order_violations(v: Violations, order: pb.Order, clock: Clock) -> None:
         v.add("order.paid_time", f"before {PAID_TIME_MIN:%Y-%m-%dT%H:%M:%SZ}")
 
 
+def _fine(value: str, length_max: int) -> bool:
+    """A required text `validate.text` finds nothing wrong with; the field path of a
+    collection's item is only formatted for an item that has a problem (every Split)."""
+    return bool(value) and len(value) <= length_max and "\0" not in value
+
+
 def order_collections(v: Violations, order: pb.Order) -> None:
-    if len(order.tags) > ORDER_TAGS_MAX:
+    tags = order.tags
+    if len(tags) > ORDER_TAGS_MAX:
         v.add("order.tags", f"more than {ORDER_TAGS_MAX} tags")
-    for i, tag in enumerate(order.tags):
-        validate.text(v, tag, f"order.tags[{i}]", length_max=TAG_LEN_MAX, required=True)
-    if len(order.attributes) > ORDER_ATTRIBUTES_MAX:
+    for i, tag in enumerate(tags):
+        if not _fine(tag, TAG_LEN_MAX):
+            validate.text(v, tag, f"order.tags[{i}]", length_max=TAG_LEN_MAX, required=True)
+    attributes = order.attributes
+    if len(attributes) > ORDER_ATTRIBUTES_MAX:
         v.add("order.attributes", f"more than {ORDER_ATTRIBUTES_MAX} attributes")
-    for key, value in order.attributes.items():
-        validate.text(v, key, f"order.attributes[{key}]", length_max=NAME_LEN_MAX,
-                      required=True)
-        validate.text(v, value, f"order.attributes[{key}]", length_max=VALUE_LEN_MAX)
-    if len(order.parties) > ORDER_PARTIES_MAX:
+    for key, value in attributes.items():
+        if not _fine(key, NAME_LEN_MAX):
+            validate.text(v, key, f"order.attributes[{key}]", length_max=NAME_LEN_MAX,
+                          required=True)
+        if value and not _fine(value, VALUE_LEN_MAX):
+            validate.text(v, value, f"order.attributes[{key}]", length_max=VALUE_LEN_MAX)
+    parties = order.parties
+    if len(parties) > ORDER_PARTIES_MAX:
         v.add("order.parties", f"more than {ORDER_PARTIES_MAX} parties")
-    for role, ref in order.parties.items():
-        validate.text(v, ref, f"order.parties[{role}]", length_max=EXTERNAL_REF_LEN_MAX,
-                      required=True)
-    if len(order.coupons) > ORDER_COUPONS_MAX:
+    for role, ref in parties.items():
+        if not _fine(ref, EXTERNAL_REF_LEN_MAX):
+            validate.text(v, ref, f"order.parties[{role}]", length_max=EXTERNAL_REF_LEN_MAX,
+                          required=True)
+    coupons = order.coupons
+    if not coupons:
+        return
+    if len(coupons) > ORDER_COUPONS_MAX:
         v.add("order.coupons", f"more than {ORDER_COUPONS_MAX} coupons")
-    elif (all(0 < c.amount_minor <= ORDER_AMOUNT_MINOR_MAX for c in order.coupons)
-          and sum(c.amount_minor for c in order.coupons) > ORDER_AMOUNT_MINOR_MAX):
+    elif (all(0 < c.amount_minor <= ORDER_AMOUNT_MINOR_MAX for c in coupons)
+          and sum(c.amount_minor for c in coupons) > ORDER_AMOUNT_MINOR_MAX):
         v.add("order.coupons", f"add up to more than {ORDER_AMOUNT_MINOR_MAX} minor units")
-    for i, coupon in enumerate(order.coupons):
+    for i, coupon in enumerate(coupons):
         if not 1 <= coupon.amount_minor <= ORDER_AMOUNT_MINOR_MAX:
             v.add(f"order.coupons[{i}].amount_minor",
                   f"must be 1 to {ORDER_AMOUNT_MINOR_MAX} minor units")
