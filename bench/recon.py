@@ -328,7 +328,7 @@ async def explain_match(dsn: str, platform_id: int, run) -> str:
         tx = conn.transaction()
         await tx.start()
         try:
-            for sql in match.SQL_BEFORE_MATCH[:-1]:  # the import's settings (not ANALYZE)
+            for sql in match.SQL_BEFORE_MATCH[:-2]:  # the import's settings (not ANALYZE)
                 await conn.execute(sql)
             await conn.execute(match.SQL_ONE_PROCESS)
             await explain("duplicates", match.SQL_DUPLICATES, st.statement_id)

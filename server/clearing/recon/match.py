@@ -64,6 +64,11 @@ from clearing.recon.model import DiscrepancyState, LineType, MatchClass
 C = MatchClass
 PAYMENT, REFUND = int(LineType.PAYMENT), int(LineType.REFUND)
 SQL_ANALYZE = "ANALYZE recon_statement_lines (statement_id, line_type, order_id)"
+# The BRIN index of the lines on statement_id (migration 0032) answers a page range it has
+# not summarised as a candidate for any statement: summarised here, so that this statement's
+# reads, and every later read of it, skip the other statements' pages (autovacuum may never
+# run). The same lock as the ANALYZE.
+SQL_SUMMARIZE = "SELECT brin_summarize_new_values('recon_statement_lines_statement_brin')"
 # Run in the import's transaction before SQL_MATCH, so that its plan is sound whatever the
 # size of the statement (measured with `make bench-recon`, bench/README.md):
 # - ANALYZE (SQL_ANALYZE, last): the statement's lines were just COPYed in this transaction,
@@ -94,6 +99,7 @@ SQL_BEFORE_MATCH = ("SET LOCAL plan_cache_mode = force_custom_plan",
                     "SET LOCAL jit = off",
                     "SET LOCAL parallel_setup_cost = 0",
                     "SET LOCAL default_statistics_target = 10",
+                    SQL_SUMMARIZE,
                     SQL_ANALYZE)
 
 _DAY_SPLITS = """(
