@@ -42,7 +42,11 @@ core while the other idled):
    one-time filter skips every other line; then the classification, the INSERT of the
    discrepancies and the counts and sums per class.
 A duplicate's split is looked up by its order (the one split of the order: the same the day's
-join would give).
+join would give). The steps run at READ COMMITTED, each on its own snapshot (the one statement
+of round 3 had one): a split committed between SQL_UNSURE and SQL_MATCH can be found by a
+line's look-up without being among the day's splits read before. Each line still takes its
+split's figures from one read, a MISSING_IN_STATEMENT split is one no payment line names
+(the lines do not change), so no split is counted twice and the totals stay exact.
 
 The classified rows are read once, by the INSERT of the discrepancies (round 3, issue 11):
 the counts and sums per class come from the inserted rows (RETURNING) and the MATCHED row is
