@@ -156,6 +156,32 @@ def _read_to_eof(stream) -> bytes:
     return b"".join(chunks)
 
 
+def drop_redis_keys(url: str, prefix: str) -> int:
+    """Delete the keys under `prefix` (a bench run's: the plan cache, counters, risk state
+    its server wrote) from the Redis at `url`; best effort, bounded to 10 s. Returns how
+    many were deleted."""
+    import redis
+
+    if not prefix:
+        raise ValueError("an empty prefix would delete every key")
+    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    deleted, deadline = 0, time.monotonic() + 10
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += client.delete(*batch)
+                batch = []
+            if time.monotonic() > deadline:
+                break
+        if batch:
+            deleted += client.delete(*batch)
+    finally:
+        client.close()
+    return deleted
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -436,6 +462,7 @@ class Bench:
         self.key = ""
         self.accounts: dict = {}
         self.run_tag = secrets.token_hex(6)
+        self.redis_prefix = f"clearing-bench:{self.run_tag}:"  # deleted by cleanup
         self.metrics_port = 0
 
     # ---- life cycle ----
@@ -531,7 +558,7 @@ class Bench:
         plaintext, allowed explicitly (CLEARING_TLS_ALLOW_PLAINTEXT=1)."""
         addr = f"127.0.0.1:{free_port()}"
         env = {**os.environ, "CLEARING_DATABASE_URL": dsn, "CLEARING_REDIS_URL": self.redis_url,
-               "CLEARING_REDIS_PREFIX": f"clearing-bench:{self.run_tag}:",
+               "CLEARING_REDIS_PREFIX": self.redis_prefix,
                "CLEARING_GRPC_ADDR": addr, "CLEARING_METRICS_ADDR": "",
                "CLEARING_WORKERS": str(workers),
                "CLEARING_LOG_LEVEL": "WARNING", "CLEARING_GRACE_S": "2"}
@@ -581,6 +608,12 @@ class Bench:
 
     def cleanup(self) -> None:
         self.children.kill_all()
+        if self.services:  # the run's Redis was reached: its keys go with it
+            try:
+                drop_redis_keys(self.redis_url, self.redis_prefix)
+            except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
+                print(f"bench: could not delete Redis keys {self.redis_prefix}*: {exc!r}",
+                      file=sys.stderr)
         if self.db_created:
             from clearing import db
 

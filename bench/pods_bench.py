@@ -40,8 +40,9 @@ import uuid
 from pathlib import Path
 
 from bench.driver import ACCOUNTS, CURRENCY, RULE_SET
-from bench.harness import (ROOT, begin, channel, cpu_cores, cpu_snapshot, example_rule_set,
-                           finish, free_port, new_platform, publish_and_activate)
+from bench.harness import (ROOT, begin, channel, cpu_cores, cpu_snapshot, drop_redis_keys,
+                           example_rule_set, finish, free_port, new_platform,
+                           publish_and_activate)
 
 READY_S = 60.0
 B2B_GOV_LEGS = [1_700_000, 8_330_000, 62_475_000, 12_495_000]
@@ -94,6 +95,8 @@ class PodsBench:
         self.addr = ""
         self.keys: dict[str, str] = {}
         self.ids: dict[str, int] = {}
+        self.redis_url = os.environ.get("CLEARING_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.redis_prefix = f"clearing-pods-bench:{secrets.token_hex(4)}:"  # cleanup deletes
 
     async def setup(self) -> None:
         import asyncpg
@@ -124,9 +127,8 @@ class PodsBench:
             await conn.close()
         self.addr = f"127.0.0.1:{free_port()}"
         env = {**os.environ, "CLEARING_DATABASE_URL": home, "CLEARING_PODS": f"1={pod1}",
-               "CLEARING_REDIS_URL": os.environ.get("CLEARING_BENCH_REDIS_URL",
-                                                    "redis://127.0.0.1:6379/0"),
-               "CLEARING_REDIS_PREFIX": f"clearing-pods-bench:{secrets.token_hex(4)}:",
+               "CLEARING_REDIS_URL": self.redis_url,
+               "CLEARING_REDIS_PREFIX": self.redis_prefix,
                "CLEARING_GRPC_ADDR": self.addr, "CLEARING_METRICS_ADDR": "",
                "CLEARING_WORKERS": str(self.args.workers), "CLEARING_LOG_LEVEL": "WARNING",
                "CLEARING_GRACE_S": "2", "CLEARING_TLS_ALLOW_PLAINTEXT": "1",
@@ -240,6 +242,11 @@ class PodsBench:
                 self.server.wait(30)
             except subprocess.TimeoutExpired:
                 self.server.kill()
+        if self.server is not None:
+            try:
+                drop_redis_keys(self.redis_url, self.redis_prefix)
+            except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
+                print(f"pods bench: could not delete Redis keys: {exc!r}", file=sys.stderr)
         for pg in self.pgs:
             pg.stop()
 
