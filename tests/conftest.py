@@ -25,7 +25,7 @@ from clearing.config import (BANK_CONNECTOR_SIMULATOR, BankSettings, BankSimSett
                              EventSettings, ReconSettings, ReportSettings,
                              SchedulerSettings, Settings, TlsSettings, WorkerSettings,
                              WriterSettings)
-from tests.support import Client, Platform
+from tests.support import Client, Platform, ServerProcess
 
 # Under `make mutation` (tests/mutation.py) a failing property need not be shrunk: the
 # first counterexample kills the mutant.
@@ -86,6 +86,14 @@ def pg_admin_dsn(embedded_dir):
         yield pg.dsn
     finally:
         pg.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_server_process_left():
+    """Server processes a test started and could not stop (it failed before its finally)
+    are killed when the session ends: never left serving after the run."""
+    yield
+    ServerProcess.kill_leftovers()
 
 
 @pytest.fixture(scope="session")

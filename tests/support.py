@@ -97,6 +97,10 @@ class ServerProcess:
     """The real server as a child process (`clearing serve`), for crash and shutdown tests."""
 
     START_TIMEOUT_S = 30.0
+    # Every process started in this test process: tests/conftest.py stops those still running
+    # when the session ends (a test whose second server fails to start never reaches the
+    # finally that would stop its first one; one was found serving on after a run).
+    started: list["ServerProcess"] = []
 
     def __init__(self, database_url: str, redis_url: str, port: int | None = None,
                  workers: int = 1, extra_env: dict[str, str] | None = None) -> None:
@@ -117,6 +121,7 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         self.proc = subprocess.Popen([sys.executable, "-m", "clearing.cli", "serve"],
                                      env=self.env, cwd=ROOT)
+        ServerProcess.started.append(self)
         deadline = time.monotonic() + self.START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -127,12 +132,22 @@ class ServerProcess:
                     return self
                 except grpc.FutureTimeoutError:
                     continue
+        self.kill()  # not ready: not left running
         raise RuntimeError("server did not start in time")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    @classmethod
+    def kill_leftovers(cls) -> int:
+        """Kill every started server still running; how many were."""
+        left = [p for p in cls.started if p.proc is not None and p.proc.poll() is None]
+        for p in left:
+            p.kill()
+        cls.started.clear()
+        return len(left)
 
     def terminate(self, timeout_s: float = 30.0) -> int:
         assert self.proc is not None
