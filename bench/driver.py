@@ -115,6 +115,27 @@ RSS_SAMPLES_MAX = 10_000
 
 # ---- evaluation micro-bench ------------------------------------------------------------------
 
+async def open_b2b_world(ch, key: str, approver_key: str, note: str) -> dict[str, int]:
+    """The B2B world on a platform through the API: ACCOUNTS opened and the rule set
+    RULE_SET published and activated (`note` its publication note); the account ids by
+    reference. Used by the driver, bench-events and bench-pods."""
+    from clearing.v1 import ledger_pb2 as lpb
+    from clearing.v1 import ledger_pb2_grpc, split_pb2_grpc
+
+    md = (("authorization", f"Bearer {key}"),)
+    ledger = ledger_pb2_grpc.LedgerServiceStub(ch)
+    ids = {}
+    for ref, (kind, neg) in ACCOUNTS.items():
+        r = await ledger.CreateAccount(lpb.CreateAccountRequest(
+            request_id=str(uuid.uuid4()), external_ref=ref, kind=kind,
+            owner_type=lpb.OWNER_TYPE_ENTERPRISE, currency_code=CURRENCY,
+            allow_negative=neg, display_name=f"bench {ref}"), metadata=md, timeout=30)
+        ids[ref] = r.account.account_id
+    await publish_and_activate(split_pb2_grpc.SplitServiceStub(ch), example_rule_set(RULE_SET),
+                               key, approver_key, note)
+    return ids
+
+
 def eval_bench(orders: int, repeats: int) -> dict:
     """Evaluation time per order of the compiled B2B plan, warm (the logic of
     tests/unit/rules/bench_evaluate.py), beside the same four amounts by plain arithmetic."""
@@ -225,8 +246,6 @@ class Driver(Bench):
         top-slice) whose responses the echo server copies; the Transfer accounts."""
         import grpc
 
-        from clearing.v1 import ledger_pb2 as lpb
-        from clearing.v1 import ledger_pb2_grpc
         from clearing.v1 import split_pb2 as pb
         from clearing.v1 import split_pb2_grpc
 
@@ -249,16 +268,9 @@ class Driver(Bench):
 
         md = (("authorization", f"Bearer {self.key}"),)
         async with grpc.aio.insecure_channel(self.server_addr) as ch:
-            ledger = ledger_pb2_grpc.LedgerServiceStub(ch)
-            for ref, (kind, neg) in ACCOUNTS.items():
-                r = await ledger.CreateAccount(lpb.CreateAccountRequest(
-                    request_id=str(uuid.uuid4()), external_ref=ref, kind=kind,
-                    owner_type=lpb.OWNER_TYPE_ENTERPRISE, currency_code=CURRENCY,
-                    allow_negative=neg, display_name=f"bench {ref}"), metadata=md, timeout=30)
-                self.account_ids[ref] = r.account.account_id
+            self.account_ids.update(await open_b2b_world(ch, self.key, self.approver_key,
+                                                         "bench"))
             splits = split_pb2_grpc.SplitServiceStub(ch)
-            await publish_and_activate(splits, example_rule_set(RULE_SET), self.key,
-                                       self.approver_key, "bench")
             # Probes: one split of each shape, the echo's templates (activation reaches
             # the server's cache within 1 s: retry briefly).
             templates = {}

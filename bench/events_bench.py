@@ -23,9 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.driver import ACCOUNTS, CURRENCY, RULE_SET
-from bench.harness import (begin, Bench, example_rule_set, new_platform, percentiles,
-                           publish_and_activate, run_and_report)
+from bench.driver import CURRENCY, RULE_SET, open_b2b_world
+from bench.harness import begin, Bench, new_platform, percentiles, run_and_report
 from bench.loadgen import SplitRequests
 
 CALL_TIMEOUT_S = 60.0
@@ -36,8 +35,7 @@ class EventsBench(Bench):
     async def run(self, out: Path) -> dict:
         import grpc
 
-        from clearing.v1 import ledger_pb2 as lpb
-        from clearing.v1 import ledger_pb2_grpc, split_pb2_grpc
+        from clearing.v1 import split_pb2_grpc
 
         a = self.args
         async with self.new_database() as conn:
@@ -51,15 +49,7 @@ class EventsBench(Bench):
             addr, proc = await self.start_server(self.dsn, 1, name=f"server-{i}-{phase}")
             async with grpc.aio.insecure_channel(addr) as ch:
                 if i == 0:
-                    ledger = ledger_pb2_grpc.LedgerServiceStub(ch)
-                    for ref, (kind, neg) in ACCOUNTS.items():
-                        await ledger.CreateAccount(lpb.CreateAccountRequest(
-                            request_id=str(uuid.uuid4()), external_ref=ref, kind=kind,
-                            owner_type=lpb.OWNER_TYPE_ENTERPRISE, currency_code=CURRENCY,
-                            allow_negative=neg), metadata=md, timeout=30)
-                    await publish_and_activate(split_pb2_grpc.SplitServiceStub(ch),
-                                               example_rule_set(RULE_SET), self.key, approver,
-                                               "bench")
+                    await open_b2b_world(ch, self.key, approver, "bench")
                     await asyncio.sleep(1.5)  # the activation reaches the plan cache
                 splits = split_pb2_grpc.SplitServiceStub(ch)
                 print(f"bench-events: {phase}: closed-loop SplitBatch", file=sys.stderr,

@@ -39,10 +39,9 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.driver import ACCOUNTS, CURRENCY, RULE_SET
+from bench.driver import CURRENCY, RULE_SET, open_b2b_world
 from bench.harness import (ROOT, begin, channel, cpu_cores, cpu_snapshot, drop_redis_keys,
-                           example_rule_set, finish, free_port, new_platform,
-                           publish_and_activate)
+                           finish, free_port, new_platform)
 
 READY_S = 60.0
 B2B_GOV_LEGS = [1_700_000, 8_330_000, 62_475_000, 12_495_000]
@@ -164,22 +163,13 @@ class PodsBench:
     async def _b2b(self, name: str, approver: str) -> None:
         import grpc
 
-        from clearing.v1 import ledger_pb2 as lpb
-        from clearing.v1 import ledger_pb2_grpc
         from clearing.v1 import split_pb2 as pb
         from clearing.v1 import split_pb2_grpc
 
         md = (("authorization", f"Bearer {self.keys[name]}"),)
         async with channel(self.addr) as ch:
-            ledger = ledger_pb2_grpc.LedgerServiceStub(ch)
-            for ref, (kind, neg) in ACCOUNTS.items():
-                await ledger.CreateAccount(lpb.CreateAccountRequest(
-                    request_id=str(uuid.uuid4()), external_ref=ref, kind=kind,
-                    owner_type=lpb.OWNER_TYPE_ENTERPRISE, currency_code=CURRENCY,
-                    allow_negative=neg), metadata=md, timeout=30)
+            await open_b2b_world(ch, self.keys[name], approver, "pods bench")
             splits = split_pb2_grpc.SplitServiceStub(ch)
-            await publish_and_activate(splits, example_rule_set(RULE_SET), self.keys[name],
-                                       approver, "pods bench")
             for attempt in range(50):  # activation reaches the plan cache within a second
                 try:
                     r = await splits.Split(pb.SplitRequest(
