@@ -113,19 +113,25 @@ _DAY_SPLITS = """(
   WHERE s.platform_id = $2 AND s.channel = $3
     AND (s.paid_time_ns >= $4 AND s.paid_time_ns < $5
          OR s.paid_time_ns IS NULL AND s.created_at >= $6 AND s.created_at < $7))"""
-_LINE = ("line_number, line_type, channel_transaction_id, order_id, amount_minor, "
-         "channel_fee_minor, settled_minor, currency_code")
-_SPLIT_OF_DAY = ("d_split_id, d_order_id, d_ctid, d_amount, d_fee, d_currency, d_refunded")
+_LINE = ("line_number", "line_type", "channel_transaction_id", "order_id", "amount_minor",
+         "channel_fee_minor", "settled_minor", "currency_code")
+_SPLIT_OF_DAY = ("d_split_id", "d_order_id", "d_ctid", "d_amount", "d_fee", "d_currency",
+                 "d_refunded")
+
+
+def _cols(alias: str, names: tuple[str, ...] = _LINE) -> str:
+    """`alias.name, ...` of the columns `names`."""
+    return ", ".join(f"{alias}.{n}" for n in names)
 
 # 1. The duplicates ($1 the statement): the later lines of a shared (type, channel
 # transaction id), whole.
 SQL_DUPLICATES = f"""/*recon:match*/
 CREATE TEMPORARY TABLE recon_match_duplicates ON COMMIT DROP AS
-SELECT {', '.join('x.' + c for c in _LINE.split(', '))}
+SELECT {_cols('x')}
 FROM (SELECT c.*, row_number() OVER (PARTITION BY c.line_type,
                                                   c.channel_transaction_id COLLATE "C"
                                      ORDER BY c.line_number) AS nth
-      FROM (SELECT {', '.join('d.' + c for c in _LINE.split(', '))},
+      FROM (SELECT {_cols('d')},
                    count(*) OVER (PARTITION BY hashtextextended(d.channel_transaction_id,
                                                                 d.line_type)) AS same_hash
             FROM recon_statement_lines d WHERE d.statement_id = $1) c
@@ -152,7 +158,7 @@ SQL_IN_PARALLEL = ("SET LOCAL max_parallel_workers_per_gather TO DEFAULT",
 # row's; a refund line never joins a split here): the hash of the day's splits stays narrow.
 SQL_UNSURE = f"""/*recon:match*/
 CREATE TEMPORARY TABLE recon_match_unsure ON COMMIT DROP AS
-SELECT {', '.join('l.' + c for c in _LINE.split(', '))},
+SELECT {_cols('l')},
        sd.split_id AS d_split_id, NULL AS d_order_id, NULL AS d_ctid,
        sd.amount_minor AS d_amount, sd.channel_fee_minor AS d_fee,
        sd.currency_code AS d_currency, NULL::bigint AS d_refunded
@@ -184,13 +190,13 @@ FROM recon_statement_lines x WHERE x.statement_id = $1
 # $4 now, $5 to $7 SQL_TOTALS's line count, amount and stated).
 SQL_MATCH = f"""/*recon:match*/
 WITH l AS (
-  SELECT {', '.join('u.' + c for c in _LINE.split(', '))}, 1 AS nth,
-         {', '.join('u.' + c for c in _SPLIT_OF_DAY.split(', '))}
+  SELECT {_cols('u')}, 1 AS nth,
+         {_cols('u', _SPLIT_OF_DAY)}
   FROM recon_match_unsure u
   WHERE u.line_number IS NULL OR NOT EXISTS (
       SELECT 1 FROM recon_match_duplicates x WHERE x.line_number = u.line_number)
   UNION ALL
-  SELECT {', '.join('x.' + c for c in _LINE.split(', '))}, 2,
+  SELECT {_cols('x')}, 2,
          NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM recon_match_duplicates x
 ), rf AS (
