@@ -188,6 +188,7 @@ async def bare_copy(conn, path: Path, chunk_bytes: int) -> tuple[float, int]:
         " order_id text, paid_time timestamptz, amount_minor bigint,"
         " channel_fee_minor bigint, settled_minor bigint, currency_code text,"
         " settlement_date date, type text)")
+    await conn.execute("CHECKPOINT")  # the day's load written out first (not this COPY's)
     t0 = time.monotonic()
     status = await conn.copy_to_table(CEILING_TABLE, source=inflated(path, chunk_bytes),
                                       format="csv", header=True)
@@ -422,9 +423,15 @@ class ReconBench(Bench):
         return self.figures(plan, exp, path, load_s, ceiling_s, measured, problems)
 
     async def measure(self, key: str, path: Path, day: dt.date) -> dict:
+        import asyncpg
         import grpc
 
         pid = self.server.pid
+        admin = await asyncpg.connect(self.dsn)
+        try:  # the bare COPY's pages written out first, as the day's were before it
+            await admin.execute("CHECKPOINT")
+        finally:
+            await admin.close()
         rss_before = _status_kb(pid)
         sampler = Sampler(self.admin_dsn, self.db_name, pid)
         pg = await self.pg_pids()
