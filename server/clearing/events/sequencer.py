@@ -1,15 +1,20 @@
 """The sequencer: numbers the outbox's events per platform, in the order they became
 visible, and fans them out to webhook deliveries.
 
-Every server process runs one; one round at a time runs in the whole database (each round's
-transaction takes `pg_try_advisory_xact_lock(EVENTS_LOCK_KEY)`; a process that does not get
-it skips the round). A round moves up to EVENTS_SEQUENCE_BATCH_MAX visible outbox rows, in
-outbox_id order, into `events`, numbered per platform from `event_heads` (which only the
-sequencer writes), makes one webhook delivery per matching enabled endpoint, and notifies
-the WatchEvents streams of every process (NOTIFY clearing_events), all in one statement and
-one transaction. A change whose transaction commits after a round is numbered by a later
-round: the feed is gap-free and in commit-visible order per platform; two changes of one
-resource are ordered (the second could not start before the first committed).
+Every server process runs one; one of them at a time, per database, is the leader: it holds
+the session-level advisory lock EVENTS_LOCK_KEY on its own connection for as long as that
+connection lives (a process that stops, dies or loses the connection lets it go, and another
+process's next try takes it). Only the leader runs rounds. A round is one statement, its own
+transaction: it moves up to EVENTS_SEQUENCE_BATCH_MAX visible outbox rows, in outbox_id
+order, into `events`, numbered per platform from `event_heads` (which only the leader
+writes), makes one webhook delivery per matching enabled endpoint, and notifies the
+WatchEvents streams of every process (NOTIFY clearing_events) when it moved any. Each round's
+snapshot is taken after the previous round committed, on the same connection, so it reads
+the heads that round left. A change whose transaction commits after a round is numbered by
+a later round: the feed is gap-free and in commit-visible order per platform; two changes of
+one resource are ordered (the second could not start before the first committed).
+(Until 2026-12-07 every round of every process tried a transaction-level lock: five round
+trips a round where one does now, 50 rounds a second per process even when idle.)
 Also prunes events (and finished deliveries) older than the retention, a bounded slice per
 round.
 """
@@ -21,6 +26,7 @@ import logging
 import threading
 
 import asyncpg
+import uvloop
 
 from clearing.config import EventSettings
 from clearing.events.model import DeliveryState
@@ -34,6 +40,7 @@ PRUNE_EVERY_ROUNDS = 500
 CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
 ERROR_PAUSE_S = 1.0
+FOLLOWER_PAUSE_S = 0.5  # between a follower's tries to lead (the takeover's delay)
 STOP_TIMEOUT_S = 30.0
 
 _SQL_ROUND = f"""
@@ -65,8 +72,10 @@ WITH moved AS (
   ORDER BY i.platform_id, i.seq, e.endpoint_id
   RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins) AS moved, (SELECT count(*) FROM heads) AS platforms,
-       (SELECT count(*) FROM deliveries) AS deliveries
+SELECT m.moved, (SELECT count(*) FROM heads) AS platforms,
+       (SELECT count(*) FROM deliveries) AS deliveries,
+       CASE WHEN m.moved > 0 THEN pg_notify('{CHANNEL}', '') END AS notified
+FROM (SELECT count(*) AS moved FROM ins) m
 """
 
 _SQL_PRUNE_EVENTS = """
@@ -90,17 +99,19 @@ DELETE FROM webhook_deliveries WHERE delivery_id IN (
 """
 
 
+async def lead(conn: asyncpg.Connection) -> bool:
+    """Whether this connection is (now) the leader: it holds the sequencer's session-level
+    lock, which it keeps until it closes (`pg_try_advisory_lock` again on a holder is true
+    and stacks: call it only until it answers true)."""
+    return await conn.fetchval("SELECT pg_try_advisory_lock($1)", EVENTS_LOCK_KEY)
+
+
 async def sequence_round(conn: asyncpg.Connection,
-                         batch_max: int = EVENTS_SEQUENCE_BATCH_MAX) -> int | None:
-    """One round in its own transaction: the events numbered, or None when another process
-    holds the sequencer's lock."""
-    async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EVENTS_LOCK_KEY):
-            return None
-        row = await conn.fetchrow(_SQL_ROUND, batch_max)
-        if row["moved"]:
-            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
-        return row["moved"]
+                         batch_max: int = EVENTS_SEQUENCE_BATCH_MAX) -> int:
+    """One round, one statement in its own transaction, on the leader's connection (`lead`):
+    the events numbered."""
+    row = await conn.fetchrow(_SQL_ROUND, batch_max)
+    return row["moved"]
 
 
 async def prune(conn: asyncpg.Connection, retention_days: int) -> int:
@@ -123,6 +134,7 @@ class Sequencer:
         self._dsn = database_url
         self._settings = settings
         self._rounds = 0
+        self._leader = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -141,7 +153,7 @@ class Sequencer:
         self._thread = None
 
     def _run(self) -> None:
-        asyncio.run(self._main())
+        uvloop.run(self._main())  # as the server's own loop (half the CPU of asyncio's)
 
     async def _main(self) -> None:
         conn: asyncpg.Connection | None = None
@@ -149,24 +161,32 @@ class Sequencer:
         while not self._stopping.is_set():
             try:
                 if conn is None or conn.is_closed():
+                    self._leader = False
                     conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S,
                                                  command_timeout=COMMAND_TIMEOUT_S)
-                await self.tick(conn)
+                if self._leader or await lead(conn):
+                    self._leader = True
+                    await self.tick(conn)
+                else:
+                    await asyncio.sleep(FOLLOWER_PAUSE_S)
             except Exception:  # noqa: BLE001 - logged; the next round retries
                 log.exception("events sequencer round failed")
                 if conn is not None:
-                    conn.terminate()
+                    conn.terminate()  # and with it the lock: another process may lead
                 conn = None
+                self._leader = False
                 await asyncio.sleep(ERROR_PAUSE_S)
             await asyncio.sleep(interval)
         if conn is not None:
-            await conn.close()
+            await conn.close()  # the lock with it
+        self._leader = False
 
     async def tick(self, conn: asyncpg.Connection) -> None:
+        """The leader's rounds until one is not full, then now and then a prune."""
         while True:  # a full round: more are waiting
             moved = await sequence_round(conn)
-            if moved is None or moved < EVENTS_SEQUENCE_BATCH_MAX:
+            if moved < EVENTS_SEQUENCE_BATCH_MAX:
                 break
         self._rounds += 1
-        if moved is not None and self._rounds % PRUNE_EVERY_ROUNDS == 1:
+        if self._rounds % PRUNE_EVERY_ROUNDS == 1:
             await prune(conn, self._settings.retention_days)
