@@ -47,9 +47,11 @@ async def _until(predicate, timeout_s: float) -> bool:
 
 
 async def _leaders(conn: asyncpg.Connection) -> int:
-    """Sessions holding the sequencer's advisory lock."""
+    """Sessions holding the sequencer's advisory lock in this database (other tests'
+    servers hold it in theirs)."""
     return await conn.fetchval(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " AND (classid::bigint << 32 | objid::bigint) = $1", sequencer.EVENTS_LOCK_KEY)
 
 

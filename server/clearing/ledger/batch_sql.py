@@ -9,6 +9,12 @@ and the hash-chain link. Every array column travels as ONE PostgreSQL array lite
 by element, with a Python-level `isinstance(element, collections.abc.Iterable)` check on
 each (integers, strings and bytes alike), which was 7% of the server's samples in a
 SplitBatch profile for the text and bytea columns alone.
+
+But for long values: PostgreSQL parses a literal character by character (about 20 ns a
+character here), so the idempotency records' first responses (a split's: about 800 bytes,
+1,600 hex characters) go in asyncpg's binary bytea[] encoding: in 600-row statements, 10-12
+µs of PostgreSQL's CPU a row in binary against 33-40 µs as a literal, and less of the
+server's too (2.7 against 7.5 µs; 2026-12-08, bench/README.md "Long values in binary").
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ WITH t AS (
          u.resp, u.err
   FROM unnest($23::text::bigint[], $24::text::text[], $25::text::text[],
               $26::text::bytea[], $27::text::bool[], $28::text::text[], $29::text::text[],
-              $30::text::text[], $31::text::text[], $34::text::bytea[], $35::text::text[])
+              $30::text::text[], $31::text::text[], $34::bytea[], $35::text::text[])
        AS u(p, r, m, h, ok, ids, c, rs, msg, resp, err)
   ON CONFLICT DO NOTHING
   RETURNING 1
@@ -112,7 +118,7 @@ WITH t AS (
          u.resp, u.err
   FROM unnest($18::text::bigint[], $19::text::text[], $20::text::text[],
               $21::text::bytea[], $22::text::bool[], $23::text::text[], $24::text::text[],
-              $25::text::text[], $26::text::text[], $27::text::bytea[], $28::text::text[])
+              $25::text::text[], $26::text::text[], $27::bytea[], $28::text::text[])
        AS u(p, r, m, h, ok, ids, c, rs, msg, resp, err)
   ON CONFLICT DO NOTHING
   RETURNING 1
@@ -236,8 +242,9 @@ def write_arguments(writes: BatchWrites) -> tuple:
         _texts("error_message", requests),
         # $32, $33: the hash-chain link (none for a batch without rows)
         digest, len(rows),
-        # $34, $35: the records' first responses and recorded failures
-        _bytes("response", requests), _texts("error", requests),
+        # $34, $35: the records' first responses (binary: see the module docstring) and
+        # recorded failures
+        [r.response for r in requests], _texts("error", requests),
     )
 
 
@@ -260,7 +267,7 @@ def rows_arguments(writes: BatchWrites) -> tuple:
         bool_array(r.ok for r in requests),
         text_array([",".join(map(str, r.result_ids)) for r in requests]),
         _texts("error_code", requests), _texts("error_reason", requests),
-        _texts("error_message", requests), _bytes("response", requests),
+        _texts("error_message", requests), [r.response for r in requests],
         _texts("error", requests),
     )
 
