@@ -8,9 +8,10 @@ multi-row INSERTs like the ledger writer's.
 
 A database of its own (CLEARING_BENCH_DATABASE_URL's server, else 127.0.0.1:5432), dropped
 at the end. Found 2026-12-08: PostgreSQL parses a literal a character at a time, so a split's
-first response (about 800 bytes, 1,600 hex characters) cost it 33-40 µs a row as a literal
-against 10-12 µs in binary; for values of a few dozen characters the two are alike
-(bench/README.md "Long values in binary").
+first response (about 800 bytes, 1,600 hex characters) cost it 31.7-42.9 µs a row as a
+literal against 5.8-7.5 µs in binary; for values of a few dozen characters the two are
+alike (bench/README.md "What the split path gained since 11-22, and long values in
+binary"). The two forms run in turn, the first alternating round by round.
 """
 
 from __future__ import annotations
@@ -72,12 +73,15 @@ async def run(a: argparse.Namespace) -> list[dict]:
                 for label, kind, length, literal in CASES:
                     col = "b" if kind == "bytea" else "t"
                     values = _values(kind, length, a.rows)
-                    lit = await _measure(
-                        conn, f"INSERT INTO v ({col}) SELECT unnest($1::text::{kind}[])",
-                        lambda: literal(values), a.statements, a.rows)
-                    binary = await _measure(
-                        conn, f"INSERT INTO v ({col}) SELECT unnest($1::{kind}[])",
-                        lambda: values, a.statements, a.rows)
+                    forms = {
+                        "literal": (f"INSERT INTO v ({col}) SELECT unnest($1::text::{kind}[])",
+                                    lambda: literal(values)),
+                        "binary": (f"INSERT INTO v ({col}) SELECT unnest($1::{kind}[])",
+                                   lambda: values)}
+                    order = ("literal", "binary") if round_ % 2 == 0 else ("binary", "literal")
+                    got = {form: await _measure(conn, *forms[form], a.statements, a.rows)
+                           for form in order}
+                    lit, binary = got["literal"], got["binary"]
                     out.append({"round": round_ + 1, "case": label,
                                 "literal_server_us": round(lit[0], 2),
                                 "literal_postgres_us": round(lit[1], 2),

@@ -353,6 +353,14 @@ EVENTS_READ_BATCH_MAX = 500
 # Type filters per WatchEvents/ListEvents call, and a type's length.
 EVENT_TYPES_MAX = 32
 EVENT_TYPE_LEN_MAX = 64
+# The sequencer leader's session (it holds the lock for as long as it lives): PostgreSQL
+# ends it after this many seconds without a statement (a frozen leader: its rounds run
+# every CLEARING_EVENTS_SEQUENCER_INTERVAL_MS), and TCP keepalives find a vanished host
+# within about idle + interval x count seconds; then a follower leads.
+EVENTS_LEADER_IDLE_TIMEOUT_S = 10
+EVENTS_LEADER_KEEPALIVE_IDLE_S = 5
+EVENTS_LEADER_KEEPALIVE_INTERVAL_S = 2
+EVENTS_LEADER_KEEPALIVE_COUNT = 3
 # Events older than the retention pruned per sequencer round (the rest next round).
 EVENTS_PRUNE_BATCH_MAX = 10_000
 # Discrepancy events (discrepancy.opened) a reconciliation run reads back and writes to the

@@ -77,8 +77,9 @@ async def write(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
     """Write `rows` in the caller's transaction, in one statement. The short columns go as
     array literals (`clearing.ledger.batch_sql.int_array`), the payloads in asyncpg's binary
     bytea[] encoding: PostgreSQL parses a literal character by character, so a payload of
-    ~800 bytes as hex cost it 33-40 µs a row against 10-12 µs in binary, and the server
-    7.5 against 2.7 µs (600-row statements, 2026-12-08; bench/README.md)."""
+    ~800 bytes as hex cost it 31.7-42.9 µs a row against 5.8-7.5 µs in binary, and the
+    server 8.4-9.2 against 3.9-4.4 µs (600-row statements; `python -m bench.long_values`,
+    2026-12-08)."""
     if not rows or not _enabled:
         return
     columns = (

@@ -4,7 +4,9 @@ visible, and fans them out to webhook deliveries.
 Every server process runs one; one of them at a time, per database, is the leader: it holds
 the session-level advisory lock EVENTS_LOCK_KEY on its own connection for as long as that
 connection lives (a process that stops, dies or loses the connection lets it go, and another
-process's next try takes it). Only the leader runs rounds. A round is one statement, its own
+process's next try takes it; a frozen leader's session ends after
+EVENTS_LEADER_IDLE_TIMEOUT_S without a statement, a vanished host's by TCP keepalives:
+`session_settings`). Only the leader runs rounds. A round is one statement, its own
 transaction: it moves up to EVENTS_SEQUENCE_BATCH_MAX visible outbox rows, in outbox_id
 order, into `events`, numbered per platform from `event_heads` (which only the leader
 writes), makes one webhook delivery per matching enabled endpoint, and notifies the
@@ -13,7 +15,7 @@ snapshot is taken after the previous round committed, on the same connection, so
 the heads that round left. A change whose transaction commits after a round is numbered by
 a later round: the feed is gap-free and in commit-visible order per platform; two changes of
 one resource are ordered (the second could not start before the first committed).
-(Until 2026-12-07 every round of every process tried a transaction-level lock: five round
+(Until 2026-12-08 every round of every process tried a transaction-level lock: five round
 trips a round where one does now, 50 rounds a second per process even when idle.)
 Also prunes events (and finished deliveries) older than the retention, a bounded slice per
 round.
@@ -30,7 +32,10 @@ import uvloop
 
 from clearing.config import EventSettings
 from clearing.events.model import DeliveryState
-from clearing.limits import EVENTS_PRUNE_BATCH_MAX, EVENTS_SEQUENCE_BATCH_MAX
+from clearing.limits import (EVENTS_LEADER_IDLE_TIMEOUT_S, EVENTS_LEADER_KEEPALIVE_COUNT,
+                             EVENTS_LEADER_KEEPALIVE_IDLE_S,
+                             EVENTS_LEADER_KEEPALIVE_INTERVAL_S, EVENTS_PRUNE_BATCH_MAX,
+                             EVENTS_SEQUENCE_BATCH_MAX)
 
 log = logging.getLogger("clearing.events.sequencer")
 
@@ -41,6 +46,18 @@ CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
 ERROR_PAUSE_S = 1.0
 FOLLOWER_PAUSE_S = 0.5  # between a follower's tries to lead (the takeover's delay)
+
+
+def session_settings(interval_ms: int) -> dict[str, str]:
+    """A sequencer connection's session settings: a leader that stops issuing statements (a
+    frozen process) or whose host vanishes without closing the socket loses its session, and
+    with it the lock, in seconds rather than at the kernel's keepalive default (2 hours).
+    The idle timeout is at least three of the rounds' intervals."""
+    idle_ms = max(EVENTS_LEADER_IDLE_TIMEOUT_S * 1000, 3 * interval_ms)
+    return {"idle_session_timeout": str(idle_ms),
+            "tcp_keepalives_idle": str(EVENTS_LEADER_KEEPALIVE_IDLE_S),
+            "tcp_keepalives_interval": str(EVENTS_LEADER_KEEPALIVE_INTERVAL_S),
+            "tcp_keepalives_count": str(EVENTS_LEADER_KEEPALIVE_COUNT)}
 STOP_TIMEOUT_S = 30.0
 
 _SQL_ROUND = f"""
@@ -163,7 +180,9 @@ class Sequencer:
                 if conn is None or conn.is_closed():
                     self._leader = False
                     conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S,
-                                                 command_timeout=COMMAND_TIMEOUT_S)
+                                                 command_timeout=COMMAND_TIMEOUT_S,
+                                                 server_settings=session_settings(
+                                                     self._settings.sequencer_interval_ms))
                 if self._leader or await lead(conn):
                     self._leader = True
                     await self.tick(conn)

@@ -12,9 +12,11 @@ SplitBatch profile for the text and bytea columns alone.
 
 But for long values: PostgreSQL parses a literal character by character (about 20 ns a
 character here), so the idempotency records' first responses (a split's: about 800 bytes,
-1,600 hex characters) go in asyncpg's binary bytea[] encoding: in 600-row statements, 10-12
-µs of PostgreSQL's CPU a row in binary against 33-40 µs as a literal, and less of the
-server's too (2.7 against 7.5 µs; 2026-12-08, bench/README.md "Long values in binary").
+1,600 hex characters) go in asyncpg's binary bytea[] encoding: in 600-row statements,
+5.8-7.5 µs of PostgreSQL's CPU a row in binary against 31.7-42.9 µs as a literal, and less
+of the server's too (3.9-4.4 against 8.4-9.2 µs; `python -m bench.long_values`,
+2026-12-08, bench/README.md "What the split path gained since 11-22, and long values in
+binary").
 """
 
 from __future__ import annotations
