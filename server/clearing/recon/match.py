@@ -25,9 +25,12 @@ workers share the heavy part (`make bench-recon`, bench/README.md; PostgreSQL 15
 JOIN and no window function in parallel workers, so the one-statement form of round 3 used one
 core while the other idled):
 1. SQL_DUPLICATES: the later lines of a shared (type, channel transaction id), whole, into a
-   temporary table. The lines are sorted by a 64-bit hash of the key (cheaper than the text);
-   only the lines whose hash another line shares (the duplicates, and any collision) are then
-   numbered exactly by (type, channel transaction id, line number).
+   temporary table. The 64-bit hashes of the key that more than one line has are found by a
+   hash aggregate of the hashes alone (the lines are not sorted: a sort of 2,000,000 lines
+   whole took 5 s of a 12 s match, 2026-12-08); only the lines with such a hash (the
+   duplicates, and any collision) are then numbered exactly by (type, channel transaction
+   id, line number). A file of one repeated key makes every line a candidate: one sort of
+   them all, as before.
 2. SQL_UNSURE: in parallel workers, every line joined to the day's split of its order (a
    parallel hash join; payment lines only) and every split of the day no payment line names
    (a parallel hash anti join: MISSING_IN_STATEMENT), keeping only what may not be MATCHED: a
@@ -127,21 +130,26 @@ def _cols(alias: str, names: tuple[str, ...] = _LINE) -> str:
 # transaction id), whole.
 SQL_DUPLICATES = f"""/*recon:match*/
 CREATE TEMPORARY TABLE recon_match_duplicates ON COMMIT DROP AS
+WITH shared AS MATERIALIZED (
+  SELECT hashtextextended(d.channel_transaction_id, d.line_type) AS h
+  FROM recon_statement_lines d WHERE d.statement_id = $1
+  GROUP BY 1 HAVING count(*) > 1)
 SELECT {_cols('x')}
-FROM (SELECT c.*, row_number() OVER (PARTITION BY c.line_type,
-                                                  c.channel_transaction_id COLLATE "C"
-                                     ORDER BY c.line_number) AS nth
-      FROM (SELECT {_cols('d')},
-                   count(*) OVER (PARTITION BY hashtextextended(d.channel_transaction_id,
-                                                                d.line_type)) AS same_hash
-            FROM recon_statement_lines d WHERE d.statement_id = $1) c
-      WHERE c.same_hash > 1) x
+FROM (SELECT {_cols('c')},
+             row_number() OVER (PARTITION BY c.line_type, c.channel_transaction_id COLLATE "C"
+                                ORDER BY c.line_number) AS nth
+      FROM recon_statement_lines c
+      WHERE c.statement_id = $1
+        AND hashtextextended(c.channel_transaction_id, c.line_type) IN (SELECT h FROM shared)) x
 WHERE x.nth > 1
 """
 
-# Around SQL_DUPLICATES, one process: its parallel plan sorts in the workers but hands the
-# leader all the lines, whole, through one Gather Merge, as much work again as the sort it
-# shares out; the window functions run in the leader anyway.
+# Around SQL_DUPLICATES, one process: a parallel aggregate of the hashes would hand the leader
+# every partial group (the keys are nearly all distinct), and the window function runs in the
+# leader anyway. The aggregate holds the hashes alone (8 bytes a line, 256 MB for 2,000,000
+# lines at RECON_MATCH_WORK_MEM_MB x hash_mem_multiplier: no spill); the sort of round 4 held
+# the lines whole and spilled 200 MB to disk (4.5 s for the step against 4.8 and 5.0,
+# `make bench-recon BENCH_ARGS=--explain`, 2026-12-08).
 SQL_ONE_PROCESS = "SET LOCAL max_parallel_workers_per_gather = 0"
 # Before SQL_UNSURE: workers again (as many as configured), and no cost for the rows they hand
 # the leader: the planner cannot tell that the filter keeps a few lines of millions, and at
