@@ -47,13 +47,17 @@ async def _until(predicate, timeout_s: float) -> bool:
     return False
 
 
-async def _leaders(conn: asyncpg.Connection) -> int:
-    """Sessions holding the sequencer's advisory lock in this database (other tests'
+async def _holders(conn: asyncpg.Connection) -> list[int]:
+    """The backends holding the sequencer's advisory lock in this database (other tests'
     servers hold it in theirs)."""
-    return await conn.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    return [r[0] for r in await conn.fetch(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND (classid::bigint << 32 | objid::bigint) = $1", sequencer.EVENTS_LOCK_KEY)
+        " AND (classid::bigint << 32 | objid::bigint) = $1", sequencer.EVENTS_LOCK_KEY)]
+
+
+async def _leaders(conn: asyncpg.Connection) -> int:
+    return len(await _holders(conn))
 
 
 async def test_one_of_three_leads_every_event_numbered_once_and_a_follower_takes_over(
@@ -83,11 +87,7 @@ async def test_one_of_three_leads_every_event_numbered_once_and_a_follower_takes
             assert sum(s._leader for s in seqs) == 1 and not leader[0]._leader
             # the new leader's backend killed (a crash, a lost connection): it lets go, and
             # the remaining follower or itself, reconnected, leads; never two
-            holder = await conn.fetchval(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND database = (SELECT oid FROM pg_database"
-                "                 WHERE datname = current_database())"
-                " AND (classid::bigint << 32 | objid::bigint) = $1", sequencer.EVENTS_LOCK_KEY)
+            [holder] = await _holders(conn)
             assert await conn.fetchval("SELECT pg_terminate_backend($1)", holder)
             await _outbox(conn, 50, 351)
             assert await _until(lambda: _outbox_empty(conn), 10.0)

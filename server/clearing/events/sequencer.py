@@ -46,6 +46,7 @@ CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
 ERROR_PAUSE_S = 1.0
 FOLLOWER_PAUSE_S = 0.5  # between a follower's tries to lead (the takeover's delay)
+STOP_TIMEOUT_S = 30.0
 
 
 def session_settings(interval_ms: int) -> dict[str, str]:
@@ -58,7 +59,7 @@ def session_settings(interval_ms: int) -> dict[str, str]:
             "tcp_keepalives_idle": str(EVENTS_LEADER_KEEPALIVE_IDLE_S),
             "tcp_keepalives_interval": str(EVENTS_LEADER_KEEPALIVE_INTERVAL_S),
             "tcp_keepalives_count": str(EVENTS_LEADER_KEEPALIVE_COUNT)}
-STOP_TIMEOUT_S = 30.0
+
 
 _SQL_ROUND = f"""
 WITH moved AS (
